@@ -1,0 +1,215 @@
+// Package store is the controller's persistent state: the directory
+// (segments, apps, users, groups, rules), enrolled gateways and devices,
+// single-use enrollment tokens and the audit trail.
+//
+// [Store] is the boundary; the embedded SQLite implementation is the default
+// (no other server needed). Every method is one transaction: a call either
+// changes everything it names or nothing.
+package store
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"time"
+
+	"github.com/cordonhq/cordon/pkg/policy"
+	"github.com/cordonhq/cordon/pkg/wgkey"
+)
+
+// Sentinel errors callers branch on (the API maps them to HTTP statuses and
+// cordonctl to exit codes).
+var (
+	ErrNotFound      = errors.New("not found")
+	ErrAlreadyExists = errors.New("already exists")
+	ErrInUse         = errors.New("still in use")            // delete blocked by a reference
+	ErrTokenInvalid  = errors.New("token invalid or expired") // unknown, used or expired
+	ErrAddrExhausted = errors.New("overlay address pool exhausted")
+)
+
+// OverlayPrefix is the pool overlay addresses come from (RFC 6598 shared
+// address space, as most overlays use).
+var OverlayPrefix = netip.MustParsePrefix("100.64.0.0/10")
+
+// Segment is a set of real prefixes behind one or more gateways.
+type Segment struct {
+	Name      string         `json:"name"`
+	CIDRs     []netip.Prefix `json:"cidrs"`
+	CreatedAt time.Time      `json:"created_at"`
+}
+
+// Classification is an app's data classification.
+type Classification string
+
+// Classifications.
+const (
+	ClassPHI      Classification = "phi"
+	ClassInternal Classification = "internal"
+	ClassPublic   Classification = "public"
+)
+
+// App is an application inside a segment.
+type App struct {
+	Name           string             `json:"name"`
+	Segment        string             `json:"segment"`
+	DNSName        string             `json:"dns_name"`
+	Addr           netip.Prefix       `json:"addr"` // a host (/32, /128) or a prefix
+	Proto          policy.Proto       `json:"proto"`
+	Ports          []policy.PortRange `json:"ports"`
+	Classification Classification     `json:"classification"`
+	CreatedAt      time.Time          `json:"created_at"`
+}
+
+// User is a local user. PasswordHash is an encoded argon2id hash;
+// TOTPSecret is the base32 TOTP seed. Neither ever leaves the controller.
+type User struct {
+	Name         string    `json:"name"`
+	PasswordHash string    `json:"-"`
+	TOTPSecret   string    `json:"-"`
+	Disabled     bool      `json:"disabled"`
+	CreatedAt    time.Time `json:"created_at"`
+}
+
+// Group is a named set of users.
+type Group struct {
+	Name      string    `json:"name"`
+	Members   []string  `json:"members"` // user names, sorted
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// Rule lets a group reach an app (the skeleton's single rule type).
+type Rule struct {
+	Name      string    `json:"name"`
+	Group     string    `json:"group"`
+	App       string    `json:"app"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// Gateway is an enrolled gateway.
+type Gateway struct {
+	ID          string       `json:"id"`
+	Name        string       `json:"name"`
+	Segment     string       `json:"segment"`
+	PublicKey   wgkey.Public `json:"public_key"`
+	OverlayAddr netip.Addr   `json:"overlay_addr"`
+	Endpoint    string       `json:"endpoint"`
+	CreatedAt   time.Time    `json:"created_at"`
+}
+
+// Device is an enrolled client device, owned by one user.
+type Device struct {
+	ID          string       `json:"id"`
+	User        string       `json:"user"`
+	Hostname    string       `json:"hostname"`
+	PublicKey   wgkey.Public `json:"public_key"`
+	OverlayAddr netip.Addr   `json:"overlay_addr"`
+	CreatedAt   time.Time    `json:"created_at"`
+}
+
+// EnrollToken is a single-use, expiring gateway enrollment token. Only the
+// SHA-256 of the secret is stored.
+type EnrollToken struct {
+	ID        string     `json:"id"`
+	Hash      []byte     `json:"-"`
+	Segment   string     `json:"segment"`
+	Name      string     `json:"name"` // gateway name to give on redemption
+	CreatedAt time.Time  `json:"created_at"`
+	ExpiresAt time.Time  `json:"expires_at"`
+	UsedAt    *time.Time `json:"used_at,omitempty"`
+	UsedBy    string     `json:"used_by,omitempty"` // gateway ID
+}
+
+// AuditEvent is one record of the audit trail. Seq is assigned by the store
+// and strictly increasing.
+type AuditEvent struct {
+	Seq     int64             `json:"seq"`
+	Time    time.Time         `json:"time"`
+	Type    string            `json:"type"`    // e.g. "login", "flow.allow"
+	Actor   string            `json:"actor"`   // who did it: "admin", "user:nurse", "gateway:gw-1"
+	Outcome string            `json:"outcome"` // "success", "failure", "allow", "deny"
+	Subject string            `json:"subject"` // what it was done to
+	Details map[string]string `json:"details,omitempty"`
+}
+
+// AuditFilter selects audit events; zero fields match everything. Events
+// come newest first.
+type AuditFilter struct {
+	Type     string // exact type, or a prefix ending in "." ("flow.")
+	AfterSeq int64
+	Limit    int // 0 means 100
+}
+
+// Snapshot is a consistent read of everything the network map depends on.
+type Snapshot struct {
+	Segments []Segment
+	Apps     []App
+	Users    []User
+	Groups   []Group
+	Rules    []Rule
+	Gateways []Gateway
+	Devices  []Device
+}
+
+// Store is the controller's persistent state. Implementations are safe for
+// concurrent use. List methods return results sorted by name (or ID).
+type Store interface {
+	CreateSegment(ctx context.Context, s Segment) error
+	GetSegment(ctx context.Context, name string) (Segment, error)
+	ListSegments(ctx context.Context) ([]Segment, error)
+	DeleteSegment(ctx context.Context, name string) error // ErrInUse while apps or gateways reference it
+
+	CreateApp(ctx context.Context, a App) error // ErrNotFound if the segment does not exist
+	GetApp(ctx context.Context, name string) (App, error)
+	ListApps(ctx context.Context) ([]App, error)
+	DeleteApp(ctx context.Context, name string) error // ErrInUse while rules reference it
+
+	CreateUser(ctx context.Context, u User) error
+	GetUser(ctx context.Context, name string) (User, error)
+	ListUsers(ctx context.Context) ([]User, error)
+	DeleteUser(ctx context.Context, name string) error // also removes memberships and devices
+
+	CreateGroup(ctx context.Context, g Group) error
+	GetGroup(ctx context.Context, name string) (Group, error)
+	ListGroups(ctx context.Context) ([]Group, error)
+	DeleteGroup(ctx context.Context, name string) error // ErrInUse while rules reference it
+	AddMember(ctx context.Context, group, user string) error
+	RemoveMember(ctx context.Context, group, user string) error // ErrNotFound if not a member
+
+	CreateRule(ctx context.Context, r Rule) error // ErrNotFound if group or app is missing
+	GetRule(ctx context.Context, name string) (Rule, error)
+	ListRules(ctx context.Context) ([]Rule, error)
+	DeleteRule(ctx context.Context, name string) error
+
+	CreateEnrollToken(ctx context.Context, t EnrollToken) error
+	ListEnrollTokens(ctx context.Context) ([]EnrollToken, error)
+	// RedeemEnrollToken consumes the token whose hash is given and creates
+	// the gateway, with an allocated overlay address, in one transaction:
+	// of many concurrent redemptions exactly one succeeds. Returns
+	// ErrTokenInvalid for an unknown, used or expired token.
+	RedeemEnrollToken(ctx context.Context, hash []byte, now time.Time, g Gateway) (Gateway, error)
+
+	GetGateway(ctx context.Context, id string) (Gateway, error)
+	ListGateways(ctx context.Context) ([]Gateway, error)
+	UpdateGatewayEndpoint(ctx context.Context, id, endpoint string) error
+	DeleteGateway(ctx context.Context, id string) error
+
+	// CreateDevice stores a new device with an allocated overlay address.
+	CreateDevice(ctx context.Context, d Device) (Device, error)
+	// UpdateDevice changes a device's key and hostname (re-login).
+	UpdateDevice(ctx context.Context, d Device) error
+	GetDevice(ctx context.Context, id string) (Device, error)
+	ListDevices(ctx context.Context) ([]Device, error)
+	DeleteDevice(ctx context.Context, id string) error
+
+	// AppendAudit assigns Seq and stores the events in one transaction.
+	AppendAudit(ctx context.Context, events ...AuditEvent) error
+	ListAudit(ctx context.Context, f AuditFilter) ([]AuditEvent, error)
+
+	// Admin credentials: only the SHA-256 of each token is kept.
+	PutAdminTokenHash(ctx context.Context, name string, hash []byte) error
+	// AdminTokenHashes returns name → hash for constant-time comparison.
+	AdminTokenHashes(ctx context.Context) (map[string][]byte, error)
+
+	Snapshot(ctx context.Context) (*Snapshot, error)
+	Close() error
+}

@@ -1,0 +1,280 @@
+// Package controlproto defines the control protocol between the controller
+// and its agents (gateways and clients), and the enrollment/login bodies that
+// precede it.
+//
+// Transport: one QUIC connection per agent (TLS 1.3, mutual authentication:
+// the agent presents the certificate the controller issued at enrollment; its
+// CommonName is the agent's ID). The agent opens one bidirectional stream and
+// sends [Hello]; the controller answers with [Frame]s carrying a whole desired
+// [GatewayMap] or [ClientMap] each time it changes (agents apply the
+// difference declaratively), and the agent sends [FlowEvents] up the same
+// stream. Every frame is a 4-byte big-endian length followed by that many
+// bytes of JSON, at most [MaxFrameSize].
+package controlproto
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"time"
+
+	"github.com/cordonhq/cordon/pkg/policy"
+	"github.com/cordonhq/cordon/pkg/wgkey"
+)
+
+// CapabilityVersion is the protocol version an agent speaks. Only add
+// fields; never reuse one. History:
+//
+//	1 (2026-11-22): walking skeleton: hello, whole maps, flow events.
+const CapabilityVersion = 1
+
+// ALPN is the TLS application protocol of the control channel.
+const ALPN = "cordon-control/1"
+
+// MaxFrameSize bounds one control frame, checked before it is read.
+const MaxFrameSize = 64 << 20
+
+// AgentKind says what kind of agent is on the other end.
+type AgentKind string
+
+// Agent kinds.
+const (
+	KindGateway AgentKind = "gateway"
+	KindClient  AgentKind = "client"
+)
+
+// Frame types.
+const (
+	TypeHello      = "hello"
+	TypeGatewayMap = "gateway_map"
+	TypeClientMap  = "client_map"
+	TypeFlowEvents = "flow_events"
+	TypeError      = "error"
+)
+
+// Frame is the envelope of every message on the control stream. Exactly one
+// payload field is set, the one Type names.
+type Frame struct {
+	Type       string      `json:"type"`
+	Hello      *Hello      `json:"hello,omitempty"`
+	GatewayMap *GatewayMap `json:"gateway_map,omitempty"`
+	ClientMap  *ClientMap  `json:"client_map,omitempty"`
+	FlowEvents *FlowEvents `json:"flow_events,omitempty"`
+	Error      string      `json:"error,omitempty"`
+}
+
+// Hello is the first frame an agent sends.
+type Hello struct {
+	Kind              AgentKind `json:"kind"`
+	CapabilityVersion int       `json:"capability_version"`
+	AgentVersion      string    `json:"agent_version"`
+	// Endpoint is where a gateway accepts WireGuard (host:port), as clients
+	// should dial it. Empty for clients.
+	Endpoint string `json:"endpoint,omitempty"`
+}
+
+// GatewayMap is everything a gateway needs: its own overlay address, the
+// client devices it serves and the rules it enforces.
+type GatewayMap struct {
+	Revision    uint64        `json:"revision"`
+	GatewayID   string        `json:"gateway_id"`
+	OverlayAddr netip.Addr    `json:"overlay_addr"`
+	Segments    []Segment     `json:"segments"`
+	Peers       []GatewayPeer `json:"peers"`
+	Rules       []policy.Rule `json:"rules"`
+	Apps        []App         `json:"apps"`
+}
+
+// GatewayPeer is a client device as the gateway sees it.
+type GatewayPeer struct {
+	policy.Peer
+	PublicKey wgkey.Public `json:"public_key"`
+}
+
+// Segment is a set of real prefixes behind gateways.
+type Segment struct {
+	Name  string         `json:"name"`
+	CIDRs []netip.Prefix `json:"cidrs"`
+}
+
+// App is an application a device may reach.
+type App struct {
+	Name    string             `json:"name"`
+	DNSName string             `json:"dns_name"`
+	Addr    netip.Prefix       `json:"addr"`
+	Proto   policy.Proto       `json:"proto"`
+	Ports   []policy.PortRange `json:"ports"`
+	Segment string             `json:"segment"`
+}
+
+// ClientMap is everything a client device needs: which gateways to peer
+// with and which app addresses to route through each.
+type ClientMap struct {
+	Revision    uint64          `json:"revision"`
+	DeviceID    string          `json:"device_id"`
+	User        string          `json:"user"`
+	OverlayAddr netip.Addr      `json:"overlay_addr"`
+	Gateways    []ClientGateway `json:"gateways"`
+}
+
+// ClientGateway is one gateway a device peers with. AllowedIPs holds only
+// the addresses of apps the device is entitled to (and the gateway's own
+// overlay address).
+type ClientGateway struct {
+	GatewayID   string         `json:"gateway_id"`
+	PublicKey   wgkey.Public   `json:"public_key"`
+	Endpoint    string         `json:"endpoint"`
+	OverlayAddr netip.Addr     `json:"overlay_addr"`
+	AllowedIPs  []netip.Prefix `json:"allowed_ips"`
+	Apps        []App          `json:"apps"`
+}
+
+// FlowEvents is a batch of flow records a gateway reports.
+type FlowEvents struct {
+	Events []FlowEvent `json:"events"`
+}
+
+// FlowAction is what happened to a flow.
+type FlowAction string
+
+// Flow actions.
+const (
+	FlowAllow FlowAction = "allow"
+	FlowDeny  FlowAction = "deny"
+	FlowCut   FlowAction = "cut" // an open flow closed because policy changed
+)
+
+// FlowEvent is one flow record.
+type FlowEvent struct {
+	Time     time.Time      `json:"time"`
+	Action   FlowAction     `json:"action"`
+	DeviceID string         `json:"device_id,omitempty"`
+	User     string         `json:"user,omitempty"`
+	App      string         `json:"app,omitempty"`
+	Rule     string         `json:"rule,omitempty"`
+	Reason   string         `json:"reason,omitempty"`
+	Proto    policy.Proto   `json:"proto"`
+	Src      netip.AddrPort `json:"src"`
+	Dst      netip.AddrPort `json:"dst"`
+}
+
+// ErrFrameTooLarge is returned for a frame above MaxFrameSize.
+var ErrFrameTooLarge = errors.New("control frame too large")
+
+// WriteFrame writes one length-prefixed frame.
+func WriteFrame(w io.Writer, f *Frame) error {
+	b, err := json.Marshal(f)
+	if err != nil {
+		return fmt.Errorf("encode %s frame: %w", f.Type, err)
+	}
+	if len(b) > MaxFrameSize {
+		return fmt.Errorf("%s frame of %d bytes: %w", f.Type, len(b), ErrFrameTooLarge)
+	}
+	buf := make([]byte, 4+len(b))
+	binary.BigEndian.PutUint32(buf, uint32(len(b)))
+	copy(buf[4:], b)
+	_, err = w.Write(buf)
+	return err
+}
+
+// ReadFrame reads one frame, rejecting oversized or malformed ones before
+// acting on them.
+func ReadFrame(r io.Reader) (*Frame, error) {
+	var hdr [4]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		return nil, err
+	}
+	n := binary.BigEndian.Uint32(hdr[:])
+	if n > MaxFrameSize {
+		return nil, fmt.Errorf("frame of %d bytes: %w", n, ErrFrameTooLarge)
+	}
+	b := make([]byte, n)
+	if _, err := io.ReadFull(r, b); err != nil {
+		return nil, fmt.Errorf("read frame body: %w", err)
+	}
+	return DecodeFrame(b)
+}
+
+// DecodeFrame parses and validates one frame body.
+func DecodeFrame(b []byte) (*Frame, error) {
+	var f Frame
+	if err := json.Unmarshal(b, &f); err != nil {
+		return nil, fmt.Errorf("decode control frame: %w", err)
+	}
+	set := 0
+	for _, p := range []bool{f.Hello != nil, f.GatewayMap != nil, f.ClientMap != nil, f.FlowEvents != nil} {
+		if p {
+			set++
+		}
+	}
+	want := 1
+	if f.Type == TypeError {
+		want = 0
+	}
+	switch f.Type {
+	case TypeHello:
+		if f.Hello == nil {
+			set = -1
+		}
+	case TypeGatewayMap:
+		if f.GatewayMap == nil {
+			set = -1
+		}
+	case TypeClientMap:
+		if f.ClientMap == nil {
+			set = -1
+		}
+	case TypeFlowEvents:
+		if f.FlowEvents == nil {
+			set = -1
+		}
+	case TypeError:
+	default:
+		return nil, fmt.Errorf("decode control frame: unknown type %q", f.Type)
+	}
+	if set != want {
+		return nil, fmt.Errorf("decode control frame: %q frame must carry exactly its own payload", f.Type)
+	}
+	return &f, nil
+}
+
+// Enrollment and login travel over the controller's HTTPS API (the agent has
+// no certificate yet). The agent generates its WireGuard key and its TLS key
+// itself and sends only the public halves: a WireGuard public key and a PEM
+// certificate signing request.
+
+// EnrollGatewayRequest is the body of POST /v1/enroll/gateway.
+type EnrollGatewayRequest struct {
+	Token     string       `json:"token"`
+	Name      string       `json:"name"`
+	PublicKey wgkey.Public `json:"public_key"`
+	CSR       string       `json:"csr"`      // PEM
+	Endpoint  string       `json:"endpoint"` // host:port clients dial for WireGuard
+}
+
+// LoginRequest is the body of POST /v1/login (local user, password + TOTP).
+type LoginRequest struct {
+	Username  string       `json:"username"`
+	Password  string       `json:"password"`
+	TOTP      string       `json:"totp"`
+	Hostname  string       `json:"hostname"`
+	PublicKey wgkey.Public `json:"public_key"`
+	CSR       string       `json:"csr"` // PEM
+	// DeviceID, when set, re-enrolls an existing device of the same user
+	// (same key); otherwise a new device is created.
+	DeviceID string `json:"device_id,omitempty"`
+}
+
+// EnrollResponse answers both: the agent's identity and certificate.
+type EnrollResponse struct {
+	ID          string     `json:"id"` // gateway or device ID; the certificate's CommonName
+	User        string     `json:"user,omitempty"`
+	OverlayAddr netip.Addr `json:"overlay_addr"`
+	Certificate string     `json:"certificate"` // PEM, issued by the controller CA
+	// ControlAddr is the QUIC control address (host:port, UDP); empty means
+	// the same host and port as the API URL.
+	ControlAddr string `json:"control_addr,omitempty"`
+}
