@@ -22,7 +22,7 @@ import (
 var (
 	ErrNotFound      = errors.New("not found")
 	ErrAlreadyExists = errors.New("already exists")
-	ErrInUse         = errors.New("still in use")            // delete blocked by a reference
+	ErrInUse         = errors.New("still in use")             // delete blocked by a reference
 	ErrTokenInvalid  = errors.New("token invalid or expired") // unknown, used or expired
 	ErrAddrExhausted = errors.New("overlay address pool exhausted")
 )

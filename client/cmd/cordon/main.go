@@ -1,0 +1,230 @@
+// Command cordon is the clinician's Cordon client: sign in, bring the tunnel
+// up, see what is reachable, bring it down.
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/cordonhq/cordon/client/internal/client"
+)
+
+var version = "dev"
+
+func defaultStateDir() string {
+	if os.Geteuid() == 0 {
+		return "/var/lib/cordon"
+	}
+	if d := os.Getenv("XDG_STATE_HOME"); d != "" {
+		return filepath.Join(d, "cordon")
+	}
+	if h, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(h, ".local", "state", "cordon")
+	}
+	return ".cordon"
+}
+
+func main() {
+	var stateDir, logLevel string
+	root := &cobra.Command{
+		Use:           "cordon",
+		Short:         "Cordon client: reach the hospital apps you are entitled to, through an encrypted tunnel",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Version:       version,
+	}
+	root.PersistentFlags().StringVar(&stateDir, "state-dir", envOr("CORDON_STATE_DIR", defaultStateDir()), "where this device keeps its keys and enrollment [$CORDON_STATE_DIR]")
+	root.PersistentFlags().StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	logger := func() *slog.Logger {
+		var lvl slog.Level
+		if err := lvl.UnmarshalText([]byte(logLevel)); err != nil {
+			lvl = slog.LevelInfo
+		}
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
+	}
+
+	var lc client.LoginConfig
+	var passwordStdin bool
+	var passwordFile string
+	login := &cobra.Command{
+		Use:   "login",
+		Short: "Sign in with your user name, password and authenticator code, and enroll this device",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			pw, err := readPassword(passwordStdin, passwordFile)
+			if err != nil {
+				return err
+			}
+			lc.Password, lc.StateDir = pw, stateDir
+			if lc.TOTP == "" {
+				if lc.TOTP, err = prompt("Authenticator code: "); err != nil {
+					return err
+				}
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
+			defer cancel()
+			e, err := client.Login(ctx, lc)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "Signed in as %s. Device %s enrolled with overlay address %s.\nRun 'cordon up' to connect.\n", e.User, e.ID, e.OverlayAddr)
+			return nil
+		},
+	}
+	login.Flags().StringVar(&lc.Controller, "controller", os.Getenv("CORDON_CONTROLLER"), "controller URL, https://HOST:PORT [$CORDON_CONTROLLER]")
+	login.Flags().StringVar(&lc.CACert, "ca-cert", os.Getenv("CORDON_CA_CERT"), "controller CA certificate your IT department gave you [$CORDON_CA_CERT]")
+	login.Flags().StringVar(&lc.User, "user", "", "your user name")
+	login.Flags().BoolVar(&passwordStdin, "password-stdin", false, "read the password from standard input")
+	login.Flags().StringVar(&passwordFile, "password-file", "", "read the password from a file")
+	login.Flags().StringVar(&lc.TOTP, "totp", "", "the 6-digit code from your authenticator app (asked for if omitted)")
+
+	uc := client.UpConfig{}
+	up := &cobra.Command{
+		Use:   "up",
+		Short: "Bring the tunnel up and keep it up (runs in the foreground until 'cordon down' or Ctrl-C)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			uc.StateDir, uc.Version, uc.Logger = stateDir, version, logger()
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return client.Up(ctx, uc)
+		},
+	}
+	up.Flags().StringVar(&uc.Mode, "mode", client.ModeTUN, "tun (kernel TUN, needs CAP_NET_ADMIN) or userspace (local proxies, no privileges)")
+	up.Flags().StringVar(&uc.Interface, "interface", "cordon0", "tunnel interface name")
+	up.Flags().StringVar(&uc.SOCKSAddr, "socks5", "127.0.0.1:1080", "userspace mode: SOCKS5 proxy address (empty disables)")
+	up.Flags().StringVar(&uc.HTTPAddr, "http-proxy", "127.0.0.1:8080", "userspace mode: HTTP proxy address (empty disables)")
+
+	down := &cobra.Command{
+		Use:   "down",
+		Short: "Bring the tunnel down",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := client.Down(stateDir); err != nil {
+				return err
+			}
+			deadline := time.Now().Add(10 * time.Second)
+			for time.Now().Before(deadline) {
+				if _, err := client.GetStatus(stateDir); errors.Is(err, client.ErrNotUp) {
+					fmt.Fprintln(cmd.OutOrStdout(), "Tunnel is down.")
+					return nil
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+			return errors.New("the tunnel did not stop within 10s")
+		},
+	}
+
+	var output string
+	status := &cobra.Command{
+		Use:   "status",
+		Short: "Show the tunnel, the gateways and the apps you can reach",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			s, err := client.GetStatus(stateDir)
+			if err != nil {
+				return err
+			}
+			if output == "json" {
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				return enc.Encode(s)
+			}
+			printStatus(cmd.OutOrStdout(), s)
+			return nil
+		},
+	}
+	status.Flags().StringVarP(&output, "output", "o", "table", "table or json")
+
+	root.AddCommand(login, up, down, status)
+	if err := root.Execute(); err != nil {
+		fmt.Fprintf(os.Stderr, "cordon: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
+func printStatus(w io.Writer, s *client.Status) {
+	conn := "connected"
+	if !s.ControlConnected {
+		conn = "reconnecting (keeping the last map)"
+	}
+	fmt.Fprintf(w, "User:        %s\nDevice:      %s (%s)\nMode:        %s\nController:  %s, %s\n",
+		s.User, s.DeviceID, s.OverlayAddr, s.Mode, s.Controller, conn)
+	if s.SOCKS5 != "" || s.HTTPProxy != "" {
+		fmt.Fprintf(w, "Proxies:     socks5://%s  http://%s\n", s.SOCKS5, s.HTTPProxy)
+	}
+	if len(s.Gateways) == 0 {
+		fmt.Fprintln(w, "\nNo apps: you are not entitled to any app yet. Ask your administrator.")
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "\nAPP\tNAME\tADDRESS\tPORTS\tGATEWAY\tHANDSHAKE")
+	for _, g := range s.Gateways {
+		hs := "never"
+		if g.LastHandshake != nil {
+			hs = time.Since(*g.LastHandshake).Round(time.Second).String() + " ago"
+		}
+		for _, a := range g.Apps {
+			ports := make([]string, len(a.Ports))
+			for i, p := range a.Ports {
+				ports[i] = p.String()
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s/%s\t%s\t%s\n", a.Name, a.DNSName, a.Addr, a.Proto, strings.Join(ports, ","), g.ID, hs)
+		}
+	}
+	tw.Flush()
+}
+
+func readPassword(fromStdin bool, file string) (string, error) {
+	switch {
+	case file != "":
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return "", fmt.Errorf("--password-file: %w", err)
+		}
+		return strings.TrimRight(string(b), "\r\n"), nil
+	case fromStdin:
+		line, err := bufio.NewReader(io.LimitReader(os.Stdin, 4096)).ReadString('\n')
+		if err != nil && !errors.Is(err, io.EOF) {
+			return "", fmt.Errorf("read password from stdin: %w", err)
+		}
+		return strings.TrimRight(line, "\r\n"), nil
+	case term.IsTerminal(int(os.Stdin.Fd())):
+		fmt.Fprint(os.Stderr, "Password: ")
+		b, err := term.ReadPassword(int(os.Stdin.Fd()))
+		fmt.Fprintln(os.Stderr)
+		return string(b), err
+	}
+	return "", errors.New("no password given: use --password-stdin or --password-file (or run in a terminal)")
+}
+
+func prompt(label string) (string, error) {
+	if !term.IsTerminal(int(os.Stdin.Fd())) {
+		return "", errors.New("no authenticator code given: pass --totp CODE")
+	}
+	fmt.Fprint(os.Stderr, label)
+	line, err := bufio.NewReader(os.Stdin).ReadString('\n')
+	return strings.TrimSpace(line), err
+}

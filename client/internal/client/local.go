@@ -1,0 +1,148 @@
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/cordonhq/cordon/pkg/controlproto"
+)
+
+// SocketName is the local control socket in the state directory, through
+// which 'cordon status' and 'cordon down' talk to the running tunnel. It is
+// created 0600: only the user who brought the tunnel up can use it.
+const SocketName = "cordon.sock"
+
+// Status is what 'cordon status' shows.
+type Status struct {
+	Mode             string          `json:"mode"`
+	Interface        string          `json:"interface"`
+	DeviceID         string          `json:"device_id"`
+	User             string          `json:"user"`
+	OverlayAddr      netip.Addr      `json:"overlay_addr"`
+	Controller       string          `json:"controller"`
+	ControlConnected bool            `json:"control_connected"`
+	SOCKS5           string          `json:"socks5,omitempty"`
+	HTTPProxy        string          `json:"http_proxy,omitempty"`
+	Gateways         []GatewayStatus `json:"gateways"`
+}
+
+// GatewayStatus is one gateway peer.
+type GatewayStatus struct {
+	ID            string             `json:"id"`
+	Endpoint      string             `json:"endpoint"`
+	AllowedIPs    []netip.Prefix     `json:"allowed_ips"`
+	LastHandshake *time.Time         `json:"last_handshake,omitempty"`
+	Apps          []controlproto.App `json:"apps"`
+}
+
+func listenLocal(dir string) (net.Listener, error) {
+	path := filepath.Join(dir, SocketName)
+	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		c.Close()
+		return nil, errors.New("a tunnel is already up for this state directory: run 'cordon down' first")
+	}
+	os.Remove(path) // stale socket of a crashed run
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	return ln, nil
+}
+
+func serveLocal(ctx context.Context, ln net.Listener, t *tunnel, down func()) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(t.status())
+	})
+	mux.HandleFunc("POST /down", func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusNoContent)
+		down()
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		<-ctx.Done()
+		srv.Close()
+	}()
+	srv.Serve(ln)
+}
+
+func (t *tunnel) status() Status {
+	e := t.st.Enrollment
+	s := Status{
+		Mode: t.cfg.Mode, Interface: t.cfg.Interface, DeviceID: e.ID, User: e.User,
+		OverlayAddr: e.OverlayAddr, Controller: e.Controller, ControlConnected: t.cc.Connected(),
+	}
+	if t.cfg.Mode == ModeUserspace {
+		s.SOCKS5, s.HTTPProxy = t.cfg.SOCKSAddr, t.cfg.HTTPAddr
+	}
+	live := map[string]time.Time{}
+	if ps, err := t.wg.Status(); err == nil {
+		for _, p := range ps {
+			live[p.PublicKey.String()] = p.LastHandshake
+		}
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.cm != nil {
+		for _, g := range t.cm.Gateways {
+			gs := GatewayStatus{ID: g.GatewayID, Endpoint: g.Endpoint, AllowedIPs: g.AllowedIPs, Apps: g.Apps}
+			if hs := live[g.PublicKey.String()]; !hs.IsZero() {
+				gs.LastHandshake = &hs
+			}
+			s.Gateways = append(s.Gateways, gs)
+		}
+	}
+	return s
+}
+
+// localClient talks to a running tunnel.
+func localClient(dir string) *http.Client {
+	path := filepath.Join(dir, SocketName)
+	return &http.Client{
+		Timeout: 5 * time.Second,
+		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", path)
+		}},
+	}
+}
+
+// ErrNotUp says no tunnel is running for the state directory.
+var ErrNotUp = errors.New("the tunnel is not up (start it with 'cordon up')")
+
+// GetStatus asks the running tunnel for its status.
+func GetStatus(dir string) (*Status, error) {
+	resp, err := localClient(dir).Get("http://cordon/status")
+	if err != nil {
+		return nil, ErrNotUp
+	}
+	defer resp.Body.Close()
+	var s Status
+	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
+		return nil, fmt.Errorf("read status: %w", err)
+	}
+	return &s, nil
+}
+
+// Down asks the running tunnel to stop.
+func Down(dir string) error {
+	resp, err := localClient(dir).Post("http://cordon/down", "", nil)
+	if err != nil {
+		return ErrNotUp
+	}
+	resp.Body.Close()
+	return nil
+}

@@ -1,0 +1,69 @@
+// Package client is the clinician's Cordon client: it signs the user in,
+// enrolls the device (keys made here, only public halves sent), brings the
+// tunnel up with AllowedIPs limited to the apps the user is entitled to, and
+// follows the maps the controller pushes.
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/cordonhq/cordon/pkg/adminapi"
+	"github.com/cordonhq/cordon/pkg/agentstate"
+	"github.com/cordonhq/cordon/pkg/controlproto"
+	"github.com/cordonhq/cordon/pkg/enroll"
+)
+
+// LoginConfig configures Login.
+type LoginConfig struct {
+	StateDir   string
+	Controller string
+	CACert     string
+	User       string
+	Password   string
+	TOTP       string
+}
+
+// Login signs the user in and enrolls (or re-enrolls) this device.
+func Login(ctx context.Context, cfg LoginConfig) (*agentstate.Enrollment, error) {
+	if cfg.Controller == "" {
+		return nil, errors.New("no controller given: pass --controller https://HOST:PORT")
+	}
+	if cfg.User == "" {
+		return nil, errors.New("no user given: pass --user NAME")
+	}
+	caPEM, err := enroll.ReadCA(cfg.CACert)
+	if err != nil {
+		return nil, err
+	}
+	st, err := agentstate.Keys(cfg.StateDir)
+	if err != nil {
+		return nil, err
+	}
+	var deviceID string
+	if old, err := agentstate.Load(cfg.StateDir); err == nil && old.Enrollment.User == cfg.User {
+		deviceID = old.Enrollment.ID // same user, same device: keep its identity
+	}
+	csr, err := st.CSR(cfg.User)
+	if err != nil {
+		return nil, err
+	}
+	host, _ := os.Hostname()
+	api, err := adminapi.New(cfg.Controller, "", caPEM)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := api.Login(ctx, controlproto.LoginRequest{
+		Username: cfg.User, Password: cfg.Password, TOTP: cfg.TOTP, Hostname: host,
+		PublicKey: st.WGKey.Public(), CSR: csr, DeviceID: deviceID,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("sign in: %w", err)
+	}
+	if err := enroll.Save(st, cfg.Controller, caPEM, resp); err != nil {
+		return nil, err
+	}
+	return &st.Enrollment, nil
+}

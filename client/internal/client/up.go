@@ -1,0 +1,214 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.zx2c4.com/wireguard/tun"
+
+	"github.com/cordonhq/cordon/client/internal/proxy"
+	"github.com/cordonhq/cordon/pkg/agentstate"
+	"github.com/cordonhq/cordon/pkg/controlclient"
+	"github.com/cordonhq/cordon/pkg/controlproto"
+	"github.com/cordonhq/cordon/pkg/netstack"
+	"github.com/cordonhq/cordon/pkg/tunnet"
+	"github.com/cordonhq/cordon/pkg/wgdev"
+)
+
+// Modes.
+const (
+	ModeTUN       = "tun"
+	ModeUserspace = "userspace"
+)
+
+const mtu = 1420
+
+// ErrSessionEnded is returned by Up when the controller ended this device's
+// enrollment (revoked or deleted).
+var ErrSessionEnded = errors.New("your session ended: this device is no longer enrolled; sign in again with 'cordon login'")
+
+// UpConfig configures Up.
+type UpConfig struct {
+	StateDir  string
+	Mode      string
+	Interface string
+	SOCKSAddr string // userspace mode
+	HTTPAddr  string // userspace mode
+	Version   string
+	Logger    *slog.Logger
+}
+
+// tunnel is the running client. Its mutable view (map, status) is guarded by
+// mu; the data path never takes it.
+type tunnel struct {
+	cfg  UpConfig
+	log  *slog.Logger
+	st   *agentstate.State
+	wg   *wgdev.Device
+	link *tunnet.Link // tun mode only
+	cc   *controlclient.Client
+
+	mu  sync.Mutex
+	cm  *controlproto.ClientMap
+	dns map[string]netip.Addr // entitled app name → address
+}
+
+// LookupHost resolves entitled app names from the pushed map only: unknown
+// names never go to the system resolver, so internal names do not leak.
+func (t *tunnel) LookupHost(name string) (netip.Addr, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	a, ok := t.dns[strings.TrimSuffix(strings.ToLower(name), ".")]
+	return a, ok
+}
+
+// Up brings the tunnel up and runs until ctx ends, 'cordon down', or the
+// controller ends the session.
+func Up(ctx context.Context, cfg UpConfig) error {
+	log := cfg.Logger
+	st, err := agentstate.Load(cfg.StateDir)
+	if errors.Is(err, agentstate.ErrNotEnrolled) {
+		return errors.New("this device is not signed in: run 'cordon login' first")
+	} else if err != nil {
+		return err
+	}
+	e := st.Enrollment
+	log = log.With("device", e.ID, "user", e.User)
+	t := &tunnel{cfg: cfg, log: log, st: st}
+
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var workers sync.WaitGroup
+	defer workers.Wait()
+
+	var dev tun.Device
+	switch cfg.Mode {
+	case ModeUserspace:
+		// Loopback is allowed because app addresses may be on the gateway
+		// host's loopback; WireGuard's cryptokey routing still admits only
+		// the entitled app addresses from the gateway.
+		ns, err := netstack.New(netstack.Config{
+			Addrs: []netip.Addr{e.OverlayAddr}, MTU: mtu, Name: cfg.Interface, AllowLoopback: true,
+			Logger: log.With("component", "netstack"),
+		})
+		if err != nil {
+			return fmt.Errorf("start userspace network stack: %w", err)
+		}
+		dev = ns
+		for _, p := range []struct {
+			addr string
+			kind proxy.Kind
+		}{{cfg.SOCKSAddr, proxy.SOCKS5}, {cfg.HTTPAddr, proxy.HTTP}} {
+			if p.addr == "" {
+				continue
+			}
+			ln, err := net.Listen("tcp", p.addr)
+			if err != nil {
+				ns.Close()
+				return fmt.Errorf("listen for the local %s proxy on %s: %w", p.kind, p.addr, err)
+			}
+			srv := proxy.New(proxy.Config{Kind: p.kind, Dialer: ns, Resolver: t, Logger: log.With("component", "proxy")})
+			workers.Go(func() { srv.Serve(ctx, ln) })
+			log.Info("local proxy listening", "kind", p.kind.String(), "addr", ln.Addr().String())
+		}
+	case ModeTUN:
+		td, err := tun.CreateTUN(cfg.Interface, mtu)
+		if err != nil {
+			return fmt.Errorf("create tun device %s (tun mode needs root or CAP_NET_ADMIN; use --mode userspace otherwise): %w", cfg.Interface, err)
+		}
+		if t.link, err = tunnet.Configure(cfg.Interface, netip.PrefixFrom(e.OverlayAddr, 32), mtu); err != nil {
+			td.Close()
+			return err
+		}
+		dev = td
+	default:
+		return fmt.Errorf("unknown --mode %q: use tun or userspace", cfg.Mode)
+	}
+
+	if t.wg, err = wgdev.New(dev, wgdev.Options{Name: cfg.Interface, UAPI: cfg.Mode == ModeTUN, Logger: log}); err != nil {
+		dev.Close()
+		return fmt.Errorf("start wireguard: %w", err)
+	}
+	defer t.wg.Close()
+	if t.link != nil {
+		defer t.link.Close()
+	}
+	if _, err := t.wg.Reconfig(wgdev.Config{PrivateKey: st.WGKey}); err != nil {
+		return fmt.Errorf("configure wireguard: %w", err)
+	}
+
+	tlsConf, err := st.ClientTLS(controlproto.ALPN)
+	if err != nil {
+		return err
+	}
+	t.cc = controlclient.New(controlclient.Config{
+		Addr:    e.ControlAddr,
+		TLS:     tlsConf,
+		Hello:   controlproto.Hello{Kind: controlproto.KindClient, AgentVersion: cfg.Version},
+		OnFrame: t.onFrame,
+		Logger:  log.With("component", "control"),
+	})
+	local, err := listenLocal(cfg.StateDir)
+	if err != nil {
+		return err
+	}
+	workers.Go(func() { serveLocal(ctx, local, t, func() { cancel(errDown) }) })
+	log.Info("tunnel starting", "mode", cfg.Mode, "overlay_addr", e.OverlayAddr)
+
+	err = t.cc.Run(ctx)
+	if errors.Is(err, controlclient.ErrRevoked) {
+		return fmt.Errorf("%w (%v)", ErrSessionEnded, err)
+	}
+	if errors.Is(context.Cause(ctx), errDown) {
+		log.Info("tunnel down on request")
+	}
+	return err
+}
+
+var errDown = errors.New("cordon down")
+
+func (t *tunnel) onFrame(f *controlproto.Frame) {
+	if f.Type != controlproto.TypeClientMap {
+		t.log.Warn("unexpected control frame; ignored", "type", f.Type)
+		return
+	}
+	m := f.ClientMap
+	var peers []wgdev.Peer
+	var routes []netip.Prefix
+	dns := map[string]netip.Addr{}
+	for _, g := range m.Gateways {
+		peers = append(peers, wgdev.Peer{
+			PublicKey: g.PublicKey, Endpoint: g.Endpoint, AllowedIPs: g.AllowedIPs,
+			Keepalive: 25 * time.Second,
+		})
+		routes = append(routes, g.AllowedIPs...)
+		for _, a := range g.Apps {
+			if a.DNSName != "" && a.Addr.IsSingleIP() {
+				dns[strings.ToLower(a.DNSName)] = a.Addr.Addr()
+			}
+		}
+	}
+	if _, err := t.wg.Reconfig(wgdev.Config{PrivateKey: t.st.WGKey, Peers: peers}); err != nil {
+		t.log.Error("apply map: wireguard", "err", err)
+		return
+	}
+	if t.link != nil {
+		if err := t.link.SyncRoutes(routes); err != nil {
+			t.log.Error("apply map: routes", "err", err)
+		}
+	}
+	t.mu.Lock()
+	t.cm, t.dns = m, dns
+	t.mu.Unlock()
+	names := slices.Sorted(maps.Keys(dns))
+	t.log.Info("map applied", "gateways", len(m.Gateways), "apps", names)
+}

@@ -1,0 +1,143 @@
+// Package apitest runs the controller's HTTPS API in-process for tests: a
+// real SQLite store in a temporary directory, a real CA, an admin token and
+// a settable clock, served on a loopback TLS listener. It lives outside
+// controller/internal so tests of cordonctl and the agents can use it; it
+// is not for production code.
+package apitest
+
+import (
+	"bytes"
+	"crypto/tls"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cordonhq/cordon/controller/internal/api"
+	"github.com/cordonhq/cordon/controller/internal/auth"
+	"github.com/cordonhq/cordon/controller/internal/ca"
+	"github.com/cordonhq/cordon/controller/internal/store"
+	"github.com/cordonhq/cordon/controller/internal/store/sqlite"
+)
+
+// AdminTokenName is the name of the admin token New creates; audit actors
+// of admin requests are "admin:" + AdminTokenName.
+const AdminTokenName = "root"
+
+// Options tune New; the zero value is fine.
+type Options struct {
+	// Throttle replaces the default login throttle.
+	Throttle *auth.Throttle
+}
+
+// Server is a running API.
+type Server struct {
+	URL        string // https://127.0.0.1:port
+	CAPEM      []byte // the CA certificate to trust
+	AdminToken string // a valid admin token secret
+	Store      store.Store
+	CA         *ca.CA
+	HTTP       *httptest.Server
+
+	changed atomic.Int64
+	mu      sync.Mutex
+	now     time.Time
+	logs    lockedBuffer
+}
+
+// New starts a server and stops it when the test ends.
+func New(t testing.TB, opts Options) *Server {
+	t.Helper()
+	dir := t.TempDir()
+	st, err := sqlite.Open(t.Context(), filepath.Join(dir, "cordon.db"))
+	if err != nil {
+		t.Fatalf("open store: %v", err)
+	}
+	t.Cleanup(func() { st.Close() })
+	authority, err := ca.LoadOrCreate(dir)
+	if err != nil {
+		t.Fatalf("create CA: %v", err)
+	}
+	cert, err := authority.ServerCertificate([]string{"127.0.0.1", "localhost"})
+	if err != nil {
+		t.Fatalf("server certificate: %v", err)
+	}
+	secret, hash := auth.NewAdminToken()
+	if err := st.PutAdminTokenHash(t.Context(), AdminTokenName, hash); err != nil {
+		t.Fatalf("store admin token: %v", err)
+	}
+	pw, err := auth.NewHasher(auth.TestParams)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Server{
+		CAPEM:      authority.CertPEM(),
+		AdminToken: secret,
+		Store:      st,
+		CA:         authority,
+		now:        time.Date(2026, 11, 23, 9, 0, 15, 0, time.UTC),
+	}
+	cfg := api.Config{
+		Store:     st,
+		CA:        authority,
+		Logger:    slog.New(slog.NewTextHandler(&s.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Changed:   func() { s.changed.Add(1) },
+		Now:       s.Now,
+		Passwords: pw,
+	}
+	if opts.Throttle != nil {
+		cfg.Throttle = opts.Throttle
+	}
+	srv := httptest.NewUnstartedServer(api.New(cfg).Handler())
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13}
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	s.HTTP, s.URL = srv, srv.URL
+	return s
+}
+
+// Now is the server's clock.
+func (s *Server) Now() time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.now
+}
+
+// Advance moves the clock forward.
+func (s *Server) Advance(d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.now = s.now.Add(d)
+}
+
+// Changed returns how often the API reported a network-map change.
+func (s *Server) Changed() int64 { return s.changed.Load() }
+
+// Logs returns everything the API logged so far.
+func (s *Server) Logs() string { return s.logs.String() }
+
+// HTTPClient returns a client that trusts only the server's CA.
+func (s *Server) HTTPClient() *http.Client {
+	return &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: s.CA.Pool(), MinVersion: tls.VersionTLS13}}}
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}

@@ -1,0 +1,250 @@
+package api
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/cordonhq/cordon/controller/internal/auth"
+	"github.com/cordonhq/cordon/controller/internal/ca"
+	"github.com/cordonhq/cordon/controller/internal/store"
+	"github.com/cordonhq/cordon/pkg/adminapi"
+	"github.com/cordonhq/cordon/pkg/controlproto"
+)
+
+// idAttempts bounds retries when a random ID collides (40 random bits).
+const idAttempts = 3
+
+var errTokenInvalid = errorf(http.StatusUnauthorized, adminapi.CodeTokenInvalid,
+	"enrollment token is invalid, already used or expired: ask an admin for a new one (cordonctl gateway token create)")
+
+// errLoginFailed is the one answer to every wrong credential, so the
+// response does not tell which part was wrong or whether the user exists.
+var errLoginFailed = errorf(http.StatusUnauthorized, adminapi.CodeUnauthorized,
+	"login failed: wrong user name, password or one-time code (a code can be used only once: wait for the next one)")
+
+func (a *API) enrollGateway(w http.ResponseWriter, r *http.Request) error {
+	var req controlproto.EnrollGatewayRequest
+	if err := decode(w, r, &req); err != nil {
+		return err
+	}
+	if req.Token == "" {
+		return invalidf("field \"token\": required: the enrollment token from cordonctl gateway token create")
+	}
+	if req.Name != "" {
+		if err := checkName("name", req.Name); err != nil {
+			return err
+		}
+	}
+	if req.PublicKey.IsZero() {
+		return invalidf("field \"public_key\": required: the gateway's WireGuard public key")
+	}
+	if err := checkEndpoint(req.Endpoint); err != nil {
+		return err
+	}
+	if err := checkCSR(req.CSR); err != nil {
+		return err
+	}
+	ctx := r.Context()
+	src := source(r)
+	fail := func(id, reason string) {
+		a.audit(ctx, store.AuditEvent{
+			Type: "enroll.gateway", Actor: "gateway:" + id, Outcome: "failure", Subject: req.Name,
+			Details: map[string]string{"source": src, "reason": reason},
+		})
+	}
+	if !auth.LooksLikeEnrollToken(req.Token) {
+		fail("unknown", "malformed token")
+		return errTokenInvalid
+	}
+
+	var gw store.Gateway
+	var err error
+	for range idAttempts {
+		id := newID("gw-")
+		gw, err = a.st.RedeemEnrollToken(ctx, auth.HashToken(req.Token), a.stamp(), store.Gateway{
+			ID: id, Name: req.Name, PublicKey: req.PublicKey, Endpoint: req.Endpoint, CreatedAt: a.stamp(),
+		})
+		if !errors.Is(err, store.ErrAlreadyExists) {
+			break
+		}
+	}
+	switch {
+	case errors.Is(err, store.ErrTokenInvalid):
+		fail("unknown", "token invalid, used or expired")
+		return errTokenInvalid
+	case errors.Is(err, store.ErrAlreadyExists):
+		fail("unknown", "conflict")
+		return conflictf("a gateway with this name or public key is already enrolled: delete it first (cordonctl gateway delete) or use a new key")
+	case errors.Is(err, store.ErrAddrExhausted):
+		fail("unknown", "overlay addresses exhausted")
+		return errorf(http.StatusConflict, adminapi.CodeConflict, "the overlay address pool is exhausted")
+	case err != nil:
+		return err
+	}
+
+	cert, err := a.ca.IssueAgentCert(req.CSR, gw.ID, ca.KindGateway)
+	if err != nil {
+		// checkCSR passed, so this is the CA failing.
+		fail(gw.ID, "certificate issuance failed")
+		return fmt.Errorf("issue certificate for gateway %s: %w", gw.ID, err)
+	}
+	a.audit(ctx, store.AuditEvent{
+		Type: "enroll.gateway", Actor: "gateway:" + gw.ID, Outcome: "success", Subject: gw.Name,
+		Details: map[string]string{"source": src, "segment": gw.Segment, "overlay_addr": gw.OverlayAddr.String()},
+	})
+	a.changed()
+	return ok(w, controlproto.EnrollResponse{
+		ID: gw.ID, OverlayAddr: gw.OverlayAddr, Certificate: cert, ControlAddr: a.control,
+	})
+}
+
+func (a *API) login(w http.ResponseWriter, r *http.Request) error {
+	var req controlproto.LoginRequest
+	if err := decode(w, r, &req); err != nil {
+		return err
+	}
+	if req.Username == "" {
+		return invalidf("field \"username\": required")
+	}
+	if req.Password == "" {
+		return invalidf("field \"password\": required")
+	}
+	if req.TOTP == "" {
+		return invalidf("field \"totp\": required: the 6-digit code from the authenticator app")
+	}
+	if req.PublicKey.IsZero() {
+		return invalidf("field \"public_key\": required: the device's WireGuard public key")
+	}
+	if err := checkHostname(req.Hostname); err != nil {
+		return err
+	}
+	if err := checkCSR(req.CSR); err != nil {
+		return err
+	}
+
+	ctx := r.Context()
+	src := source(r)
+	name := req.Username
+	if !nameRE.MatchString(name) {
+		name = clip(name) // audit what was tried, bounded
+	}
+	fail := func(reason string) {
+		a.audit(ctx, store.AuditEvent{
+			Type: "auth.login", Actor: "user:" + name, Outcome: "failure", Subject: name,
+			Details: map[string]string{"source": src, "device": req.DeviceID, "reason": reason},
+		})
+	}
+
+	now := a.now()
+	if wait := a.throttle.Allow(req.Username, src, now); wait > 0 {
+		fail("throttled")
+		w.Header().Set("Retry-After", retryAfterSeconds(wait))
+		return errorf(http.StatusTooManyRequests, adminapi.CodeRateLimited,
+			"too many failed logins: try again in %s", retryAfterSeconds(wait)+"s")
+	}
+
+	u, err := a.st.GetUser(ctx, req.Username)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		a.pw.VerifyDummy(req.Password) // same cost as a real user
+		fail("unknown user")
+		return errLoginFailed
+	case err != nil:
+		return err
+	}
+	match, err := a.pw.Verify(u.PasswordHash, req.Password)
+	if err != nil {
+		fail("stored password hash unusable")
+		return fmt.Errorf("verify password of user %s: %w", u.Name, err)
+	}
+	if !match {
+		fail("wrong password")
+		return errLoginFailed
+	}
+	if err := a.totp.Verify(u.Name, u.TOTPSecret, req.TOTP, now); err != nil {
+		switch {
+		case errors.Is(err, auth.ErrTOTPReplayed):
+			fail("totp replayed")
+		case errors.Is(err, auth.ErrTOTPInvalid):
+			fail("wrong totp")
+		default:
+			fail("stored totp secret unusable")
+			return fmt.Errorf("verify TOTP of user %s: %w", u.Name, err)
+		}
+		return errLoginFailed
+	}
+	// Only someone who knows both factors learns that the account is
+	// disabled.
+	if u.Disabled {
+		fail("user disabled")
+		return errorf(http.StatusUnauthorized, adminapi.CodeUnauthorized, "account %q is disabled: contact your administrator", u.Name)
+	}
+	a.throttle.Succeeded(req.Username, src)
+
+	dev, err := a.enrollDevice(r, u, &req)
+	if err != nil {
+		fail("device enrollment failed")
+		return err
+	}
+	cert, err := a.ca.IssueAgentCert(req.CSR, dev.ID, ca.KindClient)
+	if err != nil {
+		fail("certificate issuance failed")
+		return fmt.Errorf("issue certificate for device %s: %w", dev.ID, err)
+	}
+	a.audit(ctx, store.AuditEvent{
+		Type: "auth.login", Actor: "user:" + u.Name, Outcome: "success", Subject: u.Name,
+		Details: map[string]string{"source": src, "device": dev.ID},
+	})
+	a.audit(ctx, store.AuditEvent{
+		Type: "enroll.device", Actor: "user:" + u.Name, Outcome: "success", Subject: dev.ID,
+		Details: map[string]string{"source": src, "hostname": dev.Hostname, "overlay_addr": dev.OverlayAddr.String()},
+	})
+	a.changed()
+	return ok(w, controlproto.EnrollResponse{
+		ID: dev.ID, User: u.Name, OverlayAddr: dev.OverlayAddr, Certificate: cert, ControlAddr: a.control,
+	})
+}
+
+// enrollDevice creates the device, or updates the user's existing device
+// when the request names one.
+func (a *API) enrollDevice(r *http.Request, u store.User, req *controlproto.LoginRequest) (store.Device, error) {
+	ctx := r.Context()
+	if req.DeviceID != "" {
+		d, err := a.st.GetDevice(ctx, req.DeviceID)
+		if errors.Is(err, store.ErrNotFound) || err == nil && d.User != u.Name {
+			// Another user's device looks exactly like a missing one.
+			return d, notFoundf("device %q not found for user %q: log in without a device ID to enroll a new device", clip(req.DeviceID), u.Name)
+		}
+		if err != nil {
+			return d, err
+		}
+		d.PublicKey, d.Hostname = req.PublicKey, req.Hostname
+		switch err := a.st.UpdateDevice(ctx, d); {
+		case errors.Is(err, store.ErrAlreadyExists):
+			return d, conflictf("this WireGuard public key is already enrolled for another device")
+		case err != nil:
+			return d, err
+		}
+		return d, nil
+	}
+	var d store.Device
+	var err error
+	for range idAttempts {
+		d, err = a.st.CreateDevice(ctx, store.Device{
+			ID: newID("dev-"), User: u.Name, Hostname: req.Hostname, PublicKey: req.PublicKey, CreatedAt: a.stamp(),
+		})
+		if !errors.Is(err, store.ErrAlreadyExists) {
+			break
+		}
+	}
+	switch {
+	case errors.Is(err, store.ErrAlreadyExists):
+		return d, conflictf("this WireGuard public key is already enrolled: log in with that device's ID, or generate a new key")
+	case errors.Is(err, store.ErrAddrExhausted):
+		return d, errorf(http.StatusConflict, adminapi.CodeConflict, "the overlay address pool is exhausted")
+	case errors.Is(err, store.ErrNotFound):
+		return d, errLoginFailed // the user was deleted meanwhile
+	}
+	return d, err
+}

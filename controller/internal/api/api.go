@@ -1,0 +1,473 @@
+// Package api is the controller's HTTPS API: the admin REST routes cordonctl
+// uses (bearer admin token) and the two agent routes that precede the
+// control channel — gateway enrollment and user login — which carry their
+// own credential in the body.
+//
+// Wire types live in pkg/adminapi (admin) and pkg/controlproto (agents).
+// Handlers validate everything before touching the store, so a rejected
+// request changes nothing; every accepted mutation is recorded in the audit
+// trail and, when it can change what an agent may reach, reported through
+// Config.Changed.
+package api
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/cordonhq/cordon/controller/internal/auth"
+	"github.com/cordonhq/cordon/controller/internal/ca"
+	"github.com/cordonhq/cordon/controller/internal/store"
+	"github.com/cordonhq/cordon/pkg/adminapi"
+)
+
+// CertIssuer signs agent certificates; *ca.CA implements it.
+type CertIssuer interface {
+	// IssueAgentCert signs csrPEM with CommonName=id and OU=kind,
+	// ignoring the CSR's own subject.
+	IssueAgentCert(csrPEM string, id, kind string) (string, error)
+}
+
+var _ CertIssuer = (*ca.CA)(nil)
+
+// LoginThrottler slows password guessing; *auth.Throttle implements it.
+type LoginThrottler interface {
+	// Allow counts a login attempt for user from source (an IP address) and
+	// returns 0, or how long the caller must wait (the attempt is refused).
+	Allow(user, source string, now time.Time) (retryAfter time.Duration)
+	// Succeeded takes back the attempt of a successful login.
+	Succeeded(user, source string)
+}
+
+var _ LoginThrottler = (*auth.Throttle)(nil)
+
+// Config wires the API to the rest of the controller.
+type Config struct {
+	Store  store.Store // required
+	CA     CertIssuer  // required
+	Logger *slog.Logger
+	// Changed is called after every successful mutation that can change a
+	// network map (it triggers the push to agents). It must not block.
+	Changed func()
+	Now     func() time.Time // default time.Now
+	// Throttle limits login attempts; nil means auth.NewThrottle defaults.
+	Throttle LoginThrottler
+	// Passwords hashes and verifies user passwords; nil means
+	// auth.DefaultParams. Tests pass auth.TestParams.
+	Passwords *auth.Hasher
+	// TOTP verifies second factors with replay protection; nil means a new
+	// verifier.
+	TOTP *auth.TOTPVerifier
+	// ControlAddr is returned to enrolled agents as the QUIC control
+	// address; empty means the API's host and port.
+	ControlAddr string
+}
+
+// API serves the HTTP routes.
+type API struct {
+	st       store.Store
+	ca       CertIssuer
+	log      *slog.Logger
+	changed  func()
+	now      func() time.Time
+	throttle LoginThrottler
+	pw       *auth.Hasher
+	totp     *auth.TOTPVerifier
+	control  string
+	mux      *http.ServeMux
+}
+
+// New returns the API. It panics if Store or CA is missing (a wiring bug).
+func New(cfg Config) *API {
+	if cfg.Store == nil || cfg.CA == nil {
+		panic("api.New: Store and CA are required")
+	}
+	a := &API{
+		st:       cfg.Store,
+		ca:       cfg.CA,
+		log:      cfg.Logger,
+		changed:  cfg.Changed,
+		now:      cfg.Now,
+		throttle: cfg.Throttle,
+		pw:       cfg.Passwords,
+		totp:     cfg.TOTP,
+		control:  cfg.ControlAddr,
+	}
+	if a.log == nil {
+		a.log = slog.New(slog.DiscardHandler)
+	}
+	if a.changed == nil {
+		a.changed = func() {}
+	}
+	if a.now == nil {
+		a.now = time.Now
+	}
+	if a.throttle == nil {
+		a.throttle = auth.NewThrottle(auth.ThrottleConfig{})
+	}
+	if a.pw == nil {
+		h, err := auth.NewHasher(auth.DefaultParams)
+		if err != nil {
+			panic(err) // constant parameters
+		}
+		a.pw = h
+	}
+	if a.totp == nil {
+		a.totp = auth.NewTOTPVerifier()
+	}
+	a.routes()
+	return a
+}
+
+// Handler returns the HTTP handler of every route.
+func (a *API) Handler() http.Handler { return a.mux }
+
+func (a *API) routes() {
+	m := http.NewServeMux()
+	m.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		io.WriteString(w, "ok")
+	})
+
+	// Agent routes: the credential is in the body.
+	m.Handle("POST /v1/enroll/gateway", a.public(a.enrollGateway))
+	m.Handle("POST /v1/login", a.public(a.login))
+
+	// Admin routes.
+	m.Handle("GET /v1/whoami", a.admin(a.whoami))
+
+	m.Handle("POST /v1/segments", a.admin(a.createSegment))
+	m.Handle("GET /v1/segments", a.admin(a.listSegments))
+	m.Handle("GET /v1/segments/{name}", a.admin(a.getSegment))
+	m.Handle("DELETE /v1/segments/{name}", a.admin(a.deleteSegment))
+
+	m.Handle("POST /v1/apps", a.admin(a.createApp))
+	m.Handle("GET /v1/apps", a.admin(a.listApps))
+	m.Handle("GET /v1/apps/{name}", a.admin(a.getApp))
+	m.Handle("DELETE /v1/apps/{name}", a.admin(a.deleteApp))
+
+	m.Handle("POST /v1/users", a.admin(a.createUser))
+	m.Handle("GET /v1/users", a.admin(a.listUsers))
+	m.Handle("GET /v1/users/{name}", a.admin(a.getUser))
+	m.Handle("DELETE /v1/users/{name}", a.admin(a.deleteUser))
+
+	m.Handle("POST /v1/groups", a.admin(a.createGroup))
+	m.Handle("GET /v1/groups", a.admin(a.listGroups))
+	m.Handle("GET /v1/groups/{name}", a.admin(a.getGroup))
+	m.Handle("DELETE /v1/groups/{name}", a.admin(a.deleteGroup))
+	m.Handle("POST /v1/groups/{name}/members", a.admin(a.addMember))
+	m.Handle("DELETE /v1/groups/{name}/members/{user}", a.admin(a.removeMember))
+
+	m.Handle("POST /v1/rules", a.admin(a.createRule))
+	m.Handle("GET /v1/rules", a.admin(a.listRules))
+	m.Handle("GET /v1/rules/{name}", a.admin(a.getRule))
+	m.Handle("DELETE /v1/rules/{name}", a.admin(a.deleteRule))
+
+	m.Handle("POST /v1/gateway-tokens", a.admin(a.createGatewayToken))
+	m.Handle("GET /v1/gateway-tokens", a.admin(a.listGatewayTokens))
+	m.Handle("GET /v1/gateways", a.admin(a.listGateways))
+	m.Handle("DELETE /v1/gateways/{id}", a.admin(a.deleteGateway))
+	m.Handle("GET /v1/devices", a.admin(a.listDevices))
+	m.Handle("DELETE /v1/devices/{id}", a.admin(a.deleteDevice))
+
+	m.Handle("GET /v1/audit", a.admin(a.listAudit))
+
+	// Anything else under /v1 gets a JSON 404 rather than the mux's text.
+	m.Handle("/v1/", a.public(func(w http.ResponseWriter, r *http.Request) error {
+		return errorf(http.StatusNotFound, adminapi.CodeNotFound, "no API route %s %s: see cordonctl --help", r.Method, r.URL.Path)
+	}))
+	a.mux = m
+}
+
+// Log field names.
+const (
+	logMethod = "method"
+	logPath   = "path"
+	logSource = "source"
+	logErr    = "err"
+	logActor  = "actor"
+	logEvent  = "event"
+)
+
+// apiError is an error with its HTTP status and code; its message is shown
+// to the caller as is.
+type apiError struct {
+	status int
+	code   string
+	msg    string
+}
+
+func (e *apiError) Error() string { return e.msg }
+
+func errorf(status int, code, format string, args ...any) error {
+	return &apiError{status: status, code: code, msg: fmt.Sprintf(format, args...)}
+}
+
+func invalidf(format string, args ...any) error {
+	return errorf(http.StatusBadRequest, adminapi.CodeInvalid, format, args...)
+}
+
+func notFoundf(format string, args ...any) error {
+	return errorf(http.StatusNotFound, adminapi.CodeNotFound, format, args...)
+}
+
+func conflictf(format string, args ...any) error {
+	return errorf(http.StatusConflict, adminapi.CodeConflict, format, args...)
+}
+
+func inUsef(format string, args ...any) error {
+	return errorf(http.StatusConflict, adminapi.CodeInUse, format, args...)
+}
+
+var errUnauthorized = errorf(http.StatusUnauthorized, adminapi.CodeUnauthorized,
+	"missing or invalid admin token: send Authorization: Bearer <token> (cordonctl: --token, --token-file or CORDON_TOKEN)")
+
+type handlerFunc func(w http.ResponseWriter, r *http.Request) error
+
+type adminHandlerFunc func(w http.ResponseWriter, r *http.Request, actor string) error
+
+// public serves a route without admin authentication.
+func (a *API) public(h handlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := h(w, r); err != nil {
+			a.writeError(w, r, err)
+		}
+	})
+}
+
+// admin serves a route that needs an admin token. actor is
+// "admin:<token name>".
+func (a *API) admin(h adminHandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		actor, err := a.authenticateAdmin(r)
+		if err == nil {
+			err = h(w, r, actor)
+		}
+		if err != nil {
+			a.writeError(w, r, err)
+		}
+	})
+}
+
+func (a *API) authenticateAdmin(r *http.Request) (string, error) {
+	token, ok := bearer(r)
+	if ok {
+		hashes, err := a.st.AdminTokenHashes(r.Context())
+		if err != nil {
+			return "", fmt.Errorf("load admin token hashes: %w", err)
+		}
+		if name, ok := auth.MatchAdminToken(token, hashes); ok {
+			return "admin:" + name, nil
+		}
+	}
+	reason := "bad token"
+	if !ok {
+		reason = "no bearer token"
+	}
+	a.audit(r.Context(), store.AuditEvent{
+		Type: "admin.auth", Actor: "admin:unknown", Outcome: "failure",
+		Subject: r.Method + " " + r.URL.Path,
+		Details: map[string]string{"source": source(r), "reason": reason},
+	})
+	return "", errUnauthorized
+}
+
+func bearer(r *http.Request) (string, bool) {
+	h := r.Header.Get("Authorization")
+	scheme, tok, ok := strings.Cut(h, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	tok = strings.TrimSpace(tok)
+	return tok, tok != ""
+}
+
+// source is the client address, as seen on the connection. Forwarding
+// headers are not trusted: the controller terminates TLS itself.
+func source(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// writeError answers with an ErrorBody. Internal errors are logged and
+// answered without detail.
+func (a *API) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	var ae *apiError
+	switch {
+	case errors.As(err, &ae):
+	case errors.Is(err, store.ErrNotFound):
+		ae = &apiError{http.StatusNotFound, adminapi.CodeNotFound, "not found"}
+	case errors.Is(err, store.ErrAlreadyExists):
+		ae = &apiError{http.StatusConflict, adminapi.CodeConflict, "already exists"}
+	case errors.Is(err, store.ErrInUse):
+		ae = &apiError{http.StatusConflict, adminapi.CodeInUse, "still in use"}
+	case errors.Is(err, context.Canceled):
+		return // the client went away
+	default:
+		a.log.ErrorContext(r.Context(), "api request failed", logMethod, r.Method, logPath, r.URL.Path, logErr, err)
+		ae = &apiError{http.StatusInternalServerError, adminapi.CodeInternal, "internal error; the controller log has details"}
+	}
+	writeJSON(w, ae.status, adminapi.ErrorBody{Error: ae.msg, Code: ae.code})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		http.Error(w, `{"error":"internal error","code":"internal"}`, http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	w.Write(append(b, '\n'))
+}
+
+// decode reads one JSON value of at most MaxBodySize bytes into v,
+// rejecting unknown fields and trailing data.
+func decode(w http.ResponseWriter, r *http.Request, v any) error {
+	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
+		return invalidf("Content-Type must be application/json")
+	}
+	return decodeBody(http.MaxBytesReader(w, r.Body, adminapi.MaxBodySize), v)
+}
+
+func decodeBody(body io.Reader, v any) error {
+	dec := json.NewDecoder(body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return bodyError(err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		if mbe := (*http.MaxBytesError)(nil); errors.As(err, &mbe) {
+			return bodyError(err)
+		}
+		return invalidf("request body: more than one JSON value")
+	}
+	return nil
+}
+
+func bodyError(err error) error {
+	var (
+		syn *json.SyntaxError
+		typ *json.UnmarshalTypeError
+		mbe *http.MaxBytesError
+	)
+	switch {
+	case errors.Is(err, io.EOF):
+		return invalidf("request body is empty: send a JSON object")
+	case errors.As(err, &mbe):
+		return errorf(http.StatusRequestEntityTooLarge, adminapi.CodeInvalid, "request body larger than %d bytes", mbe.Limit)
+	case errors.As(err, &syn):
+		return invalidf("request body is not valid JSON (at byte %d)", syn.Offset)
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return invalidf("request body is truncated JSON")
+	case errors.As(err, &typ):
+		if typ.Field == "" {
+			return invalidf("request body must be a JSON object")
+		}
+		return invalidf("field %q: want a JSON %s, not %s", typ.Field, jsonKind(typ.Type.Kind().String()), typ.Value)
+	}
+	msg := err.Error()
+	if f, ok := strings.CutPrefix(msg, "json: unknown field "); ok {
+		return invalidf("unknown field %s in request body", f)
+	}
+	// Errors from a field's UnmarshalText (e.g. a bad WireGuard key). Keep
+	// the message short; it never contains secrets (those fields are
+	// plain strings).
+	return invalidf("request body: %s", strings.TrimPrefix(msg, "json: "))
+}
+
+func jsonKind(k string) string {
+	switch k {
+	case "string":
+		return "string"
+	case "slice", "array":
+		return "array"
+	case "struct", "map":
+		return "object"
+	case "bool":
+		return "boolean"
+	}
+	return "number"
+}
+
+func created(w http.ResponseWriter, v any) error {
+	writeJSON(w, http.StatusCreated, v)
+	return nil
+}
+
+func ok(w http.ResponseWriter, v any) error {
+	writeJSON(w, http.StatusOK, v)
+	return nil
+}
+
+func noContent(w http.ResponseWriter) error {
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// audit appends an event. The mutation it records has already happened, so
+// a failure cannot be answered by undoing it; it is logged loudly instead
+// (the store is the same database, so this means the controller is sick).
+func (a *API) audit(ctx context.Context, ev store.AuditEvent) {
+	if ev.Time.IsZero() {
+		ev.Time = a.stamp()
+	}
+	if err := a.st.AppendAudit(context.WithoutCancel(ctx), ev); err != nil {
+		a.log.ErrorContext(ctx, "audit event lost", logEvent, ev.Type, logActor, ev.Actor, logErr, err)
+	}
+}
+
+// stamp is the current time as stored: UTC, microsecond precision, so a
+// create response shows the same time a later read does.
+func (a *API) stamp() time.Time { return a.now().UTC().Truncate(time.Microsecond) }
+
+// mutated records an admin mutation: admin.<resource>.<verb>.
+func (a *API) mutated(r *http.Request, actor, resource, verb, subject string, details map[string]string, affectsMaps bool) {
+	a.audit(r.Context(), store.AuditEvent{
+		Type: "admin." + resource + "." + verb, Actor: actor, Outcome: "success",
+		Subject: subject, Details: details,
+	})
+	if affectsMaps {
+		a.changed()
+	}
+}
+
+// checkCSR parses and verifies a PEM CSR before anything is consumed, so a
+// bad CSR cannot burn an enrollment token or leave a device behind.
+func checkCSR(csrPEM string) error {
+	if strings.TrimSpace(csrPEM) == "" {
+		return invalidf("field \"csr\": required: a PEM CERTIFICATE REQUEST for the agent's TLS key")
+	}
+	b, _ := pem.Decode([]byte(csrPEM))
+	if b == nil || b.Type != "CERTIFICATE REQUEST" {
+		return invalidf("field \"csr\": not a PEM CERTIFICATE REQUEST")
+	}
+	csr, err := x509.ParseCertificateRequest(b.Bytes)
+	if err != nil {
+		return invalidf("field \"csr\": cannot parse: %v", err)
+	}
+	if err := csr.CheckSignature(); err != nil {
+		return invalidf("field \"csr\": bad signature")
+	}
+	return nil
+}
+
+func retryAfterSeconds(d time.Duration) string {
+	s := int((d + time.Second - 1) / time.Second)
+	return strconv.Itoa(max(s, 1))
+}

@@ -1,0 +1,402 @@
+// Package control is the controller's side of the agent control channel:
+// a QUIC listener with mutual TLS that identifies each gateway and client
+// device by the certificate the controller issued, pushes each one its whole
+// network map whenever it changes, and records the flow events gateways
+// report.
+//
+// Changes are pushed, never polled for: whoever mutates the store calls
+// [Server.Changed]; one recompute goroutine coalesces bursts of changes,
+// computes every connected agent's map from one snapshot and sends only the
+// maps that differ from what that agent last received.
+package control
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/quic-go/quic-go"
+
+	"github.com/cordonhq/cordon/controller/internal/ca"
+	"github.com/cordonhq/cordon/controller/internal/netmap"
+	"github.com/cordonhq/cordon/controller/internal/store"
+	"github.com/cordonhq/cordon/pkg/controlproto"
+)
+
+// QUIC application error codes sent when the controller closes a connection.
+const (
+	codeNormal   quic.ApplicationErrorCode = 0
+	codeRevoked  quic.ApplicationErrorCode = 1 // the agent no longer exists
+	codeProtocol quic.ApplicationErrorCode = 2
+	codeReplaced quic.ApplicationErrorCode = 3 // a newer connection of the same agent
+)
+
+// maxEventsPerFrame bounds one flow-event batch.
+const maxEventsPerFrame = 10000
+
+// Config configures a Server.
+type Config struct {
+	Store      store.Store
+	CA         *ca.CA
+	ServerCert tls.Certificate
+	Logger     *slog.Logger
+}
+
+// Server accepts agent connections and pushes maps.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	trigger chan struct{}
+
+	mu     sync.Mutex
+	agents map[string]*agent // by agent ID
+}
+
+// New returns a Server; call Serve to run it.
+func New(cfg Config) *Server {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Server{
+		cfg:     cfg,
+		log:     cfg.Logger,
+		trigger: make(chan struct{}, 1),
+		agents:  map[string]*agent{},
+	}
+}
+
+// Changed tells the server that state affecting network maps changed. It
+// never blocks; bursts coalesce into one recompute.
+func (s *Server) Changed() {
+	select {
+	case s.trigger <- struct{}{}:
+	default:
+	}
+}
+
+// TLSConfig returns the server TLS configuration: TLS 1.3, client
+// certificates required and verified against the controller CA.
+func (s *Server) TLSConfig() *tls.Config {
+	return &tls.Config{
+		MinVersion:   tls.VersionTLS13,
+		Certificates: []tls.Certificate{s.cfg.ServerCert},
+		ClientAuth:   tls.RequireAndVerifyClientCert,
+		ClientCAs:    s.cfg.CA.Pool(),
+		NextProtos:   []string{controlproto.ALPN},
+	}
+}
+
+// QUICConfig is shared by both ends of the control channel.
+func QUICConfig() *quic.Config {
+	return &quic.Config{
+		MaxIdleTimeout:  30 * time.Second,
+		KeepAlivePeriod: 10 * time.Second,
+	}
+}
+
+// Serve accepts agents on pc until ctx is cancelled; it returns after every
+// goroutine it started has stopped.
+func (s *Server) Serve(ctx context.Context, pc net.PacketConn) error {
+	ln, err := quic.Listen(pc, s.TLSConfig(), QUICConfig())
+	if err != nil {
+		return fmt.Errorf("listen for agents: %w", err)
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() { s.recomputeLoop(ctx) })
+	defer func() {
+		ln.Close()
+		wg.Wait()
+	}()
+	for {
+		conn, err := ln.Accept(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("accept agent: %w", err)
+		}
+		wg.Go(func() { s.handle(ctx, conn) })
+	}
+}
+
+// agent is one connected agent. The recompute loop puts the newest frame in
+// pending; the agent's writer goroutine sends it, so a slow agent never
+// blocks the others and only ever receives the latest map.
+type agent struct {
+	id, kind string
+	conn     *quic.Conn
+
+	mu       sync.Mutex
+	pending  *controlproto.Frame
+	lastHash [32]byte
+	wake     chan struct{}
+}
+
+func (a *agent) offer(f *controlproto.Frame, hash [32]byte) {
+	a.mu.Lock()
+	if hash == a.lastHash {
+		a.mu.Unlock()
+		return
+	}
+	a.lastHash = hash
+	a.pending = f
+	a.mu.Unlock()
+	select {
+	case a.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (a *agent) take() *controlproto.Frame {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	f := a.pending
+	a.pending = nil
+	return f
+}
+
+func (s *Server) handle(ctx context.Context, conn *quic.Conn) {
+	certs := conn.ConnectionState().TLS.PeerCertificates
+	if len(certs) == 0 {
+		conn.CloseWithError(codeProtocol, "no client certificate")
+		return
+	}
+	id, kind, err := ca.AgentIdentity(certs[0])
+	if err != nil {
+		conn.CloseWithError(codeProtocol, err.Error())
+		return
+	}
+	log := s.log.With("agent", id, "kind", kind, "remote", conn.RemoteAddr().String())
+	if !s.exists(ctx, id, kind) {
+		log.Warn("agent not enrolled (revoked or deleted); closing")
+		conn.CloseWithError(codeRevoked, "this agent is no longer enrolled; enroll again")
+		return
+	}
+	hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	stream, err := conn.AcceptStream(hctx)
+	cancel()
+	if err != nil {
+		conn.CloseWithError(codeProtocol, "no control stream")
+		return
+	}
+	hello, err := controlproto.ReadFrame(stream)
+	if err != nil || hello.Type != controlproto.TypeHello || string(hello.Hello.Kind) != kind {
+		log.Warn("bad hello", "err", err)
+		conn.CloseWithError(codeProtocol, "first frame must be a hello of the certificate's kind")
+		return
+	}
+	if hello.Hello.CapabilityVersion < 1 {
+		conn.CloseWithError(codeProtocol, "unsupported capability version")
+		return
+	}
+	if kind == ca.KindGateway {
+		s.updateEndpoint(ctx, log, id, hello.Hello.Endpoint)
+	}
+
+	a := &agent{id: id, kind: kind, conn: conn, wake: make(chan struct{}, 1)}
+	s.mu.Lock()
+	if old := s.agents[id]; old != nil {
+		old.conn.CloseWithError(codeReplaced, "replaced by a newer connection")
+	}
+	s.agents[id] = a
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		if s.agents[id] == a {
+			delete(s.agents, id)
+		}
+		s.mu.Unlock()
+	}()
+	log.Info("agent connected", "version", hello.Hello.AgentVersion)
+	s.Changed()
+
+	cctx := conn.Context()
+	var wg sync.WaitGroup
+	wg.Go(func() { s.writeLoop(cctx, log, a, stream) })
+	s.readLoop(ctx, log, a, stream)
+	conn.CloseWithError(codeNormal, "")
+	wg.Wait()
+	log.Info("agent disconnected")
+}
+
+func (s *Server) exists(ctx context.Context, id, kind string) bool {
+	var err error
+	switch kind {
+	case ca.KindGateway:
+		_, err = s.cfg.Store.GetGateway(ctx, id)
+	case ca.KindClient:
+		_, err = s.cfg.Store.GetDevice(ctx, id)
+	default:
+		return false
+	}
+	return err == nil
+}
+
+func (s *Server) updateEndpoint(ctx context.Context, log *slog.Logger, id, endpoint string) {
+	if endpoint == "" {
+		return
+	}
+	if _, _, err := net.SplitHostPort(endpoint); err != nil {
+		log.Warn("gateway sent an invalid endpoint; ignoring", "endpoint", endpoint)
+		return
+	}
+	gw, err := s.cfg.Store.GetGateway(ctx, id)
+	if err != nil || gw.Endpoint == endpoint {
+		return
+	}
+	if err := s.cfg.Store.UpdateGatewayEndpoint(ctx, id, endpoint); err != nil {
+		log.Error("update gateway endpoint", "err", err)
+	}
+}
+
+func (s *Server) writeLoop(ctx context.Context, log *slog.Logger, a *agent, w *quic.Stream) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-a.wake:
+		}
+		if f := a.take(); f != nil {
+			if err := controlproto.WriteFrame(w, f); err != nil {
+				log.Warn("push map", "err", err)
+				a.conn.CloseWithError(codeProtocol, "write failed")
+				return
+			}
+		}
+	}
+}
+
+func (s *Server) readLoop(ctx context.Context, log *slog.Logger, a *agent, r *quic.Stream) {
+	for {
+		f, err := controlproto.ReadFrame(r)
+		if err != nil {
+			var appErr *quic.ApplicationError
+			if !errors.As(err, &appErr) && ctx.Err() == nil {
+				log.Debug("control stream ended", "err", err)
+			}
+			return
+		}
+		switch {
+		case f.Type == controlproto.TypeFlowEvents && a.kind == ca.KindGateway:
+			s.recordFlows(ctx, log, a.id, f.FlowEvents.Events)
+		default:
+			log.Warn("unexpected control frame; dropped", "type", f.Type)
+		}
+	}
+}
+
+func (s *Server) recordFlows(ctx context.Context, log *slog.Logger, gatewayID string, evs []controlproto.FlowEvent) {
+	if len(evs) > maxEventsPerFrame {
+		log.Warn("flow event batch too large; truncated", "events", len(evs))
+		evs = evs[:maxEventsPerFrame]
+	}
+	out := make([]store.AuditEvent, 0, len(evs))
+	for _, e := range evs {
+		switch e.Action {
+		case controlproto.FlowAllow, controlproto.FlowDeny, controlproto.FlowCut:
+		default:
+			continue
+		}
+		out = append(out, FlowAudit(gatewayID, e))
+	}
+	if err := s.cfg.Store.AppendAudit(ctx, out...); err != nil {
+		log.Error("record flow events", "err", err, "events", len(out))
+	}
+}
+
+// FlowAudit converts a gateway's flow event into an audit event.
+func FlowAudit(gatewayID string, e controlproto.FlowEvent) store.AuditEvent {
+	d := map[string]string{
+		"proto":   e.Proto.String(),
+		"src":     e.Src.String(),
+		"dst":     e.Dst.String(),
+		"gateway": gatewayID,
+	}
+	for k, v := range map[string]string{"user": e.User, "device": e.DeviceID, "rule": e.Rule, "reason": e.Reason} {
+		if v != "" {
+			d[k] = v
+		}
+	}
+	subject := e.App
+	if subject == "" {
+		subject = e.Dst.String()
+	}
+	return store.AuditEvent{
+		Time:    e.Time,
+		Type:    "flow." + string(e.Action),
+		Actor:   "gateway:" + gatewayID,
+		Outcome: string(e.Action),
+		Subject: subject,
+		Details: d,
+	}
+}
+
+func (s *Server) recomputeLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.trigger:
+		}
+		if err := s.recompute(ctx); err != nil && ctx.Err() == nil {
+			s.log.Error("recompute network maps", "err", err)
+		}
+	}
+}
+
+func (s *Server) recompute(ctx context.Context) error {
+	snap, err := s.cfg.Store.Snapshot(ctx)
+	if err != nil {
+		return err
+	}
+	ix := netmap.NewIndex(snap)
+	s.mu.Lock()
+	agents := make([]*agent, 0, len(s.agents))
+	for _, a := range s.agents {
+		agents = append(agents, a)
+	}
+	s.mu.Unlock()
+	for _, a := range agents {
+		var f *controlproto.Frame
+		switch a.kind {
+		case ca.KindGateway:
+			gw, ok := ix.Gateway(a.id)
+			if !ok {
+				a.conn.CloseWithError(codeRevoked, "gateway deleted")
+				continue
+			}
+			f = &controlproto.Frame{Type: controlproto.TypeGatewayMap, GatewayMap: ix.GatewayMap(gw)}
+		case ca.KindClient:
+			d, ok := ix.Device(a.id)
+			if !ok {
+				a.conn.CloseWithError(codeRevoked, "device revoked")
+				continue
+			}
+			f = &controlproto.Frame{Type: controlproto.TypeClientMap, ClientMap: ix.ClientMap(d)}
+		}
+		b, err := json.Marshal(f)
+		if err != nil {
+			return err
+		}
+		a.offer(f, sha256.Sum256(b))
+	}
+	return nil
+}
+
+// Connected returns the IDs of connected agents.
+func (s *Server) Connected() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ids := make([]string, 0, len(s.agents))
+	for id := range s.agents {
+		ids = append(ids, id)
+	}
+	return ids
+}

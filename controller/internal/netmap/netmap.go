@@ -1,0 +1,206 @@
+// Package netmap computes what each agent may see: for a gateway, the client
+// devices it serves and the rules it enforces; for a client device, the
+// gateways it peers with and the app addresses it may route to each.
+//
+// It is a pure function of a store snapshot, so every controller computes the
+// same maps (all lists are sorted).
+package netmap
+
+import (
+	"cmp"
+	"net/netip"
+	"slices"
+
+	"github.com/cordonhq/cordon/controller/internal/store"
+	"github.com/cordonhq/cordon/pkg/controlproto"
+	"github.com/cordonhq/cordon/pkg/policy"
+)
+
+// Index is a snapshot prepared for map computation.
+type Index struct {
+	snap       *store.Snapshot
+	apps       map[string]store.App
+	segments   map[string]store.Segment
+	users      map[string]store.User
+	userGroups map[string][]string // user → groups
+	rulesByApp map[string][]store.Rule
+	gwBySeg    map[string][]store.Gateway
+}
+
+// NewIndex indexes a snapshot. It sorts its own copies of the lists, so
+// the maps do not depend on the order the store returned them in.
+func NewIndex(snap *store.Snapshot) *Index {
+	s := &store.Snapshot{
+		Segments: snap.Segments, Users: snap.Users, Groups: snap.Groups,
+		Apps:     slices.SortedFunc(slices.Values(snap.Apps), func(a, b store.App) int { return cmp.Compare(a.Name, b.Name) }),
+		Rules:    slices.SortedFunc(slices.Values(snap.Rules), func(a, b store.Rule) int { return cmp.Compare(a.Name, b.Name) }),
+		Gateways: slices.SortedFunc(slices.Values(snap.Gateways), func(a, b store.Gateway) int { return cmp.Compare(a.ID, b.ID) }),
+		Devices:  slices.SortedFunc(slices.Values(snap.Devices), func(a, b store.Device) int { return cmp.Compare(a.ID, b.ID) }),
+	}
+	ix := &Index{
+		snap:       s,
+		apps:       map[string]store.App{},
+		segments:   map[string]store.Segment{},
+		users:      map[string]store.User{},
+		userGroups: map[string][]string{},
+		rulesByApp: map[string][]store.Rule{},
+		gwBySeg:    map[string][]store.Gateway{},
+	}
+	for _, a := range s.Apps {
+		ix.apps[a.Name] = a
+	}
+	for _, sg := range s.Segments {
+		ix.segments[sg.Name] = sg
+	}
+	for _, u := range s.Users {
+		ix.users[u.Name] = u
+	}
+	for _, g := range s.Groups {
+		for _, m := range g.Members {
+			ix.userGroups[m] = append(ix.userGroups[m], g.Name)
+		}
+	}
+	for _, r := range s.Rules {
+		ix.rulesByApp[r.App] = append(ix.rulesByApp[r.App], r)
+	}
+	for _, g := range s.Gateways {
+		ix.gwBySeg[g.Segment] = append(ix.gwBySeg[g.Segment], g)
+	}
+	return ix
+}
+
+// Gateway returns a gateway by ID.
+func (ix *Index) Gateway(id string) (store.Gateway, bool) {
+	for _, g := range ix.snap.Gateways {
+		if g.ID == id {
+			return g, true
+		}
+	}
+	return store.Gateway{}, false
+}
+
+// Device returns a device by ID.
+func (ix *Index) Device(id string) (store.Device, bool) {
+	for _, d := range ix.snap.Devices {
+		if d.ID == id {
+			return d, true
+		}
+	}
+	return store.Device{}, false
+}
+
+// entitled reports the rules that let user reach app (nil if none). A
+// disabled or unknown user is entitled to nothing.
+func (ix *Index) entitled(user string, app string) []store.Rule {
+	u, ok := ix.users[user]
+	if !ok || u.Disabled {
+		return nil
+	}
+	var out []store.Rule
+	for _, r := range ix.rulesByApp[app] {
+		if slices.Contains(ix.userGroups[user], r.Group) {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+func wireApp(a store.App) controlproto.App {
+	return controlproto.App{
+		Name: a.Name, DNSName: a.DNSName, Addr: a.Addr, Proto: a.Proto,
+		Ports: slices.Clone(a.Ports), Segment: a.Segment,
+	}
+}
+
+// GatewayMap computes the map of one gateway.
+func (ix *Index) GatewayMap(gw store.Gateway) *controlproto.GatewayMap {
+	m := &controlproto.GatewayMap{GatewayID: gw.ID, OverlayAddr: gw.OverlayAddr}
+	if sg, ok := ix.segments[gw.Segment]; ok {
+		m.Segments = []controlproto.Segment{{Name: sg.Name, CIDRs: slices.Clone(sg.CIDRs)}}
+	}
+	var apps []store.App
+	for _, a := range ix.snap.Apps {
+		if a.Segment == gw.Segment {
+			apps = append(apps, a)
+			m.Apps = append(m.Apps, wireApp(a))
+		}
+	}
+	for _, a := range apps {
+		for _, r := range ix.rulesByApp[a.Name] {
+			m.Rules = append(m.Rules, policy.Rule{
+				ID: policy.RuleID(r.Name), App: a.Name, Dst: []netip.Prefix{a.Addr},
+				Proto: a.Proto, Ports: slices.Clone(a.Ports),
+			})
+		}
+	}
+	slices.SortFunc(m.Rules, func(a, b policy.Rule) int { return cmp.Compare(a.ID, b.ID) })
+	for _, d := range ix.snap.Devices {
+		var ids []policy.RuleID
+		for _, a := range apps {
+			for _, r := range ix.entitled(d.User, a.Name) {
+				ids = append(ids, policy.RuleID(r.Name))
+			}
+		}
+		if len(ids) == 0 {
+			continue // only entitled devices become peers
+		}
+		slices.Sort(ids)
+		m.Peers = append(m.Peers, controlproto.GatewayPeer{
+			Peer:      policy.Peer{DeviceID: d.ID, User: d.User, Addr: d.OverlayAddr, Rules: slices.Compact(ids)},
+			PublicKey: d.PublicKey,
+		})
+	}
+	slices.SortFunc(m.Peers, func(a, b controlproto.GatewayPeer) int { return cmp.Compare(a.DeviceID, b.DeviceID) })
+	return m
+}
+
+// ClientMap computes the map of one device. Each segment is served by one
+// gateway (the first by ID that has an endpoint); AllowedIPs toward it hold
+// only the entitled apps' addresses and the gateway's overlay address.
+func (ix *Index) ClientMap(d store.Device) *controlproto.ClientMap {
+	m := &controlproto.ClientMap{DeviceID: d.ID, User: d.User, OverlayAddr: d.OverlayAddr}
+	byGW := map[string]*controlproto.ClientGateway{}
+	for _, a := range ix.snap.Apps {
+		if len(ix.entitled(d.User, a.Name)) == 0 {
+			continue
+		}
+		gw, ok := ix.servingGateway(a.Segment)
+		if !ok {
+			continue
+		}
+		cg := byGW[gw.ID]
+		if cg == nil {
+			cg = &controlproto.ClientGateway{
+				GatewayID: gw.ID, PublicKey: gw.PublicKey, Endpoint: gw.Endpoint,
+				OverlayAddr: gw.OverlayAddr,
+				AllowedIPs:  []netip.Prefix{netip.PrefixFrom(gw.OverlayAddr, gw.OverlayAddr.BitLen())},
+			}
+			byGW[gw.ID] = cg
+		}
+		cg.AllowedIPs = append(cg.AllowedIPs, a.Addr.Masked())
+		cg.Apps = append(cg.Apps, wireApp(a))
+	}
+	for _, cg := range byGW {
+		slices.SortFunc(cg.AllowedIPs, comparePrefix)
+		cg.AllowedIPs = slices.Compact(cg.AllowedIPs)
+		m.Gateways = append(m.Gateways, *cg)
+	}
+	slices.SortFunc(m.Gateways, func(a, b controlproto.ClientGateway) int { return cmp.Compare(a.GatewayID, b.GatewayID) })
+	return m
+}
+
+func (ix *Index) servingGateway(segment string) (store.Gateway, bool) {
+	for _, g := range ix.gwBySeg[segment] {
+		if g.Endpoint != "" && !g.PublicKey.IsZero() {
+			return g, true
+		}
+	}
+	return store.Gateway{}, false
+}
+
+func comparePrefix(a, b netip.Prefix) int {
+	if c := a.Addr().Compare(b.Addr()); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.Bits(), b.Bits())
+}

@@ -1,0 +1,159 @@
+// Package server wires the controller together: store, CA, admin API over
+// HTTPS (TCP) and the agent control channel over QUIC (UDP), both on the same
+// port number.
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/cordonhq/cordon/controller/internal/api"
+	"github.com/cordonhq/cordon/controller/internal/auth"
+	"github.com/cordonhq/cordon/controller/internal/ca"
+	"github.com/cordonhq/cordon/controller/internal/control"
+	"github.com/cordonhq/cordon/controller/internal/store"
+	"github.com/cordonhq/cordon/controller/internal/store/sqlite"
+)
+
+// AdminTokenFile is where the first-start owner token is written (0600).
+const AdminTokenFile = "admin-token"
+
+// Config configures the controller.
+type Config struct {
+	DataDir string
+	Listen  string   // host:port for HTTPS (TCP) and control (UDP)
+	Hosts   []string // names and addresses the server certificate covers
+	Logger  *slog.Logger
+	// Announce receives the one-time first-start message (the owner token).
+	Announce io.Writer
+	// Ready, if set, is called with the bound address once serving.
+	Ready func(addr net.Addr)
+}
+
+// Run runs the controller until ctx is cancelled.
+func Run(ctx context.Context, cfg Config) error {
+	log := cfg.Logger
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("create data dir: %w", err)
+	}
+	st, err := sqlite.Open(ctx, filepath.Join(cfg.DataDir, "cordon.db"))
+	if err != nil {
+		return fmt.Errorf("open store: %w", err)
+	}
+	defer st.Close()
+	authority, err := ca.LoadOrCreate(cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	if err := bootstrapOwner(ctx, st, cfg.DataDir, authority, cfg.Announce); err != nil {
+		return err
+	}
+	hosts := append([]string{"localhost", "127.0.0.1", "::1"}, cfg.Hosts...)
+	if host, _, err := net.SplitHostPort(cfg.Listen); err == nil && host != "" && host != "0.0.0.0" && host != "::" {
+		hosts = append(hosts, host)
+	}
+	cert, err := authority.ServerCertificate(hosts)
+	if err != nil {
+		return err
+	}
+
+	ctl := control.New(control.Config{Store: st, CA: authority, ServerCert: cert, Logger: log.With("component", "control")})
+	apiSrv := api.New(api.Config{
+		Store:   st,
+		CA:      authority,
+		Logger:  log.With("component", "api"),
+		Changed: ctl.Changed,
+	})
+
+	tcpLn, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s/tcp: %w", cfg.Listen, err)
+	}
+	// QUIC on the UDP port of the same number as the bound TCP port.
+	udpAddr := tcpLn.Addr().String()
+	pc, err := net.ListenPacket("udp", udpAddr)
+	if err != nil {
+		tcpLn.Close()
+		return fmt.Errorf("listen on %s/udp: %w", udpAddr, err)
+	}
+	httpSrv := &http.Server{
+		Handler:           apiSrv.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		TLSConfig:         &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}},
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var wg sync.WaitGroup
+	errc := make(chan error, 2)
+	wg.Go(func() {
+		if err := ctl.Serve(ctx, pc); err != nil {
+			errc <- err
+			cancel(err)
+		}
+	})
+	wg.Go(func() {
+		if err := httpSrv.ServeTLS(tcpLn, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errc <- err
+			cancel(err)
+		}
+	})
+	log.Info("controller listening", "addr", tcpLn.Addr().String(), "ca_fingerprint", authority.Fingerprint(), "data_dir", cfg.DataDir)
+	if cfg.Ready != nil {
+		cfg.Ready(tcpLn.Addr())
+	}
+	<-ctx.Done()
+	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer scancel()
+	httpSrv.Shutdown(sctx)
+	pc.Close()
+	wg.Wait()
+	select {
+	case err := <-errc:
+		return err
+	default:
+		return nil
+	}
+}
+
+// bootstrapOwner creates the owner credential on first start: a random
+// admin token, stored only as a hash, written once to a 0600 file and
+// announced once. There is no default password.
+func bootstrapOwner(ctx context.Context, st store.Store, dir string, authority *ca.CA, announce io.Writer) error {
+	hashes, err := st.AdminTokenHashes(ctx)
+	if err != nil {
+		return fmt.Errorf("read admin credentials: %w", err)
+	}
+	if len(hashes) > 0 {
+		return nil
+	}
+	secret, hash := auth.NewAdminToken()
+	path := filepath.Join(dir, AdminTokenFile)
+	if err := os.WriteFile(path, []byte(secret+"\n"), 0o600); err != nil {
+		return fmt.Errorf("write owner token: %w", err)
+	}
+	if err := st.PutAdminTokenHash(ctx, "owner", hash); err != nil {
+		os.Remove(path)
+		return fmt.Errorf("store owner token: %w", err)
+	}
+	if announce != nil {
+		fmt.Fprintf(announce, "First start: created the owner credential.\n"+
+			"  admin token (shown once, also in %s, mode 0600): %s\n"+
+			"  controller CA: %s (%s)\n"+
+			"Configure cordonctl with: cordonctl login --controller https://HOST:PORT --token-file %s --ca-cert %s\n",
+			path, secret, filepath.Join(dir, ca.CertFile), authority.Fingerprint(), path, filepath.Join(dir, ca.CertFile))
+	}
+	return nil
+}

@@ -1,0 +1,194 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/cordonhq/cordon/controller/internal/store"
+)
+
+// This file: the audit trail, admin token hashes and the snapshot.
+
+// defaultAuditLimit is what AuditFilter.Limit 0 means.
+const defaultAuditLimit = 100
+
+// AppendAudit implements [store.Store]. Seq comes from an AUTOINCREMENT key,
+// so it is strictly increasing and never reused; a given Seq is ignored. A
+// zero Time becomes now. The caller's slice is not modified.
+func (s *Store) AppendAudit(ctx context.Context, events ...store.AuditEvent) error {
+	if len(events) == 0 {
+		return nil
+	}
+	type row struct {
+		at      int64
+		details sql.NullString
+	}
+	rows := make([]row, len(events))
+	now := time.Now()
+	for i, e := range events {
+		t := e.Time
+		if t.IsZero() {
+			t = now
+		}
+		rows[i].at = toMicros(t)
+		if len(e.Details) > 0 {
+			b, err := json.Marshal(e.Details)
+			if err != nil {
+				return fmt.Errorf("append audit: encode details of %q event: %w", e.Type, err)
+			}
+			rows[i].details = sql.NullString{String: string(b), Valid: true}
+		}
+	}
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		stmt, err := tx.PrepareContext(ctx, `INSERT INTO audit_events (time, type, actor, outcome, subject, details)
+			VALUES (?, ?, ?, ?, ?, ?)`)
+		if err != nil {
+			return err
+		}
+		defer stmt.Close()
+		for i, e := range events {
+			if _, err := stmt.ExecContext(ctx, rows[i].at, e.Type, e.Actor, e.Outcome, e.Subject, rows[i].details); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("append %d audit events: %w", len(events), err)
+	}
+	return nil
+}
+
+// ListAudit implements [store.Store]: newest first; Type is an exact match
+// unless it ends in "." (then a prefix); AfterSeq keeps Seq > AfterSeq;
+// Limit 0 (or negative) means 100.
+func (s *Store) ListAudit(ctx context.Context, f store.AuditFilter) ([]store.AuditEvent, error) {
+	var (
+		where []string
+		args  []any
+	)
+	switch {
+	case f.Type == "":
+	case strings.HasSuffix(f.Type, "."):
+		// A range on the (type, seq) index instead of LIKE, which would
+		// need escaping of '%' and '_': every string with prefix p sorts in
+		// [p, p with its last byte '.' raised to '/').
+		where = append(where, `type >= ? AND type < ?`)
+		args = append(args, f.Type, f.Type[:len(f.Type)-1]+"/")
+	default:
+		where = append(where, `type = ?`)
+		args = append(args, f.Type)
+	}
+	if f.AfterSeq > 0 {
+		where = append(where, `seq > ?`)
+		args = append(args, f.AfterSeq)
+	}
+	limit := f.Limit
+	if limit <= 0 {
+		limit = defaultAuditLimit
+	}
+	q := `SELECT seq, time, type, actor, outcome, subject, details FROM audit_events`
+	if len(where) > 0 {
+		q += ` WHERE ` + strings.Join(where, ` AND `)
+	}
+	q += ` ORDER BY seq DESC LIMIT ?`
+	args = append(args, limit)
+
+	out, err := listRows(ctx, s.r, scanAudit, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list audit events: %w", err)
+	}
+	return out, nil
+}
+
+func scanAudit(r rowScanner) (store.AuditEvent, error) {
+	var (
+		e       store.AuditEvent
+		at      int64
+		details sql.NullString
+	)
+	if err := r.Scan(&e.Seq, &at, &e.Type, &e.Actor, &e.Outcome, &e.Subject, &details); err != nil {
+		return e, err
+	}
+	e.Time = fromMicros(at)
+	if details.Valid && details.String != "" {
+		if err := json.Unmarshal([]byte(details.String), &e.Details); err != nil {
+			return e, fmt.Errorf("decode audit event %d details: %w", e.Seq, err)
+		}
+	}
+	return e, nil
+}
+
+// PutAdminTokenHash implements [store.Store]: it adds or replaces name's
+// hash.
+func (s *Store) PutAdminTokenHash(ctx context.Context, name string, hash []byte) error {
+	if hash == nil {
+		hash = []byte{}
+	}
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO admin_tokens (name, hash) VALUES (?, ?)
+			ON CONFLICT (name) DO UPDATE SET hash = excluded.hash`, name, hash)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("put admin token %q: %w", name, err)
+	}
+	return nil
+}
+
+// AdminTokenHashes implements [store.Store].
+func (s *Store) AdminTokenHashes(ctx context.Context) (map[string][]byte, error) {
+	type kv struct {
+		name string
+		hash []byte
+	}
+	rows, err := listRows(ctx, s.r, func(r rowScanner) (kv, error) {
+		var v kv
+		return v, r.Scan(&v.name, &v.hash)
+	}, `SELECT name, hash FROM admin_tokens`)
+	if err != nil {
+		return nil, fmt.Errorf("read admin tokens: %w", err)
+	}
+	out := make(map[string][]byte, len(rows))
+	for _, v := range rows {
+		out[v.name] = v.hash
+	}
+	return out, nil
+}
+
+// Snapshot implements [store.Store] with one read transaction: in WAL mode
+// every statement in it sees the database as of its first read.
+func (s *Store) Snapshot(ctx context.Context) (*store.Snapshot, error) {
+	var snap store.Snapshot
+	err := s.read(ctx, func(tx *sql.Tx) error {
+		var err error
+		if snap.Segments, err = listSegments(ctx, tx); err != nil {
+			return err
+		}
+		if snap.Apps, err = listApps(ctx, tx); err != nil {
+			return err
+		}
+		if snap.Users, err = listUsers(ctx, tx); err != nil {
+			return err
+		}
+		if snap.Groups, err = listGroups(ctx, tx); err != nil {
+			return err
+		}
+		if snap.Rules, err = listRules(ctx, tx); err != nil {
+			return err
+		}
+		if snap.Gateways, err = listGateways(ctx, tx); err != nil {
+			return err
+		}
+		snap.Devices, err = listDevices(ctx, tx)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("snapshot: %w", err)
+	}
+	return &snap, nil
+}

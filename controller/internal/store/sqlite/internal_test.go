@@ -1,0 +1,55 @@
+package sqlite
+
+import (
+	"errors"
+	"net/netip"
+	"path/filepath"
+	"testing"
+
+	"github.com/cordonhq/cordon/controller/internal/store"
+)
+
+func TestAddrExhausted(t *testing.T) {
+	ctx := t.Context()
+	s, err := Open(ctx, filepath.Join(t.TempDir(), "cordon.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	s.maxOffset = 3
+	if err := s.CreateUser(ctx, store.User{Name: "u"}); err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []string{"100.64.0.1", "100.64.0.2", "100.64.0.3"} {
+		d, err := s.CreateDevice(ctx, store.Device{ID: string(rune('a' + i)), User: "u"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d.OverlayAddr != netip.MustParseAddr(want) {
+			t.Fatalf("device %d at %v, want %s", i, d.OverlayAddr, want)
+		}
+	}
+	_, err = s.CreateDevice(ctx, store.Device{ID: "x", User: "u"})
+	if !errors.Is(err, store.ErrAddrExhausted) {
+		t.Fatalf("full pool: %v", err)
+	}
+	if _, err := s.GetDevice(ctx, "x"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("device stored without an address: %v", err)
+	}
+	if err := s.DeleteDevice(ctx, "b"); err != nil {
+		t.Fatal(err)
+	}
+	d, err := s.CreateDevice(ctx, store.Device{ID: "x", User: "u"})
+	if err != nil || d.OverlayAddr != netip.MustParseAddr("100.64.0.2") {
+		t.Fatalf("after a release: %v %v", d.OverlayAddr, err)
+	}
+}
+
+func TestMaxOffset(t *testing.T) {
+	if got := maxOffset(); got != 1<<22-1 {
+		t.Fatalf("maxOffset = %d", got)
+	}
+	if got := offsetAddr(int64(maxOffset())); got != netip.MustParseAddr("100.127.255.255") {
+		t.Fatalf("last address = %v", got)
+	}
+}

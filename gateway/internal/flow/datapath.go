@@ -1,0 +1,369 @@
+package flow
+
+import (
+	"errors"
+	"os"
+	"time"
+
+	"golang.zx2c4.com/wireguard/tun"
+
+	"github.com/cordonhq/cordon/pkg/controlproto"
+	"github.com/cordonhq/cordon/pkg/packet"
+	"github.com/cordonhq/cordon/pkg/policy"
+)
+
+// writeScratch holds the surviving packets of a partly filtered batch and
+// their indexes in the caller's batch.
+type writeScratch struct {
+	bufs [][]byte
+	idx  []int
+}
+
+// Write filters packets from clients and writes the survivors to the
+// device. It leaves bufs untouched. On success it returns len(bufs): a
+// dropped packet counts as consumed, as wireguard-go expects. If the device
+// writes only part of the survivors, Write returns the number of leading
+// packets of bufs that were written or dropped, and the device's error.
+func (a *Authorizer) Write(bufs [][]byte, offset int) (int, error) {
+	t := a.now()
+	now := a.mono(t)
+	var c batchCounts
+	var sc *writeScratch // nil while every packet so far passed
+	for i, b := range bufs {
+		if a.filterIn(b[offset:], t, now, &c) {
+			if sc != nil {
+				sc.bufs = append(sc.bufs, b)
+				sc.idx = append(sc.idx, i)
+			}
+			continue
+		}
+		if sc == nil {
+			sc = a.scratch.Get().(*writeScratch)
+			sc.bufs = append(sc.bufs, bufs[:i]...)
+			for j := range i {
+				sc.idx = append(sc.idx, j)
+			}
+		}
+	}
+	c.flush(&a.stats)
+
+	out := bufs
+	if sc != nil {
+		out = sc.bufs
+		defer a.putScratch(sc)
+	}
+	if len(out) == 0 {
+		return len(bufs), nil
+	}
+	n, err := a.dev.Write(out, offset)
+	if n >= len(out) {
+		return len(bufs), err
+	}
+	if sc != nil {
+		n = sc.idx[max(n, 0)]
+	}
+	return n, err
+}
+
+func (a *Authorizer) putScratch(sc *writeScratch) {
+	clear(sc.bufs) // do not keep the caller's buffers alive
+	sc.bufs, sc.idx = sc.bufs[:0], sc.idx[:0]
+	a.scratch.Put(sc)
+}
+
+// filterIn decides one packet from a client; true passes it.
+func (a *Authorizer) filterIn(b []byte, t time.Time, now int64, c *batchCounts) bool {
+	p, err := packet.Parse(b)
+	if err != nil {
+		c.malformed++
+		return false
+	}
+	if p.Frag != packet.FragNone {
+		c.fragments++
+		return false
+	}
+	if f := a.flows.lookup(p.Tuple); f != nil && a.forward(f, &p, now) {
+		c.allowed++
+		return true
+	}
+	if p.IsICMPError() && p.HasInner && p.Inner.Dst == p.Src && a.flows.lookup(p.Inner.Reverse()) != nil {
+		c.allowed++ // an error about a packet the app sent the client
+		return true
+	}
+	return a.newFlow(&p, t, now, c)
+}
+
+// forward tracks a client packet of open flow f. It returns false when the
+// packet starts a new connection on the tuple of a closing one, which must
+// be decided afresh.
+func (a *Authorizer) forward(f *flow, p *packet.Packet, now int64) bool {
+	if p.Proto != policy.ProtoTCP {
+		f.touch(now)
+		return true
+	}
+	fl, st := p.TCPFlags, f.state.Load()
+	if fl&(packet.TCPSyn|packet.TCPAck) == packet.TCPSyn && st&(stFinClient|stFinApp) != 0 {
+		a.flows.remove(f)
+		return false
+	}
+	f.touch(now)
+	if fl&packet.TCPRst != 0 {
+		a.flows.remove(f)
+		return true
+	}
+	advance(&f.fwdNext, nextSeq(p))
+	if fl&packet.TCPFin != 0 && st&stFinClient == 0 {
+		f.state.Or(stFinClient)
+	}
+	return true
+}
+
+// newFlow decides a client packet that belongs to no flow and, if the
+// policy allows it, opens a flow.
+func (a *Authorizer) newFlow(p *packet.Packet, t time.Time, now int64, c *batchCounts) bool {
+	pol := a.policy.Load()
+	d := pol.Decide(p.Src, p.Dst, p.Proto, decidePort(&p.Tuple))
+	if d.Verdict != policy.Allow {
+		c.denied++
+		a.denied(p, d, t, now)
+		return false
+	}
+	// ICMP errors and resets are allowed through but open nothing.
+	if p.IsICMPError() || (p.Proto == policy.ProtoTCP && p.TCPFlags&packet.TCPRst != 0) {
+		c.allowed++
+		return true
+	}
+	f := &flow{key: p.Tuple}
+	f.lastSeen.Store(now)
+	if p.Proto == policy.ProtoTCP {
+		f.fwdNext.Store(nextSeq(p))
+		if p.TCPFlags&packet.TCPFin != 0 {
+			f.state.Store(stFinClient)
+		}
+	}
+	var ok bool
+	if d, ok = a.insert(f, pol, d, t); !ok {
+		c.denied++
+		a.denied(p, d, t, now)
+		return false
+	}
+	c.allowed++
+	return true
+}
+
+// insert adds f, admitted under policy pol with decision d. If the policy
+// changed since, f is decided again under the new one (SetPolicy's scan
+// may have passed f's shard already). If another goroutine inserted the
+// same tuple first, that flow stands and nothing is emitted. It returns the
+// deciding decision and whether the packet passes.
+func (a *Authorizer) insert(f *flow, pol *policy.Compiled, d policy.Decision, t time.Time) (policy.Decision, bool) {
+	k := &f.key
+	s := a.flows.shardOf(k)
+	s.mu.Lock()
+	if cur := a.policy.Load(); cur != pol {
+		if d = cur.Decide(k.Src, k.Dst, k.Proto, decidePort(k)); d.Verdict != policy.Allow {
+			s.mu.Unlock()
+			return d, false
+		}
+	}
+	if _, dup := s.m[*k]; dup {
+		s.mu.Unlock()
+		return d, true
+	}
+	f.meta = metaOf(d)
+	s.m[*k] = f
+	s.mu.Unlock()
+	a.stats.flowsOpen.Add(1)
+	a.stats.flowsOpened.Add(1)
+	a.emit(flowEvent(t, controlproto.FlowAllow, *k, f.meta, policy.ReasonAllowed.String()))
+	return d, true
+}
+
+// denied records a denied packet: the first of its flow emits an event,
+// within the rate limit.
+func (a *Authorizer) denied(p *packet.Packet, d policy.Decision, t time.Time, now int64) {
+	switch a.denies.admit(p.Tuple, now) {
+	case denyEmit:
+		a.emit(flowEvent(t, controlproto.FlowDeny, p.Tuple, metaOf(d), d.Reason.String()))
+	case denySuppressed:
+		a.stats.suppressed.Add(1)
+	}
+}
+
+// readBatch is one batch the reader goroutine read from the device.
+type readBatch struct {
+	bufs  [][]byte
+	sizes []int
+	n     int
+	err   error
+}
+
+// reader reads the device and hands each batch to Read, until the device
+// fails or Close.
+func (a *Authorizer) reader() {
+	defer a.wg.Done()
+	for {
+		var b *readBatch
+		select {
+		case b = <-a.free:
+		case <-a.ctx.Done():
+			a.pumpErr = os.ErrClosed
+			close(a.pumpExit)
+			return
+		}
+		b.n, b.err = a.dev.Read(b.bufs, b.sizes, 0)
+		select {
+		case a.outbound <- b:
+		case <-a.ctx.Done():
+			a.pumpErr = os.ErrClosed
+			close(a.pumpExit)
+			return
+		}
+		if b.err != nil && !errors.Is(b.err, tun.ErrTooManySegments) {
+			a.pumpErr = b.err
+			close(a.pumpExit)
+			return
+		}
+	}
+}
+
+// Read returns packets from the device toward clients that belong to open
+// flows, and resets injected by SetPolicy. It blocks until at least one
+// packet passes, the device fails or Close.
+func (a *Authorizer) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
+	a.readMu.Lock()
+	defer a.readMu.Unlock()
+	for {
+		if n := a.takeInjected(bufs, sizes, offset, 0); n > 0 {
+			return n, nil
+		}
+		if a.pending == nil {
+			select {
+			case b := <-a.outbound:
+				a.pending, a.pendAt = b, 0
+			case pkt := <-a.inject:
+				n := 0
+				if a.place(pkt, bufs[0], offset) {
+					sizes[0] = len(pkt)
+					n = 1
+				}
+				return a.takeInjected(bufs, sizes, offset, n), nil
+			case <-a.pumpExit:
+				return 0, a.pumpErr
+			}
+		}
+		if n, err := a.drain(bufs, sizes, offset); n > 0 || err != nil {
+			return n, err
+		}
+	}
+}
+
+// takeInjected moves queued resets into bufs[n:] without blocking and
+// returns the new count.
+func (a *Authorizer) takeInjected(bufs [][]byte, sizes []int, offset, n int) int {
+	for n < len(bufs) {
+		select {
+		case pkt := <-a.inject:
+			if a.place(pkt, bufs[n], offset) {
+				sizes[n] = len(pkt)
+				n++
+			}
+		default:
+			return n
+		}
+	}
+	return n
+}
+
+// place copies pkt into buf at offset, if it fits.
+func (a *Authorizer) place(pkt, buf []byte, offset int) bool {
+	if len(buf)-offset < len(pkt) {
+		a.stats.malformed.Add(1)
+		if s, ok := a.logAllowed(&a.logOversize); ok {
+			a.log.Warn("packet larger than the read buffer dropped", logKeySuppressed, s)
+		}
+		return false
+	}
+	copy(buf[offset:], pkt)
+	return true
+}
+
+// drain filters the pending batch into bufs and returns how many passed;
+// when the batch is used up it returns it to the reader, with its error.
+func (a *Authorizer) drain(bufs [][]byte, sizes []int, offset int) (int, error) {
+	b := a.pending
+	now := a.mono(a.now())
+	var c batchCounts
+	n := 0
+	for a.pendAt < b.n && n < len(bufs) {
+		i := a.pendAt
+		a.pendAt++
+		if b.sizes[i] <= 0 {
+			continue
+		}
+		pkt := b.bufs[i][:b.sizes[i]]
+		if a.filterOut(pkt, now, &c) && a.place(pkt, bufs[n], offset) {
+			sizes[n] = len(pkt)
+			n++
+		}
+	}
+	c.flush(&a.stats)
+	if a.pendAt < b.n {
+		return n, nil
+	}
+	err := b.err
+	a.pending = nil
+	a.free <- b // never blocks: free holds every batch
+	return n, err
+}
+
+// filterOut decides one packet from the device toward a client; true
+// passes it.
+func (a *Authorizer) filterOut(b []byte, now int64, c *batchCounts) bool {
+	p, err := packet.Parse(b)
+	if err != nil {
+		c.malformed++
+		return false
+	}
+	if p.Frag != packet.FragNone {
+		c.fragments++
+		return false
+	}
+	if f := a.flows.lookup(p.Tuple.Reverse()); f != nil {
+		a.reverse(f, &p, now)
+		c.returned++
+		return true
+	}
+	if p.IsICMPError() && p.HasInner && p.Inner.Src == p.Dst && a.flows.lookup(p.Inner) != nil {
+		c.returned++ // an error about a packet the client sent
+		return true
+	}
+	c.returnDropped++
+	return false
+}
+
+// reverse tracks an app packet of open flow f.
+func (a *Authorizer) reverse(f *flow, p *packet.Packet, now int64) {
+	f.touch(now)
+	st := f.state.Load()
+	if p.Proto != policy.ProtoTCP {
+		if st&stReplied == 0 {
+			f.state.Or(stReplied)
+		}
+		return
+	}
+	fl := p.TCPFlags
+	if fl&packet.TCPRst != 0 {
+		a.flows.remove(f)
+		return
+	}
+	if st&stReplied == 0 {
+		f.revNext.Store(nextSeq(p)) // before the bit: readers check the bit first
+		f.state.Or(stReplied)
+	} else {
+		advance(&f.revNext, nextSeq(p))
+	}
+	if fl&packet.TCPFin != 0 && st&stFinApp == 0 {
+		f.state.Or(stFinApp)
+	}
+}

@@ -1,0 +1,548 @@
+// Package flow is the gateway's data-path flow authorizer: a [tun.Device]
+// wrapped around the gateway's TUN device, between it and wireguard-go, that
+// admits client flows by policy and lets only their return traffic back.
+//
+// Directions. wireguard-go Writes the packets clients sent (client → app)
+// into the TUN and Reads packets from the TUN (app → client) to send them to
+// clients. A client packet that belongs to no flow is a new flow: it passes
+// only if the compiled policy allows it ([policy.Compiled.Decide]), and then
+// enters the connection table, keyed by its 5-tuple. Later packets of the
+// flow, both ways, cost one table lookup. A packet from the TUN passes only
+// if it is the reverse of a flow in the table (or an ICMP error about one);
+// nothing else reaches a client. Everything else is dropped and counted;
+// the first packet of each denied flow produces a deny event, each new flow
+// an allow event.
+//
+// Protocols. TCP and UDP flows are keyed by ports; ICMP echo by its
+// identifier (see [packet.Tuple]); other protocols with ports 0, decided by
+// Decide with port 0 (only a rule for any protocol admits them). ICMP errors
+// never open a flow: one quoting a packet of an open flow passes; any other
+// is decided as an ordinary ICMP packet from a client and dropped from the
+// TUN side. IP fragments are all dropped and counted: a later fragment has
+// no ports to match a flow by, and the gateway does not reassemble (the
+// overlay MTU keeps clients and apps from fragmenting in practice).
+//
+// Policy changes. [Authorizer.SetPolicy] swaps the compiled policy
+// atomically, keeps the connection table and re-checks every flow against
+// the new policy. Flows it no longer allows are cut: removed, a FlowCut
+// event is emitted and, for TCP, a reset is sent to both ends (toward the
+// app written into the TUN, toward the client injected into the Read path).
+// A cut UDP or ICMP flow is only removed; its next packet is a new flow and
+// is denied.
+//
+// TCP state machine (per flow; a packet that fits no transition passes and
+// refreshes the idle timer):
+//
+//	             client packet allowed by policy (a SYN, or any other
+//	             segment: mid-stream pick-up after a gateway restart)
+//	[no flow] ------------------------------------------------> HALF-OPEN
+//	    ^                                                      (idle 30 s)
+//	    |                                                          |
+//	    |                                                          | any packet from the app
+//	    |  RST from either side (from any state)                   v
+//	    +<------------------------------------------------- ESTABLISHED
+//	    |                                                     (idle 5 min)
+//	    |  idle timeout, janitor (from any state)                  |
+//	    +<-------------------------------------------              | FIN from one side
+//	    |                                                          v
+//	    |                                                       CLOSING
+//	    |                                                     (idle 5 min)
+//	    |                                                          |
+//	    |  linger over, or a client SYN reusing the tuple          | FIN from the other side
+//	    +<------------------------------------------------------ CLOSED
+//	                                                          (linger 10 s: the
+//	                                                           last ACKs pass)
+//
+// A SetPolicy that no longer allows the flow moves it from any state to [no
+// flow], sending resets unless it was already CLOSED. UDP, ICMP and other
+// protocols have one state and an idle timeout (60 s, 30 s, 60 s).
+//
+// Goroutines. An Authorizer owns two: the janitor, which expires idle flows,
+// and the reader, which reads the wrapped device so that Read can also
+// deliver injected resets while the device is idle (a Read blocked in the
+// device could not). Close stops and waits for both. Read therefore copies
+// each packet once, from the reader's buffers into the caller's.
+package flow
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.zx2c4.com/wireguard/tun"
+
+	"github.com/cordonhq/cordon/pkg/controlproto"
+	"github.com/cordonhq/cordon/pkg/packet"
+	"github.com/cordonhq/cordon/pkg/policy"
+)
+
+// Log attribute keys.
+const (
+	logKeyErr           = "err"
+	logKeyEventsDropped = "events_dropped"
+	logKeySuppressed    = "suppressed"
+	logKeyCut           = "flows_cut"
+	logKeyFlowsOpen     = "flows_open"
+	logKeyResetsDropped = "resets_dropped"
+)
+
+// Timeouts are the idle limits of flows in the connection table. A zero
+// field takes its default.
+type Timeouts struct {
+	TCPEstablished time.Duration // default 5 min
+	TCPHalfOpen    time.Duration // no answer from the app yet; default 30 s
+	TCPClosed      time.Duration // after FIN both ways; default 10 s
+	UDP            time.Duration // default 60 s
+	ICMP           time.Duration // default 30 s
+	Other          time.Duration // other protocols; default 60 s
+}
+
+func (t *Timeouts) setDefaults() {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&t.TCPEstablished, 5*time.Minute)
+	def(&t.TCPHalfOpen, 30*time.Second)
+	def(&t.TCPClosed, 10*time.Second)
+	def(&t.UDP, 60*time.Second)
+	def(&t.ICMP, 30*time.Second)
+	def(&t.Other, 60*time.Second)
+}
+
+// Config configures an Authorizer. The zero value is usable: it denies
+// everything until SetPolicy and emits no events.
+type Config struct {
+	// Policy is the initial policy; nil denies everything.
+	Policy *policy.Compiled
+
+	// Events receives flow events. Sends never block: when the channel is
+	// full the event is dropped and counted (Stats.EventsDropped), so give
+	// it a buffer and drain it. The Authorizer never closes it; do not
+	// close it before Close returns. Nil disables events.
+	Events chan<- controlproto.FlowEvent
+
+	// Logger receives rate-limited warnings. Nil discards them.
+	Logger *slog.Logger
+
+	Timeouts Timeouts
+
+	// JanitorInterval is how often idle flows are expired; default 5 s.
+	JanitorInterval time.Duration
+
+	// DenyEventsPerSecond and DenyEventBurst rate-limit deny events
+	// (defaults 100 and 200); the rest are counted in
+	// Stats.DenyEventsSuppressed.
+	DenyEventsPerSecond float64
+	DenyEventBurst      int
+
+	// DenyCacheSize bounds the denied flows remembered to emit one event
+	// per flow (default 4096); DenyCacheTTL is how long one is remembered
+	// (default 60 s).
+	DenyCacheSize int
+	DenyCacheTTL  time.Duration
+
+	// Now is the clock, for tests; default time.Now. Its readings must
+	// carry a monotonic component (as time.Now's do).
+	Now func() time.Time
+}
+
+// Stats are the Authorizer's counters.
+type Stats struct {
+	PacketsAllowed   uint64 // client → app packets passed
+	PacketsDenied    uint64 // client → app packets dropped by policy
+	PacketsReturned  uint64 // app → client packets passed (part of a flow)
+	ReturnDropped    uint64 // app → client packets dropped (part of no flow)
+	FragmentsDropped uint64 // IP fragments dropped, both directions
+	Malformed        uint64 // unparseable packets dropped, both directions
+	FlowsOpen        int64  // flows in the connection table
+	FlowsOpened      uint64 // flows admitted since start
+	FlowsCut         uint64 // flows cut by a policy change
+	ResetsDropped    uint64 // TCP resets toward clients not delivered (queue full)
+	EventsDropped    uint64 // flow events dropped because the queue was full
+	// DenyEventsSuppressed counts denied flows whose deny event the rate
+	// limit suppressed.
+	DenyEventsSuppressed uint64
+}
+
+// counters are the shared counters. Write-side and Read-side ones sit on
+// different cache lines: the two directions run on different cores.
+type counters struct {
+	allowed, denied, flowsOpened atomic.Uint64
+	_                            [64]byte
+	returned, returnDropped      atomic.Uint64
+	_                            [64]byte
+	fragments, malformed         atomic.Uint64
+	flowsCut, resetsDropped      atomic.Uint64
+	eventsDropped, suppressed    atomic.Uint64
+	flowsOpen                    atomic.Int64
+}
+
+// batchCounts accumulates one batch's counters so the shared atomics are
+// touched once per batch, not per packet.
+type batchCounts struct {
+	allowed, denied, returned, returnDropped, fragments, malformed uint64
+}
+
+func (b *batchCounts) flush(c *counters) {
+	add := func(a *atomic.Uint64, n uint64) {
+		if n != 0 {
+			a.Add(n)
+		}
+	}
+	add(&c.allowed, b.allowed)
+	add(&c.denied, b.denied)
+	add(&c.returned, b.returned)
+	add(&c.returnDropped, b.returnDropped)
+	add(&c.fragments, b.fragments)
+	add(&c.malformed, b.malformed)
+}
+
+const (
+	// rstOffset is the headroom in front of resets written to the
+	// device: wireguard-go's own write offset, which Linux TUN devices
+	// with offloads need for their virtio header.
+	rstOffset = 16
+	// readBufSize fits any IP packet a TUN device hands over.
+	readBufSize = 65535
+	// readBatches is how many batches the reader goroutine has in flight:
+	// two, so it reads the next while Read copies out the last.
+	readBatches = 2
+	// injectQueue bounds resets waiting to be read toward clients.
+	injectQueue = 1024
+)
+
+// Authorizer is a tun.Device that authorizes flows between clients
+// (wireguard-go's side) and apps (the wrapped device's side). It is safe for
+// concurrent use: wireguard-go calls Write from one goroutine per peer and
+// Read from another.
+type Authorizer struct {
+	dev      tun.Device
+	cfg      Config
+	log      *slog.Logger
+	events   chan<- controlproto.FlowEvent
+	now      func() time.Time
+	epoch    time.Time // mono() measures from here
+	policy   atomic.Pointer[policy.Compiled]
+	setMu    sync.Mutex // serializes SetPolicy
+	flows    *table
+	denies   *denySet
+	stats    counters
+	inject   chan []byte
+	scratch  sync.Pool // *writeScratch
+	readMu   sync.Mutex
+	pending  *readBatch // guarded by readMu: a batch Read has not finished
+	pendAt   int        // guarded by readMu: next packet of pending
+	outbound chan *readBatch
+	free     chan *readBatch
+	pumpExit chan struct{} // closed when the reader goroutine stops
+	pumpErr  error         // the error that stopped it; set before pumpExit closes
+
+	ctx       context.Context
+	cancel    context.CancelCauseFunc
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+	closeErr  error
+
+	logEventsDropped, logOversize, logResetWrite limiter
+}
+
+var _ tun.Device = (*Authorizer)(nil)
+
+// ErrClosed is the cause of the Authorizer's context after Close.
+var ErrClosed = errors.New("flow authorizer closed")
+
+// New wraps dev and starts the Authorizer's janitor and reader goroutines.
+// The Authorizer owns dev from here on: Close closes it.
+func New(dev tun.Device, cfg Config) (*Authorizer, error) {
+	if dev == nil {
+		return nil, errors.New("new flow authorizer: nil device")
+	}
+	batch := dev.BatchSize()
+	if batch < 1 {
+		return nil, fmt.Errorf("new flow authorizer: device batch size %d", batch)
+	}
+	cfg.Timeouts.setDefaults()
+	if cfg.JanitorInterval <= 0 {
+		cfg.JanitorInterval = 5 * time.Second
+	}
+	if cfg.DenyEventsPerSecond <= 0 {
+		cfg.DenyEventsPerSecond = 100
+	}
+	if cfg.DenyEventBurst <= 0 {
+		cfg.DenyEventBurst = 200
+	}
+	if cfg.DenyCacheSize <= 0 {
+		cfg.DenyCacheSize = 4096
+	}
+	if cfg.DenyCacheTTL <= 0 {
+		cfg.DenyCacheTTL = 60 * time.Second
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	a := &Authorizer{
+		dev:      dev,
+		cfg:      cfg,
+		log:      log,
+		events:   cfg.Events,
+		now:      cfg.Now,
+		epoch:    cfg.Now(),
+		denies:   newDenySet(cfg.DenyCacheSize, cfg.DenyCacheTTL, cfg.DenyEventsPerSecond, cfg.DenyEventBurst, rand.Uint64()),
+		inject:   make(chan []byte, injectQueue),
+		outbound: make(chan *readBatch),
+		free:     make(chan *readBatch, readBatches),
+		pumpExit: make(chan struct{}),
+	}
+	a.flows = newTable(rand.Uint64(), &a.stats.flowsOpen)
+	a.scratch.New = func() any { return new(writeScratch) }
+	pol := cfg.Policy
+	if pol == nil {
+		pol = policy.Empty
+	}
+	a.policy.Store(pol)
+	for range readBatches {
+		b := &readBatch{bufs: make([][]byte, batch), sizes: make([]int, batch)}
+		for i := range b.bufs {
+			b.bufs[i] = make([]byte, readBufSize)
+		}
+		a.free <- b
+	}
+	a.ctx, a.cancel = context.WithCancelCause(context.Background())
+	a.wg.Add(2)
+	go a.janitor()
+	go a.reader()
+	return a, nil
+}
+
+// mono converts a clock reading to monotonic nanoseconds since New.
+func (a *Authorizer) mono(t time.Time) int64 { return int64(t.Sub(a.epoch)) }
+
+// Policy returns the policy in force.
+func (a *Authorizer) Policy() *policy.Compiled { return a.policy.Load() }
+
+// Stats returns a snapshot of the counters.
+func (a *Authorizer) Stats() Stats {
+	c := &a.stats
+	return Stats{
+		PacketsAllowed:       c.allowed.Load(),
+		PacketsDenied:        c.denied.Load(),
+		PacketsReturned:      c.returned.Load(),
+		ReturnDropped:        c.returnDropped.Load(),
+		FragmentsDropped:     c.fragments.Load(),
+		Malformed:            c.malformed.Load(),
+		FlowsOpen:            c.flowsOpen.Load(),
+		FlowsOpened:          c.flowsOpened.Load(),
+		FlowsCut:             c.flowsCut.Load(),
+		ResetsDropped:        c.resetsDropped.Load(),
+		EventsDropped:        c.eventsDropped.Load(),
+		DenyEventsSuppressed: c.suppressed.Load(),
+	}
+}
+
+// File returns the wrapped device's file.
+func (a *Authorizer) File() *os.File { return a.dev.File() }
+
+// MTU returns the wrapped device's MTU.
+func (a *Authorizer) MTU() (int, error) { return a.dev.MTU() }
+
+// Name returns the wrapped device's name.
+func (a *Authorizer) Name() (string, error) { return a.dev.Name() }
+
+// Events returns the wrapped device's event channel.
+func (a *Authorizer) Events() <-chan tun.Event { return a.dev.Events() }
+
+// BatchSize returns the wrapped device's batch size.
+func (a *Authorizer) BatchSize() int { return a.dev.BatchSize() }
+
+// Close stops the janitor and reader goroutines, closes the wrapped device
+// and waits for the goroutines to exit. It is idempotent: later calls return
+// the first call's result.
+func (a *Authorizer) Close() error {
+	a.closeOnce.Do(func() {
+		a.cancel(ErrClosed)
+		a.closeErr = a.dev.Close() // unblocks the reader's Read
+		a.wg.Wait()
+	})
+	return a.closeErr
+}
+
+// janitor expires idle flows until Close.
+func (a *Authorizer) janitor() {
+	defer a.wg.Done()
+	t := time.NewTicker(a.cfg.JanitorInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-a.ctx.Done():
+			return
+		case <-t.C:
+			a.sweep(a.mono(a.now()))
+		}
+	}
+}
+
+// idleLimit is how long flow f in state st may stay idle.
+func (a *Authorizer) idleLimit(proto policy.Proto, st uint32) time.Duration {
+	t := &a.cfg.Timeouts
+	switch proto {
+	case policy.ProtoTCP:
+		switch {
+		case st&stClosed == stClosed:
+			return t.TCPClosed
+		case st&stReplied == 0:
+			return t.TCPHalfOpen
+		}
+		return t.TCPEstablished
+	case policy.ProtoUDP:
+		return t.UDP
+	case policy.ProtoICMP, policy.ProtoICMP6:
+		return t.ICMP
+	}
+	return t.Other
+}
+
+// sweep removes the flows idle past their limit at now.
+func (a *Authorizer) sweep(now int64) {
+	var n int64
+	for i := range a.flows.shards {
+		s := &a.flows.shards[i]
+		s.mu.Lock()
+		for k, f := range s.m {
+			if now-f.lastSeen.Load() > int64(a.idleLimit(k.Proto, f.state.Load())) {
+				delete(s.m, k)
+				n++
+			}
+		}
+		s.mu.Unlock()
+	}
+	if n > 0 {
+		a.stats.flowsOpen.Add(-n)
+	}
+}
+
+// decidePort is the port a decision on tuple k uses: the destination port
+// for TCP and UDP, 0 for everything else.
+func decidePort(k *packet.Tuple) uint16 {
+	if k.Proto == policy.ProtoTCP || k.Proto == policy.ProtoUDP {
+		return k.DstPort
+	}
+	return 0
+}
+
+// SetPolicy replaces the policy atomically, keeps the connection table and
+// re-checks every open flow: flows the new policy no longer allows are cut
+// (see the package doc). Resets toward apps are written to the device
+// before SetPolicy returns. A nil policy denies everything.
+func (a *Authorizer) SetPolicy(pol *policy.Compiled) {
+	if pol == nil {
+		pol = policy.Empty
+	}
+	a.setMu.Lock()
+	defer a.setMu.Unlock()
+	// Swap first, then scan: a flow inserted concurrently is either seen by
+	// the scan or re-decided against the new policy by insert (which
+	// re-reads the pointer under the shard lock).
+	a.policy.Store(pol)
+
+	type cut struct {
+		f      *flow
+		meta   flowMeta
+		reason policy.Reason
+	}
+	var cuts []cut
+	for i := range a.flows.shards {
+		s := &a.flows.shards[i]
+		s.mu.Lock()
+		for k, f := range s.m {
+			d := pol.Decide(k.Src, k.Dst, k.Proto, decidePort(&k))
+			if d.Verdict == policy.Allow {
+				f.meta = metaOf(d)
+				continue
+			}
+			delete(s.m, k)
+			cuts = append(cuts, cut{f: f, meta: f.meta, reason: d.Reason})
+		}
+		s.mu.Unlock()
+	}
+	if len(cuts) == 0 {
+		return
+	}
+	a.stats.flowsOpen.Add(-int64(len(cuts)))
+	a.stats.flowsCut.Add(uint64(len(cuts)))
+
+	t := a.now()
+	var toApp [][]byte
+	for _, c := range cuts {
+		if c.f.key.Proto == policy.ProtoTCP && c.f.state.Load()&stClosed != stClosed {
+			app, client := a.resets(c.f)
+			if app != nil {
+				toApp = append(toApp, app)
+			}
+			if client != nil {
+				select {
+				case a.inject <- client:
+				default:
+					a.stats.resetsDropped.Add(1)
+				}
+			}
+		}
+		a.emit(flowEvent(t, controlproto.FlowCut, c.f.key, c.meta, c.reason.String()))
+	}
+	a.writeResets(toApp)
+	a.log.Info("policy change cut flows", logKeyCut, len(cuts), logKeyFlowsOpen, a.stats.flowsOpen.Load(),
+		logKeyResetsDropped, a.stats.resetsDropped.Load())
+}
+
+// resets builds the two resets that cut TCP flow f: toward the app as if
+// from the client, and toward the client as if from the app. Each carries
+// the sequence number its receiver expects next (RFC 5961: an exact match
+// resets, anything else only draws a challenge ACK).
+func (a *Authorizer) resets(f *flow) (toApp, toClient []byte) {
+	fwd := f.fwdNext.Load()
+	replied := f.state.Load()&stReplied != 0
+	rev := f.revNext.Load()
+	client, app := f.key.SrcAddrPort(), f.key.DstAddrPort()
+
+	buf := make([]byte, rstOffset, rstOffset+packet.RSTLen(!client.Addr().Is4()))
+	toApp, err := packet.BuildTCPRST(buf, packet.TCPReset{Src: client, Dst: app, Seq: fwd, Ack: rev, AckValid: replied})
+	if err != nil {
+		toApp = nil // unreachable: the tuple came from a parsed packet
+	}
+	// Toward a client still in SYN-SENT the reset must acknowledge its SYN
+	// (fwd = ISN+1) and its sequence number is ignored.
+	toClient, err = packet.BuildTCPRST(nil, packet.TCPReset{Src: app, Dst: client, Seq: rev, Ack: fwd, AckValid: true})
+	if err != nil {
+		toClient = nil
+	}
+	return toApp, toClient
+}
+
+// writeResets writes resets (each with rstOffset bytes of headroom) to the
+// device in batches of its batch size.
+func (a *Authorizer) writeResets(pkts [][]byte) {
+	batch := a.dev.BatchSize()
+	for len(pkts) > 0 {
+		n := min(batch, len(pkts))
+		if _, err := a.dev.Write(pkts[:n], rstOffset); err != nil {
+			if errors.Is(err, os.ErrClosed) || a.ctx.Err() != nil {
+				return
+			}
+			if s, ok := a.logAllowed(&a.logResetWrite); ok {
+				a.log.Warn("write reset toward app", logKeyErr, err, logKeySuppressed, s)
+			}
+		}
+		pkts = pkts[n:]
+	}
+}

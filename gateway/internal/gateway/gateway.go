@@ -1,0 +1,300 @@
+// Package gateway runs a Cordon gateway: it enrolls once with a single-use
+// token, holds the control connection, terminates WireGuard from client
+// devices, authorizes every flow through the flow authorizer wrapped around
+// its tun device, and reports flows to the controller.
+//
+// Data-plane modes:
+//
+//	tun:       kernel TUN + routing + nftables masquerade toward the app
+//	           subnet (root or CAP_NET_ADMIN).
+//	userspace: gVisor netstack terminates flows and dials the apps with
+//	           ordinary sockets (no privileges).
+//
+// Either way the stack is
+//
+//	clients ⇄ UDP ⇄ wireguard-go ⇄ flow.Authorizer ⇄ (kernel TUN | netstack) ⇄ apps
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"time"
+
+	"golang.zx2c4.com/wireguard/tun"
+
+	"github.com/cordonhq/cordon/gateway/internal/flow"
+	"github.com/cordonhq/cordon/gateway/internal/nat"
+	"github.com/cordonhq/cordon/pkg/adminapi"
+	"github.com/cordonhq/cordon/pkg/agentstate"
+	"github.com/cordonhq/cordon/pkg/controlclient"
+	"github.com/cordonhq/cordon/pkg/controlproto"
+	"github.com/cordonhq/cordon/pkg/enroll"
+	"github.com/cordonhq/cordon/pkg/netstack"
+	"github.com/cordonhq/cordon/pkg/policy"
+	"github.com/cordonhq/cordon/pkg/tunnet"
+	"github.com/cordonhq/cordon/pkg/wgdev"
+)
+
+// Modes.
+const (
+	ModeTUN       = "tun"
+	ModeUserspace = "userspace"
+)
+
+// OverlayPrefix is the client address pool routed into the tun device.
+var OverlayPrefix = netip.MustParsePrefix("100.64.0.0/10")
+
+const mtu = 1420
+
+// Config configures a gateway.
+type Config struct {
+	StateDir   string
+	Controller string // API URL, needed for enrollment
+	CACert     string // path of the controller CA (enrollment)
+	Token      string // enrollment token, needed once
+	Name       string
+	Mode       string
+	Interface  string
+	ListenPort int
+	Endpoint   string // host:port clients dial
+	// AllowLoopback lets userspace mode forward to apps on this host's
+	// loopback (the no-root demo).
+	AllowLoopback bool
+	Version       string
+	Logger        *slog.Logger
+}
+
+// ErrNeedToken says the gateway is not enrolled and got no token.
+var ErrNeedToken = errors.New("this gateway is not enrolled yet: pass --token (or --token-file) with a token from 'cordonctl gateway token create'")
+
+// Run enrolls if needed and serves until ctx ends.
+func Run(ctx context.Context, cfg Config) error {
+	log := cfg.Logger
+	st, err := loadOrEnroll(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	log = log.With("gateway", st.Enrollment.ID)
+	log.Info("gateway identity", "overlay_addr", st.Enrollment.OverlayAddr, "public_key", st.WGKey.Public().String(), "mode", cfg.Mode)
+
+	dev, cleanup, err := dataplane(cfg, st.Enrollment.OverlayAddr, log)
+	if err != nil {
+		return err
+	}
+	defer cleanup()
+
+	events := make(chan controlproto.FlowEvent, 4096)
+	authz := flow.New(dev, flow.Config{
+		Logger: log.With("component", "flow"),
+		OnEvent: func(e controlproto.FlowEvent) {
+			select {
+			case events <- e:
+			default: // the authorizer counts; never block the data path
+			}
+		},
+	})
+	wg, err := wgdev.New(authz, wgdev.Options{Name: cfg.Interface, UAPI: cfg.Mode == ModeTUN, Logger: log})
+	if err != nil {
+		authz.Close()
+		return fmt.Errorf("start wireguard: %w", err)
+	}
+	defer wg.Close()
+	if _, err := wg.Reconfig(wgdev.Config{PrivateKey: st.WGKey, ListenPort: cfg.ListenPort}); err != nil {
+		return fmt.Errorf("configure wireguard: %w", err)
+	}
+	log.Info("wireguard listening", "port", cfg.ListenPort, "interface", cfg.Interface, "endpoint", cfg.Endpoint)
+
+	g := &gw{log: log, key: st, authz: authz, wg: wg, port: cfg.ListenPort}
+	tlsConf, err := st.ClientTLS(controlproto.ALPN)
+	if err != nil {
+		return err
+	}
+	cc := controlclient.New(controlclient.Config{
+		Addr:    st.Enrollment.ControlAddr,
+		TLS:     tlsConf,
+		Hello:   controlproto.Hello{Kind: controlproto.KindGateway, AgentVersion: cfg.Version, Endpoint: cfg.Endpoint},
+		OnFrame: g.onFrame,
+		Logger:  log.With("component", "control"),
+	})
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var workers sync.WaitGroup
+	defer workers.Wait()
+	workers.Go(func() { reportFlows(ctx, events, cc) })
+	err = cc.Run(ctx)
+	if errors.Is(err, controlclient.ErrRevoked) {
+		return fmt.Errorf("%w: delete %s and enroll again with a new token", err, cfg.StateDir)
+	}
+	return err
+}
+
+func loadOrEnroll(ctx context.Context, cfg Config) (*agentstate.State, error) {
+	st, err := agentstate.Load(cfg.StateDir)
+	if err == nil {
+		return st, nil
+	}
+	if !errors.Is(err, agentstate.ErrNotEnrolled) {
+		return nil, err
+	}
+	if cfg.Token == "" {
+		return nil, ErrNeedToken
+	}
+	if cfg.Controller == "" {
+		return nil, errors.New("this gateway is not enrolled yet: pass --controller https://HOST:PORT")
+	}
+	caPEM, err := enroll.ReadCA(cfg.CACert)
+	if err != nil {
+		return nil, err
+	}
+	if st, err = agentstate.Keys(cfg.StateDir); err != nil {
+		return nil, err
+	}
+	csr, err := st.CSR(cfg.Name)
+	if err != nil {
+		return nil, err
+	}
+	api, err := adminapi.New(cfg.Controller, "", caPEM)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := api.EnrollGateway(ctx, controlproto.EnrollGatewayRequest{
+		Token: cfg.Token, Name: cfg.Name, PublicKey: st.WGKey.Public(), CSR: csr, Endpoint: cfg.Endpoint,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("enroll gateway: %w", err)
+	}
+	if err := enroll.Save(st, cfg.Controller, caPEM, resp); err != nil {
+		return nil, err
+	}
+	cfg.Logger.Info("enrolled", "gateway", resp.ID, "overlay_addr", resp.OverlayAddr)
+	return st, nil
+}
+
+// dataplane builds the device the authorizer wraps.
+func dataplane(cfg Config, overlay netip.Addr, log *slog.Logger) (tun.Device, func(), error) {
+	switch cfg.Mode {
+	case ModeUserspace:
+		ns, err := netstack.New(netstack.Config{
+			Addrs: []netip.Addr{overlay}, MTU: mtu, Name: cfg.Interface,
+			AllowLoopback: cfg.AllowLoopback,
+			Forward:       &netstack.ForwardConfig{},
+			Logger:        log.With("component", "netstack"),
+		})
+		if err != nil {
+			return nil, nil, fmt.Errorf("start userspace network stack: %w", err)
+		}
+		return ns, func() {}, nil
+	case ModeTUN:
+		dev, err := tun.CreateTUN(cfg.Interface, mtu)
+		if err != nil {
+			return nil, nil, fmt.Errorf("create tun device %s (tun mode needs root or CAP_NET_ADMIN; use --mode userspace otherwise): %w", cfg.Interface, err)
+		}
+		link, err := tunnet.Configure(cfg.Interface, netip.PrefixFrom(overlay, 32), mtu)
+		if err != nil {
+			dev.Close()
+			return nil, nil, err
+		}
+		if err := link.SyncRoutes([]netip.Prefix{OverlayPrefix}); err != nil {
+			dev.Close()
+			return nil, nil, err
+		}
+		if err := tunnet.EnableForwarding(); err != nil {
+			dev.Close()
+			return nil, nil, err
+		}
+		n, err := nat.Install(cfg.Interface, OverlayPrefix)
+		if err != nil {
+			dev.Close()
+			return nil, nil, err
+		}
+		return dev, func() {
+			if err := n.Close(); err != nil {
+				log.Warn("remove nat rules", "err", err)
+			}
+		}, nil
+	}
+	return nil, nil, fmt.Errorf("unknown --mode %q: use tun or userspace", cfg.Mode)
+}
+
+type gw struct {
+	log   *slog.Logger
+	key   *agentstate.State
+	authz *flow.Authorizer
+	wg    *wgdev.Device
+	port  int
+
+	peers map[string]bool // public keys currently configured
+}
+
+// onFrame applies a pushed map whole or not at all: the policy compiles
+// first; only then do the authorizer and WireGuard move to it.
+func (g *gw) onFrame(f *controlproto.Frame) {
+	if f.Type != controlproto.TypeGatewayMap {
+		g.log.Warn("unexpected control frame; ignored", "type", f.Type)
+		return
+	}
+	m := f.GatewayMap
+	peers := make([]policy.Peer, len(m.Peers))
+	wgPeers := make([]wgdev.Peer, len(m.Peers))
+	want := make(map[string]bool, len(m.Peers))
+	for i, p := range m.Peers {
+		peers[i] = p.Peer
+		wgPeers[i] = wgdev.Peer{PublicKey: p.PublicKey, AllowedIPs: []netip.Prefix{netip.PrefixFrom(p.Addr, p.Addr.BitLen())}}
+		want[p.PublicKey.String()] = true
+	}
+	compiled, err := policy.Compile(m.Rules, peers)
+	if err != nil {
+		g.log.Error("map rejected: policy does not compile; keeping the previous one", "err", err)
+		return
+	}
+	// Policy first: flows the new map no longer allows are cut (with RSTs
+	// to both ends) while their peers are still configured to carry them.
+	g.authz.SetPolicy(compiled)
+	removing := false
+	for k := range g.peers {
+		if !want[k] {
+			removing = true
+		}
+	}
+	if removing {
+		time.Sleep(200 * time.Millisecond) // let the RSTs leave before the peer goes
+	}
+	if _, err := g.wg.Reconfig(wgdev.Config{PrivateKey: g.key.WGKey, ListenPort: g.port, Peers: wgPeers}); err != nil {
+		g.log.Error("apply wireguard peers", "err", err)
+		return
+	}
+	g.peers = want
+	g.log.Info("map applied", "peers", len(m.Peers), "rules", len(m.Rules), "apps", len(m.Apps))
+}
+
+// reportFlows batches flow events to the controller.
+func reportFlows(ctx context.Context, events <-chan controlproto.FlowEvent, cc *controlclient.Client) {
+	t := time.NewTicker(250 * time.Millisecond)
+	defer t.Stop()
+	var batch []controlproto.FlowEvent
+	flush := func() {
+		if len(batch) == 0 {
+			return
+		}
+		cc.Send(&controlproto.Frame{Type: controlproto.TypeFlowEvents, FlowEvents: &controlproto.FlowEvents{Events: batch}})
+		batch = nil
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			flush()
+			return
+		case e := <-events:
+			batch = append(batch, e)
+			if len(batch) >= 500 {
+				flush()
+			}
+		case <-t.C:
+			flush()
+		}
+	}
+}

@@ -1,0 +1,400 @@
+package adminapi
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/cordonhq/cordon/pkg/controlproto"
+)
+
+// MaxResponseSize bounds a response body the client reads.
+const MaxResponseSize = 64 << 20
+
+// Error is an error response from the controller.
+type Error struct {
+	Status     int           // HTTP status
+	Code       string        // one of the Code constants ("" if the body had none)
+	Message    string        // the server's message: what to fix
+	RetryAfter time.Duration // from Retry-After on 429, else 0
+}
+
+func (e *Error) Error() string {
+	if e.Message == "" {
+		return fmt.Sprintf("controller answered %d %s", e.Status, http.StatusText(e.Status))
+	}
+	return e.Message
+}
+
+// IsCode reports whether err is an *Error with the given code.
+func IsCode(err error, code string) bool {
+	var e *Error
+	return errors.As(err, &e) && e.Code == code
+}
+
+// UnreachableError means the request never got an HTTP answer: connection
+// refused, DNS failure, timeout. A TLS certificate that the given CA does
+// not vouch for is not this error (retrying will not help).
+type UnreachableError struct {
+	URL string
+	Err error
+}
+
+func (e *UnreachableError) Error() string {
+	return fmt.Sprintf("controller at %s unreachable: %v", e.URL, e.Err)
+}
+
+func (e *UnreachableError) Unwrap() error { return e.Err }
+
+// Client calls the controller API over HTTPS, trusting only the controller
+// CA. Safe for concurrent use.
+type Client struct {
+	base  *url.URL
+	token string
+	hc    *http.Client
+}
+
+// New returns a client for the controller at baseURL (https://host:port).
+// token is the admin token (empty for agents, which only call EnrollGateway
+// and Login). caPEM is the controller CA certificate; no other root is
+// trusted.
+func New(baseURL string, token string, caPEM []byte) (*Client, error) {
+	u, err := url.Parse(strings.TrimRight(baseURL, "/"))
+	if err != nil {
+		return nil, fmt.Errorf("controller URL %q: %w", baseURL, err)
+	}
+	if u.Scheme != "https" || u.Host == "" {
+		return nil, fmt.Errorf("controller URL %q: want https://host:port", baseURL)
+	}
+	if u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+		return nil, fmt.Errorf("controller URL %q: want only https://host:port[/path]", baseURL)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		return nil, errors.New("CA certificate: no PEM certificate found (give the controller's ca.pem)")
+	}
+	if strings.ContainsAny(token, "\r\n") {
+		return nil, errors.New("admin token contains a line break")
+	}
+	tr := &http.Transport{
+		TLSClientConfig:     &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS13},
+		ForceAttemptHTTP2:   true,
+		TLSHandshakeTimeout: 10 * time.Second,
+		IdleConnTimeout:     90 * time.Second,
+		Proxy:               http.ProxyFromEnvironment,
+	}
+	return &Client{
+		base:  u,
+		token: token,
+		hc: &http.Client{
+			Transport: tr,
+			Timeout:   60 * time.Second,
+			// Never follow redirects: the API does not send them, and one
+			// could carry the token elsewhere.
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		},
+	}, nil
+}
+
+// Close releases idle connections.
+func (c *Client) Close() { c.hc.CloseIdleConnections() }
+
+// Do sends in (JSON, if not nil) to method path (e.g. "/v1/segments") and
+// decodes the response into out (if not nil; a *json.RawMessage gets the
+// body verbatim). A non-2xx answer returns *Error; no answer returns
+// *UnreachableError.
+func (c *Client) Do(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return fmt.Errorf("encode request: %w", err)
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base.String()+path, body)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Accept", "application/json")
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		var cv *tls.CertificateVerificationError
+		if errors.As(err, &cv) {
+			return fmt.Errorf("controller certificate not trusted by the given CA certificate (check --ca-cert): %w", cv.Err)
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return &UnreachableError{URL: c.base.String(), Err: unwrapURLError(err)}
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, MaxResponseSize+1))
+	if err != nil {
+		return &UnreachableError{URL: c.base.String(), Err: fmt.Errorf("read response: %w", err)}
+	}
+	if len(b) > MaxResponseSize {
+		return fmt.Errorf("%s %s: response larger than %d bytes", method, path, MaxResponseSize)
+	}
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		e := &Error{Status: resp.StatusCode}
+		var eb ErrorBody
+		if json.Unmarshal(b, &eb) == nil {
+			e.Code, e.Message = eb.Code, eb.Error
+		}
+		if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && s > 0 {
+			e.RetryAfter = time.Duration(s) * time.Second
+		}
+		return e
+	}
+	if out == nil || resp.StatusCode == http.StatusNoContent {
+		return nil
+	}
+	if raw, ok := out.(*json.RawMessage); ok {
+		*raw = b
+		return nil
+	}
+	if err := json.Unmarshal(b, out); err != nil {
+		return fmt.Errorf("decode %s %s response: %w", method, path, err)
+	}
+	return nil
+}
+
+func unwrapURLError(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
+}
+
+func pathf(format string, args ...string) string {
+	esc := make([]any, len(args))
+	for i, a := range args {
+		esc[i] = url.PathEscape(a)
+	}
+	return fmt.Sprintf(format, esc...)
+}
+
+// Agent endpoints.
+
+// EnrollGateway redeems a gateway enrollment token.
+func (c *Client) EnrollGateway(ctx context.Context, req *controlproto.EnrollGatewayRequest) (*controlproto.EnrollResponse, error) {
+	var out controlproto.EnrollResponse
+	return &out, c.Do(ctx, http.MethodPost, "/v1/enroll/gateway", req, &out)
+}
+
+// Login logs a local user in (password + TOTP) and enrolls the device.
+func (c *Client) Login(ctx context.Context, req *controlproto.LoginRequest) (*controlproto.EnrollResponse, error) {
+	var out controlproto.EnrollResponse
+	return &out, c.Do(ctx, http.MethodPost, "/v1/login", req, &out)
+}
+
+// Admin endpoints.
+
+// WhoAmI checks the admin token.
+func (c *Client) WhoAmI(ctx context.Context) (*WhoAmI, error) {
+	var out WhoAmI
+	return &out, c.Do(ctx, http.MethodGet, "/v1/whoami", nil, &out)
+}
+
+// CreateSegment creates a segment.
+func (c *Client) CreateSegment(ctx context.Context, req *CreateSegmentRequest) (*Segment, error) {
+	var out Segment
+	return &out, c.Do(ctx, http.MethodPost, "/v1/segments", req, &out)
+}
+
+// ListSegments lists segments by name.
+func (c *Client) ListSegments(ctx context.Context) ([]Segment, error) {
+	var out []Segment
+	return out, c.Do(ctx, http.MethodGet, "/v1/segments", nil, &out)
+}
+
+// GetSegment returns one segment.
+func (c *Client) GetSegment(ctx context.Context, name string) (*Segment, error) {
+	var out Segment
+	return &out, c.Do(ctx, http.MethodGet, pathf("/v1/segments/%s", name), nil, &out)
+}
+
+// DeleteSegment deletes a segment no app or gateway uses.
+func (c *Client) DeleteSegment(ctx context.Context, name string) error {
+	return c.Do(ctx, http.MethodDelete, pathf("/v1/segments/%s", name), nil, nil)
+}
+
+// CreateApp creates an app.
+func (c *Client) CreateApp(ctx context.Context, req *CreateAppRequest) (*App, error) {
+	var out App
+	return &out, c.Do(ctx, http.MethodPost, "/v1/apps", req, &out)
+}
+
+// ListApps lists apps by name.
+func (c *Client) ListApps(ctx context.Context) ([]App, error) {
+	var out []App
+	return out, c.Do(ctx, http.MethodGet, "/v1/apps", nil, &out)
+}
+
+// GetApp returns one app.
+func (c *Client) GetApp(ctx context.Context, name string) (*App, error) {
+	var out App
+	return &out, c.Do(ctx, http.MethodGet, pathf("/v1/apps/%s", name), nil, &out)
+}
+
+// DeleteApp deletes an app no rule uses.
+func (c *Client) DeleteApp(ctx context.Context, name string) error {
+	return c.Do(ctx, http.MethodDelete, pathf("/v1/apps/%s", name), nil, nil)
+}
+
+// CreateUser creates a local user; the response holds the TOTP secret,
+// shown this once.
+func (c *Client) CreateUser(ctx context.Context, req *CreateUserRequest) (*CreateUserResponse, error) {
+	var out CreateUserResponse
+	return &out, c.Do(ctx, http.MethodPost, "/v1/users", req, &out)
+}
+
+// ListUsers lists users by name.
+func (c *Client) ListUsers(ctx context.Context) ([]User, error) {
+	var out []User
+	return out, c.Do(ctx, http.MethodGet, "/v1/users", nil, &out)
+}
+
+// GetUser returns one user.
+func (c *Client) GetUser(ctx context.Context, name string) (*User, error) {
+	var out User
+	return &out, c.Do(ctx, http.MethodGet, pathf("/v1/users/%s", name), nil, &out)
+}
+
+// DeleteUser deletes a user with their memberships and devices.
+func (c *Client) DeleteUser(ctx context.Context, name string) error {
+	return c.Do(ctx, http.MethodDelete, pathf("/v1/users/%s", name), nil, nil)
+}
+
+// CreateGroup creates an empty group.
+func (c *Client) CreateGroup(ctx context.Context, req *CreateGroupRequest) (*Group, error) {
+	var out Group
+	return &out, c.Do(ctx, http.MethodPost, "/v1/groups", req, &out)
+}
+
+// ListGroups lists groups by name.
+func (c *Client) ListGroups(ctx context.Context) ([]Group, error) {
+	var out []Group
+	return out, c.Do(ctx, http.MethodGet, "/v1/groups", nil, &out)
+}
+
+// GetGroup returns one group.
+func (c *Client) GetGroup(ctx context.Context, name string) (*Group, error) {
+	var out Group
+	return &out, c.Do(ctx, http.MethodGet, pathf("/v1/groups/%s", name), nil, &out)
+}
+
+// DeleteGroup deletes a group no rule uses.
+func (c *Client) DeleteGroup(ctx context.Context, name string) error {
+	return c.Do(ctx, http.MethodDelete, pathf("/v1/groups/%s", name), nil, nil)
+}
+
+// AddMember adds user to group and returns the group.
+func (c *Client) AddMember(ctx context.Context, group, user string) (*Group, error) {
+	var out Group
+	return &out, c.Do(ctx, http.MethodPost, pathf("/v1/groups/%s/members", group), &AddMemberRequest{User: user}, &out)
+}
+
+// RemoveMember removes user from group.
+func (c *Client) RemoveMember(ctx context.Context, group, user string) error {
+	return c.Do(ctx, http.MethodDelete, pathf("/v1/groups/%s/members/%s", group, user), nil, nil)
+}
+
+// CreateRule creates a rule.
+func (c *Client) CreateRule(ctx context.Context, req *CreateRuleRequest) (*Rule, error) {
+	var out Rule
+	return &out, c.Do(ctx, http.MethodPost, "/v1/rules", req, &out)
+}
+
+// ListRules lists rules by name.
+func (c *Client) ListRules(ctx context.Context) ([]Rule, error) {
+	var out []Rule
+	return out, c.Do(ctx, http.MethodGet, "/v1/rules", nil, &out)
+}
+
+// GetRule returns one rule.
+func (c *Client) GetRule(ctx context.Context, name string) (*Rule, error) {
+	var out Rule
+	return &out, c.Do(ctx, http.MethodGet, pathf("/v1/rules/%s", name), nil, &out)
+}
+
+// DeleteRule deletes a rule.
+func (c *Client) DeleteRule(ctx context.Context, name string) error {
+	return c.Do(ctx, http.MethodDelete, pathf("/v1/rules/%s", name), nil, nil)
+}
+
+// CreateGatewayToken issues a single-use gateway enrollment token.
+func (c *Client) CreateGatewayToken(ctx context.Context, req *CreateGatewayTokenRequest) (*CreateGatewayTokenResponse, error) {
+	var out CreateGatewayTokenResponse
+	return &out, c.Do(ctx, http.MethodPost, "/v1/gateway-tokens", req, &out)
+}
+
+// ListGatewayTokens lists enrollment tokens (without secrets).
+func (c *Client) ListGatewayTokens(ctx context.Context) ([]GatewayToken, error) {
+	var out []GatewayToken
+	return out, c.Do(ctx, http.MethodGet, "/v1/gateway-tokens", nil, &out)
+}
+
+// ListGateways lists enrolled gateways.
+func (c *Client) ListGateways(ctx context.Context) ([]Gateway, error) {
+	var out []Gateway
+	return out, c.Do(ctx, http.MethodGet, "/v1/gateways", nil, &out)
+}
+
+// DeleteGateway removes an enrolled gateway.
+func (c *Client) DeleteGateway(ctx context.Context, id string) error {
+	return c.Do(ctx, http.MethodDelete, pathf("/v1/gateways/%s", id), nil, nil)
+}
+
+// ListDevices lists enrolled devices.
+func (c *Client) ListDevices(ctx context.Context) ([]Device, error) {
+	var out []Device
+	return out, c.Do(ctx, http.MethodGet, "/v1/devices", nil, &out)
+}
+
+// DeleteDevice removes an enrolled device.
+func (c *Client) DeleteDevice(ctx context.Context, id string) error {
+	return c.Do(ctx, http.MethodDelete, pathf("/v1/devices/%s", id), nil, nil)
+}
+
+// ListAudit returns audit events, newest first.
+func (c *Client) ListAudit(ctx context.Context, q AuditQuery) ([]AuditEvent, error) {
+	var out []AuditEvent
+	return out, c.Do(ctx, http.MethodGet, AuditPath(q), nil, &out)
+}
+
+// AuditPath returns the request path for q.
+func AuditPath(q AuditQuery) string {
+	v := url.Values{}
+	if q.Type != "" {
+		v.Set("type", q.Type)
+	}
+	if q.Limit != 0 {
+		v.Set("limit", strconv.Itoa(q.Limit))
+	}
+	if q.After != 0 {
+		v.Set("after", strconv.FormatInt(q.After, 10))
+	}
+	if len(v) == 0 {
+		return "/v1/audit"
+	}
+	return "/v1/audit?" + v.Encode()
+}

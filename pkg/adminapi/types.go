@@ -1,0 +1,225 @@
+// Package adminapi is the wire form of the controller's HTTPS API, shared by
+// the controller, cordonctl and the agents: request and response bodies,
+// error codes, and a [Client].
+//
+// Admin routes (under /v1, except the agent routes below) need
+// "Authorization: Bearer <admin token>". The agent routes POST
+// /v1/enroll/gateway and POST /v1/login take no token: the enrollment token
+// or the user's password and TOTP code are the credential.
+//
+// Every error response is an [ErrorBody] whose Code is one of the Code
+// constants; the HTTP status follows from the code. Lists are JSON arrays
+// (never null). Creates answer 201 with the object, deletes 204.
+package adminapi
+
+import (
+	"net/netip"
+	"time"
+
+	"github.com/cordonhq/cordon/pkg/policy"
+	"github.com/cordonhq/cordon/pkg/wgkey"
+)
+
+// Error codes, each with its HTTP status.
+const (
+	CodeInvalid      = "invalid"       // 400: the request is malformed or a field is invalid
+	CodeNotFound     = "not_found"     // 404: the object (or one it names) does not exist
+	CodeConflict     = "conflict"      // 409: an object with that name already exists
+	CodeInUse        = "in_use"        // 409: delete blocked: other objects still reference it
+	CodeUnauthorized = "unauthorized"  // 401: missing or bad admin token, or bad login
+	CodeTokenInvalid = "token_invalid" // 401: enrollment token unknown, used or expired
+	CodeRateLimited  = "rate_limited"  // 429: too many failed logins; see Retry-After
+	CodeInternal     = "internal"      // 500: the controller failed; see its log
+)
+
+// ErrorBody is the body of every error response. Error says what to fix.
+type ErrorBody struct {
+	Error string `json:"error"`
+	Code  string `json:"code"`
+}
+
+// Classifications an app can carry.
+const (
+	ClassPHI      = "phi"
+	ClassInternal = "internal"
+	ClassPublic   = "public"
+)
+
+// MaxBodySize bounds every request body.
+const MaxBodySize = 1 << 20
+
+// MaxGatewayTokenTTL is the longest a gateway enrollment token can live;
+// DefaultGatewayTokenTTL applies when none is given.
+const (
+	DefaultGatewayTokenTTL = time.Hour
+	MaxGatewayTokenTTL     = 7 * 24 * time.Hour
+)
+
+// Segment is a set of real prefixes behind gateways.
+type Segment struct {
+	Name      string         `json:"name"`
+	CIDRs     []netip.Prefix `json:"cidrs"`
+	CreatedAt time.Time      `json:"created_at"`
+}
+
+// CreateSegmentRequest is the body of POST /v1/segments.
+type CreateSegmentRequest struct {
+	Name  string   `json:"name"`
+	CIDRs []string `json:"cidrs"` // e.g. "10.20.0.0/24"; host bits must be zero
+}
+
+// App is an application inside a segment.
+type App struct {
+	Name           string       `json:"name"`
+	Segment        string       `json:"segment"`
+	DNSName        string       `json:"dns_name"`
+	Address        netip.Prefix `json:"address"`
+	Proto          policy.Proto `json:"proto"`
+	Ports          []string     `json:"ports"` // "443", "8000-8099", "*"
+	Classification string       `json:"classification"`
+	CreatedAt      time.Time    `json:"created_at"`
+}
+
+// CreateAppRequest is the body of POST /v1/apps.
+type CreateAppRequest struct {
+	Name    string `json:"name"`
+	Segment string `json:"segment"`
+	DNSName string `json:"dns_name"`
+	// Address is a host ("10.20.0.5") or a prefix ("10.20.0.0/28") inside
+	// one of the segment's CIDRs.
+	Address string   `json:"address"`
+	Proto   string   `json:"proto"` // tcp, udp, icmp, any
+	Ports   []string `json:"ports"` // required for tcp and udp
+	// Classification is phi, internal or public; empty means phi.
+	Classification string `json:"classification,omitempty"`
+}
+
+// User is a local user. Secrets never appear here.
+type User struct {
+	Name      string    `json:"name"`
+	Disabled  bool      `json:"disabled"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// CreateUserRequest is the body of POST /v1/users.
+type CreateUserRequest struct {
+	Name     string `json:"name"`
+	Password string `json:"password"`
+}
+
+// CreateUserResponse answers POST /v1/users. The TOTP secret and URI are
+// returned this once and can never be read again.
+type CreateUserResponse struct {
+	User
+	TOTPSecret string `json:"totp_secret"`
+	TOTPURI    string `json:"totp_uri"`
+}
+
+// Group is a named set of users.
+type Group struct {
+	Name      string    `json:"name"`
+	Members   []string  `json:"members"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// CreateGroupRequest is the body of POST /v1/groups.
+type CreateGroupRequest struct {
+	Name string `json:"name"`
+}
+
+// AddMemberRequest is the body of POST /v1/groups/{name}/members.
+type AddMemberRequest struct {
+	User string `json:"user"`
+}
+
+// Rule lets a group reach an app.
+type Rule struct {
+	Name      string    `json:"name"`
+	Group     string    `json:"group"`
+	App       string    `json:"app"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// CreateRuleRequest is the body of POST /v1/rules.
+type CreateRuleRequest struct {
+	Name  string `json:"name"`
+	Group string `json:"group"`
+	App   string `json:"app"`
+}
+
+// CreateGatewayTokenRequest is the body of POST /v1/gateway-tokens.
+type CreateGatewayTokenRequest struct {
+	Segment string `json:"segment"`
+	// Name is the name the enrolled gateway gets; empty lets the gateway
+	// choose.
+	Name string `json:"name,omitempty"`
+	// TTL is a duration such as "30m", "1h" or "2d"; empty means 1h, the
+	// maximum is 7 days.
+	TTL string `json:"ttl,omitempty"`
+}
+
+// GatewayToken is a gateway enrollment token as listed (never the secret).
+type GatewayToken struct {
+	ID        string     `json:"id"`
+	Segment   string     `json:"segment"`
+	Name      string     `json:"name,omitempty"`
+	CreatedAt time.Time  `json:"created_at"`
+	ExpiresAt time.Time  `json:"expires_at"`
+	UsedAt    *time.Time `json:"used_at,omitempty"`
+	UsedBy    string     `json:"used_by,omitempty"`
+}
+
+// CreateGatewayTokenResponse answers POST /v1/gateway-tokens. Token is the
+// secret, returned this once.
+type CreateGatewayTokenResponse struct {
+	GatewayToken
+	Token string `json:"token"`
+}
+
+// Gateway is an enrolled gateway.
+type Gateway struct {
+	ID          string       `json:"id"`
+	Name        string       `json:"name"`
+	Segment     string       `json:"segment"`
+	PublicKey   wgkey.Public `json:"public_key"`
+	OverlayAddr netip.Addr   `json:"overlay_addr"`
+	Endpoint    string       `json:"endpoint"`
+	CreatedAt   time.Time    `json:"created_at"`
+}
+
+// Device is an enrolled client device.
+type Device struct {
+	ID          string       `json:"id"`
+	User        string       `json:"user"`
+	Hostname    string       `json:"hostname"`
+	PublicKey   wgkey.Public `json:"public_key"`
+	OverlayAddr netip.Addr   `json:"overlay_addr"`
+	CreatedAt   time.Time    `json:"created_at"`
+}
+
+// AuditEvent is one record of the audit trail.
+type AuditEvent struct {
+	Seq     int64             `json:"seq"`
+	Time    time.Time         `json:"time"`
+	Type    string            `json:"type"`
+	Actor   string            `json:"actor"`
+	Outcome string            `json:"outcome"`
+	Subject string            `json:"subject"`
+	Details map[string]string `json:"details,omitempty"`
+}
+
+// AuditQuery selects audit events (GET /v1/audit?type=&limit=&after=);
+// events come newest first.
+type AuditQuery struct {
+	Type  string // exact type, or a prefix ending in "." ("admin.")
+	Limit int    // 1-1000; 0 means 100
+	After int64  // only events with a larger Seq
+}
+
+// MaxAuditLimit bounds AuditQuery.Limit.
+const MaxAuditLimit = 1000
+
+// WhoAmI answers GET /v1/whoami: which admin token the request used.
+type WhoAmI struct {
+	Actor string `json:"actor"` // "admin:<token name>"
+}

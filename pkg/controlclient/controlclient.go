@@ -1,0 +1,182 @@
+// Package controlclient is the agent side of the control channel: it holds
+// one QUIC connection to the controller (mutual TLS), says hello, hands every
+// frame the controller pushes to the agent, sends the agent's frames up, and
+// reconnects with backoff when the connection drops. Between connections the
+// agent keeps its last map (fail static) until its own limits expire.
+package controlclient
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/quic-go/quic-go"
+
+	"github.com/cordonhq/cordon/pkg/controlproto"
+)
+
+// ErrRevoked is returned by Run when the controller says this agent is no
+// longer enrolled; retrying would not help.
+var ErrRevoked = errors.New("controller revoked this agent's enrollment")
+
+// codeRevoked is the controller's QUIC application error code for it.
+const codeRevoked quic.ApplicationErrorCode = 1
+
+// Config configures a Client.
+type Config struct {
+	Addr    string // controller host:port (UDP)
+	TLS     *tls.Config
+	Hello   controlproto.Hello
+	OnFrame func(*controlproto.Frame) // called sequentially from one goroutine
+	Logger  *slog.Logger
+	// OnState, if set, is told each time the connection goes up or down.
+	OnState func(connected bool)
+}
+
+// Client maintains the control connection.
+type Client struct {
+	cfg       Config
+	log       *slog.Logger
+	out       chan *controlproto.Frame
+	connected atomic.Bool
+	dropped   atomic.Uint64
+}
+
+// New returns a Client; call Run.
+func New(cfg Config) *Client {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.TLS.ServerName == "" {
+		if host, _, err := net.SplitHostPort(cfg.Addr); err == nil {
+			cfg.TLS = cfg.TLS.Clone()
+			cfg.TLS.ServerName = host
+		}
+	}
+	return &Client{cfg: cfg, log: cfg.Logger, out: make(chan *controlproto.Frame, 256)}
+}
+
+// Send queues a frame for the controller without blocking; when the queue
+// is full (controller unreachable for long) the frame is dropped, counted,
+// and false returned.
+func (c *Client) Send(f *controlproto.Frame) bool {
+	select {
+	case c.out <- f:
+		return true
+	default:
+		c.dropped.Add(1)
+		return false
+	}
+}
+
+// Dropped returns how many frames Send had to drop.
+func (c *Client) Dropped() uint64 { return c.dropped.Load() }
+
+// Connected reports whether the control connection is up.
+func (c *Client) Connected() bool { return c.connected.Load() }
+
+// Run connects and serves until ctx ends (returns nil) or the controller
+// revokes the agent (returns ErrRevoked).
+func (c *Client) Run(ctx context.Context) error {
+	backoff := 250 * time.Millisecond
+	for {
+		start := time.Now()
+		err := c.session(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if errors.Is(err, ErrRevoked) {
+			return err
+		}
+		if time.Since(start) > 30*time.Second {
+			backoff = 250 * time.Millisecond
+		}
+		c.log.Warn("control connection lost; retrying", "err", err, "in", backoff)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 15*time.Second)
+	}
+}
+
+func (c *Client) setConnected(v bool) {
+	c.connected.Store(v)
+	if c.cfg.OnState != nil {
+		c.cfg.OnState(v)
+	}
+}
+
+func (c *Client) session(ctx context.Context) error {
+	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	conn, err := quic.DialAddr(dctx, c.cfg.Addr, c.cfg.TLS, &quic.Config{
+		MaxIdleTimeout:  30 * time.Second,
+		KeepAlivePeriod: 10 * time.Second,
+	})
+	cancel()
+	if err != nil {
+		return fmt.Errorf("dial controller %s: %w", c.cfg.Addr, err)
+	}
+	defer conn.CloseWithError(0, "")
+	stream, err := conn.OpenStreamSync(ctx)
+	if err != nil {
+		return revokedOr(fmt.Errorf("open control stream: %w", err))
+	}
+	hello := c.cfg.Hello
+	hello.CapabilityVersion = controlproto.CapabilityVersion
+	if err := controlproto.WriteFrame(stream, &controlproto.Frame{Type: controlproto.TypeHello, Hello: &hello}); err != nil {
+		return revokedOr(fmt.Errorf("send hello: %w", err))
+	}
+	c.setConnected(true)
+	defer c.setConnected(false)
+	c.log.Info("control connection up", "controller", c.cfg.Addr)
+
+	sctx, stop := context.WithCancel(ctx)
+	defer stop()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() {
+		defer stop()
+		for {
+			select {
+			case <-sctx.Done():
+				return
+			case <-conn.Context().Done():
+				return
+			case f := <-c.out:
+				if err := controlproto.WriteFrame(stream, f); err != nil {
+					c.log.Warn("send to controller", "err", err)
+					conn.CloseWithError(0, "write failed")
+					return
+				}
+			}
+		}
+	})
+	for {
+		f, err := controlproto.ReadFrame(stream)
+		if err != nil {
+			stop()
+			return revokedOr(fmt.Errorf("read control frame: %w", err))
+		}
+		if f.Type == controlproto.TypeError {
+			c.log.Warn("controller reported an error", "error", f.Error)
+			continue
+		}
+		c.cfg.OnFrame(f)
+	}
+}
+
+func revokedOr(err error) error {
+	var appErr *quic.ApplicationError
+	if errors.As(err, &appErr) && appErr.Remote && appErr.ErrorCode == codeRevoked {
+		return fmt.Errorf("%w: %s", ErrRevoked, appErr.ErrorMessage)
+	}
+	return err
+}

@@ -1,0 +1,62 @@
+package controlproto
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"net/netip"
+	"testing"
+
+	"github.com/cordonhq/cordon/pkg/policy"
+)
+
+func TestFrameRoundTrip(t *testing.T) {
+	in := &Frame{Type: TypeGatewayMap, GatewayMap: &GatewayMap{
+		GatewayID: "gw-1", OverlayAddr: netip.MustParseAddr("100.64.0.1"),
+		Rules: []policy.Rule{{ID: "r", App: "ehr", Dst: []netip.Prefix{netip.MustParsePrefix("10.0.0.1/32")}, Proto: policy.ProtoTCP, Ports: []policy.PortRange{{443, 443}}}},
+	}}
+	var buf bytes.Buffer
+	if err := WriteFrame(&buf, in); err != nil {
+		t.Fatal(err)
+	}
+	out, err := ReadFrame(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.GatewayMap.GatewayID != "gw-1" || out.GatewayMap.Rules[0].Proto != policy.ProtoTCP || out.GatewayMap.Rules[0].Ports[0].Last != 443 {
+		t.Fatalf("round trip lost data: %+v", out.GatewayMap)
+	}
+}
+
+func TestReadFrameRejects(t *testing.T) {
+	var hdr [4]byte
+	binary.BigEndian.PutUint32(hdr[:], MaxFrameSize+1)
+	if _, err := ReadFrame(bytes.NewReader(hdr[:])); !errors.Is(err, ErrFrameTooLarge) {
+		t.Fatalf("oversized frame: %v", err)
+	}
+	for name, body := range map[string]string{
+		"not json":        `{`,
+		"unknown type":    `{"type":"nope"}`,
+		"missing payload": `{"type":"hello"}`,
+		"wrong payload":   `{"type":"hello","client_map":{}}`,
+		"two payloads":    `{"type":"hello","hello":{},"client_map":{}}`,
+		"bad proto":       `{"type":"gateway_map","gateway_map":{"rules":[{"proto":"smtp"}]}}`,
+		"bad key":         `{"type":"client_map","client_map":{"gateways":[{"public_key":"xx"}]}}`,
+	} {
+		if _, err := DecodeFrame([]byte(body)); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
+
+func FuzzDecodeFrame(f *testing.F) {
+	f.Add([]byte(`{"type":"hello","hello":{"kind":"gateway","capability_version":1}}`))
+	f.Add([]byte(`{"type":"flow_events","flow_events":{"events":[{"action":"deny","proto":"tcp","src":"1.2.3.4:5","dst":"[::1]:80"}]}}`))
+	f.Add([]byte(`{"type":"gateway_map","gateway_map":{"peers":[{"addr":"100.64.0.2","public_key":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="}]}}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		f, err := DecodeFrame(b)
+		if err == nil && f.Type == "" {
+			t.Fatal("accepted a frame without a type")
+		}
+	})
+}

@@ -1,0 +1,170 @@
+// Package packettest builds IPv4 and IPv6 packets for tests of the data
+// path: TCP segments, UDP datagrams, ICMP echo and ICMP errors, with valid
+// checksums. Its checksum code is written independently of package packet so
+// tests of one can check the other.
+package packettest
+
+import (
+	"encoding/binary"
+	"net/netip"
+
+	"github.com/cordonhq/cordon/pkg/packet"
+	"github.com/cordonhq/cordon/pkg/policy"
+)
+
+// Checksum returns the RFC 1071 Internet checksum of the concatenation of
+// parts, complemented (the value a header stores; 0 when verifying a
+// correctly checksummed buffer that includes its checksum field).
+func Checksum(parts ...[]byte) uint16 {
+	// Byte-at-a-time over the concatenation so odd-length parts are
+	// handled the way the RFC defines them (one stream of 16-bit words).
+	var sum uint64
+	i := 0
+	for _, p := range parts {
+		for _, c := range p {
+			if i%2 == 0 {
+				sum += uint64(c) << 8
+			} else {
+				sum += uint64(c)
+			}
+			i++
+		}
+	}
+	for sum>>16 != 0 {
+		sum = sum&0xffff + sum>>16
+	}
+	return ^uint16(sum)
+}
+
+// PseudoHeader returns the TCP/UDP/ICMPv6 pseudo-header for a transport
+// segment of length n.
+func PseudoHeader(src, dst netip.Addr, proto policy.Proto, n int) []byte {
+	if src.Is4() {
+		b := make([]byte, 12)
+		s, d := src.As4(), dst.As4()
+		copy(b[0:], s[:])
+		copy(b[4:], d[:])
+		b[9] = byte(proto)
+		binary.BigEndian.PutUint16(b[10:], uint16(n))
+		return b
+	}
+	b := make([]byte, 40)
+	s, d := src.As16(), dst.As16()
+	copy(b[0:], s[:])
+	copy(b[16:], d[:])
+	binary.BigEndian.PutUint32(b[32:], uint32(n))
+	b[39] = byte(proto)
+	return b
+}
+
+// IP wraps a transport segment in an IPv4 or IPv6 header (by src's family)
+// and fills in the transport checksum at csumOff (-1: none; ICMPv4 uses
+// no pseudo-header).
+func IP(src, dst netip.Addr, proto policy.Proto, l4 []byte, csumOff int) []byte {
+	if csumOff >= 0 {
+		binary.BigEndian.PutUint16(l4[csumOff:], 0)
+		var c uint16
+		if proto == policy.ProtoICMP {
+			c = Checksum(l4)
+		} else {
+			c = Checksum(PseudoHeader(src, dst, proto, len(l4)), l4)
+		}
+		binary.BigEndian.PutUint16(l4[csumOff:], c)
+	}
+	if src.Is4() {
+		b := make([]byte, 20+len(l4))
+		b[0] = 0x45
+		binary.BigEndian.PutUint16(b[2:], uint16(len(b)))
+		b[8] = 64
+		b[9] = byte(proto)
+		s, d := src.As4(), dst.As4()
+		copy(b[12:], s[:])
+		copy(b[16:], d[:])
+		binary.BigEndian.PutUint16(b[10:], Checksum(b[:20]))
+		copy(b[20:], l4)
+		return b
+	}
+	b := make([]byte, 40+len(l4))
+	b[0] = 0x60
+	binary.BigEndian.PutUint16(b[4:], uint16(len(l4)))
+	b[6] = byte(proto)
+	b[7] = 64
+	s, d := src.As16(), dst.As16()
+	copy(b[8:], s[:])
+	copy(b[24:], d[:])
+	copy(b[40:], l4)
+	return b
+}
+
+// TCP builds a TCP segment from src to dst.
+func TCP(src, dst netip.AddrPort, flags packet.TCPFlags, seq, ack uint32, payload []byte) []byte {
+	l4 := make([]byte, 20+len(payload))
+	binary.BigEndian.PutUint16(l4[0:], src.Port())
+	binary.BigEndian.PutUint16(l4[2:], dst.Port())
+	binary.BigEndian.PutUint32(l4[4:], seq)
+	binary.BigEndian.PutUint32(l4[8:], ack)
+	l4[12] = 5 << 4
+	l4[13] = byte(flags)
+	binary.BigEndian.PutUint16(l4[14:], 65535)
+	copy(l4[20:], payload)
+	return IP(src.Addr(), dst.Addr(), policy.ProtoTCP, l4, 16)
+}
+
+// UDP builds a UDP datagram from src to dst.
+func UDP(src, dst netip.AddrPort, payload []byte) []byte {
+	l4 := make([]byte, 8+len(payload))
+	binary.BigEndian.PutUint16(l4[0:], src.Port())
+	binary.BigEndian.PutUint16(l4[2:], dst.Port())
+	binary.BigEndian.PutUint16(l4[4:], uint16(len(l4)))
+	copy(l4[8:], payload)
+	return IP(src.Addr(), dst.Addr(), policy.ProtoUDP, l4, 6)
+}
+
+// ICMP builds an ICMP (IPv4) or ICMPv6 message with the given type and
+// code; rest is the 4 bytes after the checksum followed by the body.
+func ICMP(src, dst netip.Addr, typ, code uint8, rest []byte) []byte {
+	l4 := make([]byte, 4+len(rest))
+	l4[0], l4[1] = typ, code
+	copy(l4[4:], rest)
+	proto := policy.ProtoICMP
+	if !src.Is4() {
+		proto = policy.ProtoICMP6
+	}
+	return IP(src, dst, proto, l4, 2)
+}
+
+// Echo builds an ICMP echo request (reply false) or echo reply.
+func Echo(src, dst netip.Addr, id, seq uint16, reply bool) []byte {
+	var typ uint8
+	switch {
+	case src.Is4() && !reply:
+		typ = packet.ICMPv4Echo
+	case src.Is4() && reply:
+		typ = packet.ICMPv4EchoReply
+	case !reply:
+		typ = packet.ICMPv6EchoRequest
+	default:
+		typ = packet.ICMPv6EchoReply
+	}
+	rest := make([]byte, 4+8)
+	binary.BigEndian.PutUint16(rest[0:], id)
+	binary.BigEndian.PutUint16(rest[2:], seq)
+	copy(rest[4:], "cordon!!")
+	return ICMP(src, dst, typ, 0, rest)
+}
+
+// Unreachable builds a destination-unreachable error from src to dst
+// quoting (the start of) the packet orig.
+func Unreachable(src, dst netip.Addr, orig []byte) []byte {
+	q := orig
+	typ, code := uint8(packet.ICMPv4Unreachable), uint8(3) // port unreachable
+	if !src.Is4() {
+		typ, code = packet.ICMPv6Unreachable, 4
+	}
+	if len(q) > 28 && src.Is4() {
+		q = q[:28]
+	}
+	rest := make([]byte, 4+len(q))
+	copy(rest[4:], q)
+	return ICMP(src, dst, typ, code, rest)
+}

@@ -1,0 +1,204 @@
+package policy
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"testing"
+)
+
+var (
+	nurse   = netip.MustParseAddr("100.64.0.2")
+	clerk   = netip.MustParseAddr("100.64.0.3")
+	ehr     = netip.MustParseAddr("10.20.0.10")
+	billing = netip.MustParseAddr("10.20.0.11")
+)
+
+func hospital(t testing.TB) *Compiled {
+	t.Helper()
+	c, err := Compile([]Rule{
+		{ID: "clinicians-ehr", App: "ehr", Dst: []netip.Prefix{netip.PrefixFrom(ehr, 32)}, Proto: ProtoTCP, Ports: []PortRange{{443, 443}, {8000, 8099}}},
+		{ID: "ops-segment", App: "lan", Dst: []netip.Prefix{netip.MustParsePrefix("10.20.0.0/24")}, Proto: ProtoICMP},
+	}, []Peer{
+		{DeviceID: "dev-nurse", User: "nurse", Addr: nurse, Rules: []RuleID{"clinicians-ehr", "ops-segment"}},
+		{DeviceID: "dev-clerk", User: "clerk", Addr: clerk},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// Who must NOT reach what, as much as who may.
+func TestDecide(t *testing.T) {
+	c := hospital(t)
+	for _, tc := range []struct {
+		name   string
+		src    netip.Addr
+		dst    netip.Addr
+		proto  Proto
+		port   uint16
+		want   Verdict
+		reason Reason
+		rule   RuleID
+	}{
+		{"nurse reaches ehr https", nurse, ehr, ProtoTCP, 443, Allow, ReasonAllowed, "clinicians-ehr"},
+		{"nurse reaches ehr port range", nurse, ehr, ProtoTCP, 8050, Allow, ReasonAllowed, "clinicians-ehr"},
+		{"nurse not ehr ssh", nurse, ehr, ProtoTCP, 22, Deny, ReasonNoRule, ""},
+		{"nurse not ehr over udp", nurse, ehr, ProtoUDP, 443, Deny, ReasonNoRule, ""},
+		{"nurse not billing", nurse, billing, ProtoTCP, 443, Deny, ReasonNoRule, ""},
+		{"nurse pings billing via the wider rule", nurse, billing, ProtoICMP, 0, Allow, ReasonAllowed, "ops-segment"},
+		{"nurse pings ehr: shorter prefix still applies", nurse, ehr, ProtoICMP, 0, Allow, ReasonAllowed, "ops-segment"},
+		{"clerk with no rules reaches nothing", clerk, ehr, ProtoTCP, 443, Deny, ReasonNoRule, ""},
+		{"unknown source", netip.MustParseAddr("100.64.9.9"), ehr, ProtoTCP, 443, Deny, ReasonUnknownPeer, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := c.Decide(tc.src, tc.dst, tc.proto, tc.port)
+			if d.Verdict != tc.want || d.Reason != tc.reason {
+				t.Fatalf("got %v/%v, want %v/%v", d.Verdict, d.Reason, tc.want, tc.reason)
+			}
+			if tc.rule != "" && (d.Rule == nil || d.Rule.ID != tc.rule) {
+				t.Fatalf("rule = %v, want %s", d.Rule, tc.rule)
+			}
+		})
+	}
+}
+
+func TestCompileRejects(t *testing.T) {
+	r := Rule{ID: "r", Dst: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}}
+	for name, tc := range map[string]struct {
+		rules []Rule
+		peers []Peer
+	}{
+		"duplicate rule": {[]Rule{r, r}, nil},
+		"empty id":       {[]Rule{{}}, nil},
+		"unknown rule":   {[]Rule{r}, []Peer{{DeviceID: "d", Addr: nurse, Rules: []RuleID{"x"}}}},
+		"duplicate addr": {[]Rule{r}, []Peer{{DeviceID: "a", Addr: nurse}, {DeviceID: "b", Addr: nurse}}},
+		"invalid addr":   {nil, []Peer{{DeviceID: "a"}}},
+		"reversed ports": {[]Rule{{ID: "p", Ports: []PortRange{{9, 1}}}}, nil},
+		"invalid prefix": {[]Rule{{ID: "p", Dst: []netip.Prefix{{}}}}, nil},
+	} {
+		if _, err := Compile(tc.rules, tc.peers); err == nil {
+			t.Errorf("%s: compiled without error", name)
+		}
+	}
+}
+
+// reference is the obviously correct evaluator: a linear scan.
+func reference(rules []Rule, peers []Peer, src, dst netip.Addr, proto Proto, port uint16) Verdict {
+	for _, p := range peers {
+		if p.Addr != src {
+			continue
+		}
+		for _, id := range p.Rules {
+			for _, r := range rules {
+				if r.ID != id || (r.Proto != ProtoAny && r.Proto != proto) {
+					continue
+				}
+				in := false
+				for _, d := range r.Dst {
+					in = in || d.Contains(dst)
+				}
+				if in && portAllowed(r.Ports, proto, port) {
+					return Allow
+				}
+			}
+		}
+	}
+	return Deny
+}
+
+func TestDifferentialAgainstReference(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	addr := func() netip.Addr { return netip.AddrFrom4([4]byte{10, 20, byte(rng.IntN(4)), byte(rng.IntN(8))}) }
+	for round := range 200 {
+		var rules []Rule
+		for i := range 1 + rng.IntN(8) {
+			r := Rule{ID: RuleID(fmt.Sprint("r", i)), Proto: []Proto{ProtoAny, ProtoTCP, ProtoUDP, ProtoICMP}[rng.IntN(4)]}
+			for range 1 + rng.IntN(3) {
+				r.Dst = append(r.Dst, netip.PrefixFrom(addr(), []int{24, 28, 30, 32, 16}[rng.IntN(5)]).Masked())
+			}
+			for range rng.IntN(3) {
+				lo := uint16(rng.IntN(20))
+				r.Ports = append(r.Ports, PortRange{lo, lo + uint16(rng.IntN(5))})
+			}
+			rules = append(rules, r)
+		}
+		var peers []Peer
+		for i := range 4 {
+			p := Peer{DeviceID: fmt.Sprint("d", i), Addr: netip.AddrFrom4([4]byte{100, 64, 0, byte(i + 1)})}
+			for _, r := range rules {
+				if rng.IntN(2) == 0 {
+					p.Rules = append(p.Rules, r.ID)
+				}
+			}
+			peers = append(peers, p)
+		}
+		c, err := Compile(rules, peers)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range 200 {
+			src := netip.AddrFrom4([4]byte{100, 64, 0, byte(rng.IntN(5) + 1)})
+			dst := addr()
+			proto := []Proto{ProtoTCP, ProtoUDP, ProtoICMP, 50}[rng.IntN(4)]
+			port := uint16(rng.IntN(25))
+			got := c.Decide(src, dst, proto, port).Verdict
+			if want := reference(rules, peers, src, dst, proto, port); got != want {
+				t.Fatalf("round %d: %s→%s %v/%d: compiled %v, reference %v\nrules %+v", round, src, dst, proto, port, got, want, rules)
+			}
+		}
+	}
+}
+
+func TestDecideDoesNotAllocate(t *testing.T) {
+	c := hospital(t)
+	n := testing.AllocsPerRun(1000, func() {
+		c.Decide(nurse, ehr, ProtoTCP, 443)
+		c.Decide(clerk, billing, ProtoTCP, 22)
+	})
+	if n != 0 {
+		t.Fatalf("Decide allocates %v times per run", n)
+	}
+}
+
+func TestParsePortRange(t *testing.T) {
+	for in, want := range map[string]PortRange{"443": {443, 443}, "8000-8099": {8000, 8099}, "*": AllPorts} {
+		if got, err := ParsePortRange(in); err != nil || got != want {
+			t.Errorf("%q: %v %v", in, got, err)
+		}
+	}
+	for _, bad := range []string{"x", "99999", "10-5", "1-", "-1", "01"} {
+		if _, err := ParsePortRange(bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+func BenchmarkDecide(b *testing.B) {
+	var rules []Rule
+	var peers []Peer
+	for i := range 1000 {
+		rules = append(rules, Rule{ID: RuleID(fmt.Sprint("r", i)), Proto: ProtoTCP,
+			Dst: []netip.Prefix{netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i >> 8), byte(i), 10}), 32)}, Ports: []PortRange{{443, 443}}})
+	}
+	for i := range 10000 {
+		p := Peer{DeviceID: fmt.Sprint("d", i), Addr: netip.AddrFrom4([4]byte{100, 64, byte(i >> 8), byte(i)})}
+		for j := range 20 {
+			p.Rules = append(p.Rules, rules[(i+j*37)%len(rules)].ID)
+		}
+		peers = append(peers, p)
+	}
+	c, err := Compile(rules, peers)
+	if err != nil {
+		b.Fatal(err)
+	}
+	src := peers[77].Addr
+	dst := rules[(77+5*37)%len(rules)].Dst[0].Addr()
+	b.ReportAllocs()
+	for b.Loop() {
+		if c.Decide(src, dst, ProtoTCP, 443).Verdict != Allow {
+			b.Fatal("deny")
+		}
+	}
+}
