@@ -93,6 +93,7 @@ func New(t testing.TB, opts Options) *Server {
 		cfg.Throttle = opts.Throttle
 	}
 	srv := httptest.NewUnstartedServer(api.New(cfg).Handler())
+	srv.Config.ErrorLog = slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug)
 	srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13}
 	srv.StartTLS()
 	t.Cleanup(srv.Close)

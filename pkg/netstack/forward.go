@@ -142,6 +142,12 @@ func (s *Stack) forwardTCP(r *tcp.ForwarderRequest) {
 		r.Complete(true)
 		return
 	}
+	if s.ctx.Err() != nil {
+		// Closing: do not start a handshake Close has to abort.
+		up.Close()
+		r.Complete(false)
+		return
+	}
 	var wq waiter.Queue
 	ep, terr := r.CreateEndpoint(&wq)
 	r.Complete(false)

@@ -33,6 +33,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.zx2c4.com/wireguard/tun"
 	"gvisor.dev/gvisor/pkg/buffer"
@@ -233,13 +234,36 @@ func (s *Stack) teardown(cause error) {
 	s.lifeMu.Unlock()
 
 	// Cancelling the context aborts pending upstream dials and closes both
-	// sides of every spliced flow; wait for those goroutines while gVisor is
-	// still whole, then stop gVisor's own workers.
+	// sides of every spliced flow. Aborting every registered endpoint
+	// unblocks forwarded handshakes (gVisor's CreateEndpoint blocks until the
+	// peer's final ACK, which will now never arrive). A handshake can start
+	// just after a sweep, so sweep again until every flow goroutine is gone.
 	s.cancel(cause)
-	s.flows.Wait()
 	s.ep.Close()
+	s.abortEndpoints()
+	done := make(chan struct{})
+	go func() {
+		s.flows.Wait()
+		close(done)
+	}()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for waiting := true; waiting; {
+		select {
+		case <-done:
+			waiting = false
+		case <-tick.C:
+			s.abortEndpoints()
+		}
+	}
 	s.ns.Close()
 	s.ns.Wait()
+}
+
+func (s *Stack) abortEndpoints() {
+	for _, e := range s.ns.RegisteredEndpoints() {
+		e.Abort()
+	}
 }
 
 // Close stops the stack: every connection on it is aborted, forwarded flows

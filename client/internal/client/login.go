@@ -55,7 +55,7 @@ func Login(ctx context.Context, cfg LoginConfig) (*agentstate.Enrollment, error)
 	if err != nil {
 		return nil, err
 	}
-	resp, err := api.Login(ctx, controlproto.LoginRequest{
+	resp, err := api.Login(ctx, &controlproto.LoginRequest{
 		Username: cfg.User, Password: cfg.Password, TOTP: cfg.TOTP, Hostname: host,
 		PublicKey: st.WGKey.Public(), CSR: csr, DeviceID: deviceID,
 	})

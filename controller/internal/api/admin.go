@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/cordonhq/cordon/controller/internal/auth"
 	"github.com/cordonhq/cordon/controller/internal/store"
@@ -501,8 +502,11 @@ func (a *API) createGatewayToken(w http.ResponseWriter, r *http.Request, actor s
 	case err != nil:
 		return err
 	}
-	a.mutated(r, actor, "gateway_token", "create", t.ID,
-		map[string]string{"segment": t.Segment, "name": t.Name, "expires_at": t.ExpiresAt.Format("2006-01-02T15:04:05Z07:00")}, false)
+	details := map[string]string{"segment": t.Segment, "expires_at": t.ExpiresAt.Format(time.RFC3339)}
+	if t.Name != "" {
+		details["name"] = t.Name
+	}
+	a.mutated(r, actor, "gateway_token", "create", t.ID, details, false)
 	return created(w, adminapi.CreateGatewayTokenResponse{GatewayToken: tokenOut(t), Token: secret})
 }
 

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 
 	"github.com/cordonhq/cordon/controller/internal/auth"
 	"github.com/cordonhq/cordon/controller/internal/ca"
@@ -127,7 +128,8 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) error {
 	src := source(r)
 	name := req.Username
 	if !nameRE.MatchString(name) {
-		name = clip(name) // audit what was tried, bounded
+		// Audit what was tried, bounded and quoted: it is attacker input.
+		name = strconv.Quote(clip(name))
 	}
 	fail := func(reason string) {
 		a.audit(ctx, store.AuditEvent{

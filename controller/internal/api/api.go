@@ -129,9 +129,6 @@ func New(cfg Config) *API {
 	return a
 }
 
-// Handler returns the HTTP handler of every route.
-func (a *API) Handler() http.Handler { return a.mux }
-
 func (a *API) routes() {
 	m := http.NewServeMux()
 	m.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -182,12 +179,38 @@ func (a *API) routes() {
 
 	m.Handle("GET /v1/audit", a.admin(a.listAudit))
 
-	// Anything else under /v1 gets a JSON 404 rather than the mux's text.
-	m.Handle("/v1/", a.public(func(w http.ResponseWriter, r *http.Request) error {
-		return errorf(http.StatusNotFound, adminapi.CodeNotFound, "no API route %s %s: see cordonctl --help", r.Method, r.URL.Path)
-	}))
 	a.mux = m
 }
+
+// Handler returns the HTTP handler of every route. Requests no route
+// matches get a JSON error body too (404, or 405 with Allow).
+func (a *API) Handler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h, pattern := a.mux.Handler(r)
+		if pattern != "" {
+			a.mux.ServeHTTP(w, r)
+			return
+		}
+		sw := &statusOnly{ResponseWriter: w, status: http.StatusNotFound}
+		h.ServeHTTP(sw, r) // the mux's own 404/405; keeps headers such as Allow
+		code := adminapi.CodeNotFound
+		msg := fmt.Sprintf("no API route %s %s", r.Method, r.URL.Path)
+		if sw.status == http.StatusMethodNotAllowed {
+			code = adminapi.CodeInvalid
+			msg = fmt.Sprintf("method %s not allowed on %s (allowed: %s)", r.Method, r.URL.Path, w.Header().Get("Allow"))
+		}
+		writeJSON(w, sw.status, adminapi.ErrorBody{Error: msg, Code: code})
+	})
+}
+
+// statusOnly records the status a handler chose and discards its body.
+type statusOnly struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusOnly) WriteHeader(code int)        { s.status = code }
+func (s *statusOnly) Write(b []byte) (int, error) { return len(b), nil }
 
 // Log field names.
 const (
@@ -276,7 +299,7 @@ func (a *API) authenticateAdmin(r *http.Request) (string, error) {
 	}
 	a.audit(r.Context(), store.AuditEvent{
 		Type: "admin.auth", Actor: "admin:unknown", Outcome: "failure",
-		Subject: r.Method + " " + r.URL.Path,
+		Subject: clip(r.Method + " " + r.URL.Path),
 		Details: map[string]string{"source": source(r), "reason": reason},
 	})
 	return "", errUnauthorized

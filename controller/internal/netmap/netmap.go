@@ -25,6 +25,8 @@ type Index struct {
 	userGroups map[string][]string // user → groups
 	rulesByApp map[string][]store.Rule
 	gwBySeg    map[string][]store.Gateway
+	gateways   map[string]store.Gateway
+	devices    map[string]store.Device
 }
 
 // NewIndex indexes a snapshot. It sorts its own copies of the lists, so
@@ -45,6 +47,11 @@ func NewIndex(snap *store.Snapshot) *Index {
 		userGroups: map[string][]string{},
 		rulesByApp: map[string][]store.Rule{},
 		gwBySeg:    map[string][]store.Gateway{},
+		gateways:   map[string]store.Gateway{},
+		devices:    map[string]store.Device{},
+	}
+	for _, d := range s.Devices {
+		ix.devices[d.ID] = d
 	}
 	for _, a := range s.Apps {
 		ix.apps[a.Name] = a
@@ -65,28 +72,21 @@ func NewIndex(snap *store.Snapshot) *Index {
 	}
 	for _, g := range s.Gateways {
 		ix.gwBySeg[g.Segment] = append(ix.gwBySeg[g.Segment], g)
+		ix.gateways[g.ID] = g
 	}
 	return ix
 }
 
 // Gateway returns a gateway by ID.
 func (ix *Index) Gateway(id string) (store.Gateway, bool) {
-	for _, g := range ix.snap.Gateways {
-		if g.ID == id {
-			return g, true
-		}
-	}
-	return store.Gateway{}, false
+	g, ok := ix.gateways[id]
+	return g, ok
 }
 
 // Device returns a device by ID.
 func (ix *Index) Device(id string) (store.Device, bool) {
-	for _, d := range ix.snap.Devices {
-		if d.ID == id {
-			return d, true
-		}
-	}
-	return store.Device{}, false
+	d, ok := ix.devices[id]
+	return d, ok
 }
 
 // entitled reports the rules that let user reach app (nil if none). A

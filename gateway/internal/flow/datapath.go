@@ -3,7 +3,6 @@ package flow
 import (
 	"errors"
 	"os"
-	"time"
 
 	"golang.zx2c4.com/wireguard/tun"
 
@@ -25,17 +24,19 @@ type writeScratch struct {
 // writes only part of the survivors, Write returns the number of leading
 // packets of bufs that were written or dropped, and the device's error.
 func (a *Authorizer) Write(bufs [][]byte, offset int) (int, error) {
-	t := a.now()
-	now := a.mono(t)
+	now := a.clock.Load()
 	var c batchCounts
 	var sc *writeScratch // nil while every packet so far passed
 	for i, b := range bufs {
-		if a.filterIn(b[offset:], t, now, &c) {
+		if offset <= len(b) && a.filterIn(b[offset:], now, &c) {
 			if sc != nil {
 				sc.bufs = append(sc.bufs, b)
 				sc.idx = append(sc.idx, i)
 			}
 			continue
+		}
+		if offset > len(b) {
+			c.malformed++
 		}
 		if sc == nil {
 			sc = a.scratch.Get().(*writeScratch)
@@ -72,7 +73,7 @@ func (a *Authorizer) putScratch(sc *writeScratch) {
 }
 
 // filterIn decides one packet from a client; true passes it.
-func (a *Authorizer) filterIn(b []byte, t time.Time, now int64, c *batchCounts) bool {
+func (a *Authorizer) filterIn(b []byte, now int64, c *batchCounts) bool {
 	p, err := packet.Parse(b)
 	if err != nil {
 		c.malformed++
@@ -82,15 +83,15 @@ func (a *Authorizer) filterIn(b []byte, t time.Time, now int64, c *batchCounts) 
 		c.fragments++
 		return false
 	}
-	if f := a.flows.lookup(p.Tuple); f != nil && a.forward(f, &p, now) {
+	if f := a.flows.lookup(&p.Tuple); f != nil && a.forward(f, &p, now) {
 		c.allowed++
 		return true
 	}
-	if p.IsICMPError() && p.HasInner && p.Inner.Dst == p.Src && a.flows.lookup(p.Inner.Reverse()) != nil {
+	if p.IsICMPError() && p.HasInner && p.Inner.Dst == p.Src && a.flows.lookupReverse(&p.Inner) != nil {
 		c.allowed++ // an error about a packet the app sent the client
 		return true
 	}
-	return a.newFlow(&p, t, now, c)
+	return a.newFlow(&p, now, c)
 }
 
 // forward tracks a client packet of open flow f. It returns false when the
@@ -120,12 +121,12 @@ func (a *Authorizer) forward(f *flow, p *packet.Packet, now int64) bool {
 
 // newFlow decides a client packet that belongs to no flow and, if the
 // policy allows it, opens a flow.
-func (a *Authorizer) newFlow(p *packet.Packet, t time.Time, now int64, c *batchCounts) bool {
+func (a *Authorizer) newFlow(p *packet.Packet, now int64, c *batchCounts) bool {
 	pol := a.policy.Load()
-	d := pol.Decide(p.Src, p.Dst, p.Proto, decidePort(&p.Tuple))
+	d := a.decide(pol, &p.Tuple)
 	if d.Verdict != policy.Allow {
 		c.denied++
-		a.denied(p, d, t, now)
+		a.denied(p, d, now)
 		return false
 	}
 	// ICMP errors and resets are allowed through but open nothing.
@@ -142,9 +143,9 @@ func (a *Authorizer) newFlow(p *packet.Packet, t time.Time, now int64, c *batchC
 		}
 	}
 	var ok bool
-	if d, ok = a.insert(f, pol, d, t); !ok {
+	if d, ok = a.insert(f, pol, d); !ok {
 		c.denied++
-		a.denied(p, d, t, now)
+		a.denied(p, d, now)
 		return false
 	}
 	c.allowed++
@@ -156,35 +157,37 @@ func (a *Authorizer) newFlow(p *packet.Packet, t time.Time, now int64, c *batchC
 // may have passed f's shard already). If another goroutine inserted the
 // same tuple first, that flow stands and nothing is emitted. It returns the
 // deciding decision and whether the packet passes.
-func (a *Authorizer) insert(f *flow, pol *policy.Compiled, d policy.Decision, t time.Time) (policy.Decision, bool) {
+func (a *Authorizer) insert(f *flow, pol *policy.Compiled, d policy.Decision) (policy.Decision, bool) {
 	k := &f.key
-	s := a.flows.shardOf(k)
+	mk := keyOf(k)
+	s := a.flows.shardOf(&mk)
 	s.mu.Lock()
 	if cur := a.policy.Load(); cur != pol {
-		if d = cur.Decide(k.Src, k.Dst, k.Proto, decidePort(k)); d.Verdict != policy.Allow {
+		if d = a.decide(cur, k); d.Verdict != policy.Allow {
 			s.mu.Unlock()
 			return d, false
 		}
 	}
-	if _, dup := s.m[*k]; dup {
+	if _, dup := s.m[mk]; dup {
 		s.mu.Unlock()
 		return d, true
 	}
-	f.meta = metaOf(d)
-	s.m[*k] = f
+	meta := metaOf(d)
+	f.meta = meta
+	s.m[mk] = f
 	s.mu.Unlock()
 	a.stats.flowsOpen.Add(1)
 	a.stats.flowsOpened.Add(1)
-	a.emit(flowEvent(t, controlproto.FlowAllow, *k, f.meta, policy.ReasonAllowed.String()))
+	a.emit(flowEvent(a.now(), controlproto.FlowAllow, *k, meta, policy.ReasonAllowed.String()))
 	return d, true
 }
 
 // denied records a denied packet: the first of its flow emits an event,
 // within the rate limit.
-func (a *Authorizer) denied(p *packet.Packet, d policy.Decision, t time.Time, now int64) {
-	switch a.denies.admit(p.Tuple, now) {
+func (a *Authorizer) denied(p *packet.Packet, d policy.Decision, now int64) {
+	switch a.denies.admit(&p.Tuple, now) {
 	case denyEmit:
-		a.emit(flowEvent(t, controlproto.FlowDeny, p.Tuple, metaOf(d), d.Reason.String()))
+		a.emit(flowEvent(a.now(), controlproto.FlowDeny, p.Tuple, metaOf(d), d.Reason.String()))
 	case denySuppressed:
 		a.stats.suppressed.Add(1)
 	}
@@ -231,6 +234,9 @@ func (a *Authorizer) reader() {
 // flows, and resets injected by SetPolicy. It blocks until at least one
 // packet passes, the device fails or Close.
 func (a *Authorizer) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
+	if len(bufs) == 0 {
+		return 0, nil
+	}
 	a.readMu.Lock()
 	defer a.readMu.Unlock()
 	for {
@@ -292,7 +298,7 @@ func (a *Authorizer) place(pkt, buf []byte, offset int) bool {
 // when the batch is used up it returns it to the reader, with its error.
 func (a *Authorizer) drain(bufs [][]byte, sizes []int, offset int) (int, error) {
 	b := a.pending
-	now := a.mono(a.now())
+	now := a.clock.Load()
 	var c batchCounts
 	n := 0
 	for a.pendAt < b.n && n < len(bufs) {
@@ -329,12 +335,12 @@ func (a *Authorizer) filterOut(b []byte, now int64, c *batchCounts) bool {
 		c.fragments++
 		return false
 	}
-	if f := a.flows.lookup(p.Tuple.Reverse()); f != nil {
+	if f := a.flows.lookupReverse(&p.Tuple); f != nil {
 		a.reverse(f, &p, now)
 		c.returned++
 		return true
 	}
-	if p.IsICMPError() && p.HasInner && p.Inner.Src == p.Dst && a.flows.lookup(p.Inner) != nil {
+	if p.IsICMPError() && p.HasInner && p.Inner.Src == p.Dst && a.flows.lookup(&p.Inner) != nil {
 		c.returned++ // an error about a packet the client sent
 		return true
 	}

@@ -29,7 +29,7 @@ type denySet struct {
 }
 
 type denySlot struct {
-	key     packet.Tuple
+	key     key
 	expires int64 // 0: empty
 }
 
@@ -60,8 +60,9 @@ const (
 
 // admit records that flow k was denied at now and says whether to emit an
 // event for it.
-func (s *denySet) admit(k packet.Tuple, now int64) int {
-	i := int(hash(&k, s.seed)&s.mask) * 2
+func (s *denySet) admit(t *packet.Tuple, now int64) int {
+	k := keyOf(t)
+	i := int(k.hash(s.seed)&s.mask) * 2
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	set := s.slots[i : i+2 : i+2]
@@ -134,7 +135,7 @@ const logEvery = int64(10 * time.Second)
 // and how many were suppressed since the last one. Callers check it before
 // building log arguments, which allocate.
 func (a *Authorizer) logAllowed(l *limiter) (suppressed uint64, ok bool) {
-	now := a.mono(a.now())
+	now := a.clock.Load()
 	next := l.next.Load()
 	if now < next || !l.next.CompareAndSwap(next, now+logEvery) {
 		l.suppressed.Add(1)

@@ -70,7 +70,9 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net/netip"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -149,9 +151,23 @@ type Config struct {
 	DenyCacheSize int
 	DenyCacheTTL  time.Duration
 
+	// LocalServices are the gateway's own services on its overlay
+	// address (the split-horizon DNS server) that every device the policy
+	// knows may reach, whatever its rules. Unknown sources stay denied.
+	LocalServices []LocalService
+
 	// Now is the clock, for tests; default time.Now. Its readings must
 	// carry a monotonic component (as time.Now's do).
 	Now func() time.Time
+}
+
+// LocalService is a service of the gateway itself. Flows to it are
+// recorded with rule "local:<Name>" and app "gateway".
+type LocalService struct {
+	Name  string
+	Addr  netip.Addr
+	Proto policy.Proto
+	Port  uint16 // 0: any port (and ICMP)
 }
 
 // Stats are the Authorizer's counters.
@@ -229,11 +245,13 @@ type Authorizer struct {
 	log      *slog.Logger
 	events   chan<- controlproto.FlowEvent
 	now      func() time.Time
-	epoch    time.Time // mono() measures from here
+	epoch    time.Time    // mono() measures from here
+	clock    atomic.Int64 // coarse monotonic clock, nanoseconds since epoch; see tick
 	policy   atomic.Pointer[policy.Compiled]
 	setMu    sync.Mutex // serializes SetPolicy
 	flows    *table
 	denies   *denySet
+	services []policy.Rule // one synthetic rule per Config.LocalServices entry
 	stats    counters
 	inject   chan []byte
 	scratch  sync.Pool // *writeScratch
@@ -305,7 +323,15 @@ func New(dev tun.Device, cfg Config) (*Authorizer, error) {
 		free:     make(chan *readBatch, readBatches),
 		pumpExit: make(chan struct{}),
 	}
-	a.flows = newTable(rand.Uint64(), &a.stats.flowsOpen)
+	cfg.LocalServices = slices.Clone(cfg.LocalServices)
+	for _, sv := range cfg.LocalServices {
+		if !sv.Addr.IsValid() {
+			return nil, fmt.Errorf("new flow authorizer: local service %q: invalid address", sv.Name)
+		}
+		a.services = append(a.services, policy.Rule{ID: policy.RuleID("local:" + sv.Name), App: "gateway", Proto: sv.Proto})
+	}
+	a.cfg = cfg
+	a.flows = newTable(rand.Uint32(), &a.stats.flowsOpen)
 	a.scratch.New = func() any { return new(writeScratch) }
 	pol := cfg.Policy
 	if pol == nil {
@@ -328,6 +354,16 @@ func New(dev tun.Device, cfg Config) (*Authorizer, error) {
 
 // mono converts a clock reading to monotonic nanoseconds since New.
 func (a *Authorizer) mono(t time.Time) int64 { return int64(t.Sub(a.epoch)) }
+
+// tick advances the coarse clock. The data path reads the coarse clock (one
+// atomic load) instead of the system clock, which costs as much as the rest
+// of an established packet's path on some virtual machines; idle timers and
+// the deny-event limits need no finer resolution than clockTick. Events,
+// which carry a wall-clock time, read the system clock.
+func (a *Authorizer) tick() { a.clock.Store(a.mono(a.now())) }
+
+// clockTick is the coarse clock's resolution.
+const clockTick = time.Second
 
 // Policy returns the policy in force.
 func (a *Authorizer) Policy() *policy.Compiled { return a.policy.Load() }
@@ -378,17 +414,22 @@ func (a *Authorizer) Close() error {
 	return a.closeErr
 }
 
-// janitor expires idle flows until Close.
+// janitor advances the coarse clock and expires idle flows, until Close.
 func (a *Authorizer) janitor() {
 	defer a.wg.Done()
-	t := time.NewTicker(a.cfg.JanitorInterval)
+	t := time.NewTicker(min(clockTick, a.cfg.JanitorInterval))
 	defer t.Stop()
+	lastSweep := a.clock.Load()
 	for {
 		select {
 		case <-a.ctx.Done():
 			return
 		case <-t.C:
-			a.sweep(a.mono(a.now()))
+			a.tick()
+			if now := a.clock.Load(); now-lastSweep >= int64(a.cfg.JanitorInterval) {
+				a.sweep(now)
+				lastSweep = now
+			}
 		}
 	}
 }
@@ -420,7 +461,7 @@ func (a *Authorizer) sweep(now int64) {
 		s := &a.flows.shards[i]
 		s.mu.Lock()
 		for k, f := range s.m {
-			if now-f.lastSeen.Load() > int64(a.idleLimit(k.Proto, f.state.Load())) {
+			if now-f.lastSeen.Load() > int64(a.idleLimit(f.key.Proto, f.state.Load())) {
 				delete(s.m, k)
 				n++
 			}
@@ -430,6 +471,22 @@ func (a *Authorizer) sweep(now int64) {
 	if n > 0 {
 		a.stats.flowsOpen.Add(-n)
 	}
+}
+
+// decide is the policy decision on a new flow with tuple k: the compiled
+// policy's, or, for a device the policy knows, a local service's.
+func (a *Authorizer) decide(pol *policy.Compiled, k *packet.Tuple) policy.Decision {
+	d := pol.Decide(k.Src, k.Dst, k.Proto, decidePort(k))
+	if d.Verdict == policy.Allow || d.Peer == nil {
+		return d
+	}
+	for i := range a.services {
+		sv := &a.cfg.LocalServices[i]
+		if sv.Addr == k.Dst && sv.Proto == k.Proto && (sv.Port == 0 || sv.Port == decidePort(k)) {
+			return policy.Decision{Verdict: policy.Allow, Reason: policy.ReasonAllowed, Rule: &a.services[i], Peer: d.Peer}
+		}
+	}
+	return d
 }
 
 // decidePort is the port a decision on tuple k uses: the destination port
@@ -466,7 +523,7 @@ func (a *Authorizer) SetPolicy(pol *policy.Compiled) {
 		s := &a.flows.shards[i]
 		s.mu.Lock()
 		for k, f := range s.m {
-			d := pol.Decide(k.Src, k.Dst, k.Proto, decidePort(&k))
+			d := a.decide(pol, &f.key)
 			if d.Verdict == policy.Allow {
 				f.meta = metaOf(d)
 				continue

@@ -88,15 +88,11 @@ func Run(ctx context.Context, cfg Config) error {
 	defer cleanup()
 
 	events := make(chan controlproto.FlowEvent, 4096)
-	authz := flow.New(dev, flow.Config{
-		Logger: log.With("component", "flow"),
-		OnEvent: func(e controlproto.FlowEvent) {
-			select {
-			case events <- e:
-			default: // the authorizer counts; never block the data path
-			}
-		},
-	})
+	authz, err := flow.New(dev, flow.Config{Logger: log.With("component", "flow"), Events: events})
+	if err != nil {
+		dev.Close()
+		return err
+	}
 	wg, err := wgdev.New(authz, wgdev.Options{Name: cfg.Interface, UAPI: cfg.Mode == ModeTUN, Logger: log})
 	if err != nil {
 		authz.Close()
@@ -161,7 +157,7 @@ func loadOrEnroll(ctx context.Context, cfg Config) (*agentstate.State, error) {
 	if err != nil {
 		return nil, err
 	}
-	resp, err := api.EnrollGateway(ctx, controlproto.EnrollGatewayRequest{
+	resp, err := api.EnrollGateway(ctx, &controlproto.EnrollGatewayRequest{
 		Token: cfg.Token, Name: cfg.Name, PublicKey: st.WGKey.Public(), CSR: csr, Endpoint: cfg.Endpoint,
 	})
 	if err != nil {

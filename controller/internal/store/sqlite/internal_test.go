@@ -2,6 +2,7 @@ package sqlite
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
 	"path/filepath"
 	"testing"
@@ -51,5 +52,31 @@ func TestMaxOffset(t *testing.T) {
 	}
 	if got := offsetAddr(int64(maxOffset())); got != netip.MustParseAddr("100.127.255.255") {
 		t.Fatalf("last address = %v", got)
+	}
+}
+
+// BenchmarkCreateDeviceFullPool measures allocation with 100,000 addresses
+// leased and a few freed low down: the allocator must stay an index probe,
+// not a scan.
+func BenchmarkCreateDeviceFullPool(b *testing.B) {
+	ctx := b.Context()
+	s, err := Open(ctx, filepath.Join(b.TempDir(), "cordon.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.CreateUser(ctx, store.User{Name: "nurse"}); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := s.w.ExecContext(ctx, `WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < 100000)
+		INSERT INTO overlay_leases (addr) SELECT i FROM n`); err != nil {
+		b.Fatal(err)
+	}
+	i := 0
+	for b.Loop() {
+		if _, err := s.CreateDevice(ctx, store.Device{ID: fmt.Sprintf("d%08d", i), User: "nurse"}); err != nil {
+			b.Fatal(err)
+		}
+		i++
 	}
 }

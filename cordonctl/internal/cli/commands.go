@@ -1,0 +1,476 @@
+package cli
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/cordonhq/cordon/pkg/adminapi"
+)
+
+func esc(s string) string { return url.PathEscape(s) }
+
+// deleted prints the confirmation of a delete in table mode.
+func (a *app) deleted(printed bool, kind, name string) error {
+	if !printed {
+		fmt.Fprintf(a.io.Out, "Deleted %s %s\n", kind, name)
+	}
+	return nil
+}
+
+// crud builds list, show and delete for a resource whose items print with
+// printer.
+func crudCommands[T any](a *app, kind, plural, path string, printer func(io.Writer, []T) error) []*cobra.Command {
+	return []*cobra.Command{
+		{
+			Use:     "list",
+			Aliases: []string{"ls"},
+			Short:   "List " + plural,
+			Args:    args(),
+			RunE: a.run(func(cmd *cobra.Command, _ []string) error {
+				var out []T
+				printed, err := a.do(cmd, http.MethodGet, path, nil, &out)
+				if err != nil || printed {
+					return err
+				}
+				return printer(a.io.Out, out)
+			}),
+		},
+		{
+			Use:   "show NAME",
+			Short: "Show one " + kind,
+			Args:  args("NAME"),
+			RunE: a.run(func(cmd *cobra.Command, args []string) error {
+				var out T
+				printed, err := a.do(cmd, http.MethodGet, path+"/"+esc(args[0]), nil, &out)
+				if err != nil || printed {
+					return err
+				}
+				return printer(a.io.Out, []T{out})
+			}),
+		},
+		a.deleteCmd(kind, path, "NAME"),
+	}
+}
+
+func (a *app) deleteCmd(kind, path, arg string) *cobra.Command {
+	return &cobra.Command{
+		Use:     "delete " + arg,
+		Aliases: []string{"rm"},
+		Short:   "Delete a " + kind,
+		Args:    args(arg),
+		RunE: a.run(func(cmd *cobra.Command, args []string) error {
+			printed, err := a.do(cmd, http.MethodDelete, path+"/"+esc(args[0]), nil, nil)
+			if err != nil {
+				return err
+			}
+			return a.deleted(printed, kind, args[0])
+		}),
+	}
+}
+
+// create runs a POST and prints the result with printer.
+func createAndPrint[T any](a *app, cmd *cobra.Command, path string, in any, printer func(io.Writer, []T) error) error {
+	var out T
+	printed, err := a.do(cmd, http.MethodPost, path, in, &out)
+	if err != nil || printed {
+		return err
+	}
+	return printer(a.io.Out, []T{out})
+}
+
+// Segments.
+
+func printSegments(w io.Writer, xs []adminapi.Segment) error {
+	t := newTable(w, "NAME", "CIDRS", "CREATED")
+	for _, x := range xs {
+		t.row(x.Name, join(x.CIDRs), fmtTime(x.CreatedAt))
+	}
+	return t.flush()
+}
+
+func (a *app) segmentCmd() *cobra.Command {
+	var cidrs []string
+	create := &cobra.Command{
+		Use:   "create NAME --cidr PREFIX [--cidr PREFIX]...",
+		Short: "Create a segment: real prefixes behind gateways",
+		Example: `  cordonctl segment create clinical --cidr 10.20.0.0/24
+  cordonctl segment create imaging --cidr 10.30.0.0/24 --cidr fd00:30::/64`,
+		Args: args("NAME"),
+		RunE: a.run(func(cmd *cobra.Command, args []string) error {
+			return createAndPrint(a, cmd, "/v1/segments", &adminapi.CreateSegmentRequest{Name: args[0], CIDRs: cidrs}, printSegments)
+		}),
+	}
+	create.Flags().StringArrayVar(&cidrs, "cidr", nil, "a prefix of the segment, e.g. 10.20.0.0/24 (repeatable)")
+	create.MarkFlagRequired("cidr")
+	return a.group("segment", "Manage segments", append([]*cobra.Command{create},
+		crudCommands(a, "segment", "segments", "/v1/segments", printSegments)...)...)
+}
+
+// Apps.
+
+func printApps(w io.Writer, xs []adminapi.App) error {
+	t := newTable(w, "NAME", "SEGMENT", "DNS NAME", "ADDRESS", "PROTO", "PORTS", "CLASS")
+	for _, x := range xs {
+		t.row(x.Name, x.Segment, x.DNSName, x.Address.String(), x.Proto.String(), strings.Join(x.Ports, ","), x.Classification)
+	}
+	return t.flush()
+}
+
+func (a *app) appCmd() *cobra.Command {
+	var req adminapi.CreateAppRequest
+	create := &cobra.Command{
+		Use:   "create NAME --segment S --dns-name N --address A[/bits] [--proto tcp] --port P [--port P]... [--class phi|internal|public]",
+		Short: "Create an app inside a segment",
+		Example: `  cordonctl app create ehr --segment clinical --dns-name ehr.hospital.internal \
+      --address 10.20.0.5 --proto tcp --port 443
+  cordonctl app create pacs --segment imaging --dns-name pacs.hospital.internal \
+      --address 10.30.0.16/28 --port 104 --port 8000-8099 --class phi`,
+		Args: args("NAME"),
+		RunE: a.run(func(cmd *cobra.Command, args []string) error {
+			r := req
+			r.Name = args[0]
+			return createAndPrint(a, cmd, "/v1/apps", &r, printApps)
+		}),
+	}
+	f := create.Flags()
+	f.StringVar(&req.Segment, "segment", "", "segment the app lives in")
+	f.StringVar(&req.DNSName, "dns-name", "", "name clients resolve, e.g. ehr.hospital.internal")
+	f.StringVar(&req.Address, "address", "", "host address (10.20.0.5) or prefix (10.20.0.16/28) inside the segment")
+	f.StringVar(&req.Proto, "proto", "tcp", "tcp, udp, icmp or any")
+	f.StringArrayVar(&req.Ports, "port", nil, "port (443), range (8000-8099) or * (repeatable; required for tcp and udp)")
+	f.StringVar(&req.Classification, "class", "phi", "data classification: phi, internal or public")
+	for _, n := range []string{"segment", "dns-name", "address"} {
+		create.MarkFlagRequired(n)
+	}
+	return a.group("app", "Manage apps", append([]*cobra.Command{create},
+		crudCommands(a, "app", "apps", "/v1/apps", printApps)...)...)
+}
+
+// Users.
+
+func printUsers(w io.Writer, xs []adminapi.User) error {
+	t := newTable(w, "NAME", "DISABLED", "CREATED")
+	for _, x := range xs {
+		t.row(x.Name, fmt.Sprint(x.Disabled), fmtTime(x.CreatedAt))
+	}
+	return t.flush()
+}
+
+func (a *app) userCmd() *cobra.Command {
+	var pwStdin bool
+	var pwFile string
+	create := &cobra.Command{
+		Use:   "create NAME (--password-stdin | --password-file FILE)",
+		Short: "Create a local user; prints the TOTP secret, shown only once",
+		Long: `create makes a local user with a password (at least 12 characters) and a new
+TOTP second factor. The TOTP secret and its otpauth:// URI are printed once:
+enrol them in the user's authenticator app now (most apps read the URI as a QR
+code). They cannot be shown again; to replace them, delete and re-create the
+user. The password is never taken as an argument, so it stays out of shell
+history and the process list.`,
+		Example: `  printf '%s\n' "$PASSWORD" | cordonctl user create nurse-jane --password-stdin
+  cordonctl user create dr-smith --password-file /run/secrets/dr-smith`,
+		Args: args("NAME"),
+		RunE: a.run(func(cmd *cobra.Command, args []string) error {
+			pw, err := a.readPassword(pwStdin, pwFile)
+			if err != nil {
+				return err
+			}
+			var out adminapi.CreateUserResponse
+			printed, err := a.do(cmd, http.MethodPost, "/v1/users", &adminapi.CreateUserRequest{Name: args[0], Password: pw}, &out)
+			if err != nil || printed {
+				return err
+			}
+			w := a.io.Out
+			fmt.Fprintf(w, "Created user %s.\n\n", sanitize(out.Name))
+			fmt.Fprintf(w, "TOTP secret: %s\n", out.TOTPSecret)
+			fmt.Fprintf(w, "otpauth URI: %s\n\n", out.TOTPURI)
+			fmt.Fprintln(w, "WARNING: the TOTP secret is shown only this once. Enrol it in the user's")
+			fmt.Fprintln(w, "authenticator app now and do not store it anywhere else.")
+			return nil
+		}),
+	}
+	create.Flags().BoolVar(&pwStdin, "password-stdin", false, "read the password from standard input (first line)")
+	create.Flags().StringVar(&pwFile, "password-file", "", "read the password from FILE (first line)")
+	return a.group("user", "Manage local users", append([]*cobra.Command{create},
+		crudCommands(a, "user", "users", "/v1/users", printUsers)...)...)
+}
+
+func (a *app) readPassword(stdin bool, file string) (string, error) {
+	var b []byte
+	switch {
+	case stdin && file != "":
+		return "", usagef("give --password-stdin or --password-file, not both")
+	case stdin:
+		if a.io.In == nil {
+			return "", usagef("--password-stdin: no standard input")
+		}
+		var err error
+		if b, err = io.ReadAll(io.LimitReader(a.io.In, maxFile)); err != nil {
+			return "", fmt.Errorf("read password from stdin: %w", err)
+		}
+	case file != "":
+		var err error
+		if b, err = readSmall(file); err != nil {
+			return "", usagef("--password-file: %v", err)
+		}
+	default:
+		return "", usagef("give the password with --password-stdin or --password-file (never as an argument)")
+	}
+	pw, _, _ := strings.Cut(string(b), "\n")
+	pw = strings.TrimSuffix(pw, "\r")
+	if pw == "" {
+		return "", usagef("the password is empty")
+	}
+	return pw, nil
+}
+
+// Groups.
+
+func printGroups(w io.Writer, xs []adminapi.Group) error {
+	t := newTable(w, "NAME", "MEMBERS", "CREATED")
+	for _, x := range xs {
+		t.row(x.Name, strings.Join(x.Members, ","), fmtTime(x.CreatedAt))
+	}
+	return t.flush()
+}
+
+func (a *app) groupCmd() *cobra.Command {
+	create := &cobra.Command{
+		Use:   "create NAME",
+		Short: "Create an empty group",
+		Args:  args("NAME"),
+		RunE: a.run(func(cmd *cobra.Command, args []string) error {
+			return createAndPrint(a, cmd, "/v1/groups", &adminapi.CreateGroupRequest{Name: args[0]}, printGroups)
+		}),
+	}
+	add := &cobra.Command{
+		Use:   "add-member GROUP USER",
+		Short: "Add a user to a group",
+		Args:  args("GROUP", "USER"),
+		RunE: a.run(func(cmd *cobra.Command, args []string) error {
+			return createAndPrint(a, cmd, "/v1/groups/"+esc(args[0])+"/members", &adminapi.AddMemberRequest{User: args[1]}, printGroups)
+		}),
+	}
+	remove := &cobra.Command{
+		Use:   "remove-member GROUP USER",
+		Short: "Remove a user from a group",
+		Args:  args("GROUP", "USER"),
+		RunE: a.run(func(cmd *cobra.Command, args []string) error {
+			printed, err := a.do(cmd, http.MethodDelete, "/v1/groups/"+esc(args[0])+"/members/"+esc(args[1]), nil, nil)
+			if err != nil || printed {
+				return err
+			}
+			fmt.Fprintf(a.io.Out, "Removed %s from group %s\n", args[1], args[0])
+			return nil
+		}),
+	}
+	return a.group("group", "Manage groups", append([]*cobra.Command{create, add, remove},
+		crudCommands(a, "group", "groups", "/v1/groups", printGroups)...)...)
+}
+
+// Rules.
+
+func printRules(w io.Writer, xs []adminapi.Rule) error {
+	t := newTable(w, "NAME", "GROUP", "APP", "CREATED")
+	for _, x := range xs {
+		t.row(x.Name, x.Group, x.App, fmtTime(x.CreatedAt))
+	}
+	return t.flush()
+}
+
+func (a *app) ruleCmd() *cobra.Command {
+	var req adminapi.CreateRuleRequest
+	create := &cobra.Command{
+		Use:     "create NAME --group G --app A",
+		Short:   "Let a group reach an app",
+		Example: `  cordonctl rule create nurses-ehr --group nurses --app ehr`,
+		Args:    args("NAME"),
+		RunE: a.run(func(cmd *cobra.Command, args []string) error {
+			r := req
+			r.Name = args[0]
+			return createAndPrint(a, cmd, "/v1/rules", &r, printRules)
+		}),
+	}
+	create.Flags().StringVar(&req.Group, "group", "", "group whose members get access")
+	create.Flags().StringVar(&req.App, "app", "", "app they may reach")
+	create.MarkFlagRequired("group")
+	create.MarkFlagRequired("app")
+	return a.group("rule", "Manage access rules", append([]*cobra.Command{create},
+		crudCommands(a, "rule", "rules", "/v1/rules", printRules)...)...)
+}
+
+// Gateways and their enrollment tokens.
+
+func printTokens(w io.Writer, xs []adminapi.GatewayToken) error {
+	now := time.Now()
+	t := newTable(w, "ID", "SEGMENT", "NAME", "EXPIRES", "STATE", "USED BY")
+	for _, x := range xs {
+		state := "valid"
+		switch {
+		case x.UsedAt != nil:
+			state = "used " + fmtTime(*x.UsedAt)
+		case !now.Before(x.ExpiresAt):
+			state = "expired"
+		}
+		t.row(x.ID, x.Segment, x.Name, fmtTime(x.ExpiresAt), state, x.UsedBy)
+	}
+	return t.flush()
+}
+
+func printGateways(w io.Writer, xs []adminapi.Gateway) error {
+	t := newTable(w, "ID", "NAME", "SEGMENT", "OVERLAY", "ENDPOINT", "PUBLIC KEY", "CREATED")
+	for _, x := range xs {
+		t.row(x.ID, x.Name, x.Segment, addrString(x.OverlayAddr.IsValid(), x.OverlayAddr.String()), x.Endpoint, x.PublicKey.String(), fmtTime(x.CreatedAt))
+	}
+	return t.flush()
+}
+
+func addrString(valid bool, s string) string {
+	if !valid {
+		return ""
+	}
+	return s
+}
+
+func (a *app) gatewayCmd() *cobra.Command {
+	var req adminapi.CreateGatewayTokenRequest
+	tokCreate := &cobra.Command{
+		Use:   "create --segment S [--name N] [--ttl 1h]",
+		Short: "Issue a single-use gateway enrollment token",
+		Long: `create issues a single-use token a gateway redeems to enroll into a segment.
+In table mode only the token is printed on stdout, so scripts can capture it;
+details go to stderr. The token is shown once and expires after --ttl
+(default 1h, at most 7d).`,
+		Example: `  TOKEN=$(cordonctl gateway token create --segment clinical --name gw-east)`,
+		Args:    args(),
+		RunE: a.run(func(cmd *cobra.Command, _ []string) error {
+			var out adminapi.CreateGatewayTokenResponse
+			printed, err := a.do(cmd, http.MethodPost, "/v1/gateway-tokens", &req, &out)
+			if err != nil || printed {
+				return err
+			}
+			fmt.Fprintln(a.io.Out, out.Token)
+			fmt.Fprintf(a.io.Err, "Token %s for segment %s expires %s; it is shown only once.\n", out.ID, out.Segment, fmtTime(out.ExpiresAt))
+			return nil
+		}),
+	}
+	tokCreate.Flags().StringVar(&req.Segment, "segment", "", "segment the gateway will serve")
+	tokCreate.Flags().StringVar(&req.Name, "name", "", "name the gateway gets (default: the name the gateway sends)")
+	tokCreate.Flags().StringVar(&req.TTL, "ttl", "", "lifetime, e.g. 30m, 1h, 2d (default 1h, at most 7d)")
+	tokCreate.MarkFlagRequired("segment")
+	tokList := &cobra.Command{
+		Use:     "list",
+		Aliases: []string{"ls"},
+		Short:   "List enrollment tokens (never their secrets)",
+		Args:    args(),
+		RunE: a.run(func(cmd *cobra.Command, _ []string) error {
+			var out []adminapi.GatewayToken
+			printed, err := a.do(cmd, http.MethodGet, "/v1/gateway-tokens", nil, &out)
+			if err != nil || printed {
+				return err
+			}
+			return printTokens(a.io.Out, out)
+		}),
+	}
+	list := &cobra.Command{
+		Use:     "list",
+		Aliases: []string{"ls"},
+		Short:   "List enrolled gateways",
+		Args:    args(),
+		RunE: a.run(func(cmd *cobra.Command, _ []string) error {
+			var out []adminapi.Gateway
+			printed, err := a.do(cmd, http.MethodGet, "/v1/gateways", nil, &out)
+			if err != nil || printed {
+				return err
+			}
+			return printGateways(a.io.Out, out)
+		}),
+	}
+	return a.group("gateway", "Manage gateways and their enrollment tokens",
+		a.group("token", "Manage gateway enrollment tokens", tokCreate, tokList),
+		list,
+		a.deleteCmd("gateway", "/v1/gateways", "ID"),
+	)
+}
+
+// Devices.
+
+func printDevices(w io.Writer, xs []adminapi.Device) error {
+	t := newTable(w, "ID", "USER", "HOSTNAME", "OVERLAY", "PUBLIC KEY", "CREATED")
+	for _, x := range xs {
+		t.row(x.ID, x.User, x.Hostname, addrString(x.OverlayAddr.IsValid(), x.OverlayAddr.String()), x.PublicKey.String(), fmtTime(x.CreatedAt))
+	}
+	return t.flush()
+}
+
+func (a *app) deviceCmd() *cobra.Command {
+	list := &cobra.Command{
+		Use:     "list",
+		Aliases: []string{"ls"},
+		Short:   "List enrolled client devices",
+		Args:    args(),
+		RunE: a.run(func(cmd *cobra.Command, _ []string) error {
+			var out []adminapi.Device
+			printed, err := a.do(cmd, http.MethodGet, "/v1/devices", nil, &out)
+			if err != nil || printed {
+				return err
+			}
+			return printDevices(a.io.Out, out)
+		}),
+	}
+	return a.group("device", "Manage enrolled devices", list, a.deleteCmd("device", "/v1/devices", "ID"))
+}
+
+// Audit.
+
+func printAudit(w io.Writer, xs []adminapi.AuditEvent) error {
+	t := newTable(w, "SEQ", "TIME", "TYPE", "ACTOR", "OUTCOME", "SUBJECT", "DETAILS")
+	for _, x := range xs {
+		keys := make([]string, 0, len(x.Details))
+		for k := range x.Details {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		det := make([]string, len(keys))
+		for i, k := range keys {
+			det[i] = k + "=" + x.Details[k]
+		}
+		t.row(fmt.Sprint(x.Seq), fmtTime(x.Time), x.Type, x.Actor, x.Outcome, x.Subject, strings.Join(det, " "))
+	}
+	return t.flush()
+}
+
+func (a *app) auditCmd() *cobra.Command {
+	var q adminapi.AuditQuery
+	list := &cobra.Command{
+		Use:     "list [--type T] [--limit N] [--after SEQ]",
+		Aliases: []string{"ls"},
+		Short:   "List audit events, newest first",
+		Example: `  cordonctl audit list --type auth.login --limit 20
+  cordonctl audit list --type admin.   # every admin change`,
+		Args: args(),
+		RunE: a.run(func(cmd *cobra.Command, _ []string) error {
+			if q.Limit < 0 || q.Limit > adminapi.MaxAuditLimit {
+				return usagef("--limit %d: use 1 to %d", q.Limit, adminapi.MaxAuditLimit)
+			}
+			var out []adminapi.AuditEvent
+			printed, err := a.do(cmd, http.MethodGet, adminapi.AuditPath(q), nil, &out)
+			if err != nil || printed {
+				return err
+			}
+			return printAudit(a.io.Out, out)
+		}),
+	}
+	list.Flags().StringVar(&q.Type, "type", "", "event type, or a prefix ending in '.' (auth., admin., enroll.)")
+	list.Flags().IntVar(&q.Limit, "limit", 0, fmt.Sprintf("most events to show (default 100, at most %d)", adminapi.MaxAuditLimit))
+	list.Flags().Int64Var(&q.After, "after", 0, "only events after this sequence number")
+	return a.group("audit", "Read the audit trail", list)
+}

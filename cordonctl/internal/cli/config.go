@@ -1,0 +1,213 @@
+package cli
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/spf13/cobra"
+)
+
+// savedConfig is the file cordonctl login writes (mode 0600): it holds an
+// admin token, so it is treated like an SSH key.
+type savedConfig struct {
+	Controller string `json:"controller"`
+	Token      string `json:"token"`
+	CACertPEM  string `json:"ca_cert_pem"`
+}
+
+// maxFile bounds the token, CA and config files cordonctl reads.
+const maxFile = 1 << 20
+
+func (a *app) configPath() (string, error) {
+	dir := a.io.Getenv("XDG_CONFIG_HOME")
+	if dir == "" {
+		home := a.io.Getenv("HOME")
+		if home == "" {
+			return "", errors.New("cannot find the config directory: set XDG_CONFIG_HOME or HOME")
+		}
+		dir = filepath.Join(home, ".config")
+	}
+	return filepath.Join(dir, "cordon", "cordonctl.json"), nil
+}
+
+func (a *app) loadSaved() (*savedConfig, string, error) {
+	path, err := a.configPath()
+	if err != nil {
+		return nil, "", err
+	}
+	fi, err := os.Stat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, path, nil
+	}
+	if err != nil {
+		return nil, path, err
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		return nil, path, fmt.Errorf("%s holds an admin token but others can read it: run chmod 600 %s", path, path)
+	}
+	b, err := readSmall(path)
+	if err != nil {
+		return nil, path, err
+	}
+	var c savedConfig
+	if err := json.Unmarshal(b, &c); err != nil {
+		return nil, path, fmt.Errorf("%s: %w (delete it and run cordonctl login again)", path, err)
+	}
+	return &c, path, nil
+}
+
+func saveConfig(path string, c *savedConfig) error {
+	b, err := json.MarshalIndent(c, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return fmt.Errorf("create config directory: %w", err)
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".cordonctl-*.json")
+	if err != nil {
+		return fmt.Errorf("write config: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(0o600); err != nil {
+		tmp.Close()
+		return err
+	}
+	if _, err := tmp.Write(append(b, '\n')); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write config: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("write config: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("write config: %w", err)
+	}
+	return nil
+}
+
+func readSmall(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxFile+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > maxFile {
+		return nil, fmt.Errorf("%s is larger than %d bytes", path, maxFile)
+	}
+	return b, nil
+}
+
+// settings resolves the connection settings: flags, then environment, then
+// the saved file.
+func (a *app) settings() (*savedConfig, error) {
+	s := &savedConfig{Controller: a.controller}
+	if s.Controller == "" {
+		s.Controller = a.io.Getenv(EnvController)
+	}
+	switch {
+	case a.token != "" && a.tokenFile != "":
+		return nil, usagef("give --token or --token-file, not both")
+	case a.token != "":
+		s.Token = a.token
+	case a.tokenFile != "":
+		b, err := readSmall(a.tokenFile)
+		if err != nil {
+			return nil, usagef("--token-file: %v", err)
+		}
+		s.Token = strings.TrimSpace(string(b))
+		if s.Token == "" {
+			return nil, usagef("--token-file %s is empty", a.tokenFile)
+		}
+	default:
+		s.Token = a.io.Getenv(EnvToken)
+	}
+	caPath := a.caCert
+	if caPath == "" {
+		caPath = a.io.Getenv(EnvCACert)
+	}
+	if caPath != "" {
+		b, err := readSmall(caPath)
+		if err != nil {
+			return nil, usagef("CA certificate (--ca-cert or %s): %v", EnvCACert, err)
+		}
+		s.CACertPEM = string(b)
+	}
+
+	if s.Controller == "" || s.Token == "" || s.CACertPEM == "" {
+		saved, _, err := a.loadSaved()
+		if err != nil {
+			return nil, err
+		}
+		if saved != nil {
+			s.Controller = cmpOr(s.Controller, saved.Controller)
+			s.Token = cmpOr(s.Token, saved.Token)
+			s.CACertPEM = cmpOr(s.CACertPEM, saved.CACertPEM)
+		}
+	}
+	switch {
+	case s.Controller == "":
+		return nil, usagef("no controller URL: set --controller or %s (e.g. https://controller.hospital.example:8443), or run cordonctl login", EnvController)
+	case s.Token == "":
+		return nil, usagef("no admin token: set --token-file, --token or %s, or run cordonctl login", EnvToken)
+	case s.CACertPEM == "":
+		return nil, usagef("no controller CA certificate: set --ca-cert or %s to the controller's ca.pem, or run cordonctl login", EnvCACert)
+	}
+	return s, nil
+}
+
+func cmpOr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+func (a *app) loginCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "login",
+		Short: "Check the connection settings against the controller and save them",
+		Long: `login checks --controller, --token-file (or --token) and --ca-cert (or their
+environment variables) against the controller and saves them, mode 0600, to
+$XDG_CONFIG_HOME/cordon/cordonctl.json (~/.config/cordon/cordonctl.json), so
+later commands need no flags. Flags and environment variables still override
+the saved values.`,
+		Args: args(),
+		RunE: a.run(func(cmd *cobra.Command, _ []string) error {
+			s, err := a.settings()
+			if err != nil {
+				return err
+			}
+			c, err := a.getClient()
+			if err != nil {
+				return err
+			}
+			who, err := c.WhoAmI(cmd.Context())
+			if err != nil {
+				return err
+			}
+			path, err := a.configPath()
+			if err != nil {
+				return err
+			}
+			if err := saveConfig(path, s); err != nil {
+				return err
+			}
+			if a.output == "json" {
+				return writeJSONValue(a.io.Out, map[string]string{"controller": s.Controller, "actor": who.Actor, "config": path})
+			}
+			fmt.Fprintf(a.io.Out, "Logged in to %s as %s; settings saved to %s\n", s.Controller, who.Actor, path)
+			return nil
+		}),
+	}
+}

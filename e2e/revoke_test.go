@@ -1,0 +1,149 @@
+package e2e
+
+import (
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+)
+
+// revokeBound is how fast a policy change must take effect on the data
+// path: open flows cut, new flows refused, restored access working.
+const revokeBound = 2 * time.Second
+
+// Taking the nurse out of the group cuts her open connection to ehr and
+// refuses new ones within 2 s; putting her back restores access within 2 s.
+func TestRemovingFromGroupCutsAccess(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	ehr := w.svcs["ehr"]
+	w.waitReach(w.nurse, ehr, 15*time.Second)
+
+	ec, err := openEcho(w.cl1, ehrAddr)
+	if err != nil {
+		t.Fatalf("open a long-lived connection to ehr: %v", err)
+	}
+	defer ec.Close()
+	for range 3 {
+		if err := ec.probe(2 * time.Second); err != nil {
+			t.Fatalf("echo over the open connection before the change: %v", err)
+		}
+	}
+
+	start := time.Now()
+	newConns := make(chan blockResult, 1)
+	go func() { newConns <- newConnBlocked(w.nurse, start, 3*revokeBound) }()
+	w.mustCtl("", "group", "remove-member", groupName, "nurse")
+	t.Logf("cordonctl group remove-member returned after %v", time.Since(start).Round(time.Millisecond))
+
+	how, cutAt, err := watchCut(ec, start, 3*revokeBound)
+	if err != nil {
+		t.Errorf("open connection: %v", err)
+	} else {
+		t.Logf("open connection cut %v after the removal (%s)", cutAt.Round(time.Millisecond), how)
+		if cutAt > revokeBound {
+			t.Errorf("open connection cut after %v, want within %v", cutAt.Round(time.Millisecond), revokeBound)
+		}
+	}
+	nc := <-newConns
+	if nc.err != nil {
+		t.Errorf("new connections: %v", nc.err)
+	} else {
+		t.Logf("new connections refused %v after the removal (%v)", nc.at.Round(time.Millisecond), nc.how)
+		if nc.at > revokeBound {
+			t.Errorf("new connections still opened %v after the removal, want refused within %v", nc.at.Round(time.Millisecond), revokeBound)
+		}
+	}
+	// The app's end must go too (the gateway resets both ends), or the
+	// app keeps a half-open connection to a revoked user.
+	select {
+	case err := <-ehr.echoEnded:
+		t.Logf("ehr's end of the cut connection ended: %v", err)
+	case <-time.After(revokeBound):
+		t.Errorf("ehr's end of the cut connection is still open %v after the client's end was cut: the gateway did not reset the app side", revokeBound)
+	}
+	w.unreachable(w.nurse, ehr)
+	cut := w.waitAudit("flow.cut of nurse's ehr connection", func(e auditEvent) bool {
+		return e.Type == "flow.cut" && e.Details["dst"] == ehrAddr
+	})
+	if cut.Details["user"] != "nurse" {
+		t.Errorf("flow.cut names user %q, want nurse: %v", cut.Details["user"], cut)
+	}
+
+	start = time.Now()
+	w.mustCtl("", "group", "add-member", groupName, "nurse")
+	d, err := poll(5*revokeBound, 50*time.Millisecond, func() error {
+		body, err := w.nurse.getTimeout(ehrAddr, 500*time.Millisecond)
+		if err == nil && body != "ehr" {
+			err = fmt.Errorf("answer %q", body)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatalf("access not restored %v after adding the nurse back: %v", d.Round(time.Millisecond), err)
+	}
+	t.Logf("access restored %v after adding the nurse back", d.Round(time.Millisecond))
+	if d > revokeBound {
+		t.Errorf("access restored after %v, want within %v", d.Round(time.Millisecond), revokeBound)
+	}
+	ec2, err := openEcho(w.cl1, ehrAddr)
+	if err != nil {
+		t.Fatalf("long-lived connection after restore: %v", err)
+	}
+	defer ec2.Close()
+	if err := ec2.probe(2 * time.Second); err != nil {
+		t.Errorf("echo after restore: %v", err)
+	}
+}
+
+// watchCut probes an open echo connection until it is reset, or stays
+// silent for a second, and says when it stopped carrying data (measured
+// from start).
+func watchCut(ec *echoConn, start time.Time, limit time.Duration) (string, time.Duration, error) {
+	const window = 200 * time.Millisecond
+	var silentSince time.Time // when the first unanswered probe was sent
+	for time.Since(start) < limit {
+		sent := time.Now()
+		err := ec.probe(window)
+		switch {
+		case err == nil:
+			silentSince = time.Time{}
+		case errors.Is(err, errNoEcho):
+			if silentSince.IsZero() {
+				silentSince = sent
+			}
+			if time.Since(silentSince) >= time.Second {
+				return "silently stopped carrying data (no reset seen)", silentSince.Sub(start), nil
+			}
+		default:
+			at := time.Since(start)
+			if !silentSince.IsZero() {
+				at = silentSince.Sub(start)
+			}
+			return "reset: " + err.Error(), at, nil
+		}
+	}
+	return "", 0, fmt.Errorf("still carrying data %v after the removal", limit)
+}
+
+type blockResult struct {
+	at  time.Duration
+	how error
+	err error
+}
+
+// newConnBlocked opens fresh connections to ehr every 50ms until one fails,
+// and says when (measured from start).
+func newConnBlocked(c *client, start time.Time, limit time.Duration) blockResult {
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for time.Since(start) < limit {
+		conn, err := c.ns.dialTimeout("tcp", ehrAddr, 300*time.Millisecond)
+		if err != nil {
+			return blockResult{at: time.Since(start), how: err}
+		}
+		conn.Close()
+		<-tick.C
+	}
+	return blockResult{err: fmt.Errorf("still opening %v after the removal", limit)}
+}
