@@ -38,8 +38,8 @@ func TestNurseReachesEntitledApp(t *testing.T) {
 	if g.Endpoint != gwWANAddr+":51820" {
 		t.Errorf("nurse status: gateway endpoint %q, want %s:51820", g.Endpoint, gwWANAddr)
 	}
-	if !slices.Equal(g.AllowedIPs, []string{"10.20.0.10/32"}) {
-		t.Errorf("nurse status: allowed IPs %v, want only ehr's address [10.20.0.10/32]", g.AllowedIPs)
+	if want := w.gatewayAllowedIPs(); !slices.Equal(sorted(g.AllowedIPs), want) {
+		t.Errorf("nurse status: allowed IPs %v, want only ehr's address and the gateway's overlay address %v", g.AllowedIPs, want)
 	}
 	var apps []string
 	for _, a := range g.Apps {
@@ -51,12 +51,15 @@ func TestNurseReachesEntitledApp(t *testing.T) {
 }
 
 // Least privilege: the nurse reaches ehr:80 and nothing else in the segment,
-// not billing, not another port on ehr's host, not another host.
+// not billing, not another port on ehr's host, not another host, and not a
+// service of the gateway host itself on its overlay address (which is in
+// her AllowedIPs, for DNS).
 func TestNurseCannotReachUnentitledApps(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
 	w.waitReach(w.nurse, w.svcs["ehr"], 15*time.Second) // the path works
-	w.unreachable(w.nurse, w.svcs["billing"], w.svcs["ehr-admin"], w.svcs["lab"])
+	gwSSH := w.gatewayHostService(w.gatewayOverlay())
+	w.unreachable(w.nurse, w.svcs["billing"], w.svcs["ehr-admin"], w.svcs["lab"], gwSSH)
 	// Still works afterwards: the denials did not break the tunnel.
 	if body, err := w.nurse.get(ehrAddr); err != nil || body != "ehr" {
 		t.Errorf("ehr after the denied attempts: %q, %v", body, err)
@@ -99,7 +102,8 @@ func TestGatewayDeniesTamperedClient(t *testing.T) {
 	mustRun(t, "ip", "netns", "exec", w.cl1.name, "wg", "set", w.nurse.iface, "peer", gwKey, "allowed-ips", appCIDR)
 	ip(t, w.cl1, "route", "add", appCIDR, "dev", w.nurse.iface)
 
-	w.unreachable(w.nurse, w.svcs["billing"], w.svcs["lab"], w.svcs["ehr-admin"])
+	gwSSH := w.gatewayHostService(gwAppAddr)
+	w.unreachable(w.nurse, w.svcs["billing"], w.svcs["lab"], w.svcs["ehr-admin"], gwSSH)
 	if body, err := w.nurse.get(ehrAddr); err != nil || body != "ehr" {
 		t.Errorf("ehr from the tampered client: %q, %v", body, err)
 	}
@@ -172,8 +176,8 @@ func TestGatewayPeersAreEntitledDevices(t *testing.T) {
 	if len(cl) != 1 || cl[0].publicKey != gwKey {
 		t.Fatalf("nurse's device peers %+v, want exactly the gateway %s", cl, gwKey)
 	}
-	if !slices.Equal(cl[0].allowedIPs, []string{"10.20.0.10/32"}) {
-		t.Errorf("nurse's device: gateway allowed IPs %v, want only ehr [10.20.0.10/32]", cl[0].allowedIPs)
+	if want := w.gatewayAllowedIPs(); !slices.Equal(sorted(cl[0].allowedIPs), want) {
+		t.Errorf("nurse's device: gateway allowed IPs %v, want only ehr's address and the gateway's overlay address %v", cl[0].allowedIPs, want)
 	}
 	if cl[0].endpoint != gwWANAddr+":51820" {
 		t.Errorf("nurse's device: gateway endpoint %q, want %s:51820", cl[0].endpoint, gwWANAddr)
@@ -209,6 +213,50 @@ func wgDump(t *testing.T, ns netNS, iface string) []wgPeer {
 	}
 	return peers
 }
+
+// gatewayOverlay returns the gateway's overlay address.
+func (w *world) gatewayOverlay() string {
+	w.t.Helper()
+	for _, g := range w.gateways() {
+		if g.Name == gwName {
+			return g.OverlayAddr
+		}
+	}
+	w.t.Fatalf("gateway %s not in gateway list", gwName)
+	return ""
+}
+
+// gatewayAllowedIPs is what a nurse's device may route to the gateway:
+// ehr's address and the gateway's overlay address (its DNS server).
+func (w *world) gatewayAllowedIPs() []string {
+	return sorted([]string{"10.20.0.10/32", w.gatewayOverlay() + "/32"})
+}
+
+// gatewayHostService starts a TCP listener on all addresses of the gateway
+// namespace (think: the appliance's SSH) and returns it as a service dialed
+// at addr:2222.
+func (w *world) gatewayHostService(addr string) *service {
+	w.t.Helper()
+	s := &service{name: "gateway-host-ssh", addr: addr + ":2222"}
+	ln, err := w.gw.listen("tcp", "0.0.0.0:2222")
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	w.t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s.accepts.Add(1)
+			c.Close()
+		}
+	}()
+	return s
+}
+
+func sorted(s []string) []string { return slices.Sorted(slices.Values(s)) }
 
 func deref(p *string) string {
 	if p == nil {

@@ -37,5 +37,6 @@
 //
 //	go test -count=1 -v ./e2e/
 //
-// E2E_KEEP=1 keeps every world's state and logs in /tmp/ce2e-*.
+// E2E_KEEP=1 keeps every world's state and logs in /tmp/ce2e-*;
+// E2E_LOG_LEVEL=debug runs every binary with --log-level debug.
 package e2e

@@ -5,10 +5,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -272,22 +272,35 @@ func startProc(t *testing.T, ns netNS, dir, name string, argv ...string) *proc {
 		f.Close()
 		close(p.done)
 	}()
-	t.Cleanup(func() { s := time.Now(); p.stop(); fmt.Fprintln(os.Stderr, "DEBUG stop", name, time.Since(s), p.err) })
+	t.Cleanup(p.stop)
 	return p
 }
 
-// stop asks the process to exit and kills it if it does not within 5s.
-func (p *proc) stop() {
+// stopGrace is how long a product binary gets to exit after SIGTERM.
+const stopGrace = 5 * time.Second
+
+// terminate sends SIGTERM and waits up to timeout for the process to exit.
+// It reports whether it did.
+func (p *proc) terminate(timeout time.Duration) bool {
 	select {
 	case <-p.done:
-		return
+		return true
 	default:
 	}
 	p.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-p.done:
+		return true
+	case <-time.After(timeout):
+		return false
+	}
+}
+
+// stop asks the process to exit and kills it if it does not within
+// stopGrace, after asking it for a goroutine dump.
+func (p *proc) stop() {
+	if p.terminate(stopGrace) {
 		return
-	case <-time.After(5 * time.Second):
 	}
 	// Hung: a Go binary prints its goroutines on SIGQUIT (into its log).
 	p.stuck = true
@@ -313,13 +326,18 @@ func tail(s string, n int) string {
 type logDumper struct {
 	mu    sync.Mutex
 	procs []*proc
-	extra []func(io.Writer)
 }
 
 func (d *logDumper) add(p *proc) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.procs = append(d.procs, p)
+}
+
+func (d *logDumper) all() []*proc {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return slices.Clone(d.procs)
 }
 
 func (d *logDumper) dump(t *testing.T) {
@@ -329,13 +347,35 @@ func (d *logDumper) dump(t *testing.T) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for _, p := range d.procs {
-		t.Logf("==== log of %s (%s) ====\n%s", p.name, p.exitedOrRunning(), tail(p.logs(), 150))
+		t.Logf("==== log of %s (%s) ====\n%s", p.name, p.exitedOrRunning(), summarizeLog(p.logs()))
 	}
 }
 
-func (p *proc) exitedOrRunning() string {
-	if s := p.exited(); s != "" {
-		return s
+// summarizeLog keeps the end of a log and, from a SIGQUIT goroutine dump,
+// only the goroutines running Cordon code.
+func summarizeLog(s string) string {
+	logPart, dump, found := strings.Cut(s, "SIGQUIT: quit")
+	out := tail(logPart, 150)
+	if !found {
+		return out
 	}
-	return "was running"
+	var b strings.Builder
+	b.WriteString(out + "\n---- goroutines in Cordon code at SIGQUIT ----\n")
+	for _, g := range strings.Split(dump, "\n\n") {
+		if strings.Contains(g, "cordonhq/cordon") {
+			b.WriteString(g + "\n\n")
+		}
+	}
+	return b.String()
+}
+
+func (p *proc) exitedOrRunning() string {
+	s := p.exited()
+	if s == "" {
+		return "was running"
+	}
+	if p.stuck {
+		s += "; it did NOT exit within 5s of SIGTERM, the goroutine dump is at the end"
+	}
+	return s
 }

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -108,6 +109,9 @@ func newWorld(t *testing.T) *world {
 		w.login(c)
 		w.up(c)
 	}
+	// Stop every process at once (each also stops itself in its own
+	// cleanup, which is then a no-op).
+	t.Cleanup(w.stopAll)
 	// Runs first at teardown, while everything is still up.
 	t.Cleanup(w.diagnose)
 	t.Logf("world %s up in %v", id, time.Since(start).Round(time.Millisecond))
@@ -129,7 +133,6 @@ func (w *world) netns() {
 					sh("kill", "-9", p)
 				}
 			}
-			defer func(s time.Time) { fmt.Fprintln(os.Stderr, "DEBUG del", ns.name, time.Since(s)) }(time.Now())
 			if out, err := sh("ip", "netns", "del", ns.name); err != nil {
 				t.Errorf("delete netns %s: %v %s", ns.name, err, out)
 			}
@@ -183,6 +186,9 @@ func sh(name string, args ...string) (string, error) {
 
 func (w *world) start(ns netNS, name string, argv ...string) *proc {
 	w.t.Helper()
+	if lvl := os.Getenv("E2E_LOG_LEVEL"); lvl != "" {
+		argv = append(argv, "--log-level", lvl)
+	}
 	p := startProc(w.t, ns, w.dir, name, argv...)
 	w.logs.add(p)
 	return p
@@ -401,7 +407,7 @@ func (w *world) login(c *client) {
 func (w *world) up(c *client) {
 	t := w.t
 	t.Helper()
-	c.proc = w.start(c.ns, "cordon-"+c.user, bin("cordon"), "--state-dir", c.stateDir, "up", "--mode", "tun", "--interface", c.iface)
+	c.proc = w.start(c.ns, "cordon-"+c.user, bin("cordon"), "up", "--state-dir", c.stateDir, "--mode", "tun", "--interface", c.iface)
 	waitFor(t, 20*time.Second, c.user+"'s tunnel to connect to the controller", func() error {
 		if s := c.proc.exited(); s != "" {
 			t.Fatalf("%s\n%s", s, c.proc.logs())
@@ -484,6 +490,15 @@ func (w *world) waitReach(c *client, s *service, timeout time.Duration) time.Dur
 		}
 		return nil
 	})
+}
+
+// stopAll stops every product process concurrently.
+func (w *world) stopAll() {
+	var wg sync.WaitGroup
+	for _, p := range w.logs.all() {
+		wg.Go(p.stop)
+	}
+	wg.Wait()
 }
 
 // checkAlive fails the test if a product process died.

@@ -25,7 +25,8 @@ type Flow struct {
 
 // DialFunc opens the upstream side of a forwarded flow. An error refuses the
 // flow: a TCP peer gets a RST, a UDP flow is dropped. The gateway wraps the
-// default to log, to meter, or to refuse; tests inject fakes.
+// default to log, to meter, or to refuse; tests inject fakes. It must return
+// promptly once ctx is done: Stack.Close waits for pending dials.
 type DialFunc func(ctx context.Context, f Flow) (net.Conn, error)
 
 // DirectDial returns a DialFunc that dials f.Dst with d over the host's

@@ -298,8 +298,8 @@ func (s *Stack) Events() <-chan tun.Event { return s.events }
 // bufs[i][offset:]. A packet that does not fit its buffer is dropped and
 // counted. After Close it returns ErrClosed.
 func (s *Stack) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
-	max := min(len(bufs), len(sizes))
-	if max == 0 {
+	limit := min(len(bufs), len(sizes))
+	if limit == 0 {
 		return 0, nil
 	}
 	for {
@@ -315,7 +315,7 @@ func (s *Stack) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 				s.stats.oversize.Add(1)
 			}
 			pkt.DecRef()
-			if n == max {
+			if n == limit {
 				break
 			}
 			pkt = s.ep.Read()

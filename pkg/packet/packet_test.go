@@ -405,3 +405,22 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func BenchmarkParse(b *testing.B) {
+	for _, tc := range []struct {
+		name string
+		pkt  []byte
+	}{
+		{"ipv4-tcp", packettest.TCP(c4p, a4p, packet.TCPAck, 1, 2, make([]byte, 1200))},
+		{"ipv6-tcp-2ext", withExt(packettest.TCP(c6p, a6p, packet.TCPAck, 1, 2, make([]byte, 1200)), ext(0, 8), ext(60, 8))},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for range b.N {
+				if _, err := packet.Parse(tc.pkt); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

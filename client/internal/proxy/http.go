@@ -20,35 +20,8 @@ const maxHeaderBytes = 16 << 10
 // serveHTTPProxy runs net/http's server on ln with a handler that tunnels
 // CONNECT and forwards absolute-URI http:// requests through the tunnel.
 func (s *Server) serveHTTPProxy(ctx context.Context, ln net.Listener) error {
-	transport := &http.Transport{
-		Proxy: nil, // never a proxy from the environment
-		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
-			host, port, err := splitHostPort(addr)
-			if err != nil {
-				return nil, err
-			}
-			return s.dial(ctx, host, port)
-		},
-		TLSNextProto:          map[string]func(string, *tls.Conn) http.RoundTripper{}, // HTTP/1.1 only
-		MaxIdleConnsPerHost:   8,
-		IdleConnTimeout:       90 * time.Second,
-		ExpectContinueTimeout: time.Second,
-	}
+	rp, transport := s.newReverseProxy()
 	defer transport.CloseIdleConnections()
-	rp := &httputil.ReverseProxy{
-		Rewrite: func(pr *httputil.ProxyRequest) {
-			// The request already carries the absolute target; keep it and
-			// add no X-Forwarded-* headers (they would only leak the
-			// workstation's loopback address).
-			u := *pr.In.URL
-			pr.Out.URL = &u
-			pr.Out.Host = pr.In.Host
-		},
-		Transport:     transport,
-		FlushInterval: -1, // stream (server-sent events, long polls)
-		ErrorHandler:  s.httpError,
-		ErrorLog:      slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
-	}
 
 	var conns sync.WaitGroup // net/http's per-connection goroutines
 	srv := &http.Server{
@@ -83,6 +56,41 @@ func (s *Server) serveHTTPProxy(ctx context.Context, ln net.Listener) error {
 	s.shutdown()
 	conns.Wait()
 	return err
+}
+
+// newReverseProxy builds the forwarder for absolute-URI requests. Its
+// transport dials only through s.dial (the Resolver and the tunnel), never
+// through the system resolver or an environment proxy.
+func (s *Server) newReverseProxy() (*httputil.ReverseProxy, *http.Transport) {
+	transport := &http.Transport{
+		Proxy: nil, // never a proxy from the environment
+		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
+			host, port, err := splitHostPort(addr)
+			if err != nil {
+				return nil, err
+			}
+			return s.dial(ctx, host, port)
+		},
+		TLSNextProto:          map[string]func(string, *tls.Conn) http.RoundTripper{}, // HTTP/1.1 only
+		MaxIdleConnsPerHost:   8,
+		IdleConnTimeout:       90 * time.Second,
+		ExpectContinueTimeout: time.Second,
+	}
+	rp := &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			// The request already carries the absolute target; keep it and
+			// add no X-Forwarded-* headers (they would only leak the
+			// workstation's loopback address).
+			u := *pr.In.URL
+			pr.Out.URL = &u
+			pr.Out.Host = pr.In.Host
+		},
+		Transport:     transport,
+		FlushInterval: -1, // stream (server-sent events, long polls)
+		ErrorHandler:  s.httpError,
+		ErrorLog:      slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+	return rp, transport
 }
 
 func (s *Server) httpHandler(rp *httputil.ReverseProxy) http.Handler {

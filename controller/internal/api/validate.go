@@ -182,7 +182,10 @@ func parseAppAddress(s string) (netip.Prefix, error) {
 	if p.Addr().Zone() != "" || p.Addr().Is4In6() {
 		return p, fmt.Errorf("%q: use a plain IPv4 or IPv6 address", clip(s))
 	}
-	if p.Addr().IsUnspecified() || p.Addr().IsLoopback() || p.Addr().IsMulticast() {
+	// Loopback is allowed: it names an app on the gateway host itself (a
+	// sidecar deployment, or the no-root demo). A userspace gateway forwards
+	// there only when started with --allow-loopback.
+	if p.Addr().IsUnspecified() || p.Addr().IsMulticast() {
 		return p, fmt.Errorf("%s is not a routable app address", p)
 	}
 	return p, nil

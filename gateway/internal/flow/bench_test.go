@@ -175,6 +175,7 @@ func BenchmarkDecide(b *testing.B) {
 	pol := benchPolicy(b)
 	dst := netip.MustParseAddr("10.30.0.1")
 	b.ReportAllocs()
+	b.ResetTimer()
 	for range b.N {
 		pol.Decide(alice, dst, policy.ProtoTCP, 443)
 	}

@@ -274,8 +274,8 @@ type Authorizer struct {
 
 var _ tun.Device = (*Authorizer)(nil)
 
-// ErrClosed is the cause of the Authorizer's context after Close.
-var ErrClosed = errors.New("flow authorizer closed")
+// errClosed is the cause of the Authorizer's context after Close.
+var errClosed = errors.New("flow authorizer closed")
 
 // New wraps dev and starts the Authorizer's janitor and reader goroutines.
 // The Authorizer owns dev from here on: Close closes it.
@@ -407,7 +407,7 @@ func (a *Authorizer) BatchSize() int { return a.dev.BatchSize() }
 // the first call's result.
 func (a *Authorizer) Close() error {
 	a.closeOnce.Do(func() {
-		a.cancel(ErrClosed)
+		a.cancel(errClosed)
 		a.closeErr = a.dev.Close() // unblocks the reader's Read
 		a.wg.Wait()
 	})

@@ -653,3 +653,22 @@ func TestNoAllocs(t *testing.T) {
 		}
 	}
 }
+
+func TestLocalServices(t *testing.T) {
+	gw := netip.MustParseAddr("100.64.0.1")
+	h := newHarness(t, compile(t), func(c *Config) { // alice has no rules at all
+		c.LocalServices = []LocalService{{Name: "dns", Addr: gw, Proto: policy.ProtoUDP, Port: 53}}
+	})
+	q := packettest.UDP(aliceP, netip.AddrPortFrom(gw, 53), []byte("ehr.hospital.internal?"))
+	h.passes(q)
+	if ev := h.event(); ev.Rule != "local:dns" || ev.App != "gateway" || ev.DeviceID != "dev-alice" {
+		t.Errorf("allow event %+v", ev)
+	}
+	h.returns(packettest.UDP(netip.AddrPortFrom(gw, 53), aliceP, []byte("NXDOMAIN")))
+	h.blocked(packettest.UDP(netip.AddrPortFrom(mallory, 1), netip.AddrPortFrom(gw, 53), nil))
+	h.blocked(tcp(aliceP, netip.AddrPortFrom(gw, 22), syn, 1, 0, ""))
+	h.a.SetPolicy(compile(t))
+	if s := h.a.Stats(); s.FlowsCut != 0 || s.FlowsOpen != 1 {
+		t.Errorf("a policy change cut the local service flow: %+v", s)
+	}
+}
