@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -109,6 +110,10 @@ func repoRoot() (string, error) {
 	return filepath.Dir(gomod), nil
 }
 
+// leftoverSocket matches the UAPI socket of an interface this suite named
+// (see ifaceName) and captures the test process's pid.
+var leftoverSocket = regexp.MustCompile(`^c([0-9]+)[gnk][0-9]+\.sock$`)
+
 // removeLeftovers deletes namespaces (and kills their processes) that a
 // crashed earlier run of this suite left behind. Only namespaces whose
 // creating test process is gone are touched: a concurrent run keeps its own.
@@ -128,7 +133,7 @@ func removeLeftovers() {
 		if !ok || err != nil || pid == os.Getpid() {
 			continue
 		}
-		if err := syscall.Kill(pid, 0); err == nil || errors.Is(err, syscall.EPERM) {
+		if processAlive(pid) {
 			continue // that run is still alive
 		}
 		if out, err := exec.Command("ip", "netns", "pids", name).Output(); err == nil {
@@ -141,6 +146,22 @@ func removeLeftovers() {
 		exec.Command("ip", "netns", "del", name).Run()
 		fmt.Fprintf(os.Stderr, "e2e: removed leftover namespace %s\n", name)
 	}
+	socks, _ := os.ReadDir("/var/run/wireguard")
+	for _, e := range socks {
+		m := leftoverSocket.FindStringSubmatch(e.Name())
+		if m == nil {
+			continue
+		}
+		if pid, err := strconv.Atoi(m[1]); err != nil || pid == os.Getpid() || processAlive(pid) {
+			continue
+		}
+		os.Remove(filepath.Join("/var/run/wireguard", e.Name()))
+	}
+}
+
+func processAlive(pid int) bool {
+	err := syscall.Kill(pid, 0)
+	return err == nil || errors.Is(err, syscall.EPERM)
 }
 
 // requireE2E skips (not root, no iproute2) or fails (as root, when the

@@ -11,6 +11,10 @@ import (
 // path: open flows cut, new flows refused, restored access working.
 const revokeBound = 2 * time.Second
 
+// revokeCycles is how many times the test takes the nurse out and puts her
+// back: the map pushes race each other, so one cycle can pass by luck.
+const revokeCycles = 3
+
 // Taking the nurse out of the group cuts her open connection to ehr and
 // refuses new ones within 2 s; putting her back restores access within 2 s.
 func TestRemovingFromGroupCutsAccess(t *testing.T) {
@@ -18,7 +22,23 @@ func TestRemovingFromGroupCutsAccess(t *testing.T) {
 	w := newWorld(t)
 	ehr := w.svcs["ehr"]
 	w.waitReach(w.nurse, ehr, 15*time.Second)
+	for i := 1; i <= revokeCycles; i++ {
+		t.Logf("---- cycle %d of %d ----", i, revokeCycles)
+		w.revokeAndRestore(ehr)
+		if t.Failed() {
+			break
+		}
+	}
+	w.waitAudit("flow.cut of the nurse's ehr connection", func(e auditEvent) bool {
+		return e.Type == "flow.cut" && e.Details["dst"] == ehrAddr && e.Details["user"] == "nurse" && e.Subject == "ehr"
+	})
+}
 
+// revokeAndRestore opens a long-lived connection to ehr, takes the nurse out
+// of the group and back in, and checks how fast each change takes effect.
+func (w *world) revokeAndRestore(ehr *service) {
+	t := w.t
+	t.Helper()
 	ec, err := openEcho(w.cl1, ehrAddr)
 	if err != nil {
 		t.Fatalf("open a long-lived connection to ehr: %v", err)
@@ -28,6 +48,9 @@ func TestRemovingFromGroupCutsAccess(t *testing.T) {
 		if err := ec.probe(2 * time.Second); err != nil {
 			t.Fatalf("echo over the open connection before the change: %v", err)
 		}
+	}
+	for len(ehr.echoEnded) > 0 { // ends of earlier cycles' connections
+		<-ehr.echoEnded
 	}
 
 	start := time.Now()
@@ -63,16 +86,10 @@ func TestRemovingFromGroupCutsAccess(t *testing.T) {
 		t.Errorf("ehr's end of the cut connection is still open %v after the client's end was cut: the gateway did not reset the app side", revokeBound)
 	}
 	w.unreachable(w.nurse, ehr)
-	cut := w.waitAudit("flow.cut of nurse's ehr connection", func(e auditEvent) bool {
-		return e.Type == "flow.cut" && e.Details["dst"] == ehrAddr
-	})
-	if cut.Details["user"] != "nurse" {
-		t.Errorf("flow.cut names user %q, want nurse: %v", cut.Details["user"], cut)
-	}
 
 	start = time.Now()
 	w.mustCtl("", "group", "add-member", groupName, "nurse")
-	d, err := poll(5*revokeBound, 50*time.Millisecond, func() error {
+	d, err := poll(20*time.Second, 50*time.Millisecond, func() error {
 		body, err := w.nurse.getTimeout(ehrAddr, 500*time.Millisecond)
 		if err == nil && body != "ehr" {
 			err = fmt.Errorf("answer %q", body)
@@ -85,14 +102,6 @@ func TestRemovingFromGroupCutsAccess(t *testing.T) {
 	t.Logf("access restored %v after adding the nurse back", d.Round(time.Millisecond))
 	if d > revokeBound {
 		t.Errorf("access restored after %v, want within %v", d.Round(time.Millisecond), revokeBound)
-	}
-	ec2, err := openEcho(w.cl1, ehrAddr)
-	if err != nil {
-		t.Fatalf("long-lived connection after restore: %v", err)
-	}
-	defer ec2.Close()
-	if err := ec2.probe(2 * time.Second); err != nil {
-		t.Errorf("echo after restore: %v", err)
 	}
 }
 

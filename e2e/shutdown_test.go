@@ -8,9 +8,10 @@ import (
 )
 
 // Agents stop cleanly while the controller is up: 'cordon down' ends the
-// clerk's tunnel, SIGTERM ends the nurse's tunnel and the gateway, each
-// within 5 s with exit status 0 and its interface, routes and nftables
-// rules gone. Then the controller stops the same way.
+// nurse's tunnel (and when it says so, the tunnel is gone), SIGTERM ends the
+// clerk's tunnel and the gateway, each within 5 s with exit status 0 and its
+// interface, routes and nftables rules gone. Then the controller stops the
+// same way.
 func TestShutdown(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
@@ -19,21 +20,33 @@ func TestShutdown(t *testing.T) {
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		start := time.Now()
-		out, errOut, code := w.clerk.cordon("", "down")
+		out, errOut, code := w.nurse.cordon("", "down")
+		took := time.Since(start).Round(time.Millisecond)
 		if code != 0 {
-			t.Errorf("cordon down (clerk): exit %d after %v: %s%s", code, time.Since(start).Round(time.Millisecond), out, errOut)
+			t.Errorf("cordon down: exit %d after %v: %s%s", code, took, out, errOut)
+			return
+		}
+		t.Logf("cordon down returned after %v: %s", took, strings.TrimSpace(out))
+		// It said the tunnel is down: it must be.
+		if w.nurse.proc.exited() == "" {
+			t.Errorf("'cordon down' exited 0 (%q) but the nurse's 'cordon up' still runs", strings.TrimSpace(out))
+		}
+		if out, err := sh("ip", "-n", w.cl1.name, "link", "show", w.nurse.iface); err == nil {
+			t.Errorf("'cordon down' exited 0 but interface %s is still there:\n%s", w.nurse.iface, out)
+		}
+		if body, err := w.nurse.getTimeout(ehrAddr, 500*time.Millisecond); err == nil {
+			t.Errorf("'cordon down' exited 0 but the nurse still reaches ehr (%q)", body)
 		}
 		select {
-		case <-w.clerk.proc.done:
-			t.Logf("clerk's 'cordon up' ended %v after 'cordon down': %v", time.Since(start).Round(time.Millisecond), w.clerk.proc.err)
-			if w.clerk.proc.err != nil {
-				t.Errorf("clerk's 'cordon up' after 'cordon down': %v, want exit status 0", w.clerk.proc.err)
+		case <-w.nurse.proc.done:
+			if w.nurse.proc.err != nil {
+				t.Errorf("the nurse's 'cordon up' after 'cordon down': %v, want exit status 0", w.nurse.proc.err)
 			}
 		case <-time.After(stopGrace):
-			t.Errorf("clerk's 'cordon up' still runs %v after 'cordon down'", time.Since(start).Round(time.Millisecond))
+			t.Errorf("the nurse's 'cordon up' still runs %v after 'cordon down' returned", stopGrace)
 		}
 	})
-	for _, p := range []*proc{w.nurse.proc, w.gateway} {
+	for _, p := range []*proc{w.clerk.proc, w.gateway} {
 		wg.Go(func() {
 			start := time.Now()
 			if !p.terminate(stopGrace) {

@@ -95,6 +95,12 @@ func newWorld(t *testing.T) *world {
 		os.RemoveAll(dir)
 	})
 	w.netns()
+	// A killed agent leaves its UAPI socket behind.
+	t.Cleanup(func() {
+		for _, role := range []string{"g", "n", "k"} {
+			os.Remove(filepath.Join("/var/run/wireguard", ifaceName(role, seq)+".sock"))
+		}
+	})
 	// Registered after the namespaces: runs before they are deleted, after
 	// the processes (registered later) have stopped.
 	t.Cleanup(func() { w.logs.dump(t) })

@@ -125,6 +125,10 @@ func (c *Client) session(ctx context.Context) error {
 		return fmt.Errorf("dial controller %s: %w", c.cfg.Addr, err)
 	}
 	defer conn.CloseWithError(0, "")
+	// Reads on the stream do not watch ctx: closing the connection is what
+	// ends a session when Run's context ends.
+	stopClose := context.AfterFunc(ctx, func() { conn.CloseWithError(0, "agent stopping") })
+	defer stopClose()
 	stream, err := conn.OpenStreamSync(ctx)
 	if err != nil {
 		return revokedOr(fmt.Errorf("open control stream: %w", err))

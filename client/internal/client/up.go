@@ -210,5 +210,5 @@ func (t *tunnel) onFrame(f *controlproto.Frame) {
 	t.cm, t.dns = m, dns
 	t.mu.Unlock()
 	names := slices.Sorted(maps.Keys(dns))
-	t.log.Info("map applied", "gateways", len(m.Gateways), "apps", names)
+	t.log.Info("map applied", "revision", m.Revision, "gateways", len(m.Gateways), "apps", names)
 }

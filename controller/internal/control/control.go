@@ -136,6 +136,7 @@ type agent struct {
 	mu       sync.Mutex
 	pending  *controlproto.Frame
 	lastHash [32]byte
+	revision uint64 // of the last map offered; lets agents and logs order maps
 	wake     chan struct{}
 }
 
@@ -146,6 +147,13 @@ func (a *agent) offer(f *controlproto.Frame, hash [32]byte) {
 		return
 	}
 	a.lastHash = hash
+	a.revision++
+	switch {
+	case f.GatewayMap != nil:
+		f.GatewayMap.Revision = a.revision
+	case f.ClientMap != nil:
+		f.ClientMap.Revision = a.revision
+	}
 	a.pending = f
 	a.mu.Unlock()
 	select {
@@ -163,6 +171,12 @@ func (a *agent) take() *controlproto.Frame {
 }
 
 func (s *Server) handle(ctx context.Context, conn *quic.Conn) {
+	// Closing the listener leaves accepted connections open and stream
+	// reads do not watch ctx: close the connection when Serve's context
+	// ends, or Serve would wait for every agent to hang up. Agents
+	// reconnect (codeNormal is not a revocation).
+	stopClose := context.AfterFunc(ctx, func() { conn.CloseWithError(codeNormal, "controller shutting down") })
+	defer stopClose()
 	certs := conn.ConnectionState().TLS.PeerCertificates
 	if len(certs) == 0 {
 		conn.CloseWithError(codeProtocol, "no client certificate")

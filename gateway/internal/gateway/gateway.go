@@ -264,7 +264,7 @@ func (g *gw) onFrame(f *controlproto.Frame) {
 		return
 	}
 	g.peers = want
-	g.log.Info("map applied", "peers", len(m.Peers), "rules", len(m.Rules), "apps", len(m.Apps))
+	g.log.Info("map applied", "revision", m.Revision, "peers", len(m.Peers), "rules", len(m.Rules), "apps", len(m.Apps))
 }
 
 // reportFlows batches flow events to the controller.
