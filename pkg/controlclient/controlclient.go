@@ -33,7 +33,10 @@ type Config struct {
 	Addr    string // controller host:port (UDP)
 	TLS     *tls.Config
 	Hello   controlproto.Hello
-	OnFrame func(*controlproto.Frame) // called sequentially from one goroutine
+	// OnFrame applies one pushed frame; it is called sequentially from one
+	// goroutine. For maps, its result is acknowledged to the controller
+	// (an error means the agent kept its previous map).
+	OnFrame func(*controlproto.Frame) error
 	Logger  *slog.Logger
 	// OnState, if set, is told each time the connection goes up or down.
 	OnState func(connected bool)
@@ -173,7 +176,14 @@ func (c *Client) session(ctx context.Context) error {
 			c.log.Warn("controller reported an error", "error", f.Error)
 			continue
 		}
-		c.cfg.OnFrame(f)
+		err = c.cfg.OnFrame(f)
+		if rev, isMap := mapRevision(f); isMap {
+			ack := &controlproto.Ack{Revision: rev}
+			if err != nil {
+				ack.Error = err.Error()
+			}
+			c.Send(&controlproto.Frame{Type: controlproto.TypeAck, Ack: ack})
+		}
 	}
 }
 
@@ -183,4 +193,14 @@ func revokedOr(err error) error {
 		return fmt.Errorf("%w: %s", ErrRevoked, appErr.ErrorMessage)
 	}
 	return err
+}
+
+func mapRevision(f *controlproto.Frame) (uint64, bool) {
+	switch {
+	case f.GatewayMap != nil:
+		return f.GatewayMap.Revision, true
+	case f.ClientMap != nil:
+		return f.ClientMap.Revision, true
+	}
+	return 0, false
 }

@@ -28,7 +28,9 @@ import (
 // CapabilityVersion is the protocol version an agent speaks. Only add
 // fields; never reuse one. History:
 //
-//	1 (2026-11-22): walking skeleton: hello, whole maps, flow events.
+//	1 (2026-11-22): walking skeleton: hello, whole maps, flow events, and
+//	  acks: a gateway acknowledges each map once applied, so the controller
+//	  pushes clients' maps only after the gateways they need are ready.
 const CapabilityVersion = 1
 
 // ALPN is the TLS application protocol of the control channel.
@@ -52,6 +54,7 @@ const (
 	TypeGatewayMap = "gateway_map"
 	TypeClientMap  = "client_map"
 	TypeFlowEvents = "flow_events"
+	TypeAck        = "ack"
 	TypeError      = "error"
 )
 
@@ -63,7 +66,15 @@ type Frame struct {
 	GatewayMap *GatewayMap `json:"gateway_map,omitempty"`
 	ClientMap  *ClientMap  `json:"client_map,omitempty"`
 	FlowEvents *FlowEvents `json:"flow_events,omitempty"`
+	Ack        *Ack        `json:"ack,omitempty"`
 	Error      string      `json:"error,omitempty"`
+}
+
+// Ack tells the controller that the agent applied the map of this revision
+// (or rejected it: Error is then set and the agent kept its previous map).
+type Ack struct {
+	Revision uint64 `json:"revision"`
+	Error    string `json:"error,omitempty"`
 }
 
 // Hello is the first frame an agent sends.
@@ -205,7 +216,7 @@ func DecodeFrame(b []byte) (*Frame, error) {
 		return nil, fmt.Errorf("decode control frame: %w", err)
 	}
 	set := 0
-	for _, p := range []bool{f.Hello != nil, f.GatewayMap != nil, f.ClientMap != nil, f.FlowEvents != nil} {
+	for _, p := range []bool{f.Hello != nil, f.GatewayMap != nil, f.ClientMap != nil, f.FlowEvents != nil, f.Ack != nil} {
 		if p {
 			set++
 		}
@@ -229,6 +240,10 @@ func DecodeFrame(b []byte) (*Frame, error) {
 		}
 	case TypeFlowEvents:
 		if f.FlowEvents == nil {
+			set = -1
+		}
+	case TypeAck:
+		if f.Ack == nil {
 			set = -1
 		}
 	case TypeError:

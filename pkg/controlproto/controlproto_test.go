@@ -13,7 +13,7 @@ import (
 func TestFrameRoundTrip(t *testing.T) {
 	in := &Frame{Type: TypeGatewayMap, GatewayMap: &GatewayMap{
 		GatewayID: "gw-1", OverlayAddr: netip.MustParseAddr("100.64.0.1"),
-		Rules: []policy.Rule{{ID: "r", App: "ehr", Dst: []netip.Prefix{netip.MustParsePrefix("10.0.0.1/32")}, Proto: policy.ProtoTCP, Ports: []policy.PortRange{{443, 443}}}},
+		Rules: []policy.Rule{{ID: "r", App: "ehr", Dst: []netip.Prefix{netip.MustParsePrefix("10.0.0.1/32")}, Proto: policy.ProtoTCP, Ports: []policy.PortRange{{First: 443, Last: 443}}}},
 	}}
 	var buf bytes.Buffer
 	if err := WriteFrame(&buf, in); err != nil {

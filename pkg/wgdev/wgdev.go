@@ -93,7 +93,9 @@ func New(tdev tun.Device, opts Options) (*Device, error) {
 		f, err := ipc.UAPIOpen(opts.Name)
 		if err != nil {
 			d.dev.Close()
-			return nil, fmt.Errorf("open UAPI socket for %s: %w", opts.Name, err)
+			// The socket directory is shared by every network namespace of
+			// the host, so the name must be unique host-wide.
+			return nil, fmt.Errorf("open UAPI socket /var/run/wireguard/%s.sock (another WireGuard device of that name runs on this host? choose another --interface): %w", opts.Name, err)
 		}
 		ln, err := ipc.UAPIListen(opts.Name, f)
 		if err != nil {

@@ -86,11 +86,29 @@ func Up(ctx context.Context, cfg UpConfig) error {
 	t := &tunnel{cfg: cfg, log: log, st: st}
 
 	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	var workers sync.WaitGroup
-	defer workers.Wait()
-
+	// Teardown runs in this order: stop the control channel and proxies,
+	// close WireGuard and the tun device, remove routes, and only then stop
+	// the local socket, so 'cordon down' returns once the tunnel is gone.
+	var workers, local sync.WaitGroup
+	localCtx, stopLocal := context.WithCancel(context.Background())
 	var dev tun.Device
+	defer func() {
+		cancel(nil)
+		workers.Wait()
+		if t.wg != nil {
+			t.wg.Close() // closes dev too
+		} else if dev != nil {
+			dev.Close()
+		}
+		if t.link != nil {
+			if err := t.link.Close(); err != nil {
+				log.Warn("remove routes", "err", err)
+			}
+		}
+		stopLocal()
+		local.Wait()
+	}()
+
 	switch cfg.Mode {
 	case ModeUserspace:
 		// Loopback is allowed because app addresses may be on the gateway
@@ -113,7 +131,6 @@ func Up(ctx context.Context, cfg UpConfig) error {
 			}
 			ln, err := net.Listen("tcp", p.addr)
 			if err != nil {
-				ns.Close()
 				return fmt.Errorf("listen for the local %s proxy on %s: %w", p.kind, p.addr, err)
 			}
 			srv := proxy.New(proxy.Config{Kind: p.kind, Dialer: ns, Resolver: t, Logger: log.With("component", "proxy")})
@@ -125,23 +142,20 @@ func Up(ctx context.Context, cfg UpConfig) error {
 		if err != nil {
 			return fmt.Errorf("create tun device %s (tun mode needs root or CAP_NET_ADMIN; use --mode userspace otherwise): %w", cfg.Interface, err)
 		}
+		dev = td
 		if t.link, err = tunnet.Configure(cfg.Interface, netip.PrefixFrom(e.OverlayAddr, 32), mtu); err != nil {
-			td.Close()
 			return err
 		}
-		dev = td
 	default:
 		return fmt.Errorf("unknown --mode %q: use tun or userspace", cfg.Mode)
 	}
 
-	if t.wg, err = wgdev.New(dev, wgdev.Options{Name: cfg.Interface, UAPI: cfg.Mode == ModeTUN, Logger: log}); err != nil {
-		dev.Close()
+	wg, err := wgdev.New(dev, wgdev.Options{Name: cfg.Interface, UAPI: cfg.Mode == ModeTUN, Logger: log})
+	if err != nil {
+		dev = nil // wgdev.New closed it
 		return fmt.Errorf("start wireguard: %w", err)
 	}
-	defer t.wg.Close()
-	if t.link != nil {
-		defer t.link.Close()
-	}
+	t.wg = wg
 	if _, err := t.wg.Reconfig(wgdev.Config{PrivateKey: st.WGKey}); err != nil {
 		return fmt.Errorf("configure wireguard: %w", err)
 	}
@@ -157,11 +171,11 @@ func Up(ctx context.Context, cfg UpConfig) error {
 		OnFrame: t.onFrame,
 		Logger:  log.With("component", "control"),
 	})
-	local, err := listenLocal(cfg.StateDir)
+	ln, err := listenLocal(cfg.StateDir)
 	if err != nil {
 		return err
 	}
-	workers.Go(func() { serveLocal(ctx, local, t, func() { cancel(errDown) }) })
+	local.Go(func() { serveLocal(localCtx, ln, t, func() { cancel(errDown) }) })
 	log.Info("tunnel starting", "mode", cfg.Mode, "overlay_addr", e.OverlayAddr)
 
 	err = t.cc.Run(ctx)
@@ -176,10 +190,10 @@ func Up(ctx context.Context, cfg UpConfig) error {
 
 var errDown = errors.New("cordon down")
 
-func (t *tunnel) onFrame(f *controlproto.Frame) {
+func (t *tunnel) onFrame(f *controlproto.Frame) error {
 	if f.Type != controlproto.TypeClientMap {
 		t.log.Warn("unexpected control frame; ignored", "type", f.Type)
-		return
+		return nil
 	}
 	m := f.ClientMap
 	var peers []wgdev.Peer
@@ -199,11 +213,12 @@ func (t *tunnel) onFrame(f *controlproto.Frame) {
 	}
 	if _, err := t.wg.Reconfig(wgdev.Config{PrivateKey: t.st.WGKey, Peers: peers}); err != nil {
 		t.log.Error("apply map: wireguard", "err", err)
-		return
+		return fmt.Errorf("apply wireguard peers: %w", err)
 	}
 	if t.link != nil {
 		if err := t.link.SyncRoutes(routes); err != nil {
 			t.log.Error("apply map: routes", "err", err)
+			return fmt.Errorf("apply routes: %w", err)
 		}
 	}
 	t.mu.Lock()
@@ -211,4 +226,5 @@ func (t *tunnel) onFrame(f *controlproto.Frame) {
 	t.mu.Unlock()
 	names := slices.Sorted(maps.Keys(dns))
 	t.log.Info("map applied", "revision", m.Revision, "gateways", len(m.Gateways), "apps", names)
+	return nil
 }

@@ -20,6 +20,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -54,6 +55,7 @@ type Server struct {
 	cfg     Config
 	log     *slog.Logger
 	trigger chan struct{}
+	acks    chan struct{} // signalled when any gateway acknowledges a map
 
 	mu     sync.Mutex
 	agents map[string]*agent // by agent ID
@@ -68,6 +70,7 @@ func New(cfg Config) *Server {
 		cfg:     cfg,
 		log:     cfg.Logger,
 		trigger: make(chan struct{}, 1),
+		acks:    make(chan struct{}, 1),
 		agents:  map[string]*agent{},
 	}
 }
@@ -138,21 +141,25 @@ type agent struct {
 	lastHash [32]byte
 	revision uint64 // of the last map offered; lets agents and logs order maps
 	wake     chan struct{}
+	acked    atomic.Uint64 // last map revision the agent applied
 }
 
-func (a *agent) offer(f *controlproto.Frame, hash [32]byte) {
+// offer queues f unless it equals what the agent last received, and
+// returns the revision it was given (0 when nothing changed).
+func (a *agent) offer(f *controlproto.Frame, hash [32]byte) uint64 {
 	a.mu.Lock()
 	if hash == a.lastHash {
 		a.mu.Unlock()
-		return
+		return 0
 	}
 	a.lastHash = hash
 	a.revision++
+	rev := a.revision
 	switch {
 	case f.GatewayMap != nil:
-		f.GatewayMap.Revision = a.revision
+		f.GatewayMap.Revision = rev
 	case f.ClientMap != nil:
-		f.ClientMap.Revision = a.revision
+		f.ClientMap.Revision = rev
 	}
 	a.pending = f
 	a.mu.Unlock()
@@ -160,6 +167,7 @@ func (a *agent) offer(f *controlproto.Frame, hash [32]byte) {
 	case a.wake <- struct{}{}:
 	default:
 	}
+	return rev
 }
 
 func (a *agent) take() *controlproto.Frame {
@@ -300,6 +308,15 @@ func (s *Server) readLoop(ctx context.Context, log *slog.Logger, a *agent, r *qu
 		switch {
 		case f.Type == controlproto.TypeFlowEvents && a.kind == ca.KindGateway:
 			s.recordFlows(ctx, log, a.id, f.FlowEvents.Events)
+		case f.Type == controlproto.TypeAck:
+			if f.Ack.Error != "" {
+				log.Error("agent rejected its map and kept the previous one", "revision", f.Ack.Revision, "error", f.Ack.Error)
+			}
+			a.acked.Store(f.Ack.Revision)
+			select {
+			case s.acks <- struct{}{}:
+			default:
+			}
 		default:
 			log.Warn("unexpected control frame; dropped", "type", f.Type)
 		}
@@ -365,6 +382,14 @@ func (s *Server) recomputeLoop(ctx context.Context) {
 	}
 }
 
+// ackTimeout bounds how long client maps wait for gateways to apply theirs.
+const ackTimeout = 2 * time.Second
+
+// recompute pushes new maps in two phases: gateways first, then, once they
+// acknowledged (or ackTimeout passed), clients. A device that gains access
+// then finds its peer already configured at the gateway when it
+// handshakes, and a device that loses access still has its route while the
+// gateway's RSTs for its cut flows reach it.
 func (s *Server) recompute(ctx context.Context) error {
 	snap, err := s.cfg.Store.Snapshot(ctx)
 	if err != nil {
@@ -372,36 +397,81 @@ func (s *Server) recompute(ctx context.Context) error {
 	}
 	ix := netmap.NewIndex(snap)
 	s.mu.Lock()
-	agents := make([]*agent, 0, len(s.agents))
+	var gateways, clients []*agent
 	for _, a := range s.agents {
-		agents = append(agents, a)
+		if a.kind == ca.KindGateway {
+			gateways = append(gateways, a)
+		} else {
+			clients = append(clients, a)
+		}
 	}
 	s.mu.Unlock()
-	for _, a := range agents {
-		var f *controlproto.Frame
-		switch a.kind {
-		case ca.KindGateway:
-			gw, ok := ix.Gateway(a.id)
-			if !ok {
-				a.conn.CloseWithError(codeRevoked, "gateway deleted")
-				continue
-			}
-			f = &controlproto.Frame{Type: controlproto.TypeGatewayMap, GatewayMap: ix.GatewayMap(gw)}
-		case ca.KindClient:
-			d, ok := ix.Device(a.id)
-			if !ok {
-				a.conn.CloseWithError(codeRevoked, "device revoked")
-				continue
-			}
-			f = &controlproto.Frame{Type: controlproto.TypeClientMap, ClientMap: ix.ClientMap(d)}
+
+	waiting := map[*agent]uint64{}
+	for _, a := range gateways {
+		gw, ok := ix.Gateway(a.id)
+		if !ok {
+			a.conn.CloseWithError(codeRevoked, "gateway deleted")
+			continue
 		}
-		b, err := json.Marshal(f)
-		if err != nil {
+		f := &controlproto.Frame{Type: controlproto.TypeGatewayMap, GatewayMap: ix.GatewayMap(gw)}
+		if rev, err := offerFrame(a, f); err != nil {
+			return err
+		} else if rev != 0 {
+			waiting[a] = rev
+		}
+	}
+	s.waitAcks(ctx, waiting)
+	for _, a := range clients {
+		d, ok := ix.Device(a.id)
+		if !ok {
+			a.conn.CloseWithError(codeRevoked, "device revoked")
+			continue
+		}
+		f := &controlproto.Frame{Type: controlproto.TypeClientMap, ClientMap: ix.ClientMap(d)}
+		if _, err := offerFrame(a, f); err != nil {
 			return err
 		}
-		a.offer(f, sha256.Sum256(b))
 	}
 	return nil
+}
+
+func offerFrame(a *agent, f *controlproto.Frame) (uint64, error) {
+	b, err := json.Marshal(f)
+	if err != nil {
+		return 0, err
+	}
+	return a.offer(f, sha256.Sum256(b)), nil
+}
+
+// waitAcks waits until every agent in want applied at least its revision,
+// disconnected, or ackTimeout passed.
+func (s *Server) waitAcks(ctx context.Context, want map[*agent]uint64) {
+	if len(want) == 0 {
+		return
+	}
+	timeout := time.NewTimer(ackTimeout)
+	defer timeout.Stop()
+	for {
+		for a, rev := range want {
+			if a.acked.Load() >= rev || a.conn.Context().Err() != nil {
+				delete(want, a)
+			}
+		}
+		if len(want) == 0 {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-timeout.C:
+			for a, rev := range want {
+				s.log.Warn("gateway did not acknowledge its map in time; pushing client maps anyway", "agent", a.id, "revision", rev)
+			}
+			return
+		case <-s.acks:
+		}
+	}
 }
 
 // Connected returns the IDs of connected agents.

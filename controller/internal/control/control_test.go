@@ -65,14 +65,18 @@ var (
 )
 
 // countingStore counts Snapshot calls: each recompute takes exactly one, so
-// the count tells a test when a recompute it asked for has run.
+// the count tells a test when a recompute it asked for has run. It also
+// keeps how long the last one took, to break push latency down.
 type countingStore struct {
 	store.Store
 	snapshots atomic.Int64
+	lastTook  atomic.Int64 // time.Duration
 }
 
 func (s *countingStore) Snapshot(ctx context.Context) (*store.Snapshot, error) {
 	s.snapshots.Add(1)
+	start := time.Now()
+	defer func() { s.lastTook.Store(int64(time.Since(start))) }()
 	return s.Store.Snapshot(ctx)
 }
 
@@ -96,7 +100,6 @@ func (b *syncBuffer) String() string {
 
 type harness struct {
 	ctx   context.Context
-	dir   string
 	store *countingStore
 	ca    *ca.CA
 	srv   *control.Server
@@ -108,11 +111,10 @@ type harness struct {
 // stops it and checks that Serve returned nil.
 func newHarness(t *testing.T) *harness {
 	t.Helper()
-	dir := t.TempDir()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 
-	db, err := sqlite.Open(ctx, filepath.Join(dir, "cordon.db"))
+	db, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "cordon.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,7 +127,7 @@ func newHarness(t *testing.T) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &harness{ctx: ctx, dir: dir, store: &countingStore{Store: db}, ca: authority, log: &syncBuffer{}}
+	h := &harness{ctx: ctx, store: &countingStore{Store: db}, ca: authority, log: &syncBuffer{}}
 	h.srv = control.New(control.Config{
 		Store: h.store, CA: authority, ServerCert: cert,
 		Logger: slog.New(slog.NewTextHandler(h.log, &slog.HandlerOptions{Level: slog.LevelDebug})),
@@ -150,7 +152,8 @@ func newHarness(t *testing.T) *harness {
 		}
 		pc.Close()
 		if t.Failed() {
-			t.Logf("controller log:\n%s", h.log.String())
+			lines := strings.Split(h.log.String(), "\n")
+			t.Logf("controller log (last %d lines):\n%s", min(len(lines), 100), strings.Join(lines[max(0, len(lines)-100):], "\n"))
 		}
 	})
 	return h
@@ -203,22 +206,7 @@ func enroll(t *testing.T, authority *ca.CA, id, kind string) (*agentstate.State,
 	if err != nil {
 		t.Fatal(err)
 	}
-	csr, err := st.CSR("hint-" + id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := authority.IssueAgentCert(csr, id, kind)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := st.SaveEnrollment(agentstate.Enrollment{ID: id}, []byte(cert), authority.CertPEM()); err != nil {
-		t.Fatal(err)
-	}
-	tc, err := st.ClientTLS(controlproto.ALPN)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return st, tc
+	return enrollWithState(t, authority, st, id, kind)
 }
 
 // enrollGateway redeems an enrollment token for segment, as the API does,
@@ -241,9 +229,11 @@ func (h *harness) enrollGateway(t *testing.T, id, segment string) (store.Gateway
 	return gw, tc
 }
 
+// enrollWithState has authority sign st's CSR as id of kind and saves the
+// enrollment, as the enroll and login flows do.
 func enrollWithState(t *testing.T, authority *ca.CA, st *agentstate.State, id, kind string) (*agentstate.State, *tls.Config) {
 	t.Helper()
-	csr, err := st.CSR(id)
+	csr, err := st.CSR("hint-" + id) // the controller ignores the subject
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -291,12 +281,16 @@ func (h *harness) recomputed(t *testing.T) {
 // waitUntil polls cond until it holds or waitTimeout passes.
 func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(waitTimeout)
+	deadline := time.NewTimer(waitTimeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
 	for !cond() {
-		if time.Now().After(deadline) {
+		select {
+		case <-deadline.C:
 			t.Fatalf("%s: not within %v", what, waitTimeout)
+		case <-tick.C:
 		}
-		time.Sleep(5 * time.Millisecond) // polling interval, not a wait for an event
 	}
 }
 
@@ -315,6 +309,7 @@ type runningAgent struct {
 	frames []received
 	wake   chan struct{}
 
+	stop   context.CancelFunc // ends Run's context
 	exited chan struct{}
 	err    error // Run's result, valid once exited is closed
 }
@@ -324,7 +319,7 @@ func (h *harness) start(t *testing.T, name string, tc *tls.Config, hello control
 	a := &runningAgent{name: name, wake: make(chan struct{}, 1), exited: make(chan struct{})}
 	a.cc = controlclient.New(controlclient.Config{
 		Addr: h.addr, TLS: tc, Hello: hello,
-		OnFrame: func(f *controlproto.Frame) {
+		OnFrame: func(f *controlproto.Frame) error {
 			now := time.Now()
 			a.mu.Lock()
 			a.frames = append(a.frames, received{at: now, f: f})
@@ -333,9 +328,11 @@ func (h *harness) start(t *testing.T, name string, tc *tls.Config, hello control
 			case a.wake <- struct{}{}:
 			default:
 			}
+			return nil // applied: controlclient acknowledges it
 		},
 	})
 	ctx, cancel := context.WithCancel(h.ctx)
+	a.stop = cancel
 	go func() {
 		defer close(a.exited)
 		a.err = a.cc.Run(ctx)
@@ -404,17 +401,19 @@ func summary(f *controlproto.Frame) string {
 	return string(b)
 }
 
-// peerRules returns the rules of device in m, or nil if it is no peer.
-func peerRules(m *controlproto.GatewayMap, device string) []policy.RuleID {
+// peerRules returns the rules of device in m and whether it is a peer.
+func peerRules(m *controlproto.GatewayMap, device string) ([]policy.RuleID, bool) {
 	for _, p := range m.Peers {
 		if p.DeviceID == device {
-			if p.Rules == nil {
-				return []policy.RuleID{}
-			}
-			return p.Rules
+			return p.Rules, true
 		}
 	}
-	return nil
+	return nil, false
+}
+
+func isPeer(m *controlproto.GatewayMap, device string) bool {
+	_, ok := peerRules(m, device)
+	return ok
 }
 
 func allowedIPs(m *controlproto.ClientMap, gatewayID string) []netip.Prefix {
@@ -463,7 +462,7 @@ func TestMapsFollowDirectory(t *testing.T) {
 			t.Errorf("peer %s: addr %s key %s, want %s %s", p.DeviceID, p.Addr, p.PublicKey, want.addr, want.key)
 		}
 	}
-	if got := peerRules(m, "dev-nurse"); !slices.Equal(got, []policy.RuleID{"bill-billing", "clin-ehr"}) {
+	if got, _ := peerRules(m, "dev-nurse"); !slices.Equal(got, []policy.RuleID{"bill-billing", "clin-ehr"}) {
 		t.Errorf("nurse's rules at the gateway = %v, want [bill-billing clin-ehr]", got)
 	}
 
@@ -497,22 +496,33 @@ func TestMapsFollowDirectory(t *testing.T) {
 		changed := time.Now()
 		h.srv.Changed()
 		i, g := gwA.waitFrame(t, gwNext, fmt.Sprintf("gateway map with nurse's rules %v", s.wantRules), func(f *controlproto.Frame) bool {
-			return f.Type == controlproto.TypeGatewayMap && slices.Equal(peerRules(f.GatewayMap, "dev-nurse"), s.wantRules)
+			if f.Type != controlproto.TypeGatewayMap {
+				return false
+			}
+			rules, ok := peerRules(f.GatewayMap, "dev-nurse")
+			return ok == (s.wantRules != nil) && slices.Equal(rules, s.wantRules)
 		})
 		gwNext = i + 1
 		j, c := nurse.waitFrame(t, nurseNext, fmt.Sprintf("client map with AllowedIPs %v", s.wantAllowed), func(f *controlproto.Frame) bool {
-			return f.Type == controlproto.TypeClientMap && slices.Equal(allowedIPs(f.ClientMap, gw.ID), s.wantAllowed)
+			if f.Type != controlproto.TypeClientMap {
+				return false
+			}
+			if s.wantAllowed == nil {
+				return len(f.ClientMap.Gateways) == 0
+			}
+			return slices.Equal(allowedIPs(f.ClientMap, gw.ID), s.wantAllowed)
 		})
 		nurseNext = j + 1
-		t.Logf("remove %s from %s: push latency gateway %v, client %v", s.user, s.group, g.at.Sub(changed), c.at.Sub(changed))
-		if peerRules(g.f.GatewayMap, "dev-clerk") == nil {
+		t.Logf("remove %s from %s: push latency (Changed to OnFrame) gateway %v, client %v; of which store snapshot %v",
+			s.user, s.group, g.at.Sub(changed), c.at.Sub(changed), time.Duration(h.store.lastTook.Load()))
+		// Gateways apply first; clients get their maps after the acks.
+		if c.at.Before(g.at) {
+			t.Errorf("client got its map %v before the gateway got its own", g.at.Sub(c.at))
+		}
+		if !isPeer(g.f.GatewayMap, "dev-clerk") {
 			t.Errorf("after removing %s from %s, dev-clerk is no longer a peer: %s", s.user, s.group, summary(g.f))
 		}
 	}
-	if n := len(nurseNextMap(t, nurse, nurseNext-1).Gateways); n != 0 {
-		t.Errorf("nurse entitled to nothing still peers with %d gateways", n)
-	}
-
 	// Nothing changed: recomputing must send nobody anything.
 	gwBefore, nurseBefore := gwA.count(), nurse.count()
 	h.recomputed(t)
@@ -524,7 +534,7 @@ func TestMapsFollowDirectory(t *testing.T) {
 	}
 	h.srv.Changed()
 	i, _ := gwA.waitFrame(t, gwBefore, "gateway map with the nurse back", func(f *controlproto.Frame) bool {
-		return f.Type == controlproto.TypeGatewayMap && peerRules(f.GatewayMap, "dev-nurse") != nil
+		return f.Type == controlproto.TypeGatewayMap && isPeer(f.GatewayMap, "dev-nurse")
 	})
 	j, _ := nurse.waitFrame(t, nurseBefore, "client map with ehr back", func(f *controlproto.Frame) bool {
 		return f.Type == controlproto.TypeClientMap && slices.Contains(allowedIPs(f.ClientMap, gw.ID), ehrAddr)
@@ -532,13 +542,6 @@ func TestMapsFollowDirectory(t *testing.T) {
 	if i != gwBefore || j != nurseBefore {
 		t.Errorf("unchanged recomputes sent %d frames to the gateway and %d to the client, want 0", i-gwBefore, j-nurseBefore)
 	}
-}
-
-func nurseNextMap(t *testing.T, a *runningAgent, i int) *controlproto.ClientMap {
-	t.Helper()
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.frames[i].f.ClientMap
 }
 
 // A gateway's hello endpoint is stored (clients dial it); an invalid one is
@@ -936,7 +939,8 @@ func TestFrameFloodDoesNotCrash(t *testing.T) {
 			}
 			h.srv.Changed()
 			gwA.waitFrame(t, next, "gateway map after the flood", func(f *controlproto.Frame) bool {
-				return f.Type == controlproto.TypeGatewayMap && slices.Contains(peerRules(f.GatewayMap, "dev-clerk"), "bill-billing")
+				rules, _ := peerRules(f.GatewayMap, "dev-clerk")
+				return f.Type == controlproto.TypeGatewayMap && slices.Contains(rules, "bill-billing")
 			})
 			if err := h.store.RemoveMember(h.ctx, "billing", "clerk"); err != nil {
 				t.Fatal(err)
@@ -1004,5 +1008,43 @@ func TestServeReturnsWithAgentsConnected(t *testing.T) {
 	}
 	if appErr := r2.closedWith(t); appErr.ErrorCode == codeRevoked {
 		t.Errorf("shutdown told the agent it was revoked: %v", appErr)
+	}
+}
+
+// An agent's Run returns nil soon after its context ends, while connected
+// (SIGTERM of a gateway or 'cordon down' must not wait for the controller),
+// and the controller forgets it.
+func TestAgentRunReturnsOnCancel(t *testing.T) {
+	h := newHarness(t)
+	h.world(t)
+	_, gwTLS := h.enrollGateway(t, "gw-lan", "lan")
+	_, devTLS := h.enrollDevice(t, "dev-nurse", "nurse")
+	tests := []struct {
+		name  string
+		id    string
+		tls   *tls.Config
+		hello controlproto.Hello
+	}{
+		{"gateway", "gw-lan", gwTLS, controlproto.Hello{Kind: controlproto.KindGateway, Endpoint: gwEndpoint}},
+		{"client", "dev-nurse", devTLS, controlproto.Hello{Kind: controlproto.KindClient}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a := h.start(t, tt.name, tt.tls, tt.hello)
+			a.waitFrame(t, 0, "first map", func(*controlproto.Frame) bool { return true })
+			if !a.cc.Connected() {
+				t.Fatal("Connected() = false after a map arrived")
+			}
+			stopped := time.Now()
+			a.stop()
+			if err := a.runErr(t); err != nil {
+				t.Errorf("Run after its context ended = %v, want nil", err)
+			}
+			t.Logf("Run returned %v after cancel", time.Since(stopped))
+			if a.cc.Connected() {
+				t.Error("Connected() = true after Run returned")
+			}
+			waitUntil(t, "controller forgets the agent", func() bool { return !slices.Contains(h.srv.Connected(), tt.id) })
+		})
 	}
 }

@@ -26,9 +26,9 @@ func snapshot(t *testing.T) *store.Snapshot {
 	return &store.Snapshot{
 		Segments: []store.Segment{{Name: "lan", CIDRs: []netip.Prefix{pfx("10.20.0.0/24")}}, {Name: "lab", CIDRs: []netip.Prefix{pfx("10.30.0.0/24")}}},
 		Apps: []store.App{
-			{Name: "billing", Segment: "lan", DNSName: "billing.h.internal", Addr: pfx("10.20.0.11/32"), Proto: policy.ProtoTCP, Ports: []policy.PortRange{{80, 80}}},
-			{Name: "ehr", Segment: "lan", DNSName: "ehr.h.internal", Addr: pfx("10.20.0.10/32"), Proto: policy.ProtoTCP, Ports: []policy.PortRange{{443, 443}}},
-			{Name: "lis", Segment: "lab", DNSName: "lis.h.internal", Addr: pfx("10.30.0.5/32"), Proto: policy.ProtoTCP, Ports: []policy.PortRange{{443, 443}}},
+			{Name: "billing", Segment: "lan", DNSName: "billing.h.internal", Addr: pfx("10.20.0.11/32"), Proto: policy.ProtoTCP, Ports: []policy.PortRange{{First: 80, Last: 80}}},
+			{Name: "ehr", Segment: "lan", DNSName: "ehr.h.internal", Addr: pfx("10.20.0.10/32"), Proto: policy.ProtoTCP, Ports: []policy.PortRange{{First: 443, Last: 443}}},
+			{Name: "lis", Segment: "lab", DNSName: "lis.h.internal", Addr: pfx("10.30.0.5/32"), Proto: policy.ProtoTCP, Ports: []policy.PortRange{{First: 443, Last: 443}}},
 		},
 		Users:  []store.User{{Name: "nurse"}, {Name: "clerk"}, {Name: "gone", Disabled: true}},
 		Groups: []store.Group{{Name: "clinicians", Members: []string{"gone", "nurse"}}, {Name: "lab", Members: []string{"nurse"}}},

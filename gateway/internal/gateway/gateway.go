@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -37,6 +38,7 @@ import (
 	"github.com/cordonhq/cordon/pkg/policy"
 	"github.com/cordonhq/cordon/pkg/tunnet"
 	"github.com/cordonhq/cordon/pkg/wgdev"
+	"github.com/cordonhq/cordon/pkg/wgkey"
 )
 
 // Modes.
@@ -104,7 +106,8 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	log.Info("wireguard listening", "port", cfg.ListenPort, "interface", cfg.Interface, "endpoint", cfg.Endpoint)
 
-	g := &gw{log: log, key: st, authz: authz, wg: wg, port: cfg.ListenPort}
+	g := &gw{log: log, key: st, authz: authz, wg: wg, port: cfg.ListenPort, lingerer: map[wgkey.Public]linger{}}
+	defer g.stop()
 	tlsConf, err := st.ClientTLS(controlproto.ALPN)
 	if err != nil {
 		return err
@@ -216,6 +219,13 @@ func dataplane(cfg Config, overlay netip.Addr, log *slog.Logger) (tun.Device, fu
 	return nil, nil, fmt.Errorf("unknown --mode %q: use tun or userspace", cfg.Mode)
 }
 
+// peerLinger is how long a WireGuard peer stays configured after its device
+// lost its last rule here. The authorizer already denies all its traffic
+// (it is no longer in the policy), but the peer must outlive the RSTs that
+// tell its open connections they were cut, and a quick remove-then-add must
+// not wipe the device's WireGuard session.
+const peerLinger = 2 * time.Second
+
 type gw struct {
 	log   *slog.Logger
 	key   *agentstate.State
@@ -223,48 +233,105 @@ type gw struct {
 	wg    *wgdev.Device
 	port  int
 
-	peers map[string]bool // public keys currently configured
+	mu       sync.Mutex
+	want     []wgdev.Peer            // peers of the current map
+	lingerer map[wgkey.Public]linger // peers removed from the map, kept for a while
+	timer    *time.Timer
+	closed   bool
+}
+
+type linger struct {
+	peer  wgdev.Peer
+	until time.Time
 }
 
 // onFrame applies a pushed map whole or not at all: the policy compiles
 // first; only then do the authorizer and WireGuard move to it.
-func (g *gw) onFrame(f *controlproto.Frame) {
+func (g *gw) onFrame(f *controlproto.Frame) error {
 	if f.Type != controlproto.TypeGatewayMap {
 		g.log.Warn("unexpected control frame; ignored", "type", f.Type)
-		return
+		return nil
 	}
 	m := f.GatewayMap
 	peers := make([]policy.Peer, len(m.Peers))
-	wgPeers := make([]wgdev.Peer, len(m.Peers))
-	want := make(map[string]bool, len(m.Peers))
+	want := make([]wgdev.Peer, len(m.Peers))
 	for i, p := range m.Peers {
 		peers[i] = p.Peer
-		wgPeers[i] = wgdev.Peer{PublicKey: p.PublicKey, AllowedIPs: []netip.Prefix{netip.PrefixFrom(p.Addr, p.Addr.BitLen())}}
-		want[p.PublicKey.String()] = true
+		want[i] = wgdev.Peer{PublicKey: p.PublicKey, AllowedIPs: []netip.Prefix{netip.PrefixFrom(p.Addr, p.Addr.BitLen())}}
 	}
 	compiled, err := policy.Compile(m.Rules, peers)
 	if err != nil {
-		g.log.Error("map rejected: policy does not compile; keeping the previous one", "err", err)
-		return
+		g.log.Error("map rejected: policy does not compile; keeping the previous one", "revision", m.Revision, "err", err)
+		return fmt.Errorf("policy does not compile: %w", err)
 	}
 	// Policy first: flows the new map no longer allows are cut (with RSTs
 	// to both ends) while their peers are still configured to carry them.
 	g.authz.SetPolicy(compiled)
-	removing := false
-	for k := range g.peers {
-		if !want[k] {
-			removing = true
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	now := time.Now()
+	inMap := make(map[wgkey.Public]bool, len(want))
+	for _, p := range want {
+		inMap[p.PublicKey] = true
+		delete(g.lingerer, p.PublicKey)
+	}
+	for _, p := range g.want {
+		if !inMap[p.PublicKey] {
+			g.lingerer[p.PublicKey] = linger{peer: p, until: now.Add(peerLinger)}
 		}
 	}
-	if removing {
-		time.Sleep(200 * time.Millisecond) // let the RSTs leave before the peer goes
+	g.want = want
+	if err := g.reconcileLocked(now); err != nil {
+		return err
 	}
-	if _, err := g.wg.Reconfig(wgdev.Config{PrivateKey: g.key.WGKey, ListenPort: g.port, Peers: wgPeers}); err != nil {
-		g.log.Error("apply wireguard peers", "err", err)
-		return
-	}
-	g.peers = want
 	g.log.Info("map applied", "revision", m.Revision, "peers", len(m.Peers), "rules", len(m.Rules), "apps", len(m.Apps))
+	return nil
+}
+
+// reconcileLocked configures the map's peers plus the lingering ones and
+// arms a timer for the next lingering peer to go.
+func (g *gw) reconcileLocked(now time.Time) error {
+	if g.closed {
+		return nil
+	}
+	peers := slices.Clone(g.want)
+	var next time.Time
+	for k, l := range g.lingerer {
+		if !now.Before(l.until) {
+			delete(g.lingerer, k)
+			continue
+		}
+		peers = append(peers, l.peer)
+		if next.IsZero() || l.until.Before(next) {
+			next = l.until
+		}
+	}
+	if _, err := g.wg.Reconfig(wgdev.Config{PrivateKey: g.key.WGKey, ListenPort: g.port, Peers: peers}); err != nil {
+		g.log.Error("apply wireguard peers", "err", err)
+		return fmt.Errorf("apply wireguard peers: %w", err)
+	}
+	if g.timer != nil {
+		g.timer.Stop()
+		g.timer = nil
+	}
+	if !next.IsZero() {
+		g.timer = time.AfterFunc(next.Sub(now), func() {
+			g.mu.Lock()
+			defer g.mu.Unlock()
+			g.reconcileLocked(time.Now())
+		})
+	}
+	return nil
+}
+
+// stop ends lingering-peer timers; called before the device closes.
+func (g *gw) stop() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.closed = true
+	if g.timer != nil {
+		g.timer.Stop()
+	}
 }
 
 // reportFlows batches flow events to the controller.
