@@ -30,9 +30,9 @@ const codeRevoked quic.ApplicationErrorCode = 1
 
 // Config configures a Client.
 type Config struct {
-	Addr    string // controller host:port (UDP)
-	TLS     *tls.Config
-	Hello   controlproto.Hello
+	Addr  string // controller host:port (UDP)
+	TLS   *tls.Config
+	Hello controlproto.Hello
 	// OnFrame applies one pushed frame; it is called sequentially from one
 	// goroutine. For maps, its result is acknowledged to the controller
 	// (an error means the agent kept its previous map).
