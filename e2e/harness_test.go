@@ -24,6 +24,7 @@ var binaryPkgs = map[string]string{
 	"cordon-gateway":    "./gateway/cmd/cordon-gateway",
 	"cordon":            "./client/cmd/cordon",
 	"cordonctl":         "./cordonctl/cmd/cordonctl",
+	"cordon-demo":       "./e2e/cmd/cordon-demo",
 }
 
 var (
@@ -53,6 +54,9 @@ func runMain(m *testing.M) int {
 	}
 	if skipReason == "" {
 		setupErr = prepare()
+	} else {
+		// The userspace demo test needs no root: build for it anyway.
+		setupErr = build()
 	}
 	if binDir != "" {
 		defer os.RemoveAll(binDir)
@@ -73,6 +77,11 @@ func prepare() error {
 	if !haveTool("wg") {
 		return errors.New("e2e: 'wg' not found: apt-get install -y wireguard-tools")
 	}
+	return build()
+}
+
+// build compiles every binary the suite runs into a temporary directory.
+func build() error {
 	dir, err := os.MkdirTemp("", "cordon-e2e-bin-")
 	if err != nil {
 		return err
@@ -84,7 +93,7 @@ func prepare() error {
 	}
 	start := time.Now()
 	args := []string{"build", "-o", binDir + "/"}
-	for _, name := range []string{"cordon-controller", "cordon-gateway", "cordon", "cordonctl"} {
+	for _, name := range []string{"cordon-controller", "cordon-gateway", "cordon", "cordonctl", "cordon-demo"} {
 		args = append(args, binaryPkgs[name])
 	}
 	cmd := exec.Command("go", args...)
