@@ -59,6 +59,10 @@ func (p Private) MarshalSecret() string { return base64.StdEncoding.EncodeToStri
 // String never reveals the key.
 func (p Private) String() string { return "privkey:[redacted]" }
 
+// Format never reveals the key either: without it %#v, %d, %o and %b
+// print the key's bytes (they bypass String).
+func (p Private) Format(f fmt.State, _ rune) { fmt.Fprint(f, p.String()) }
+
 // ParsePublic parses a base64 public key.
 func ParsePublic(s string) (Public, error) {
 	k, err := wgtypes.ParseKey(s)

@@ -1,0 +1,388 @@
+package tunnet_test
+
+import (
+	"cmp"
+	"net"
+	"net/netip"
+	"os"
+	"runtime"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+
+	"github.com/cordonhq/cordon/pkg/tunnet"
+)
+
+// inNewNetns moves the calling goroutine, locked to its OS thread, into a
+// fresh network namespace until the test ends, so nothing here touches the
+// host's links or routes. Subtests run on their own goroutines: each must
+// call it again.
+func inNewNetns(t *testing.T) netns.NsHandle {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: creates a network namespace with dummy links and routes in it")
+	}
+	runtime.LockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		runtime.UnlockOSThread()
+		t.Fatalf("get current netns: %v", err)
+	}
+	ns, err := netns.New() // also switches this thread into it
+	if err != nil {
+		orig.Close()
+		runtime.UnlockOSThread()
+		t.Fatalf("create netns: %v", err)
+	}
+	t.Cleanup(func() {
+		defer ns.Close()
+		if err := netns.Set(orig); err != nil {
+			// Stay locked: the runtime retires this thread with the
+			// goroutine instead of reusing it in the wrong namespace.
+			t.Errorf("return to the original netns: %v", err)
+			return
+		}
+		orig.Close()
+		runtime.UnlockOSThread()
+	})
+	if ns.Equal(orig) {
+		t.Fatal("netns.New left us in the original namespace")
+	}
+	return ns
+}
+
+// addTun creates a TUN link like the agents' (the package only configures
+// the kernel side; this test keeps the device's file open so the link has a
+// carrier, and closes it at cleanup).
+func addTun(t *testing.T, name string, up bool) netlink.Link {
+	t.Helper()
+	tun := &netlink.Tuntap{LinkAttrs: netlink.LinkAttrs{Name: name}, Mode: netlink.TUNTAP_MODE_TUN, Flags: netlink.TUNTAP_NO_PI, NonPersist: true, Queues: 1}
+	if err := netlink.LinkAdd(tun); err != nil {
+		t.Fatalf("add tun %s: %v", name, err)
+	}
+	t.Cleanup(func() {
+		for _, f := range tun.Fds {
+			f.Close()
+		}
+	})
+	l, err := netlink.LinkByName(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if up {
+		if err := netlink.LinkSetUp(l); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return l
+}
+
+func prefixOf(n *net.IPNet) netip.Prefix {
+	a, _ := netip.AddrFromSlice(n.IP)
+	ones, _ := n.Mask.Size()
+	return netip.PrefixFrom(a.Unmap(), ones)
+}
+
+// routesVia lists the main-table routes through link that someone added
+// (not the kernel's own), sorted.
+func routesVia(t *testing.T, link netlink.Link) []netip.Prefix {
+	t.Helper()
+	rs, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{LinkIndex: link.Attrs().Index}, netlink.RT_FILTER_OIF)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []netip.Prefix
+	for _, r := range rs {
+		if r.Protocol == unix.RTPROT_KERNEL || r.Dst == nil {
+			continue
+		}
+		out = append(out, prefixOf(r.Dst))
+	}
+	return sorted(out)
+}
+
+func sorted(ps []netip.Prefix) []netip.Prefix {
+	ps = slices.Clone(ps)
+	slices.SortFunc(ps, func(a, b netip.Prefix) int {
+		if c := a.Addr().Compare(b.Addr()); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.Bits(), b.Bits())
+	})
+	return slices.Compact(ps)
+}
+
+func addRoute(t *testing.T, link netlink.Link, p netip.Prefix) {
+	t.Helper()
+	if err := netlink.RouteAdd(&netlink.Route{LinkIndex: link.Attrs().Index, Dst: &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), 32)}, Scope: netlink.SCOPE_LINK}); err != nil {
+		t.Fatalf("add route %s: %v", p, err)
+	}
+}
+
+func delRoute(t *testing.T, link netlink.Link, p netip.Prefix) {
+	t.Helper()
+	if err := netlink.RouteDel(&netlink.Route{LinkIndex: link.Attrs().Index, Dst: &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), 32)}, Scope: netlink.SCOPE_LINK}); err != nil {
+		t.Fatalf("delete route %s: %v", p, err)
+	}
+}
+
+// routeWatch records the kernel's route notifications in the namespace,
+// so a test sees every add and delete, not just the end state.
+type routeWatch struct {
+	ch     chan netlink.RouteUpdate
+	errs   chan error
+	marker netlink.Link
+}
+
+// tunDefaultMTU is the MTU the kernel gives a new TUN link.
+const tunDefaultMTU = 1500
+
+var markerRoute = netip.MustParsePrefix("198.51.100.0/24")
+
+func watchRoutes(t *testing.T, ns netns.NsHandle) *routeWatch {
+	t.Helper()
+	w := &routeWatch{ch: make(chan netlink.RouteUpdate, 1024), errs: make(chan error, 1), marker: addTun(t, "marker0", true)}
+	done := make(chan struct{})
+	t.Cleanup(func() { close(done) })
+	if err := netlink.RouteSubscribeWithOptions(w.ch, done, netlink.RouteSubscribeOptions{
+		Namespace: &ns,
+		ErrorCallback: func(err error) {
+			select {
+			case w.errs <- err:
+			default:
+			}
+		},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+// changes returns the routes added to and removed from link since the last
+// call. Netlink notifications arrive in order, so it adds and deletes a
+// marker route on another link and takes everything seen before it.
+func (w *routeWatch) changes(t *testing.T, link netlink.Link) (added, removed []netip.Prefix) {
+	t.Helper()
+	addRoute(t, w.marker, markerRoute)
+	w.until(t, unix.RTM_NEWROUTE, func(u netlink.RouteUpdate) {
+		if u.LinkIndex != link.Attrs().Index || u.Protocol == unix.RTPROT_KERNEL || u.Table != unix.RT_TABLE_MAIN || u.Dst == nil {
+			return
+		}
+		switch u.Type {
+		case unix.RTM_NEWROUTE:
+			added = append(added, prefixOf(u.Dst))
+		case unix.RTM_DELROUTE:
+			removed = append(removed, prefixOf(u.Dst))
+		}
+	})
+	delRoute(t, w.marker, markerRoute)
+	w.until(t, unix.RTM_DELROUTE, func(netlink.RouteUpdate) {})
+	return sorted(added), sorted(removed)
+}
+
+// until hands fn every update before the marker's update of type typ.
+func (w *routeWatch) until(t *testing.T, typ uint16, fn func(netlink.RouteUpdate)) {
+	t.Helper()
+	timeout := time.NewTimer(10 * time.Second)
+	defer timeout.Stop()
+	for {
+		select {
+		case u, ok := <-w.ch:
+			if !ok {
+				t.Fatal("route subscription ended")
+			}
+			if u.LinkIndex == w.marker.Attrs().Index && u.Dst != nil && prefixOf(u.Dst) == markerRoute && u.Type == typ {
+				return
+			}
+			fn(u)
+		case err := <-w.errs:
+			t.Fatalf("route subscription: %v", err)
+		case <-timeout.C:
+			t.Fatal("marker route notification did not arrive within 10s")
+		}
+	}
+}
+
+func TestConfigure(t *testing.T) {
+	tests := []struct {
+		name    string
+		addr    netip.Prefix
+		mtu     int
+		wantMTU int
+	}{
+		{"gateway /32", netip.MustParsePrefix("100.64.0.1/32"), 1420, 1420},
+		{"client /10", netip.MustParsePrefix("100.64.0.9/10"), 1280, 1280},
+		{"mtu 0 keeps the link's", netip.MustParsePrefix("100.64.0.2/32"), 0, tunDefaultMTU},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			inNewNetns(t)
+			addTun(t, "cordon0", false)
+			for i := range 2 { // configuring again changes nothing
+				l, err := tunnet.Configure("cordon0", tt.addr, tt.mtu)
+				if err != nil {
+					t.Fatalf("Configure #%d: %v", i+1, err)
+				}
+				t.Cleanup(func() { l.Close() })
+				link, err := netlink.LinkByName("cordon0")
+				if err != nil {
+					t.Fatal(err)
+				}
+				if link.Attrs().Flags&net.FlagUp == 0 {
+					t.Errorf("Configure #%d: link is not up", i+1)
+				}
+				if link.Attrs().MTU != tt.wantMTU {
+					t.Errorf("Configure #%d: MTU %d, want %d", i+1, link.Attrs().MTU, tt.wantMTU)
+				}
+				addrs, err := netlink.AddrList(link, netlink.FAMILY_V4)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(addrs) != 1 || prefixOf(addrs[0].IPNet) != tt.addr {
+					t.Errorf("Configure #%d: addresses %v, want exactly %s", i+1, addrs, tt.addr)
+				}
+			}
+		})
+	}
+}
+
+func TestConfigureMissingInterface(t *testing.T) {
+	inNewNetns(t)
+	if _, err := tunnet.Configure("nope0", netip.MustParsePrefix("100.64.0.1/32"), 0); err == nil || !strings.Contains(err.Error(), "nope0") {
+		t.Fatalf("Configure of a missing interface = %v, want an error naming it", err)
+	}
+}
+
+// SyncRoutes adds exactly the routes that are missing and removes exactly
+// those no longer wanted, never touching the others (a route that stays
+// is not deleted and re-added) nor routes it did not add.
+func TestSyncRoutes(t *testing.T) {
+	ns := inNewNetns(t)
+	addTun(t, "cordon0", false)
+	l, err := tunnet.Configure("cordon0", netip.MustParsePrefix("100.64.0.1/32"), 1420)
+	if err != nil {
+		t.Fatal(err)
+	}
+	link, err := netlink.LinkByName("cordon0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := watchRoutes(t, ns)
+	// Someone else's route through the same link.
+	foreign := netip.MustParsePrefix("192.0.2.0/24")
+	addRoute(t, link, foreign)
+
+	p := netip.MustParsePrefix
+	ehr, lab, lab7, wide := p("10.20.0.10/32"), p("10.30.0.0/24"), p("10.30.0.7/24"), p("10.40.0.0/16")
+	steps := []struct {
+		name           string
+		want           []netip.Prefix
+		added, removed []netip.Prefix
+	}{
+		{"first map", []netip.Prefix{ehr, lab}, []netip.Prefix{ehr, lab}, nil},
+		{"same routes, unmasked", []netip.Prefix{lab7, ehr}, nil, nil},
+		{"one goes, one comes", []netip.Prefix{lab, wide}, []netip.Prefix{wide}, []netip.Prefix{ehr}},
+		{"unchanged", []netip.Prefix{wide, lab}, nil, nil},
+		{"duplicates", []netip.Prefix{wide, wide, lab, lab7}, nil, nil},
+		// Already there: adopted without a change, and from now on the
+		// Link's to remove.
+		{"foreign route wanted too", []netip.Prefix{wide, lab, foreign}, nil, nil},
+		{"nothing", nil, nil, []netip.Prefix{lab, foreign, wide}},
+	}
+	w.changes(t, link) // discard the setup's notifications
+	for _, s := range steps {
+		if err := l.SyncRoutes(s.want); err != nil {
+			t.Fatalf("%s: SyncRoutes: %v", s.name, err)
+		}
+		added, removed := w.changes(t, link)
+		if !slices.Equal(added, sorted(s.added)) || !slices.Equal(removed, sorted(s.removed)) {
+			t.Errorf("%s: kernel saw added %v removed %v, want added %v removed %v", s.name, added, removed, sorted(s.added), sorted(s.removed))
+		}
+		want := slices.Clone(s.want)
+		if s.name != "nothing" {
+			want = append(want, foreign)
+		}
+		for i, x := range want {
+			want[i] = x.Masked()
+		}
+		if got := routesVia(t, link); !slices.Equal(got, sorted(want)) {
+			t.Errorf("%s: routes via cordon0 %v, want %v", s.name, got, sorted(want))
+		}
+	}
+}
+
+// Close removes the routes the Link added, and only those; a route someone
+// else already removed is no error.
+func TestCloseRemovesOwnRoutes(t *testing.T) {
+	inNewNetns(t)
+	addTun(t, "cordon0", false)
+	l, err := tunnet.Configure("cordon0", netip.MustParsePrefix("100.64.0.1/32"), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	link, err := netlink.LinkByName("cordon0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	foreign := netip.MustParsePrefix("192.0.2.0/24")
+	addRoute(t, link, foreign)
+	gone := netip.MustParsePrefix("10.20.0.10/32")
+	if err := l.SyncRoutes([]netip.Prefix{gone, netip.MustParsePrefix("10.30.0.0/24")}); err != nil {
+		t.Fatal(err)
+	}
+	delRoute(t, link, gone) // removed behind the Link's back
+	if err := l.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if got := routesVia(t, link); !slices.Equal(got, []netip.Prefix{foreign}) {
+		t.Errorf("routes via cordon0 after Close: %v, want only the foreign %s", got, foreign)
+	}
+	if err := l.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+}
+
+// A route the kernel refuses is reported by name, the others still go in,
+// and the next SyncRoutes retries it.
+func TestSyncRoutesPartialFailure(t *testing.T) {
+	inNewNetns(t)
+	addTun(t, "cordon0", false)
+	l, err := tunnet.Configure("cordon0", netip.MustParsePrefix("100.64.0.1/32"), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	link, err := netlink.LinkByName("cordon0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// With IPv6 off on the link the kernel refuses IPv6 routes through it.
+	// (/proc/sys/net is this thread's namespace.)
+	sysctl := "/proc/sys/net/ipv6/conf/cordon0/disable_ipv6"
+	if err := os.WriteFile(sysctl, []byte("1"), 0o644); err != nil {
+		t.Skipf("cannot turn IPv6 off on the link (no IPv6?): %v", err)
+	}
+	good, v6 := netip.MustParsePrefix("10.20.0.0/24"), netip.MustParsePrefix("2001:db8::/32")
+	err = l.SyncRoutes([]netip.Prefix{good, v6})
+	if err == nil || !strings.Contains(err.Error(), v6.String()) {
+		t.Fatalf("SyncRoutes with a refused route = %v, want an error naming %s", err, v6)
+	}
+	if got := routesVia(t, link); !slices.Equal(got, []netip.Prefix{good}) {
+		t.Errorf("routes via cordon0 %v, want %s despite the failure", got, good)
+	}
+	if err := os.WriteFile(sysctl, []byte("0"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.SyncRoutes([]netip.Prefix{good, v6}); err != nil {
+		t.Fatalf("retry: %v", err)
+	}
+	rs, err := netlink.RouteListFiltered(netlink.FAMILY_V6, &netlink.Route{LinkIndex: link.Attrs().Index, Dst: &net.IPNet{IP: v6.Addr().AsSlice(), Mask: net.CIDRMask(32, 128)}}, netlink.RT_FILTER_OIF|netlink.RT_FILTER_DST)
+	if err != nil || len(rs) != 1 {
+		t.Errorf("after the retry, routes to %s: %v (%v), want one", v6, rs, err)
+	}
+}
