@@ -54,6 +54,11 @@ type State struct {
 	Enrollment Enrollment
 }
 
+// Format prints the identity without its private keys, whatever the verb.
+func (s *State) Format(f fmt.State, _ rune) {
+	fmt.Fprintf(f, "agentstate{dir=%s id=%s overlay=%s}", s.Dir, s.Enrollment.ID, s.Enrollment.OverlayAddr)
+}
+
 // Keys loads the agent's keys from dir, generating any that are missing.
 // The directory is created 0700.
 func Keys(dir string) (*State, error) {

@@ -477,3 +477,18 @@ func TestWireGuardKeyNeverPrints(t *testing.T) {
 		t.Error("key file does not hold the key")
 	}
 }
+
+func TestStateNeverPrintsPrivateKeys(t *testing.T) {
+	st, err := agentstate.Keys(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret := st.WGKey.MarshalSecret()
+	d := st.TLSKey.D.String()
+	for _, verb := range []string{"%v", "%+v", "%#v", "%s", "%d", "%x"} {
+		out := fmt.Sprintf(verb, st)
+		if strings.Contains(out, secret) || strings.Contains(out, d) || strings.Contains(out, "PRIVATE") {
+			t.Fatalf("%s of State reveals a private key: %s", verb, out)
+		}
+	}
+}

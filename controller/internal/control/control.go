@@ -142,6 +142,8 @@ type agent struct {
 	revision uint64 // of the last map offered; lets agents and logs order maps
 	wake     chan struct{}
 	acked    atomic.Uint64 // last map revision the agent applied
+
+	unexpected uint64 // frames dropped as out of place; readLoop only
 }
 
 // offer queues f unless it equals what the agent last received, and
@@ -318,7 +320,12 @@ func (s *Server) readLoop(ctx context.Context, log *slog.Logger, a *agent, r *qu
 			default:
 			}
 		default:
-			log.Warn("unexpected control frame; dropped", "type", f.Type)
+			// Counted, and logged only now and then: a misbehaving agent
+			// must not be able to flood the log.
+			a.unexpected++
+			if a.unexpected <= 3 || a.unexpected%1000 == 0 {
+				log.Warn("unexpected control frame; dropped", "type", f.Type, "count", a.unexpected)
+			}
 		}
 	}
 }

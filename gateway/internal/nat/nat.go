@@ -10,6 +10,7 @@ package nat
 import (
 	"fmt"
 	"net/netip"
+	"sync"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
@@ -22,6 +23,8 @@ const TableName = "cordon"
 type NAT struct {
 	conn  *nftables.Conn
 	table *nftables.Table
+	once  sync.Once
+	err   error
 }
 
 // Install replaces the cordon table with rules for tunIface and overlay.
@@ -76,13 +79,15 @@ func Install(tunIface string, overlay netip.Prefix) (*NAT, error) {
 	return &NAT{conn: c, table: t}, nil
 }
 
-// Close removes the cordon table.
+// Close removes the cordon table. Further calls return the first result.
 func (n *NAT) Close() error {
-	n.conn.DelTable(n.table)
-	if err := n.conn.Flush(); err != nil {
-		return fmt.Errorf("remove nftables rules: %w", err)
-	}
-	return nil
+	n.once.Do(func() {
+		n.conn.DelTable(n.table)
+		if err := n.conn.Flush(); err != nil {
+			n.err = fmt.Errorf("remove nftables rules: %w", err)
+		}
+	})
+	return n.err
 }
 
 func ifname(n string) []byte {
