@@ -5,7 +5,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -13,47 +12,17 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+
 	"golang.org/x/sys/unix"
+
+	"github.com/cordonhq/cordon/internal/netnstest"
 
 	"github.com/cordonhq/cordon/pkg/tunnet"
 )
 
-// inNewNetns moves the calling goroutine, locked to its OS thread, into a
-// fresh network namespace until the test ends, so nothing here touches the
-// host's links or routes. Subtests run on their own goroutines: each must
-// call it again.
 func inNewNetns(t *testing.T) netns.NsHandle {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: creates a network namespace with dummy links and routes in it")
-	}
-	runtime.LockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		runtime.UnlockOSThread()
-		t.Fatalf("get current netns: %v", err)
-	}
-	ns, err := netns.New() // also switches this thread into it
-	if err != nil {
-		orig.Close()
-		runtime.UnlockOSThread()
-		t.Fatalf("create netns: %v", err)
-	}
-	t.Cleanup(func() {
-		defer ns.Close()
-		if err := netns.Set(orig); err != nil {
-			// Stay locked: the runtime retires this thread with the
-			// goroutine instead of reusing it in the wrong namespace.
-			t.Errorf("return to the original netns: %v", err)
-			return
-		}
-		orig.Close()
-		runtime.UnlockOSThread()
-	})
-	if ns.Equal(orig) {
-		t.Fatal("netns.New left us in the original namespace")
-	}
-	return ns
+	return netnstest.Enter(t, "creates a network namespace with links and routes in it")
 }
 
 // addTun creates a TUN link like the agents' (the package only configures

@@ -3,9 +3,7 @@ package nat_test
 import (
 	"fmt"
 	"net/netip"
-	"os"
 	"reflect"
-	"runtime"
 	"slices"
 	"testing"
 
@@ -13,45 +11,14 @@ import (
 	"github.com/google/nftables/expr"
 	"github.com/vishvananda/netns"
 
+	"github.com/cordonhq/cordon/internal/netnstest"
+
 	"github.com/cordonhq/cordon/gateway/internal/nat"
 )
 
-// inNewNetns moves the calling goroutine, locked to its OS thread, into a
-// fresh network namespace until the test ends, so nothing here touches the
-// host's nftables. It returns the namespace. Subtests run on their own
-// goroutines: each must call it again.
 func inNewNetns(t *testing.T) netns.NsHandle {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: creates a network namespace and installs nftables rules in it")
-	}
-	runtime.LockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		runtime.UnlockOSThread()
-		t.Fatalf("get current netns: %v", err)
-	}
-	ns, err := netns.New() // also switches this thread into it
-	if err != nil {
-		orig.Close()
-		runtime.UnlockOSThread()
-		t.Fatalf("create netns: %v", err)
-	}
-	t.Cleanup(func() {
-		defer ns.Close()
-		if err := netns.Set(orig); err != nil {
-			// Stay locked: the runtime retires this thread with the
-			// goroutine instead of reusing it in the wrong namespace.
-			t.Errorf("return to the original netns: %v", err)
-			return
-		}
-		orig.Close()
-		runtime.UnlockOSThread()
-	})
-	if ns.Equal(orig) {
-		t.Fatal("netns.New left us in the original namespace")
-	}
-	return ns
+	return netnstest.Enter(t, "creates a network namespace and installs nftables rules in it")
 }
 
 func conn(t *testing.T, ns netns.NsHandle) *nftables.Conn {
