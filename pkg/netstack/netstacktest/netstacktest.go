@@ -18,6 +18,7 @@ import (
 	"github.com/cordonhq/cordon/pkg/netstack"
 	"golang.zx2c4.com/wireguard/conn/bindtest"
 	"golang.zx2c4.com/wireguard/device"
+	"golang.zx2c4.com/wireguard/tun"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
@@ -35,6 +36,9 @@ type PairConfig struct {
 	Forward *netstack.ForwardConfig
 	// NoLoopback leaves netstack.Config.AllowLoopback off on both ends.
 	NoLoopback bool
+	// WrapGateway, if set, wraps the gateway stack before wireguard-go sees
+	// it (the gateway's flow authorizer, in its tests and benchmarks).
+	WrapGateway func(tun.Device) tun.Device
 }
 
 // Pair is a client stack and a forwarding gateway stack, each under its own
@@ -82,7 +86,11 @@ func NewPair(tb testing.TB, cfg PairConfig) *Pair {
 	// bindtest endpoints are named by port: device 0 sends to 1, device 1 to 2.
 	cdev := device.NewDevice(client, binds[0], logger)
 	tb.Cleanup(cdev.Close)
-	gdev := device.NewDevice(gateway, binds[1], logger)
+	var gtun tun.Device = gateway
+	if cfg.WrapGateway != nil {
+		gtun = cfg.WrapGateway(gateway)
+	}
+	gdev := device.NewDevice(gtun, binds[1], logger)
 	tb.Cleanup(gdev.Close)
 
 	// The client routes everything to the gateway, as a full-tunnel
