@@ -99,6 +99,16 @@ func TestAuditTrail(t *testing.T) {
 		t.Errorf("flow.deny names rule %q; no rule allowed it", r)
 	}
 
+	// A wrong password from the clerk's device: refused, and recorded.
+	out, errOut, rc := w.clerk.cordon("not-the-password-at-all\n", "login", "--controller", controllerURL,
+		"--ca-cert", w.caFile(), "--user", "clerk", "--password-stdin", "--totp", "000000")
+	if rc == 0 {
+		t.Fatalf("cordon login with a wrong password succeeded:\n%s%s", out, errOut)
+	}
+	w.waitAudit("failed auth.login for clerk", func(e auditEvent) bool {
+		return e.Type == "auth.login" && e.Subject == "clerk" && e.Outcome == "failure"
+	})
+
 	flows := w.audit("--type", "flow.", "--limit", "1000")
 	if len(flows) == 0 {
 		t.Error("audit list --type flow.: empty")
