@@ -14,6 +14,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -838,4 +839,46 @@ func TestClientRejectsOtherCA(t *testing.T) {
 		t.Fatalf("closed server: %v (%T)", err, err)
 	}
 	_ = bytes.MinRead
+}
+
+// Fifty gateways racing to redeem one token over HTTPS: exactly one is
+// enrolled, the rest are told the token is invalid, and nothing else is
+// created.
+func TestGatewayTokenSingleUseUnderConcurrency(t *testing.T) {
+	e := newEnv(t)
+	ctx := t.Context()
+	setupSegment(t, e)
+	tok := must[*adminapi.CreateGatewayTokenResponse](t)(e.admin.CreateGatewayToken(ctx, &adminapi.CreateGatewayTokenRequest{Segment: "clinical"}))
+	const n = 50
+	reqs := make([]*controlproto.EnrollGatewayRequest, n)
+	for i := range reqs {
+		reqs[i] = &controlproto.EnrollGatewayRequest{Token: tok.Token, PublicKey: wgPub(t), CSR: csr(t, "gw"), Endpoint: "gw.hospital.example:51820"}
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	start := make(chan struct{})
+	for i := range n {
+		wg.Go(func() {
+			<-start
+			_, errs[i] = e.agent.EnrollGateway(ctx, reqs[i])
+		})
+	}
+	close(start)
+	wg.Wait()
+	ok := 0
+	for _, err := range errs {
+		switch {
+		case err == nil:
+			ok++
+		case adminapi.IsCode(err, adminapi.CodeTokenInvalid):
+		default:
+			t.Errorf("unexpected error: %v", err)
+		}
+	}
+	if ok != 1 {
+		t.Fatalf("%d of %d concurrent redemptions succeeded, want exactly 1", ok, n)
+	}
+	if gws := must[[]adminapi.Gateway](t)(e.admin.ListGateways(ctx)); len(gws) != 1 {
+		t.Fatalf("%d gateways enrolled, want 1", len(gws))
+	}
 }
