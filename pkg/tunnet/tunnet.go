@@ -48,7 +48,9 @@ func Configure(name string, addr netip.Prefix, mtu int) (*Link, error) {
 	return &Link{name: name, link: l, routes: map[netip.Prefix]bool{}}, nil
 }
 
-// SyncRoutes makes the routes through this interface exactly want.
+// SyncRoutes makes the routes through this interface exactly want. Routes
+// it added that have since disappeared from the kernel (a link flap, an
+// admin's `ip route flush`) are put back.
 func (l *Link) SyncRoutes(want []netip.Prefix) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -57,6 +59,18 @@ func (l *Link) SyncRoutes(want []netip.Prefix) error {
 		wantSet[p.Masked()] = true
 	}
 	var errs []error
+	if len(l.routes) > 0 {
+		live, err := l.kernelRoutes()
+		if err != nil {
+			errs = append(errs, err)
+		} else {
+			for p := range l.routes {
+				if !live[p] {
+					delete(l.routes, p) // gone behind our back: re-add below if wanted
+				}
+			}
+		}
+	}
 	for p := range l.routes {
 		if !wantSet[p] {
 			if err := netlink.RouteDel(l.route(p)); err != nil && !errors.Is(err, unix.ESRCH) {
@@ -77,6 +91,27 @@ func (l *Link) SyncRoutes(want []netip.Prefix) error {
 		l.routes[p] = true
 	}
 	return errors.Join(errs...)
+}
+
+// kernelRoutes lists the destinations routed through the link now.
+func (l *Link) kernelRoutes() (map[netip.Prefix]bool, error) {
+	rs, err := netlink.RouteList(l.link, netlink.FAMILY_ALL)
+	if err != nil {
+		return nil, fmt.Errorf("list routes via %s: %w", l.name, err)
+	}
+	live := make(map[netip.Prefix]bool, len(rs))
+	for _, r := range rs {
+		if r.Dst == nil {
+			continue
+		}
+		a, ok := netip.AddrFromSlice(r.Dst.IP)
+		if !ok {
+			continue
+		}
+		ones, _ := r.Dst.Mask.Size()
+		live[netip.PrefixFrom(a.Unmap(), ones).Masked()] = true
+	}
+	return live, nil
 }
 
 func (l *Link) route(p netip.Prefix) *netlink.Route {

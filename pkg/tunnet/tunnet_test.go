@@ -355,3 +355,34 @@ func TestSyncRoutesPartialFailure(t *testing.T) {
 		t.Errorf("after the retry, routes to %s: %v (%v), want one", v6, rs, err)
 	}
 }
+
+// A route the Link added and someone flushed is put back by the next sync,
+// even though the wanted set did not change.
+func TestSyncRoutesRestoresFlushedRoute(t *testing.T) {
+	inNewNetns(t)
+	addTun(t, "cordon0", false)
+	l, err := tunnet.Configure("cordon0", netip.MustParsePrefix("100.64.0.1/32"), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	link, err := netlink.LinkByName("cordon0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ehr, lab := netip.MustParsePrefix("10.20.0.10/32"), netip.MustParsePrefix("10.30.0.0/24")
+	want := []netip.Prefix{ehr, lab}
+	if err := l.SyncRoutes(want); err != nil {
+		t.Fatal(err)
+	}
+	delRoute(t, link, ehr)
+	if got := routesVia(t, link); !slices.Equal(got, []netip.Prefix{lab}) {
+		t.Fatalf("after the flush: %v", got)
+	}
+	if err := l.SyncRoutes(want); err != nil {
+		t.Fatal(err)
+	}
+	if got := routesVia(t, link); !slices.Equal(got, sorted(want)) {
+		t.Fatalf("after resync: routes %v, want %v", got, sorted(want))
+	}
+}

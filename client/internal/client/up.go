@@ -57,9 +57,35 @@ type tunnel struct {
 	link *tunnet.Link // tun mode only
 	cc   *controlclient.Client
 
-	mu  sync.Mutex
-	cm  *controlproto.ClientMap
-	dns map[string]netip.Addr // entitled app name → address
+	mu     sync.Mutex
+	cm     *controlproto.ClientMap
+	dns    map[string]netip.Addr // entitled app name → address
+	routes []netip.Prefix        // of the current map (tun mode)
+}
+
+// routeResync is how often tun mode re-checks its routes against the
+// kernel, putting back any that were flushed behind its back.
+const routeResync = 30 * time.Second
+
+func (t *tunnel) resyncRoutes(ctx context.Context) {
+	tick := time.NewTicker(routeResync)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		t.mu.Lock()
+		routes := t.routes
+		t.mu.Unlock()
+		if routes == nil {
+			continue
+		}
+		if err := t.link.SyncRoutes(routes); err != nil {
+			t.log.Warn("resync routes", "err", err)
+		}
+	}
 }
 
 // LookupHost resolves entitled app names from the pushed map only: unknown
@@ -176,6 +202,9 @@ func Up(ctx context.Context, cfg UpConfig) error {
 		return err
 	}
 	local.Go(func() { serveLocal(localCtx, ln, t, func() { cancel(errDown) }) })
+	if t.link != nil {
+		workers.Go(func() { t.resyncRoutes(ctx) })
+	}
 	log.Info("tunnel starting", "mode", cfg.Mode, "overlay_addr", e.OverlayAddr)
 
 	err = t.cc.Run(ctx)
@@ -222,7 +251,7 @@ func (t *tunnel) onFrame(f *controlproto.Frame) error {
 		}
 	}
 	t.mu.Lock()
-	t.cm, t.dns = m, dns
+	t.cm, t.dns, t.routes = m, dns, routes
 	t.mu.Unlock()
 	names := slices.Sorted(maps.Keys(dns))
 	t.log.Info("map applied", "revision", m.Revision, "gateways", len(m.Gateways), "apps", names)
