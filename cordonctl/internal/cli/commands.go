@@ -192,6 +192,10 @@ history and the process list.`,
 			fmt.Fprintf(w, "Created user %s.\n\n", sanitize(out.Name))
 			fmt.Fprintf(w, "TOTP secret: %s\n", out.TOTPSecret)
 			fmt.Fprintf(w, "otpauth URI: %s\n\n", out.TOTPURI)
+			if err := writeQR(w, out.TOTPURI); err != nil {
+				return err
+			}
+			fmt.Fprintln(w)
 			fmt.Fprintln(w, "WARNING: the TOTP secret is shown only this once. Enrol it in the user's")
 			fmt.Fprintln(w, "authenticator app now and do not store it anywhere else.")
 			return nil
