@@ -1,0 +1,170 @@
+// Package session decides whether a device's session is still valid: the
+// idle limit (automatic logoff, 164.312(a)(2)(iii)), settable per data
+// classification, the absolute limit, and MFA freshness for step-up rules.
+// It is pure logic over times the caller supplies (activity comes from
+// traffic the gateways see), so every controller replica reaches the same
+// verdict.
+//
+// A session's life:
+//
+//	      login (password+TOTP or OIDC)
+//	            │
+//	            ▼
+//	┌──────── active ◀──── traffic seen at a gateway (Touch)
+//	│           │  │
+//	│           │  └── idle > limit of a classification: apps of that
+//	│           │      classification drop out; others stay
+//	│           ▼
+//	│  idle > every limit, or absolute limit reached,
+//	│  or ended by an admin, or the user disabled
+//	│           │
+//	│           ▼
+//	└──────▶  ended  (terminal: the device must sign in again)
+package session
+
+import (
+	"fmt"
+	"time"
+)
+
+// Classification is an app's data classification (phi, internal, public).
+type Classification string
+
+// EndReason says why a session ended.
+type EndReason string
+
+// End reasons.
+const (
+	EndNone     EndReason = ""
+	EndIdle     EndReason = "idle"     // automatic logoff
+	EndAbsolute EndReason = "absolute" // absolute lifetime reached
+	EndAdmin    EndReason = "admin"    // cordonctl session end / device revoke
+	EndDisabled EndReason = "user-disabled"
+	EndLogout   EndReason = "logout"
+)
+
+// Limits are the session rules in force.
+type Limits struct {
+	// Idle is the idle limit per classification; a classification not
+	// listed uses DefaultIdle.
+	Idle        map[Classification]time.Duration
+	DefaultIdle time.Duration
+	Absolute    time.Duration
+}
+
+// DefaultLimits: 15 minutes idle for everything, 12 hours absolute.
+func DefaultLimits() Limits {
+	return Limits{DefaultIdle: 15 * time.Minute, Absolute: 12 * time.Hour}
+}
+
+// Validate rejects limits that would never log anyone off.
+func (l Limits) Validate() error {
+	if l.DefaultIdle <= 0 {
+		return fmt.Errorf("session idle limit %v: must be positive", l.DefaultIdle)
+	}
+	if l.Absolute <= 0 {
+		return fmt.Errorf("session absolute limit %v: must be positive", l.Absolute)
+	}
+	for c, d := range l.Idle {
+		if d <= 0 {
+			return fmt.Errorf("session idle limit for %s apps %v: must be positive", c, d)
+		}
+	}
+	return nil
+}
+
+func (l Limits) idle(c Classification) time.Duration {
+	if d, ok := l.Idle[c]; ok {
+		return d
+	}
+	return l.DefaultIdle
+}
+
+func (l Limits) maxIdle() time.Duration {
+	m := l.DefaultIdle
+	for _, d := range l.Idle {
+		m = max(m, d)
+	}
+	return m
+}
+
+// Session is one device's signed-in session.
+type Session struct {
+	ID           string
+	DeviceID     string
+	User         string
+	Started      time.Time
+	LastActivity time.Time // last traffic seen at any gateway, or Started
+	MFAAt        time.Time // last time the user proved a second factor
+	Ended        time.Time
+	EndReason    EndReason
+}
+
+// Touch records activity; it never moves time backwards (gateways report
+// out of order).
+func (s *Session) Touch(at time.Time) {
+	if at.After(s.LastActivity) {
+		s.LastActivity = at
+	}
+}
+
+// End ends the session for a reason; ending an ended session keeps the
+// first reason.
+func (s *Session) End(at time.Time, why EndReason) {
+	if s.EndReason == EndNone {
+		s.Ended, s.EndReason = at, why
+	}
+}
+
+// Check ends the session if a limit has passed and reports its state.
+func (l Limits) Check(s *Session, now time.Time) EndReason {
+	if s.EndReason != EndNone {
+		return s.EndReason
+	}
+	switch {
+	case !now.Before(s.Started.Add(l.Absolute)):
+		s.End(s.Started.Add(l.Absolute), EndAbsolute)
+	case !now.Before(s.LastActivity.Add(l.maxIdle())):
+		s.End(s.LastActivity.Add(l.maxIdle()), EndIdle)
+	}
+	return s.EndReason
+}
+
+// Allows reports whether the session may reach an app of classification
+// c now: not ended, and not idle past that classification's limit. A PHI
+// app can thus drop out after 15 idle minutes while an internal one stays.
+func (l Limits) Allows(s *Session, c Classification, now time.Time) bool {
+	if l.Check(s, now) != EndNone {
+		return false
+	}
+	return now.Before(s.LastActivity.Add(l.idle(c)))
+}
+
+// MFAFresh reports whether the user proved a second factor within maxAge
+// (step-up rules); maxAge ≤ 0 means any MFA at sign-in suffices.
+func (s *Session) MFAFresh(maxAge time.Duration, now time.Time) bool {
+	if s.MFAAt.IsZero() {
+		return false
+	}
+	if maxAge <= 0 {
+		return true
+	}
+	return now.Sub(s.MFAAt) <= maxAge
+}
+
+// NextDeadline is when the session's state can next change without new
+// activity: the earliest classification idle limit still ahead, or the
+// absolute limit. The controller schedules its next check for then.
+func (l Limits) NextDeadline(s *Session, now time.Time) time.Time {
+	next := s.Started.Add(l.Absolute)
+	consider := func(d time.Duration) {
+		if t := s.LastActivity.Add(d); t.After(now) && t.Before(next) {
+			next = t
+		}
+	}
+	consider(l.DefaultIdle)
+	for _, d := range l.Idle {
+		consider(d)
+	}
+	return next
+}
