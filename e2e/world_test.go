@@ -413,7 +413,8 @@ func (w *world) login(c *client) {
 func (w *world) up(c *client) {
 	t := w.t
 	t.Helper()
-	c.proc = w.start(c.ns, "cordon-"+c.user, bin("cordon"), "up", "--state-dir", c.stateDir, "--mode", "tun", "--interface", c.iface)
+	c.proc = w.start(c.ns, "cordon-"+c.user, bin("cordon"), "up", "--state-dir", c.stateDir, "--mode", "tun", "--interface", c.iface,
+		"--dns", "none") // the namespaces share the host's /etc/resolv.conf: never touch it
 	waitFor(t, 20*time.Second, c.user+"'s tunnel to connect to the controller", func() error {
 		if s := c.proc.exited(); s != "" {
 			t.Fatalf("%s\n%s", s, c.proc.logs())

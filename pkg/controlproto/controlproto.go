@@ -31,7 +31,9 @@ import (
 //	1 (2026-11-22): walking skeleton: hello, whole maps, flow events, and
 //	  acks: a gateway acknowledges each map once applied, so the controller
 //	  pushes clients' maps only after the gateways they need are ready.
-const CapabilityVersion = 1
+//	2 (2026-11-22): split-horizon DNS: DNSZones in both maps, App.DNSAliases,
+//	  dns-deny flow events carrying FlowEvent.Name.
+const CapabilityVersion = 2
 
 // ALPN is the TLS application protocol of the control channel.
 const ALPN = "cordon-control/1"
@@ -97,6 +99,18 @@ type GatewayMap struct {
 	Peers       []GatewayPeer `json:"peers"`
 	Rules       []policy.Rule `json:"rules"`
 	Apps        []App         `json:"apps"`
+	// DNSZones are the internal zones: the gateway's DNS server answers
+	// names in them (hiding the ones the asker may not reach) and refuses
+	// every other name.
+	DNSZones []DNSZone `json:"dns_zones,omitempty"`
+}
+
+// DNSZone is an internal DNS zone, forward ("hosp.internal.") or reverse
+// ("0.20.10.in-addr.arpa."). Every agent gets every zone, so a name in a
+// zone is handled the same way whoever asks.
+type DNSZone struct {
+	Name string `json:"name"` // fully qualified, lower case
+	TTL  uint32 `json:"ttl"`  // seconds, positive and negative answers
 }
 
 // GatewayPeer is a client device as the gateway sees it.
@@ -119,6 +133,9 @@ type App struct {
 	Proto   policy.Proto       `json:"proto"`
 	Ports   []policy.PortRange `json:"ports"`
 	Segment string             `json:"segment"`
+	// DNSAliases are further names of the app, served as CNAMEs to
+	// DNSName to the devices that may reach the app.
+	DNSAliases []string `json:"dns_aliases,omitempty"`
 }
 
 // ClientMap is everything a client device needs: which gateways to peer
@@ -129,6 +146,10 @@ type ClientMap struct {
 	User        string          `json:"user"`
 	OverlayAddr netip.Addr      `json:"overlay_addr"`
 	Gateways    []ClientGateway `json:"gateways"`
+	// DNSZones are the internal zones. The client's stub sends queries for
+	// them through the tunnel, to the gateway serving the name, and never
+	// to the system resolver.
+	DNSZones []DNSZone `json:"dns_zones,omitempty"`
 }
 
 // ClientGateway is one gateway a device peers with. AllowedIPs holds only
@@ -156,6 +177,9 @@ const (
 	FlowAllow FlowAction = "allow"
 	FlowDeny  FlowAction = "deny"
 	FlowCut   FlowAction = "cut" // an open flow closed because policy changed
+	// FlowDNSDeny is a DNS lookup of an internal name answered NXDOMAIN
+	// (hidden or nonexistent); Name holds the name asked for.
+	FlowDNSDeny FlowAction = "dns-deny"
 )
 
 // FlowEvent is one flow record.
@@ -170,6 +194,7 @@ type FlowEvent struct {
 	Proto    policy.Proto   `json:"proto"`
 	Src      netip.AddrPort `json:"src"`
 	Dst      netip.AddrPort `json:"dst"`
+	Name     string         `json:"name,omitempty"` // the DNS name asked for (dns-deny)
 }
 
 // ErrFrameTooLarge is returned for a frame above MaxFrameSize.

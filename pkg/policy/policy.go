@@ -6,15 +6,20 @@
 // immutable [Compiled] that the data path reads without locks and replaces
 // atomically on every update. A decision on a new flow is one map lookup, one
 // longest-prefix-match lookup in a bart routing table and a scan of the few
-// entries stored at that prefix; it does not allocate.
+// entries stored at that prefix, each checked against the source's rule
+// bitset; deny rules win, and allow-rule [Conditions] are evaluated against
+// the device's [Session] at decision time. It does not allocate unless a
+// CEL expression runs.
 package policy
 
 import (
 	"cmp"
 	"fmt"
+	"math/bits"
 	"net/netip"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/gaissmai/bart"
 )
@@ -128,14 +133,21 @@ func ParsePortRange(s string) (PortRange, error) {
 // can tell which rule admitted a flow.
 type RuleID string
 
-// Rule admits flows to an app's destinations. It is the wire form sent from
-// the controller to gateways.
+// Rule admits (or, with Deny, refuses) flows to an app's destinations. It
+// is the wire form sent from the controller to gateways.
+//
+// A deny rule wins over every allow rule that matches the same flow. An
+// allow rule with conditions admits a flow only when all of them hold for
+// the device's session at the time of the decision.
 type Rule struct {
 	ID    RuleID         `json:"id"`
 	App   string         `json:"app"`
 	Dst   []netip.Prefix `json:"dst"`
 	Proto Proto          `json:"proto"`
 	Ports []PortRange    `json:"ports"`
+	Name  string         `json:"name,omitempty"` // the policy rule it was compiled from
+	Deny  bool           `json:"deny,omitempty"`
+	When  *Conditions    `json:"when,omitempty"`
 }
 
 // Peer is one client device a gateway serves and the rules that apply to it.
@@ -167,9 +179,16 @@ type Reason uint8
 
 // Reasons for a decision.
 const (
-	ReasonAllowed     Reason = iota
-	ReasonUnknownPeer        // the source is not a device this gateway serves
-	ReasonNoRule             // the device has no rule for the destination
+	ReasonAllowed       Reason = iota
+	ReasonUnknownPeer          // the source is not a device this gateway serves
+	ReasonNoRule               // the device has no rule for the destination
+	ReasonDenyRule             // a deny rule matched
+	ReasonMFARequired          // an allow rule matched but wants MFA in this session
+	ReasonMFAStale             // an allow rule matched but the MFA is older than it allows
+	ReasonPosture              // an allow rule matched but the device fails a posture check
+	ReasonOutsideHours         // an allow rule matched but not at this time
+	ReasonSourceNetwork        // an allow rule matched but the device connects from elsewhere
+	ReasonExpression           // an allow rule matched but its CEL expression was false
 )
 
 func (r Reason) String() string {
@@ -180,6 +199,20 @@ func (r Reason) String() string {
 		return "unknown-source"
 	case ReasonNoRule:
 		return "no-matching-rule"
+	case ReasonDenyRule:
+		return "deny-rule"
+	case ReasonMFARequired:
+		return "mfa-required"
+	case ReasonMFAStale:
+		return "mfa-too-old"
+	case ReasonPosture:
+		return "posture-check-failed"
+	case ReasonOutsideHours:
+		return "outside-time-window"
+	case ReasonSourceNetwork:
+		return "source-network-not-allowed"
+	case ReasonExpression:
+		return "expression-false"
 	}
 	return "unknown"
 }
@@ -189,33 +222,49 @@ func (r Reason) String() string {
 type Decision struct {
 	Verdict Verdict
 	Reason  Reason
-	Rule    *Rule // the rule that allowed the flow, nil on deny
-	Peer    *Peer // the source device, nil if unknown
+	// Rule is the rule that allowed the flow; on deny, the deny rule that
+	// matched or the allow rule whose condition failed (nil for no rule).
+	Rule *Rule
+	Peer *Peer // the source device, nil if unknown
 }
 
 // entry is one rule's port filter stored at a destination prefix.
 type entry struct {
 	proto Proto
+	deny  bool
+	idx   int32 // the rule's index in Compiled.byIndex, its bit in a ruleSet
 	ports []PortRange
 	rule  *Rule
+	cond  *cond // nil: unconditional
 }
 
-// table is the destination lookup for one distinct set of rules. Devices with
-// the same rule set share one table, which keeps the compiled policy small
-// when thousands of devices belong to the same groups.
-type table struct {
-	dst bart.Table[[]entry]
+// ruleSet is the set of rules that apply to a device, one bit per rule.
+// Devices with the same rules share one set, which keeps the compiled
+// policy small when thousands of devices belong to the same groups.
+type ruleSet []uint64
+
+func (s ruleSet) has(i int32) bool {
+	w := int(i >> 6)
+	return w < len(s) && s[w]&(1<<(uint(i)&63)) != 0
 }
 
 type source struct {
-	peer  *Peer
-	table *table
+	peer *Peer
+	set  ruleSet
 }
 
 // Compiled is an immutable, compiled policy. Safe for concurrent use.
+//
+// It holds one destination table for every rule, whoever it applies to:
+// a lookup returns the rules covering the destination, and the source's
+// rule set (a bitset) says which of them apply. Its size grows with rules
+// plus distinct rule sets, not with devices times rules.
 type Compiled struct {
 	sources map[netip.Addr]source
 	rules   map[RuleID]*Rule
+	conds   map[RuleID]*cond
+	byIndex []*Rule
+	dst     bart.Table[[]entry]
 }
 
 // Empty is a policy that denies everything.
@@ -228,6 +277,7 @@ func Compile(rules []Rule, peers []Peer) (*Compiled, error) {
 	c := &Compiled{
 		sources: make(map[netip.Addr]source, len(peers)),
 		rules:   make(map[RuleID]*Rule, len(rules)),
+		conds:   make(map[RuleID]*cond, len(rules)),
 	}
 	for i := range rules {
 		r := rules[i]
@@ -249,103 +299,228 @@ func Compile(rules []Rule, peers []Peer) (*Compiled, error) {
 		}
 		r.Dst = slices.Clone(r.Dst)
 		r.Ports = slices.Clone(r.Ports)
+		if r.Deny && !r.When.IsZero() {
+			return nil, fmt.Errorf("rule %q: a deny rule takes no conditions", r.ID)
+		}
+		k, err := compileCond(r.When)
+		if err != nil {
+			return nil, fmt.Errorf("rule %q: %w", r.ID, err)
+		}
 		c.rules[r.ID] = &r
+		c.conds[r.ID] = k
 	}
-	tables := map[string]*table{}
-	for i := range peers {
-		p := peers[i]
+	// Index rules in ID order, so bit numbers do not depend on input order.
+	c.byIndex = make([]*Rule, 0, len(c.rules))
+	for _, r := range c.rules {
+		c.byIndex = append(c.byIndex, r)
+	}
+	slices.SortFunc(c.byIndex, func(a, b *Rule) int { return cmp.Compare(a.ID, b.ID) })
+	index := make(map[RuleID]int32, len(c.byIndex))
+	for i, r := range c.byIndex {
+		index[r.ID] = int32(i)
+	}
+	c.buildTable(index)
+
+	sets := map[uint64][]ruleSet{} // hash → distinct sets with that hash
+	words := (len(c.byIndex) + 63) / 64
+	scratch := make(ruleSet, words)
+	// Peers often share one Rules slice (the controller computes one per
+	// identity): convert each distinct slice once.
+	type sliceKey struct {
+		first *RuleID
+		n     int
+	}
+	type converted struct {
+		set ruleSet
+		ids []RuleID
+	}
+	seen := map[sliceKey]converted{}
+	idsOf := map[*uint64][]RuleID{} // set → its sorted IDs
+	stored := slices.Clone(peers)   // one allocation for every peer
+	for i := range stored {
+		p := &stored[i]
 		if !p.Addr.IsValid() {
 			return nil, fmt.Errorf("peer %q: invalid overlay address", p.DeviceID)
 		}
 		if _, dup := c.sources[p.Addr]; dup {
 			return nil, fmt.Errorf("peer %q: overlay address %s used twice", p.DeviceID, p.Addr)
 		}
-		ids := slices.Clone(p.Rules)
-		slices.Sort(ids)
-		ids = slices.Compact(ids)
-		for _, id := range ids {
-			if _, ok := c.rules[id]; !ok {
-				return nil, fmt.Errorf("peer %q: unknown rule %q", p.DeviceID, id)
-			}
+		var sk sliceKey
+		if len(p.Rules) > 0 {
+			sk = sliceKey{&p.Rules[0], len(p.Rules)}
 		}
-		p.Rules = ids
-		key := joinIDs(ids)
-		t, ok := tables[key]
+		conv, ok := seen[sk]
 		if !ok {
-			t = c.buildTable(ids)
-			tables[key] = t
+			clear(scratch)
+			for _, id := range p.Rules {
+				i, ok := index[id]
+				if !ok {
+					return nil, fmt.Errorf("peer %q: unknown rule %q", p.DeviceID, id)
+				}
+				scratch[i>>6] |= 1 << (uint(i) & 63)
+			}
+			h := hashSet(scratch)
+			for _, s := range sets[h] {
+				if slices.Equal(s, scratch) {
+					conv.set = s
+					break
+				}
+			}
+			if conv.set == nil {
+				conv.set = slices.Clone(scratch)
+				sets[h] = append(sets[h], conv.set)
+			}
+			var key *uint64
+			if len(conv.set) > 0 {
+				key = &conv.set[0]
+			}
+			switch {
+			case isStrictlySorted(p.Rules):
+				conv.ids = slices.Clone(p.Rules) // already canonical
+			default:
+				conv.ids, ok = idsOf[key]
+				if ok {
+					break
+				}
+				// The peer's rule IDs, sorted and unique, read from the set.
+				for w, word := range conv.set {
+					for word != 0 {
+						b := word & -word
+						conv.ids = append(conv.ids, c.byIndex[w*64+trailingZeros(b)].ID)
+						word &^= b
+					}
+				}
+				idsOf[key] = conv.ids
+			}
+			seen[sk] = conv
 		}
-		c.sources[p.Addr] = source{peer: &p, table: t}
+		p.Rules = conv.ids // shared, read-only
+		c.sources[p.Addr] = source{peer: p, set: conv.set}
 	}
 	return c, nil
 }
 
-func joinIDs(ids []RuleID) string {
-	var b strings.Builder
-	for _, id := range ids {
-		b.WriteString(string(id))
-		b.WriteByte(0)
+func isStrictlySorted(ids []RuleID) bool {
+	for i := 1; i < len(ids); i++ {
+		if ids[i-1] >= ids[i] {
+			return false
+		}
 	}
-	return b.String()
+	return true
 }
+
+func hashSet(s ruleSet) uint64 {
+	h := uint64(14695981039346656037)
+	for _, w := range s {
+		h ^= w
+		h *= 1099511628211
+	}
+	return h
+}
+
+func trailingZeros(x uint64) int { return bits.TrailingZeros64(x) }
 
 // buildTable inserts each rule at each of its prefixes. Every prefix also
 // carries the entries of all shorter prefixes that contain it, so a single
 // longest-prefix match returns every rule that covers an address (the
 // prefixes containing one address form a chain).
-func (c *Compiled) buildTable(ids []RuleID) *table {
+func (c *Compiled) buildTable(index map[RuleID]int32) {
 	byPrefix := map[netip.Prefix][]entry{}
-	for _, id := range ids {
-		r := c.rules[id]
+	for _, r := range c.byIndex {
 		for _, p := range r.Dst {
 			p = p.Masked()
-			byPrefix[p] = append(byPrefix[p], entry{proto: r.Proto, ports: r.Ports, rule: r})
+			byPrefix[p] = append(byPrefix[p], entry{proto: r.Proto, deny: r.Deny, idx: index[r.ID], ports: r.Ports, rule: r, cond: c.conds[r.ID]})
 		}
 	}
+	// Shorter prefixes first: when p is inserted, every prefix containing
+	// it is already in the table, and the longest of them already carries
+	// the entries of all the others. One LPM lookup per prefix, no scan.
 	prefixes := make([]netip.Prefix, 0, len(byPrefix))
 	for p := range byPrefix {
 		prefixes = append(prefixes, p)
 	}
 	slices.SortFunc(prefixes, func(a, b netip.Prefix) int {
-		if c := a.Addr().Compare(b.Addr()); c != 0 {
+		if c := cmp.Compare(a.Bits(), b.Bits()); c != 0 {
 			return c
 		}
-		return cmp.Compare(a.Bits(), b.Bits())
+		return a.Addr().Compare(b.Addr())
 	})
-	t := &table{}
 	for _, p := range prefixes {
-		var all []entry
-		for _, q := range prefixes {
-			if q.Bits() <= p.Bits() && q.Contains(p.Addr()) {
-				all = append(all, byPrefix[q]...)
-			}
+		all := slices.Clone(byPrefix[p])
+		if outer, ok := c.dst.LookupPrefix(p); ok {
+			all = append(all, outer...)
 		}
-		t.dst.Insert(p, all)
+		// Deny entries first, so one pass sees every deny before it can
+		// return an allow; then by rule ID, so the deciding rule is the
+		// same on every gateway.
+		slices.SortStableFunc(all, func(a, b entry) int {
+			if a.deny != b.deny {
+				if a.deny {
+					return -1
+				}
+				return 1
+			}
+			return cmp.Compare(a.idx, b.idx)
+		})
+		c.dst.Insert(p, all)
 	}
-	return t
 }
 
-// Decide returns the verdict for a new flow from src to dst:dport over proto.
-// It does not allocate.
+// Decide returns the verdict for a new flow from src to dst:dport over proto
+// for a device without session context: rules with conditions that need one
+// (MFA, posture, source network) do not admit it. It does not allocate.
 func (c *Compiled) Decide(src, dst netip.Addr, proto Proto, dport uint16) Decision {
+	return c.DecideSession(src, dst, proto, dport, nil, time.Time{})
+}
+
+// DecideSession returns the verdict for a new flow from src to dst:dport
+// over proto, evaluating rule conditions against the device's session s
+// (nil: none) at time now (zero: the current time, read only if a condition
+// needs it). A matching deny rule wins; otherwise the first matching allow
+// rule (by ID) whose conditions hold admits the flow. It does not allocate
+// unless a CEL expression is evaluated.
+func (c *Compiled) DecideSession(src, dst netip.Addr, proto Proto, dport uint16, sess *Session, now time.Time) Decision {
 	s, ok := c.sources[src]
 	if !ok {
 		return Decision{Reason: ReasonUnknownPeer}
 	}
-	entries, ok := s.table.dst.Lookup(dst)
-	if ok {
-		for i := range entries {
-			e := &entries[i]
-			if e.proto != ProtoAny && e.proto != proto {
-				continue
-			}
-			if !portAllowed(e.ports, proto, dport) {
-				continue
-			}
-			return Decision{Verdict: Allow, Reason: ReasonAllowed, Rule: e.rule, Peer: s.peer}
-		}
+	entries, ok := c.dst.Lookup(dst)
+	if !ok {
+		return Decision{Reason: ReasonNoRule, Peer: s.peer}
 	}
-	return Decision{Reason: ReasonNoRule, Peer: s.peer}
+	blocked := Decision{Reason: ReasonNoRule, Peer: s.peer}
+	for i := range entries {
+		e := &entries[i]
+		if !s.set.has(e.idx) {
+			continue
+		}
+		if e.proto != ProtoAny && e.proto != proto {
+			continue
+		}
+		if !portAllowed(e.ports, proto, dport) {
+			continue
+		}
+		if e.deny {
+			return Decision{Reason: ReasonDenyRule, Rule: e.rule, Peer: s.peer}
+		}
+		if e.cond != nil {
+			if now.IsZero() {
+				now = time.Now()
+			}
+			var req *celRequest
+			if e.cond.prg != nil {
+				req = &celRequest{peer: s.peer, app: e.rule.App, proto: proto, port: dport}
+			}
+			if r := e.cond.check(sess, now, req); r != ReasonAllowed {
+				if blocked.Rule == nil {
+					blocked = Decision{Reason: r, Rule: e.rule, Peer: s.peer}
+				}
+				continue
+			}
+		}
+		return Decision{Verdict: Allow, Reason: ReasonAllowed, Rule: e.rule, Peer: s.peer}
+	}
+	return blocked
 }
 
 func portAllowed(ports []PortRange, proto Proto, dport uint16) bool {

@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"testing"
+	"time"
 )
 
 var (
@@ -84,8 +85,10 @@ func TestCompileRejects(t *testing.T) {
 	}
 }
 
-// reference is the obviously correct evaluator: a linear scan.
-func reference(rules []Rule, peers []Peer, src, dst netip.Addr, proto Proto, port uint16) Verdict {
+// reference is the obviously correct evaluator: a linear scan. A matching
+// deny rule wins; an allow rule needing MFA admits only a session with MFA.
+func reference(rules []Rule, peers []Peer, src, dst netip.Addr, proto Proto, port uint16, mfa bool) Verdict {
+	allow := false
 	for _, p := range peers {
 		if p.Addr != src {
 			continue
@@ -100,10 +103,18 @@ func reference(rules []Rule, peers []Peer, src, dst netip.Addr, proto Proto, por
 					in = in || d.Contains(dst)
 				}
 				if in && portAllowed(r.Ports, proto, port) {
-					return Allow
+					if r.Deny {
+						return Deny
+					}
+					if r.When == nil || !r.When.MFA || mfa {
+						allow = true
+					}
 				}
 			}
 		}
+	}
+	if allow {
+		return Allow
 	}
 	return Deny
 }
@@ -121,6 +132,12 @@ func TestDifferentialAgainstReference(t *testing.T) {
 			for range rng.IntN(3) {
 				lo := uint16(rng.IntN(20))
 				r.Ports = append(r.Ports, PortRange{lo, lo + uint16(rng.IntN(5))})
+			}
+			switch rng.IntN(5) {
+			case 0:
+				r.Deny = true
+			case 1:
+				r.When = &Conditions{MFA: true}
 			}
 			rules = append(rules, r)
 		}
@@ -143,8 +160,13 @@ func TestDifferentialAgainstReference(t *testing.T) {
 			dst := addr()
 			proto := []Proto{ProtoTCP, ProtoUDP, ProtoICMP, 50}[rng.IntN(4)]
 			port := uint16(rng.IntN(25))
-			got := c.Decide(src, dst, proto, port).Verdict
-			if want := reference(rules, peers, src, dst, proto, port); got != want {
+			mfa := rng.IntN(2) == 0
+			sess := &Session{}
+			if mfa {
+				sess.MFAAt = time.Unix(1e9, 0)
+			}
+			got := c.DecideSession(src, dst, proto, port, sess, time.Unix(1e9+60, 0)).Verdict
+			if want := reference(rules, peers, src, dst, proto, port, mfa); got != want {
 				t.Fatalf("round %d: %s→%s %v/%d: compiled %v, reference %v\nrules %+v", round, src, dst, proto, port, got, want, rules)
 			}
 		}
@@ -159,6 +181,85 @@ func TestDecideDoesNotAllocate(t *testing.T) {
 	})
 	if n != 0 {
 		t.Fatalf("Decide allocates %v times per run", n)
+	}
+}
+
+// Conditions other than CEL are evaluated without allocating: MFA age,
+// posture, a time window in an IANA zone, source networks, deny rules.
+func TestDecideSessionWithConditionsDoesNotAllocate(t *testing.T) {
+	c, err := Compile([]Rule{
+		{ID: "deny-ssh", Deny: true, Dst: []netip.Prefix{netip.PrefixFrom(ehr, 32)}, Proto: ProtoTCP, Ports: []PortRange{{22, 22}}},
+		{ID: "ehr", App: "ehr", Dst: []netip.Prefix{netip.PrefixFrom(ehr, 32)}, Proto: ProtoTCP, Ports: []PortRange{{443, 443}},
+			When: &Conditions{MFA: true, MFAMaxAge: 12 * time.Hour, Posture: []string{"disk-encrypted"},
+				Windows:    []TimeWindow{{Days: 0b0111110, Start: 6 * 60, End: 20 * 60, Zone: "America/New_York"}},
+				SourceNets: []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24")}}},
+	}, []Peer{{DeviceID: "n", User: "nurse", Addr: nurse, Rules: []RuleID{"deny-ssh", "ehr"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Date(2026, 3, 2, 15, 0, 0, 0, time.UTC) // Monday 10:00 in New York
+	s := &Session{MFAAt: now.Add(-time.Hour), Posture: []string{"disk-encrypted"}, PublicAddr: netip.MustParseAddr("198.51.100.7")}
+	for _, tc := range []struct {
+		port   uint16
+		s      *Session
+		at     time.Time
+		want   Verdict
+		reason Reason
+	}{
+		{443, s, now, Allow, ReasonAllowed},
+		{22, s, now, Deny, ReasonDenyRule},
+		{443, nil, now, Deny, ReasonMFARequired},
+		{443, s, now.Add(12 * time.Hour), Deny, ReasonMFAStale},
+		{443, &Session{MFAAt: now}, now, Deny, ReasonPosture},
+		{443, s, now.Add(-11 * time.Hour), Deny, ReasonOutsideHours},
+		{443, &Session{MFAAt: now, Posture: []string{"disk-encrypted"}}, now, Deny, ReasonSourceNetwork},
+	} {
+		if d := c.DecideSession(nurse, ehr, ProtoTCP, tc.port, tc.s, tc.at); d.Verdict != tc.want || d.Reason != tc.reason {
+			t.Errorf("port %d at %v: %v/%v, want %v/%v", tc.port, tc.at, d.Verdict, d.Reason, tc.want, tc.reason)
+		}
+	}
+	n := testing.AllocsPerRun(1000, func() {
+		c.DecideSession(nurse, ehr, ProtoTCP, 443, s, now)
+		c.DecideSession(nurse, ehr, ProtoTCP, 22, s, now)
+	})
+	if n != 0 {
+		t.Fatalf("DecideSession allocates %v times per run", n)
+	}
+}
+
+func TestCompileRejectsBadConditions(t *testing.T) {
+	dst := []netip.Prefix{netip.PrefixFrom(ehr, 32)}
+	for name, w := range map[string]*Conditions{
+		"unknown zone":   {Windows: []TimeWindow{{Days: 1, Start: 0, End: 60, Zone: "Mars/Olympus"}}},
+		"empty window":   {Windows: []TimeWindow{{Days: 1, Start: 60, End: 60, Zone: "UTC"}}},
+		"cel not bool":   {CEL: "port + 1"},
+		"cel bad syntax": {CEL: "port >"},
+	} {
+		if _, err := Compile([]Rule{{ID: "r", Dst: dst, When: w}}, nil); err == nil {
+			t.Errorf("%s: compiled", name)
+		}
+	}
+	if _, err := Compile([]Rule{{ID: "r", Dst: dst, Deny: true, When: &Conditions{MFA: true}}}, nil); err == nil {
+		t.Error("deny rule with conditions compiled")
+	}
+}
+
+func BenchmarkDecideSessionConditions(b *testing.B) {
+	c, err := Compile([]Rule{
+		{ID: "ehr", App: "ehr", Dst: []netip.Prefix{netip.PrefixFrom(ehr, 32)}, Proto: ProtoTCP, Ports: []PortRange{{443, 443}},
+			When: &Conditions{MFA: true, MFAMaxAge: 12 * time.Hour, Posture: []string{"disk-encrypted"},
+				Windows: []TimeWindow{{Days: 0x7f, Start: 0, End: 1440, Zone: "America/New_York"}}}},
+	}, []Peer{{DeviceID: "n", User: "nurse", Addr: nurse, Rules: []RuleID{"ehr"}}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	now := time.Now()
+	s := &Session{MFAAt: now.Add(-time.Hour), Posture: []string{"disk-encrypted"}}
+	b.ReportAllocs()
+	for b.Loop() {
+		if c.DecideSession(nurse, ehr, ProtoTCP, 443, s, now).Verdict != Allow {
+			b.Fatal("deny")
+		}
 	}
 }
 

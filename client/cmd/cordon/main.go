@@ -109,6 +109,8 @@ func main() {
 	up.Flags().StringVar(&uc.Interface, "interface", "cordon0", "tunnel interface name")
 	up.Flags().StringVar(&uc.SOCKSAddr, "socks5", "127.0.0.1:1080", "userspace mode: SOCKS5 proxy address (empty disables)")
 	up.Flags().StringVar(&uc.HTTPAddr, "http-proxy", "127.0.0.1:8080", "userspace mode: HTTP proxy address (empty disables)")
+	up.Flags().StringVar(&uc.DNS, "dns", "auto", "tun mode: how the system reaches the DNS stub for internal names: auto (systemd-resolved if it runs, else resolv-conf), resolved, resolv-conf (manage /etc/resolv.conf, restored on down) or none (serve the stub on the overlay address, change nothing)")
+	up.Flags().StringVar(&uc.ResolvConf, "resolv-conf", "/etc/resolv.conf", "tun mode, --dns resolv-conf: the file to manage")
 
 	down := &cobra.Command{
 		Use:   "down",

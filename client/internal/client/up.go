@@ -15,7 +15,9 @@ import (
 
 	"golang.zx2c4.com/wireguard/tun"
 
+	"github.com/cordonhq/cordon/client/internal/dnsstub"
 	"github.com/cordonhq/cordon/client/internal/proxy"
+	"github.com/cordonhq/cordon/client/internal/sysdns"
 	"github.com/cordonhq/cordon/pkg/agentstate"
 	"github.com/cordonhq/cordon/pkg/controlclient"
 	"github.com/cordonhq/cordon/pkg/controlproto"
@@ -43,8 +45,12 @@ type UpConfig struct {
 	Interface string
 	SOCKSAddr string // userspace mode
 	HTTPAddr  string // userspace mode
-	Version   string
-	Logger    *slog.Logger
+	// DNS is how tun mode points the system at the stub: sysdns.ModeAuto
+	// (default), ModeResolved, ModeResolvConf or ModeNone.
+	DNS        string
+	ResolvConf string // resolv-conf mode; default /etc/resolv.conf
+	Version    string
+	Logger     *slog.Logger
 }
 
 // tunnel is the running client. Its mutable view (map, status) is guarded by
@@ -56,6 +62,8 @@ type tunnel struct {
 	wg   *wgdev.Device
 	link *tunnet.Link // tun mode only
 	cc   *controlclient.Client
+	stub *dnsstub.Stub
+	sys  sysdns.Manager // tun mode only
 
 	mu     sync.Mutex
 	cm     *controlproto.ClientMap
@@ -88,13 +96,15 @@ func (t *tunnel) resyncRoutes(ctx context.Context) {
 	}
 }
 
-// LookupHost resolves entitled app names from the pushed map only: unknown
-// names never go to the system resolver, so internal names do not leak.
+// LookupHost resolves an internal name for the local proxy by asking the
+// DNS server of the gateway serving it, through the tunnel, so the gateway
+// decides what this device may see. Other names are not resolved at all:
+// nothing goes to the system resolver, so internal names do not leak.
 func (t *tunnel) LookupHost(name string) (netip.Addr, bool) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	a, ok := t.dns[strings.TrimSuffix(strings.ToLower(name), ".")]
-	return a, ok
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	a, err := t.stub.LookupHost(ctx, name)
+	return a, err == nil
 }
 
 // Up brings the tunnel up and runs until ctx ends, 'cordon down', or the
@@ -110,6 +120,12 @@ func Up(ctx context.Context, cfg UpConfig) error {
 	e := st.Enrollment
 	log = log.With("device", e.ID, "user", e.User)
 	t := &tunnel{cfg: cfg, log: log, st: st}
+	if cfg.Mode == ModeTUN {
+		// A resolv.conf left pointing at the stub by a crashed run.
+		if err := sysdns.Recover(cfg.StateDir, log); err != nil {
+			log.Warn("restore resolv.conf from the last run", "err", err)
+		}
+	}
 
 	ctx, cancel := context.WithCancelCause(ctx)
 	// Teardown runs in this order: stop the control channel and proxies,
@@ -134,6 +150,16 @@ func Up(ctx context.Context, cfg UpConfig) error {
 		stopLocal()
 		local.Wait()
 	}()
+	defer func() { // runs first: DNS is handed back while the tunnel is still up
+		if t.sys != nil {
+			if err := t.sys.Close(); err != nil {
+				log.Warn("restore system DNS settings", "err", err)
+			}
+		}
+		if t.stub != nil {
+			t.stub.Close()
+		}
+	}()
 
 	switch cfg.Mode {
 	case ModeUserspace:
@@ -148,6 +174,7 @@ func Up(ctx context.Context, cfg UpConfig) error {
 			return fmt.Errorf("start userspace network stack: %w", err)
 		}
 		dev = ns
+		t.stub = dnsstub.New(dnsstub.Config{Tunnel: ns, Logger: log.With("component", "dns")})
 		for _, p := range []struct {
 			addr string
 			kind proxy.Kind
@@ -170,6 +197,9 @@ func Up(ctx context.Context, cfg UpConfig) error {
 		}
 		dev = td
 		if t.link, err = tunnet.Configure(cfg.Interface, netip.PrefixFrom(e.OverlayAddr, 32), mtu); err != nil {
+			return err
+		}
+		if err := t.startStub(e.OverlayAddr); err != nil {
 			return err
 		}
 	default:
@@ -249,6 +279,10 @@ func (t *tunnel) onFrame(f *controlproto.Frame) error {
 			t.log.Error("apply map: routes", "err", err)
 			return fmt.Errorf("apply routes: %w", err)
 		}
+	}
+	if err := t.applyDNS(m); err != nil {
+		t.log.Error("apply map: dns", "err", err)
+		return err
 	}
 	t.mu.Lock()
 	t.cm, t.dns, t.routes = m, dns, routes

@@ -48,6 +48,8 @@ type Config struct {
 	CA         *ca.CA
 	ServerCert tls.Certificate
 	Logger     *slog.Logger
+	// DNS says which DNS zones are internal (sent to every agent).
+	DNS netmap.DNSConfig
 }
 
 // Server accepts agent connections and pushes maps.
@@ -338,7 +340,7 @@ func (s *Server) recordFlows(ctx context.Context, log *slog.Logger, gatewayID st
 	out := make([]store.AuditEvent, 0, len(evs))
 	for _, e := range evs {
 		switch e.Action {
-		case controlproto.FlowAllow, controlproto.FlowDeny, controlproto.FlowCut:
+		case controlproto.FlowAllow, controlproto.FlowDeny, controlproto.FlowCut, controlproto.FlowDNSDeny:
 		default:
 			continue
 		}
@@ -357,7 +359,7 @@ func FlowAudit(gatewayID string, e controlproto.FlowEvent) store.AuditEvent {
 		"dst":     e.Dst.String(),
 		"gateway": gatewayID,
 	}
-	for k, v := range map[string]string{"user": e.User, "device": e.DeviceID, "rule": e.Rule, "reason": e.Reason} {
+	for k, v := range map[string]string{"user": e.User, "device": e.DeviceID, "rule": e.Rule, "reason": e.Reason, "name": e.Name} {
 		if v != "" {
 			d[k] = v
 		}
@@ -366,11 +368,16 @@ func FlowAudit(gatewayID string, e controlproto.FlowEvent) store.AuditEvent {
 	if subject == "" {
 		subject = e.Dst.String()
 	}
+	typ, outcome := "flow."+string(e.Action), string(e.Action)
+	if e.Action == controlproto.FlowDNSDeny {
+		// A denied lookup: the name asked for is the subject.
+		typ, outcome, subject = "dns.deny", "deny", e.Name
+	}
 	return store.AuditEvent{
 		Time:    e.Time,
-		Type:    "flow." + string(e.Action),
+		Type:    typ,
 		Actor:   "gateway:" + gatewayID,
-		Outcome: string(e.Action),
+		Outcome: outcome,
 		Subject: subject,
 		Details: d,
 	}
@@ -403,6 +410,7 @@ func (s *Server) recompute(ctx context.Context) error {
 		return err
 	}
 	ix := netmap.NewIndex(snap)
+	zones := ix.DNSZones(s.cfg.DNS)
 	s.mu.Lock()
 	var gateways, clients []*agent
 	for _, a := range s.agents {
@@ -421,7 +429,9 @@ func (s *Server) recompute(ctx context.Context) error {
 			a.conn.CloseWithError(codeRevoked, "gateway deleted")
 			continue
 		}
-		f := &controlproto.Frame{Type: controlproto.TypeGatewayMap, GatewayMap: ix.GatewayMap(gw)}
+		gm := ix.GatewayMap(gw)
+		gm.DNSZones = zones
+		f := &controlproto.Frame{Type: controlproto.TypeGatewayMap, GatewayMap: gm}
 		if rev, err := offerFrame(a, f); err != nil {
 			return err
 		} else if rev != 0 {
@@ -435,7 +445,9 @@ func (s *Server) recompute(ctx context.Context) error {
 			a.conn.CloseWithError(codeRevoked, "device revoked")
 			continue
 		}
-		f := &controlproto.Frame{Type: controlproto.TypeClientMap, ClientMap: ix.ClientMap(d)}
+		cm := ix.ClientMap(d)
+		cm.DNSZones = zones
+		f := &controlproto.Frame{Type: controlproto.TypeClientMap, ClientMap: cm}
 		if _, err := offerFrame(a, f); err != nil {
 			return err
 		}

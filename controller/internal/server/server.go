@@ -21,6 +21,7 @@ import (
 	"github.com/cordonhq/cordon/controller/internal/auth"
 	"github.com/cordonhq/cordon/controller/internal/ca"
 	"github.com/cordonhq/cordon/controller/internal/control"
+	"github.com/cordonhq/cordon/controller/internal/netmap"
 	"github.com/cordonhq/cordon/controller/internal/store"
 	"github.com/cordonhq/cordon/controller/internal/store/sqlite"
 )
@@ -38,11 +39,16 @@ type Config struct {
 	Announce io.Writer
 	// Ready, if set, is called with the bound address once serving.
 	Ready func(addr net.Addr)
+	// DNS names the internal DNS zones (--dns-zone, --dns-ttl).
+	DNS netmap.DNSConfig
 }
 
 // Run runs the controller until ctx is cancelled.
 func Run(ctx context.Context, cfg Config) error {
 	log := cfg.Logger
+	if err := cfg.DNS.Validate(); err != nil {
+		return err
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("create data dir: %w", err)
 	}
@@ -67,7 +73,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 
-	ctl := control.New(control.Config{Store: st, CA: authority, ServerCert: cert, Logger: log.With("component", "control")})
+	ctl := control.New(control.Config{Store: st, CA: authority, ServerCert: cert, Logger: log.With("component", "control"), DNS: cfg.DNS})
 	apiSrv := api.New(api.Config{
 		Store:   st,
 		CA:      authority,

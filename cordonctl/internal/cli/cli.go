@@ -110,7 +110,7 @@ func (a *app) exitCode(err error) int {
 		ur *adminapi.UnreachableError
 	)
 	switch {
-	case errors.As(err, &ue):
+	case errors.As(err, &ue), errors.As(err, new(*invalidError)):
 		return ExitUsage
 	case errors.As(err, &ur):
 		return ExitUnreachable
@@ -197,6 +197,7 @@ func (a *app) rootCmd() *cobra.Command {
 		a.gatewayCmd(),
 		a.deviceCmd(),
 		a.auditCmd(),
+		a.policyCmd(),
 	)
 	return root
 }

@@ -27,6 +27,7 @@ import (
 
 	"golang.zx2c4.com/wireguard/tun"
 
+	"github.com/cordonhq/cordon/gateway/internal/dns"
 	"github.com/cordonhq/cordon/gateway/internal/flow"
 	"github.com/cordonhq/cordon/gateway/internal/nat"
 	"github.com/cordonhq/cordon/pkg/adminapi"
@@ -90,23 +91,31 @@ func Run(ctx context.Context, cfg Config) error {
 	defer cleanup()
 
 	events := make(chan controlproto.FlowEvent, 4096)
-	authz, err := flow.New(dev, flow.Config{Logger: log.With("component", "flow"), Events: events})
+	authz, err := flow.New(dev, flow.Config{Logger: log.With("component", "flow"), Events: events,
+		LocalServices: dnsServices(st.Enrollment.OverlayAddr)})
 	if err != nil {
 		dev.Close()
 		return err
 	}
+	dnsSrv, err := startDNS(dev, authz, st.Enrollment.OverlayAddr, events, log)
+	if err != nil {
+		authz.Close()
+		return err
+	}
+	defer dnsSrv.Close()
 	wg, err := wgdev.New(authz, wgdev.Options{Name: cfg.Interface, UAPI: cfg.Mode == ModeTUN, Logger: log})
 	if err != nil {
 		authz.Close()
 		return fmt.Errorf("start wireguard: %w", err)
 	}
 	defer wg.Close()
+	defer dnsSrv.Close() // before the device goes
 	if _, err := wg.Reconfig(wgdev.Config{PrivateKey: st.WGKey, ListenPort: cfg.ListenPort}); err != nil {
 		return fmt.Errorf("configure wireguard: %w", err)
 	}
 	log.Info("wireguard listening", "port", cfg.ListenPort, "interface", cfg.Interface, "endpoint", cfg.Endpoint)
 
-	g := &gw{log: log, key: st, authz: authz, wg: wg, port: cfg.ListenPort, lingerer: map[wgkey.Public]linger{}}
+	g := &gw{log: log, key: st, authz: authz, dns: dnsSrv, wg: wg, port: cfg.ListenPort, lingerer: map[wgkey.Public]linger{}}
 	defer g.stop()
 	tlsConf, err := st.ClientTLS(controlproto.ALPN)
 	if err != nil {
@@ -230,6 +239,7 @@ type gw struct {
 	log   *slog.Logger
 	key   *agentstate.State
 	authz *flow.Authorizer
+	dns   *dns.Server
 	wg    *wgdev.Device
 	port  int
 
@@ -263,6 +273,10 @@ func (g *gw) onFrame(f *controlproto.Frame) error {
 	if err != nil {
 		g.log.Error("map rejected: policy does not compile; keeping the previous one", "revision", m.Revision, "err", err)
 		return fmt.Errorf("policy does not compile: %w", err)
+	}
+	if err := g.dns.SetMap(m.DNSZones, m.Apps); err != nil {
+		g.log.Error("map rejected: DNS records do not apply; keeping the previous map", "revision", m.Revision, "err", err)
+		return fmt.Errorf("dns records: %w", err)
 	}
 	// Policy first: flows the new map no longer allows are cut (with RSTs
 	// to both ends) while their peers are still configured to carry them.

@@ -1,0 +1,292 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/cordonhq/cordon/pkg/policy"
+	"github.com/cordonhq/cordon/pkg/policy/policyfile"
+)
+
+// The policy commands below work on a policy file offline: no controller
+// is needed to validate a change or answer an access question about it.
+
+// invalidError is input that was read and refused (exit 2, without the
+// usage hint a command-line mistake gets).
+type invalidError struct{ msg string }
+
+func (e *invalidError) Error() string { return e.msg }
+
+// readPolicyFile reads FILE ("-" for stdin) within the size limit.
+func (a *app) readPolicyFile(name string) ([]byte, error) {
+	var r io.Reader
+	if name == "-" {
+		r = a.io.In
+		name = "<stdin>"
+	} else {
+		f, err := os.Open(name)
+		if err != nil {
+			return nil, usagef("read policy: %v", err)
+		}
+		defer f.Close()
+		r = f
+	}
+	b, err := io.ReadAll(io.LimitReader(r, policyfile.MaxFileSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("read policy %s: %w", name, err)
+	}
+	return b, nil
+}
+
+// loadPolicy parses and validates (tests included) a policy file. Every
+// problem is an invalid-input error (exit 2).
+func (a *app) loadPolicy(name string) (*policyfile.Policy, []policyfile.TestResult, error) {
+	src, err := a.readPolicyFile(name)
+	if err != nil {
+		return nil, nil, err
+	}
+	file := name
+	if name == "-" {
+		file = "<stdin>"
+	}
+	pol, res, err := policyfile.Validate(file, src)
+	if err != nil {
+		var list policyfile.ErrorList
+		var verr *policyfile.ValidationError
+		if errors.As(err, &list) {
+			return nil, nil, &invalidError{msg: fmt.Sprintf("policy refused: %d problem(s)\n%s", len(list), list.Error())}
+		}
+		if errors.As(err, &verr) {
+			return nil, res, &invalidError{msg: err.Error()}
+		}
+		return nil, nil, err
+	}
+	return pol, res, nil
+}
+
+func (a *app) policyCmd() *cobra.Command {
+	validate := &cobra.Command{
+		Use:   "validate FILE",
+		Short: "Parse and check a policy file and run its tests (offline)",
+		Long: `Parse and check a policy file and run its tests, without a controller.
+Every problem is printed as file:line:column. A policy with an error or a
+failing test is refused (exit 2); such a policy is never applied.`,
+		Args: args("FILE"),
+		RunE: a.run(func(cmd *cobra.Command, args []string) error {
+			pol, res, err := a.loadPolicy(args[0])
+			if err != nil {
+				return err
+			}
+			if a.output == "json" {
+				return writeJSONValue(a.io.Out, map[string]any{
+					"valid": true, "groups": len(pol.Groups), "segments": len(pol.Segments), "apps": len(pol.Apps),
+					"rules": len(pol.Rules), "deny_rules": len(pol.Denies), "tests_passed": len(res),
+				})
+			}
+			fmt.Fprintf(a.io.Out, "%s: valid: %d groups, %d segments, %d apps, %d rules, %d deny rules; %d/%d tests passed\n",
+				args[0], len(pol.Groups), len(pol.Segments), len(pol.Apps), len(pol.Rules), len(pol.Denies), len(res), len(res))
+			return nil
+		}),
+	}
+
+	var ex struct {
+		user, app, port, at, mfaAge, source string
+		idp, tags, posture                  []string
+	}
+	explain := &cobra.Command{
+		Use:   "explain FILE --user U --app A --port tcp/443",
+		Short: "Say whether a user on a device may reach an app and port, and why",
+		Example: `  cordonctl policy explain hospital.yaml --user alice --app ehr --port tcp/443 \
+      --posture disk-encrypted,screen-lock --mfa-age 2h --at 2026-03-02T09:00:00-05:00`,
+		Args: args("FILE"),
+		RunE: a.run(func(cmd *cobra.Command, args []string) error {
+			pol, _, err := a.loadPolicy(args[0])
+			if err != nil {
+				return err
+			}
+			if _, ok := pol.Apps[ex.app]; !ok {
+				return usagef("--app %q is not in the policy", ex.app)
+			}
+			svc, err := policyfile.ParseService(ex.port)
+			if err != nil || len(svc.Ports) > 1 || len(svc.Ports) == 1 && svc.Ports[0].First != svc.Ports[0].Last {
+				return usagef("--port %q: write tcp/443, udp/53 or icmp", ex.port)
+			}
+			q := policyfile.Request{User: ex.user, Tags: ex.tags, App: ex.app, Proto: svc.Proto}
+			if len(svc.Ports) == 1 {
+				q.Port = svc.Ports[0].First
+			}
+			if q.IdP, err = parseIdP(ex.idp); err != nil {
+				return err
+			}
+			q.At = time.Now()
+			if ex.at != "" {
+				if q.At, err = time.Parse(time.RFC3339, ex.at); err != nil {
+					return usagef("--at %q: write RFC 3339, e.g. 2026-03-02T09:00:00-05:00", ex.at)
+				}
+			}
+			q.Session = policy.Session{Posture: slices.Sorted(slices.Values(ex.posture)), Tags: ex.tags,
+				Groups: pol.GroupsOf(ex.user, q.IdP)}
+			if ex.mfaAge != "" {
+				d, err := time.ParseDuration(ex.mfaAge)
+				if err != nil || d < 0 {
+					return usagef("--mfa-age %q: write a duration such as 2h", ex.mfaAge)
+				}
+				q.Session.MFAAt = q.At.Add(-d)
+			}
+			if ex.source != "" {
+				if q.Session.PublicAddr, err = netip.ParseAddr(ex.source); err != nil {
+					return usagef("--source %q: write an IP address", ex.source)
+				}
+			}
+			r := pol.Evaluate(q)
+			detail := policyfile.Detail(r, q)
+			if a.output == "json" {
+				out := map[string]any{"verdict": r.Verdict.String(), "reason": r.Reason.String(), "app": ex.app, "port": ex.port}
+				if r.Rule != nil {
+					out["rule"] = r.Rule.Name
+				}
+				if detail != "" {
+					out["detail"] = detail
+				}
+				return writeJSONValue(a.io.Out, out)
+			}
+			fmt.Fprintln(a.io.Out, policyfile.Explain(r))
+			if detail != "" {
+				fmt.Fprintf(a.io.Out, "  %s\n", detail)
+			}
+			return nil
+		}),
+	}
+	f := explain.Flags()
+	f.StringVar(&ex.user, "user", "", "user name")
+	f.StringSliceVar(&ex.idp, "idp", nil, "the user's IdP group claims, CLAIM=VALUE (repeatable)")
+	f.StringSliceVar(&ex.tags, "tag", nil, "device tags (repeatable)")
+	f.StringSliceVar(&ex.posture, "posture", nil, "posture checks the device passes (comma-separated)")
+	f.StringVar(&ex.mfaAge, "mfa-age", "", "time since the user's MFA, e.g. 2h (default: no MFA in the session)")
+	f.StringVar(&ex.source, "source", "", "the device's public IP address")
+	f.StringVar(&ex.app, "app", "", "app name")
+	f.StringVar(&ex.port, "port", "", "protocol and port: tcp/443, udp/53, icmp")
+	f.StringVar(&ex.at, "at", "", "time of the request, RFC 3339 (default: now)")
+	explain.MarkFlagRequired("user")
+	explain.MarkFlagRequired("app")
+	explain.MarkFlagRequired("port")
+
+	whoCan := &cobra.Command{
+		Use:   "who-can FILE APP",
+		Short: "List who may reach an app: users, IdP groups and device tags (access review)",
+		Args:  args("FILE", "APP"),
+		RunE: a.run(func(cmd *cobra.Command, args []string) error {
+			pol, _, err := a.loadPolicy(args[0])
+			if err != nil {
+				return err
+			}
+			es, err := pol.WhoCan(args[1])
+			if err != nil {
+				return &usageError{msg: err.Error()}
+			}
+			return a.printEntitlements(es)
+		}),
+	}
+
+	var acc struct{ idp, tags []string }
+	access := &cobra.Command{
+		Use:   "access FILE USER",
+		Short: "List what a user may reach (access review)",
+		Args:  args("FILE", "USER"),
+		RunE: a.run(func(cmd *cobra.Command, args []string) error {
+			pol, _, err := a.loadPolicy(args[0])
+			if err != nil {
+				return err
+			}
+			idp, err := parseIdP(acc.idp)
+			if err != nil {
+				return err
+			}
+			return a.printEntitlements(pol.Access(args[1], idp, acc.tags))
+		}),
+	}
+	access.Flags().StringSliceVar(&acc.idp, "idp", nil, "the user's IdP group claims, CLAIM=VALUE (repeatable)")
+	access.Flags().StringSliceVar(&acc.tags, "tag", nil, "device tags (repeatable)")
+
+	diff := &cobra.Command{
+		Use:   "diff OLD NEW",
+		Short: "Say who gains and who loses access to which apps and ports between two policy files",
+		Long: `Compare two policy files as an access reviewer would: for every user, IdP
+group and device tag, the apps and ports (and conditions) they gain, lose or
+keep differently. Both files must validate. Offline; nothing is applied.`,
+		Args: args("OLD", "NEW"),
+		RunE: a.run(func(cmd *cobra.Command, args []string) error {
+			old, _, err := a.loadPolicy(args[0])
+			if err != nil {
+				return err
+			}
+			cur, _, err := a.loadPolicy(args[1])
+			if err != nil {
+				return err
+			}
+			changes := policyfile.Diff(old, cur)
+			if a.output == "json" {
+				if changes == nil {
+					changes = []policyfile.Change{}
+				}
+				return writeJSONValue(a.io.Out, changes)
+			}
+			if len(changes) == 0 {
+				fmt.Fprintln(a.io.Out, "no change in who can reach what")
+				return nil
+			}
+			t := newTable(a.io.Out, "CHANGE", "WHO", "APP", "BEFORE", "AFTER")
+			for _, c := range changes {
+				t.row(c.Kind, c.Who, c.App, orDash(c.Old), orDash(c.New))
+			}
+			return t.flush()
+		}),
+	}
+
+	return a.group("policy", "Validate and query policy files (offline)", validate, explain, whoCan, access, diff)
+}
+
+func parseIdP(vals []string) ([]policyfile.IdPRef, error) {
+	var out []policyfile.IdPRef
+	for _, v := range vals {
+		c, val, ok := strings.Cut(v, "=")
+		if !ok || c == "" || val == "" {
+			return nil, usagef("--idp %q: write CLAIM=VALUE, e.g. groups=Physicians", v)
+		}
+		out = append(out, policyfile.IdPRef{Claim: c, Value: val})
+	}
+	return out, nil
+}
+
+func (a *app) printEntitlements(es []policyfile.Entitlement) error {
+	if a.output == "json" {
+		if es == nil {
+			es = []policyfile.Entitlement{}
+		}
+		return writeJSONValue(a.io.Out, es)
+	}
+	t := newTable(a.io.Out, "WHO", "APP", "CLASS", "PORTS", "RULE", "VIA", "CONDITIONS", "DENIED-BY")
+	for _, e := range es {
+		cond := e.Conditions
+		if e.Waiver != "" {
+			cond = strings.TrimPrefix(cond+"; waiver", "; ")
+		}
+		t.row(e.Who, e.App, e.Class, e.Ports, e.Rule, e.Via, orDash(cond), orDash(e.DeniedBy))
+	}
+	return t.flush()
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
