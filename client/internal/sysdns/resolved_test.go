@@ -126,7 +126,10 @@ func TestResolvedOverDBus(t *testing.T) {
 		"SetLinkMulticastDNS no",
 		"RevertLink",
 	}
-	if !reflect.DeepEqual(fake.calls, want) {
-		t.Errorf("calls:\n got %q\nwant %q", fake.calls, want)
+	fake.mu.Lock()
+	got := append([]string(nil), fake.calls...)
+	fake.mu.Unlock()
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("calls:\n got %q\nwant %q", got, want)
 	}
 }

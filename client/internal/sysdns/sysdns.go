@@ -29,6 +29,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 
 	"github.com/godbus/dbus/v5"
 )
@@ -363,7 +364,9 @@ func writeFileSync(path string, b []byte, mode os.FileMode) error {
 }
 
 // replaceFile writes path atomically (a temporary file renamed over it),
-// replacing a symlink rather than writing through it.
+// replacing a symlink rather than writing through it. A path that is a
+// mount point (containers bind-mount resolv.conf) cannot be renamed over;
+// it is rewritten in place instead.
 func replaceFile(path string, b []byte, mode os.FileMode) error {
 	tmp := path + ".cordon-tmp"
 	if err := writeFileSync(tmp, b, mode); err != nil {
@@ -374,7 +377,14 @@ func replaceFile(path string, b []byte, mode os.FileMode) error {
 		os.Remove(tmp)
 		return err
 	}
-	return os.Rename(tmp, path)
+	err := os.Rename(tmp, path)
+	if err != nil {
+		os.Remove(tmp)
+		if errors.Is(err, syscall.EBUSY) || errors.Is(err, syscall.EXDEV) {
+			return writeFileSync(path, b, mode)
+		}
+	}
+	return err
 }
 
 func canonical(zones []string) []string {

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -76,5 +77,34 @@ func TestRecoverLeavesForeignChanges(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(path); string(b) != "nameserver 198.51.100.1\n" {
 		t.Errorf("foreign resolv.conf overwritten: %s", b)
+	}
+}
+
+// In containers /etc/resolv.conf is a bind mount, which cannot be renamed
+// over: it is rewritten in place, and restored in place.
+func TestResolvConfOnMountPoint(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("SKIP: bind-mounting a file needs root")
+	}
+	dir := t.TempDir()
+	path, src := filepath.Join(dir, "resolv.conf"), filepath.Join(dir, "host-resolv.conf")
+	os.WriteFile(path, nil, 0o644)
+	os.WriteFile(src, []byte("nameserver 192.0.2.53\n"), 0o644)
+	if err := syscall.Mount(src, path, "", syscall.MS_BIND, ""); err != nil {
+		t.Skipf("SKIP: bind mount: %v", err)
+	}
+	t.Cleanup(func() { syscall.Unmount(path, 0) })
+	m, _ := New(Config{Mode: ModeResolvConf, Stub: stub, StateDir: dir, ResolvConf: path})
+	if err := m.SetZones(nil); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(path); !strings.Contains(string(b), "nameserver 100.64.0.11") {
+		t.Fatalf("not rewritten in place:\n%s", b)
+	}
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(src); string(b) != "nameserver 192.0.2.53\n" {
+		t.Errorf("not restored: %s", b)
 	}
 }
