@@ -178,8 +178,22 @@ func (a *Authorizer) insert(f *flow, pol *policy.Compiled, d policy.Decision) (p
 	s.mu.Unlock()
 	a.stats.flowsOpen.Add(1)
 	a.stats.flowsOpened.Add(1)
-	a.emit(flowEvent(a.now(), controlproto.FlowAllow, *k, meta, policy.ReasonAllowed.String()))
+	if !a.isLocal(d.Rule) {
+		a.emit(flowEvent(a.now(), controlproto.FlowAllow, *k, meta, policy.ReasonAllowed.String()))
+	}
 	return d, true
+}
+
+// isLocal reports whether r is one of the gateway's own services. Their
+// allowed flows are not audited as flows: every DNS lookup would otherwise
+// be an audit record (the DNS server audits the lookups it denies).
+func (a *Authorizer) isLocal(r *policy.Rule) bool {
+	for i := range a.services {
+		if r == &a.services[i] {
+			return true
+		}
+	}
+	return false
 }
 
 // denied records a denied packet: the first of its flow emits an event,

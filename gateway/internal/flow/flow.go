@@ -161,8 +161,9 @@ type Config struct {
 	Now func() time.Time
 }
 
-// LocalService is a service of the gateway itself. Flows to it are
-// recorded with rule "local:<Name>" and app "gateway".
+// LocalService is a service of the gateway itself. Allowed flows to it are
+// not reported as flow events (a DNS lookup is not an app access); they
+// carry rule "local:<Name>" and app "gateway" where they show.
 type LocalService struct {
 	Name  string
 	Addr  netip.Addr
