@@ -398,3 +398,34 @@ func AuditPath(q AuditQuery) string {
 	}
 	return "/v1/audit?" + v.Encode()
 }
+
+// PlanPolicy validates a policy file on the controller and says what
+// applying it would change. An invalid policy is not an error: see Valid.
+func (c *Client) PlanPolicy(ctx context.Context, req *PlanPolicyRequest) (*PolicyPlan, error) {
+	var out PolicyPlan
+	return &out, c.Do(ctx, http.MethodPost, "/v1/policy/plan", req, &out)
+}
+
+// ApplyPolicy validates and applies a policy file.
+func (c *Client) ApplyPolicy(ctx context.Context, req *ApplyPolicyRequest) (*AppliedPolicy, error) {
+	var out AppliedPolicy
+	return &out, c.Do(ctx, http.MethodPost, "/v1/policy/apply", req, &out)
+}
+
+// RollbackPolicy re-applies an old version as a new one.
+func (c *Client) RollbackPolicy(ctx context.Context, req *RollbackPolicyRequest) (*AppliedPolicy, error) {
+	var out AppliedPolicy
+	return &out, c.Do(ctx, http.MethodPost, "/v1/policy/rollback", req, &out)
+}
+
+// ListPolicyVersions lists every applied version, oldest first.
+func (c *Client) ListPolicyVersions(ctx context.Context) ([]PolicyVersion, error) {
+	var out []PolicyVersion
+	return out, c.Do(ctx, http.MethodGet, "/v1/policy/versions", nil, &out)
+}
+
+// GetPolicyVersion returns one version with its text.
+func (c *Client) GetPolicyVersion(ctx context.Context, version int64) (*PolicyVersion, error) {
+	var out PolicyVersion
+	return &out, c.Do(ctx, http.MethodGet, fmt.Sprintf("/v1/policy/versions/%d", version), nil, &out)
+}

@@ -223,3 +223,96 @@ const MaxAuditLimit = 1000
 type WhoAmI struct {
 	Actor string `json:"actor"` // "admin:<token name>"
 }
+
+// MaxPolicyBodySize bounds the body of the policy routes (POST
+// /v1/policy/plan and /v1/policy/apply), which carry a whole policy file
+// (at most policyfile.MaxFileSize bytes, JSON-escaped). Every other route
+// keeps MaxBodySize.
+const MaxPolicyBodySize = 16 << 20
+
+// PlanPolicyRequest is the body of POST /v1/policy/plan: a policy file's
+// text and the name positions in errors refer to.
+type PlanPolicyRequest struct {
+	File   string `json:"file"`
+	Source string `json:"source"`
+}
+
+// ApplyPolicyRequest is the body of POST /v1/policy/apply. Reason is
+// required: it goes to the audit trail with the actor and both hashes.
+type ApplyPolicyRequest struct {
+	File   string `json:"file"`
+	Source string `json:"source"`
+	Reason string `json:"reason"`
+}
+
+// RollbackPolicyRequest is the body of POST /v1/policy/rollback: re-apply
+// an old version's text as a new version.
+type RollbackPolicyRequest struct {
+	Version int64  `json:"version"`
+	Reason  string `json:"reason"`
+}
+
+// PolicyProblem is one error in a policy file, at a 1-based line and column.
+type PolicyProblem struct {
+	File    string `json:"file"`
+	Line    int    `json:"line"`
+	Col     int    `json:"col"`
+	Message string `json:"message"` // what is wrong, what would be right
+}
+
+// PolicyTestResult is the outcome of one of a policy's tests.
+type PolicyTestResult struct {
+	Name    string `json:"name"`
+	Line    int    `json:"line"`
+	Col     int    `json:"col"`
+	Passed  bool   `json:"passed"`
+	Message string `json:"message,omitempty"` // on failure: file:line:col: what happened instead
+}
+
+// PolicyChange is one line of a plan: who gains, loses, or keeps with
+// different ports or conditions, access to an app.
+type PolicyChange struct {
+	Kind string `json:"change"` // "gain", "lose", "change"
+	Who  string `json:"who"`    // "user:alice", "idp:groups=X", "tag:kiosk"
+	App  string `json:"app"`
+	Old  string `json:"old,omitempty"`
+	New  string `json:"new,omitempty"`
+}
+
+// PolicyPlan is the answer of POST /v1/policy/plan; an invalid file is
+// answered 200 with Valid false and its Errors or failing Tests (apply
+// answers such a file with an ErrorBody, code invalid, listing them). Valid
+// is true when the file parses, checks and passes every test; Changes is
+// then the entitlement diff against the active policy (against an empty
+// policy if none is active).
+type PolicyPlan struct {
+	Valid         bool               `json:"valid"`
+	SHA256        string             `json:"sha256"`
+	Errors        []PolicyProblem    `json:"errors"`
+	Tests         []PolicyTestResult `json:"tests"`
+	ActiveVersion int64              `json:"active_version"` // 0: none
+	ActiveSHA256  string             `json:"active_sha256,omitempty"`
+	Changes       []PolicyChange     `json:"changes"`
+}
+
+// PolicyVersion is one applied policy. Source is set by GET
+// /v1/policy/versions/{n} only.
+type PolicyVersion struct {
+	Version    int64     `json:"version"`
+	File       string    `json:"file"`
+	SHA256     string    `json:"sha256"`
+	Actor      string    `json:"actor"`
+	Reason     string    `json:"reason"`
+	RollbackOf int64     `json:"rollback_of,omitempty"`
+	CreatedAt  time.Time `json:"created_at"`
+	Source     string    `json:"source,omitempty"`
+}
+
+// AppliedPolicy is the answer of apply and rollback: the new version and
+// what it changed.
+type AppliedPolicy struct {
+	Version     PolicyVersion  `json:"version"`
+	PreviousSHA string         `json:"previous_sha256,omitempty"`
+	Changes     []PolicyChange `json:"changes"`
+	TestsPassed int            `json:"tests_passed"`
+}

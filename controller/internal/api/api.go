@@ -179,6 +179,12 @@ func (a *API) routes() {
 
 	m.Handle("GET /v1/audit", a.admin(a.listAudit))
 
+	m.Handle("POST /v1/policy/plan", a.admin(a.planPolicy))
+	m.Handle("POST /v1/policy/apply", a.admin(a.applyPolicy))
+	m.Handle("POST /v1/policy/rollback", a.admin(a.rollbackPolicy))
+	m.Handle("GET /v1/policy/versions", a.admin(a.listPolicyVersions))
+	m.Handle("GET /v1/policy/versions/{n}", a.admin(a.getPolicyVersion))
+
 	a.mux = m
 }
 

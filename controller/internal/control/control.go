@@ -58,6 +58,7 @@ type Server struct {
 	log     *slog.Logger
 	trigger chan struct{}
 	acks    chan struct{} // signalled when any gateway acknowledges a map
+	policy  netmap.PolicyCache
 
 	mu     sync.Mutex
 	agents map[string]*agent // by agent ID
@@ -409,7 +410,10 @@ func (s *Server) recompute(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	ix := netmap.NewIndex(snap)
+	ix := netmap.NewIndexCached(snap, &s.policy)
+	if err := ix.PolicyError(); err != nil {
+		s.log.Error("active policy does not parse: maps carry no rules until a policy is applied again", "version", snap.Policy.Version, "err", err)
+	}
 	zones := ix.DNSZones(s.cfg.DNS)
 	s.mu.Lock()
 	var gateways, clients []*agent

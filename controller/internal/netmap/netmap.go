@@ -3,7 +3,9 @@
 // gateways it peers with and the app addresses it may route to each.
 //
 // It is a pure function of a store snapshot, so every controller computes the
-// same maps (all lists are sorted).
+// same maps (all lists are sorted). When a policy was applied
+// (Snapshot.Policy), segments, apps and rules come from it (policy.go);
+// until then from the store's skeleton directory.
 package netmap
 
 import (
@@ -27,11 +29,16 @@ type Index struct {
 	gwBySeg    map[string][]store.Gateway
 	gateways   map[string]store.Gateway
 	devices    map[string]store.Device
+	pol        *policyIndex // nil while no policy was ever applied
 }
 
 // NewIndex indexes a snapshot. It sorts its own copies of the lists, so
 // the maps do not depend on the order the store returned them in.
-func NewIndex(snap *store.Snapshot) *Index {
+func NewIndex(snap *store.Snapshot) *Index { return NewIndexCached(snap, nil) }
+
+// NewIndexCached is NewIndex taking the active policy's parse from cache
+// (nil: parse it).
+func NewIndexCached(snap *store.Snapshot, cache *PolicyCache) *Index {
 	s := &store.Snapshot{
 		Segments: snap.Segments, Users: snap.Users, Groups: snap.Groups,
 		Apps:     slices.SortedFunc(slices.Values(snap.Apps), func(a, b store.App) int { return cmp.Compare(a.Name, b.Name) }),
@@ -74,6 +81,11 @@ func NewIndex(snap *store.Snapshot) *Index {
 		ix.gwBySeg[g.Segment] = append(ix.gwBySeg[g.Segment], g)
 		ix.gateways[g.ID] = g
 	}
+	if snap.Policy != nil {
+		ix.pol = newPolicyIndex(ix, snap.Policy, cache)
+		s.Segments, s.Apps = ix.pol.derivedDirectory()
+		s.Rules = nil
+	}
 	return ix
 }
 
@@ -114,6 +126,9 @@ func wireApp(a store.App) controlproto.App {
 
 // GatewayMap computes the map of one gateway.
 func (ix *Index) GatewayMap(gw store.Gateway) *controlproto.GatewayMap {
+	if ix.pol != nil {
+		return ix.policyGatewayMap(gw)
+	}
 	m := &controlproto.GatewayMap{GatewayID: gw.ID, OverlayAddr: gw.OverlayAddr}
 	if sg, ok := ix.segments[gw.Segment]; ok {
 		m.Segments = []controlproto.Segment{{Name: sg.Name, CIDRs: slices.Clone(sg.CIDRs)}}
@@ -158,6 +173,9 @@ func (ix *Index) GatewayMap(gw store.Gateway) *controlproto.GatewayMap {
 // gateway (the first by ID that has an endpoint); AllowedIPs toward it hold
 // only the entitled apps' addresses and the gateway's overlay address.
 func (ix *Index) ClientMap(d store.Device) *controlproto.ClientMap {
+	if ix.pol != nil {
+		return ix.policyClientMap(d)
+	}
 	m := &controlproto.ClientMap{DeviceID: d.ID, User: d.User, OverlayAddr: d.OverlayAddr}
 	byGW := map[string]*controlproto.ClientGateway{}
 	for _, a := range ix.snap.Apps {

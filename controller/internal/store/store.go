@@ -25,6 +25,7 @@ var (
 	ErrInUse         = errors.New("still in use")             // delete blocked by a reference
 	ErrTokenInvalid  = errors.New("token invalid or expired") // unknown, used or expired
 	ErrAddrExhausted = errors.New("overlay address pool exhausted")
+	ErrStale         = errors.New("changed since it was read") // a compare-and-set lost the race
 )
 
 // OverlayPrefix is the pool overlay addresses come from (RFC 6598 shared
@@ -139,6 +140,20 @@ type AuditFilter struct {
 	Limit    int // 0 means 100
 }
 
+// PolicyVersion is one applied policy file. Versions are numbered 1, 2, ...
+// by the store; the newest is the active policy (a rollback stores the old
+// text again as a new version, so history only grows).
+type PolicyVersion struct {
+	Version    int64     `json:"version"`
+	File       string    `json:"file"`   // the name it was applied under, for error positions
+	Source     []byte    `json:"-"`      // the policy text as applied; empty in ListPolicyVersions
+	SHA256     string    `json:"sha256"` // hex SHA-256 of Source
+	Actor      string    `json:"actor"`
+	Reason     string    `json:"reason"`
+	RollbackOf int64     `json:"rollback_of,omitempty"` // the version this one re-applies, 0 if none
+	CreatedAt  time.Time `json:"created_at"`
+}
+
 // Snapshot is a consistent read of everything the network map depends on.
 type Snapshot struct {
 	Segments []Segment
@@ -148,6 +163,9 @@ type Snapshot struct {
 	Rules    []Rule
 	Gateways []Gateway
 	Devices  []Device
+	// Policy is the active policy version, Source included; nil while no
+	// policy was ever applied (the maps then come from Rules).
+	Policy *PolicyVersion
 }
 
 // Store is the controller's persistent state. Implementations are safe for
@@ -209,6 +227,20 @@ type Store interface {
 	PutAdminTokenHash(ctx context.Context, name string, hash []byte) error
 	// AdminTokenHashes returns name → hash for constant-time comparison.
 	AdminTokenHashes(ctx context.Context) (map[string][]byte, error)
+
+	// PutPolicyVersion stores v as the next version and makes it the active
+	// policy, in one transaction. It assigns Version and, if zero,
+	// CreatedAt; SHA256 is computed from Source. prev is the version the
+	// caller saw active (0: none); if another version became active since,
+	// nothing is stored and ErrStale is returned.
+	PutPolicyVersion(ctx context.Context, prev int64, v PolicyVersion) (PolicyVersion, error)
+	// GetPolicyVersion returns one version, Source included (ErrNotFound).
+	GetPolicyVersion(ctx context.Context, version int64) (PolicyVersion, error)
+	// ListPolicyVersions returns every version, oldest first, without Source.
+	ListPolicyVersions(ctx context.Context) ([]PolicyVersion, error)
+	// ActivePolicy returns the active version, Source included, or
+	// ErrNotFound if no policy was ever applied.
+	ActivePolicy(ctx context.Context) (PolicyVersion, error)
 
 	Snapshot(ctx context.Context) (*Snapshot, error)
 	Close() error

@@ -18,6 +18,8 @@ import (
 
 // The policy commands below work on a policy file offline: no controller
 // is needed to validate a change or answer an access question about it.
+// The controller-side workflow (plan, apply, history, ...) is in
+// policyctl.go.
 
 // invalidError is input that was read and refused (exit 2, without the
 // usage hint a command-line mistake gets).
@@ -216,42 +218,50 @@ failing test is refused (exit 2); such a policy is never applied.`,
 	access.Flags().StringSliceVar(&acc.idp, "idp", nil, "the user's IdP group claims, CLAIM=VALUE (repeatable)")
 	access.Flags().StringSliceVar(&acc.tags, "tag", nil, "device tags (repeatable)")
 
+	var diffFiles bool
 	diff := &cobra.Command{
-		Use:   "diff OLD NEW",
-		Short: "Say who gains and who loses access to which apps and ports between two policy files",
-		Long: `Compare two policy files as an access reviewer would: for every user, IdP
+		Use:   "diff A B",
+		Short: "Say who gains and who loses access to which apps and ports between two policy versions or files",
+		Long: `Compare two policies as an access reviewer would: for every user, IdP
 group and device tag, the apps and ports (and conditions) they gain, lose or
-keep differently. Both files must validate. Offline; nothing is applied.`,
-		Args: args("OLD", "NEW"),
+keep differently. A and B are version numbers applied on the controller
+(cordonctl policy history), or, with --file or when they are not numbers,
+policy files compared offline (both must validate). Nothing is applied.`,
+		Example: `  cordonctl policy diff 3 4                       # applied versions
+  cordonctl policy diff --file old.yaml new.yaml  # files, offline`,
+		Args: args("A", "B"),
 		RunE: a.run(func(cmd *cobra.Command, args []string) error {
-			old, _, err := a.loadPolicy(args[0])
-			if err != nil {
-				return err
+			var changes []policyfile.Change
+			if !diffFiles && isVersionArgs(args) {
+				var err error
+				if changes, err = a.diffVersions(cmd, args[0], args[1]); err != nil {
+					return err
+				}
+			} else {
+				old, _, err := a.loadPolicy(args[0])
+				if err != nil {
+					return err
+				}
+				cur, _, err := a.loadPolicy(args[1])
+				if err != nil {
+					return err
+				}
+				changes = policyfile.Diff(old, cur)
 			}
-			cur, _, err := a.loadPolicy(args[1])
-			if err != nil {
-				return err
-			}
-			changes := policyfile.Diff(old, cur)
 			if a.output == "json" {
 				if changes == nil {
 					changes = []policyfile.Change{}
 				}
 				return writeJSONValue(a.io.Out, changes)
 			}
-			if len(changes) == 0 {
-				fmt.Fprintln(a.io.Out, "no change in who can reach what")
-				return nil
-			}
-			t := newTable(a.io.Out, "CHANGE", "WHO", "APP", "BEFORE", "AFTER")
-			for _, c := range changes {
-				t.row(c.Kind, c.Who, c.App, orDash(c.Old), orDash(c.New))
-			}
-			return t.flush()
+			return a.printChanges(changes)
 		}),
 	}
+	diff.Flags().BoolVar(&diffFiles, "file", false, "A and B are policy files (offline), even if named like numbers")
 
-	return a.group("policy", "Validate and query policy files (offline)", validate, explain, whoCan, access, diff)
+	return a.group("policy", "Write, review and apply policy: offline on files, or on the controller",
+		validate, explain, whoCan, access, diff,
+		a.policyPlanCmd(), a.policyApplyCmd(), a.policyHistoryCmd(), a.policyShowCmd(), a.policyRollbackCmd())
 }
 
 func parseIdP(vals []string) ([]policyfile.IdPRef, error) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -184,8 +185,16 @@ func (s *Store) Snapshot(ctx context.Context) (*store.Snapshot, error) {
 		if snap.Gateways, err = listGateways(ctx, tx); err != nil {
 			return err
 		}
-		snap.Devices, err = listDevices(ctx, tx)
-		return err
+		if snap.Devices, err = listDevices(ctx, tx); err != nil {
+			return err
+		}
+		switch v, err := activePolicy(ctx, tx); {
+		case err == nil:
+			snap.Policy = &v
+		case !errors.Is(err, store.ErrNotFound):
+			return err
+		}
+		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("snapshot: %w", err)

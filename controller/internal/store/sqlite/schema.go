@@ -124,6 +124,20 @@ CREATE TABLE admin_tokens (
 	hash BLOB NOT NULL
 ) STRICT;
 `,
+	// 2: policy versions. The row with the highest version is the active
+	// policy; rows are never updated or deleted.
+	`
+CREATE TABLE policy_versions (
+	version     INTEGER PRIMARY KEY, -- 1, 2, ... assigned by PutPolicyVersion
+	file        TEXT NOT NULL,
+	source      BLOB NOT NULL,
+	sha256      TEXT NOT NULL,       -- hex
+	actor       TEXT NOT NULL,
+	reason      TEXT NOT NULL,
+	rollback_of INTEGER NOT NULL,    -- 0: not a rollback
+	created_at  INTEGER NOT NULL
+) STRICT;
+`,
 }
 
 // migrate brings the schema up to date in one write transaction, so two

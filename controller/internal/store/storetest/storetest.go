@@ -21,6 +21,9 @@
 //     unused; a token whose ExpiresAt is not after now is expired;
 //   - AuditFilter.Limit 0 or negative means 100; a type filter ending in "."
 //     matches by prefix, anything else exactly;
+//   - PutPolicyVersion numbers versions 1, 2, ... and refuses (ErrStale) a
+//     prev that is not the active version; ListPolicyVersions leaves Source
+//     empty;
 //   - Close is idempotent.
 package storetest
 
@@ -65,6 +68,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"AuditFilter", testAuditFilter},
 		{"AuditConcurrent", testAuditConcurrent},
 		{"AdminTokens", testAdminTokens},
+		{"PolicyVersions", testPolicyVersions},
+		{"PolicyVersionsConcurrent", testPolicyVersionsConcurrent},
 		{"Snapshot", testSnapshot},
 		{"SnapshotConsistent", testSnapshotConsistent},
 		{"OddInput", testOddInput},

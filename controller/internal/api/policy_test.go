@@ -1,0 +1,126 @@
+package api_test
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/cordonhq/cordon/pkg/adminapi"
+)
+
+const polV1 = `version: 1
+groups:
+  staff: {members: [alice, bob]}
+segments:
+  lan: {prefixes: [10.20.0.0/24], gateways: [gw-1]}
+apps:
+  wiki: {segment: lan, addresses: [10.20.0.10], ports: [tcp/443], classification: internal}
+rules:
+  - {name: staff-wiki, from: [group:staff], to: [app:wiki]}
+tests:
+  - {name: alice reaches the wiki, user: alice, app: wiki, port: tcp/443, expect: allow}
+`
+
+// polV2 takes bob's access away.
+const polV2 = `version: 1
+groups:
+  staff: {members: [alice, bob]}
+segments:
+  lan: {prefixes: [10.20.0.0/24], gateways: [gw-1]}
+apps:
+  wiki: {segment: lan, addresses: [10.20.0.10], ports: [tcp/443], classification: internal}
+rules:
+  - {name: staff-wiki, from: [group:staff], to: [app:wiki]}
+deny:
+  - {name: no-bob, from: [user:bob], to: [app:wiki]}
+tests:
+  - {name: bob never reaches the wiki, user: bob, app: wiki, port: tcp/443, expect: deny}
+`
+
+func TestPolicyPlanApplyRollback(t *testing.T) {
+	e := newEnv(t)
+	ctx := t.Context()
+
+	plan := must[*adminapi.PolicyPlan](t)(e.admin.PlanPolicy(ctx, &adminapi.PlanPolicyRequest{File: "v1.yaml", Source: polV1}))
+	if !plan.Valid || plan.ActiveVersion != 0 || len(plan.Tests) != 1 || !plan.Tests[0].Passed {
+		t.Fatalf("plan of v1 = %+v; want valid, no active version, one passing test", plan)
+	}
+	if len(plan.Changes) != 2 || plan.Changes[0].Kind != "gain" || plan.Changes[0].Who != "user:alice" {
+		t.Fatalf("plan of v1 changes = %+v; want alice and bob gain the wiki", plan.Changes)
+	}
+
+	_, err := e.admin.ApplyPolicy(ctx, &adminapi.ApplyPolicyRequest{File: "v1.yaml", Source: polV1})
+	wantCode(t, err, http.StatusBadRequest, adminapi.CodeInvalid, "reason")
+
+	before := e.Changed()
+	v1 := must[*adminapi.AppliedPolicy](t)(e.admin.ApplyPolicy(ctx, &adminapi.ApplyPolicyRequest{File: "v1.yaml", Source: polV1, Reason: "CHG-1 initial"}))
+	if v1.Version.Version != 1 || e.Changed() != before+1 {
+		t.Fatalf("apply v1 = %+v, Changed %d→%d; want version 1 and one map push", v1, before, e.Changed())
+	}
+
+	plan = must[*adminapi.PolicyPlan](t)(e.admin.PlanPolicy(ctx, &adminapi.PlanPolicyRequest{File: "v2.yaml", Source: polV2}))
+	if !plan.Valid || plan.ActiveVersion != 1 || len(plan.Changes) != 1 || plan.Changes[0].Kind != "lose" || plan.Changes[0].Who != "user:bob" {
+		t.Fatalf("plan of v2 = %+v; want bob loses the wiki", plan)
+	}
+	v2 := must[*adminapi.AppliedPolicy](t)(e.admin.ApplyPolicy(ctx, &adminapi.ApplyPolicyRequest{File: "v2.yaml", Source: polV2, Reason: "CHG-2 bob left"}))
+	if v2.Version.Version != 2 || v2.PreviousSHA != v1.Version.SHA256 {
+		t.Fatalf("apply v2 = %+v; want version 2 after %s", v2, v1.Version.SHA256)
+	}
+	evs := e.audit("admin.policy.apply")
+	if len(evs) != 2 || evs[0].Details["old_sha256"] != v1.Version.SHA256 || evs[0].Details["new_sha256"] != v2.Version.SHA256 ||
+		evs[0].Details["reason"] != "CHG-2 bob left" || !strings.HasPrefix(evs[0].Actor, "admin:") {
+		t.Fatalf("apply audit = %+v", evs)
+	}
+
+	rb := must[*adminapi.AppliedPolicy](t)(e.admin.RollbackPolicy(ctx, &adminapi.RollbackPolicyRequest{Version: 1, Reason: "CHG-3 undo"}))
+	if rb.Version.Version != 3 || rb.Version.RollbackOf != 1 || rb.Version.SHA256 != v1.Version.SHA256 {
+		t.Fatalf("rollback = %+v; want version 3 with v1's text", rb)
+	}
+	if len(e.audit("admin.policy.rollback")) != 1 {
+		t.Fatal("rollback not audited")
+	}
+	vs := must[[]adminapi.PolicyVersion](t)(e.admin.ListPolicyVersions(ctx))
+	if len(vs) != 3 || vs[2].Source != "" {
+		t.Fatalf("versions = %+v; want 3 without source", vs)
+	}
+	got := must[*adminapi.PolicyVersion](t)(e.admin.GetPolicyVersion(ctx, 2))
+	if got.Source != polV2 || got.Reason != "CHG-2 bob left" {
+		t.Fatalf("version 2 = %+v", got)
+	}
+	_, err = e.admin.GetPolicyVersion(ctx, 9)
+	wantCode(t, err, http.StatusNotFound, adminapi.CodeNotFound, "9")
+	_, err = e.admin.RollbackPolicy(ctx, &adminapi.RollbackPolicyRequest{Version: 9, Reason: "x"})
+	wantCode(t, err, http.StatusNotFound, adminapi.CodeNotFound, "9")
+}
+
+// Refused policies (syntax error, failing test) change nothing and say
+// where the problem is.
+func TestPolicyApplyRefused(t *testing.T) {
+	e := newEnv(t)
+	ctx := t.Context()
+	bad := strings.Replace(polV1, "  staff: {members: [alice, bob]}", "  staff: {members: [alice, bob]", 1)
+	plan := must[*adminapi.PolicyPlan](t)(e.admin.PlanPolicy(ctx, &adminapi.PlanPolicyRequest{File: "bad.yaml", Source: bad}))
+	if plan.Valid || len(plan.Errors) == 0 || plan.Errors[0].Line == 0 {
+		t.Fatalf("plan of a syntax error = %+v; want invalid with a line", plan)
+	}
+	_, err := e.admin.ApplyPolicy(ctx, &adminapi.ApplyPolicyRequest{File: "bad.yaml", Source: bad, Reason: "oops"})
+	wantCode(t, err, http.StatusBadRequest, adminapi.CodeInvalid, "bad.yaml:2:1: YAML syntax error")
+
+	failing := strings.Replace(polV1, "expect: allow", "expect: deny", 1)
+	_, err = e.admin.ApplyPolicy(ctx, &adminapi.ApplyPolicyRequest{File: "f.yaml", Source: failing, Reason: "oops"})
+	wantCode(t, err, http.StatusBadRequest, adminapi.CodeInvalid, "test(s) failed", "alice reaches the wiki")
+
+	if vs := must[[]adminapi.PolicyVersion](t)(e.admin.ListPolicyVersions(ctx)); len(vs) != 0 || e.Changed() != 0 {
+		t.Fatalf("refused applies stored %d versions, pushed %d maps", len(vs), e.Changed())
+	}
+	if evs := e.audit("admin.policy.apply"); len(evs) != 2 || evs[0].Outcome != "failure" {
+		t.Fatalf("refusals audited as %+v; want two failures", evs)
+	}
+
+	// The policy routes take bodies over the 1 MiB limit of the others.
+	big := polV1 + "# " + strings.Repeat("x", 2<<20) + "\n"
+	plan = must[*adminapi.PolicyPlan](t)(e.admin.PlanPolicy(ctx, &adminapi.PlanPolicyRequest{Source: big}))
+	if !plan.Valid {
+		t.Fatalf("plan of a 2 MiB policy: %+v", plan.Errors)
+	}
+}

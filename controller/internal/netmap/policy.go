@@ -1,0 +1,317 @@
+package netmap
+
+import (
+	"cmp"
+	"crypto/sha256"
+	"encoding/hex"
+	"net/netip"
+	"slices"
+	"sync"
+
+	"github.com/cordonhq/cordon/controller/internal/store"
+	"github.com/cordonhq/cordon/pkg/controlproto"
+	"github.com/cordonhq/cordon/pkg/policy"
+	"github.com/cordonhq/cordon/pkg/policy/policyfile"
+)
+
+// policyIndex is the applied policy prepared for map computation. When a
+// policy is active, segments, apps and rules come from it alone; the
+// store's skeleton segments, apps and rules are ignored (the store's
+// segments still name the segment a gateway enrolled into).
+//
+// A gateway serves the policy segments that carry its enrolled segment's
+// name or list the gateway's name under gateways:. Devices are entitled
+// through their user (local users by name, through the policy's groups);
+// device tags and IdP claims are not in the directory yet, so rules that
+// name only those reach no device.
+type policyIndex struct {
+	pol   *policyfile.Policy // nil: the stored policy does not parse (fail closed)
+	err   error
+	rules []policy.Rule // every wire rule, sorted by ID
+	byID  map[policy.RuleID]*policy.Rule
+	peers map[string][]policy.RuleID // device ID → its rules (devices of enabled users only)
+}
+
+// PolicyCache keeps the last policy parsed, so recomputing maps after a
+// change that is not a policy change (a device enrolls, a user is
+// disabled) does not parse the same text again. A parsed policy is
+// read-only, so indexes built from it share it. The zero value is ready;
+// it is safe for concurrent use.
+type PolicyCache struct {
+	mu   sync.Mutex
+	key  string // SHA-256 and file name of the cached parse
+	pol  *policyfile.Policy
+	perr error
+}
+
+func (c *PolicyCache) parse(v *store.PolicyVersion) (*policyfile.Policy, error) {
+	if c == nil {
+		return policyfile.Parse(v.File, v.Source)
+	}
+	sum := sha256.Sum256(v.Source) // not v.SHA256: never trust a cache key the source may disagree with
+	key := hex.EncodeToString(sum[:]) + "\x00" + v.File
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.key != key {
+		c.pol, c.perr = policyfile.Parse(v.File, v.Source)
+		c.key = key
+	}
+	return c.pol, c.perr
+}
+
+func newPolicyIndex(ix *Index, v *store.PolicyVersion, cache *PolicyCache) *policyIndex {
+	p := &policyIndex{}
+	p.pol, p.err = cache.parse(v)
+	if p.err != nil {
+		// It parsed when it was applied; only a stricter reader refuses it
+		// now. Serve no rules rather than stale or guessed ones.
+		p.pol = nil
+		return p
+	}
+	p.rules = p.pol.WireRules("")
+	p.byID = make(map[policy.RuleID]*policy.Rule, len(p.rules))
+	for i := range p.rules {
+		p.byID[p.rules[i].ID] = &p.rules[i]
+	}
+	var devs []policyfile.Device
+	for _, d := range ix.snap.Devices {
+		if u, ok := ix.users[d.User]; ok && !u.Disabled {
+			devs = append(devs, policyfile.Device{ID: d.ID, User: d.User, Addr: d.OverlayAddr})
+		}
+	}
+	p.peers = map[string][]policy.RuleID{}
+	for _, pe := range p.pol.Peers(devs, p.rules) {
+		p.peers[pe.DeviceID] = pe.Rules
+	}
+	return p
+}
+
+// derivedDirectory is the policy's segments and apps in the store's shape,
+// one store.App per DNS name, for the parts of the package (DNS zones)
+// that read the snapshot's lists.
+func (p *policyIndex) derivedDirectory() ([]store.Segment, []store.App) {
+	if p.pol == nil {
+		return nil, nil
+	}
+	var segs []store.Segment
+	for _, name := range p.pol.SegmentNames {
+		segs = append(segs, store.Segment{Name: name, CIDRs: slices.Clone(p.pol.Segments[name].Prefixes)})
+	}
+	var apps []store.App
+	for _, name := range p.pol.AppNames {
+		a := p.pol.Apps[name]
+		base := store.App{Name: name, Segment: a.Segment, Classification: store.Classification(a.Classification)}
+		if len(a.Addrs) > 0 {
+			base.Addr = a.Addrs[0]
+		}
+		if len(a.Names) == 0 {
+			apps = append(apps, base)
+		}
+		for _, n := range a.Names {
+			x := base
+			x.DNSName = n
+			apps = append(apps, x)
+		}
+	}
+	return segs, apps
+}
+
+// PolicyError is why the active policy could not be used (its maps then
+// carry no rules, failing closed), or nil.
+func (ix *Index) PolicyError() error {
+	if ix.pol == nil {
+		return nil
+	}
+	return ix.pol.err
+}
+
+// servesSegment reports whether gateway gw serves policy segment name.
+func (p *policyIndex) servesSegment(gw store.Gateway, name string) bool {
+	sg := p.pol.Segments[name]
+	return sg != nil && (name == gw.Segment || slices.Contains(sg.Gateways, gw.Name))
+}
+
+// policyWireApps is app a as agents see it: one controlproto.App per
+// address, carrying the app's first DNS name (the first entry also its
+// other names, as aliases). Services with different protocols merge into
+// protocol "any" with the union of their ports.
+func policyWireApps(a *policyfile.App) []controlproto.App {
+	proto := policy.ProtoAny
+	if len(a.Services) > 0 {
+		proto = a.Services[0].Proto
+	}
+	var ports []policy.PortRange
+	for _, s := range a.Services {
+		if s.Proto != proto {
+			proto = policy.ProtoAny
+		}
+		switch {
+		case len(s.Ports) > 0:
+			ports = append(ports, s.Ports...)
+		case s.Proto != policy.ProtoICMP && s.Proto != policy.ProtoICMP6:
+			ports = append(ports, policy.AllPorts)
+		}
+	}
+	slices.SortFunc(ports, func(x, y policy.PortRange) int {
+		return cmp.Or(cmp.Compare(x.First, y.First), cmp.Compare(x.Last, y.Last))
+	})
+	ports = slices.Compact(ports)
+	out := make([]controlproto.App, 0, len(a.Addrs))
+	for i, addr := range a.Addrs {
+		w := controlproto.App{Name: a.Name, Addr: addr, Proto: proto, Ports: slices.Clone(ports), Segment: a.Segment}
+		if len(a.Names) > 0 {
+			w.DNSName = a.Names[0]
+			if i == 0 && len(a.Names) > 1 {
+				w.DNSAliases = slices.Clone(a.Names[1:])
+			}
+		}
+		out = append(out, w)
+	}
+	return out
+}
+
+// policyGatewayMap is GatewayMap under an applied policy: the segments the
+// gateway serves, their apps, every allow and deny rule (with conditions)
+// for those apps, and the devices with at least one of those rules.
+func (ix *Index) policyGatewayMap(gw store.Gateway) *controlproto.GatewayMap {
+	m := &controlproto.GatewayMap{GatewayID: gw.ID, OverlayAddr: gw.OverlayAddr}
+	p := ix.pol
+	if p.pol == nil {
+		return m
+	}
+	served := map[string]bool{}
+	for _, name := range p.pol.SegmentNames {
+		if p.servesSegment(gw, name) {
+			served[name] = true
+			m.Segments = append(m.Segments, controlproto.Segment{Name: name, CIDRs: slices.Clone(p.pol.Segments[name].Prefixes)})
+		}
+	}
+	for _, name := range p.pol.AppNames {
+		if a := p.pol.Apps[name]; served[a.Segment] {
+			m.Apps = append(m.Apps, policyWireApps(a)...)
+		}
+	}
+	mine := map[policy.RuleID]bool{}
+	for _, r := range p.rules {
+		if served[p.pol.Apps[r.App].Segment] {
+			mine[r.ID] = true
+			m.Rules = append(m.Rules, r)
+		}
+	}
+	for _, d := range ix.snap.Devices { // sorted by ID
+		var ids []policy.RuleID
+		for _, id := range p.peers[d.ID] {
+			if mine[id] {
+				ids = append(ids, id)
+			}
+		}
+		if len(ids) == 0 {
+			continue // only entitled devices become peers
+		}
+		m.Peers = append(m.Peers, controlproto.GatewayPeer{
+			Peer:      policy.Peer{DeviceID: d.ID, User: d.User, Addr: d.OverlayAddr, Rules: ids},
+			PublicKey: d.PublicKey,
+		})
+	}
+	return m
+}
+
+// reachableApps is the apps device id may reach under some context: those
+// with an allow rule for it that no deny rule of its covers whole. It errs
+// toward including an app; the gateway decides every flow.
+func (p *policyIndex) reachableApps(id string) map[string]bool {
+	mine := p.peers[id]
+	out := map[string]bool{}
+	for _, aid := range mine {
+		a := p.byID[aid]
+		if a.Deny || out[a.App] {
+			continue
+		}
+		covered := false
+		for _, did := range mine {
+			if d := p.byID[did]; d.Deny && d.App == a.App && denyCovers(d, a) {
+				covered = true
+				break
+			}
+		}
+		if !covered {
+			out[a.App] = true
+		}
+	}
+	return out
+}
+
+// denyCovers reports whether deny rule d refuses every flow allow rule a
+// admits (both are for the same app, so the same destinations).
+func denyCovers(d, a *policy.Rule) bool {
+	if d.Proto != policy.ProtoAny && d.Proto != a.Proto {
+		return false
+	}
+	if len(d.Ports) == 0 || a.Proto == policy.ProtoICMP || a.Proto == policy.ProtoICMP6 {
+		return true
+	}
+	aports := a.Ports
+	if len(aports) == 0 {
+		aports = []policy.PortRange{policy.AllPorts}
+	}
+	for _, ar := range aports {
+		if !slices.ContainsFunc(d.Ports, func(dr policy.PortRange) bool { return dr.First <= ar.First && ar.Last <= dr.Last }) {
+			return false
+		}
+	}
+	return true
+}
+
+// policyClientMap is ClientMap under an applied policy: for each app the
+// device may reach under some context, its addresses routed to one
+// gateway serving its segment.
+func (ix *Index) policyClientMap(d store.Device) *controlproto.ClientMap {
+	m := &controlproto.ClientMap{DeviceID: d.ID, User: d.User, OverlayAddr: d.OverlayAddr}
+	p := ix.pol
+	if p.pol == nil {
+		return m
+	}
+	reach := p.reachableApps(d.ID)
+	byGW := map[string]*controlproto.ClientGateway{}
+	for _, name := range p.pol.AppNames {
+		if !reach[name] {
+			continue
+		}
+		a := p.pol.Apps[name]
+		gw, ok := ix.policyServingGateway(a.Segment)
+		if !ok {
+			continue
+		}
+		cg := byGW[gw.ID]
+		if cg == nil {
+			cg = &controlproto.ClientGateway{
+				GatewayID: gw.ID, PublicKey: gw.PublicKey, Endpoint: gw.Endpoint,
+				OverlayAddr: gw.OverlayAddr,
+				AllowedIPs:  []netip.Prefix{netip.PrefixFrom(gw.OverlayAddr, gw.OverlayAddr.BitLen())},
+			}
+			byGW[gw.ID] = cg
+		}
+		for _, addr := range a.Addrs {
+			cg.AllowedIPs = append(cg.AllowedIPs, addr.Masked())
+		}
+		cg.Apps = append(cg.Apps, policyWireApps(a)...)
+	}
+	for _, cg := range byGW {
+		slices.SortFunc(cg.AllowedIPs, comparePrefix)
+		cg.AllowedIPs = slices.Compact(cg.AllowedIPs)
+		m.Gateways = append(m.Gateways, *cg)
+	}
+	slices.SortFunc(m.Gateways, func(a, b controlproto.ClientGateway) int { return cmp.Compare(a.GatewayID, b.GatewayID) })
+	return m
+}
+
+// policyServingGateway is the first gateway by ID, with an endpoint and a
+// key, that serves policy segment name.
+func (ix *Index) policyServingGateway(name string) (store.Gateway, bool) {
+	for _, g := range ix.snap.Gateways {
+		if g.Endpoint != "" && !g.PublicKey.IsZero() && ix.pol.servesSegment(g, name) {
+			return g, true
+		}
+	}
+	return store.Gateway{}, false
+}
