@@ -143,32 +143,32 @@ func (a *API) routes() {
 	// Admin routes.
 	m.Handle("GET /v1/whoami", a.admin(a.whoami))
 
-	m.Handle("POST /v1/segments", a.admin(a.createSegment))
+	m.Handle("POST /v1/segments", a.admin(a.directoryEdit(a.createSegment)))
 	m.Handle("GET /v1/segments", a.admin(a.listSegments))
 	m.Handle("GET /v1/segments/{name}", a.admin(a.getSegment))
-	m.Handle("DELETE /v1/segments/{name}", a.admin(a.deleteSegment))
+	m.Handle("DELETE /v1/segments/{name}", a.admin(a.directoryEdit(a.deleteSegment)))
 
-	m.Handle("POST /v1/apps", a.admin(a.createApp))
+	m.Handle("POST /v1/apps", a.admin(a.directoryEdit(a.createApp)))
 	m.Handle("GET /v1/apps", a.admin(a.listApps))
 	m.Handle("GET /v1/apps/{name}", a.admin(a.getApp))
-	m.Handle("DELETE /v1/apps/{name}", a.admin(a.deleteApp))
+	m.Handle("DELETE /v1/apps/{name}", a.admin(a.directoryEdit(a.deleteApp)))
 
 	m.Handle("POST /v1/users", a.admin(a.createUser))
 	m.Handle("GET /v1/users", a.admin(a.listUsers))
 	m.Handle("GET /v1/users/{name}", a.admin(a.getUser))
 	m.Handle("DELETE /v1/users/{name}", a.admin(a.deleteUser))
 
-	m.Handle("POST /v1/groups", a.admin(a.createGroup))
+	m.Handle("POST /v1/groups", a.admin(a.directoryEdit(a.createGroup)))
 	m.Handle("GET /v1/groups", a.admin(a.listGroups))
 	m.Handle("GET /v1/groups/{name}", a.admin(a.getGroup))
-	m.Handle("DELETE /v1/groups/{name}", a.admin(a.deleteGroup))
-	m.Handle("POST /v1/groups/{name}/members", a.admin(a.addMember))
-	m.Handle("DELETE /v1/groups/{name}/members/{user}", a.admin(a.removeMember))
+	m.Handle("DELETE /v1/groups/{name}", a.admin(a.directoryEdit(a.deleteGroup)))
+	m.Handle("POST /v1/groups/{name}/members", a.admin(a.directoryEdit(a.addMember)))
+	m.Handle("DELETE /v1/groups/{name}/members/{user}", a.admin(a.directoryEdit(a.removeMember)))
 
-	m.Handle("POST /v1/rules", a.admin(a.createRule))
+	m.Handle("POST /v1/rules", a.admin(a.directoryEdit(a.createRule)))
 	m.Handle("GET /v1/rules", a.admin(a.listRules))
 	m.Handle("GET /v1/rules/{name}", a.admin(a.getRule))
-	m.Handle("DELETE /v1/rules/{name}", a.admin(a.deleteRule))
+	m.Handle("DELETE /v1/rules/{name}", a.admin(a.directoryEdit(a.deleteRule)))
 
 	m.Handle("POST /v1/gateway-tokens", a.admin(a.createGatewayToken))
 	m.Handle("GET /v1/gateway-tokens", a.admin(a.listGatewayTokens))
@@ -286,6 +286,24 @@ func (a *API) admin(h adminHandlerFunc) http.Handler {
 			a.writeError(w, r, err)
 		}
 	})
+}
+
+// directoryEdit guards the commands that edit segments, apps, groups and
+// rules one by one. Once a policy file has been applied it is the single
+// source of those (network maps ignore the directory), so such an edit
+// would silently change nothing: it is refused, saying what to do instead.
+func (a *API) directoryEdit(h adminHandlerFunc) adminHandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request, actor string) error {
+		v, err := a.st.ActivePolicy(r.Context())
+		switch {
+		case err == nil:
+			return conflictf("policy version %d is active: segments, apps, groups and rules come from the policy file now; "+
+				"edit the file and run 'cordonctl policy plan' and 'cordonctl policy apply' instead", v.Version)
+		case !errors.Is(err, store.ErrNotFound):
+			return fmt.Errorf("read the active policy: %w", err)
+		}
+		return h(w, r, actor)
+	}
 }
 
 func (a *API) authenticateAdmin(r *http.Request) (string, error) {

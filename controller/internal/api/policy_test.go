@@ -124,3 +124,25 @@ func TestPolicyApplyRefused(t *testing.T) {
 		t.Fatalf("plan of a 2 MiB policy: %+v", plan.Errors)
 	}
 }
+
+// Once a policy file is applied, one-by-one edits of what the file owns are
+// refused with a pointer to the file workflow, instead of changing nothing
+// silently; users (identities) stay editable.
+func TestDirectoryEditsRefusedUnderPolicy(t *testing.T) {
+	e := newEnv(t)
+	ctx := t.Context()
+	must[*adminapi.Segment](t)(e.admin.CreateSegment(ctx, &adminapi.CreateSegmentRequest{Name: "before", CIDRs: []string{"10.9.0.0/24"}}))
+	must[*adminapi.AppliedPolicy](t)(e.admin.ApplyPolicy(ctx, &adminapi.ApplyPolicyRequest{File: "v1.yaml", Source: polV1, Reason: "CHG-1 initial"}))
+	_, err := e.admin.CreateSegment(ctx, &adminapi.CreateSegmentRequest{Name: "after", CIDRs: []string{"10.8.0.0/24"}})
+	wantCode(t, err, 409, adminapi.CodeConflict, "cordonctl policy apply")
+	err = e.admin.DeleteSegment(ctx, "before")
+	wantCode(t, err, 409, adminapi.CodeConflict, "policy version 1 is active")
+	_, err = e.admin.CreateGroup(ctx, &adminapi.CreateGroupRequest{Name: "g"})
+	wantCode(t, err, 409, adminapi.CodeConflict)
+	if _, err := e.admin.GetSegment(ctx, "before"); err != nil {
+		t.Fatalf("reads must still work: %v", err)
+	}
+	if _, err := e.admin.CreateUser(ctx, &adminapi.CreateUserRequest{Name: "newhire", Password: "a long enough password"}); err != nil {
+		t.Fatalf("user create refused under a policy: %v", err)
+	}
+}
