@@ -18,8 +18,11 @@ const policyCutBound = time.Second
 // port range tcp/80-8080 (ehr on 80, ehr-admin on 8080); clinicians reach
 // only its 8000-8099 part (ehr-admin) and billing; the deny rule keeps the
 // clerk, a contractor, away from ehr whatever else grants it; lab needs
-// MFA, a session condition gateways cannot check yet, so it fails closed.
+// MFA and a posture check, which no device reports yet (issue 5), so it
+// fails closed.
 const worldPolicy = `version: 1
+posture_checks:
+  disk-encrypted: the root filesystem is encrypted
 groups:
   clinicians: {members: [nurse, clerk]}
   contractors: {members: [clerk]}
@@ -37,7 +40,7 @@ apps:
 rules:
   - {name: clinicians-ehr-admin, from: [group:clinicians], to: [app:ehr], ports: [tcp/EHRPORTS]}
   - {name: clinicians-billing, from: [group:clinicians], to: [app:billing]}
-  - {name: clinicians-lab, from: [group:clinicians], to: [app:lab], when: {mfa: true}}
+  - {name: clinicians-lab, from: [group:clinicians], to: [app:lab], when: {mfa: true, posture: [disk-encrypted]}}
 deny:
   - {name: contractors-never-ehr, from: [group:contractors], to: [app:ehr]}
 tests:
@@ -88,7 +91,7 @@ func TestPolicyApply(t *testing.T) {
 	w.waitReach(w.nurse, admin, 10*time.Second)
 	w.waitReach(w.nurse, billing, 10*time.Second)
 	w.waitReach(w.clerk, billing, 10*time.Second)
-	w.unreachable(w.nurse, ehr, lab)        // outside the rule's port range; MFA fails closed
+	w.unreachable(w.nurse, ehr, lab)        // outside the rule's port range; posture fails closed
 	w.unreachable(w.clerk, ehr, admin, lab) // the deny rule wins
 	w.waitAudit("admin.policy.apply of v1", func(e auditEvent) bool {
 		return e.Type == "admin.policy.apply" && e.Outcome == "success" && e.Details["reason"] == "e2e: policy as code" &&
@@ -156,5 +159,82 @@ func TestPolicyApply(t *testing.T) {
 	w.waitReach(w.nurse, billing, 5*time.Second)
 	w.unreachable(w.nurse, admin, ehr, lab)
 	w.unreachable(w.clerk, ehr, admin, lab)
+	w.checkAlive()
+}
+
+// conditionsPolicy puts every rule under a session condition the gateway
+// evaluates: ehr (tcp/80) and billing each in a time window (EHRHOURS,
+// BILLINGHOURS), ehr-admin (tcp/8080) for an MFA no older than an hour,
+// lab only from the nurse's public address.
+const conditionsPolicy = `version: 1
+groups:
+  clinicians: {members: [nurse, clerk]}
+segments:
+  clinical: {prefixes: [10.20.0.0/24], gateways: [gw1]}
+apps:
+  ehr: {segment: clinical, names: [ehr.hosp.internal], addresses: [10.20.0.10], ports: [tcp/80, tcp/8080], classification: internal}
+  billing: {segment: clinical, names: [billing.hosp.internal], addresses: [10.20.0.11], ports: [tcp/80], classification: internal}
+  lab: {segment: clinical, addresses: [10.20.0.12], ports: [tcp/80], classification: internal}
+rules:
+  - {name: on-shift-ehr, from: [group:clinicians], to: [app:ehr], ports: [tcp/80], when: {hours: ["EHRHOURS"]}}
+  - {name: on-shift-billing, from: [group:clinicians], to: [app:billing], when: {hours: ["BILLINGHOURS"]}}
+  - {name: fresh-mfa-ehr-admin, from: [group:clinicians], to: [app:ehr], ports: [tcp/8080], when: {mfa_max_age: 1h}}
+  - {name: nurse-station-lab, from: [group:clinicians], to: [app:lab], when: {source: [` + cl1Addr + `/32]}}
+`
+
+// hoursAround is a daily UTC window from now+from to now+to (minutes
+// rounded down), as the policy file writes it.
+func hoursAround(now time.Time, from, to time.Duration) string {
+	hm := func(t time.Time) string { return fmt.Sprintf("%02d:%02d", t.Hour(), t.Minute()) }
+	end := hm(now.Add(to).UTC())
+	if end == "00:00" {
+		end = "24:00"
+	}
+	return fmt.Sprintf("daily %s-%s UTC", hm(now.Add(from).UTC()), end)
+}
+
+// Conditions are evaluated at the gateway from each device's session: a
+// time window containing now admits, one excluding now blocks, and
+// swapping them swaps reachability; a fresh MFA (both users just logged
+// in with TOTP) admits a rule with a maximum MFA age; a source network
+// admits only the device connecting from it.
+func TestPolicyConditionsAtGateway(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	ehr, admin, billing, lab := w.svcs["ehr"], w.svcs["ehr-admin"], w.svcs["billing"], w.svcs["lab"]
+	w.waitReach(w.nurse, ehr, 15*time.Second) // the skeleton's rule
+
+	apply := func(name, ehrHours, billingHours string) {
+		t.Helper()
+		src := strings.NewReplacer("EHRHOURS", ehrHours, "BILLINGHOURS", billingHours).Replace(conditionsPolicy)
+		p := filepath.Join(w.dir, name)
+		if err := os.WriteFile(p, []byte(src), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		w.mustCtl("", "policy", "apply", p, "--reason", "e2e: conditions at the gateway")
+	}
+	now := time.Now()
+	inside := hoursAround(now, -time.Hour, time.Hour)
+	outside := hoursAround(now, 2*time.Hour, 3*time.Hour)
+	t.Logf("window containing now: %q; excluding now: %q", inside, outside)
+
+	t.Log("---- ehr in its window, billing outside its window ----")
+	apply("c1.yaml", inside, outside)
+	w.waitReach(w.nurse, admin, 10*time.Second) // MFA an instant old
+	w.waitReach(w.clerk, admin, 10*time.Second)
+	w.waitReach(w.nurse, ehr, 10*time.Second)
+	w.waitReach(w.clerk, ehr, 10*time.Second)
+	w.waitReach(w.nurse, lab, 10*time.Second) // from the nurse station's address
+	w.unreachable(w.nurse, billing)           // outside its window
+	w.unreachable(w.clerk, billing, lab)      // outside its window; not from the nurse station
+
+	t.Log("---- windows swapped ----")
+	apply("c2.yaml", outside, inside)
+	w.waitReach(w.nurse, billing, 10*time.Second)
+	w.waitReach(w.clerk, billing, 10*time.Second)
+	w.unreachable(w.nurse, ehr)
+	w.unreachable(w.clerk, ehr, lab)
+	w.waitReach(w.nurse, admin, 5*time.Second)
+	w.waitReach(w.nurse, lab, 5*time.Second)
 	w.checkAlive()
 }

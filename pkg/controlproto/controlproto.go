@@ -33,7 +33,11 @@ import (
 //	  pushes clients' maps only after the gateways they need are ready.
 //	2 (2026-11-22): split-horizon DNS: DNSZones in both maps, App.DNSAliases,
 //	  dns-deny flow events carrying FlowEvent.Name.
-const CapabilityVersion = 2
+//	3 (2026-11-22): GatewayPeer.Session (policy.Peer.Session): each peer's
+//	  MFA time, public address and groups, so gateways evaluate time
+//	  windows, MFA age and source networks on every flow and recheck open
+//	  flows as time passes.
+const CapabilityVersion = 3
 
 // ALPN is the TLS application protocol of the control channel.
 const ALPN = "cordon-control/1"
@@ -176,7 +180,7 @@ type FlowAction string
 const (
 	FlowAllow FlowAction = "allow"
 	FlowDeny  FlowAction = "deny"
-	FlowCut   FlowAction = "cut" // an open flow closed because policy changed
+	FlowCut   FlowAction = "cut" // an open flow closed because policy changed or a condition no longer holds
 	// FlowDNSDeny is a DNS lookup of an internal name answered NXDOMAIN
 	// (hidden or nonexistent); Name holds the name asked for.
 	FlowDNSDeny FlowAction = "dns-deny"

@@ -151,11 +151,16 @@ type Rule struct {
 }
 
 // Peer is one client device a gateway serves and the rules that apply to it.
+//
+// Session, when set, is the controller's view of the device's session: the
+// context [Compiled.Decide] evaluates rule conditions against. It is shared
+// with the compiled policy and must not be changed after [Compile].
 type Peer struct {
 	DeviceID string     `json:"device_id"`
 	User     string     `json:"user"`
 	Addr     netip.Addr `json:"addr"` // overlay address
 	Rules    []RuleID   `json:"rules"`
+	Session  *Session   `json:"session,omitempty"`
 }
 
 // Verdict is the outcome of a decision.
@@ -265,6 +270,7 @@ type Compiled struct {
 	conds   map[RuleID]*cond
 	byIndex []*Rule
 	dst     bart.Table[[]entry]
+	anyCond bool // some rule has conditions
 }
 
 // Empty is a policy that denies everything.
@@ -308,6 +314,7 @@ func Compile(rules []Rule, peers []Peer) (*Compiled, error) {
 		}
 		c.rules[r.ID] = &r
 		c.conds[r.ID] = k
+		c.anyCond = c.anyCond || k != nil
 	}
 	// Index rules in ID order, so bit numbers do not depend on input order.
 	c.byIndex = make([]*Rule, 0, len(c.rules))
@@ -344,6 +351,13 @@ func Compile(rules []Rule, peers []Peer) (*Compiled, error) {
 		}
 		if _, dup := c.sources[p.Addr]; dup {
 			return nil, fmt.Errorf("peer %q: overlay address %s used twice", p.DeviceID, p.Addr)
+		}
+		if p.Session != nil && !slices.IsSorted(p.Session.Posture) {
+			// Conditions binary-search the posture list; never change the caller's.
+			sess := *p.Session
+			sess.Posture = slices.Clone(sess.Posture)
+			slices.Sort(sess.Posture)
+			p.Session = &sess
 		}
 		var sk sliceKey
 		if len(p.Rules) > 0 {
@@ -467,10 +481,19 @@ func (c *Compiled) buildTable(index map[RuleID]int32) {
 }
 
 // Decide returns the verdict for a new flow from src to dst:dport over proto
-// for a device without session context: rules with conditions that need one
-// (MFA, posture, source network) do not admit it. It does not allocate.
+// at the current time, evaluating rule conditions against the session the
+// source's [Peer] carries (none if its Session is nil: then rules with
+// conditions that need one, such as MFA, posture or a source network, do
+// not admit it). The clock is read only if a condition needs it. It does
+// not allocate unless a CEL expression is evaluated.
 func (c *Compiled) Decide(src, dst netip.Addr, proto Proto, dport uint16) Decision {
-	return c.DecideSession(src, dst, proto, dport, nil, time.Time{})
+	return c.decide(src, dst, proto, dport, nil, true, time.Time{})
+}
+
+// DecideAt is [Compiled.Decide] at time now (zero: the current time), for
+// callers that keep their own clock.
+func (c *Compiled) DecideAt(src, dst netip.Addr, proto Proto, dport uint16, now time.Time) Decision {
+	return c.decide(src, dst, proto, dport, nil, true, now)
 }
 
 // DecideSession returns the verdict for a new flow from src to dst:dport
@@ -479,7 +502,16 @@ func (c *Compiled) Decide(src, dst netip.Addr, proto Proto, dport uint16) Decisi
 // needs it). A matching deny rule wins; otherwise the first matching allow
 // rule (by ID) whose conditions hold admits the flow. It does not allocate
 // unless a CEL expression is evaluated.
+//
+// Unlike [Compiled.Decide], it ignores the session the peer carries: sess is
+// the whole context, which lets a caller ask "what if" (policy tests,
+// explain) at a chosen time.
 func (c *Compiled) DecideSession(src, dst netip.Addr, proto Proto, dport uint16, sess *Session, now time.Time) Decision {
+	return c.decide(src, dst, proto, dport, sess, false, now)
+}
+
+// decide is Decide (peerSession: the peer's own session) and DecideSession.
+func (c *Compiled) decide(src, dst netip.Addr, proto Proto, dport uint16, sess *Session, peerSession bool, now time.Time) Decision {
 	s, ok := c.sources[src]
 	if !ok {
 		return Decision{Reason: ReasonUnknownPeer}
@@ -487,6 +519,9 @@ func (c *Compiled) DecideSession(src, dst netip.Addr, proto Proto, dport uint16,
 	entries, ok := c.dst.Lookup(dst)
 	if !ok {
 		return Decision{Reason: ReasonNoRule, Peer: s.peer}
+	}
+	if peerSession {
+		sess = s.peer.Session
 	}
 	blocked := Decision{Reason: ReasonNoRule, Peer: s.peer}
 	for i := range entries {
@@ -543,6 +578,10 @@ func (c *Compiled) Peer(src netip.Addr) (*Peer, bool) {
 	s, ok := c.sources[src]
 	return s.peer, ok
 }
+
+// Conditional reports whether some rule has conditions: only then can a
+// decision change with time or session without a new policy.
+func (c *Compiled) Conditional() bool { return c.anyCond }
 
 // NumPeers returns how many devices the policy knows.
 func (c *Compiled) NumPeers() int { return len(c.sources) }

@@ -175,9 +175,23 @@ func TestDifferentialAgainstReference(t *testing.T) {
 
 func TestDecideDoesNotAllocate(t *testing.T) {
 	c := hospital(t)
+	// A peer carrying a session, with a time-window and MFA-age rule: Decide
+	// reads the clock and the peer's session without allocating.
+	withSession, err := Compile([]Rule{
+		{ID: "day", App: "ehr", Dst: []netip.Prefix{netip.PrefixFrom(ehr, 32)}, Proto: ProtoTCP,
+			When: &Conditions{MFAMaxAge: time.Hour, Windows: []TimeWindow{{Days: 0x7f, Start: 0, End: 1440, Zone: "Europe/Berlin"}}}},
+	}, []Peer{{DeviceID: "n", User: "nurse", Addr: nurse, Rules: []RuleID{"day"},
+		Session: &Session{MFAAt: time.Now(), PublicAddr: netip.MustParseAddr("198.51.100.7")}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := withSession.Decide(nurse, ehr, ProtoTCP, 443); d.Verdict != Allow {
+		t.Fatalf("session peer: %v/%v", d.Verdict, d.Reason)
+	}
 	n := testing.AllocsPerRun(1000, func() {
 		c.Decide(nurse, ehr, ProtoTCP, 443)
 		c.Decide(clerk, billing, ProtoTCP, 22)
+		withSession.Decide(nurse, ehr, ProtoTCP, 443)
 	})
 	if n != 0 {
 		t.Fatalf("Decide allocates %v times per run", n)
@@ -301,5 +315,94 @@ func BenchmarkDecide(b *testing.B) {
 		if c.Decide(src, dst, ProtoTCP, 443).Verdict != Allow {
 			b.Fatal("deny")
 		}
+	}
+}
+
+// A peer's own session (as the controller sends it to gateways) is what
+// Decide and DecideAt evaluate conditions against: time windows, MFA age
+// and source networks work at the gateway without a caller-supplied
+// context, and without allocating.
+func TestDecidePeerSession(t *testing.T) {
+	dst := []netip.Prefix{netip.PrefixFrom(ehr, 32)}
+	office := netip.MustParsePrefix("198.51.100.0/24")
+	now := time.Date(2026, 3, 2, 15, 0, 0, 0, time.UTC) // Monday 10:00 in New York
+	sess := &Session{MFAAt: now.Add(-time.Hour), PublicAddr: netip.MustParseAddr("198.51.100.7"), Posture: []string{"screen-lock", "disk-encrypted"}}
+	c, err := Compile([]Rule{
+		{ID: "day", App: "ehr", Dst: dst, Proto: ProtoTCP, Ports: []PortRange{{443, 443}},
+			When: &Conditions{Windows: []TimeWindow{{Days: 0b0111110, Start: 6 * 60, End: 20 * 60, Zone: "America/New_York"}}}},
+		{ID: "fresh-mfa", App: "pacs", Dst: dst, Proto: ProtoTCP, Ports: []PortRange{{8443, 8443}},
+			When: &Conditions{MFAMaxAge: 2 * time.Hour}},
+		{ID: "office", App: "billing", Dst: dst, Proto: ProtoTCP, Ports: []PortRange{{9000, 9000}},
+			When: &Conditions{SourceNets: []netip.Prefix{office}}},
+		{ID: "posture", App: "lab", Dst: dst, Proto: ProtoTCP, Ports: []PortRange{{7000, 7000}},
+			When: &Conditions{Posture: []string{"disk-encrypted", "screen-lock"}}},
+	}, []Peer{
+		{DeviceID: "n", User: "nurse", Addr: nurse, Rules: []RuleID{"day", "fresh-mfa", "office", "posture"}, Session: sess},
+		{DeviceID: "c", User: "clerk", Addr: clerk, Rules: []RuleID{"day", "fresh-mfa", "office", "posture"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sess.Posture[0] != "screen-lock" {
+		t.Fatal("Compile reordered the caller's posture list")
+	}
+	for _, tc := range []struct {
+		name   string
+		src    netip.Addr
+		port   uint16
+		at     time.Time
+		want   Verdict
+		reason Reason
+	}{
+		{"inside the window", nurse, 443, now, Allow, ReasonAllowed},
+		{"outside the window (Monday 04:00)", nurse, 443, now.Add(-6 * time.Hour), Deny, ReasonOutsideHours},
+		{"outside the window (Saturday)", nurse, 443, now.Add(5 * 24 * time.Hour), Deny, ReasonOutsideHours},
+		{"window needs no session", clerk, 443, now, Allow, ReasonAllowed},
+		{"fresh MFA", nurse, 8443, now, Allow, ReasonAllowed},
+		{"MFA too old", nurse, 8443, now.Add(90 * time.Minute), Deny, ReasonMFAStale},
+		{"no session: no MFA", clerk, 8443, now, Deny, ReasonMFARequired},
+		{"from the office network", nurse, 9000, now, Allow, ReasonAllowed},
+		{"no public address known", clerk, 9000, now, Deny, ReasonSourceNetwork},
+		{"posture given unsorted", nurse, 7000, now, Allow, ReasonAllowed},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if d := c.DecideAt(tc.src, ehr, ProtoTCP, tc.port, tc.at); d.Verdict != tc.want || d.Reason != tc.reason {
+				t.Fatalf("DecideAt: %v/%v, want %v/%v", d.Verdict, d.Reason, tc.want, tc.reason)
+			}
+			// DecideSession takes the context from its caller alone.
+			var s *Session
+			if tc.src == nurse {
+				s = &Session{MFAAt: sess.MFAAt, PublicAddr: sess.PublicAddr, Posture: []string{"disk-encrypted", "screen-lock"}}
+			}
+			if d := c.DecideSession(tc.src, ehr, ProtoTCP, tc.port, s, tc.at); d.Verdict != tc.want || d.Reason != tc.reason {
+				t.Fatalf("DecideSession: %v/%v, want %v/%v", d.Verdict, d.Reason, tc.want, tc.reason)
+			}
+		})
+	}
+	if d := c.DecideSession(nurse, ehr, ProtoTCP, 8443, nil, now); d.Reason != ReasonMFARequired {
+		t.Fatalf("DecideSession(nil) used the peer's session: %v", d.Reason)
+	}
+	// Decide reads the clock: the MFA-age rule holds now only if MFA was
+	// recent, which it is for a session made just now.
+	fresh, err := Compile([]Rule{{ID: "fresh-mfa", App: "pacs", Dst: dst, Proto: ProtoTCP, When: &Conditions{MFAMaxAge: time.Hour}}},
+		[]Peer{{DeviceID: "n", User: "nurse", Addr: nurse, Rules: []RuleID{"fresh-mfa"}, Session: &Session{MFAAt: time.Now()}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := fresh.Decide(nurse, ehr, ProtoTCP, 443); d.Verdict != Allow {
+		t.Fatalf("Decide with a fresh MFA: %v/%v", d.Verdict, d.Reason)
+	}
+}
+
+func TestConditional(t *testing.T) {
+	if hospital(t).Conditional() || Empty.Conditional() {
+		t.Fatal("a policy without conditions reports Conditional")
+	}
+	c, err := Compile([]Rule{{ID: "r", App: "a", Dst: []netip.Prefix{netip.PrefixFrom(ehr, 32)}, When: &Conditions{MFA: true}}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.Conditional() {
+		t.Fatal("a policy with an MFA rule is not Conditional")
 	}
 }

@@ -221,7 +221,8 @@ func (a *API) enrollDevice(r *http.Request, u store.User, req *controlproto.Logi
 		if err != nil {
 			return d, err
 		}
-		d.PublicKey, d.Hostname = req.PublicKey, req.Hostname
+		// Only called after both factors were verified: this is the MFA time.
+		d.PublicKey, d.Hostname, d.MFAAt = req.PublicKey, req.Hostname, a.stamp()
 		switch err := a.st.UpdateDevice(ctx, d); {
 		case errors.Is(err, store.ErrAlreadyExists):
 			return d, conflictf("this WireGuard public key is already enrolled for another device")
@@ -234,7 +235,7 @@ func (a *API) enrollDevice(r *http.Request, u store.User, req *controlproto.Logi
 	var err error
 	for range idAttempts {
 		d, err = a.st.CreateDevice(ctx, store.Device{
-			ID: newID("dev-"), User: u.Name, Hostname: req.Hostname, PublicKey: req.PublicKey, CreatedAt: a.stamp(),
+			ID: newID("dev-"), User: u.Name, Hostname: req.Hostname, PublicKey: req.PublicKey, CreatedAt: a.stamp(), MFAAt: a.stamp(),
 		})
 		if !errors.Is(err, store.ErrAlreadyExists) {
 			break

@@ -613,11 +613,30 @@ func TestLogin(t *testing.T) {
 		t.Fatalf("devices %+v", devs)
 	}
 
+	// The login with both factors is the device's MFA time.
+	mfaAt := func() time.Time {
+		t.Helper()
+		d, err := e.Store.GetDevice(ctx, resp.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d.MFAAt
+	}
+	if got := mfaAt(); !got.Equal(e.Now()) {
+		t.Fatalf("MFAAt after login = %v, want %v", got, e.Now())
+	}
+
 	// The same code again: replay.
+	first := e.Now()
+	e.Advance(time.Second)
 	req2 := e.req()
 	req2.TOTP = req.TOTP
+	req2.DeviceID = resp.ID
 	_, err := e.agent.Login(ctx, req2)
 	wantCode(t, err, 401, adminapi.CodeUnauthorized, "login failed")
+	if got := mfaAt(); !got.Equal(first) {
+		t.Fatalf("a failed login moved MFAAt to %v", got)
+	}
 
 	// Re-login of the same device with the next code updates it in place.
 	e.Advance(30 * time.Second)
@@ -630,6 +649,9 @@ func TestLogin(t *testing.T) {
 	devs = must[[]adminapi.Device](t)(e.admin.ListDevices(ctx))
 	if len(devs) != 1 || devs[0].Hostname != "ward3-pc-renamed" || devs[0].PublicKey != req3.PublicKey {
 		t.Fatalf("devices after re-login %+v", devs)
+	}
+	if got := mfaAt(); !got.Equal(e.Now()) {
+		t.Fatalf("MFAAt after re-login = %v, want %v", got, e.Now())
 	}
 
 	// Another user's device ID is not found.

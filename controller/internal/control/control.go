@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -62,6 +63,10 @@ type Server struct {
 
 	mu     sync.Mutex
 	agents map[string]*agent // by agent ID
+	// public is the address each client device last connected from, kept
+	// after it disconnects (a control-channel blip must not cut its
+	// source-network flows); in memory only, pruned of deleted devices.
+	public map[string]netip.Addr
 }
 
 // New returns a Server; call Serve to run it.
@@ -75,6 +80,7 @@ func New(cfg Config) *Server {
 		trigger: make(chan struct{}, 1),
 		acks:    make(chan struct{}, 1),
 		agents:  map[string]*agent{},
+		public:  map[string]netip.Addr{},
 	}
 }
 
@@ -138,6 +144,7 @@ func (s *Server) Serve(ctx context.Context, pc net.PacketConn) error {
 type agent struct {
 	id, kind string
 	conn     *quic.Conn
+	public   netip.Addr // the remote address the agent connected from
 
 	mu       sync.Mutex
 	pending  *controlproto.Frame
@@ -227,12 +234,15 @@ func (s *Server) handle(ctx context.Context, conn *quic.Conn) {
 		s.updateEndpoint(ctx, log, id, hello.Hello.Endpoint)
 	}
 
-	a := &agent{id: id, kind: kind, conn: conn, wake: make(chan struct{}, 1)}
+	a := &agent{id: id, kind: kind, conn: conn, public: remoteAddr(conn.RemoteAddr()), wake: make(chan struct{}, 1)}
 	s.mu.Lock()
 	if old := s.agents[id]; old != nil {
 		old.conn.CloseWithError(codeReplaced, "replaced by a newer connection")
 	}
 	s.agents[id] = a
+	if kind == ca.KindClient && a.public.IsValid() {
+		s.public[id] = a.public
+	}
 	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
@@ -251,6 +261,23 @@ func (s *Server) handle(ctx context.Context, conn *quic.Conn) {
 	conn.CloseWithError(codeNormal, "")
 	wg.Wait()
 	log.Info("agent disconnected")
+}
+
+// remoteAddr is the IP address of a connection's peer, unmapped (a
+// dual-stack socket reports IPv4 peers as ::ffff:a.b.c.d); invalid if
+// unknown.
+func remoteAddr(a net.Addr) netip.Addr {
+	if u, ok := a.(*net.UDPAddr); ok {
+		return u.AddrPort().Addr().Unmap()
+	}
+	if a == nil {
+		return netip.Addr{}
+	}
+	ap, err := netip.ParseAddrPort(a.String())
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr().Unmap()
 }
 
 func (s *Server) exists(ctx context.Context, id, kind string) bool {
@@ -424,7 +451,23 @@ func (s *Server) recompute(ctx context.Context) error {
 			clients = append(clients, a)
 		}
 	}
+	// Devices' public addresses, for source-network conditions: a copy,
+	// as handle adds to the map meanwhile.
+	public := make(map[string]netip.Addr, len(s.public))
+	for id, addr := range s.public {
+		if _, ok := ix.Device(id); !ok {
+			// Deleted or revoked; unless connected now: then it may be
+			// newer than the snapshot (a connected deleted device is
+			// closed below, and pruned next time).
+			if s.agents[id] == nil {
+				delete(s.public, id)
+			}
+			continue
+		}
+		public[id] = addr
+	}
 	s.mu.Unlock()
+	ix.SetPublicAddrs(public)
 
 	waiting := map[*agent]uint64{}
 	for _, a := range gateways {

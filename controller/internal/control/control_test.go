@@ -1051,3 +1051,77 @@ func TestAgentRunReturnsOnCancel(t *testing.T) {
 		})
 	}
 }
+
+// Under an applied policy, a gateway peer's session carries the address the
+// device connects to the control server from (for source-network
+// conditions), once the device is connected, and its MFA time.
+func TestGatewayPeerSessionFromConnection(t *testing.T) {
+	h := newHarness(t)
+	h.world(t)
+	_, gwTLS := h.enrollGateway(t, "gw-lan", "lan")
+	_, nurseTLS := h.enrollDevice(t, "dev-nurse", "nurse")
+	mfa := time.Date(2026, 11, 22, 8, 0, 0, 0, time.UTC)
+	d, err := h.store.GetDevice(h.ctx, "dev-nurse")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.MFAAt = mfa
+	if err := h.store.UpdateDevice(h.ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	src := []byte(`version: 1
+groups:
+  clinicians: {members: [nurse]}
+segments:
+  lan: {prefixes: [10.20.0.0/24]}
+apps:
+  ehr: {segment: lan, addresses: [10.20.0.10], ports: [tcp/443], classification: internal}
+rules:
+  - {name: clin-ehr-office, from: [group:clinicians], to: [app:ehr], when: {source: [127.0.0.0/8]}}
+`)
+	if _, err := h.store.PutPolicyVersion(h.ctx, 0, store.PolicyVersion{File: "p.yaml", Source: src, Actor: "test", Reason: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	gwA := h.start(t, "gateway", gwTLS, controlproto.Hello{Kind: controlproto.KindGateway, AgentVersion: "test", Endpoint: gwEndpoint})
+	session := func(f *controlproto.Frame) *policy.Session {
+		if f.Type != controlproto.TypeGatewayMap {
+			return nil
+		}
+		for _, p := range f.GatewayMap.Peers {
+			if p.DeviceID == "dev-nurse" {
+				return p.Session
+			}
+		}
+		return nil
+	}
+	i, first := gwA.waitFrame(t, 0, "gateway map with the nurse", func(f *controlproto.Frame) bool { return session(f) != nil })
+	if s := session(first.f); s.PublicAddr.IsValid() || !s.MFAAt.Equal(mfa) || !slices.Equal(s.Groups, []string{"clinicians"}) {
+		t.Fatalf("nurse's session before she connects = %+v", s)
+	}
+	nurse := h.start(t, "nurse", nurseTLS, controlproto.Hello{Kind: controlproto.KindClient, AgentVersion: "test"})
+	j, next := gwA.waitFrame(t, i+1, "gateway map with the nurse's public address", func(f *controlproto.Frame) bool {
+		s := session(f)
+		return s != nil && s.PublicAddr.IsValid()
+	})
+	if got := session(next.f).PublicAddr; got != netip.MustParseAddr("127.0.0.1") {
+		t.Fatalf("nurse's public address = %s, want 127.0.0.1", got)
+	}
+
+	// A disconnect keeps the last address (a control-channel blip must not
+	// cut source-network flows); a new MFA time reaches the gateway.
+	nurse.stop()
+	nurse.runErr(t)
+	waitUntil(t, "the nurse to disconnect", func() bool { return !slices.Contains(h.srv.Connected(), "dev-nurse") })
+	d.MFAAt = mfa.Add(time.Hour)
+	if err := h.store.UpdateDevice(h.ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	h.recomputed(t)
+	_, last := gwA.waitFrame(t, j+1, "gateway map with the nurse's new MFA time", func(f *controlproto.Frame) bool {
+		s := session(f)
+		return s != nil && s.MFAAt.Equal(mfa.Add(time.Hour))
+	})
+	if got := session(last.f).PublicAddr; got != netip.MustParseAddr("127.0.0.1") {
+		t.Fatalf("nurse's public address after she disconnected = %s, want the last one, 127.0.0.1", got)
+	}
+}

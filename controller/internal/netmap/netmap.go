@@ -29,7 +29,8 @@ type Index struct {
 	gwBySeg    map[string][]store.Gateway
 	gateways   map[string]store.Gateway
 	devices    map[string]store.Device
-	pol        *policyIndex // nil while no policy was ever applied
+	pol        *policyIndex          // nil while no policy was ever applied
+	public     map[string]netip.Addr // device ID → public address; see SetPublicAddrs
 }
 
 // NewIndex indexes a snapshot. It sorts its own copies of the lists, so
@@ -88,6 +89,14 @@ func NewIndexCached(snap *store.Snapshot, cache *PolicyCache) *Index {
 	}
 	return ix
 }
+
+// SetPublicAddrs gives the public (underlay) addresses devices connect to
+// the control server from, by device ID, for the policy's source-network
+// conditions: gateway maps carry each peer's address in its session. A
+// device missing from m has no known address (source-network rules then
+// do not admit it). Call it before computing maps; m is not copied and
+// must not change afterwards.
+func (ix *Index) SetPublicAddrs(m map[string]netip.Addr) { ix.public = m }
 
 // Gateway returns a gateway by ID.
 func (ix *Index) Gateway(id string) (store.Gateway, bool) {

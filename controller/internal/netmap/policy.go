@@ -209,11 +209,25 @@ func (ix *Index) policyGatewayMap(gw store.Gateway) *controlproto.GatewayMap {
 			continue // only entitled devices become peers
 		}
 		m.Peers = append(m.Peers, controlproto.GatewayPeer{
-			Peer:      policy.Peer{DeviceID: d.ID, User: d.User, Addr: d.OverlayAddr, Rules: ids},
+			Peer:      policy.Peer{DeviceID: d.ID, User: d.User, Addr: d.OverlayAddr, Rules: ids, Session: ix.policySession(d)},
 			PublicKey: d.PublicKey,
 		})
 	}
 	return m
+}
+
+// policySession is what the controller knows of device d's session, for
+// the gateway to evaluate rule conditions against on every new flow: the
+// last login with both factors on the device, its public address as the
+// control server sees it (SetPublicAddrs), and its user's groups in the
+// policy. Posture is not reported yet (issue 5), so posture conditions do
+// not hold; device tags are not in the directory yet.
+func (ix *Index) policySession(d store.Device) *policy.Session {
+	return &policy.Session{
+		MFAAt:      d.MFAAt,
+		PublicAddr: ix.public[d.ID],
+		Groups:     ix.pol.pol.GroupsOf(d.User, nil),
+	}
 }
 
 // reachableApps is the apps device id may reach under some context: those

@@ -1,6 +1,7 @@
 package netmap
 
 import (
+	"encoding/json"
 	"net/netip"
 	"slices"
 	"strings"
@@ -174,4 +175,64 @@ func TestPolicyCache(t *testing.T) {
 	if d.pol.pol == a.pol.pol || !slices.Contains(d.pol.pol.Segments["lan"].Gateways, "gw-x") {
 		t.Fatal("a changed policy was served from the cache")
 	}
+}
+
+// Gateway peers carry their session: the device's last MFA login, its
+// public address as the control server sees it, its user's policy groups.
+// The lab gateway can then decide the MFA rule without the controller.
+func TestPolicyGatewayMapSessions(t *testing.T) {
+	snap := policySnapshot(t)
+	mfa := time.Date(2026, 11, 22, 8, 0, 0, 0, time.UTC)
+	for i := range snap.Devices {
+		if snap.Devices[i].ID == "dev-n" {
+			snap.Devices[i].MFAAt = mfa
+		}
+	}
+	ix := NewIndex(snap)
+	pub := netip.MustParseAddr("198.51.100.7")
+	ix.SetPublicAddrs(map[string]netip.Addr{"dev-n": pub})
+	gw, _ := ix.Gateway("gw-a")
+	m := ix.GatewayMap(gw)
+	byID := map[string]policy.Peer{}
+	for _, p := range m.Peers {
+		byID[p.DeviceID] = p.Peer
+	}
+	n, c := byID["dev-n"].Session, byID["dev-c"].Session
+	if n == nil || !n.MFAAt.Equal(mfa) || n.PublicAddr != pub || !slices.Equal(n.Groups, []string{"lab", "nurses"}) {
+		t.Fatalf("nurse session = %+v", n)
+	}
+	if c == nil || !c.MFAAt.IsZero() || c.PublicAddr.IsValid() || !slices.Equal(c.Groups, []string{"nurses"}) {
+		t.Fatalf("clerk session = %+v", c)
+	}
+	// Deterministic: the same inputs give the same map.
+	ix2 := NewIndex(snap)
+	ix2.SetPublicAddrs(map[string]netip.Addr{"dev-n": pub})
+	if a, b := mustJSON(t, m), mustJSON(t, ix2.GatewayMap(gw)); a != b {
+		t.Fatalf("maps differ:\n%s\n%s", a, b)
+	}
+
+	lab, _ := ix.Gateway("gw-lab")
+	lm := ix.GatewayMap(lab)
+	var peers []policy.Peer
+	for _, p := range lm.Peers {
+		peers = append(peers, p.Peer)
+	}
+	compiled, err := policy.Compile(lm.Rules, peers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nurse := byID["dev-n"].Addr
+	// MFA holds from the session; posture is not reported yet (issue 5).
+	if d := compiled.DecideAt(nurse, netip.MustParseAddr("10.30.0.5"), policy.ProtoTCP, 443, mfa.Add(time.Minute)); d.Reason != policy.ReasonPosture {
+		t.Fatalf("lis for the nurse: %v/%v, want the posture check to be what fails", d.Verdict, d.Reason)
+	}
+}
+
+func mustJSON(t *testing.T, v any) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }

@@ -105,6 +105,9 @@ type Device struct {
 	PublicKey   wgkey.Public `json:"public_key"`
 	OverlayAddr netip.Addr   `json:"overlay_addr"`
 	CreatedAt   time.Time    `json:"created_at"`
+	// MFAAt is when the device's user last completed a login with both
+	// factors (password and TOTP) on this device; zero: never recorded.
+	MFAAt time.Time `json:"mfa_at,omitzero"`
 }
 
 // EnrollToken is a single-use, expiring gateway enrollment token. Only the
@@ -213,7 +216,7 @@ type Store interface {
 
 	// CreateDevice stores a new device with an allocated overlay address.
 	CreateDevice(ctx context.Context, d Device) (Device, error)
-	// UpdateDevice changes a device's key and hostname (re-login).
+	// UpdateDevice changes a device's key, hostname and MFAAt (re-login).
 	UpdateDevice(ctx context.Context, d Device) error
 	GetDevice(ctx context.Context, id string) (Device, error)
 	ListDevices(ctx context.Context) ([]Device, error)

@@ -30,6 +30,12 @@
 // A cut UDP or ICMP flow is only removed; its next packet is a new flow and
 // is denied.
 //
+// Time. Rule conditions (time windows, MFA age, source networks) are
+// evaluated against the session each policy peer carries, at the
+// coarse wall clock. [Authorizer.Recheck] re-checks open flows the same
+// way at the current time, cutting those a condition no longer admits
+// (a window that closed); the gateway calls it periodically.
+//
 // TCP state machine (per flow; a packet that fits no transition passes and
 // refreshes the idle timer):
 //
@@ -248,6 +254,7 @@ type Authorizer struct {
 	now      func() time.Time
 	epoch    time.Time    // mono() measures from here
 	clock    atomic.Int64 // coarse monotonic clock, nanoseconds since epoch; see tick
+	wall     atomic.Int64 // wall clock at the last tick, Unix nanoseconds: the time rule conditions see
 	policy   atomic.Pointer[policy.Compiled]
 	setMu    sync.Mutex // serializes SetPolicy
 	flows    *table
@@ -339,6 +346,7 @@ func New(dev tun.Device, cfg Config) (*Authorizer, error) {
 		pol = policy.Empty
 	}
 	a.policy.Store(pol)
+	a.tick()
 	for range readBatches {
 		b := &readBatch{bufs: make([][]byte, batch), sizes: make([]int, batch)}
 		for i := range b.bufs {
@@ -361,7 +369,16 @@ func (a *Authorizer) mono(t time.Time) int64 { return int64(t.Sub(a.epoch)) }
 // of an established packet's path on some virtual machines; idle timers and
 // the deny-event limits need no finer resolution than clockTick. Events,
 // which carry a wall-clock time, read the system clock.
-func (a *Authorizer) tick() { a.clock.Store(a.mono(a.now())) }
+func (a *Authorizer) tick() {
+	t := a.now()
+	a.clock.Store(a.mono(t))
+	a.wall.Store(t.UnixNano())
+}
+
+// wallNow is the coarse wall clock: the time rule conditions (time
+// windows, MFA age) are evaluated at. It follows wall-clock steps (NTP)
+// at the next tick, as the monotonic clock would not.
+func (a *Authorizer) wallNow() time.Time { return time.Unix(0, a.wall.Load()) }
 
 // clockTick is the coarse clock's resolution.
 const clockTick = time.Second
@@ -477,7 +494,7 @@ func (a *Authorizer) sweep(now int64) {
 // decide is the policy decision on a new flow with tuple k: the compiled
 // policy's, or, for a device the policy knows, a local service's.
 func (a *Authorizer) decide(pol *policy.Compiled, k *packet.Tuple) policy.Decision {
-	d := pol.Decide(k.Src, k.Dst, k.Proto, decidePort(k))
+	d := pol.DecideAt(k.Src, k.Dst, k.Proto, decidePort(k), a.wallNow())
 	if d.Verdict == policy.Allow || d.Peer == nil {
 		return d
 	}
@@ -513,7 +530,28 @@ func (a *Authorizer) SetPolicy(pol *policy.Compiled) {
 	// the scan or re-decided against the new policy by insert (which
 	// re-reads the pointer under the shard lock).
 	a.policy.Store(pol)
+	a.recheck(pol, "policy change cut flows")
+}
 
+// Recheck re-decides every open flow under the current policy at the
+// current time (the coarse clock, at most a clock tick old) and cuts those
+// it no longer allows, exactly as SetPolicy does for a new policy: rule
+// conditions that change with time (a time window that closed, an MFA
+// that grew too old) then take effect on flows already open, not only on
+// new ones. Call it periodically.
+func (a *Authorizer) Recheck() {
+	a.setMu.Lock()
+	defer a.setMu.Unlock()
+	pol := a.policy.Load()
+	if !pol.Conditional() {
+		return // no decision can have changed
+	}
+	a.recheck(pol, "policy recheck cut flows")
+}
+
+// recheck re-decides every open flow under pol, which is the current
+// policy, and cuts those it denies. The caller holds setMu.
+func (a *Authorizer) recheck(pol *policy.Compiled, logMsg string) {
 	type cut struct {
 		f      *flow
 		meta   flowMeta
@@ -559,7 +597,7 @@ func (a *Authorizer) SetPolicy(pol *policy.Compiled) {
 		a.emit(flowEvent(t, controlproto.FlowCut, c.f.key, c.meta, c.reason.String()))
 	}
 	a.writeResets(toApp)
-	a.log.Info("policy change cut flows", logKeyCut, len(cuts), logKeyFlowsOpen, a.stats.flowsOpen.Load(),
+	a.log.Info(logMsg, logKeyCut, len(cuts), logKeyFlowsOpen, a.stats.flowsOpen.Load(),
 		logKeyResetsDropped, a.stats.resetsDropped.Load())
 }
 

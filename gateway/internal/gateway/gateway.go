@@ -129,10 +129,13 @@ func Run(ctx context.Context, cfg Config) error {
 		Logger:  log.With("component", "control"),
 	})
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	var workers sync.WaitGroup
-	defer workers.Wait()
+	defer func() {
+		cancel() // first: the workers stop on it
+		workers.Wait()
+	}()
 	workers.Go(func() { reportFlows(ctx, events, cc) })
+	workers.Go(func() { recheckFlows(ctx, authz, recheckInterval) })
 	err = cc.Run(ctx)
 	if errors.Is(err, controlclient.ErrRevoked) {
 		return fmt.Errorf("%w: delete %s and enroll again with a new token", err, cfg.StateDir)
@@ -345,6 +348,25 @@ func (g *gw) stop() {
 	g.closed = true
 	if g.timer != nil {
 		g.timer.Stop()
+	}
+}
+
+// recheckInterval is how often open flows are re-checked against the
+// policy: a time window that closes or an MFA that grows too old cuts the
+// flows it admitted within this long.
+const recheckInterval = 15 * time.Second
+
+// recheckFlows re-checks open flows every interval until ctx ends.
+func recheckFlows(ctx context.Context, authz *flow.Authorizer, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			authz.Recheck()
+		}
 	}
 }
 

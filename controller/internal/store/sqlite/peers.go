@@ -284,15 +284,15 @@ func (s *Store) DeleteGateway(ctx context.Context, id string) error {
 
 // --- devices ---
 
-const deviceCols = `id, user_name, hostname, public_key, overlay_addr, created_at`
+const deviceCols = `id, user_name, hostname, public_key, overlay_addr, created_at, mfa_at`
 
 func scanDevice(r rowScanner) (store.Device, error) {
 	var (
-		d       store.Device
-		key     string
-		off, at int64
+		d            store.Device
+		key          string
+		off, at, mfa int64
 	)
-	if err := r.Scan(&d.ID, &d.User, &d.Hostname, &key, &off, &at); err != nil {
+	if err := r.Scan(&d.ID, &d.User, &d.Hostname, &key, &off, &at, &mfa); err != nil {
 		return d, err
 	}
 	var err error
@@ -301,7 +301,23 @@ func scanDevice(r rowScanner) (store.Device, error) {
 	}
 	d.OverlayAddr = offsetAddr(off)
 	d.CreatedAt = fromMicros(at)
+	d.MFAAt = fromOptMicros(mfa)
 	return d, nil
+}
+
+// optMicros stores an optional time: 0 for the zero time.
+func optMicros(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return toMicros(t)
+}
+
+func fromOptMicros(us int64) time.Time {
+	if us == 0 {
+		return time.Time{}
+	}
+	return fromMicros(us)
 }
 
 // CreateDevice implements [store.Store]: store.ErrNotFound if the user is
@@ -313,6 +329,7 @@ func (s *Store) CreateDevice(ctx context.Context, d store.Device) (store.Device,
 		d.ID = newID()
 	}
 	d.CreatedAt = fromMicros(createdAt(d.CreatedAt))
+	d.MFAAt = fromOptMicros(optMicros(d.MFAAt))
 	err := s.write(ctx, func(tx *sql.Tx) error {
 		ok, err := exists(ctx, tx, `SELECT 1 FROM users WHERE name = ?`, d.User)
 		if err != nil {
@@ -333,8 +350,8 @@ func (s *Store) CreateDevice(ctx context.Context, d store.Device) (store.Device,
 			return err
 		}
 		d.OverlayAddr = offsetAddr(off)
-		_, err = tx.ExecContext(ctx, `INSERT INTO devices (`+deviceCols+`) VALUES (?, ?, ?, ?, ?, ?)`,
-			d.ID, d.User, d.Hostname, d.PublicKey.String(), off, toMicros(d.CreatedAt))
+		_, err = tx.ExecContext(ctx, `INSERT INTO devices (`+deviceCols+`) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+			d.ID, d.User, d.Hostname, d.PublicKey.String(), off, toMicros(d.CreatedAt), optMicros(d.MFAAt))
 		return insertErr(err)
 	})
 	if err != nil {
@@ -343,11 +360,12 @@ func (s *Store) CreateDevice(ctx context.Context, d store.Device) (store.Device,
 	return d, nil
 }
 
-// UpdateDevice implements [store.Store]: only PublicKey and Hostname change.
+// UpdateDevice implements [store.Store]: only PublicKey, Hostname and MFAAt
+// change.
 func (s *Store) UpdateDevice(ctx context.Context, d store.Device) error {
 	err := s.write(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `UPDATE devices SET public_key = ?, hostname = ? WHERE id = ?`,
-			d.PublicKey.String(), d.Hostname, d.ID)
+		res, err := tx.ExecContext(ctx, `UPDATE devices SET public_key = ?, hostname = ?, mfa_at = ? WHERE id = ?`,
+			d.PublicKey.String(), d.Hostname, optMicros(d.MFAAt), d.ID)
 		if err != nil {
 			return err
 		}

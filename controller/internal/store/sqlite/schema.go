@@ -138,6 +138,11 @@ CREATE TABLE policy_versions (
 	created_at  INTEGER NOT NULL
 ) STRICT;
 `,
+	// 3: when each device's user last completed MFA on it, for the policy's
+	// MFA-age conditions.
+	`
+ALTER TABLE devices ADD COLUMN mfa_at INTEGER NOT NULL DEFAULT 0; -- unix µs, 0: never
+`,
 }
 
 // migrate brings the schema up to date in one write transaction, so two

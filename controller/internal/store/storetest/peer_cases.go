@@ -239,7 +239,7 @@ func testDevices(t *testing.T, s store.Store) {
 
 	must(t, s.CreateUser(c, user("nurse")))
 	in := store.Device{ID: "d2", User: "nurse", Hostname: "ward3-pc", PublicKey: key(t, 2),
-		OverlayAddr: netip.MustParseAddr("100.64.9.9"), CreatedAt: at(7 * time.Minute)}
+		OverlayAddr: netip.MustParseAddr("100.64.9.9"), CreatedAt: at(7 * time.Minute), MFAAt: at(6 * time.Minute)}
 	d, err := s.CreateDevice(c, in)
 	must(t, err)
 	checkOverlay(t, d.OverlayAddr)
@@ -258,6 +258,12 @@ func testDevices(t *testing.T, s store.Store) {
 	if d1.CreatedAt.IsZero() {
 		t.Errorf("zero CreatedAt not set")
 	}
+	if !d1.MFAAt.IsZero() {
+		t.Errorf("zero MFAAt stored as %v", d1.MFAAt)
+	}
+	if got, err := s.GetDevice(c, "d1"); err != nil || !got.MFAAt.IsZero() {
+		t.Errorf("zero MFAAt read back as %v (%v)", got.MFAAt, err)
+	}
 	gen, err := s.CreateDevice(c, store.Device{User: "nurse"})
 	must(t, err)
 	if gen.ID == "" {
@@ -270,13 +276,13 @@ func testDevices(t *testing.T, s store.Store) {
 	sort.Strings(wantIDs)
 	wantNames(t, "ListDevices", names(list, func(d store.Device) string { return d.ID }), wantIDs)
 
-	// UpdateDevice changes the key and hostname, nothing else.
+	// UpdateDevice changes the key, hostname and MFA time, nothing else.
 	upd := store.Device{ID: "d2", User: "someone-else", Hostname: "ward4-pc", PublicKey: key(t, 3),
-		OverlayAddr: netip.MustParseAddr("100.64.7.7"), CreatedAt: at(time.Hour)}
+		OverlayAddr: netip.MustParseAddr("100.64.7.7"), CreatedAt: at(time.Hour), MFAAt: at(59 * time.Minute)}
 	must(t, s.UpdateDevice(c, upd))
 	got, err = s.GetDevice(c, "d2")
 	must(t, err)
-	want.Hostname, want.PublicKey = upd.Hostname, upd.PublicKey
+	want.Hostname, want.PublicKey, want.MFAAt = upd.Hostname, upd.PublicKey, upd.MFAAt
 	equal(t, "after UpdateDevice", got, want)
 	wantErr(t, "update missing", s.UpdateDevice(c, store.Device{ID: "nope"}), store.ErrNotFound)
 
