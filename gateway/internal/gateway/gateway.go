@@ -102,9 +102,9 @@ func Run(ctx context.Context, cfg Config) error {
 		authz.Close()
 		return err
 	}
-	defer dnsSrv.Close()
 	wg, err := wgdev.New(authz, wgdev.Options{Name: cfg.Interface, UAPI: cfg.Mode == ModeTUN, Logger: log})
 	if err != nil {
+		dnsSrv.Close()
 		authz.Close()
 		return fmt.Errorf("start wireguard: %w", err)
 	}
