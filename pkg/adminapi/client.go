@@ -424,6 +424,13 @@ func (c *Client) ListPolicyVersions(ctx context.Context) ([]PolicyVersion, error
 	return out, c.Do(ctx, http.MethodGet, "/v1/policy/versions", nil, &out)
 }
 
+// ExportPolicy returns the policy file that decides access now: the
+// active version, or the directory rendered as a policy file (see Origin).
+func (c *Client) ExportPolicy(ctx context.Context) (*PolicyExport, error) {
+	var out PolicyExport
+	return &out, c.Do(ctx, http.MethodGet, "/v1/policy/export", nil, &out)
+}
+
 // GetPolicyVersion returns one version with its text.
 func (c *Client) GetPolicyVersion(ctx context.Context, version int64) (*PolicyVersion, error) {
 	var out PolicyVersion

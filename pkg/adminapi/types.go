@@ -283,8 +283,8 @@ type PolicyChange struct {
 // answered 200 with Valid false and its Errors or failing Tests (apply
 // answers such a file with an ErrorBody, code invalid, listing them). Valid
 // is true when the file parses, checks and passes every test; Changes is
-// then the entitlement diff against the active policy (against an empty
-// policy if none is active).
+// then the entitlement diff against the active policy (if none is active,
+// against the directory: what the segment/app/group/rule commands grant).
 type PolicyPlan struct {
 	Valid         bool               `json:"valid"`
 	SHA256        string             `json:"sha256"`
@@ -306,6 +306,28 @@ type PolicyVersion struct {
 	RollbackOf int64     `json:"rollback_of,omitempty"`
 	CreatedAt  time.Time `json:"created_at"`
 	Source     string    `json:"source,omitempty"`
+}
+
+// Origins of an exported policy (PolicyExport.Origin, and the
+// PolicyOriginHeader response header of GET /v1/policy/export).
+const (
+	PolicyOriginHeader    = "X-Cordon-Policy-Origin"
+	PolicyOriginPolicy    = "policy"    // the active policy version, as applied
+	PolicyOriginDirectory = "directory" // no policy applied: the directory rendered as one
+)
+
+// PolicyExport is the answer of GET /v1/policy/export: the policy file
+// that decides access now. Origin "policy": the active version's text as
+// applied (Version, File, SHA256 name it). Origin "directory": no policy
+// was ever applied, and Source is the one-by-one directory (segments,
+// apps, groups, rules) rendered as a policy file granting the same;
+// Version is 0. Either way Source parses with policyfile.Parse.
+type PolicyExport struct {
+	Origin  string `json:"origin"`
+	Version int64  `json:"version,omitempty"`
+	File    string `json:"file"`
+	SHA256  string `json:"sha256"`
+	Source  string `json:"source"`
 }
 
 // AppliedPolicy is the answer of apply and rollback: the new version and

@@ -184,6 +184,7 @@ func (a *API) routes() {
 	m.Handle("POST /v1/policy/rollback", a.admin(a.rollbackPolicy))
 	m.Handle("GET /v1/policy/versions", a.admin(a.listPolicyVersions))
 	m.Handle("GET /v1/policy/versions/{n}", a.admin(a.getPolicyVersion))
+	m.Handle("GET /v1/policy/export", a.admin(a.exportPolicy))
 
 	a.mux = m
 }

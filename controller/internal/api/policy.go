@@ -17,6 +17,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/cordonhq/cordon/controller/internal/netmap"
 	"github.com/cordonhq/cordon/controller/internal/store"
 	"github.com/cordonhq/cordon/pkg/adminapi"
 	"github.com/cordonhq/cordon/pkg/policy/policyfile"
@@ -127,13 +128,27 @@ func validatePolicy(file string, src []byte) *validated {
 }
 
 // activePolicy returns the active version and its parsed policy; with no
-// active version, version 0 and an empty policy.
+// active version, version 0 and the directory as a policy (netmap.Export),
+// so a plan of the first policy file shows what changes against the
+// access the directory grants now.
 func (a *API) activePolicy(ctx context.Context) (store.PolicyVersion, *policyfile.Policy, error) {
 	v, err := a.st.ActivePolicy(ctx)
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return v, nil, err
 	}
-	if err == nil {
+	if err != nil {
+		snap, err := a.st.Snapshot(ctx)
+		if err != nil {
+			return v, nil, err
+		}
+		if src, err := netmap.Export(snap, a.now()); err == nil {
+			if pol, err := policyfile.Parse(netmap.ExportFile, src); err == nil {
+				return v, pol, nil
+			}
+		} else {
+			a.log.WarnContext(ctx, "the directory cannot be exported as a policy; diffing against an empty policy", logErr, err)
+		}
+	} else {
 		pol, err := policyfile.Parse(v.File, v.Source)
 		if err == nil {
 			return v, pol, nil
@@ -298,4 +313,34 @@ func (a *API) getPolicyVersion(w http.ResponseWriter, r *http.Request, _ string)
 		return err
 	}
 	return ok(w, policyVersionOut(v))
+}
+
+// exportPolicy answers GET /v1/policy/export: the policy file that
+// decides access now. With a policy applied that is the active version's
+// text as applied; before that, the skeleton directory (segments, apps,
+// groups, rules) rendered as a policy file that grants the same
+// (netmap.Export), the starting point for moving to a file. The
+// X-Cordon-Policy-Origin header repeats Origin for clients that only
+// keep the body.
+func (a *API) exportPolicy(w http.ResponseWriter, r *http.Request, _ string) error {
+	snap, err := a.st.Snapshot(r.Context()) // one consistent read: the directory and the active policy
+	if err != nil {
+		return fmt.Errorf("read the directory: %w", err)
+	}
+	if v := snap.Policy; v != nil {
+		w.Header().Set(adminapi.PolicyOriginHeader, adminapi.PolicyOriginPolicy)
+		return ok(w, adminapi.PolicyExport{
+			Origin: adminapi.PolicyOriginPolicy, Version: v.Version, File: v.File,
+			SHA256: sha256Hex(v.Source), Source: string(v.Source),
+		})
+	}
+	src, err := netmap.Export(snap, a.now())
+	if err != nil {
+		return conflictf("the directory cannot be exported as a policy file: %v", err)
+	}
+	w.Header().Set(adminapi.PolicyOriginHeader, adminapi.PolicyOriginDirectory)
+	return ok(w, adminapi.PolicyExport{
+		Origin: adminapi.PolicyOriginDirectory, File: netmap.ExportFile,
+		SHA256: sha256Hex(src), Source: string(src),
+	})
 }

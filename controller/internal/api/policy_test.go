@@ -146,3 +146,56 @@ func TestDirectoryEditsRefusedUnderPolicy(t *testing.T) {
 		t.Fatalf("user create refused under a policy: %v", err)
 	}
 }
+
+// TestPolicyExport: before any apply the export is the directory as a
+// policy file, which applies unchanged; after, it is the active version.
+func TestPolicyExport(t *testing.T) {
+	e := newEnv(t)
+	ctx := t.Context()
+
+	empty := must[*adminapi.PolicyExport](t)(e.admin.ExportPolicy(ctx))
+	if empty.Origin != adminapi.PolicyOriginDirectory || empty.Version != 0 || !strings.HasPrefix(empty.Source, "#") {
+		t.Fatalf("export of an empty directory = %+v; want origin directory", empty)
+	}
+
+	must[*adminapi.Segment](t)(e.admin.CreateSegment(ctx, &adminapi.CreateSegmentRequest{Name: "lan", CIDRs: []string{"10.20.0.0/24"}}))
+	must[*adminapi.App](t)(e.admin.CreateApp(ctx, &adminapi.CreateAppRequest{Name: "ehr", Segment: "lan", DNSName: "ehr.h.internal", Address: "10.20.0.10", Proto: "tcp", Ports: []string{"443"}}))
+	must[*adminapi.CreateUserResponse](t)(e.admin.CreateUser(ctx, &adminapi.CreateUserRequest{Name: "alice", Password: "correct horse battery"}))
+	must[*adminapi.Group](t)(e.admin.CreateGroup(ctx, &adminapi.CreateGroupRequest{Name: "nurses"}))
+	must[*adminapi.Group](t)(e.admin.AddMember(ctx, "nurses", "alice"))
+	must[*adminapi.Rule](t)(e.admin.CreateRule(ctx, &adminapi.CreateRuleRequest{Name: "nurses-ehr", Group: "nurses", App: "ehr"}))
+
+	dir := must[*adminapi.PolicyExport](t)(e.admin.ExportPolicy(ctx))
+	for _, want := range []string{"nurses-ehr", "group:nurses", "members: [alice]", "ehr.h.internal", "tcp/443", "waiver: migrated from the cordonctl directory"} {
+		if !strings.Contains(dir.Source, want) {
+			t.Errorf("directory export lacks %q:\n%s", want, dir.Source)
+		}
+	}
+	if dir.Origin != adminapi.PolicyOriginDirectory || dir.SHA256 == "" || dir.File == "" {
+		t.Fatalf("directory export = %+v", dir)
+	}
+
+	plan := must[*adminapi.PolicyPlan](t)(e.admin.PlanPolicy(ctx, &adminapi.PlanPolicyRequest{File: dir.File, Source: dir.Source}))
+	if !plan.Valid || len(plan.Changes) != 0 {
+		t.Fatalf("plan of the export = %+v; want valid, no change against the directory", plan)
+	}
+	v1 := must[*adminapi.AppliedPolicy](t)(e.admin.ApplyPolicy(ctx, &adminapi.ApplyPolicyRequest{File: dir.File, Source: dir.Source, Reason: "CHG-7 move to a file"}))
+
+	pol := must[*adminapi.PolicyExport](t)(e.admin.ExportPolicy(ctx))
+	if pol.Origin != adminapi.PolicyOriginPolicy || pol.Version != v1.Version.Version || pol.Source != dir.Source || pol.SHA256 != v1.Version.SHA256 {
+		t.Fatalf("export after apply = %+v; want version %d with the applied text", pol, v1.Version.Version)
+	}
+
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, e.URL+"/v1/policy/export", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := e.HTTPClient().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("export without a token: %d, want 401", resp.StatusCode)
+	}
+}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/cordonhq/cordon/pkg/adminapi"
 	"github.com/cordonhq/cordon/pkg/policy"
 	"github.com/cordonhq/cordon/pkg/policy/policyfile"
 )
@@ -103,14 +104,21 @@ failing test is refused (exit 2); such a policy is never applied.`,
 		user, app, port, at, mfaAge, source string
 		idp, tags, posture                  []string
 	}
+	var exFile string
 	explain := &cobra.Command{
-		Use:   "explain FILE --user U --app A --port tcp/443",
+		Use:   "explain [FILE] --user U --app A --port tcp/443",
 		Short: "Say whether a user on a device may reach an app and port, and why",
+		Long: `Say whether a user on a device, in a given context, may reach an app and
+port, and why. With FILE (or --file) the file is read offline; without, the
+policy that decides access now is fetched from the controller (the active
+version, or the one-by-one directory rendered as a policy file) and
+evaluated locally.`,
 		Example: `  cordonctl policy explain hospital.yaml --user alice --app ehr --port tcp/443 \
-      --posture disk-encrypted,screen-lock --mfa-age 2h --at 2026-03-02T09:00:00-05:00`,
-		Args: args("FILE"),
+      --posture disk-encrypted,screen-lock --mfa-age 2h --at 2026-03-02T09:00:00-05:00
+  cordonctl policy explain --user alice --app ehr --port tcp/443   # the controller's policy`,
+		Args: optionalFileArgs("", 0),
 		RunE: a.run(func(cmd *cobra.Command, args []string) error {
-			pol, _, err := a.loadPolicy(args[0])
+			pol, err := a.policyFor(cmd, exFile, args, 0)
 			if err != nil {
 				return err
 			}
@@ -177,20 +185,26 @@ failing test is refused (exit 2); such a policy is never applied.`,
 	f.StringVar(&ex.app, "app", "", "app name")
 	f.StringVar(&ex.port, "port", "", "protocol and port: tcp/443, udp/53, icmp")
 	f.StringVar(&ex.at, "at", "", "time of the request, RFC 3339 (default: now)")
+	f.StringVar(&exFile, "file", "", "policy file (default: the controller's policy)")
 	explain.MarkFlagRequired("user")
 	explain.MarkFlagRequired("app")
 	explain.MarkFlagRequired("port")
 
+	var whoFile string
 	whoCan := &cobra.Command{
-		Use:   "who-can FILE APP",
+		Use:   "who-can [FILE] APP",
 		Short: "List who may reach an app: users, IdP groups and device tags (access review)",
-		Args:  args("FILE", "APP"),
+		Long: `List who may reach an app: users, IdP groups and device tags, with the rule,
+ports and conditions. With FILE (or --file) the file is read offline;
+without, the controller's policy is fetched (the active version, or the
+one-by-one directory rendered as a policy file) and evaluated locally.`,
+		Args: optionalFileArgs("APP", 1),
 		RunE: a.run(func(cmd *cobra.Command, args []string) error {
-			pol, _, err := a.loadPolicy(args[0])
+			pol, err := a.policyFor(cmd, whoFile, args, 1)
 			if err != nil {
 				return err
 			}
-			es, err := pol.WhoCan(args[1])
+			es, err := pol.WhoCan(args[len(args)-1])
 			if err != nil {
 				return &usageError{msg: err.Error()}
 			}
@@ -198,13 +212,20 @@ failing test is refused (exit 2); such a policy is never applied.`,
 		}),
 	}
 
-	var acc struct{ idp, tags []string }
+	var acc struct {
+		file      string
+		idp, tags []string
+	}
 	access := &cobra.Command{
-		Use:   "access FILE USER",
+		Use:   "access [FILE] USER",
 		Short: "List what a user may reach (access review)",
-		Args:  args("FILE", "USER"),
+		Long: `List every app and port a user may reach, with the rule and conditions.
+With FILE (or --file) the file is read offline; without, the controller's
+policy is fetched (the active version, or the one-by-one directory rendered
+as a policy file) and evaluated locally.`,
+		Args: optionalFileArgs("USER", 1),
 		RunE: a.run(func(cmd *cobra.Command, args []string) error {
-			pol, _, err := a.loadPolicy(args[0])
+			pol, err := a.policyFor(cmd, acc.file, args, 1)
 			if err != nil {
 				return err
 			}
@@ -212,9 +233,10 @@ failing test is refused (exit 2); such a policy is never applied.`,
 			if err != nil {
 				return err
 			}
-			return a.printEntitlements(pol.Access(args[1], idp, acc.tags))
+			return a.printEntitlements(pol.Access(args[len(args)-1], idp, acc.tags))
 		}),
 	}
+	access.Flags().StringVar(&acc.file, "file", "", "policy file (default: the controller's policy)")
 	access.Flags().StringSliceVar(&acc.idp, "idp", nil, "the user's IdP group claims, CLAIM=VALUE (repeatable)")
 	access.Flags().StringSliceVar(&acc.tags, "tag", nil, "device tags (repeatable)")
 
@@ -257,11 +279,117 @@ policy files compared offline (both must validate). Nothing is applied.`,
 			return a.printChanges(changes)
 		}),
 	}
+	whoCan.Flags().StringVar(&whoFile, "file", "", "policy file (default: the controller's policy)")
 	diff.Flags().BoolVar(&diffFiles, "file", false, "A and B are policy files (offline), even if named like numbers")
 
 	return a.group("policy", "Write, review and apply policy: offline on files, or on the controller",
 		validate, explain, whoCan, access, diff,
-		a.policyPlanCmd(), a.policyApplyCmd(), a.policyHistoryCmd(), a.policyShowCmd(), a.policyRollbackCmd())
+		a.policyExportCmd(), a.policyPlanCmd(), a.policyApplyCmd(), a.policyHistoryCmd(), a.policyShowCmd(), a.policyRollbackCmd())
+}
+
+// optionalFileArgs accepts an optional FILE followed by n arguments named
+// name (n is 0 or 1).
+func optionalFileArgs(name string, n int) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) < n || len(args) > n+1 {
+			if n == 0 {
+				return usagef("%s takes at most one argument, FILE", cmd.CommandPath())
+			}
+			return usagef("%s needs [FILE] %s", cmd.CommandPath(), name)
+		}
+		for _, v := range args {
+			if v == "" {
+				return usagef("%s: an argument is empty", cmd.CommandPath())
+			}
+		}
+		return nil
+	}
+}
+
+// policyFor is the policy an access question is asked of: the file named
+// by --file or by the first of args (when args has more than n), read
+// offline and validated with its tests; otherwise the controller's policy
+// (policy export), parsed locally.
+func (a *app) policyFor(cmd *cobra.Command, fileFlag string, args []string, n int) (*policyfile.Policy, error) {
+	file := fileFlag
+	if len(args) > n {
+		if file != "" {
+			return nil, usagef("give the policy file either as FILE or as --file, not both")
+		}
+		file = args[0]
+	}
+	if file != "" {
+		pol, _, err := a.loadPolicy(file)
+		return pol, err
+	}
+	exp, name, err := a.fetchPolicy(cmd)
+	if err != nil {
+		return nil, err
+	}
+	pol, err := policyfile.Parse(name, []byte(exp.Source))
+	if err != nil {
+		return nil, fmt.Errorf("the controller's policy (%s) does not parse: %w", name, err)
+	}
+	fmt.Fprintf(a.io.Err, "(evaluating %s from the controller)\n", name)
+	return pol, nil
+}
+
+// fetchPolicy gets the controller's policy: the active version, or the
+// directory rendered as a policy file. name describes which, for messages.
+func (a *app) fetchPolicy(cmd *cobra.Command) (*adminapi.PolicyExport, string, error) {
+	c, err := a.getClient()
+	if err != nil {
+		return nil, "", err
+	}
+	exp, err := c.ExportPolicy(cmd.Context())
+	if err != nil {
+		return nil, "", err
+	}
+	name := "the directory (no policy applied yet)"
+	if exp.Origin == adminapi.PolicyOriginPolicy {
+		name = fmt.Sprintf("policy version %d (%s)", exp.Version, exp.File)
+	}
+	return exp, name, nil
+}
+
+func (a *app) policyExportCmd() *cobra.Command {
+	var out string
+	cmd := &cobra.Command{
+		Use:   "export [-f FILE]",
+		Short: "Write the controller's policy as a file: the active version, or the one-by-one directory as a policy",
+		Long: `Write the policy that decides access now as a policy file. With a policy
+applied, that is the active version's text exactly as applied. Before the
+first apply, it is the directory built with segment/app/group/rule create,
+rendered as a policy file that grants exactly the same: the starting point
+for moving to a file. Rules to phi apps then carry a dated waiver, because
+directory rules have no MFA or posture conditions; add them, then
+'policy plan' and 'policy apply'. Writes to stdout, or to FILE (mode 0644).`,
+		Example: `  cordonctl policy export -f policy.yaml
+  $EDITOR policy.yaml          # add MFA and posture conditions, tests
+  cordonctl policy plan policy.yaml
+  cordonctl policy apply policy.yaml --reason "CHG-100: move to a policy file"`,
+		Args: args(),
+		RunE: a.run(func(cmd *cobra.Command, args []string) error {
+			exp, name, err := a.fetchPolicy(cmd)
+			if err != nil {
+				return err
+			}
+			if a.output == "json" && out == "" {
+				return writeJSONValue(a.io.Out, exp)
+			}
+			if out == "" || out == "-" {
+				_, err := io.WriteString(a.io.Out, exp.Source)
+				return err
+			}
+			if err := os.WriteFile(out, []byte(exp.Source), 0o644); err != nil {
+				return fmt.Errorf("write %s: %w", out, err)
+			}
+			fmt.Fprintf(a.io.Out, "wrote %s: %s, sha256 %s\n", out, name, short(exp.SHA256))
+			return nil
+		}),
+	}
+	cmd.Flags().StringVarP(&out, "file", "f", "", "write to FILE instead of stdout")
+	return cmd
 }
 
 func parseIdP(vals []string) ([]policyfile.IdPRef, error) {

@@ -102,7 +102,7 @@ with an error or a failing test exits 2, each problem at file:line:column.`,
 					passed++
 				}
 			}
-			base := "no policy applied yet"
+			base := "the directory (no policy applied yet)"
 			if plan.ActiveVersion > 0 {
 				base = fmt.Sprintf("active version %d (%s)", plan.ActiveVersion, short(plan.ActiveSHA256))
 			}
