@@ -24,7 +24,7 @@ func TestRemovingFromGroupCutsAccess(t *testing.T) {
 	w.waitReach(w.nurse, ehr, 15*time.Second)
 	for i := 1; i <= revokeCycles; i++ {
 		t.Logf("---- cycle %d of %d ----", i, revokeCycles)
-		w.revokeAndRestore(ehr)
+		w.revokeAndRestore(ehr, []string{"group", "remove-member", groupName, "nurse"}, []string{"group", "add-member", groupName, "nurse"}, revokeBound)
 		if t.Failed() {
 			break
 		}
@@ -34,9 +34,23 @@ func TestRemovingFromGroupCutsAccess(t *testing.T) {
 	})
 }
 
-// revokeAndRestore opens a long-lived connection to ehr, takes the nurse out
-// of the group and back in, and checks how fast each change takes effect.
-func (w *world) revokeAndRestore(ehr *service) {
+// Disabling the nurse (cordonctl user disable) cuts her open connection and
+// refuses new ones within 1 s at every gateway; enabling restores access.
+func TestDisablingUserCutsAccess(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	ehr := w.svcs["ehr"]
+	w.waitReach(w.nurse, ehr, 15*time.Second)
+	w.revokeAndRestore(ehr, []string{"user", "disable", "nurse"}, []string{"user", "enable", "nurse"}, time.Second)
+	w.waitAudit("admin.user.disable of the nurse", func(e auditEvent) bool {
+		return e.Type == "admin.user.disable" && e.Subject == "nurse"
+	})
+}
+
+// revokeAndRestore opens a long-lived connection to ehr, runs the revoking
+// cordonctl command and then the restoring one, and checks that each takes
+// effect within bound.
+func (w *world) revokeAndRestore(ehr *service, revoke, restore []string, bound time.Duration) {
 	t := w.t
 	t.Helper()
 	ec, err := openEcho(w.cl1, ehrAddr)
@@ -55,17 +69,17 @@ func (w *world) revokeAndRestore(ehr *service) {
 
 	start := time.Now()
 	newConns := make(chan blockResult, 1)
-	go func() { newConns <- newConnBlocked(w.nurse, start, 3*revokeBound) }()
-	w.mustCtl("", "group", "remove-member", groupName, "nurse")
-	t.Logf("cordonctl group remove-member returned after %v", time.Since(start).Round(time.Millisecond))
+	go func() { newConns <- newConnBlocked(w.nurse, start, 3*bound) }()
+	w.mustCtl("", revoke...)
+	t.Logf("cordonctl %v returned after %v", revoke, time.Since(start).Round(time.Millisecond))
 
-	how, cutAt, err := watchCut(ec, start, 3*revokeBound)
+	how, cutAt, err := watchCut(ec, start, 3*bound)
 	if err != nil {
 		t.Errorf("open connection: %v", err)
 	} else {
 		t.Logf("open connection cut %v after the removal (%s)", cutAt.Round(time.Millisecond), how)
-		if cutAt > revokeBound {
-			t.Errorf("open connection cut after %v, want within %v", cutAt.Round(time.Millisecond), revokeBound)
+		if cutAt > bound {
+			t.Errorf("open connection cut after %v, want within %v", cutAt.Round(time.Millisecond), bound)
 		}
 	}
 	nc := <-newConns
@@ -73,8 +87,8 @@ func (w *world) revokeAndRestore(ehr *service) {
 		t.Errorf("new connections: %v", nc.err)
 	} else {
 		t.Logf("new connections refused %v after the removal (%v)", nc.at.Round(time.Millisecond), nc.how)
-		if nc.at > revokeBound {
-			t.Errorf("new connections still opened %v after the removal, want refused within %v", nc.at.Round(time.Millisecond), revokeBound)
+		if nc.at > bound {
+			t.Errorf("new connections still opened %v after the removal, want refused within %v", nc.at.Round(time.Millisecond), bound)
 		}
 	}
 	// The app's end must go too (the gateway resets both ends), or the
@@ -88,7 +102,7 @@ func (w *world) revokeAndRestore(ehr *service) {
 	w.unreachable(w.nurse, ehr)
 
 	start = time.Now()
-	w.mustCtl("", "group", "add-member", groupName, "nurse")
+	w.mustCtl("", restore...)
 	d, err := poll(20*time.Second, 50*time.Millisecond, func() error {
 		body, err := w.nurse.getTimeout(ehrAddr, 500*time.Millisecond)
 		if err == nil && body != "ehr" {
@@ -100,8 +114,8 @@ func (w *world) revokeAndRestore(ehr *service) {
 		t.Fatalf("access not restored %v after adding the nurse back: %v", d.Round(time.Millisecond), err)
 	}
 	t.Logf("access restored %v after adding the nurse back", d.Round(time.Millisecond))
-	if d > revokeBound {
-		t.Errorf("access restored after %v, want within %v", d.Round(time.Millisecond), revokeBound)
+	if d > bound {
+		t.Errorf("access restored after %v, want within %v", d.Round(time.Millisecond), bound)
 	}
 }
 

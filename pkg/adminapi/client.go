@@ -284,6 +284,19 @@ func (c *Client) DeleteUser(ctx context.Context, name string) error {
 	return c.Do(ctx, http.MethodDelete, pathf("/v1/users/%s", name), nil, nil)
 }
 
+// SetUserDisabled disables (true) or re-enables (false) a user.
+func (c *Client) SetUserDisabled(ctx context.Context, name string, disabled bool) (*User, error) {
+	verb := "enable"
+	if disabled {
+		verb = "disable"
+	}
+	var u User
+	if err := c.Do(ctx, http.MethodPost, pathf("/v1/users/%s/"+verb, name), nil, &u); err != nil {
+		return nil, err
+	}
+	return &u, nil
+}
+
 // CreateGroup creates an empty group.
 func (c *Client) CreateGroup(ctx context.Context, req *CreateGroupRequest) (*Group, error) {
 	var out Group

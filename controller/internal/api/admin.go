@@ -242,6 +242,35 @@ func (a *API) getUser(w http.ResponseWriter, r *http.Request, _ string) error {
 	return ok(w, userOut(u))
 }
 
+// setUserDisabled returns the handler of POST /v1/users/{name}/disable or
+// /enable. Disabling takes the user's devices off every gateway with the
+// next map push (their open flows are cut) and refuses new sign-ins;
+// devices and memberships stay, so enabling restores access.
+func (a *API) setUserDisabled(disabled bool) adminHandlerFunc {
+	verb := "enable"
+	if disabled {
+		verb = "disable"
+	}
+	return func(w http.ResponseWriter, r *http.Request, actor string) error {
+		name := r.PathValue("name")
+		if err := checkPathName("user", name); err != nil {
+			return err
+		}
+		switch err := a.st.SetUserDisabled(r.Context(), name, disabled); {
+		case errors.Is(err, store.ErrNotFound):
+			return notFoundf("user %q not found", name)
+		case err != nil:
+			return err
+		}
+		a.mutated(r, actor, "user", verb, name, nil, true)
+		u, err := a.st.GetUser(r.Context(), name)
+		if err != nil {
+			return err
+		}
+		return ok(w, userOut(u))
+	}
+}
+
 func (a *API) deleteUser(w http.ResponseWriter, r *http.Request, actor string) error {
 	name := r.PathValue("name")
 	if err := checkPathName("user", name); err != nil {

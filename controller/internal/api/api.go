@@ -157,6 +157,8 @@ func (a *API) routes() {
 	m.Handle("GET /v1/users", a.admin(a.listUsers))
 	m.Handle("GET /v1/users/{name}", a.admin(a.getUser))
 	m.Handle("DELETE /v1/users/{name}", a.admin(a.deleteUser))
+	m.Handle("POST /v1/users/{name}/disable", a.admin(a.setUserDisabled(true)))
+	m.Handle("POST /v1/users/{name}/enable", a.admin(a.setUserDisabled(false)))
 
 	m.Handle("POST /v1/groups", a.admin(a.directoryEdit(a.createGroup)))
 	m.Handle("GET /v1/groups", a.admin(a.listGroups))

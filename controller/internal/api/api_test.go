@@ -904,3 +904,38 @@ func TestGatewayTokenSingleUseUnderConcurrency(t *testing.T) {
 		t.Fatalf("%d gateways enrolled, want 1", len(gws))
 	}
 }
+
+// Disabling a user pushes new maps, refuses sign-in and is audited;
+// enabling restores it. Devices stay enrolled throughout.
+func TestUserDisableEnable(t *testing.T) {
+	e := newLoginEnv(t)
+	ctx := t.Context()
+	must[*controlproto.EnrollResponse](t)(e.agent.Login(ctx, e.req()))
+
+	before := e.Changed()
+	u := must[*adminapi.User](t)(e.admin.SetUserDisabled(ctx, "nurse", true))
+	if !u.Disabled || e.Changed() != before+1 {
+		t.Fatalf("disable: %+v, Changed %d→%d", u, before, e.Changed())
+	}
+	e.Advance(31 * time.Second) // a fresh TOTP step
+	_, err := e.agent.Login(ctx, e.req())
+	wantCode(t, err, 401, adminapi.CodeUnauthorized)
+	if devs := must[[]adminapi.Device](t)(e.admin.ListDevices(ctx)); len(devs) != 1 {
+		t.Fatalf("disable removed devices: %+v", devs)
+	}
+
+	must[*adminapi.User](t)(e.admin.SetUserDisabled(ctx, "nurse", false))
+	e.Advance(31 * time.Second)
+	must[*controlproto.EnrollResponse](t)(e.agent.Login(ctx, e.req()))
+
+	_, err = e.admin.SetUserDisabled(ctx, "nobody", true)
+	wantCode(t, err, 404, adminapi.CodeNotFound)
+	evs := must[[]adminapi.AuditEvent](t)(e.admin.ListAudit(ctx, adminapi.AuditQuery{Type: "admin.user."}))
+	seen := map[string]bool{}
+	for _, ev := range evs {
+		seen[ev.Type] = true
+	}
+	if !seen["admin.user.disable"] || !seen["admin.user.enable"] {
+		t.Fatalf("audit lacks disable/enable: %+v", evs)
+	}
+}

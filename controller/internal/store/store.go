@@ -188,6 +188,10 @@ type Store interface {
 	GetUser(ctx context.Context, name string) (User, error)
 	ListUsers(ctx context.Context) ([]User, error)
 	DeleteUser(ctx context.Context, name string) error // also removes memberships and devices
+	// SetUserDisabled disables (or re-enables) a user. A disabled user
+	// cannot sign in and gets no network access; devices and memberships
+	// are kept for re-enabling and for the access review (ErrNotFound).
+	SetUserDisabled(ctx context.Context, name string, disabled bool) error
 
 	CreateGroup(ctx context.Context, g Group) error
 	GetGroup(ctx context.Context, name string) (Group, error)

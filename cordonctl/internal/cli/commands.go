@@ -203,7 +203,19 @@ history and the process list.`,
 	}
 	create.Flags().BoolVar(&pwStdin, "password-stdin", false, "read the password from standard input (first line)")
 	create.Flags().StringVar(&pwFile, "password-file", "", "read the password from FILE (first line)")
-	return a.group("user", "Manage local users", append([]*cobra.Command{create},
+	toggle := func(verb, short string) *cobra.Command {
+		return &cobra.Command{
+			Use:   verb + " NAME",
+			Short: short,
+			Args:  args("NAME"),
+			RunE: a.run(func(cmd *cobra.Command, args []string) error {
+				return createAndPrint(a, cmd, "/v1/users/"+esc(args[0])+"/"+verb, nil, printUsers)
+			}),
+		}
+	}
+	disable := toggle("disable", "Disable a user: every device loses access at once and sign-in is refused; devices and groups are kept")
+	enable := toggle("enable", "Re-enable a disabled user")
+	return a.group("user", "Manage local users", append([]*cobra.Command{create, disable, enable},
 		crudCommands(a, "user", "users", "/v1/users", printUsers)...)...)
 }
 

@@ -317,6 +317,26 @@ func listUsers(ctx context.Context, q queryer) ([]store.User, error) {
 	return listRows(ctx, q, scanUser, `SELECT `+userCols+` FROM users ORDER BY name`)
 }
 
+// SetUserDisabled implements [store.Store].
+func (s *Store) SetUserDisabled(ctx context.Context, name string, disabled bool) error {
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE users SET disabled = ? WHERE name = ?`, disabled, name)
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return err
+		} else if n == 0 {
+			return store.ErrNotFound
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("set user %q disabled=%v: %w", name, disabled, err)
+	}
+	return nil
+}
+
 // DeleteUser implements [store.Store]: the user's group memberships and
 // devices go too, and the devices' overlay addresses are released.
 func (s *Store) DeleteUser(ctx context.Context, name string) error {

@@ -129,6 +129,19 @@ func testUsers(t *testing.T, s store.Store) {
 	wantNames(t, "ListUsers", names(list, func(u store.User) string { return u.Name }), []string{"doctor", "nurse"})
 	equal(t, "listed user", list[1], nurse)
 
+	// Disable and re-enable keep everything else.
+	must(t, s.SetUserDisabled(c, "nurse", true))
+	got, err = s.GetUser(c, "nurse")
+	must(t, err)
+	if !got.Disabled || got.PasswordHash != nurse.PasswordHash || got.TOTPSecret != nurse.TOTPSecret {
+		t.Errorf("after disable: %+v", got)
+	}
+	must(t, s.SetUserDisabled(c, "nurse", false))
+	got, err = s.GetUser(c, "nurse")
+	must(t, err)
+	equal(t, "re-enabled user", got, nurse)
+	wantErr(t, "disable missing", s.SetUserDisabled(c, "nope", true), store.ErrNotFound)
+
 	must(t, s.DeleteUser(c, "doctor"))
 	_, err = s.GetUser(c, "doctor")
 	wantErr(t, "get deleted", err, store.ErrNotFound)
