@@ -195,15 +195,7 @@ func (ix *Index) ClientMap(d store.Device) *controlproto.ClientMap {
 		if !ok {
 			continue
 		}
-		cg := byGW[gw.ID]
-		if cg == nil {
-			cg = &controlproto.ClientGateway{
-				GatewayID: gw.ID, PublicKey: gw.PublicKey, Endpoint: gw.Endpoint,
-				OverlayAddr: gw.OverlayAddr,
-				AllowedIPs:  []netip.Prefix{netip.PrefixFrom(gw.OverlayAddr, gw.OverlayAddr.BitLen())},
-			}
-			byGW[gw.ID] = cg
-		}
+		cg := clientGateway(byGW, gw)
 		cg.AllowedIPs = append(cg.AllowedIPs, a.Addr.Masked())
 		cg.Apps = append(cg.Apps, wireApp(a))
 	}
@@ -214,6 +206,21 @@ func (ix *Index) ClientMap(d store.Device) *controlproto.ClientMap {
 	}
 	slices.SortFunc(m.Gateways, func(a, b controlproto.ClientGateway) int { return cmp.Compare(a.GatewayID, b.GatewayID) })
 	return m
+}
+
+// clientGateway returns the client-map entry of gw, creating it (with the
+// gateway's own overlay address routed, for its DNS) on first use.
+func clientGateway(byGW map[string]*controlproto.ClientGateway, gw store.Gateway) *controlproto.ClientGateway {
+	cg := byGW[gw.ID]
+	if cg == nil {
+		cg = &controlproto.ClientGateway{
+			GatewayID: gw.ID, PublicKey: gw.PublicKey, Endpoint: gw.Endpoint,
+			OverlayAddr: gw.OverlayAddr,
+			AllowedIPs:  []netip.Prefix{netip.PrefixFrom(gw.OverlayAddr, gw.OverlayAddr.BitLen())},
+		}
+		byGW[gw.ID] = cg
+	}
+	return cg
 }
 
 func (ix *Index) servingGateway(segment string) (store.Gateway, bool) {

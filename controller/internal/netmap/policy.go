@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"crypto/sha256"
 	"encoding/hex"
-	"net/netip"
 	"slices"
 	"sync"
 
@@ -296,15 +295,7 @@ func (ix *Index) policyClientMap(d store.Device) *controlproto.ClientMap {
 		if !ok {
 			continue
 		}
-		cg := byGW[gw.ID]
-		if cg == nil {
-			cg = &controlproto.ClientGateway{
-				GatewayID: gw.ID, PublicKey: gw.PublicKey, Endpoint: gw.Endpoint,
-				OverlayAddr: gw.OverlayAddr,
-				AllowedIPs:  []netip.Prefix{netip.PrefixFrom(gw.OverlayAddr, gw.OverlayAddr.BitLen())},
-			}
-			byGW[gw.ID] = cg
-		}
+		cg := clientGateway(byGW, gw)
 		for _, addr := range a.Addrs {
 			cg.AllowedIPs = append(cg.AllowedIPs, addr.Masked())
 		}
