@@ -168,20 +168,30 @@ type halfCloser interface {
 	CloseWrite() error
 }
 
-// spliceTCP copies both ways until both directions are done. EOF in one
-// direction half-closes the other side's write end; an error tears down
-// both. Stack shutdown closes both.
-func (s *Stack) spliceTCP(down, up net.Conn) {
+// closeTogether returns closeBoth, which closes both ends once, and
+// release, which closes them and stops watching the stack: a splice defers
+// release, and stack shutdown calls closeBoth meanwhile.
+func (s *Stack) closeTogether(down, up net.Conn) (closeBoth, release func()) {
 	var once sync.Once
-	closeBoth := func() {
+	closeBoth = func() {
 		once.Do(func() {
 			down.Close()
 			up.Close()
 		})
 	}
 	stop := context.AfterFunc(s.ctx, closeBoth)
-	defer stop()
-	defer closeBoth()
+	return closeBoth, func() {
+		stop()
+		closeBoth()
+	}
+}
+
+// spliceTCP copies both ways until both directions are done. EOF in one
+// direction half-closes the other side's write end; an error tears down
+// both. Stack shutdown closes both.
+func (s *Stack) spliceTCP(down, up net.Conn) {
+	closeBoth, release := s.closeTogether(down, up)
+	defer release()
 
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -246,16 +256,8 @@ const maxDatagram = 64 << 10
 // spliceUDP relays datagrams both ways until neither direction has seen one
 // for UDPIdleTimeout, either side fails, or the stack closes.
 func (s *Stack) spliceUDP(down, up net.Conn) {
-	var once sync.Once
-	closeBoth := func() {
-		once.Do(func() {
-			down.Close()
-			up.Close()
-		})
-	}
-	stop := context.AfterFunc(s.ctx, closeBoth)
-	defer stop()
-	defer closeBoth()
+	closeBoth, release := s.closeTogether(down, up)
+	defer release()
 
 	idle := s.cfg.Forward.UDPIdleTimeout
 	var last atomic.Int64 // unix nanoseconds of the latest datagram either way
