@@ -22,14 +22,16 @@ import (
 
 // Error codes, each with its HTTP status.
 const (
-	CodeInvalid      = "invalid"       // 400: the request is malformed or a field is invalid
-	CodeNotFound     = "not_found"     // 404: the object (or one it names) does not exist
-	CodeConflict     = "conflict"      // 409: an object with that name already exists
-	CodeInUse        = "in_use"        // 409: delete blocked: other objects still reference it
-	CodeUnauthorized = "unauthorized"  // 401: missing or bad admin token, or bad login
-	CodeTokenInvalid = "token_invalid" // 401: enrollment token unknown, used or expired
-	CodeRateLimited  = "rate_limited"  // 429: too many failed logins; see Retry-After
-	CodeInternal     = "internal"      // 500: the controller failed; see its log
+	CodeInvalid       = "invalid"        // 400: the request is malformed or a field is invalid
+	CodeNotFound      = "not_found"      // 404: the object (or one it names) does not exist
+	CodeConflict      = "conflict"       // 409: an object with that name already exists
+	CodeInUse         = "in_use"         // 409: delete blocked: other objects still reference it
+	CodeUnauthorized  = "unauthorized"   // 401: missing or bad admin token, or bad login
+	CodeTokenInvalid  = "token_invalid"  // 401: enrollment token unknown, used or expired
+	CodeRateLimited   = "rate_limited"   // 429: too many failed logins; see Retry-After
+	CodeDeviceRevoked = "device_revoked" // 403: the device was revoked and cannot sign in again
+	CodeForbidden     = "forbidden"      // 403: the admin's role does not allow this
+	CodeInternal      = "internal"       // 500: the controller failed; see its log
 )
 
 // ErrorBody is the body of every error response. Error says what to fix.

@@ -37,7 +37,12 @@ import (
 //	  MFA time, public address and groups, so gateways evaluate time
 //	  windows, MFA age and source networks on every flow and recheck open
 //	  flows as time passes.
-const CapabilityVersion = 3
+//	4 (2026-11-23): sessions and device trust: gateways report per-device
+//	  activity (Activity, at GatewayMap.ActivityInterval) for the idle
+//	  limit; ClientMap.Session tells the device its session state, step-up
+//	  and posture findings; clients report posture (PostureReport); agents
+//	  renew their certificate before it expires (Renew → Certificate).
+const CapabilityVersion = 4
 
 // ALPN is the TLS application protocol of the control channel.
 const ALPN = "cordon-control/1"
@@ -62,6 +67,11 @@ const (
 	TypeFlowEvents = "flow_events"
 	TypeAck        = "ack"
 	TypeError      = "error"
+	// Capability 4.
+	TypeActivity    = "activity"    // gateway → controller
+	TypePosture     = "posture"     // client → controller
+	TypeRenew       = "renew"       // agent → controller
+	TypeCertificate = "certificate" // controller → agent
 )
 
 // Frame is the envelope of every message on the control stream. Exactly one
@@ -74,6 +84,44 @@ type Frame struct {
 	FlowEvents *FlowEvents `json:"flow_events,omitempty"`
 	Ack        *Ack        `json:"ack,omitempty"`
 	Error      string      `json:"error,omitempty"`
+	// Capability 4.
+	Activity    *Activity      `json:"activity,omitempty"`
+	Posture     *PostureReport `json:"posture,omitempty"`
+	Renew       *Renew         `json:"renew,omitempty"`
+	Certificate *Certificate   `json:"certificate,omitempty"`
+}
+
+// Activity is a gateway's report of which devices sent traffic to apps
+// lately, for the session idle limit (automatic logoff). Ages, not
+// timestamps, so the gateway's clock does not matter: the controller
+// subtracts each age from the time it received the report.
+type Activity struct {
+	Devices []DeviceActivity `json:"devices"`
+}
+
+// DeviceActivity is how long ago a device last sent a packet of an app
+// flow through the gateway (DNS lookups and keepalives do not count).
+type DeviceActivity struct {
+	DeviceID string        `json:"device_id"`
+	Idle     time.Duration `json:"idle_ns"`
+}
+
+// PostureReport carries the device's self-reported posture, as JSON that
+// the controller decodes strictly with posture.Decode.
+type PostureReport struct {
+	Report json.RawMessage `json:"report"`
+}
+
+// Renew asks the controller for a new certificate for the agent's own key
+// (a CSR in PEM), sent when the current one nears expiry.
+type Renew struct {
+	CSR string `json:"csr"`
+}
+
+// Certificate is a renewed agent certificate (PEM), or why renewal failed.
+type Certificate struct {
+	Certificate string `json:"certificate,omitempty"`
+	Error       string `json:"error,omitempty"`
 }
 
 // Ack tells the controller that the agent applied the map of this revision
@@ -107,6 +155,9 @@ type GatewayMap struct {
 	// names in them (hiding the ones the asker may not reach) and refuses
 	// every other name.
 	DNSZones []DNSZone `json:"dns_zones,omitempty"`
+	// ActivityInterval is how often the gateway reports device activity
+	// (Activity frames); zero: do not report.
+	ActivityInterval time.Duration `json:"activity_interval_ns,omitempty"`
 }
 
 // DNSZone is an internal DNS zone, forward ("hosp.internal.") or reverse
@@ -154,6 +205,56 @@ type ClientMap struct {
 	// them through the tunnel, to the gateway serving the name, and never
 	// to the system resolver.
 	DNSZones []DNSZone `json:"dns_zones,omitempty"`
+	// Session is the device's session as the controller sees it; nil from
+	// controllers before capability 4.
+	Session *SessionInfo `json:"session,omitempty"`
+	// PostureInterval is how often the client re-collects its posture and
+	// reports it when it changed (it always reports on connect); zero: only
+	// on connect.
+	PostureInterval time.Duration `json:"posture_interval_ns,omitempty"`
+}
+
+// Session states.
+const (
+	SessionActive = "active"
+	SessionEnded  = "ended" // the device must sign in again (Reason says why)
+	SessionNone   = "none"  // the device never signed in since sessions existed
+)
+
+// SessionInfo is what the device is told about its session, for the user:
+// when it ends, why it ended, which apps need a fresh second factor and
+// which posture checks it fails (and what to do about each).
+type SessionInfo struct {
+	ID        string    `json:"id,omitempty"`
+	State     string    `json:"state"`
+	Reason    string    `json:"reason,omitempty"`  // why it ended: idle, absolute, admin, user-disabled, replaced, ...
+	Message   string    `json:"message,omitempty"` // for the user: what happened and what to do
+	StartedAt time.Time `json:"started_at,omitzero"`
+	ExpiresAt time.Time `json:"expires_at,omitzero"` // the absolute limit
+	// IdleLimit is the shortest idle limit that applies to an app the
+	// device may reach (automatic logoff).
+	IdleLimit time.Duration `json:"idle_limit_ns,omitempty"`
+	MFAAt     time.Time     `json:"mfa_at,omitzero"`
+	// StepUp lists apps the device was refused because its last MFA is too
+	// old (or missing): the user signs in again to reach them.
+	StepUp []StepUp `json:"step_up,omitempty"`
+	// Posture lists the policy's posture checks this device fails, with
+	// what to fix, for the apps that require them.
+	Posture []PostureFinding `json:"posture,omitempty"`
+}
+
+// StepUp is one app that needs a fresher second factor.
+type StepUp struct {
+	App       string        `json:"app"`
+	MaxMFAAge time.Duration `json:"max_mfa_age_ns,omitempty"` // 0: any MFA in this session
+	At        time.Time     `json:"at"`                       // when the gateway refused a flow for it
+}
+
+// PostureFinding is one posture check the device fails.
+type PostureFinding struct {
+	Check string   `json:"check"`
+	Fix   string   `json:"fix"`            // what the user (or IT) should do
+	Apps  []string `json:"apps,omitempty"` // apps that require the check
 }
 
 // ClientGateway is one gateway a device peers with. AllowedIPs holds only
@@ -245,7 +346,8 @@ func DecodeFrame(b []byte) (*Frame, error) {
 		return nil, fmt.Errorf("decode control frame: %w", err)
 	}
 	set := 0
-	for _, p := range []bool{f.Hello != nil, f.GatewayMap != nil, f.ClientMap != nil, f.FlowEvents != nil, f.Ack != nil} {
+	for _, p := range []bool{f.Hello != nil, f.GatewayMap != nil, f.ClientMap != nil, f.FlowEvents != nil, f.Ack != nil,
+		f.Activity != nil, f.Posture != nil, f.Renew != nil, f.Certificate != nil} {
 		if p {
 			set++
 		}
@@ -275,6 +377,22 @@ func DecodeFrame(b []byte) (*Frame, error) {
 		if f.Ack == nil {
 			set = -1
 		}
+	case TypeActivity:
+		if f.Activity == nil {
+			set = -1
+		}
+	case TypePosture:
+		if f.Posture == nil {
+			set = -1
+		}
+	case TypeRenew:
+		if f.Renew == nil {
+			set = -1
+		}
+	case TypeCertificate:
+		if f.Certificate == nil {
+			set = -1
+		}
 	case TypeError:
 	default:
 		return nil, fmt.Errorf("decode control frame: unknown type %q", f.Type)
@@ -301,9 +419,16 @@ type EnrollGatewayRequest struct {
 
 // LoginRequest is the body of POST /v1/login (local user, password + TOTP).
 type LoginRequest struct {
-	Username  string       `json:"username"`
-	Password  string       `json:"password"`
-	TOTP      string       `json:"totp"`
+	Username string `json:"username"`
+	Password string `json:"password"`
+	TOTP     string `json:"totp"`
+	DeviceEnroll
+}
+
+// DeviceEnroll is the device half of every sign-in, whatever proves the
+// user: the public halves of the keys the device made, and which device it
+// is.
+type DeviceEnroll struct {
 	Hostname  string       `json:"hostname"`
 	PublicKey wgkey.Public `json:"public_key"`
 	CSR       string       `json:"csr"` // PEM

@@ -56,8 +56,8 @@ func Login(ctx context.Context, cfg LoginConfig) (*agentstate.Enrollment, error)
 		return nil, err
 	}
 	resp, err := api.Login(ctx, &controlproto.LoginRequest{
-		Username: cfg.User, Password: cfg.Password, TOTP: cfg.TOTP, Hostname: host,
-		PublicKey: st.WGKey.Public(), CSR: csr, DeviceID: deviceID,
+		Username: cfg.User, Password: cfg.Password, TOTP: cfg.TOTP,
+		DeviceEnroll: controlproto.DeviceEnroll{Hostname: host, PublicKey: st.WGKey.Public(), CSR: csr, DeviceID: deviceID},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("sign in: %w", err)

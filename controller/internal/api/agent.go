@@ -1,10 +1,12 @@
 package api
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/cordonhq/cordon/controller/internal/auth"
 	"github.com/cordonhq/cordon/controller/internal/ca"
@@ -114,13 +116,7 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) error {
 	if req.TOTP == "" {
 		return invalidf("field \"totp\": required: the 6-digit code from the authenticator app")
 	}
-	if req.PublicKey.IsZero() {
-		return invalidf("field \"public_key\": required: the device's WireGuard public key")
-	}
-	if err := checkHostname(req.Hostname); err != nil {
-		return err
-	}
-	if err := checkCSR(req.CSR); err != nil {
+	if err := checkDeviceEnroll(&req.DeviceEnroll); err != nil {
 		return err
 	}
 
@@ -183,11 +179,54 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) error {
 		return errorf(http.StatusUnauthorized, adminapi.CodeUnauthorized, "account %q is disabled: contact your administrator", u.Name)
 	}
 	a.throttle.Succeeded(req.Username, src)
+	return a.signIn(w, r, u, &req.DeviceEnroll, MethodPasswordTOTP, true)
+}
 
-	dev, err := a.enrollDevice(r, u, &req)
+// Sign-in methods, as sessions and the audit trail record them.
+const (
+	MethodPasswordTOTP = "password+totp"
+	MethodRecoveryCode = "recovery-code"
+	MethodOIDCPrefix   = "oidc:" // + the IdP's name
+)
+
+func checkDeviceEnroll(d *controlproto.DeviceEnroll) error {
+	if d.PublicKey.IsZero() {
+		return invalidf("field \"public_key\": required: the device's WireGuard public key")
+	}
+	if err := checkHostname(d.Hostname); err != nil {
+		return err
+	}
+	return checkCSR(d.CSR)
+}
+
+// signIn finishes a sign-in whose every factor the caller verified, for
+// user u (enabled): it enrolls or re-enrolls the device, starts the
+// device's session (ending its previous one), issues the device
+// certificate, audits, and answers. mfa says whether a second factor was
+// proven now (the session's MFA time, for step-up rules).
+func (a *API) signIn(w http.ResponseWriter, r *http.Request, u store.User, req *controlproto.DeviceEnroll, method string, mfa bool) error {
+	ctx := r.Context()
+	src := source(r)
+	fail := func(reason string) {
+		a.audit(ctx, store.AuditEvent{
+			Type: "auth.login", Actor: "user:" + u.Name, Outcome: "failure", Subject: u.Name,
+			Details: map[string]string{"source": src, "device": req.DeviceID, "method": method, "reason": reason},
+		})
+	}
+	dev, err := a.enrollDevice(r, u, req, mfa)
 	if err != nil {
 		fail("device enrollment failed")
 		return err
+	}
+	now := a.stamp()
+	sess := store.Session{ID: newID("ses-"), DeviceID: dev.ID, User: u.Name, Method: method, Source: src, StartedAt: now}
+	if mfa {
+		sess.MFAAt = now
+	}
+	replaced, err := a.st.StartSession(ctx, sess)
+	if err != nil {
+		fail("session start failed")
+		return fmt.Errorf("start session for device %s: %w", dev.ID, err)
 	}
 	cert, err := a.ca.IssueAgentCert(req.CSR, dev.ID, ca.KindClient)
 	if err != nil {
@@ -196,11 +235,16 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) error {
 	}
 	a.audit(ctx, store.AuditEvent{
 		Type: "auth.login", Actor: "user:" + u.Name, Outcome: "success", Subject: u.Name,
-		Details: map[string]string{"source": src, "device": dev.ID},
+		Details: map[string]string{"source": src, "device": dev.ID, "method": method},
 	})
 	a.audit(ctx, store.AuditEvent{
 		Type: "enroll.device", Actor: "user:" + u.Name, Outcome: "success", Subject: dev.ID,
 		Details: map[string]string{"source": src, "hostname": dev.Hostname, "overlay_addr": dev.OverlayAddr.String()},
+	})
+	a.auditSessionsEnded(ctx, "user:"+u.Name, replaced)
+	a.audit(ctx, store.AuditEvent{
+		Type: "session.start", Actor: "user:" + u.Name, Outcome: "success", Subject: sess.ID,
+		Details: map[string]string{"source": src, "device": dev.ID, "method": method, "mfa": strconv.FormatBool(mfa)},
 	})
 	a.changed()
 	return ok(w, controlproto.EnrollResponse{
@@ -208,9 +252,19 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) error {
 	})
 }
 
+// auditSessionsEnded records each ended session.
+func (a *API) auditSessionsEnded(ctx context.Context, actor string, ended []store.Session) {
+	for _, s := range ended {
+		a.audit(ctx, store.AuditEvent{
+			Time: s.EndedAt, Type: "session.end", Actor: actor, Outcome: "success", Subject: s.ID,
+			Details: map[string]string{"device": s.DeviceID, "user": s.User, "reason": s.EndReason},
+		})
+	}
+}
+
 // enrollDevice creates the device, or updates the user's existing device
 // when the request names one.
-func (a *API) enrollDevice(r *http.Request, u store.User, req *controlproto.LoginRequest) (store.Device, error) {
+func (a *API) enrollDevice(r *http.Request, u store.User, req *controlproto.DeviceEnroll, mfa bool) (store.Device, error) {
 	ctx := r.Context()
 	if req.DeviceID != "" {
 		d, err := a.st.GetDevice(ctx, req.DeviceID)
@@ -221,9 +275,18 @@ func (a *API) enrollDevice(r *http.Request, u store.User, req *controlproto.Logi
 		if err != nil {
 			return d, err
 		}
-		// Only called after both factors were verified: this is the MFA time.
-		d.PublicKey, d.Hostname, d.MFAAt = req.PublicKey, req.Hostname, a.stamp()
+		if !d.RevokedAt.IsZero() {
+			return d, errorf(http.StatusForbidden, adminapi.CodeDeviceRevoked,
+				"device %q was revoked by an administrator on %s: it cannot sign in again; sign in as a new device ('cordon login --new-device') if your administrator agrees",
+				d.ID, d.RevokedAt.Format(time.RFC3339))
+		}
+		d.PublicKey, d.Hostname = req.PublicKey, req.Hostname
+		if mfa {
+			d.MFAAt = a.stamp()
+		}
 		switch err := a.st.UpdateDevice(ctx, d); {
+		case errors.Is(err, store.ErrNotFound):
+			return d, notFoundf("device %q was removed meanwhile: sign in again", d.ID)
 		case errors.Is(err, store.ErrAlreadyExists):
 			return d, conflictf("this WireGuard public key is already enrolled for another device")
 		case err != nil:
@@ -234,9 +297,11 @@ func (a *API) enrollDevice(r *http.Request, u store.User, req *controlproto.Logi
 	var d store.Device
 	var err error
 	for range idAttempts {
-		d, err = a.st.CreateDevice(ctx, store.Device{
-			ID: newID("dev-"), User: u.Name, Hostname: req.Hostname, PublicKey: req.PublicKey, CreatedAt: a.stamp(), MFAAt: a.stamp(),
-		})
+		nd := store.Device{ID: newID("dev-"), User: u.Name, Hostname: req.Hostname, PublicKey: req.PublicKey, CreatedAt: a.stamp()}
+		if mfa {
+			nd.MFAAt = nd.CreatedAt
+		}
+		d, err = a.st.CreateDevice(ctx, nd)
 		if !errors.Is(err, store.ErrAlreadyExists) {
 			break
 		}

@@ -591,8 +591,8 @@ func (e *loginEnv) code(at time.Time) string {
 
 func (e *loginEnv) req() *controlproto.LoginRequest {
 	return &controlproto.LoginRequest{
-		Username: "nurse", Password: e.pw, TOTP: e.code(e.Now()), Hostname: "ward3-pc",
-		PublicKey: wgPub(e.t), CSR: csr(e.t, "admin"),
+		Username: "nurse", Password: e.pw, TOTP: e.code(e.Now()),
+		DeviceEnroll: controlproto.DeviceEnroll{Hostname: "ward3-pc", PublicKey: wgPub(e.t), CSR: csr(e.t, "admin")},
 	}
 }
 

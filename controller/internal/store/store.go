@@ -108,6 +108,8 @@ type Device struct {
 	// MFAAt is when the device's user last completed a login with both
 	// factors (password and TOTP) on this device; zero: never recorded.
 	MFAAt time.Time `json:"mfa_at,omitzero"`
+	// RevokedAt is when an admin revoked the device; zero while it is not.
+	RevokedAt time.Time `json:"revoked_at,omitzero"`
 }
 
 // EnrollToken is a single-use, expiring gateway enrollment token. Only the
@@ -169,6 +171,8 @@ type Snapshot struct {
 	// Policy is the active policy version, Source included; nil while no
 	// policy was ever applied (the maps then come from Rules).
 	Policy *PolicyVersion
+	// Sessions are the active sessions, one per device at most.
+	Sessions []Session
 }
 
 // Store is the controller's persistent state. Implementations are safe for
@@ -251,4 +255,9 @@ type Store interface {
 
 	Snapshot(ctx context.Context) (*Snapshot, error)
 	Close() error
+
+	SessionStore
+	AdminStore
+	PostureStore
+	IdentityStore
 }

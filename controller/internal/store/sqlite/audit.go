@@ -188,6 +188,9 @@ func (s *Store) Snapshot(ctx context.Context) (*store.Snapshot, error) {
 		if snap.Devices, err = listDevices(ctx, tx); err != nil {
 			return err
 		}
+		if snap.Sessions, err = listActiveSessions(ctx, tx); err != nil {
+			return err
+		}
 		switch v, err := activePolicy(ctx, tx); {
 		case err == nil:
 			snap.Policy = &v

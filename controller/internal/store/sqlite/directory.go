@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"time"
 
 	"github.com/cordonhq/cordon/controller/internal/store"
 	"github.com/cordonhq/cordon/pkg/policy"
@@ -356,6 +357,9 @@ func (s *Store) DeleteUser(ctx context.Context, name string) error {
 			return err
 		}
 		if _, err := tx.ExecContext(ctx, `DELETE FROM devices WHERE user_name = ?`, name); err != nil {
+			return err
+		}
+		if _, err := endSessions(ctx, tx, store.SessionFilter{User: name}, time.Now(), store.EndUserDisabled); err != nil {
 			return err
 		}
 		for _, a := range addrs {

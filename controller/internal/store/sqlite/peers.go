@@ -284,15 +284,15 @@ func (s *Store) DeleteGateway(ctx context.Context, id string) error {
 
 // --- devices ---
 
-const deviceCols = `id, user_name, hostname, public_key, overlay_addr, created_at, mfa_at`
+const deviceCols = `id, user_name, hostname, public_key, overlay_addr, created_at, mfa_at, revoked_at`
 
 func scanDevice(r rowScanner) (store.Device, error) {
 	var (
-		d            store.Device
-		key          string
-		off, at, mfa int64
+		d                     store.Device
+		key                   string
+		off, at, mfa, revoked int64
 	)
-	if err := r.Scan(&d.ID, &d.User, &d.Hostname, &key, &off, &at, &mfa); err != nil {
+	if err := r.Scan(&d.ID, &d.User, &d.Hostname, &key, &off, &at, &mfa, &revoked); err != nil {
 		return d, err
 	}
 	var err error
@@ -302,6 +302,7 @@ func scanDevice(r rowScanner) (store.Device, error) {
 	d.OverlayAddr = offsetAddr(off)
 	d.CreatedAt = fromMicros(at)
 	d.MFAAt = fromOptMicros(mfa)
+	d.RevokedAt = fromOptMicros(revoked)
 	return d, nil
 }
 
@@ -350,7 +351,7 @@ func (s *Store) CreateDevice(ctx context.Context, d store.Device) (store.Device,
 			return err
 		}
 		d.OverlayAddr = offsetAddr(off)
-		_, err = tx.ExecContext(ctx, `INSERT INTO devices (`+deviceCols+`) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+		_, err = tx.ExecContext(ctx, `INSERT INTO devices (`+deviceCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, 0)`,
 			d.ID, d.User, d.Hostname, d.PublicKey.String(), off, toMicros(d.CreatedAt), optMicros(d.MFAAt))
 		return insertErr(err)
 	})
@@ -361,10 +362,10 @@ func (s *Store) CreateDevice(ctx context.Context, d store.Device) (store.Device,
 }
 
 // UpdateDevice implements [store.Store]: only PublicKey, Hostname and MFAAt
-// change.
+// change; a revoked device is not found.
 func (s *Store) UpdateDevice(ctx context.Context, d store.Device) error {
 	err := s.write(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `UPDATE devices SET public_key = ?, hostname = ?, mfa_at = ? WHERE id = ?`,
+		res, err := tx.ExecContext(ctx, `UPDATE devices SET public_key = ?, hostname = ?, mfa_at = ? WHERE id = ? AND revoked_at = 0`,
 			d.PublicKey.String(), d.Hostname, optMicros(d.MFAAt), d.ID)
 		if err != nil {
 			return err
@@ -408,6 +409,9 @@ func (s *Store) DeleteDevice(ctx context.Context, id string) error {
 			return store.ErrNotFound
 		}
 		if err != nil {
+			return err
+		}
+		if _, err := endSessions(ctx, tx, store.SessionFilter{DeviceID: id}, time.Now(), store.EndDeviceRevoked); err != nil {
 			return err
 		}
 		return releaseAddr(ctx, tx, off)

@@ -1,0 +1,4 @@
+package sqlite
+
+// migrationAdmins (schema 5): admin accounts, roles, scoped tokens (issue 5).
+const migrationAdmins = `-- reserved`
