@@ -51,6 +51,13 @@ func TestDisablingUserCutsAccess(t *testing.T) {
 // cordonctl command and then the restoring one, and checks that each takes
 // effect within bound.
 func (w *world) revokeAndRestore(ehr *service, revoke, restore []string, bound time.Duration) {
+	w.cutAndRestore(ehr, fmt.Sprintf("cordonctl %v", revoke), func() { w.mustCtl("", revoke...) },
+		func() { w.mustCtl("", restore...) }, bound)
+}
+
+// cutAndRestore is revokeAndRestore with any revoking and restoring step;
+// restore nil skips the restoring half.
+func (w *world) cutAndRestore(ehr *service, what string, revoke, restore func(), bound time.Duration) {
 	t := w.t
 	t.Helper()
 	ec, err := openEcho(w.cl1, ehrAddr)
@@ -70,8 +77,8 @@ func (w *world) revokeAndRestore(ehr *service, revoke, restore []string, bound t
 	start := time.Now()
 	newConns := make(chan blockResult, 1)
 	go func() { newConns <- newConnBlocked(w.nurse, start, 3*bound) }()
-	w.mustCtl("", revoke...)
-	t.Logf("cordonctl %v returned after %v", revoke, time.Since(start).Round(time.Millisecond))
+	revoke()
+	t.Logf("%s returned after %v", what, time.Since(start).Round(time.Millisecond))
 
 	how, cutAt, err := watchCut(ec, start, 3*bound)
 	if err != nil {
@@ -100,9 +107,12 @@ func (w *world) revokeAndRestore(ehr *service, revoke, restore []string, bound t
 		t.Errorf("ehr's end of the cut connection is still open %v after the client's end was cut: the gateway did not reset the app side", revokeBound)
 	}
 	w.unreachable(w.nurse, ehr)
+	if restore == nil {
+		return
+	}
 
 	start = time.Now()
-	w.mustCtl("", restore...)
+	restore()
 	d, err := poll(20*time.Second, 50*time.Millisecond, func() error {
 		body, err := w.nurse.getTimeout(ehrAddr, 500*time.Millisecond)
 		if err == nil && body != "ehr" {

@@ -59,6 +59,17 @@ type world struct {
 	svcs       map[string]*service
 
 	nurse, clerk *client
+
+	// ctlArgs are extra cordon-controller flags (withControllerArgs).
+	ctlArgs []string
+}
+
+// worldOpt changes a world before it starts.
+type worldOpt func(*world)
+
+// withControllerArgs adds cordon-controller flags.
+func withControllerArgs(args ...string) worldOpt {
+	return func(w *world) { w.ctlArgs = append(w.ctlArgs, args...) }
 }
 
 // client is one clinician's device: a user logged in with 'cordon login'
@@ -71,12 +82,27 @@ type client struct {
 	ns       netNS
 	stateDir string
 	proc     *proc
+	lastStep int64 // TOTP step of the last sign-in: a code works once
+}
+
+// nextCode returns a TOTP code the controller has not seen from this user:
+// the current step's, or the next one's (accepted as clock skew), waiting
+// for time to move on if both were used.
+func (c *client) nextCode() (string, error) {
+	const period = 30
+	now := time.Now().Unix() / period
+	step := max(now, c.lastStep+1)
+	if step > now+1 {
+		time.Sleep(time.Until(time.Unix((step-1)*period, 0)) + 100*time.Millisecond)
+	}
+	c.lastStep = step
+	return totp.GenerateCode(c.secret, time.Unix(step*period, 0))
 }
 
 // newWorld builds the whole topology, configures policy with cordonctl,
 // enrolls the gateway and brings both clients up. Everything is torn down
 // in t.Cleanup.
-func newWorld(t *testing.T) *world {
+func newWorld(t *testing.T, opts ...worldOpt) *world {
 	t.Helper()
 	requireE2E(t)
 	start := time.Now()
@@ -87,6 +113,9 @@ func newWorld(t *testing.T) *world {
 		t.Fatal(err)
 	}
 	w := &world{t: t, id: id, dir: dir, logs: &logDumper{}, gwIface: ifaceName("g", seq)}
+	for _, o := range opts {
+		o(w)
+	}
 	t.Cleanup(func() {
 		if t.Failed() || os.Getenv("E2E_KEEP") != "" {
 			t.Logf("e2e: state and logs kept in %s", dir)
@@ -204,8 +233,8 @@ func (w *world) startController() {
 	t := w.t
 	t.Helper()
 	w.ctlDataDir = filepath.Join(w.dir, "controller")
-	w.controller = w.start(w.ctl, "controller", bin("cordon-controller"),
-		"--data-dir", w.ctlDataDir, "--listen", "0.0.0.0:8443", "--hosts", ctlAddr)
+	w.controller = w.start(w.ctl, "controller",
+		append([]string{bin("cordon-controller"), "--data-dir", w.ctlDataDir, "--listen", "0.0.0.0:8443", "--hosts", ctlAddr}, w.ctlArgs...)...)
 	tokenFile := w.tokenFile()
 	waitFor(t, 20*time.Second, "controller to write its admin token and CA", func() error {
 		if s := w.controller.exited(); s != "" {
@@ -399,7 +428,7 @@ func (c *client) cordon(stdin string, args ...string) (string, string, int) {
 func (w *world) login(c *client) {
 	t := w.t
 	t.Helper()
-	code, err := totp.GenerateCode(c.secret, time.Now())
+	code, err := c.nextCode()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -436,7 +465,13 @@ type clientStatus struct {
 	DeviceID         string `json:"device_id"`
 	OverlayAddr      string `json:"overlay_addr"`
 	ControlConnected bool   `json:"control_connected"`
-	Gateways         []struct {
+	Session          *struct {
+		ID      string `json:"id"`
+		State   string `json:"state"`
+		Reason  string `json:"reason"`
+		Message string `json:"message"`
+	} `json:"session"`
+	Gateways []struct {
 		ID         string   `json:"id"`
 		Endpoint   string   `json:"endpoint"`
 		AllowedIPs []string `json:"allowed_ips"`

@@ -7,6 +7,8 @@ package apitest
 
 import (
 	"bytes"
+	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"log/slog"
 	"net/http"
@@ -20,18 +22,26 @@ import (
 	"github.com/cordonhq/cordon/controller/internal/api"
 	"github.com/cordonhq/cordon/controller/internal/auth"
 	"github.com/cordonhq/cordon/controller/internal/ca"
+	"github.com/cordonhq/cordon/controller/internal/oidc"
 	"github.com/cordonhq/cordon/controller/internal/store"
 	"github.com/cordonhq/cordon/controller/internal/store/sqlite"
 )
 
-// AdminTokenName is the name of the admin token New creates; audit actors
-// of admin requests are "admin:" + AdminTokenName.
+// AdminTokenName is the name of the owner-role admin token New creates
+// (it never expires); audit actors of admin requests are "admin:" +
+// AdminTokenName.
 const AdminTokenName = "root"
 
 // Options tune New; the zero value is fine.
 type Options struct {
 	// Throttle replaces the default login throttle.
 	Throttle *auth.Throttle
+	// LoginAlert replaces the default failed-login alerter.
+	LoginAlert *auth.FailureAlert
+	// OIDCIssuer, if set, configures one identity provider named "test"
+	// at that issuer: client ID "cordon", public client, http allowed,
+	// device flow on, MFA when acr is "mfa" (or amr says so).
+	OIDCIssuer string
 }
 
 // Server is a running API.
@@ -42,6 +52,8 @@ type Server struct {
 	Store      store.Store
 	CA         *ca.CA
 	HTTP       *httptest.Server
+	API        *api.API // for inspecting its route table
+	oidc       *oidc.Manager
 
 	changed atomic.Int64
 	mu      sync.Mutex
@@ -67,7 +79,9 @@ func New(t testing.TB, opts Options) *Server {
 		t.Fatalf("server certificate: %v", err)
 	}
 	secret, hash := auth.NewAdminToken()
-	if err := st.PutAdminTokenHash(t.Context(), AdminTokenName, hash); err != nil {
+	if err := st.CreateAdminToken(t.Context(), store.AdminToken{
+		ID: "adt-root", Name: AdminTokenName, Role: string(auth.RoleOwner), Hash: hash, CreatedBy: "apitest",
+	}); err != nil {
 		t.Fatalf("store admin token: %v", err)
 	}
 	pw, err := auth.NewHasher(auth.TestParams)
@@ -92,7 +106,22 @@ func New(t testing.TB, opts Options) *Server {
 	if opts.Throttle != nil {
 		cfg.Throttle = opts.Throttle
 	}
-	srv := httptest.NewUnstartedServer(api.New(cfg).Handler())
+	cfg.LoginAlert = opts.LoginAlert
+	if opts.OIDCIssuer != "" {
+		key := make([]byte, 32)
+		rand.Read(key)
+		m, err := oidc.New(oidc.Config{
+			Providers: []oidc.ProviderConfig{{Name: "test", Issuer: opts.OIDCIssuer, ClientID: "cordon", AllowHTTP: true, DeviceFlow: true, MFAACRValues: []string{"mfa"}}},
+			Store:     st, TokenKey: key, Logger: cfg.Logger, Changed: cfg.Changed,
+		})
+		if err != nil {
+			t.Fatalf("oidc: %v", err)
+		}
+		t.Cleanup(func() { m.Close() })
+		s.oidc, cfg.OIDC = m, m
+	}
+	s.API = api.New(cfg)
+	srv := httptest.NewUnstartedServer(s.API.Handler())
 	srv.Config.ErrorLog = slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug)
 	srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13}
 	srv.StartTLS()
@@ -100,6 +129,10 @@ func New(t testing.TB, opts Options) *Server {
 	s.HTTP, s.URL = srv, srv.URL
 	return s
 }
+
+// RefreshOIDC runs one refresh of every linked OIDC identity (what the
+// controller does every refresh interval).
+func (s *Server) RefreshOIDC(ctx context.Context) error { return s.oidc.RefreshAll(ctx) }
 
 // Now is the server's clock.
 func (s *Server) Now() time.Time {

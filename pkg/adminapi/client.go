@@ -388,6 +388,53 @@ func (c *Client) DeleteDevice(ctx context.Context, id string) error {
 	return c.Do(ctx, http.MethodDelete, pathf("/v1/devices/%s", id), nil, nil)
 }
 
+// RevokeDevice revokes a device: it loses its session and every gateway
+// drops it; it stays listed and can never sign in again.
+func (c *Client) RevokeDevice(ctx context.Context, id string) (*Device, error) {
+	var d Device
+	if err := c.Do(ctx, http.MethodPost, pathf("/v1/devices/%s/revoke", id), nil, &d); err != nil {
+		return nil, err
+	}
+	return &d, nil
+}
+
+// SessionQuery selects sessions to list; zero fields match all.
+type SessionQuery struct {
+	User, DeviceID string
+	All            bool // include ended sessions
+}
+
+// ListSessions returns sessions, newest first (active ones unless q.All).
+func (c *Client) ListSessions(ctx context.Context, q SessionQuery) ([]Session, error) {
+	var out []Session
+	return out, c.Do(ctx, http.MethodGet, SessionsPath(q), nil, &out)
+}
+
+// SessionsPath returns the request path for q.
+func SessionsPath(q SessionQuery) string {
+	v := url.Values{}
+	if q.User != "" {
+		v.Set("user", q.User)
+	}
+	if q.DeviceID != "" {
+		v.Set("device", q.DeviceID)
+	}
+	if q.All {
+		v.Set("all", "true")
+	}
+	p := "/v1/sessions"
+	if len(v) > 0 {
+		p += "?" + v.Encode()
+	}
+	return p
+}
+
+// EndSessions ends the active sessions req selects and returns them.
+func (c *Client) EndSessions(ctx context.Context, req EndSessionsRequest) ([]Session, error) {
+	var out []Session
+	return out, c.Do(ctx, http.MethodPost, "/v1/sessions/end", req, &out)
+}
+
 // ListAudit returns audit events, newest first.
 func (c *Client) ListAudit(ctx context.Context, q AuditQuery) ([]AuditEvent, error) {
 	var out []AuditEvent
@@ -448,4 +495,67 @@ func (c *Client) ExportPolicy(ctx context.Context) (*PolicyExport, error) {
 func (c *Client) GetPolicyVersion(ctx context.Context, version int64) (*PolicyVersion, error) {
 	var out PolicyVersion
 	return &out, c.Do(ctx, http.MethodGet, fmt.Sprintf("/v1/policy/versions/%d", version), nil, &out)
+}
+
+// AdminLogin signs an admin account in (password + TOTP) and returns a
+// short-lived token. The client needs no token for this call.
+func (c *Client) AdminLogin(ctx context.Context, req *AdminLoginRequest) (*AdminLoginResponse, error) {
+	var out AdminLoginResponse
+	return &out, c.Do(ctx, http.MethodPost, "/v1/admin/login", req, &out)
+}
+
+// AdminLogout revokes the token the client uses.
+func (c *Client) AdminLogout(ctx context.Context) error {
+	return c.Do(ctx, http.MethodPost, "/v1/admin/logout", nil, nil)
+}
+
+// CreateAdmin creates an admin account.
+func (c *Client) CreateAdmin(ctx context.Context, req *CreateAdminRequest) (*CreateAdminResponse, error) {
+	var out CreateAdminResponse
+	return &out, c.Do(ctx, http.MethodPost, "/v1/admins", req, &out)
+}
+
+// ListAdmins lists admin accounts.
+func (c *Client) ListAdmins(ctx context.Context) ([]Admin, error) {
+	var out []Admin
+	return out, c.Do(ctx, http.MethodGet, "/v1/admins", nil, &out)
+}
+
+// SetAdminDisabled disables (every token of the account stops working) or
+// re-enables an admin account.
+func (c *Client) SetAdminDisabled(ctx context.Context, name string, disabled bool) (*Admin, error) {
+	verb := "enable"
+	if disabled {
+		verb = "disable"
+	}
+	var out Admin
+	return &out, c.Do(ctx, http.MethodPost, pathf("/v1/admins/%s/", name)+verb, nil, &out)
+}
+
+// DeleteAdmin deletes an admin account and its tokens.
+func (c *Client) DeleteAdmin(ctx context.Context, name string) error {
+	return c.Do(ctx, http.MethodDelete, pathf("/v1/admins/%s", name), nil, nil)
+}
+
+// CreateAdminToken issues a standalone (automation) admin token.
+func (c *Client) CreateAdminToken(ctx context.Context, req *CreateAdminTokenRequest) (*CreateAdminTokenResponse, error) {
+	var out CreateAdminTokenResponse
+	return &out, c.Do(ctx, http.MethodPost, "/v1/admin-tokens", req, &out)
+}
+
+// ListAdminTokens lists admin tokens (never their secrets).
+func (c *Client) ListAdminTokens(ctx context.Context) ([]AdminToken, error) {
+	var out []AdminToken
+	return out, c.Do(ctx, http.MethodGet, "/v1/admin-tokens", nil, &out)
+}
+
+// RevokeAdminToken revokes an admin token by ID.
+func (c *Client) RevokeAdminToken(ctx context.Context, id string) error {
+	return c.Do(ctx, http.MethodDelete, pathf("/v1/admin-tokens/%s", id), nil, nil)
+}
+
+// RegenerateRecoveryCodes replaces a user's recovery codes.
+func (c *Client) RegenerateRecoveryCodes(ctx context.Context, user string) (*RecoveryCodesResponse, error) {
+	var out RecoveryCodesResponse
+	return &out, c.Do(ctx, http.MethodPost, pathf("/v1/users/%s/recovery-codes", user), nil, &out)
 }

@@ -115,6 +115,8 @@ type CreateUserResponse struct {
 	User
 	TOTPSecret string `json:"totp_secret"`
 	TOTPURI    string `json:"totp_uri"`
+	// RecoveryCodes are the user's one-time recovery codes, shown once.
+	RecoveryCodes []string `json:"recovery_codes"`
 }
 
 // Group is a named set of users.
@@ -197,6 +199,31 @@ type Device struct {
 	PublicKey   wgkey.Public `json:"public_key"`
 	OverlayAddr netip.Addr   `json:"overlay_addr"`
 	CreatedAt   time.Time    `json:"created_at"`
+	RevokedAt   time.Time    `json:"revoked_at,omitzero"`
+}
+
+// Session is a device's signed-in session.
+type Session struct {
+	ID           string    `json:"id"`
+	DeviceID     string    `json:"device_id"`
+	User         string    `json:"user"`
+	Method       string    `json:"method"` // password+totp, recovery-code, oidc:<idp>
+	Source       string    `json:"source"`
+	StartedAt    time.Time `json:"started_at"`
+	LastActivity time.Time `json:"last_activity"`
+	MFAAt        time.Time `json:"mfa_at,omitzero"`
+	Active       bool      `json:"active"`
+	EndedAt      time.Time `json:"ended_at,omitzero"`
+	EndReason    string    `json:"end_reason,omitempty"`
+}
+
+// EndSessionsRequest is the body of POST /v1/sessions/end: exactly one of
+// ID, User or DeviceID.
+type EndSessionsRequest struct {
+	ID       string `json:"id,omitempty"`
+	User     string `json:"user,omitempty"`
+	DeviceID string `json:"device_id,omitempty"`
+	Comment  string `json:"comment,omitempty"` // recorded in the audit trail
 }
 
 // AuditEvent is one record of the audit trail.
@@ -221,9 +248,17 @@ type AuditQuery struct {
 // MaxAuditLimit bounds AuditQuery.Limit.
 const MaxAuditLimit = 1000
 
-// WhoAmI answers GET /v1/whoami: which admin token the request used.
+// WhoAmI answers GET /v1/whoami: which admin token the request used and
+// what it may do.
 type WhoAmI struct {
-	Actor string `json:"actor"` // "admin:<token name>"
+	Actor       string    `json:"actor"`           // "admin:<token name>"
+	Name        string    `json:"name"`            // the token's name (the account name for a sign-in token)
+	Admin       string    `json:"admin,omitempty"` // the account the token belongs to, if any
+	Role        string    `json:"role"`
+	Scopes      []string  `json:"scopes,omitempty"` // narrowing of the role; empty: the whole role
+	Permissions []string  `json:"permissions"`      // what the token may do
+	TokenID     string    `json:"token_id"`
+	ExpiresAt   time.Time `json:"expires_at,omitzero"` // zero: never (a legacy token)
 }
 
 // MaxPolicyBodySize bounds the body of the policy routes (POST
@@ -339,4 +374,104 @@ type AppliedPolicy struct {
 	PreviousSHA string         `json:"previous_sha256,omitempty"`
 	Changes     []PolicyChange `json:"changes"`
 	TestsPassed int            `json:"tests_passed"`
+}
+
+// Admin roles (see docs/identity.md for what each may do).
+const (
+	RoleOwner        = "owner"
+	RoleNetworkAdmin = "network-admin"
+	RoleAuditor      = "auditor"
+	RoleHelpdesk     = "helpdesk"
+)
+
+// Admin token lifetimes. A sign-in token lives DefaultAdminSessionTTL
+// (the controller's --admin-session-ttl); an automation token needs an
+// explicit TTL of at most MaxAdminTokenTTL.
+const (
+	DefaultAdminSessionTTL = 8 * time.Hour
+	MaxAdminTokenTTL       = 90 * 24 * time.Hour
+)
+
+// Admin is an administrator account. Secrets never appear here.
+type Admin struct {
+	Name      string    `json:"name"`
+	Role      string    `json:"role"`
+	Disabled  bool      `json:"disabled"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// CreateAdminRequest is the body of POST /v1/admins.
+type CreateAdminRequest struct {
+	Name     string `json:"name"`
+	Role     string `json:"role"`
+	Password string `json:"password"`
+}
+
+// CreateAdminResponse answers POST /v1/admins: the TOTP secret and URI,
+// returned this once.
+type CreateAdminResponse struct {
+	Admin
+	TOTPSecret string `json:"totp_secret"`
+	TOTPURI    string `json:"totp_uri"`
+}
+
+// AdminLoginRequest is the body of POST /v1/admin/login (no bearer
+// token): an admin account's password and TOTP code.
+type AdminLoginRequest struct {
+	Name     string `json:"name"`
+	Password string `json:"password"`
+	TOTP     string `json:"totp"`
+	// TTL optionally shortens the token's life (e.g. "1h"); it cannot
+	// exceed the controller's admin session TTL.
+	TTL string `json:"ttl,omitempty"`
+}
+
+// AdminLoginResponse answers POST /v1/admin/login: a new sign-in token of
+// the account's role, shown once.
+type AdminLoginResponse struct {
+	Token     string    `json:"token"`
+	TokenID   string    `json:"token_id"`
+	Name      string    `json:"name"`
+	Role      string    `json:"role"`
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
+// AdminToken is an admin API token as listed (never the secret).
+type AdminToken struct {
+	ID         string    `json:"id"`
+	Name       string    `json:"name"`
+	Admin      string    `json:"admin,omitempty"` // owning account; empty for standalone tokens
+	Role       string    `json:"role"`
+	Scopes     []string  `json:"scopes,omitempty"`
+	CreatedBy  string    `json:"created_by"`
+	CreatedAt  time.Time `json:"created_at"`
+	ExpiresAt  time.Time `json:"expires_at,omitzero"`
+	LastUsedAt time.Time `json:"last_used_at,omitzero"`
+	RevokedAt  time.Time `json:"revoked_at,omitzero"`
+}
+
+// CreateAdminTokenRequest is the body of POST /v1/admin-tokens: a
+// standalone token for automation.
+type CreateAdminTokenRequest struct {
+	Name string `json:"name"`
+	Role string `json:"role"`
+	// Scopes optionally narrow the role to some of its permissions.
+	Scopes []string `json:"scopes,omitempty"`
+	// TTL is required: "30m", "12h", "30d"; at most 90d.
+	TTL string `json:"ttl"`
+}
+
+// CreateAdminTokenResponse answers POST /v1/admin-tokens; Token is the
+// secret, returned this once.
+type CreateAdminTokenResponse struct {
+	AdminToken
+	Token string `json:"token"`
+}
+
+// RecoveryCodesResponse answers POST /v1/users/{name}/recovery-codes: the
+// user's new one-time recovery codes (every older code is void), shown
+// once.
+type RecoveryCodesResponse struct {
+	User  string   `json:"user"`
+	Codes []string `json:"codes"`
 }

@@ -19,6 +19,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	"github.com/cordonhq/cordon/pkg/wgkey"
 )
@@ -46,12 +47,17 @@ type Enrollment struct {
 
 // State is an agent's identity.
 type State struct {
-	Dir        string
-	WGKey      wgkey.Private
-	TLSKey     *ecdsa.PrivateKey
+	Dir    string
+	WGKey  wgkey.Private
+	TLSKey *ecdsa.PrivateKey
+	// CertPEM is the certificate as loaded or enrolled. A renewal
+	// ([State.SaveCertificate]) replaces it under certMu, while the
+	// control channel may be handshaking: read it with [State.Certificate].
 	CertPEM    []byte
 	CAPEM      []byte
 	Enrollment Enrollment
+
+	certMu sync.Mutex
 }
 
 // Format prints the identity without its private keys, whatever the verb.
@@ -175,23 +181,22 @@ func (s *State) Forget() error {
 // ClientTLS returns the mutual-TLS configuration for the control channel:
 // our certificate, and trust in the pinned controller CA only.
 func (s *State) ClientTLS(alpn string) (*tls.Config, error) {
-	der, err := x509.MarshalECPrivateKey(s.TLSKey)
-	if err != nil {
+	if _, err := s.tlsCertificate(); err != nil {
 		return nil, err
-	}
-	cert, err := tls.X509KeyPair(s.CertPEM, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}))
-	if err != nil {
-		return nil, fmt.Errorf("load agent certificate: %w", err)
 	}
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(s.CAPEM) {
 		return nil, errors.New("pinned controller CA is not a PEM certificate")
 	}
 	return &tls.Config{
-		MinVersion:   tls.VersionTLS13,
-		Certificates: []tls.Certificate{cert},
-		RootCAs:      pool,
-		NextProtos:   []string{alpn},
+		MinVersion: tls.VersionTLS13,
+		// Read per handshake, so the connection after a renewal presents
+		// the renewed certificate.
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			return s.tlsCertificate()
+		},
+		RootCAs:    pool,
+		NextProtos: []string{alpn},
 	}, nil
 }
 

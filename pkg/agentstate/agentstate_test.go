@@ -356,10 +356,14 @@ func TestClientTLSPinsCA(t *testing.T) {
 	if cfg.MinVersion != tls.VersionTLS13 || len(cfg.NextProtos) != 1 || cfg.NextProtos[0] != alpn || cfg.InsecureSkipVerify {
 		t.Errorf("TLS config: MinVersion %x NextProtos %v InsecureSkipVerify %v", cfg.MinVersion, cfg.NextProtos, cfg.InsecureSkipVerify)
 	}
-	if len(cfg.Certificates) != 1 {
-		t.Fatalf("%d client certificates, want 1", len(cfg.Certificates))
+	if cfg.GetClientCertificate == nil {
+		t.Fatal("no client certificate")
 	}
-	leaf, err := x509.ParseCertificate(cfg.Certificates[0].Certificate[0])
+	cc, err := cfg.GetClientCertificate(&tls.CertificateRequestInfo{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := x509.ParseCertificate(cc.Certificate[0])
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -40,6 +40,25 @@ type Config struct {
 	Logger  *slog.Logger
 	// OnState, if set, is told each time the connection goes up or down.
 	OnState func(connected bool)
+	// Renewer, if set, renews the agent's certificate over the channel
+	// (certrenew.Renewer): it is asked on every connect and then when it
+	// says, and gets every Certificate frame (OnFrame does not). TLS must
+	// read the certificate per handshake (agentstate.State.ClientTLS does)
+	// for the next connection to present the renewed one.
+	Renewer Renewer
+}
+
+// Renewer keeps the agent's certificate fresh; see package certrenew.
+type Renewer interface {
+	// Renewal returns a Renew frame to send now, or nil, and how long to
+	// wait before asking again; connected is true on the first call of a
+	// new connection.
+	Renewal(connected bool) (*controlproto.Frame, time.Duration)
+	// Renewed applies the controller's answer.
+	Renewed(*controlproto.Certificate) error
+	// Expired returns an error saying what to do when the certificate has
+	// expired (the controller refuses the handshake then), nil otherwise.
+	Expired() error
 }
 
 // Client maintains the control connection.
@@ -100,7 +119,12 @@ func (c *Client) Run(ctx context.Context) error {
 		if time.Since(start) > 30*time.Second {
 			backoff = 250 * time.Millisecond
 		}
-		c.log.Warn("control connection lost; retrying", "err", err, "in", backoff)
+		if xerr := c.expired(); xerr != nil {
+			// Not silent: retrying cannot help until someone acts.
+			c.log.Error("control connection refused: "+xerr.Error(), "err", err, "retry_in", backoff)
+		} else {
+			c.log.Warn("control connection lost; retrying", "err", err, "in", backoff)
+		}
 		select {
 		case <-ctx.Done():
 			return nil
@@ -108,6 +132,13 @@ func (c *Client) Run(ctx context.Context) error {
 		}
 		backoff = min(backoff*2, 15*time.Second)
 	}
+}
+
+func (c *Client) expired() error {
+	if c.cfg.Renewer == nil {
+		return nil
+	}
+	return c.cfg.Renewer.Expired()
 }
 
 func (c *Client) setConnected(v bool) {
@@ -166,6 +197,10 @@ func (c *Client) session(ctx context.Context) error {
 			}
 		}
 	})
+	renewed := make(chan struct{}, 1)
+	if r := c.cfg.Renewer; r != nil {
+		wg.Go(func() { c.renewLoop(sctx, conn, r, renewed) })
+	}
 	for {
 		f, err := controlproto.ReadFrame(stream)
 		if err != nil {
@@ -176,6 +211,16 @@ func (c *Client) session(ctx context.Context) error {
 			c.log.Warn("controller reported an error", "error", f.Error)
 			continue
 		}
+		if f.Type == controlproto.TypeCertificate && c.cfg.Renewer != nil {
+			if err := c.cfg.Renewer.Renewed(f.Certificate); err != nil {
+				c.log.Error("certificate renewal", "err", err)
+			}
+			select {
+			case renewed <- struct{}{}:
+			default:
+			}
+			continue
+		}
 		err = c.cfg.OnFrame(f)
 		if rev, isMap := mapRevision(f); isMap {
 			ack := &controlproto.Ack{Revision: rev}
@@ -183,6 +228,30 @@ func (c *Client) session(ctx context.Context) error {
 				ack.Error = err.Error()
 			}
 			c.Send(&controlproto.Frame{Type: controlproto.TypeAck, Ack: ack})
+		}
+	}
+}
+
+// renewLoop asks r whether the certificate is due, on connect and then
+// when r says or an answer arrived, and sends its requests.
+func (c *Client) renewLoop(ctx context.Context, conn *quic.Conn, r Renewer, renewed <-chan struct{}) {
+	connected := true
+	for {
+		f, wait := r.Renewal(connected)
+		connected = false
+		if f != nil && !c.Send(f) {
+			c.log.Warn("certificate renewal request dropped: send queue full")
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+		case <-conn.Context().Done():
+		case <-renewed:
+		case <-t.C:
+		}
+		t.Stop()
+		if ctx.Err() != nil || conn.Context().Err() != nil {
+			return
 		}
 	}
 }

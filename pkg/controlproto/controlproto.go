@@ -417,11 +417,14 @@ type EnrollGatewayRequest struct {
 	Endpoint  string       `json:"endpoint"` // host:port clients dial for WireGuard
 }
 
-// LoginRequest is the body of POST /v1/login (local user, password + TOTP).
+// LoginRequest is the body of POST /v1/login (local user, password + TOTP,
+// or password + one of the user's one-time recovery codes instead of the
+// TOTP code).
 type LoginRequest struct {
-	Username string `json:"username"`
-	Password string `json:"password"`
-	TOTP     string `json:"totp"`
+	Username     string `json:"username"`
+	Password     string `json:"password"`
+	TOTP         string `json:"totp,omitempty"`
+	RecoveryCode string `json:"recovery_code,omitempty"`
 	DeviceEnroll
 }
 

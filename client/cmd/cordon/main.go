@@ -22,6 +22,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/cordonhq/cordon/client/internal/client"
+	"github.com/cordonhq/cordon/pkg/controlproto"
 )
 
 var version = "dev"
@@ -111,6 +112,8 @@ func main() {
 	up.Flags().StringVar(&uc.HTTPAddr, "http-proxy", "127.0.0.1:8080", "userspace mode: HTTP proxy address (empty disables)")
 	up.Flags().StringVar(&uc.DNS, "dns", "auto", "tun mode: how the system reaches the DNS stub for internal names: auto (systemd-resolved if it runs, else resolv-conf), resolved, resolv-conf (manage /etc/resolv.conf, restored on down) or none (serve the stub on the overlay address, change nothing)")
 	up.Flags().StringVar(&uc.ResolvConf, "resolv-conf", "/etc/resolv.conf", "tun mode, --dns resolv-conf: the file to manage")
+	up.Flags().StringVar(&uc.PostureFile, "posture-file", "", "tests and diagnostics: a JSON posture report whose fields override the collected ones, re-read at every collection")
+	up.Flags().MarkHidden("posture-file")
 
 	down := &cobra.Command{
 		Use:   "down",
@@ -177,6 +180,9 @@ func printStatus(w io.Writer, s *client.Status) {
 	if s.SOCKS5 != "" || s.HTTPProxy != "" {
 		fmt.Fprintf(w, "Proxies:     socks5://%s  http://%s\n", s.SOCKS5, s.HTTPProxy)
 	}
+	if printSession(w, s.Session) {
+		return
+	}
 	if len(s.Gateways) == 0 {
 		fmt.Fprintln(w, "\nNo apps: you are not entitled to any app yet. Ask your administrator.")
 		return
@@ -197,6 +203,32 @@ func printStatus(w io.Writer, s *client.Status) {
 		}
 	}
 	tw.Flush()
+}
+
+// printSession prints the session lines of 'cordon status'; it reports
+// whether the session is over (then no app is reachable and none is
+// listed).
+func printSession(w io.Writer, ss *controlproto.SessionInfo) bool {
+	if ss == nil {
+		return false
+	}
+	if ss.State != controlproto.SessionActive {
+		fmt.Fprintf(w, "Session:     %s\n", strings.ToUpper(ss.State[:1])+ss.State[1:]+": "+ss.Message)
+		return true
+	}
+	line := "active since " + ss.StartedAt.Local().Format("15:04")
+	if !ss.ExpiresAt.IsZero() {
+		line += ", ends by " + ss.ExpiresAt.Local().Format("Mon 15:04")
+	}
+	if ss.IdleLimit > 0 {
+		line += "; signed out after " + ss.IdleLimit.String() + " without activity"
+	}
+	fmt.Fprintf(w, "Session:     %s\n", line)
+	for _, su := range ss.StepUp {
+		fmt.Fprintf(w, "Verify:      %s needs a fresh sign-in with your second factor: run 'cordon login' (the tunnel stays up)\n", su.App)
+	}
+	printPosture(w, ss.Posture)
+	return false
 }
 
 func readPassword(fromStdin bool, file string) (string, error) {

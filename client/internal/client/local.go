@@ -32,6 +32,9 @@ type Status struct {
 	SOCKS5           string          `json:"socks5,omitempty"`
 	HTTPProxy        string          `json:"http_proxy,omitempty"`
 	Gateways         []GatewayStatus `json:"gateways"`
+	// Session is the session as the controller last described it; nil
+	// before the first map (or from a controller without sessions).
+	Session *controlproto.SessionInfo `json:"session,omitempty"`
 }
 
 // GatewayStatus is one gateway peer.
@@ -97,6 +100,7 @@ func (t *tunnel) status() Status {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.cm != nil {
+		s.Session = t.cm.Session
 		for _, g := range t.cm.Gateways {
 			gs := GatewayStatus{ID: g.GatewayID, Endpoint: g.Endpoint, AllowedIPs: g.AllowedIPs, Apps: g.Apps}
 			if hs := live[g.PublicKey.String()]; !hs.IsZero() {

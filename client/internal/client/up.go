@@ -19,6 +19,7 @@ import (
 	"github.com/cordonhq/cordon/client/internal/proxy"
 	"github.com/cordonhq/cordon/client/internal/sysdns"
 	"github.com/cordonhq/cordon/pkg/agentstate"
+	"github.com/cordonhq/cordon/pkg/certrenew"
 	"github.com/cordonhq/cordon/pkg/controlclient"
 	"github.com/cordonhq/cordon/pkg/controlproto"
 	"github.com/cordonhq/cordon/pkg/netstack"
@@ -51,6 +52,9 @@ type UpConfig struct {
 	ResolvConf string // resolv-conf mode; default /etc/resolv.conf
 	Version    string
 	Logger     *slog.Logger
+	// PostureFile, if set, is a JSON posture report whose fields override
+	// the collected ones (tests, diagnostics; see posture.go).
+	PostureFile string
 }
 
 // tunnel is the running client. Its mutable view (map, status) is guarded by
@@ -220,9 +224,15 @@ func Up(ctx context.Context, cfg UpConfig) error {
 	if err != nil {
 		return err
 	}
+	renewer, err := certrenew.New(certrenew.Config{State: st, Logger: log.With("component", "certrenew"),
+		Remedy: "sign in again with 'cordon login', then run 'cordon up' again"})
+	if err != nil {
+		return err
+	}
 	t.cc = controlclient.New(controlclient.Config{
 		Addr:    e.ControlAddr,
 		TLS:     tlsConf,
+		Renewer: renewer,
 		Hello:   controlproto.Hello{Kind: controlproto.KindClient, AgentVersion: cfg.Version},
 		OnFrame: t.onFrame,
 		Logger:  log.With("component", "control"),
@@ -235,6 +245,7 @@ func Up(ctx context.Context, cfg UpConfig) error {
 	if t.link != nil {
 		workers.Go(func() { t.resyncRoutes(ctx) })
 	}
+	workers.Go(func() { t.reportPosture(ctx) })
 	log.Info("tunnel starting", "mode", cfg.Mode, "overlay_addr", e.OverlayAddr)
 
 	err = t.cc.Run(ctx)
@@ -285,9 +296,38 @@ func (t *tunnel) onFrame(f *controlproto.Frame) error {
 		return err
 	}
 	t.mu.Lock()
+	prev := t.cm
 	t.cm, t.dns, t.routes = m, dns, routes
 	t.mu.Unlock()
 	names := slices.Sorted(maps.Keys(dns))
 	t.log.Info("map applied", "revision", m.Revision, "gateways", len(m.Gateways), "apps", names)
+	var was *controlproto.SessionInfo
+	if prev != nil {
+		was = prev.Session
+	}
+	t.announceSession(was, m.Session)
 	return nil
+}
+
+// announceSession tells the user, in the log of 'cordon up', when the
+// session ended or an app asks for a fresh sign-in ('cordon status' shows
+// the same).
+func (t *tunnel) announceSession(was, now *controlproto.SessionInfo) {
+	if now == nil {
+		return
+	}
+	if now.State != controlproto.SessionActive {
+		if was == nil || was.State != now.State || was.ID != now.ID {
+			t.log.Warn("session ended: "+now.Message, "reason", now.Reason)
+		}
+		return
+	}
+	if was == nil || was.ID != now.ID {
+		t.log.Info("session active", "session", now.ID, "expires", now.ExpiresAt, "idle_limit", now.IdleLimit)
+	}
+	for _, su := range now.StepUp {
+		if was == nil || !slices.ContainsFunc(was.StepUp, func(o controlproto.StepUp) bool { return o.App == su.App }) {
+			t.log.Warn("app "+su.App+" needs you to verify again: run 'cordon login' (the tunnel stays up)", "app", su.App)
+		}
+	}
 }

@@ -11,9 +11,13 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
+	"github.com/cordonhq/cordon/controller/internal/auth"
+	"github.com/cordonhq/cordon/controller/internal/control"
 	"github.com/cordonhq/cordon/controller/internal/netmap"
 	"github.com/cordonhq/cordon/controller/internal/server"
+	"github.com/cordonhq/cordon/controller/internal/session"
 )
 
 func main() {
@@ -27,12 +31,52 @@ func main() {
 		return nil
 	})
 	dnsTTL := flag.Uint("dns-ttl", 5, "TTL in seconds of internal DNS answers, positive and negative (how long a revoked name may stay cached)")
+	limits := session.DefaultLimits()
+	flag.DurationVar(&limits.DefaultIdle, "session-idle", limits.DefaultIdle, "automatic logoff: a session with no app traffic at any gateway for this long ends")
+	flag.DurationVar(&limits.Absolute, "session-absolute", limits.Absolute, "a session ends this long after sign-in, however active")
+	flag.Func("session-idle-for", "CLASS=DURATION: a different idle limit for apps of one data classification, e.g. phi=10m (repeatable); the apps drop out after it, the session ends after the longest", func(s string) error {
+		class, d, ok := strings.Cut(s, "=")
+		if !ok || class == "" {
+			return fmt.Errorf("%q: want CLASS=DURATION, e.g. phi=10m", s)
+		}
+		dur, err := time.ParseDuration(d)
+		if err != nil {
+			return fmt.Errorf("%q: %w", s, err)
+		}
+		if limits.Idle == nil {
+			limits.Idle = map[session.Classification]time.Duration{}
+		}
+		limits.Idle[session.Classification(class)] = dur
+		return nil
+	})
+	postureInterval := flag.Duration("posture-interval", control.DefaultPostureInterval, "how often clients re-collect their device posture and report it if it changed (a device out of compliance loses apps within about this long); at least 1s")
+	agentCertTTL := flag.Duration("agent-cert-ttl", 30*24*time.Hour, "lifetime of the certificates agents authenticate the control channel with; agents renew theirs after two thirds of it (at least 10s)")
+	adminTTL := flag.Duration("admin-session-ttl", 8*time.Hour, "lifetime of the admin token 'cordonctl login --admin' gets (5m to 24h)")
+	bootstrapTTL := flag.Duration("bootstrap-token-ttl", 24*time.Hour, "lifetime of the owner token written to DATA-DIR/admin-token when no owner credential exists (5m to 7d)")
+	alertThreshold := flag.Int("login-alert-threshold", 5, "failed sign-ins of one user (or from one source) within --login-alert-window that raise an auth.alert event")
+	alertWindow := flag.Duration("login-alert-window", 15*time.Minute, "sliding window of --login-alert-threshold (at most one alert per user or source per window)")
 	flag.Parse()
+	if *adminTTL < 5*time.Minute || *adminTTL > 24*time.Hour || *bootstrapTTL < 5*time.Minute || *bootstrapTTL > 7*24*time.Hour {
+		fmt.Fprintf(os.Stderr, "cordon-controller: --admin-session-ttl must be between 5m and 24h, --bootstrap-token-ttl between 5m and 7d\n")
+		os.Exit(2)
+	}
+	if *alertThreshold < 1 || *alertWindow < time.Minute {
+		fmt.Fprintf(os.Stderr, "cordon-controller: --login-alert-threshold must be at least 1 and --login-alert-window at least 1m\n")
+		os.Exit(2)
+	}
 	if *dnsTTL < 1 || *dnsTTL > 3600 {
 		fmt.Fprintf(os.Stderr, "cordon-controller: --dns-ttl must be between 1 and 3600 seconds\n")
 		os.Exit(2)
 	}
 	dnsCfg.TTL = uint32(*dnsTTL)
+	if *postureInterval < time.Second {
+		fmt.Fprintf(os.Stderr, "cordon-controller: --posture-interval must be at least 1s\n")
+		os.Exit(2)
+	}
+	if err := limits.Validate(); err != nil {
+		fmt.Fprintf(os.Stderr, "cordon-controller: %v\n", err)
+		os.Exit(2)
+	}
 
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(*logLevel)); err != nil {
@@ -49,8 +93,11 @@ func main() {
 		}
 	}
 	err := server.Run(ctx, server.Config{
-		DataDir: *dataDir, Listen: *listen, Hosts: extra, Logger: log, Announce: os.Stdout,
-		DNS: dnsCfg,
+		AdminSessionTTL: *adminTTL, BootstrapTokenTTL: *bootstrapTTL,
+		LoginAlert: auth.AlertConfig{Threshold: *alertThreshold, Window: *alertWindow},
+		DataDir:    *dataDir, Listen: *listen, Hosts: extra, Logger: log, Announce: os.Stdout,
+		DNS: dnsCfg, Sessions: limits, PostureInterval: *postureInterval,
+		AgentCertTTL: *agentCertTTL,
 	})
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "cordon-controller: %v\n", err)

@@ -1,9 +1,11 @@
 package api
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 	"time"
@@ -12,10 +14,6 @@ import (
 	"github.com/cordonhq/cordon/controller/internal/store"
 	"github.com/cordonhq/cordon/pkg/adminapi"
 )
-
-func (a *API) whoami(w http.ResponseWriter, r *http.Request, actor string) error {
-	return ok(w, adminapi.WhoAmI{Actor: actor})
-}
 
 // Segments.
 
@@ -214,9 +212,17 @@ func (a *API) createUser(w http.ResponseWriter, r *http.Request, actor string) e
 		}
 		return err
 	}
+	codes, err := a.newRecoveryCodes(r.Context(), u.Name)
+	if err != nil {
+		// Do not leave a user without recovery codes behind.
+		if derr := a.st.DeleteUser(context.WithoutCancel(r.Context()), u.Name); derr != nil {
+			a.log.ErrorContext(r.Context(), "remove half-created user", logErr, derr)
+		}
+		return fmt.Errorf("store recovery codes of user %s: %w", u.Name, err)
+	}
 	// A new user has no devices yet: no network map changes.
-	a.mutated(r, actor, "user", "create", u.Name, nil, false)
-	return created(w, adminapi.CreateUserResponse{User: userOut(u), TOTPSecret: secret, TOTPURI: uri})
+	a.mutated(r, actor, "user", "create", u.Name, map[string]string{"recovery_codes": strconv.Itoa(len(codes))}, false)
+	return created(w, adminapi.CreateUserResponse{User: userOut(u), TOTPSecret: secret, TOTPURI: uri, RecoveryCodes: codes})
 }
 
 func (a *API) listUsers(w http.ResponseWriter, r *http.Request, _ string) error {
@@ -263,6 +269,14 @@ func (a *API) setUserDisabled(disabled bool) adminHandlerFunc {
 			return err
 		}
 		a.mutated(r, actor, "user", verb, name, nil, true)
+		if disabled {
+			// Enabling does not bring sessions back: the user signs in again.
+			ended, err := a.st.EndSessions(r.Context(), store.SessionFilter{User: name}, a.stamp(), store.EndUserDisabled)
+			if err != nil {
+				return err
+			}
+			a.auditSessionsEnded(r.Context(), actor, ended, "")
+		}
 		u, err := a.st.GetUser(r.Context(), name)
 		if err != nil {
 			return err
@@ -577,7 +591,7 @@ func (a *API) deleteGateway(w http.ResponseWriter, r *http.Request, actor string
 func deviceOut(d store.Device) adminapi.Device {
 	return adminapi.Device{
 		ID: d.ID, User: d.User, Hostname: d.Hostname, PublicKey: d.PublicKey,
-		OverlayAddr: d.OverlayAddr, CreatedAt: d.CreatedAt,
+		OverlayAddr: d.OverlayAddr, CreatedAt: d.CreatedAt, RevokedAt: d.RevokedAt,
 	}
 }
 

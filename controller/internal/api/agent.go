@@ -113,8 +113,11 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) error {
 	if req.Password == "" {
 		return invalidf("field \"password\": required")
 	}
-	if req.TOTP == "" {
-		return invalidf("field \"totp\": required: the 6-digit code from the authenticator app")
+	switch {
+	case req.TOTP != "" && req.RecoveryCode != "":
+		return invalidf("give \"totp\" or \"recovery_code\", not both")
+	case req.TOTP == "" && req.RecoveryCode == "":
+		return invalidf("field \"totp\": required: the 6-digit code from the authenticator app (or \"recovery_code\": one of your one-time recovery codes)")
 	}
 	if err := checkDeviceEnroll(&req.DeviceEnroll); err != nil {
 		return err
@@ -132,6 +135,7 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) error {
 			Type: "auth.login", Actor: "user:" + name, Outcome: "failure", Subject: name,
 			Details: map[string]string{"source": src, "device": req.DeviceID, "reason": reason},
 		})
+		a.loginFailed(ctx, "user", req.Username, src)
 	}
 
 	now := a.now()
@@ -159,6 +163,9 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) error {
 	if !match {
 		fail("wrong password")
 		return errLoginFailed
+	}
+	if req.RecoveryCode != "" {
+		return a.loginWithRecoveryCode(w, r, u, &req, fail)
 	}
 	if err := a.totp.Verify(u.Name, u.TOTPSecret, req.TOTP, now); err != nil {
 		switch {
@@ -241,7 +248,7 @@ func (a *API) signIn(w http.ResponseWriter, r *http.Request, u store.User, req *
 		Type: "enroll.device", Actor: "user:" + u.Name, Outcome: "success", Subject: dev.ID,
 		Details: map[string]string{"source": src, "hostname": dev.Hostname, "overlay_addr": dev.OverlayAddr.String()},
 	})
-	a.auditSessionsEnded(ctx, "user:"+u.Name, replaced)
+	a.auditSessionsEnded(ctx, "user:"+u.Name, replaced, "")
 	a.audit(ctx, store.AuditEvent{
 		Type: "session.start", Actor: "user:" + u.Name, Outcome: "success", Subject: sess.ID,
 		Details: map[string]string{"source": src, "device": dev.ID, "method": method, "mfa": strconv.FormatBool(mfa)},
@@ -252,13 +259,15 @@ func (a *API) signIn(w http.ResponseWriter, r *http.Request, u store.User, req *
 	})
 }
 
-// auditSessionsEnded records each ended session.
-func (a *API) auditSessionsEnded(ctx context.Context, actor string, ended []store.Session) {
+// auditSessionsEnded records each ended session (comment: the admin's,
+// optional).
+func (a *API) auditSessionsEnded(ctx context.Context, actor string, ended []store.Session, comment string) {
 	for _, s := range ended {
-		a.audit(ctx, store.AuditEvent{
-			Time: s.EndedAt, Type: "session.end", Actor: actor, Outcome: "success", Subject: s.ID,
-			Details: map[string]string{"device": s.DeviceID, "user": s.User, "reason": s.EndReason},
-		})
+		d := map[string]string{"device": s.DeviceID, "user": s.User, "reason": s.EndReason}
+		if comment != "" {
+			d["comment"] = comment
+		}
+		a.audit(ctx, store.AuditEvent{Time: s.EndedAt, Type: "session.end", Actor: actor, Outcome: "success", Subject: s.ID, Details: d})
 	}
 }
 
@@ -277,7 +286,7 @@ func (a *API) enrollDevice(r *http.Request, u store.User, req *controlproto.Devi
 		}
 		if !d.RevokedAt.IsZero() {
 			return d, errorf(http.StatusForbidden, adminapi.CodeDeviceRevoked,
-				"device %q was revoked by an administrator on %s: it cannot sign in again; sign in as a new device ('cordon login --new-device') if your administrator agrees",
+				"device %q was revoked by an administrator on %s and cannot sign in again; to enroll this computer as a new device, remove the client's state directory (it holds the revoked keys) and sign in again, if your administrator agrees",
 				d.ID, d.RevokedAt.Format(time.RFC3339))
 		}
 		d.PublicKey, d.Hostname = req.PublicKey, req.Hostname

@@ -71,6 +71,14 @@ type Config struct {
 	// ControlAddr is returned to enrolled agents as the QUIC control
 	// address; empty means the API's host and port.
 	ControlAddr string
+	// AdminSessionTTL is how long an admin sign-in token lives; zero means
+	// adminapi.DefaultAdminSessionTTL.
+	AdminSessionTTL time.Duration
+	// LoginAlert raises auth.alert events on repeated failed sign-ins; nil
+	// means auth.NewFailureAlert defaults (5 failures in 15 minutes).
+	LoginAlert *auth.FailureAlert
+	// OIDC signs users in through identity providers; nil: none configured.
+	OIDC OIDC
 }
 
 // API serves the HTTP routes.
@@ -85,6 +93,11 @@ type API struct {
 	totp     *auth.TOTPVerifier
 	control  string
 	mux      *http.ServeMux
+
+	adminTTL time.Duration
+	alert    *auth.FailureAlert
+	routeTab []Route // every registered route, for Routes
+	oidc     OIDC
 }
 
 // New returns the API. It panics if Store or CA is missing (a wiring bug).
@@ -102,6 +115,15 @@ func New(cfg Config) *API {
 		pw:       cfg.Passwords,
 		totp:     cfg.TOTP,
 		control:  cfg.ControlAddr,
+		adminTTL: cfg.AdminSessionTTL,
+		alert:    cfg.LoginAlert,
+		oidc:     cfg.OIDC,
+	}
+	if a.adminTTL <= 0 {
+		a.adminTTL = adminapi.DefaultAdminSessionTTL
+	}
+	if a.alert == nil {
+		a.alert = auth.NewFailureAlert(auth.AlertConfig{})
 	}
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
@@ -130,7 +152,7 @@ func New(cfg Config) *API {
 }
 
 func (a *API) routes() {
-	m := http.NewServeMux()
+	m := &routeMux{ServeMux: http.NewServeMux(), tab: &a.routeTab}
 	m.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		io.WriteString(w, "ok")
@@ -139,56 +161,77 @@ func (a *API) routes() {
 	// Agent routes: the credential is in the body.
 	m.Handle("POST /v1/enroll/gateway", a.public(a.enrollGateway))
 	m.Handle("POST /v1/login", a.public(a.login))
+	m.Handle("GET /v1/oidc/providers", a.public(a.oidcProviders))
+	m.Handle("POST /v1/login/oidc/start", a.public(a.oidcStart))
+	m.Handle("POST /v1/login/oidc/device", a.public(a.oidcDevice))
+	m.Handle("POST /v1/login/oidc", a.public(a.oidcLogin))
+	m.Handle("POST /v1/admin/login", a.public(a.adminLogin))
 
 	// Admin routes.
-	m.Handle("GET /v1/whoami", a.admin(a.whoami))
+	m.Handle("GET /v1/whoami", a.admin(permAuthenticated, a.whoami))
 
-	m.Handle("POST /v1/segments", a.admin(a.directoryEdit(a.createSegment)))
-	m.Handle("GET /v1/segments", a.admin(a.listSegments))
-	m.Handle("GET /v1/segments/{name}", a.admin(a.getSegment))
-	m.Handle("DELETE /v1/segments/{name}", a.admin(a.directoryEdit(a.deleteSegment)))
+	m.Handle("POST /v1/segments", a.admin(auth.PermPolicyWrite, a.directoryEdit(a.createSegment)))
+	m.Handle("GET /v1/segments", a.admin(auth.PermRead, a.listSegments))
+	m.Handle("GET /v1/segments/{name}", a.admin(auth.PermRead, a.getSegment))
+	m.Handle("DELETE /v1/segments/{name}", a.admin(auth.PermPolicyWrite, a.directoryEdit(a.deleteSegment)))
 
-	m.Handle("POST /v1/apps", a.admin(a.directoryEdit(a.createApp)))
-	m.Handle("GET /v1/apps", a.admin(a.listApps))
-	m.Handle("GET /v1/apps/{name}", a.admin(a.getApp))
-	m.Handle("DELETE /v1/apps/{name}", a.admin(a.directoryEdit(a.deleteApp)))
+	m.Handle("POST /v1/apps", a.admin(auth.PermPolicyWrite, a.directoryEdit(a.createApp)))
+	m.Handle("GET /v1/apps", a.admin(auth.PermRead, a.listApps))
+	m.Handle("GET /v1/apps/{name}", a.admin(auth.PermRead, a.getApp))
+	m.Handle("DELETE /v1/apps/{name}", a.admin(auth.PermPolicyWrite, a.directoryEdit(a.deleteApp)))
 
-	m.Handle("POST /v1/users", a.admin(a.createUser))
-	m.Handle("GET /v1/users", a.admin(a.listUsers))
-	m.Handle("GET /v1/users/{name}", a.admin(a.getUser))
-	m.Handle("DELETE /v1/users/{name}", a.admin(a.deleteUser))
-	m.Handle("POST /v1/users/{name}/disable", a.admin(a.setUserDisabled(true)))
-	m.Handle("POST /v1/users/{name}/enable", a.admin(a.setUserDisabled(false)))
+	m.Handle("POST /v1/users", a.admin(auth.PermUsersWrite, a.createUser))
+	m.Handle("GET /v1/users", a.admin(auth.PermRead, a.listUsers))
+	m.Handle("GET /v1/users/{name}", a.admin(auth.PermRead, a.getUser))
+	m.Handle("DELETE /v1/users/{name}", a.admin(auth.PermUsersWrite, a.deleteUser))
+	m.Handle("POST /v1/users/{name}/disable", a.admin(auth.PermAccessRevoke, a.setUserDisabled(true)))
+	m.Handle("POST /v1/users/{name}/enable", a.admin(auth.PermUsersWrite, a.setUserDisabled(false)))
 
-	m.Handle("POST /v1/groups", a.admin(a.directoryEdit(a.createGroup)))
-	m.Handle("GET /v1/groups", a.admin(a.listGroups))
-	m.Handle("GET /v1/groups/{name}", a.admin(a.getGroup))
-	m.Handle("DELETE /v1/groups/{name}", a.admin(a.directoryEdit(a.deleteGroup)))
-	m.Handle("POST /v1/groups/{name}/members", a.admin(a.directoryEdit(a.addMember)))
-	m.Handle("DELETE /v1/groups/{name}/members/{user}", a.admin(a.directoryEdit(a.removeMember)))
+	m.Handle("POST /v1/groups", a.admin(auth.PermPolicyWrite, a.directoryEdit(a.createGroup)))
+	m.Handle("GET /v1/groups", a.admin(auth.PermRead, a.listGroups))
+	m.Handle("GET /v1/groups/{name}", a.admin(auth.PermRead, a.getGroup))
+	m.Handle("DELETE /v1/groups/{name}", a.admin(auth.PermPolicyWrite, a.directoryEdit(a.deleteGroup)))
+	m.Handle("POST /v1/groups/{name}/members", a.admin(auth.PermPolicyWrite, a.directoryEdit(a.addMember)))
+	m.Handle("DELETE /v1/groups/{name}/members/{user}", a.admin(auth.PermPolicyWrite, a.directoryEdit(a.removeMember)))
 
-	m.Handle("POST /v1/rules", a.admin(a.directoryEdit(a.createRule)))
-	m.Handle("GET /v1/rules", a.admin(a.listRules))
-	m.Handle("GET /v1/rules/{name}", a.admin(a.getRule))
-	m.Handle("DELETE /v1/rules/{name}", a.admin(a.directoryEdit(a.deleteRule)))
+	m.Handle("POST /v1/rules", a.admin(auth.PermPolicyWrite, a.directoryEdit(a.createRule)))
+	m.Handle("GET /v1/rules", a.admin(auth.PermRead, a.listRules))
+	m.Handle("GET /v1/rules/{name}", a.admin(auth.PermRead, a.getRule))
+	m.Handle("DELETE /v1/rules/{name}", a.admin(auth.PermPolicyWrite, a.directoryEdit(a.deleteRule)))
 
-	m.Handle("POST /v1/gateway-tokens", a.admin(a.createGatewayToken))
-	m.Handle("GET /v1/gateway-tokens", a.admin(a.listGatewayTokens))
-	m.Handle("GET /v1/gateways", a.admin(a.listGateways))
-	m.Handle("DELETE /v1/gateways/{id}", a.admin(a.deleteGateway))
-	m.Handle("GET /v1/devices", a.admin(a.listDevices))
-	m.Handle("DELETE /v1/devices/{id}", a.admin(a.deleteDevice))
+	m.Handle("POST /v1/gateway-tokens", a.admin(auth.PermGatewaysWrite, a.createGatewayToken))
+	m.Handle("GET /v1/gateway-tokens", a.admin(auth.PermRead, a.listGatewayTokens))
+	m.Handle("GET /v1/gateways", a.admin(auth.PermRead, a.listGateways))
+	m.Handle("DELETE /v1/gateways/{id}", a.admin(auth.PermGatewaysWrite, a.deleteGateway))
+	m.Handle("GET /v1/devices", a.admin(auth.PermRead, a.listDevices))
+	m.Handle("DELETE /v1/devices/{id}", a.admin(auth.PermUsersWrite, a.deleteDevice))
+	m.Handle("POST /v1/devices/{id}/revoke", a.admin(auth.PermAccessRevoke, a.revokeDevice))
+	m.Handle("GET /v1/sessions", a.admin(auth.PermRead, a.listSessions))
+	m.Handle("POST /v1/sessions/end", a.admin(auth.PermAccessRevoke, a.endSessions))
 
-	m.Handle("GET /v1/audit", a.admin(a.listAudit))
+	m.Handle("GET /v1/audit", a.admin(auth.PermAuditRead, a.listAudit))
 
-	m.Handle("POST /v1/policy/plan", a.admin(a.planPolicy))
-	m.Handle("POST /v1/policy/apply", a.admin(a.applyPolicy))
-	m.Handle("POST /v1/policy/rollback", a.admin(a.rollbackPolicy))
-	m.Handle("GET /v1/policy/versions", a.admin(a.listPolicyVersions))
-	m.Handle("GET /v1/policy/versions/{n}", a.admin(a.getPolicyVersion))
-	m.Handle("GET /v1/policy/export", a.admin(a.exportPolicy))
+	m.Handle("POST /v1/policy/plan", a.admin(auth.PermRead, a.planPolicy))
+	m.Handle("POST /v1/policy/apply", a.admin(auth.PermPolicyWrite, a.applyPolicy))
+	m.Handle("POST /v1/policy/rollback", a.admin(auth.PermPolicyWrite, a.rollbackPolicy))
+	m.Handle("GET /v1/policy/versions", a.admin(auth.PermRead, a.listPolicyVersions))
+	m.Handle("GET /v1/policy/versions/{n}", a.admin(auth.PermRead, a.getPolicyVersion))
+	m.Handle("GET /v1/policy/export", a.admin(auth.PermRead, a.exportPolicy))
 
-	a.mux = m
+	// Admin accounts, admin tokens, recovery codes (adminauth.go).
+	m.Handle("POST /v1/admin/logout", a.admin(permAuthenticated, a.adminLogout))
+	m.Handle("POST /v1/admins", a.admin(auth.PermAdminsWrite, a.createAdmin))
+	m.Handle("GET /v1/admins", a.admin(auth.PermAdminsRead, a.listAdmins))
+	m.Handle("GET /v1/admins/{name}", a.admin(auth.PermAdminsRead, a.getAdmin))
+	m.Handle("POST /v1/admins/{name}/disable", a.admin(auth.PermAdminsWrite, a.setAdminDisabled(true)))
+	m.Handle("POST /v1/admins/{name}/enable", a.admin(auth.PermAdminsWrite, a.setAdminDisabled(false)))
+	m.Handle("DELETE /v1/admins/{name}", a.admin(auth.PermAdminsWrite, a.deleteAdmin))
+	m.Handle("POST /v1/admin-tokens", a.admin(auth.PermAdminsWrite, a.createAdminToken))
+	m.Handle("GET /v1/admin-tokens", a.admin(auth.PermAdminsRead, a.listAdminTokens))
+	m.Handle("DELETE /v1/admin-tokens/{id}", a.admin(auth.PermAdminsWrite, a.revokeAdminToken))
+	m.Handle("POST /v1/users/{name}/recovery-codes", a.admin(auth.PermUsersWrite, a.regenerateRecoveryCodes))
+
+	a.mux = m.ServeMux
 }
 
 // Handler returns the HTTP handler of every route. Requests no route
@@ -277,18 +320,21 @@ func (a *API) public(h handlerFunc) http.Handler {
 	})
 }
 
-// admin serves a route that needs an admin token. actor is
-// "admin:<token name>".
-func (a *API) admin(h adminHandlerFunc) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		actor, err := a.authenticateAdmin(r)
+// admin serves a route that needs an admin token whose scope allows perm.
+// actor is "admin:<token name>".
+func (a *API) admin(perm auth.Permission, h adminHandlerFunc) http.Handler {
+	return &adminRoute{perm: perm, h: func(w http.ResponseWriter, r *http.Request) {
+		p, err := a.authenticateAdmin(r)
 		if err == nil {
-			err = h(w, r, actor)
+			err = a.authorize(r, p, perm)
+		}
+		if err == nil {
+			err = h(w, r.WithContext(withPrincipal(r.Context(), p)), p.actor())
 		}
 		if err != nil {
 			a.writeError(w, r, err)
 		}
-	})
+	}}
 }
 
 // directoryEdit guards the commands that edit segments, apps, groups and
@@ -307,29 +353,6 @@ func (a *API) directoryEdit(h adminHandlerFunc) adminHandlerFunc {
 		}
 		return h(w, r, actor)
 	}
-}
-
-func (a *API) authenticateAdmin(r *http.Request) (string, error) {
-	token, ok := bearer(r)
-	if ok {
-		hashes, err := a.st.AdminTokenHashes(r.Context())
-		if err != nil {
-			return "", fmt.Errorf("load admin token hashes: %w", err)
-		}
-		if name, ok := auth.MatchAdminToken(token, hashes); ok {
-			return "admin:" + name, nil
-		}
-	}
-	reason := "bad token"
-	if !ok {
-		reason = "no bearer token"
-	}
-	a.audit(r.Context(), store.AuditEvent{
-		Type: "admin.auth", Actor: "admin:unknown", Outcome: "failure",
-		Subject: clip(r.Method + " " + r.URL.Path),
-		Details: map[string]string{"source": source(r), "reason": reason},
-	})
-	return "", errUnauthorized
 }
 
 func bearer(r *http.Request) (string, bool) {

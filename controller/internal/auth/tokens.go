@@ -3,10 +3,7 @@ package auth
 import (
 	"crypto/rand"
 	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/base64"
-	"maps"
-	"slices"
 	"strings"
 )
 
@@ -51,18 +48,4 @@ func LooksLikeEnrollToken(s string) bool { return looksLike(s, EnrollTokenPrefix
 func looksLike(s, prefix string) bool {
 	rest, ok := strings.CutPrefix(s, prefix)
 	return ok && len(rest) == base64.RawURLEncoding.EncodedLen(tokenBytes)
-}
-
-// MatchAdminToken compares the hash of a presented admin token against
-// every stored hash (name → hash) in constant time, without stopping at a
-// match, and returns the name of the matching token.
-func MatchAdminToken(presented string, stored map[string][]byte) (name string, ok bool) {
-	h := HashToken(presented)
-	// Visit names in a fixed order so the work does not depend on map order.
-	for _, n := range slices.Sorted(maps.Keys(stored)) {
-		if subtle.ConstantTimeCompare(h, stored[n]) == 1 && !ok {
-			name, ok = n, true
-		}
-	}
-	return name, ok
 }

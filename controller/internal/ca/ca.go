@@ -34,8 +34,15 @@ const (
 	serverKeyFile  = "server-key.pem"
 )
 
-// AgentCertTTL is how long an agent certificate is valid.
+// AgentCertTTL is how long an agent certificate is valid unless
+// [CA.SetAgentCertTTL] says otherwise. Agents renew theirs over the control
+// channel once two thirds of it have passed.
 const AgentCertTTL = 30 * 24 * time.Hour
+
+// MinAgentCertTTL is the shortest lifetime SetAgentCertTTL accepts: the
+// certificate's NotBefore is backdated 5 minutes for clock skew, and
+// renewal needs a few round trips.
+const MinAgentCertTTL = 10 * time.Second
 
 // CA signs certificates.
 type CA struct {
@@ -44,6 +51,27 @@ type CA struct {
 	key     crypto.Signer
 	dir     string
 	now     func() time.Time
+	// agentTTL is the lifetime of issued agent certificates; 0 means
+	// AgentCertTTL. Set before the CA is shared.
+	agentTTL time.Duration
+}
+
+// SetAgentCertTTL sets the lifetime of agent certificates issued from now
+// on (--agent-cert-ttl). Call it before the CA is used concurrently.
+func (c *CA) SetAgentCertTTL(d time.Duration) error {
+	if d < MinAgentCertTTL {
+		return fmt.Errorf("agent certificate lifetime %v is shorter than the minimum %v", d, MinAgentCertTTL)
+	}
+	c.agentTTL = d
+	return nil
+}
+
+// AgentTTL is the lifetime of the agent certificates the CA issues.
+func (c *CA) AgentTTL() time.Duration {
+	if c.agentTTL > 0 {
+		return c.agentTTL
+	}
+	return AgentCertTTL
 }
 
 // LoadOrCreate loads the CA from dir or creates it (key file 0600).
@@ -226,11 +254,14 @@ func (c *CA) IssueAgentCert(csrPEM string, id, kind string) (string, error) {
 		return "", fmt.Errorf("csr: bad signature: %w", err)
 	}
 	now := c.now()
+	// Backdated for clock skew, but by a small part of a short lifetime
+	// only: agents renew after two thirds of NotBefore..NotAfter.
+	ttl := c.AgentTTL()
 	tmpl := &x509.Certificate{
 		SerialNumber: randSerial(),
 		Subject:      pkix.Name{CommonName: id, OrganizationalUnit: []string{kind}},
-		NotBefore:    now.Add(-5 * time.Minute),
-		NotAfter:     now.Add(AgentCertTTL),
+		NotBefore:    now.Add(-min(5*time.Minute, ttl/10)),
+		NotAfter:     now.Add(ttl),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	}

@@ -28,6 +28,7 @@ import (
 
 	"github.com/cordonhq/cordon/controller/internal/ca"
 	"github.com/cordonhq/cordon/controller/internal/netmap"
+	"github.com/cordonhq/cordon/controller/internal/session"
 	"github.com/cordonhq/cordon/controller/internal/store"
 	"github.com/cordonhq/cordon/pkg/controlproto"
 )
@@ -51,6 +52,13 @@ type Config struct {
 	Logger     *slog.Logger
 	// DNS says which DNS zones are internal (sent to every agent).
 	DNS netmap.DNSConfig
+	// Sessions gates the maps on sessions and receives gateways' activity
+	// reports. Nil only in tests of the map push itself: then every
+	// enrolled device of an enabled user gets its entitlements.
+	Sessions *session.Manager
+	// PostureInterval is how often clients re-collect their posture
+	// (ClientMap.PostureInterval); zero: DefaultPostureInterval.
+	PostureInterval time.Duration
 }
 
 // Server accepts agent connections and pushes maps.
@@ -60,6 +68,9 @@ type Server struct {
 	trigger chan struct{}
 	acks    chan struct{} // signalled when any gateway acknowledges a map
 	policy  netmap.PolicyCache
+	stepUps stepUps
+	// renewals rate-limits certificate renewals per agent (renew.go).
+	renewals renewLimiter
 
 	mu     sync.Mutex
 	agents map[string]*agent // by agent ID
@@ -149,11 +160,14 @@ type agent struct {
 	mu       sync.Mutex
 	pending  *controlproto.Frame
 	lastHash [32]byte
-	revision uint64 // of the last map offered; lets agents and logs order maps
+	revision uint64          // of the last map offered; lets agents and logs order maps
+	peers    map[string]bool // gateways: device IDs of the last map's peers
 	wake     chan struct{}
 	acked    atomic.Uint64 // last map revision the agent applied
 
 	unexpected uint64 // frames dropped as out of place; readLoop only
+
+	wmu sync.Mutex // serializes writes on the control stream (maps, replies)
 }
 
 // offer queues f unless it equals what the agent last received, and
@@ -286,7 +300,11 @@ func (s *Server) exists(ctx context.Context, id, kind string) bool {
 	case ca.KindGateway:
 		_, err = s.cfg.Store.GetGateway(ctx, id)
 	case ca.KindClient:
-		_, err = s.cfg.Store.GetDevice(ctx, id)
+		var d store.Device
+		d, err = s.cfg.Store.GetDevice(ctx, id)
+		if err == nil && !d.RevokedAt.IsZero() {
+			return false
+		}
 	default:
 		return false
 	}
@@ -318,7 +336,10 @@ func (s *Server) writeLoop(ctx context.Context, log *slog.Logger, a *agent, w *q
 		case <-a.wake:
 		}
 		if f := a.take(); f != nil {
-			if err := controlproto.WriteFrame(w, f); err != nil {
+			a.wmu.Lock()
+			err := controlproto.WriteFrame(w, f)
+			a.wmu.Unlock()
+			if err != nil {
 				log.Warn("push map", "err", err)
 				a.conn.CloseWithError(codeProtocol, "write failed")
 				return
@@ -340,6 +361,12 @@ func (s *Server) readLoop(ctx context.Context, log *slog.Logger, a *agent, r *qu
 		switch {
 		case f.Type == controlproto.TypeFlowEvents && a.kind == ca.KindGateway:
 			s.recordFlows(ctx, log, a.id, f.FlowEvents.Events)
+		case f.Type == controlproto.TypeActivity && a.kind == ca.KindGateway:
+			s.recordActivity(log, a, f.Activity)
+		case f.Type == controlproto.TypePosture && a.kind == ca.KindClient:
+			s.handlePosture(ctx, log, a, f.Posture)
+		case f.Type == controlproto.TypeRenew:
+			s.renew(ctx, log, a, r, f.Renew)
 		case f.Type == controlproto.TypeAck:
 			if f.Ack.Error != "" {
 				log.Error("agent rejected its map and kept the previous one", "revision", f.Ack.Revision, "error", f.Ack.Error)
@@ -366,16 +393,23 @@ func (s *Server) recordFlows(ctx context.Context, log *slog.Logger, gatewayID st
 		evs = evs[:maxEventsPerFrame]
 	}
 	out := make([]store.AuditEvent, 0, len(evs))
+	stepUp := false
 	for _, e := range evs {
 		switch e.Action {
 		case controlproto.FlowAllow, controlproto.FlowDeny, controlproto.FlowCut, controlproto.FlowDNSDeny:
 		default:
 			continue
 		}
+		if e.Action == controlproto.FlowDeny && s.stepUps.note(e) {
+			stepUp = true
+		}
 		out = append(out, FlowAudit(gatewayID, e))
 	}
 	if err := s.cfg.Store.AppendAudit(ctx, out...); err != nil {
 		log.Error("record flow events", "err", err, "events", len(out))
+	}
+	if stepUp {
+		s.Changed() // the device's map asks its user to verify again
 	}
 }
 
@@ -438,6 +472,13 @@ func (s *Server) recompute(ctx context.Context) error {
 		return err
 	}
 	ix := netmap.NewIndexCached(snap, &s.policy)
+	var sessions map[string]*session.Session
+	var activityEvery time.Duration
+	if sm := s.cfg.Sessions; sm != nil {
+		sessions = sm.View(snap.Sessions)
+		ix.SetSessions(sm.Limits(), sessions, time.Now())
+		activityEvery = sm.Limits().ActivityInterval()
+	}
 	if err := ix.PolicyError(); err != nil {
 		s.log.Error("active policy does not parse: maps carry no rules until a policy is applied again", "version", snap.Policy.Version, "err", err)
 	}
@@ -478,6 +519,14 @@ func (s *Server) recompute(ctx context.Context) error {
 		}
 		gm := ix.GatewayMap(gw)
 		gm.DNSZones = zones
+		gm.ActivityInterval = activityEvery
+		peers := make(map[string]bool, len(gm.Peers))
+		for _, p := range gm.Peers {
+			peers[p.DeviceID] = true
+		}
+		a.mu.Lock()
+		a.peers = peers
+		a.mu.Unlock()
 		f := &controlproto.Frame{Type: controlproto.TypeGatewayMap, GatewayMap: gm}
 		if rev, err := offerFrame(a, f); err != nil {
 			return err
@@ -488,12 +537,15 @@ func (s *Server) recompute(ctx context.Context) error {
 	s.waitAcks(ctx, waiting)
 	for _, a := range clients {
 		d, ok := ix.Device(a.id)
-		if !ok {
+		if !ok || !d.RevokedAt.IsZero() {
 			a.conn.CloseWithError(codeRevoked, "device revoked")
 			continue
 		}
 		cm := ix.ClientMap(d)
-		cm.DNSZones = zones
+		cm.DNSZones, cm.PostureInterval = zones, s.postureInterval()
+		if cm.Session = ix.SessionInfo(d); cm.Session != nil && cm.Session.State == controlproto.SessionActive {
+			cm.Session.StepUp = s.stepUps.forDevice(d.ID, sessions[d.ID])
+		}
 		f := &controlproto.Frame{Type: controlproto.TypeClientMap, ClientMap: cm}
 		if _, err := offerFrame(a, f); err != nil {
 			return err

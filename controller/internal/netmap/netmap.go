@@ -31,6 +31,7 @@ type Index struct {
 	devices    map[string]store.Device
 	pol        *policyIndex          // nil while no policy was ever applied
 	public     map[string]netip.Addr // device ID → public address; see SetPublicAddrs
+	sess       *sessionGate          // nil: not gated on sessions; see SetSessions
 }
 
 // NewIndex indexes a snapshot. It sorts its own copies of the lists, so
@@ -46,6 +47,7 @@ func NewIndexCached(snap *store.Snapshot, cache *PolicyCache) *Index {
 		Rules:    slices.SortedFunc(slices.Values(snap.Rules), func(a, b store.Rule) int { return cmp.Compare(a.Name, b.Name) }),
 		Gateways: slices.SortedFunc(slices.Values(snap.Gateways), func(a, b store.Gateway) int { return cmp.Compare(a.ID, b.ID) }),
 		Devices:  slices.SortedFunc(slices.Values(snap.Devices), func(a, b store.Device) int { return cmp.Compare(a.ID, b.ID) }),
+		Posture:  snap.Posture,
 	}
 	ix := &Index{
 		snap:       s,
@@ -161,6 +163,9 @@ func (ix *Index) GatewayMap(gw store.Gateway) *controlproto.GatewayMap {
 	for _, d := range ix.snap.Devices {
 		var ids []policy.RuleID
 		for _, a := range apps {
+			if !ix.allows(d, string(a.Classification)) {
+				continue
+			}
 			for _, r := range ix.entitled(d.User, a.Name) {
 				ids = append(ids, policy.RuleID(r.Name))
 			}
@@ -188,7 +193,7 @@ func (ix *Index) ClientMap(d store.Device) *controlproto.ClientMap {
 	m := &controlproto.ClientMap{DeviceID: d.ID, User: d.User, OverlayAddr: d.OverlayAddr}
 	byGW := map[string]*controlproto.ClientGateway{}
 	for _, a := range ix.snap.Apps {
-		if len(ix.entitled(d.User, a.Name)) == 0 {
+		if len(ix.entitled(d.User, a.Name)) == 0 || !ix.allows(d, string(a.Classification)) {
 			continue
 		}
 		gw, ok := ix.servingGateway(a.Segment)

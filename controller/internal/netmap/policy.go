@@ -200,7 +200,7 @@ func (ix *Index) policyGatewayMap(gw store.Gateway) *controlproto.GatewayMap {
 	for _, d := range ix.snap.Devices { // sorted by ID
 		var ids []policy.RuleID
 		for _, id := range p.peers[d.ID] {
-			if mine[id] {
+			if mine[id] && ix.allows(d, string(p.pol.Apps[p.byID[id].App].Classification)) {
 				ids = append(ids, id)
 			}
 		}
@@ -219,13 +219,14 @@ func (ix *Index) policyGatewayMap(gw store.Gateway) *controlproto.GatewayMap {
 // the gateway to evaluate rule conditions against on every new flow: the
 // last login with both factors on the device, its public address as the
 // control server sees it (SetPublicAddrs), and its user's groups in the
-// policy. Posture is not reported yet (issue 5), so posture conditions do
-// not hold; device tags are not in the directory yet.
+// policy, and the posture checks it passes (posture.go); device tags are
+// not in the directory yet.
 func (ix *Index) policySession(d store.Device) *policy.Session {
 	return &policy.Session{
-		MFAAt:      d.MFAAt,
+		MFAAt:      ix.sessionMFAAt(d),
 		PublicAddr: ix.public[d.ID],
 		Groups:     ix.pol.pol.GroupsOf(d.User, nil),
+		Posture:    ix.posturePassing(d.ID),
 	}
 }
 
@@ -287,10 +288,10 @@ func (ix *Index) policyClientMap(d store.Device) *controlproto.ClientMap {
 	reach := p.reachableApps(d.ID)
 	byGW := map[string]*controlproto.ClientGateway{}
 	for _, name := range p.pol.AppNames {
-		if !reach[name] {
+		a := p.pol.Apps[name]
+		if !reach[name] || !ix.allows(d, string(a.Classification)) {
 			continue
 		}
-		a := p.pol.Apps[name]
 		gw, ok := ix.policyServingGateway(a.Segment)
 		if !ok {
 			continue

@@ -22,7 +22,7 @@ import (
 	"github.com/cordonhq/cordon/controller/internal/ca"
 	"github.com/cordonhq/cordon/controller/internal/control"
 	"github.com/cordonhq/cordon/controller/internal/netmap"
-	"github.com/cordonhq/cordon/controller/internal/store"
+	"github.com/cordonhq/cordon/controller/internal/session"
 	"github.com/cordonhq/cordon/controller/internal/store/sqlite"
 )
 
@@ -41,6 +41,25 @@ type Config struct {
 	Ready func(addr net.Addr)
 	// DNS names the internal DNS zones (--dns-zone, --dns-ttl).
 	DNS netmap.DNSConfig
+	// Sessions are the session limits (--session-idle, --session-idle-for,
+	// --session-absolute); a zero value means session.DefaultLimits.
+	Sessions session.Limits
+	// PostureInterval is how often clients re-collect and report their
+	// posture (--posture-interval); zero: control.DefaultPostureInterval.
+	PostureInterval time.Duration
+	// AgentCertTTL is the lifetime of agent certificates
+	// (--agent-cert-ttl); agents renew after two thirds. Zero: ca.AgentCertTTL.
+	AgentCertTTL time.Duration
+	// AdminSessionTTL is the lifetime of admin sign-in tokens
+	// (--admin-session-ttl); zero: adminapi.DefaultAdminSessionTTL.
+	AdminSessionTTL time.Duration
+	// BootstrapTokenTTL is the lifetime of the owner token made when no
+	// owner credential exists (--bootstrap-token-ttl); zero:
+	// DefaultBootstrapTokenTTL.
+	BootstrapTokenTTL time.Duration
+	// LoginAlert sets when repeated failed sign-ins raise an auth.alert
+	// event (--login-alert-threshold, --login-alert-window).
+	LoginAlert auth.AlertConfig
 }
 
 // Run runs the controller until ctx is cancelled.
@@ -61,7 +80,12 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	if err := bootstrapOwner(ctx, st, cfg.DataDir, authority, cfg.Announce); err != nil {
+	if cfg.AgentCertTTL != 0 {
+		if err := authority.SetAgentCertTTL(cfg.AgentCertTTL); err != nil {
+			return fmt.Errorf("--agent-cert-ttl: %w", err)
+		}
+	}
+	if err := bootstrapOwner(ctx, st, cfg.DataDir, authority, cfg.Announce, cfg.BootstrapTokenTTL); err != nil {
 		return err
 	}
 	hosts := append([]string{"localhost", "127.0.0.1", "::1"}, cfg.Hosts...)
@@ -73,12 +97,27 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 
-	ctl := control.New(control.Config{Store: st, CA: authority, ServerCert: cert, Logger: log.With("component", "control"), DNS: cfg.DNS})
+	limits := cfg.Sessions
+	if limits.DefaultIdle == 0 && limits.Absolute == 0 && len(limits.Idle) == 0 {
+		limits = session.DefaultLimits()
+	}
+	var ctl *control.Server
+	sessions, err := session.NewManager(session.ManagerConfig{
+		Store: st, Limits: limits, Logger: log.With("component", "sessions"),
+		Changed: func() { ctl.Changed() },
+	})
+	if err != nil {
+		return err
+	}
+	ctl = control.New(control.Config{Store: st, CA: authority, ServerCert: cert, Logger: log.With("component", "control"), DNS: cfg.DNS,
+		Sessions: sessions, PostureInterval: cfg.PostureInterval})
 	apiSrv := api.New(api.Config{
-		Store:   st,
-		CA:      authority,
-		Logger:  log.With("component", "api"),
-		Changed: ctl.Changed,
+		Store:           st,
+		CA:              authority,
+		Logger:          log.With("component", "api"),
+		Changed:         ctl.Changed,
+		AdminSessionTTL: cfg.AdminSessionTTL,
+		LoginAlert:      auth.NewFailureAlert(cfg.LoginAlert),
 	})
 
 	tcpLn, err := net.Listen("tcp", cfg.Listen)
@@ -104,6 +143,7 @@ func Run(ctx context.Context, cfg Config) error {
 	defer cancel(nil)
 	var wg sync.WaitGroup
 	errc := make(chan error, 2)
+	wg.Go(func() { sessions.Run(ctx) })
 	wg.Go(func() {
 		if err := ctl.Serve(ctx, pc); err != nil {
 			errc <- err
@@ -116,7 +156,8 @@ func Run(ctx context.Context, cfg Config) error {
 			cancel(err)
 		}
 	})
-	log.Info("controller listening", "addr", tcpLn.Addr().String(), "ca_fingerprint", authority.Fingerprint(), "data_dir", cfg.DataDir)
+	log.Info("controller listening", "addr", tcpLn.Addr().String(), "ca_fingerprint", authority.Fingerprint(), "data_dir", cfg.DataDir,
+		"session_idle", limits.DefaultIdle, "session_absolute", limits.Absolute)
 	if cfg.Ready != nil {
 		cfg.Ready(tcpLn.Addr())
 	}
@@ -132,34 +173,4 @@ func Run(ctx context.Context, cfg Config) error {
 	default:
 		return nil
 	}
-}
-
-// bootstrapOwner creates the owner credential on first start: a random
-// admin token, stored only as a hash, written once to a 0600 file and
-// announced once. There is no default password.
-func bootstrapOwner(ctx context.Context, st store.Store, dir string, authority *ca.CA, announce io.Writer) error {
-	hashes, err := st.AdminTokenHashes(ctx)
-	if err != nil {
-		return fmt.Errorf("read admin credentials: %w", err)
-	}
-	if len(hashes) > 0 {
-		return nil
-	}
-	secret, hash := auth.NewAdminToken()
-	path := filepath.Join(dir, AdminTokenFile)
-	if err := os.WriteFile(path, []byte(secret+"\n"), 0o600); err != nil {
-		return fmt.Errorf("write owner token: %w", err)
-	}
-	if err := st.PutAdminTokenHash(ctx, "owner", hash); err != nil {
-		os.Remove(path)
-		return fmt.Errorf("store owner token: %w", err)
-	}
-	if announce != nil {
-		fmt.Fprintf(announce, "First start: created the owner credential.\n"+
-			"  admin token (shown once, also in %s, mode 0600): %s\n"+
-			"  controller CA: %s (%s)\n"+
-			"Configure cordonctl with: cordonctl login --controller https://HOST:PORT --token-file %s --ca-cert %s\n",
-			path, secret, filepath.Join(dir, ca.CertFile), authority.Fingerprint(), path, filepath.Join(dir, ca.CertFile))
-	}
-	return nil
 }

@@ -171,8 +171,15 @@ type Snapshot struct {
 	// Policy is the active policy version, Source included; nil while no
 	// policy was ever applied (the maps then come from Rules).
 	Policy *PolicyVersion
-	// Sessions are the active sessions, one per device at most.
+	// Posture is each device's latest posture report, by device ID
+	// (devices that never reported are missing).
+	Posture map[string]PostureRecord
+	// Sessions holds each device's newest session, active or ended (an
+	// ended one tells the device why it must sign in again).
 	Sessions []Session
+	// Identities are users' links to OIDC providers (their IdP groups),
+	// without refresh tokens.
+	Identities []Identity
 }
 
 // Store is the controller's persistent state. Implementations are safe for
@@ -233,11 +240,6 @@ type Store interface {
 	// AppendAudit assigns Seq and stores the events in one transaction.
 	AppendAudit(ctx context.Context, events ...AuditEvent) error
 	ListAudit(ctx context.Context, f AuditFilter) ([]AuditEvent, error)
-
-	// Admin credentials: only the SHA-256 of each token is kept.
-	PutAdminTokenHash(ctx context.Context, name string, hash []byte) error
-	// AdminTokenHashes returns name → hash for constant-time comparison.
-	AdminTokenHashes(ctx context.Context) (map[string][]byte, error)
 
 	// PutPolicyVersion stores v as the next version and makes it the active
 	// policy, in one transaction. It assigns Version and, if zero,

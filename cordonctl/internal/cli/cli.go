@@ -196,6 +196,7 @@ func (a *app) rootCmd() *cobra.Command {
 		a.ruleCmd(),
 		a.gatewayCmd(),
 		a.deviceCmd(),
+		a.sessionCmd(),
 		a.auditCmd(),
 		a.policyCmd(),
 	)

@@ -420,9 +420,13 @@ details go to stderr. The token is shown once and expires after --ttl
 // Devices.
 
 func printDevices(w io.Writer, xs []adminapi.Device) error {
-	t := newTable(w, "ID", "USER", "HOSTNAME", "OVERLAY", "PUBLIC KEY", "CREATED")
+	t := newTable(w, "ID", "USER", "HOSTNAME", "OVERLAY", "PUBLIC KEY", "CREATED", "REVOKED")
 	for _, x := range xs {
-		t.row(x.ID, x.User, x.Hostname, addrString(x.OverlayAddr.IsValid(), x.OverlayAddr.String()), x.PublicKey.String(), fmtTime(x.CreatedAt))
+		revoked := "-"
+		if !x.RevokedAt.IsZero() {
+			revoked = fmtTime(x.RevokedAt)
+		}
+		t.row(x.ID, x.User, x.Hostname, addrString(x.OverlayAddr.IsValid(), x.OverlayAddr.String()), x.PublicKey.String(), fmtTime(x.CreatedAt), revoked)
 	}
 	return t.flush()
 }
@@ -442,7 +446,7 @@ func (a *app) deviceCmd() *cobra.Command {
 			return printDevices(a.io.Out, out)
 		}),
 	}
-	return a.group("device", "Manage enrolled devices", list, a.deleteCmd("device", "/v1/devices", "ID"))
+	return a.group("device", "Manage enrolled devices", list, a.deviceRevokeCmd(), a.deleteCmd("device", "/v1/devices", "ID"))
 }
 
 // Audit.

@@ -88,6 +88,9 @@ failing test is refused (exit 2); such a policy is never applied.`,
 			if err != nil {
 				return err
 			}
+			for _, w := range pol.Warnings() {
+				fmt.Fprintf(a.io.Err, "warning: %s\n", w)
+			}
 			if a.output == "json" {
 				return writeJSONValue(a.io.Out, map[string]any{
 					"valid": true, "groups": len(pol.Groups), "segments": len(pol.Segments), "apps": len(pol.Apps),

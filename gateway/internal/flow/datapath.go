@@ -99,7 +99,7 @@ func (a *Authorizer) filterIn(b []byte, now int64, c *batchCounts) bool {
 // be decided afresh.
 func (a *Authorizer) forward(f *flow, p *packet.Packet, now int64) bool {
 	if p.Proto != policy.ProtoTCP {
-		f.touch(now)
+		f.touchClient(now)
 		return true
 	}
 	fl, st := p.TCPFlags, f.state.Load()
@@ -107,7 +107,7 @@ func (a *Authorizer) forward(f *flow, p *packet.Packet, now int64) bool {
 		a.flows.remove(f)
 		return false
 	}
-	f.touch(now)
+	f.touchClient(now)
 	if fl&packet.TCPRst != 0 {
 		a.flows.remove(f)
 		return true
@@ -136,6 +136,7 @@ func (a *Authorizer) newFlow(p *packet.Packet, now int64, c *batchCounts) bool {
 	}
 	f := &flow{key: p.Tuple}
 	f.lastSeen.Store(now)
+	f.clientSeen.Store(now)
 	if p.Proto == policy.ProtoTCP {
 		f.fwdNext.Store(nextSeq(p))
 		if p.TCPFlags&packet.TCPFin != 0 {
@@ -173,12 +174,13 @@ func (a *Authorizer) insert(f *flow, pol *policy.Compiled, d policy.Decision) (p
 		return d, true
 	}
 	meta := metaOf(d)
+	meta.local = a.isLocal(d.Rule)
 	f.meta = meta
 	s.m[mk] = f
 	s.mu.Unlock()
 	a.stats.flowsOpen.Add(1)
 	a.stats.flowsOpened.Add(1)
-	if !a.isLocal(d.Rule) {
+	if !meta.local {
 		a.emit(flowEvent(a.now(), controlproto.FlowAllow, *k, meta, policy.ReasonAllowed.String()))
 	}
 	return d, true

@@ -472,6 +472,33 @@ func (a *Authorizer) idleLimit(proto policy.Proto, st uint32) time.Duration {
 	return t.Other
 }
 
+// Activity returns, for every device with an open app flow whose client
+// side sent a packet after since, how long ago it last did. Flows to the
+// gateway's own services (DNS) are not activity. Flows cut or expired are
+// gone from the table, so a device idle past every flow timeout is simply
+// absent: absence means "no news", never "active".
+func (a *Authorizer) Activity(since time.Time) map[string]time.Duration {
+	now := a.clock.Load()
+	after := a.mono(since)
+	out := map[string]time.Duration{}
+	for i := range a.flows.shards {
+		s := &a.flows.shards[i]
+		s.mu.Lock()
+		for _, f := range s.m {
+			seen := f.clientSeen.Load()
+			if f.meta.local || f.meta.device == "" || seen <= after {
+				continue
+			}
+			idle := time.Duration(max(now-seen, 0))
+			if cur, ok := out[f.meta.device]; !ok || idle < cur {
+				out[f.meta.device] = idle
+			}
+		}
+		s.mu.Unlock()
+	}
+	return out
+}
+
 // sweep removes the flows idle past their limit at now.
 func (a *Authorizer) sweep(now int64) {
 	var n int64

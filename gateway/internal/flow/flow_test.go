@@ -670,3 +670,37 @@ func TestLocalServices(t *testing.T) {
 		t.Errorf("a policy change cut the local service flow: %+v", s)
 	}
 }
+
+// Activity: a device's last client packet of an app flow, measured from
+// the client's direction only; DNS lookups and the app's own traffic do
+// not count.
+func TestActivity(t *testing.T) {
+	gw := netip.MustParseAddr("100.64.0.1")
+	h := newHarness(t, compile(t, "r-ehr"), func(c *Config) {
+		c.LocalServices = []LocalService{{Name: "dns", Addr: gw, Proto: policy.ProtoUDP, Port: 53}}
+	})
+	start := h.clock.Now()
+	if act := h.a.Activity(start.Add(-time.Hour)); len(act) != 0 {
+		t.Fatalf("activity with no flows: %v", act)
+	}
+	h.passes(packettest.UDP(aliceP, netip.AddrPortFrom(gw, 53), []byte("q")))
+	if act := h.a.Activity(start.Add(-time.Hour)); len(act) != 0 {
+		t.Fatalf("a DNS lookup counted as activity: %v", act)
+	}
+	h.passes(tcp(aliceP, ehrP, syn, 1, 0, ""))
+	h.event()
+	h.advance(10 * time.Second)
+	h.fromApp(tcp(ehrP, aliceP, syn|ack, 100, 2, "")) // the app talks: not the user
+	act := h.a.Activity(start.Add(-time.Hour))
+	if idle, ok := act["dev-alice"]; !ok || idle < 9*time.Second {
+		t.Fatalf("activity %v: want dev-alice idle ~10s (the app's packet does not count)", act)
+	}
+	if act := h.a.Activity(start.Add(time.Second)); len(act) != 0 {
+		t.Fatalf("activity since after the last client packet: %v", act)
+	}
+	h.passes(tcp(aliceP, ehrP, ack, 2, 101, "GET"))
+	act = h.a.Activity(start)
+	if idle, ok := act["dev-alice"]; !ok || idle > time.Second {
+		t.Fatalf("activity %v: want dev-alice idle ~0 after its packet", act)
+	}
+}

@@ -29,6 +29,10 @@ type flow struct {
 	key packet.Tuple
 
 	lastSeen atomic.Int64  // monotonic nanoseconds since Authorizer.epoch
+	// clientSeen is lastSeen for the client's direction only: the
+	// device's activity, for the session idle limit (an app that keeps
+	// sending does not keep an idle user signed in).
+	clientSeen atomic.Int64
 	state    atomic.Uint32 // st* bits
 	fwdNext  atomic.Uint32 // TCP: next sequence number the client will send
 	revNext  atomic.Uint32 // TCP: next sequence number the app will send (valid once stReplied)
@@ -39,6 +43,7 @@ type flow struct {
 // flowMeta is who and what a flow belongs to, for flow events.
 type flowMeta struct {
 	device, user, app, rule string
+	local                   bool // to a gateway-local service (DNS): not user activity
 }
 
 func metaOf(d policy.Decision) flowMeta {
@@ -58,6 +63,14 @@ func metaOf(d policy.Decision) flowMeta {
 func (f *flow) touch(now int64) {
 	if now-f.lastSeen.Load() > touchGranularity {
 		f.lastSeen.Store(now)
+	}
+}
+
+// touchClient records a packet from the client at now.
+func (f *flow) touchClient(now int64) {
+	f.touch(now)
+	if now-f.clientSeen.Load() > touchGranularity {
+		f.clientSeen.Store(now)
 	}
 }
 

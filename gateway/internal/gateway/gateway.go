@@ -23,6 +23,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.zx2c4.com/wireguard/tun"
@@ -32,6 +33,7 @@ import (
 	"github.com/cordonhq/cordon/gateway/internal/nat"
 	"github.com/cordonhq/cordon/pkg/adminapi"
 	"github.com/cordonhq/cordon/pkg/agentstate"
+	"github.com/cordonhq/cordon/pkg/certrenew"
 	"github.com/cordonhq/cordon/pkg/controlclient"
 	"github.com/cordonhq/cordon/pkg/controlproto"
 	"github.com/cordonhq/cordon/pkg/enroll"
@@ -121,9 +123,15 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	renewer, err := certrenew.New(certrenew.Config{State: st, Logger: log.With("component", "certrenew"),
+		Remedy: fmt.Sprintf("delete %s and enroll this gateway again with a new token ('cordonctl gateway token create')", cfg.StateDir)})
+	if err != nil {
+		return err
+	}
 	cc := controlclient.New(controlclient.Config{
 		Addr:    st.Enrollment.ControlAddr,
 		TLS:     tlsConf,
+		Renewer: renewer,
 		Hello:   controlproto.Hello{Kind: controlproto.KindGateway, AgentVersion: cfg.Version, Endpoint: cfg.Endpoint},
 		OnFrame: g.onFrame,
 		Logger:  log.With("component", "control"),
@@ -136,6 +144,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}()
 	workers.Go(func() { reportFlows(ctx, events, cc) })
 	workers.Go(func() { recheckFlows(ctx, authz, recheckInterval) })
+	workers.Go(func() { g.reportActivity(ctx, cc) })
 	err = cc.Run(ctx)
 	if errors.Is(err, controlclient.ErrRevoked) {
 		return fmt.Errorf("%w: delete %s and enroll again with a new token", err, cfg.StateDir)
@@ -246,6 +255,10 @@ type gw struct {
 	wg    *wgdev.Device
 	port  int
 
+	// activityEvery is the map's ActivityInterval (nanoseconds; 0: the
+	// controller wants no activity reports).
+	activityEvery atomic.Int64
+
 	mu       sync.Mutex
 	want     []wgdev.Peer            // peers of the current map
 	lingerer map[wgkey.Public]linger // peers removed from the map, kept for a while
@@ -301,6 +314,7 @@ func (g *gw) onFrame(f *controlproto.Frame) error {
 	if err := g.reconcileLocked(now); err != nil {
 		return err
 	}
+	g.activityEvery.Store(int64(m.ActivityInterval))
 	g.log.Info("map applied", "revision", m.Revision, "peers", len(m.Peers), "rules", len(m.Rules), "apps", len(m.Apps))
 	return nil
 }
@@ -367,6 +381,51 @@ func recheckFlows(ctx context.Context, authz *flow.Authorizer, interval time.Dur
 		case <-t.C:
 			authz.Recheck()
 		}
+	}
+}
+
+// Bounds on the activity report interval, whatever the controller asks.
+const (
+	minActivityEvery = 200 * time.Millisecond
+	maxActivityEvery = time.Minute
+	// activityIdlePoll is how often to look again while the controller
+	// wants no reports (no map yet, or sessions without an idle limit).
+	activityIdlePoll = time.Second
+)
+
+// reportActivity tells the controller, every ActivityInterval, which
+// devices sent app traffic since the last report and how long ago they
+// last did, for the session idle limit. Reports are not resent when lost:
+// the next one carries newer activity, and a session that ends for lack
+// of news ends on the safe side.
+func (g *gw) reportActivity(ctx context.Context, cc *controlclient.Client) {
+	last := time.Now()
+	t := time.NewTimer(activityIdlePoll)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		every := time.Duration(g.activityEvery.Load())
+		if every <= 0 {
+			t.Reset(activityIdlePoll)
+			continue
+		}
+		every = min(max(every, minActivityEvery), maxActivityEvery)
+		t.Reset(every)
+		now := time.Now()
+		act := g.authz.Activity(last)
+		last = now
+		if len(act) == 0 {
+			continue
+		}
+		rep := &controlproto.Activity{Devices: make([]controlproto.DeviceActivity, 0, len(act))}
+		for id, idle := range act {
+			rep.Devices = append(rep.Devices, controlproto.DeviceActivity{DeviceID: id, Idle: idle})
+		}
+		cc.Send(&controlproto.Frame{Type: controlproto.TypeActivity, Activity: rep})
 	}
 }
 

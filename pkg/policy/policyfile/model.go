@@ -42,7 +42,7 @@ const (
 type Policy struct {
 	Version       int
 	Groups        map[string]*Group
-	PostureChecks map[string]string // name → description
+	PostureChecks map[string]*PostureCheck // by name; see posture.go
 	Segments      map[string]*Segment
 	Apps          map[string]*App
 	Rules         []*Rule // allow rules, in file order
@@ -55,6 +55,7 @@ type Policy struct {
 	groupUsers map[string]map[string]bool // group → users, transitive
 	groupIdP   map[string][]IdPRef        // group → IdP refs, transitive
 	userGroups map[string][]string        // user → groups (local members only), sorted
+	warnings   []*Error                   // see Warnings
 }
 
 // IdPRef names an IdP group by the value of a claim in the user's ID token

@@ -90,6 +90,7 @@ func Parse(file string, src []byte) (*Policy, error) {
 	}
 	pol := p.policy(&doc)
 	p.check(pol) // also on a file with errors: report everything at once
+	pol.warnings = pol.postureWarnings(file)
 	if len(p.errs) > 0 {
 		slices.SortStableFunc(p.errs, func(a, b *Error) int {
 			if a.Pos.Line != b.Pos.Line {
@@ -293,7 +294,7 @@ func (p *parser) name(n *yaml.Node, what string) string {
 // policy walks the document.
 func (p *parser) policy(doc *yaml.Node) *Policy {
 	pol := &Policy{
-		Groups: map[string]*Group{}, PostureChecks: map[string]string{},
+		Groups: map[string]*Group{}, PostureChecks: map[string]*PostureCheck{},
 		Segments: map[string]*Segment{}, Apps: map[string]*App{},
 	}
 	root := doc
@@ -347,24 +348,6 @@ func (p *parser) namedMap(n *yaml.Node, what, one string, each func(name string,
 		}
 		seen[name] = true
 		each(name, pos(k), v)
-	}
-}
-
-func (p *parser) postureChecks(n *yaml.Node, pol *Policy) {
-	if !p.want(n, yaml.MappingNode, "posture_checks", "a mapping of check-name: description") {
-		return
-	}
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		k, v := n.Content[i], n.Content[i+1]
-		name := p.name(k, "posture check name")
-		if name == "" {
-			continue
-		}
-		if _, dup := pol.PostureChecks[name]; dup {
-			p.errf(k, "posture check %q is defined twice; keep one", name)
-			continue
-		}
-		pol.PostureChecks[name] = p.str(v, "posture check "+name+" description")
 	}
 }
 

@@ -175,6 +175,7 @@ func FuzzParse(f *testing.F) {
 		f.Add(b)
 	}
 	f.Add([]byte("version: 1\n"))
+	f.Add([]byte(postureSrc))
 	f.Fuzz(func(t *testing.T, src []byte) {
 		tm := time.AfterFunc(3*time.Second, func() { panic(fmt.Sprintf("hang on %q", src)) })
 		defer tm.Stop()
@@ -191,7 +192,11 @@ func FuzzParse(f *testing.F) {
 			}
 			return
 		}
-		// A policy that parses must compile and run its tests without panic.
+		// A policy that parses must evaluate posture, compile and run its
+		// tests without panic.
+		now := time.Now()
+		pol.EvaluatePosture(nil, now, now)
+		pol.EvaluatePosture(good(), now.Add(-time.Hour), now)
 		if _, err := pol.RunTests("f.yaml"); err != nil && strings.Contains(err.Error(), "internal error") {
 			t.Fatal(err)
 		}

@@ -12,7 +12,7 @@ import (
 	"github.com/cordonhq/cordon/controller/internal/store"
 )
 
-// This file: the audit trail, admin token hashes and the snapshot.
+// This file: the audit trail and the snapshot.
 
 // defaultAuditLimit is what AuditFilter.Limit 0 means.
 const defaultAuditLimit = 100
@@ -124,43 +124,6 @@ func scanAudit(r rowScanner) (store.AuditEvent, error) {
 	return e, nil
 }
 
-// PutAdminTokenHash implements [store.Store]: it adds or replaces name's
-// hash.
-func (s *Store) PutAdminTokenHash(ctx context.Context, name string, hash []byte) error {
-	if hash == nil {
-		hash = []byte{}
-	}
-	err := s.write(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `INSERT INTO admin_tokens (name, hash) VALUES (?, ?)
-			ON CONFLICT (name) DO UPDATE SET hash = excluded.hash`, name, hash)
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("put admin token %q: %w", name, err)
-	}
-	return nil
-}
-
-// AdminTokenHashes implements [store.Store].
-func (s *Store) AdminTokenHashes(ctx context.Context) (map[string][]byte, error) {
-	type kv struct {
-		name string
-		hash []byte
-	}
-	rows, err := listRows(ctx, s.r, func(r rowScanner) (kv, error) {
-		var v kv
-		return v, r.Scan(&v.name, &v.hash)
-	}, `SELECT name, hash FROM admin_tokens`)
-	if err != nil {
-		return nil, fmt.Errorf("read admin tokens: %w", err)
-	}
-	out := make(map[string][]byte, len(rows))
-	for _, v := range rows {
-		out[v.name] = v.hash
-	}
-	return out, nil
-}
-
 // Snapshot implements [store.Store] with one read transaction: in WAL mode
 // every statement in it sees the database as of its first read.
 func (s *Store) Snapshot(ctx context.Context) (*store.Snapshot, error) {
@@ -188,8 +151,17 @@ func (s *Store) Snapshot(ctx context.Context) (*store.Snapshot, error) {
 		if snap.Devices, err = listDevices(ctx, tx); err != nil {
 			return err
 		}
-		if snap.Sessions, err = listActiveSessions(ctx, tx); err != nil {
+		if snap.Posture, err = listPosture(ctx, tx); err != nil {
 			return err
+		}
+		if snap.Sessions, err = listLatestSessions(ctx, tx); err != nil {
+			return err
+		}
+		if snap.Identities, err = listIdentities(ctx, tx); err != nil {
+			return err
+		}
+		for i := range snap.Identities {
+			snap.Identities[i].RefreshToken = "" // the map never needs it
 		}
 		switch v, err := activePolicy(ctx, tx); {
 		case err == nil:

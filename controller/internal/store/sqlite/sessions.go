@@ -126,8 +126,11 @@ func (s *Store) ListSessions(ctx context.Context, f store.SessionFilter) ([]stor
 	return out, nil
 }
 
-func listActiveSessions(ctx context.Context, q queryer) ([]store.Session, error) {
-	return listRows(ctx, q, scanSession, `SELECT `+sessionCols+` FROM sessions WHERE ended_at = 0 ORDER BY device_id`)
+// listLatestSessions returns each device's newest session, active or not.
+func listLatestSessions(ctx context.Context, q queryer) ([]store.Session, error) {
+	return listRows(ctx, q, scanSession, `SELECT `+sessionCols+` FROM sessions s
+		WHERE s.id = (SELECT id FROM sessions WHERE device_id = s.device_id ORDER BY started_at DESC, ended_at = 0 DESC LIMIT 1)
+		ORDER BY device_id`)
 }
 
 // TouchSessions implements [store.SessionStore].

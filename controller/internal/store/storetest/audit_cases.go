@@ -194,23 +194,6 @@ func testAuditConcurrent(t *testing.T, s store.Store) {
 	}
 }
 
-// --- admin tokens ---
-
-func testAdminTokens(t *testing.T, s store.Store) {
-	c := ctx(t)
-	m, err := s.AdminTokenHashes(c)
-	must(t, err)
-	if len(m) != 0 {
-		t.Fatalf("new store has admin tokens: %v", m)
-	}
-	must(t, s.PutAdminTokenHash(c, "admin", []byte("h1")))
-	must(t, s.PutAdminTokenHash(c, "ops", []byte("h2")))
-	must(t, s.PutAdminTokenHash(c, "admin", []byte("h3"))) // replaces
-	m, err = s.AdminTokenHashes(c)
-	must(t, err)
-	equal(t, "AdminTokenHashes", m, map[string][]byte{"admin": []byte("h3"), "ops": []byte("h2")})
-}
-
 // --- snapshot ---
 
 func testSnapshot(t *testing.T, s store.Store) {

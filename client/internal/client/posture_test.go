@@ -1,0 +1,59 @@
+package client
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cordonhq/cordon/pkg/posture"
+)
+
+// The posture file overrides only the fields it sets (a check whole, so
+// no collected detail contradicts it), rejects unknown fields, and a
+// report differing only in collection time has the same digest.
+func TestPostureFileOverrides(t *testing.T) {
+	collected := posture.Report{
+		CollectedAt: time.Now(), OS: "debian", OSVersion: "12", Kernel: "6.1.0", ClientVersion: "dev",
+		DiskEncryption: posture.Check{State: posture.No, Detail: "root filesystem (device 8:1) is not on dm-crypt"},
+		Firewall:       posture.Check{State: posture.Yes, Detail: "input chain inet/filter drops by default"},
+		ScreenLock:     posture.Check{State: posture.Unknown},
+	}
+	file := filepath.Join(t.TempDir(), "posture.json")
+	write := func(s string) {
+		if err := os.WriteFile(file, []byte(s), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(`{"disk_encryption": {"state": "yes"}, "os_version": "13"}`)
+	rep := collected
+	if err := overridePosture(&rep, file); err != nil {
+		t.Fatal(err)
+	}
+	if rep.DiskEncryption != (posture.Check{State: posture.Yes}) || rep.OSVersion != "13" || rep.OS != "debian" || rep.Firewall != collected.Firewall {
+		t.Fatalf("overridden report %+v", rep)
+	}
+	if err := rep.Validate(time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []string{`{"disk": true}`, `{"firewall": {"state": "yes", "why": "x"}}`, `not json`} {
+		write(bad)
+		r := collected
+		if err := overridePosture(&r, file); err == nil || !strings.Contains(err.Error(), "posture file") {
+			t.Errorf("%s: err %v", bad, err)
+		}
+	}
+	if err := overridePosture(&rep, filepath.Join(t.TempDir(), "missing.json")); err == nil {
+		t.Error("a missing posture file was accepted")
+	}
+	later := collected
+	later.CollectedAt = later.CollectedAt.Add(time.Minute)
+	if reportDigest(later) != reportDigest(collected) {
+		t.Error("the digest depends on the collection time")
+	}
+	later.Firewall.State = posture.No
+	if reportDigest(later) == reportDigest(collected) {
+		t.Error("the digest ignores the firewall")
+	}
+}

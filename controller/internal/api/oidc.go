@@ -1,0 +1,194 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"net/http"
+
+	"github.com/cordonhq/cordon/controller/internal/oidc"
+	"github.com/cordonhq/cordon/controller/internal/store"
+	"github.com/cordonhq/cordon/pkg/adminapi"
+	"github.com/cordonhq/cordon/pkg/controlproto"
+)
+
+// OIDC is the OIDC relying party the sign-in routes use; *oidc.Manager
+// implements it. Nil: no identity provider is configured.
+type OIDC interface {
+	Providers() []oidc.ProviderInfo
+	StartCode(ctx context.Context, idp, redirectURI, challenge string) (oidc.CodeStart, error)
+	FinishCode(ctx context.Context, loginID, code, verifier string) (oidc.Result, error)
+	StartDevice(ctx context.Context, idp string) (oidc.DeviceStart, error)
+	PollDevice(ctx context.Context, loginID string) (oidc.Result, error)
+}
+
+var _ OIDC = (*oidc.Manager)(nil)
+
+// maxOIDCField bounds the free-text fields of the OIDC routes.
+const maxOIDCField = 2048
+
+var errNoOIDC = notFoundf("no identity provider is configured on this controller: sign in with a user name and password, or ask an administrator to configure one (--oidc-config)")
+
+func (a *API) oidcProviders(w http.ResponseWriter, r *http.Request) error {
+	out := controlproto.OIDCProviders{Providers: []controlproto.OIDCProvider{}}
+	if a.oidc != nil {
+		for _, p := range a.oidc.Providers() {
+			out.Providers = append(out.Providers, controlproto.OIDCProvider{
+				Name: p.Name, DisplayName: p.DisplayName, Issuer: p.Issuer, ClientID: p.ClientID, DeviceFlow: p.DeviceFlow,
+			})
+		}
+	}
+	return ok(w, out)
+}
+
+func (a *API) oidcStart(w http.ResponseWriter, r *http.Request) error {
+	if a.oidc == nil {
+		return errNoOIDC
+	}
+	var req controlproto.OIDCStartRequest
+	if err := decode(w, r, &req); err != nil {
+		return err
+	}
+	if req.IdP == "" || len(req.RedirectURI) > maxOIDCField || len(req.CodeChallenge) > maxOIDCField {
+		return invalidf("fields \"idp\", \"redirect_uri\" and \"code_challenge\" are required (at most %d bytes each)", maxOIDCField)
+	}
+	start, err := a.oidc.StartCode(r.Context(), req.IdP, req.RedirectURI, req.CodeChallenge)
+	if err != nil {
+		return a.oidcError(r, req.IdP, err)
+	}
+	return ok(w, controlproto.OIDCStartResponse{LoginID: start.LoginID, AuthURL: start.AuthURL, State: start.State})
+}
+
+func (a *API) oidcDevice(w http.ResponseWriter, r *http.Request) error {
+	if a.oidc == nil {
+		return errNoOIDC
+	}
+	var req controlproto.OIDCDeviceRequest
+	if err := decode(w, r, &req); err != nil {
+		return err
+	}
+	if req.IdP == "" {
+		return invalidf("field \"idp\": required")
+	}
+	ds, err := a.oidc.StartDevice(r.Context(), req.IdP)
+	if err != nil {
+		return a.oidcError(r, req.IdP, err)
+	}
+	return ok(w, controlproto.OIDCDeviceResponse{
+		LoginID: ds.LoginID, UserCode: ds.UserCode, VerificationURI: ds.VerificationURI,
+		VerificationURIComplete: ds.VerificationURIComplete, ExpiresAt: ds.ExpiresAt, Interval: ds.Interval,
+	})
+}
+
+// oidcLogin finishes an OIDC sign-in (code flow) or polls one (device
+// flow); once the provider vouched for the user, it links the identity
+// (creating the user at the first sign-in) and signs the device in.
+func (a *API) oidcLogin(w http.ResponseWriter, r *http.Request) error {
+	if a.oidc == nil {
+		return errNoOIDC
+	}
+	var req controlproto.OIDCLoginRequest
+	if err := decode(w, r, &req); err != nil {
+		return err
+	}
+	if req.LoginID == "" || len(req.LoginID) > 128 || len(req.Code) > maxOIDCField || len(req.CodeVerifier) > 128 {
+		return invalidf("field \"login_id\": required: the login_id from /v1/login/oidc/start or /v1/login/oidc/device")
+	}
+	if (req.Code == "") != (req.CodeVerifier == "") {
+		return invalidf("fields \"code\" and \"code_verifier\" go together")
+	}
+	if err := checkDeviceEnroll(&req.DeviceEnroll); err != nil {
+		return err
+	}
+	ctx := r.Context()
+	var res oidc.Result
+	var err error
+	if req.Code != "" {
+		res, err = a.oidc.FinishCode(ctx, req.LoginID, req.Code, req.CodeVerifier)
+	} else {
+		res, err = a.oidc.PollDevice(ctx, req.LoginID)
+	}
+	if err != nil {
+		return a.oidcError(r, "", err)
+	}
+
+	c := res.Claims
+	method := MethodOIDCPrefix + res.IdP
+	src := source(r)
+	fail := func(user, reason string) {
+		a.audit(ctx, store.AuditEvent{
+			Type: "auth.login", Actor: "user:" + user, Outcome: "failure", Subject: user,
+			Details: map[string]string{"source": src, "device": req.DeviceID, "method": method, "idp_subject": c.Subject, "reason": reason},
+		})
+	}
+	if err := checkName("user", c.Username); err != nil {
+		fail(c.Username, "unusable user name from the IdP")
+		return err
+	}
+	now := a.stamp()
+	id, err := a.st.LinkIdentity(ctx, store.Identity{
+		IdP: res.IdP, Subject: c.Subject, User: c.Username, Email: c.Email,
+		Claim: res.PolicyClaim, Groups: c.Groups, RefreshToken: res.RefreshToken, LastRefresh: now, CreatedAt: now,
+	})
+	switch {
+	case errors.Is(err, store.ErrAlreadyExists):
+		fail(c.Username, "user name taken by another account")
+		return conflictf("the identity provider's user %q maps to the Cordon user name %q, which is already another account: an administrator must set username_prefix or username_claim for this provider, or remove that account", clip(c.Subject), c.Username)
+	case err != nil:
+		return err
+	}
+	if id.CreatedAt.Equal(now) {
+		a.audit(ctx, store.AuditEvent{
+			Type: "auth.idp.link", Actor: "idp:" + res.IdP, Outcome: "success", Subject: id.User,
+			Details: map[string]string{"source": src, "idp_subject": c.Subject, "email": c.Email, "comment": "user created at first sign-in"},
+		})
+	}
+	u, err := a.st.GetUser(ctx, id.User)
+	if err != nil {
+		return err
+	}
+	if u.Disabled {
+		fail(u.Name, "user disabled")
+		return errorf(http.StatusUnauthorized, adminapi.CodeUnauthorized, "account %q is disabled: contact your administrator", u.Name)
+	}
+	return a.signIn(w, r, u, &req.DeviceEnroll, method, c.MFA)
+}
+
+// oidcError maps an OIDC failure to an answer, auditing refusals.
+func (a *API) oidcError(r *http.Request, idp string, err error) error {
+	code := func(status int, c string) error {
+		return errorf(status, c, "%s", err.Error())
+	}
+	switch {
+	case errors.Is(err, oidc.ErrPending):
+		return errorf(http.StatusBadRequest, controlproto.OIDCPending, "waiting for the user to confirm the code at the identity provider")
+	case errors.Is(err, oidc.ErrSlowDown):
+		return errorf(http.StatusBadRequest, controlproto.OIDCSlowDown, "polled too fast: wait the interval between polls")
+	case errors.Is(err, oidc.ErrUnknownProvider):
+		return notFoundf("%s: see GET /v1/oidc/providers", err)
+	case errors.Is(err, oidc.ErrUnknownLogin):
+		return code(http.StatusBadRequest, adminapi.CodeInvalid)
+	case errors.Is(err, oidc.ErrRedirect), errors.Is(err, oidc.ErrNoDeviceFlow):
+		return code(http.StatusBadRequest, adminapi.CodeInvalid)
+	case errors.Is(err, oidc.ErrUnavailable):
+		a.log.WarnContext(r.Context(), "identity provider unreachable", "idp", idp, logErr, err)
+		return errorf(http.StatusBadGateway, controlproto.OIDCIdPUnavailable, "%s: try again in a minute; if it persists, tell your administrator", err)
+	}
+	reason := "id token refused"
+	c := adminapi.CodeUnauthorized
+	switch {
+	case errors.Is(err, oidc.ErrExpired):
+		reason, c = "device code expired", controlproto.OIDCExpired
+	case errors.Is(err, oidc.ErrDenied):
+		reason, c = "denied at the identity provider", controlproto.OIDCDenied
+	case errors.Is(err, oidc.ErrCodeRefused):
+		reason = "authorization code refused"
+	case !errors.Is(err, oidc.ErrTokenInvalid):
+		return code(http.StatusBadRequest, adminapi.CodeInvalid)
+	}
+	a.audit(r.Context(), store.AuditEvent{
+		Type: "auth.login", Actor: "user:unknown", Outcome: "failure", Subject: "unknown",
+		Details: map[string]string{"source": source(r), "method": "oidc", "reason": reason, "error": clip(err.Error())},
+	})
+	return errorf(http.StatusUnauthorized, c, "sign-in refused: %s: sign in again", err)
+}
+

@@ -1,0 +1,111 @@
+package api
+
+import (
+	"errors"
+	"net/http"
+	"strconv"
+
+	"github.com/cordonhq/cordon/controller/internal/store"
+	"github.com/cordonhq/cordon/pkg/adminapi"
+)
+
+// Sessions and device revocation. Each takes effect at every gateway with
+// the next map push: the device stops being a peer and its open flows are
+// cut.
+
+func sessionOut(s store.Session) adminapi.Session {
+	return adminapi.Session{
+		ID: s.ID, DeviceID: s.DeviceID, User: s.User, Method: s.Method, Source: s.Source,
+		StartedAt: s.StartedAt, LastActivity: s.LastActivity, MFAAt: s.MFAAt,
+		EndedAt: s.EndedAt, EndReason: s.EndReason, Active: s.Active(),
+	}
+}
+
+// listSessions serves GET /v1/sessions?user=&device=&all=true (active only
+// unless all=true; newest first).
+func (a *API) listSessions(w http.ResponseWriter, r *http.Request, _ string) error {
+	q := r.URL.Query()
+	f := store.SessionFilter{User: q.Get("user"), DeviceID: q.Get("device"), ActiveOnly: true}
+	if f.User != "" {
+		if err := checkPathName("user", f.User); err != nil {
+			return err
+		}
+	}
+	if len(f.DeviceID) > 64 {
+		return invalidf("query parameter \"device\": longer than 64 characters")
+	}
+	if v := q.Get("all"); v != "" {
+		all, err := strconv.ParseBool(v)
+		if err != nil {
+			return invalidf("query parameter \"all\": %q is not true or false", clip(v))
+		}
+		f.ActiveOnly = !all
+	}
+	xs, err := a.st.ListSessions(r.Context(), f)
+	if err != nil {
+		return err
+	}
+	return ok(w, mapSlice(xs, sessionOut))
+}
+
+// endSessions serves POST /v1/sessions/end: ends the active sessions the
+// body selects (one session, every session of a user, or of a device).
+func (a *API) endSessions(w http.ResponseWriter, r *http.Request, actor string) error {
+	var req adminapi.EndSessionsRequest
+	if err := decode(w, r, &req); err != nil {
+		return err
+	}
+	set := 0
+	for _, v := range []string{req.ID, req.User, req.DeviceID} {
+		if v != "" {
+			set++
+		}
+	}
+	if set != 1 {
+		return invalidf("give exactly one of \"id\", \"user\" or \"device_id\": which sessions to end")
+	}
+	if req.User != "" {
+		if err := checkPathName("user", req.User); err != nil {
+			return err
+		}
+	}
+	if len(req.ID) > 64 || len(req.DeviceID) > 64 || len(req.Comment) > 500 {
+		return invalidf("\"id\" and \"device_id\" are at most 64 characters, \"comment\" 500")
+	}
+	ended, err := a.st.EndSessions(r.Context(), store.SessionFilter{ID: req.ID, User: req.User, DeviceID: req.DeviceID}, a.stamp(), store.EndAdmin)
+	if err != nil {
+		return err
+	}
+	if len(ended) == 0 && req.ID != "" {
+		if _, err := a.st.GetSession(r.Context(), req.ID); errors.Is(err, store.ErrNotFound) {
+			return notFoundf("session %q not found (cordonctl session list)", clip(req.ID))
+		}
+	}
+	a.auditSessionsEnded(r.Context(), actor, ended, req.Comment)
+	if len(ended) > 0 {
+		a.changed()
+	}
+	return ok(w, mapSlice(ended, sessionOut))
+}
+
+// revokeDevice serves POST /v1/devices/{id}/revoke.
+func (a *API) revokeDevice(w http.ResponseWriter, r *http.Request, actor string) error {
+	id := r.PathValue("id")
+	if len(id) > 64 {
+		return invalidf("device ID longer than 64 characters")
+	}
+	ended, err := a.st.RevokeDevice(r.Context(), id, a.stamp())
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return notFoundf("device %q not found (cordonctl device list)", clip(id))
+	case err != nil:
+		return err
+	}
+	a.mutated(r, actor, "device", "revoke", id, nil, true)
+	a.auditSessionsEnded(r.Context(), actor, ended, "")
+	d, err := a.st.GetDevice(r.Context(), id)
+	if err != nil {
+		return err
+	}
+	return ok(w, deviceOut(d))
+}

@@ -1,0 +1,220 @@
+package oidc
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// Limits on what a provider may assert, so one token cannot bloat the
+// store or the maps.
+const (
+	maxGroups     = 1000
+	maxGroupLen   = 256
+	maxClaimBytes = 64 << 10
+)
+
+// Claims is what the controller takes from a verified ID token.
+type Claims struct {
+	Subject  string
+	Email    string
+	Username string   // the Cordon user name to create at the first sign-in
+	Groups   []string // sorted, unique
+	MFA      bool     // amr or acr shows a second factor
+	Nonce    string
+	IssuedAt time.Time
+	AMR      []string
+	ACR      string
+}
+
+// ErrGroupsOverage is an Entra ID token that names a group source instead
+// of carrying the groups.
+var ErrGroupsOverage = errors.New("the ID token carries no groups but a pointer to them (Entra ID group overage): limit the groups claim to groups assigned to the application")
+
+// ParseClaims reads the claims of an ID token whose signature, issuer,
+// audience and expiry were verified (raw is its JSON payload), as provider
+// p's configuration says.
+func ParseClaims(raw []byte, p *ProviderConfig) (Claims, error) {
+	var c Claims
+	if len(raw) > maxClaimBytes {
+		return c, fmt.Errorf("ID token claims larger than %d bytes", maxClaimBytes)
+	}
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return c, fmt.Errorf("ID token claims: %w", err)
+	}
+	str := func(name string) (string, error) {
+		v, ok := m[name]
+		if !ok || string(v) == "null" {
+			return "", nil
+		}
+		var s string
+		if err := json.Unmarshal(v, &s); err != nil {
+			return "", fmt.Errorf("claim %q: not a string", name)
+		}
+		return s, nil
+	}
+	var err error
+	if c.Subject, err = str("sub"); err != nil {
+		return c, err
+	}
+	if c.Subject == "" || len(c.Subject) > 255 {
+		return c, errors.New("claim \"sub\": missing or longer than 255 bytes")
+	}
+	if c.Email, err = str("email"); err != nil {
+		return c, err
+	}
+	if c.Nonce, err = str("nonce"); err != nil {
+		return c, err
+	}
+	if c.ACR, err = str("acr"); err != nil {
+		return c, err
+	}
+	if v, ok := m["iat"]; ok {
+		var f float64
+		if err := json.Unmarshal(v, &f); err != nil {
+			return c, errors.New("claim \"iat\": not a number")
+		}
+		c.IssuedAt = time.Unix(int64(f), 0).UTC()
+	}
+	if v, ok := m["amr"]; ok && string(v) != "null" {
+		if err := json.Unmarshal(v, &c.AMR); err != nil {
+			return c, errors.New("claim \"amr\": not a list of strings")
+		}
+	}
+	for _, a := range c.AMR {
+		if slices.Contains(p.MFAAMRValues, a) {
+			c.MFA = true
+		}
+	}
+	if c.ACR != "" && slices.Contains(p.MFAACRValues, c.ACR) {
+		c.MFA = true
+	}
+
+	if c.Groups, err = groups(m, p.GroupsClaim); err != nil {
+		return c, err
+	}
+
+	var name string
+	switch p.UsernameClaim {
+	case "sub":
+		name = c.Subject
+	default:
+		if name, err = str(p.UsernameClaim); err != nil {
+			return c, err
+		}
+		if name == "" && p.UsernameClaim == DefaultUsernameClaim {
+			name = c.Email
+		}
+	}
+	if name == "" {
+		return c, fmt.Errorf("claim %q: missing: the user name is made from it (username_claim)", p.UsernameClaim)
+	}
+	c.Username = UserName(p.UsernamePrefix, name)
+	if c.Username == "" {
+		return c, fmt.Errorf("claim %q: %q gives no usable user name: set username_claim", p.UsernameClaim, clip(name))
+	}
+	return c, nil
+}
+
+// groups reads the claim at a dotted path: a list of strings or one
+// string.
+func groups(m map[string]json.RawMessage, path string) ([]string, error) {
+	parts := strings.Split(path, ".")
+	cur := m
+	for i, part := range parts {
+		v, ok := cur[part]
+		if !ok || string(v) == "null" {
+			if i == 0 && len(parts) == 1 && overage(m, path) {
+				return nil, ErrGroupsOverage
+			}
+			return nil, nil
+		}
+		if i < len(parts)-1 {
+			cur = nil
+			if err := json.Unmarshal(v, &cur); err != nil {
+				return nil, fmt.Errorf("claim %q: %q is not an object", path, part)
+			}
+			continue
+		}
+		var list []string
+		if err := json.Unmarshal(v, &list); err != nil {
+			var one string
+			if json.Unmarshal(v, &one) != nil {
+				return nil, fmt.Errorf("claim %q: not a list of strings", path)
+			}
+			list = []string{one}
+		}
+		if len(list) > maxGroups {
+			return nil, fmt.Errorf("claim %q: more than %d groups", path, maxGroups)
+		}
+		out := make([]string, 0, len(list))
+		for _, g := range list {
+			if g == "" || len(g) > maxGroupLen || !utf8.ValidString(g) {
+				return nil, fmt.Errorf("claim %q: a group name is empty, longer than %d bytes or not UTF-8", path, maxGroupLen)
+			}
+			out = append(out, g)
+		}
+		slices.Sort(out)
+		return slices.Compact(out), nil
+	}
+	return nil, nil
+}
+
+// overage reports Entra ID's "_claim_names": {"groups": "src1"}.
+func overage(m map[string]json.RawMessage, claim string) bool {
+	var names map[string]json.RawMessage
+	if v, ok := m["_claim_names"]; !ok || json.Unmarshal(v, &names) != nil {
+		return false
+	}
+	_, ok := names[claim]
+	return ok
+}
+
+// UserName makes a Cordon user name (lower-case letters, digits and '-',
+// up to 63) from a claim value: the local part of an e-mail address,
+// lower-cased, with every other character run turned into one '-'. It
+// returns "" when nothing usable remains.
+func UserName(prefix, v string) string {
+	if at := strings.LastIndexByte(v, '@'); at > 0 {
+		v = v[:at]
+	}
+	var b strings.Builder
+	b.WriteString(prefix)
+	dash := prefix != "" && !strings.HasSuffix(prefix, "-")
+	for _, r := range strings.ToLower(v) {
+		switch {
+		case r >= 'a' && r <= 'z' || r >= '0' && r <= '9':
+			if dash && b.Len() > 0 {
+				b.WriteByte('-')
+			}
+			dash = false
+			b.WriteRune(r)
+		default:
+			dash = true
+		}
+		if b.Len() >= 63 {
+			break
+		}
+	}
+	s := b.String()
+	if len(s) > 63 {
+		s = s[:63]
+	}
+	s = strings.TrimRight(s, "-")
+	if s == "" || s == strings.TrimRight(prefix, "-") {
+		return ""
+	}
+	return s
+}
+
+func clip(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "..."
+	}
+	return s
+}

@@ -1,0 +1,480 @@
+// Package oidc signs users in through OpenID Connect identity providers
+// (Okta, Entra ID, Auth0, Keycloak; several at once) and keeps checking,
+// by refreshing their tokens, that the provider still accepts them.
+//
+// The controller is the OIDC client (relying party): it exchanges the
+// authorization code, polls the device flow and holds the refresh tokens;
+// the device only opens the browser, receives the code on a loopback
+// redirect (RFC 8252) and holds the PKCE verifier (RFC 7636) that makes
+// the code useless to anyone else. No IdP token ever reaches a device, and
+// the client secret (if the provider is a confidential client) stays on
+// the controller.
+//
+// # Login state machine
+//
+// A login is created by StartCode or StartDevice and lives at most
+// loginTTL (or the device code's lifetime). FinishCode consumes it once,
+// whatever the outcome, so a code, state or nonce cannot be replayed.
+// A device login moves pending → done (token or error) in its own
+// goroutine, which Close stops; PollDevice consumes it once done.
+package oidc
+
+import (
+	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/cordonhq/cordon/controller/internal/store"
+	"golang.org/x/oauth2"
+)
+
+// Login errors callers branch on.
+var (
+	ErrUnknownProvider = errors.New("no such identity provider")
+	ErrUnknownLogin    = errors.New("sign-in unknown, already finished or expired: start again")
+	ErrPending         = errors.New("authorization_pending")
+	ErrSlowDown        = errors.New("slow_down")
+	ErrExpired         = errors.New("expired_token")
+	ErrDenied          = errors.New("access_denied")
+	ErrRedirect        = errors.New("redirect URI must be a loopback http URL (http://127.0.0.1:PORT/..., http://[::1]:PORT/... or http://localhost:PORT/...)")
+	ErrNoDeviceFlow    = errors.New("the device flow is not enabled for this identity provider (device_flow: true)")
+	ErrCodeRefused     = errors.New("the identity provider refused the authorization code")
+)
+
+const (
+	loginTTL     = 10 * time.Minute
+	maxPending   = 4096
+	tokenKeySize = 32
+)
+
+// Config configures a Manager.
+type Config struct {
+	Providers       []ProviderConfig
+	RefreshInterval time.Duration // 0: DefaultRefreshInterval
+	Store           store.Store   // required
+	// TokenKey (32 bytes) seals refresh tokens at rest with AES-256-GCM.
+	TokenKey []byte
+	Logger   *slog.Logger
+	Changed  func()           // called after sessions end or groups change; must not block
+	Now      func() time.Time // default time.Now
+	// Transport, if set, carries every request to the providers (tests).
+	Transport http.RoundTripper
+}
+
+// Manager is the OIDC relying party.
+type Manager struct {
+	providers map[string]*provider
+	names     []string
+	st        store.Store
+	aead      cipher.AEAD
+	log       *slog.Logger
+	changed   func()
+	now       func() time.Time
+	interval  time.Duration
+
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	wg     sync.WaitGroup
+
+	mu      sync.Mutex
+	pending map[string]*login
+	closed  bool
+}
+
+// login is one sign-in in progress.
+type login struct {
+	idp      *provider
+	expires  time.Time
+	redirect string // code flow
+	nonce    string // code flow
+	// device flow
+	device   *oauth2.DeviceAuthResponse
+	done     chan struct{} // closed when tok or err is set
+	tok      *oauth2.Token
+	err      error
+	lastPoll time.Time
+	interval time.Duration
+}
+
+// New returns a Manager; Run starts its refresher.
+func New(cfg Config) (*Manager, error) {
+	if cfg.Store == nil {
+		return nil, errors.New("oidc.New: Store is required")
+	}
+	if len(cfg.TokenKey) != tokenKeySize {
+		return nil, fmt.Errorf("oidc.New: TokenKey must be %d bytes", tokenKeySize)
+	}
+	blk, err := aes.NewCipher(cfg.TokenKey)
+	if err != nil {
+		return nil, err
+	}
+	aead, err := cipher.NewGCM(blk)
+	if err != nil {
+		return nil, err
+	}
+	m := &Manager{
+		providers: map[string]*provider{}, st: cfg.Store, aead: aead, log: cfg.Logger,
+		changed: cfg.Changed, now: cfg.Now, interval: cfg.RefreshInterval, pending: map[string]*login{},
+	}
+	if m.log == nil {
+		m.log = slog.New(slog.DiscardHandler)
+	}
+	if m.changed == nil {
+		m.changed = func() {}
+	}
+	if m.now == nil {
+		m.now = time.Now
+	}
+	if m.interval <= 0 {
+		m.interval = DefaultRefreshInterval
+	}
+	m.ctx, m.cancel = context.WithCancelCause(context.Background())
+	for _, pc := range cfg.Providers {
+		if err := pc.check(); err != nil {
+			return nil, fmt.Errorf("provider %s: %w", pc.Name, err)
+		}
+		p, err := newProvider(pc, m.now, cfg.Transport)
+		if err != nil {
+			return nil, err
+		}
+		m.providers[pc.Name] = p
+		m.names = append(m.names, pc.Name)
+	}
+	slices.Sort(m.names)
+	return m, nil
+}
+
+// Close stops the refresher and every device-flow poll, and waits for
+// them. It is idempotent.
+func (m *Manager) Close() error {
+	m.mu.Lock()
+	m.closed = true
+	m.mu.Unlock()
+	m.cancel(errors.New("oidc manager closed"))
+	m.wg.Wait()
+	return nil
+}
+
+// ProviderInfo is what a client needs to know about a provider.
+type ProviderInfo struct {
+	Name        string `json:"name"`
+	DisplayName string `json:"display_name"`
+	Issuer      string `json:"issuer"`
+	ClientID    string `json:"client_id"`
+	DeviceFlow  bool   `json:"device_flow"`
+	PolicyClaim string `json:"policy_claim"`
+}
+
+// Providers lists the configured providers, by name.
+func (m *Manager) Providers() []ProviderInfo {
+	out := make([]ProviderInfo, 0, len(m.names))
+	for _, n := range m.names {
+		c := m.providers[n].cfg
+		out = append(out, ProviderInfo{Name: c.Name, DisplayName: c.DisplayName, Issuer: c.Issuer, ClientID: c.ClientID, DeviceFlow: c.DeviceFlow, PolicyClaim: c.PolicyClaim})
+	}
+	return out
+}
+
+// Provider returns one provider's configuration (ErrUnknownProvider).
+func (m *Manager) Provider(name string) (ProviderConfig, error) {
+	p, ok := m.providers[name]
+	if !ok {
+		return ProviderConfig{}, fmt.Errorf("%w: %q", ErrUnknownProvider, clip(name))
+	}
+	return p.cfg, nil
+}
+
+// Result is a verified sign-in.
+type Result struct {
+	IdP          string
+	Claims       Claims
+	PolicyClaim  string
+	RefreshToken string // sealed; "" if the provider gave none
+}
+
+func randomString(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// addLogin registers l under a new ID, refusing when too many are pending
+// (expired ones are dropped first).
+func (m *Manager) addLogin(l *login) (string, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return "", errors.New("controller shutting down")
+	}
+	now := m.now()
+	if len(m.pending) >= maxPending {
+		for id, p := range m.pending {
+			if now.After(p.expires) {
+				delete(m.pending, id)
+			}
+		}
+		if len(m.pending) >= maxPending {
+			return "", errors.New("too many sign-ins in progress: try again in a minute")
+		}
+	}
+	var b [16]byte
+	rand.Read(b[:])
+	id := "login-" + hex.EncodeToString(b[:])
+	m.pending[id] = l
+	return id, nil
+}
+
+// CodeStart is the start of an authorization code sign-in.
+type CodeStart struct {
+	LoginID string `json:"login_id"`
+	AuthURL string `json:"auth_url"`
+	State   string `json:"state"`
+}
+
+// StartCode starts an authorization code + PKCE sign-in at provider idp:
+// the device opens AuthURL in a browser, receives code and State at
+// redirectURI (a loopback URL it listens on) and calls FinishCode with the
+// PKCE verifier whose S256 challenge it gave here.
+func (m *Manager) StartCode(ctx context.Context, idp, redirectURI, challenge string) (CodeStart, error) {
+	p, ok := m.providers[idp]
+	if !ok {
+		return CodeStart{}, fmt.Errorf("%w: %q", ErrUnknownProvider, clip(idp))
+	}
+	if !loopbackRedirect(redirectURI) {
+		return CodeStart{}, ErrRedirect
+	}
+	if len(challenge) != 43 { // base64url(SHA-256), RFC 7636
+		return CodeStart{}, errors.New("code_challenge: must be the base64url S256 challenge of the PKCE verifier (43 characters)")
+	}
+	cfg, err := p.oauth2(ctx, redirectURI)
+	if err != nil {
+		return CodeStart{}, err
+	}
+	l := &login{idp: p, expires: m.now().Add(loginTTL), redirect: redirectURI, nonce: randomString(24)}
+	id, err := m.addLogin(l)
+	if err != nil {
+		return CodeStart{}, err
+	}
+	state := randomString(24)
+	u := cfg.AuthCodeURL(state,
+		oauth2.SetAuthURLParam("code_challenge", challenge),
+		oauth2.SetAuthURLParam("code_challenge_method", "S256"),
+		oauth2.SetAuthURLParam("nonce", l.nonce))
+	return CodeStart{LoginID: id, AuthURL: u, State: state}, nil
+}
+
+// take removes and returns a pending login of the given kind.
+func (m *Manager) take(id string, device bool) (*login, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	l, ok := m.pending[id]
+	if !ok || (l.device != nil) != device {
+		return nil, ErrUnknownLogin
+	}
+	delete(m.pending, id)
+	if m.now().After(l.expires) {
+		return nil, ErrUnknownLogin
+	}
+	return l, nil
+}
+
+// FinishCode exchanges the code (with the PKCE verifier) at the provider
+// and verifies the ID token. The login is consumed whatever happens.
+func (m *Manager) FinishCode(ctx context.Context, loginID, code, verifier string) (Result, error) {
+	l, err := m.take(loginID, false)
+	if err != nil {
+		return Result{}, err
+	}
+	if code == "" || verifier == "" {
+		return Result{}, errors.New("code and code_verifier are required")
+	}
+	cfg, err := l.idp.oauth2(ctx, l.redirect)
+	if err != nil {
+		return Result{}, err
+	}
+	tok, err := cfg.Exchange(l.idp.ctx(ctx), code, oauth2.VerifierOption(verifier))
+	if err != nil {
+		return Result{}, tokenError(l.idp, err)
+	}
+	return m.result(ctx, l.idp, tok, l.nonce)
+}
+
+// tokenError classifies a token endpoint failure.
+func tokenError(p *provider, err error) error {
+	var re *oauth2.RetrieveError
+	if errors.As(err, &re) && re.Response != nil && re.Response.StatusCode < 500 {
+		switch re.ErrorCode {
+		case "invalid_grant":
+			return fmt.Errorf("%w (%s): invalid_grant: the code was already used, expired, or the PKCE verifier does not match", ErrCodeRefused, p.cfg.Name)
+		case "access_denied":
+			return fmt.Errorf("%w: %s", ErrDenied, p.cfg.Name)
+		case "expired_token":
+			return fmt.Errorf("%w: %s", ErrExpired, p.cfg.Name)
+		}
+		return fmt.Errorf("%w (%s): %s %s", ErrCodeRefused, p.cfg.Name, re.ErrorCode, clip(re.ErrorDescription))
+	}
+	return fmt.Errorf("%w: %s (%s): token endpoint: %w", ErrUnavailable, p.cfg.Name, p.cfg.Issuer, err)
+}
+
+func (m *Manager) result(ctx context.Context, p *provider, tok *oauth2.Token, nonce string) (Result, error) {
+	raw, _ := tok.Extra("id_token").(string)
+	if raw == "" {
+		return Result{}, fmt.Errorf("%w: the provider returned no ID token (is the openid scope granted?)", ErrTokenInvalid)
+	}
+	c, err := p.verify(ctx, raw, nonce)
+	if err != nil {
+		return Result{}, err
+	}
+	r := Result{IdP: p.cfg.Name, Claims: c, PolicyClaim: p.cfg.PolicyClaim}
+	if tok.RefreshToken != "" {
+		r.RefreshToken = m.seal(tok.RefreshToken, p.cfg.Name, c.Subject)
+	}
+	return r, nil
+}
+
+// DeviceStart is the start of a device authorization sign-in.
+type DeviceStart struct {
+	LoginID                 string    `json:"login_id"`
+	UserCode                string    `json:"user_code"`
+	VerificationURI         string    `json:"verification_uri"`
+	VerificationURIComplete string    `json:"verification_uri_complete,omitempty"`
+	ExpiresAt               time.Time `json:"expires_at"`
+	Interval                int       `json:"interval"` // seconds between polls
+}
+
+// StartDevice starts a device authorization grant at provider idp; the
+// controller polls the provider while the device polls PollDevice.
+func (m *Manager) StartDevice(ctx context.Context, idp string) (DeviceStart, error) {
+	p, ok := m.providers[idp]
+	if !ok {
+		return DeviceStart{}, fmt.Errorf("%w: %q", ErrUnknownProvider, clip(idp))
+	}
+	if !p.cfg.DeviceFlow {
+		return DeviceStart{}, ErrNoDeviceFlow
+	}
+	cfg, err := p.oauth2(ctx, "")
+	if err != nil {
+		return DeviceStart{}, err
+	}
+	if cfg.Endpoint.DeviceAuthURL == "" {
+		return DeviceStart{}, fmt.Errorf("provider %s announces no device_authorization_endpoint: enable the device flow at the IdP", p.cfg.Name)
+	}
+	da, err := cfg.DeviceAuth(p.ctx(ctx))
+	if err != nil {
+		return DeviceStart{}, tokenError(p, err)
+	}
+	if da.Interval <= 0 {
+		da.Interval = 5
+	}
+	exp := da.Expiry
+	if exp.IsZero() || exp.After(m.now().Add(loginTTL)) {
+		exp = m.now().Add(loginTTL)
+	}
+	l := &login{idp: p, expires: exp, device: da, done: make(chan struct{}), interval: time.Duration(da.Interval) * time.Second}
+	id, err := m.addLogin(l)
+	if err != nil {
+		return DeviceStart{}, err
+	}
+	m.wg.Go(func() {
+		pctx, cancel := context.WithDeadline(m.ctx, exp)
+		defer cancel()
+		tok, err := cfg.DeviceAccessToken(p.ctx(pctx), da)
+		if err != nil && pctx.Err() != nil && m.ctx.Err() == nil {
+			err = fmt.Errorf("%w: the code was not confirmed in time", ErrExpired)
+		} else if err != nil {
+			err = tokenError(p, err)
+		}
+		m.mu.Lock()
+		l.tok, l.err = tok, err
+		m.mu.Unlock()
+		close(l.done)
+	})
+	return DeviceStart{
+		LoginID: id, UserCode: da.UserCode, VerificationURI: da.VerificationURI,
+		VerificationURIComplete: da.VerificationURIComplete, ExpiresAt: exp.UTC(), Interval: int(da.Interval),
+	}, nil
+}
+
+// PollDevice reports a device sign-in: ErrPending while the user has not
+// confirmed, ErrSlowDown when polled faster than the interval, ErrExpired
+// or ErrDenied when it failed, or the verified result (once).
+func (m *Manager) PollDevice(ctx context.Context, loginID string) (Result, error) {
+	m.mu.Lock()
+	l, ok := m.pending[loginID]
+	if !ok || l.device == nil {
+		m.mu.Unlock()
+		return Result{}, ErrUnknownLogin
+	}
+	now := m.now()
+	select {
+	case <-l.done:
+		delete(m.pending, loginID)
+		m.mu.Unlock()
+		if l.err != nil {
+			return Result{}, l.err
+		}
+		return m.result(ctx, l.idp, l.tok, "")
+	default:
+	}
+	if now.After(l.expires) {
+		delete(m.pending, loginID)
+		m.mu.Unlock()
+		return Result{}, ErrExpired
+	}
+	early := !l.lastPoll.IsZero() && now.Sub(l.lastPoll) < l.interval-l.interval/5
+	l.lastPoll = now
+	m.mu.Unlock()
+	if early {
+		return Result{}, ErrSlowDown
+	}
+	return Result{}, ErrPending
+}
+
+// loopbackRedirect reports an RFC 8252 loopback redirect URI.
+func loopbackRedirect(s string) bool {
+	u, err := url.Parse(s)
+	if err != nil || u.Scheme != "http" || u.User != nil || u.RawQuery != "" || u.Fragment != "" || u.Port() == "" {
+		return false
+	}
+	h := u.Hostname()
+	if h == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
+}
+
+// seal encrypts a refresh token, bound to its provider and subject.
+func (m *Manager) seal(token, idp, subject string) string {
+	nonce := make([]byte, m.aead.NonceSize())
+	rand.Read(nonce)
+	return "v1." + base64.RawURLEncoding.EncodeToString(m.aead.Seal(nonce, nonce, []byte(token), []byte(idp+"\x00"+subject)))
+}
+
+// open reverses seal.
+func (m *Manager) open(sealed, idp, subject string) (string, error) {
+	if len(sealed) < 3 || sealed[:3] != "v1." {
+		return "", errors.New("sealed refresh token: unknown format")
+	}
+	b, err := base64.RawURLEncoding.DecodeString(sealed[3:])
+	if err != nil || len(b) < m.aead.NonceSize() {
+		return "", errors.New("sealed refresh token: malformed")
+	}
+	pt, err := m.aead.Open(nil, b[:m.aead.NonceSize()], b[m.aead.NonceSize():], []byte(idp+"\x00"+subject))
+	if err != nil {
+		return "", errors.New("sealed refresh token: does not open with this controller's key")
+	}
+	return string(pt), nil
+}

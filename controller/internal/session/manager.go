@@ -1,0 +1,264 @@
+package session
+
+import (
+	"context"
+	"log/slog"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cordonhq/cordon/controller/internal/store"
+)
+
+// ManagerConfig configures a Manager.
+type ManagerConfig struct {
+	Store  store.Store // required
+	Limits Limits      // validated by NewManager
+	// Changed is called when a session ended or crossed a classification's
+	// idle limit, so the network maps are computed again. It must not block.
+	Changed func()
+	Logger  *slog.Logger
+	Now     func() time.Time // default time.Now
+	// FlushEvery is how often activity is written to the store (it is
+	// kept in memory between writes; a controller restart loses at most
+	// this much, which only ends sessions earlier). Default 10 s.
+	FlushEvery time.Duration
+}
+
+// Manager applies the limits as time passes: it keeps the activity the
+// gateways report, ends sessions whose limit passed (audited, as the
+// automatic logoff of 164.312(a)(2)(iii)), and asks for new maps when a
+// session loses a classification of apps to its idle limit.
+type Manager struct {
+	cfg ManagerConfig
+	log *slog.Logger
+
+	mu       sync.Mutex
+	activity map[string]time.Time // device ID → last app traffic seen
+	dirty    map[string]time.Time // session ID → activity not yet stored
+	allowed  map[string]string    // session ID → classifications it may reach, as last seen
+}
+
+// NewManager returns a Manager; call Run.
+func NewManager(cfg ManagerConfig) (*Manager, error) {
+	if err := cfg.Limits.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Changed == nil {
+		cfg.Changed = func() {}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.FlushEvery <= 0 {
+		cfg.FlushEvery = 10 * time.Second
+	}
+	return &Manager{
+		cfg: cfg, log: cfg.Logger,
+		activity: map[string]time.Time{}, dirty: map[string]time.Time{}, allowed: map[string]string{},
+	}, nil
+}
+
+// Limits returns the limits in force.
+func (m *Manager) Limits() Limits { return m.cfg.Limits }
+
+// Touch records app traffic of a device at a time (reports arrive out of
+// order; the latest wins).
+func (m *Manager) Touch(deviceID string, at time.Time) {
+	m.mu.Lock()
+	if at.After(m.activity[deviceID]) {
+		m.activity[deviceID] = at
+	}
+	m.mu.Unlock()
+}
+
+// View returns the given stored sessions, by device ID, with the activity
+// reported since they were stored merged in. Ended sessions are included
+// as they are (the maps tell their devices why).
+func (m *Manager) View(stored []store.Session) map[string]*Session {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make(map[string]*Session, len(stored))
+	for _, st := range stored {
+		s := fromStore(st)
+		if st.Active() {
+			if at, ok := m.activity[st.DeviceID]; ok && at.After(s.LastActivity) {
+				s.Touch(at)
+				m.dirty[st.ID] = s.LastActivity
+			}
+		}
+		out[st.DeviceID] = s
+	}
+	return out
+}
+
+func fromStore(st store.Session) *Session {
+	return &Session{
+		ID: st.ID, DeviceID: st.DeviceID, User: st.User, Started: st.StartedAt,
+		LastActivity: st.LastActivity, MFAAt: st.MFAAt, Ended: st.EndedAt, EndReason: EndReason(st.EndReason),
+	}
+}
+
+// CheckEvery is how often the limits are checked: a twentieth of the
+// shortest limit, within [100 ms, 5 s]. A session therefore ends at most
+// that long after its limit.
+func (l Limits) CheckEvery() time.Duration {
+	shortest := min(l.DefaultIdle, l.Absolute)
+	for _, d := range l.Idle {
+		shortest = min(shortest, d)
+	}
+	return min(max(shortest/20, 100*time.Millisecond), 5*time.Second)
+}
+
+// ActivityInterval is how often gateways should report activity: a fifth
+// of the shortest idle limit, within [200 ms, 1 min].
+func (l Limits) ActivityInterval() time.Duration {
+	shortest := l.DefaultIdle
+	for _, d := range l.Idle {
+		shortest = min(shortest, d)
+	}
+	return min(max(shortest/5, 200*time.Millisecond), time.Minute)
+}
+
+// ShortestIdle is the shortest idle limit of any classification.
+func (l Limits) ShortestIdle() time.Duration {
+	shortest := l.DefaultIdle
+	for _, d := range l.Idle {
+		shortest = min(shortest, d)
+	}
+	return shortest
+}
+
+// allowedKey is which classifications s may reach now, as a comparable
+// string: the default and every classification with its own limit.
+func (l Limits) allowedKey(s *Session, now time.Time) string {
+	var b strings.Builder
+	b.WriteString(strconv.FormatBool(l.Allows(s, "", now)))
+	for _, c := range slices.Sorted(maps.Keys(l.Idle)) {
+		b.WriteString("," + string(c) + "=" + strconv.FormatBool(l.Allows(s, c, now)))
+	}
+	return b.String()
+}
+
+// Run checks the limits every CheckEvery and flushes activity every
+// FlushEvery until ctx ends (then flushes once more).
+func (m *Manager) Run(ctx context.Context) {
+	check := time.NewTicker(m.cfg.Limits.CheckEvery())
+	defer check.Stop()
+	flush := time.NewTicker(m.cfg.FlushEvery)
+	defer flush.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			// The store may be closing too; a fresh context bounds the
+			// last write.
+			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			m.flush(fctx)
+			cancel()
+			return
+		case <-check.C:
+			if err := m.Check(ctx); err != nil && ctx.Err() == nil {
+				m.log.Error("check session limits", "err", err)
+			}
+		case <-flush.C:
+			m.flush(ctx)
+		}
+	}
+}
+
+// Check ends every active session past a limit now and asks for new maps
+// if any session ended or lost or regained a classification. Run calls it;
+// tests call it directly.
+func (m *Manager) Check(ctx context.Context) error {
+	active, err := m.cfg.Store.ListSessions(ctx, store.SessionFilter{ActiveOnly: true, Limit: 1 << 30})
+	if err != nil {
+		return err
+	}
+	now := m.cfg.Now()
+	view := m.View(active)
+	changed := false
+	seen := make(map[string]bool, len(active))
+	for _, st := range active {
+		s := view[st.DeviceID]
+		seen[s.ID] = true
+		if why := m.cfg.Limits.Check(s, now); why != EndNone {
+			if err := m.end(ctx, s); err != nil {
+				return err
+			}
+			changed = true
+			continue
+		}
+		key := m.cfg.Limits.allowedKey(s, now)
+		m.mu.Lock()
+		if prev, ok := m.allowed[s.ID]; ok && prev != key {
+			changed = true
+		}
+		m.allowed[s.ID] = key
+		m.mu.Unlock()
+	}
+	m.mu.Lock()
+	for id := range m.allowed {
+		if !seen[id] {
+			delete(m.allowed, id)
+		}
+	}
+	for dev := range m.activity {
+		if _, ok := view[dev]; !ok {
+			delete(m.activity, dev) // no active session: its activity counts for nothing
+		}
+	}
+	m.mu.Unlock()
+	if changed {
+		m.cfg.Changed()
+	}
+	return nil
+}
+
+// end stores and audits the end of s (already ended by Check).
+func (m *Manager) end(ctx context.Context, s *Session) error {
+	ended, err := m.cfg.Store.EndSessions(ctx, store.SessionFilter{ID: s.ID}, s.Ended, string(s.EndReason))
+	if err != nil {
+		return err
+	}
+	m.mu.Lock()
+	delete(m.allowed, s.ID)
+	delete(m.dirty, s.ID)
+	m.mu.Unlock()
+	for _, e := range ended { // empty if an admin ended it meanwhile
+		d := map[string]string{"device": e.DeviceID, "user": e.User, "reason": e.EndReason,
+			"last_activity": s.LastActivity.UTC().Format(time.RFC3339)}
+		m.log.Info("session ended", "session", e.ID, "device", e.DeviceID, "user", e.User, "reason", e.EndReason)
+		if err := m.cfg.Store.AppendAudit(ctx, store.AuditEvent{
+			Time: e.EndedAt, Type: "session.end", Actor: "controller", Outcome: "success", Subject: e.ID, Details: d,
+		}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (m *Manager) flush(ctx context.Context) {
+	m.mu.Lock()
+	batch := m.dirty
+	m.dirty = map[string]time.Time{}
+	m.mu.Unlock()
+	if len(batch) == 0 {
+		return
+	}
+	if err := m.cfg.Store.TouchSessions(ctx, batch); err != nil {
+		m.log.Warn("store session activity (kept in memory; retried)", "err", err)
+		m.mu.Lock()
+		for id, t := range batch {
+			if t.After(m.dirty[id]) {
+				m.dirty[id] = t
+			}
+		}
+		m.mu.Unlock()
+	}
+}

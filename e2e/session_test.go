@@ -1,0 +1,146 @@
+package e2e
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Ending the nurse's session (cordonctl session end) cuts her open
+// connection and refuses new ones within 1 s; signing in again restores
+// access. Revoking her device does the same, for good: the client is told
+// and the device cannot sign in again.
+func TestSessionEndAndDeviceRevoke(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	ehr := w.svcs["ehr"]
+	w.waitReach(w.nurse, ehr, 15*time.Second)
+
+	w.cutAndRestore(ehr, "cordonctl session end --user nurse",
+		func() { w.mustCtl("", "session", "end", "--user", "nurse", "--comment", "e2e: shift over") },
+		func() { w.login(w.nurse) }, time.Second)
+	w.waitAudit("session.end by the admin", func(e auditEvent) bool {
+		return e.Type == "session.end" && e.Details["user"] == "nurse" && e.Details["reason"] == "admin" && e.Details["comment"] == "e2e: shift over"
+	})
+	out := w.mustCtl("", "session", "list", "--user", "nurse", "--all")
+	if !strings.Contains(out, "ended") || !strings.Contains(out, "(admin)") || !strings.Contains(out, "active") {
+		t.Errorf("session list --all does not show the ended and the new session:\n%s", out)
+	}
+
+	st, err := w.nurse.status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev := st.DeviceID
+	w.cutAndRestore(ehr, "cordonctl device revoke", func() { w.mustCtl("", "device", "revoke", dev) }, nil, time.Second)
+	// The controller closes the device's control channel: 'cordon up'
+	// stops, saying why.
+	waitFor(t, 10*time.Second, "the revoked device's 'cordon up' to stop", func() error {
+		if w.nurse.proc.exited() == "" {
+			return errors.New("still running")
+		}
+		return nil
+	})
+	if logs := w.nurse.proc.logs(); !strings.Contains(logs, "sign in again") && !strings.Contains(logs, "no longer enrolled") {
+		t.Errorf("'cordon up' of the revoked device did not say why it stopped:\n%s", tail(logs, 20))
+	}
+	code, err := w.nurse.nextCode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, rc := w.nurse.cordon(w.nurse.password+"\n", "login", "--controller", controllerURL, "--ca-cert", w.caFile(),
+		"--user", "nurse", "--password-stdin", "--totp", code)
+	if rc == 0 || !strings.Contains(errOut, "revoked") {
+		t.Errorf("login of a revoked device: exit %d, want a refusal naming the revocation\n%s%s", rc, out, errOut)
+	}
+	w.waitAudit("admin.device.revoke", func(e auditEvent) bool { return e.Type == "admin.device.revoke" && e.Subject == dev })
+	w.waitAudit("session.end for the revoked device", func(e auditEvent) bool {
+		return e.Type == "session.end" && e.Details["device"] == dev && e.Details["reason"] == "device-revoked"
+	})
+	w.nurse.proc = nil // stopped on purpose; checkAlive must not count it
+}
+
+// Automatic logoff: traffic keeps the session alive past the idle limit;
+// without traffic the session ends at the limit, the open connection is
+// cut, new ones are refused, 'cordon status' says so, and only a new
+// sign-in restores access.
+func TestIdleLogoff(t *testing.T) {
+	t.Parallel()
+	const idle = 4 * time.Second
+	w := newWorld(t, withControllerArgs("--session-idle", idle.String()))
+	ehr := w.svcs["ehr"]
+	w.waitReach(w.nurse, ehr, 15*time.Second)
+	ec, err := openEcho(w.cl1, ehrAddr)
+	if err != nil {
+		t.Fatalf("open a long-lived connection to ehr: %v", err)
+	}
+	defer ec.Close()
+
+	// Active for longer than the limit: still signed in.
+	var last time.Time
+	for start := time.Now(); time.Since(start) < idle+2*time.Second; time.Sleep(500 * time.Millisecond) {
+		if err := ec.probe(2 * time.Second); err != nil {
+			t.Fatalf("echo while active, %v after the first probe: %v", time.Since(start).Round(time.Millisecond), err)
+		}
+		last = time.Now()
+	}
+	t.Logf("the session stayed up through %v of traffic (idle limit %v)", idle+2*time.Second, idle)
+
+	// Silence: watch 'cordon status' (local, not traffic) for the end.
+	var reason string
+	d, err := poll(idle+10*time.Second, 100*time.Millisecond, func() error {
+		st, err := w.nurse.status()
+		if err != nil {
+			return err
+		}
+		if st.Session == nil || st.Session.State != "ended" {
+			return errors.New("session still active")
+		}
+		reason = st.Session.Reason + ": " + st.Session.Message
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("session not ended %v after the last packet: %v", d, err)
+	}
+	after := time.Since(last)
+	t.Logf("client told the session ended %v after the last packet (limit %v): %s", after.Round(time.Millisecond), idle, reason)
+	// The gateway stamps packets with its coarse clock (1 s ticks), so a
+	// session may end up to about a second before the limit, never later
+	// than the limit plus a report interval and a check.
+	if after < idle-1500*time.Millisecond {
+		t.Errorf("session ended %v after the last packet, well before the %v idle limit", after.Round(time.Millisecond), idle)
+	}
+	if after > idle+3*time.Second {
+		t.Errorf("session ended %v after the last packet, want within ~%v of the %v limit", after.Round(time.Millisecond), 3*time.Second, idle)
+	}
+	if !strings.HasPrefix(reason, "idle:") || !strings.Contains(reason, "cordon login") {
+		t.Errorf("status reason %q: want idle, and how to sign in again", reason)
+	}
+	out, _, _ := w.nurse.cordon("", "status")
+	if !strings.Contains(out, "automatic logoff") {
+		t.Errorf("'cordon status' does not explain the logoff:\n%s", out)
+	}
+	if err := ec.probe(time.Second); err == nil {
+		t.Error("the open connection still carries data after the idle logoff")
+	}
+	w.unreachable(w.nurse, ehr)
+	w.waitAudit("session.end (idle) by the controller", func(e auditEvent) bool {
+		return e.Type == "session.end" && e.Actor == "controller" && e.Details["reason"] == "idle" && e.Details["user"] == "nurse"
+	})
+
+	start := time.Now()
+	w.login(w.nurse)
+	dd, err := poll(10*time.Second, 50*time.Millisecond, func() error {
+		body, err := w.nurse.getTimeout(ehrAddr, 500*time.Millisecond)
+		if err == nil && body != "ehr" {
+			err = fmt.Errorf("answer %q", body)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatalf("access not restored %v after signing in again: %v", dd, err)
+	}
+	t.Logf("access restored %v after 'cordon login' (login itself %v)", dd.Round(time.Millisecond), time.Since(start).Round(time.Millisecond)-dd.Round(time.Millisecond))
+}
