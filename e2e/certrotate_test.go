@@ -86,10 +86,12 @@ func TestCertRotation(t *testing.T) {
 	for _, id := range []string{gwID, nurseID} {
 		waitFor(t, 15*time.Second, id+" to reconnect to the restarted controller", func() error {
 			w.checkAlive()
-			if !strings.Contains(w.controller.logs(), `msg="agent connected" agent=`+id) {
-				return fmt.Errorf("not connected yet")
+			for line := range strings.Lines(w.controller.logs()) {
+				if strings.Contains(line, `msg="agent connected"`) && strings.Contains(line, " agent="+id+" ") {
+					return nil
+				}
 			}
-			return nil
+			return fmt.Errorf("not connected yet")
 		})
 	}
 	w.waitReach(w.nurse, ehr, 10*time.Second)

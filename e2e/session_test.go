@@ -3,6 +3,8 @@ package e2e
 import (
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -143,4 +145,65 @@ func TestIdleLogoff(t *testing.T) {
 		t.Fatalf("access not restored %v after signing in again: %v", dd, err)
 	}
 	t.Logf("access restored %v after 'cordon login' (login itself %v)", dd.Round(time.Millisecond), time.Since(start).Round(time.Millisecond)-dd.Round(time.Millisecond))
+}
+
+// stepUpPolicy: ehr's admin port needs an MFA no older than STEPUP.
+const stepUpPolicy = `version: 1
+groups:
+  clinicians: {members: [nurse, clerk]}
+segments:
+  clinical: {prefixes: [10.20.0.0/24], gateways: [gw1]}
+apps:
+  ehr: {segment: clinical, names: [ehr.hosp.internal], addresses: [10.20.0.10], ports: [tcp/80, tcp/8080], classification: internal}
+rules:
+  - {name: ehr, from: [group:clinicians], to: [app:ehr], ports: [tcp/80]}
+  - {name: ehr-admin-step-up, from: [group:clinicians], to: [app:ehr], ports: [tcp/8080], when: {mfa_max_age: STEPUP}}
+`
+
+// MFA step-up: once the nurse's MFA is older than a rule allows, the
+// gateway refuses that app, her client tells her to verify again, and a new
+// sign-in (the tunnel staying up) admits her again.
+func TestMFAStepUp(t *testing.T) {
+	t.Parallel()
+	const maxAge = 6 * time.Second
+	w := newWorld(t)
+	ehr, admin := w.svcs["ehr"], w.svcs["ehr-admin"]
+	p := filepath.Join(w.dir, "stepup.yaml")
+	if err := os.WriteFile(p, []byte(strings.ReplaceAll(stepUpPolicy, "STEPUP", maxAge.String())), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	w.login(w.nurse) // MFA now
+	signedIn := time.Now()
+	w.mustCtl("", "policy", "apply", p, "--reason", "e2e: step-up")
+	w.waitReach(w.nurse, admin, 5*time.Second)
+	time.Sleep(time.Until(signedIn.Add(maxAge + time.Second)))
+
+	w.unreachable(w.nurse, admin)
+	w.waitReach(w.nurse, ehr, 5*time.Second) // no MFA age on this port
+	var msg string
+	d, err := poll(10*time.Second, 100*time.Millisecond, func() error {
+		out, errOut, rc := w.nurse.cordon("", "status")
+		if rc != 0 {
+			return fmt.Errorf("cordon status: exit %d: %s", rc, errOut)
+		}
+		for l := range strings.SplitSeq(out, "\n") {
+			if strings.HasPrefix(l, "Verify:") && strings.Contains(l, "ehr") {
+				msg = l
+				return nil
+			}
+		}
+		return errors.New("no step-up line in 'cordon status'")
+	})
+	if err != nil {
+		t.Fatalf("client never asked to verify again (%v): %v", d, err)
+	}
+	t.Logf("'cordon status' %v after the refusal: %s", d.Round(time.Millisecond), msg)
+
+	w.login(w.nurse)
+	dd := w.waitReach(w.nurse, admin, 5*time.Second)
+	t.Logf("admin port reachable %v after signing in again", dd.Round(time.Millisecond))
+	if out, _, _ := w.nurse.cordon("", "status"); strings.Contains(out, "Verify:") {
+		t.Errorf("'cordon status' still asks to verify after a fresh sign-in:\n%s", out)
+	}
+	w.checkAlive()
 }

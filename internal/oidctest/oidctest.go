@@ -45,6 +45,10 @@ type Options struct {
 	DeviceLifetime  time.Duration // device code lifetime, default 5m
 	DevicePoll      time.Duration // device poll interval, default 1s
 	Logger          *slog.Logger  // the provider library's log; default discard
+	// Control serves POST /_oidctest/disable?user=NAME and
+	// /_oidctest/enable?user=NAME, for tests driving the IdP as a
+	// separate process. Never on a reachable address outside tests.
+	Control bool
 }
 
 // User is a person at the IdP.
@@ -139,6 +143,22 @@ func Start(opts Options) (*IdP, error) {
 	r.Get("/device", func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "oidctest: device codes are approved by the test (IdP.ApproveDevice)\n")
 	})
+	if opts.Control {
+		r.Post("/_oidctest/{op}", func(w http.ResponseWriter, r *http.Request) {
+			var err error
+			switch chi.URLParam(r, "op") {
+			case "disable":
+				err = i.SetDisabled(r.URL.Query().Get("user"), true)
+			case "enable":
+				err = i.SetDisabled(r.URL.Query().Get("user"), false)
+			default:
+				err = errors.New("unknown operation")
+			}
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusBadRequest)
+			}
+		})
+	}
 	r.Mount("/", provider)
 	i.srv = &http.Server{Handler: i.gate(r), ReadHeaderTimeout: 10 * time.Second}
 	go i.srv.Serve(ln)

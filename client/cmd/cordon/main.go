@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strings"
@@ -62,17 +63,25 @@ func main() {
 	var lc client.LoginConfig
 	var passwordStdin bool
 	var passwordFile string
+	var idp, browser string
+	var deviceCode bool
 	login := &cobra.Command{
 		Use:   "login",
 		Short: "Sign in with your user name, password and authenticator code, and enroll this device",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if idp != "" {
+				return loginOIDC(cmd, lc, idp, deviceCode, browser, stateDir)
+			}
 			pw, err := readPassword(passwordStdin, passwordFile)
 			if err != nil {
 				return err
 			}
 			lc.Password, lc.StateDir = pw, stateDir
-			if lc.TOTP == "" {
+			if lc.TOTP != "" && lc.RecoveryCode != "" {
+				return errors.New("give --totp or --recovery-code, not both")
+			}
+			if lc.TOTP == "" && lc.RecoveryCode == "" {
 				if lc.TOTP, err = prompt("Authenticator code: "); err != nil {
 					return err
 				}
@@ -93,6 +102,10 @@ func main() {
 	login.Flags().BoolVar(&passwordStdin, "password-stdin", false, "read the password from standard input")
 	login.Flags().StringVar(&passwordFile, "password-file", "", "read the password from a file")
 	login.Flags().StringVar(&lc.TOTP, "totp", "", "the 6-digit code from your authenticator app (asked for if omitted)")
+	login.Flags().StringVar(&lc.RecoveryCode, "recovery-code", "", "instead of --totp, when your authenticator is lost: one of the one-time recovery codes you were given (each works once)")
+	login.Flags().StringVar(&idp, "idp", "", "sign in through this identity provider (your organisation's single sign-on) instead of a password; 'cordon login --idp list' shows them")
+	login.Flags().BoolVar(&deviceCode, "device-code", false, "with --idp: show a code to confirm on another device instead of opening a browser (headless machines)")
+	login.Flags().StringVar(&browser, "browser", "", "with --idp: command that opens the sign-in URL (default $BROWSER, then xdg-open)")
 
 	uc := client.UpConfig{}
 	up := &cobra.Command{
@@ -261,4 +274,43 @@ func prompt(label string) (string, error) {
 	fmt.Fprint(os.Stderr, label)
 	line, err := bufio.NewReader(os.Stdin).ReadString('\n')
 	return strings.TrimSpace(line), err
+}
+
+// loginOIDC is 'cordon login --idp NAME'.
+func loginOIDC(cmd *cobra.Command, lc client.LoginConfig, idp string, deviceCode bool, browser, stateDir string) error {
+	out := cmd.OutOrStdout()
+	if idp == "list" {
+		ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
+		defer cancel()
+		provs, err := client.OIDCProviders(ctx, lc.Controller, lc.CACert)
+		if err != nil {
+			return err
+		}
+		if len(provs) == 0 {
+			fmt.Fprintln(out, "This controller offers no identity provider: sign in with --user.")
+		}
+		for _, p := range provs {
+			fmt.Fprintf(out, "%-16s %s (%s)\n", p.Name, p.DisplayName, p.Issuer)
+		}
+		return nil
+	}
+	cfg := client.OIDCLoginConfig{
+		StateDir: stateDir, Controller: lc.Controller, CACert: lc.CACert, IdP: idp, DeviceCode: deviceCode, Out: out,
+	}
+	if browser != "" {
+		argv := strings.Fields(browser)
+		cfg.Browser = func(ctx context.Context, url string) error {
+			c := exec.CommandContext(ctx, argv[0], append(argv[1:], url)...)
+			c.Stdout, c.Stderr = os.Stderr, os.Stderr
+			return c.Run()
+		}
+	}
+	ctx, cancel := context.WithTimeout(cmd.Context(), 16*time.Minute)
+	defer cancel()
+	e, err := client.LoginOIDC(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "Signed in as %s. Device %s enrolled with overlay address %s.\nRun 'cordon up' to connect.\n", e.User, e.ID, e.OverlayAddr)
+	return nil
 }

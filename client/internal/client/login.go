@@ -24,6 +24,9 @@ type LoginConfig struct {
 	User       string
 	Password   string
 	TOTP       string
+	// RecoveryCode, instead of TOTP: one of the user's one-time recovery
+	// codes.
+	RecoveryCode string
 }
 
 // Login signs the user in and enrolls (or re-enrolls) this device.
@@ -56,7 +59,7 @@ func Login(ctx context.Context, cfg LoginConfig) (*agentstate.Enrollment, error)
 		return nil, err
 	}
 	resp, err := api.Login(ctx, &controlproto.LoginRequest{
-		Username: cfg.User, Password: cfg.Password, TOTP: cfg.TOTP,
+		Username: cfg.User, Password: cfg.Password, TOTP: cfg.TOTP, RecoveryCode: cfg.RecoveryCode,
 		DeviceEnroll: controlproto.DeviceEnroll{Hostname: host, PublicKey: st.WGKey.Public(), CSR: csr, DeviceID: deviceID},
 	})
 	if err != nil {

@@ -16,6 +16,7 @@ import (
 	"github.com/cordonhq/cordon/controller/internal/auth"
 	"github.com/cordonhq/cordon/controller/internal/control"
 	"github.com/cordonhq/cordon/controller/internal/netmap"
+	"github.com/cordonhq/cordon/controller/internal/oidc"
 	"github.com/cordonhq/cordon/controller/internal/server"
 	"github.com/cordonhq/cordon/controller/internal/session"
 )
@@ -55,7 +56,17 @@ func main() {
 	bootstrapTTL := flag.Duration("bootstrap-token-ttl", 24*time.Hour, "lifetime of the owner token written to DATA-DIR/admin-token when no owner credential exists (5m to 7d)")
 	alertThreshold := flag.Int("login-alert-threshold", 5, "failed sign-ins of one user (or from one source) within --login-alert-window that raise an auth.alert event")
 	alertWindow := flag.Duration("login-alert-window", 15*time.Minute, "sliding window of --login-alert-threshold (at most one alert per user or source per window)")
+	oidcConfig := flag.String("oidc-config", "", "YAML or JSON file listing the OIDC identity providers users sign in with (see docs/identity.md); empty: local users only")
 	flag.Parse()
+	var idps *oidc.File
+	if *oidcConfig != "" {
+		f, err := oidc.LoadFile(*oidcConfig)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "cordon-controller: --oidc-config: %v\n", err)
+			os.Exit(2)
+		}
+		idps = f
+	}
 	if *adminTTL < 5*time.Minute || *adminTTL > 24*time.Hour || *bootstrapTTL < 5*time.Minute || *bootstrapTTL > 7*24*time.Hour {
 		fmt.Fprintf(os.Stderr, "cordon-controller: --admin-session-ttl must be between 5m and 24h, --bootstrap-token-ttl between 5m and 7d\n")
 		os.Exit(2)
@@ -98,6 +109,7 @@ func main() {
 		DataDir:    *dataDir, Listen: *listen, Hosts: extra, Logger: log, Announce: os.Stdout,
 		DNS: dnsCfg, Sessions: limits, PostureInterval: *postureInterval,
 		AgentCertTTL: *agentCertTTL,
+		OIDC:         idps,
 	})
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "cordon-controller: %v\n", err)

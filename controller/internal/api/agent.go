@@ -155,6 +155,13 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) error {
 	case err != nil:
 		return err
 	}
+	if u.PasswordHash == "" {
+		// Users from an identity provider have no local password: refuse
+		// like a wrong password, at the same cost.
+		a.pw.VerifyDummy(req.Password)
+		fail("no local password (identity provider user)")
+		return errLoginFailed
+	}
 	match, err := a.pw.Verify(u.PasswordHash, req.Password)
 	if err != nil {
 		fail("stored password hash unusable")

@@ -191,4 +191,3 @@ func (a *API) oidcError(r *http.Request, idp string, err error) error {
 	})
 	return errorf(http.StatusUnauthorized, c, "sign-in refused: %s: sign in again", err)
 }
-

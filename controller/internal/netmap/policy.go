@@ -28,7 +28,8 @@ type policyIndex struct {
 	err   error
 	rules []policy.Rule // every wire rule, sorted by ID
 	byID  map[policy.RuleID]*policy.Rule
-	peers map[string][]policy.RuleID // device ID → its rules (devices of enabled users only)
+	peers map[string][]policy.RuleID     // device ID → its rules (devices of enabled users only)
+	idp   map[string][]policyfile.IdPRef // user → IdP group claims from valid OIDC identities
 }
 
 // PolicyCache keeps the last policy parsed, so recomputing maps after a
@@ -73,9 +74,10 @@ func newPolicyIndex(ix *Index, v *store.PolicyVersion, cache *PolicyCache) *poli
 		p.byID[p.rules[i].ID] = &p.rules[i]
 	}
 	var devs []policyfile.Device
+	p.idp = idpRefs(ix.snap.Identities)
 	for _, d := range ix.snap.Devices {
 		if u, ok := ix.users[d.User]; ok && !u.Disabled {
-			devs = append(devs, policyfile.Device{ID: d.ID, User: d.User, Addr: d.OverlayAddr})
+			devs = append(devs, policyfile.Device{ID: d.ID, User: d.User, Addr: d.OverlayAddr, IdP: p.idp[d.User]})
 		}
 	}
 	p.peers = map[string][]policy.RuleID{}
@@ -83,6 +85,21 @@ func newPolicyIndex(ix *Index, v *store.PolicyVersion, cache *PolicyCache) *poli
 		p.peers[pe.DeviceID] = pe.Rules
 	}
 	return p
+}
+
+// idpRefs is each user's IdP group claims ({claim, value}), from the OIDC
+// identities the provider still accepts (a refused refresh drops them).
+func idpRefs(ids []store.Identity) map[string][]policyfile.IdPRef {
+	out := map[string][]policyfile.IdPRef{}
+	for _, id := range ids {
+		if !id.InvalidAt.IsZero() {
+			continue
+		}
+		for _, g := range id.Groups {
+			out[id.User] = append(out[id.User], policyfile.IdPRef{Claim: id.Claim, Value: g})
+		}
+	}
+	return out
 }
 
 // derivedDirectory is the policy's segments and apps in the store's shape,
@@ -225,7 +242,7 @@ func (ix *Index) policySession(d store.Device) *policy.Session {
 	return &policy.Session{
 		MFAAt:      ix.sessionMFAAt(d),
 		PublicAddr: ix.public[d.ID],
-		Groups:     ix.pol.pol.GroupsOf(d.User, nil),
+		Groups:     ix.pol.pol.GroupsOf(d.User, ix.pol.idp[d.User]),
 		Posture:    ix.posturePassing(d.ID),
 	}
 }

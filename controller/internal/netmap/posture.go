@@ -56,10 +56,17 @@ func EvaluatePosture(pol *policyfile.Policy, rec *store.PostureRecord, now time.
 	return pol.EvaluatePosture(&rec.Report, rec.ReceivedAt, now)
 }
 
-// posturePassing is the sorted list of posture checks device id passes.
+// posturePassing is the sorted list of posture checks device id passes
+// (computed per gateway map peer: the quick form, without fix texts).
 func (ix *Index) posturePassing(id string) []string {
-	pass, _ := ix.evaluatePosture(id)
-	return pass
+	if ix.pol == nil || ix.pol.pol == nil {
+		return nil
+	}
+	r, ok := ix.snap.Posture[id]
+	if !ok {
+		return ix.pol.pol.PassingPosture(nil, time.Time{}, ix.postureNow())
+	}
+	return ix.pol.pol.PassingPosture(&r.Report, r.ReceivedAt, ix.postureNow())
 }
 
 // postureFindings lists the posture checks device id fails that a rule

@@ -2,6 +2,7 @@ package oidc
 
 import (
 	"bytes"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -253,4 +254,39 @@ func readSecret(path string) (string, error) {
 		return "", fmt.Errorf("client_secret_file %s: empty", path)
 	}
 	return s, nil
+}
+
+// TokenKeyFile is the name, in the controller's data directory, of the key
+// that seals refresh tokens in the database.
+const TokenKeyFile = "oidc-token.key"
+
+// LoadOrCreateKey reads the 32-byte token sealing key at path, creating it
+// (mode 0600) on first use. Losing it only forces the affected users to
+// sign in again: their refresh tokens no longer open, which ends their
+// sessions at the next refresh.
+func LoadOrCreateKey(path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err == nil {
+		if len(b) != tokenKeySize {
+			return nil, fmt.Errorf("%s: not a %d-byte key", path, tokenKeySize)
+		}
+		return b, nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("read token key: %w", err)
+	}
+	b = make([]byte, tokenKeySize)
+	rand.Read(b)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("create token key: %w", err)
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("write token key: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return nil, fmt.Errorf("write token key: %w", err)
+	}
+	return b, nil
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/cordonhq/cordon/controller/internal/ca"
 	"github.com/cordonhq/cordon/controller/internal/control"
 	"github.com/cordonhq/cordon/controller/internal/netmap"
+	"github.com/cordonhq/cordon/controller/internal/oidc"
 	"github.com/cordonhq/cordon/controller/internal/session"
 	"github.com/cordonhq/cordon/controller/internal/store/sqlite"
 )
@@ -60,6 +61,8 @@ type Config struct {
 	// LoginAlert sets when repeated failed sign-ins raise an auth.alert
 	// event (--login-alert-threshold, --login-alert-window).
 	LoginAlert auth.AlertConfig
+	// OIDC is the --oidc-config file (identity providers); nil: none.
+	OIDC *oidc.File
 }
 
 // Run runs the controller until ctx is cancelled.
@@ -111,6 +114,15 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	ctl = control.New(control.Config{Store: st, CA: authority, ServerCert: cert, Logger: log.With("component", "control"), DNS: cfg.DNS,
 		Sessions: sessions, PostureInterval: cfg.PostureInterval})
+	idps, err := startOIDC(cfg, st, log, ctl.Changed)
+	if err != nil {
+		return err
+	}
+	var oidcAPI api.OIDC // stays a nil interface without providers
+	if idps != nil {
+		defer idps.Close()
+		oidcAPI = idps
+	}
 	apiSrv := api.New(api.Config{
 		Store:           st,
 		CA:              authority,
@@ -118,6 +130,7 @@ func Run(ctx context.Context, cfg Config) error {
 		Changed:         ctl.Changed,
 		AdminSessionTTL: cfg.AdminSessionTTL,
 		LoginAlert:      auth.NewFailureAlert(cfg.LoginAlert),
+		OIDC:            oidcAPI,
 	})
 
 	tcpLn, err := net.Listen("tcp", cfg.Listen)
@@ -173,4 +186,28 @@ func Run(ctx context.Context, cfg Config) error {
 	default:
 		return nil
 	}
+}
+
+// startOIDC starts the OIDC relying party and its refresher, or returns
+// nil when no provider is configured.
+func startOIDC(cfg Config, st *sqlite.Store, log *slog.Logger, changed func()) (*oidc.Manager, error) {
+	if cfg.OIDC == nil {
+		return nil, nil
+	}
+	key, err := oidc.LoadOrCreateKey(filepath.Join(cfg.DataDir, oidc.TokenKeyFile))
+	if err != nil {
+		return nil, err
+	}
+	m, err := oidc.New(oidc.Config{
+		Providers: cfg.OIDC.Providers, RefreshInterval: time.Duration(cfg.OIDC.RefreshInterval),
+		Store: st, TokenKey: key, Logger: log.With("component", "oidc"), Changed: changed,
+	})
+	if err != nil {
+		return nil, err
+	}
+	m.Run()
+	for _, p := range m.Providers() {
+		log.Info("identity provider", "name", p.Name, "issuer", p.Issuer, "client_id", p.ClientID, "device_flow", p.DeviceFlow)
+	}
+	return m, nil
 }

@@ -7,7 +7,8 @@
 //	2  usage error or invalid input (including the API's "invalid")
 //	3  not found
 //	4  conflict or still in use
-//	5  unauthorized (bad admin token, or enrollment token invalid)
+//	5  unauthorized or forbidden (bad or expired admin token, a role
+//	   without the permission, or enrollment token invalid)
 //	6  controller unreachable
 //
 // Settings come from flags, then environment variables, then the file
@@ -122,7 +123,7 @@ func (a *app) exitCode(err error) int {
 			return ExitNotFound
 		case adminapi.CodeConflict, adminapi.CodeInUse:
 			return ExitConflict
-		case adminapi.CodeUnauthorized, adminapi.CodeTokenInvalid:
+		case adminapi.CodeUnauthorized, adminapi.CodeTokenInvalid, adminapi.CodeForbidden:
 			return ExitUnauthorized
 		}
 		switch ae.Status {
@@ -152,7 +153,8 @@ file 'cordonctl login' saves ($XDG_CONFIG_HOME/cordon/cordonctl.json):
 
   --controller URL    CORDON_CONTROLLER   e.g. https://controller.hospital.example:8443
   --token-file FILE   CORDON_TOKEN        admin token (--token also works, but is
-                                          visible to other local users in ps)
+                                          visible to other local users in ps);
+                                          'cordonctl login --admin NAME' saves one
   --ca-cert FILE      CORDON_CA_CERT      the controller's CA certificate (ca.pem);
                                           no other CA is trusted
 
@@ -162,7 +164,8 @@ Exit codes:
   2  usage error or invalid input
   3  not found
   4  conflict, or still in use
-  5  unauthorized
+  5  unauthorized (bad or expired token: sign in again), or forbidden
+     (your role lacks the permission)
   6  controller unreachable`
 
 func (a *app) rootCmd() *cobra.Command {
@@ -189,6 +192,9 @@ func (a *app) rootCmd() *cobra.Command {
 
 	root.AddCommand(
 		a.loginCmd(),
+		a.logoutCmd(),
+		a.adminCmd(),
+		a.tokenCmd(),
 		a.segmentCmd(),
 		a.appCmd(),
 		a.userCmd(),

@@ -172,8 +172,9 @@ func (a *app) userCmd() *cobra.Command {
 		Long: `create makes a local user with a password (at least 12 characters) and a new
 TOTP second factor. The TOTP secret and its otpauth:// URI are printed once:
 enrol them in the user's authenticator app now (most apps read the URI as a QR
-code). They cannot be shown again; to replace them, delete and re-create the
-user. The password is never taken as an argument, so it stays out of shell
+code), with ten one-time recovery codes for when the authenticator is lost.
+They cannot be shown again; to replace the TOTP secret, delete and re-create
+the user; for new recovery codes, 'cordonctl user recovery-codes regenerate'. The password is never taken as an argument, so it stays out of shell
 history and the process list.`,
 		Example: `  printf '%s\n' "$PASSWORD" | cordonctl user create nurse-jane --password-stdin
   cordonctl user create dr-smith --password-file /run/secrets/dr-smith`,
@@ -198,6 +199,8 @@ history and the process list.`,
 			fmt.Fprintln(w)
 			fmt.Fprintln(w, "WARNING: the TOTP secret is shown only this once. Enrol it in the user's")
 			fmt.Fprintln(w, "authenticator app now and do not store it anywhere else.")
+			fmt.Fprintln(w)
+			a.printRecoveryCodes(out.RecoveryCodes)
 			return nil
 		}),
 	}
@@ -215,7 +218,7 @@ history and the process list.`,
 	}
 	disable := toggle("disable", "Disable a user: every device loses access at once and sign-in is refused; devices and groups are kept")
 	enable := toggle("enable", "Re-enable a disabled user")
-	return a.group("user", "Manage local users", append([]*cobra.Command{create, disable, enable},
+	return a.group("user", "Manage local users", append([]*cobra.Command{create, disable, enable, a.userRecoveryCmd()},
 		crudCommands(a, "user", "users", "/v1/users", printUsers)...)...)
 }
 

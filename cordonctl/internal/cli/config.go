@@ -110,7 +110,11 @@ func readSmall(path string) ([]byte, error) {
 
 // settings resolves the connection settings: flags, then environment, then
 // the saved file.
-func (a *app) settings() (*savedConfig, error) {
+func (a *app) settings() (*savedConfig, error) { return a.connSettings(true) }
+
+// connSettings is settings; with requireToken false a missing token is not
+// an error (admin sign-in gets one).
+func (a *app) connSettings(requireToken bool) (*savedConfig, error) {
 	s := &savedConfig{Controller: a.controller}
 	if s.Controller == "" {
 		s.Controller = a.io.Getenv(EnvController)
@@ -158,8 +162,8 @@ func (a *app) settings() (*savedConfig, error) {
 	switch {
 	case s.Controller == "":
 		return nil, usagef("no controller URL: set --controller or %s (e.g. https://controller.hospital.example:8443), or run cordonctl login", EnvController)
-	case s.Token == "":
-		return nil, usagef("no admin token: set --token-file, --token or %s, or run cordonctl login", EnvToken)
+	case s.Token == "" && requireToken:
+		return nil, usagef("no admin token: sign in with 'cordonctl login --admin NAME', or set --token-file, --token or %s", EnvToken)
 	case s.CACertPEM == "":
 		return nil, usagef("no controller CA certificate: set --ca-cert or %s to the controller's ca.pem, or run cordonctl login", EnvCACert)
 	}
@@ -174,16 +178,35 @@ func cmpOr(a, b string) string {
 }
 
 func (a *app) loginCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:   "login",
-		Short: "Check the connection settings against the controller and save them",
-		Long: `login checks --controller, --token-file (or --token) and --ca-cert (or their
-environment variables) against the controller and saves them, mode 0600, to
-$XDG_CONFIG_HOME/cordon/cordonctl.json (~/.config/cordon/cordonctl.json), so
-later commands need no flags. Flags and environment variables still override
-the saved values.`,
+	var (
+		adminName, adminPWFile, adminTOTP string
+		adminPWStdin                      bool
+	)
+	login := &cobra.Command{
+		Use:   "login [--admin NAME [--totp CODE] [--password-stdin | --password-file FILE]]",
+		Short: "Sign in as an admin, or check the connection settings; save them",
+		Long: `login --admin NAME signs in to the controller as an admin account with its
+password and authenticator code (asked for on the terminal unless given) and
+saves the short-lived admin token it gets (8 hours by default), with
+--controller and --ca-cert, mode 0600, to $XDG_CONFIG_HOME/cordon/cordonctl.json
+(~/.config/cordon/cordonctl.json). Later commands use it until it expires;
+then sign in again.
+
+Without --admin, login checks --controller, --token-file (or --token) and
+--ca-cert (or their environment variables) against the controller and saves
+them the same way, so later commands need no flags: the way to use an
+automation token or the first-start owner token. Flags and environment
+variables still override the saved values.`,
+		Example: `  cordonctl login --controller https://ctl.hospital.example:8443 --ca-cert ca.pem --admin alice
+  cordonctl login --controller https://ctl.hospital.example:8443 --ca-cert ca.pem --token-file /var/lib/cordon-controller/admin-token`,
 		Args: args(),
 		RunE: a.run(func(cmd *cobra.Command, _ []string) error {
+			if adminName != "" {
+				return a.adminLogin(cmd, adminName, adminPWStdin, adminPWFile, adminTOTP)
+			}
+			if adminPWStdin || adminPWFile != "" || adminTOTP != "" {
+				return usagef("--password-stdin, --password-file and --totp go with --admin NAME")
+			}
 			s, err := a.settings()
 			if err != nil {
 				return err
@@ -210,4 +233,10 @@ the saved values.`,
 			return nil
 		}),
 	}
+	f := login.Flags()
+	f.StringVar(&adminName, "admin", "", "sign in as this admin account (password and TOTP code)")
+	f.BoolVar(&adminPWStdin, "password-stdin", false, "with --admin: read the password from standard input (first line)")
+	f.StringVar(&adminPWFile, "password-file", "", "with --admin: read the password from FILE (first line)")
+	f.StringVar(&adminTOTP, "totp", "", "with --admin: the 6-digit authenticator code (asked for if omitted)")
+	return login
 }

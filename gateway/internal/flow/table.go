@@ -28,14 +28,14 @@ const (
 type flow struct {
 	key packet.Tuple
 
-	lastSeen atomic.Int64  // monotonic nanoseconds since Authorizer.epoch
+	lastSeen atomic.Int64 // monotonic nanoseconds since Authorizer.epoch
 	// clientSeen is lastSeen for the client's direction only: the
 	// device's activity, for the session idle limit (an app that keeps
 	// sending does not keep an idle user signed in).
 	clientSeen atomic.Int64
-	state    atomic.Uint32 // st* bits
-	fwdNext  atomic.Uint32 // TCP: next sequence number the client will send
-	revNext  atomic.Uint32 // TCP: next sequence number the app will send (valid once stReplied)
+	state      atomic.Uint32 // st* bits
+	fwdNext    atomic.Uint32 // TCP: next sequence number the client will send
+	revNext    atomic.Uint32 // TCP: next sequence number the app will send (valid once stReplied)
 
 	meta flowMeta // guarded by the shard lock
 }

@@ -17,6 +17,7 @@ package policyfile
 
 import (
 	"net/netip"
+	"sync"
 	"time"
 
 	"github.com/cordonhq/cordon/pkg/policy"
@@ -56,6 +57,9 @@ type Policy struct {
 	groupIdP   map[string][]IdPRef        // group → IdP refs, transitive
 	userGroups map[string][]string        // user → groups (local members only), sorted
 	warnings   []*Error                   // see Warnings
+
+	postureOnce   sync.Once // postureSorted: the check names, sorted
+	postureSorted []string
 }
 
 // IdPRef names an IdP group by the value of a claim in the user's ID token

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -196,7 +197,10 @@ func FuzzParse(f *testing.F) {
 		// tests without panic.
 		now := time.Now()
 		pol.EvaluatePosture(nil, now, now)
-		pol.EvaluatePosture(good(), now.Add(-time.Hour), now)
+		pass, _ := pol.EvaluatePosture(good(), now.Add(-time.Hour), now)
+		if quick := pol.PassingPosture(good(), now.Add(-time.Hour), now); !slices.Equal(quick, pass) {
+			t.Fatalf("PassingPosture %v, EvaluatePosture passes %v", quick, pass)
+		}
 		if _, err := pol.RunTests("f.yaml"); err != nil && strings.Contains(err.Error(), "internal error") {
 			t.Fatal(err)
 		}

@@ -224,7 +224,7 @@ type PostureFinding struct {
 // the check lists it under allow_unknown. The report is self-reported:
 // this decides what the device claims, not what is true.
 func (pol *Policy) EvaluatePosture(r *posture.Report, receivedAt, now time.Time) (pass []string, findings []PostureFinding) {
-	for _, name := range slices.Sorted(maps.Keys(pol.PostureChecks)) {
+	for _, name := range pol.postureNames() {
 		fixes := pol.PostureChecks[name].evaluate(r, receivedAt, now)
 		if len(fixes) == 0 {
 			pass = append(pass, name)
@@ -233,6 +233,52 @@ func (pol *Policy) EvaluatePosture(r *posture.Report, receivedAt, now time.Time)
 		findings = append(findings, PostureFinding{Check: name, Fix: strings.Join(fixes, "; ")})
 	}
 	return pass, findings
+}
+
+// PassingPosture is the sorted list of checks EvaluatePosture passes,
+// without composing fix texts: the form map computation needs for every
+// device and gateway.
+func (pol *Policy) PassingPosture(r *posture.Report, receivedAt, now time.Time) []string {
+	var pass []string
+	for _, name := range pol.postureNames() {
+		if pol.PostureChecks[name].passes(r, receivedAt, now) {
+			pass = append(pass, name)
+		}
+	}
+	return pass
+}
+
+// passes is evaluate without explanations, allocation-free: it must agree
+// with evaluate (TestEvaluatePosture and FuzzParse compare them).
+func (c *PostureCheck) passes(r *posture.Report, receivedAt, now time.Time) bool {
+	if !c.Defined || r == nil {
+		return false
+	}
+	yesNo := func(req string, want bool, got posture.State) bool {
+		return !want || got == posture.Yes || got == posture.Unknown && slices.Contains(c.AllowUnknown, req)
+	}
+	if !yesNo(reqDiskEncryption, c.DiskEncryption, r.DiskEncryption.State) ||
+		!yesNo(reqFirewall, c.Firewall, r.Firewall.State) ||
+		!yesNo(reqScreenLock, c.ScreenLock, r.ScreenLock.State) {
+		return false
+	}
+	if len(c.OS) > 0 && !slices.Contains(c.OS, r.OS) {
+		return false
+	}
+	if min, ok := c.MinOSVersion[r.OS]; ok && !versionAtLeast(r.OSVersion, min) {
+		return false
+	}
+	if c.MinClientVersion != "" && !versionAtLeast(r.ClientVersion, c.MinClientVersion) {
+		return false
+	}
+	return c.MaxReportAge == 0 || now.Sub(receivedAt) <= c.MaxReportAge
+}
+
+// postureNames are the check names, sorted; computed once (a parsed
+// policy is read-only and shared).
+func (pol *Policy) postureNames() []string {
+	pol.postureOnce.Do(func() { pol.postureSorted = slices.Sorted(maps.Keys(pol.PostureChecks)) })
+	return pol.postureSorted
 }
 
 // evaluate returns what to fix for the device to pass c; none: it passes.
@@ -244,6 +290,7 @@ func (c *PostureCheck) evaluate(r *posture.Report, receivedAt, now time.Time) []
 		return []string{"no posture report from this device yet; keep 'cordon up' running, it reports when it connects"}
 	}
 	var fixes []string
+	fail := func(format string, args ...any) { fixes = append(fixes, fmt.Sprintf(format, args...)) }
 	yesNo := func(req string, want bool, got posture.Check, fixNo, what string) {
 		if !want {
 			return
@@ -254,24 +301,24 @@ func (c *PostureCheck) evaluate(r *posture.Report, receivedAt, now time.Time) []
 			if slices.Contains(c.AllowUnknown, req) {
 				return
 			}
-			fixes = append(fixes, fmt.Sprintf("%s could not be determined on this device (%s); %s, or ask IT", what, orUnknown(got.Detail), fixNo))
+			fail("%s could not be determined on this device (%s); %s, or ask IT", what, orUnknown(got.Detail), fixNo)
 		default:
-			fixes = append(fixes, fixNo)
+			fail("%s", fixNo)
 		}
 	}
 	yesNo(reqDiskEncryption, c.DiskEncryption, r.DiskEncryption, "encrypt the root filesystem (LUKS/dm-crypt; usually a re-install with full-disk encryption, ask IT)", "disk encryption")
 	yesNo(reqFirewall, c.Firewall, r.Firewall, "turn on the firewall (an nftables input chain with a drop policy or filtering rules)", "the firewall state")
 	yesNo(reqScreenLock, c.ScreenLock, r.ScreenLock, "turn on the automatic screen lock", "the screen lock")
 	if len(c.OS) > 0 && !slices.Contains(c.OS, r.OS) {
-		fixes = append(fixes, fmt.Sprintf("use a supported operating system (%s); this device runs %s", strings.Join(c.OS, ", "), orUnknown(r.OS)))
+		fail("use a supported operating system (%s); this device runs %s", strings.Join(c.OS, ", "), orUnknown(r.OS))
 	} else if min, ok := c.MinOSVersion[r.OS]; ok && !versionAtLeast(r.OSVersion, min) {
-		fixes = append(fixes, fmt.Sprintf("update %s to version %s or later (this device runs %s)", r.OS, min, orUnknown(r.OSVersion)))
+		fail("update %s to version %s or later (this device runs %s)", r.OS, min, orUnknown(r.OSVersion))
 	}
 	if c.MinClientVersion != "" && !versionAtLeast(r.ClientVersion, c.MinClientVersion) {
-		fixes = append(fixes, fmt.Sprintf("update the Cordon client to %s or later (this one is %s)", c.MinClientVersion, orUnknown(r.ClientVersion)))
+		fail("update the Cordon client to %s or later (this one is %s)", c.MinClientVersion, orUnknown(r.ClientVersion))
 	}
 	if c.MaxReportAge > 0 && now.Sub(receivedAt) > c.MaxReportAge {
-		fixes = append(fixes, fmt.Sprintf("the device's last posture report is older than %s; keep 'cordon up' running and connected so it reports", c.MaxReportAge))
+		fail("the device's last posture report is older than %s; keep 'cordon up' running and connected so it reports", c.MaxReportAge)
 	}
 	return fixes
 }
@@ -283,49 +330,76 @@ func orUnknown(s string) string {
 	return s
 }
 
-// parseVersion splits a dotted version ("22.04", "0.1.0", "v1.2.3-rc1")
-// into its numeric parts; a suffix after "-" or "+" is ignored.
+// parseVersion checks a dotted version ("22.04", "0.1.0", "v1.2.3-rc1":
+// a suffix after "-", "+", "~" or " " is ignored) and returns its numeric
+// parts.
 func parseVersion(s string) ([]int, error) {
-	s = strings.TrimPrefix(s, "v")
-	if i := strings.IndexAny(s, "-+~ "); i >= 0 {
-		s = s[:i]
-	}
-	if s == "" {
+	var out []int
+	rest, ok := versionCore(s)
+	if !ok {
 		return nil, fmt.Errorf("no version number")
 	}
-	parts := strings.Split(s, ".")
-	if len(parts) > 8 {
-		return nil, fmt.Errorf("more than 8 parts")
-	}
-	out := make([]int, len(parts))
-	for i, p := range parts {
-		n, err := strconv.Atoi(p)
-		if err != nil || n < 0 || len(p) > 9 {
-			return nil, fmt.Errorf("part %q is not a number", p)
+	for rest != "" {
+		part, tail, _ := strings.Cut(rest, ".")
+		n, err := strconv.Atoi(part)
+		if err != nil || n < 0 || len(part) > 9 {
+			return nil, fmt.Errorf("part %q is not a number", part)
 		}
-		out[i] = n
+		out = append(out, n)
+		rest = tail
+		if len(out) > 8 {
+			return nil, fmt.Errorf("more than 8 parts")
+		}
 	}
 	return out, nil
 }
 
-// versionAtLeast reports whether version have is min or later; a version
-// that does not parse is not (fail closed).
-func versionAtLeast(have, min string) bool {
-	h, err := parseVersion(have)
-	if err != nil {
-		return false
+// versionCore is s without a leading "v" and a trailing suffix.
+func versionCore(s string) (string, bool) {
+	s = strings.TrimPrefix(s, "v")
+	if i := strings.IndexAny(s, "-+~ "); i >= 0 {
+		s = s[:i]
 	}
-	m, err := parseVersion(min)
-	if err != nil {
-		return false
+	return s, s != ""
+}
+
+// nextPart returns the leading numeric part of a version and the rest
+// after its dot; ok is false when the part is not a number.
+func nextPart(s string) (n int, rest string, ok bool) {
+	part, rest, _ := strings.Cut(s, ".")
+	if part == "" || len(part) > 9 {
+		return 0, "", false
 	}
-	for i := range max(len(h), len(m)) {
-		var a, b int
-		if i < len(h) {
-			a = h[i]
+	for _, c := range []byte(part) {
+		if c < '0' || c > '9' {
+			return 0, "", false
 		}
-		if i < len(m) {
-			b = m[i]
+		n = n*10 + int(c-'0')
+	}
+	return n, rest, true
+}
+
+// versionAtLeast reports whether version have is min or later, comparing
+// numeric parts (missing parts are 0); a version that does not parse is
+// not (fail closed). It does not allocate.
+func versionAtLeast(have, min string) bool {
+	h, okH := versionCore(have)
+	m, okM := versionCore(min)
+	if !okH || !okM {
+		return false
+	}
+	for h != "" || m != "" {
+		a, b := 0, 0
+		var ok bool
+		if h != "" {
+			if a, h, ok = nextPart(h); !ok {
+				return false
+			}
+		}
+		if m != "" {
+			if b, m, ok = nextPart(m); !ok {
+				return false
+			}
 		}
 		if a != b {
 			return a > b

@@ -91,6 +91,9 @@ func TestEvaluatePosture(t *testing.T) {
 				tc.mod(r)
 			}
 			pass, findings := pol.EvaluatePosture(r, now.Add(-tc.received), now)
+			if quick := pol.PassingPosture(r, now.Add(-tc.received), now); !slices.Equal(quick, pass) {
+				t.Errorf("PassingPosture = %v, EvaluatePosture passes %v", quick, pass)
+			}
 			var wantPass []string
 			for _, c := range all {
 				if _, f := tc.fail[c]; !f {
@@ -152,5 +155,18 @@ func TestVersionAtLeast(t *testing.T) {
 		if got := versionAtLeast(tc.have, tc.min); got != tc.want {
 			t.Errorf("versionAtLeast(%q, %q) = %v", tc.have, tc.min, got)
 		}
+	}
+}
+
+func BenchmarkPassingPosture(b *testing.B) {
+	pol, err := Parse("p.yaml", []byte(postureSrc))
+	if err != nil {
+		b.Fatal(err)
+	}
+	r, now := good(), time.Now()
+	r.Firewall.State = posture.No
+	b.ReportAllocs()
+	for b.Loop() {
+		pol.PassingPosture(r, now, now)
 	}
 }

@@ -1,0 +1,353 @@
+package cli
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/cordonhq/cordon/pkg/adminapi"
+)
+
+// Administrators, their sign-in, admin tokens and users' recovery codes.
+
+const rolesHelp = `Roles:
+  owner          everything, including admins and admin tokens
+  network-admin  policy, segments, apps, groups, rules, users, gateways; not admins
+  auditor        reads configuration, the audit trail and reports; changes nothing
+  helpdesk       reads; ends sessions, revokes devices, disables users; no policy`
+
+func printAdmins(w io.Writer, xs []adminapi.Admin) error {
+	t := newTable(w, "NAME", "ROLE", "DISABLED", "CREATED")
+	for _, x := range xs {
+		t.row(x.Name, x.Role, fmt.Sprint(x.Disabled), fmtTime(x.CreatedAt))
+	}
+	return t.flush()
+}
+
+func (a *app) adminCmd() *cobra.Command {
+	var role string
+	var pwStdin bool
+	var pwFile string
+	create := &cobra.Command{
+		Use:   "create NAME --role ROLE (--password-stdin | --password-file FILE)",
+		Short: "Create an admin account; prints its TOTP secret, shown only once",
+		Long: `create makes an admin account with a password (at least 12 characters), a
+role and a new TOTP second factor. The TOTP secret and its otpauth:// URI are
+printed once, with a QR code: the admin enrols them in an authenticator app
+now, then signs in with 'cordonctl login --admin NAME'. Sign-in tokens expire
+(8 hours by default).
+
+` + rolesHelp,
+		Example: `  printf '%s\n' "$PASSWORD" | cordonctl admin create alice --role owner --password-stdin
+  cordonctl admin create helpdesk-1 --role helpdesk --password-file /run/secrets/hd1`,
+		Args: args("NAME"),
+		RunE: a.run(func(cmd *cobra.Command, args []string) error {
+			pw, err := a.readPassword(pwStdin, pwFile)
+			if err != nil {
+				return err
+			}
+			var out adminapi.CreateAdminResponse
+			printed, err := a.do(cmd, http.MethodPost, "/v1/admins", &adminapi.CreateAdminRequest{Name: args[0], Role: role, Password: pw}, &out)
+			if err != nil || printed {
+				return err
+			}
+			w := a.io.Out
+			fmt.Fprintf(w, "Created admin %s with role %s.\n\n", sanitize(out.Name), sanitize(out.Role))
+			fmt.Fprintf(w, "TOTP secret: %s\n", out.TOTPSecret)
+			fmt.Fprintf(w, "otpauth URI: %s\n\n", out.TOTPURI)
+			if err := writeQR(w, out.TOTPURI); err != nil {
+				return err
+			}
+			fmt.Fprintln(w)
+			fmt.Fprintln(w, "WARNING: the TOTP secret is shown only this once. Enrol it in the admin's")
+			fmt.Fprintln(w, "authenticator app now, then sign in with: cordonctl login --admin "+sanitize(out.Name))
+			return nil
+		}),
+	}
+	create.Flags().StringVar(&role, "role", "", "owner, network-admin, auditor or helpdesk")
+	create.Flags().BoolVar(&pwStdin, "password-stdin", false, "read the password from standard input (first line)")
+	create.Flags().StringVar(&pwFile, "password-file", "", "read the password from FILE (first line)")
+	create.MarkFlagRequired("role")
+
+	list := &cobra.Command{
+		Use:     "list",
+		Aliases: []string{"ls"},
+		Short:   "List admin accounts",
+		Args:    args(),
+		RunE: a.run(func(cmd *cobra.Command, _ []string) error {
+			var out []adminapi.Admin
+			printed, err := a.do(cmd, http.MethodGet, "/v1/admins", nil, &out)
+			if err != nil || printed {
+				return err
+			}
+			return printAdmins(a.io.Out, out)
+		}),
+	}
+	toggle := func(verb, short string) *cobra.Command {
+		return &cobra.Command{
+			Use:   verb + " NAME",
+			Short: short,
+			Args:  args("NAME"),
+			RunE: a.run(func(cmd *cobra.Command, args []string) error {
+				return createAndPrint(a, cmd, "/v1/admins/"+esc(args[0])+"/"+verb, nil, printAdmins)
+			}),
+		}
+	}
+	return a.group("admin", "Manage administrator accounts (owner only)",
+		create, list,
+		toggle("disable", "Disable an admin: every token of the account stops working at once"),
+		toggle("enable", "Re-enable a disabled admin"),
+		a.deleteCmd("admin", "/v1/admins", "NAME"),
+	)
+}
+
+// Admin tokens.
+
+func printAdminTokens(w io.Writer, xs []adminapi.AdminToken) error {
+	now := time.Now()
+	t := newTable(w, "ID", "NAME", "ROLE", "SCOPES", "CREATED BY", "EXPIRES", "LAST USED", "STATE")
+	for _, x := range xs {
+		state := "valid"
+		switch {
+		case !x.RevokedAt.IsZero():
+			state = "revoked " + fmtTime(x.RevokedAt)
+		case !x.ExpiresAt.IsZero() && !now.Before(x.ExpiresAt):
+			state = "expired"
+		}
+		expires := fmtTime(x.ExpiresAt)
+		if x.ExpiresAt.IsZero() {
+			expires = "never"
+		}
+		t.row(x.ID, x.Name, x.Role, strings.Join(x.Scopes, ","), x.CreatedBy, expires, fmtTime(x.LastUsedAt), state)
+	}
+	return t.flush()
+}
+
+func (a *app) tokenCmd() *cobra.Command {
+	var req adminapi.CreateAdminTokenRequest
+	create := &cobra.Command{
+		Use:   "create --name N --role ROLE --ttl D [--scope PERM]...",
+		Short: "Issue an admin API token for automation (shown once; always expires)",
+		Long: `create issues a standalone admin token, for scripts and integrations (a SIEM
+pulling the audit trail, CI applying policy). It has a role, optionally
+narrowed with --scope to some of the role's permissions, and expires after
+--ttl (required, at most 90d). In table mode only the token is printed on
+stdout, so scripts can capture it; details go to stderr.
+
+Permissions: read, audit.read, access.revoke, users.write, policy.write,
+gateways.write, admins.read, admins.write.
+
+` + rolesHelp,
+		Example: `  cordonctl token create --name siem --role auditor --scope audit.read --ttl 30d > siem.token
+  cordonctl token create --name ci-policy --role network-admin --scope policy.write --scope read --ttl 12h`,
+		Args: args(),
+		RunE: a.run(func(cmd *cobra.Command, _ []string) error {
+			var out adminapi.CreateAdminTokenResponse
+			printed, err := a.do(cmd, http.MethodPost, "/v1/admin-tokens", &req, &out)
+			if err != nil || printed {
+				return err
+			}
+			fmt.Fprintln(a.io.Out, out.Token)
+			fmt.Fprintf(a.io.Err, "Token %s (%s, role %s) expires %s; it is shown only once.\n",
+				out.ID, sanitize(out.Name), sanitize(out.Role), fmtTime(out.ExpiresAt))
+			return nil
+		}),
+	}
+	f := create.Flags()
+	f.StringVar(&req.Name, "name", "", "what the token is for; audit entries name it admin:NAME")
+	f.StringVar(&req.Role, "role", "", "owner, network-admin, auditor or helpdesk")
+	f.StringArrayVar(&req.Scopes, "scope", nil, "narrow the role to this permission (repeatable)")
+	f.StringVar(&req.TTL, "ttl", "", "lifetime, e.g. 12h or 30d (at most 90d)")
+	for _, n := range []string{"name", "role", "ttl"} {
+		create.MarkFlagRequired(n)
+	}
+	list := &cobra.Command{
+		Use:     "list",
+		Aliases: []string{"ls"},
+		Short:   "List admin tokens, sign-in and automation ones (never their secrets)",
+		Args:    args(),
+		RunE: a.run(func(cmd *cobra.Command, _ []string) error {
+			var out []adminapi.AdminToken
+			printed, err := a.do(cmd, http.MethodGet, "/v1/admin-tokens", nil, &out)
+			if err != nil || printed {
+				return err
+			}
+			return printAdminTokens(a.io.Out, out)
+		}),
+	}
+	revoke := &cobra.Command{
+		Use:   "revoke ID",
+		Short: "Revoke an admin token: it stops working at once",
+		Args:  args("ID"),
+		RunE: a.run(func(cmd *cobra.Command, args []string) error {
+			printed, err := a.do(cmd, http.MethodDelete, "/v1/admin-tokens/"+esc(args[0]), nil, nil)
+			if err != nil || printed {
+				return err
+			}
+			fmt.Fprintf(a.io.Out, "Revoked admin token %s\n", sanitize(args[0]))
+			return nil
+		}),
+	}
+	return a.group("token", "Manage admin API tokens (owner only)", create, list, revoke)
+}
+
+// Recovery codes.
+
+func (a *app) printRecoveryCodes(codes []string) {
+	w := a.io.Out
+	fmt.Fprintln(w, "One-time recovery codes (each replaces the authenticator code once, with")
+	fmt.Fprintln(w, "'cordon login --recovery-code'):")
+	for _, c := range codes {
+		fmt.Fprintf(w, "  %s\n", sanitize(c))
+	}
+	fmt.Fprintln(w, "They are shown only this once: give them to the user to keep on paper, apart")
+	fmt.Fprintln(w, "from the device.")
+}
+
+func (a *app) userRecoveryCmd() *cobra.Command {
+	regen := &cobra.Command{
+		Use:   "regenerate NAME",
+		Short: "Make new one-time recovery codes for a user (every old code stops working); shown once",
+		Args:  args("NAME"),
+		RunE: a.run(func(cmd *cobra.Command, args []string) error {
+			var out adminapi.RecoveryCodesResponse
+			printed, err := a.do(cmd, http.MethodPost, "/v1/users/"+esc(args[0])+"/recovery-codes", nil, &out)
+			if err != nil || printed {
+				return err
+			}
+			fmt.Fprintf(a.io.Out, "New recovery codes for %s; every earlier code is void.\n\n", sanitize(out.User))
+			a.printRecoveryCodes(out.Codes)
+			return nil
+		}),
+	}
+	return a.group("recovery-codes", "Manage a user's one-time recovery codes", regen)
+}
+
+// Admin sign-in.
+
+// adminLogin signs in as an admin account and saves the short-lived token
+// with the connection settings (mode 0600), where every later command
+// finds it.
+func (a *app) adminLogin(cmd *cobra.Command, name string, pwStdin bool, pwFile, totp string) error {
+	if a.token != "" || a.tokenFile != "" {
+		return usagef("--admin signs in with a password and TOTP code: do not give --token or --token-file")
+	}
+	s, err := a.connSettings(false)
+	if err != nil {
+		return err
+	}
+	var pw string
+	if !pwStdin && pwFile == "" {
+		if pw, err = a.promptSecret("Password for admin " + name + ": "); err != nil {
+			return err
+		}
+	} else if pw, err = a.readPassword(pwStdin, pwFile); err != nil {
+		return err
+	}
+	if totp == "" {
+		if totp, err = a.promptLine("Authenticator code: "); err != nil {
+			return err
+		}
+	}
+	c, err := adminapi.New(s.Controller, "", []byte(s.CACertPEM))
+	if err != nil {
+		return &usageError{msg: err.Error()}
+	}
+	defer c.Close()
+	resp, err := c.AdminLogin(cmd.Context(), &adminapi.AdminLoginRequest{Name: name, Password: pw, TOTP: totp})
+	if err != nil {
+		return err
+	}
+	path, err := a.configPath()
+	if err != nil {
+		return err
+	}
+	s.Token = resp.Token
+	if err := saveConfig(path, s); err != nil {
+		return err
+	}
+	if a.io.Getenv(EnvToken) != "" {
+		fmt.Fprintf(a.io.Err, "Note: %s is set and overrides the saved token; unset it to use this sign-in.\n", EnvToken)
+	}
+	if a.output == "json" {
+		return writeJSONValue(a.io.Out, map[string]any{
+			"controller": s.Controller, "actor": "admin:" + resp.Name, "role": resp.Role,
+			"expires_at": resp.ExpiresAt, "token_id": resp.TokenID, "config": path,
+		})
+	}
+	fmt.Fprintf(a.io.Out, "Signed in to %s as admin %s (role %s) until %s; token saved to %s\n",
+		s.Controller, sanitize(resp.Name), sanitize(resp.Role), fmtTime(resp.ExpiresAt), path)
+	return nil
+}
+
+func (a *app) logoutCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "logout",
+		Short: "Revoke the admin token in use and remove it from the saved settings",
+		Args:  args(),
+		RunE: a.run(func(cmd *cobra.Command, _ []string) error {
+			c, err := a.getClient()
+			if err != nil {
+				return err
+			}
+			if err := c.AdminLogout(cmd.Context()); err != nil && !adminapi.IsCode(err, adminapi.CodeUnauthorized) {
+				return err
+			}
+			saved, path, err := a.loadSaved()
+			if err != nil {
+				return err
+			}
+			if saved != nil && saved.Token != "" {
+				saved.Token = ""
+				if err := saveConfig(path, saved); err != nil {
+					return err
+				}
+			}
+			fmt.Fprintln(a.io.Out, "Signed out; the token no longer works.")
+			return nil
+		}),
+	}
+}
+
+// terminal returns standard input as a terminal, if it is one.
+func (a *app) terminal() (*os.File, bool) {
+	f, ok := a.io.In.(*os.File)
+	return f, ok && term.IsTerminal(int(f.Fd()))
+}
+
+func (a *app) promptSecret(label string) (string, error) {
+	f, ok := a.terminal()
+	if !ok {
+		return "", usagef("no terminal to ask for the password: give --password-stdin or --password-file")
+	}
+	fmt.Fprint(a.io.Err, label)
+	b, err := term.ReadPassword(int(f.Fd()))
+	fmt.Fprintln(a.io.Err)
+	if err != nil {
+		return "", fmt.Errorf("read password: %w", err)
+	}
+	if len(b) == 0 {
+		return "", usagef("the password is empty")
+	}
+	return string(b), nil
+}
+
+func (a *app) promptLine(label string) (string, error) {
+	if _, ok := a.terminal(); !ok {
+		return "", usagef("no terminal to ask for the authenticator code: give --totp CODE")
+	}
+	fmt.Fprint(a.io.Err, label)
+	line, err := bufio.NewReader(a.io.In).ReadString('\n')
+	if err != nil && !errors.Is(err, io.EOF) {
+		return "", fmt.Errorf("read code: %w", err)
+	}
+	return strings.TrimSpace(line), nil
+}
