@@ -29,8 +29,8 @@ groups:
 segments:
   clinical: {prefixes: [10.20.0.0/24], gateways: [gw1]}
 apps:
-  ehr: {segment: clinical, names: [ehr.hosp.internal], addresses: [10.20.0.10], ports: [tcp/80], classification: phi}
-  billing: {segment: clinical, names: [billing.hosp.internal], addresses: [10.20.0.11], ports: [tcp/80], classification: phi}
+  ehr: {segment: clinical, names: [ehr.hosp.internal], addresses: [10.20.0.10], ports: [tcp/80], classification: internal}
+  billing: {segment: clinical, names: [billing.hosp.internal], addresses: [10.20.0.11], ports: [tcp/80], classification: internal}
 rules:
   - {name: physicians-ehr, from: [group:physicians], to: [app:ehr]}
 `
@@ -49,7 +49,7 @@ func TestOIDC(t *testing.T) {
 	idpBin := buildTestIdP(t)
 	cfgDir := t.TempDir()
 	cfg := filepath.Join(cfgDir, "oidc.yaml")
-	writeFile(t, cfg, `refresh_interval: 2s
+	writeOIDCFile(t, cfg, `refresh_interval: 2s
 providers:
   - name: test
     display_name: Test hospital IdP
@@ -59,7 +59,7 @@ providers:
     device_flow: true
 `)
 	users := filepath.Join(cfgDir, "users.json")
-	writeFile(t, users, `[{"Username": "drsmith", "Password": "idp-pw", "Email": "dr.smith@hospital.example", "Groups": ["Physicians"]}]`)
+	writeOIDCFile(t, users, `[{"Username": "drsmith", "Password": "idp-pw", "Email": "dr.smith@hospital.example", "Groups": ["Physicians"]}]`)
 
 	w := newWorld(t, withControllerArgs("--oidc-config", cfg))
 	idp := w.start(w.ctl, "test-idp", idpBin, "serve", "--addr", idpAddr, "--users", users)
@@ -79,7 +79,7 @@ providers:
 		return nil
 	})
 	policy := filepath.Join(w.dir, "oidc-policy.yaml")
-	writeFile(t, policy, oidcPolicy)
+	writeOIDCFile(t, policy, oidcPolicy)
 	w.mustCtl("", "policy", "apply", policy, "--reason", "e2e: IdP group Physicians reaches ehr")
 
 	cl3 := w.extraClientNS("cl3", cl3Addr)
@@ -204,7 +204,7 @@ func buildTestIdP(t *testing.T) string {
 	return out
 }
 
-func writeFile(t *testing.T, path, s string) {
+func writeOIDCFile(t *testing.T, path, s string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(s), 0o600); err != nil {
 		t.Fatal(err)

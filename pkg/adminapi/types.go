@@ -3,9 +3,12 @@
 // error codes, and a [Client].
 //
 // Admin routes (under /v1, except the agent routes below) need
-// "Authorization: Bearer <admin token>". The agent routes POST
-// /v1/enroll/gateway and POST /v1/login take no token: the enrollment token
-// or the user's password and TOTP code are the credential.
+// "Authorization: Bearer <admin token>"; the token's role (optionally
+// narrowed) must grant the route's permission, or the answer is 403
+// CodeForbidden. The agent routes POST /v1/enroll/gateway and POST
+// /v1/login, and the admin sign-in POST /v1/admin/login, take no token: the
+// enrollment token, or the password and TOTP code (or a user's recovery
+// code), are the credential.
 //
 // Every error response is an [ErrorBody] whose Code is one of the Code
 // constants; the HTTP status follows from the code. Lists are JSON arrays

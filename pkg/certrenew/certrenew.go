@@ -141,6 +141,11 @@ func (r *Renewer) Renewal(connected bool) (*controlproto.Frame, time.Duration) {
 		retry = max(min(DefaultRetryAfter, life/10), time.Second)
 	}
 
+	if now.After(cert.NotAfter) {
+		// Too late: the controller refuses this certificate (Expired
+		// says what to do); asking would only add noise.
+		return nil, r.cfg.CheckInterval
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if connected {

@@ -276,6 +276,9 @@ func TestExpiredSaysWhatToDo(t *testing.T) {
 		t.Fatalf("Expired while valid = %v", err)
 	}
 	clk.Set(start.Add(2 * time.Hour))
+	if f, _ := r.Renewal(true); f != nil {
+		t.Error("asked to renew an expired certificate: the controller refuses it")
+	}
 	err := r.Expired()
 	if !errors.Is(err, certrenew.ErrExpired) || !strings.Contains(err.Error(), "cordon login") {
 		t.Fatalf("Expired = %v, want ErrExpired saying to run cordon login", err)

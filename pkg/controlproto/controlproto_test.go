@@ -35,13 +35,17 @@ func TestReadFrameRejects(t *testing.T) {
 		t.Fatalf("oversized frame: %v", err)
 	}
 	for name, body := range map[string]string{
-		"not json":        `{`,
-		"unknown type":    `{"type":"nope"}`,
-		"missing payload": `{"type":"hello"}`,
-		"wrong payload":   `{"type":"hello","client_map":{}}`,
-		"two payloads":    `{"type":"hello","hello":{},"client_map":{}}`,
-		"bad proto":       `{"type":"gateway_map","gateway_map":{"rules":[{"proto":"smtp"}]}}`,
-		"bad key":         `{"type":"client_map","client_map":{"gateways":[{"public_key":"xx"}]}}`,
+		"not json":                 `{`,
+		"unknown type":             `{"type":"nope"}`,
+		"missing payload":          `{"type":"hello"}`,
+		"wrong payload":            `{"type":"hello","client_map":{}}`,
+		"two payloads":             `{"type":"hello","hello":{},"client_map":{}}`,
+		"bad proto":                `{"type":"gateway_map","gateway_map":{"rules":[{"proto":"smtp"}]}}`,
+		"bad key":                  `{"type":"client_map","client_map":{"gateways":[{"public_key":"xx"}]}}`,
+		"activity without payload": `{"type":"activity"}`,
+		"activity with a map":      `{"type":"activity","activity":{},"gateway_map":{}}`,
+		"renew as certificate":     `{"type":"certificate","renew":{"csr":"x"}}`,
+		"posture without payload":  `{"type":"posture"}`,
 	} {
 		if _, err := DecodeFrame([]byte(body)); err == nil {
 			t.Errorf("%s: accepted", name)
@@ -53,6 +57,10 @@ func FuzzDecodeFrame(f *testing.F) {
 	f.Add([]byte(`{"type":"hello","hello":{"kind":"gateway","capability_version":1}}`))
 	f.Add([]byte(`{"type":"flow_events","flow_events":{"events":[{"action":"deny","proto":"tcp","src":"1.2.3.4:5","dst":"[::1]:80"}]}}`))
 	f.Add([]byte(`{"type":"gateway_map","gateway_map":{"peers":[{"addr":"100.64.0.2","public_key":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="}]}}`))
+	f.Add([]byte(`{"type":"activity","activity":{"devices":[{"device_id":"dev-1","idle_ns":1500000000}]}}`))
+	f.Add([]byte(`{"type":"posture","posture":{"report":{"os":"debian"}}}`))
+	f.Add([]byte(`{"type":"renew","renew":{"csr":"-----BEGIN CERTIFICATE REQUEST-----"}}`))
+	f.Add([]byte(`{"type":"client_map","client_map":{"session":{"state":"ended","reason":"idle","step_up":[{"app":"ehr","at":"2026-11-23T00:00:00Z"}]}}}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		f, err := DecodeFrame(b)
 		if err == nil && f.Type == "" {

@@ -229,23 +229,25 @@ func (a *API) whoami(w http.ResponseWriter, r *http.Request, actor string) error
 
 // Failed sign-in alerts.
 
-// loginFailed feeds a failed sign-in (user or admin; key is the throttle
-// key) to the alerter and records every alert it raises: an auth.alert
-// audit event with outcome "alert", and a warning in the log.
-func (a *API) loginFailed(ctx context.Context, kind, key, src string) {
+// loginFailed feeds a failed sign-in to the alerter and records every
+// alert it raises: an auth.alert audit event with outcome "alert", and a
+// warning in the log. account is "user" or "admin", key the throttle key,
+// shown the name as safe to record (quoted if it is not a valid name: it
+// is attacker input).
+func (a *API) loginFailed(ctx context.Context, account, key, shown, src string) {
 	for _, al := range a.alert.Failed(key, src, a.now()) {
 		d := map[string]string{
 			"kind": al.Kind, "failures": strconv.Itoa(al.Failures), "window": al.Window.String(),
-			"first": al.First.UTC().Format(time.RFC3339), "account": kind,
+			"first": al.First.UTC().Format(time.RFC3339), "account": account,
 		}
-		subject := al.Key
+		subject := al.Key // a parsed address or /64, or the raw source
 		if al.Kind == auth.AlertUser {
-			subject = key
+			subject = shown
 			d["source"] = src // the latest one
 		}
 		a.audit(ctx, store.AuditEvent{Type: "auth.alert", Actor: "controller", Outcome: "alert", Subject: clip(subject), Details: d})
-		a.log.WarnContext(ctx, "repeated failed sign-ins", "kind", al.Kind, "subject", clip(subject),
-			"failures", al.Failures, "window", al.Window, logSource, src)
+		a.log.WarnContext(ctx, "repeated failed sign-ins", logKind, al.Kind, logSubj, clip(subject),
+			logCount, al.Failures, logWindow, al.Window, logSource, src)
 	}
 }
 
@@ -294,7 +296,7 @@ func (a *API) adminLogin(w http.ResponseWriter, r *http.Request) error {
 			Type: "admin.login", Actor: "admin:" + name, Outcome: "failure", Subject: name,
 			Details: map[string]string{"source": src, "reason": reason},
 		})
-		a.loginFailed(ctx, "admin", key, src)
+		a.loginFailed(ctx, "admin", key, "admin/"+name, src)
 	}
 	now := a.now()
 	if wait := a.throttle.Allow(key, src, now); wait > 0 {
@@ -416,6 +418,17 @@ func (a *API) createAdmin(w http.ResponseWriter, r *http.Request, actor string) 
 	}
 	if !principalFrom(r.Context()).scope.Covers(auth.Scope{Role: role}) {
 		return errorf(http.StatusForbidden, adminapi.CodeForbidden, "you cannot create an admin with more permissions than your own token has")
+	}
+	// Audit actors are "admin:<name>" for accounts and tokens alike: an
+	// account must not pass for a token that is still in use.
+	toks, err := a.st.ListAdminTokens(r.Context())
+	if err != nil {
+		return err
+	}
+	for _, t := range toks {
+		if t.Admin == "" && t.Name == req.Name && t.Usable(a.now()) {
+			return conflictf("%q is the name of admin token %s: give the account another name (or revoke the token)", req.Name, t.ID)
+		}
 	}
 	hash, err := a.pw.Hash(req.Password)
 	if err != nil {

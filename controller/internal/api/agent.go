@@ -135,7 +135,7 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) error {
 			Type: "auth.login", Actor: "user:" + name, Outcome: "failure", Subject: name,
 			Details: map[string]string{"source": src, "device": req.DeviceID, "reason": reason},
 		})
-		a.loginFailed(ctx, "user", req.Username, src)
+		a.loginFailed(ctx, "user", req.Username, name, src)
 	}
 
 	now := a.now()

@@ -1,5 +1,6 @@
 // Package api is the controller's HTTPS API: the admin REST routes cordonctl
-// uses (bearer admin token) and the two agent routes that precede the
+// uses (bearer admin token; each route requires one permission of the
+// token's role, see adminauth.go) and the two agent routes that precede the
 // control channel — gateway enrollment and user login — which carry their
 // own credential in the body.
 //
@@ -272,6 +273,10 @@ const (
 	logErr    = "err"
 	logActor  = "actor"
 	logEvent  = "event"
+	logKind   = "kind"
+	logSubj   = "subject"
+	logCount  = "failures"
+	logWindow = "window"
 )
 
 // apiError is an error with its HTTP status and code; its message is shown

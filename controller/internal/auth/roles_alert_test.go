@@ -118,3 +118,28 @@ func TestRecoveryCodes(t *testing.T) {
 		t.Error("a TOTP code looks like a recovery code")
 	}
 }
+
+// FuzzRecoveryCode: whatever a client sends as a recovery code, checking
+// it never panics, normalization is idempotent, and only the real code
+// matches.
+func FuzzRecoveryCode(f *testing.F) {
+	codes, hashes := NewRecoveryCodes("nurse", 2)
+	f.Add(codes[0])
+	f.Add(strings.ToUpper(codes[1]))
+	f.Add("")
+	f.Add("----")
+	f.Add("ÄBCD-éfgh-\x00\xff-1234")
+	f.Fuzz(func(t *testing.T, code string) {
+		n := NormalizeRecoveryCode(code)
+		if NormalizeRecoveryCode(n) != n {
+			t.Fatalf("normalize not idempotent on %q", code)
+		}
+		i := MatchRecoveryCode("nurse", code, hashes)
+		if i >= 0 && n != NormalizeRecoveryCode(codes[i]) {
+			t.Fatalf("%q matched code %d", code, i)
+		}
+		if i >= 0 && !LooksLikeRecoveryCode(code) {
+			t.Fatalf("%q matched but does not look like a code", code)
+		}
+	})
+}

@@ -48,6 +48,8 @@ func NewIndexCached(snap *store.Snapshot, cache *PolicyCache) *Index {
 		Gateways: slices.SortedFunc(slices.Values(snap.Gateways), func(a, b store.Gateway) int { return cmp.Compare(a.ID, b.ID) }),
 		Devices:  slices.SortedFunc(slices.Values(snap.Devices), func(a, b store.Device) int { return cmp.Compare(a.ID, b.ID) }),
 		Posture:  snap.Posture,
+		// OIDC identities: users' IdP group claims (policy.go, idpRefs).
+		Identities: snap.Identities,
 	}
 	ix := &Index{
 		snap:       s,

@@ -26,17 +26,17 @@ const DefaultBootstrapTokenTTL = 24 * time.Hour
 // owner credential expired, was revoked or disabled), it creates a random
 // owner token that expires after ttl, stores only its hash, writes the
 // secret to a 0600 file in the data directory and announces it once. There
-// is no default password.
+// is no default password. Its audit actor is "admin:bootstrap".
 //
 // Re-issuing at start-up is safe: whoever can restart the controller and
 // read its data directory already holds the database and the CA key, so
 // the token grants them nothing new. It is how an installation whose only
 // owner lost their authenticator recovers.
-func bootstrapOwner(ctx context.Context, st store.Store, dir string, authority *ca.CA, announce io.Writer, ttl time.Duration) error {
+func bootstrapOwner(ctx context.Context, st store.Store, dir string, authority *ca.CA, announce io.Writer, ttl time.Duration, now time.Time) error {
 	if ttl <= 0 {
 		ttl = DefaultBootstrapTokenTTL
 	}
-	now := time.Now().UTC().Truncate(time.Microsecond)
+	now = now.UTC().Truncate(time.Microsecond)
 	have, err := hasOwnerCredential(ctx, st, now)
 	if err != nil {
 		return fmt.Errorf("read admin credentials: %w", err)
@@ -48,7 +48,7 @@ func bootstrapOwner(ctx context.Context, st store.Store, dir string, authority *
 	var id [5]byte
 	rand.Read(id[:])
 	t := store.AdminToken{
-		ID: "adt-" + hex.EncodeToString(id[:]), Name: "owner", Role: string(auth.RoleOwner), Hash: hash,
+		ID: "adt-" + hex.EncodeToString(id[:]), Name: "bootstrap", Role: string(auth.RoleOwner), Hash: hash,
 		CreatedBy: "controller:bootstrap", CreatedAt: now, ExpiresAt: now.Add(ttl),
 	}
 	path := filepath.Join(dir, AdminTokenFile)

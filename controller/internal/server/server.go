@@ -88,7 +88,7 @@ func Run(ctx context.Context, cfg Config) error {
 			return fmt.Errorf("--agent-cert-ttl: %w", err)
 		}
 	}
-	if err := bootstrapOwner(ctx, st, cfg.DataDir, authority, cfg.Announce, cfg.BootstrapTokenTTL); err != nil {
+	if err := bootstrapOwner(ctx, st, cfg.DataDir, authority, cfg.Announce, cfg.BootstrapTokenTTL, time.Now()); err != nil {
 		return err
 	}
 	hosts := append([]string{"localhost", "127.0.0.1", "::1"}, cfg.Hosts...)

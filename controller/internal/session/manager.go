@@ -2,11 +2,10 @@ package session
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"maps"
 	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -39,7 +38,8 @@ type Manager struct {
 	mu       sync.Mutex
 	activity map[string]time.Time // device ID → last app traffic seen
 	dirty    map[string]time.Time // session ID → activity not yet stored
-	allowed  map[string]string    // session ID → classifications it may reach, as last seen
+	allowed  map[string]uint64    // session ID → classifications it may reach, as last seen
+	classes  []Classification     // with their own idle limit, sorted
 }
 
 // NewManager returns a Manager; call Run.
@@ -59,9 +59,13 @@ func NewManager(cfg ManagerConfig) (*Manager, error) {
 	if cfg.FlushEvery <= 0 {
 		cfg.FlushEvery = 10 * time.Second
 	}
+	if len(cfg.Limits.Idle) > 63 {
+		return nil, fmt.Errorf("session idle limits for %d classifications: at most 63", len(cfg.Limits.Idle))
+	}
 	return &Manager{
 		cfg: cfg, log: cfg.Logger,
-		activity: map[string]time.Time{}, dirty: map[string]time.Time{}, allowed: map[string]string{},
+		activity: map[string]time.Time{}, dirty: map[string]time.Time{}, allowed: map[string]uint64{},
+		classes: slices.Sorted(maps.Keys(cfg.Limits.Idle)),
 	}, nil
 }
 
@@ -135,15 +139,20 @@ func (l Limits) ShortestIdle() time.Duration {
 	return shortest
 }
 
-// allowedKey is which classifications s may reach now, as a comparable
-// string: the default and every classification with its own limit.
-func (l Limits) allowedKey(s *Session, now time.Time) string {
-	var b strings.Builder
-	b.WriteString(strconv.FormatBool(l.Allows(s, "", now)))
-	for _, c := range slices.Sorted(maps.Keys(l.Idle)) {
-		b.WriteString("," + string(c) + "=" + strconv.FormatBool(l.Allows(s, c, now)))
+// allowed is which classifications s may reach now, one bit each: bit 0
+// the default limit, bit i+1 classes[i] (the classifications with their
+// own limit, sorted).
+func (l Limits) allowed(s *Session, classes []Classification, now time.Time) uint64 {
+	var bits uint64
+	if l.Allows(s, "", now) {
+		bits |= 1
 	}
-	return b.String()
+	for i, c := range classes {
+		if l.Allows(s, c, now) {
+			bits |= 1 << (i + 1)
+		}
+	}
+	return bits
 }
 
 // Run checks the limits every CheckEvery and flushes activity every
@@ -194,7 +203,7 @@ func (m *Manager) Check(ctx context.Context) error {
 			changed = true
 			continue
 		}
-		key := m.cfg.Limits.allowedKey(s, now)
+		key := m.cfg.Limits.allowed(s, m.classes, now)
 		m.mu.Lock()
 		if prev, ok := m.allowed[s.ID]; ok && prev != key {
 			changed = true

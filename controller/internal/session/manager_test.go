@@ -191,3 +191,39 @@ func TestLimitIntervals(t *testing.T) {
 		t.Errorf("default ActivityInterval = %v, want 1m", got)
 	}
 }
+
+// BenchmarkManagerCheck: one pass of the limits over n active sessions
+// (the store read included), as Run does every CheckEvery.
+func BenchmarkManagerCheck(b *testing.B) {
+	const n = 2000
+	st, err := sqlite.Open(b.Context(), filepath.Join(b.TempDir(), "c.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	ctx := b.Context()
+	if err := st.CreateUser(ctx, store.User{Name: "nurse", CreatedAt: t0}); err != nil {
+		b.Fatal(err)
+	}
+	for range n {
+		k, _ := wgkey.NewPrivate()
+		d, err := st.CreateDevice(ctx, store.Device{User: "nurse", Hostname: "pc", PublicKey: k.Public(), CreatedAt: t0})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := st.StartSession(ctx, store.Session{ID: "s" + d.ID, DeviceID: d.ID, User: "nurse", StartedAt: t0}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	m, err := session.NewManager(session.ManagerConfig{Store: st, Limits: session.DefaultLimits(), Now: func() time.Time { return t0.Add(time.Minute) }})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for b.Loop() {
+		if err := m.Check(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/n, "ns/session")
+}

@@ -205,6 +205,7 @@ func (a *app) rootCmd() *cobra.Command {
 		a.sessionCmd(),
 		a.auditCmd(),
 		a.policyCmd(),
+		a.idpCmd(),
 	)
 	return root
 }

@@ -168,14 +168,15 @@ func (a *app) userCmd() *cobra.Command {
 	var pwFile string
 	create := &cobra.Command{
 		Use:   "create NAME (--password-stdin | --password-file FILE)",
-		Short: "Create a local user; prints the TOTP secret, shown only once",
+		Short: "Create a local user; prints the TOTP secret and recovery codes, shown only once",
 		Long: `create makes a local user with a password (at least 12 characters) and a new
 TOTP second factor. The TOTP secret and its otpauth:// URI are printed once:
 enrol them in the user's authenticator app now (most apps read the URI as a QR
-code), with ten one-time recovery codes for when the authenticator is lost.
-They cannot be shown again; to replace the TOTP secret, delete and re-create
-the user; for new recovery codes, 'cordonctl user recovery-codes regenerate'. The password is never taken as an argument, so it stays out of shell
-history and the process list.`,
+code). Ten one-time recovery codes follow, for when the authenticator is lost.
+None of these can be shown again; to replace the TOTP secret, delete and
+re-create the user; for new recovery codes, run 'cordonctl user recovery-codes
+regenerate NAME'. The password is never taken as an argument, so it stays out
+of shell history and the process list.`,
 		Example: `  printf '%s\n' "$PASSWORD" | cordonctl user create nurse-jane --password-stdin
   cordonctl user create dr-smith --password-file /run/secrets/dr-smith`,
 		Args: args("NAME"),

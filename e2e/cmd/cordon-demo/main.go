@@ -278,13 +278,37 @@ func (d *demo) run() error {
 	}
 	info("refused: %s", describe(status, b, err))
 
+	step("cordonctl session list; cordonctl session end --user nurse   (the clinician loses access at once)")
+	if out, err := d.ctl(tok, "session", "list"); err != nil {
+		return err
+	} else {
+		fmt.Println(indent(string(out)))
+	}
+	if _, err := d.ctl(tok, "session", "end", "--user", "nurse", "--comment", "demo: end of shift"); err != nil {
+		return err
+	}
+	if err := d.waitFor("ehr to be refused after the session ended", 10*time.Second, func() error {
+		if status, b, err := get(short, fmt.Sprintf("http://ehr.demo.internal:%d/", ehrPort)); err == nil && status == 200 {
+			return fmt.Errorf("ehr still served: %q", b)
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	info("ehr refused; the tunnel stays up and tells the clinician why (cordon status):")
+	out, _ = d.runQuiet("cordon", "--state-dir", clientDir, "status")
+	info("%s", strings.ReplaceAll(strings.TrimSpace(string(out)), "\n", "\n    "))
+	if !bytes.Contains(out, []byte("administrator ended your session")) {
+		return errors.New("'cordon status' does not say the session was ended")
+	}
+
 	step("Audit trail (cordonctl audit list)")
 	if err := d.waitFor("flow records in the audit trail", 15*time.Second, func() error {
 		out, err := d.ctl(tok, "-o", "json", "audit", "list", "--limit", "200")
 		if err != nil {
 			return err
 		}
-		for _, want := range []string{`"flow.allow"`, `"flow.deny"`, `"auth.login"`, `"enroll.gateway"`, `"admin.rule.create"`} {
+		for _, want := range []string{`"flow.allow"`, `"flow.deny"`, `"auth.login"`, `"enroll.gateway"`, `"admin.rule.create"`, `"session.end"`} {
 			if !bytes.Contains(out, []byte(want)) {
 				return fmt.Errorf("no %s record yet", want)
 			}

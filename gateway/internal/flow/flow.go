@@ -592,6 +592,7 @@ func (a *Authorizer) recheck(pol *policy.Compiled, logMsg string) {
 			d := a.decide(pol, &f.key)
 			if d.Verdict == policy.Allow {
 				f.meta = metaOf(d)
+				f.meta.local = a.isLocal(d.Rule)
 				continue
 			}
 			delete(s.m, k)
@@ -621,7 +622,9 @@ func (a *Authorizer) recheck(pol *policy.Compiled, logMsg string) {
 				}
 			}
 		}
-		a.emit(flowEvent(t, controlproto.FlowCut, c.f.key, c.meta, c.reason.String()))
+		if !c.meta.local { // lookups are not audited as flows, nor is their end
+			a.emit(flowEvent(t, controlproto.FlowCut, c.f.key, c.meta, c.reason.String()))
+		}
 	}
 	a.writeResets(toApp)
 	a.log.Info(logMsg, logKeyCut, len(cuts), logKeyFlowsOpen, a.stats.flowsOpen.Load(),

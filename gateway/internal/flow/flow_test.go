@@ -669,6 +669,34 @@ func TestLocalServices(t *testing.T) {
 	if s := h.a.Stats(); s.FlowsCut != 0 || s.FlowsOpen != 1 {
 		t.Errorf("a policy change cut the local service flow: %+v", s)
 	}
+	if act := h.a.Activity(time.Time{}); len(act) != 0 {
+		t.Errorf("a lookup counts as activity after a policy change: %v", act)
+	}
+	// The device leaves the policy: its lookup flow goes, unaudited.
+	for len(h.events) > 0 { // the denials above
+		<-h.events
+	}
+	h.a.SetPolicy(fullPolicyWithout(t, "dev-alice"))
+	if s := h.a.Stats(); s.FlowsCut != 1 {
+		t.Errorf("the departed device's lookup flow was not cut: %+v", s)
+	}
+	h.noEvent()
+}
+
+// fullPolicyWithout is compile(t) without the peer of device id.
+func fullPolicyWithout(t *testing.T, id string) *policy.Compiled {
+	t.Helper()
+	var peers []policy.Peer
+	for _, p := range []policy.Peer{{DeviceID: "dev-alice6", User: "alice@hospital.example", Addr: alice6, Rules: []policy.RuleID{"r-ehr6"}}} {
+		if p.DeviceID != id {
+			peers = append(peers, p)
+		}
+	}
+	c, err := policy.Compile(allRules, peers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
 
 // Activity: a device's last client packet of an app flow, measured from

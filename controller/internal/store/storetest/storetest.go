@@ -24,6 +24,9 @@
 //   - PutPolicyVersion numbers versions 1, 2, ... and refuses (ErrStale) a
 //     prev that is not the active version; ListPolicyVersions leaves Source
 //     empty;
+//   - an AdminToken is invalid from its ExpiresAt on; deleting an admin
+//     deletes its tokens; UseRecoveryCode succeeds once per code even under
+//     concurrency, and deleting a user deletes its recovery codes;
 //   - Close is idempotent.
 package storetest
 
