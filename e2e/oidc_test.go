@@ -210,4 +210,3 @@ func writeOIDCFile(t *testing.T, path, s string) {
 		t.Fatal(err)
 	}
 }
-

@@ -391,7 +391,9 @@ func (m *Manager) StartDevice(ctx context.Context, idp string) (DeviceStart, err
 		pctx, cancel := context.WithDeadline(m.ctx, exp)
 		defer cancel()
 		tok, err := cfg.DeviceAccessToken(p.ctx(pctx), da)
-		if err != nil && pctx.Err() != nil && m.ctx.Err() == nil {
+		// The device code's lifetime ends the poll with a deadline error
+		// (x/oauth2 bounds it by the same expiry).
+		if err != nil && (pctx.Err() != nil || errors.Is(err, context.DeadlineExceeded)) && m.ctx.Err() == nil {
 			err = fmt.Errorf("%w: the code was not confirmed in time", ErrExpired)
 		} else if err != nil {
 			err = tokenError(p, err)
