@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/cordonhq/cordon/pkg/adminapi"
@@ -146,11 +147,13 @@ func codeLogin(ctx context.Context, api *adminapi.Client, cfg OIDCLoginConfig, d
 	defer srv.Close()
 
 	fmt.Fprintf(cfg.Out, "Sign in with %s in your browser. If it did not open, visit:\n\n  %s\n\n", cfg.IdP, start.AuthURL)
-	browserErr := make(chan error, 1)
-	go func() { browserErr <- openBrowser(ctx, cfg.Browser, start.AuthURL) }()
-
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
+	browserErr := make(chan error, 1)
+	var wg sync.WaitGroup
+	defer wg.Wait() // after cancel (deferred later runs first): the browser stops
+	defer cancel()
+	wg.Go(func() { browserErr <- openBrowser(ctx, cfg.Browser, start.AuthURL) })
 	var cb callback
 	for cb.code == "" && cb.err == nil {
 		select {

@@ -314,26 +314,11 @@ func (a *API) adminLogin(w http.ResponseWriter, r *http.Request) error {
 	case err != nil:
 		return err
 	}
-	match, err := a.pw.Verify(acct.PasswordHash, req.Password)
-	if err != nil {
-		fail("stored password hash unusable")
-		return fmt.Errorf("verify password of admin %s: %w", acct.Name, err)
+	if err := a.checkPassword("admin "+acct.Name, acct.PasswordHash, req.Password, fail, errAdminLoginFailed); err != nil {
+		return err
 	}
-	if !match {
-		fail("wrong password")
-		return errAdminLoginFailed
-	}
-	if err := a.totp.Verify(key, acct.TOTPSecret, req.TOTP, now); err != nil {
-		switch {
-		case errors.Is(err, auth.ErrTOTPReplayed):
-			fail("totp replayed")
-		case errors.Is(err, auth.ErrTOTPInvalid):
-			fail("wrong totp")
-		default:
-			fail("stored totp secret unusable")
-			return fmt.Errorf("verify TOTP of admin %s: %w", acct.Name, err)
-		}
-		return errAdminLoginFailed
+	if err := a.checkTOTP("admin "+acct.Name, key, acct.TOTPSecret, req.TOTP, now, fail, errAdminLoginFailed); err != nil {
+		return err
 	}
 	if acct.Disabled {
 		fail("admin disabled")

@@ -162,29 +162,14 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) error {
 		fail("no local password (identity provider user)")
 		return errLoginFailed
 	}
-	match, err := a.pw.Verify(u.PasswordHash, req.Password)
-	if err != nil {
-		fail("stored password hash unusable")
-		return fmt.Errorf("verify password of user %s: %w", u.Name, err)
-	}
-	if !match {
-		fail("wrong password")
-		return errLoginFailed
+	if err := a.checkPassword("user "+u.Name, u.PasswordHash, req.Password, fail, errLoginFailed); err != nil {
+		return err
 	}
 	if req.RecoveryCode != "" {
 		return a.loginWithRecoveryCode(w, r, u, &req, fail)
 	}
-	if err := a.totp.Verify(u.Name, u.TOTPSecret, req.TOTP, now); err != nil {
-		switch {
-		case errors.Is(err, auth.ErrTOTPReplayed):
-			fail("totp replayed")
-		case errors.Is(err, auth.ErrTOTPInvalid):
-			fail("wrong totp")
-		default:
-			fail("stored totp secret unusable")
-			return fmt.Errorf("verify TOTP of user %s: %w", u.Name, err)
-		}
-		return errLoginFailed
+	if err := a.checkTOTP("user "+u.Name, u.Name, u.TOTPSecret, req.TOTP, now, fail, errLoginFailed); err != nil {
+		return err
 	}
 	// Only someone who knows both factors learns that the account is
 	// disabled.
@@ -194,6 +179,40 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) error {
 	}
 	a.throttle.Succeeded(req.Username, src)
 	return a.signIn(w, r, u, &req.DeviceEnroll, MethodPasswordTOTP, true)
+}
+
+// checkPassword verifies a password against its stored hash. A mismatch
+// is audited through fail and answered with failed (the same answer for
+// every wrong factor); who names the account for errors.
+func (a *API) checkPassword(who, hash, password string, fail func(reason string), failed error) error {
+	match, err := a.pw.Verify(hash, password)
+	if err != nil {
+		fail("stored password hash unusable")
+		return fmt.Errorf("verify password of %s: %w", who, err)
+	}
+	if !match {
+		fail("wrong password")
+		return failed
+	}
+	return nil
+}
+
+// checkTOTP verifies a one-time code with replay protection under key,
+// like checkPassword.
+func (a *API) checkTOTP(who, key, secret, code string, now time.Time, fail func(reason string), failed error) error {
+	err := a.totp.Verify(key, secret, code, now)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, auth.ErrTOTPReplayed):
+		fail("totp replayed")
+	case errors.Is(err, auth.ErrTOTPInvalid):
+		fail("wrong totp")
+	default:
+		fail("stored totp secret unusable")
+		return fmt.Errorf("verify TOTP of %s: %w", who, err)
+	}
+	return failed
 }
 
 // Sign-in methods, as sessions and the audit trail record them.

@@ -34,6 +34,7 @@ import (
 	"net/url"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cordonhq/cordon/controller/internal/store"
@@ -54,9 +55,12 @@ var (
 )
 
 const (
-	loginTTL     = 10 * time.Minute
-	maxPending   = 4096
-	tokenKeySize = 32
+	loginTTL   = 10 * time.Minute
+	maxPending = 4096
+	// maxDevicePending bounds the device-code sign-ins being polled at the
+	// IdPs at once (each polls until its code expires, at most loginTTL).
+	maxDevicePending = 256
+	tokenKeySize     = 32
 )
 
 // Config configures a Manager.
@@ -91,6 +95,7 @@ type Manager struct {
 	mu      sync.Mutex
 	pending map[string]*login
 	closed  bool
+	devices atomic.Int32 // device-code sign-ins the controller is polling the IdP for
 }
 
 // login is one sign-in in progress.
@@ -383,11 +388,17 @@ func (m *Manager) StartDevice(ctx context.Context, idp string) (DeviceStart, err
 		exp = m.now().Add(loginTTL)
 	}
 	l := &login{idp: p, expires: exp, device: da, done: make(chan struct{}), interval: time.Duration(da.Interval) * time.Second}
+	if m.devices.Add(1) > maxDevicePending {
+		m.devices.Add(-1)
+		return DeviceStart{}, errors.New("too many device-code sign-ins in progress: try again in a few minutes")
+	}
 	id, err := m.addLogin(l)
 	if err != nil {
+		m.devices.Add(-1)
 		return DeviceStart{}, err
 	}
 	m.wg.Go(func() {
+		defer m.devices.Add(-1)
 		pctx, cancel := context.WithDeadline(m.ctx, exp)
 		defer cancel()
 		tok, err := cfg.DeviceAccessToken(p.ctx(pctx), da)

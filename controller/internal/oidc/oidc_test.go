@@ -413,6 +413,14 @@ func TestRefreshDeprovisions(t *testing.T) {
 		sessions = append(sessions, sid)
 	}
 
+	// bob is linked but has no session: the refresher leaves him (and the
+	// IdP) alone.
+	rb := r.signIn(t, "bob", "pw-bob")
+	if _, err := r.st.LinkIdentity(ctx, store.Identity{IdP: rb.IdP, Subject: rb.Claims.Subject, User: rb.Claims.Username,
+		Claim: rb.PolicyClaim, RefreshToken: rb.RefreshToken, LastRefresh: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+
 	// Groups change at the IdP: the refresh picks them up.
 	r.idp.SetGroups("alice", "Radiology")
 	st, err := r.m.refreshAll(ctx)

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/cordonhq/cordon/controller/internal/store"
@@ -51,36 +53,66 @@ func (m *Manager) refreshAll(ctx context.Context) (RefreshStats, error) {
 	if err != nil {
 		return st, err
 	}
-	changed := false
-	var errs []error
+	// Only users with a session need checking: anyone else is checked by
+	// the IdP at their next sign-in. This keeps the load on the IdP
+	// proportional to the people signed in, not to everyone ever linked.
+	active, err := m.st.ListSessions(ctx, store.SessionFilter{ActiveOnly: true, Limit: math.MaxInt32})
+	if err != nil {
+		return st, err
+	}
+	signedIn := map[string]bool{}
+	for _, s := range active {
+		signedIn[s.User] = true
+	}
+	var (
+		mu      sync.Mutex
+		changed bool
+		errs    []error
+		wg      sync.WaitGroup
+		sem     = make(chan struct{}, refreshWorkers)
+	)
 	for _, id := range ids {
-		if id.RefreshToken == "" || !id.InvalidAt.IsZero() {
+		if id.RefreshToken == "" || !id.InvalidAt.IsZero() || !signedIn[id.User] {
 			continue
-		}
-		c, err := m.refreshOne(ctx, id)
-		switch {
-		case errors.Is(err, errRefused):
-			st.Deprovisioned++
-			if e := m.deprovision(ctx, id, err); e != nil {
-				errs = append(errs, e)
-			}
-			changed = true
-		case err != nil:
-			st.Unreachable++
-			errs = append(errs, fmt.Errorf("%s/%s: %w", id.IdP, id.Subject, err))
-		default:
-			st.Refreshed++
-			changed = changed || c
 		}
 		if ctx.Err() != nil {
 			break
 		}
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			c, err := m.refreshOne(ctx, id)
+			if errors.Is(err, errRefused) {
+				err = m.deprovision(ctx, id, err)
+				mu.Lock()
+				st.Deprovisioned++
+				changed = true
+				if err != nil {
+					errs = append(errs, err)
+				}
+				mu.Unlock()
+				return
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				st.Unreachable++
+				errs = append(errs, fmt.Errorf("%s/%s: %w", id.IdP, id.Subject, err))
+				return
+			}
+			st.Refreshed++
+			changed = changed || c
+		})
 	}
+	wg.Wait()
 	if changed {
 		m.changed()
 	}
 	return st, errors.Join(errs...)
 }
+
+// refreshWorkers bounds concurrent refreshes (requests to the IdPs).
+const refreshWorkers = 8
 
 var errRefused = errors.New("the identity provider no longer accepts this user")
 

@@ -77,20 +77,7 @@ now, then signs in with 'cordonctl login --admin NAME'. Sign-in tokens expire
 	create.Flags().StringVar(&pwFile, "password-file", "", "read the password from FILE (first line)")
 	create.MarkFlagRequired("role")
 
-	list := &cobra.Command{
-		Use:     "list",
-		Aliases: []string{"ls"},
-		Short:   "List admin accounts",
-		Args:    args(),
-		RunE: a.run(func(cmd *cobra.Command, _ []string) error {
-			var out []adminapi.Admin
-			printed, err := a.do(cmd, http.MethodGet, "/v1/admins", nil, &out)
-			if err != nil || printed {
-				return err
-			}
-			return printAdmins(a.io.Out, out)
-		}),
-	}
+	list := listCommand(a, "List admin accounts", "/v1/admins", printAdmins)
 	toggle := func(verb, short string) *cobra.Command {
 		return &cobra.Command{
 			Use:   verb + " NAME",
@@ -169,20 +156,7 @@ gateways.write, admins.read, admins.write.
 	for _, n := range []string{"name", "role", "ttl"} {
 		create.MarkFlagRequired(n)
 	}
-	list := &cobra.Command{
-		Use:     "list",
-		Aliases: []string{"ls"},
-		Short:   "List admin tokens, sign-in and automation ones (never their secrets)",
-		Args:    args(),
-		RunE: a.run(func(cmd *cobra.Command, _ []string) error {
-			var out []adminapi.AdminToken
-			printed, err := a.do(cmd, http.MethodGet, "/v1/admin-tokens", nil, &out)
-			if err != nil || printed {
-				return err
-			}
-			return printAdminTokens(a.io.Out, out)
-		}),
-	}
+	list := listCommand(a, "List admin tokens, sign-in and automation ones (never their secrets)", "/v1/admin-tokens", printAdminTokens)
 	revoke := &cobra.Command{
 		Use:   "revoke ID",
 		Short: "Revoke an admin token: it stops working at once",

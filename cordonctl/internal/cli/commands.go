@@ -24,24 +24,30 @@ func (a *app) deleted(printed bool, kind, name string) error {
 	return nil
 }
 
+// listCommand builds a "list" command that GETs path and prints the
+// items with printer (or as JSON with -o json).
+func listCommand[T any](a *app, short, path string, printer func(io.Writer, []T) error) *cobra.Command {
+	return &cobra.Command{
+		Use:     "list",
+		Aliases: []string{"ls"},
+		Short:   short,
+		Args:    args(),
+		RunE: a.run(func(cmd *cobra.Command, _ []string) error {
+			var out []T
+			printed, err := a.do(cmd, http.MethodGet, path, nil, &out)
+			if err != nil || printed {
+				return err
+			}
+			return printer(a.io.Out, out)
+		}),
+	}
+}
+
 // crud builds list, show and delete for a resource whose items print with
 // printer.
 func crudCommands[T any](a *app, kind, plural, path string, printer func(io.Writer, []T) error) []*cobra.Command {
 	return []*cobra.Command{
-		{
-			Use:     "list",
-			Aliases: []string{"ls"},
-			Short:   "List " + plural,
-			Args:    args(),
-			RunE: a.run(func(cmd *cobra.Command, _ []string) error {
-				var out []T
-				printed, err := a.do(cmd, http.MethodGet, path, nil, &out)
-				if err != nil || printed {
-					return err
-				}
-				return printer(a.io.Out, out)
-			}),
-		},
+		listCommand(a, "List "+plural, path, printer),
 		{
 			Use:   "show NAME",
 			Short: "Show one " + kind,
@@ -386,34 +392,8 @@ details go to stderr. The token is shown once and expires after --ttl
 	tokCreate.Flags().StringVar(&req.Name, "name", "", "name the gateway gets (default: the name the gateway sends)")
 	tokCreate.Flags().StringVar(&req.TTL, "ttl", "", "lifetime, e.g. 30m, 1h, 2d (default 1h, at most 7d)")
 	tokCreate.MarkFlagRequired("segment")
-	tokList := &cobra.Command{
-		Use:     "list",
-		Aliases: []string{"ls"},
-		Short:   "List enrollment tokens (never their secrets)",
-		Args:    args(),
-		RunE: a.run(func(cmd *cobra.Command, _ []string) error {
-			var out []adminapi.GatewayToken
-			printed, err := a.do(cmd, http.MethodGet, "/v1/gateway-tokens", nil, &out)
-			if err != nil || printed {
-				return err
-			}
-			return printTokens(a.io.Out, out)
-		}),
-	}
-	list := &cobra.Command{
-		Use:     "list",
-		Aliases: []string{"ls"},
-		Short:   "List enrolled gateways",
-		Args:    args(),
-		RunE: a.run(func(cmd *cobra.Command, _ []string) error {
-			var out []adminapi.Gateway
-			printed, err := a.do(cmd, http.MethodGet, "/v1/gateways", nil, &out)
-			if err != nil || printed {
-				return err
-			}
-			return printGateways(a.io.Out, out)
-		}),
-	}
+	tokList := listCommand(a, "List enrollment tokens (never their secrets)", "/v1/gateway-tokens", printTokens)
+	list := listCommand(a, "List enrolled gateways", "/v1/gateways", printGateways)
 	return a.group("gateway", "Manage gateways and their enrollment tokens",
 		a.group("token", "Manage gateway enrollment tokens", tokCreate, tokList),
 		list,
@@ -436,20 +416,7 @@ func printDevices(w io.Writer, xs []adminapi.Device) error {
 }
 
 func (a *app) deviceCmd() *cobra.Command {
-	list := &cobra.Command{
-		Use:     "list",
-		Aliases: []string{"ls"},
-		Short:   "List enrolled client devices",
-		Args:    args(),
-		RunE: a.run(func(cmd *cobra.Command, _ []string) error {
-			var out []adminapi.Device
-			printed, err := a.do(cmd, http.MethodGet, "/v1/devices", nil, &out)
-			if err != nil || printed {
-				return err
-			}
-			return printDevices(a.io.Out, out)
-		}),
-	}
+	list := listCommand(a, "List enrolled client devices", "/v1/devices", printDevices)
 	return a.group("device", "Manage enrolled devices", list, a.deviceRevokeCmd(), a.deleteCmd("device", "/v1/devices", "ID"))
 }
 

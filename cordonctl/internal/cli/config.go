@@ -227,9 +227,14 @@ variables still override the saved values.`,
 				return err
 			}
 			if a.output == "json" {
-				return writeJSONValue(a.io.Out, map[string]string{"controller": s.Controller, "actor": who.Actor, "config": path})
+				return writeJSONValue(a.io.Out, map[string]string{"controller": s.Controller, "actor": who.Actor, "role": who.Role, "config": path})
 			}
-			fmt.Fprintf(a.io.Out, "Logged in to %s as %s; settings saved to %s\n", s.Controller, who.Actor, path)
+			until := "never expires: replace it with an expiring one"
+			if !who.ExpiresAt.IsZero() {
+				until = "expires " + fmtTime(who.ExpiresAt)
+			}
+			fmt.Fprintf(a.io.Out, "Logged in to %s as %s (role %s; token %s); settings saved to %s\n",
+				s.Controller, sanitize(who.Actor), sanitize(who.Role), until, path)
 			return nil
 		}),
 	}
