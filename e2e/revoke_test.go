@@ -34,14 +34,19 @@ func TestRemovingFromGroupCutsAccess(t *testing.T) {
 	})
 }
 
-// Disabling the nurse (cordonctl user disable) cuts her open connection and
-// refuses new ones within 1 s at every gateway; enabling restores access.
+// Disabling the nurse (cordonctl user disable) ends her sessions: her open
+// connection is cut and new ones refused within 1 s at every gateway.
+// Enabling her does not bring the session back; her next sign-in does.
 func TestDisablingUserCutsAccess(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
 	ehr := w.svcs["ehr"]
 	w.waitReach(w.nurse, ehr, 15*time.Second)
-	w.revokeAndRestore(ehr, []string{"user", "disable", "nurse"}, []string{"user", "enable", "nurse"}, time.Second)
+	w.cutAndRestore(ehr, "cordonctl user disable nurse", func() { w.mustCtl("", "user", "disable", "nurse") }, func() {
+		w.mustCtl("", "user", "enable", "nurse")
+		w.unreachable(w.nurse, ehr) // enabled, but signed out
+		w.login(w.nurse)
+	}, time.Second)
 	w.waitAudit("admin.user.disable of the nurse", func(e auditEvent) bool {
 		return e.Type == "admin.user.disable" && e.Subject == "nurse"
 	})

@@ -165,6 +165,8 @@ func (a *API) oidcError(r *http.Request, idp string, err error) error {
 		return errorf(http.StatusBadRequest, controlproto.OIDCSlowDown, "polled too fast: wait the interval between polls")
 	case errors.Is(err, oidc.ErrUnknownProvider):
 		return notFoundf("%s: see GET /v1/oidc/providers", err)
+	case errors.Is(err, oidc.ErrBusy):
+		return errorf(http.StatusTooManyRequests, adminapi.CodeRateLimited, "%s", err)
 	case errors.Is(err, oidc.ErrUnknownLogin):
 		return code(http.StatusBadRequest, adminapi.CodeInvalid)
 	case errors.Is(err, oidc.ErrRedirect), errors.Is(err, oidc.ErrNoDeviceFlow):

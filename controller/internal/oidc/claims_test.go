@@ -174,3 +174,23 @@ func TestClientSecretFile(t *testing.T) {
 		t.Errorf("missing file: %v", err)
 	}
 }
+
+func TestLoadOrCreateKey(t *testing.T) {
+	p := filepath.Join(t.TempDir(), TokenKeyFile)
+	k1, err := LoadOrCreateKey(p)
+	if err != nil || len(k1) != 32 {
+		t.Fatalf("create: %d bytes, %v", len(k1), err)
+	}
+	fi, _ := os.Stat(p)
+	if fi.Mode().Perm() != 0o600 {
+		t.Errorf("key file mode %v, want 0600", fi.Mode().Perm())
+	}
+	k2, err := LoadOrCreateKey(p)
+	if err != nil || string(k1) != string(k2) {
+		t.Errorf("reload: %v", err)
+	}
+	os.WriteFile(p, []byte("short"), 0o600)
+	if _, err := LoadOrCreateKey(p); err == nil {
+		t.Error("a truncated key was accepted")
+	}
+}

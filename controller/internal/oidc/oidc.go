@@ -52,6 +52,7 @@ var (
 	ErrRedirect        = errors.New("redirect URI must be a loopback http URL (http://127.0.0.1:PORT/..., http://[::1]:PORT/... or http://localhost:PORT/...)")
 	ErrNoDeviceFlow    = errors.New("the device flow is not enabled for this identity provider (device_flow: true)")
 	ErrCodeRefused     = errors.New("the identity provider refused the authorization code")
+	ErrBusy            = errors.New("too many sign-ins in progress: try again in a few minutes")
 )
 
 const (
@@ -192,15 +193,6 @@ func (m *Manager) Providers() []ProviderInfo {
 	return out
 }
 
-// Provider returns one provider's configuration (ErrUnknownProvider).
-func (m *Manager) Provider(name string) (ProviderConfig, error) {
-	p, ok := m.providers[name]
-	if !ok {
-		return ProviderConfig{}, fmt.Errorf("%w: %q", ErrUnknownProvider, clip(name))
-	}
-	return p.cfg, nil
-}
-
 // Result is a verified sign-in.
 type Result struct {
 	IdP          string
@@ -231,7 +223,7 @@ func (m *Manager) addLogin(l *login) (string, error) {
 			}
 		}
 		if len(m.pending) >= maxPending {
-			return "", errors.New("too many sign-ins in progress: try again in a minute")
+			return "", ErrBusy
 		}
 	}
 	var b [16]byte
@@ -369,6 +361,16 @@ func (m *Manager) StartDevice(ctx context.Context, idp string) (DeviceStart, err
 	if !p.cfg.DeviceFlow {
 		return DeviceStart{}, ErrNoDeviceFlow
 	}
+	if m.devices.Add(1) > maxDevicePending {
+		m.devices.Add(-1)
+		return DeviceStart{}, ErrBusy
+	}
+	started := false
+	defer func() {
+		if !started {
+			m.devices.Add(-1)
+		}
+	}()
 	cfg, err := p.oauth2(ctx, "")
 	if err != nil {
 		return DeviceStart{}, err
@@ -388,15 +390,11 @@ func (m *Manager) StartDevice(ctx context.Context, idp string) (DeviceStart, err
 		exp = m.now().Add(loginTTL)
 	}
 	l := &login{idp: p, expires: exp, device: da, done: make(chan struct{}), interval: time.Duration(da.Interval) * time.Second}
-	if m.devices.Add(1) > maxDevicePending {
-		m.devices.Add(-1)
-		return DeviceStart{}, errors.New("too many device-code sign-ins in progress: try again in a few minutes")
-	}
 	id, err := m.addLogin(l)
 	if err != nil {
-		m.devices.Add(-1)
 		return DeviceStart{}, err
 	}
+	started = true
 	m.wg.Go(func() {
 		defer m.devices.Add(-1)
 		pctx, cancel := context.WithDeadline(m.ctx, exp)

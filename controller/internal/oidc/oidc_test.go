@@ -481,3 +481,18 @@ func testKey(t *testing.T, i int) wgkey.Public {
 	_ = i
 	return k.Public()
 }
+
+// TestConfidentialClient: with a client secret (client_secret_file) the
+// controller authenticates to the token endpoint; a wrong secret is a
+// refused exchange, not a sign-in.
+func TestConfidentialClient(t *testing.T) {
+	r := newRig(t, oidctest.Options{ClientSecret: "s3cret"}, func(p *ProviderConfig) { p.secret = "s3cret" })
+	if res := r.signIn(t, "alice", "pw-alice"); res.Claims.Username != "alice" || res.RefreshToken == "" {
+		t.Fatalf("result %+v", res)
+	}
+	r2 := newRig(t, oidctest.Options{ClientSecret: "s3cret"}, func(p *ProviderConfig) { p.secret = "wrong" })
+	id, code, v := r2.codeLogin(t, newDevice(t), "alice", "pw-alice")
+	if _, err := r2.m.FinishCode(t.Context(), id, code, v); !errors.Is(err, ErrCodeRefused) {
+		t.Errorf("wrong client secret: %v, want ErrCodeRefused", err)
+	}
+}
