@@ -194,3 +194,27 @@ func TestLoadOrCreateKey(t *testing.T) {
 		t.Error("a truncated key was accepted")
 	}
 }
+
+// TestDocExample: the configuration example in docs/identity.md parses.
+func TestDocExample(t *testing.T) {
+	b, err := os.ReadFile("../../../docs/identity.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, sec, ok := strings.Cut(string(b), "## Connecting an identity provider (OIDC)")
+	if !ok {
+		t.Fatal("docs/identity.md has no OIDC section")
+	}
+	_, block, ok := strings.Cut(sec, "```yaml\n")
+	block, _, ok2 := strings.Cut(block, "```")
+	if !ok || !ok2 {
+		t.Fatal("no yaml example in the OIDC section")
+	}
+	f, err := ParseFile([]byte(block))
+	if err != nil {
+		t.Fatalf("docs example: %v", err)
+	}
+	if len(f.Providers) != 3 {
+		t.Errorf("docs example: %d providers", len(f.Providers))
+	}
+}
