@@ -10,9 +10,9 @@ import (
 	"time"
 )
 
-// Ending the nurse's session (cordonctl session end) cuts her open
-// connection and refuses new ones within 1 s; signing in again restores
-// access. Revoking her device does the same, for good: the client is told
+// Signing out (cordon logout) or ending the nurse's session (cordonctl
+// session end) cuts her open connection and refuses new ones within 1 s;
+// signing in again restores access. Revoking her device does the same, for good: the client is told
 // and the device cannot sign in again.
 func TestSessionEndAndDeviceRevoke(t *testing.T) {
 	t.Parallel()
@@ -20,6 +20,14 @@ func TestSessionEndAndDeviceRevoke(t *testing.T) {
 	ehr := w.svcs["ehr"]
 	w.waitReach(w.nurse, ehr, 15*time.Second)
 
+	w.cutAndRestore(ehr, "cordon logout", func() {
+		if out, errOut, rc := w.nurse.cordon("", "logout"); rc != 0 || !strings.Contains(out, "Signed out") {
+			t.Fatalf("cordon logout: exit %d\n%s%s", rc, out, errOut)
+		}
+	}, func() { w.login(w.nurse) }, time.Second)
+	w.waitAudit("session.end by the user's own logout", func(e auditEvent) bool {
+		return e.Type == "session.end" && e.Actor == "user:nurse" && e.Details["reason"] == "logout"
+	})
 	w.cutAndRestore(ehr, "cordonctl session end --user nurse",
 		func() { w.mustCtl("", "session", "end", "--user", "nurse", "--comment", "e2e: shift over") },
 		func() { w.login(w.nurse) }, time.Second)

@@ -123,7 +123,8 @@ func New(t testing.TB, opts Options) *Server {
 	s.API = api.New(cfg)
 	srv := httptest.NewUnstartedServer(s.API.Handler())
 	srv.Config.ErrorLog = slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug)
-	srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13}
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13,
+		ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: s.CA.Pool()} // as the controller's server
 	srv.StartTLS()
 	t.Cleanup(srv.Close)
 	s.HTTP, s.URL = srv, srv.URL

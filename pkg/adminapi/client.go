@@ -109,6 +109,22 @@ func New(baseURL string, token string, caPEM []byte) (*Client, error) {
 // Close releases idle connections.
 func (c *Client) Close() { c.hc.CloseIdleConnections() }
 
+// UseClientCertificate makes the client present a TLS client certificate
+// (a device's, for the routes a device calls about itself). Call it before
+// the first request.
+func (c *Client) UseClientCertificate(get func(*tls.CertificateRequestInfo) (*tls.Certificate, error)) {
+	tr := c.hc.Transport.(*http.Transport)
+	tr.TLSClientConfig = tr.TLSClientConfig.Clone()
+	tr.TLSClientConfig.GetClientCertificate = get
+}
+
+// Logout ends the session of the device whose certificate the client
+// presents (UseClientCertificate) and returns the sessions it ended.
+func (c *Client) Logout(ctx context.Context) ([]Session, error) {
+	var out []Session
+	return out, c.Do(ctx, http.MethodPost, "/v1/logout", nil, &out)
+}
+
 // Do sends in (JSON, if not nil) to method path (e.g. "/v1/segments") and
 // decodes the response into out (if not nil; a *json.RawMessage gets the
 // body verbatim). A non-2xx answer returns *Error; no answer returns

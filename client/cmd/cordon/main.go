@@ -169,7 +169,27 @@ func main() {
 	}
 	status.Flags().StringVarP(&output, "output", "o", "table", "table or json")
 
-	root.AddCommand(login, up, down, status)
+	logout := &cobra.Command{
+		Use:   "logout",
+		Short: "Sign out: end this device's session now (every gateway drops it; 'cordon login' to return)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
+			defer cancel()
+			active, err := client.Logout(ctx, stateDir)
+			if err != nil {
+				return err
+			}
+			if active {
+				fmt.Fprintln(cmd.OutOrStdout(), "Signed out: this device reaches no app until 'cordon login'.")
+			} else {
+				fmt.Fprintln(cmd.OutOrStdout(), "No active session: already signed out.")
+			}
+			return nil
+		},
+	}
+
+	root.AddCommand(login, logout, up, down, status)
 	if err := root.Execute(); err != nil {
 		fmt.Fprintf(os.Stderr, "cordon: %v\n", err)
 		os.Exit(1)

@@ -70,3 +70,30 @@ func Login(ctx context.Context, cfg LoginConfig) (*agentstate.Enrollment, error)
 	}
 	return &st.Enrollment, nil
 }
+
+// Logout ends this device's session at the controller: every gateway drops
+// the device at once and a running tunnel reaches nothing until the next
+// 'cordon login'. It reports whether a session was active.
+func Logout(ctx context.Context, stateDir string) (bool, error) {
+	st, err := agentstate.Load(stateDir)
+	if errors.Is(err, agentstate.ErrNotEnrolled) {
+		return false, errors.New("this device is not signed in")
+	} else if err != nil {
+		return false, err
+	}
+	tc, err := st.ClientTLS("http/1.1")
+	if err != nil {
+		return false, err
+	}
+	api, err := adminapi.New(st.Enrollment.Controller, "", st.CAPEM)
+	if err != nil {
+		return false, err
+	}
+	defer api.Close()
+	api.UseClientCertificate(tc.GetClientCertificate)
+	ended, err := api.Logout(ctx)
+	if err != nil {
+		return false, fmt.Errorf("sign out: %w", err)
+	}
+	return len(ended) > 0, nil
+}

@@ -162,6 +162,7 @@ func (a *API) routes() {
 	// Agent routes: the credential is in the body.
 	m.Handle("POST /v1/enroll/gateway", a.public(a.enrollGateway))
 	m.Handle("POST /v1/login", a.public(a.login))
+	m.Handle("POST /v1/logout", a.public(a.logout))
 	m.Handle("GET /v1/oidc/providers", a.public(a.oidcProviders))
 	m.Handle("POST /v1/login/oidc/start", a.public(a.oidcStart))
 	m.Handle("POST /v1/login/oidc/device", a.public(a.oidcDevice))

@@ -939,3 +939,13 @@ func TestUserDisableEnable(t *testing.T) {
 		t.Fatalf("audit lacks disable/enable: %+v", evs)
 	}
 }
+
+// A device signs out with its certificate; without one (or with an admin
+// token only) the route refuses.
+func TestLogoutNeedsDeviceCertificate(t *testing.T) {
+	e := newEnv(t)
+	_, err := e.agent.Logout(t.Context())
+	wantCode(t, err, http.StatusUnauthorized, adminapi.CodeUnauthorized, "certificate")
+	_, err = e.admin.Logout(t.Context())
+	wantCode(t, err, http.StatusUnauthorized, adminapi.CodeUnauthorized, "certificate")
+}

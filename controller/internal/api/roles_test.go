@@ -87,13 +87,14 @@ var roleSpec = map[string]string{
 }
 
 // publicRoutes carry their own credential in the body (or need none):
-// health, agent enrollment, the sign-ins and the list of identity
-// providers a sign-in may use. Anything else registered without a
+// health, agent enrollment, the sign-ins, a device's sign-out (by its
+// certificate) and the list of identity providers a sign-in may use. Anything else registered without a
 // permission is a bug; adding a public route means adding it here.
 var publicRoutes = map[string]bool{
 	"GET /healthz":               true,
 	"POST /v1/enroll/gateway":    true,
 	"POST /v1/login":             true,
+	"POST /v1/logout":            true,
 	"GET /v1/oidc/providers":     true,
 	"POST /v1/login/oidc/start":  true,
 	"POST /v1/login/oidc/device": true,

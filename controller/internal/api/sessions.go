@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strconv"
 
+	"github.com/cordonhq/cordon/controller/internal/ca"
 	"github.com/cordonhq/cordon/controller/internal/store"
 	"github.com/cordonhq/cordon/pkg/adminapi"
 )
@@ -108,4 +109,32 @@ func (a *API) revokeDevice(w http.ResponseWriter, r *http.Request, actor string)
 		return err
 	}
 	return ok(w, deviceOut(d))
+}
+
+// logout serves POST /v1/logout: a device ends its own session, proving
+// who it is with its certificate (TLS client authentication; the
+// controller's server verifies any certificate a client presents against
+// its CA).
+func (a *API) logout(w http.ResponseWriter, r *http.Request) error {
+	if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 {
+		return errorf(http.StatusUnauthorized, adminapi.CodeUnauthorized,
+			"sign-out needs the device's certificate: run 'cordon logout' on the device")
+	}
+	id, kind, err := ca.AgentIdentity(r.TLS.VerifiedChains[0][0])
+	if err != nil || kind != ca.KindClient {
+		return errorf(http.StatusUnauthorized, adminapi.CodeUnauthorized, "only a client device can sign out")
+	}
+	ended, err := a.st.EndSessions(r.Context(), store.SessionFilter{DeviceID: id}, a.stamp(), store.EndLogout)
+	if err != nil {
+		return err
+	}
+	actor := "device:" + id
+	if len(ended) > 0 {
+		actor = "user:" + ended[0].User
+	}
+	a.auditSessionsEnded(r.Context(), actor, ended, "")
+	if len(ended) > 0 {
+		a.changed()
+	}
+	return ok(w, mapSlice(ended, sessionOut))
 }
