@@ -1,14 +1,10 @@
 package e2e
 
 import (
-	"bytes"
 	"crypto"
-	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -36,7 +32,7 @@ const rotationTTL = 20 * time.Second
 func TestCertRotation(t *testing.T) {
 	t.Parallel()
 	ctlFlags := []string{"--agent-cert-ttl", rotationTTL.String()}
-	w := newRotationWorld(t, ctlFlags...)
+	w := newWorld(t, withControllerArgs(ctlFlags...))
 	ehr := w.svcs["ehr"]
 	w.waitReach(w.nurse, ehr, 15*time.Second)
 
@@ -82,7 +78,7 @@ func TestCertRotation(t *testing.T) {
 	if wait := time.Until(enrolledNurse.NotAfter.Add(time.Second)); wait > 0 {
 		t.Fatalf("test too fast: enrollment certificates still valid for %v", wait)
 	}
-	restarted := w.restartController(ctlFlags...)
+	restarted := w.restartController()
 	for _, id := range []string{gwID, nurseID} {
 		waitFor(t, 15*time.Second, id+" to reconnect to the restarted controller", func() error {
 			w.checkAlive()
@@ -137,101 +133,17 @@ func TestCertRotation(t *testing.T) {
 	w.up(w.clerk)
 }
 
-// newRotationWorld is newWorld with extra controller flags.
-func newRotationWorld(t *testing.T, ctlFlags ...string) *world {
-	t.Helper()
-	requireE2E(t)
-	seq := worldSeq.Add(1)
-	id := fmt.Sprintf("%s%dx%d", nsPrefix, os.Getpid(), seq)
-	dir, err := os.MkdirTemp("", "ce2e-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	w := &world{t: t, id: id, dir: dir, logs: &logDumper{}, gwIface: ifaceName("g", seq)}
-	t.Cleanup(func() {
-		if t.Failed() || os.Getenv("E2E_KEEP") != "" {
-			t.Logf("e2e: state and logs kept in %s", dir)
-			return
-		}
-		os.RemoveAll(dir)
-	})
-	w.netns()
-	t.Cleanup(func() {
-		for _, role := range []string{"g", "n", "k"} {
-			os.Remove(filepath.Join("/var/run/wireguard", ifaceName(role, seq)+".sock"))
-		}
-	})
-	t.Cleanup(func() { w.logs.dump(t) })
-	w.svcs = startServices(t, w.app)
-	w.ctlDataDir = filepath.Join(w.dir, "controller")
-	w.startRotationController("controller", ctlFlags...)
-	w.configure()
-	w.startGateway()
-	w.nurse = w.newClient("nurse", w.cl1, ifaceName("n", seq))
-	w.clerk = w.newClient("clerk", w.cl2, ifaceName("k", seq))
-	for _, c := range []*client{w.nurse, w.clerk} {
-		w.login(c)
-		w.up(c)
-	}
-	t.Cleanup(w.stopAll)
-	t.Cleanup(w.diagnose)
-	return w
-}
-
-// startRotationController starts the controller with the extra flags and
-// waits until it serves.
-func (w *world) startRotationController(name string, flags ...string) {
-	t := w.t
-	t.Helper()
-	w.controller = w.start(w.ctl, name, append([]string{bin("cordon-controller"),
-		"--data-dir", w.ctlDataDir, "--listen", "0.0.0.0:8443", "--hosts", ctlAddr}, flags...)...)
-	waitFor(t, 20*time.Second, "controller to write its admin token and CA", func() error {
-		if s := w.controller.exited(); s != "" {
-			t.Fatalf("%s\n%s", s, w.controller.logs())
-		}
-		for _, f := range []string{w.tokenFile(), w.caFile()} {
-			if b, err := os.ReadFile(f); err != nil {
-				return err
-			} else if len(bytes.TrimSpace(b)) == 0 {
-				return fmt.Errorf("%s is empty", f)
-			}
-		}
-		return nil
-	})
-	caPEM, err := os.ReadFile(w.caFile())
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(caPEM)
-	hc := w.cl1.httpClient(time.Second, 2*time.Second, &tls.Config{RootCAs: pool})
-	waitFor(t, 20*time.Second, "controller /healthz", func() error {
-		if s := w.controller.exited(); s != "" {
-			t.Fatalf("%s\n%s", s, w.controller.logs())
-		}
-		resp, err := hc.Get(controllerURL + "/healthz")
-		if err != nil {
-			return err
-		}
-		defer resp.Body.Close()
-		io.Copy(io.Discard, resp.Body)
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("healthz: %s", resp.Status)
-		}
-		return nil
-	})
-}
-
 // restartController stops the controller and starts it again on the same
-// data directory; it returns when the new one was started.
-func (w *world) restartController(flags ...string) time.Time {
+// data directory with the same flags; it returns when the new one was
+// started.
+func (w *world) restartController() time.Time {
 	w.t.Helper()
 	w.controller.stop()
 	if s := w.controller.exited(); !strings.Contains(s, "exited") {
 		w.t.Fatalf("controller did not stop: %q", s)
 	}
 	at := time.Now()
-	w.startRotationController("controller-restarted", flags...)
+	w.startController("controller-restarted")
 	return at
 }
 

@@ -63,23 +63,10 @@ func writePosture(t *testing.T, path string, diskEncrypted bool) {
 // back. Every report is audited as self-reported.
 func TestPostureCutsPHINotInternal(t *testing.T) {
 	t.Parallel()
-	w := newWorld(t)
+	w := newWorld(t, withControllerArgs("--posture-interval", postureInterval.String()))
 	lab, billing := w.svcs["lab"], w.svcs["billing"]
 
-	t.Log("---- controller with a short posture interval; nurse reporting from a posture file ----")
-	w.controller.stop()
-	w.controller = w.start(w.ctl, "controller-posture", bin("cordon-controller"),
-		"--data-dir", w.ctlDataDir, "--listen", "0.0.0.0:8443", "--hosts", ctlAddr,
-		"--posture-interval", postureInterval.String())
-	waitFor(t, 20*time.Second, "the restarted controller to answer cordonctl", func() error {
-		if s := w.controller.exited(); s != "" {
-			t.Fatalf("%s\n%s", s, w.controller.logs())
-		}
-		if _, e, rc := w.cordonctl("", "policy", "history"); rc != 0 {
-			return errors.New(strings.TrimSpace(e))
-		}
-		return nil
-	})
+	t.Log("---- nurse reporting from a posture file ----")
 	postureFile := filepath.Join(w.dir, "nurse-posture.json")
 	writePosture(t, postureFile, true)
 	w.nurse.proc.stop()

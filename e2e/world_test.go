@@ -135,7 +135,7 @@ func newWorld(t *testing.T, opts ...worldOpt) *world {
 	t.Cleanup(func() { w.logs.dump(t) })
 
 	w.svcs = startServices(t, w.app)
-	w.startController()
+	w.startController("controller")
 	w.configure()
 	w.startGateway()
 	w.nurse = w.newClient("nurse", w.cl1, ifaceName("n", seq))
@@ -229,11 +229,13 @@ func (w *world) start(ns netNS, name string, argv ...string) *proc {
 	return p
 }
 
-func (w *world) startController() {
+// startController starts the controller (its process and log named name)
+// with w.ctlArgs and waits until it serves.
+func (w *world) startController(name string) {
 	t := w.t
 	t.Helper()
 	w.ctlDataDir = filepath.Join(w.dir, "controller")
-	w.controller = w.start(w.ctl, "controller",
+	w.controller = w.start(w.ctl, name,
 		append([]string{bin("cordon-controller"), "--data-dir", w.ctlDataDir, "--listen", "0.0.0.0:8443", "--hosts", ctlAddr}, w.ctlArgs...)...)
 	tokenFile := w.tokenFile()
 	waitFor(t, 20*time.Second, "controller to write its admin token and CA", func() error {

@@ -397,25 +397,47 @@ const (
 
 // Admin is an administrator account. Secrets never appear here.
 type Admin struct {
-	Name      string    `json:"name"`
-	Role      string    `json:"role"`
+	Name string `json:"name"`
+	Role string `json:"role"`
+	// IdP names the identity provider an IdP account signs in through
+	// ("" for a local account); Subject is its IdP user ("" until the
+	// first sign-in binds it).
+	IdP       string    `json:"idp,omitempty"`
+	Subject   string    `json:"subject,omitempty"`
 	Disabled  bool      `json:"disabled"`
 	CreatedAt time.Time `json:"created_at"`
 }
 
-// CreateAdminRequest is the body of POST /v1/admins.
+// CreateAdminRequest is the body of POST /v1/admins: a local account
+// (Password; the answer carries its TOTP secret) or an IdP account (IdP,
+// optionally Subject; no password, no TOTP).
 type CreateAdminRequest struct {
 	Name     string `json:"name"`
 	Role     string `json:"role"`
-	Password string `json:"password"`
+	Password string `json:"password,omitempty"`
+	IdP      string `json:"idp,omitempty"`
+	Subject  string `json:"subject,omitempty"`
 }
 
-// CreateAdminResponse answers POST /v1/admins: the TOTP secret and URI,
-// returned this once.
+// CreateAdminResponse answers POST /v1/admins: the TOTP secret and URI of
+// a local account, returned this once.
 type CreateAdminResponse struct {
 	Admin
-	TOTPSecret string `json:"totp_secret"`
-	TOTPURI    string `json:"totp_uri"`
+	TOTPSecret string `json:"totp_secret,omitempty"`
+	TOTPURI    string `json:"totp_uri,omitempty"`
+}
+
+// AdminOIDCLoginRequest is the body of POST /v1/admin/login/oidc (no
+// bearer token): admin account Name finishes an IdP sign-in begun at
+// /v1/admin/login/oidc/start (Code and CodeVerifier) or polls one begun
+// at /v1/admin/login/oidc/device (neither). The answer is an
+// AdminLoginResponse.
+type AdminOIDCLoginRequest struct {
+	Name         string `json:"name"`
+	LoginID      string `json:"login_id"`
+	Code         string `json:"code,omitempty"`
+	CodeVerifier string `json:"code_verifier,omitempty"`
+	TTL          string `json:"ttl,omitempty"` // as in AdminLoginRequest
 }
 
 // AdminLoginRequest is the body of POST /v1/admin/login (no bearer

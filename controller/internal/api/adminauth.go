@@ -23,11 +23,11 @@ import (
 // (a.admin(perm, h)); a token's scope is its role, optionally narrowed to
 // some of the role's permissions (auth.Scope). Tokens come from three
 // places: an admin account's sign-in (POST /v1/admin/login, password and
-// TOTP; the token lives AdminSessionTTL), an owner issuing a standalone
-// token for automation (POST /v1/admin-tokens, explicit TTL), and the
-// controller's first start (the bootstrap owner token, see server). An
-// identity-provider sign-in for admins would be a fourth source that ends
-// in issueAdminToken like the local one; nothing else changes.
+// TOTP, or POST /v1/admin/login/oidc through an identity provider, see
+// adminoidc.go; the token lives AdminSessionTTL), an owner issuing a
+// standalone token for automation (POST /v1/admin-tokens, explicit TTL),
+// and the controller's first start (the bootstrap owner token, see
+// server).
 
 // permAuthenticated is the pseudo-permission of routes any valid admin
 // token may call (whoami, logout): they reveal or change only the token
@@ -273,16 +273,9 @@ func (a *API) adminLogin(w http.ResponseWriter, r *http.Request) error {
 	case req.TOTP == "":
 		return invalidf("field \"totp\": required: the 6-digit code from the authenticator app")
 	}
-	ttl := a.adminTTL
-	if req.TTL != "" {
-		d, err := parseDays(req.TTL, "ttl")
-		if err != nil {
-			return err
-		}
-		if d > a.adminTTL {
-			return invalidf("field \"ttl\": %s is longer than the controller allows for a sign-in (%s)", req.TTL, a.adminTTL)
-		}
-		ttl = d
+	ttl, err := a.adminLoginTTL(req.TTL)
+	if err != nil {
+		return err
 	}
 	ctx := r.Context()
 	src := source(r)
@@ -314,6 +307,12 @@ func (a *API) adminLogin(w http.ResponseWriter, r *http.Request) error {
 	case err != nil:
 		return err
 	}
+	if acct.IdP != "" {
+		// No password to check: answer like a wrong one, in as much time.
+		a.pw.VerifyDummy(req.Password)
+		fail("admin signs in through identity provider " + acct.IdP)
+		return errAdminLoginFailed
+	}
 	if err := a.checkPassword("admin "+acct.Name, acct.PasswordHash, req.Password, fail, errAdminLoginFailed); err != nil {
 		return err
 	}
@@ -325,17 +324,40 @@ func (a *API) adminLogin(w http.ResponseWriter, r *http.Request) error {
 		return errorf(http.StatusUnauthorized, adminapi.CodeUnauthorized, "admin account %q is disabled: ask an owner", acct.Name)
 	}
 	a.throttle.Succeeded(key, src)
+	return a.adminSignedIn(w, r, acct, ttl, "password+totp", nil)
+}
 
+// adminLoginTTL is the life of a sign-in token: the controller's admin
+// session TTL, or the shorter one asked for.
+func (a *API) adminLoginTTL(asked string) (time.Duration, error) {
+	if asked == "" {
+		return a.adminTTL, nil
+	}
+	d, err := parseDays(asked, "ttl")
+	if err != nil {
+		return 0, err
+	}
+	if d > a.adminTTL {
+		return 0, invalidf("field \"ttl\": %s is longer than the controller allows for a sign-in (%s)", asked, a.adminTTL)
+	}
+	return d, nil
+}
+
+// adminSignedIn issues the sign-in token of an admin account that proved
+// who it is by method, audits the sign-in and answers with the token.
+func (a *API) adminSignedIn(w http.ResponseWriter, r *http.Request, acct store.Admin, ttl time.Duration, method string, extra map[string]string) error {
+	ctx := r.Context()
 	secret, t, err := a.issueAdminToken(ctx, store.AdminToken{
 		Name: acct.Name, Admin: acct.Name, Role: acct.Role, CreatedBy: "login",
 	}, ttl)
 	if err != nil {
 		return err
 	}
-	a.audit(ctx, store.AuditEvent{
-		Type: "admin.login", Actor: "admin:" + acct.Name, Outcome: "success", Subject: acct.Name,
-		Details: map[string]string{"source": src, "token": t.ID, "role": t.Role, "expires_at": t.ExpiresAt.Format(time.RFC3339), "method": "password+totp"},
-	})
+	d := map[string]string{"source": source(r), "token": t.ID, "role": t.Role, "expires_at": t.ExpiresAt.Format(time.RFC3339), "method": method}
+	for k, v := range extra {
+		d[k] = v
+	}
+	a.audit(ctx, store.AuditEvent{Type: "admin.login", Actor: "admin:" + acct.Name, Outcome: "success", Subject: acct.Name, Details: d})
 	// Forget tokens that ended long ago, so sign-ins do not grow the table
 	// without bound; a month keeps them for a review of recent use.
 	if _, err := a.st.PruneAdminTokens(context.WithoutCancel(ctx), t.CreatedAt.Add(-30*24*time.Hour)); err != nil {
@@ -380,7 +402,7 @@ func (a *API) adminLogout(w http.ResponseWriter, r *http.Request, actor string) 
 // Admin accounts.
 
 func adminOut(x store.Admin) adminapi.Admin {
-	return adminapi.Admin{Name: x.Name, Role: x.Role, Disabled: x.Disabled, CreatedAt: x.CreatedAt}
+	return adminapi.Admin{Name: x.Name, Role: x.Role, IdP: x.IdP, Subject: x.Subject, Disabled: x.Disabled, CreatedAt: x.CreatedAt}
 }
 
 func (a *API) createAdmin(w http.ResponseWriter, r *http.Request, actor string) error {
@@ -395,11 +417,8 @@ func (a *API) createAdmin(w http.ResponseWriter, r *http.Request, actor string) 
 	if err != nil {
 		return invalidf("field \"role\": %v", err)
 	}
-	if req.Password == "" {
-		return invalidf("field \"password\": required")
-	}
-	if err := auth.CheckPasswordPolicy(req.Password); err != nil {
-		return invalidf("field \"password\": %v", err)
+	if err := a.checkAdminCredential(&req); err != nil {
+		return err
 	}
 	if !principalFrom(r.Context()).scope.Covers(auth.Scope{Role: role}) {
 		return errorf(http.StatusForbidden, adminapi.CodeForbidden, "you cannot create an admin with more permissions than your own token has")
@@ -415,22 +434,31 @@ func (a *API) createAdmin(w http.ResponseWriter, r *http.Request, actor string) 
 			return conflictf("%q is the name of admin token %s: give the account another name (or revoke the token)", req.Name, t.ID)
 		}
 	}
-	hash, err := a.pw.Hash(req.Password)
-	if err != nil {
-		return err
+	x := store.Admin{Name: req.Name, Role: string(role), IdP: req.IdP, Subject: req.Subject, CreatedAt: a.stamp()}
+	var secret, uri string
+	if x.IdP == "" {
+		if x.PasswordHash, err = a.pw.Hash(req.Password); err != nil {
+			return err
+		}
+		if secret, uri, err = auth.NewTOTPSecret(req.Name + " (admin)"); err != nil {
+			return err
+		}
+		x.TOTPSecret = secret
 	}
-	secret, uri, err := auth.NewTOTPSecret(req.Name + " (admin)")
-	if err != nil {
-		return err
-	}
-	x := store.Admin{Name: req.Name, Role: string(role), PasswordHash: hash, TOTPSecret: secret, CreatedAt: a.stamp()}
 	if err := a.st.CreateAdmin(r.Context(), x); err != nil {
 		if errors.Is(err, store.ErrAlreadyExists) {
+			if x.Subject != "" {
+				return conflictf("admin %q already exists, or the subject %q of %s is already another admin account", x.Name, clip(x.Subject), x.IdP)
+			}
 			return conflictf("admin %q already exists", x.Name)
 		}
 		return err
 	}
-	a.mutated(r, actor, "admin", "create", x.Name, map[string]string{"role": x.Role}, false)
+	d := map[string]string{"role": x.Role}
+	if x.IdP != "" {
+		d["idp"], d["idp_subject"] = x.IdP, x.Subject
+	}
+	a.mutated(r, actor, "admin", "create", x.Name, d, false)
 	return created(w, adminapi.CreateAdminResponse{Admin: adminOut(x), TOTPSecret: secret, TOTPURI: uri})
 }
 

@@ -168,6 +168,9 @@ func (a *API) routes() {
 	m.Handle("POST /v1/login/oidc/device", a.public(a.oidcDevice))
 	m.Handle("POST /v1/login/oidc", a.public(a.oidcLogin))
 	m.Handle("POST /v1/admin/login", a.public(a.adminLogin))
+	m.Handle("POST /v1/admin/login/oidc/start", a.public(a.oidcStart))
+	m.Handle("POST /v1/admin/login/oidc/device", a.public(a.oidcDevice))
+	m.Handle("POST /v1/admin/login/oidc", a.public(a.adminOIDCLogin))
 
 	// Admin routes.
 	m.Handle("GET /v1/whoami", a.admin(permAuthenticated, a.whoami))

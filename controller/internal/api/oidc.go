@@ -153,8 +153,15 @@ func (a *API) oidcLogin(w http.ResponseWriter, r *http.Request) error {
 	return a.signIn(w, r, u, &req.DeviceEnroll, method, c.MFA)
 }
 
-// oidcError maps an OIDC failure to an answer, auditing refusals.
+// oidcError maps an OIDC failure of a user sign-in to an answer,
+// auditing refusals.
 func (a *API) oidcError(r *http.Request, idp string, err error) error {
+	return a.oidcErrorAs(r, idp, err, "auth.login", "user:unknown", "unknown")
+}
+
+// oidcErrorAs maps an OIDC failure to an answer; a refusal is audited as
+// an event of type typ by actor about subject.
+func (a *API) oidcErrorAs(r *http.Request, idp string, err error, typ, actor, subject string) error {
 	code := func(status int, c string) error {
 		return errorf(status, c, "%s", err.Error())
 	}
@@ -188,7 +195,7 @@ func (a *API) oidcError(r *http.Request, idp string, err error) error {
 		return code(http.StatusBadRequest, adminapi.CodeInvalid)
 	}
 	a.audit(r.Context(), store.AuditEvent{
-		Type: "auth.login", Actor: "user:unknown", Outcome: "failure", Subject: "unknown",
+		Type: typ, Actor: actor, Outcome: "failure", Subject: subject,
 		Details: map[string]string{"source": source(r), "method": "oidc", "reason": reason, "error": clip(err.Error())},
 	})
 	return errorf(http.StatusUnauthorized, c, "sign-in refused: %s: sign in again", err)

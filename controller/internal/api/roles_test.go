@@ -100,6 +100,10 @@ var publicRoutes = map[string]bool{
 	"POST /v1/login/oidc/device": true,
 	"POST /v1/login/oidc":        true,
 	"POST /v1/admin/login":       true,
+	// Admin sign-in through an identity provider (adminoidc.go).
+	"POST /v1/admin/login/oidc/start":  true,
+	"POST /v1/admin/login/oidc/device": true,
+	"POST /v1/admin/login/oidc":        true,
 }
 
 var roleLetters = map[auth.Role]byte{auth.RoleOwner: 'O', auth.RoleNetworkAdmin: 'N', auth.RoleAuditor: 'A', auth.RoleHelpdesk: 'H'}

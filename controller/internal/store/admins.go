@@ -5,14 +5,19 @@ import (
 	"time"
 )
 
-// Admin is an administrator account: a local sign-in (argon2id password
-// and TOTP) that yields short-lived admin tokens of the account's role.
-// PasswordHash and TOTPSecret never leave the controller.
+// Admin is an administrator account that yields short-lived admin tokens
+// of the account's role. It signs in either locally (argon2id password and
+// TOTP) or, when IdP is set, only through that identity provider, as the
+// provider's user Subject (empty until the first sign-in binds it).
+// PasswordHash and TOTPSecret never leave the controller; both are empty
+// for an IdP account.
 type Admin struct {
 	Name         string    `json:"name"`
 	Role         string    `json:"role"` // auth.Role
 	PasswordHash string    `json:"-"`
 	TOTPSecret   string    `json:"-"`
+	IdP          string    `json:"idp,omitempty"`
+	Subject      string    `json:"subject,omitempty"` // the IdP's "sub"
 	Disabled     bool      `json:"disabled"`
 	CreatedAt    time.Time `json:"created_at"`
 }
@@ -61,6 +66,12 @@ type AdminStore interface {
 	// SetAdminDisabled disables or re-enables an account (ErrNotFound).
 	// A disabled account's tokens are refused but kept.
 	SetAdminDisabled(ctx context.Context, name string, disabled bool) error
+	// BindAdminSubject binds an IdP account with no subject yet to
+	// subject, with one conditional update: of concurrent first sign-ins
+	// exactly one binds. ErrNotFound if no account name signs in through
+	// idp; ErrTokenInvalid if it is already bound (to any subject);
+	// ErrAlreadyExists if another account of idp is bound to subject.
+	BindAdminSubject(ctx context.Context, name, idp, subject string) error
 	// DeleteAdmin removes an account and every token it owns, in one
 	// transaction (ErrNotFound).
 	DeleteAdmin(ctx context.Context, name string) error

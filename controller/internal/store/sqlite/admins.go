@@ -62,16 +62,26 @@ CREATE TABLE recovery_codes (
 ) STRICT;
 `
 
+// migrationAdminIdP (schema 8): admin accounts that sign in through an
+// identity provider. idp is the provider's name ('' for a local account),
+// idp_subject its "sub" for the account ('' until the first sign-in binds
+// it). One IdP user is at most one admin account.
+const migrationAdminIdP = `
+ALTER TABLE admins ADD COLUMN idp TEXT NOT NULL DEFAULT '';
+ALTER TABLE admins ADD COLUMN idp_subject TEXT NOT NULL DEFAULT '';
+CREATE UNIQUE INDEX admins_idp_subject ON admins(idp, idp_subject) WHERE idp_subject != '';
+`
+
 // --- accounts ---
 
-const adminCols = `name, role, password_hash, totp_secret, disabled, created_at`
+const adminCols = `name, role, password_hash, totp_secret, idp, idp_subject, disabled, created_at`
 
 func scanAdmin(r rowScanner) (store.Admin, error) {
 	var (
 		a  store.Admin
 		at int64
 	)
-	if err := r.Scan(&a.Name, &a.Role, &a.PasswordHash, &a.TOTPSecret, &a.Disabled, &at); err != nil {
+	if err := r.Scan(&a.Name, &a.Role, &a.PasswordHash, &a.TOTPSecret, &a.IdP, &a.Subject, &a.Disabled, &at); err != nil {
 		return a, err
 	}
 	a.CreatedAt = fromMicros(at)
@@ -81,8 +91,8 @@ func scanAdmin(r rowScanner) (store.Admin, error) {
 // CreateAdmin implements [store.AdminStore].
 func (s *Store) CreateAdmin(ctx context.Context, a store.Admin) error {
 	err := s.write(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `INSERT INTO admins (`+adminCols+`) VALUES (?, ?, ?, ?, ?, ?)`,
-			a.Name, a.Role, a.PasswordHash, a.TOTPSecret, a.Disabled, createdAt(a.CreatedAt))
+		_, err := tx.ExecContext(ctx, `INSERT INTO admins (`+adminCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+			a.Name, a.Role, a.PasswordHash, a.TOTPSecret, a.IdP, a.Subject, a.Disabled, createdAt(a.CreatedAt))
 		return insertErr(err)
 	})
 	if err != nil {
@@ -120,6 +130,35 @@ func (s *Store) SetAdminDisabled(ctx context.Context, name string, disabled bool
 	})
 	if err != nil {
 		return fmt.Errorf("set admin %q disabled=%v: %w", name, disabled, err)
+	}
+	return nil
+}
+
+// BindAdminSubject implements [store.AdminStore]: the conditional UPDATE
+// (idp_subject = '') decides between concurrent first sign-ins.
+func (s *Store) BindAdminSubject(ctx context.Context, name, idp, subject string) error {
+	if idp == "" || subject == "" {
+		return fmt.Errorf("bind admin %q: idp and subject are required", name)
+	}
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE admins SET idp_subject = ? WHERE name = ? AND idp = ? AND idp_subject = ''`, subject, name, idp)
+		if err != nil {
+			return insertErr(err)
+		}
+		if n, err := res.RowsAffected(); err != nil || n == 1 {
+			return err
+		}
+		ok, err := exists(ctx, tx, `SELECT 1 FROM admins WHERE name = ? AND idp = ?`, name, idp)
+		switch {
+		case err != nil:
+			return err
+		case !ok:
+			return store.ErrNotFound
+		}
+		return store.ErrTokenInvalid
+	})
+	if err != nil {
+		return fmt.Errorf("bind admin %q to %s: %w", name, idp, err)
 	}
 	return nil
 }

@@ -65,6 +65,54 @@ func testAdminAccounts(t *testing.T, s store.Store) {
 	wantNames(t, "tokens", names(toks, func(t store.AdminToken) string { return t.ID }), []string{"t2"})
 }
 
+// testAdminIdPBinding: an IdP admin account is bound to one subject by
+// the first sign-in, exactly once even under concurrency; one IdP user
+// is at most one admin account.
+func testAdminIdPBinding(t *testing.T, s store.Store) {
+	c := ctx(t)
+	idpAdmin := func(name, subject string) store.Admin {
+		return store.Admin{Name: name, Role: "auditor", IdP: "okta", Subject: subject, CreatedAt: at(time.Minute)}
+	}
+	pinned := idpAdmin("pia", "sub-pia")
+	must(t, s.CreateAdmin(c, pinned))
+	got, err := s.GetAdmin(c, "pia")
+	must(t, err)
+	equal(t, "GetAdmin pinned", got, pinned)
+	must(t, s.CreateAdmin(c, idpAdmin("ann", "")))
+	must(t, s.CreateAdmin(c, admin("loc", "owner")))
+
+	wantErr(t, "bind pinned", s.BindAdminSubject(c, "pia", "okta", "sub-x"), store.ErrTokenInvalid)
+	wantErr(t, "bind local", s.BindAdminSubject(c, "loc", "okta", "sub-x"), store.ErrNotFound)
+	wantErr(t, "bind other idp", s.BindAdminSubject(c, "ann", "entra", "sub-x"), store.ErrNotFound)
+	wantErr(t, "bind missing", s.BindAdminSubject(c, "nobody", "okta", "sub-x"), store.ErrNotFound)
+	wantErr(t, "bind taken subject", s.BindAdminSubject(c, "ann", "okta", "sub-pia"), store.ErrAlreadyExists)
+
+	var wg sync.WaitGroup
+	errs := make([]error, 20)
+	for i := range errs {
+		wg.Go(func() { errs[i] = s.BindAdminSubject(c, "ann", "okta", "sub-ann-"+string(rune('a'+i))) })
+	}
+	wg.Wait()
+	won := 0
+	for _, err := range errs {
+		switch {
+		case err == nil:
+			won++
+		case !errors.Is(err, store.ErrTokenInvalid):
+			t.Fatalf("concurrent bind: %v", err)
+		}
+	}
+	if won != 1 {
+		t.Fatalf("%d concurrent binds won, want 1", won)
+	}
+	got, err = s.GetAdmin(c, "ann")
+	must(t, err)
+	if got.IdP != "okta" || len(got.Subject) != len("sub-ann-a") {
+		t.Fatalf("bound admin: %+v", got)
+	}
+	wantErr(t, "create with taken subject", s.CreateAdmin(c, idpAdmin("dup", got.Subject)), store.ErrAlreadyExists)
+}
+
 func testAdminTokens(t *testing.T, s store.Store) {
 	c := ctx(t)
 	toks, err := s.ListAdminTokens(c)

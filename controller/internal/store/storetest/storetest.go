@@ -72,6 +72,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"AuditConcurrent", testAuditConcurrent},
 		{"AdminAccounts", testAdminAccounts},
 		{"AdminTokens", testAdminTokens},
+		{"AdminIdPBinding", testAdminIdPBinding},
 		{"RecoveryCodes", testRecoveryCodes},
 		{"RecoveryCodeConcurrent", testRecoveryCodeConcurrent},
 		{"Sessions", testSessions},
