@@ -184,42 +184,62 @@ func (m *Manager) Run(ctx context.Context) {
 // Check ends every active session past a limit now and asks for new maps
 // if any session ended or lost or regained a classification. Run calls it;
 // tests call it directly.
+//
+// It reads only the sessions that may be near a limit: idle, as stored,
+// for at least the shortest idle limit, or older than the absolute limit.
+// The store's activity lags the manager's (flushed every FlushEvery),
+// never leads it, so no session that reached a limit is missed; every
+// other session may reach every app, which is what the manager assumes of
+// a session it holds no restriction for.
 func (m *Manager) Check(ctx context.Context) error {
-	active, err := m.cfg.Store.ListSessions(ctx, store.SessionFilter{ActiveOnly: true, Limit: 1 << 30})
+	now := m.cfg.Now()
+	l := m.cfg.Limits
+	due, err := m.cfg.Store.ListSessionsDue(ctx, now.Add(-l.ShortestIdle()), now.Add(-l.Absolute))
 	if err != nil {
 		return err
 	}
-	now := m.cfg.Now()
-	view := m.View(active)
+	view := m.View(due)
+	all := uint64(1)<<(len(m.classes)+1) - 1
 	changed := false
-	seen := make(map[string]bool, len(active))
-	for _, st := range active {
+	held := make(map[string]bool, len(due))
+	for _, st := range due {
 		s := view[st.DeviceID]
-		seen[s.ID] = true
-		if why := m.cfg.Limits.Check(s, now); why != EndNone {
+		if why := l.Check(s, now); why != EndNone {
 			if err := m.end(ctx, s); err != nil {
 				return err
 			}
 			changed = true
 			continue
 		}
-		key := m.cfg.Limits.allowed(s, m.classes, now)
+		bits := l.allowed(s, m.classes, now)
 		m.mu.Lock()
-		if prev, ok := m.allowed[s.ID]; ok && prev != key {
+		prev, had := m.allowed[s.ID]
+		if !had {
+			prev = all
+		}
+		if bits != prev {
 			changed = true
 		}
-		m.allowed[s.ID] = key
+		if bits != all {
+			m.allowed[s.ID] = bits
+			held[s.ID] = true
+		} else {
+			delete(m.allowed, s.ID)
+		}
 		m.mu.Unlock()
 	}
 	m.mu.Lock()
 	for id := range m.allowed {
-		if !seen[id] {
+		if !held[id] { // active again (no longer due), or ended elsewhere
 			delete(m.allowed, id)
+			changed = true
 		}
 	}
-	for dev := range m.activity {
-		if _, ok := view[dev]; !ok {
-			delete(m.activity, dev) // no active session: its activity counts for nothing
+	// Activity older than every idle limit can no longer matter: its
+	// session has ended or will at this check.
+	for dev, at := range m.activity {
+		if now.Sub(at) > l.maxIdle()+time.Minute {
+			delete(m.activity, dev)
 		}
 	}
 	m.mu.Unlock()

@@ -58,6 +58,10 @@ type SessionStore interface {
 	GetSession(ctx context.Context, id string) (Session, error)
 	// ListSessions returns matching sessions, newest first.
 	ListSessions(ctx context.Context, f SessionFilter) ([]Session, error)
+	// ListSessionsDue returns the active sessions that may have reached a
+	// limit: last activity (as stored) before activityBefore, or started
+	// before startedBefore.
+	ListSessionsDue(ctx context.Context, activityBefore, startedBefore time.Time) ([]Session, error)
 	// TouchSessions moves LastActivity of active sessions forward to the
 	// given times (session ID → time); it never moves one back, and skips
 	// unknown or ended sessions.

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -32,6 +33,9 @@ CREATE INDEX sessions_device ON sessions(device_id, started_at);
 CREATE INDEX sessions_user ON sessions(user_name, started_at);
 -- At most one active session per device, enforced by the database.
 CREATE UNIQUE INDEX sessions_active_device ON sessions(device_id) WHERE ended_at = 0;
+-- The session check reads only active sessions near a limit.
+CREATE INDEX sessions_active_activity ON sessions(last_activity) WHERE ended_at = 0;
+CREATE INDEX sessions_active_started ON sessions(started_at) WHERE ended_at = 0;
 
 ALTER TABLE devices ADD COLUMN revoked_at INTEGER NOT NULL DEFAULT 0; -- unix µs, 0: not revoked
 `
@@ -131,6 +135,37 @@ func listLatestSessions(ctx context.Context, q queryer) ([]store.Session, error)
 	return listRows(ctx, q, scanSession, `SELECT `+sessionCols+` FROM sessions s
 		WHERE s.id = (SELECT id FROM sessions WHERE device_id = s.device_id ORDER BY started_at DESC, ended_at = 0 DESC LIMIT 1)
 		ORDER BY device_id`)
+}
+
+// ListSessionsDue implements [store.SessionStore], sorted by device ID.
+func (s *Store) ListSessionsDue(ctx context.Context, activityBefore, startedBefore time.Time) ([]store.Session, error) {
+	// Two range searches on the partial indexes: an OR, or an ORDER BY,
+	// makes SQLite walk every active session instead.
+	var out []store.Session
+	err := s.read(ctx, func(tx *sql.Tx) error {
+		seen := map[string]bool{}
+		for _, q := range []struct {
+			col string
+			t   time.Time
+		}{{"last_activity", activityBefore}, {"started_at", startedBefore}} {
+			xs, err := listRows(ctx, tx, scanSession, `SELECT `+sessionCols+` FROM sessions WHERE ended_at = 0 AND `+q.col+` < ?`, toMicros(q.t))
+			if err != nil {
+				return err
+			}
+			for _, x := range xs {
+				if !seen[x.ID] {
+					seen[x.ID] = true
+					out = append(out, x)
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list sessions due: %w", err)
+	}
+	slices.SortFunc(out, func(a, b store.Session) int { return strings.Compare(a.DeviceID, b.DeviceID) })
+	return out, nil
 }
 
 // TouchSessions implements [store.SessionStore].

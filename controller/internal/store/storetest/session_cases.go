@@ -79,6 +79,17 @@ func testSessions(t *testing.T, s store.Store) {
 	got, _ = s.GetSession(ctx(t), "s1")
 	equal(t, "ended session not touched", got.LastActivity, at(0))
 
+	// Due: idle (as stored) since before a time, or started before one.
+	due, err := s.ListSessionsDue(ctx(t), at(3*time.Minute), at(0))
+	must(t, err)
+	equal(t, "sessions idle since before 3m", names(due, func(x store.Session) string { return x.ID }), []string{"s3"})
+	due, err = s.ListSessionsDue(ctx(t), at(0), at(90*time.Second))
+	must(t, err)
+	equal(t, "sessions started before 1m30s", names(due, func(x store.Session) string { return x.ID }), []string{"s2"})
+	due, err = s.ListSessionsDue(ctx(t), at(time.Hour), at(0))
+	must(t, err)
+	equal(t, "every active session idle since before 1h", len(due), 3)
+
 	// Snapshot: each device's newest session.
 	snap, err := s.Snapshot(ctx(t))
 	must(t, err)
