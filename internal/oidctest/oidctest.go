@@ -424,6 +424,21 @@ func (r mfaRequest) GetAMR() []string {
 	return r.AuthRequest.GetAMR()
 }
 
+// GetDeviceAuthorizatonState (zitadel's spelling) reports amr
+// ["pwd","otp"] for a device authorization a user with MFA approved, as
+// mfaRequest does for the code flow.
+func (s *stor) GetDeviceAuthorizatonState(ctx context.Context, clientID, deviceCode string) (*op.DeviceAuthorizationState, error) {
+	st, err := s.Storage.GetDeviceAuthorizatonState(ctx, clientID, deviceCode)
+	if err != nil || !st.Done {
+		return st, err
+	}
+	c := *st
+	if u, ok := s.idp.user(c.Subject); ok && u.MFA {
+		c.AMR = []string{"pwd", "otp"}
+	}
+	return &c, nil
+}
+
 // client is the one registered client: native (loopback redirects on any
 // port, RFC 8252), code + refresh + device grants.
 type client struct{ idp *IdP }

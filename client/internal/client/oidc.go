@@ -2,24 +2,17 @@ package client
 
 import (
 	"context"
-	"crypto/subtle"
 	"errors"
 	"fmt"
-	"html"
 	"io"
-	"net"
 	"net/http"
 	"os"
-	"os/exec"
-	"strings"
-	"sync"
-	"time"
 
 	"github.com/cordonhq/cordon/pkg/adminapi"
 	"github.com/cordonhq/cordon/pkg/agentstate"
 	"github.com/cordonhq/cordon/pkg/controlproto"
 	"github.com/cordonhq/cordon/pkg/enroll"
-	"golang.org/x/oauth2"
+	"github.com/cordonhq/cordon/pkg/oidcflow"
 )
 
 // OIDCLoginConfig configures LoginOIDC.
@@ -92,146 +85,44 @@ func LoginOIDC(ctx context.Context, cfg OIDCLoginConfig) (*agentstate.Enrollment
 	return &st.Enrollment, nil
 }
 
-// callback is what the loopback listener received.
-type callback struct {
-	code string
-	err  error
+// flow is the user-side part of the sign-in, shared with cordonctl.
+func (cfg OIDCLoginConfig) flow() oidcflow.Config {
+	return oidcflow.Config{IdP: cfg.IdP, Browser: cfg.Browser, Out: cfg.Out, Again: "cordon login"}
 }
 
 // codeLogin runs the authorization code flow with PKCE and a loopback
 // redirect.
 func codeLogin(ctx context.Context, api *adminapi.Client, cfg OIDCLoginConfig, dev controlproto.DeviceEnroll) (*controlproto.EnrollResponse, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, fmt.Errorf("listen for the sign-in redirect on a loopback port: %w", err)
-	}
-	redirect := "http://" + ln.Addr().String() + "/callback"
-	verifier := oauth2.GenerateVerifier()
-	var start controlproto.OIDCStartResponse
-	if err := api.Do(ctx, http.MethodPost, "/v1/login/oidc/start", controlproto.OIDCStartRequest{
-		IdP: cfg.IdP, RedirectURI: redirect, CodeChallenge: oauth2.S256ChallengeFromVerifier(verifier),
-	}, &start); err != nil {
-		ln.Close()
-		return nil, err
-	}
-
-	got := make(chan callback, 1)
-	srv := &http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/callback" {
-			http.NotFound(w, r)
-			return
-		}
-		q := r.URL.Query()
-		if subtle.ConstantTimeCompare([]byte(q.Get("state")), []byte(start.State)) != 1 {
-			http.Error(w, "This sign-in response is not for this Cordon sign-in. Close this tab.", http.StatusBadRequest)
-			return
-		}
-		var cb callback
-		if e := q.Get("error"); e != "" {
-			cb.err = fmt.Errorf("the identity provider refused the sign-in: %s %s", e, q.Get("error_description"))
-		} else if cb.code = q.Get("code"); cb.code == "" {
-			cb.err = errors.New("the identity provider sent no authorization code")
-		}
-		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		if cb.err != nil {
-			fmt.Fprintf(w, "<!doctype html><title>Cordon</title><p>Sign-in failed: %s</p>", html.EscapeString(cb.err.Error()))
-		} else {
-			io.WriteString(w, "<!doctype html><title>Cordon</title><p>Signed in to Cordon. You can close this tab.</p>")
-		}
-		select {
-		case got <- cb:
-		default:
-		}
-	})}
-	go srv.Serve(ln)
-	defer srv.Close()
-
-	fmt.Fprintf(cfg.Out, "Sign in with %s in your browser. If it did not open, visit:\n\n  %s\n\n", cfg.IdP, start.AuthURL)
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
-	defer cancel()
-	browserErr := make(chan error, 1)
-	var wg sync.WaitGroup
-	defer wg.Wait() // after cancel (deferred later runs first): the browser stops
-	defer cancel()
-	wg.Go(func() { browserErr <- openBrowser(ctx, cfg.Browser, start.AuthURL) })
-	var cb callback
-	for cb.code == "" && cb.err == nil {
-		select {
-		case cb = <-got:
-		case err := <-browserErr:
-			if err != nil && cfg.Browser != nil {
-				return nil, fmt.Errorf("browser: %w", err)
-			}
-			browserErr = nil // a missing xdg-open is fine: the URL was printed
-		case <-ctx.Done():
-			return nil, fmt.Errorf("no sign-in completed in the browser: %w", context.Cause(ctx))
-		}
-	}
-	if cb.err != nil {
-		return nil, cb.err
-	}
 	var out controlproto.EnrollResponse
-	err = api.Do(ctx, http.MethodPost, "/v1/login/oidc", controlproto.OIDCLoginRequest{
-		LoginID: start.LoginID, Code: cb.code, CodeVerifier: verifier, DeviceEnroll: dev,
-	}, &out)
+	err := oidcflow.Code(ctx, cfg.flow(),
+		func(ctx context.Context, redirect, challenge string) (controlproto.OIDCStartResponse, error) {
+			var start controlproto.OIDCStartResponse
+			err := api.Do(ctx, http.MethodPost, "/v1/login/oidc/start", controlproto.OIDCStartRequest{
+				IdP: cfg.IdP, RedirectURI: redirect, CodeChallenge: challenge,
+			}, &start)
+			return start, err
+		},
+		func(ctx context.Context, loginID, code, verifier string) error {
+			return api.Do(ctx, http.MethodPost, "/v1/login/oidc", controlproto.OIDCLoginRequest{
+				LoginID: loginID, Code: code, CodeVerifier: verifier, DeviceEnroll: dev,
+			}, &out)
+		})
 	return &out, err
 }
 
-// openBrowser opens url with open, or $BROWSER, or xdg-open.
-func openBrowser(ctx context.Context, open func(context.Context, string) error, url string) error {
-	if open != nil {
-		return open(ctx, url)
-	}
-	var argv []string
-	if b := strings.Fields(os.Getenv("BROWSER")); len(b) > 0 {
-		argv = append(b, url)
-	} else if p, err := exec.LookPath("xdg-open"); err == nil {
-		argv = []string{p, url}
-	} else {
-		return nil
-	}
-	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
-	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
-	return cmd.Run()
-}
-
-// deviceLogin runs the device authorization grant: show the code, poll
-// the controller at the interval it gives (longer after slow_down).
+// deviceLogin runs the device authorization grant.
 func deviceLogin(ctx context.Context, api *adminapi.Client, cfg OIDCLoginConfig, dev controlproto.DeviceEnroll) (*controlproto.EnrollResponse, error) {
-	var ds controlproto.OIDCDeviceResponse
-	if err := api.Do(ctx, http.MethodPost, "/v1/login/oidc/device", controlproto.OIDCDeviceRequest{IdP: cfg.IdP}, &ds); err != nil {
-		return nil, err
-	}
-	fmt.Fprintf(cfg.Out, "To sign in, open %s on any device and enter the code:\n\n  %s\n\n", ds.VerificationURI, ds.UserCode)
-	if ds.VerificationURIComplete != "" {
-		fmt.Fprintf(cfg.Out, "(or open %s)\n", ds.VerificationURIComplete)
-	}
-	interval := time.Duration(max(ds.Interval, 1)) * time.Second
-	ctx, cancel := context.WithDeadline(ctx, ds.ExpiresAt.Add(interval))
-	defer cancel()
-	for {
-		select {
-		case <-time.After(interval):
-		case <-ctx.Done():
-			return nil, errors.New("the code was not confirmed in time: run 'cordon login' again")
-		}
-		var out controlproto.EnrollResponse
-		err := api.Do(ctx, http.MethodPost, "/v1/login/oidc", controlproto.OIDCLoginRequest{LoginID: ds.LoginID, DeviceEnroll: dev}, &out)
-		var ae *adminapi.Error
-		switch {
-		case err == nil:
-			return &out, nil
-		case errors.As(err, &ae) && ae.Code == controlproto.OIDCPending:
-		case errors.As(err, &ae) && ae.Code == controlproto.OIDCSlowDown:
-			interval += 5 * time.Second // RFC 8628 §3.5
-		case errors.As(err, &ae) && ae.Code == controlproto.OIDCExpired:
-			return nil, errors.New("the code expired before it was confirmed: run 'cordon login' again")
-		case errors.As(err, &ae) && ae.Code == controlproto.OIDCDenied:
-			return nil, errors.New("the sign-in was denied at the identity provider")
-		default:
-			return nil, err
-		}
-	}
+	var out controlproto.EnrollResponse
+	err := oidcflow.Device(ctx, cfg.flow(),
+		func(ctx context.Context) (controlproto.OIDCDeviceResponse, error) {
+			var ds controlproto.OIDCDeviceResponse
+			err := api.Do(ctx, http.MethodPost, "/v1/login/oidc/device", controlproto.OIDCDeviceRequest{IdP: cfg.IdP}, &ds)
+			return ds, err
+		},
+		func(ctx context.Context, loginID string) error {
+			return api.Do(ctx, http.MethodPost, "/v1/login/oidc", controlproto.OIDCLoginRequest{LoginID: loginID, DeviceEnroll: dev}, &out)
+		})
+	return &out, err
 }
 
 // OIDCProviders lists the identity providers the controller offers.

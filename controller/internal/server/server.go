@@ -152,7 +152,7 @@ func Run(ctx context.Context, cfg Config) error {
 		// has to, and admin routes authenticate by token.
 		TLSConfig: &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert},
 			ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: authority.Pool()},
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
 
 	ctx, cancel := context.WithCancelCause(ctx)

@@ -2,11 +2,13 @@ package cli
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"strings"
 	"time"
 
@@ -14,6 +16,8 @@ import (
 	"golang.org/x/term"
 
 	"github.com/cordonhq/cordon/pkg/adminapi"
+	"github.com/cordonhq/cordon/pkg/controlproto"
+	"github.com/cordonhq/cordon/pkg/oidcflow"
 )
 
 // Administrators, their sign-in, admin tokens and users' recovery codes.
@@ -25,19 +29,26 @@ const rolesHelp = `Roles:
   helpdesk       reads; ends sessions, revokes devices, disables users; no policy`
 
 func printAdmins(w io.Writer, xs []adminapi.Admin) error {
-	t := newTable(w, "NAME", "ROLE", "DISABLED", "CREATED")
+	t := newTable(w, "NAME", "ROLE", "SIGN-IN", "DISABLED", "CREATED")
 	for _, x := range xs {
-		t.row(x.Name, x.Role, fmt.Sprint(x.Disabled), fmtTime(x.CreatedAt))
+		signIn := "password+totp"
+		switch {
+		case x.IdP != "" && x.Subject != "":
+			signIn = "idp:" + x.IdP + " (" + x.Subject + ")"
+		case x.IdP != "":
+			signIn = "idp:" + x.IdP + " (not yet bound)"
+		}
+		t.row(x.Name, x.Role, signIn, fmt.Sprint(x.Disabled), fmtTime(x.CreatedAt))
 	}
 	return t.flush()
 }
 
 func (a *app) adminCmd() *cobra.Command {
-	var role string
+	var role, idp, subject string
 	var pwStdin bool
 	var pwFile string
 	create := &cobra.Command{
-		Use:   "create NAME --role ROLE (--password-stdin | --password-file FILE)",
+		Use:   "create NAME --role ROLE (--password-stdin | --password-file FILE | --idp IDP [--subject SUB])",
 		Short: "Create an admin account; prints its TOTP secret, shown only once",
 		Long: `create makes an admin account with a password (at least 12 characters), a
 role and a new TOTP second factor. The TOTP secret and its otpauth:// URI are
@@ -45,21 +56,45 @@ printed once, with a QR code: the admin enrols them in an authenticator app
 now, then signs in with 'cordonctl login --admin NAME'. Sign-in tokens expire
 (8 hours by default).
 
+With --idp the account has no password and no TOTP: it signs in only through
+that identity provider, with MFA there ('cordonctl login --admin NAME --idp
+IDP'). It is bound to one IdP user: the one whose subject ("sub") is given
+with --subject, or else the first to sign in whose IdP user name (the
+provider's username claim) is NAME; after that only that subject.
+
 ` + rolesHelp,
 		Example: `  printf '%s\n' "$PASSWORD" | cordonctl admin create alice --role owner --password-stdin
   cordonctl admin create helpdesk-1 --role helpdesk --password-file /run/secrets/hd1`,
 		Args: args("NAME"),
 		RunE: a.run(func(cmd *cobra.Command, args []string) error {
-			pw, err := a.readPassword(pwStdin, pwFile)
-			if err != nil {
-				return err
+			req := &adminapi.CreateAdminRequest{Name: args[0], Role: role, IdP: idp, Subject: subject}
+			switch {
+			case idp != "" && (pwStdin || pwFile != ""):
+				return usagef("--idp and a password do not go together: an IdP admin has no local password")
+			case idp == "" && subject != "":
+				return usagef("--subject goes with --idp IDP")
+			case idp == "":
+				pw, err := a.readPassword(pwStdin, pwFile)
+				if err != nil {
+					return err
+				}
+				req.Password = pw
 			}
 			var out adminapi.CreateAdminResponse
-			printed, err := a.do(cmd, http.MethodPost, "/v1/admins", &adminapi.CreateAdminRequest{Name: args[0], Role: role, Password: pw}, &out)
+			printed, err := a.do(cmd, http.MethodPost, "/v1/admins", req, &out)
 			if err != nil || printed {
 				return err
 			}
 			w := a.io.Out
+			if out.IdP != "" {
+				bound := "the first to sign in whose IdP user name is " + sanitize(out.Name)
+				if out.Subject != "" {
+					bound = "subject " + sanitize(out.Subject)
+				}
+				fmt.Fprintf(w, "Created admin %s with role %s, signing in through %s as %s (with MFA there):\n  cordonctl login --admin %s --idp %s\n",
+					sanitize(out.Name), sanitize(out.Role), sanitize(out.IdP), bound, sanitize(out.Name), sanitize(out.IdP))
+				return nil
+			}
 			fmt.Fprintf(w, "Created admin %s with role %s.\n\n", sanitize(out.Name), sanitize(out.Role))
 			fmt.Fprintf(w, "TOTP secret: %s\n", out.TOTPSecret)
 			fmt.Fprintf(w, "otpauth URI: %s\n\n", out.TOTPURI)
@@ -75,6 +110,8 @@ now, then signs in with 'cordonctl login --admin NAME'. Sign-in tokens expire
 	create.Flags().StringVar(&role, "role", "", "owner, network-admin, auditor or helpdesk")
 	create.Flags().BoolVar(&pwStdin, "password-stdin", false, "read the password from standard input (first line)")
 	create.Flags().StringVar(&pwFile, "password-file", "", "read the password from FILE (first line)")
+	create.Flags().StringVar(&idp, "idp", "", "the account signs in through this identity provider (no password, no TOTP)")
+	create.Flags().StringVar(&subject, "subject", "", "with --idp: bind the account to this IdP subject (\"sub\") now, not at the first sign-in")
 	create.MarkFlagRequired("role")
 
 	list := listCommand(a, "List admin accounts", "/v1/admins", printAdmins)
@@ -240,6 +277,70 @@ func (a *app) adminLogin(cmd *cobra.Command, name string, pwStdin bool, pwFile, 
 	if err != nil {
 		return err
 	}
+	return a.savedAdminLogin(s, resp)
+}
+
+// adminLoginOIDC is 'cordonctl login --admin NAME --idp IDP': the
+// controller runs the OIDC sign-in with the provider; this side opens the
+// browser and catches the redirect (or shows a device code), as 'cordon
+// login --idp' does (package oidcflow).
+func (a *app) adminLoginOIDC(cmd *cobra.Command, name, idp string, deviceCode bool, browser string) error {
+	if a.token != "" || a.tokenFile != "" {
+		return usagef("--admin signs in through the identity provider: do not give --token or --token-file")
+	}
+	s, err := a.connSettings(false)
+	if err != nil {
+		return err
+	}
+	c, err := adminapi.New(s.Controller, "", []byte(s.CACertPEM))
+	if err != nil {
+		return &usageError{msg: err.Error()}
+	}
+	defer c.Close()
+	flow := oidcflow.Config{IdP: idp, Out: a.io.Err, Again: "cordonctl login --admin " + name + " --idp " + idp}
+	if browser != "" {
+		argv := strings.Fields(browser)
+		flow.Browser = func(ctx context.Context, url string) error {
+			x := exec.CommandContext(ctx, argv[0], append(argv[1:], url)...)
+			x.Stdout, x.Stderr = a.io.Err, a.io.Err
+			return x.Run()
+		}
+	}
+	ctx, cancel := context.WithTimeout(cmd.Context(), 16*time.Minute)
+	defer cancel()
+	var resp adminapi.AdminLoginResponse
+	finish := func(ctx context.Context, loginID, code, verifier string) error {
+		return c.Do(ctx, http.MethodPost, "/v1/admin/login/oidc", adminapi.AdminOIDCLoginRequest{
+			Name: name, LoginID: loginID, Code: code, CodeVerifier: verifier,
+		}, &resp)
+	}
+	if deviceCode {
+		err = oidcflow.Device(ctx, flow,
+			func(ctx context.Context) (controlproto.OIDCDeviceResponse, error) {
+				var ds controlproto.OIDCDeviceResponse
+				err := c.Do(ctx, http.MethodPost, "/v1/admin/login/oidc/device", controlproto.OIDCDeviceRequest{IdP: idp}, &ds)
+				return ds, err
+			},
+			func(ctx context.Context, loginID string) error { return finish(ctx, loginID, "", "") })
+	} else {
+		err = oidcflow.Code(ctx, flow,
+			func(ctx context.Context, redirect, challenge string) (controlproto.OIDCStartResponse, error) {
+				var st controlproto.OIDCStartResponse
+				err := c.Do(ctx, http.MethodPost, "/v1/admin/login/oidc/start", controlproto.OIDCStartRequest{
+					IdP: idp, RedirectURI: redirect, CodeChallenge: challenge,
+				}, &st)
+				return st, err
+			}, finish)
+	}
+	if err != nil {
+		return fmt.Errorf("sign in with %s: %w", idp, err)
+	}
+	return a.savedAdminLogin(s, &resp)
+}
+
+// savedAdminLogin saves the token of an admin sign-in with the connection
+// settings and says so.
+func (a *app) savedAdminLogin(s *savedConfig, resp *adminapi.AdminLoginResponse) error {
 	path, err := a.configPath()
 	if err != nil {
 		return err

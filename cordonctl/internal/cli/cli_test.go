@@ -22,8 +22,10 @@ type harness struct {
 	tokFile string
 }
 
-func newHarness(t *testing.T) *harness {
-	srv := apitest.New(t, apitest.Options{})
+func newHarness(t *testing.T) *harness { return newHarnessWith(t, apitest.Options{}) }
+
+func newHarnessWith(t *testing.T, opts apitest.Options) *harness {
+	srv := apitest.New(t, opts)
 	dir := t.TempDir()
 	h := &harness{t: t, srv: srv, caFile: filepath.Join(dir, "ca.pem"), tokFile: filepath.Join(dir, "token")}
 	if err := os.WriteFile(h.caFile, srv.CAPEM, 0o644); err != nil {

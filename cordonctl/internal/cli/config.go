@@ -181,9 +181,11 @@ func (a *app) loginCmd() *cobra.Command {
 	var (
 		adminName, adminPWFile, adminTOTP string
 		adminPWStdin                      bool
+		idp, browser                      string
+		deviceCode                        bool
 	)
 	login := &cobra.Command{
-		Use:   "login [--admin NAME [--totp CODE] [--password-stdin | --password-file FILE]]",
+		Use:   "login [--admin NAME [--totp CODE] [--password-stdin | --password-file FILE] | --admin NAME --idp IDP [--device-code]]",
 		Short: "Sign in as an admin, or check the connection settings; save them",
 		Long: `login --admin NAME signs in to the controller as an admin account with its
 password and authenticator code (asked for on the terminal unless given) and
@@ -192,16 +194,32 @@ saves the short-lived admin token it gets (8 hours by default), with
 (~/.config/cordon/cordonctl.json). Later commands use it until it expires;
 then sign in again.
 
+login --admin NAME --idp IDP signs an IdP admin account in through that
+identity provider instead (with MFA there): it opens the browser (--browser
+CMD, else $BROWSER or xdg-open; the URL is printed too) and catches the
+redirect on a loopback port, or with --device-code shows a code to confirm on
+another device. The token is saved the same way.
+
 Without --admin, login checks --controller, --token-file (or --token) and
 --ca-cert (or their environment variables) against the controller and saves
 them the same way, so later commands need no flags: the way to use an
 automation token or the first-start owner token. Flags and environment
 variables still override the saved values.`,
 		Example: `  cordonctl login --controller https://ctl.hospital.example:8443 --ca-cert ca.pem --admin alice
+  cordonctl login --controller https://ctl.hospital.example:8443 --ca-cert ca.pem --admin bob --idp okta
   cordonctl login --controller https://ctl.hospital.example:8443 --ca-cert ca.pem --token-file /var/lib/cordon-controller/admin-token`,
 		Args: args(),
 		RunE: a.run(func(cmd *cobra.Command, _ []string) error {
-			if adminName != "" {
+			switch {
+			case idp != "" && adminName == "":
+				return usagef("--idp goes with --admin NAME here (devices sign in with 'cordon login --idp')")
+			case idp == "" && (deviceCode || browser != ""):
+				return usagef("--device-code and --browser go with --admin NAME --idp IDP")
+			case idp != "" && (adminPWStdin || adminPWFile != "" || adminTOTP != ""):
+				return usagef("--idp signs in at the identity provider: no --password-stdin, --password-file or --totp")
+			case idp != "":
+				return a.adminLoginOIDC(cmd, adminName, idp, deviceCode, browser)
+			case adminName != "":
 				return a.adminLogin(cmd, adminName, adminPWStdin, adminPWFile, adminTOTP)
 			}
 			if adminPWStdin || adminPWFile != "" || adminTOTP != "" {
@@ -239,9 +257,12 @@ variables still override the saved values.`,
 		}),
 	}
 	f := login.Flags()
-	f.StringVar(&adminName, "admin", "", "sign in as this admin account (password and TOTP code)")
+	f.StringVar(&adminName, "admin", "", "sign in as this admin account (password and TOTP code, or --idp)")
 	f.BoolVar(&adminPWStdin, "password-stdin", false, "with --admin: read the password from standard input (first line)")
 	f.StringVar(&adminPWFile, "password-file", "", "with --admin: read the password from FILE (first line)")
 	f.StringVar(&adminTOTP, "totp", "", "with --admin: the 6-digit authenticator code (asked for if omitted)")
+	f.StringVar(&idp, "idp", "", "with --admin: sign in through this identity provider (an account created with --idp)")
+	f.BoolVar(&deviceCode, "device-code", false, "with --idp: show a code to confirm on another device instead of opening a browser")
+	f.StringVar(&browser, "browser", "", "with --idp: command that opens the sign-in URL (default $BROWSER, then xdg-open)")
 	return login
 }

@@ -63,8 +63,8 @@ CREATE TABLE recovery_codes (
 `
 
 // migrationAdminIdP (schema 8): admin accounts that sign in through an
-// identity provider. idp is the provider's name ('' for a local account),
-// idp_subject its "sub" for the account ('' until the first sign-in binds
+// identity provider. idp is the provider's name (” for a local account),
+// idp_subject its "sub" for the account (” until the first sign-in binds
 // it). One IdP user is at most one admin account.
 const migrationAdminIdP = `
 ALTER TABLE admins ADD COLUMN idp TEXT NOT NULL DEFAULT '';
@@ -135,7 +135,7 @@ func (s *Store) SetAdminDisabled(ctx context.Context, name string, disabled bool
 }
 
 // BindAdminSubject implements [store.AdminStore]: the conditional UPDATE
-// (idp_subject = '') decides between concurrent first sign-ins.
+// (idp_subject = ”) decides between concurrent first sign-ins.
 func (s *Store) BindAdminSubject(ctx context.Context, name, idp, subject string) error {
 	if idp == "" || subject == "" {
 		return fmt.Errorf("bind admin %q: idp and subject are required", name)
