@@ -465,7 +465,8 @@ type AdminLoginResponse struct {
 type AdminToken struct {
 	ID         string    `json:"id"`
 	Name       string    `json:"name"`
-	Admin      string    `json:"admin,omitempty"` // owning account; empty for standalone tokens
+	Admin      string    `json:"admin,omitempty"`   // owning account; empty for standalone tokens
+	Account    string    `json:"account,omitempty"` // the account it acts for and dies with; empty for the first-start token and tokens it issued
 	Role       string    `json:"role"`
 	Scopes     []string  `json:"scopes,omitempty"`
 	CreatedBy  string    `json:"created_by"`

@@ -262,21 +262,18 @@ func (a *API) setUserDisabled(disabled bool) adminHandlerFunc {
 		if err := checkPathName("user", name); err != nil {
 			return err
 		}
-		switch err := a.st.SetUserDisabled(r.Context(), name, disabled); {
+		// Disabling ends the user's sessions in the same transaction;
+		// enabling does not bring them back: the user signs in again.
+		ended, err := a.st.SetUserDisabled(r.Context(), name, disabled, a.stamp())
+		switch {
 		case errors.Is(err, store.ErrNotFound):
 			return notFoundf("user %q not found", name)
 		case err != nil:
 			return err
 		}
-		a.mutated(r, actor, "user", verb, name, nil, true)
-		if disabled {
-			// Enabling does not bring sessions back: the user signs in again.
-			ended, err := a.st.EndSessions(r.Context(), store.SessionFilter{User: name}, a.stamp(), store.EndUserDisabled)
-			if err != nil {
-				return err
-			}
-			a.auditSessionsEnded(r.Context(), actor, ended, "")
-		}
+		a.mutated(r, actor, "user", verb, name, nil, false)
+		a.auditSessionsEnded(r.Context(), actor, ended, "")
+		a.changed()
 		u, err := a.st.GetUser(r.Context(), name)
 		if err != nil {
 			return err

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"cmp"
 	"context"
 	"crypto/subtle"
 	"errors"
@@ -152,6 +153,15 @@ func (a *API) checkToken(ctx context.Context, t store.AdminToken, acct store.Adm
 	case t.Admin != "" && acct.Disabled:
 		return principal{}, "admin disabled", errorf(http.StatusUnauthorized, adminapi.CodeUnauthorized,
 			"admin account %q is disabled: ask an owner", t.Admin)
+	// A standalone token dies with the account that issued it: refused
+	// while it is disabled, and once it is deleted (DeleteAdmin also
+	// revokes it).
+	case t.Account != "" && acct.Name == "":
+		return principal{}, "issuing admin deleted", errorf(http.StatusUnauthorized, adminapi.CodeUnauthorized,
+			"admin account %q, which issued this token, was deleted: ask an owner for a new token", t.Account)
+	case t.Account != "" && acct.Disabled:
+		return principal{}, "issuing admin disabled", errorf(http.StatusUnauthorized, adminapi.CodeUnauthorized,
+			"admin account %q, which issued this token, is disabled: ask an owner", t.Account)
 	}
 	role, err := auth.ParseRole(t.Role)
 	if err != nil {
@@ -381,7 +391,7 @@ func (a *API) issueAdminToken(ctx context.Context, t store.AdminToken, ttl time.
 	}
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		return "", t, notFoundf("admin %q not found", t.Admin)
+		return "", t, notFoundf("admin %q not found", cmp.Or(t.Admin, t.Account))
 	case err != nil:
 		return "", t, fmt.Errorf("store admin token: %w", err)
 	}
@@ -544,7 +554,7 @@ func (a *API) deleteAdmin(w http.ResponseWriter, r *http.Request, actor string) 
 
 func adminTokenOut(t store.AdminToken) adminapi.AdminToken {
 	return adminapi.AdminToken{
-		ID: t.ID, Name: t.Name, Admin: t.Admin, Role: t.Role, Scopes: t.Scopes, CreatedBy: t.CreatedBy,
+		ID: t.ID, Name: t.Name, Admin: t.Admin, Account: t.Account, Role: t.Role, Scopes: t.Scopes, CreatedBy: t.CreatedBy,
 		CreatedAt: t.CreatedAt, ExpiresAt: t.ExpiresAt, LastUsedAt: t.LastUsedAt, RevokedAt: t.RevokedAt,
 	}
 }
@@ -595,7 +605,11 @@ func (a *API) createAdminToken(w http.ResponseWriter, r *http.Request, actor str
 	} else if !errors.Is(err, store.ErrNotFound) {
 		return err
 	}
-	t := store.AdminToken{Name: req.Name, Role: string(role), CreatedBy: actor}
+	// The token acts for the caller's account (that of a sign-in token,
+	// or the one a standalone token acts for), so it stops working when
+	// that account is disabled or deleted. A token issued by the
+	// first-start token, or by another token with no account, has none.
+	t := store.AdminToken{Name: req.Name, Account: principalFrom(ctx).token.Account, Role: string(role), CreatedBy: actor}
 	for _, p := range scope.Only {
 		t.Scopes = append(t.Scopes, string(p))
 	}

@@ -101,8 +101,10 @@ func (a *API) adminOIDCLogin(w http.ResponseWriter, r *http.Request) error {
 	case acct.Subject != "" && acct.Subject != c.Subject:
 		fail("bound to another IdP subject")
 		return errAdminNotBound(acct.Name, res.IdP)
-	case acct.Subject == "" && c.Username != acct.Name:
-		fail("IdP user name is not the account name (first sign-in binds by user name)")
+	case acct.Subject == "" && (c.Username != acct.Name || !c.UsernameExact):
+		// Bind only on the claim's own value: "j.smith" and "j_smith" both
+		// make "j-smith", and neither may claim that account unasked.
+		fail("IdP user name is not exactly the account name (first sign-in binds by user name)")
 		return errAdminNotBound(acct.Name, res.IdP)
 	case !c.MFA:
 		fail("no MFA at the identity provider")

@@ -58,6 +58,7 @@ func newAdminOIDCEnv(t *testing.T) (*env, *oidctest.IdP) {
 		idp.AddUser(oidctest.User{Username: u, Password: "pw", MFA: true})
 	}
 	idp.AddUser(oidctest.User{Username: "nomfa", Password: "pw"})
+	idp.AddUser(oidctest.User{Username: "J.Smith", Password: "pw", MFA: true})
 	return newEnv(t, apitest.Options{OIDCIssuer: idp.Issuer}), idp
 }
 
@@ -152,6 +153,15 @@ func TestAdminOIDCLoginRefusals(t *testing.T) {
 		t.Fatalf("a refused sign-in bound the account: %+v", got)
 	}
 
+	// A user name that only derives to the account name ("J.Smith" makes
+	// "j-smith") does not bind it: binding takes the claim's own value.
+	mk("j-smith", adminapi.CreateAdminRequest{IdP: "test"})
+	_, err = e.adminOIDC(idp, "j-smith", "J.Smith")
+	wantCode(t, err, http.StatusUnauthorized, adminapi.CodeUnauthorized, "does not sign in through test")
+	if got := must[store.Admin](t)(e.Store.GetAdmin(ctx, "j-smith")); got.Subject != "" {
+		t.Fatalf("a look-alike user name bound the account: %+v", got)
+	}
+
 	// No MFA at the IdP.
 	_, err = e.adminOIDC(idp, "nomfa", "nomfa")
 	wantCode(t, err, http.StatusUnauthorized, adminapi.CodeUnauthorized, "no second factor", "mfa_amr_values")
@@ -165,8 +175,8 @@ func TestAdminOIDCLoginRefusals(t *testing.T) {
 	wantCode(t, err, http.StatusUnauthorized, adminapi.CodeUnauthorized, "disabled")
 
 	fails := e.audit("admin.login")
-	if len(fails) != 5 {
-		t.Fatalf("%d admin.login events, want 5: %+v", len(fails), fails)
+	if len(fails) != 6 {
+		t.Fatalf("%d admin.login events, want 6: %+v", len(fails), fails)
 	}
 	for _, f := range fails {
 		if f.Outcome != "failure" || f.Details["method"] != "oidc:test" || f.Details["reason"] == "" {

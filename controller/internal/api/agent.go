@@ -257,6 +257,12 @@ func (a *API) signIn(w http.ResponseWriter, r *http.Request, u store.User, req *
 		sess.MFAAt = now
 	}
 	replaced, err := a.st.StartSession(ctx, sess)
+	if errors.Is(err, store.ErrDisabled) {
+		// Disabled after the caller's check: the store refuses the
+		// session in the same transaction that reads the user.
+		fail("user disabled")
+		return errorf(http.StatusUnauthorized, adminapi.CodeUnauthorized, "account %q is disabled: contact your administrator", u.Name)
+	}
 	if err != nil {
 		fail("session start failed")
 		return fmt.Errorf("start session for device %s: %w", dev.ID, err)

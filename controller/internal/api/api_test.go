@@ -917,6 +917,18 @@ func TestUserDisableEnable(t *testing.T) {
 	if !u.Disabled || e.Changed() != before+1 {
 		t.Fatalf("disable: %+v, Changed %d→%d", u, before, e.Changed())
 	}
+	// Disabling ended the session (in the store's transaction) and
+	// audited it.
+	if act := must[[]adminapi.Session](t)(e.admin.ListSessions(ctx, adminapi.SessionQuery{User: "nurse"})); len(act) != 0 {
+		t.Fatalf("active sessions of a disabled user: %+v", act)
+	}
+	all := must[[]adminapi.Session](t)(e.admin.ListSessions(ctx, adminapi.SessionQuery{User: "nurse", All: true}))
+	if len(all) != 1 || all[0].EndReason != store.EndUserDisabled {
+		t.Fatalf("sessions after disable: %+v", all)
+	}
+	if evs := e.audit("session.end"); len(evs) != 1 || evs[0].Subject != all[0].ID {
+		t.Fatalf("session.end audit: %+v", evs)
+	}
 	e.Advance(31 * time.Second) // a fresh TOTP step
 	_, err := e.agent.Login(ctx, e.req())
 	wantCode(t, err, 401, adminapi.CodeUnauthorized)

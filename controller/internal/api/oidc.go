@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"strings"
 
 	"github.com/cordonhq/cordon/controller/internal/oidc"
 	"github.com/cordonhq/cordon/controller/internal/store"
@@ -15,9 +16,12 @@ import (
 // implements it. Nil: no identity provider is configured.
 type OIDC interface {
 	Providers() []oidc.ProviderInfo
-	StartCode(ctx context.Context, idp, redirectURI, challenge string) (oidc.CodeStart, error)
+	// StartCode and StartDevice count pending sign-ins per source (the
+	// client's IP address) and refuse a source over its share with an
+	// *oidc.BusyError.
+	StartCode(ctx context.Context, source, idp, redirectURI, challenge string) (oidc.CodeStart, error)
 	FinishCode(ctx context.Context, loginID, code, verifier string) (oidc.Result, error)
-	StartDevice(ctx context.Context, idp string) (oidc.DeviceStart, error)
+	StartDevice(ctx context.Context, source, idp string) (oidc.DeviceStart, error)
 	PollDevice(ctx context.Context, loginID string) (oidc.Result, error)
 }
 
@@ -51,9 +55,9 @@ func (a *API) oidcStart(w http.ResponseWriter, r *http.Request) error {
 	if req.IdP == "" || len(req.RedirectURI) > maxOIDCField || len(req.CodeChallenge) > maxOIDCField {
 		return invalidf("fields \"idp\", \"redirect_uri\" and \"code_challenge\" are required (at most %d bytes each)", maxOIDCField)
 	}
-	start, err := a.oidc.StartCode(r.Context(), req.IdP, req.RedirectURI, req.CodeChallenge)
+	start, err := a.oidc.StartCode(r.Context(), source(r), req.IdP, req.RedirectURI, req.CodeChallenge)
 	if err != nil {
-		return a.oidcError(r, req.IdP, err)
+		return a.oidcStartError(w, r, req.IdP, err)
 	}
 	return ok(w, controlproto.OIDCStartResponse{LoginID: start.LoginID, AuthURL: start.AuthURL, State: start.State})
 }
@@ -69,9 +73,9 @@ func (a *API) oidcDevice(w http.ResponseWriter, r *http.Request) error {
 	if req.IdP == "" {
 		return invalidf("field \"idp\": required")
 	}
-	ds, err := a.oidc.StartDevice(r.Context(), req.IdP)
+	ds, err := a.oidc.StartDevice(r.Context(), source(r), req.IdP)
 	if err != nil {
-		return a.oidcError(r, req.IdP, err)
+		return a.oidcStartError(w, r, req.IdP, err)
 	}
 	return ok(w, controlproto.OIDCDeviceResponse{
 		LoginID: ds.LoginID, UserCode: ds.UserCode, VerificationURI: ds.VerificationURI,
@@ -151,6 +155,37 @@ func (a *API) oidcLogin(w http.ResponseWriter, r *http.Request) error {
 		return errorf(http.StatusUnauthorized, adminapi.CodeUnauthorized, "account %q is disabled: contact your administrator", u.Name)
 	}
 	return a.signIn(w, r, u, &req.DeviceEnroll, method, c.MFA)
+}
+
+// oidcStartError answers a failed start of a sign-in (user or admin). A
+// source with too many sign-ins pending, or a full controller, gets 429
+// with Retry-After; the refusal is audited once per window, not per
+// request, so a flood does not flood the audit log too.
+func (a *API) oidcStartError(w http.ResponseWriter, r *http.Request, idp string, err error) error {
+	var busy *oidc.BusyError
+	if !errors.As(err, &busy) {
+		return a.oidcError(r, idp, err)
+	}
+	if busy.Audit {
+		typ, actor := "auth.login", "user:unknown"
+		if strings.HasPrefix(r.URL.Path, "/v1/admin/") {
+			typ, actor = "admin.login", "admin:unknown"
+		}
+		reason := "too many sign-ins pending from this source"
+		if !busy.PerSource {
+			reason = "too many sign-ins pending on the controller"
+		}
+		a.log.WarnContext(r.Context(), "oidc sign-in starts refused", "source", source(r), "reason", reason)
+		a.audit(r.Context(), store.AuditEvent{
+			Type: typ, Actor: actor, Outcome: "failure", Subject: "unknown",
+			Details: map[string]string{
+				"source": source(r), "method": "oidc", "idp": clip(idp), "reason": reason,
+				"comment": "further refusals are not audited for " + oidc.BusyAuditWindow.String(),
+			},
+		})
+	}
+	w.Header().Set("Retry-After", retryAfterSeconds(busy.RetryAfter))
+	return errorf(http.StatusTooManyRequests, adminapi.CodeRateLimited, "%s", err)
 }
 
 // oidcError maps an OIDC failure of a user sign-in to an answer,

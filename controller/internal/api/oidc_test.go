@@ -140,7 +140,7 @@ func TestOIDCLoginRefusals(t *testing.T) {
 	if _, err := e.oidcCode(idp, "alice", nil); err != nil {
 		t.Fatal(err)
 	}
-	must[struct{}](t)(struct{}{}, e.Store.SetUserDisabled(ctx, "alice", true))
+	must[[]store.Session](t)(e.Store.SetUserDisabled(ctx, "alice", true, time.Now()))
 	_, err = e.oidcCode(idp, "alice", nil)
 	wantCode(t, err, http.StatusUnauthorized, adminapi.CodeUnauthorized, "disabled")
 

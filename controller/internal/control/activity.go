@@ -53,8 +53,12 @@ type stepUps struct {
 	m  map[string]map[string]controlproto.StepUp // device → app → step-up
 }
 
-// maxStepUpsPerDevice bounds what one device can make the server keep.
-const maxStepUpsPerDevice = 64
+// Bounds on what the step-up table keeps: per device, and devices in all
+// (more than any controller serves; entries leave when answered).
+const (
+	maxStepUpsPerDevice = 64
+	maxStepUpDevices    = 200000
+)
 
 // note records a refusal; it reports whether it is news.
 func (t *stepUps) note(e controlproto.FlowEvent) bool {
@@ -71,6 +75,9 @@ func (t *stepUps) note(e controlproto.FlowEvent) bool {
 	}
 	apps := t.m[e.DeviceID]
 	if apps == nil {
+		if len(t.m) >= maxStepUpDevices {
+			return false
+		}
 		apps = map[string]controlproto.StepUp{}
 		t.m[e.DeviceID] = apps
 	}

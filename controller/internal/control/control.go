@@ -360,7 +360,7 @@ func (s *Server) readLoop(ctx context.Context, log *slog.Logger, a *agent, r *qu
 		}
 		switch {
 		case f.Type == controlproto.TypeFlowEvents && a.kind == ca.KindGateway:
-			s.recordFlows(ctx, log, a.id, f.FlowEvents.Events)
+			s.recordFlows(ctx, log, a, f.FlowEvents.Events)
 		case f.Type == controlproto.TypeActivity && a.kind == ca.KindGateway:
 			s.recordActivity(log, a, f.Activity)
 		case f.Type == controlproto.TypePosture && a.kind == ca.KindClient:
@@ -387,7 +387,11 @@ func (s *Server) readLoop(ctx context.Context, log *slog.Logger, a *agent, r *qu
 	}
 }
 
-func (s *Server) recordFlows(ctx context.Context, log *slog.Logger, gatewayID string, evs []controlproto.FlowEvent) {
+func (s *Server) recordFlows(ctx context.Context, log *slog.Logger, a *agent, evs []controlproto.FlowEvent) {
+	gatewayID := a.id
+	a.mu.Lock()
+	peers := a.peers
+	a.mu.Unlock()
 	if len(evs) > maxEventsPerFrame {
 		log.Warn("flow event batch too large; truncated", "events", len(evs))
 		evs = evs[:maxEventsPerFrame]
@@ -400,7 +404,9 @@ func (s *Server) recordFlows(ctx context.Context, log *slog.Logger, gatewayID st
 		default:
 			continue
 		}
-		if e.Action == controlproto.FlowDeny && s.stepUps.note(e) {
+		// Step-ups only for the gateway's own peers: a gateway cannot make
+		// another gateway's device ask its user to sign in again.
+		if e.Action == controlproto.FlowDeny && peers[e.DeviceID] && s.stepUps.note(e) {
 			stepUp = true
 		}
 		out = append(out, FlowAudit(gatewayID, e))

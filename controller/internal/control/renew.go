@@ -142,6 +142,17 @@ func (s *Server) issueRenewal(ctx context.Context, a *agent, old *x509.Certifica
 		if !d.RevokedAt.IsZero() {
 			return "", nil, refuse("this device was revoked")
 		}
+		// A disabled user's devices get no new certificate: the current
+		// one runs out and the user must sign in again once re-enabled.
+		u, err := s.cfg.Store.GetUser(ctx, d.User)
+		if errors.Is(err, store.ErrNotFound) {
+			return "", nil, refuse("the user of this device no longer exists")
+		} else if err != nil {
+			return "", nil, fmt.Errorf("look up user: %w", err)
+		}
+		if u.Disabled {
+			return "", nil, refuse("the user %q of this device is disabled", u.Name)
+		}
 	case ca.KindGateway:
 		if _, err := s.cfg.Store.GetGateway(ctx, a.id); errors.Is(err, store.ErrNotFound) {
 			return "", nil, refuse("this gateway is no longer enrolled")

@@ -184,6 +184,16 @@ func TestRenewRefusals(t *testing.T) {
 				t.Fatal(err)
 			}
 		}, wantErr: "revoked"},
+		{name: "disabled user", kind: ca.KindClient, before: func(t *testing.T, _ string) {
+			if _, err := h.store.SetUserDisabled(h.ctx, "nurse", true, time.Now()); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() {
+				if _, err := h.store.SetUserDisabled(h.ctx, "nurse", false, time.Now()); err != nil {
+					t.Error(err)
+				}
+			})
+		}, wantErr: "disabled"},
 		{name: "deleted device", kind: ca.KindClient, before: func(t *testing.T, id string) {
 			if err := h.store.DeleteDevice(h.ctx, id); err != nil {
 				t.Fatal(err)

@@ -22,13 +22,17 @@ const (
 type Claims struct {
 	Subject  string
 	Email    string
-	Username string   // the Cordon user name to create at the first sign-in
-	Groups   []string // sorted, unique
-	MFA      bool     // amr or acr shows a second factor
-	Nonce    string
-	IssuedAt time.Time
-	AMR      []string
-	ACR      string
+	Username string // the Cordon user name to create at the first sign-in
+	// UsernameExact is true when Username is the claim's value itself
+	// (lower-cased, an own-domain suffix dropped), nothing replaced: only
+	// such a name may bind an admin account at its first sign-in.
+	UsernameExact bool
+	Groups        []string // sorted, unique
+	MFA           bool     // amr or acr shows a second factor
+	Nonce         string
+	IssuedAt      time.Time
+	AMR           []string
+	ACR           string
 }
 
 // ErrGroupsOverage is an Entra ID token that names a group source instead
@@ -86,14 +90,7 @@ func ParseClaims(raw []byte, p *ProviderConfig) (Claims, error) {
 			return c, errors.New("claim \"amr\": not a list of strings")
 		}
 	}
-	for _, a := range c.AMR {
-		if slices.Contains(p.MFAAMRValues, a) {
-			c.MFA = true
-		}
-	}
-	if c.ACR != "" && slices.Contains(p.MFAACRValues, c.ACR) {
-		c.MFA = true
-	}
+	c.MFA = amrShowsMFA(c.AMR, p.MFAAMRValues) || c.ACR != "" && slices.Contains(p.MFAACRValues, c.ACR)
 
 	if c.Groups, err = groups(m, p.GroupsClaim); err != nil {
 		return c, err
@@ -108,13 +105,23 @@ func ParseClaims(raw []byte, p *ProviderConfig) (Claims, error) {
 			return c, err
 		}
 		if name == "" && p.UsernameClaim == DefaultUsernameClaim {
-			name = c.Email
+			// Only a verified address: an unverified one is whatever the
+			// user typed at a self-service sign-up.
+			var verified bool
+			if v, ok := m["email_verified"]; ok {
+				json.Unmarshal(v, &verified)
+			}
+			if verified {
+				name = c.Email
+			}
 		}
 	}
 	if name == "" {
-		return c, fmt.Errorf("claim %q: missing: the user name is made from it (username_claim)", p.UsernameClaim)
+		return c, fmt.Errorf("claim %q: missing (or, falling back to email, not verified): the user name is made from it (username_claim)", p.UsernameClaim)
 	}
+	name = ownDomainDropped(name, p.UsernameDomains)
 	c.Username = UserName(p.UsernamePrefix, name)
+	c.UsernameExact = c.Username == p.UsernamePrefix+prefixDash(p.UsernamePrefix)+strings.ToLower(name)
 	if c.Username == "" {
 		return c, fmt.Errorf("claim %q: %q gives no usable user name: set username_claim", p.UsernameClaim, clip(name))
 	}
@@ -175,14 +182,49 @@ func overage(m map[string]json.RawMessage, claim string) bool {
 	return ok
 }
 
-// UserName makes a Cordon user name (lower-case letters, digits and '-',
-// up to 63) from a claim value: the local part of an e-mail address,
-// lower-cased, with every other character run turned into one '-'. It
-// returns "" when nothing usable remains.
-func UserName(prefix, v string) string {
-	if at := strings.LastIndexByte(v, '@'); at > 0 {
-		v = v[:at]
+// Kinds of authentication factor (NIST SP 800-63B) of RFC 8176 methods.
+var amrKind = map[string]string{
+	"pwd": "know", "pin": "know", "kba": "know",
+	"otp": "have", "hwk": "have", "swk": "have", "sc": "have", "sms": "have", "tel": "have",
+	"fpt": "are", "face": "are", "iris": "are", "retina": "are", "vbm": "are",
+}
+
+// amrShowsMFA reports whether an amr claim proves MFA: one of the
+// configured values, or methods of two different factor kinds.
+func amrShowsMFA(amr, configured []string) bool {
+	kinds := map[string]bool{}
+	for _, a := range amr {
+		if slices.Contains(configured, a) {
+			return true
+		}
+		if k := amrKind[a]; k != "" {
+			kinds[k] = true
+		}
 	}
+	return len(kinds) >= 2
+}
+
+// ownDomainDropped is v without an "@domain" suffix naming one of the
+// hospital's own domains (case-insensitive); any other v as it is.
+func ownDomainDropped(v string, domains []string) string {
+	if at := strings.LastIndexByte(v, '@'); at > 0 && slices.Contains(domains, strings.ToLower(v[at+1:])) {
+		return v[:at]
+	}
+	return v
+}
+
+func prefixDash(prefix string) string {
+	if prefix != "" && !strings.HasSuffix(prefix, "-") {
+		return "-"
+	}
+	return ""
+}
+
+// UserName makes a Cordon user name (lower-case letters, digits and '-',
+// up to 63) from a claim value, lower-cased, with every run of other
+// characters (an "@" included) turned into one '-'. It returns "" when
+// nothing usable remains.
+func UserName(prefix, v string) string {
 	var b strings.Builder
 	b.WriteString(prefix)
 	dash := prefix != "" && !strings.HasSuffix(prefix, "-")

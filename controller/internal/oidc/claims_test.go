@@ -27,8 +27,26 @@ func TestParseClaims(t *testing.T) {
 		err       string
 	}{
 		{name: "okta", raw: `{"sub":"00u1","email":"Jane.Doe@hospital.org","preferred_username":"Jane.Doe@hospital.org","groups":["Radiology","Physicians","Radiology"],"amr":["pwd","mfa"],"iat":1700000000,"nonce":"n1"}`,
+			edit: func(p *ProviderConfig) { p.UsernameDomains = []string{"hospital.org"} },
 			want: Claims{Subject: "00u1", Email: "Jane.Doe@hospital.org", Username: "jane-doe", Groups: []string{"Physicians", "Radiology"}, MFA: true, Nonce: "n1", AMR: []string{"pwd", "mfa"}}},
-		{name: "no preferred_username: email", raw: `{"sub":"s","email":"bob@h.org"}`, want: Claims{Subject: "s", Email: "bob@h.org", Username: "bob"}},
+		// A domain that is not the hospital's stays in the name: a guest
+		// "jane.doe@affiliate.org" never becomes the hospital's jane-doe.
+		{name: "other domain kept", raw: `{"sub":"g1","preferred_username":"Jane.Doe@affiliate.org"}`,
+			edit: func(p *ProviderConfig) { p.UsernameDomains = []string{"hospital.org"} },
+			want: Claims{Subject: "g1", Username: "jane-doe-affiliate-org"}},
+		{name: "no domains configured: domain kept", raw: `{"sub":"g2","preferred_username":"bob@hospital.org"}`,
+			want: Claims{Subject: "g2", Username: "bob-hospital-org"}},
+		{name: "exact name", raw: `{"sub":"s","preferred_username":"JSmith@hospital.org"}`,
+			edit: func(p *ProviderConfig) { p.UsernameDomains = []string{"hospital.org"} },
+			want: Claims{Subject: "s", Username: "jsmith", UsernameExact: true}},
+		{name: "verified email fallback", raw: `{"sub":"s","email":"bob@h.org","email_verified":true}`,
+			edit: func(p *ProviderConfig) { p.UsernameDomains = []string{"h.org"} },
+			want: Claims{Subject: "s", Email: "bob@h.org", Username: "bob", UsernameExact: true}},
+		{name: "unverified email is no name", raw: `{"sub":"s","email":"bob@h.org"}`, err: "not verified"},
+		{name: "otp alone is not MFA", raw: `{"sub":"s","preferred_username":"x","amr":["otp"]}`, want: Claims{Subject: "s", Username: "x", UsernameExact: true}},
+		{name: "pwd and otp is MFA", raw: `{"sub":"s","preferred_username":"x","amr":["pwd","otp"]}`, want: Claims{Subject: "s", Username: "x", UsernameExact: true, MFA: true}},
+		{name: "configured single method", raw: `{"sub":"s","preferred_username":"x","amr":["hwk"]}`,
+			edit: func(p *ProviderConfig) { p.MFAAMRValues = []string{"mfa", "hwk"} }, want: Claims{Subject: "s", Username: "x", UsernameExact: true, MFA: true}},
 		{name: "single-string group", raw: `{"sub":"s","preferred_username":"x","groups":"Nurses"}`, want: Claims{Subject: "s", Username: "x", Groups: []string{"Nurses"}}},
 		{name: "acr", raw: `{"sub":"s","preferred_username":"x","acr":"phr"}`, want: Claims{Subject: "s", Username: "x", MFA: true, ACR: "phr"}},
 		{name: "pwd only is not MFA", raw: `{"sub":"s","preferred_username":"x","amr":["pwd"]}`, want: Claims{Subject: "s", Username: "x", AMR: []string{"pwd"}}},
@@ -60,6 +78,9 @@ func TestParseClaims(t *testing.T) {
 				t.Fatal(err)
 			}
 			got.IssuedAt = tc.want.IssuedAt
+			if tc.want.UsernameExact && !got.UsernameExact {
+				t.Errorf("UsernameExact false for %q", got.Username)
+			}
 			if got.Subject != tc.want.Subject || got.Email != tc.want.Email || got.Username != tc.want.Username ||
 				!slices.Equal(got.Groups, tc.want.Groups) || got.MFA != tc.want.MFA || got.Nonce != tc.want.Nonce {
 				t.Errorf("got %+v\nwant %+v", got, tc.want)

@@ -32,8 +32,11 @@ const (
 var DefaultScopes = []string{"openid", "profile", "email", "offline_access"}
 
 // DefaultMFAAMR are the RFC 8176 authentication method references that
-// prove a second factor (or a phishing-resistant single one).
-var DefaultMFAAMR = []string{"mfa", "otp", "hwk", "swk", "sc", "fpt", "face", "iris", "retina", "vbm"}
+// alone prove MFA. Besides them, an amr naming methods of two different
+// factor kinds (something known, held, or inherent: "pwd" and "otp", say)
+// proves it too; a single method never does by default ("otp" alone is a
+// passwordless e-mail or SMS code at some providers).
+var DefaultMFAAMR = []string{"mfa"}
 
 // File is the --oidc-config file: the identity providers users may sign
 // in with, several at once.
@@ -73,6 +76,12 @@ type ProviderConfig struct {
 	// UsernamePrefix is put before every user name from this provider
 	// (e.g. "okta-").
 	UsernamePrefix string `yaml:"username_prefix"`
+	// UsernameDomains are the hospital's own e-mail domains: a user name
+	// claim "alice@DOMAIN" with one of them becomes "alice". Any other
+	// domain stays in the name ("alice@affiliate.org" becomes
+	// "alice-affiliate-org"), so a guest or partner account can never take
+	// the name of one of the hospital's own users.
+	UsernameDomains []string `yaml:"username_domains"`
 	// MFAAMRValues: an ID token whose amr claim holds one of these proves
 	// MFA (default DefaultMFAAMR). MFAACRValues: or whose acr is one of
 	// these.
@@ -223,6 +232,13 @@ func (p *ProviderConfig) check() error {
 	}
 	if p.MFAAMRValues == nil {
 		p.MFAAMRValues = slices.Clone(DefaultMFAAMR)
+	}
+	for i, d := range p.UsernameDomains {
+		d = strings.ToLower(strings.TrimSpace(d))
+		if d == "" || strings.ContainsAny(d, "@ /") || !strings.Contains(d, ".") {
+			return fmt.Errorf("username_domains: %q: want a domain such as hospital.example", p.UsernameDomains[i])
+		}
+		p.UsernameDomains[i] = d
 	}
 	if p.ClockSkew == 0 {
 		p.ClockSkew = Duration(DefaultClockSkew)

@@ -31,6 +31,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"slices"
 	"sync"
@@ -53,6 +54,7 @@ var (
 	ErrNoDeviceFlow    = errors.New("the device flow is not enabled for this identity provider (device_flow: true)")
 	ErrCodeRefused     = errors.New("the identity provider refused the authorization code")
 	ErrBusy            = errors.New("too many sign-ins in progress: try again in a few minutes")
+	errClosed          = errors.New("controller shutting down")
 )
 
 const (
@@ -61,7 +63,16 @@ const (
 	// maxDevicePending bounds the device-code sign-ins being polled at the
 	// IdPs at once (each polls until its code expires, at most loginTTL).
 	maxDevicePending = 256
-	tokenKeySize     = 32
+	// Each source address (IPv6: each /64) may hold only a small share of
+	// the pending sign-ins, so that one client flooding the public start
+	// routes cannot lock everyone else out; the global caps above are a
+	// last resort against many sources at once.
+	maxPendingPerSource       = 16 // code-flow sign-ins
+	maxDevicePendingPerSource = 4  // device-flow sign-ins
+	// BusyAuditWindow is how often a refused source (or a full controller)
+	// is reported as worth auditing: once per window, not per request.
+	BusyAuditWindow = loginTTL
+	tokenKeySize    = 32
 )
 
 // Config configures a Manager.
@@ -93,15 +104,29 @@ type Manager struct {
 	cancel context.CancelCauseFunc
 	wg     sync.WaitGroup
 
-	mu      sync.Mutex
-	pending map[string]*login
-	closed  bool
-	devices atomic.Int32 // device-code sign-ins the controller is polling the IdP for
+	mu       sync.Mutex
+	pending  map[string]*login
+	sources  map[string]*sourceUse // by sourceKey; only sources with pending or reserved sign-ins
+	reserved int                   // sign-ins counted against the caps but not yet in pending
+	// sweepAfter is a lower bound of the expiry of every pending login: a
+	// sweep before it would find nothing to evict.
+	sweepAfter time.Time
+	busySince  time.Time // last auditable refusal because the controller was full
+	closed     bool
+	devices    atomic.Int32 // device-code sign-ins being polled at the IdP, or reserved; incremented under mu only
+}
+
+// sourceUse is what one source address holds of the pending sign-ins.
+type sourceUse struct {
+	code, device int               // pending or reserved, per flow
+	logins       map[string]*login // the pending ones, by login ID
+	busySince    time.Time         // last auditable refusal of this source
 }
 
 // login is one sign-in in progress.
 type login struct {
 	idp      *provider
+	source   string // sourceKey of the client that started it
 	expires  time.Time
 	redirect string // code flow
 	nonce    string // code flow
@@ -133,6 +158,7 @@ func New(cfg Config) (*Manager, error) {
 	m := &Manager{
 		providers: map[string]*provider{}, st: cfg.Store, aead: aead, log: cfg.Logger,
 		changed: cfg.Changed, now: cfg.Now, interval: cfg.RefreshInterval, pending: map[string]*login{},
+		sources: map[string]*sourceUse{},
 	}
 	if m.log == nil {
 		m.log = slog.New(slog.DiscardHandler)
@@ -207,30 +233,198 @@ func randomString(n int) string {
 	return base64.RawURLEncoding.EncodeToString(b)
 }
 
-// addLogin registers l under a new ID, refusing when too many are pending
-// (expired ones are dropped first).
-func (m *Manager) addLogin(l *login) (string, error) {
+// BusyError refuses a sign-in start because too many are pending, from
+// the caller's source address (PerSource) or on the whole controller. It
+// wraps ErrBusy.
+type BusyError struct {
+	PerSource  bool
+	Device     bool          // the device flow's cap was reached
+	RetryAfter time.Duration // when a pending sign-in expires at the latest
+	// Audit is true for the first refusal of this source (or of the whole
+	// controller) in a BusyAuditWindow: report it once, not per request.
+	Audit bool
+}
+
+func (e *BusyError) Error() string {
+	if !e.PerSource {
+		return ErrBusy.Error()
+	}
+	n, flow := maxPendingPerSource, "sign-ins"
+	if e.Device {
+		n, flow = maxDevicePendingPerSource, "device-code sign-ins"
+	}
+	return fmt.Sprintf("too many %s in progress from this address (at most %d): finish or abandon them, or try again in %s", flow, n, e.RetryAfter.Round(time.Second))
+}
+
+func (e *BusyError) Unwrap() error { return ErrBusy }
+
+// sourceKey is the source address a pending sign-in counts against: IPv6
+// addresses count per /64, which one host usually holds entirely.
+func sourceKey(s string) string {
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return s
+	}
+	a = a.Unmap()
+	if a.Is6() {
+		p, _ := a.Prefix(64)
+		return p.String()
+	}
+	return a.String()
+}
+
+// reserve counts a sign-in about to start from src (a sourceKey) against
+// the per-source and global caps, before any request to the IdP; expired
+// logins are evicted before refusing. The caller must then commit or
+// unreserve.
+func (m *Manager) reserve(src string, device bool) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
-		return "", errors.New("controller shutting down")
+		return errClosed
 	}
 	now := m.now()
-	if len(m.pending) >= maxPending {
-		for id, p := range m.pending {
-			if now.After(p.expires) {
-				delete(m.pending, id)
+	u := m.sources[src]
+	if u != nil && u.full(device) {
+		m.evict(u.logins, now)
+		if u = m.sources[src]; u != nil && u.full(device) {
+			e := &BusyError{PerSource: true, Device: device, RetryAfter: u.retryAfter(device, now)}
+			if e.Audit = !now.Before(u.busySince.Add(BusyAuditWindow)); e.Audit {
+				u.busySince = now
 			}
-		}
-		if len(m.pending) >= maxPending {
-			return "", ErrBusy
+			return e
 		}
 	}
+	if len(m.pending)+m.reserved >= maxPending {
+		if !now.Before(m.sweepAfter) {
+			m.sweepAfter = m.evict(m.pending, now)
+		}
+		if len(m.pending)+m.reserved >= maxPending {
+			return m.busy(now)
+		}
+	}
+	if device && m.devices.Add(1) > maxDevicePending {
+		m.devices.Add(-1)
+		return m.busy(now)
+	}
+	if u = m.sources[src]; u == nil {
+		u = &sourceUse{logins: map[string]*login{}}
+		m.sources[src] = u
+	}
+	u.count(device, 1)
+	m.reserved++
+	return nil
+}
+
+// busy refuses a start because the whole controller is at a global cap.
+func (m *Manager) busy(now time.Time) *BusyError {
+	e := &BusyError{RetryAfter: max(m.sweepAfter.Sub(now), time.Second)}
+	if e.Audit = !now.Before(m.busySince.Add(BusyAuditWindow)); e.Audit {
+		m.busySince = now
+	}
+	return e
+}
+
+// unreserve gives back a reservation that did not become a login.
+func (m *Manager) unreserve(src string, device bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.unreserveLocked(src, device)
+}
+
+func (m *Manager) unreserveLocked(src string, device bool) {
+	m.reserved--
+	if device {
+		m.devices.Add(-1)
+	}
+	m.uncount(src, device)
+}
+
+func (m *Manager) uncount(src string, device bool) {
+	if u := m.sources[src]; u != nil {
+		u.count(device, -1)
+		if u.code <= 0 && u.device <= 0 {
+			delete(m.sources, src)
+		}
+	}
+}
+
+// commit turns the reservation of l.source into the pending login l under
+// a new ID. For a device login it also adds poll, the goroutine polling
+// the IdP, to m.wg — under m.mu with the closed check, so that Close
+// either waits for it or it never starts.
+func (m *Manager) commit(l *login, poll func()) (string, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	device := l.device != nil
+	if m.closed {
+		m.unreserveLocked(l.source, device)
+		return "", errClosed
+	}
+	m.reserved--
 	var b [16]byte
 	rand.Read(b[:])
 	id := "login-" + hex.EncodeToString(b[:])
 	m.pending[id] = l
+	m.sources[l.source].logins[id] = l
+	if len(m.pending) == 1 || l.expires.Before(m.sweepAfter) {
+		m.sweepAfter = l.expires
+	}
+	if poll != nil {
+		m.wg.Go(poll)
+	}
 	return id, nil
+}
+
+// remove deletes a pending login (m.mu held).
+func (m *Manager) remove(id string, l *login) {
+	delete(m.pending, id)
+	if u := m.sources[l.source]; u != nil {
+		delete(u.logins, id)
+	}
+	m.uncount(l.source, l.device != nil)
+}
+
+// evict removes the expired logins of set (m.pending or one source's
+// logins) and returns the earliest expiry among the rest (zero if none).
+func (m *Manager) evict(set map[string]*login, now time.Time) (next time.Time) {
+	for id, l := range set {
+		if now.After(l.expires) {
+			m.remove(id, l)
+		} else if next.IsZero() || l.expires.Before(next) {
+			next = l.expires
+		}
+	}
+	return next
+}
+
+func (u *sourceUse) full(device bool) bool {
+	if device {
+		return u.device >= maxDevicePendingPerSource
+	}
+	return u.code >= maxPendingPerSource
+}
+
+func (u *sourceUse) count(device bool, d int) {
+	if device {
+		u.device += d
+	} else {
+		u.code += d
+	}
+}
+
+// retryAfter is when the source's first pending login of the kind expires.
+func (u *sourceUse) retryAfter(device bool, now time.Time) time.Duration {
+	var first time.Time
+	for _, l := range u.logins {
+		if (l.device != nil) == device && (first.IsZero() || l.expires.Before(first)) {
+			first = l.expires
+		}
+	}
+	if first.IsZero() { // only reservations: they resolve within a request
+		return time.Second
+	}
+	return max(first.Sub(now), time.Second)
 }
 
 // CodeStart is the start of an authorization code sign-in.
@@ -240,11 +434,13 @@ type CodeStart struct {
 	State   string `json:"state"`
 }
 
-// StartCode starts an authorization code + PKCE sign-in at provider idp:
-// the device opens AuthURL in a browser, receives code and State at
-// redirectURI (a loopback URL it listens on) and calls FinishCode with the
-// PKCE verifier whose S256 challenge it gave here.
-func (m *Manager) StartCode(ctx context.Context, idp, redirectURI, challenge string) (CodeStart, error) {
+// StartCode starts an authorization code + PKCE sign-in at provider idp
+// for a client at source (its IP address): the device opens AuthURL in a
+// browser, receives code and State at redirectURI (a loopback URL it
+// listens on) and calls FinishCode with the PKCE verifier whose S256
+// challenge it gave here. A source with too many sign-ins pending is
+// refused with a *BusyError.
+func (m *Manager) StartCode(ctx context.Context, source, idp, redirectURI, challenge string) (CodeStart, error) {
 	p, ok := m.providers[idp]
 	if !ok {
 		return CodeStart{}, fmt.Errorf("%w: %q", ErrUnknownProvider, clip(idp))
@@ -255,12 +451,17 @@ func (m *Manager) StartCode(ctx context.Context, idp, redirectURI, challenge str
 	if len(challenge) != 43 { // base64url(SHA-256), RFC 7636
 		return CodeStart{}, errors.New("code_challenge: must be the base64url S256 challenge of the PKCE verifier (43 characters)")
 	}
-	cfg, err := p.oauth2(ctx, redirectURI)
-	if err != nil {
+	src := sourceKey(source)
+	if err := m.reserve(src, false); err != nil {
 		return CodeStart{}, err
 	}
-	l := &login{idp: p, expires: m.now().Add(loginTTL), redirect: redirectURI, nonce: randomString(24)}
-	id, err := m.addLogin(l)
+	cfg, err := p.oauth2(ctx, redirectURI)
+	if err != nil {
+		m.unreserve(src, false)
+		return CodeStart{}, err
+	}
+	l := &login{idp: p, source: src, expires: m.now().Add(loginTTL), redirect: redirectURI, nonce: randomString(24)}
+	id, err := m.commit(l, nil)
 	if err != nil {
 		return CodeStart{}, err
 	}
@@ -280,7 +481,7 @@ func (m *Manager) take(id string, device bool) (*login, error) {
 	if !ok || (l.device != nil) != device {
 		return nil, ErrUnknownLogin
 	}
-	delete(m.pending, id)
+	m.remove(id, l)
 	if m.now().After(l.expires) {
 		return nil, ErrUnknownLogin
 	}
@@ -351,9 +552,11 @@ type DeviceStart struct {
 	Interval                int       `json:"interval"` // seconds between polls
 }
 
-// StartDevice starts a device authorization grant at provider idp; the
-// controller polls the provider while the device polls PollDevice.
-func (m *Manager) StartDevice(ctx context.Context, idp string) (DeviceStart, error) {
+// StartDevice starts a device authorization grant at provider idp for a
+// client at source (its IP address); the controller polls the provider
+// while the device polls PollDevice. A source with too many sign-ins
+// pending is refused with a *BusyError.
+func (m *Manager) StartDevice(ctx context.Context, source, idp string) (DeviceStart, error) {
 	p, ok := m.providers[idp]
 	if !ok {
 		return DeviceStart{}, fmt.Errorf("%w: %q", ErrUnknownProvider, clip(idp))
@@ -361,14 +564,14 @@ func (m *Manager) StartDevice(ctx context.Context, idp string) (DeviceStart, err
 	if !p.cfg.DeviceFlow {
 		return DeviceStart{}, ErrNoDeviceFlow
 	}
-	if m.devices.Add(1) > maxDevicePending {
-		m.devices.Add(-1)
-		return DeviceStart{}, ErrBusy
+	src := sourceKey(source)
+	if err := m.reserve(src, true); err != nil {
+		return DeviceStart{}, err
 	}
-	started := false
+	committed := false
 	defer func() {
-		if !started {
-			m.devices.Add(-1)
+		if !committed {
+			m.unreserve(src, true)
 		}
 	}()
 	cfg, err := p.oauth2(ctx, "")
@@ -389,13 +592,9 @@ func (m *Manager) StartDevice(ctx context.Context, idp string) (DeviceStart, err
 	if exp.IsZero() || exp.After(m.now().Add(loginTTL)) {
 		exp = m.now().Add(loginTTL)
 	}
-	l := &login{idp: p, expires: exp, device: da, done: make(chan struct{}), interval: time.Duration(da.Interval) * time.Second}
-	id, err := m.addLogin(l)
-	if err != nil {
-		return DeviceStart{}, err
-	}
-	started = true
-	m.wg.Go(func() {
+	l := &login{idp: p, source: src, expires: exp, device: da, done: make(chan struct{}), interval: time.Duration(da.Interval) * time.Second}
+	committed = true // commit gives the reservation back itself if it fails
+	id, err := m.commit(l, func() {
 		defer m.devices.Add(-1)
 		pctx, cancel := context.WithDeadline(m.ctx, exp)
 		defer cancel()
@@ -412,6 +611,9 @@ func (m *Manager) StartDevice(ctx context.Context, idp string) (DeviceStart, err
 		m.mu.Unlock()
 		close(l.done)
 	})
+	if err != nil {
+		return DeviceStart{}, err
+	}
 	return DeviceStart{
 		LoginID: id, UserCode: da.UserCode, VerificationURI: da.VerificationURI,
 		VerificationURIComplete: da.VerificationURIComplete, ExpiresAt: exp.UTC(), Interval: int(da.Interval),
@@ -431,7 +633,7 @@ func (m *Manager) PollDevice(ctx context.Context, loginID string) (Result, error
 	now := m.now()
 	select {
 	case <-l.done:
-		delete(m.pending, loginID)
+		m.remove(loginID, l)
 		m.mu.Unlock()
 		if l.err != nil {
 			return Result{}, l.err
@@ -440,7 +642,7 @@ func (m *Manager) PollDevice(ctx context.Context, loginID string) (Result, error
 	default:
 	}
 	if now.After(l.expires) {
-		delete(m.pending, loginID)
+		m.remove(loginID, l)
 		m.mu.Unlock()
 		return Result{}, ErrExpired
 	}

@@ -96,7 +96,7 @@ func newDevice(t *testing.T) *device {
 func (r *rig) codeLogin(t *testing.T, d *device, user, pw string) (loginID, code, verifier string) {
 	t.Helper()
 	verifier = oauth2.GenerateVerifier()
-	start, err := r.m.StartCode(t.Context(), "test", d.redirect, oauth2.S256ChallengeFromVerifier(verifier))
+	start, err := r.m.StartCode(t.Context(), testSource, "test", d.redirect, oauth2.S256ChallengeFromVerifier(verifier))
 	if err != nil {
 		t.Fatalf("StartCode: %v", err)
 	}
@@ -200,7 +200,7 @@ func TestStartCodeChecks(t *testing.T) {
 		{"test", "http://127.0.0.1/cb", ch, ErrRedirect}, // no port
 		{"test", "http://127.0.0.1:1234/cb", "plain", nil},
 	} {
-		_, err := r.m.StartCode(t.Context(), tc.idp, tc.redirect, tc.challenge)
+		_, err := r.m.StartCode(t.Context(), testSource, tc.idp, tc.redirect, tc.challenge)
 		if err == nil || tc.want != nil && !errors.Is(err, tc.want) {
 			t.Errorf("StartCode(%q, %q, %q) = %v, want %v", tc.idp, tc.redirect, tc.challenge, err, tc.want)
 		}
@@ -287,13 +287,13 @@ func TestIdPDown(t *testing.T) {
 	r := newRig(t, oidctest.Options{}, nil)
 	r.idp.SetDown(true)
 	ch := oauth2.S256ChallengeFromVerifier(oauth2.GenerateVerifier())
-	_, err := r.m.StartCode(t.Context(), "test", "http://127.0.0.1:9/cb", ch)
+	_, err := r.m.StartCode(t.Context(), testSource, "test", "http://127.0.0.1:9/cb", ch)
 	if !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), r.idp.Issuer) {
 		t.Errorf("IdP down: %v, want ErrUnavailable naming the issuer", err)
 	}
 	// Back up: discovery is retried.
 	r.idp.SetDown(false)
-	if _, err := r.m.StartCode(t.Context(), "test", "http://127.0.0.1:9/cb", ch); err != nil {
+	if _, err := r.m.StartCode(t.Context(), testSource, "test", "http://127.0.0.1:9/cb", ch); err != nil {
 		t.Errorf("IdP back: %v", err)
 	}
 	// Gone entirely (connection refused) after discovery: the token
@@ -307,7 +307,7 @@ func TestIdPDown(t *testing.T) {
 
 func TestDeviceFlow(t *testing.T) {
 	r := newRig(t, oidctest.Options{DevicePoll: time.Second}, nil)
-	ds, err := r.m.StartDevice(t.Context(), "test")
+	ds, err := r.m.StartDevice(t.Context(), testSource, "test")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -332,7 +332,7 @@ func TestDeviceFlow(t *testing.T) {
 	}
 
 	// Denied at the IdP.
-	ds, err = r.m.StartDevice(t.Context(), "test")
+	ds, err = r.m.StartDevice(t.Context(), testSource, "test")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -344,7 +344,7 @@ func TestDeviceFlow(t *testing.T) {
 
 func TestDeviceFlowExpired(t *testing.T) {
 	r := newRig(t, oidctest.Options{DevicePoll: time.Second, DeviceLifetime: 2 * time.Second}, nil)
-	ds, err := r.m.StartDevice(t.Context(), "test")
+	ds, err := r.m.StartDevice(t.Context(), testSource, "test")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -355,7 +355,7 @@ func TestDeviceFlowExpired(t *testing.T) {
 
 func TestDeviceFlowDisabled(t *testing.T) {
 	r := newRig(t, oidctest.Options{}, func(p *ProviderConfig) { p.DeviceFlow = false })
-	if _, err := r.m.StartDevice(t.Context(), "test"); !errors.Is(err, ErrNoDeviceFlow) {
+	if _, err := r.m.StartDevice(t.Context(), testSource, "test"); !errors.Is(err, ErrNoDeviceFlow) {
 		t.Errorf("StartDevice: %v, want ErrNoDeviceFlow", err)
 	}
 }

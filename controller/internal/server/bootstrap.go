@@ -98,17 +98,22 @@ func hasOwnerCredential(ctx context.Context, st store.Store, now time.Time) (boo
 	if err != nil {
 		return false, err
 	}
+	enabled := map[string]bool{}
 	for _, a := range admins {
 		if a.Role == string(auth.RoleOwner) && !a.Disabled {
 			return true, nil
 		}
+		enabled[a.Name] = !a.Disabled
 	}
 	toks, err := st.ListAdminTokens(ctx)
 	if err != nil {
 		return false, err
 	}
 	for _, t := range toks {
-		if t.Admin == "" && t.Role == string(auth.RoleOwner) && len(t.Scopes) == 0 && t.Usable(now) {
+		// A token acting for a disabled account is refused, so it does
+		// not count.
+		if t.Admin == "" && (t.Account == "" || enabled[t.Account]) &&
+			t.Role == string(auth.RoleOwner) && len(t.Scopes) == 0 && t.Usable(now) {
 			return true, nil
 		}
 	}

@@ -87,4 +87,11 @@ func TestBootstrapOwner(t *testing.T) {
 	if _, made := boot(t0.Add(80 * time.Hour)); !made {
 		t.Fatal("a narrowed owner token or a network-admin counted as an owner credential")
 	}
+	// Nor an owner token acting for a disabled account (it is refused).
+	if err := st.CreateAdminToken(ctx, store.AdminToken{ID: "adt-a", Name: "a", Account: "alice", Role: "owner", Hash: []byte("a"), ExpiresAt: t0.Add(200 * time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, made := boot(t0.Add(110 * time.Hour)); !made {
+		t.Fatal("an owner token of a disabled account counted as an owner credential")
+	}
 }

@@ -26,13 +26,21 @@ type Admin struct {
 // stored. A token either belongs to an Admin account (a sign-in token; it
 // dies with the account and is refused while the account is disabled) or
 // stands alone (an automation token, or the first-start owner token).
+// Either way it acts for Account: a token is refused while that account is
+// disabled or once it is deleted.
 type AdminToken struct {
-	ID     string   `json:"id"`
-	Name   string   `json:"name"`  // audit actor is "admin:<Name>"; the account name for sign-in tokens
-	Admin  string   `json:"admin"` // owning account, "" for standalone tokens
-	Role   string   `json:"role"`  // auth.Role
-	Scopes []string `json:"scopes,omitempty"`
-	Hash   []byte   `json:"-"`
+	ID    string `json:"id"`
+	Name  string `json:"name"`  // audit actor is "admin:<Name>"; the account name for sign-in tokens
+	Admin string `json:"admin"` // owning account, "" for standalone tokens
+	// Account is the admin account the token acts for: Admin for a
+	// sign-in token; for a standalone token the account that issued it,
+	// directly or through a token acting for it. "" only for the
+	// first-start token, migrated legacy tokens and tokens issued by
+	// tokens with no account.
+	Account string   `json:"account,omitempty"`
+	Role    string   `json:"role"` // auth.Role
+	Scopes  []string `json:"scopes,omitempty"`
+	Hash    []byte   `json:"-"`
 	// CreatedBy is the actor that issued it ("admin:alice",
 	// "controller:bootstrap", "login").
 	CreatedBy  string    `json:"created_by"`
@@ -64,7 +72,8 @@ type AdminStore interface {
 	GetAdmin(ctx context.Context, name string) (Admin, error)
 	ListAdmins(ctx context.Context) ([]Admin, error)
 	// SetAdminDisabled disables or re-enables an account (ErrNotFound).
-	// A disabled account's tokens are refused but kept.
+	// The tokens acting for a disabled account (its sign-in tokens and
+	// the standalone tokens it issued) are refused but kept.
 	SetAdminDisabled(ctx context.Context, name string, disabled bool) error
 	// BindAdminSubject binds an IdP account with no subject yet to
 	// subject, with one conditional update: of concurrent first sign-ins
@@ -72,16 +81,19 @@ type AdminStore interface {
 	// idp; ErrTokenInvalid if it is already bound (to any subject);
 	// ErrAlreadyExists if another account of idp is bound to subject.
 	BindAdminSubject(ctx context.Context, name, idp, subject string) error
-	// DeleteAdmin removes an account and every token it owns, in one
-	// transaction (ErrNotFound).
+	// DeleteAdmin removes an account and every token it owns, and revokes
+	// every standalone token acting for it, in one transaction
+	// (ErrNotFound).
 	DeleteAdmin(ctx context.Context, name string) error
 
 	// CreateAdminToken stores t (ID, Name, Role, Hash required; a zero
-	// CreatedAt becomes now). ErrNotFound if t.Admin names no account,
-	// ErrAlreadyExists if the ID or hash is taken.
+	// CreatedAt becomes now; Account defaults to Admin and must equal it
+	// when Admin is set). ErrNotFound if t.Admin or t.Account names no
+	// account, ErrAlreadyExists if the ID or hash is taken.
 	CreateAdminToken(ctx context.Context, t AdminToken) error
 	// AdminTokenByHash returns the token whose hash is given, usable or
-	// not, with its owning account (zero Admin for a standalone token);
+	// not, with the account it acts for (t.Account; zero Admin when
+	// Account is "" or names an account that no longer exists);
 	// ErrNotFound if none. Hashes are SHA-256 of 256-bit secrets, so the
 	// index lookup reveals nothing useful about a secret.
 	AdminTokenByHash(ctx context.Context, hash []byte) (AdminToken, Admin, error)

@@ -53,7 +53,9 @@ type SessionStore interface {
 	// device's active session and ends the device's previous active
 	// session, if any, with EndReplaced, in one transaction. LastActivity
 	// defaults to StartedAt. ErrNotFound if the device does not exist, is
-	// revoked, or belongs to another user.
+	// revoked, or belongs to another user; ErrDisabled if the user is
+	// disabled (checked in the same transaction, so a sign-in racing
+	// SetUserDisabled cannot leave a session behind).
 	StartSession(ctx context.Context, s Session) (replaced []Session, err error)
 	GetSession(ctx context.Context, id string) (Session, error)
 	// ListSessions returns matching sessions, newest first.

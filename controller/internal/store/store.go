@@ -26,6 +26,7 @@ var (
 	ErrTokenInvalid  = errors.New("token invalid or expired") // unknown, used or expired
 	ErrAddrExhausted = errors.New("overlay address pool exhausted")
 	ErrStale         = errors.New("changed since it was read") // a compare-and-set lost the race
+	ErrDisabled      = errors.New("disabled")                  // the user (or account) is disabled
 )
 
 // OverlayPrefix is the pool overlay addresses come from (RFC 6598 shared
@@ -202,7 +203,10 @@ type Store interface {
 	// SetUserDisabled disables (or re-enables) a user. A disabled user
 	// cannot sign in and gets no network access; devices and memberships
 	// are kept for re-enabling and for the access review (ErrNotFound).
-	SetUserDisabled(ctx context.Context, name string, disabled bool) error
+	// Disabling ends the user's active sessions at `at` with
+	// EndUserDisabled in the same transaction and returns them, so no
+	// session survives it; enabling ends none and brings none back.
+	SetUserDisabled(ctx context.Context, name string, disabled bool, at time.Time) (ended []Session, err error)
 
 	CreateGroup(ctx context.Context, g Group) error
 	GetGroup(ctx context.Context, name string) (Group, error)

@@ -137,7 +137,7 @@ provider's username claim) is NAME; after that only that subject.
 
 func printAdminTokens(w io.Writer, xs []adminapi.AdminToken) error {
 	now := time.Now()
-	t := newTable(w, "ID", "NAME", "ROLE", "SCOPES", "CREATED BY", "EXPIRES", "LAST USED", "STATE")
+	t := newTable(w, "ID", "NAME", "ROLE", "SCOPES", "ACCOUNT", "CREATED BY", "EXPIRES", "LAST USED", "STATE")
 	for _, x := range xs {
 		state := "valid"
 		switch {
@@ -150,7 +150,11 @@ func printAdminTokens(w io.Writer, xs []adminapi.AdminToken) error {
 		if x.ExpiresAt.IsZero() {
 			expires = "never"
 		}
-		t.row(x.ID, x.Name, x.Role, strings.Join(x.Scopes, ","), x.CreatedBy, expires, fmtTime(x.LastUsedAt), state)
+		account := x.Account
+		if account == "" {
+			account = "-" // the first-start token, or one it issued: lives until expiry or revocation
+		}
+		t.row(x.ID, x.Name, x.Role, strings.Join(x.Scopes, ","), account, x.CreatedBy, expires, fmtTime(x.LastUsedAt), state)
 	}
 	return t.flush()
 }

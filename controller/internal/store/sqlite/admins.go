@@ -72,6 +72,22 @@ ALTER TABLE admins ADD COLUMN idp_subject TEXT NOT NULL DEFAULT '';
 CREATE UNIQUE INDEX admins_idp_subject ON admins(idp, idp_subject) WHERE idp_subject != '';
 `
 
+// migrationAdminTokenAccount (schema 9): the admin account a token acts
+// for. A sign-in token acts for its owner; a standalone token for the
+// account that issued it, directly or through tokens it issued, so that
+// disabling or deleting that account stops the token. Empty for the
+// first-start token, migrated legacy tokens and tokens they issued. Tokens
+// issued before schema 9 are attributed from created_by when it names an
+// existing account. No foreign key: DeleteAdmin revokes the standalone
+// tokens of the account in its transaction, and they stay listed.
+const migrationAdminTokenAccount = `
+ALTER TABLE admin_api_tokens ADD COLUMN account TEXT NOT NULL DEFAULT '';
+UPDATE admin_api_tokens SET account = admin WHERE admin IS NOT NULL;
+UPDATE admin_api_tokens SET account = substr(created_by, 7)
+	WHERE admin IS NULL AND substr(created_by, 1, 6) = 'admin:' AND substr(created_by, 7) IN (SELECT name FROM admins);
+CREATE INDEX admin_api_tokens_account ON admin_api_tokens(account) WHERE account != '';
+`
+
 // --- accounts ---
 
 const adminCols = `name, role, password_hash, totp_secret, idp, idp_subject, disabled, created_at`
@@ -169,6 +185,13 @@ func (s *Store) DeleteAdmin(ctx context.Context, name string) error {
 		if _, err := tx.ExecContext(ctx, `DELETE FROM admin_api_tokens WHERE admin = ?`, name); err != nil {
 			return err
 		}
+		// Standalone tokens the account issued die with it too; revoked
+		// rather than deleted, so they stay listed for the review, and
+		// an account re-created under the name does not revive them.
+		if _, err := tx.ExecContext(ctx, `UPDATE admin_api_tokens SET revoked_at = ? WHERE account = ? AND revoked_at = 0`,
+			toMicros(time.Now()), name); err != nil {
+			return err
+		}
 		res, err := tx.ExecContext(ctx, `DELETE FROM admins WHERE name = ?`, name)
 		if err != nil {
 			return deleteErr(err)
@@ -183,7 +206,7 @@ func (s *Store) DeleteAdmin(ctx context.Context, name string) error {
 
 // --- tokens ---
 
-const adminTokenCols = `id, name, COALESCE(admin, ''), role, scopes, hash, created_by, created_at, expires_at, last_used_at, revoked_at`
+const adminTokenCols = `id, name, COALESCE(admin, ''), account, role, scopes, hash, created_by, created_at, expires_at, last_used_at, revoked_at`
 
 func scanAdminToken(r rowScanner) (store.AdminToken, error) {
 	var (
@@ -191,7 +214,7 @@ func scanAdminToken(r rowScanner) (store.AdminToken, error) {
 		scopes                          string
 		created, expires, used, revoked int64
 	)
-	if err := r.Scan(&t.ID, &t.Name, &t.Admin, &t.Role, &scopes, &t.Hash, &t.CreatedBy, &created, &expires, &used, &revoked); err != nil {
+	if err := r.Scan(&t.ID, &t.Name, &t.Admin, &t.Account, &t.Role, &scopes, &t.Hash, &t.CreatedBy, &created, &expires, &used, &revoked); err != nil {
 		return t, err
 	}
 	if err := json.Unmarshal([]byte(scopes), &t.Scopes); err != nil {
@@ -217,11 +240,26 @@ func (s *Store) CreateAdminToken(ctx context.Context, t store.AdminToken) error 
 	var admin sql.NullString
 	if t.Admin != "" {
 		admin = sql.NullString{String: t.Admin, Valid: true}
+		if t.Account == "" {
+			t.Account = t.Admin
+		}
+		if t.Account != t.Admin {
+			return fmt.Errorf("create admin token %s: a sign-in token of %q cannot act for account %q", t.ID, t.Admin, t.Account)
+		}
 	}
 	err = s.write(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `INSERT INTO admin_api_tokens (id, name, admin, role, scopes, hash, created_by, created_at, expires_at, last_used_at, revoked_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-			t.ID, t.Name, admin, t.Role, scopes, t.Hash, t.CreatedBy, createdAt(t.CreatedAt),
+		if t.Account != "" {
+			ok, err := exists(ctx, tx, `SELECT 1 FROM admins WHERE name = ?`, t.Account)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				return store.ErrNotFound
+			}
+		}
+		_, err := tx.ExecContext(ctx, `INSERT INTO admin_api_tokens (id, name, admin, account, role, scopes, hash, created_by, created_at, expires_at, last_used_at, revoked_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			t.ID, t.Name, admin, t.Account, t.Role, scopes, t.Hash, t.CreatedBy, createdAt(t.CreatedAt),
 			optMicros(t.ExpiresAt), optMicros(t.LastUsedAt), optMicros(t.RevokedAt))
 		return insertErr(err)
 	})
@@ -242,10 +280,13 @@ func (s *Store) AdminTokenByHash(ctx context.Context, hash []byte) (store.AdminT
 		if t, err = getRow(ctx, tx, scanAdminToken, `SELECT `+adminTokenCols+` FROM admin_api_tokens WHERE hash = ?`, hash); err != nil {
 			return err
 		}
-		if t.Admin == "" {
+		if t.Account == "" {
 			return nil
 		}
-		a, err = getRow(ctx, tx, scanAdmin, `SELECT `+adminCols+` FROM admins WHERE name = ?`, t.Admin)
+		a, err = getRow(ctx, tx, scanAdmin, `SELECT `+adminCols+` FROM admins WHERE name = ?`, t.Account)
+		if errors.Is(err, store.ErrNotFound) {
+			a, err = store.Admin{}, nil // deleted: the caller refuses the token
+		}
 		return err
 	})
 	if err != nil {

@@ -318,8 +318,10 @@ func listUsers(ctx context.Context, q queryer) ([]store.User, error) {
 	return listRows(ctx, q, scanUser, `SELECT `+userCols+` FROM users ORDER BY name`)
 }
 
-// SetUserDisabled implements [store.Store].
-func (s *Store) SetUserDisabled(ctx context.Context, name string, disabled bool) error {
+// SetUserDisabled implements [store.Store]: disabling ends the user's
+// active sessions in the same transaction.
+func (s *Store) SetUserDisabled(ctx context.Context, name string, disabled bool, at time.Time) ([]store.Session, error) {
+	var ended []store.Session
 	err := s.write(ctx, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `UPDATE users SET disabled = ? WHERE name = ?`, disabled, name)
 		if err != nil {
@@ -330,12 +332,15 @@ func (s *Store) SetUserDisabled(ctx context.Context, name string, disabled bool)
 		} else if n == 0 {
 			return store.ErrNotFound
 		}
-		return nil
+		if disabled {
+			ended, err = endSessions(ctx, tx, store.SessionFilter{User: name}, at, store.EndUserDisabled)
+		}
+		return err
 	})
 	if err != nil {
-		return fmt.Errorf("set user %q disabled=%v: %w", name, disabled, err)
+		return nil, fmt.Errorf("set user %q disabled=%v: %w", name, disabled, err)
 	}
-	return nil
+	return ended, nil
 }
 
 // DeleteUser implements [store.Store]: the user's group memberships and

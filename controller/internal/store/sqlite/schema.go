@@ -143,12 +143,13 @@ CREATE TABLE policy_versions (
 	`
 ALTER TABLE devices ADD COLUMN mfa_at INTEGER NOT NULL DEFAULT 0; -- unix µs, 0: never
 `,
-	// 4–8 live beside the code that uses them.
+	// 4–9 live beside the code that uses them.
 	migrationSessions,
 	migrationAdmins,
 	migrationPosture,
 	migrationIdentities,
 	migrationAdminIdP,
+	migrationAdminTokenAccount,
 }
 
 // migrate brings the schema up to date in one write transaction, so two

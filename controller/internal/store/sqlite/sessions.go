@@ -69,6 +69,13 @@ func (s *Store) StartSession(ctx context.Context, sess store.Session) ([]store.S
 	sess.EndedAt, sess.EndReason = time.Time{}, ""
 	var replaced []store.Session
 	err := s.write(ctx, func(tx *sql.Tx) error {
+		disabled, err := exists(ctx, tx, `SELECT 1 FROM users WHERE name = ? AND disabled != 0`, sess.User)
+		if err != nil {
+			return err
+		}
+		if disabled {
+			return fmt.Errorf("user %q: %w", sess.User, store.ErrDisabled)
+		}
 		ok, err := exists(ctx, tx, `SELECT 1 FROM devices WHERE id = ? AND user_name = ? AND revoked_at = 0`, sess.DeviceID, sess.User)
 		if err != nil {
 			return err

@@ -131,6 +131,7 @@ func testAdminTokens(t *testing.T, s store.Store) {
 	}
 	must(t, s.CreateAdminToken(c, signIn))
 	must(t, s.CreateAdminToken(c, auto))
+	signIn.Account = "alice" // a sign-in token acts for its owner
 	dup := auto
 	dup.ID = "adt-3"
 	wantErr(t, "duplicate hash", s.CreateAdminToken(c, dup), store.ErrAlreadyExists)
@@ -197,6 +198,74 @@ func testAdminTokens(t *testing.T, s store.Store) {
 	toks, err = s.ListAdminTokens(c)
 	must(t, err)
 	wantNames(t, "after prune", names(toks, func(t store.AdminToken) string { return t.ID }), []string{"adt-5"})
+}
+
+// testAdminTokenAccount: a standalone token acting for an account is
+// returned with that account, disabled or not, and is revoked (not
+// deleted) with it.
+func testAdminTokenAccount(t *testing.T, s store.Store) {
+	c := ctx(t)
+	must(t, s.CreateAdmin(c, admin("bob", "owner")))
+	must(t, s.CreateAdmin(c, admin("carol", "owner")))
+	tok := func(id, account string) store.AdminToken {
+		return store.AdminToken{
+			ID: id, Name: "ci-" + id, Account: account, Role: "owner", Hash: []byte("hash-" + id),
+			CreatedBy: "admin:" + account, CreatedAt: at(0), ExpiresAt: at(90 * 24 * time.Hour),
+		}
+	}
+	bobs, carols := tok("b1", "bob"), tok("c1", "carol")
+	must(t, s.CreateAdminToken(c, bobs))
+	must(t, s.CreateAdminToken(c, carols))
+	must(t, s.CreateAdminToken(c, store.AdminToken{ID: "b2", Name: "bob", Admin: "bob", Role: "owner", Hash: []byte("hash-b2"), CreatedBy: "login", CreatedAt: at(0), ExpiresAt: at(time.Hour)}))
+	wantErr(t, "token for an unknown account", s.CreateAdminToken(c, tok("x1", "nobody")), store.ErrNotFound)
+	mismatch := tok("x2", "carol")
+	mismatch.Admin = "bob"
+	if err := s.CreateAdminToken(c, mismatch); err == nil {
+		t.Fatal("a sign-in token of bob was stored acting for carol")
+	}
+
+	got, acct, err := s.AdminTokenByHash(c, bobs.Hash)
+	must(t, err)
+	equal(t, "standalone token with an account", got, bobs)
+	if acct.Name != "bob" || acct.Disabled {
+		t.Fatalf("account of bob's token = %+v", acct)
+	}
+
+	// Disabled: returned with the disabled account, not revoked.
+	must(t, s.SetAdminDisabled(c, "bob", true))
+	got, acct, err = s.AdminTokenByHash(c, bobs.Hash)
+	must(t, err)
+	if acct.Name != "bob" || !acct.Disabled || !got.RevokedAt.IsZero() {
+		t.Fatalf("after disabling bob: token %+v, account %+v", got, acct)
+	}
+	must(t, s.SetAdminDisabled(c, "bob", false))
+
+	// Deleted: the sign-in token goes, the standalone one is revoked and
+	// stays listed, with no account; carol's is untouched.
+	must(t, s.DeleteAdmin(c, "bob"))
+	got, acct, err = s.AdminTokenByHash(c, bobs.Hash)
+	must(t, err)
+	if acct.Name != "" || got.RevokedAt.IsZero() || got.Account != "bob" {
+		t.Fatalf("after deleting bob: token %+v, account %+v", got, acct)
+	}
+	_, _, err = s.AdminTokenByHash(c, []byte("hash-b2"))
+	wantErr(t, "sign-in token of a deleted account", err, store.ErrNotFound)
+	got, acct, err = s.AdminTokenByHash(c, carols.Hash)
+	must(t, err)
+	if acct.Name != "carol" || !got.RevokedAt.IsZero() {
+		t.Fatalf("carol's token after deleting bob: %+v, account %+v", got, acct)
+	}
+	toks, err := s.ListAdminTokens(c)
+	must(t, err)
+	wantNames(t, "tokens after deleting bob", names(toks, func(t store.AdminToken) string { return t.ID }), []string{"b1", "c1"})
+
+	// An account re-created under the name does not revive the token.
+	must(t, s.CreateAdmin(c, admin("bob", "owner")))
+	got, _, err = s.AdminTokenByHash(c, bobs.Hash)
+	must(t, err)
+	if got.RevokedAt.IsZero() {
+		t.Fatal("re-creating bob revived his revoked token")
+	}
 }
 
 func testRecoveryCodes(t *testing.T, s store.Store) {

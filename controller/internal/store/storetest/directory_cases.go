@@ -130,17 +130,20 @@ func testUsers(t *testing.T, s store.Store) {
 	equal(t, "listed user", list[1], nurse)
 
 	// Disable and re-enable keep everything else.
-	must(t, s.SetUserDisabled(c, "nurse", true))
+	_, err = s.SetUserDisabled(c, "nurse", true, time.Now())
+	must(t, err)
 	got, err = s.GetUser(c, "nurse")
 	must(t, err)
 	if !got.Disabled || got.PasswordHash != nurse.PasswordHash || got.TOTPSecret != nurse.TOTPSecret {
 		t.Errorf("after disable: %+v", got)
 	}
-	must(t, s.SetUserDisabled(c, "nurse", false))
+	_, err = s.SetUserDisabled(c, "nurse", false, time.Now())
+	must(t, err)
 	got, err = s.GetUser(c, "nurse")
 	must(t, err)
 	equal(t, "re-enabled user", got, nurse)
-	wantErr(t, "disable missing", s.SetUserDisabled(c, "nope", true), store.ErrNotFound)
+	_, err = s.SetUserDisabled(c, "nope", true, time.Now())
+	wantErr(t, "disable missing", err, store.ErrNotFound)
 
 	must(t, s.DeleteUser(c, "doctor"))
 	_, err = s.GetUser(c, "doctor")

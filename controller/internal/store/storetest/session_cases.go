@@ -1,6 +1,7 @@
 package storetest
 
 import (
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -170,4 +171,99 @@ func testSessionsConcurrent(t *testing.T, s store.Store) {
 	all, err := s.ListSessions(ctx(t), store.SessionFilter{DeviceID: d.ID})
 	must(t, err)
 	equal(t, "sessions recorded", len(all), 20)
+}
+
+// testSessionsUserDisabled: disabling a user ends every active session of
+// theirs in the same call and returns them; a disabled user cannot start
+// a session; enabling brings none back.
+func testSessionsUserDisabled(t *testing.T, s store.Store) {
+	d1 := device(t, s, "nurse", 1)
+	d2 := device(t, s, "nurse", 2)
+	d3 := device(t, s, "doctor", 3)
+	for _, x := range []store.Session{sess("s1", d1, at(0)), sess("s2", d2, at(time.Minute)), sess("s3", d3, at(0))} {
+		_, err := s.StartSession(ctx(t), x)
+		must(t, err)
+	}
+
+	ended, err := s.SetUserDisabled(ctx(t), "nurse", true, at(time.Hour))
+	must(t, err)
+	equal(t, "disabling ended", names(ended, func(x store.Session) string { return x.ID + "/" + x.EndReason }),
+		[]string{"s1/" + store.EndUserDisabled, "s2/" + store.EndUserDisabled})
+	for _, x := range ended {
+		equal(t, "ended at", x.EndedAt, at(time.Hour))
+	}
+	active, err := s.ListSessions(ctx(t), store.SessionFilter{User: "nurse", ActiveOnly: true})
+	must(t, err)
+	equal(t, "nurse's active sessions after disabling", len(active), 0)
+	other, err := s.GetSession(ctx(t), "s3")
+	must(t, err)
+	if !other.Active() {
+		t.Fatal("disabling nurse ended doctor's session")
+	}
+
+	_, err = s.StartSession(ctx(t), sess("s4", d1, at(2*time.Hour)))
+	wantErr(t, "session for a disabled user", err, store.ErrDisabled)
+	if _, err := s.GetSession(ctx(t), "s4"); err == nil {
+		t.Fatal("a refused session was stored")
+	}
+
+	// Disabling again ends nothing; enabling brings nothing back.
+	ended, err = s.SetUserDisabled(ctx(t), "nurse", true, at(3*time.Hour))
+	must(t, err)
+	equal(t, "disabling again ended", len(ended), 0)
+	ended, err = s.SetUserDisabled(ctx(t), "nurse", false, at(4*time.Hour))
+	must(t, err)
+	equal(t, "enabling ended", len(ended), 0)
+	active, err = s.ListSessions(ctx(t), store.SessionFilter{User: "nurse", ActiveOnly: true})
+	must(t, err)
+	equal(t, "nurse's active sessions after enabling", len(active), 0)
+	_, err = s.StartSession(ctx(t), sess("s5", d1, at(5*time.Hour)))
+	must(t, err)
+}
+
+// testSessionsDisableRace: sign-ins racing a disable never leave an
+// active session behind: each one either ends with the disable or is
+// refused.
+func testSessionsDisableRace(t *testing.T, s store.Store) {
+	var devs []store.Device
+	for i := range 8 {
+		devs = append(devs, device(t, s, "nurse", i+1))
+	}
+	var (
+		wg      sync.WaitGroup
+		mu      sync.Mutex
+		started = map[string]bool{}
+		ended   []store.Session
+	)
+	for i, d := range devs {
+		wg.Go(func() {
+			id := fmt.Sprintf("r%02d", i)
+			_, err := s.StartSession(ctx(t), sess(id, d, at(time.Duration(i)*time.Second)))
+			switch {
+			case err == nil:
+				mu.Lock()
+				started[id] = true
+				mu.Unlock()
+			case !errors.Is(err, store.ErrDisabled):
+				t.Errorf("start session %s: %v", id, err)
+			}
+		})
+	}
+	wg.Go(func() {
+		var err error
+		ended, err = s.SetUserDisabled(ctx(t), "nurse", true, at(time.Minute))
+		if err != nil {
+			t.Errorf("disable: %v", err)
+		}
+	})
+	wg.Wait()
+	active, err := s.ListSessions(ctx(t), store.SessionFilter{User: "nurse", ActiveOnly: true})
+	must(t, err)
+	equal(t, "active sessions after a racing disable", len(active), 0)
+	equal(t, "sessions the disable ended", len(ended), len(started))
+	for _, x := range ended {
+		if !started[x.ID] {
+			t.Errorf("disable ended %s, which never started", x.ID)
+		}
+	}
 }
