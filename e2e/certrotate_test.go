@@ -73,6 +73,13 @@ func TestCertRotation(t *testing.T) {
 		})
 	}
 
+	// A connection lives no longer than the certificate it opened with:
+	// the controller closed the enrollment-certificate connections and the
+	// agents came back with renewed ones (the reach checks above held).
+	if n := strings.Count(w.controller.logs(), "agent certificate expired; closing"); n < 2 {
+		t.Errorf("controller closed %d connections at certificate expiry, want at least the gateway's and the nurse's", n)
+	}
+
 	// The enrollment certificates are past NotAfter now: a reconnect can
 	// only succeed with a renewed one.
 	if wait := time.Until(enrolledNurse.NotAfter.Add(time.Second)); wait > 0 {

@@ -227,6 +227,14 @@ func (s *Server) handle(ctx context.Context, conn *quic.Conn) {
 		conn.CloseWithError(codeRevoked, "this agent is no longer enrolled; enroll again")
 		return
 	}
+	// A connection lives no longer than the certificate it was opened
+	// with: the agent reconnects with its renewed one, or, if it could not
+	// renew, is refused and told to sign in again.
+	expire := time.AfterFunc(time.Until(certs[0].NotAfter), func() {
+		log.Info("agent certificate expired; closing its connection (it reconnects with its renewed certificate)")
+		conn.CloseWithError(codeNormal, "certificate expired: reconnect with the renewed certificate")
+	})
+	defer expire.Stop()
 	hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	stream, err := conn.AcceptStream(hctx)
 	cancel()
