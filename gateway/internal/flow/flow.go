@@ -499,6 +499,12 @@ func (a *Authorizer) Activity(since time.Time) map[string]time.Duration {
 	return out
 }
 
+// ReasonDeviceRemoved is the reason of a flow cut because its device is no
+// longer in the gateway's map (session ended, device revoked, or no rule
+// left for it here): the gateway cannot tell which; the controller's
+// session.end or admin record next to it does.
+const ReasonDeviceRemoved = "device-removed"
+
 // sweep removes the flows idle past their limit at now.
 func (a *Authorizer) sweep(now int64) {
 	var n int64
@@ -582,7 +588,7 @@ func (a *Authorizer) recheck(pol *policy.Compiled, logMsg string) {
 	type cut struct {
 		f      *flow
 		meta   flowMeta
-		reason policy.Reason
+		reason string
 	}
 	var cuts []cut
 	for i := range a.flows.shards {
@@ -596,7 +602,13 @@ func (a *Authorizer) recheck(pol *policy.Compiled, logMsg string) {
 				continue
 			}
 			delete(s.m, k)
-			cuts = append(cuts, cut{f: f, meta: f.meta, reason: d.Reason})
+			why := d.Reason.String()
+			if d.Peer == nil && f.meta.device != "" {
+				// The device left the map: its session ended, it was
+				// revoked, or it lost its last entitlement here.
+				why = ReasonDeviceRemoved
+			}
+			cuts = append(cuts, cut{f: f, meta: f.meta, reason: why})
 		}
 		s.mu.Unlock()
 	}
@@ -623,7 +635,7 @@ func (a *Authorizer) recheck(pol *policy.Compiled, logMsg string) {
 			}
 		}
 		if !c.meta.local { // lookups are not audited as flows, nor is their end
-			a.emit(flowEvent(t, controlproto.FlowCut, c.f.key, c.meta, c.reason.String()))
+			a.emit(flowEvent(t, controlproto.FlowCut, c.f.key, c.meta, c.reason))
 		}
 	}
 	a.writeResets(toApp)

@@ -732,3 +732,23 @@ func TestActivity(t *testing.T) {
 		t.Fatalf("activity %v: want dev-alice idle ~0 after its packet", act)
 	}
 }
+
+// A flow cut because its device left the map says so; one cut because the
+// device lost the rule says that. (UDP: a cut writes no resets.)
+func TestCutReasons(t *testing.T) {
+	q := packettest.UDP(aliceP, dnsP, []byte("q"))
+	h := newHarness(t, compile(t, "r-dns"))
+	h.passes(q)
+	h.event()                 // allow
+	h.a.SetPolicy(compile(t)) // alice stays a peer, without rules
+	if e := h.event(); e.Action != controlproto.FlowCut || e.Reason != policy.ReasonNoRule.String() {
+		t.Fatalf("cut after losing the rule: %+v", e)
+	}
+	h.a.SetPolicy(compile(t, "r-dns"))
+	h.passes(q)
+	h.event() // allow
+	h.a.SetPolicy(fullPolicyWithout(t, "dev-alice"))
+	if e := h.event(); e.Action != controlproto.FlowCut || e.Reason != ReasonDeviceRemoved || e.DeviceID != "dev-alice" {
+		t.Fatalf("cut after the device left the map: %+v", e)
+	}
+}
