@@ -215,3 +215,82 @@ func TestMFAStepUp(t *testing.T) {
 	}
 	w.checkAlive()
 }
+
+// idleClassPolicy: lab is PHI, billing internal; the PHI rule waives MFA
+// and posture (this world reports no posture) so only the idle limits
+// decide.
+const idleClassPolicy = `version: 1
+groups:
+  clinicians: {members: [nurse]}
+segments:
+  clinical: {prefixes: [10.20.0.0/24], gateways: [gw1]}
+apps:
+  lab: {segment: clinical, addresses: [10.20.0.12], ports: [tcp/80], classification: phi}
+  billing: {segment: clinical, addresses: [10.20.0.11], ports: [tcp/80], classification: internal}
+rules:
+  - {name: clinicians-lab, from: [group:clinicians], to: [app:lab], waiver: "e2e world: no posture reports, testing idle limits only"}
+  - {name: clinicians-billing, from: [group:clinicians], to: [app:billing]}
+`
+
+// Idle limits per data classification: with a PHI limit shorter than the
+// session's, a quiet device loses the PHI app first (its route goes from
+// the client's map; the session stays), keeps the internal one, and gets
+// the PHI app back with its next activity.
+func TestIdleLimitPerClassification(t *testing.T) {
+	t.Parallel()
+	const phiIdle = 4 * time.Second
+	w := newWorld(t, withControllerArgs("--session-idle", "1m", "--session-idle-for", "phi="+phiIdle.String()))
+	lab, billing := w.svcs["lab"], w.svcs["billing"]
+	p := filepath.Join(w.dir, "idle-class.yaml")
+	if err := os.WriteFile(p, []byte(idleClassPolicy), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	w.mustCtl("", "policy", "apply", p, "--reason", "e2e: idle limits per classification")
+	w.waitReach(w.nurse, lab, 10*time.Second)
+	w.waitReach(w.nurse, billing, 10*time.Second)
+	last := time.Now()
+
+	// Quiet: watch the client's map (local, not traffic).
+	routed := func(app string) (bool, string, error) {
+		st, err := w.nurse.status()
+		if err != nil {
+			return false, "", err
+		}
+		state := ""
+		if st.Session != nil {
+			state = st.Session.State
+		}
+		for _, g := range st.Gateways {
+			for _, a := range g.Apps {
+				if a.Name == app {
+					return true, state, nil
+				}
+			}
+		}
+		return false, state, nil
+	}
+	d, err := poll(phiIdle+10*time.Second, 100*time.Millisecond, func() error {
+		if on, _, err := routed("lab"); err != nil || on {
+			return fmt.Errorf("lab still routed (%v)", err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("the PHI app stayed in the map %v after the last packet: %v", d, err)
+	}
+	after := time.Since(last)
+	t.Logf("PHI app left the quiet device's map %v after its last packet (PHI idle limit %v)", after.Round(time.Millisecond), phiIdle)
+	if after < phiIdle-1500*time.Millisecond {
+		t.Errorf("the PHI app went %v after the last packet, well before its %v limit", after.Round(time.Millisecond), phiIdle)
+	}
+	if on, state, err := routed("billing"); err != nil || !on || state != "active" {
+		t.Fatalf("after the PHI limit: billing routed %v, session %q (%v); want the internal app and an active session", on, state, err)
+	}
+	w.unreachable(w.nurse, lab)
+
+	// Activity (on the internal app) brings the PHI app back.
+	w.waitReach(w.nurse, billing, 5*time.Second)
+	dd := w.waitReach(w.nurse, lab, 10*time.Second)
+	t.Logf("PHI app reachable again %v after new activity", dd.Round(time.Millisecond))
+	w.checkAlive()
+}

@@ -472,21 +472,28 @@ func (a *Authorizer) idleLimit(proto policy.Proto, st uint32) time.Duration {
 	return t.Other
 }
 
+// ActivityMark is a point on the authorizer's coarse clock, the clock
+// packets are stamped with; see Activity.
+type ActivityMark int64
+
 // Activity returns, for every device with an open app flow whose client
-// side sent a packet after since, how long ago it last did. Flows to the
-// gateway's own services (DNS) are not activity. Flows cut or expired are
+// side sent a packet at or after mark, how long ago it last did, and the
+// mark to pass next time (the zero mark: everything open). Marks and
+// stamps come from the same coarse clock, so a packet stamped just after a
+// report is never lost to the clock's lag; one stamped in the same tick as
+// a report may be reported twice, which is harmless. Flows to the
+// gateway's own services (DNS) are not activity. Cut or expired flows are
 // gone from the table, so a device idle past every flow timeout is simply
 // absent: absence means "no news", never "active".
-func (a *Authorizer) Activity(since time.Time) map[string]time.Duration {
+func (a *Authorizer) Activity(mark ActivityMark) (map[string]time.Duration, ActivityMark) {
 	now := a.clock.Load()
-	after := a.mono(since)
 	out := map[string]time.Duration{}
 	for i := range a.flows.shards {
 		s := &a.flows.shards[i]
 		s.mu.Lock()
 		for _, f := range s.m {
 			seen := f.clientSeen.Load()
-			if f.meta.local || f.meta.device == "" || seen <= after {
+			if f.meta.local || f.meta.device == "" || seen < int64(mark) {
 				continue
 			}
 			idle := time.Duration(max(now-seen, 0))
@@ -496,7 +503,7 @@ func (a *Authorizer) Activity(since time.Time) map[string]time.Duration {
 		}
 		s.mu.Unlock()
 	}
-	return out
+	return out, ActivityMark(now)
 }
 
 // ReasonDeviceRemoved is the reason of a flow cut because its device is no

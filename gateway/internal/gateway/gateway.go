@@ -399,7 +399,7 @@ const (
 // the next one carries newer activity, and a session that ends for lack
 // of news ends on the safe side.
 func (g *gw) reportActivity(ctx context.Context, cc *controlclient.Client) {
-	last := time.Now()
+	var mark flow.ActivityMark
 	t := time.NewTimer(activityIdlePoll)
 	defer t.Stop()
 	for {
@@ -415,9 +415,8 @@ func (g *gw) reportActivity(ctx context.Context, cc *controlclient.Client) {
 		}
 		every = min(max(every, minActivityEvery), maxActivityEvery)
 		t.Reset(every)
-		now := time.Now()
-		act := g.authz.Activity(last)
-		last = now
+		var act map[string]time.Duration
+		act, mark = g.authz.Activity(mark)
 		if len(act) == 0 {
 			continue
 		}
