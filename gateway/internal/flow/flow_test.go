@@ -724,7 +724,7 @@ func TestActivity(t *testing.T) {
 	}
 	h.advance(10 * time.Second)
 	h.fromApp(tcp(ehrP, aliceP, syn|ack, 100, 2, "")) // the app talks: not the user
-	act, mark = h.a.Activity(mark) // may repeat the stamp of the last tick
+	act, mark = h.a.Activity(mark)                    // may repeat the stamp of the last tick
 	if idle, ok := act["dev-alice"]; ok && idle < 9*time.Second {
 		t.Fatalf("the app's packet counted as the device's activity (idle %v)", idle)
 	}
