@@ -93,7 +93,7 @@ func endMessage(why session.EndReason, s *session.Session, l session.Limits) str
 		return "an administrator ended your session at " + at + ": " + again
 	case session.EndDisabled:
 		return "your account was disabled at " + at + ": contact your administrator"
-	case store.EndDeviceRevoked:
+	case session.EndDeviceRevoked:
 		return "this device was revoked by an administrator at " + at + ": contact your administrator"
 	case session.EndLogout:
 		return "you signed out at " + at + ": " + again

@@ -25,6 +25,8 @@ package session
 import (
 	"fmt"
 	"time"
+
+	"github.com/cordonhq/cordon/controller/internal/store"
 )
 
 // Classification is an app's data classification (phi, internal, public).
@@ -33,14 +35,16 @@ type Classification string
 // EndReason says why a session ended.
 type EndReason string
 
-// End reasons.
+// End reasons: the store's, which the audit trail records.
 const (
-	EndNone     EndReason = ""
-	EndIdle     EndReason = "idle"     // automatic logoff
-	EndAbsolute EndReason = "absolute" // absolute lifetime reached
-	EndAdmin    EndReason = "admin"    // cordonctl session end / device revoke
-	EndDisabled EndReason = "user-disabled"
-	EndLogout   EndReason = "logout"
+	EndNone          EndReason = ""
+	EndIdle          EndReason = store.EndIdle     // automatic logoff
+	EndAbsolute      EndReason = store.EndAbsolute // absolute lifetime reached
+	EndAdmin         EndReason = store.EndAdmin    // cordonctl session end
+	EndDeviceRevoked EndReason = store.EndDeviceRevoked
+	EndDisabled      EndReason = store.EndUserDisabled
+	EndReplaced      EndReason = store.EndReplaced
+	EndLogout        EndReason = store.EndLogout
 )
 
 // Limits are the session rules in force.
