@@ -863,6 +863,23 @@ func TestClientRejectsOtherCA(t *testing.T) {
 	_ = bytes.MinRead
 }
 
+// together runs f(0) … f(n-1) in n goroutines released at once, to race
+// them, and returns their errors by index.
+func together(n int, f func(i int) error) []error {
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	errs := make([]error, n)
+	for i := range n {
+		wg.Go(func() {
+			<-start
+			errs[i] = f(i)
+		})
+	}
+	close(start)
+	wg.Wait()
+	return errs
+}
+
 // Fifty gateways racing to redeem one token over HTTPS: exactly one is
 // enrolled, the rest are told the token is invalid, and nothing else is
 // created.
@@ -876,17 +893,10 @@ func TestGatewayTokenSingleUseUnderConcurrency(t *testing.T) {
 	for i := range reqs {
 		reqs[i] = &controlproto.EnrollGatewayRequest{Token: tok.Token, PublicKey: wgPub(t), CSR: csr(t, "gw"), Endpoint: "gw.hospital.example:51820"}
 	}
-	var wg sync.WaitGroup
-	errs := make([]error, n)
-	start := make(chan struct{})
-	for i := range n {
-		wg.Go(func() {
-			<-start
-			_, errs[i] = e.agent.EnrollGateway(ctx, reqs[i])
-		})
-	}
-	close(start)
-	wg.Wait()
+	errs := together(n, func(i int) error {
+		_, err := e.agent.EnrollGateway(ctx, reqs[i])
+		return err
+	})
 	ok := 0
 	for _, err := range errs {
 		switch {

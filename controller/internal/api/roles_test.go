@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -537,19 +536,10 @@ func TestRecoveryCodeConcurrent(t *testing.T) {
 			DeviceEnroll: controlproto.DeviceEnroll{Hostname: fmt.Sprintf("pc-%d", i), PublicKey: wgPub(t), CSR: csr(t, "x")},
 		}
 	}
-	var (
-		wg    sync.WaitGroup
-		start = make(chan struct{})
-		errs  = make([]error, n)
-	)
-	for i := range n {
-		wg.Go(func() {
-			<-start
-			_, errs[i] = e.agent.Login(ctx, reqs[i])
-		})
-	}
-	close(start)
-	wg.Wait()
+	errs := together(n, func(i int) error {
+		_, err := e.agent.Login(ctx, reqs[i])
+		return err
+	})
 	okN := 0
 	for i, err := range errs {
 		switch {

@@ -2,7 +2,6 @@ package storetest
 
 import (
 	"errors"
-	"sync"
 	"testing"
 	"time"
 
@@ -87,12 +86,7 @@ func testAdminIdPBinding(t *testing.T, s store.Store) {
 	wantErr(t, "bind missing", s.BindAdminSubject(c, "nobody", "okta", "sub-x"), store.ErrNotFound)
 	wantErr(t, "bind taken subject", s.BindAdminSubject(c, "ann", "okta", "sub-pia"), store.ErrAlreadyExists)
 
-	var wg sync.WaitGroup
-	errs := make([]error, 20)
-	for i := range errs {
-		wg.Go(func() { errs[i] = s.BindAdminSubject(c, "ann", "okta", "sub-ann-"+string(rune('a'+i))) })
-	}
-	wg.Wait()
+	errs := together(20, func(i int) error { return s.BindAdminSubject(c, "ann", "okta", "sub-ann-"+string(rune('a'+i))) })
 	won := 0
 	for _, err := range errs {
 		switch {
@@ -331,19 +325,10 @@ func testRecoveryCodeConcurrent(t *testing.T, s store.Store) {
 	must(t, s.CreateUser(c, user("nurse")))
 	must(t, s.ReplaceRecoveryCodes(c, "nurse", [][]byte{[]byte("x"), []byte("y")}, at(0)))
 	const n = 50
-	var (
-		wg    sync.WaitGroup
-		start = make(chan struct{})
-		errs  = make([]error, n)
-	)
-	for i := range n {
-		wg.Go(func() {
-			<-start
-			_, errs[i] = s.UseRecoveryCode(c, "nurse", []byte("x"), at(time.Minute))
-		})
-	}
-	close(start)
-	wg.Wait()
+	errs := together(n, func(int) error {
+		_, err := s.UseRecoveryCode(c, "nurse", []byte("x"), at(time.Minute))
+		return err
+	})
 	ok := 0
 	for i, err := range errs {
 		switch {

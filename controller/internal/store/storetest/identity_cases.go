@@ -1,7 +1,6 @@
 package storetest
 
 import (
-	"sync"
 	"testing"
 
 	"github.com/cordonhq/cordon/controller/internal/store"
@@ -77,20 +76,14 @@ func testIdentities(t *testing.T, s store.Store) {
 // create one user and one link.
 func testIdentitiesConcurrent(t *testing.T, s store.Store) {
 	c := ctx(t)
-	var wg sync.WaitGroup
-	errs := make(chan error, 20)
-	for range 20 {
-		wg.Go(func() {
-			id, err := s.LinkIdentity(c, store.Identity{IdP: "kc", Subject: "s-1", User: "dana", Claim: "groups"})
-			if err == nil && id.User != "dana" {
-				t.Errorf("linked to %q", id.User)
-			}
-			errs <- err
-		})
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
+	errs := together(20, func(int) error {
+		id, err := s.LinkIdentity(c, store.Identity{IdP: "kc", Subject: "s-1", User: "dana", Claim: "groups"})
+		if err == nil && id.User != "dana" {
+			t.Errorf("linked to %q", id.User)
+		}
+		return err
+	})
+	for _, err := range errs {
 		must(t, err)
 	}
 	users, err := s.ListUsers(c)

@@ -8,11 +8,11 @@ import (
 	"net/netip"
 	"slices"
 	"sort"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/cordonhq/cordon/controller/internal/store"
+	"github.com/cordonhq/cordon/pkg/wgkey"
 )
 
 // --- enrollment tokens and gateways ---
@@ -131,20 +131,14 @@ func testRedeemConcurrent(t *testing.T, s store.Store) {
 	must(t, s.CreateEnrollToken(c, token("t", "clinical", "gw", "h", at(time.Hour))))
 
 	const n = 50
-	var (
-		wg    sync.WaitGroup
-		start = make(chan struct{})
-		errs  = make([]error, n)
-	)
-	for i := range n {
-		gw := store.Gateway{ID: fmt.Sprintf("gw-%02d", i), PublicKey: key(t, i)}
-		wg.Go(func() {
-			<-start
-			_, errs[i] = s.RedeemEnrollToken(c, []byte("h"), at(time.Minute), gw)
-		})
+	keys := make([]wgkey.Public, n)
+	for i := range keys {
+		keys[i] = key(t, i)
 	}
-	close(start)
-	wg.Wait()
+	errs := together(n, func(i int) error {
+		_, err := s.RedeemEnrollToken(c, []byte("h"), at(time.Minute), store.Gateway{ID: fmt.Sprintf("gw-%02d", i), PublicKey: keys[i]})
+		return err
+	})
 
 	ok, invalid := 0, 0
 	for i, err := range errs {
@@ -349,21 +343,14 @@ func testAddressConcurrent(t *testing.T, s store.Store) {
 	c := ctx(t)
 	must(t, s.CreateUser(c, user("nurse")))
 	const n = 20
-	var (
-		wg    sync.WaitGroup
-		start = make(chan struct{})
-		devs  = make([]store.Device, n)
-		errs  = make([]error, n)
-	)
-	for i := range n {
-		d := store.Device{ID: fmt.Sprintf("d%02d", i), User: "nurse", PublicKey: key(t, i)}
-		wg.Go(func() {
-			<-start
-			devs[i], errs[i] = s.CreateDevice(c, d)
-		})
+	devs := make([]store.Device, n)
+	for i := range devs {
+		devs[i] = store.Device{ID: fmt.Sprintf("d%02d", i), User: "nurse", PublicKey: key(t, i)}
 	}
-	close(start)
-	wg.Wait()
+	errs := together(n, func(i int) (err error) {
+		devs[i], err = s.CreateDevice(c, devs[i])
+		return err
+	})
 	seen := map[netip.Addr]string{}
 	for i, err := range errs {
 		must(t, err)

@@ -156,15 +156,15 @@ func testSessions(t *testing.T, s store.Store) {
 // exactly one active session.
 func testSessionsConcurrent(t *testing.T, s store.Store) {
 	d := device(t, s, "nurse", 1)
-	var wg sync.WaitGroup
-	for i := range 20 {
-		wg.Go(func() {
-			if _, err := s.StartSession(ctx(t), sess(fmt.Sprintf("c%02d", i), d, at(time.Duration(i)*time.Second))); err != nil {
-				t.Errorf("start session %d: %v", i, err)
-			}
-		})
+	errs := together(20, func(i int) error {
+		_, err := s.StartSession(ctx(t), sess(fmt.Sprintf("c%02d", i), d, at(time.Duration(i)*time.Second)))
+		return err
+	})
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("start session %d: %v", i, err)
+		}
 	}
-	wg.Wait()
 	active, err := s.ListSessions(ctx(t), store.SessionFilter{DeviceID: d.ID, ActiveOnly: true})
 	must(t, err)
 	equal(t, "active sessions after concurrent sign-ins", len(active), 1)

@@ -37,6 +37,7 @@ import (
 	"net/netip"
 	"reflect"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -119,6 +120,23 @@ func key(t testing.TB, i int) wgkey.Public {
 		t.Fatalf("make key %d: %v", i, err)
 	}
 	return k
+}
+
+// together runs f(0) … f(n-1) in n goroutines released at once, to race
+// them, and returns their errors by index.
+func together(n int, f func(i int) error) []error {
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	errs := make([]error, n)
+	for i := range n {
+		wg.Go(func() {
+			<-start
+			errs[i] = f(i)
+		})
+	}
+	close(start)
+	wg.Wait()
+	return errs
 }
 
 // must fails the test on err.
