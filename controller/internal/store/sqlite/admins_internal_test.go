@@ -13,21 +13,7 @@ import (
 func TestMigrateLegacyAdminTokens(t *testing.T) {
 	ctx := t.Context()
 	path := filepath.Join(t.TempDir(), "cordon.db")
-	db, err := sql.Open("sqlite", dsn(path, nil, ""))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := db.ExecContext(ctx, `CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL) STRICT`); err != nil {
-		t.Fatal(err)
-	}
-	for v := range 4 {
-		if _, err := db.ExecContext(ctx, migrations[v]); err != nil {
-			t.Fatalf("migration %d: %v", v+1, err)
-		}
-		if _, err := db.ExecContext(ctx, `INSERT INTO schema_version VALUES (?, 0)`, v+1); err != nil {
-			t.Fatal(err)
-		}
-	}
+	db := openAtSchema(t, path, 4)
 	if _, err := db.ExecContext(ctx, `INSERT INTO admin_tokens (name, hash) VALUES ('owner', x'0102030405')`); err != nil {
 		t.Fatal(err)
 	}
@@ -57,21 +43,7 @@ func TestMigrateLegacyAdminTokens(t *testing.T) {
 func TestMigrateAdminTokenAccount(t *testing.T) {
 	ctx := t.Context()
 	path := filepath.Join(t.TempDir(), "cordon.db")
-	db, err := sql.Open("sqlite", dsn(path, nil, ""))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := db.ExecContext(ctx, `CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL) STRICT`); err != nil {
-		t.Fatal(err)
-	}
-	for v := range 8 {
-		if _, err := db.ExecContext(ctx, migrations[v]); err != nil {
-			t.Fatalf("migration %d: %v", v+1, err)
-		}
-		if _, err := db.ExecContext(ctx, `INSERT INTO schema_version VALUES (?, 0)`, v+1); err != nil {
-			t.Fatal(err)
-		}
-	}
+	db := openAtSchema(t, path, 8)
 	if _, err := db.ExecContext(ctx, `
 INSERT INTO admins (name, role, password_hash, totp_secret, disabled, created_at) VALUES ('alice', 'owner', '', '', 0, 1);
 INSERT INTO admin_api_tokens (id, name, admin, role, scopes, hash, created_by, created_at, expires_at, last_used_at, revoked_at) VALUES
@@ -97,4 +69,27 @@ INSERT INTO admin_api_tokens (id, name, admin, role, scopes, hash, created_by, c
 			t.Errorf("token %s: account %q (loaded %q), want %q", tok.ID, tok.Account, acct.Name, want)
 		}
 	}
+}
+
+// openAtSchema creates a database at path migrated only to schema version
+// n, as an older controller left it.
+func openAtSchema(t *testing.T, path string, n int) *sql.DB {
+	t.Helper()
+	ctx := t.Context()
+	db, err := sql.Open("sqlite", dsn(path, nil, ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.ExecContext(ctx, `CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL) STRICT`); err != nil {
+		t.Fatal(err)
+	}
+	for v := range n {
+		if _, err := db.ExecContext(ctx, migrations[v]); err != nil {
+			t.Fatalf("migration %d: %v", v+1, err)
+		}
+		if _, err := db.ExecContext(ctx, `INSERT INTO schema_version VALUES (?, 0)`, v+1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return db
 }
