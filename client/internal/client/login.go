@@ -37,35 +37,54 @@ func Login(ctx context.Context, cfg LoginConfig) (*agentstate.Enrollment, error)
 	if cfg.User == "" {
 		return nil, errors.New("no user given: pass --user NAME")
 	}
-	caPEM, err := enroll.ReadCA(cfg.CACert)
+	return signIn(cfg.Controller, cfg.CACert, cfg.StateDir, cfg.User,
+		func(old agentstate.Enrollment) bool { return old.User == cfg.User }, // same user, same device
+		func(api *adminapi.Client, dev controlproto.DeviceEnroll) (*controlproto.EnrollResponse, error) {
+			resp, err := api.Login(ctx, &controlproto.LoginRequest{
+				Username: cfg.User, Password: cfg.Password, TOTP: cfg.TOTP, RecoveryCode: cfg.RecoveryCode, DeviceEnroll: dev,
+			})
+			if err != nil {
+				return nil, fmt.Errorf("sign in: %w", err)
+			}
+			return resp, nil
+		})
+}
+
+// signIn is what every sign-in does on the device: it loads (or makes) the
+// device's keys, sends only their public halves with whatever proves the
+// user (do), and saves the enrollment the controller answers with. The
+// device keeps its ID when sameDevice says the last enrollment was this
+// device's; csrName names the certificate request (the controller assigns
+// the real identity).
+func signIn(controller, caFile, stateDir, csrName string, sameDevice func(agentstate.Enrollment) bool,
+	do func(api *adminapi.Client, dev controlproto.DeviceEnroll) (*controlproto.EnrollResponse, error)) (*agentstate.Enrollment, error) {
+	caPEM, err := enroll.ReadCA(caFile)
 	if err != nil {
 		return nil, err
 	}
-	st, err := agentstate.Keys(cfg.StateDir)
+	st, err := agentstate.Keys(stateDir)
 	if err != nil {
 		return nil, err
 	}
 	var deviceID string
-	if old, err := agentstate.Load(cfg.StateDir); err == nil && old.Enrollment.User == cfg.User {
-		deviceID = old.Enrollment.ID // same user, same device: keep its identity
+	if old, err := agentstate.Load(stateDir); err == nil && sameDevice(old.Enrollment) {
+		deviceID = old.Enrollment.ID
 	}
-	csr, err := st.CSR(cfg.User)
+	csr, err := st.CSR(csrName)
 	if err != nil {
 		return nil, err
 	}
 	host, _ := os.Hostname()
-	api, err := adminapi.New(cfg.Controller, "", caPEM)
+	api, err := adminapi.New(controller, "", caPEM)
 	if err != nil {
 		return nil, err
 	}
-	resp, err := api.Login(ctx, &controlproto.LoginRequest{
-		Username: cfg.User, Password: cfg.Password, TOTP: cfg.TOTP, RecoveryCode: cfg.RecoveryCode,
-		DeviceEnroll: controlproto.DeviceEnroll{Hostname: host, PublicKey: st.WGKey.Public(), CSR: csr, DeviceID: deviceID},
-	})
+	defer api.Close()
+	resp, err := do(api, controlproto.DeviceEnroll{Hostname: host, PublicKey: st.WGKey.Public(), CSR: csr, DeviceID: deviceID})
 	if err != nil {
-		return nil, fmt.Errorf("sign in: %w", err)
+		return nil, err
 	}
-	if err := enroll.Save(st, cfg.Controller, caPEM, resp); err != nil {
+	if err := enroll.Save(st, controller, caPEM, resp); err != nil {
 		return nil, err
 	}
 	return &st.Enrollment, nil

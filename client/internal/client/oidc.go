@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 
 	"github.com/cordonhq/cordon/pkg/adminapi"
 	"github.com/cordonhq/cordon/pkg/agentstate"
@@ -46,43 +45,21 @@ func LoginOIDC(ctx context.Context, cfg OIDCLoginConfig) (*agentstate.Enrollment
 	if cfg.Out == nil {
 		cfg.Out = io.Discard
 	}
-	caPEM, err := enroll.ReadCA(cfg.CACert)
-	if err != nil {
-		return nil, err
-	}
-	st, err := agentstate.Keys(cfg.StateDir)
-	if err != nil {
-		return nil, err
-	}
-	var deviceID string
-	if old, err := agentstate.Load(cfg.StateDir); err == nil && old.Enrollment.Controller == cfg.Controller {
-		deviceID = old.Enrollment.ID // this device, whoever signed in on it last
-	}
-	csr, err := st.CSR("cordon-device")
-	if err != nil {
-		return nil, err
-	}
-	host, _ := os.Hostname()
-	dev := controlproto.DeviceEnroll{Hostname: host, PublicKey: st.WGKey.Public(), CSR: csr, DeviceID: deviceID}
-	api, err := adminapi.New(cfg.Controller, "", caPEM)
-	if err != nil {
-		return nil, err
-	}
-	defer api.Close()
-
-	var resp *controlproto.EnrollResponse
-	if cfg.DeviceCode {
-		resp, err = deviceLogin(ctx, api, cfg, dev)
-	} else {
-		resp, err = codeLogin(ctx, api, cfg, dev)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("sign in with %s: %w", cfg.IdP, err)
-	}
-	if err := enroll.Save(st, cfg.Controller, caPEM, resp); err != nil {
-		return nil, err
-	}
-	return &st.Enrollment, nil
+	return signIn(cfg.Controller, cfg.CACert, cfg.StateDir, "cordon-device",
+		func(old agentstate.Enrollment) bool { return old.Controller == cfg.Controller }, // this device, whoever signed in on it last
+		func(api *adminapi.Client, dev controlproto.DeviceEnroll) (*controlproto.EnrollResponse, error) {
+			var resp *controlproto.EnrollResponse
+			var err error
+			if cfg.DeviceCode {
+				resp, err = deviceLogin(ctx, api, cfg, dev)
+			} else {
+				resp, err = codeLogin(ctx, api, cfg, dev)
+			}
+			if err != nil {
+				return nil, fmt.Errorf("sign in with %s: %w", cfg.IdP, err)
+			}
+			return resp, nil
+		})
 }
 
 // flow is the user-side part of the sign-in, shared with cordonctl.
