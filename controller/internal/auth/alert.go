@@ -75,7 +75,7 @@ func (f *FailureAlert) Failed(user, source string, now time.Time) []Alert {
 	if a, ok := f.countLocked(f.users, AlertUser, userKey(user), now); ok {
 		out = append(out, a)
 	}
-	if a, ok := f.countLocked(f.ips, AlertSource, sourceKey(source), now); ok {
+	if a, ok := f.countLocked(f.ips, AlertSource, SourceKey(source), now); ok {
 		out = append(out, a)
 	}
 	return out

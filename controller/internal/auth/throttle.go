@@ -68,7 +68,7 @@ func NewThrottle(cfg ThrottleConfig) *Throttle {
 // when the attempt may proceed, or how long the caller must wait; a refused
 // attempt is not counted.
 func (t *Throttle) Allow(user, source string, now time.Time) (retryAfter time.Duration) {
-	uk, ik := userKey(user), sourceKey(source)
+	uk, ik := userKey(user), SourceKey(source)
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	u := t.getLocked(t.users, uk, now)
@@ -85,7 +85,7 @@ func (t *Throttle) Allow(user, source string, now time.Time) (retryAfter time.Du
 // counter is cleared, the source's is reduced by one (other users behind
 // the same address keep their share).
 func (t *Throttle) Succeeded(user, source string) {
-	uk, ik := userKey(user), sourceKey(source)
+	uk, ik := userKey(user), SourceKey(source)
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	delete(t.users, uk)
@@ -150,8 +150,9 @@ func (t *Throttle) evictLocked(m map[string]*counter, now time.Time) {
 
 func userKey(u string) string { return strings.ToLower(u) }
 
-// sourceKey groups IPv6 sources by /64: one host usually holds a whole /64.
-func sourceKey(s string) string {
+// SourceKey is the key a source address is limited under: IPv6 sources
+// are grouped by /64, which one host usually holds whole.
+func SourceKey(s string) string {
 	a, err := netip.ParseAddr(s)
 	if err != nil {
 		return s

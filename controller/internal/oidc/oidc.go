@@ -31,13 +31,13 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/netip"
 	"net/url"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/cordonhq/cordon/controller/internal/auth"
 	"github.com/cordonhq/cordon/controller/internal/store"
 	"golang.org/x/oauth2"
 )
@@ -106,7 +106,7 @@ type Manager struct {
 
 	mu       sync.Mutex
 	pending  map[string]*login
-	sources  map[string]*sourceUse // by sourceKey; only sources with pending or reserved sign-ins
+	sources  map[string]*sourceUse // by auth.SourceKey; only sources with pending or reserved sign-ins
 	reserved int                   // sign-ins counted against the caps but not yet in pending
 	// sweepAfter is a lower bound of the expiry of every pending login: a
 	// sweep before it would find nothing to evict.
@@ -126,7 +126,7 @@ type sourceUse struct {
 // login is one sign-in in progress.
 type login struct {
 	idp      *provider
-	source   string // sourceKey of the client that started it
+	source   string // auth.SourceKey of the client that started it
 	expires  time.Time
 	redirect string // code flow
 	nonce    string // code flow
@@ -258,22 +258,7 @@ func (e *BusyError) Error() string {
 
 func (e *BusyError) Unwrap() error { return ErrBusy }
 
-// sourceKey is the source address a pending sign-in counts against: IPv6
-// addresses count per /64, which one host usually holds entirely.
-func sourceKey(s string) string {
-	a, err := netip.ParseAddr(s)
-	if err != nil {
-		return s
-	}
-	a = a.Unmap()
-	if a.Is6() {
-		p, _ := a.Prefix(64)
-		return p.String()
-	}
-	return a.String()
-}
-
-// reserve counts a sign-in about to start from src (a sourceKey) against
+// reserve counts a sign-in about to start from src (an auth.SourceKey) against
 // the per-source and global caps, before any request to the IdP; expired
 // logins are evicted before refusing. The caller must then commit or
 // unreserve.
@@ -451,7 +436,7 @@ func (m *Manager) StartCode(ctx context.Context, source, idp, redirectURI, chall
 	if len(challenge) != 43 { // base64url(SHA-256), RFC 7636
 		return CodeStart{}, errors.New("code_challenge: must be the base64url S256 challenge of the PKCE verifier (43 characters)")
 	}
-	src := sourceKey(source)
+	src := auth.SourceKey(source)
 	if err := m.reserve(src, false); err != nil {
 		return CodeStart{}, err
 	}
@@ -564,7 +549,7 @@ func (m *Manager) StartDevice(ctx context.Context, source, idp string) (DeviceSt
 	if !p.cfg.DeviceFlow {
 		return DeviceStart{}, ErrNoDeviceFlow
 	}
-	src := sourceKey(source)
+	src := auth.SourceKey(source)
 	if err := m.reserve(src, true); err != nil {
 		return DeviceStart{}, err
 	}

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cordonhq/cordon/controller/internal/auth"
 	"github.com/cordonhq/cordon/internal/oidctest"
 	"golang.org/x/oauth2"
 )
@@ -25,7 +26,7 @@ func (r *rig) pendingOf(src string) (code, device int) {
 	r.m.mu.Lock()
 	defer r.m.mu.Unlock()
 	for _, l := range r.m.pending {
-		if l.source == sourceKey(src) {
+		if l.source == auth.SourceKey(src) {
 			if l.device != nil {
 				device++
 			} else {
@@ -91,7 +92,7 @@ func TestPendingPerSource(t *testing.T) {
 		t.Errorf("after expiry the source holds %d pending, want 1 (expired ones evicted)", code)
 	}
 	r.m.mu.Lock()
-	u := r.m.sources[sourceKey(flood)]
+	u := r.m.sources[auth.SourceKey(flood)]
 	n := len(r.m.sources)
 	r.m.mu.Unlock()
 	if u == nil || u.code != 1 || len(u.logins) != 1 || r.m.reserved != 0 {
