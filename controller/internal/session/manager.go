@@ -113,21 +113,14 @@ func fromStore(st store.Session) *Session {
 // shortest limit, within [100 ms, 5 s]. A session therefore ends at most
 // that long after its limit.
 func (l Limits) CheckEvery() time.Duration {
-	shortest := min(l.DefaultIdle, l.Absolute)
-	for _, d := range l.Idle {
-		shortest = min(shortest, d)
-	}
+	shortest := min(l.ShortestIdle(), l.Absolute)
 	return min(max(shortest/20, 100*time.Millisecond), 5*time.Second)
 }
 
 // ActivityInterval is how often gateways should report activity: a fifth
 // of the shortest idle limit, within [200 ms, 1 min].
 func (l Limits) ActivityInterval() time.Duration {
-	shortest := l.DefaultIdle
-	for _, d := range l.Idle {
-		shortest = min(shortest, d)
-	}
-	return min(max(shortest/5, 200*time.Millisecond), time.Minute)
+	return min(max(l.ShortestIdle()/5, 200*time.Millisecond), time.Minute)
 }
 
 // ShortestIdle is the shortest idle limit of any classification.
