@@ -364,10 +364,7 @@ func (w *world) startGateway() {
 	if err := os.WriteFile(tokFile, []byte(tok+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	w.gateway = w.start(w.gw, "gateway", bin("cordon-gateway"),
-		"--state-dir", filepath.Join(w.dir, "gateway"), "--controller", controllerURL,
-		"--ca-cert", w.caFile(), "--token-file", tokFile, "--mode", "tun",
-		"--interface", w.gwIface, "--listen-port", "51820", "--endpoint", gwWANAddr+":51820")
+	w.gateway = w.runGateway("gateway")
 	waitFor(t, 20*time.Second, "gateway "+gwName+" to enroll", func() error {
 		if s := w.gateway.exited(); s != "" {
 			t.Fatalf("%s\n%s", s, w.gateway.logs())
@@ -378,6 +375,18 @@ func (w *world) startGateway() {
 		}
 		return nil
 	})
+}
+
+// runGateway starts cordon-gateway (its process and log named name) in the
+// gateway's namespace with the world's flags; the token file is read only
+// on the first start (enrollment), so it also restarts an enrolled gateway.
+func (w *world) runGateway(name string, extra ...string) *proc {
+	w.t.Helper()
+	argv := []string{bin("cordon-gateway"),
+		"--state-dir", filepath.Join(w.dir, "gateway"), "--controller", controllerURL,
+		"--ca-cert", w.caFile(), "--token-file", filepath.Join(w.dir, "gw-token"), "--mode", "tun",
+		"--interface", w.gwIface, "--listen-port", "51820", "--endpoint", gwWANAddr + ":51820"}
+	return w.start(w.gw, name, append(argv, extra...)...)
 }
 
 type gatewayInfo struct {
