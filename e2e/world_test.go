@@ -196,6 +196,11 @@ func (w *world) netns() {
 		ip(t, w.app, "addr", "add", a+"/24", "dev", "eth0")
 	}
 	ip(t, w.app, "link", "set", "eth0", "up")
+	// The gateway is the app segment's router (the usual set-up, and the
+	// one in which a host that forwards openly exposes every app), and the
+	// operator turned forwarding on as docs/operations.md says.
+	ip(t, w.app, "route", "add", "default", "via", gwAppAddr)
+	mustRun(t, "ip", "netns", "exec", w.gw.name, "sysctl", "-qw", "net.ipv4.ip_forward=1")
 }
 
 // ifaceName returns a host-unique interface name (at most 15 bytes).

@@ -42,7 +42,11 @@ import (
 //	  limit; ClientMap.Session tells the device its session state, step-up
 //	  and posture findings; clients report posture (PostureReport); agents
 //	  renew their certificate before it expires (Renew → Certificate).
-const CapabilityVersion = 4
+//	5 (2026-12-03): fail static, fail closed: GatewayMap.GrantLifetime (how
+//	  long a gateway may serve a map after it last heard from the
+//	  controller) and GatewayPeer.ExpiresAt (the session's absolute limit,
+//	  which the gateway enforces itself).
+const CapabilityVersion = 5
 
 // ALPN is the TLS application protocol of the control channel.
 const ALPN = "cordon-control/1"
@@ -158,7 +162,16 @@ type GatewayMap struct {
 	// ActivityInterval is how often the gateway reports device activity
 	// (Activity frames); zero: do not report.
 	ActivityInterval time.Duration `json:"activity_interval_ns,omitempty"`
+	// GrantLifetime is how long the gateway may go on serving this map
+	// (also from disk, across its own restarts) after it last heard from
+	// the controller; past it the gateway admits nobody until the
+	// controller is back. Zero (controllers before capability 5):
+	// DefaultGrantLifetime.
+	GrantLifetime time.Duration `json:"grant_lifetime_ns,omitempty"`
 }
+
+// DefaultGrantLifetime is the grant lifetime of a map that names none.
+const DefaultGrantLifetime = 4 * time.Hour
 
 // DNSZone is an internal DNS zone, forward ("hosp.internal.") or reverse
 // ("0.20.10.in-addr.arpa."). Every agent gets every zone, so a name in a
@@ -172,6 +185,10 @@ type DNSZone struct {
 type GatewayPeer struct {
 	policy.Peer
 	PublicKey wgkey.Public `json:"public_key"`
+	// ExpiresAt is when the device's session reaches its absolute limit:
+	// the gateway stops admitting the device then, whether or not it still
+	// hears from the controller. Zero: no session limit (sessions off).
+	ExpiresAt time.Time `json:"expires_at,omitzero"`
 }
 
 // Segment is a set of real prefixes behind gateways.

@@ -11,6 +11,7 @@
 package control
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
@@ -59,6 +60,10 @@ type Config struct {
 	// PostureInterval is how often clients re-collect their posture
 	// (ClientMap.PostureInterval); zero: DefaultPostureInterval.
 	PostureInterval time.Duration
+	// GrantLifetime is how long a gateway cut off from the controller may
+	// go on serving its last map (GatewayMap.GrantLifetime); zero:
+	// controlproto.DefaultGrantLifetime.
+	GrantLifetime time.Duration
 }
 
 // Server accepts agent connections and pushes maps.
@@ -534,6 +539,16 @@ func (s *Server) recompute(ctx context.Context) error {
 		gm := ix.GatewayMap(gw)
 		gm.DNSZones = zones
 		gm.ActivityInterval = activityEvery
+		gm.GrantLifetime = cmp.Or(s.cfg.GrantLifetime, controlproto.DefaultGrantLifetime)
+		if sm := s.cfg.Sessions; sm != nil {
+			// The gateway ends each peer at its session's absolute limit
+			// by itself, in case it stops hearing from us.
+			for i, p := range gm.Peers {
+				if ss := sessions[p.DeviceID]; ss != nil {
+					gm.Peers[i].ExpiresAt = ss.Started.Add(sm.Limits().Absolute)
+				}
+			}
+		}
 		peers := make(map[string]bool, len(gm.Peers))
 		for _, p := range gm.Peers {
 			peers[p.DeviceID] = true

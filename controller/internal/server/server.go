@@ -48,6 +48,10 @@ type Config struct {
 	// PostureInterval is how often clients re-collect and report their
 	// posture (--posture-interval); zero: control.DefaultPostureInterval.
 	PostureInterval time.Duration
+	// GatewayGrantLifetime is how long a gateway cut off from the
+	// controller may serve its last map (--gateway-grant-lifetime); zero:
+	// controlproto.DefaultGrantLifetime.
+	GatewayGrantLifetime time.Duration
 	// AgentCertTTL is the lifetime of agent certificates
 	// (--agent-cert-ttl); agents renew after two thirds. Zero: ca.AgentCertTTL.
 	AgentCertTTL time.Duration
@@ -113,7 +117,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	ctl = control.New(control.Config{Store: st, CA: authority, ServerCert: cert, Logger: log.With("component", "control"), DNS: cfg.DNS,
-		Sessions: sessions, PostureInterval: cfg.PostureInterval})
+		Sessions: sessions, PostureInterval: cfg.PostureInterval, GrantLifetime: cfg.GatewayGrantLifetime})
 	idps, err := startOIDC(cfg, st, log, ctl.Changed)
 	if err != nil {
 		return err

@@ -6,7 +6,9 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"syscall"
 
+	"golang.org/x/sys/unix"
 	"golang.zx2c4.com/wireguard/tun"
 
 	"github.com/cordonhq/cordon/gateway/internal/dns"
@@ -29,7 +31,11 @@ func dnsServices(overlay netip.Addr) []flow.LocalService {
 // startDNS serves split-horizon DNS on the overlay address: in userspace
 // mode on the netstack, in tun mode on the host (the tun device holds the
 // address, so only packets the authorizer let through reach the socket).
-func startDNS(dev tun.Device, authz *flow.Authorizer, overlay netip.Addr, events chan<- controlproto.FlowEvent, log *slog.Logger) (*dns.Server, error) {
+//
+// In tun mode the sockets are also bound to the tun interface (bindDev):
+// the host accepts a packet for any of its addresses on any interface, and
+// the DNS server must answer the overlay only, never the WAN.
+func startDNS(dev tun.Device, authz *flow.Authorizer, overlay netip.Addr, bindDev string, events chan<- controlproto.FlowEvent, log *slog.Logger) (*dns.Server, error) {
 	srv, err := dns.New(dns.Config{
 		Addr:   overlay,
 		Policy: func() dns.Decider { return authz.Policy() },
@@ -39,11 +45,26 @@ func startDNS(dev tun.Device, authz *flow.Authorizer, overlay netip.Addr, events
 	if err != nil {
 		return nil, err
 	}
+	lc := &net.ListenConfig{}
+	if bindDev != "" {
+		lc.Control = func(_, _ string, c syscall.RawConn) error {
+			var serr error
+			if err := c.Control(func(fd uintptr) {
+				serr = unix.SetsockoptString(int(fd), unix.SOL_SOCKET, unix.SO_BINDTODEVICE, bindDev)
+			}); err != nil {
+				return err
+			}
+			if serr != nil {
+				return fmt.Errorf("bind the DNS socket to %s: %w", bindDev, serr)
+			}
+			return nil
+		}
+	}
 	listenUDP := func(ap netip.AddrPort) (net.PacketConn, error) {
-		return (&net.ListenConfig{}).ListenPacket(context.Background(), "udp", ap.String())
+		return lc.ListenPacket(context.Background(), "udp", ap.String())
 	}
 	listenTCP := func(ap netip.AddrPort) (net.Listener, error) {
-		return (&net.ListenConfig{}).Listen(context.Background(), "tcp", ap.String())
+		return lc.Listen(context.Background(), "tcp", ap.String())
 	}
 	if ns, ok := dev.(*netstack.Stack); ok {
 		listenUDP, listenTCP = ns.ListenUDP, ns.ListenTCP

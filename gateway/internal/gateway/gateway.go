@@ -5,14 +5,21 @@
 //
 // Data-plane modes:
 //
-//	tun:       kernel TUN + routing + nftables masquerade toward the app
-//	           subnet (root or CAP_NET_ADMIN).
+//	tun:       kernel TUN + routing + the host firewall (package hostfw:
+//	           default drop around the tunnel, masquerade toward the app
+//	           subnet; root or CAP_NET_ADMIN).
 //	userspace: gVisor netstack terminates flows and dials the apps with
 //	           ordinary sockets (no privileges).
 //
 // Either way the stack is
 //
 //	clients ⇄ UDP ⇄ wireguard-go ⇄ flow.Authorizer ⇄ (kernel TUN | netstack) ⇄ apps
+//
+// Fail static, fail closed (grants.go): the last map is saved to the state
+// directory and served across a restart while the controller is away, for
+// at most the grant lifetime the controller gave it after the gateway last
+// heard from it; each device also drops out at its session's absolute
+// limit, counted by the gateway itself.
 package gateway
 
 import (
@@ -30,7 +37,8 @@ import (
 
 	"github.com/cordonhq/cordon/gateway/internal/dns"
 	"github.com/cordonhq/cordon/gateway/internal/flow"
-	"github.com/cordonhq/cordon/gateway/internal/nat"
+	"github.com/cordonhq/cordon/gateway/internal/hostfw"
+	"github.com/cordonhq/cordon/gateway/internal/lastmap"
 	"github.com/cordonhq/cordon/pkg/adminapi"
 	"github.com/cordonhq/cordon/pkg/agentstate"
 	"github.com/cordonhq/cordon/pkg/certrenew"
@@ -69,8 +77,15 @@ type Config struct {
 	// AllowLoopback lets userspace mode forward to apps on this host's
 	// loopback (the no-root demo).
 	AllowLoopback bool
-	Version       string
-	Logger        *slog.Logger
+	// ManageForwarding lets tun mode turn IPv4 forwarding on (and back to
+	// what it was on a clean exit); without it the operator must have.
+	ManageForwarding bool
+	// Management are the sources that may reach this host's own services
+	// (SSH, monitoring) through the tun-mode host firewall; everyone else
+	// sees only the WireGuard port.
+	Management []netip.Prefix
+	Version    string
+	Logger     *slog.Logger
 }
 
 // ErrNeedToken says the gateway is not enrolled and got no token.
@@ -86,11 +101,16 @@ func Run(ctx context.Context, cfg Config) error {
 	log = log.With("gateway", st.Enrollment.ID)
 	log.Info("gateway identity", "overlay_addr", st.Enrollment.OverlayAddr, "public_key", st.WGKey.Public().String(), "mode", cfg.Mode)
 
-	dev, cleanup, err := dataplane(cfg, st.Enrollment.OverlayAddr, log)
+	saved, err := lastmap.Open(cfg.StateDir)
 	if err != nil {
 		return err
 	}
-	defer cleanup()
+	dp, err := dataplane(cfg, st.Enrollment.OverlayAddr, log)
+	if err != nil {
+		return err
+	}
+	defer dp.cleanup()
+	dev := dp.dev
 
 	events := make(chan controlproto.FlowEvent, 4096)
 	authz, err := flow.New(dev, flow.Config{Logger: log.With("component", "flow"), Events: events,
@@ -99,7 +119,7 @@ func Run(ctx context.Context, cfg Config) error {
 		dev.Close()
 		return err
 	}
-	dnsSrv, err := startDNS(dev, authz, st.Enrollment.OverlayAddr, events, log)
+	dnsSrv, err := startDNS(dev, authz, st.Enrollment.OverlayAddr, dp.bindDNS, events, log)
 	if err != nil {
 		authz.Close()
 		return err
@@ -117,8 +137,10 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	log.Info("wireguard listening", "port", cfg.ListenPort, "interface", cfg.Interface, "endpoint", cfg.Endpoint)
 
-	g := &gw{log: log, key: st, authz: authz, dns: dnsSrv, wg: wg, port: cfg.ListenPort, lingerer: map[wgkey.Public]linger{}}
+	g := &gw{log: log, key: st, authz: authz, dns: dnsSrv, wg: wg, port: cfg.ListenPort, fw: dp.fw, saved: saved,
+		now: time.Now, lingerer: map[wgkey.Public]linger{}, saveNow: make(chan struct{}, 1)}
 	defer g.stop()
+	g.restore()
 	tlsConf, err := st.ClientTLS(controlproto.ALPN)
 	if err != nil {
 		return err
@@ -145,6 +167,8 @@ func Run(ctx context.Context, cfg Config) error {
 	workers.Go(func() { reportFlows(ctx, events, cc) })
 	workers.Go(func() { recheckFlows(ctx, authz, recheckInterval) })
 	workers.Go(func() { g.reportActivity(ctx, cc) })
+	workers.Go(func() { g.keepValid(ctx, cc.Connected) })
+	workers.Go(func() { g.saver(ctx) })
 	err = cc.Run(ctx)
 	if errors.Is(err, controlclient.ErrRevoked) {
 		return fmt.Errorf("%w: delete %s and enroll again with a new token", err, cfg.StateDir)
@@ -194,8 +218,19 @@ func loadOrEnroll(ctx context.Context, cfg Config) (*agentstate.State, error) {
 	return st, nil
 }
 
-// dataplane builds the device the authorizer wraps.
-func dataplane(cfg Config, overlay netip.Addr, log *slog.Logger) (tun.Device, func(), error) {
+// plane is the data plane the authorizer wraps, and what tun mode set up
+// on the host.
+type plane struct {
+	dev     tun.Device
+	fw      *hostfw.Firewall // tun mode only
+	bindDNS string           // interface the DNS sockets bind to (tun mode)
+	cleanup func()
+}
+
+// dataplane builds the device the authorizer wraps. In tun mode the host
+// firewall goes in first, before the interface exists and before
+// forwarding is checked: the host is never open, not even while starting.
+func dataplane(cfg Config, overlay netip.Addr, log *slog.Logger) (*plane, error) {
 	switch cfg.Mode {
 	case ModeUserspace:
 		ns, err := netstack.New(netstack.Config{
@@ -205,39 +240,53 @@ func dataplane(cfg Config, overlay netip.Addr, log *slog.Logger) (tun.Device, fu
 			Logger:        log.With("component", "netstack"),
 		})
 		if err != nil {
-			return nil, nil, fmt.Errorf("start userspace network stack: %w", err)
+			return nil, fmt.Errorf("start userspace network stack: %w", err)
 		}
-		return ns, func() {}, nil
+		if len(cfg.Management) > 0 {
+			log.Warn("--management-sources applies to tun mode only: in userspace mode the host's own firewall guards the host")
+		}
+		return &plane{dev: ns, cleanup: func() {}}, nil
 	case ModeTUN:
+		if cfg.ListenPort <= 0 || cfg.ListenPort > 65535 {
+			return nil, fmt.Errorf("--listen-port %d: want 1 to 65535", cfg.ListenPort)
+		}
+		fw, err := hostfw.Install(hostfw.Config{Interface: cfg.Interface, Overlay: OverlayPrefix,
+			ListenPort: uint16(cfg.ListenPort), Management: cfg.Management})
+		if err != nil {
+			return nil, err
+		}
+		log.Info("host firewall installed: the WAN sees only the WireGuard port; forwarding only from the tunnel",
+			"table", "inet "+hostfw.TableName, "management_sources", cfg.Management)
 		dev, err := tun.CreateTUN(cfg.Interface, mtu)
 		if err != nil {
-			return nil, nil, fmt.Errorf("create tun device %s (tun mode needs root or CAP_NET_ADMIN; use --mode userspace otherwise): %w", cfg.Interface, err)
+			fw.Close()
+			return nil, fmt.Errorf("create tun device %s (tun mode needs root or CAP_NET_ADMIN; use --mode userspace otherwise): %w", cfg.Interface, err)
+		}
+		fail := func(err error) (*plane, error) {
+			dev.Close()
+			fw.Close()
+			return nil, err
 		}
 		link, err := tunnet.Configure(cfg.Interface, netip.PrefixFrom(overlay, 32), mtu)
 		if err != nil {
-			dev.Close()
-			return nil, nil, err
+			return fail(err)
 		}
 		if err := link.SyncRoutes([]netip.Prefix{OverlayPrefix}); err != nil {
-			dev.Close()
-			return nil, nil, err
+			return fail(err)
 		}
-		if err := tunnet.EnableForwarding(); err != nil {
-			dev.Close()
-			return nil, nil, err
-		}
-		n, err := nat.Install(cfg.Interface, OverlayPrefix)
+		restoreFwd, err := prepareForwarding(cfg.StateDir, cfg.ManageForwarding, log)
 		if err != nil {
-			dev.Close()
-			return nil, nil, err
+			return fail(err)
 		}
-		return dev, func() {
-			if err := n.Close(); err != nil {
-				log.Warn("remove nat rules", "err", err)
+		return &plane{dev: dev, fw: fw, bindDNS: cfg.Interface, cleanup: func() {
+			// Forward nothing; the table and its drop policies stay.
+			if err := fw.Close(); err != nil {
+				log.Warn("close host firewall", "err", err)
 			}
-		}, nil
+			restoreFwd()
+		}}, nil
 	}
-	return nil, nil, fmt.Errorf("unknown --mode %q: use tun or userspace", cfg.Mode)
+	return nil, fmt.Errorf("unknown --mode %q: use tun or userspace", cfg.Mode)
 }
 
 // peerLinger is how long a WireGuard peer stays configured after its device
@@ -254,13 +303,28 @@ type gw struct {
 	dns   *dns.Server
 	wg    *wgdev.Device
 	port  int
+	fw    *hostfw.Firewall // nil in userspace mode
+	saved *lastmap.Store
+	now   func() time.Time
 
 	// activityEvery is the map's ActivityInterval (nanoseconds; 0: the
 	// controller wants no activity reports).
 	activityEvery atomic.Int64
 
-	mu       sync.Mutex
-	want     []wgdev.Peer            // peers of the current map
+	// mu serialises every change of what the gateway serves: maps from
+	// the controller, expiries (grants.go) and lingering peers.
+	mu sync.Mutex
+	// cur is the last map from the controller (or from disk) and
+	// validUntil when it stops granting anything (grants.go).
+	cur        *controlproto.GatewayMap
+	validUntil time.Time
+	expiry     *time.Timer
+	segs       []netip.Prefix // forwarded by the host firewall
+	// toSave is the newest record for the saver (grants.go), which writes
+	// it off the path of map application (and of the map's ack).
+	toSave   *lastmap.Record
+	saveNow  chan struct{}
+	want     []wgdev.Peer            // peers in effect
 	lingerer map[wgkey.Public]linger // peers removed from the map, kept for a while
 	timer    *time.Timer
 	closed   bool
@@ -271,35 +335,74 @@ type linger struct {
 	until time.Time
 }
 
-// onFrame applies a pushed map whole or not at all: the policy compiles
-// first; only then do the authorizer and WireGuard move to it.
+// onFrame takes a map the controller pushed: it applies whole or not at
+// all (applyLocked), renews the grants (the controller was just heard
+// from) and is saved for a restart.
 func (g *gw) onFrame(f *controlproto.Frame) error {
 	if f.Type != controlproto.TypeGatewayMap {
 		g.log.Warn("unexpected control frame; ignored", "type", f.Type)
 		return nil
 	}
 	m := f.GatewayMap
-	peers := make([]policy.Peer, len(m.Peers))
-	want := make([]wgdev.Peer, len(m.Peers))
-	for i, p := range m.Peers {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	now := g.now()
+	prev, prevValid := g.cur, g.validUntil
+	g.cur, g.validUntil = m, now.Add(grantLifetime(m))
+	if err := g.applyLocked(now); err != nil {
+		g.cur, g.validUntil = prev, prevValid
+		g.log.Error("map rejected; keeping the previous one", "revision", m.Revision, "err", err)
+		return err
+	}
+	g.saveLocked(now)
+	g.activityEvery.Store(int64(m.ActivityInterval))
+	g.log.Info("map applied", "revision", m.Revision, "peers", len(g.want), "rules", len(m.Rules), "apps", len(m.Apps), "valid_until", g.validUntil)
+	return nil
+}
+
+// applyLocked makes the current map, less what expired by now, what the
+// gateway serves: the policy compiles and the DNS records load first, and
+// only then do the authorizer, the host firewall and WireGuard move to it.
+func (g *gw) applyLocked(now time.Time) error {
+	m := g.cur
+	if m == nil || g.closed {
+		return nil
+	}
+	live, next := livePeers(m.Peers, now, g.validUntil)
+	peers := make([]policy.Peer, len(live))
+	want := make([]wgdev.Peer, len(live))
+	for i, p := range live {
 		peers[i] = p.Peer
 		want[i] = wgdev.Peer{PublicKey: p.PublicKey, AllowedIPs: []netip.Prefix{netip.PrefixFrom(p.Addr, p.Addr.BitLen())}}
 	}
 	compiled, err := policy.Compile(m.Rules, peers)
 	if err != nil {
-		g.log.Error("map rejected: policy does not compile; keeping the previous one", "revision", m.Revision, "err", err)
 		return fmt.Errorf("policy does not compile: %w", err)
 	}
 	if err := g.dns.SetMap(m.DNSZones, m.Apps); err != nil {
-		g.log.Error("map rejected: DNS records do not apply; keeping the previous map", "revision", m.Revision, "err", err)
 		return fmt.Errorf("dns records: %w", err)
 	}
+
 	// Policy first: flows the new map no longer allows are cut (with RSTs
 	// to both ends) while their peers are still configured to carry them.
 	g.authz.SetPolicy(compiled)
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	now := time.Now()
+	if g.fw != nil {
+		// The map's segments while it is valid (not only while it has
+		// peers: a netlink round trip on every first or last peer would
+		// delay the map's ack, and with it the clients' maps).
+		var segs []netip.Prefix
+		if now.Before(g.validUntil) {
+			for _, sg := range m.Segments {
+				segs = append(segs, sg.CIDRs...)
+			}
+		}
+		if !slices.Equal(segs, g.segs) {
+			if err := g.fw.SetSegments(segs); err != nil {
+				return err
+			}
+			g.segs = segs
+		}
+	}
 	inMap := make(map[wgkey.Public]bool, len(want))
 	for _, p := range want {
 		inMap[p.PublicKey] = true
@@ -311,12 +414,8 @@ func (g *gw) onFrame(f *controlproto.Frame) error {
 		}
 	}
 	g.want = want
-	if err := g.reconcileLocked(now); err != nil {
-		return err
-	}
-	g.activityEvery.Store(int64(m.ActivityInterval))
-	g.log.Info("map applied", "revision", m.Revision, "peers", len(m.Peers), "rules", len(m.Rules), "apps", len(m.Apps))
-	return nil
+	g.scheduleExpiryLocked(now, next)
+	return g.reconcileLocked(now)
 }
 
 // reconcileLocked configures the map's peers plus the lingering ones and
@@ -349,7 +448,7 @@ func (g *gw) reconcileLocked(now time.Time) error {
 		g.timer = time.AfterFunc(next.Sub(now), func() {
 			g.mu.Lock()
 			defer g.mu.Unlock()
-			g.reconcileLocked(time.Now())
+			g.reconcileLocked(g.now())
 		})
 	}
 	return nil
@@ -362,6 +461,9 @@ func (g *gw) stop() {
 	g.closed = true
 	if g.timer != nil {
 		g.timer.Stop()
+	}
+	if g.expiry != nil {
+		g.expiry.Stop()
 	}
 }
 
