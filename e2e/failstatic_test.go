@@ -1,0 +1,160 @@
+package e2e
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Fail static, fail closed: a gateway that restarts while the controller
+// is away serves its last map (saved, integrity-checked) to the clinicians
+// it admitted, and nobody else; past the grant lifetime, or a session's
+// absolute limit, it admits nobody, whatever it hears.
+
+// killGateway SIGKILLs the gateway and waits for it to be gone.
+func (w *world) killGateway() {
+	w.t.Helper()
+	w.gateway.cmd.Process.Kill()
+	<-w.gateway.done
+}
+
+// reachWithin polls (every 100 ms, 1 s dials) until c gets s's answer and
+// returns how long that took from since; it fails the test after timeout.
+func (w *world) reachWithin(c *client, s *service, since time.Time, timeout time.Duration) time.Duration {
+	w.t.Helper()
+	for time.Since(since) < timeout {
+		if body, err := c.getTimeout(s.addr, time.Second); err == nil && body == s.name {
+			return time.Since(since)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	w.t.Fatalf("%s did not reach %s within %v", c.user, s.name, timeout)
+	return 0
+}
+
+func TestGatewayRestartWithoutController(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	ehr := w.svcs["ehr"]
+	w.waitReach(w.nurse, ehr, 15*time.Second)
+	w.controller.stop()
+
+	const runs = 5
+	var took []time.Duration
+	for i := range runs {
+		w.killGateway()
+		start := time.Now()
+		w.gateway = w.runGateway(fmt.Sprintf("gateway-restart-%d", i))
+		d := w.reachWithin(w.nurse, ehr, start, 40*time.Second)
+		took = append(took, d)
+		if !strings.Contains(w.gateway.logs(), "serving the saved map") {
+			t.Errorf("run %d: the gateway did not say it serves the saved map:\n%s", i, tail(w.gateway.logs(), 20))
+		}
+		// The clerk, never entitled, still reaches nothing.
+		w.unreachable(w.clerk, ehr, w.svcs["billing"], w.svcs["lab"])
+	}
+	slices.Sort(took)
+	t.Logf("controller down, gateway SIGKILLed and restarted: nurse back after %v (median %v, p99 %v over %d runs)",
+		took, took[len(took)/2], took[len(took)-1], runs)
+}
+
+func TestGatewayGrantLifetime(t *testing.T) {
+	t.Parallel()
+	const lifetime = 30 * time.Second
+	w := newWorld(t, withControllerArgs("--gateway-grant-lifetime", lifetime.String()))
+	ehr := w.svcs["ehr"]
+	w.waitReach(w.nurse, ehr, 15*time.Second)
+
+	// The controller goes away; the gateway restarts without it.
+	w.controller.stop()
+	gone := time.Now()
+	w.killGateway()
+	w.gateway = w.runGateway("gateway-restarted")
+	back := w.reachWithin(w.nurse, ehr, gone, lifetime-5*time.Second)
+	t.Logf("nurse back %v after the controller went away (gateway restarted meanwhile)", back.Round(time.Millisecond))
+
+	// Nothing else changes; access ends when the grant lifetime passes
+	// (counted from the gateway's last word with the controller, renewed
+	// every lifetime/10 while connected) and not long before.
+	var ended time.Duration
+	for time.Since(gone) < lifetime+10*time.Second {
+		if _, err := w.nurse.getTimeout(ehr.addr, time.Second); err != nil {
+			ended = time.Since(gone)
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if ended == 0 {
+		t.Fatalf("nurse still reaches ehr %v after the controller went away (grant lifetime %v)", time.Since(gone).Round(time.Millisecond), lifetime)
+	}
+	t.Logf("access ended %v after the controller went away (grant lifetime %v)", ended.Round(time.Millisecond), lifetime)
+	if ended < lifetime-lifetime/10-2*time.Second {
+		t.Errorf("access ended after %v, before the grant lifetime %v could have passed", ended, lifetime)
+	}
+	waitFor(t, 5*time.Second, "the gateway to log that its grants expired", func() error {
+		if !strings.Contains(w.gateway.logs(), "grants expired") {
+			return errors.New("not yet")
+		}
+		return nil
+	})
+	// And it stays ended: a restart does not revive the expired map.
+	w.killGateway()
+	w.gateway = w.runGateway("gateway-after-expiry")
+	waitFor(t, 10*time.Second, "the restarted gateway to refuse the expired map", func() error {
+		if !strings.Contains(w.gateway.logs(), "grants expired") {
+			return errors.New("not yet")
+		}
+		return nil
+	})
+	w.unreachable(w.nurse, ehr)
+}
+
+func TestGatewaySessionLimitWithoutController(t *testing.T) {
+	t.Parallel()
+	const absolute = 40 * time.Second
+	w := newWorld(t, withControllerArgs("--session-absolute", absolute.String()))
+	ehr := w.svcs["ehr"]
+	w.waitReach(w.nurse, ehr, 15*time.Second)
+	out, errOut, rc := w.nurse.cordon("", "status", "-o", "json")
+	if rc != 0 {
+		t.Fatalf("cordon status: %s", errOut)
+	}
+	var st struct {
+		Session struct {
+			ExpiresAt time.Time `json:"expires_at"`
+		} `json:"session"`
+	}
+	if err := json.Unmarshal([]byte(out), &st); err != nil || st.Session.ExpiresAt.IsZero() {
+		t.Fatalf("cordon status -o json: no session expiry (%v)\n%s", err, out)
+	}
+	expires := st.Session.ExpiresAt
+
+	// Controller gone, gateway restarted from its saved map: the session
+	// still ends on time, at the gateway.
+	w.controller.stop()
+	w.killGateway()
+	w.gateway = w.runGateway("gateway-restarted")
+	w.reachWithin(w.nurse, ehr, time.Now(), time.Until(expires)-time.Second)
+	var endedAt time.Time
+	for time.Until(expires) > -10*time.Second {
+		if _, err := w.nurse.getTimeout(ehr.addr, time.Second); err != nil {
+			endedAt = time.Now()
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if endedAt.IsZero() {
+		t.Fatalf("nurse still reaches ehr %v after her session's absolute limit, controller down", time.Since(expires).Round(time.Millisecond))
+	}
+	t.Logf("access ended %v after the session's absolute limit (controller down)", endedAt.Sub(expires).Round(time.Millisecond))
+	if endedAt.Before(expires.Add(-2 * time.Second)) {
+		t.Errorf("access ended at %v, before the session's limit %v", endedAt, expires)
+	}
+	if !strings.Contains(w.gateway.logs(), "absolute limit") {
+		t.Errorf("the gateway did not log the session's end:\n%s", tail(w.gateway.logs(), 20))
+	}
+}
