@@ -111,7 +111,7 @@ func firstReach(ctx context.Context, c *client, s *service, start time.Time) (ti
 		first   time.Duration
 		lastErr error
 	)
-	defer wg.Wait() // after cancel (deferred earlier, runs later): tries end within probeTimeout
+	defer wg.Wait() // tries end on their own timeouts (probeTimeout + 2 s at most)
 	tick := time.NewTicker(probeEvery)
 	defer tick.Stop()
 	for {
