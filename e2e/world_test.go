@@ -456,9 +456,16 @@ func (w *world) login(c *client) {
 }
 
 func (w *world) up(c *client) {
+	w.t.Helper()
+	w.upAs(c, "cordon-"+c.user)
+}
+
+// upAs starts (or restarts) the client's 'cordon up', its process and log
+// named name, and waits until it is connected to the controller.
+func (w *world) upAs(c *client, name string) {
 	t := w.t
 	t.Helper()
-	c.proc = w.start(c.ns, "cordon-"+c.user, bin("cordon"), "up", "--state-dir", c.stateDir, "--mode", "tun", "--interface", c.iface,
+	c.proc = w.start(c.ns, name, bin("cordon"), "up", "--state-dir", c.stateDir, "--mode", "tun", "--interface", c.iface,
 		"--dns", "none") // the namespaces share the host's /etc/resolv.conf: never touch it
 	waitFor(t, 20*time.Second, c.user+"'s tunnel to connect to the controller", func() error {
 		if s := c.proc.exited(); s != "" {

@@ -42,10 +42,14 @@ import (
 //	  limit; ClientMap.Session tells the device its session state, step-up
 //	  and posture findings; clients report posture (PostureReport); agents
 //	  renew their certificate before it expires (Renew → Certificate).
-//	5 (2026-12-03): fail static, fail closed: GatewayMap.GrantLifetime (how
-//	  long a gateway may serve a map after it last heard from the
-//	  controller) and GatewayPeer.ExpiresAt (the session's absolute limit,
-//	  which the gateway enforces itself).
+//	5 (2026-12-03): gateway restarts: a gateway names its process run in
+//	  Hello.Instance; ClientGateway.Instance carries it to clients, which
+//	  start a fresh WireGuard handshake with a gateway whose instance
+//	  changed instead of waiting for WireGuard's own timers. Fail static,
+//	  fail closed: GatewayMap.GrantLifetime (how long a gateway may serve
+//	  a map after it last heard from the controller) and
+//	  GatewayPeer.ExpiresAt (the session's absolute limit, which the
+//	  gateway enforces itself).
 const CapabilityVersion = 5
 
 // ALPN is the TLS application protocol of the control channel.
@@ -143,6 +147,10 @@ type Hello struct {
 	// Endpoint is where a gateway accepts WireGuard (host:port), as clients
 	// should dial it. Empty for clients.
 	Endpoint string `json:"endpoint,omitempty"`
+	// Instance names this run of the agent's process (capability 5): new
+	// on every start, the same across reconnects of one run. Gateways send
+	// it; empty from older agents.
+	Instance InstanceID `json:"instance,omitempty"`
 }
 
 // GatewayMap is everything a gateway needs: its own overlay address, the
@@ -284,6 +292,11 @@ type ClientGateway struct {
 	OverlayAddr netip.Addr     `json:"overlay_addr"`
 	AllowedIPs  []netip.Prefix `json:"allowed_ips"`
 	Apps        []App          `json:"apps"`
+	// Instance is the run of the gateway process the controller last heard
+	// from (its Hello.Instance; capability 5); empty when unknown. When it
+	// changes, the gateway restarted and lost its WireGuard sessions: the
+	// client handshakes again at once.
+	Instance InstanceID `json:"instance,omitempty"`
 }
 
 // FlowEvents is a batch of flow records a gateway reports.

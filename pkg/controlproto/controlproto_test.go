@@ -68,3 +68,22 @@ func FuzzDecodeFrame(f *testing.F) {
 		}
 	})
 }
+
+func TestInstanceID(t *testing.T) {
+	a, err := NewInstanceID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := NewInstanceID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !a.Valid() || !b.Valid() || a == b {
+		t.Fatalf("two new instance IDs %q and %q: want two different valid ones", a, b)
+	}
+	for _, bad := range []InstanceID{"", "has space", "new\nline", InstanceID(bytes.Repeat([]byte("a"), maxInstanceLen+1)), "\u00e9t\u00e9"} {
+		if bad.Valid() {
+			t.Errorf("InstanceID(%q).Valid() = true", bad)
+		}
+	}
+}

@@ -21,6 +21,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.zx2c4.com/wireguard/conn"
@@ -39,6 +40,13 @@ type Peer struct {
 	Endpoint   string // host:port, or empty for peers that dial us
 	AllowedIPs []netip.Prefix
 	Keepalive  time.Duration
+	// Epoch names the peer's current run (the gateway's instance ID, for
+	// a client). When a configured peer's Epoch changes from one non-empty
+	// value to another, the peer restarted and lost its sessions, so
+	// Reconfig drops ours and handshakes again at once (see resetSession)
+	// instead of waiting for WireGuard's timers. Empty means unknown: it
+	// keeps the last known epoch and never resets.
+	Epoch string
 }
 
 // Config is the whole desired configuration of a device.
@@ -71,6 +79,8 @@ type Device struct {
 	keySet    bool
 	port      int
 	closeOnce sync.Once
+
+	resets atomic.Uint64 // sessions reset for a restarted peer (tests)
 }
 
 // New starts a wireguard-go device on tdev. The device takes ownership of
@@ -124,7 +134,8 @@ func New(tdev tun.Device, opts Options) (*Device, error) {
 func (d *Device) Name() string { return d.name }
 
 // Reconfig applies cfg, changing only what differs from the last applied
-// configuration. It reports whether anything changed.
+// configuration, and resets the session of every peer whose Epoch changed
+// (see Peer.Epoch). It reports whether anything changed.
 func (d *Device) Reconfig(cfg Config) (bool, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -140,6 +151,7 @@ func (d *Device) Reconfig(cfg Config) (bool, error) {
 	}
 	wc := wgtypes.Config{}
 	changed := false
+	var reset []wgkey.Public
 	if !d.keySet {
 		k := cfg.PrivateKey.WGTypes()
 		wc.PrivateKey = &k
@@ -157,8 +169,17 @@ func (d *Device) Reconfig(cfg Config) (bool, error) {
 	}
 	for _, k := range slices.SortedFunc(maps.Keys(want), cmpKey) {
 		p := want[k]
-		if old, ok := d.applied[k]; ok && peerEqual(old, p) {
-			continue
+		old, ok := d.applied[k]
+		if ok {
+			if p.Epoch == "" {
+				p.Epoch = old.Epoch
+				want[k] = p
+			} else if old.Epoch != "" && old.Epoch != p.Epoch {
+				reset = append(reset, k)
+			}
+			if peerEqual(old, p) {
+				continue
+			}
 		}
 		pc, err := peerConfig(p)
 		if err != nil {
@@ -170,16 +191,24 @@ func (d *Device) Reconfig(cfg Config) (bool, error) {
 		changed = true
 	}
 	if !changed {
-		return false, nil
+		// A peer's first known epoch is bookkeeping, not device state.
+		d.applied = want
+		if len(reset) == 0 {
+			return false, nil
+		}
+	} else {
+		if err := d.apply(wc); err != nil {
+			return false, err
+		}
+		d.keySet = true
+		d.port = cfg.ListenPort
+		d.applied = want
+		if err := d.dev.Up(); err != nil {
+			return true, fmt.Errorf("bring wireguard device up: %w", err)
+		}
 	}
-	if err := d.apply(wc); err != nil {
-		return false, err
-	}
-	d.keySet = true
-	d.port = cfg.ListenPort
-	d.applied = want
-	if err := d.dev.Up(); err != nil {
-		return true, fmt.Errorf("bring wireguard device up: %w", err)
+	for _, k := range reset {
+		d.resetSession(k, want[k].Epoch)
 	}
 	return true, nil
 }

@@ -273,6 +273,8 @@ func (t *tunnel) onFrame(f *controlproto.Frame) error {
 		peers = append(peers, wgdev.Peer{
 			PublicKey: g.PublicKey, Endpoint: g.Endpoint, AllowedIPs: g.AllowedIPs,
 			Keepalive: 25 * time.Second,
+			// A new gateway run lost our session: handshake again now.
+			Epoch: string(g.Instance),
 		})
 		routes = append(routes, g.AllowedIPs...)
 		for _, a := range g.Apps {

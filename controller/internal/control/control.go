@@ -83,6 +83,8 @@ type Server struct {
 	// after it disconnects (a control-channel blip must not cut its
 	// source-network flows); in memory only, pruned of deleted devices.
 	public map[string]netip.Addr
+	// instances is the run each gateway last said hello from (instance.go).
+	instances map[string]controlproto.InstanceID
 }
 
 // New returns a Server; call Serve to run it.
@@ -97,6 +99,8 @@ func New(cfg Config) *Server {
 		acks:    make(chan struct{}, 1),
 		agents:  map[string]*agent{},
 		public:  map[string]netip.Addr{},
+
+		instances: map[string]controlproto.InstanceID{},
 	}
 }
 
@@ -269,6 +273,9 @@ func (s *Server) handle(ctx context.Context, conn *quic.Conn) {
 	s.agents[id] = a
 	if kind == ca.KindClient && a.public.IsValid() {
 		s.public[id] = a.public
+	}
+	if kind == ca.KindGateway {
+		s.noteInstanceLocked(log, id, hello.Hello.Instance)
 	}
 	s.mu.Unlock()
 	defer func() {
@@ -526,6 +533,7 @@ func (s *Server) recompute(ctx context.Context) error {
 		}
 		public[id] = addr
 	}
+	instances := s.instancesLocked(ix)
 	s.mu.Unlock()
 	ix.SetPublicAddrs(public)
 
@@ -571,6 +579,7 @@ func (s *Server) recompute(ctx context.Context) error {
 			continue
 		}
 		cm := ix.ClientMap(d)
+		stampInstances(cm, instances)
 		cm.DNSZones, cm.PostureInterval = zones, s.postureInterval()
 		if cm.Session = ix.SessionInfo(d); cm.Session != nil && cm.Session.State == controlproto.SessionActive {
 			cm.Session.StepUp = s.stepUps.forDevice(d.ID, sessions[d.ID])

@@ -150,11 +150,17 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	// A new one per start: clients see it change and handshake again at
+	// once (controlproto.ClientGateway.Instance).
+	instance, err := controlproto.NewInstanceID()
+	if err != nil {
+		return err
+	}
 	cc := controlclient.New(controlclient.Config{
 		Addr:    st.Enrollment.ControlAddr,
 		TLS:     tlsConf,
 		Renewer: renewer,
-		Hello:   controlproto.Hello{Kind: controlproto.KindGateway, AgentVersion: cfg.Version, Endpoint: cfg.Endpoint},
+		Hello:   controlproto.Hello{Kind: controlproto.KindGateway, AgentVersion: cfg.Version, Endpoint: cfg.Endpoint, Instance: instance},
 		OnFrame: g.onFrame,
 		Logger:  log.With("component", "control"),
 	})

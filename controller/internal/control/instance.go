@@ -1,0 +1,66 @@
+package control
+
+import (
+	"log/slog"
+
+	"github.com/cordonhq/cordon/controller/internal/netmap"
+	"github.com/cordonhq/cordon/pkg/controlproto"
+)
+
+// Gateway restarts. A gateway that restarts loses its WireGuard sessions,
+// and its clients would keep sending on the dead ones until WireGuard's own
+// timers give up on them (5 to 15 s). The gateway names each run of its
+// process in its hello (Hello.Instance); the controller passes the latest
+// one to clients in ClientGateway.Instance, so a new run changes the
+// clients' maps, and clients that see it change handshake again at once.
+//
+// Ordering comes from the two-phase push: the new run's hello triggers a
+// recompute that sends the gateway its map and waits for the ack before
+// the clients' maps carry the new instance, so the clients' handshakes find
+// their peers configured.
+//
+// The last instance is kept after the gateway disconnects (in memory,
+// pruned of deleted gateways): a disconnect alone does not change the
+// clients' maps, and a gateway that only lost its control connection comes
+// back with the same instance, which resets nothing.
+
+// noteInstanceLocked records the instance a gateway said hello with.
+// Invalid ones (and hellos from before capability 5, with none) leave the
+// last known instance in place.
+func (s *Server) noteInstanceLocked(log *slog.Logger, gatewayID string, id controlproto.InstanceID) {
+	if id == "" {
+		return
+	}
+	if !id.Valid() {
+		log.Warn("gateway sent an invalid instance ID; ignoring it")
+		return
+	}
+	if old := s.instances[gatewayID]; old != id {
+		log.Info("gateway process started", "instance", id, "previous", old)
+	}
+	s.instances[gatewayID] = id
+}
+
+// instancesLocked prunes the instances of gateways that no longer exist
+// (unless connected now: then they may be newer than ix) and returns a copy
+// for a recompute.
+func (s *Server) instancesLocked(ix *netmap.Index) map[string]controlproto.InstanceID {
+	out := make(map[string]controlproto.InstanceID, len(s.instances))
+	for id, inst := range s.instances {
+		if _, ok := ix.Gateway(id); !ok {
+			if s.agents[id] == nil {
+				delete(s.instances, id)
+			}
+			continue
+		}
+		out[id] = inst
+	}
+	return out
+}
+
+// stampInstances sets each gateway's last known instance in a client map.
+func stampInstances(cm *controlproto.ClientMap, instances map[string]controlproto.InstanceID) {
+	for i := range cm.Gateways {
+		cm.Gateways[i].Instance = instances[cm.Gateways[i].GatewayID]
+	}
+}
