@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -22,18 +24,34 @@ func (w *world) killGateway() {
 	<-w.gateway.done
 }
 
-// reachWithin polls (every 100 ms, 1 s dials) until c gets s's answer and
+// reachWithin polls (every 50 ms, 300 ms dials) until c gets s's answer and
 // returns how long that took from since; it fails the test after timeout.
 func (w *world) reachWithin(c *client, s *service, since time.Time, timeout time.Duration) time.Duration {
 	w.t.Helper()
 	for time.Since(since) < timeout {
-		if body, err := c.getTimeout(s.addr, time.Second); err == nil && body == s.name {
+		if body, err := c.getTimeout(s.addr, 300*time.Millisecond); err == nil && body == s.name {
 			return time.Since(since)
 		}
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(50 * time.Millisecond)
 	}
 	w.t.Fatalf("%s did not reach %s within %v", c.user, s.name, timeout)
 	return 0
+}
+
+// waitEndpointSaved waits until the gateway saved where its peers are (it
+// looks every 5 s), so that a restart can handshake with them first.
+func (w *world) waitEndpointSaved() {
+	w.t.Helper()
+	waitFor(w.t, 15*time.Second, "the gateway to save its peers' endpoints", func() error {
+		b, err := os.ReadFile(filepath.Join(w.dir, "gateway", "last-map.json"))
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(string(b), `"endpoints"`) {
+			return errors.New("no endpoints saved yet")
+		}
+		return nil
+	})
 }
 
 func TestGatewayRestartWithoutController(t *testing.T) {
@@ -41,6 +59,7 @@ func TestGatewayRestartWithoutController(t *testing.T) {
 	w := newWorld(t)
 	ehr := w.svcs["ehr"]
 	w.waitReach(w.nurse, ehr, 15*time.Second)
+	w.waitEndpointSaved()
 	w.controller.stop()
 
 	const runs = 5
@@ -68,6 +87,7 @@ func TestGatewayGrantLifetime(t *testing.T) {
 	w := newWorld(t, withControllerArgs("--gateway-grant-lifetime", lifetime.String()))
 	ehr := w.svcs["ehr"]
 	w.waitReach(w.nurse, ehr, 15*time.Second)
+	w.waitEndpointSaved()
 
 	// The controller goes away; the gateway restarts without it.
 	w.controller.stop()

@@ -1,6 +1,10 @@
 package wgdev
 
 import (
+	"encoding/hex"
+	"fmt"
+	"net/netip"
+
 	"golang.zx2c4.com/wireguard/device"
 
 	"github.com/cordonhq/cordon/pkg/wgkey"
@@ -28,4 +32,31 @@ func (d *Device) resetSession(k wgkey.Public, epoch string) {
 	d.log.Info("peer restarted: starting a new WireGuard session now", "peer", k.String(), "epoch", epoch)
 	peer.ExpireCurrentKeypairs()
 	peer.SendKeepalive()
+}
+
+// Handshake points a configured peer that has no endpoint yet at endpoint
+// and starts a handshake with it now. A gateway that restarted serving its
+// saved map (the controller away, so its clients are not told) uses it to
+// reach the clients it served before: their sessions died with the old
+// process, and they would otherwise wait for WireGuard's timers (15 s)
+// before handshaking again. Call it right after the peer is configured:
+// an endpoint the peer roamed to since is replaced (its next packet
+// restores it).
+func (d *Device) Handshake(k wgkey.Public, endpoint netip.AddrPort) error {
+	if !endpoint.IsValid() {
+		return fmt.Errorf("peer %s: invalid endpoint", k)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	peer := d.dev.LookupPeer(device.NoisePublicKey(k.WGTypes()))
+	if peer == nil {
+		return fmt.Errorf("peer %s is not configured", k)
+	}
+	wk := k.WGTypes()
+	set := fmt.Sprintf("public_key=%s\nupdate_only=true\nendpoint=%s\n", hex.EncodeToString(wk[:]), endpoint)
+	if err := d.dev.IpcSet(set); err != nil {
+		return fmt.Errorf("set endpoint of peer %s: %w", k, err)
+	}
+	peer.SendKeepalive()
+	return nil
 }

@@ -120,3 +120,43 @@ func cross(t *testing.T, src, dst *tuntest.ChannelTUN, from, to netip.Addr) {
 		t.Fatalf("packet %v → %v did not cross the tunnel within 3 s", from, to)
 	}
 }
+
+// TestHandshakeReachesAClientFirst plays a gateway restarting without its
+// controller: the new gateway device knows the client's key (saved map)
+// and its last endpoint, the client knows nothing of the restart. After
+// Handshake the gateway can send to the client at once, without the
+// client's timers.
+func TestHandshakeReachesAClientFirst(t *testing.T) {
+	a, ta, ka, pa := newDev(t)
+	b, tb, kb, pb := newDev(t)
+	addrA, addrB := netip.MustParseAddr("10.9.0.1"), netip.MustParseAddr("10.9.0.2")
+	cfgA := Config{PrivateKey: ka, ListenPort: pa, Peers: []Peer{{
+		PublicKey: kb.Public(), Endpoint: net.JoinHostPort("127.0.0.1", strconv.Itoa(pb)),
+		AllowedIPs: []netip.Prefix{netip.PrefixFrom(addrB, 32)},
+	}}}
+	cfgB := Config{PrivateKey: kb, ListenPort: pb, Peers: []Peer{{
+		PublicKey: ka.Public(), AllowedIPs: []netip.Prefix{netip.PrefixFrom(addrA, 32)},
+	}}}
+	if _, err := a.Reconfig(cfgA); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Reconfig(cfgB); err != nil {
+		t.Fatal(err)
+	}
+	cross(t, ta, tb, addrA, addrB)
+
+	b.Close()
+	b2, tb2 := newDevOnly(t)
+	if _, err := b2.Reconfig(cfgB); err != nil {
+		t.Fatal(err)
+	}
+	if err := b2.Handshake(ka.Public(), netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(pa))); err != nil {
+		t.Fatal(err)
+	}
+	cross(t, tb2, ta, addrB, addrA)
+	cross(t, ta, tb2, addrA, addrB)
+
+	if err := b2.Handshake(kb.Public(), netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), 1)); err == nil {
+		t.Error("Handshake with a peer that is not configured succeeded")
+	}
+}

@@ -3,10 +3,13 @@ package gateway
 import (
 	"context"
 	"errors"
+	"maps"
+	"net/netip"
 	"time"
 
 	"github.com/cordonhq/cordon/gateway/internal/lastmap"
 	"github.com/cordonhq/cordon/pkg/controlproto"
+	"github.com/cordonhq/cordon/pkg/wgkey"
 )
 
 // Fail static, fail closed. A map grants access for its grant lifetime
@@ -105,31 +108,82 @@ func (g *gw) saveLocked(now time.Time) {
 
 // saver writes the newest record handed to it until ctx ends, then what
 // is still pending. A write (synced) is slow next to applying a map: the
-// map takes effect, and is acknowledged, without waiting for it.
+// map takes effect, and is acknowledged, without waiting for it. Every
+// endpointCheck it also looks whether the peers' endpoints moved since the
+// last save (a clinician connected, or roamed), and saves them if so.
 func (g *gw) saver(ctx context.Context) {
-	save := func() {
-		g.mu.Lock()
-		r := g.toSave
-		g.toSave = nil
-		g.mu.Unlock()
-		if r == nil {
-			return
-		}
+	var last *lastmap.Record
+	save := func(r *lastmap.Record) {
 		if err := g.saved.Save(*r); err != nil {
 			// Not fatal: the gateway serves on; a restart without the
 			// controller would then start with an older map or nobody.
 			g.log.Error("save the map for restarts", "err", err)
+			return
 		}
+		last = r
 	}
+	pending := func() *lastmap.Record {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		r := g.toSave
+		g.toSave = nil
+		return r
+	}
+	check := time.NewTicker(endpointCheck)
+	defer check.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			save()
+			if r := pending(); r != nil {
+				r.Endpoints = g.recentEndpoints(r.SavedAt)
+				save(r)
+			}
 			return
 		case <-g.saveNow:
-			save()
+			if r := pending(); r != nil {
+				r.Endpoints = g.recentEndpoints(r.SavedAt)
+				save(r)
+			}
+		case <-check.C:
+			if last == nil {
+				continue
+			}
+			eps := g.recentEndpoints(g.now())
+			if !maps.Equal(eps, last.Endpoints) {
+				r := *last
+				r.Endpoints = eps
+				save(&r)
+			}
 		}
 	}
+}
+
+// endpointCheck is how often the saver looks for moved endpoints.
+const endpointCheck = 5 * time.Second
+
+// endpointFresh bounds how long ago a peer must have handshaken for its
+// endpoint to be worth saving: a session lives at most 3 minutes without
+// a new handshake (WireGuard's Reject-After-Time), and an endpoint older
+// than a few of those is likely stale (the device roamed or left).
+const endpointFresh = 10 * time.Minute
+
+// recentEndpoints returns where the peers that handshook lately are.
+func (g *gw) recentEndpoints(now time.Time) map[wgkey.Public]netip.AddrPort {
+	st, err := g.wg.Status()
+	if err != nil {
+		g.log.Warn("read peer endpoints to save", "err", err)
+		return nil
+	}
+	out := map[wgkey.Public]netip.AddrPort{}
+	for _, p := range st {
+		if p.Endpoint == "" || p.LastHandshake.IsZero() || now.Sub(p.LastHandshake) > endpointFresh {
+			continue
+		}
+		if ap, err := netip.ParseAddrPort(p.Endpoint); err == nil {
+			out[p.PublicKey] = ap
+		}
+	}
+	return out
 }
 
 // restore serves the saved map, if it is still valid, until the
@@ -158,8 +212,20 @@ func (g *gw) restore() {
 		g.log.Error("ignoring the saved map: it does not apply", "err", err)
 		return
 	}
+	// Their sessions died with the old process, and without the
+	// controller nobody tells them: handshake with them first.
+	reached := 0
+	for _, p := range g.want {
+		if ep, ok := rec.Endpoints[p.PublicKey]; ok {
+			if err := g.wg.Handshake(p.PublicKey, ep); err != nil {
+				g.log.Warn("handshake with a saved peer", "peer", p.PublicKey.String(), "err", err)
+				continue
+			}
+			reached++
+		}
+	}
 	g.log.Info("serving the saved map until the controller is reached", "revision", rec.Map.Revision,
-		"peers", len(g.want), "valid_until", rec.ValidUntil, "saved_at", rec.SavedAt)
+		"peers", len(g.want), "handshakes_started", reached, "valid_until", rec.ValidUntil, "saved_at", rec.SavedAt)
 }
 
 // keepValid renews the map's validity while the control connection is up,

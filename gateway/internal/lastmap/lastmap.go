@@ -22,11 +22,13 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"time"
 
 	"github.com/cordonhq/cordon/pkg/controlproto"
+	"github.com/cordonhq/cordon/pkg/wgkey"
 )
 
 // File names in the state directory.
@@ -48,6 +50,9 @@ type Record struct {
 	// controller was heard from since.
 	ValidUntil time.Time `json:"valid_until"`
 	SavedAt    time.Time `json:"saved_at"`
+	// Endpoints are where the peers that handshook recently were last
+	// seen, so a restarted gateway can handshake with them first.
+	Endpoints map[wgkey.Public]netip.AddrPort `json:"endpoints,omitempty"`
 }
 
 // maxFile bounds what Load reads (a map is at most one control frame).
