@@ -1,7 +1,10 @@
 # Multi-stage build of all four Cordon binaries: static (CGO off), run as a
 # non-root user. The gateway and client in tun mode need CAP_NET_ADMIN and
 # /dev/net/tun (docker run --cap-add NET_ADMIN --device /dev/net/tun); the
-# userspace modes need neither.
+# userspace modes need neither. A tun-mode gateway container installs its
+# host firewall in the container's network namespace and needs forwarding
+# there: run it with --sysctl net.ipv4.ip_forward=1 (a container cannot
+# always write /proc/sys).
 FROM golang:1.26-bookworm AS build
 WORKDIR /src
 COPY go.mod go.sum ./

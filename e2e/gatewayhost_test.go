@@ -385,6 +385,27 @@ func TestGatewayHostClosed(t *testing.T) {
 		}
 	})
 	closed("running", "ehr")
+	// The other way: an app host reaches nothing on the WAN through the
+	// gateway either.
+	if ln, err := r.ns.listen("tcp", rogueAddr+":9999"); err != nil {
+		t.Fatal(err)
+	} else {
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				t.Errorf("an app host reached the WAN host through the gateway (%v)", c.RemoteAddr())
+				c.Close()
+			}
+		}()
+		if c, err := w.app.dialTimeout("tcp", rogueAddr+":9999", 1500*time.Millisecond); err == nil {
+			c.Close()
+			t.Errorf("running: an app host connected to the WAN host through the gateway")
+		}
+		ln.Close()
+	}
 	stopUse()
 	use.Wait()
 	if reached.Load() == 0 {
