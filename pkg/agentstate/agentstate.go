@@ -21,6 +21,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/cordonhq/cordon/pkg/atomicfile"
 	"github.com/cordonhq/cordon/pkg/wgkey"
 )
 
@@ -201,15 +202,5 @@ func (s *State) ClientTLS(alpn string) (*tls.Config, error) {
 }
 
 func writeSecret(path string, b []byte) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Chmod(tmp, 0o600); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
+	return atomicfile.WriteFile(path, b, 0o600)
 }

@@ -3,8 +3,8 @@
 // serves its clinicians from it (fail static) until the map's validity
 // ends (fail closed).
 //
-// The file (0600, written to a temporary file, synced and renamed, so a
-// crash leaves the old file or the new one) holds the record and an
+// The file (0600, replaced through package atomicfile, so a crash leaves
+// the old file or the new one) holds the record and an
 // HMAC-SHA256 over its exact bytes under a key of its own (a second 0600
 // file beside it). A torn, corrupted or edited file fails the check and is
 // ignored: the gateway then starts with no peers and waits for the
@@ -27,6 +27,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/cordonhq/cordon/pkg/atomicfile"
 	"github.com/cordonhq/cordon/pkg/controlproto"
 	"github.com/cordonhq/cordon/pkg/wgkey"
 )
@@ -78,7 +79,7 @@ func Open(dir string) (*Store, error) {
 	case errors.Is(err, fs.ErrNotExist):
 		key = make([]byte, 32)
 		rand.Read(key)
-		if err := writeAtomic(kp, key); err != nil {
+		if err := atomicfile.WriteFile(kp, key, 0o600); err != nil {
 			return nil, fmt.Errorf("create the saved map's key: %w", err)
 		}
 	case err != nil:
@@ -99,7 +100,7 @@ func (s *Store) Save(r Record) error {
 	if err != nil {
 		return err
 	}
-	if err := writeAtomic(filepath.Join(s.dir, MapFile), b); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(s.dir, MapFile), b, 0o600); err != nil {
 		return fmt.Errorf("save the last map: %w", err)
 	}
 	return nil
@@ -152,39 +153,4 @@ func (s *Store) mac(b []byte) []byte {
 	m.Write([]byte("cordon gateway last map v1\x00"))
 	m.Write(b)
 	return m.Sum(nil)
-}
-
-// writeAtomic writes b to path (0600) through a synced temporary file and a
-// rename, then syncs the directory.
-func writeAtomic(path string, b []byte) error {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name()) // after a successful rename: no-op
-	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return err
-	}
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
