@@ -178,3 +178,36 @@ func TestGatewaySessionLimitWithoutController(t *testing.T) {
 		t.Errorf("the gateway did not log the session's end:\n%s", tail(w.gateway.logs(), 20))
 	}
 }
+
+// TestDeletedGatewayForgetsItsMap: a gateway the admin deleted exits and
+// removes its saved map, so a restart while the controller is away admits
+// nobody.
+func TestDeletedGatewayForgetsItsMap(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	ehr := w.svcs["ehr"]
+	w.waitReach(w.nurse, ehr, 15*time.Second)
+	w.waitEndpointSaved()
+	gws := w.gateways()
+	if len(gws) != 1 {
+		t.Fatalf("gateways: %+v", gws)
+	}
+	w.mustCtl("", "gateway", "delete", gws[0].ID)
+	select {
+	case <-w.gateway.done:
+	case <-time.After(15 * time.Second):
+		t.Fatal("the deleted gateway did not exit")
+	}
+	if _, err := os.Stat(filepath.Join(w.dir, "gateway", "last-map.json")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the deleted gateway left its saved map: %v", err)
+	}
+	w.controller.stop()
+	w.gateway = w.runGateway("gateway-after-delete")
+	waitFor(t, 10*time.Second, "the restarted gateway to start with no map", func() error {
+		if !strings.Contains(w.gateway.logs(), "no saved map") {
+			return errors.New("not yet")
+		}
+		return nil
+	})
+	w.unreachable(w.nurse, ehr)
+}

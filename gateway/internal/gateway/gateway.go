@@ -177,6 +177,13 @@ func Run(ctx context.Context, cfg Config) error {
 	workers.Go(func() { g.saver(ctx) })
 	err = cc.Run(ctx)
 	if errors.Is(err, controlclient.ErrRevoked) {
+		// A deleted gateway must not serve its saved map on its next
+		// start: remove it once the saver has stopped.
+		cancel()
+		workers.Wait()
+		if rerr := saved.Remove(); rerr != nil {
+			log.Error("remove the saved map of a revoked gateway", "err", rerr)
+		}
 		return fmt.Errorf("%w: delete %s and enroll again with a new token", err, cfg.StateDir)
 	}
 	return err

@@ -127,6 +127,15 @@ func (s *Store) Load() (Record, error) {
 	return s.decode(b)
 }
 
+// Remove deletes the saved map (a revoked gateway's). Nothing saved is
+// not an error.
+func (s *Store) Remove() error {
+	if err := os.Remove(filepath.Join(s.dir, MapFile)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("remove the saved map: %w", err)
+	}
+	return nil
+}
+
 func (s *Store) decode(b []byte) (Record, error) {
 	var env envelope
 	if err := json.Unmarshal(b, &env); err != nil {

@@ -58,6 +58,14 @@ func TestRoundTrip(t *testing.T) {
 	if r.Map.Revision != 7 || !r.ValidUntil.Equal(record(7).ValidUntil) || r.Map.Segments[0].Name != "clinical" {
 		t.Fatalf("loaded %+v", r)
 	}
+	for range 2 {
+		if err := s2.Remove(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s2.Load(); !errors.Is(err, ErrNone) {
+			t.Fatalf("Load after Remove = %v, want ErrNone", err)
+		}
+	}
 }
 
 func TestTamperedIsRefused(t *testing.T) {
