@@ -97,6 +97,10 @@ func endMessage(why session.EndReason, s *session.Session, l session.Limits) str
 		return "this device was revoked by an administrator at " + at + ": contact your administrator"
 	case session.EndLogout:
 		return "you signed out at " + at + ": " + again
+	case session.EndIdPRefused:
+		return "your identity provider no longer accepts your account (checked at " + at + "): sign in again with 'cordon login --idp'; if that fails, contact your administrator"
+	case session.EndIdPUnreachable:
+		return "your identity provider could not be reached to confirm your account, so your session ended at " + at + ": sign in again with 'cordon login --idp' once it is back"
 	}
 	return fmt.Sprintf("your session ended at %s (%s): %s", at, why, again)
 }

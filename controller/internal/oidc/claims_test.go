@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 func testProvider(t testing.TB) *ProviderConfig {
@@ -157,6 +158,13 @@ providers:
 	if f.Providers[0].GroupsClaim != "groups" || f.Providers[1].PolicyClaim != "entra-groups" || !slices.Contains(f.Providers[0].Scopes, "offline_access") {
 		t.Errorf("defaults: %+v", f.Providers)
 	}
+	if f.UnreachableLimit != Duration(DefaultUnreachableLimit) {
+		t.Errorf("unreachable_limit default = %s, want %s", time.Duration(f.UnreachableLimit), DefaultUnreachableLimit)
+	}
+	f, err = ParseFile([]byte("unreachable_limit: 20m\nproviders:\n  - {name: a, issuer: https://x, client_id: c}"))
+	if err != nil || f.UnreachableLimit != Duration(20*time.Minute) {
+		t.Errorf("unreachable_limit: 20m: %+v, %v", f, err)
+	}
 	for _, tc := range []struct{ src, want string }{
 		{"providers:\n  - {name: okta, issuer: https://x, client_id: c, colour: red}", "colour"},
 		{"providers:\n  - {name: okta, issuer: http://x, client_id: c}", "not https"},
@@ -166,6 +174,8 @@ providers:
 		{"providers:\n  - {name: a, issuer: https://x, client_id: c}\n  - {name: a, issuer: https://y, client_id: c, policy_claim: z}", "twice"},
 		{"providers:\n  - {name: a, issuer: https://x, client_id: c, scopes: [email]}", "openid"},
 		{"refresh_interval: soon\nproviders: []", "duration"},
+		{"refresh_interval: 10m\nunreachable_limit: 5m\nproviders:\n  - {name: a, issuer: https://x, client_id: c}", "unreachable_limit: 5m0s is shorter than refresh_interval"},
+		{"unreachable_limit: -1h\nproviders:\n  - {name: a, issuer: https://x, client_id: c}", "positive duration"},
 		{"", "empty"},
 	} {
 		if _, err := ParseFile([]byte(tc.src)); err == nil || !strings.Contains(err.Error(), tc.want) {

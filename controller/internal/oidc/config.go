@@ -22,9 +22,13 @@ const MaxConfigSize = 1 << 20
 // Defaults.
 const (
 	DefaultRefreshInterval = 5 * time.Minute
-	DefaultClockSkew       = 2 * time.Minute
-	DefaultGroupsClaim     = "groups"
-	DefaultUsernameClaim   = "preferred_username"
+	// DefaultUnreachableLimit is how long sessions outlive their last
+	// successful check at the IdP while it cannot be reached: well under
+	// the sessions' absolute limit (12h by default).
+	DefaultUnreachableLimit = time.Hour
+	DefaultClockSkew        = 2 * time.Minute
+	DefaultGroupsClaim      = "groups"
+	DefaultUsernameClaim    = "preferred_username"
 )
 
 // DefaultScopes are requested when a provider names none. offline_access
@@ -44,8 +48,15 @@ type File struct {
 	// RefreshInterval is how often the controller refreshes each linked
 	// identity's tokens at its provider (default 5m): a user the provider
 	// no longer accepts loses every session within one interval.
-	RefreshInterval Duration         `yaml:"refresh_interval"`
-	Providers       []ProviderConfig `yaml:"providers"`
+	RefreshInterval Duration `yaml:"refresh_interval"`
+	// UnreachableLimit bounds how long a user's sessions stay up while
+	// their provider cannot be reached (network errors, timeouts, 5xx),
+	// counted from the last successful sign-in or refresh (default 1h;
+	// at least refresh_interval). Past it the sessions end, audited as
+	// auth.idp.unreachable: an IdP that stays down does not extend
+	// access for ever. A refusal by the provider ends them at once.
+	UnreachableLimit Duration         `yaml:"unreachable_limit"`
+	Providers        []ProviderConfig `yaml:"providers"`
 }
 
 // ProviderConfig is one identity provider.
@@ -173,6 +184,13 @@ func (c *File) check() error {
 	}
 	if time.Duration(c.RefreshInterval) < time.Second {
 		return errors.New("refresh_interval: at least 1s")
+	}
+	if c.UnreachableLimit == 0 {
+		c.UnreachableLimit = Duration(max(DefaultUnreachableLimit, time.Duration(c.RefreshInterval)))
+	}
+	if c.UnreachableLimit < c.RefreshInterval {
+		return fmt.Errorf("unreachable_limit: %s is shorter than refresh_interval %s: one missed refresh would end every session; set it to at least refresh_interval (default 1h)",
+			time.Duration(c.UnreachableLimit), time.Duration(c.RefreshInterval))
 	}
 	if len(c.Providers) == 0 {
 		return errors.New("providers: list at least one identity provider")

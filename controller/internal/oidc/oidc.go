@@ -79,7 +79,14 @@ const (
 type Config struct {
 	Providers       []ProviderConfig
 	RefreshInterval time.Duration // 0: DefaultRefreshInterval
-	Store           store.Store   // required
+	// UnreachableLimit: how long sessions outlive their last successful
+	// check while the provider cannot be reached (0:
+	// DefaultUnreachableLimit). See File.UnreachableLimit.
+	UnreachableLimit time.Duration
+	// HTTPTimeout bounds each request to a provider (0: 15s; tests
+	// shorten it).
+	HTTPTimeout time.Duration
+	Store       store.Store // required
 	// TokenKey (32 bytes) seals refresh tokens at rest with AES-256-GCM.
 	TokenKey []byte
 	Logger   *slog.Logger
@@ -99,6 +106,9 @@ type Manager struct {
 	changed   func()
 	now       func() time.Time
 	interval  time.Duration
+	// unreachableLimit bounds sessions kept while the provider cannot be
+	// reached (see File.UnreachableLimit).
+	unreachableLimit time.Duration
 
 	ctx    context.Context
 	cancel context.CancelCauseFunc
@@ -172,12 +182,15 @@ func New(cfg Config) (*Manager, error) {
 	if m.interval <= 0 {
 		m.interval = DefaultRefreshInterval
 	}
+	if m.unreachableLimit = cfg.UnreachableLimit; m.unreachableLimit <= 0 {
+		m.unreachableLimit = max(DefaultUnreachableLimit, m.interval)
+	}
 	m.ctx, m.cancel = context.WithCancelCause(context.Background())
 	for _, pc := range cfg.Providers {
 		if err := pc.check(); err != nil {
 			return nil, fmt.Errorf("provider %s: %w", pc.Name, err)
 		}
-		p, err := newProvider(pc, m.now, cfg.Transport)
+		p, err := newProvider(pc, m.now, cfg.Transport, cfg.HTTPTimeout)
 		if err != nil {
 			return nil, err
 		}

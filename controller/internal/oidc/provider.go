@@ -39,7 +39,10 @@ type provider struct {
 	op *gooidc.Provider // nil until discovered
 }
 
-func newProvider(cfg ProviderConfig, now func() time.Time, base http.RoundTripper) (*provider, error) {
+func newProvider(cfg ProviderConfig, now func() time.Time, base http.RoundTripper, timeout time.Duration) (*provider, error) {
+	if timeout <= 0 {
+		timeout = httpTimeout
+	}
 	tr := base
 	if tr == nil {
 		t := http.DefaultTransport.(*http.Transport).Clone()
@@ -56,7 +59,7 @@ func newProvider(cfg ProviderConfig, now func() time.Time, base http.RoundTrippe
 		}
 		tr = t
 	}
-	return &provider{cfg: cfg, now: now, client: &http.Client{Transport: tr, Timeout: httpTimeout}}, nil
+	return &provider{cfg: cfg, now: now, client: &http.Client{Transport: tr, Timeout: timeout}}, nil
 }
 
 // ctx carries the provider's HTTP client to go-oidc and x/oauth2.

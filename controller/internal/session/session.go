@@ -45,6 +45,10 @@ const (
 	EndDisabled      EndReason = store.EndUserDisabled
 	EndReplaced      EndReason = store.EndReplaced
 	EndLogout        EndReason = store.EndLogout
+	// The identity provider refused the user, or could not be reached for
+	// longer than the OIDC unreachable_limit.
+	EndIdPRefused     EndReason = store.EndIdPRefused
+	EndIdPUnreachable EndReason = store.EndIdPUnreachable
 )
 
 // Limits are the session rules in force.
