@@ -64,7 +64,9 @@ const (
 type Segment struct {
 	Name      string         `json:"name"`
 	CIDRs     []netip.Prefix `json:"cidrs"`
-	CreatedAt time.Time      `json:"created_at"`
+	Gateways  []string       `json:"gateways,omitempty"` // named in the policy file
+	Source    string         `json:"source,omitempty"`   // "policy version N (FILE)"; "" for the directory
+	CreatedAt time.Time      `json:"created_at"`         // for a policy file: when that version was applied
 }
 
 // CreateSegmentRequest is the body of POST /v1/segments.
@@ -82,7 +84,13 @@ type App struct {
 	Proto          policy.Proto `json:"proto"`
 	Ports          []string     `json:"ports"` // "443", "8000-8099", "*"
 	Classification string       `json:"classification"`
-	CreatedAt      time.Time    `json:"created_at"`
+	// From a policy file: every name, address and service (DNSName,
+	// Address, Proto and Ports give the first).
+	Names     []string       `json:"names,omitempty"`
+	Addresses []netip.Prefix `json:"addresses,omitempty"`
+	Services  []string       `json:"services,omitempty"` // "tcp/443"
+	Source    string         `json:"source,omitempty"`   // "policy version N (FILE)"; "" for the directory
+	CreatedAt time.Time      `json:"created_at"`
 }
 
 // CreateAppRequest is the body of POST /v1/apps.
@@ -124,8 +132,12 @@ type CreateUserResponse struct {
 
 // Group is a named set of users.
 type Group struct {
-	Name      string    `json:"name"`
-	Members   []string  `json:"members"`
+	Name    string   `json:"name"`
+	Members []string `json:"members"`
+	// From a policy file: nested groups and IdP groups ("groups=Physicians").
+	Groups    []string  `json:"groups,omitempty"`
+	IdP       []string  `json:"idp,omitempty"`
+	Source    string    `json:"source,omitempty"` // "policy version N (FILE)"; "" for the directory
 	CreatedAt time.Time `json:"created_at"`
 }
 

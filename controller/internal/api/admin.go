@@ -525,9 +525,7 @@ func (a *API) createGatewayToken(w http.ResponseWriter, r *http.Request, actor s
 		return err
 	}
 	ctx := r.Context()
-	if _, err := a.st.GetSegment(ctx, req.Segment); errors.Is(err, store.ErrNotFound) {
-		return notFoundf("segment %q not found: create it first (cordonctl segment create)", req.Segment)
-	} else if err != nil {
+	if err := a.resolveTokenSegment(ctx, req.Segment); err != nil {
 		return err
 	}
 	secret, hash := auth.NewEnrollToken()

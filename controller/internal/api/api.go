@@ -176,13 +176,13 @@ func (a *API) routes() {
 	m.Handle("GET /v1/whoami", a.admin(permAuthenticated, a.whoami))
 
 	m.Handle("POST /v1/segments", a.admin(auth.PermPolicyWrite, a.directoryEdit(a.createSegment)))
-	m.Handle("GET /v1/segments", a.admin(auth.PermRead, a.listSegments))
-	m.Handle("GET /v1/segments/{name}", a.admin(auth.PermRead, a.getSegment))
+	m.Handle("GET /v1/segments", a.admin(auth.PermRead, a.fromPolicy(a.listSegments, a.policySegments)))
+	m.Handle("GET /v1/segments/{name}", a.admin(auth.PermRead, a.fromPolicy(a.getSegment, a.policySegment)))
 	m.Handle("DELETE /v1/segments/{name}", a.admin(auth.PermPolicyWrite, a.directoryEdit(a.deleteSegment)))
 
 	m.Handle("POST /v1/apps", a.admin(auth.PermPolicyWrite, a.directoryEdit(a.createApp)))
-	m.Handle("GET /v1/apps", a.admin(auth.PermRead, a.listApps))
-	m.Handle("GET /v1/apps/{name}", a.admin(auth.PermRead, a.getApp))
+	m.Handle("GET /v1/apps", a.admin(auth.PermRead, a.fromPolicy(a.listApps, a.policyApps)))
+	m.Handle("GET /v1/apps/{name}", a.admin(auth.PermRead, a.fromPolicy(a.getApp, a.policyApp)))
 	m.Handle("DELETE /v1/apps/{name}", a.admin(auth.PermPolicyWrite, a.directoryEdit(a.deleteApp)))
 
 	m.Handle("POST /v1/users", a.admin(auth.PermUsersWrite, a.createUser))
@@ -193,8 +193,8 @@ func (a *API) routes() {
 	m.Handle("POST /v1/users/{name}/enable", a.admin(auth.PermUsersWrite, a.setUserDisabled(false)))
 
 	m.Handle("POST /v1/groups", a.admin(auth.PermPolicyWrite, a.directoryEdit(a.createGroup)))
-	m.Handle("GET /v1/groups", a.admin(auth.PermRead, a.listGroups))
-	m.Handle("GET /v1/groups/{name}", a.admin(auth.PermRead, a.getGroup))
+	m.Handle("GET /v1/groups", a.admin(auth.PermRead, a.fromPolicy(a.listGroups, a.policyGroups)))
+	m.Handle("GET /v1/groups/{name}", a.admin(auth.PermRead, a.fromPolicy(a.getGroup, a.policyGroup)))
 	m.Handle("DELETE /v1/groups/{name}", a.admin(auth.PermPolicyWrite, a.directoryEdit(a.deleteGroup)))
 	m.Handle("POST /v1/groups/{name}/members", a.admin(auth.PermPolicyWrite, a.directoryEdit(a.addMember)))
 	m.Handle("DELETE /v1/groups/{name}/members/{user}", a.admin(auth.PermPolicyWrite, a.directoryEdit(a.removeMember)))
