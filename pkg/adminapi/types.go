@@ -112,6 +112,28 @@ type User struct {
 	Name      string    `json:"name"`
 	Disabled  bool      `json:"disabled"`
 	CreatedAt time.Time `json:"created_at"`
+	// Identities are the user's links to identity providers with the
+	// claims each last asserted (GET /v1/users/{name} only).
+	Identities []UserIdentity `json:"identities,omitempty"`
+}
+
+// UserIdentity is a user's link to an identity provider and the group
+// claims it last asserted: what policy IdP references ({claim, value})
+// grant access by. GET /v1/identities lists them all.
+type UserIdentity struct {
+	User    string   `json:"user"`
+	IdP     string   `json:"idp"`
+	Subject string   `json:"subject"`
+	Email   string   `json:"email,omitempty"`
+	Claim   string   `json:"claim"`  // the claim name policy references use ("groups")
+	Groups  []string `json:"groups"` // the values last asserted, sorted
+	// ClaimsAsOf is the last sign-in or successful refresh; ClaimsAge is
+	// its age by the controller's clock, in seconds.
+	ClaimsAsOf time.Time `json:"claims_as_of"`
+	ClaimsAge  int64     `json:"claims_age_seconds"`
+	// InvalidAt is when the provider refused the user; such claims grant
+	// nothing until the next sign-in.
+	InvalidAt time.Time `json:"invalid_at,omitzero"`
 }
 
 // CreateUserRequest is the body of POST /v1/users.

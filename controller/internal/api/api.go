@@ -188,6 +188,7 @@ func (a *API) routes() {
 	m.Handle("POST /v1/users", a.admin(auth.PermUsersWrite, a.createUser))
 	m.Handle("GET /v1/users", a.admin(auth.PermRead, a.listUsers))
 	m.Handle("GET /v1/users/{name}", a.admin(auth.PermRead, a.getUser))
+	m.Handle("GET /v1/identities", a.admin(auth.PermRead, a.listIdentities))
 	m.Handle("DELETE /v1/users/{name}", a.admin(auth.PermUsersWrite, a.deleteUser))
 	m.Handle("POST /v1/users/{name}/disable", a.admin(auth.PermAccessRevoke, a.setUserDisabled(true)))
 	m.Handle("POST /v1/users/{name}/enable", a.admin(auth.PermUsersWrite, a.setUserDisabled(false)))
