@@ -24,6 +24,9 @@ const (
 	OIDCExpired        = "expired_token"
 	OIDCDenied         = "access_denied"
 	OIDCIdPUnavailable = "idp_unavailable" // 502: the IdP did not answer; try again later
+	// 502: the controller's configuration of the IdP is wrong (its HTTPS
+	// certificate is not trusted: ca_file); retrying will not help.
+	OIDCIdPMisconfigured = "idp_misconfigured"
 )
 
 // OIDCProvider describes one identity provider users may sign in with.

@@ -213,6 +213,9 @@ func (a *API) oidcErrorAs(r *http.Request, idp string, err error, typ, actor, su
 		return code(http.StatusBadRequest, adminapi.CodeInvalid)
 	case errors.Is(err, oidc.ErrRedirect), errors.Is(err, oidc.ErrNoDeviceFlow):
 		return code(http.StatusBadRequest, adminapi.CodeInvalid)
+	case errors.Is(err, oidc.ErrIdPConfig):
+		a.log.ErrorContext(r.Context(), "identity provider misconfigured", "idp", idp, logErr, err)
+		return errorf(http.StatusBadGateway, controlproto.OIDCIdPMisconfigured, "%s: this is a configuration error on the controller, not an outage, so trying again will not help: tell your administrator", err)
 	case errors.Is(err, oidc.ErrUnavailable):
 		a.log.WarnContext(r.Context(), "identity provider unreachable", "idp", idp, logErr, err)
 		return errorf(http.StatusBadGateway, controlproto.OIDCIdPUnavailable, "%s: try again in a minute; if it persists, tell your administrator", err)

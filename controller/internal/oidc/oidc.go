@@ -521,7 +521,7 @@ func tokenError(p *provider, err error) error {
 		}
 		return fmt.Errorf("%w (%s): %s %s", ErrCodeRefused, p.cfg.Name, re.ErrorCode, clip(re.ErrorDescription))
 	}
-	return fmt.Errorf("%w: %s (%s): token endpoint: %w", ErrUnavailable, p.cfg.Name, p.cfg.Issuer, err)
+	return p.unreachable("token endpoint", err)
 }
 
 func (m *Manager) result(ctx context.Context, p *provider, tok *oauth2.Token, nonce string) (Result, error) {

@@ -230,7 +230,7 @@ func (m *Manager) refreshOne(ctx context.Context, id store.Identity) (changed bo
 		if r := oauthRefusal(id.IdP, err); r != nil {
 			return false, r
 		}
-		return false, fmt.Errorf("%w: %s (%s): refresh: %w", ErrUnavailable, id.IdP, p.cfg.Issuer, err)
+		return false, p.unreachable("refresh", err)
 	}
 	next := id
 	next.LastRefresh = m.now().UTC().Truncate(time.Microsecond)
@@ -240,7 +240,7 @@ func (m *Manager) refreshOne(ctx context.Context, id store.Identity) (changed bo
 	if raw, _ := tok.Extra("id_token").(string); raw != "" {
 		c, err := p.verify(ctx, raw, "")
 		switch {
-		case errors.Is(err, ErrUnavailable):
+		case errors.Is(err, ErrUnavailable), errors.Is(err, ErrIdPConfig):
 			return false, err
 		case err != nil:
 			return false, refusedf("refreshed ID token: %v", err)
