@@ -22,7 +22,7 @@ import (
 // ca_file, not "unreachable, try again"; with ca_file it is trusted.
 func TestPrivateCAWithoutCAFile(t *testing.T) {
 	srv := httptest.NewUnstartedServer(http.NotFoundHandler()) // its own CA: "private"
-	srv.Config.ErrorLog = log.New(io.Discard, "", 0)             // the refused handshakes
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0)           // the refused handshakes
 	srv.StartTLS()
 	t.Cleanup(srv.Close)
 	st, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "cordon.db"))
