@@ -20,8 +20,9 @@ const (
 	cl3Addr   = "192.0.2.13"
 )
 
-// oidcPolicy grants ehr to the IdP group Physicians only; billing to
-// nobody (and the local users of the world reach nothing).
+// oidcPolicy grants ehr to the IdP group Physicians only, pacs to them
+// only with MFA (which the test IdP does not report for drsmith); billing
+// to nobody (and the local users of the world reach nothing).
 const oidcPolicy = `version: 1
 groups:
   physicians:
@@ -31,8 +32,10 @@ segments:
 apps:
   ehr: {segment: clinical, names: [ehr.hosp.internal], addresses: [10.20.0.10], ports: [tcp/80], classification: internal}
   billing: {segment: clinical, names: [billing.hosp.internal], addresses: [10.20.0.11], ports: [tcp/80], classification: internal}
+  pacs: {segment: clinical, names: [pacs.hosp.internal], addresses: [10.20.0.12], ports: [tcp/80], classification: internal}
 rules:
   - {name: physicians-ehr, from: [group:physicians], to: [app:ehr]}
+  - {name: physicians-pacs, from: [group:physicians], to: [app:pacs], when: {mfa: true}}
 `
 
 // TestOIDC: a clinician signs in through the IdP with `cordon login --idp`
@@ -105,6 +108,11 @@ providers:
 	if !strings.Contains(out, "Signed in as drsmith") {
 		t.Errorf("cordon login output: %s", out)
 	}
+	// The IdP reported no MFA: the sign-in says what stays closed and how
+	// to get it.
+	if !strings.Contains(out, "these apps stay closed: pacs") || !strings.Contains(out, "cordon login --idp test") {
+		t.Errorf("cordon login output does not say pacs needs MFA and how to get it:\n%s", out)
+	}
 
 	var us []struct {
 		Name string `json:"name"`
@@ -121,6 +129,13 @@ providers:
 	w.up(doc)
 	t.Cleanup(doc.proc.stop)
 	w.waitReach(doc, w.svcs["ehr"], 20*time.Second)
+	waitFor(t, 10*time.Second, "cordon status to say pacs needs MFA", func() error {
+		out, errOut, rc := doc.cordon("", "status")
+		if rc != 0 || !strings.Contains(out, "MFA:") || !strings.Contains(out, "pacs") {
+			return fmt.Errorf("cordon status: exit %d\n%s%s", rc, out, errOut)
+		}
+		return nil
+	})
 	w.unreachable(doc, w.svcs["billing"])
 	// The local users are in no IdP group: the policy gives them nothing.
 	w.unreachable(w.nurse, w.svcs["ehr"])

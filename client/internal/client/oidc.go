@@ -28,6 +28,9 @@ type OIDCLoginConfig struct {
 	Browser func(ctx context.Context, url string) error
 	// Out receives what the user must read (the URL, the device code).
 	Out io.Writer
+	// Answer, if set, receives the controller's answer to the sign-in
+	// (which apps need a second factor the sign-in did not prove).
+	Answer func(*controlproto.EnrollResponse)
 }
 
 // LoginOIDC signs the user in through an identity provider and enrolls
@@ -57,6 +60,9 @@ func LoginOIDC(ctx context.Context, cfg OIDCLoginConfig) (*agentstate.Enrollment
 			}
 			if err != nil {
 				return nil, fmt.Errorf("sign in with %s: %w", cfg.IdP, err)
+			}
+			if cfg.Answer != nil {
+				cfg.Answer(resp)
 			}
 			return resp, nil
 		})
