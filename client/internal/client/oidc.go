@@ -77,7 +77,7 @@ func (cfg OIDCLoginConfig) flow() oidcflow.Config {
 // redirect.
 func codeLogin(ctx context.Context, api *adminapi.Client, cfg OIDCLoginConfig, dev controlproto.DeviceEnroll) (*controlproto.EnrollResponse, error) {
 	var out controlproto.EnrollResponse
-	err := oidcflow.Code(ctx, cfg.flow(),
+	err := oidcflow.Code(ctx, oidcflow.WithRedirect(ctx, api, cfg.flow()),
 		func(ctx context.Context, redirect, challenge string) (controlproto.OIDCStartResponse, error) {
 			var start controlproto.OIDCStartResponse
 			err := api.Do(ctx, http.MethodPost, "/v1/login/oidc/start", controlproto.OIDCStartRequest{

@@ -38,6 +38,7 @@ func (a *API) oidcProviders(w http.ResponseWriter, r *http.Request) error {
 		for _, p := range a.oidc.Providers() {
 			out.Providers = append(out.Providers, controlproto.OIDCProvider{
 				Name: p.Name, DisplayName: p.DisplayName, Issuer: p.Issuer, ClientID: p.ClientID, DeviceFlow: p.DeviceFlow,
+				RedirectHost: p.RedirectHost, RedirectPort: p.RedirectPort,
 			})
 		}
 	}

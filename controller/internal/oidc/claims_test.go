@@ -187,6 +187,9 @@ providers:
 		{"refresh_interval: 10m\nunreachable_limit: 5m\nproviders:\n  - {name: a, issuer: https://x, client_id: c}", "unreachable_limit: 5m0s is shorter than refresh_interval"},
 		{"unreachable_limit: -1h\nproviders:\n  - {name: a, issuer: https://x, client_id: c}", "positive duration"},
 		{"", "empty"},
+		{"providers:\n  - {name: a, issuer: https://x, client_id: c, redirect_host: example.com}", "redirect_host"},
+		{"providers:\n  - {name: a, issuer: https://x, client_id: c, redirect_port: 80}", "redirect_port: 80"},
+		{"providers:\n  - {name: a, issuer: https://x, client_id: c, redirect_port: 70000}", "redirect_port"},
 	} {
 		if _, err := ParseFile([]byte(tc.src)); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("ParseFile(%q) = %v, want error mentioning %q", tc.src, err, tc.want)

@@ -10,6 +10,7 @@ import (
 	"os"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -109,6 +110,15 @@ type ProviderConfig struct {
 	CAFile string `yaml:"ca_file"`
 	// AllowHTTP permits an http:// issuer. Testing only.
 	AllowHTTP bool `yaml:"allow_http"`
+	// RedirectHost and RedirectPort fix the loopback redirect URI the
+	// client listens on, http://HOST:PORT/callback, for IdPs that match
+	// redirect URIs exactly (Dex, some Entra and Okta configurations):
+	// register exactly that URI at the IdP. RedirectHost is 127.0.0.1
+	// (default), localhost or [::1]; RedirectPort 0 (default) lets the
+	// client pick a free port, which only IdPs following RFC 8252 §7.3
+	// (any port on loopback) accept.
+	RedirectHost string `yaml:"redirect_host"`
+	RedirectPort Port   `yaml:"redirect_port"`
 
 	secret string
 }
@@ -123,6 +133,19 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 		return fmt.Errorf("line %d: %q is not a positive duration (e.g. 5m, 30s)", n.Line, n.Value)
 	}
 	*d = Duration(v)
+	return nil
+}
+
+// Port is a TCP port written as a number in the file.
+type Port uint16
+
+// UnmarshalYAML implements yaml.Unmarshaler.
+func (p *Port) UnmarshalYAML(n *yaml.Node) error {
+	v, err := strconv.ParseUint(n.Value, 10, 16)
+	if err != nil {
+		return fmt.Errorf("line %d: redirect_port: %q is not a port number (1024-65535, or 0 for any)", n.Line, n.Value)
+	}
+	*p = Port(v)
 	return nil
 }
 
@@ -267,7 +290,30 @@ func (p *ProviderConfig) check() error {
 	if p.DisplayName == "" {
 		p.DisplayName = p.Name
 	}
+	switch p.RedirectHost {
+	case "":
+		p.RedirectHost = DefaultRedirectHost
+	case "127.0.0.1", "localhost", "[::1]":
+	default:
+		return fmt.Errorf("redirect_host: %q: use 127.0.0.1, localhost or [::1] (a loopback address the user's browser reaches on their own machine)", p.RedirectHost)
+	}
+	if p.RedirectPort != 0 && p.RedirectPort < 1024 {
+		return fmt.Errorf("redirect_port: %d: use 1024-65535 (an unprivileged port the client can listen on), or 0 for any free port", p.RedirectPort)
+	}
 	return nil
+}
+
+// DefaultRedirectHost is the loopback host of the redirect URI.
+const DefaultRedirectHost = "127.0.0.1"
+
+// RedirectURI is the redirect URI to register at the IdP: with a fixed
+// port, exactly that; else the form, with PORT standing for any port.
+func (p *ProviderConfig) RedirectURI() string {
+	port := "PORT"
+	if p.RedirectPort != 0 {
+		port = fmt.Sprint(p.RedirectPort)
+	}
+	return "http://" + p.RedirectHost + ":" + port + "/callback"
 }
 
 // readSecret reads a secret file that only its owner may read.

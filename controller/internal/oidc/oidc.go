@@ -220,6 +220,10 @@ type ProviderInfo struct {
 	ClientID    string `json:"client_id"`
 	DeviceFlow  bool   `json:"device_flow"`
 	PolicyClaim string `json:"policy_claim"`
+	// The loopback redirect the client must use (see ProviderConfig).
+	RedirectHost string `json:"redirect_host"`
+	RedirectPort uint16 `json:"redirect_port,omitempty"`
+	RedirectURI  string `json:"redirect_uri"` // to register at the IdP
 }
 
 // Providers lists the configured providers, by name.
@@ -227,7 +231,8 @@ func (m *Manager) Providers() []ProviderInfo {
 	out := make([]ProviderInfo, 0, len(m.names))
 	for _, n := range m.names {
 		c := m.providers[n].cfg
-		out = append(out, ProviderInfo{Name: c.Name, DisplayName: c.DisplayName, Issuer: c.Issuer, ClientID: c.ClientID, DeviceFlow: c.DeviceFlow, PolicyClaim: c.PolicyClaim})
+		out = append(out, ProviderInfo{Name: c.Name, DisplayName: c.DisplayName, Issuer: c.Issuer, ClientID: c.ClientID, DeviceFlow: c.DeviceFlow, PolicyClaim: c.PolicyClaim,
+			RedirectHost: c.RedirectHost, RedirectPort: uint16(c.RedirectPort), RedirectURI: c.RedirectURI()})
 	}
 	return out
 }
@@ -445,6 +450,9 @@ func (m *Manager) StartCode(ctx context.Context, source, idp, redirectURI, chall
 	}
 	if !loopbackRedirect(redirectURI) {
 		return CodeStart{}, ErrRedirect
+	}
+	if err := p.cfg.checkRedirect(redirectURI); err != nil {
+		return CodeStart{}, err
 	}
 	if len(challenge) != 43 { // base64url(SHA-256), RFC 7636
 		return CodeStart{}, errors.New("code_challenge: must be the base64url S256 challenge of the PKCE verifier (43 characters)")
@@ -665,6 +673,23 @@ func loopbackRedirect(s string) bool {
 	}
 	ip := net.ParseIP(h)
 	return ip != nil && ip.IsLoopback()
+}
+
+// checkRedirect holds a loopback redirect URI to the provider's
+// redirect_host and redirect_port (the URI registered at the IdP). With
+// neither configured, any loopback host and port pass (RFC 8252 §7.3).
+func (c *ProviderConfig) checkRedirect(s string) error {
+	u, err := url.Parse(s)
+	if err != nil {
+		return ErrRedirect
+	}
+	host := u.Host[:len(u.Host)-len(u.Port())-1] // keeps [::1]'s brackets
+	if c.RedirectHost != "" && c.RedirectHost != DefaultRedirectHost || c.RedirectPort != 0 {
+		if host != c.RedirectHost || c.RedirectPort != 0 && u.Port() != fmt.Sprint(c.RedirectPort) || u.Path != "/callback" {
+			return fmt.Errorf("%w: provider %s accepts only %s (redirect_host, redirect_port): update the client, or check the controller's OIDC configuration", ErrRedirect, c.Name, c.RedirectURI())
+		}
+	}
+	return nil
 }
 
 // seal encrypts a refresh token, bound to its provider and subject.

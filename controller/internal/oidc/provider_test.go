@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/cordonhq/cordon/controller/internal/store/sqlite"
+	"github.com/cordonhq/cordon/internal/oidctest"
 	"golang.org/x/oauth2"
 )
 
@@ -56,5 +57,34 @@ func TestPrivateCAWithoutCAFile(t *testing.T) {
 	err = start(caFile)
 	if errors.Is(err, ErrIdPConfig) || !errors.Is(err, ErrUnavailable) {
 		t.Errorf("private CA with ca_file: %v; want past TLS (ErrUnavailable for the 404)", err)
+	}
+}
+
+// TestFixedRedirect: with redirect_host and redirect_port the controller
+// starts only sign-ins whose redirect is exactly the registered URI, and
+// lists it for the clients.
+func TestFixedRedirect(t *testing.T) {
+	r := newRig(t, oidctest.Options{}, func(p *ProviderConfig) { p.RedirectHost, p.RedirectPort = "localhost", 8400 })
+	ch := oauth2.S256ChallengeFromVerifier(oauth2.GenerateVerifier())
+	if _, err := r.m.StartCode(t.Context(), testSource, "test", "http://localhost:8400/callback", ch); err != nil {
+		t.Errorf("the registered redirect: %v", err)
+	}
+	for _, uri := range []string{"http://localhost:8401/callback", "http://127.0.0.1:8400/callback", "http://localhost:8400/other"} {
+		_, err := r.m.StartCode(t.Context(), testSource, "test", uri, ch)
+		if !errors.Is(err, ErrRedirect) || !strings.Contains(err.Error(), "accepts only http://localhost:8400/callback") {
+			t.Errorf("StartCode(%s) = %v; want ErrRedirect naming the registered URI", uri, err)
+		}
+	}
+	ps := r.m.Providers()
+	if len(ps) != 1 || ps[0].RedirectHost != "localhost" || ps[0].RedirectPort != 8400 || ps[0].RedirectURI != "http://localhost:8400/callback" {
+		t.Errorf("providers: %+v", ps)
+	}
+	// Without them, any loopback port passes (RFC 8252).
+	r2 := newRig(t, oidctest.Options{}, nil)
+	if _, err := r2.m.StartCode(t.Context(), testSource, "test", "http://[::1]:39123/callback", ch); err != nil {
+		t.Errorf("any loopback redirect without redirect_port: %v", err)
+	}
+	if p := r2.m.Providers()[0]; p.RedirectURI != "http://127.0.0.1:PORT/callback" {
+		t.Errorf("redirect to register without a fixed port: %q", p.RedirectURI)
 	}
 }
