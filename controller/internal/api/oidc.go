@@ -143,7 +143,7 @@ func (a *API) oidcLogin(w http.ResponseWriter, r *http.Request) error {
 	}
 	if id.CreatedAt.Equal(now) {
 		a.audit(ctx, store.AuditEvent{
-			Type: "auth.idp.link", Actor: "idp:" + res.IdP, Outcome: "success", Subject: id.User,
+			Type: store.AuditIdPLink, Actor: "idp:" + res.IdP, Outcome: "success", Subject: id.User,
 			Details: map[string]string{"source": src, "idp_subject": c.Subject, "email": c.Email, "comment": "user created at first sign-in"},
 		})
 	}

@@ -41,14 +41,12 @@ type RefreshStats struct {
 	Unverified int
 }
 
-// Audit event types this package records. The controller has no typed
-// audit schema yet (store.AuditEvent.Type is a string); these constants
-// are the one place these names are spelled.
+// Audit event types this package records (the schema is in store).
 const (
-	AuditGroups      = "auth.idp.groups"      // the provider changed a user's groups
-	AuditRefused     = "auth.idp.refresh"     // the provider refused a refresh: sessions ended
-	AuditUnreachable = "auth.idp.unreachable" // unreachable past the limit: sessions ended
-	auditSessionEnd  = "session.end"
+	AuditGroups      = store.AuditIdPGroups      // the provider changed a user's groups
+	AuditRefused     = store.AuditIdPRefused     // the provider refused a refresh: sessions ended
+	AuditUnreachable = store.AuditIdPUnreachable // unreachable past the limit: sessions ended
+	auditSessionEnd  = store.AuditSessionEnd
 )
 
 // RefreshAll refreshes, once, every linked identity that has a refresh
