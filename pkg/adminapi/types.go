@@ -175,10 +175,18 @@ type AddMemberRequest struct {
 
 // Rule lets a group reach an app.
 type Rule struct {
-	Name      string    `json:"name"`
-	Group     string    `json:"group"`
-	App       string    `json:"app"`
-	CreatedAt time.Time `json:"created_at"`
+	Name  string `json:"name"`
+	Group string `json:"group"`
+	App   string `json:"app"`
+	// From a policy file: every subject and target ("group:nurses",
+	// "app:ehr"; Group and App give the first of each kind), the
+	// conditions in words, and whether it is a deny rule.
+	From       []string  `json:"from,omitempty"`
+	To         []string  `json:"to,omitempty"`
+	Conditions string    `json:"conditions,omitempty"`
+	Deny       bool      `json:"deny,omitempty"`
+	Source     string    `json:"source,omitempty"` // "policy version N (FILE)"; "" for the directory
+	CreatedAt  time.Time `json:"created_at"`
 }
 
 // CreateRuleRequest is the body of POST /v1/rules.

@@ -201,8 +201,8 @@ func (a *API) routes() {
 	m.Handle("DELETE /v1/groups/{name}/members/{user}", a.admin(auth.PermPolicyWrite, a.directoryEdit(a.removeMember)))
 
 	m.Handle("POST /v1/rules", a.admin(auth.PermPolicyWrite, a.directoryEdit(a.createRule)))
-	m.Handle("GET /v1/rules", a.admin(auth.PermRead, a.listRules))
-	m.Handle("GET /v1/rules/{name}", a.admin(auth.PermRead, a.getRule))
+	m.Handle("GET /v1/rules", a.admin(auth.PermRead, a.fromPolicy(a.listRules, a.policyRules)))
+	m.Handle("GET /v1/rules/{name}", a.admin(auth.PermRead, a.fromPolicy(a.getRule, a.policyRule)))
 	m.Handle("DELETE /v1/rules/{name}", a.admin(auth.PermPolicyWrite, a.directoryEdit(a.deleteRule)))
 
 	m.Handle("POST /v1/gateway-tokens", a.admin(auth.PermGatewaysWrite, a.createGatewayToken))

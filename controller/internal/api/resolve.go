@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 
 	"github.com/cordonhq/cordon/controller/internal/store"
@@ -189,4 +190,46 @@ func (a *API) resolveTokenSegment(ctx context.Context, name string) error {
 		return fmt.Errorf("record policy segment %q for its gateways: %w", name, err)
 	}
 	return nil
+}
+
+func policyRuleOut(x *policyfile.Rule, v *store.PolicyVersion) adminapi.Rule {
+	out := adminapi.Rule{Name: x.Name, Deny: x.Deny, Conditions: policyfile.ConditionSummary(&x.When), Source: policySource(v), CreatedAt: v.CreatedAt}
+	for _, f := range x.From {
+		out.From = append(out.From, f.String())
+		if f.Kind == policyfile.SubjectGroup && out.Group == "" {
+			out.Group = f.Name
+		}
+	}
+	for _, t := range x.To {
+		out.To = append(out.To, t.String())
+		if t.Kind == policyfile.TargetApp && out.App == "" {
+			out.App = t.Name
+		}
+	}
+	return out
+}
+
+// policyRuleList is every allow and deny rule of the file, in file order.
+func policyRuleList(pol *policyfile.Policy) []*policyfile.Rule {
+	return append(slices.Clone(pol.Rules), pol.Denies...)
+}
+
+func (a *API) policyRules(w http.ResponseWriter, r *http.Request, v *store.PolicyVersion, pol *policyfile.Policy) error {
+	out := []adminapi.Rule{}
+	for _, x := range policyRuleList(pol) {
+		out = append(out, policyRuleOut(x, v))
+	}
+	return ok(w, out)
+}
+
+func (a *API) policyRule(w http.ResponseWriter, r *http.Request, v *store.PolicyVersion, pol *policyfile.Policy) error {
+	name := r.PathValue("name")
+	var names []string
+	for _, x := range policyRuleList(pol) {
+		if x.Name == name {
+			return ok(w, policyRuleOut(x, v))
+		}
+		names = append(names, x.Name)
+	}
+	return notInPolicy("rule", name, v, names)
 }

@@ -74,6 +74,13 @@ func TestNamesResolveAgainstPolicyFile(t *testing.T) {
 	}
 	_, err = e.admin.GetGroup(ctx, "nurses")
 	wantCode(t, err, http.StatusNotFound, adminapi.CodeNotFound, "whose groups are: physicians")
+	var rule adminapi.Rule
+	if err := e.admin.Do(ctx, http.MethodGet, "/v1/rules/physicians-ehr", nil, &rule); err != nil ||
+		rule.Group != "physicians" || rule.App != "ehr" || !slices.Equal(rule.To, []string{"app:ehr"}) || rule.Source == "" {
+		t.Errorf("rule show physicians-ehr = %+v, %v", rule, err)
+	}
+	err = e.admin.Do(ctx, http.MethodGet, "/v1/rules/nurses-ehr", nil, &rule)
+	wantCode(t, err, http.StatusNotFound, adminapi.CodeNotFound, "whose rules are: physicians-ehr")
 }
 
 // TestTokenSegmentBeforePolicy: before any policy file, token segments
