@@ -25,7 +25,12 @@ func (m *Manager) Run() {
 			case <-m.ctx.Done():
 				return
 			case <-t.C:
-				if err := m.RefreshAll(m.ctx); err != nil && m.ctx.Err() == nil {
+				err := m.RefreshAll(m.ctx)
+				switch {
+				case err == nil || m.ctx.Err() != nil:
+				case errors.Is(err, ErrIdPConfig): // retrying will not help: say so louder
+					m.log.Error("oidc refresh: identity provider configuration error", "err", err)
+				default:
 					m.log.Warn("oidc refresh", "err", err)
 				}
 			}
