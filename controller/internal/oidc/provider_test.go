@@ -1,17 +1,20 @@
 package oidc
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/pem"
 	"errors"
 	"io"
 	"log"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cordonhq/cordon/controller/internal/store/sqlite"
 	"github.com/cordonhq/cordon/internal/oidctest"
@@ -86,5 +89,52 @@ func TestFixedRedirect(t *testing.T) {
 	}
 	if p := r2.m.Providers()[0]; p.RedirectURI != "http://127.0.0.1:PORT/callback" {
 		t.Errorf("redirect to register without a fixed port: %q", p.RedirectURI)
+	}
+}
+
+// chanHandler sends every log record to a channel.
+type chanHandler chan slog.Record
+
+func (h chanHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h chanHandler) Handle(_ context.Context, r slog.Record) error {
+	select {
+	case h <- r:
+	default:
+	}
+	return nil
+}
+func (h chanHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h chanHandler) WithGroup(string) slog.Handler      { return h }
+
+// TestRunReportsMisconfiguredIdP: at start the controller logs an IdP it
+// cannot trust as an error, before any user tries to sign in.
+func TestRunReportsMisconfiguredIdP(t *testing.T) {
+	srv := httptest.NewUnstartedServer(http.NotFoundHandler())
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	st, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "cordon.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	logs := make(chanHandler, 16)
+	key := make([]byte, 32)
+	rand.Read(key)
+	m, err := New(Config{Store: st, TokenKey: key, Logger: slog.New(logs), Providers: []ProviderConfig{{Name: "keycloak", Issuer: srv.URL, ClientID: "cordon"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	m.Run()
+	for {
+		select {
+		case r := <-logs:
+			if r.Level == slog.LevelError && strings.Contains(r.Message, "misconfigured") {
+				return
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("no error logged for an IdP whose certificate is not trusted")
+		}
 	}
 }

@@ -16,8 +16,19 @@ import (
 )
 
 // Run refreshes every linked identity each refresh interval until Close.
+// It first tries each provider's discovery once, so that a configuration
+// error (an untrusted certificate: ca_file) is logged at start, not at the
+// first user's failed sign-in; a provider that is down is only noted.
 func (m *Manager) Run() {
 	m.wg.Go(func() {
+		for _, n := range m.names {
+			switch _, err := m.providers[n].discover(m.ctx); {
+			case errors.Is(err, ErrIdPConfig):
+				m.log.Error("identity provider misconfigured: its users cannot sign in", "idp", n, "err", err)
+			case err != nil && m.ctx.Err() == nil:
+				m.log.Warn("identity provider not reachable at start (retried at the next sign-in)", "idp", n, "err", err)
+			}
+		}
 		t := time.NewTicker(m.interval)
 		defer t.Stop()
 		for {
