@@ -251,7 +251,9 @@ var OutageAnswers = map[string]RefreshAnswer{
 	"503":      {Status: 503, ContentType: "text/plain", Body: "Service Unavailable"},
 	"504":      {Status: 504, ContentType: "text/plain", Body: "Gateway Timeout"},
 	"429":      {Status: 429, Body: `{"error":"rate_limited"}`},
-	"timeout":  {Hang: true},
+	// An OAuth error that says the server could not answer, with a 400.
+	"400-temporarily-unavailable": {Status: 400, Body: `{"error":"temporarily_unavailable","error_description":"try later"}`},
+	"timeout":                     {Hang: true},
 }
 
 func (i *IdP) answer(w http.ResponseWriter, r *http.Request, a *RefreshAnswer) {

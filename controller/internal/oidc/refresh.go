@@ -76,8 +76,8 @@ const (
 // holds for a provider removed from the configuration.
 //
 // Only a failure to get an answer (network errors, timeouts, 5xx, 429, a
-// 4xx that is no OAuth error response, such as a proxy's page) counts as
-// unreachable. That changes nothing (fail static) for at most the
+// 4xx that is no OAuth error response, such as a proxy's page, or whose
+// code is server_error or temporarily_unavailable) counts as unreachable. That changes nothing (fail static) for at most the
 // unreachable limit after the user's last successful sign-in or refresh;
 // past it the sessions end (audited), so an IdP that stays down cannot
 // extend access for ever.
@@ -200,6 +200,11 @@ func oauthRefusal(idp string, err error) *refusal {
 	}
 	st := re.Response.StatusCode
 	if st < 400 || st >= 500 || st == http.StatusRequestTimeout || st == http.StatusTooManyRequests {
+		return nil
+	}
+	// The two codes by which an OAuth server says it could not answer
+	// (RFC 6749 §4.1.2.1), sometimes sent with a 4xx: not about the user.
+	if re.ErrorCode == "server_error" || re.ErrorCode == "temporarily_unavailable" {
 		return nil
 	}
 	r := &refusal{Status: st, Code: clip(re.ErrorCode)}
