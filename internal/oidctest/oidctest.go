@@ -46,9 +46,9 @@ type Options struct {
 	DevicePoll      time.Duration // device poll interval, default 1s
 	Logger          *slog.Logger  // the provider library's log; default discard
 	// Control serves POST /_oidctest/disable?user=NAME,
-	// /_oidctest/enable?user=NAME and /_oidctest/revoked-answer?as=STYLE
-	// (a key of RevokedAnswers), for tests driving the IdP as a
-	// separate process. Never on a reachable address outside tests.
+	// /_oidctest/enable?user=NAME, /_oidctest/down, /_oidctest/up (see
+	// SetDown) and /_oidctest/revoked-answer?as=STYLE (a key of
+	// RevokedAnswers), for tests driving the IdP as a separate process. Never on a reachable address outside tests.
 	Control bool
 	// RevokedAnswer, if set, is how a refresh for a deactivated user is
 	// answered (default: the library's HTTP 400 invalid_grant).
@@ -160,6 +160,10 @@ func Start(opts Options) (*IdP, error) {
 				err = i.SetDisabled(r.URL.Query().Get("user"), true)
 			case "enable":
 				err = i.SetDisabled(r.URL.Query().Get("user"), false)
+			case "down":
+				i.SetDown(true)
+			case "up":
+				i.SetDown(false)
 			case "revoked-answer":
 				// ?as=dex|okta|...: how refreshes of deactivated users are refused.
 				a, ok := RevokedAnswers[r.URL.Query().Get("as")]
@@ -194,7 +198,7 @@ func (i *IdP) gate(h http.Handler) http.Handler {
 		i.mu.Lock()
 		down, refresh, revoked := i.down, i.refresh, i.revoked
 		i.mu.Unlock()
-		if down {
+		if down && !strings.HasPrefix(r.URL.Path, "/_oidctest/") {
 			http.Error(w, "oidctest: down", http.StatusServiceUnavailable)
 			return
 		}
