@@ -77,10 +77,11 @@ const (
 //
 // Only a failure to get an answer (network errors, timeouts, 5xx, 429, a
 // 4xx that is no OAuth error response, such as a proxy's page, or whose
-// code is server_error or temporarily_unavailable) counts as unreachable. That changes nothing (fail static) for at most the
-// unreachable limit after the user's last successful sign-in or refresh;
-// past it the sessions end (audited), so an IdP that stays down cannot
-// extend access for ever.
+// code is server_error or temporarily_unavailable) counts as unreachable.
+// That changes nothing (fail static) for at most the unreachable limit
+// after the user's last successful sign-in or refresh; past it the
+// sessions end (audited), so an IdP that stays down cannot extend access
+// for ever.
 func (m *Manager) RefreshAll(ctx context.Context) error {
 	_, err := m.refreshAll(ctx)
 	return err
