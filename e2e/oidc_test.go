@@ -89,8 +89,7 @@ providers:
 	w.mustCtl("", "policy", "apply", policy, "--reason", "e2e: IdP group Physicians reaches ehr")
 
 	cl3 := w.extraClientNS("cl3", cl3Addr)
-	seq := worldSeq.Load()
-	doc := &client{iface: ifaceName("d", seq), user: "drsmith", ns: cl3, stateDir: filepath.Join(w.dir, "drsmith")}
+	doc := &client{iface: ifaceName("d", w.seq), user: "drsmith", ns: cl3, stateDir: filepath.Join(w.dir, "drsmith")}
 	t.Cleanup(func() { os.Remove(filepath.Join("/var/run/wireguard", doc.iface+".sock")) })
 
 	// Which IdPs does this controller offer?

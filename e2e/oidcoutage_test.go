@@ -70,7 +70,7 @@ providers:
 	w.mustCtl("", "policy", "apply", policy, "--reason", "e2e: IdP group Physicians reaches ehr")
 
 	cl3 := w.extraClientNS("cl3", cl3Addr)
-	doc := &client{iface: ifaceName("d", worldSeq.Load()), user: "drsmith", ns: cl3, stateDir: filepath.Join(w.dir, "drsmith")}
+	doc := &client{iface: ifaceName("d", w.seq), user: "drsmith", ns: cl3, stateDir: filepath.Join(w.dir, "drsmith")}
 	t.Cleanup(func() { os.Remove(filepath.Join("/var/run/wireguard", doc.iface+".sock")) })
 	login := func() (string, int) {
 		out, errOut, rc := doc.cordon("", "login", "--controller", controllerURL, "--ca-cert", w.caFile(), "--idp", "test",

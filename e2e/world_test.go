@@ -44,6 +44,7 @@ var worldSeq atomic.Int64
 type world struct {
 	t    *testing.T
 	id   string
+	seq  int64 // this world's number: ifaceName(role, w.seq) names its interfaces
 	dir  string
 	logs *logDumper
 
@@ -123,7 +124,7 @@ func newWorld(t *testing.T, opts ...worldOpt) *world {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := &world{t: t, id: id, dir: dir, logs: &logDumper{}, gwIface: ifaceName("g", seq)}
+	w := &world{t: t, id: id, seq: seq, dir: dir, logs: &logDumper{}, gwIface: ifaceName("g", seq)}
 	for _, o := range opts {
 		o(w)
 	}
