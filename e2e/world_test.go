@@ -44,6 +44,7 @@ var worldSeq atomic.Int64
 type world struct {
 	t    *testing.T
 	id   string
+	seq  int64 // this world's number: ifaceName(role, w.seq) names its interfaces
 	dir  string
 	logs *logDumper
 
@@ -62,6 +63,9 @@ type world struct {
 
 	// ctlArgs are extra cordon-controller flags (withControllerArgs).
 	ctlArgs []string
+	// policySrc, if set, is applied as a policy file instead of the
+	// one-by-one directory, before the gateway enrolls (withPolicyFile).
+	policySrc string
 }
 
 // worldOpt changes a world before it starts.
@@ -70,6 +74,14 @@ type worldOpt func(*world)
 // withControllerArgs adds cordon-controller flags.
 func withControllerArgs(args ...string) worldOpt {
 	return func(w *world) { w.ctlArgs = append(w.ctlArgs, args...) }
+}
+
+// withPolicyFile configures the world with a policy file, applied before
+// any gateway is enrolled, instead of segment/app/group/rule create. It
+// must define segment clinical (gateway gw1), apps ehr and billing, and
+// put nurse in a group that reaches ehr.
+func withPolicyFile(src string) worldOpt {
+	return func(w *world) { w.policySrc = src }
 }
 
 // client is one clinician's device: a user logged in with 'cordon login'
@@ -112,7 +124,7 @@ func newWorld(t *testing.T, opts ...worldOpt) *world {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := &world{t: t, id: id, dir: dir, logs: &logDumper{}, gwIface: ifaceName("g", seq)}
+	w := &world{t: t, id: id, seq: seq, dir: dir, logs: &logDumper{}, gwIface: ifaceName("g", seq)}
 	for _, o := range opts {
 		o(w)
 	}
@@ -136,7 +148,11 @@ func newWorld(t *testing.T, opts ...worldOpt) *world {
 
 	w.svcs = startServices(t, w.app)
 	w.startController("controller")
-	w.configure()
+	if w.policySrc != "" {
+		w.applyPolicyFile()
+	} else {
+		w.configure()
+	}
 	w.startGateway()
 	w.nurse = w.newClient("nurse", w.cl1, ifaceName("n", seq))
 	w.clerk = w.newClient("clerk", w.cl2, ifaceName("k", seq))
@@ -344,6 +360,16 @@ func (w *world) configure() {
 	w.mustCtl("", "rule", "create", ruleName, "--group", groupName, "--app", "ehr")
 }
 
+// applyPolicyFile applies w.policySrc (withPolicyFile).
+func (w *world) applyPolicyFile() {
+	w.t.Helper()
+	f := filepath.Join(w.dir, "world-policy.yaml")
+	if err := os.WriteFile(f, []byte(w.policySrc), 0o600); err != nil {
+		w.t.Fatal(err)
+	}
+	w.mustCtl("", "policy", "apply", f, "--reason", "e2e: the world's policy file")
+}
+
 // userSecret creates a user and returns its TOTP secret.
 func (w *world) createUser(name, password string) string {
 	w.t.Helper()
@@ -427,7 +453,7 @@ func (w *world) newClient(user string, ns netNS, iface string) *client {
 	w.t.Helper()
 	c := &client{iface: iface, user: user, password: "correct horse " + user, ns: ns, stateDir: filepath.Join(w.dir, user)}
 	c.secret = w.createUser(user, c.password)
-	if user == "nurse" {
+	if user == "nurse" && w.policySrc == "" { // a policy file names its members
 		w.mustCtl("", "group", "add-member", groupName, user)
 	}
 	return c

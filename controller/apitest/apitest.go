@@ -135,6 +135,25 @@ func New(t testing.TB, opts Options) *Server {
 // controller does every refresh interval).
 func (s *Server) RefreshOIDC(ctx context.Context) error { return s.oidc.RefreshAll(ctx) }
 
+// LinkIdentity links user (created if new) to subject at identity
+// provider idp, as a sign-in at asOf that asserted groups in claim would.
+func (s *Server) LinkIdentity(ctx context.Context, user, idp, subject, claim string, groups []string, asOf time.Time) error {
+	asOf = asOf.UTC().Truncate(time.Microsecond)
+	_, err := s.Store.LinkIdentity(ctx, store.Identity{IdP: idp, Subject: subject, User: user, Claim: claim, Groups: groups, LastRefresh: asOf, CreatedAt: asOf})
+	return err
+}
+
+// RefuseIdentity records that idp refused subject at a refresh at at (as
+// the refresher does before ending the user's sessions).
+func (s *Server) RefuseIdentity(ctx context.Context, idp, subject string, at time.Time) error {
+	id, err := s.Store.GetIdentity(ctx, idp, subject)
+	if err != nil {
+		return err
+	}
+	id.InvalidAt, id.RefreshToken = at.UTC().Truncate(time.Microsecond), ""
+	return s.Store.UpdateIdentity(ctx, id)
+}
+
 // Now is the server's clock.
 func (s *Server) Now() time.Time {
 	s.mu.Lock()

@@ -45,10 +45,14 @@ type Options struct {
 	DeviceLifetime  time.Duration // device code lifetime, default 5m
 	DevicePoll      time.Duration // device poll interval, default 1s
 	Logger          *slog.Logger  // the provider library's log; default discard
-	// Control serves POST /_oidctest/disable?user=NAME and
-	// /_oidctest/enable?user=NAME, for tests driving the IdP as a
-	// separate process. Never on a reachable address outside tests.
+	// Control serves POST /_oidctest/disable?user=NAME,
+	// /_oidctest/enable?user=NAME, /_oidctest/down, /_oidctest/up (see
+	// SetDown) and /_oidctest/revoked-answer?as=STYLE (a key of
+	// RevokedAnswers), for tests driving the IdP as a separate process. Never on a reachable address outside tests.
 	Control bool
+	// RevokedAnswer, if set, is how a refresh for a deactivated user is
+	// answered (default: the library's HTTP 400 invalid_grant).
+	RevokedAnswer *RefreshAnswer
 }
 
 // User is a person at the IdP.
@@ -74,6 +78,10 @@ type IdP struct {
 	users    map[string]*User // by ID
 	disabled map[string]bool  // by ID
 	down     bool
+	// refresh, if set, answers every refresh_token grant; revoked, if
+	// set, answers those of a deactivated user (see RefreshAnswer).
+	refresh, revoked *RefreshAnswer
+	closing          chan struct{} // closed by Close: ends hanging answers
 }
 
 // Start starts a provider; Close stops it.
@@ -103,7 +111,8 @@ func Start(opts Options) (*IdP, error) {
 	if err != nil {
 		return nil, fmt.Errorf("oidctest: listen: %w", err)
 	}
-	i := &IdP{Issuer: "http://" + ln.Addr().String() + "/", opts: opts, ln: ln, users: map[string]*User{}, disabled: map[string]bool{}}
+	i := &IdP{Issuer: "http://" + ln.Addr().String() + "/", opts: opts, ln: ln, users: map[string]*User{}, disabled: map[string]bool{},
+		revoked: opts.RevokedAnswer, closing: make(chan struct{})}
 	// The example storage checks that a client exists in its own map
 	// (device codes); op itself gets our client from GetClientByClientID.
 	clients := map[string]*storage.Client{opts.ClientID: storage.NativeClient(opts.ClientID, "http://127.0.0.1/callback")}
@@ -151,6 +160,18 @@ func Start(opts Options) (*IdP, error) {
 				err = i.SetDisabled(r.URL.Query().Get("user"), true)
 			case "enable":
 				err = i.SetDisabled(r.URL.Query().Get("user"), false)
+			case "down":
+				i.SetDown(true)
+			case "up":
+				i.SetDown(false)
+			case "revoked-answer":
+				// ?as=dex|okta|...: how refreshes of deactivated users are refused.
+				a, ok := RevokedAnswers[r.URL.Query().Get("as")]
+				if !ok {
+					err = errors.New("unknown revoked-answer style")
+					break
+				}
+				i.SetRevokedAnswer(&a)
 			default:
 				err = errors.New("unknown operation")
 			}
@@ -170,22 +191,130 @@ const loginPage = `<!doctype html><title>oidctest sign-in</title>
 <p>%s</p><input name="username"><input name="password" type="password"><button>Sign in</button></form>
 `
 
-// gate answers 503 to everything while the IdP is "down".
+// gate answers 503 to everything while the IdP is "down", and refresh
+// grants as set by SetRefreshAnswer and SetRevokedAnswer.
 func (i *IdP) gate(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		i.mu.Lock()
-		down := i.down
+		down, refresh, revoked := i.down, i.refresh, i.revoked
 		i.mu.Unlock()
-		if down {
+		if down && !strings.HasPrefix(r.URL.Path, "/_oidctest/") {
 			http.Error(w, "oidctest: down", http.StatusServiceUnavailable)
 			return
+		}
+		if (refresh != nil || revoked != nil) && r.Method == http.MethodPost && r.URL.Path == "/"+tokenPath {
+			r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
+			if r.ParseForm() == nil && r.PostForm.Get("grant_type") == "refresh_token" {
+				if refresh == nil && revoked != nil && i.refreshOfDeactivated(r.Context(), r.PostForm.Get("refresh_token")) {
+					refresh = revoked
+				}
+				if refresh != nil {
+					i.answer(w, r, refresh)
+					return
+				}
+			}
 		}
 		h.ServeHTTP(w, r)
 	})
 }
 
+// tokenPath is the token endpoint of the op package (relative).
+const tokenPath = "oauth/token"
+
+// RefreshAnswer is an answer of the token endpoint to a refresh_token
+// grant: an OAuth error response (RFC 6749 §5.2) the way a given IdP
+// words it, an outage (5xx, a proxy's HTML page), or no answer at all.
+type RefreshAnswer struct {
+	Status      int    // HTTP status
+	ContentType string // default application/json
+	Body        string
+	// Hang: never answer; the request stays open until the client gives
+	// up or the IdP is closed (a timeout, as seen by the client).
+	Hang bool
+}
+
+// How the major IdPs refuse the refresh token of a revoked, deactivated
+// or deleted user (as documented by each, or observed), and how the
+// controller's client credentials are refused.
+var RevokedAnswers = map[string]RefreshAnswer{
+	// Dex answers 400 invalid_request, not invalid_grant.
+	"dex":      {Status: 400, Body: `{"error":"invalid_request","error_description":"Refresh token is invalid or has already been claimed by another client."}`},
+	"okta":     {Status: 400, Body: `{"error":"invalid_grant","error_description":"The refresh token is invalid or expired."}`},
+	"entra":    {Status: 400, Body: `{"error":"invalid_grant","error_description":"AADSTS50173: The provided grant has expired due to it being revoked, a fresh auth token is needed.","error_codes":[50173]}`},
+	"auth0":    {Status: 403, Body: `{"error":"invalid_grant","error_description":"Unknown or invalid refresh token."}`},
+	"keycloak": {Status: 400, Body: `{"error":"invalid_grant","error_description":"Session not active"}`},
+	"google":   {Status: 400, Body: `{"error":"invalid_grant","error_description":"Token has been expired or revoked."}`},
+	// The client itself refused (secret rotated, client deleted).
+	"invalid-client": {Status: 401, Body: `{"error":"invalid_client","error_description":"Invalid client credentials."}`},
+}
+
+// Outages: answers that say nothing about the user.
+var OutageAnswers = map[string]RefreshAnswer{
+	"500":      {Status: 500, Body: `{"error":"server_error"}`},
+	"502-html": {Status: 502, ContentType: "text/html", Body: "<html><body><h1>502 Bad Gateway</h1></body></html>"},
+	"503":      {Status: 503, ContentType: "text/plain", Body: "Service Unavailable"},
+	"504":      {Status: 504, ContentType: "text/plain", Body: "Gateway Timeout"},
+	"429":      {Status: 429, Body: `{"error":"rate_limited"}`},
+	// An OAuth error that says the server could not answer, with a 400.
+	"400-temporarily-unavailable": {Status: 400, Body: `{"error":"temporarily_unavailable","error_description":"try later"}`},
+	"timeout":                     {Hang: true},
+}
+
+func (i *IdP) answer(w http.ResponseWriter, r *http.Request, a *RefreshAnswer) {
+	if a.Hang {
+		select {
+		case <-r.Context().Done():
+		case <-i.closing:
+		}
+		return
+	}
+	ct := a.ContentType
+	if ct == "" {
+		ct = "application/json"
+	}
+	w.Header().Set("Content-Type", ct)
+	w.WriteHeader(a.Status)
+	io.WriteString(w, a.Body)
+}
+
+// refreshOfDeactivated reports a refresh token of a deactivated user.
+func (i *IdP) refreshOfDeactivated(ctx context.Context, token string) bool {
+	req, err := i.st.Storage.TokenRequestByRefreshToken(ctx, token)
+	if err != nil {
+		return false
+	}
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	return i.disabled[req.GetSubject()]
+}
+
+// SetRefreshAnswer makes every refresh_token grant get a (nil: served
+// normally again).
+func (i *IdP) SetRefreshAnswer(a *RefreshAnswer) {
+	i.mu.Lock()
+	i.refresh = a
+	i.mu.Unlock()
+}
+
+// SetRevokedAnswer makes refreshes of deactivated users get a (nil: the
+// library's invalid_grant).
+func (i *IdP) SetRevokedAnswer(a *RefreshAnswer) {
+	i.mu.Lock()
+	i.revoked = a
+	i.mu.Unlock()
+}
+
 // Close stops the provider.
-func (i *IdP) Close() error { return i.srv.Close() }
+func (i *IdP) Close() error {
+	i.mu.Lock()
+	select {
+	case <-i.closing:
+	default:
+		close(i.closing)
+	}
+	i.mu.Unlock()
+	return i.srv.Close()
+}
 
 // SetDown makes every request fail with 503 (true) or be served again.
 func (i *IdP) SetDown(down bool) {

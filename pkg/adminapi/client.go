@@ -295,6 +295,13 @@ func (c *Client) GetUser(ctx context.Context, name string) (*User, error) {
 	return &out, c.Do(ctx, http.MethodGet, pathf("/v1/users/%s", name), nil, &out)
 }
 
+// ListIdentities lists every user's links to identity providers, with the
+// claims each last asserted.
+func (c *Client) ListIdentities(ctx context.Context) ([]UserIdentity, error) {
+	var out []UserIdentity
+	return out, c.Do(ctx, http.MethodGet, "/v1/identities", nil, &out)
+}
+
 // DeleteUser deletes a user with their memberships and devices.
 func (c *Client) DeleteUser(ctx context.Context, name string) error {
 	return c.Do(ctx, http.MethodDelete, pathf("/v1/users/%s", name), nil, nil)

@@ -64,7 +64,9 @@ const (
 type Segment struct {
 	Name      string         `json:"name"`
 	CIDRs     []netip.Prefix `json:"cidrs"`
-	CreatedAt time.Time      `json:"created_at"`
+	Gateways  []string       `json:"gateways,omitempty"` // named in the policy file
+	Source    string         `json:"source,omitempty"`   // "policy version N (FILE)"; "" for the directory
+	CreatedAt time.Time      `json:"created_at"`         // for a policy file: when that version was applied
 }
 
 // CreateSegmentRequest is the body of POST /v1/segments.
@@ -82,7 +84,13 @@ type App struct {
 	Proto          policy.Proto `json:"proto"`
 	Ports          []string     `json:"ports"` // "443", "8000-8099", "*"
 	Classification string       `json:"classification"`
-	CreatedAt      time.Time    `json:"created_at"`
+	// From a policy file: every name, address and service (DNSName,
+	// Address, Proto and Ports give the first).
+	Names     []string       `json:"names,omitempty"`
+	Addresses []netip.Prefix `json:"addresses,omitempty"`
+	Services  []string       `json:"services,omitempty"` // "tcp/443"
+	Source    string         `json:"source,omitempty"`   // "policy version N (FILE)"; "" for the directory
+	CreatedAt time.Time      `json:"created_at"`
 }
 
 // CreateAppRequest is the body of POST /v1/apps.
@@ -104,6 +112,28 @@ type User struct {
 	Name      string    `json:"name"`
 	Disabled  bool      `json:"disabled"`
 	CreatedAt time.Time `json:"created_at"`
+	// Identities are the user's links to identity providers with the
+	// claims each last asserted (GET /v1/users/{name} only).
+	Identities []UserIdentity `json:"identities,omitempty"`
+}
+
+// UserIdentity is a user's link to an identity provider and the group
+// claims it last asserted: what policy IdP references ({claim, value})
+// grant access by. GET /v1/identities lists them all.
+type UserIdentity struct {
+	User    string   `json:"user"`
+	IdP     string   `json:"idp"`
+	Subject string   `json:"subject"`
+	Email   string   `json:"email,omitempty"`
+	Claim   string   `json:"claim"`  // the claim name policy references use ("groups")
+	Groups  []string `json:"groups"` // the values last asserted, sorted
+	// ClaimsAsOf is the last sign-in or successful refresh; ClaimsAge is
+	// its age by the controller's clock, in seconds.
+	ClaimsAsOf time.Time `json:"claims_as_of"`
+	ClaimsAge  int64     `json:"claims_age_seconds"`
+	// InvalidAt is when the provider refused the user; such claims grant
+	// nothing until the next sign-in.
+	InvalidAt time.Time `json:"invalid_at,omitzero"`
 }
 
 // CreateUserRequest is the body of POST /v1/users.
@@ -124,8 +154,12 @@ type CreateUserResponse struct {
 
 // Group is a named set of users.
 type Group struct {
-	Name      string    `json:"name"`
-	Members   []string  `json:"members"`
+	Name    string   `json:"name"`
+	Members []string `json:"members"`
+	// From a policy file: nested groups and IdP groups ("groups=Physicians").
+	Groups    []string  `json:"groups,omitempty"`
+	IdP       []string  `json:"idp,omitempty"`
+	Source    string    `json:"source,omitempty"` // "policy version N (FILE)"; "" for the directory
 	CreatedAt time.Time `json:"created_at"`
 }
 
@@ -141,10 +175,18 @@ type AddMemberRequest struct {
 
 // Rule lets a group reach an app.
 type Rule struct {
-	Name      string    `json:"name"`
-	Group     string    `json:"group"`
-	App       string    `json:"app"`
-	CreatedAt time.Time `json:"created_at"`
+	Name  string `json:"name"`
+	Group string `json:"group"`
+	App   string `json:"app"`
+	// From a policy file: every subject and target ("group:nurses",
+	// "app:ehr"; Group and App give the first of each kind), the
+	// conditions in words, and whether it is a deny rule.
+	From       []string  `json:"from,omitempty"`
+	To         []string  `json:"to,omitempty"`
+	Conditions string    `json:"conditions,omitempty"`
+	Deny       bool      `json:"deny,omitempty"`
+	Source     string    `json:"source,omitempty"` // "policy version N (FILE)"; "" for the directory
+	CreatedAt  time.Time `json:"created_at"`
 }
 
 // CreateRuleRequest is the body of POST /v1/rules.

@@ -266,6 +266,17 @@ type SessionInfo struct {
 	// Posture lists the policy's posture checks this device fails, with
 	// what to fix, for the apps that require them.
 	Posture []PostureFinding `json:"posture,omitempty"`
+	// NoMFA is set while the session's sign-in proved no second factor and
+	// the policy has apps the user reaches only with one.
+	NoMFA *NoMFA `json:"no_mfa,omitempty"`
+}
+
+// NoMFA tells a user whose sign-in proved no second factor (an IdP that
+// reported none: no amr or acr showing one) which apps stay closed and how
+// to open them.
+type NoMFA struct {
+	Apps []string `json:"apps"` // sorted
+	How  string   `json:"how"`  // what to do, for the user
 }
 
 // StepUp is one app that needs a fresher second factor.
@@ -479,4 +490,7 @@ type EnrollResponse struct {
 	// ControlAddr is the QUIC control address (host:port, UDP); empty means
 	// the same host and port as the API URL.
 	ControlAddr string `json:"control_addr,omitempty"`
+	// NoMFA: the sign-in proved no second factor and these apps need one
+	// (client sign-ins only).
+	NoMFA *NoMFA `json:"no_mfa,omitempty"`
 }

@@ -24,6 +24,9 @@ const (
 	OIDCExpired        = "expired_token"
 	OIDCDenied         = "access_denied"
 	OIDCIdPUnavailable = "idp_unavailable" // 502: the IdP did not answer; try again later
+	// 502: the controller's configuration of the IdP is wrong (its HTTPS
+	// certificate is not trusted: ca_file); retrying will not help.
+	OIDCIdPMisconfigured = "idp_misconfigured"
 )
 
 // OIDCProvider describes one identity provider users may sign in with.
@@ -33,6 +36,11 @@ type OIDCProvider struct {
 	Issuer      string `json:"issuer"`
 	ClientID    string `json:"client_id"`
 	DeviceFlow  bool   `json:"device_flow"`
+	// RedirectHost and RedirectPort are the loopback redirect the client
+	// listens on, http://HOST:PORT/callback, exactly as registered at the
+	// IdP; port 0: any free port. Empty host (older controllers): 127.0.0.1.
+	RedirectHost string `json:"redirect_host,omitempty"`
+	RedirectPort uint16 `json:"redirect_port,omitempty"`
 }
 
 // OIDCProviders answers GET /v1/oidc/providers.

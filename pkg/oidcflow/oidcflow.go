@@ -38,10 +38,71 @@ type Config struct {
 	Out io.Writer
 	// Again is the command that starts over, for messages ("cordon login").
 	Again string
+	// RedirectHost and RedirectPort are the loopback redirect to listen
+	// on, http://HOST:PORT/callback, as the controller says the IdP has it
+	// registered (OIDCProvider): HOST 127.0.0.1 (default), localhost or
+	// [::1]; PORT 0 picks a free port.
+	RedirectHost string
+	RedirectPort uint16
+	// Timeout bounds the wait for the browser to come back (default
+	// BrowserTimeout); after HintAfter (default BrowserHintAfter) the user
+	// is told what to check.
+	Timeout, HintAfter time.Duration
 }
 
 // BrowserTimeout bounds the wait for the browser to come back.
 const BrowserTimeout = 5 * time.Minute
+
+// BrowserHintAfter is when a sign-in still waiting for the browser tells
+// the user what to check.
+const BrowserHintAfter = time.Minute
+
+// ErrNoRedirect: the browser never came back to the loopback redirect.
+var ErrNoRedirect = errors.New("the browser never came back to Cordon")
+
+// listen opens the loopback redirect listener(s) of cfg and returns them
+// with the redirect URI. "localhost" listens on 127.0.0.1 and, on the same
+// port, on ::1 when the machine has it (browsers resolve localhost to
+// either).
+func listen(cfg Config) ([]net.Listener, string, error) {
+	host := cfg.RedirectHost
+	if host == "" {
+		host = "127.0.0.1"
+	}
+	bind := host
+	switch host {
+	case "localhost":
+		bind = "127.0.0.1"
+	case "127.0.0.1", "[::1]":
+	default:
+		return nil, "", fmt.Errorf("redirect host %q is not a loopback host (127.0.0.1, localhost or [::1]): check redirect_host in the controller's OIDC configuration", host)
+	}
+	ln, err := net.Listen("tcp", net.JoinHostPort(strings.Trim(bind, "[]"), fmt.Sprint(cfg.RedirectPort)))
+	if err != nil {
+		if cfg.RedirectPort != 0 {
+			return nil, "", fmt.Errorf("listen on %s:%d for the sign-in redirect (the IdP accepts only http://%s:%d/callback): %w; is another sign-in running? close it and try again",
+				host, cfg.RedirectPort, host, cfg.RedirectPort, err)
+		}
+		return nil, "", fmt.Errorf("listen for the sign-in redirect on a loopback port: %w", err)
+	}
+	lns := []net.Listener{ln}
+	port := ln.Addr().(*net.TCPAddr).Port
+	if host == "localhost" {
+		if ln6, err := net.Listen("tcp", net.JoinHostPort("::1", fmt.Sprint(port))); err == nil {
+			lns = append(lns, ln6)
+		}
+	}
+	return lns, fmt.Sprintf("http://%s:%d/callback", host, port), nil
+}
+
+// noRedirect says what to check when the browser did not come back.
+func noRedirect(cfg Config, redirect string, waited time.Duration) error {
+	return fmt.Errorf("%w within %s. Check that:\n"+
+		"  - you finished signing in with %s in the browser;\n"+
+		"  - the identity provider did not show an error about the redirect URI: it must have %s registered for Cordon's client exactly (see 'Registering Cordon at your IdP' in docs/identity.md; a fixed port is redirect_port in the controller's OIDC configuration);\n"+
+		"  - the browser runs on this machine: on a remote or headless machine use --device-code.\n"+
+		"Then run '%s' again", ErrNoRedirect, waited, cfg.IdP, redirect, cfg.Again)
+}
 
 // StartFunc asks the controller to begin a code sign-in whose redirect
 // comes to redirectURI, with the S256 challenge of the verifier.
@@ -64,22 +125,26 @@ func Code(ctx context.Context, cfg Config, start StartFunc, finish FinishFunc) e
 	if cfg.Out == nil {
 		cfg.Out = io.Discard
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	lns, redirect, err := listen(cfg)
 	if err != nil {
-		return fmt.Errorf("listen for the sign-in redirect on a loopback port: %w", err)
+		return err
 	}
-	redirect := "http://" + ln.Addr().String() + "/callback"
+	closeAll := func() {
+		for _, ln := range lns {
+			ln.Close()
+		}
+	}
 	verifier := oauth2.GenerateVerifier()
 	st, err := start(ctx, redirect, oauth2.S256ChallengeFromVerifier(verifier))
 	if err != nil {
-		ln.Close()
+		closeAll()
 		return err
 	}
 
 	got := make(chan callback, 1)
 	srv := &http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/callback" {
-			http.NotFound(w, r)
+			http.Error(w, "Cordon waits for the sign-in at /callback: the redirect URI registered at the identity provider must be "+redirect, http.StatusNotFound)
 			return
 		}
 		q := r.URL.Query()
@@ -104,12 +169,24 @@ func Code(ctx context.Context, cfg Config, start StartFunc, finish FinishFunc) e
 		default:
 		}
 	})}
-	go srv.Serve(ln)
+	for _, ln := range lns {
+		go srv.Serve(ln)
+	}
 	defer srv.Close()
 
 	fmt.Fprintf(cfg.Out, "Sign in with %s in your browser. If it did not open, visit:\n\n  %s\n\n", cfg.IdP, st.AuthURL)
-	ctx, cancel := context.WithTimeout(ctx, BrowserTimeout)
+	timeout, hintAfter := cfg.Timeout, cfg.HintAfter
+	if timeout <= 0 {
+		timeout = BrowserTimeout
+	}
+	if hintAfter <= 0 {
+		hintAfter = BrowserHintAfter
+	}
+	outer := ctx
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	hint := time.NewTimer(hintAfter)
+	defer hint.Stop()
 	browserErr := make(chan error, 1)
 	var wg sync.WaitGroup
 	defer wg.Wait() // after cancel (deferred later runs first): the browser stops
@@ -124,14 +201,36 @@ func Code(ctx context.Context, cfg Config, start StartFunc, finish FinishFunc) e
 				return fmt.Errorf("browser: %w", err)
 			}
 			browserErr = nil // a missing xdg-open is fine: the URL was printed
+		case <-hint.C:
+			fmt.Fprintf(cfg.Out, "Still waiting for the browser to come back to %s. If %s showed an error about the redirect URI, that address is not registered there exactly; see 'Registering Cordon at your IdP' in docs/identity.md. On a machine without a browser, use --device-code.\n", redirect, cfg.IdP)
 		case <-ctx.Done():
-			return fmt.Errorf("no sign-in completed in the browser: %w", context.Cause(ctx))
+			if outer.Err() != nil { // the caller gave up (interrupt, its own deadline)
+				return fmt.Errorf("no sign-in completed in the browser: %w", context.Cause(outer))
+			}
+			return noRedirect(cfg, redirect, timeout)
 		}
 	}
 	if cb.err != nil {
 		return cb.err
 	}
 	return finish(ctx, st.LoginID, cb.code, verifier)
+}
+
+// WithRedirect returns cfg with the loopback redirect the controller gives
+// for provider cfg.IdP (GET /v1/oidc/providers), so that the redirect URI
+// matches the one registered at the IdP; cfg unchanged when the controller
+// names none or cannot be asked (the start call then reports why).
+func WithRedirect(ctx context.Context, api *adminapi.Client, cfg Config) Config {
+	var provs controlproto.OIDCProviders
+	if err := api.Do(ctx, http.MethodGet, "/v1/oidc/providers", nil, &provs); err != nil {
+		return cfg
+	}
+	for _, p := range provs.Providers {
+		if p.Name == cfg.IdP && p.RedirectHost != "" {
+			cfg.RedirectHost, cfg.RedirectPort = p.RedirectHost, p.RedirectPort
+		}
+	}
+	return cfg
 }
 
 // OpenBrowser opens url with open, or $BROWSER, or xdg-open.

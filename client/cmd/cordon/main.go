@@ -257,6 +257,10 @@ func printSession(w io.Writer, ss *controlproto.SessionInfo) bool {
 		line += "; signed out after " + ss.IdleLimit.String() + " without activity"
 	}
 	fmt.Fprintf(w, "Session:     %s\n", line)
+	if n := ss.NoMFA; n != nil {
+		fmt.Fprintf(w, "MFA:         none in this session; closed until you have one: %s\n", strings.Join(n.Apps, ", "))
+		fmt.Fprintf(w, "             %s\n", n.How)
+	}
 	for _, su := range ss.StepUp {
 		fmt.Fprintf(w, "Verify:      %s needs a fresh sign-in with your second factor: run 'cordon login' (the tunnel stays up)\n", su.App)
 	}
@@ -325,6 +329,8 @@ func loginOIDC(cmd *cobra.Command, lc client.LoginConfig, idp string, deviceCode
 			return c.Run()
 		}
 	}
+	var noMFA *controlproto.NoMFA
+	cfg.Answer = func(r *controlproto.EnrollResponse) { noMFA = r.NoMFA }
 	ctx, cancel := context.WithTimeout(cmd.Context(), 16*time.Minute)
 	defer cancel()
 	e, err := client.LoginOIDC(ctx, cfg)
@@ -332,5 +338,15 @@ func loginOIDC(cmd *cobra.Command, lc client.LoginConfig, idp string, deviceCode
 		return err
 	}
 	fmt.Fprintf(out, "Signed in as %s. Device %s enrolled with overlay address %s.\nRun 'cordon up' to connect.\n", e.User, e.ID, e.OverlayAddr)
+	if noMFA != nil {
+		fmt.Fprintf(out, "\nWithout a second factor, these apps stay closed: %s.\n%s.\n", strings.Join(noMFA.Apps, ", "), capitalize(noMFA.How))
+	}
 	return nil
+}
+
+func capitalize(s string) string {
+	if s == "" {
+		return s
+	}
+	return strings.ToUpper(s[:1]) + s[1:]
 }

@@ -28,6 +28,9 @@ type OIDCLoginConfig struct {
 	Browser func(ctx context.Context, url string) error
 	// Out receives what the user must read (the URL, the device code).
 	Out io.Writer
+	// Answer, if set, receives the controller's answer to the sign-in
+	// (which apps need a second factor the sign-in did not prove).
+	Answer func(*controlproto.EnrollResponse)
 }
 
 // LoginOIDC signs the user in through an identity provider and enrolls
@@ -58,6 +61,9 @@ func LoginOIDC(ctx context.Context, cfg OIDCLoginConfig) (*agentstate.Enrollment
 			if err != nil {
 				return nil, fmt.Errorf("sign in with %s: %w", cfg.IdP, err)
 			}
+			if cfg.Answer != nil {
+				cfg.Answer(resp)
+			}
 			return resp, nil
 		})
 }
@@ -71,7 +77,7 @@ func (cfg OIDCLoginConfig) flow() oidcflow.Config {
 // redirect.
 func codeLogin(ctx context.Context, api *adminapi.Client, cfg OIDCLoginConfig, dev controlproto.DeviceEnroll) (*controlproto.EnrollResponse, error) {
 	var out controlproto.EnrollResponse
-	err := oidcflow.Code(ctx, cfg.flow(),
+	err := oidcflow.Code(ctx, oidcflow.WithRedirect(ctx, api, cfg.flow()),
 		func(ctx context.Context, redirect, challenge string) (controlproto.OIDCStartResponse, error) {
 			var start controlproto.OIDCStartResponse
 			err := api.Do(ctx, http.MethodPost, "/v1/login/oidc/start", controlproto.OIDCStartRequest{

@@ -245,7 +245,46 @@ func (a *API) getUser(w http.ResponseWriter, r *http.Request, _ string) error {
 	if err != nil {
 		return err
 	}
-	return ok(w, userOut(u))
+	out := userOut(u)
+	ids, err := a.identities(r.Context(), u.Name)
+	if err != nil {
+		return err
+	}
+	out.Identities = ids
+	return ok(w, out)
+}
+
+// identities are the OIDC links of user (every user's when user is ""),
+// with the age of their claims by the controller's clock.
+func (a *API) identities(ctx context.Context, user string) ([]adminapi.UserIdentity, error) {
+	ids, err := a.st.ListIdentities(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list identities: %w", err)
+	}
+	now := a.now()
+	var out []adminapi.UserIdentity
+	for _, id := range ids {
+		if user != "" && id.User != user {
+			continue
+		}
+		asOf := id.LastRefresh
+		if asOf.IsZero() {
+			asOf = id.CreatedAt
+		}
+		out = append(out, adminapi.UserIdentity{
+			User: id.User, IdP: id.IdP, Subject: id.Subject, Email: id.Email, Claim: id.Claim, Groups: nonNil(id.Groups),
+			ClaimsAsOf: asOf, ClaimsAge: int64(max(now.Sub(asOf), 0) / time.Second), InvalidAt: id.InvalidAt,
+		})
+	}
+	return out, nil
+}
+
+func (a *API) listIdentities(w http.ResponseWriter, r *http.Request, _ string) error {
+	out, err := a.identities(r.Context(), "")
+	if err != nil {
+		return err
+	}
+	return ok(w, nonNil(out))
 }
 
 // setUserDisabled returns the handler of POST /v1/users/{name}/disable or
@@ -525,9 +564,7 @@ func (a *API) createGatewayToken(w http.ResponseWriter, r *http.Request, actor s
 		return err
 	}
 	ctx := r.Context()
-	if _, err := a.st.GetSegment(ctx, req.Segment); errors.Is(err, store.ErrNotFound) {
-		return notFoundf("segment %q not found: create it first (cordonctl segment create)", req.Segment)
-	} else if err != nil {
+	if err := a.resolveTokenSegment(ctx, req.Segment); err != nil {
 		return err
 	}
 	secret, hash := auth.NewEnrollToken()

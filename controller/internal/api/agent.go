@@ -286,9 +286,13 @@ func (a *API) signIn(w http.ResponseWriter, r *http.Request, u store.User, req *
 		Details: map[string]string{"source": src, "device": dev.ID, "method": method, "mfa": strconv.FormatBool(mfa)},
 	})
 	a.changed()
-	return ok(w, controlproto.EnrollResponse{
+	resp := controlproto.EnrollResponse{
 		ID: dev.ID, User: u.Name, OverlayAddr: dev.OverlayAddr, Certificate: cert, ControlAddr: a.control,
-	})
+	}
+	if !mfa {
+		resp.NoMFA = a.noMFA(ctx, u.Name, method)
+	}
+	return ok(w, resp)
 }
 
 // auditSessionsEnded records each ended session (comment: the admin's,

@@ -38,6 +38,7 @@ func (a *API) oidcProviders(w http.ResponseWriter, r *http.Request) error {
 		for _, p := range a.oidc.Providers() {
 			out.Providers = append(out.Providers, controlproto.OIDCProvider{
 				Name: p.Name, DisplayName: p.DisplayName, Issuer: p.Issuer, ClientID: p.ClientID, DeviceFlow: p.DeviceFlow,
+				RedirectHost: p.RedirectHost, RedirectPort: p.RedirectPort,
 			})
 		}
 	}
@@ -142,7 +143,7 @@ func (a *API) oidcLogin(w http.ResponseWriter, r *http.Request) error {
 	}
 	if id.CreatedAt.Equal(now) {
 		a.audit(ctx, store.AuditEvent{
-			Type: "auth.idp.link", Actor: "idp:" + res.IdP, Outcome: "success", Subject: id.User,
+			Type: store.AuditIdPLink, Actor: "idp:" + res.IdP, Outcome: "success", Subject: id.User,
 			Details: map[string]string{"source": src, "idp_subject": c.Subject, "email": c.Email, "comment": "user created at first sign-in"},
 		})
 	}
@@ -213,6 +214,9 @@ func (a *API) oidcErrorAs(r *http.Request, idp string, err error, typ, actor, su
 		return code(http.StatusBadRequest, adminapi.CodeInvalid)
 	case errors.Is(err, oidc.ErrRedirect), errors.Is(err, oidc.ErrNoDeviceFlow):
 		return code(http.StatusBadRequest, adminapi.CodeInvalid)
+	case errors.Is(err, oidc.ErrIdPConfig):
+		a.log.ErrorContext(r.Context(), "identity provider misconfigured", "idp", idp, logErr, err)
+		return errorf(http.StatusBadGateway, controlproto.OIDCIdPMisconfigured, "%s: this is a configuration error on the controller, not an outage, so trying again will not help: tell your administrator", err)
 	case errors.Is(err, oidc.ErrUnavailable):
 		a.log.WarnContext(r.Context(), "identity provider unreachable", "idp", idp, logErr, err)
 		return errorf(http.StatusBadGateway, controlproto.OIDCIdPUnavailable, "%s: try again in a minute; if it persists, tell your administrator", err)

@@ -139,9 +139,13 @@ func TestDirectoryEditsRefusedUnderPolicy(t *testing.T) {
 	wantCode(t, err, 409, adminapi.CodeConflict, "policy version 1 is active")
 	_, err = e.admin.CreateGroup(ctx, &adminapi.CreateGroupRequest{Name: "g"})
 	wantCode(t, err, 409, adminapi.CodeConflict)
-	if _, err := e.admin.GetSegment(ctx, "before"); err != nil {
-		t.Fatalf("reads must still work: %v", err)
+	// Reads answer from the file that decides access now, not from the
+	// directory the maps ignore.
+	if seg, err := e.admin.GetSegment(ctx, "lan"); err != nil || seg.Source != "policy version 1 (v1.yaml)" {
+		t.Fatalf("segment show lan under a policy: %+v, %v", seg, err)
 	}
+	_, err = e.admin.GetSegment(ctx, "before")
+	wantCode(t, err, 404, adminapi.CodeNotFound, "not in the active policy version 1 (v1.yaml)")
 	if _, err := e.admin.CreateUser(ctx, &adminapi.CreateUserRequest{Name: "newhire", Password: "a long enough password"}); err != nil {
 		t.Fatalf("user create refused under a policy: %v", err)
 	}

@@ -37,6 +37,7 @@ var roleSpec = map[string]string{
 	"POST /v1/users":                       "ON",
 	"GET /v1/users":                        "ONAH",
 	"GET /v1/users/{name}":                 "ONAH",
+	"GET /v1/identities":                   "ONAH", // the IdP claims user show prints
 	"DELETE /v1/users/{name}":              "ON",
 	"POST /v1/users/{name}/disable":        "ONH", // helpdesk takes access away...
 	"POST /v1/users/{name}/enable":         "ON",  // ...but never gives it back

@@ -77,6 +77,7 @@ func (ix *Index) SessionInfo(d store.Device) *controlproto.SessionInfo {
 	info.ExpiresAt = s.Started.Add(g.limits.Absolute)
 	info.IdleLimit = g.limits.ShortestIdle()
 	info.Posture = ix.postureFindings(d.ID)
+	info.NoMFA = ix.noMFA(d, s)
 	return info
 }
 
@@ -97,6 +98,25 @@ func endMessage(why session.EndReason, s *session.Session, l session.Limits) str
 		return "this device was revoked by an administrator at " + at + ": contact your administrator"
 	case session.EndLogout:
 		return "you signed out at " + at + ": " + again
+	case session.EndIdPRefused:
+		return "your identity provider no longer accepts your account (checked at " + at + "): sign in again with 'cordon login --idp'; if that fails, contact your administrator"
+	case session.EndIdPUnreachable:
+		return "your identity provider could not be reached to confirm your account, so your session ended at " + at + ": sign in again with 'cordon login --idp' once it is back"
 	}
 	return fmt.Sprintf("your session ended at %s (%s): %s", at, why, again)
+}
+
+// noMFA lists the apps device d's user reaches only with MFA while its
+// session s proved none (nil otherwise, or without a policy file). The
+// session does not record which IdP signed it in, so the advice is
+// generic; the sign-in itself names the IdP.
+func (ix *Index) noMFA(d store.Device, s *session.Session) *controlproto.NoMFA {
+	if !s.MFAAt.IsZero() || ix.pol == nil || ix.pol.pol == nil {
+		return nil
+	}
+	apps := ix.pol.pol.MFAOnlyApps(d.User, ix.pol.idp[d.User])
+	if len(apps) == 0 {
+		return nil
+	}
+	return &controlproto.NoMFA{Apps: apps, How: session.NoMFAHow("", "")}
 }

@@ -107,9 +107,9 @@ func ParseClaims(raw []byte, p *ProviderConfig) (Claims, error) {
 		if name == "" && p.UsernameClaim == DefaultUsernameClaim {
 			// Only a verified address: an unverified one is whatever the
 			// user typed at a self-service sign-up.
-			var verified bool
-			if v, ok := m["email_verified"]; ok {
-				json.Unmarshal(v, &verified)
+			verified, err := emailVerified(m)
+			if err != nil {
+				return c, err
 			}
 			if verified {
 				name = c.Email
@@ -126,6 +126,32 @@ func ParseClaims(raw []byte, p *ProviderConfig) (Claims, error) {
 		return c, fmt.Errorf("claim %q: %q gives no usable user name: set username_claim", p.UsernameClaim, clip(name))
 	}
 	return c, nil
+}
+
+// emailVerified reads the email_verified claim: a JSON boolean, or the
+// strings "true" and "false" that some IdPs send (older Cognito, ADFS and
+// custom claim mappings); absent or null is false. Anything else is
+// refused, so that a sign-in never trusts an address on a value it
+// cannot read.
+func emailVerified(m map[string]json.RawMessage) (bool, error) {
+	v, ok := m["email_verified"]
+	if !ok || string(v) == "null" {
+		return false, nil
+	}
+	var b bool
+	if err := json.Unmarshal(v, &b); err == nil {
+		return b, nil
+	}
+	var s string
+	if err := json.Unmarshal(v, &s); err == nil {
+		switch s {
+		case "true":
+			return true, nil
+		case "false":
+			return false, nil
+		}
+	}
+	return false, fmt.Errorf(`claim "email_verified": %s is neither true nor false (a boolean, or the string "true" or "false"): fix the claim mapping at the IdP, or set username_claim`, clip(string(v)))
 }
 
 // groups reads the claim at a dotted path: a list of strings or one

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 func testProvider(t testing.TB) *ProviderConfig {
@@ -43,6 +44,16 @@ func TestParseClaims(t *testing.T) {
 			edit: func(p *ProviderConfig) { p.UsernameDomains = []string{"h.org"} },
 			want: Claims{Subject: "s", Email: "bob@h.org", Username: "bob", UsernameExact: true}},
 		{name: "unverified email is no name", raw: `{"sub":"s","email":"bob@h.org"}`, err: "not verified"},
+		// Some IdPs send email_verified as a string.
+		{name: "email_verified string true", raw: `{"sub":"s","email":"bob@h.org","email_verified":"true"}`,
+			edit: func(p *ProviderConfig) { p.UsernameDomains = []string{"h.org"} },
+			want: Claims{Subject: "s", Email: "bob@h.org", Username: "bob", UsernameExact: true}},
+		{name: "email_verified string false", raw: `{"sub":"s","email":"bob@h.org","email_verified":"false"}`, err: "not verified"},
+		{name: "email_verified false", raw: `{"sub":"s","email":"bob@h.org","email_verified":false}`, err: "not verified"},
+		{name: "email_verified null", raw: `{"sub":"s","email":"bob@h.org","email_verified":null}`, err: "not verified"},
+		{name: "email_verified other string", raw: `{"sub":"s","email":"bob@h.org","email_verified":"yes"}`, err: `claim "email_verified": "yes" is neither true nor false`},
+		{name: "email_verified number", raw: `{"sub":"s","email":"bob@h.org","email_verified":1}`, err: `claim "email_verified": 1 is neither true nor false`},
+		{name: "email_verified TRUE", raw: `{"sub":"s","email":"bob@h.org","email_verified":"TRUE"}`, err: "neither true nor false"},
 		{name: "otp alone is not MFA", raw: `{"sub":"s","preferred_username":"x","amr":["otp"]}`, want: Claims{Subject: "s", Username: "x", UsernameExact: true}},
 		{name: "pwd and otp is MFA", raw: `{"sub":"s","preferred_username":"x","amr":["pwd","otp"]}`, want: Claims{Subject: "s", Username: "x", UsernameExact: true, MFA: true}},
 		{name: "configured single method", raw: `{"sub":"s","preferred_username":"x","amr":["hwk"]}`,
@@ -157,6 +168,13 @@ providers:
 	if f.Providers[0].GroupsClaim != "groups" || f.Providers[1].PolicyClaim != "entra-groups" || !slices.Contains(f.Providers[0].Scopes, "offline_access") {
 		t.Errorf("defaults: %+v", f.Providers)
 	}
+	if f.UnreachableLimit != Duration(DefaultUnreachableLimit) {
+		t.Errorf("unreachable_limit default = %s, want %s", time.Duration(f.UnreachableLimit), DefaultUnreachableLimit)
+	}
+	f, err = ParseFile([]byte("unreachable_limit: 20m\nproviders:\n  - {name: a, issuer: https://x, client_id: c}"))
+	if err != nil || f.UnreachableLimit != Duration(20*time.Minute) {
+		t.Errorf("unreachable_limit: 20m: %+v, %v", f, err)
+	}
 	for _, tc := range []struct{ src, want string }{
 		{"providers:\n  - {name: okta, issuer: https://x, client_id: c, colour: red}", "colour"},
 		{"providers:\n  - {name: okta, issuer: http://x, client_id: c}", "not https"},
@@ -166,7 +184,12 @@ providers:
 		{"providers:\n  - {name: a, issuer: https://x, client_id: c}\n  - {name: a, issuer: https://y, client_id: c, policy_claim: z}", "twice"},
 		{"providers:\n  - {name: a, issuer: https://x, client_id: c, scopes: [email]}", "openid"},
 		{"refresh_interval: soon\nproviders: []", "duration"},
+		{"refresh_interval: 10m\nunreachable_limit: 5m\nproviders:\n  - {name: a, issuer: https://x, client_id: c}", "unreachable_limit: 5m0s is shorter than refresh_interval"},
+		{"unreachable_limit: -1h\nproviders:\n  - {name: a, issuer: https://x, client_id: c}", "positive duration"},
 		{"", "empty"},
+		{"providers:\n  - {name: a, issuer: https://x, client_id: c, redirect_host: example.com}", "redirect_host"},
+		{"providers:\n  - {name: a, issuer: https://x, client_id: c, redirect_port: 80}", "redirect_port: 80"},
+		{"providers:\n  - {name: a, issuer: https://x, client_id: c, redirect_port: 70000}", "redirect_port"},
 	} {
 		if _, err := ParseFile([]byte(tc.src)); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("ParseFile(%q) = %v, want error mentioning %q", tc.src, err, tc.want)

@@ -10,6 +10,7 @@ import (
 	"os"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -22,9 +23,13 @@ const MaxConfigSize = 1 << 20
 // Defaults.
 const (
 	DefaultRefreshInterval = 5 * time.Minute
-	DefaultClockSkew       = 2 * time.Minute
-	DefaultGroupsClaim     = "groups"
-	DefaultUsernameClaim   = "preferred_username"
+	// DefaultUnreachableLimit is how long sessions outlive their last
+	// successful check at the IdP while it cannot be reached: well under
+	// the sessions' absolute limit (12h by default).
+	DefaultUnreachableLimit = time.Hour
+	DefaultClockSkew        = 2 * time.Minute
+	DefaultGroupsClaim      = "groups"
+	DefaultUsernameClaim    = "preferred_username"
 )
 
 // DefaultScopes are requested when a provider names none. offline_access
@@ -44,8 +49,15 @@ type File struct {
 	// RefreshInterval is how often the controller refreshes each linked
 	// identity's tokens at its provider (default 5m): a user the provider
 	// no longer accepts loses every session within one interval.
-	RefreshInterval Duration         `yaml:"refresh_interval"`
-	Providers       []ProviderConfig `yaml:"providers"`
+	RefreshInterval Duration `yaml:"refresh_interval"`
+	// UnreachableLimit bounds how long a user's sessions stay up while
+	// their provider cannot be reached (network errors, timeouts, 5xx),
+	// counted from the last successful sign-in or refresh (default 1h;
+	// at least refresh_interval). Past it the sessions end, audited as
+	// auth.idp.unreachable: an IdP that stays down does not extend
+	// access for ever. A refusal by the provider ends them at once.
+	UnreachableLimit Duration         `yaml:"unreachable_limit"`
+	Providers        []ProviderConfig `yaml:"providers"`
 }
 
 // ProviderConfig is one identity provider.
@@ -98,6 +110,15 @@ type ProviderConfig struct {
 	CAFile string `yaml:"ca_file"`
 	// AllowHTTP permits an http:// issuer. Testing only.
 	AllowHTTP bool `yaml:"allow_http"`
+	// RedirectHost and RedirectPort fix the loopback redirect URI the
+	// client listens on, http://HOST:PORT/callback, for IdPs that match
+	// redirect URIs exactly (Dex, some Entra and Okta configurations):
+	// register exactly that URI at the IdP. RedirectHost is 127.0.0.1
+	// (default), localhost or [::1]; RedirectPort 0 (default) lets the
+	// client pick a free port, which only IdPs following RFC 8252 §7.3
+	// (any port on loopback) accept.
+	RedirectHost string `yaml:"redirect_host"`
+	RedirectPort Port   `yaml:"redirect_port"`
 
 	secret string
 }
@@ -112,6 +133,19 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 		return fmt.Errorf("line %d: %q is not a positive duration (e.g. 5m, 30s)", n.Line, n.Value)
 	}
 	*d = Duration(v)
+	return nil
+}
+
+// Port is a TCP port written as a number in the file.
+type Port uint16
+
+// UnmarshalYAML implements yaml.Unmarshaler.
+func (p *Port) UnmarshalYAML(n *yaml.Node) error {
+	v, err := strconv.ParseUint(n.Value, 10, 16)
+	if err != nil {
+		return fmt.Errorf("line %d: redirect_port: %q is not a port number (1024-65535, or 0 for any)", n.Line, n.Value)
+	}
+	*p = Port(v)
 	return nil
 }
 
@@ -173,6 +207,13 @@ func (c *File) check() error {
 	}
 	if time.Duration(c.RefreshInterval) < time.Second {
 		return errors.New("refresh_interval: at least 1s")
+	}
+	if c.UnreachableLimit == 0 {
+		c.UnreachableLimit = Duration(max(DefaultUnreachableLimit, time.Duration(c.RefreshInterval)))
+	}
+	if c.UnreachableLimit < c.RefreshInterval {
+		return fmt.Errorf("unreachable_limit: %s is shorter than refresh_interval %s: one missed refresh would end every session; set it to at least refresh_interval (default 1h)",
+			time.Duration(c.UnreachableLimit), time.Duration(c.RefreshInterval))
 	}
 	if len(c.Providers) == 0 {
 		return errors.New("providers: list at least one identity provider")
@@ -249,7 +290,30 @@ func (p *ProviderConfig) check() error {
 	if p.DisplayName == "" {
 		p.DisplayName = p.Name
 	}
+	switch p.RedirectHost {
+	case "":
+		p.RedirectHost = DefaultRedirectHost
+	case "127.0.0.1", "localhost", "[::1]":
+	default:
+		return fmt.Errorf("redirect_host: %q: use 127.0.0.1, localhost or [::1] (a loopback address the user's browser reaches on their own machine)", p.RedirectHost)
+	}
+	if p.RedirectPort != 0 && p.RedirectPort < 1024 {
+		return fmt.Errorf("redirect_port: %d: use 1024-65535 (an unprivileged port the client can listen on), or 0 for any free port", p.RedirectPort)
+	}
 	return nil
+}
+
+// DefaultRedirectHost is the loopback host of the redirect URI.
+const DefaultRedirectHost = "127.0.0.1"
+
+// RedirectURI is the redirect URI to register at the IdP: with a fixed
+// port, exactly that; else the form, with PORT standing for any port.
+func (p *ProviderConfig) RedirectURI() string {
+	port := "PORT"
+	if p.RedirectPort != 0 {
+		port = fmt.Sprint(p.RedirectPort)
+	}
+	return "http://" + p.RedirectHost + ":" + port + "/callback"
 }
 
 // readSecret reads a secret file that only its owner may read.

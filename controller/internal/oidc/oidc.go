@@ -79,7 +79,14 @@ const (
 type Config struct {
 	Providers       []ProviderConfig
 	RefreshInterval time.Duration // 0: DefaultRefreshInterval
-	Store           store.Store   // required
+	// UnreachableLimit: how long sessions outlive their last successful
+	// check while the provider cannot be reached (0:
+	// DefaultUnreachableLimit). See File.UnreachableLimit.
+	UnreachableLimit time.Duration
+	// HTTPTimeout bounds each request to a provider (0: 15s; tests
+	// shorten it).
+	HTTPTimeout time.Duration
+	Store       store.Store // required
 	// TokenKey (32 bytes) seals refresh tokens at rest with AES-256-GCM.
 	TokenKey []byte
 	Logger   *slog.Logger
@@ -99,6 +106,9 @@ type Manager struct {
 	changed   func()
 	now       func() time.Time
 	interval  time.Duration
+	// unreachableLimit bounds sessions kept while the provider cannot be
+	// reached (see File.UnreachableLimit).
+	unreachableLimit time.Duration
 
 	ctx    context.Context
 	cancel context.CancelCauseFunc
@@ -172,12 +182,15 @@ func New(cfg Config) (*Manager, error) {
 	if m.interval <= 0 {
 		m.interval = DefaultRefreshInterval
 	}
+	if m.unreachableLimit = cfg.UnreachableLimit; m.unreachableLimit <= 0 {
+		m.unreachableLimit = max(DefaultUnreachableLimit, m.interval)
+	}
 	m.ctx, m.cancel = context.WithCancelCause(context.Background())
 	for _, pc := range cfg.Providers {
 		if err := pc.check(); err != nil {
 			return nil, fmt.Errorf("provider %s: %w", pc.Name, err)
 		}
-		p, err := newProvider(pc, m.now, cfg.Transport)
+		p, err := newProvider(pc, m.now, cfg.Transport, cfg.HTTPTimeout)
 		if err != nil {
 			return nil, err
 		}
@@ -207,6 +220,10 @@ type ProviderInfo struct {
 	ClientID    string `json:"client_id"`
 	DeviceFlow  bool   `json:"device_flow"`
 	PolicyClaim string `json:"policy_claim"`
+	// The loopback redirect the client must use (see ProviderConfig).
+	RedirectHost string `json:"redirect_host"`
+	RedirectPort uint16 `json:"redirect_port,omitempty"`
+	RedirectURI  string `json:"redirect_uri"` // to register at the IdP
 }
 
 // Providers lists the configured providers, by name.
@@ -214,7 +231,8 @@ func (m *Manager) Providers() []ProviderInfo {
 	out := make([]ProviderInfo, 0, len(m.names))
 	for _, n := range m.names {
 		c := m.providers[n].cfg
-		out = append(out, ProviderInfo{Name: c.Name, DisplayName: c.DisplayName, Issuer: c.Issuer, ClientID: c.ClientID, DeviceFlow: c.DeviceFlow, PolicyClaim: c.PolicyClaim})
+		out = append(out, ProviderInfo{Name: c.Name, DisplayName: c.DisplayName, Issuer: c.Issuer, ClientID: c.ClientID, DeviceFlow: c.DeviceFlow, PolicyClaim: c.PolicyClaim,
+			RedirectHost: c.RedirectHost, RedirectPort: uint16(c.RedirectPort), RedirectURI: c.RedirectURI()})
 	}
 	return out
 }
@@ -433,6 +451,9 @@ func (m *Manager) StartCode(ctx context.Context, source, idp, redirectURI, chall
 	if !loopbackRedirect(redirectURI) {
 		return CodeStart{}, ErrRedirect
 	}
+	if err := p.cfg.checkRedirect(redirectURI); err != nil {
+		return CodeStart{}, err
+	}
 	if len(challenge) != 43 { // base64url(SHA-256), RFC 7636
 		return CodeStart{}, errors.New("code_challenge: must be the base64url S256 challenge of the PKCE verifier (43 characters)")
 	}
@@ -508,7 +529,7 @@ func tokenError(p *provider, err error) error {
 		}
 		return fmt.Errorf("%w (%s): %s %s", ErrCodeRefused, p.cfg.Name, re.ErrorCode, clip(re.ErrorDescription))
 	}
-	return fmt.Errorf("%w: %s (%s): token endpoint: %w", ErrUnavailable, p.cfg.Name, p.cfg.Issuer, err)
+	return p.unreachable("token endpoint", err)
 }
 
 func (m *Manager) result(ctx context.Context, p *provider, tok *oauth2.Token, nonce string) (Result, error) {
@@ -652,6 +673,23 @@ func loopbackRedirect(s string) bool {
 	}
 	ip := net.ParseIP(h)
 	return ip != nil && ip.IsLoopback()
+}
+
+// checkRedirect holds a loopback redirect URI to the provider's
+// redirect_host and redirect_port (the URI registered at the IdP). With
+// neither configured, any loopback host and port pass (RFC 8252 §7.3).
+func (c *ProviderConfig) checkRedirect(s string) error {
+	u, err := url.Parse(s)
+	if err != nil {
+		return ErrRedirect
+	}
+	host := u.Host[:len(u.Host)-len(u.Port())-1] // keeps [::1]'s brackets
+	if c.RedirectHost != "" && c.RedirectHost != DefaultRedirectHost || c.RedirectPort != 0 {
+		if host != c.RedirectHost || c.RedirectPort != 0 && u.Port() != fmt.Sprint(c.RedirectPort) || u.Path != "/callback" {
+			return fmt.Errorf("%w: provider %s accepts only %s (redirect_host, redirect_port): update the client, or check the controller's OIDC configuration", ErrRedirect, c.Name, c.RedirectURI())
+		}
+	}
+	return nil
 }
 
 // seal encrypts a refresh token, bound to its provider and subject.

@@ -32,6 +32,12 @@ type rig struct {
 
 func newRig(t *testing.T, opts oidctest.Options, edit func(*ProviderConfig)) *rig {
 	t.Helper()
+	return newRigWith(t, opts, edit, nil)
+}
+
+// newRigWith is newRig with the Manager's Config edited by cfgEdit.
+func newRigWith(t *testing.T, opts oidctest.Options, edit func(*ProviderConfig), cfgEdit func(*Config)) *rig {
+	t.Helper()
 	idp, err := oidctest.Start(opts)
 	if err != nil {
 		t.Fatal(err)
@@ -54,11 +60,15 @@ func newRig(t *testing.T, opts oidctest.Options, edit func(*ProviderConfig)) *ri
 	}
 	key := make([]byte, 32)
 	rand.Read(key)
-	r.m, err = New(Config{
+	cfg := Config{
 		Providers: []ProviderConfig{pc}, Store: st, TokenKey: key,
 		Now:     func() time.Time { return time.Now().Add(time.Duration(r.offset.Load())) },
 		Changed: func() { r.changed.Add(1) },
-	})
+	}
+	if cfgEdit != nil {
+		cfgEdit(&cfg)
+	}
+	r.m, err = New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -266,7 +276,7 @@ func TestWrongAudience(t *testing.T) {
 	raw := r.rawIDToken(t)
 	// The same IdP, but the controller registered as another client: a
 	// token minted for "cordon" must not be accepted by "ehr-portal".
-	other, err := newProvider(ProviderConfig{Name: "test", Issuer: r.idp.Issuer, ClientID: "ehr-portal", AllowHTTP: true, ClockSkew: Duration(time.Minute)}, time.Now, nil)
+	other, err := newProvider(ProviderConfig{Name: "test", Issuer: r.idp.Issuer, ClientID: "ehr-portal", AllowHTTP: true, ClockSkew: Duration(time.Minute)}, time.Now, nil, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -451,7 +461,7 @@ func TestRefreshDeprovisions(t *testing.T) {
 	}
 	for _, sid := range sessions {
 		s, err := r.st.GetSession(ctx, sid)
-		if err != nil || s.Active() || s.EndReason != store.EndUserDisabled {
+		if err != nil || s.Active() || s.EndReason != store.EndIdPRefused {
 			t.Errorf("session %s: %+v %v", sid, s, err)
 		}
 	}

@@ -21,6 +21,37 @@ import (
 // wrong.
 var ErrUnavailable = errors.New("identity provider unreachable")
 
+// ErrIdPConfig wraps a failure to reach a provider that retrying cannot
+// fix: its HTTPS certificate is not trusted (a private CA without
+// ca_file, a wrong ca_file, a name mismatch). It is a configuration error
+// of the controller, not an outage.
+var ErrIdPConfig = errors.New("identity provider configuration error")
+
+// unreachable wraps a failure to get an answer from provider p while
+// doing what: ErrIdPConfig when the provider's certificate is not trusted,
+// else ErrUnavailable.
+func (p *provider) unreachable(what string, err error) error {
+	var (
+		unknown  x509.UnknownAuthorityError
+		hostname x509.HostnameError
+		invalid  x509.CertificateInvalidError
+		verify   *tls.CertificateVerificationError
+	)
+	switch {
+	case errors.As(err, &unknown), errors.As(err, &verify) && errors.As(verify.Err, &unknown):
+		hint := "the certificate is signed by a CA the controller does not trust: if the IdP uses a private (hospital) CA, set ca_file for this provider to that CA's PEM bundle"
+		if p.cfg.CAFile != "" {
+			hint = fmt.Sprintf("the certificate is not signed by a CA in ca_file %s: put the CA that signed the IdP's certificate (and any intermediate) in that file", p.cfg.CAFile)
+		}
+		return fmt.Errorf("%w: %s (%s): %s: the IdP's HTTPS certificate is not trusted: %s (%v)", ErrIdPConfig, p.cfg.Name, p.cfg.Issuer, what, hint, err)
+	case errors.As(err, &hostname):
+		return fmt.Errorf("%w: %s (%s): %s: the IdP's HTTPS certificate is for another name: check issuer in the OIDC configuration (%v)", ErrIdPConfig, p.cfg.Name, p.cfg.Issuer, what, err)
+	case errors.As(err, &invalid), errors.As(err, &verify):
+		return fmt.Errorf("%w: %s (%s): %s: the IdP's HTTPS certificate is not valid (expired, or not for TLS servers): check it and the controller's clock (%v)", ErrIdPConfig, p.cfg.Name, p.cfg.Issuer, what, err)
+	}
+	return fmt.Errorf("%w: %s (%s): %s: %w", ErrUnavailable, p.cfg.Name, p.cfg.Issuer, what, err)
+}
+
 // ErrTokenInvalid wraps every ID token the controller refuses.
 var ErrTokenInvalid = errors.New("ID token refused")
 
@@ -39,7 +70,10 @@ type provider struct {
 	op *gooidc.Provider // nil until discovered
 }
 
-func newProvider(cfg ProviderConfig, now func() time.Time, base http.RoundTripper) (*provider, error) {
+func newProvider(cfg ProviderConfig, now func() time.Time, base http.RoundTripper, timeout time.Duration) (*provider, error) {
+	if timeout <= 0 {
+		timeout = httpTimeout
+	}
 	tr := base
 	if tr == nil {
 		t := http.DefaultTransport.(*http.Transport).Clone()
@@ -56,7 +90,7 @@ func newProvider(cfg ProviderConfig, now func() time.Time, base http.RoundTrippe
 		}
 		tr = t
 	}
-	return &provider{cfg: cfg, now: now, client: &http.Client{Transport: tr, Timeout: httpTimeout}}, nil
+	return &provider{cfg: cfg, now: now, client: &http.Client{Transport: tr, Timeout: timeout}}, nil
 }
 
 // ctx carries the provider's HTTP client to go-oidc and x/oauth2.
@@ -72,7 +106,7 @@ func (p *provider) discover(ctx context.Context) (*gooidc.Provider, error) {
 	}
 	op, err := gooidc.NewProvider(p.ctx(ctx), p.cfg.Issuer)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s (%s): discovery: %w", ErrUnavailable, p.cfg.Name, p.cfg.Issuer, err)
+		return nil, p.unreachable("discovery", err)
 	}
 	p.op = op
 	return op, nil
@@ -116,7 +150,7 @@ func (p *provider) verify(ctx context.Context, raw, nonce string) (Claims, error
 				ErrTokenInvalid, exp.Expiry.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339), skew)
 		}
 		if isFetchError(err) {
-			return Claims{}, fmt.Errorf("%w: %s: %w", ErrUnavailable, p.cfg.Name, err)
+			return Claims{}, p.unreachable("signing keys", err)
 		}
 		return Claims{}, fmt.Errorf("%w: %w", ErrTokenInvalid, err)
 	}

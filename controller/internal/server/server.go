@@ -207,7 +207,8 @@ func startOIDC(cfg Config, st *sqlite.Store, log *slog.Logger, changed func()) (
 	}
 	m, err := oidc.New(oidc.Config{
 		Providers: cfg.OIDC.Providers, RefreshInterval: time.Duration(cfg.OIDC.RefreshInterval),
-		Store: st, TokenKey: key, Logger: log.With("component", "oidc"), Changed: changed,
+		UnreachableLimit: time.Duration(cfg.OIDC.UnreachableLimit),
+		Store:            st, TokenKey: key, Logger: log.With("component", "oidc"), Changed: changed,
 	})
 	if err != nil {
 		return nil, err

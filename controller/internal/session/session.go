@@ -45,6 +45,10 @@ const (
 	EndDisabled      EndReason = store.EndUserDisabled
 	EndReplaced      EndReason = store.EndReplaced
 	EndLogout        EndReason = store.EndLogout
+	// The identity provider refused the user, or could not be reached for
+	// longer than the OIDC unreachable_limit.
+	EndIdPRefused     EndReason = store.EndIdPRefused
+	EndIdPUnreachable EndReason = store.EndIdPUnreachable
 )
 
 // Limits are the session rules in force.
@@ -171,4 +175,19 @@ func (l Limits) NextDeadline(s *Session, now time.Time) time.Time {
 		consider(d)
 	}
 	return next
+}
+
+// NoMFAHow tells a user whose sign-in proved no second factor how to get
+// one: sign in again with MFA at the identity provider idp (its name for
+// 'cordon login --idp', display its display name), or, for idp "", in any
+// way that proves one.
+func NoMFAHow(idp, display string) string {
+	if idp == "" {
+		return "your sign-in proved no second factor: sign in again with 'cordon login' and your authenticator code, " +
+			"or with 'cordon login --idp NAME' completing MFA at your identity provider; if it never asks for one, " +
+			"ask your IT department to require MFA for Cordon there"
+	}
+	return fmt.Sprintf("%s reported no second factor for this sign-in: sign in again with 'cordon login --idp %s' and complete MFA there; "+
+		"if it never asks for one, ask your IT department to require MFA for Cordon at %s "+
+		"(the ID token must show it in its amr or acr claim)", display, idp, display)
 }

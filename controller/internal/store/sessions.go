@@ -14,6 +14,12 @@ const (
 	EndUserDisabled  = "user-disabled"  // cordonctl user disable, or the IdP no longer knows the user
 	EndReplaced      = "replaced"       // the device signed in again
 	EndLogout        = "logout"         // the user signed out
+	// The identity provider refused the user's refresh token (deactivated,
+	// deleted or revoked at the IdP).
+	EndIdPRefused = "idp-refused"
+	// The identity provider stayed unreachable past the OIDC
+	// unreachable_limit since it last confirmed the user.
+	EndIdPUnreachable = "idp-unreachable"
 )
 
 // Session is one device's signed-in session: it starts at a sign-in with

@@ -327,7 +327,7 @@ func (a *app) adminLoginOIDC(cmd *cobra.Command, name, idp string, deviceCode bo
 			},
 			func(ctx context.Context, loginID string) error { return finish(ctx, loginID, "", "") })
 	} else {
-		err = oidcflow.Code(ctx, flow,
+		err = oidcflow.Code(ctx, oidcflow.WithRedirect(ctx, c, flow),
 			func(ctx context.Context, redirect, challenge string) (controlproto.OIDCStartResponse, error) {
 				var st controlproto.OIDCStartResponse
 				err := c.Do(ctx, http.MethodPost, "/v1/admin/login/oidc/start", controlproto.OIDCStartRequest{

@@ -166,7 +166,15 @@ func printUsers(w io.Writer, xs []adminapi.User) error {
 	for _, x := range xs {
 		t.row(x.Name, fmt.Sprint(x.Disabled), fmtTime(x.CreatedAt))
 	}
-	return t.flush()
+	if err := t.flush(); err != nil {
+		return err
+	}
+	for _, x := range xs { // only user show carries identities
+		if err := printIdentities(w, x); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (a *app) userCmd() *cobra.Command {

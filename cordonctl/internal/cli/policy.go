@@ -115,7 +115,8 @@ failing test is refused (exit 2); such a policy is never applied.`,
 port, and why. With FILE (or --file) the file is read offline; without, the
 policy that decides access now is fetched from the controller (the active
 version, or the one-by-one directory rendered as a policy file) and
-evaluated locally.`,
+evaluated locally, with the user's IdP group claims as the identity
+provider last reported them (their age is printed) unless --idp is given.`,
 		Example: `  cordonctl policy explain hospital.yaml --user alice --app ehr --port tcp/443 \
       --posture disk-encrypted,screen-lock --mfa-age 2h --at 2026-03-02T09:00:00-05:00
   cordonctl policy explain --user alice --app ehr --port tcp/443   # the controller's policy`,
@@ -138,6 +139,11 @@ evaluated locally.`,
 			}
 			if q.IdP, err = parseIdP(ex.idp); err != nil {
 				return err
+			}
+			if len(ex.idp) == 0 && fromController(exFile, args, 0) {
+				if q.IdP, err = a.lastKnownClaims(cmd, ex.user); err != nil {
+					return err
+				}
 			}
 			q.At = time.Now()
 			if ex.at != "" {
@@ -200,16 +206,24 @@ evaluated locally.`,
 		Long: `List who may reach an app: users, IdP groups and device tags, with the rule,
 ports and conditions. With FILE (or --file) the file is read offline;
 without, the controller's policy is fetched (the active version, or the
-one-by-one directory rendered as a policy file) and evaluated locally.`,
+one-by-one directory rendered as a policy file) and evaluated locally, and
+the users whom their last-known IdP group claims let in are listed too (VIA
+says which claims and how old they are).`,
 		Args: optionalFileArgs("APP", 1),
 		RunE: a.run(func(cmd *cobra.Command, args []string) error {
 			pol, err := a.policyFor(cmd, whoFile, args, 1)
 			if err != nil {
 				return err
 			}
-			es, err := pol.WhoCan(args[len(args)-1])
+			app := args[len(args)-1]
+			es, err := pol.WhoCan(app)
 			if err != nil {
 				return &usageError{msg: err.Error()}
+			}
+			if fromController(whoFile, args, 1) {
+				if es, err = a.whoCanByClaims(cmd, pol, app, es); err != nil {
+					return err
+				}
 			}
 			return a.printEntitlements(es)
 		}),
@@ -225,18 +239,26 @@ one-by-one directory rendered as a policy file) and evaluated locally.`,
 		Long: `List every app and port a user may reach, with the rule and conditions.
 With FILE (or --file) the file is read offline; without, the controller's
 policy is fetched (the active version, or the one-by-one directory rendered
-as a policy file) and evaluated locally.`,
+as a policy file) and evaluated locally, with the user's IdP group claims as
+the identity provider last reported them (their age is printed) unless
+--idp is given.`,
 		Args: optionalFileArgs("USER", 1),
 		RunE: a.run(func(cmd *cobra.Command, args []string) error {
 			pol, err := a.policyFor(cmd, acc.file, args, 1)
 			if err != nil {
 				return err
 			}
+			user := args[len(args)-1]
 			idp, err := parseIdP(acc.idp)
 			if err != nil {
 				return err
 			}
-			return a.printEntitlements(pol.Access(args[len(args)-1], idp, acc.tags))
+			if len(acc.idp) == 0 && fromController(acc.file, args, 1) {
+				if idp, err = a.lastKnownClaims(cmd, user); err != nil {
+					return err
+				}
+			}
+			return a.printEntitlements(pol.Access(user, idp, acc.tags))
 		}),
 	}
 	access.Flags().StringVar(&acc.file, "file", "", "policy file (default: the controller's policy)")
@@ -307,6 +329,13 @@ func optionalFileArgs(name string, n int) cobra.PositionalArgs {
 		}
 		return nil
 	}
+}
+
+// fromController reports whether policyFor answers with the controller's
+// policy (no FILE): access questions then use each user's last-known IdP
+// claims unless --idp gives others.
+func fromController(fileFlag string, args []string, n int) bool {
+	return fileFlag == "" && len(args) <= n
 }
 
 // policyFor is the policy an access question is asked of: the file named

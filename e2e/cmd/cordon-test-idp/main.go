@@ -47,7 +47,16 @@ func serve(args []string) error {
 	addr := fs.String("addr", "127.0.0.1:9998", "listen address (the issuer is http://ADDR/)")
 	users := fs.String("users", "", "JSON file: a list of {ID, Username, Password, Email, Groups, MFA}")
 	clientID := fs.String("client-id", "cordon", "the one client's ID (a public client)")
+	revoked := fs.String("revoked-answer", "", "answer refreshes of deactivated users as this IdP does: dex, okta, entra, auth0, keycloak, google, invalid-client (default: invalid_grant)")
 	fs.Parse(args)
+	opts := oidctest.Options{Addr: *addr, ClientID: *clientID, DevicePoll: time.Second, Control: true}
+	if *revoked != "" {
+		a, ok := oidctest.RevokedAnswers[*revoked]
+		if !ok {
+			return fmt.Errorf("--revoked-answer %q: not one of dex, okta, entra, auth0, keycloak, google, invalid-client", *revoked)
+		}
+		opts.RevokedAnswer = &a
+	}
 	var us []oidctest.User
 	if *users != "" {
 		b, err := os.ReadFile(*users)
@@ -58,7 +67,7 @@ func serve(args []string) error {
 			return fmt.Errorf("%s: %w", *users, err)
 		}
 	}
-	idp, err := oidctest.Start(oidctest.Options{Addr: *addr, ClientID: *clientID, DevicePoll: time.Second, Control: true})
+	idp, err := oidctest.Start(opts)
 	if err != nil {
 		return err
 	}

@@ -129,6 +129,33 @@ func (pol *Policy) Access(user string, idp []IdPRef, tags []string) []Entitlemen
 	return out
 }
 
+// MFAOnlyApps lists, sorted, the apps user (with these IdP claims)
+// reaches only through rules that require MFA: closed for a session whose
+// sign-in proved no second factor. Device tags are not considered.
+func (pol *Policy) MFAOnlyApps(user string, idp []IdPRef) []string {
+	needs := map[string]bool{}
+	groups := pol.GroupsOf(user, idp)
+	for _, r := range pol.Rules {
+		mfa := r.When.MFA || r.When.MFAMaxAge > 0
+		if !subjectMatches(r, user, groups, nil) {
+			continue
+		}
+		for _, app := range r.apps {
+			if v, seen := needs[app]; !seen || v {
+				needs[app] = mfa
+			}
+		}
+	}
+	var out []string
+	for app, mfa := range needs {
+		if mfa {
+			out = append(out, app)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
 // deniedFor names the deny rules that apply to a subject for app.
 func (pol *Policy) deniedFor(app, user string, groups, tags []string) string {
 	var names []string
