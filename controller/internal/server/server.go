@@ -12,7 +12,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"sync"
 	"time"
@@ -25,6 +24,7 @@ import (
 	"github.com/cordonhq/cordon/controller/internal/oidc"
 	"github.com/cordonhq/cordon/controller/internal/session"
 	"github.com/cordonhq/cordon/controller/internal/store/sqlite"
+	"github.com/cordonhq/cordon/pkg/privdir"
 )
 
 // AdminTokenFile is where the first-start owner token is written (0600).
@@ -71,8 +71,10 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := cfg.DNS.Validate(); err != nil {
 		return err
 	}
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return fmt.Errorf("create data dir: %w", err)
+	// The CA key, the OIDC token key and the database live here: owner
+	// only, also when the directory existed before with a looser mode.
+	if err := privdir.Ensure(cfg.DataDir, log); err != nil {
+		return fmt.Errorf("--data-dir: %w", err)
 	}
 	st, err := sqlite.Open(ctx, filepath.Join(cfg.DataDir, "cordon.db"))
 	if err != nil {
