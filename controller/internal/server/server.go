@@ -6,6 +6,7 @@ package server
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -150,11 +151,8 @@ func Run(ctx context.Context, cfg Config) error {
 		Handler:           apiSrv.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
-		// A device may present its certificate (POST /v1/logout); nobody
-		// has to, and admin routes authenticate by token.
-		TLSConfig: &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert},
-			ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: authority.Pool()},
-		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		TLSConfig:         apiTLSConfig(cert, authority.Pool()),
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
 
 	ctx, cancel := context.WithCancelCause(ctx)
@@ -190,6 +188,20 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	default:
 		return nil
+	}
+}
+
+// apiTLSConfig is the admin API's TLS: 1.3 only, as on the QUIC control
+// channel. Every Cordon client (cordonctl, the agents) already requires
+// 1.3, so accepting 1.2 only offered scanners and downgrades its CBC
+// suites. A device may present its certificate (POST /v1/logout); nobody
+// has to, and admin routes authenticate by token.
+func apiTLSConfig(cert tls.Certificate, agents *x509.CertPool) *tls.Config {
+	return &tls.Config{
+		MinVersion:   tls.VersionTLS13,
+		Certificates: []tls.Certificate{cert},
+		ClientAuth:   tls.VerifyClientCertIfGiven,
+		ClientCAs:    agents,
 	}
 }
 

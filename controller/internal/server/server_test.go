@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"io"
 	"log/slog"
 	"net"
@@ -11,6 +12,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/cordonhq/cordon/controller/internal/ca"
 )
 
 // syncBuffer is a log sink Run may write to while the test reads it.
@@ -55,6 +58,39 @@ func start(t *testing.T, dataDir string) (string, *syncBuffer) {
 	case err := <-done:
 		t.Fatalf("Run returned before serving: %v\n%s", err, logs)
 		return "", nil
+	}
+}
+
+// TestAdminAPIRequiresTLS13: the admin API refuses a client that offers at
+// most TLS 1.2 (with the protocol_version alert), and serves TLS 1.3.
+func TestAdminAPIRequiresTLS13(t *testing.T) {
+	dir := t.TempDir()
+	addr, _ := start(t, dir)
+	authority, err := ca.LoadOrCreate(dir) // the CA the running controller made
+	if err != nil {
+		t.Fatal(err)
+	}
+	dial := func(max uint16) (*tls.Conn, error) {
+		return tls.Dial("tcp", addr, &tls.Config{RootCAs: authority.Pool(), ServerName: "localhost", MaxVersion: max})
+	}
+
+	c, err := dial(tls.VersionTLS12)
+	if err == nil {
+		v := c.ConnectionState().Version
+		c.Close()
+		t.Fatalf("a TLS 1.2-only client was served (version %s)", tls.VersionName(v))
+	}
+	if !strings.Contains(err.Error(), "protocol version") {
+		t.Fatalf("TLS 1.2-only client: %v, want the protocol version alert", err)
+	}
+
+	c, err = dial(0)
+	if err != nil {
+		t.Fatalf("TLS 1.3 client: %v", err)
+	}
+	defer c.Close()
+	if v := c.ConnectionState().Version; v != tls.VersionTLS13 {
+		t.Fatalf("negotiated %s, want TLS 1.3", tls.VersionName(v))
 	}
 }
 
