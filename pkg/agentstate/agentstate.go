@@ -22,6 +22,7 @@ import (
 	"sync"
 
 	"github.com/cordonhq/cordon/pkg/atomicfile"
+	"github.com/cordonhq/cordon/pkg/privdir"
 	"github.com/cordonhq/cordon/pkg/wgkey"
 )
 
@@ -67,10 +68,12 @@ func (s *State) Format(f fmt.State, _ rune) {
 }
 
 // Keys loads the agent's keys from dir, generating any that are missing.
-// The directory is created 0700.
+// The directory is created 0700, or made 0700 if it is open to group or
+// others (logged on slog.Default(); agents call privdir.Ensure with their
+// own logger first).
 func Keys(dir string) (*State, error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("create state dir: %w", err)
+	if err := privdir.Ensure(dir, nil); err != nil {
+		return nil, fmt.Errorf("state dir: %w", err)
 	}
 	s := &State{Dir: dir}
 	wgPath := filepath.Join(dir, wgKeyFile)

@@ -167,6 +167,30 @@ func TestKeysGeneratedOnce(t *testing.T) {
 	}
 }
 
+// A state dir that existed open to group and others (made by hand, a
+// package or a volume) is made 0700 before any key is written into it;
+// the keys in it are kept.
+func TestKeysTightenOpenStateDir(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "state")
+	first, err := agentstate.Keys(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	again, err := agentstate.Keys(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := perm(t, dir); got != 0o700 {
+		t.Errorf("state dir mode %v after Keys, want 0700", got)
+	}
+	if !again.WGKey.Equal(first.WGKey) || !again.TLSKey.Equal(first.TLSKey) {
+		t.Error("tightening the directory changed the keys")
+	}
+}
+
 // A damaged key file is an error, never replaced by a new identity.
 func TestKeysDamaged(t *testing.T) {
 	tests := []struct {

@@ -23,6 +23,7 @@ import (
 	"github.com/cordonhq/cordon/pkg/controlclient"
 	"github.com/cordonhq/cordon/pkg/controlproto"
 	"github.com/cordonhq/cordon/pkg/netstack"
+	"github.com/cordonhq/cordon/pkg/privdir"
 	"github.com/cordonhq/cordon/pkg/tunnet"
 	"github.com/cordonhq/cordon/pkg/wgdev"
 )
@@ -115,6 +116,9 @@ func (t *tunnel) LookupHost(name string) (netip.Addr, bool) {
 // controller ends the session.
 func Up(ctx context.Context, cfg UpConfig) error {
 	log := cfg.Logger
+	if err := privdir.Ensure(cfg.StateDir, log); err != nil { // the keys live here: owner only
+		return fmt.Errorf("--state-dir: %w", err)
+	}
 	st, err := agentstate.Load(cfg.StateDir)
 	if errors.Is(err, agentstate.ErrNotEnrolled) {
 		return errors.New("this device is not signed in: run 'cordon login' first")

@@ -138,6 +138,9 @@ func QUICConfig() *quic.Config {
 func (s *Server) Serve(ctx context.Context, pc net.PacketConn) error {
 	ln, err := quic.Listen(pc, s.TLSConfig(), QUICConfig())
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped (pc closed) before the listener was up
+		}
 		return fmt.Errorf("listen for agents: %w", err)
 	}
 	var wg sync.WaitGroup

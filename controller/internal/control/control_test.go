@@ -1125,3 +1125,27 @@ rules:
 		t.Fatalf("nurse's public address after she disconnected = %s, want the last one, 127.0.0.1", got)
 	}
 }
+
+// A controller stopped right after it started, before its control
+// listener was up (the owner closes the socket on the way out), stops
+// cleanly: Serve returns nil, not the closed socket's error. A socket
+// closed under a running controller is still an error.
+func TestServeStoppedBeforeListening(t *testing.T) {
+	h := newHarness(t)
+	closedSocket := func() net.PacketConn {
+		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		pc.Close()
+		return pc
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if err := h.srv.Serve(ctx, closedSocket()); err != nil {
+		t.Fatalf("Serve after stop: %v, want nil", err)
+	}
+	if err := h.srv.Serve(t.Context(), closedSocket()); err == nil {
+		t.Fatal("Serve on a closed socket while running returned nil")
+	}
+}

@@ -6,13 +6,13 @@ package server
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"sync"
 	"time"
@@ -25,6 +25,7 @@ import (
 	"github.com/cordonhq/cordon/controller/internal/oidc"
 	"github.com/cordonhq/cordon/controller/internal/session"
 	"github.com/cordonhq/cordon/controller/internal/store/sqlite"
+	"github.com/cordonhq/cordon/pkg/privdir"
 )
 
 // AdminTokenFile is where the first-start owner token is written (0600).
@@ -75,8 +76,10 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := cfg.DNS.Validate(); err != nil {
 		return err
 	}
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return fmt.Errorf("create data dir: %w", err)
+	// The CA key, the OIDC token key and the database live here: owner
+	// only, also when the directory existed before with a looser mode.
+	if err := privdir.Ensure(cfg.DataDir, log); err != nil {
+		return fmt.Errorf("--data-dir: %w", err)
 	}
 	st, err := sqlite.Open(ctx, filepath.Join(cfg.DataDir, "cordon.db"))
 	if err != nil {
@@ -152,11 +155,8 @@ func Run(ctx context.Context, cfg Config) error {
 		Handler:           apiSrv.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
-		// A device may present its certificate (POST /v1/logout); nobody
-		// has to, and admin routes authenticate by token.
-		TLSConfig: &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert},
-			ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: authority.Pool()},
-		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		TLSConfig:         apiTLSConfig(cert, authority.Pool()),
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
 
 	ctx, cancel := context.WithCancelCause(ctx)
@@ -192,6 +192,20 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	default:
 		return nil
+	}
+}
+
+// apiTLSConfig is the admin API's TLS: 1.3 only, as on the QUIC control
+// channel. Every Cordon client (cordonctl, the agents) already requires
+// 1.3, so accepting 1.2 only offered scanners and downgrades its CBC
+// suites. A device may present its certificate (POST /v1/logout); nobody
+// has to, and admin routes authenticate by token.
+func apiTLSConfig(cert tls.Certificate, agents *x509.CertPool) *tls.Config {
+	return &tls.Config{
+		MinVersion:   tls.VersionTLS13,
+		Certificates: []tls.Certificate{cert},
+		ClientAuth:   tls.VerifyClientCertIfGiven,
+		ClientCAs:    agents,
 	}
 }
 

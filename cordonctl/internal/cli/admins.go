@@ -135,8 +135,8 @@ provider's username claim) is NAME; after that only that subject.
 
 // Admin tokens.
 
-func printAdminTokens(w io.Writer, xs []adminapi.AdminToken) error {
-	now := time.Now()
+func (a *app) printAdminTokens(w io.Writer, xs []adminapi.AdminToken) error {
+	now := a.io.Now()
 	t := newTable(w, "ID", "NAME", "ROLE", "SCOPES", "ACCOUNT", "CREATED BY", "EXPIRES", "LAST USED", "STATE")
 	for _, x := range xs {
 		state := "valid"
@@ -197,7 +197,7 @@ gateways.write, admins.read, admins.write.
 	for _, n := range []string{"name", "role", "ttl"} {
 		create.MarkFlagRequired(n)
 	}
-	list := listCommand(a, "List admin tokens, sign-in and automation ones (never their secrets)", "/v1/admin-tokens", printAdminTokens)
+	list := listCommand(a, "List admin tokens, sign-in and automation ones (never their secrets)", "/v1/admin-tokens", a.printAdminTokens)
 	revoke := &cobra.Command{
 		Use:   "revoke ID",
 		Short: "Revoke an admin token: it stops working at once",

@@ -140,6 +140,9 @@ func TestAdminTokens(t *testing.T) {
 			id = x.ID
 		}
 	}
+	if st := cell(out, id, "STATE"); st != "valid" { // a 30-day token, on the controller's clock
+		t.Errorf("token %s state %q, want valid:\n%s", id, st, out)
+	}
 	h.ok("audit", "list", "--token", tok)
 	h.fails(5, []string{"read"}, "user", "list", "--token", tok)
 	if out := h.ok("token", "revoke", id); !strings.Contains(out, "Revoked") {

@@ -23,6 +23,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -53,6 +54,10 @@ type IO struct {
 	Out    io.Writer
 	Err    io.Writer
 	Getenv func(string) string
+	// Now is the clock that labels what the controller sent (a token
+	// "expired", a session "3m ago"); nil means time.Now. Tests set it to
+	// the test controller's clock.
+	Now func() time.Time
 }
 
 // usageError is a mistake on the command line.
@@ -80,6 +85,9 @@ type app struct {
 func Main(ctx context.Context, args []string, io IO) int {
 	if io.Getenv == nil {
 		io.Getenv = func(string) string { return "" }
+	}
+	if io.Now == nil {
+		io.Now = time.Now
 	}
 	a := &app{io: io}
 	root := a.rootCmd()

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cordonhq/cordon/controller/apitest"
 	"github.com/cordonhq/cordon/cordonctl/internal/cli"
@@ -54,6 +55,7 @@ func (h *harness) run(stdin string, args ...string) result {
 	code := cli.Main(h.t.Context(), args, cli.IO{
 		In: strings.NewReader(stdin), Out: &out, Err: &errb,
 		Getenv: func(k string) string { return h.env[k] },
+		Now:    h.srv.Now, // cordonctl labels what the server sent against the server's clock
 	})
 	return result{code, out.String(), errb.String()}
 }
@@ -188,9 +190,20 @@ func TestGatewayToken(t *testing.T) {
 	if err := json.Unmarshal([]byte(h.ok("gateway", "token", "create", "--segment", "clinical", "-o", "json")), &full); err != nil || full.Token == "" || full.ID == "" {
 		t.Fatalf("json token: %v %+v", err, full)
 	}
+	var named adminapi.CreateGatewayTokenResponse
+	if err := json.Unmarshal([]byte(h.ok("gateway", "token", "create", "--segment", "clinical", "--name", "gw-west", "--ttl", "2h", "-o", "json")), &named); err != nil || named.ID == "" {
+		t.Fatalf("json token: %v %+v", err, named)
+	}
 	out := h.ok("gateway", "token", "list")
-	if strings.Contains(out, "cordon-enroll-") || !strings.Contains(out, full.ID) || !strings.Contains(out, "valid") {
+	if strings.Contains(out, "cordon-enroll-") || cell(out, full.ID, "STATE") != "valid" || cell(out, named.ID, "STATE") != "valid" {
 		t.Errorf("token list:\n%s", out)
+	}
+	// The state is judged on the controller's clock (the test server's), not
+	// on the machine's: past the default TTL (1h) only the 2h token is valid.
+	h.srv.Advance(90 * time.Minute)
+	out = h.ok("gateway", "token", "list")
+	if cell(out, full.ID, "STATE") != "expired" || cell(out, named.ID, "STATE") != "valid" {
+		t.Errorf("token list 90 minutes later:\n%s", out)
 	}
 	h.fails(2, []string{"at most 7d"}, "gateway", "token", "create", "--segment", "clinical", "--ttl", "30d")
 	h.fails(3, []string{"radiology"}, "gateway", "token", "create", "--segment", "radiology")
@@ -255,4 +268,30 @@ func TestSettings(t *testing.T) {
 	os.WriteFile(otherCA, other.CAPEM, 0o644)
 	h.fails(1, []string{"--ca-cert"}, "segment", "list", "--ca-cert", otherCA)
 	h.fails(2, []string{"https://"}, "segment", "list", "--controller", "http://"+addr)
+}
+
+// cell returns the cell in column col of the table row whose first cell is
+// key ("" if there is no such row or column). Columns are found by the
+// header's offsets, as tabwriter aligns them.
+func cell(table, key, col string) string {
+	lines := strings.Split(table, "\n")
+	header := " " + lines[0] + " "
+	start := strings.Index(header, " "+col+" ")
+	if start < 0 {
+		return ""
+	}
+	end := -1 // the next column's offset in the row; -1: the last column
+	if next := strings.IndexFunc(header[start+len(col)+1:], func(r rune) bool { return r != ' ' }); next >= 0 {
+		end = start + len(col) + 1 + next - 1
+	}
+	for _, l := range lines[1:] {
+		if f := strings.Fields(l); len(f) == 0 || f[0] != key || len(l) < start {
+			continue
+		}
+		if end < 0 || end > len(l) {
+			return strings.TrimSpace(l[start:])
+		}
+		return strings.TrimSpace(l[start:end])
+	}
+	return ""
 }

@@ -7,7 +7,6 @@ import (
 	"net/url"
 	"sort"
 	"strings"
-	"time"
 
 	"github.com/spf13/cobra"
 
@@ -343,8 +342,8 @@ func (a *app) ruleCmd() *cobra.Command {
 
 // Gateways and their enrollment tokens.
 
-func printTokens(w io.Writer, xs []adminapi.GatewayToken) error {
-	now := time.Now()
+func (a *app) printTokens(w io.Writer, xs []adminapi.GatewayToken) error {
+	now := a.io.Now()
 	t := newTable(w, "ID", "SEGMENT", "NAME", "EXPIRES", "STATE", "USED BY")
 	for _, x := range xs {
 		state := "valid"
@@ -400,7 +399,7 @@ details go to stderr. The token is shown once and expires after --ttl
 	tokCreate.Flags().StringVar(&req.Name, "name", "", "name the gateway gets (default: the name the gateway sends)")
 	tokCreate.Flags().StringVar(&req.TTL, "ttl", "", "lifetime, e.g. 30m, 1h, 2d (default 1h, at most 7d)")
 	tokCreate.MarkFlagRequired("segment")
-	tokList := listCommand(a, "List enrollment tokens (never their secrets)", "/v1/gateway-tokens", printTokens)
+	tokList := listCommand(a, "List enrollment tokens (never their secrets)", "/v1/gateway-tokens", a.printTokens)
 	list := listCommand(a, "List enrolled gateways", "/v1/gateways", printGateways)
 	return a.group("gateway", "Manage gateways and their enrollment tokens",
 		a.group("token", "Manage gateway enrollment tokens", tokCreate, tokList),

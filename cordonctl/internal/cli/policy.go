@@ -145,7 +145,7 @@ provider last reported them (their age is printed) unless --idp is given.`,
 					return err
 				}
 			}
-			q.At = time.Now()
+			q.At = a.io.Now()
 			if ex.at != "" {
 				if q.At, err = time.Parse(time.RFC3339, ex.at); err != nil {
 					return usagef("--at %q: write RFC 3339, e.g. 2026-03-02T09:00:00-05:00", ex.at)

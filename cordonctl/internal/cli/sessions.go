@@ -12,7 +12,8 @@ import (
 
 // Sessions and device revocation.
 
-func printSessions(w io.Writer, xs []adminapi.Session) error {
+func (a *app) printSessions(w io.Writer, xs []adminapi.Session) error {
+	now := a.io.Now()
 	t := newTable(w, "ID", "USER", "DEVICE", "METHOD", "SOURCE", "STARTED", "LAST ACTIVITY", "MFA", "STATE")
 	for _, x := range xs {
 		state := "active"
@@ -23,17 +24,17 @@ func printSessions(w io.Writer, xs []adminapi.Session) error {
 		if !x.MFAAt.IsZero() {
 			mfa = fmtTime(x.MFAAt)
 		}
-		t.row(x.ID, x.User, x.DeviceID, x.Method, x.Source, fmtTime(x.StartedAt), ago(x.LastActivity), mfa, state)
+		t.row(x.ID, x.User, x.DeviceID, x.Method, x.Source, fmtTime(x.StartedAt), ago(now, x.LastActivity), mfa, state)
 	}
 	return t.flush()
 }
 
-// ago renders how long ago t was, to the second.
-func ago(t time.Time) string {
+// ago renders how long before now t was, to the second.
+func ago(now, t time.Time) string {
 	if t.IsZero() {
 		return "-"
 	}
-	return time.Since(t).Truncate(time.Second).String() + " ago"
+	return now.Sub(t).Truncate(time.Second).String() + " ago"
 }
 
 func (a *app) sessionCmd() *cobra.Command {
@@ -51,7 +52,7 @@ func (a *app) sessionCmd() *cobra.Command {
 			if err != nil || printed {
 				return err
 			}
-			return printSessions(a.io.Out, out)
+			return a.printSessions(a.io.Out, out)
 		}),
 	}
 	list.Flags().StringVar(&q.User, "user", "", "only this user's sessions")
@@ -87,7 +88,7 @@ func (a *app) sessionCmd() *cobra.Command {
 				_, err := io.WriteString(a.io.Out, "No active session matched; nothing ended\n")
 				return err
 			}
-			return printSessions(a.io.Out, out)
+			return a.printSessions(a.io.Out, out)
 		}),
 	}
 	end.Flags().StringVar(&req.User, "user", "", "end every session of this user")

@@ -47,6 +47,7 @@ import (
 	"github.com/cordonhq/cordon/pkg/enroll"
 	"github.com/cordonhq/cordon/pkg/netstack"
 	"github.com/cordonhq/cordon/pkg/policy"
+	"github.com/cordonhq/cordon/pkg/privdir"
 	"github.com/cordonhq/cordon/pkg/tunnet"
 	"github.com/cordonhq/cordon/pkg/wgdev"
 	"github.com/cordonhq/cordon/pkg/wgkey"
@@ -94,6 +95,9 @@ var ErrNeedToken = errors.New("this gateway is not enrolled yet: pass --token (o
 // Run enrolls if needed and serves until ctx ends.
 func Run(ctx context.Context, cfg Config) error {
 	log := cfg.Logger
+	if err := privdir.Ensure(cfg.StateDir, log); err != nil { // the keys live here: owner only
+		return fmt.Errorf("--state-dir: %w", err)
+	}
 	st, err := loadOrEnroll(ctx, cfg)
 	if err != nil {
 		return err
