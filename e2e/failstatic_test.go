@@ -38,6 +38,27 @@ func (w *world) reachWithin(c *client, s *service, since time.Time, timeout time
 	return 0
 }
 
+// accessEnd polls c's access to s (every 200 ms, 1 s dials) until it has
+// failed for a whole streak (5 s without one success: a single failed
+// request on a busy machine is not the end) or until deadline. It returns
+// the last success before the streak and the streak's first failure;
+// ended is false if access never stopped for a streak by deadline.
+func (w *world) accessEnd(c *client, s *service, deadline time.Time) (lastOK, firstFail time.Time, ended bool) {
+	const streak = 5 * time.Second
+	for time.Now().Before(deadline) {
+		now := time.Now()
+		if body, err := c.getTimeout(s.addr, time.Second); err == nil && body == s.name {
+			lastOK, firstFail = now, time.Time{}
+		} else if firstFail.IsZero() {
+			firstFail = now
+		} else if now.Sub(firstFail) >= streak {
+			return lastOK, firstFail, true
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	return lastOK, firstFail, false
+}
+
 // waitEndpointSaved waits until the gateway saved where its peers are (it
 // looks every 5 s), so that a restart can handshake with them first.
 func (w *world) waitEndpointSaved() {
@@ -89,7 +110,10 @@ func TestGatewayGrantLifetime(t *testing.T) {
 	w.waitReach(w.nurse, ehr, 15*time.Second)
 	w.waitEndpointSaved()
 
-	// The controller goes away; the gateway restarts without it.
+	// The controller goes away; the gateway restarts without it. The
+	// gateway last hears from it between the stop request and its exit
+	// (it closes agent connections first).
+	asked := time.Now()
 	w.controller.stop()
 	gone := time.Now()
 	w.killGateway()
@@ -100,20 +124,17 @@ func TestGatewayGrantLifetime(t *testing.T) {
 	// Nothing else changes; access ends when the grant lifetime passes
 	// (counted from the gateway's last word with the controller, renewed
 	// every lifetime/10 while connected) and not long before.
-	var ended time.Duration
-	for time.Since(gone) < lifetime+10*time.Second {
-		if _, err := w.nurse.getTimeout(ehr.addr, time.Second); err != nil {
-			ended = time.Since(gone)
-			break
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	if ended == 0 {
+	lastOK, ended, ok := w.accessEnd(w.nurse, ehr, gone.Add(lifetime+15*time.Second))
+	if !ok {
 		t.Fatalf("nurse still reaches ehr %v after the controller went away (grant lifetime %v)", time.Since(gone).Round(time.Millisecond), lifetime)
 	}
-	t.Logf("access ended %v after the controller went away (grant lifetime %v)", ended.Round(time.Millisecond), lifetime)
-	if ended < lifetime-lifetime/10-2*time.Second {
-		t.Errorf("access ended after %v, before the grant lifetime %v could have passed", ended, lifetime)
+	t.Logf("access ended %v after the controller went away (last success at %v; stopping it took %v; grant lifetime %v)",
+		ended.Sub(gone).Round(time.Millisecond), lastOK.Sub(gone).Round(time.Millisecond), gone.Sub(asked).Round(time.Millisecond), lifetime)
+	if early := lifetime - lifetime/10 - 2*time.Second; lastOK.Sub(asked) < early {
+		t.Errorf("access ended %v after the controller was asked to stop (last success), before the grant lifetime %v could have passed", lastOK.Sub(asked), lifetime)
+	}
+	if ended.Sub(gone) > lifetime+3*time.Second {
+		t.Errorf("access ended %v after the controller went away, later than the grant lifetime %v allows", ended.Sub(gone), lifetime)
 	}
 	waitFor(t, 5*time.Second, "the gateway to log that its grants expired", func() error {
 		if !strings.Contains(w.gateway.logs(), "grants expired") {
@@ -159,20 +180,17 @@ func TestGatewaySessionLimitWithoutController(t *testing.T) {
 	w.killGateway()
 	w.gateway = w.runGateway("gateway-restarted")
 	w.reachWithin(w.nurse, ehr, time.Now(), time.Until(expires)-time.Second)
-	var endedAt time.Time
-	for time.Until(expires) > -10*time.Second {
-		if _, err := w.nurse.getTimeout(ehr.addr, time.Second); err != nil {
-			endedAt = time.Now()
-			break
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	if endedAt.IsZero() {
+	lastOK, endedAt, ok := w.accessEnd(w.nurse, ehr, expires.Add(15*time.Second))
+	if !ok {
 		t.Fatalf("nurse still reaches ehr %v after her session's absolute limit, controller down", time.Since(expires).Round(time.Millisecond))
 	}
-	t.Logf("access ended %v after the session's absolute limit (controller down)", endedAt.Sub(expires).Round(time.Millisecond))
-	if endedAt.Before(expires.Add(-2 * time.Second)) {
-		t.Errorf("access ended at %v, before the session's limit %v", endedAt, expires)
+	t.Logf("access ended %v after the session's absolute limit (last success %v before it; controller down)",
+		endedAt.Sub(expires).Round(time.Millisecond), expires.Sub(lastOK).Round(time.Millisecond))
+	if lastOK.Before(expires.Add(-3 * time.Second)) {
+		t.Errorf("access ended at %v (last success), before the session's limit %v", lastOK, expires)
+	}
+	if endedAt.After(expires.Add(3 * time.Second)) {
+		t.Errorf("access ended at %v, later than the session's limit %v allows", endedAt, expires)
 	}
 	if !strings.Contains(w.gateway.logs(), "absolute limit") {
 		t.Errorf("the gateway did not log the session's end:\n%s", tail(w.gateway.logs(), 20))
