@@ -59,6 +59,17 @@ func (w *world) accessEnd(c *client, s *service, deadline time.Time) (lastOK, fi
 	return lastOK, firstFail, false
 }
 
+// waitGatewayLog waits until the gateway's log says text.
+func (w *world) waitGatewayLog(timeout time.Duration, what, text string) {
+	w.t.Helper()
+	waitFor(w.t, timeout, what, func() error {
+		if !strings.Contains(w.gateway.logs(), text) {
+			return fmt.Errorf("no %q in its log yet", text)
+		}
+		return nil
+	})
+}
+
 // waitEndpointSaved waits until the gateway saved where its peers are (it
 // looks every 5 s), so that a restart can handshake with them first.
 func (w *world) waitEndpointSaved() {
@@ -136,21 +147,11 @@ func TestGatewayGrantLifetime(t *testing.T) {
 	if ended.Sub(gone) > lifetime+3*time.Second {
 		t.Errorf("access ended %v after the controller went away, later than the grant lifetime %v allows", ended.Sub(gone), lifetime)
 	}
-	waitFor(t, 5*time.Second, "the gateway to log that its grants expired", func() error {
-		if !strings.Contains(w.gateway.logs(), "grants expired") {
-			return errors.New("not yet")
-		}
-		return nil
-	})
+	w.waitGatewayLog(5*time.Second, "the gateway to log that its grants expired", "grants expired")
 	// And it stays ended: a restart does not revive the expired map.
 	w.killGateway()
 	w.gateway = w.runGateway("gateway-after-expiry")
-	waitFor(t, 10*time.Second, "the restarted gateway to refuse the expired map", func() error {
-		if !strings.Contains(w.gateway.logs(), "grants expired") {
-			return errors.New("not yet")
-		}
-		return nil
-	})
+	w.waitGatewayLog(10*time.Second, "the restarted gateway to refuse the expired map", "grants expired")
 	w.unreachable(w.nurse, ehr)
 }
 
@@ -221,11 +222,6 @@ func TestDeletedGatewayForgetsItsMap(t *testing.T) {
 	}
 	w.controller.stop()
 	w.gateway = w.runGateway("gateway-after-delete")
-	waitFor(t, 10*time.Second, "the restarted gateway to start with no map", func() error {
-		if !strings.Contains(w.gateway.logs(), "no saved map") {
-			return errors.New("not yet")
-		}
-		return nil
-	})
+	w.waitGatewayLog(10*time.Second, "the restarted gateway to start with no map", "no saved map")
 	w.unreachable(w.nurse, ehr)
 }

@@ -427,9 +427,7 @@ func TestGatewayHostClosed(t *testing.T) {
 	// Starting, controller unreachable, before the first map: no saved
 	// map and no controller.
 	w.controller.stop()
-	for _, f := range []string{"last-map.json"} {
-		os.Remove(filepath.Join(w.dir, "gateway", f))
-	}
+	os.Remove(filepath.Join(w.dir, "gateway", "last-map.json"))
 	w.gateway = w.runGateway("gateway-no-controller")
 	waitFor(t, 10*time.Second, "gateway to start without the controller", func() error {
 		if s := w.gateway.exited(); s != "" {
