@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -73,24 +74,30 @@ func udpRoundTrip(ns netNS, addr string, n int, wait time.Duration) error {
 	return nil
 }
 
+// addUDPApp starts the UDP echo, makes it app "telemetry" with a rule for
+// the clinicians, and waits until the nurse reaches it with a small
+// datagram.
+func addUDPApp(w *world) {
+	t := w.t
+	t.Helper()
+	startUDPEcho(t, w.app, udpEchoAddr)
+	host, port, _ := net.SplitHostPort(udpEchoAddr)
+	w.mustCtl("", "app", "create", "telemetry", "--segment", segmentName, "--dns-name", "telemetry.hosp.internal", "--address", host,
+		"--proto", "udp", "--port", port, "--class", "internal")
+	w.mustCtl("", "rule", "create", "clinicians-telemetry", "--group", groupName, "--app", "telemetry")
+	waitFor(t, 20*time.Second, "nurse to reach the UDP app", func() error {
+		w.checkAlive()
+		return udpRoundTrip(w.nurse.ns, udpEchoAddr, 100, time.Second)
+	})
+}
+
 // A UDP app whose datagrams (4,000 bytes) fragment on the way works through
 // the tunnel, both ways: the gateway passes a datagram's later fragments by
 // its admitted first one. A device without a rule for the app still gets
 // nothing through, fragments or not.
 func TestUDPAppWithFragmentingDatagrams(t *testing.T) {
 	w := newWorld(t)
-	startUDPEcho(t, w.app, udpEchoAddr)
-	host, port, _ := net.SplitHostPort(udpEchoAddr)
-	w.mustCtl("", "app", "create", "telemetry", "--segment", segmentName, "--dns-name", "telemetry.hosp.internal", "--address", host,
-		"--proto", "udp", "--port", port, "--class", "internal")
-	w.mustCtl("", "rule", "create", "clinicians-telemetry", "--group", groupName, "--app", "telemetry")
-
-	// A small datagram first: the rule has reached the gateway and the
-	// nurse's tunnel.
-	waitFor(t, 20*time.Second, "nurse to reach the UDP app", func() error {
-		w.checkAlive()
-		return udpRoundTrip(w.nurse.ns, udpEchoAddr, 100, time.Second)
-	})
+	addUDPApp(w)
 	for i := range 5 {
 		if err := udpRoundTrip(w.nurse.ns, udpEchoAddr, bigDatagram, 3*time.Second); err != nil {
 			t.Fatalf("datagram %d of %d bytes: %v", i, bigDatagram, err)
@@ -112,12 +119,13 @@ func TestUDPAppWithFragmentingDatagrams(t *testing.T) {
 
 // The path between the gateway and the apps is narrower than the tunnel
 // (MTU 1,280 on the gateway's app-side link; the app host does not know):
-// a TCP transfer of a few MB works both ways without black-holing. The
-// gateway clamps the MSS of the client's SYN to the route's MTU, so the app
-// never sends a segment the link cannot carry; the client's own segments
-// that do not fit draw an ICMP fragmentation-needed from the gateway host,
-// which the authorizer lets through to the client (path MTU discovery) and
-// counts.
+// a TCP transfer of a few MB works both ways without black-holing, because
+// the gateway clamps the MSS of the SYN and the SYN-ACK to the narrowest
+// route of the two directions ('rt mtu'), so neither end sends a segment
+// the link cannot carry. A datagram that does not fit and may not be
+// fragmented (DF) draws an ICMP fragmentation-needed from the gateway host,
+// which is counted there, passes the authorizer to the client (logged) and
+// teaches the client's kernel the path MTU: not silence.
 func TestTCPOverNarrowPath(t *testing.T) {
 	w := newWorld(t)
 	ip(t, w.gw, "link", "set", "app0", "mtu", "1280")
@@ -136,9 +144,17 @@ func TestTCPOverNarrowPath(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer e.Close()
-	mss := appMSS(t, w)
-	if mss == 0 || mss > 1280-40 {
-		t.Errorf("the app's connection uses MSS %d, want at most %d (the app-side link's MTU less 40)", mss, 1280-40)
+	// Both ends' MSS (less TCP options) fit the 1,280-byte link. Without
+	// the clamp each would be 1,380 (the tunnel's): the app's 1,420-byte
+	// segments would not fit the link.
+	for _, end := range []struct {
+		ns   netNS
+		name string
+		filt string
+	}{{w.nurse.ns, "client", "dport = :80"}, {w.app, "app", "sport = :80"}} {
+		if mss := connMSS(t, end.ns, end.filt); mss == 0 || mss > 1280-40 {
+			t.Errorf("the %s's connection uses MSS %d, want at most %d (the app-side link's MTU less 40)", end.name, mss, 1280-40)
+		}
 	}
 
 	// Up and down at once: the echo sends back what it receives.
@@ -167,11 +183,28 @@ func TestTCPOverNarrowPath(t *testing.T) {
 	}
 	t.Logf("%d MB each way over a 1,280-byte path in %v", size>>20, time.Since(start).Round(time.Millisecond))
 
-	// The client's full-size segments did not fit the app-side link: the
-	// gateway host told the client (counted in its firewall) and the
-	// authorizer logged the path MTU signal it let through.
+	// A UDP datagram with DF set that fits the tunnel but not the link.
+	addUDPApp(w)
+	if n := nftCounter(t, w, "packet_too_big_sent"); n != 0 {
+		t.Fatalf("packet_too_big_sent = %d before any packet was too big", n)
+	}
+	c, err := w.nurse.ns.dialTimeout("udp", udpEchoAddr, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := setDF(c); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the client's kernel to learn the 1,280-byte path MTU", func() error {
+		_, err := c.Write(make([]byte, 1300)) // 1,328 bytes of IP
+		if errors.Is(err, syscall.EMSGSIZE) {
+			return nil
+		}
+		return fmt.Errorf("send of 1,300 bytes with DF: %v, want EMSGSIZE once the ICMP arrived", err)
+	})
 	if n := nftCounter(t, w, "packet_too_big_sent"); n == 0 {
-		t.Error("the gateway host counted no packet-too-big sent, want some (the client's 1,420-byte packets do not fit 1,280)")
+		t.Error("the gateway host counted no packet-too-big sent")
 	}
 	waitFor(t, 5*time.Second, "the gateway to log the path MTU signal", func() error {
 		if !strings.Contains(w.gateway.logs(), "path MTU: packet too big") {
@@ -181,19 +214,35 @@ func TestTCPOverNarrowPath(t *testing.T) {
 	})
 }
 
+// setDF makes the UDP socket c send with DF and never fragment locally
+// (IP_PMTUDISC_DO): a send larger than the known path MTU fails.
+func setDF(c net.Conn) error {
+	raw, err := c.(*net.UDPConn).SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := raw.Control(func(fd uintptr) {
+		serr = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_IP, syscall.IP_MTU_DISCOVER, syscall.IP_PMTUDISC_DO)
+	}); err != nil {
+		return err
+	}
+	return serr
+}
+
 var mssRE = regexp.MustCompile(`\bmss:(\d+)`)
 
-// appMSS returns the MSS of the app namespace's established connection on
-// ehr's port, as ss reports it (0: none found).
-func appMSS(t *testing.T, w *world) int {
+// connMSS returns the MSS of the established TCP connection in ns that
+// matches the ss filter filt, as ss reports it (0: none found).
+func connMSS(t *testing.T, ns netNS, filt string) int {
 	t.Helper()
-	out, err := sh("ip", "netns", "exec", w.app.name, "ss", "-tinH", "state", "established", "sport", "= :80")
+	out, err := sh("ip", append([]string{"netns", "exec", ns.name, "ss", "-tinH", "state", "established"}, strings.Fields(filt)...)...)
 	if err != nil {
 		t.Fatalf("ss: %v\n%s", err, out)
 	}
 	m := mssRE.FindStringSubmatch(out)
 	if m == nil {
-		t.Logf("ss: %s", out)
+		t.Logf("ss in %s: %s", ns.name, out)
 		return 0
 	}
 	n, _ := strconv.Atoi(m[1])
