@@ -32,15 +32,20 @@
 // datagram (Stats.FragmentsDropped: out of order before its first, of a
 // denied datagram, or expired). So every datagram an app or client can
 // reassemble has a transport header the policy admitted. Both directions
-// work the same way.
+// work the same way. Behind the authorizer the receiver reassembles: in
+// tun mode the gateway host's conntrack (which refragments to the next
+// hop's MTU), in userspace mode gVisor's netstack, within its own memory
+// limits.
 //
 // Why not reassemble: reassembly buffers packets (memory an attacker can
 // fill), copies every fragmented datagram once more and holds the first
 // fragment back until the last arrives, and the receiver (the app host,
 // the gateway kernel's own conntrack, the client) reassembles anyway.
-// Tracking costs whole datagrams nothing (one branch on a field Parse
-// already sets), a first fragment one table insert and a later fragment
-// two lookups, and it never holds a packet. What it gives up: a later
+// Tracking costs a whole datagram two predictable branches on a field
+// Parse already sets (the established path stays one table lookup), a
+// first fragment one insert into the datagram table and a later fragment
+// two lookups (its datagram, then its flow, to see it is still open); it
+// never holds or copies a packet (BenchmarkFragmentedDatagram). What it gives up: a later
 // fragment that overtakes its first is dropped; senders emit fragments in
 // order and WireGuard keeps a peer's packets in order, so in practice this
 // is a retransmission, not a loss. The table of datagrams is a fixed ring
