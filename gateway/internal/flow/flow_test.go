@@ -630,6 +630,7 @@ func TestNoAllocs(t *testing.T) {
 	in := tcp(ehrP, aliceP, psh, 5001, 1005, "data")
 	denied := [][]byte{tcp(aliceP, netip.AddrPortFrom(lab, 22), syn, 1, 0, "")}
 	a.Write(denied, 0)
+	frags := packettest.Fragment(packettest.TCP(aliceP, ehrP, psh, 1005, 5001, make([]byte, 3000)), 1400, 1)
 
 	for _, tc := range []struct {
 		name string
@@ -638,6 +639,7 @@ func TestNoAllocs(t *testing.T) {
 		{"established write", func() { a.Write(out, 0) }},
 		{"established read", func() { d.in <- in; a.Read(rb, sizes, 0) }},
 		{"repeated deny", func() { a.Write(denied, 0) }},
+		{"fragmented datagram", func() { a.Write(frags, 0) }},
 		{"decide", func() { pol.Decide(alice, ehr, policy.ProtoTCP, 443) }},
 	} {
 		if n := testing.AllocsPerRun(1000, tc.f); n != 0 {
