@@ -318,3 +318,83 @@ func FuzzFragments(f *testing.F) {
 		}
 	})
 }
+
+// FuzzFragTable checks the datagram table against a naive model: a map of
+// datagrams, each with the number of the insertion that created it; the
+// table forgets a datagram when bound newer ones have been inserted after
+// it, when a sweep finds it expired, and answers every lookup as the model
+// does.
+func FuzzFragTable(f *testing.F) {
+	f.Add([]byte{0, 1, 0, 8, 1, 1, 9, 0, 2, 1, 0, 1})
+	f.Add([]byte{0, 1, 0, 8, 0, 2, 0, 8, 0, 3, 0, 8, 0, 4, 0, 8, 0, 5, 0, 8, 1, 1, 1, 0, 3, 0, 0, 0, 1, 5, 16, 1})
+	f.Fuzz(func(t *testing.T, ops []byte) {
+		const bound, ttl = 4, 10
+		tb := newFragTable(bound, ttl)
+		flows := []*flow{{}, {}}
+		type entry struct {
+			seq        int
+			f          *flow
+			fromClient bool
+			firstEnd   uint16
+			expires    int64
+		}
+		model := map[fragKey]*entry{}
+		var now int64
+		seq := 0
+		for len(ops) >= 4 {
+			op, id, off, x := ops[0]%4, uint32(ops[1]%8), uint16(ops[2])*8, ops[3]
+			ops = ops[4:]
+			p := packet.Packet{Tuple: packet.Tuple{Src: alice, Dst: dnsHost, Proto: policy.ProtoUDP}, Version: 4, FragID: id, FragOffset: off, FragLen: uint16(x) * 8}
+			fromClient := x&1 == 0
+			switch op {
+			case 0: // a first fragment passes
+				fl := flows[int(x>>1)%2]
+				got := tb.add(&p, fl, fromClient, now)
+				k := fragKeyOf(&p)
+				want := false
+				if e, ok := model[k]; ok {
+					if e.expires < now {
+						e.firstEnd = 0
+					}
+					e.f, e.fromClient, e.firstEnd, e.expires = fl, fromClient, max(e.firstEnd, p.FragLen), now+ttl
+				} else {
+					for ok, e := range model {
+						if e.seq == seq-bound {
+							delete(model, ok)
+							want = e.expires >= now
+						}
+					}
+					model[k] = &entry{seq: seq, f: fl, fromClient: fromClient, firstEnd: p.FragLen, expires: now + ttl}
+					seq++
+				}
+				if got != want {
+					t.Fatalf("add evicted = %v, model %v", got, want)
+				}
+			case 1: // a later fragment
+				gotF, got := tb.later(&p, fromClient, now)
+				want, wantF := fragUnknown, (*flow)(nil)
+				if e, ok := model[fragKeyOf(&p)]; ok && e.expires >= now && e.fromClient == fromClient {
+					want = fragOverlap
+					if p.FragOffset >= e.firstEnd {
+						want, wantF = fragPass, e.f
+					}
+				}
+				if got != want || gotF != wantF {
+					t.Fatalf("later(id %d, offset %d) = %d, %p; model %d, %p", id, off, got, gotF, want, wantF)
+				}
+			case 2: // time passes
+				now += int64(x % 16)
+			case 3: // the janitor sweeps
+				tb.sweep(now)
+				for k, e := range model {
+					if e.expires < now {
+						delete(model, k)
+					}
+				}
+			}
+			if tb.len() != len(model) || len(model) > bound {
+				t.Fatalf("table holds %d datagrams, model %d, bound %d", tb.len(), len(model), bound)
+			}
+		}
+	})
+}
