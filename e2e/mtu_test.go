@@ -258,7 +258,7 @@ func nftCounter(t *testing.T, w *world, name string) int {
 	if code != 0 {
 		t.Fatalf("nft list counter %s: exit %d: %s", name, code, errOut)
 	}
-	m := regexp.MustCompile(`packets (\d+)`).FindStringSubmatch(out)
+	m := counterPackets.FindStringSubmatch(out)
 	if m == nil {
 		t.Fatalf("nft list counter %s: no packets in %q", name, out)
 	}
