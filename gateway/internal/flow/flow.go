@@ -45,10 +45,11 @@
 // Parse already sets (the established path stays one table lookup), a
 // first fragment one insert into the datagram table and a later fragment
 // two lookups (its datagram, then its flow, to see it is still open); it
-// never holds or copies a packet (BenchmarkFragmentedDatagram). What it gives up: a later
-// fragment that overtakes its first is dropped; senders emit fragments in
-// order and WireGuard keeps a peer's packets in order, so in practice this
-// is a retransmission, not a loss. The table of datagrams is a fixed ring
+// never holds or copies a packet (BenchmarkFragmentedDatagram). What it
+// gives up: a later fragment that overtakes its first is dropped, and its
+// datagram lost; senders emit fragments in order and WireGuard keeps a
+// peer's packets in order, so it takes a reordering network between the
+// app and the gateway. The table of datagrams is a fixed ring
 // of Config.MaxFragmentedDatagrams entries (see fragTable): a flood of
 // first fragments pushes out the oldest (Stats.FragmentDatagramsEvicted,
 // logged) instead of growing memory.
