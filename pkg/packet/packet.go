@@ -13,9 +13,12 @@
 // Fragments. Only the first fragment of a fragmented datagram carries the
 // transport header, so a later fragment cannot be matched to a flow by port.
 // Parse reports fragments in [Packet.Frag] (and parses the transport header
-// of a first fragment); the gateway's flow authorizer drops every fragment
-// and counts it. An IPv6 atomic fragment (offset 0, no more fragments,
-// RFC 6946) is a whole datagram and is reported as unfragmented.
+// of a first fragment), with the datagram's identification and the
+// fragment's place in it ([Packet.FragID], [Packet.FragOffset],
+// [Packet.FragLen]): the gateway's flow authorizer admits a later fragment
+// by the identification of an admitted first one. An IPv6 atomic fragment
+// (offset 0, no more fragments, RFC 6946) is a whole datagram and is
+// reported as unfragmented.
 package packet
 
 import (
@@ -84,34 +87,35 @@ func (f TCPFlags) Has(m TCPFlags) bool { return f&m == m }
 
 // ICMP types the data path treats specially.
 const (
-	ICMPv4EchoReply     = 0
-	ICMPv4Unreachable   = 3
-	ICMPv4Echo          = 8
-	ICMPv4TimeExceeded  = 11
-	ICMPv4ParamProblem  = 12
-	ICMPv6Unreachable   = 1
-	ICMPv6PacketTooBig  = 2
-	ICMPv6TimeExceeded  = 3
-	ICMPv6ParamProblem  = 4
-	ICMPv6EchoRequest   = 128
-	ICMPv6EchoReply     = 129
-	icmpHeaderLen       = 8
-	ipv4HeaderLen       = 20
-	ipv6HeaderLen       = 40
-	tcpHeaderLen        = 20
-	udpHeaderLen        = 8
-	protoHopByHop       = 0
-	protoRouting        = 43
-	protoFragment       = 44
-	protoAH             = 51
-	protoNoNext         = 59
-	protoDestOpts       = 60
-	ipv4FlagMoreFrags   = 0x2000
-	ipv4FragOffsetMask  = 0x1fff
-	ipv6FragOffsetMask  = 0xfff8
-	ipv6FlagMoreFrags   = 0x1
-	defaultTTL          = 64
-	ipv4FlagDontFragEnc = 0x40
+	ICMPv4EchoReply      = 0
+	ICMPv4Unreachable    = 3
+	ICMPv4Echo           = 8
+	ICMPv4TimeExceeded   = 11
+	ICMPv4ParamProblem   = 12
+	ICMPv6Unreachable    = 1
+	ICMPv6PacketTooBig   = 2
+	ICMPv6TimeExceeded   = 3
+	ICMPv6ParamProblem   = 4
+	ICMPv6EchoRequest    = 128
+	ICMPv6EchoReply      = 129
+	ICMPv4CodeFragNeeded = 4 // destination unreachable: fragmentation needed and DF set
+	icmpHeaderLen        = 8
+	ipv4HeaderLen        = 20
+	ipv6HeaderLen        = 40
+	tcpHeaderLen         = 20
+	udpHeaderLen         = 8
+	protoHopByHop        = 0
+	protoRouting         = 43
+	protoFragment        = 44
+	protoAH              = 51
+	protoNoNext          = 59
+	protoDestOpts        = 60
+	ipv4FlagMoreFrags    = 0x2000
+	ipv4FragOffsetMask   = 0x1fff
+	ipv6FragOffsetMask   = 0xfff8
+	ipv6FlagMoreFrags    = 0x1
+	defaultTTL           = 64
+	ipv4FlagDontFragEnc  = 0x40
 )
 
 // Tuple identifies a flow: protocol, addresses and ports. For ICMP echo the
@@ -157,9 +161,21 @@ type Packet struct {
 	TCPFlags TCPFlags
 	Seq, Ack uint32
 
-	// ICMP and ICMPv6. ICMPID is the echo identifier.
+	// Fragments (Frag is not FragNone). FragID is the datagram's
+	// identification (IPv4: 16 bits; IPv6: the Fragment header's 32);
+	// FragOffset is where the fragment's data starts in the datagram's
+	// fragmentable part (bytes) and FragLen how many bytes of it the
+	// fragment carries.
+	FragID     uint32
+	FragOffset uint16
+	FragLen    uint16
+
+	// ICMP and ICMPv6. ICMPID is the echo identifier. MTU is the next-hop
+	// MTU a packet-too-big message reports (see IsPacketTooBig; 0 when it
+	// reports none).
 	ICMPType, ICMPCode uint8
 	ICMPID             uint16
+	MTU                uint32
 
 	// Inner is the flow quoted in an ICMP error (destination unreachable,
 	// packet too big, time exceeded, parameter problem), as the original
@@ -175,6 +191,19 @@ func (p *Packet) IsICMPError() bool {
 		return isICMPv4Error(p.ICMPType)
 	case policy.ProtoICMP6:
 		return isICMPv6Error(p.ICMPType)
+	}
+	return false
+}
+
+// IsPacketTooBig reports whether the packet is a path MTU signal: an ICMP
+// destination unreachable "fragmentation needed and DF set" (RFC 1191) or an
+// ICMPv6 packet too big (RFC 8201). MTU holds the MTU it reports.
+func (p *Packet) IsPacketTooBig() bool {
+	switch p.Proto {
+	case policy.ProtoICMP:
+		return p.Version == 4 && p.ICMPType == ICMPv4Unreachable && p.ICMPCode == ICMPv4CodeFragNeeded
+	case policy.ProtoICMP6:
+		return p.Version == 6 && p.ICMPType == ICMPv6PacketTooBig
 	}
 	return false
 }
@@ -246,6 +275,11 @@ func (p *Packet) decodeIPv4(b []byte) ([]byte, error) {
 	case frag&ipv4FlagMoreFrags != 0:
 		p.Frag = FragFirst
 	}
+	if p.Frag != FragNone {
+		p.FragID = uint32(binary.BigEndian.Uint16(b[4:6]))
+		p.FragOffset = (frag & ipv4FragOffsetMask) << 3
+		p.FragLen = uint16(total - ihl)
+	}
 	return b[ihl:total], nil
 }
 
@@ -266,62 +300,85 @@ func (p *Packet) decodeIPv6(b []byte) ([]byte, error) {
 	p.Length = total
 	p.Src = netip.AddrFrom16([16]byte(b[8:24]))
 	p.Dst = netip.AddrFrom16([16]byte(b[24:40]))
-	next, off, frag, err := walkIPv6(b[:total], b[6])
+	w, err := walkIPv6(b[:total], b[6])
 	if err != nil {
 		return nil, err
 	}
-	p.Proto = policy.Proto(next)
-	p.TransportOffset = off
-	p.Frag = frag
-	return b[off:total], nil
+	p.Proto = policy.Proto(w.next)
+	p.TransportOffset = w.off
+	p.Frag = w.frag
+	if w.frag != FragNone {
+		p.FragID = w.fragID
+		p.FragOffset = w.fragOffset
+		p.FragLen = uint16(total - w.fragData)
+	}
+	return b[w.off:total], nil
+}
+
+// ipv6Walk is what walkIPv6 found.
+type ipv6Walk struct {
+	next uint8 // upper-layer protocol
+	off  int   // its offset
+	frag Frag
+	// Fragment header fields: identification, fragment offset (bytes)
+	// and where the fragment's data starts in the packet.
+	fragID     uint32
+	fragOffset uint16
+	fragData   int
 }
 
 // walkIPv6 follows the extension header chain of the IPv6 packet b (whose
-// fixed header is complete) starting at next header nh. It returns the
-// upper-layer protocol, its offset and the fragment kind.
-func walkIPv6(b []byte, nh uint8) (uint8, int, Frag, error) {
+// fixed header is complete) starting at next header nh.
+func walkIPv6(b []byte, nh uint8) (ipv6Walk, error) {
 	off := ipv6HeaderLen
-	frag := FragNone
+	var w ipv6Walk
 	for i := 0; ; i++ {
 		var hlen int
 		switch nh {
 		case protoHopByHop, protoRouting, protoDestOpts:
 			if nh == protoHopByHop && i != 0 {
-				return 0, 0, 0, ErrHeader // RFC 8200 4.1: only right after the fixed header
+				return ipv6Walk{}, ErrHeader // RFC 8200 4.1: only right after the fixed header
 			}
 			if len(b)-off < 2 {
-				return 0, 0, 0, ErrTruncated
+				return ipv6Walk{}, ErrTruncated
 			}
 			hlen = (int(b[off+1]) + 1) * 8
 		case protoAH:
 			if len(b)-off < 2 {
-				return 0, 0, 0, ErrTruncated
+				return ipv6Walk{}, ErrTruncated
 			}
 			hlen = (int(b[off+1]) + 2) * 4
 		case protoFragment:
 			hlen = 8
 			if len(b)-off < hlen {
-				return 0, 0, 0, ErrTruncated
+				return ipv6Walk{}, ErrTruncated
 			}
 			fo := binary.BigEndian.Uint16(b[off+2 : off+4])
 			switch {
 			case fo&ipv6FragOffsetMask != 0:
-				frag = FragLater
+				w.frag = FragLater
 			case fo&ipv6FlagMoreFrags != 0:
-				frag = FragFirst
+				w.frag = FragFirst
 			}
-			if frag == FragLater {
+			if w.frag != FragNone {
+				w.fragID = binary.BigEndian.Uint32(b[off+4 : off+8])
+				w.fragOffset = fo & ipv6FragOffsetMask
+				w.fragData = off + hlen
+			}
+			if w.frag == FragLater {
 				// Nothing behind a later fragment's header is a header.
-				return b[off], off + hlen, frag, nil
+				w.next, w.off = b[off], off+hlen
+				return w, nil
 			}
 		default:
-			return nh, off, frag, nil
+			w.next, w.off = nh, off
+			return w, nil
 		}
 		if i >= MaxExtensionHeaders {
-			return 0, 0, 0, ErrTooManyHeaders
+			return ipv6Walk{}, ErrTooManyHeaders
 		}
 		if len(b)-off < hlen {
-			return 0, 0, 0, ErrTruncated
+			return ipv6Walk{}, ErrTruncated
 		}
 		nh = b[off]
 		off += hlen
@@ -379,6 +436,13 @@ func (p *Packet) decodeTransport(l4 []byte) error {
 			if p.IsICMPError() && p.Frag == FragNone {
 				p.Inner, p.HasInner = parseQuoted(l4[icmpHeaderLen:], p.Version)
 			}
+			if p.IsPacketTooBig() {
+				if p.Version == 4 {
+					p.MTU = uint32(binary.BigEndian.Uint16(l4[6:8]))
+				} else {
+					p.MTU = binary.BigEndian.Uint32(l4[4:8])
+				}
+			}
 		}
 		p.Payload = len(l4) - icmpHeaderLen
 	}
@@ -414,12 +478,12 @@ func parseQuoted(b []byte, version uint8) (Tuple, bool) {
 		if len(b) < ipv6HeaderLen || b[0]>>4 != 6 {
 			return t, false
 		}
-		nh, o, frag, err := walkIPv6(b, b[6])
-		if err != nil || frag == FragLater {
+		w, err := walkIPv6(b, b[6])
+		if err != nil || w.frag == FragLater {
 			return t, false
 		}
-		off = o
-		t.Proto = policy.Proto(nh)
+		off = w.off
+		t.Proto = policy.Proto(w.next)
 		t.Src = netip.AddrFrom16([16]byte(b[8:24]))
 		t.Dst = netip.AddrFrom16([16]byte(b[24:40]))
 	default:

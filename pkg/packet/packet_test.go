@@ -81,6 +81,7 @@ func v4frag(pkt []byte, offset uint16, more bool) []byte {
 		v |= 0x2000
 	}
 	binary.BigEndian.PutUint16(out[6:], v)
+	binary.BigEndian.PutUint16(out[4:], 0x1234) // identification
 	return out
 }
 
@@ -168,6 +169,7 @@ func TestParse(t *testing.T) {
 				Tuple:   packet.Tuple{Src: c6, Dst: a6, SrcPort: 40000, DstPort: 443, Proto: policy.ProtoTCP},
 				Version: 6, Frag: packet.FragFirst, Length: 68 + len(body), TransportOffset: 48, Payload: len(body),
 				TCPFlags: packet.TCPAck | packet.TCPPsh, Seq: 1001, Ack: 5001,
+				FragID: 0xdeadbeef, FragLen: 20 + uint16(len(body)),
 			},
 		},
 		{
@@ -176,6 +178,7 @@ func TestParse(t *testing.T) {
 			want: packet.Packet{
 				Tuple:   packet.Tuple{Src: c6, Dst: a6, Proto: policy.ProtoTCP},
 				Version: 6, Frag: packet.FragLater, Length: 68 + len(body), TransportOffset: 48,
+				FragID: 0xdeadbeef, FragOffset: 185 * 8, FragLen: 20 + uint16(len(body)),
 			},
 		},
 		{
@@ -184,6 +187,7 @@ func TestParse(t *testing.T) {
 			want: packet.Packet{
 				Tuple:   packet.Tuple{Src: c4, Dst: a4, Proto: policy.ProtoUDP},
 				Version: 4, Frag: packet.FragLater, Length: 28 + len(body), TransportOffset: 20,
+				FragID: 0x1234, FragOffset: 800, FragLen: 8 + uint16(len(body)),
 			},
 		},
 		{
@@ -192,6 +196,29 @@ func TestParse(t *testing.T) {
 			want: packet.Packet{
 				Tuple:   packet.Tuple{Src: c4, Dst: a4, SrcPort: 40000, DstPort: 53, Proto: policy.ProtoUDP},
 				Version: 4, Frag: packet.FragFirst, Length: 28 + len(body), TransportOffset: 20, Payload: len(body),
+				FragID: 0x1234, FragLen: 8 + uint16(len(body)),
+			},
+		},
+		{
+			name: "ipv4 fragmentation needed carries the next-hop mtu",
+			in:   packettest.FragNeeded(a4, c4, 1280, packettest.UDP(c4p, netip.AddrPortFrom(a4, 53), body)),
+			want: packet.Packet{
+				Tuple:   packet.Tuple{Src: a4, Dst: c4, Proto: policy.ProtoICMP},
+				Version: 4, Length: 20 + 8 + 28 + len(body), TransportOffset: 20, Payload: 28 + len(body),
+				ICMPType: 3, ICMPCode: 4, MTU: 1280,
+				Inner:    packet.Tuple{Src: c4, Dst: a4, SrcPort: 40000, DstPort: 53, Proto: policy.ProtoUDP},
+				HasInner: true,
+			},
+		},
+		{
+			name: "ipv6 packet too big carries the mtu",
+			in:   packettest.FragNeeded(a6, c6, 1280, tcp6),
+			want: packet.Packet{
+				Tuple:   packet.Tuple{Src: a6, Dst: c6, Proto: policy.ProtoICMP6},
+				Version: 6, Length: 40 + 8 + len(tcp6), TransportOffset: 40, Payload: len(tcp6),
+				ICMPType: 2, MTU: 1280,
+				Inner:    packet.Tuple{Src: c6, Dst: a6, SrcPort: 40000, DstPort: 443, Proto: policy.ProtoTCP},
+				HasInner: true,
 			},
 		},
 		{
@@ -213,6 +240,44 @@ func TestParse(t *testing.T) {
 				t.Errorf("Parse:\n got %+v\nwant %+v", got, tt.want)
 			}
 		})
+	}
+}
+
+// Fragments of one datagram tile its fragmentable part: each one's offset
+// is where the last one ended, and only the first has ports.
+func TestParseFragmentsTileTheDatagram(t *testing.T) {
+	for _, pkt := range [][]byte{
+		packettest.UDP(c4p, a4p, make([]byte, 4000)),
+		packettest.UDP(c6p, a6p, make([]byte, 4000)),
+	} {
+		frags := packettest.Fragment(pkt, 1400, 0x10203)
+		if len(frags) != 3 {
+			t.Fatalf("%d fragments, want 3", len(frags))
+		}
+		end := 0
+		for i, f := range frags {
+			p, err := packet.Parse(f)
+			if err != nil {
+				t.Fatalf("fragment %d: %v", i, err)
+			}
+			wantFrag, wantID := packet.FragLater, uint32(0x10203)
+			if i == 0 {
+				wantFrag = packet.FragFirst
+			}
+			if p.Version == 4 {
+				wantID = 0x0203
+			}
+			if p.Frag != wantFrag || p.FragID != wantID || int(p.FragOffset) != end {
+				t.Errorf("fragment %d: frag %v id %#x offset %d, want %v %#x %d", i, p.Frag, p.FragID, p.FragOffset, wantFrag, wantID, end)
+			}
+			if (i == 0) != (p.DstPort == a4p.Port()) {
+				t.Errorf("fragment %d: ports %d→%d", i, p.SrcPort, p.DstPort)
+			}
+			end += int(p.FragLen)
+		}
+		if end != 8+4000 {
+			t.Errorf("fragments cover %d bytes, want %d", end, 8+4000)
+		}
 	}
 }
 
@@ -374,6 +439,8 @@ func FuzzParse(f *testing.F) {
 	f.Add(withExt(packettest.UDP(c6p, a6p, body), ext(0, 8), ext(43, 16), fragHdr(0, true)))
 	f.Add(withExt(packettest.UDP(c6p, a6p, body), fragHdr(3, false)))
 	f.Add(v4frag(packettest.UDP(c4p, a4p, body), 7, false))
+	f.Add(packettest.FragNeeded(a4, c4, 1280, packettest.TCP(c4p, a4p, packet.TCPSyn, 1, 0, nil)))
+	f.Add(packettest.FragNeeded(a6, c6, 1280, packettest.TCP(c6p, a6p, packet.TCPSyn, 1, 0, nil)))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		p, err := packet.Parse(b)
 		if err != nil {
@@ -390,6 +457,15 @@ func FuzzParse(f *testing.F) {
 		}
 		if p.Frag == packet.FragLater && (p.SrcPort != 0 || p.DstPort != 0) {
 			t.Fatalf("later fragment with ports: %+v", p)
+		}
+		if p.Frag == packet.FragNone && (p.FragID != 0 || p.FragOffset != 0 || p.FragLen != 0) {
+			t.Fatalf("fragment fields on a whole datagram: %+v", p)
+		}
+		if p.FragOffset%8 != 0 || int(p.FragLen) > p.Length || (p.Frag == packet.FragFirst) != (p.Frag != packet.FragNone && p.FragOffset == 0) {
+			t.Fatalf("fragment fields out of bounds: %+v", p)
+		}
+		if p.MTU != 0 && !p.IsPacketTooBig() {
+			t.Fatalf("MTU on a packet that is not a packet-too-big: %+v", p)
 		}
 		// A reset for any parsed TCP tuple round-trips.
 		if p.Proto == policy.ProtoTCP && p.Frag == packet.FragNone {

@@ -3,6 +3,7 @@ package flow
 import (
 	"errors"
 	"os"
+	"sync/atomic"
 
 	"golang.zx2c4.com/wireguard/tun"
 
@@ -79,19 +80,94 @@ func (a *Authorizer) filterIn(b []byte, now int64, c *batchCounts) bool {
 		c.malformed++
 		return false
 	}
-	if p.Frag != packet.FragNone {
+	if p.Frag == packet.FragLater {
+		if a.laterFragment(&p, true, now) {
+			c.allowed++
+			c.fragPassed++
+			return true
+		}
 		c.fragments++
 		return false
 	}
 	if f := a.flows.lookup(&p.Tuple); f != nil && a.forward(f, &p, now) {
+		if p.Frag == packet.FragFirst {
+			a.firstFragment(&p, f, true, now)
+		}
 		c.allowed++
 		return true
 	}
 	if p.IsICMPError() && p.HasInner && p.Inner.Dst == p.Src && a.flows.lookupReverse(&p.Inner) != nil {
+		if p.IsPacketTooBig() {
+			a.packetTooBig(&p, &a.stats.ptbToApps, "client")
+		}
 		c.allowed++ // an error about a packet the app sent the client
 		return true
 	}
-	return a.newFlow(&p, now, c)
+	if !a.newFlow(&p, now, c) {
+		if p.Frag == packet.FragFirst {
+			c.fragments++
+		}
+		return false
+	}
+	if p.Frag == packet.FragFirst {
+		if f := a.flows.lookup(&p.Tuple); f != nil {
+			a.firstFragment(&p, f, true, now)
+		}
+	}
+	return true
+}
+
+// firstFragment remembers the datagram of p, an admitted first fragment of
+// flow f, for its later fragments.
+func (a *Authorizer) firstFragment(p *packet.Packet, f *flow, fromClient bool, now int64) {
+	if a.frags.add(p, f, fromClient, now) {
+		n := a.stats.fragEvicted.Add(1)
+		if s, ok := a.logAllowed(&a.logFragEvicted); ok {
+			a.log.Warn("fragmented datagrams forgotten before their timeout to make room: a fragment flood, or too many fragmenting flows",
+				logKeyEvicted, n, logKeySuppressed, s)
+		}
+	}
+}
+
+// laterFragment decides p, a later fragment from the client (fromClient)
+// or the app: it passes if the first fragment of its datagram passed the
+// same way, the flow is still open, and it does not overlap the first
+// fragment (see the package doc).
+func (a *Authorizer) laterFragment(p *packet.Packet, fromClient bool, now int64) bool {
+	f, verdict := a.frags.later(p, fromClient, now)
+	switch verdict {
+	case fragOverlap:
+		n := a.stats.fragOverlap.Add(1)
+		if s, ok := a.logAllowed(&a.logFragOverlap); ok {
+			a.log.Warn("fragment overlapping its datagram's first fragment dropped",
+				logKeyFlowSrc, p.Src, logKeyFlowDst, p.Dst, logKeyProto, p.Proto,
+				logKeyOverlapping, n, logKeySuppressed, s)
+		}
+		return false
+	case fragUnknown:
+		return false
+	}
+	if a.flows.lookup(&f.key) != f {
+		return false // the flow was cut or expired since its first fragment
+	}
+	if fromClient {
+		f.touchClient(now)
+	} else {
+		f.touch(now)
+	}
+	return true
+}
+
+// packetTooBig counts and logs a path MTU signal about an open flow, sent
+// by from ("client", or "app" for the app side: the app or a hop or the
+// gateway host itself).
+func (a *Authorizer) packetTooBig(p *packet.Packet, n *atomic.Uint64, from string) {
+	n.Add(1)
+	if s, ok := a.logAllowed(&a.logPMTU); ok {
+		a.log.Info("path MTU: packet too big for a hop; the sender must send smaller packets",
+			logKeyFrom, from, logKeyMTU, p.MTU, logKeyFlowSrc, p.Inner.SrcAddrPort(), logKeyFlowDst, p.Inner.DstAddrPort(),
+			logKeyProto, p.Inner.Proto, logKeySuppressed, s)
+	}
 }
 
 // forward tracks a client packet of open flow f. It returns false when the
@@ -347,18 +423,32 @@ func (a *Authorizer) filterOut(b []byte, now int64, c *batchCounts) bool {
 		c.malformed++
 		return false
 	}
-	if p.Frag != packet.FragNone {
+	if p.Frag == packet.FragLater {
+		if a.laterFragment(&p, false, now) {
+			c.returned++
+			c.fragPassed++
+			return true
+		}
 		c.fragments++
 		return false
 	}
 	if f := a.flows.lookupReverse(&p.Tuple); f != nil {
 		a.reverse(f, &p, now)
+		if p.Frag == packet.FragFirst {
+			a.firstFragment(&p, f, false, now)
+		}
 		c.returned++
 		return true
 	}
 	if p.IsICMPError() && p.HasInner && p.Inner.Src == p.Dst && a.flows.lookup(&p.Inner) != nil {
+		if p.IsPacketTooBig() {
+			a.packetTooBig(&p, &a.stats.ptbToClients, "app")
+		}
 		c.returned++ // an error about a packet the client sent
 		return true
+	}
+	if p.Frag == packet.FragFirst {
+		c.fragments++
 	}
 	c.returnDropped++
 	return false

@@ -18,9 +18,50 @@
 // Decide with port 0 (only a rule for any protocol admits them). ICMP errors
 // never open a flow: one quoting a packet of an open flow passes; any other
 // is decided as an ordinary ICMP packet from a client and dropped from the
-// TUN side. IP fragments are all dropped and counted: a later fragment has
-// no ports to match a flow by, and the gateway does not reassemble (the
-// overlay MTU keeps clients and apps from fragmenting in practice).
+// TUN side.
+//
+// Fragments. A first fragment carries the transport header and is decided
+// like a whole datagram, by its tuple; when it passes, its datagram
+// (source, destination, protocol, IP identification) is remembered for
+// Config.FragmentTimeout. A later fragment, which has no ports, passes only
+// if the first fragment of its datagram passed in the same direction, the
+// flow is still open, and it starts beyond the bytes the first fragment
+// carried: an overlapping fragment could rewrite the transport header the
+// policy decided on (RFC 1858, RFC 3128), so it is dropped and counted
+// (Stats.FragmentsOverlapping), as is a later fragment of no admitted
+// datagram (Stats.FragmentsDropped: out of order before its first, of a
+// denied datagram, or expired). So every datagram an app or client can
+// reassemble has a transport header the policy admitted. Both directions
+// work the same way. Behind the authorizer the receiver reassembles: in
+// tun mode the gateway host's conntrack (which refragments to the next
+// hop's MTU), in userspace mode gVisor's netstack, within its own memory
+// limits.
+//
+// Why not reassemble: reassembly buffers packets (memory an attacker can
+// fill), copies every fragmented datagram once more and holds the first
+// fragment back until the last arrives, and the receiver (the app host,
+// the gateway kernel's own conntrack, the client) reassembles anyway.
+// Tracking costs a whole datagram two predictable branches on a field
+// Parse already sets (the established path stays one table lookup), a
+// first fragment one insert into the datagram table and a later fragment
+// two lookups (its datagram, then its flow, to see it is still open); it
+// never holds or copies a packet (BenchmarkFragmentedDatagram). What it
+// gives up: a later fragment that overtakes its first is dropped, and its
+// datagram lost; senders emit fragments in order and WireGuard keeps a
+// peer's packets in order, so it takes a reordering network between the
+// app and the gateway. The table of datagrams is a fixed ring
+// of Config.MaxFragmentedDatagrams entries (see fragTable): a flood of
+// first fragments pushes out the oldest (Stats.FragmentDatagramsEvicted,
+// logged) instead of growing memory.
+//
+// Path MTU. ICMP "fragmentation needed" and ICMPv6 "packet too big"
+// quoting a packet of an open flow pass like any ICMP error about the flow
+// (the senders' path MTU discovery needs them); they are counted per
+// direction (Stats.PacketTooBigToClients, Stats.PacketTooBigToApps) and
+// logged, rate-limited, with the MTU they report, so a path that is
+// narrower than the overlay shows instead of stalling silently. The host
+// firewall clamps TCP MSS to the route MTU (package hostfw), so TCP rarely
+// needs them.
 //
 // Policy changes. [Authorizer.SetPolicy] swaps the compiled policy
 // atomically, keeps the connection table and re-checks every flow against
@@ -98,6 +139,13 @@ const (
 	logKeyCut           = "flows_cut"
 	logKeyFlowsOpen     = "flows_open"
 	logKeyResetsDropped = "resets_dropped"
+	logKeyMTU           = "mtu"
+	logKeyFrom          = "from"
+	logKeyFlowSrc       = "flow_src"
+	logKeyFlowDst       = "flow_dst"
+	logKeyProto         = "proto"
+	logKeyEvicted       = "datagrams_evicted"
+	logKeyOverlapping   = "fragments_overlapping"
 )
 
 // Timeouts are the idle limits of flows in the connection table. A zero
@@ -162,6 +210,13 @@ type Config struct {
 	// knows may reach, whatever its rules. Unknown sources stay denied.
 	LocalServices []LocalService
 
+	// FragmentTimeout is how long the datagram of an admitted first
+	// fragment is remembered for its later fragments (default 10 s);
+	// MaxFragmentedDatagrams bounds how many are remembered at once
+	// (default 4096, about 0.5 MB): the oldest make room for new ones.
+	FragmentTimeout        time.Duration
+	MaxFragmentedDatagrams int
+
 	// Now is the clock, for tests; default time.Now. Its readings must
 	// carry a monotonic component (as time.Now's do).
 	Now func() time.Time
@@ -183,13 +238,29 @@ type Stats struct {
 	PacketsDenied    uint64 // client → app packets dropped by policy
 	PacketsReturned  uint64 // app → client packets passed (part of a flow)
 	ReturnDropped    uint64 // app → client packets dropped (part of no flow)
-	FragmentsDropped uint64 // IP fragments dropped, both directions
-	Malformed        uint64 // unparseable packets dropped, both directions
-	FlowsOpen        int64  // flows in the connection table
-	FlowsOpened      uint64 // flows admitted since start
-	FlowsCut         uint64 // flows cut by a policy change
-	ResetsDropped    uint64 // TCP resets toward clients not delivered (queue full)
-	EventsDropped    uint64 // flow events dropped because the queue was full
+	FragmentsDropped uint64 // IP fragments dropped, both directions (denied, or of no admitted datagram)
+	// FragmentsPassed counts later fragments of admitted datagrams passed,
+	// both directions (also counted in PacketsAllowed or PacketsReturned).
+	FragmentsPassed uint64
+	// FragmentsOverlapping counts later fragments dropped because they
+	// overlap the first fragment's bytes (also in FragmentsDropped).
+	FragmentsOverlapping uint64
+	// FragmentDatagramsEvicted counts fragmented datagrams forgotten
+	// before their timeout to make room for newer ones: a fragment flood,
+	// or MaxFragmentedDatagrams too small.
+	FragmentDatagramsEvicted uint64
+	// PacketTooBigToClients and PacketTooBigToApps count the path MTU
+	// signals (ICMP fragmentation needed, ICMPv6 packet too big) about
+	// open flows passed toward clients (a hop toward an app, or the
+	// gateway itself, found the client's packet too big) and toward apps.
+	PacketTooBigToClients uint64
+	PacketTooBigToApps    uint64
+	Malformed             uint64 // unparseable packets dropped, both directions
+	FlowsOpen             int64  // flows in the connection table
+	FlowsOpened           uint64 // flows admitted since start
+	FlowsCut              uint64 // flows cut by a policy change
+	ResetsDropped         uint64 // TCP resets toward clients not delivered (queue full)
+	EventsDropped         uint64 // flow events dropped because the queue was full
 	// DenyEventsSuppressed counts denied flows whose deny event the rate
 	// limit suppressed.
 	DenyEventsSuppressed uint64
@@ -203,6 +274,9 @@ type counters struct {
 	returned, returnDropped      atomic.Uint64
 	_                            [64]byte
 	fragments, malformed         atomic.Uint64
+	fragPassed, fragOverlap      atomic.Uint64
+	fragEvicted                  atomic.Uint64
+	ptbToClients, ptbToApps      atomic.Uint64
 	flowsCut, resetsDropped      atomic.Uint64
 	eventsDropped, suppressed    atomic.Uint64
 	flowsOpen                    atomic.Int64
@@ -211,7 +285,7 @@ type counters struct {
 // batchCounts accumulates one batch's counters so the shared atomics are
 // touched once per batch, not per packet.
 type batchCounts struct {
-	allowed, denied, returned, returnDropped, fragments, malformed uint64
+	allowed, denied, returned, returnDropped, fragments, malformed, fragPassed uint64
 }
 
 func (b *batchCounts) flush(c *counters) {
@@ -226,6 +300,7 @@ func (b *batchCounts) flush(c *counters) {
 	add(&c.returnDropped, b.returnDropped)
 	add(&c.fragments, b.fragments)
 	add(&c.malformed, b.malformed)
+	add(&c.fragPassed, b.fragPassed)
 }
 
 const (
@@ -258,6 +333,7 @@ type Authorizer struct {
 	policy   atomic.Pointer[policy.Compiled]
 	setMu    sync.Mutex // serializes SetPolicy
 	flows    *table
+	frags    *fragTable
 	denies   *denySet
 	services []policy.Rule // one synthetic rule per Config.LocalServices entry
 	stats    counters
@@ -278,6 +354,7 @@ type Authorizer struct {
 	closeErr  error
 
 	logEventsDropped, logOversize, logResetWrite limiter
+	logPMTU, logFragEvicted, logFragOverlap      limiter
 }
 
 var _ tun.Device = (*Authorizer)(nil)
@@ -311,6 +388,15 @@ func New(dev tun.Device, cfg Config) (*Authorizer, error) {
 	if cfg.DenyCacheTTL <= 0 {
 		cfg.DenyCacheTTL = 60 * time.Second
 	}
+	if cfg.FragmentTimeout <= 0 {
+		cfg.FragmentTimeout = 10 * time.Second
+	}
+	if cfg.MaxFragmentedDatagrams <= 0 {
+		cfg.MaxFragmentedDatagrams = 4096
+	}
+	if cfg.MaxFragmentedDatagrams > 1<<20 {
+		return nil, fmt.Errorf("new flow authorizer: MaxFragmentedDatagrams %d is above %d", cfg.MaxFragmentedDatagrams, 1<<20)
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -340,6 +426,7 @@ func New(dev tun.Device, cfg Config) (*Authorizer, error) {
 	}
 	a.cfg = cfg
 	a.flows = newTable(rand.Uint32(), &a.stats.flowsOpen)
+	a.frags = newFragTable(cfg.MaxFragmentedDatagrams, int64(cfg.FragmentTimeout))
 	a.scratch.New = func() any { return new(writeScratch) }
 	pol := cfg.Policy
 	if pol == nil {
@@ -390,18 +477,23 @@ func (a *Authorizer) Policy() *policy.Compiled { return a.policy.Load() }
 func (a *Authorizer) Stats() Stats {
 	c := &a.stats
 	return Stats{
-		PacketsAllowed:       c.allowed.Load(),
-		PacketsDenied:        c.denied.Load(),
-		PacketsReturned:      c.returned.Load(),
-		ReturnDropped:        c.returnDropped.Load(),
-		FragmentsDropped:     c.fragments.Load(),
-		Malformed:            c.malformed.Load(),
-		FlowsOpen:            c.flowsOpen.Load(),
-		FlowsOpened:          c.flowsOpened.Load(),
-		FlowsCut:             c.flowsCut.Load(),
-		ResetsDropped:        c.resetsDropped.Load(),
-		EventsDropped:        c.eventsDropped.Load(),
-		DenyEventsSuppressed: c.suppressed.Load(),
+		PacketsAllowed:           c.allowed.Load(),
+		PacketsDenied:            c.denied.Load(),
+		PacketsReturned:          c.returned.Load(),
+		ReturnDropped:            c.returnDropped.Load(),
+		FragmentsDropped:         c.fragments.Load(),
+		FragmentsPassed:          c.fragPassed.Load(),
+		FragmentsOverlapping:     c.fragOverlap.Load(),
+		PacketTooBigToClients:    c.ptbToClients.Load(),
+		PacketTooBigToApps:       c.ptbToApps.Load(),
+		FragmentDatagramsEvicted: c.fragEvicted.Load(),
+		Malformed:                c.malformed.Load(),
+		FlowsOpen:                c.flowsOpen.Load(),
+		FlowsOpened:              c.flowsOpened.Load(),
+		FlowsCut:                 c.flowsCut.Load(),
+		ResetsDropped:            c.resetsDropped.Load(),
+		EventsDropped:            c.eventsDropped.Load(),
+		DenyEventsSuppressed:     c.suppressed.Load(),
 	}
 }
 
@@ -529,6 +621,7 @@ func (a *Authorizer) sweep(now int64) {
 	if n > 0 {
 		a.stats.flowsOpen.Add(-n)
 	}
+	a.frags.sweep(now)
 }
 
 // decide is the policy decision on a new flow with tuple k: the compiled

@@ -15,9 +15,16 @@
 //	forward     (policy drop): only from the WireGuard interface (what the
 //	            flow authorizer passed) toward the served segments, and the
 //	            replies of those flows back into it; all else dropped
-//	            (counted).
+//	            (counted). First, TCP SYNs into and out of the WireGuard
+//	            interface have their MSS clamped to the route's MTU
+//	            ('tcp option maxseg size set rt mtu'), so TCP between a
+//	            client and an app fits both the tunnel and the app-side
+//	            path without relying on ICMP reaching the sender.
 //	output      (policy accept): no ICMP port-unreachable leaves except
 //	            into the tunnel, so a closed UDP port stays silent too.
+//	            ICMP fragmentation-needed and ICMPv6 packet-too-big the
+//	            host sends (a forwarded packet did not fit the next hop)
+//	            are counted.
 //	postrouting (nat, srcnat): tunnel flows leaving toward the apps are
 //	            masqueraded, so apps need no route back to the overlay.
 //
@@ -49,9 +56,15 @@ const (
 	CounterForwardDropped = "forward_dropped" // forwarded packets that did not pass the authorizer
 	CounterInputDropped   = "input_dropped"   // packets for the host itself from outside the allowed sources
 	CounterSpoofed        = "spoofed"         // overlay or reverse-path-failing sources outside the tunnel
+	// CounterPacketTooBigSent counts the ICMP fragmentation-needed and
+	// ICMPv6 packet-too-big messages the host sent: packets it could not
+	// forward because a next hop's MTU was smaller (path MTU discovery at
+	// work; a steady rise means a narrow path the MSS clamp does not cover,
+	// such as UDP or a client's own MTU).
+	CounterPacketTooBigSent = "packet_too_big_sent"
 )
 
-var counters = []string{CounterForwardDropped, CounterInputDropped, CounterSpoofed}
+var counters = []string{CounterForwardDropped, CounterInputDropped, CounterSpoofed, CounterPacketTooBigSent}
 
 // Config is what the rules need.
 type Config struct {
@@ -268,6 +281,9 @@ func (f *Firewall) addInput() {
 func (f *Firewall) addForwardRules(segs []netip.Prefix) {
 	rule := f.ruleIn(f.fwd)
 	wg := f.cfg.Interface
+	// The clamp only lowers an MSS; the rules carry no verdict.
+	rule(iif(expr.CmpOpEq, wg), tcpSYN(), clampMSS())
+	rule(oif(expr.CmpOpEq, wg), tcpSYN(), clampMSS())
 	for _, p := range segs {
 		rule(iif(expr.CmpOpEq, wg), dst(p), accept())
 	}
@@ -282,6 +298,9 @@ func (f *Firewall) addOutput() {
 	// ICMP type 3 code 3 and ICMPv6 type 1 code 4: port unreachable.
 	rule(oif(expr.CmpOpNeq, f.cfg.Interface), oif(expr.CmpOpNeq, "lo"), l4proto(unix.IPPROTO_ICMP), transport(0, []byte{3, 3}), drop())
 	rule(oif(expr.CmpOpNeq, f.cfg.Interface), oif(expr.CmpOpNeq, "lo"), l4proto(unix.IPPROTO_ICMPV6), transport(0, []byte{1, 4}), drop())
+	// Path MTU signals the host sends (counted, then on to the policy).
+	rule(l4proto(unix.IPPROTO_ICMP), transport(0, []byte{3, 4}), count(CounterPacketTooBigSent))
+	rule(l4proto(unix.IPPROTO_ICMPV6), transport(0, []byte{2}), count(CounterPacketTooBigSent))
 }
 
 func (f *Firewall) addPostrouting() {
@@ -330,6 +349,28 @@ func transport(offset uint32, data []byte) cond {
 	return cond{
 		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: offset, Len: uint32(len(data))},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: data},
+	}
+}
+
+// tcpSYN matches TCP segments with SYN set and RST clear (a SYN or a
+// SYN-ACK: the segments that carry an MSS option).
+func tcpSYN() cond {
+	return cond{
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 13, Len: 1},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 1, Mask: []byte{0x02 | 0x04}, Xor: []byte{0}},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0x02}},
+	}
+}
+
+// clampMSS lowers the TCP MSS option to what the route's MTU allows: nft's
+// 'tcp option maxseg size set rt mtu'. The kernel only ever lowers it.
+func clampMSS() cond {
+	return cond{
+		&expr.Rt{Register: 1, Key: expr.RtTCPMSS},
+		&expr.Byteorder{SourceRegister: 1, DestRegister: 1, Op: expr.ByteorderHton, Len: 2, Size: 2},
+		&expr.Exthdr{SourceRegister: 1, Op: expr.ExthdrOpTcpopt, Type: 2, Offset: 2, Len: 2},
 	}
 }
 

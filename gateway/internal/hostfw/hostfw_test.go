@@ -51,6 +51,35 @@ func acceptRules(t *testing.T, c *nftables.Conn, ch *nftables.Chain) int {
 	return n
 }
 
+// clampRules counts the rules of chain that set the TCP MSS option on the
+// interface's traffic.
+func clampRules(t *testing.T, c *nftables.Conn, ch *nftables.Chain) int {
+	t.Helper()
+	rules, err := c.GetRules(ch.Table, ch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, r := range rules {
+		// google/nftables v0.3.0 does not decode the rt and byteorder
+		// expressions it reads back, so only the write is checked here;
+		// e2e/mtu_test.go checks the rule as nft prints it.
+		var write, iface bool
+		for _, e := range r.Exprs {
+			switch e := e.(type) {
+			case *expr.Exthdr:
+				write = write || (e.Op == expr.ExthdrOpTcpopt && e.Type == 2 && e.SourceRegister != 0)
+			case *expr.Cmp:
+				iface = iface || string(e.Data[:len(cfg.Interface)]) == cfg.Interface
+			}
+		}
+		if write && iface {
+			n++
+		}
+	}
+	return n
+}
+
 func TestInstallDefaultDrop(t *testing.T) {
 	ns := netnstest.Enter(t, "installs nftables rules in a private network namespace")
 	opt := hostfw.WithNetNS(int(ns))
@@ -90,7 +119,10 @@ func TestInstallDefaultDrop(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range []string{hostfw.CounterForwardDropped, hostfw.CounterInputDropped, hostfw.CounterSpoofed} {
+	if n := clampRules(t, c, chs["forward"]); n != 2 {
+		t.Errorf("forward MSS clamp rules = %d, want 2 (into and out of the tunnel)", n)
+	}
+	for _, name := range []string{hostfw.CounterForwardDropped, hostfw.CounterInputDropped, hostfw.CounterSpoofed, hostfw.CounterPacketTooBigSent} {
 		if _, ok := counts[name]; !ok {
 			t.Errorf("counter %s missing: %v", name, counts)
 		}
@@ -103,6 +135,9 @@ func TestInstallDefaultDrop(t *testing.T) {
 	chs = chains(t, c)
 	if n := acceptRules(t, c, chs["forward"]); n != 1 {
 		t.Errorf("forward accept rules after Close = %d, want only the replies' rule", n)
+	}
+	if n := clampRules(t, c, chs["forward"]); n != 2 {
+		t.Errorf("forward MSS clamp rules after Close = %d, want 2 (replies of open flows still pass)", n)
 	}
 	if p := chs["forward"].Policy; p == nil || *p != nftables.ChainPolicyDrop {
 		t.Errorf("forward policy after Close = %v, want drop", p)

@@ -168,3 +168,67 @@ func Unreachable(src, dst netip.Addr, orig []byte) []byte {
 	copy(rest[4:], q)
 	return ICMP(src, dst, typ, code, rest)
 }
+
+// FragNeeded builds a path MTU signal from src to dst quoting the packet
+// orig: an ICMP "fragmentation needed and DF set" with next-hop MTU mtu, or
+// an ICMPv6 packet too big.
+func FragNeeded(src, dst netip.Addr, mtu uint32, orig []byte) []byte {
+	rest := make([]byte, 4+len(orig))
+	typ, code := uint8(packet.ICMPv4Unreachable), uint8(packet.ICMPv4CodeFragNeeded)
+	if src.Is4() {
+		binary.BigEndian.PutUint16(rest[2:], uint16(mtu))
+	} else {
+		typ, code = packet.ICMPv6PacketTooBig, 0
+		binary.BigEndian.PutUint32(rest[0:], mtu)
+	}
+	copy(rest[4:], orig)
+	return ICMP(src, dst, typ, code, rest)
+}
+
+// Fragment splits the IP packet pkt (as IP, TCP, UDP or ICMP build it: no
+// IPv4 options or IPv6 extension headers) into fragments of datagram id
+// carrying at most size bytes of data each (rounded down to a multiple of
+// 8). IPv4 fragments carry the low 16 bits of id.
+func Fragment(pkt []byte, size int, id uint32) [][]byte {
+	size &^= 7
+	hlen := 20
+	if pkt[0]>>4 == 6 {
+		hlen = 40
+	}
+	data := pkt[hlen:]
+	var out [][]byte
+	for off := 0; off < len(data); off += size {
+		end := min(off+size, len(data))
+		more := end < len(data)
+		if hlen == 20 {
+			f := make([]byte, 20+end-off)
+			copy(f, pkt[:20])
+			copy(f[20:], data[off:end])
+			binary.BigEndian.PutUint16(f[2:], uint16(len(f)))
+			binary.BigEndian.PutUint16(f[4:], uint16(id))
+			v := uint16(off / 8)
+			if more {
+				v |= 0x2000
+			}
+			binary.BigEndian.PutUint16(f[6:], v)
+			binary.BigEndian.PutUint16(f[10:], 0)
+			binary.BigEndian.PutUint16(f[10:], Checksum(f[:20]))
+			out = append(out, f)
+			continue
+		}
+		f := make([]byte, 48+end-off)
+		copy(f, pkt[:40])
+		binary.BigEndian.PutUint16(f[4:], uint16(8+end-off))
+		f[6] = 44 // next header: fragment
+		f[40] = pkt[6]
+		v := uint16(off)
+		if more {
+			v |= 1
+		}
+		binary.BigEndian.PutUint16(f[42:], v)
+		binary.BigEndian.PutUint32(f[44:], id)
+		copy(f[48:], data[off:end])
+		out = append(out, f)
+	}
+	return out
+}
