@@ -10,7 +10,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -44,6 +47,9 @@ type fleet struct {
 	failures  atomic.Int64 // attempts or sessions that ended in an error
 	revoked   atomic.Int64 // agents told they are not enrolled (they stop)
 	badFrames atomic.Int64 // frames that did not decode
+
+	errMu  sync.Mutex
+	errors map[string]int // failures by kind, for the report
 
 	wg sync.WaitGroup // every agent's goroutine
 }
@@ -139,6 +145,47 @@ func (f *fleet) close() {
 	}
 }
 
+// noteError counts a failure by its kind: the error text without the
+// parts that vary per connection.
+func (f *fleet) noteError(err error) {
+	kind := err.Error()
+	var appErr *quic.ApplicationError
+	var idle *quic.IdleTimeoutError
+	var hs *quic.HandshakeTimeoutError
+	var tErr *quic.TransportError
+	switch {
+	case errors.As(err, &appErr):
+		kind = fmt.Sprintf("application error %d (remote %v): %s", appErr.ErrorCode, appErr.Remote, appErr.ErrorMessage)
+	case errors.As(err, &idle):
+		kind = "idle timeout"
+	case errors.As(err, &hs):
+		kind = "handshake timeout"
+	case errors.As(err, &tErr):
+		kind = fmt.Sprintf("transport error %s (remote %v)", tErr.ErrorCode, tErr.Remote)
+	case errors.Is(err, context.DeadlineExceeded):
+		kind = "dial deadline (10s) exceeded"
+	}
+	f.errMu.Lock()
+	if f.errors == nil {
+		f.errors = map[string]int{}
+	}
+	f.errors[kind]++
+	f.errMu.Unlock()
+}
+
+// errorKinds returns the failures by kind, most frequent first.
+func (f *fleet) errorKinds() string {
+	f.errMu.Lock()
+	defer f.errMu.Unlock()
+	kinds := slices.Collect(maps.Keys(f.errors))
+	slices.SortFunc(kinds, func(a, b string) int { return f.errors[b] - f.errors[a] })
+	var parts []string
+	for _, k := range kinds {
+		parts = append(parts, fmt.Sprintf("%d× %s", f.errors[k], k))
+	}
+	return strings.Join(parts, "; ")
+}
+
 func (a *simAgent) run(ctx context.Context, f *fleet) {
 	backoff := 250 * time.Millisecond
 	for {
@@ -148,6 +195,7 @@ func (a *simAgent) run(ctx context.Context, f *fleet) {
 			return
 		}
 		f.failures.Add(1)
+		f.noteError(err)
 		var appErr *quic.ApplicationError
 		if errors.As(err, &appErr) && appErr.Remote && appErr.ErrorCode == codeRevoked {
 			f.revoked.Add(1)

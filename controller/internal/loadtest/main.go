@@ -127,6 +127,7 @@ type runResult struct {
 	loadAfter    string
 	failures     int64
 	revoked      int64
+	errorKinds   string
 }
 
 func runOne(ctx context.Context, cfg config, sc scenario, log io.Writer) (res *runResult, err error) {
@@ -271,7 +272,7 @@ func runOne(ctx context.Context, cfg config, sc scenario, log io.Writer) (res *r
 		return nil, err
 	}
 	res.harnessRSS, _, _ = memory(0)
-	res.failures, res.revoked = fl.failures.Load(), fl.revoked.Load()
+	res.failures, res.revoked, res.errorKinds = fl.failures.Load(), fl.revoked.Load(), fl.errorKinds()
 	res.loadAfter = loadavg()
 	return res, nil
 }

@@ -75,6 +75,9 @@ func (r *runResult) print(w io.Writer) {
 		fmtDur(r.storm, !r.stormDone), r.n, r.stormHave, fmtLatency(r.stormP50), r.stormGWMaps, r.stormCPU.Seconds(), r.harnessCPU.Seconds(), fmtBytes(r.stormBytes))
 	fmt.Fprintf(w, "- idle controller: %.1f%% of a core; RSS %s (peak %s); harness RSS %s; agent connection errors %d, revoked %d\n\n",
 		100*r.idleCPU, fmtBytes(r.rss), fmtBytes(r.peakRSS), fmtBytes(r.harnessRSS), r.failures, r.revoked)
+	if r.errorKinds != "" {
+		fmt.Fprintf(w, "- agent connection errors by kind: %s\n\n", r.errorKinds)
+	}
 	if len(r.changes) == 0 {
 		return
 	}
