@@ -63,8 +63,9 @@ type simAgent struct {
 	tr    *quic.Transport
 	hello controlproto.Hello
 
-	firstMap atomic.Int64 // UnixNano of the first map received, 0 before
-	maps     atomic.Int64 // maps received
+	firstConn atomic.Int64 // UnixNano of the first hello sent, 0 before
+	firstMap  atomic.Int64 // UnixNano of the first map received, 0 before
+	maps      atomic.Int64 // maps received
 
 	mu   sync.Mutex
 	want *wanted // what the running change waits for, nil when nothing
@@ -249,6 +250,7 @@ func (a *simAgent) session(ctx context.Context, f *fleet) error {
 	if err := controlproto.WriteFrame(stream, &controlproto.Frame{Type: controlproto.TypeHello, Hello: &hello}); err != nil {
 		return fmt.Errorf("send hello: %w", err)
 	}
+	a.firstConn.CompareAndSwap(0, time.Now().UnixNano())
 	var hdr [4]byte
 	var buf []byte
 	for {

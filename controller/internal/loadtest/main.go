@@ -115,6 +115,8 @@ type runResult struct {
 	stormDone    bool
 	stormHave    int           // clients with a map at the end of the storm phase
 	stormP50     time.Duration // median client's first map
+	connAll      time.Duration // until the last client had said hello
+	connP50      time.Duration // median client's hello
 	stormGWMaps  int64         // gateway maps pushed during the storm (≈ recomputes)
 	stormCPU     time.Duration
 	stormBytes   int64
@@ -211,13 +213,20 @@ func runOne(ctx context.Context, cfg config, sc scenario, log io.Writer) (res *r
 		return true
 	})
 	stormEnd := time.Now()
-	var firsts []time.Duration
+	var firsts, conns []time.Duration
 	for _, c := range clients {
+		if at := c.firstConn.Load(); at != 0 {
+			conns = append(conns, time.Unix(0, at).Sub(stormStart))
+		}
 		if at := c.firstMap.Load(); at != 0 {
 			firsts = append(firsts, time.Unix(0, at).Sub(stormStart))
 		}
 	}
 	slices.Sort(firsts)
+	slices.Sort(conns)
+	if len(conns) > 0 {
+		res.connP50, res.connAll = pct(conns, 50), conns[len(conns)-1]
+	}
 	res.stormHave = len(firsts)
 	if len(firsts) > 0 {
 		res.stormP50 = pct(firsts, 50)
