@@ -40,9 +40,11 @@
 // reported as "> deadline" and the run moves on, so a run always ends):
 //
 //  1. Seed, start the controller, connect the gateway and wait for its map.
-//  2. Connect storm: all N clients dial at once (at most -dial-concurrency
-//     handshakes in flight, reconnecting with the real agents' backoff);
-//     the figure is the time until every client has received a map.
+//  2. Connect storm: all N clients dial at once, as a fleet does when its
+//     controller restarts, and reconnect with the real agents' backoff
+//     (-dial-concurrency paces them instead, to tell the controller's own
+//     cost from a herd's); the figure is the time until every client has
+//     received a map.
 //  3. Changes (-changes, repeated -repeat times), each one admin API call:
 //     add-member / remove-member (one user joins or leaves a department:
 //     affects that user's device and the gateway), grant-all / revoke-all

@@ -50,7 +50,7 @@ func main() {
 	flag.DurationVar(&cfg.changeDeadline, "change-deadline", 2*time.Minute, "give up waiting for one change's agents after this long")
 	flag.DurationVar(&cfg.quiet, "quiet", time.Second, "after a change, the controller counts as done once it sent nothing for this long")
 	flag.DurationVar(&cfg.idle, "idle", 30*time.Second, "how long idle CPU is measured, every agent connected")
-	flag.IntVar(&cfg.dialConcurrency, "dial-concurrency", 256, "QUIC handshakes in flight at most (the harness shares the machine with the controller)")
+	flag.IntVar(&cfg.dialConcurrency, "dial-concurrency", 0, "QUIC handshakes in flight at most; 0: no limit, every agent dials at once as a fleet does when its controller restarts")
 	flag.StringVar(&cfg.logLevel, "log-level", "info", "the controller's --log-level (its log goes to DATA-DIR/controller.log)")
 	flag.StringVar(&cfg.workDir, "work-dir", os.TempDir(), "where the controller's data directories are made (on disk: the controller syncs its database)")
 	flag.BoolVar(&cfg.keep, "keep", false, "keep each run's data directory (database, CA, controller log) and print its path")
@@ -130,10 +130,11 @@ type runResult struct {
 	failures     int64
 	revoked      int64
 	errorKinds   string
+	dialLimit    int // 0: none
 }
 
 func runOne(ctx context.Context, cfg config, sc scenario, log io.Writer) (res *runResult, err error) {
-	res = &runResult{n: sc.devices, loadBefore: loadavg()}
+	res = &runResult{n: sc.devices, loadBefore: loadavg(), dialLimit: max(cfg.dialConcurrency, 0)}
 	dataDir, err := os.MkdirTemp(cfg.workDir, fmt.Sprintf("cordon-loadtest-%d-", sc.devices))
 	if err != nil {
 		return nil, fmt.Errorf("make data dir: %w", err)
@@ -174,7 +175,11 @@ func runOne(ctx context.Context, cfg config, sc scenario, log io.Writer) (res *r
 	var bg sync.WaitGroup
 	cpu := &sampler{pid: proc.pid}
 	bg.Go(func() { cpu.run(actx, 100*time.Millisecond) })
-	fl := newFleet(proc.addr, seededWorld.caPool, cfg.dialConcurrency)
+	dials := cfg.dialConcurrency
+	if dials <= 0 {
+		dials = sc.devices + 1
+	}
+	fl := newFleet(proc.addr, seededWorld.caPool, dials)
 	defer func() {
 		cancel()
 		fl.close()
@@ -204,13 +209,23 @@ func runOne(ctx context.Context, cfg config, sc scenario, log io.Writer) (res *r
 	cpu.sample()
 	stormStart := time.Now()
 	fl.start(actx, clients)
+	nextReport := stormStart.Add(30 * time.Second)
 	res.stormDone = waitFor(actx, cfg.stormDeadline, func() bool {
+		have, conn := 0, 0
 		for _, c := range clients {
-			if c.firstMap.Load() == 0 {
-				return false
+			if c.firstMap.Load() != 0 {
+				have++
+			}
+			if c.firstConn.Load() != 0 {
+				conn++
 			}
 		}
-		return true
+		if now := time.Now(); now.After(nextReport) && have < len(clients) {
+			fmt.Fprintf(log, "N=%d: storm at %s: %d clients connected, %d have a map, %d connection errors so far\n",
+				sc.devices, now.Sub(stormStart).Round(time.Second), conn, have, fl.failures.Load())
+			nextReport = nextReport.Add(30 * time.Second)
+		}
+		return have == len(clients)
 	})
 	stormEnd := time.Now()
 	var firsts, conns []time.Duration

@@ -70,9 +70,13 @@ func (k *kindStats) quantile(p float64) string {
 func (r *runResult) print(w io.Writer) {
 	fmt.Fprintf(w, "\n### N = %d agents\n\n", r.n)
 	fmt.Fprintf(w, "load average before %s, after %s; seeding took %s\n\n", r.loadBefore, r.loadAfter, r.seedTime.Round(time.Second))
-	fmt.Fprintf(w, "- connect storm: %s until all %d clients had a map (%d had one at the end; median client %s); "+
+	limit := "all at once"
+	if r.dialLimit > 0 {
+		limit = fmt.Sprintf("at most %d handshakes in flight", r.dialLimit)
+	}
+	fmt.Fprintf(w, "- connect storm (%s): %s until all %d clients had a map (%d had one at the end; median client %s); "+
 		"connected (hello sent) by %s, median %s; %d gateway maps pushed meanwhile; controller CPU %.1f s, harness CPU %.1f s; %s of frames sent\n",
-		fmtDur(r.storm, !r.stormDone), r.n, r.stormHave, fmtLatency(r.stormP50), fmtLatency(r.connAll), fmtLatency(r.connP50),
+		limit, fmtDur(r.storm, !r.stormDone), r.n, r.stormHave, fmtLatency(r.stormP50), fmtLatency(r.connAll), fmtLatency(r.connP50),
 		r.stormGWMaps, r.stormCPU.Seconds(), r.harnessCPU.Seconds(), fmtBytes(r.stormBytes))
 	fmt.Fprintf(w, "- idle controller: %.1f%% of a core; RSS %s (peak %s); harness RSS %s; agent connection errors %d, revoked %d\n\n",
 		100*r.idleCPU, fmtBytes(r.rss), fmtBytes(r.peakRSS), fmtBytes(r.harnessRSS), r.failures, r.revoked)
