@@ -78,8 +78,12 @@ func (r *runResult) print(w io.Writer) {
 		"connected (hello sent) by %s, median %s; %d gateway maps pushed meanwhile; controller CPU %.1f s, harness CPU %.1f s; %s of frames sent\n",
 		limit, fmtDur(r.storm, !r.stormDone), r.n, r.stormHave, fmtLatency(r.stormP50), fmtLatency(r.connAll), fmtLatency(r.connP50),
 		r.stormGWMaps, r.stormCPU.Seconds(), r.harnessCPU.Seconds(), fmtBytes(r.stormBytes))
-	fmt.Fprintf(w, "- idle controller: %.1f%% of a core; RSS %s (peak %s); harness RSS %s; agent connection errors %d, revoked %d\n\n",
-		100*r.idleCPU, fmtBytes(r.rss), fmtBytes(r.peakRSS), fmtBytes(r.harnessRSS), r.failures, r.revoked)
+	idle := "idle controller"
+	if !r.stormDone {
+		idle = "controller after the storm deadline (clients still reconnecting, so not idle)"
+	}
+	fmt.Fprintf(w, "- %s: %.1f%% of a core; RSS %s (peak %s); harness RSS %s; agent connection errors %d, revoked %d\n\n",
+		idle, 100*r.idleCPU, fmtBytes(r.rss), fmtBytes(r.peakRSS), fmtBytes(r.harnessRSS), r.failures, r.revoked)
 	if r.errorKinds != "" {
 		fmt.Fprintf(w, "- agent connection errors by kind: %s\n\n", r.errorKinds)
 	}
