@@ -142,8 +142,12 @@ func printSummary(w io.Writer, rs []*runResult) {
 			bb = fmtBytes(broad.bytes / int64(broadRuns))
 			bc = fmt.Sprintf("%.2f", broad.cpu.Seconds()/float64(broadRuns))
 		}
-		fmt.Fprintf(w, "| %d | %s | %.1f%% | %s (%s) | %s | %s | %s | %s |\n", r.n, fmtDur(r.storm, !r.stormDone),
-			100*r.idleCPU, fmtBytes(r.rss), fmtBytes(r.peakRSS), member.quantile(99), broad.quantile(99), bb, bc)
+		idle := fmt.Sprintf("%.1f%%", 100*r.idleCPU)
+		if !r.stormDone {
+			idle = "n/a (storm unfinished)"
+		}
+		fmt.Fprintf(w, "| %d | %s | %s | %s (%s) | %s | %s | %s | %s |\n", r.n, fmtDur(r.storm, !r.stormDone),
+			idle, fmtBytes(r.rss), fmtBytes(r.peakRSS), member.quantile(99), broad.quantile(99), bb, bc)
 	}
 }
 
