@@ -262,6 +262,38 @@ func (s *sampler) between(a, b time.Time) time.Duration { return s.at(b) - s.at(
 
 func ticksDur(t float64) time.Duration { return time.Duration(t * float64(time.Second) / clockTicks) }
 
+// udpDrops returns the host's count of UDP datagrams dropped because a
+// socket's receive buffer was full (RcvbufErrors in /proc/net/snmp), or
+// -1 if unknown. Host-wide: other work on the host counts too.
+func udpDrops() int64 {
+	b, err := os.ReadFile("/proc/net/snmp")
+	if err != nil {
+		return -1
+	}
+	var names []string
+	for line := range strings.SplitSeq(string(b), "\n") {
+		rest, ok := strings.CutPrefix(line, "Udp: ")
+		if !ok {
+			continue
+		}
+		f := strings.Fields(rest)
+		if names == nil {
+			names = f
+			continue
+		}
+		i := slices.Index(names, "RcvbufErrors")
+		if i < 0 || i >= len(f) {
+			return -1
+		}
+		n, err := strconv.ParseInt(f[i], 10, 64)
+		if err != nil {
+			return -1
+		}
+		return n
+	}
+	return -1
+}
+
 // freePort finds a loopback port free for both TCP and UDP.
 func freePort() (int, error) {
 	for range 20 {

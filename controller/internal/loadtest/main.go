@@ -130,7 +130,8 @@ type runResult struct {
 	failures     int64
 	revoked      int64
 	errorKinds   string
-	dialLimit    int // 0: none
+	dialLimit    int   // 0: none
+	stormDrops   int64 // host UDP receive-buffer drops during the storm, -1 unknown
 }
 
 func runOne(ctx context.Context, cfg config, sc scenario, log io.Writer) (res *runResult, err error) {
@@ -206,6 +207,7 @@ func runOne(ctx context.Context, cfg config, sc scenario, log io.Writer) (res *r
 	fmt.Fprintf(log, "N=%d: connect storm\n", sc.devices)
 	gwMaps0, bytes0 := gws[0].maps.Load(), fl.bytes.Load()
 	self0, _ := cpuTicks(0)
+	drops0 := udpDrops()
 	cpu.sample()
 	stormStart := time.Now()
 	fl.start(actx, clients)
@@ -228,6 +230,10 @@ func runOne(ctx context.Context, cfg config, sc scenario, log io.Writer) (res *r
 		return have == len(clients)
 	})
 	stormEnd := time.Now()
+	res.stormDrops = -1
+	if d1 := udpDrops(); drops0 >= 0 && d1 >= 0 {
+		res.stormDrops = d1 - drops0
+	}
 	var firsts, conns []time.Duration
 	for _, c := range clients {
 		if at := c.firstConn.Load(); at != 0 {

@@ -84,6 +84,9 @@ func (r *runResult) print(w io.Writer) {
 	}
 	fmt.Fprintf(w, "- %s: %.1f%% of a core; RSS %s (peak %s); harness RSS %s; agent connection errors %d, revoked %d\n\n",
 		idle, 100*r.idleCPU, fmtBytes(r.rss), fmtBytes(r.peakRSS), fmtBytes(r.harnessRSS), r.failures, r.revoked)
+	if r.stormDrops >= 0 {
+		fmt.Fprintf(w, "- UDP datagrams the host dropped for full receive buffers during the storm: %d\n", r.stormDrops)
+	}
 	if r.errorKinds != "" {
 		fmt.Fprintf(w, "- agent connection errors by kind: %s\n\n", r.errorKinds)
 	}
