@@ -58,7 +58,8 @@ func startController(ctx context.Context, bin, dataDir, logLevel string, extra [
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// Its own process group: a ^C to the harness does not reach it
 	// directly; the harness stops it.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Pdeathsig: if the harness dies without stopping it, so does it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		logf.Close()
 		return nil, nil, fmt.Errorf("start controller: %w", err)
