@@ -3,8 +3,10 @@ package adminapi
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -58,11 +60,32 @@ func (e *UnreachableError) Unwrap() error { return e.Err }
 
 // Client calls the controller API over HTTPS, trusting only the controller
 // CA. Safe for concurrent use.
+//
+// Every mutating call (not GET) carries a new random Idempotency-Key. If it
+// gets no answer (the controller restarted, the connection broke), Do sends
+// it again with the same key for up to RetryFor: the controller applies a
+// key once, so the retry either applies the change (the first attempt never
+// committed) or answers that it already applied ([AppliedError]).
 type Client struct {
 	base  *url.URL
 	token string
 	hc    *http.Client
+
+	// RetryFor is how long a mutating call that got no answer is retried;
+	// zero: not retried.
+	RetryFor time.Duration
+	// OnRetry, if set, is told about each retry (for progress output).
+	OnRetry func(attempt int, err error)
 }
+
+// AppliedError is the answer to a retried call whose first attempt had
+// committed before its answer was lost: the change is in place, once.
+type AppliedError struct {
+	RequestID string
+	Message   string // the controller's, naming the audit records
+}
+
+func (e *AppliedError) Error() string { return e.Message }
 
 // New returns a client for the controller at baseURL (https://host:port).
 // token is the admin token (empty for agents, which only call EnrollGateway
@@ -129,21 +152,67 @@ func (c *Client) Logout(ctx context.Context) ([]Session, error) {
 // decodes the response into out (if not nil; a *json.RawMessage gets the
 // body verbatim). A non-2xx answer returns *Error; no answer returns
 // *UnreachableError.
+//
+// A mutating call that got no answer is retried as the Client says; a retry
+// answered "already applied" returns *AppliedError.
 func (c *Client) Do(ctx context.Context, method, path string, in, out any) error {
-	var body io.Reader
+	var body []byte
 	if in != nil {
 		b, err := json.Marshal(in)
 		if err != nil {
 			return fmt.Errorf("encode request: %w", err)
 		}
-		body = bytes.NewReader(b)
+		body = b
+	}
+	if method == http.MethodGet || method == http.MethodHead {
+		return c.do(ctx, method, path, body, in != nil, "", out)
+	}
+	id := newRequestID()
+	deadline := time.Now().Add(c.RetryFor)
+	wait := 250 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		err := c.do(ctx, method, path, body, in != nil, id, out)
+		var ue *UnreachableError
+		if attempt > 1 && IsCode(err, CodeAlreadyApplied) {
+			return &AppliedError{RequestID: id, Message: err.Error()}
+		}
+		if !errors.As(err, &ue) || time.Now().Add(wait).After(deadline) {
+			return err
+		}
+		if c.OnRetry != nil {
+			c.OnRetry(attempt, err)
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 2*time.Second)
+	}
+}
+
+// newRequestID returns a random Idempotency-Key.
+func newRequestID() string {
+	var b [16]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// do sends one request.
+func (c *Client) do(ctx context.Context, method, path string, in []byte, hasBody bool, requestID string, out any) error {
+	var body io.Reader
+	if hasBody {
+		body = bytes.NewReader(in)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, c.base.String()+path, body)
 	if err != nil {
 		return err
 	}
+	if requestID != "" {
+		req.Header.Set(IdempotencyHeader, requestID)
+	}
 	req.Header.Set("Accept", "application/json")
-	if in != nil {
+	if hasBody {
 		req.Header.Set("Content-Type", "application/json")
 	}
 	if c.token != "" {
@@ -475,6 +544,9 @@ func AuditPath(q AuditQuery) string {
 	}
 	if q.After != 0 {
 		v.Set("after", strconv.FormatInt(q.After, 10))
+	}
+	if q.Request != "" {
+		v.Set("request", q.Request)
 	}
 	if len(v) == 0 {
 		return "/v1/audit"

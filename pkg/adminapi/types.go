@@ -35,7 +35,19 @@ const (
 	CodeDeviceRevoked = "device_revoked" // 403: the device was revoked and cannot sign in again
 	CodeForbidden     = "forbidden"      // 403: the admin's role does not allow this
 	CodeInternal      = "internal"       // 500: the controller failed; see its log
+	// CodeAlreadyApplied (409): the request's Idempotency-Key was applied
+	// before; it is not applied again. A retry of an interrupted call
+	// gets this when its first attempt committed.
+	CodeAlreadyApplied = "already_applied"
 )
+
+// IdempotencyHeader carries a mutating request's client-chosen ID. The
+// controller applies a request ID at most once (within a day) and records
+// it in the change's audit events.
+const IdempotencyHeader = "Idempotency-Key"
+
+// MaxRequestIDLen bounds an Idempotency-Key.
+const MaxRequestIDLen = 128
 
 // ErrorBody is the body of every error response. Error says what to fix.
 type ErrorBody struct {
@@ -280,14 +292,17 @@ type AuditEvent struct {
 	Outcome string            `json:"outcome"`
 	Subject string            `json:"subject"`
 	Details map[string]string `json:"details,omitempty"`
+	// RequestID is the Idempotency-Key of the call that made the change.
+	RequestID string `json:"request_id,omitempty"`
 }
 
-// AuditQuery selects audit events (GET /v1/audit?type=&limit=&after=);
+// AuditQuery selects audit events (GET /v1/audit?type=&limit=&after=&request=);
 // events come newest first.
 type AuditQuery struct {
-	Type  string // exact type, or a prefix ending in "." ("admin.")
-	Limit int    // 1-1000; 0 means 100
-	After int64  // only events with a larger Seq
+	Type    string // exact type, or a prefix ending in "." ("admin.")
+	Limit   int    // 1-1000; 0 means 100
+	After   int64  // only events with a larger Seq
+	Request string // only the events of the call with this Idempotency-Key
 }
 
 // MaxAuditLimit bounds AuditQuery.Limit.

@@ -653,9 +653,12 @@ func (a *API) deleteDevice(w http.ResponseWriter, r *http.Request, actor string)
 
 func (a *API) listAudit(w http.ResponseWriter, r *http.Request, _ string) error {
 	q := r.URL.Query()
-	f := store.AuditFilter{Type: q.Get("type"), Limit: 100}
+	f := store.AuditFilter{Type: q.Get("type"), RequestID: q.Get("request"), Limit: 100}
 	if len(f.Type) > 200 {
 		return invalidf("parameter \"type\": too long")
+	}
+	if len(f.RequestID) > adminapi.MaxRequestIDLen {
+		return invalidf("parameter \"request\": too long")
 	}
 	if s := q.Get("limit"); s != "" {
 		n, err := strconv.Atoi(s)

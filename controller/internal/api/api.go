@@ -339,6 +339,9 @@ func (a *API) admin(perm auth.Permission, h adminHandlerFunc) http.Handler {
 			err = a.authorize(r, p, perm)
 		}
 		if err == nil {
+			_, err = requestID(r)
+		}
+		if err == nil {
 			err = h(w, r.WithContext(withPrincipal(r.Context(), p)), p.actor())
 		}
 		if err != nil {
@@ -389,8 +392,11 @@ func source(r *http.Request) string {
 // answered without detail.
 func (a *API) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	var ae *apiError
+	applied, isApplied := appliedError(err)
 	switch {
 	case errors.As(err, &ae):
+	case isApplied:
+		ae = applied
 	case errors.Is(err, store.ErrNotFound):
 		ae = &apiError{http.StatusNotFound, adminapi.CodeNotFound, "not found"}
 	case errors.Is(err, store.ErrAlreadyExists):

@@ -27,6 +27,9 @@ var (
 	ErrAddrExhausted = errors.New("overlay address pool exhausted")
 	ErrStale         = errors.New("changed since it was read") // a compare-and-set lost the race
 	ErrDisabled      = errors.New("disabled")                  // the user (or account) is disabled
+	// ErrRequestSeen: a request ID was claimed before (the change it names
+	// has committed).
+	ErrRequestSeen = errors.New("request already applied")
 )
 
 // OverlayPrefix is the pool overlay addresses come from (RFC 6598 shared
@@ -136,6 +139,10 @@ type AuditEvent struct {
 	Outcome string            `json:"outcome"` // "success", "failure", "allow", "deny"
 	Subject string            `json:"subject"` // what it was done to
 	Details map[string]string `json:"details,omitempty"`
+	// RequestID is the client's idempotency key of the request that made
+	// the change this event records, if it sent one: it ties the records
+	// of one call together and lets a retried call learn what it did.
+	RequestID string `json:"request_id,omitempty"`
 }
 
 // AuditFilter selects audit events; zero fields match everything. Events
@@ -143,8 +150,15 @@ type AuditEvent struct {
 type AuditFilter struct {
 	Type     string // exact type, or a prefix ending in "." ("flow.")
 	AfterSeq int64
-	Limit    int // 0 means 100
+	// RequestID keeps the events of one request (exact match).
+	RequestID string
+	Limit     int // 0 means 100
 }
+
+// RequestRetention is how long a request ID is remembered: a client retries
+// an interrupted call within seconds; a day covers a controller that was
+// down for a night.
+const RequestRetention = 24 * time.Hour
 
 // PolicyVersion is one applied policy file. Versions are numbered 1, 2, ...
 // by the store; the newest is the active policy (a rollback stores the old
@@ -240,6 +254,19 @@ type Store interface {
 	GetDevice(ctx context.Context, id string) (Device, error)
 	ListDevices(ctx context.Context) ([]Device, error)
 	DeleteDevice(ctx context.Context, id string) error
+
+	// Update runs fn in one write transaction: everything fn does through
+	// tx commits when fn returns nil, or nothing does. This is how a change
+	// and its audit record commit together. tx is valid only until fn
+	// returns; a write through the outer Store from inside fn fails
+	// instead of deadlocking. Each method called on tx is atomic on its
+	// own (fn may handle its error and go on).
+	Update(ctx context.Context, fn func(ctx context.Context, tx Store) error) error
+	// ClaimRequest records that the request with this client-chosen ID is
+	// being applied, so a retry of it can learn that it was: ErrRequestSeen
+	// if the ID was claimed before. Call it inside the Update that makes
+	// the change; IDs are kept for RequestRetention.
+	ClaimRequest(ctx context.Context, id string, at time.Time) error
 
 	// AppendAudit assigns Seq and stores the events in one transaction.
 	AppendAudit(ctx context.Context, events ...AuditEvent) error

@@ -119,7 +119,7 @@ func (s *Store) CreateAdmin(ctx context.Context, a store.Admin) error {
 
 // GetAdmin implements [store.AdminStore].
 func (s *Store) GetAdmin(ctx context.Context, name string) (store.Admin, error) {
-	a, err := getRow(ctx, s.r, scanAdmin, `SELECT `+adminCols+` FROM admins WHERE name = ?`, name)
+	a, err := getRow(ctx, s.reader(), scanAdmin, `SELECT `+adminCols+` FROM admins WHERE name = ?`, name)
 	if err != nil {
 		return a, fmt.Errorf("get admin %q: %w", name, err)
 	}
@@ -128,7 +128,7 @@ func (s *Store) GetAdmin(ctx context.Context, name string) (store.Admin, error) 
 
 // ListAdmins implements [store.AdminStore], by name.
 func (s *Store) ListAdmins(ctx context.Context) ([]store.Admin, error) {
-	xs, err := listRows(ctx, s.r, scanAdmin, `SELECT `+adminCols+` FROM admins ORDER BY name`)
+	xs, err := listRows(ctx, s.reader(), scanAdmin, `SELECT `+adminCols+` FROM admins ORDER BY name`)
 	if err != nil {
 		return nil, fmt.Errorf("list admins: %w", err)
 	}
@@ -297,7 +297,7 @@ func (s *Store) AdminTokenByHash(ctx context.Context, hash []byte) (store.AdminT
 
 // ListAdminTokens implements [store.AdminStore].
 func (s *Store) ListAdminTokens(ctx context.Context) ([]store.AdminToken, error) {
-	xs, err := listRows(ctx, s.r, scanAdminToken, `SELECT `+adminTokenCols+` FROM admin_api_tokens ORDER BY created_at, id`)
+	xs, err := listRows(ctx, s.reader(), scanAdminToken, `SELECT `+adminTokenCols+` FROM admin_api_tokens ORDER BY created_at, id`)
 	if err != nil {
 		return nil, fmt.Errorf("list admin tokens: %w", err)
 	}
@@ -388,7 +388,7 @@ func (s *Store) ReplaceRecoveryCodes(ctx context.Context, user string, hashes []
 
 // ListRecoveryCodes implements [store.AdminStore].
 func (s *Store) ListRecoveryCodes(ctx context.Context, user string) ([]store.RecoveryCode, error) {
-	xs, err := listRows(ctx, s.r, func(r rowScanner) (store.RecoveryCode, error) {
+	xs, err := listRows(ctx, s.reader(), func(r rowScanner) (store.RecoveryCode, error) {
 		var (
 			c           store.RecoveryCode
 			created, us int64

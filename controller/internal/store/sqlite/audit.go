@@ -12,7 +12,45 @@ import (
 	"github.com/cordonhq/cordon/controller/internal/store"
 )
 
-// This file: the audit trail and the snapshot.
+// This file: the audit trail, request IDs and the snapshot.
+
+// migrationRequests (10): request IDs, so a retried call learns whether its
+// first attempt committed; every audit record names the request that made
+// it; app DNS names are unique in the database, not only in the API.
+const migrationRequests = `
+CREATE TABLE requests (
+	id         TEXT PRIMARY KEY,
+	created_at INTEGER NOT NULL
+) STRICT;
+CREATE INDEX requests_created ON requests(created_at);
+ALTER TABLE audit_events ADD COLUMN request_id TEXT NOT NULL DEFAULT '';
+CREATE INDEX audit_events_request ON audit_events(request_id, seq) WHERE request_id <> '';
+CREATE UNIQUE INDEX apps_dns_name ON apps(dns_name) WHERE dns_name <> '';
+`
+
+// ClaimRequest implements [store.Store]. It also forgets IDs older than
+// store.RequestRetention, so the table stays small.
+func (s *Store) ClaimRequest(ctx context.Context, id string, at time.Time) error {
+	if id == "" {
+		return errors.New("claim request: empty ID")
+	}
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM requests WHERE created_at < ?`, toMicros(at.Add(-store.RequestRetention))); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO requests (id, created_at) VALUES (?, ?)`, id, toMicros(at)); err != nil {
+			if isUnique(err) {
+				return store.ErrRequestSeen
+			}
+			return err
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, store.ErrRequestSeen) {
+		return fmt.Errorf("claim request %q: %w", id, err)
+	}
+	return err
+}
 
 // defaultAuditLimit is what AuditFilter.Limit 0 means.
 const defaultAuditLimit = 100
@@ -45,14 +83,14 @@ func (s *Store) AppendAudit(ctx context.Context, events ...store.AuditEvent) err
 		}
 	}
 	err := s.write(ctx, func(tx *sql.Tx) error {
-		stmt, err := tx.PrepareContext(ctx, `INSERT INTO audit_events (time, type, actor, outcome, subject, details)
-			VALUES (?, ?, ?, ?, ?, ?)`)
+		stmt, err := tx.PrepareContext(ctx, `INSERT INTO audit_events (time, type, actor, outcome, subject, details, request_id)
+			VALUES (?, ?, ?, ?, ?, ?, ?)`)
 		if err != nil {
 			return err
 		}
 		defer stmt.Close()
 		for i, e := range events {
-			if _, err := stmt.ExecContext(ctx, rows[i].at, e.Type, e.Actor, e.Outcome, e.Subject, rows[i].details); err != nil {
+			if _, err := stmt.ExecContext(ctx, rows[i].at, e.Type, e.Actor, e.Outcome, e.Subject, rows[i].details, e.RequestID); err != nil {
 				return err
 			}
 		}
@@ -84,6 +122,10 @@ func (s *Store) ListAudit(ctx context.Context, f store.AuditFilter) ([]store.Aud
 		where = append(where, `type = ?`)
 		args = append(args, f.Type)
 	}
+	if f.RequestID != "" {
+		where = append(where, `request_id = ?`)
+		args = append(args, f.RequestID)
+	}
 	if f.AfterSeq > 0 {
 		where = append(where, `seq > ?`)
 		args = append(args, f.AfterSeq)
@@ -92,14 +134,14 @@ func (s *Store) ListAudit(ctx context.Context, f store.AuditFilter) ([]store.Aud
 	if limit <= 0 {
 		limit = defaultAuditLimit
 	}
-	q := `SELECT seq, time, type, actor, outcome, subject, details FROM audit_events`
+	q := `SELECT seq, time, type, actor, outcome, subject, details, request_id FROM audit_events`
 	if len(where) > 0 {
 		q += ` WHERE ` + strings.Join(where, ` AND `)
 	}
 	q += ` ORDER BY seq DESC LIMIT ?`
 	args = append(args, limit)
 
-	out, err := listRows(ctx, s.r, scanAudit, q, args...)
+	out, err := listRows(ctx, s.reader(), scanAudit, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list audit events: %w", err)
 	}
@@ -112,7 +154,7 @@ func scanAudit(r rowScanner) (store.AuditEvent, error) {
 		at      int64
 		details sql.NullString
 	)
-	if err := r.Scan(&e.Seq, &at, &e.Type, &e.Actor, &e.Outcome, &e.Subject, &details); err != nil {
+	if err := r.Scan(&e.Seq, &at, &e.Type, &e.Actor, &e.Outcome, &e.Subject, &details, &e.RequestID); err != nil {
 		return e, err
 	}
 	e.Time = fromMicros(at)

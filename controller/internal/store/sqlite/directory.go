@@ -119,7 +119,7 @@ func (s *Store) CreateSegment(ctx context.Context, seg store.Segment) error {
 
 // GetSegment implements [store.Store].
 func (s *Store) GetSegment(ctx context.Context, name string) (store.Segment, error) {
-	seg, err := getRow(ctx, s.r, scanSegment, `SELECT `+segmentCols+` FROM segments WHERE name = ?`, name)
+	seg, err := getRow(ctx, s.reader(), scanSegment, `SELECT `+segmentCols+` FROM segments WHERE name = ?`, name)
 	if err != nil {
 		return store.Segment{}, fmt.Errorf("get segment %q: %w", name, err)
 	}
@@ -128,7 +128,7 @@ func (s *Store) GetSegment(ctx context.Context, name string) (store.Segment, err
 
 // ListSegments implements [store.Store].
 func (s *Store) ListSegments(ctx context.Context) ([]store.Segment, error) {
-	out, err := listSegments(ctx, s.r)
+	out, err := listSegments(ctx, s.reader())
 	if err != nil {
 		return nil, fmt.Errorf("list segments: %w", err)
 	}
@@ -221,7 +221,7 @@ func (s *Store) CreateApp(ctx context.Context, a store.App) error {
 
 // GetApp implements [store.Store].
 func (s *Store) GetApp(ctx context.Context, name string) (store.App, error) {
-	a, err := getRow(ctx, s.r, scanApp, `SELECT `+appCols+` FROM apps WHERE name = ?`, name)
+	a, err := getRow(ctx, s.reader(), scanApp, `SELECT `+appCols+` FROM apps WHERE name = ?`, name)
 	if err != nil {
 		return store.App{}, fmt.Errorf("get app %q: %w", name, err)
 	}
@@ -230,7 +230,7 @@ func (s *Store) GetApp(ctx context.Context, name string) (store.App, error) {
 
 // ListApps implements [store.Store].
 func (s *Store) ListApps(ctx context.Context) ([]store.App, error) {
-	out, err := listApps(ctx, s.r)
+	out, err := listApps(ctx, s.reader())
 	if err != nil {
 		return nil, fmt.Errorf("list apps: %w", err)
 	}
@@ -298,7 +298,7 @@ func (s *Store) CreateUser(ctx context.Context, u store.User) error {
 
 // GetUser implements [store.Store].
 func (s *Store) GetUser(ctx context.Context, name string) (store.User, error) {
-	u, err := getRow(ctx, s.r, scanUser, `SELECT `+userCols+` FROM users WHERE name = ?`, name)
+	u, err := getRow(ctx, s.reader(), scanUser, `SELECT `+userCols+` FROM users WHERE name = ?`, name)
 	if err != nil {
 		return store.User{}, fmt.Errorf("get user %q: %w", name, err)
 	}
@@ -307,7 +307,7 @@ func (s *Store) GetUser(ctx context.Context, name string) (store.User, error) {
 
 // ListUsers implements [store.Store].
 func (s *Store) ListUsers(ctx context.Context) ([]store.User, error) {
-	out, err := listUsers(ctx, s.r)
+	out, err := listUsers(ctx, s.reader())
 	if err != nil {
 		return nil, fmt.Errorf("list users: %w", err)
 	}
@@ -615,7 +615,7 @@ func (s *Store) CreateRule(ctx context.Context, r store.Rule) error {
 
 // GetRule implements [store.Store].
 func (s *Store) GetRule(ctx context.Context, name string) (store.Rule, error) {
-	r, err := getRow(ctx, s.r, scanRule, `SELECT `+ruleCols+` FROM rules WHERE name = ?`, name)
+	r, err := getRow(ctx, s.reader(), scanRule, `SELECT `+ruleCols+` FROM rules WHERE name = ?`, name)
 	if err != nil {
 		return store.Rule{}, fmt.Errorf("get rule %q: %w", name, err)
 	}
@@ -624,7 +624,7 @@ func (s *Store) GetRule(ctx context.Context, name string) (store.Rule, error) {
 
 // ListRules implements [store.Store].
 func (s *Store) ListRules(ctx context.Context) ([]store.Rule, error) {
-	out, err := listRules(ctx, s.r)
+	out, err := listRules(ctx, s.reader())
 	if err != nil {
 		return nil, fmt.Errorf("list rules: %w", err)
 	}

@@ -103,7 +103,7 @@ func (s *Store) LinkIdentity(ctx context.Context, id store.Identity) (store.Iden
 
 // GetIdentity implements [store.IdentityStore].
 func (s *Store) GetIdentity(ctx context.Context, idp, subject string) (store.Identity, error) {
-	id, err := getRow(ctx, s.r, scanIdentity, `SELECT `+identityCols+` FROM identities WHERE idp = ? AND subject = ?`, idp, subject)
+	id, err := getRow(ctx, s.reader(), scanIdentity, `SELECT `+identityCols+` FROM identities WHERE idp = ? AND subject = ?`, idp, subject)
 	if err != nil {
 		return store.Identity{}, fmt.Errorf("get identity %s/%s: %w", idp, subject, err)
 	}
@@ -112,7 +112,7 @@ func (s *Store) GetIdentity(ctx context.Context, idp, subject string) (store.Ide
 
 // ListIdentities implements [store.IdentityStore].
 func (s *Store) ListIdentities(ctx context.Context) ([]store.Identity, error) {
-	out, err := listIdentities(ctx, s.r)
+	out, err := listIdentities(ctx, s.reader())
 	if err != nil {
 		return nil, fmt.Errorf("list identities: %w", err)
 	}

@@ -141,7 +141,7 @@ func (s *Store) CreateEnrollToken(ctx context.Context, t store.EnrollToken) erro
 
 // ListEnrollTokens implements [store.Store], sorted by ID.
 func (s *Store) ListEnrollTokens(ctx context.Context) ([]store.EnrollToken, error) {
-	out, err := listRows(ctx, s.r, scanToken, `SELECT `+tokenCols+` FROM enroll_tokens ORDER BY id`)
+	out, err := listRows(ctx, s.reader(), scanToken, `SELECT `+tokenCols+` FROM enroll_tokens ORDER BY id`)
 	if err != nil {
 		return nil, fmt.Errorf("list enrollment tokens: %w", err)
 	}
@@ -228,7 +228,7 @@ func scanGateway(r rowScanner) (store.Gateway, error) {
 
 // GetGateway implements [store.Store].
 func (s *Store) GetGateway(ctx context.Context, id string) (store.Gateway, error) {
-	g, err := getRow(ctx, s.r, scanGateway, `SELECT `+gatewayCols+` FROM gateways WHERE id = ?`, id)
+	g, err := getRow(ctx, s.reader(), scanGateway, `SELECT `+gatewayCols+` FROM gateways WHERE id = ?`, id)
 	if err != nil {
 		return store.Gateway{}, fmt.Errorf("get gateway %q: %w", id, err)
 	}
@@ -237,7 +237,7 @@ func (s *Store) GetGateway(ctx context.Context, id string) (store.Gateway, error
 
 // ListGateways implements [store.Store], sorted by ID.
 func (s *Store) ListGateways(ctx context.Context) ([]store.Gateway, error) {
-	out, err := listGateways(ctx, s.r)
+	out, err := listGateways(ctx, s.reader())
 	if err != nil {
 		return nil, fmt.Errorf("list gateways: %w", err)
 	}
@@ -380,7 +380,7 @@ func (s *Store) UpdateDevice(ctx context.Context, d store.Device) error {
 
 // GetDevice implements [store.Store].
 func (s *Store) GetDevice(ctx context.Context, id string) (store.Device, error) {
-	d, err := getRow(ctx, s.r, scanDevice, `SELECT `+deviceCols+` FROM devices WHERE id = ?`, id)
+	d, err := getRow(ctx, s.reader(), scanDevice, `SELECT `+deviceCols+` FROM devices WHERE id = ?`, id)
 	if err != nil {
 		return store.Device{}, fmt.Errorf("get device %q: %w", id, err)
 	}
@@ -389,7 +389,7 @@ func (s *Store) GetDevice(ctx context.Context, id string) (store.Device, error) 
 
 // ListDevices implements [store.Store], sorted by ID.
 func (s *Store) ListDevices(ctx context.Context) ([]store.Device, error) {
-	out, err := listDevices(ctx, s.r)
+	out, err := listDevices(ctx, s.reader())
 	if err != nil {
 		return nil, fmt.Errorf("list devices: %w", err)
 	}

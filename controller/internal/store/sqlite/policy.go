@@ -56,7 +56,7 @@ func (s *Store) PutPolicyVersion(ctx context.Context, prev int64, v store.Policy
 
 // GetPolicyVersion implements [store.Store].
 func (s *Store) GetPolicyVersion(ctx context.Context, version int64) (store.PolicyVersion, error) {
-	v, err := getRow(ctx, s.r, scanPolicyVersion, `SELECT `+policyCols+` FROM policy_versions WHERE version = ?`, version)
+	v, err := getRow(ctx, s.reader(), scanPolicyVersion, `SELECT `+policyCols+` FROM policy_versions WHERE version = ?`, version)
 	if err != nil {
 		return v, fmt.Errorf("get policy version %d: %w", version, err)
 	}
@@ -65,7 +65,7 @@ func (s *Store) GetPolicyVersion(ctx context.Context, version int64) (store.Poli
 
 // ListPolicyVersions implements [store.Store].
 func (s *Store) ListPolicyVersions(ctx context.Context) ([]store.PolicyVersion, error) {
-	vs, err := listRows(ctx, s.r, scanPolicyVersion,
+	vs, err := listRows(ctx, s.reader(), scanPolicyVersion,
 		`SELECT version, file, X'', sha256, actor, reason, rollback_of, created_at FROM policy_versions ORDER BY version`)
 	if err != nil {
 		return nil, fmt.Errorf("list policy versions: %w", err)
@@ -78,7 +78,7 @@ func (s *Store) ListPolicyVersions(ctx context.Context) ([]store.PolicyVersion, 
 
 // ActivePolicy implements [store.Store].
 func (s *Store) ActivePolicy(ctx context.Context) (store.PolicyVersion, error) {
-	v, err := activePolicy(ctx, s.r)
+	v, err := activePolicy(ctx, s.reader())
 	if err != nil {
 		return v, fmt.Errorf("active policy: %w", err)
 	}

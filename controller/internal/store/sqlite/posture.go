@@ -71,7 +71,7 @@ func (s *Store) PutPosture(ctx context.Context, p store.PostureRecord) error {
 
 // GetPosture implements [store.PostureStore].
 func (s *Store) GetPosture(ctx context.Context, deviceID string) (store.PostureRecord, error) {
-	p, err := getRow(ctx, s.r, scanPosture, `SELECT `+postureCols+` FROM device_posture WHERE device_id = ?`, deviceID)
+	p, err := getRow(ctx, s.reader(), scanPosture, `SELECT `+postureCols+` FROM device_posture WHERE device_id = ?`, deviceID)
 	if err != nil {
 		return store.PostureRecord{}, fmt.Errorf("get posture of device %q: %w", deviceID, err)
 	}

@@ -150,6 +150,7 @@ ALTER TABLE devices ADD COLUMN mfa_at INTEGER NOT NULL DEFAULT 0; -- unix µs, 0
 	migrationIdentities,
 	migrationAdminIdP,
 	migrationAdminTokenAccount,
+	migrationRequests,
 }
 
 // migrate brings the schema up to date in one write transaction, so two

@@ -99,7 +99,7 @@ func (s *Store) StartSession(ctx context.Context, sess store.Session) ([]store.S
 
 // GetSession implements [store.SessionStore].
 func (s *Store) GetSession(ctx context.Context, id string) (store.Session, error) {
-	sess, err := getRow(ctx, s.r, scanSession, `SELECT `+sessionCols+` FROM sessions WHERE id = ?`, id)
+	sess, err := getRow(ctx, s.reader(), scanSession, `SELECT `+sessionCols+` FROM sessions WHERE id = ?`, id)
 	if err != nil {
 		return store.Session{}, fmt.Errorf("get session %q: %w", id, err)
 	}
@@ -129,7 +129,7 @@ func (s *Store) ListSessions(ctx context.Context, f store.SessionFilter) ([]stor
 		limit = 1000
 	}
 	where, args := sessionWhere(f)
-	out, err := listRows(ctx, s.r, scanSession,
+	out, err := listRows(ctx, s.reader(), scanSession,
 		`SELECT `+sessionCols+` FROM sessions WHERE `+where+` ORDER BY started_at DESC, id LIMIT ?`, append(args, limit)...)
 	if err != nil {
 		return nil, fmt.Errorf("list sessions: %w", err)

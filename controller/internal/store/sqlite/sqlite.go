@@ -74,6 +74,10 @@ type Store struct {
 	// (tests shrink it to reach exhaustion).
 	maxOffset uint32
 
+	// tx is set on the Store an [Store.Update] function is given: every
+	// method then runs inside that one transaction.
+	tx *sql.Tx
+
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -131,6 +135,9 @@ func Open(ctx context.Context, path string) (*Store, error) {
 // Close closes both pools. It is idempotent; calls after the first return
 // the first call's result.
 func (s *Store) Close() error {
+	if s.tx != nil {
+		return errors.New("close store: called on the transaction an Update function was given")
+	}
 	s.closeOnce.Do(func() {
 		s.closeErr = errors.Join(s.r.Close(), s.w.Close())
 		if s.closeErr != nil {
@@ -173,9 +180,38 @@ func dsn(path string, pragmas []string, txlock string) string {
 	return u.String()
 }
 
+// inTx marks the context an [Store.Update] function runs under, so that a
+// write through the outer Store (not the transaction) fails at once instead
+// of waiting forever for the one writer connection the transaction holds.
+type inTx struct{ w *sql.DB }
+
+// ErrOutsideTx is returned by a write made through the Store an Update
+// function was called on, instead of through the transaction it was given.
+var ErrOutsideTx = errors.New("store: write through the outer store inside an Update: use the transaction it was given")
+
+// Update implements [store.Store]: fn's calls on tx run in one write
+// transaction that commits when fn returns nil and rolls back otherwise.
+// Each method fn calls is atomic on its own too (a savepoint), so fn may
+// handle one's error and go on. Called on a transaction, Update joins it.
+func (s *Store) Update(ctx context.Context, fn func(ctx context.Context, tx store.Store) error) error {
+	if s.tx != nil {
+		return fn(ctx, s)
+	}
+	return s.write(ctx, func(tx *sql.Tx) error {
+		return fn(context.WithValue(ctx, inTx{}, inTx{s.w}), &Store{w: s.w, r: s.r, maxOffset: s.maxOffset, tx: tx})
+	})
+}
+
 // write runs fn in one write transaction (BEGIN IMMEDIATE on the single
-// writer connection) and commits if fn returns nil.
+// writer connection) and commits if fn returns nil. Inside an Update it
+// runs fn in a savepoint of the Update's transaction instead.
 func (s *Store) write(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	if s.tx != nil {
+		return savepoint(ctx, s.tx, fn)
+	}
+	if m, ok := ctx.Value(inTx{}).(inTx); ok && m.w == s.w {
+		return ErrOutsideTx
+	}
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
@@ -190,9 +226,31 @@ func (s *Store) write(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	return nil
 }
 
+// savepoint runs fn so that a failure undoes only fn's own statements.
+func savepoint(ctx context.Context, tx *sql.Tx, fn func(tx *sql.Tx) error) error {
+	if _, err := tx.ExecContext(ctx, `SAVEPOINT op`); err != nil {
+		return fmt.Errorf("savepoint: %w", err)
+	}
+	if err := fn(tx); err != nil {
+		if _, rerr := tx.ExecContext(ctx, `ROLLBACK TO op`); rerr != nil {
+			return errors.Join(err, fmt.Errorf("roll back to savepoint: %w", rerr))
+		}
+		tx.ExecContext(ctx, `RELEASE op`)
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, `RELEASE op`); err != nil {
+		return fmt.Errorf("release savepoint: %w", err)
+	}
+	return nil
+}
+
 // read runs fn in one read transaction: every statement sees the same
-// snapshot.
+// snapshot. Inside an Update it reads the Update's transaction, so fn sees
+// the writes made before it.
 func (s *Store) read(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	if s.tx != nil {
+		return fn(s.tx)
+	}
 	tx, err := s.r.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
@@ -205,6 +263,15 @@ func (s *Store) read(ctx context.Context, fn func(tx *sql.Tx) error) error {
 		return fmt.Errorf("commit: %w", err)
 	}
 	return nil
+}
+
+// reader is what single-statement reads run on: the Update's transaction,
+// or the reader pool.
+func (s *Store) reader() queryer {
+	if s.tx != nil {
+		return s.tx
+	}
+	return s.r
 }
 
 // sqliteCode returns the extended result code of an SQLite error, or 0.
