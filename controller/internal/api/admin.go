@@ -30,14 +30,10 @@ func (a *API) createSegment(w http.ResponseWriter, r *http.Request, actor string
 	if err != nil {
 		return err
 	}
-	seg.CreatedAt = a.stamp()
-	if err := a.st.CreateSegment(r.Context(), seg); err != nil {
-		if errors.Is(err, store.ErrAlreadyExists) {
-			return conflictf("segment %q already exists", seg.Name)
-		}
+	seg, err = a.state.CreateSegment(r.Context(), origin(r, actor), seg)
+	if err != nil {
 		return err
 	}
-	a.mutated(r, actor, "segment", "create", seg.Name, nil, true)
 	return created(w, segmentOut(seg))
 }
 
@@ -69,15 +65,9 @@ func (a *API) deleteSegment(w http.ResponseWriter, r *http.Request, actor string
 	if err := checkPathName("segment", name); err != nil {
 		return err
 	}
-	switch err := a.st.DeleteSegment(r.Context(), name); {
-	case errors.Is(err, store.ErrNotFound):
-		return notFoundf("segment %q not found", name)
-	case errors.Is(err, store.ErrInUse):
-		return inUsef("segment %q is still used by apps or gateways: delete those first", name)
-	case err != nil:
+	if err := a.state.DeleteSegment(r.Context(), origin(r, actor), name); err != nil {
 		return err
 	}
-	a.mutated(r, actor, "segment", "delete", name, nil, true)
 	return noContent(w)
 }
 
@@ -103,37 +93,10 @@ func (a *API) createApp(w http.ResponseWriter, r *http.Request, actor string) er
 	if err != nil {
 		return err
 	}
-	ctx := r.Context()
-	seg, err := a.st.GetSegment(ctx, app.Segment)
-	if errors.Is(err, store.ErrNotFound) {
-		return notFoundf("segment %q not found: create it first (cordonctl segment create)", app.Segment)
-	}
+	app, err = a.state.CreateApp(r.Context(), origin(r, actor), app, appInSegment)
 	if err != nil {
 		return err
 	}
-	if err := appInSegment(app, seg); err != nil {
-		return err
-	}
-	// Two apps answering to one name would make DNS ambiguous.
-	apps, err := a.st.ListApps(ctx)
-	if err != nil {
-		return err
-	}
-	for _, o := range apps {
-		if o.DNSName == app.DNSName && o.Name != app.Name {
-			return conflictf("dns_name %q is already used by app %q", app.DNSName, o.Name)
-		}
-	}
-	app.CreatedAt = a.stamp()
-	switch err := a.st.CreateApp(ctx, app); {
-	case errors.Is(err, store.ErrAlreadyExists):
-		return conflictf("app %q already exists", app.Name)
-	case errors.Is(err, store.ErrNotFound):
-		return notFoundf("segment %q not found: create it first (cordonctl segment create)", app.Segment)
-	case err != nil:
-		return err
-	}
-	a.mutated(r, actor, "app", "create", app.Name, map[string]string{"segment": app.Segment, "classification": string(app.Classification)}, true)
 	return created(w, appOut(app))
 }
 
@@ -165,15 +128,9 @@ func (a *API) deleteApp(w http.ResponseWriter, r *http.Request, actor string) er
 	if err := checkPathName("app", name); err != nil {
 		return err
 	}
-	switch err := a.st.DeleteApp(r.Context(), name); {
-	case errors.Is(err, store.ErrNotFound):
-		return notFoundf("app %q not found", name)
-	case errors.Is(err, store.ErrInUse):
-		return inUsef("app %q is still used by rules: delete those first", name)
-	case err != nil:
+	if err := a.state.DeleteApp(r.Context(), origin(r, actor), name); err != nil {
 		return err
 	}
-	a.mutated(r, actor, "app", "delete", name, nil, true)
 	return noContent(w)
 }
 
@@ -205,23 +162,11 @@ func (a *API) createUser(w http.ResponseWriter, r *http.Request, actor string) e
 	if err != nil {
 		return err
 	}
-	u := store.User{Name: req.Name, PasswordHash: hash, TOTPSecret: secret, CreatedAt: a.stamp()}
-	if err := a.st.CreateUser(r.Context(), u); err != nil {
-		if errors.Is(err, store.ErrAlreadyExists) {
-			return conflictf("user %q already exists", u.Name)
-		}
+	codes, hashes := auth.NewRecoveryCodes(req.Name, auth.RecoveryCodeCount)
+	u, err := a.state.CreateUser(r.Context(), origin(r, actor), store.User{Name: req.Name, PasswordHash: hash, TOTPSecret: secret}, hashes)
+	if err != nil {
 		return err
 	}
-	codes, err := a.newRecoveryCodes(r.Context(), u.Name)
-	if err != nil {
-		// Do not leave a user without recovery codes behind.
-		if derr := a.st.DeleteUser(context.WithoutCancel(r.Context()), u.Name); derr != nil {
-			a.log.ErrorContext(r.Context(), "remove half-created user", logErr, derr)
-		}
-		return fmt.Errorf("store recovery codes of user %s: %w", u.Name, err)
-	}
-	// A new user has no devices yet: no network map changes.
-	a.mutated(r, actor, "user", "create", u.Name, map[string]string{"recovery_codes": strconv.Itoa(len(codes))}, false)
 	return created(w, adminapi.CreateUserResponse{User: userOut(u), TOTPSecret: secret, TOTPURI: uri, RecoveryCodes: codes})
 }
 
@@ -292,10 +237,6 @@ func (a *API) listIdentities(w http.ResponseWriter, r *http.Request, _ string) e
 // next map push (their open flows are cut) and refuses new sign-ins;
 // devices and memberships stay, so enabling restores access.
 func (a *API) setUserDisabled(disabled bool) adminHandlerFunc {
-	verb := "enable"
-	if disabled {
-		verb = "disable"
-	}
 	return func(w http.ResponseWriter, r *http.Request, actor string) error {
 		name := r.PathValue("name")
 		if err := checkPathName("user", name); err != nil {
@@ -303,17 +244,7 @@ func (a *API) setUserDisabled(disabled bool) adminHandlerFunc {
 		}
 		// Disabling ends the user's sessions in the same transaction;
 		// enabling does not bring them back: the user signs in again.
-		ended, err := a.st.SetUserDisabled(r.Context(), name, disabled, a.stamp())
-		switch {
-		case errors.Is(err, store.ErrNotFound):
-			return notFoundf("user %q not found", name)
-		case err != nil:
-			return err
-		}
-		a.mutated(r, actor, "user", verb, name, nil, false)
-		a.auditSessionsEnded(r.Context(), actor, ended, "")
-		a.changed()
-		u, err := a.st.GetUser(r.Context(), name)
+		u, err := a.state.SetUserDisabled(r.Context(), origin(r, actor), name, disabled)
 		if err != nil {
 			return err
 		}
@@ -326,13 +257,9 @@ func (a *API) deleteUser(w http.ResponseWriter, r *http.Request, actor string) e
 	if err := checkPathName("user", name); err != nil {
 		return err
 	}
-	switch err := a.st.DeleteUser(r.Context(), name); {
-	case errors.Is(err, store.ErrNotFound):
-		return notFoundf("user %q not found", name)
-	case err != nil:
+	if err := a.state.DeleteUser(r.Context(), origin(r, actor), name); err != nil {
 		return err
 	}
-	a.mutated(r, actor, "user", "delete", name, nil, true)
 	return noContent(w)
 }
 
@@ -350,14 +277,10 @@ func (a *API) createGroup(w http.ResponseWriter, r *http.Request, actor string) 
 	if err := checkName("name", req.Name); err != nil {
 		return err
 	}
-	g := store.Group{Name: req.Name, CreatedAt: a.stamp()}
-	if err := a.st.CreateGroup(r.Context(), g); err != nil {
-		if errors.Is(err, store.ErrAlreadyExists) {
-			return conflictf("group %q already exists", g.Name)
-		}
+	g, err := a.state.CreateGroup(r.Context(), origin(r, actor), store.Group{Name: req.Name})
+	if err != nil {
 		return err
 	}
-	a.mutated(r, actor, "group", "create", g.Name, nil, false)
 	return created(w, groupOut(g))
 }
 
@@ -389,15 +312,9 @@ func (a *API) deleteGroup(w http.ResponseWriter, r *http.Request, actor string) 
 	if err := checkPathName("group", name); err != nil {
 		return err
 	}
-	switch err := a.st.DeleteGroup(r.Context(), name); {
-	case errors.Is(err, store.ErrNotFound):
-		return notFoundf("group %q not found", name)
-	case errors.Is(err, store.ErrInUse):
-		return inUsef("group %q is still used by rules: delete those first", name)
-	case err != nil:
+	if err := a.state.DeleteGroup(r.Context(), origin(r, actor), name); err != nil {
 		return err
 	}
-	a.mutated(r, actor, "group", "delete", name, nil, true)
 	return noContent(w)
 }
 
@@ -413,31 +330,10 @@ func (a *API) addMember(w http.ResponseWriter, r *http.Request, actor string) er
 	if err := checkName("user", req.User); err != nil {
 		return err
 	}
-	ctx := r.Context()
-	// Look both up first so the error can say which one is missing.
-	if _, err := a.st.GetGroup(ctx, group); errors.Is(err, store.ErrNotFound) {
-		return notFoundf("group %q not found", group)
-	} else if err != nil {
-		return err
-	}
-	if _, err := a.st.GetUser(ctx, req.User); errors.Is(err, store.ErrNotFound) {
-		return notFoundf("user %q not found", req.User)
-	} else if err != nil {
-		return err
-	}
-	switch err := a.st.AddMember(ctx, group, req.User); {
-	case errors.Is(err, store.ErrAlreadyExists):
-		return conflictf("user %q is already a member of group %q", req.User, group)
-	case errors.Is(err, store.ErrNotFound):
-		return notFoundf("group %q or user %q not found", group, req.User)
-	case err != nil:
-		return err
-	}
-	g, err := a.st.GetGroup(ctx, group)
+	g, err := a.state.AddMember(r.Context(), origin(r, actor), group, req.User)
 	if err != nil {
 		return err
 	}
-	a.mutated(r, actor, "group", "add_member", group, map[string]string{"user": req.User}, true)
 	return ok(w, groupOut(g))
 }
 
@@ -449,13 +345,9 @@ func (a *API) removeMember(w http.ResponseWriter, r *http.Request, actor string)
 	if err := checkPathName("member", user); err != nil {
 		return err
 	}
-	switch err := a.st.RemoveMember(r.Context(), group, user); {
-	case errors.Is(err, store.ErrNotFound):
-		return notFoundf("user %q is not a member of group %q (or the group does not exist)", user, group)
-	case err != nil:
+	if err := a.state.RemoveMember(r.Context(), origin(r, actor), group, user); err != nil {
 		return err
 	}
-	a.mutated(r, actor, "group", "remove_member", group, map[string]string{"user": user}, true)
 	return noContent(w)
 }
 
@@ -475,27 +367,10 @@ func (a *API) createRule(w http.ResponseWriter, r *http.Request, actor string) e
 			return err
 		}
 	}
-	ctx := r.Context()
-	if _, err := a.st.GetGroup(ctx, req.Group); errors.Is(err, store.ErrNotFound) {
-		return notFoundf("group %q not found", req.Group)
-	} else if err != nil {
+	rule, err := a.state.CreateRule(r.Context(), origin(r, actor), store.Rule{Name: req.Name, Group: req.Group, App: req.App})
+	if err != nil {
 		return err
 	}
-	if _, err := a.st.GetApp(ctx, req.App); errors.Is(err, store.ErrNotFound) {
-		return notFoundf("app %q not found", req.App)
-	} else if err != nil {
-		return err
-	}
-	rule := store.Rule{Name: req.Name, Group: req.Group, App: req.App, CreatedAt: a.stamp()}
-	switch err := a.st.CreateRule(ctx, rule); {
-	case errors.Is(err, store.ErrAlreadyExists):
-		return conflictf("rule %q already exists", rule.Name)
-	case errors.Is(err, store.ErrNotFound):
-		return notFoundf("group %q or app %q not found", rule.Group, rule.App)
-	case err != nil:
-		return err
-	}
-	a.mutated(r, actor, "rule", "create", rule.Name, map[string]string{"group": rule.Group, "app": rule.App}, true)
 	return created(w, ruleOut(rule))
 }
 
@@ -527,13 +402,9 @@ func (a *API) deleteRule(w http.ResponseWriter, r *http.Request, actor string) e
 	if err := checkPathName("rule", name); err != nil {
 		return err
 	}
-	switch err := a.st.DeleteRule(r.Context(), name); {
-	case errors.Is(err, store.ErrNotFound):
-		return notFoundf("rule %q not found", name)
-	case err != nil:
+	if err := a.state.DeleteRule(r.Context(), origin(r, actor), name); err != nil {
 		return err
 	}
-	a.mutated(r, actor, "rule", "delete", name, nil, true)
 	return noContent(w)
 }
 
@@ -563,27 +434,18 @@ func (a *API) createGatewayToken(w http.ResponseWriter, r *http.Request, actor s
 	if err != nil {
 		return err
 	}
-	ctx := r.Context()
-	if err := a.resolveTokenSegment(ctx, req.Segment); err != nil {
-		return err
-	}
 	secret, hash := auth.NewEnrollToken()
 	now := a.stamp()
 	t := store.EnrollToken{
 		ID: newID("gwt-"), Hash: hash, Segment: req.Segment, Name: req.Name,
 		CreatedAt: now, ExpiresAt: now.Add(ttl),
 	}
-	switch err := a.st.CreateEnrollToken(ctx, t); {
-	case errors.Is(err, store.ErrNotFound):
-		return notFoundf("segment %q not found", req.Segment)
-	case err != nil:
+	err = a.state.CreateEnrollToken(r.Context(), origin(r, actor), t, func(ctx context.Context, tx store.Store) error {
+		return resolveTokenSegment(ctx, tx, req.Segment, now)
+	})
+	if err != nil {
 		return err
 	}
-	details := map[string]string{"segment": t.Segment, "expires_at": t.ExpiresAt.Format(time.RFC3339)}
-	if t.Name != "" {
-		details["name"] = t.Name
-	}
-	a.mutated(r, actor, "gateway_token", "create", t.ID, details, false)
 	return created(w, adminapi.CreateGatewayTokenResponse{GatewayToken: tokenOut(t), Token: secret})
 }
 
@@ -612,13 +474,9 @@ func (a *API) listGateways(w http.ResponseWriter, r *http.Request, _ string) err
 
 func (a *API) deleteGateway(w http.ResponseWriter, r *http.Request, actor string) error {
 	id := r.PathValue("id")
-	switch err := a.st.DeleteGateway(r.Context(), id); {
-	case errors.Is(err, store.ErrNotFound):
-		return notFoundf("gateway %q not found", clip(id))
-	case err != nil:
+	if err := a.state.DeleteGateway(r.Context(), origin(r, actor), id); err != nil {
 		return err
 	}
-	a.mutated(r, actor, "gateway", "delete", id, nil, true)
 	return noContent(w)
 }
 
@@ -639,13 +497,9 @@ func (a *API) listDevices(w http.ResponseWriter, r *http.Request, _ string) erro
 
 func (a *API) deleteDevice(w http.ResponseWriter, r *http.Request, actor string) error {
 	id := r.PathValue("id")
-	switch err := a.st.DeleteDevice(r.Context(), id); {
-	case errors.Is(err, store.ErrNotFound):
-		return notFoundf("device %q not found", clip(id))
-	case err != nil:
+	if err := a.state.DeleteDevice(r.Context(), origin(r, actor), id); err != nil {
 		return err
 	}
-	a.mutated(r, actor, "device", "delete", id, nil, true)
 	return noContent(w)
 }
 

@@ -28,6 +28,7 @@ import (
 
 	"github.com/cordonhq/cordon/controller/internal/auth"
 	"github.com/cordonhq/cordon/controller/internal/ca"
+	"github.com/cordonhq/cordon/controller/internal/state"
 	"github.com/cordonhq/cordon/controller/internal/store"
 	"github.com/cordonhq/cordon/pkg/adminapi"
 )
@@ -54,8 +55,11 @@ var _ LoginThrottler = (*auth.Throttle)(nil)
 
 // Config wires the API to the rest of the controller.
 type Config struct {
-	Store  store.Store // required
-	CA     CertIssuer  // required
+	Store store.Store // required
+	// State is the single writer every mutation goes through; nil: one
+	// over Store whose changes go to Changed.
+	State  *state.State
+	CA     CertIssuer // required
 	Logger *slog.Logger
 	// Changed is called after every successful mutation that can change a
 	// network map (it triggers the push to agents). It must not block.
@@ -85,6 +89,7 @@ type Config struct {
 // API serves the HTTP routes.
 type API struct {
 	st       store.Store
+	state    *state.State
 	ca       CertIssuer
 	log      *slog.Logger
 	changed  func()
@@ -135,6 +140,12 @@ func New(cfg Config) *API {
 	if a.now == nil {
 		a.now = time.Now
 	}
+	a.state = cfg.State
+	if a.state == nil {
+		changed := a.changed
+		a.state = state.New(state.Config{Store: cfg.Store, Now: a.now, Logger: a.log,
+			Publish: func(store.Change) { changed() }})
+	}
 	if a.throttle == nil {
 		a.throttle = auth.NewThrottle(auth.ThrottleConfig{})
 	}
@@ -175,15 +186,15 @@ func (a *API) routes() {
 	// Admin routes.
 	m.Handle("GET /v1/whoami", a.admin(permAuthenticated, a.whoami))
 
-	m.Handle("POST /v1/segments", a.admin(auth.PermPolicyWrite, a.directoryEdit(a.createSegment)))
+	m.Handle("POST /v1/segments", a.admin(auth.PermPolicyWrite, a.createSegment))
 	m.Handle("GET /v1/segments", a.admin(auth.PermRead, a.fromPolicy(a.listSegments, a.policySegments)))
 	m.Handle("GET /v1/segments/{name}", a.admin(auth.PermRead, a.fromPolicy(a.getSegment, a.policySegment)))
-	m.Handle("DELETE /v1/segments/{name}", a.admin(auth.PermPolicyWrite, a.directoryEdit(a.deleteSegment)))
+	m.Handle("DELETE /v1/segments/{name}", a.admin(auth.PermPolicyWrite, a.deleteSegment))
 
-	m.Handle("POST /v1/apps", a.admin(auth.PermPolicyWrite, a.directoryEdit(a.createApp)))
+	m.Handle("POST /v1/apps", a.admin(auth.PermPolicyWrite, a.createApp))
 	m.Handle("GET /v1/apps", a.admin(auth.PermRead, a.fromPolicy(a.listApps, a.policyApps)))
 	m.Handle("GET /v1/apps/{name}", a.admin(auth.PermRead, a.fromPolicy(a.getApp, a.policyApp)))
-	m.Handle("DELETE /v1/apps/{name}", a.admin(auth.PermPolicyWrite, a.directoryEdit(a.deleteApp)))
+	m.Handle("DELETE /v1/apps/{name}", a.admin(auth.PermPolicyWrite, a.deleteApp))
 
 	m.Handle("POST /v1/users", a.admin(auth.PermUsersWrite, a.createUser))
 	m.Handle("GET /v1/users", a.admin(auth.PermRead, a.listUsers))
@@ -193,17 +204,17 @@ func (a *API) routes() {
 	m.Handle("POST /v1/users/{name}/disable", a.admin(auth.PermAccessRevoke, a.setUserDisabled(true)))
 	m.Handle("POST /v1/users/{name}/enable", a.admin(auth.PermUsersWrite, a.setUserDisabled(false)))
 
-	m.Handle("POST /v1/groups", a.admin(auth.PermPolicyWrite, a.directoryEdit(a.createGroup)))
+	m.Handle("POST /v1/groups", a.admin(auth.PermPolicyWrite, a.createGroup))
 	m.Handle("GET /v1/groups", a.admin(auth.PermRead, a.fromPolicy(a.listGroups, a.policyGroups)))
 	m.Handle("GET /v1/groups/{name}", a.admin(auth.PermRead, a.fromPolicy(a.getGroup, a.policyGroup)))
-	m.Handle("DELETE /v1/groups/{name}", a.admin(auth.PermPolicyWrite, a.directoryEdit(a.deleteGroup)))
-	m.Handle("POST /v1/groups/{name}/members", a.admin(auth.PermPolicyWrite, a.directoryEdit(a.addMember)))
-	m.Handle("DELETE /v1/groups/{name}/members/{user}", a.admin(auth.PermPolicyWrite, a.directoryEdit(a.removeMember)))
+	m.Handle("DELETE /v1/groups/{name}", a.admin(auth.PermPolicyWrite, a.deleteGroup))
+	m.Handle("POST /v1/groups/{name}/members", a.admin(auth.PermPolicyWrite, a.addMember))
+	m.Handle("DELETE /v1/groups/{name}/members/{user}", a.admin(auth.PermPolicyWrite, a.removeMember))
 
-	m.Handle("POST /v1/rules", a.admin(auth.PermPolicyWrite, a.directoryEdit(a.createRule)))
+	m.Handle("POST /v1/rules", a.admin(auth.PermPolicyWrite, a.createRule))
 	m.Handle("GET /v1/rules", a.admin(auth.PermRead, a.fromPolicy(a.listRules, a.policyRules)))
 	m.Handle("GET /v1/rules/{name}", a.admin(auth.PermRead, a.fromPolicy(a.getRule, a.policyRule)))
-	m.Handle("DELETE /v1/rules/{name}", a.admin(auth.PermPolicyWrite, a.directoryEdit(a.deleteRule)))
+	m.Handle("DELETE /v1/rules/{name}", a.admin(auth.PermPolicyWrite, a.deleteRule))
 
 	m.Handle("POST /v1/gateway-tokens", a.admin(auth.PermGatewaysWrite, a.createGatewayToken))
 	m.Handle("GET /v1/gateway-tokens", a.admin(auth.PermRead, a.listGatewayTokens))
@@ -350,24 +361,6 @@ func (a *API) admin(perm auth.Permission, h adminHandlerFunc) http.Handler {
 	}}
 }
 
-// directoryEdit guards the commands that edit segments, apps, groups and
-// rules one by one. Once a policy file has been applied it is the single
-// source of those (network maps ignore the directory), so such an edit
-// would silently change nothing: it is refused, saying what to do instead.
-func (a *API) directoryEdit(h adminHandlerFunc) adminHandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request, actor string) error {
-		v, err := a.st.ActivePolicy(r.Context())
-		switch {
-		case err == nil:
-			return conflictf("policy version %d is active: segments, apps, groups and rules come from the policy file now; "+
-				"edit the file and run 'cordonctl policy plan' and 'cordonctl policy apply' instead", v.Version)
-		case !errors.Is(err, store.ErrNotFound):
-			return fmt.Errorf("read the active policy: %w", err)
-		}
-		return h(w, r, actor)
-	}
-}
-
 func bearer(r *http.Request) (string, bool) {
 	h := r.Header.Get("Authorization")
 	scheme, tok, ok := strings.Cut(h, " ")
@@ -393,10 +386,13 @@ func source(r *http.Request) string {
 func (a *API) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	var ae *apiError
 	applied, isApplied := appliedError(err)
+	var refused *state.Refused
 	switch {
 	case errors.As(err, &ae):
 	case isApplied:
 		ae = applied
+	case errors.As(err, &refused):
+		ae = refusedError(refused)
 	case errors.Is(err, store.ErrNotFound):
 		ae = &apiError{http.StatusNotFound, adminapi.CodeNotFound, "not found"}
 	case errors.Is(err, store.ErrAlreadyExists):

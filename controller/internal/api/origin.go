@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/cordonhq/cordon/controller/internal/state"
+	"github.com/cordonhq/cordon/controller/internal/store"
 	"github.com/cordonhq/cordon/pkg/adminapi"
 )
 
@@ -48,4 +49,17 @@ func appliedError(err error) (*apiError, bool) {
 	msg := fmt.Sprintf("request %s was already applied; not applied again (audit records %s: 'cordonctl audit --request %s')",
 		ae.RequestID, strings.Join(seqs, ", "), ae.RequestID)
 	return &apiError{http.StatusConflict, adminapi.CodeAlreadyApplied, msg}, true
+}
+
+// refusedError answers a mutation the state refused, with its message.
+func refusedError(e *state.Refused) *apiError {
+	switch {
+	case errors.Is(e.Kind, store.ErrNotFound):
+		return &apiError{http.StatusNotFound, adminapi.CodeNotFound, e.Msg}
+	case errors.Is(e.Kind, store.ErrInUse):
+		return &apiError{http.StatusConflict, adminapi.CodeInUse, e.Msg}
+	case errors.Is(e.Kind, store.ErrTokenInvalid):
+		return &apiError{http.StatusUnauthorized, adminapi.CodeTokenInvalid, e.Msg}
+	}
+	return &apiError{http.StatusConflict, adminapi.CodeConflict, e.Msg}
 }

@@ -263,21 +263,16 @@ func (a *API) storePolicy(w http.ResponseWriter, r *http.Request, actor, verb st
 	v := validatePolicy(nv.File, nv.Source)
 	if v.pol == nil {
 		details["problems"] = strconv.Itoa(len(v.problems))
-		a.audit(ctx, store.AuditEvent{Type: "admin.policy." + verb, Actor: actor, Outcome: "failure",
-			Subject: clip(nv.File), Details: details})
+		if err := a.state.Record(ctx, origin(r, actor), store.AuditEvent{Type: "admin.policy." + verb, Outcome: "failure",
+			Subject: clip(nv.File), Details: details}); err != nil {
+			return err
+		}
 		return invalidf("%s", v.message(nv.File))
 	}
-	nv.Actor = actor
-	nv.CreatedAt = a.stamp()
-	stored, err := a.st.PutPolicyVersion(ctx, active.Version, nv)
-	if errors.Is(err, store.ErrStale) {
-		return conflictf("another policy was applied since this request read version %d; run cordonctl policy plan again", active.Version)
-	}
+	stored, err := a.state.PutPolicy(ctx, origin(r, actor), verb, active.Version, nv, details)
 	if err != nil {
 		return err
 	}
-	details["version"] = strconv.FormatInt(stored.Version, 10)
-	a.mutated(r, actor, "policy", verb, "version "+strconv.FormatInt(stored.Version, 10), details, true)
 	stored.Source = nil
 	passed := 0
 	for _, t := range v.tests {
