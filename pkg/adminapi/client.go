@@ -167,13 +167,16 @@ func (c *Client) Do(ctx context.Context, method, path string, in, out any) error
 	if method == http.MethodGet || method == http.MethodHead {
 		return c.do(ctx, method, path, body, in != nil, "", out)
 	}
-	id := newRequestID()
+	id, _ := ctx.Value(requestIDKey{}).(string)
+	if id == "" {
+		id = newRequestID()
+	}
 	deadline := time.Now().Add(c.RetryFor)
 	wait := 250 * time.Millisecond
 	for attempt := 1; ; attempt++ {
 		err := c.do(ctx, method, path, body, in != nil, id, out)
 		var ue *UnreachableError
-		if attempt > 1 && IsCode(err, CodeAlreadyApplied) {
+		if IsCode(err, CodeAlreadyApplied) && (attempt > 1 || ctx.Value(requestIDKey{}) != nil) {
 			return &AppliedError{RequestID: id, Message: err.Error()}
 		}
 		if !errors.As(err, &ue) || time.Now().Add(wait).After(deadline) {
@@ -189,6 +192,16 @@ func (c *Client) Do(ctx context.Context, method, path string, in, out any) error
 		}
 		wait = min(2*wait, 2*time.Second)
 	}
+}
+
+type requestIDKey struct{}
+
+// WithRequestID makes the mutating call made with ctx use id as its
+// Idempotency-Key instead of a new random one: a caller that lost the
+// answer (its own process restarted) can send the same call again and
+// learn whether it applied.
+func WithRequestID(ctx context.Context, id string) context.Context {
+	return context.WithValue(ctx, requestIDKey{}, id)
 }
 
 // newRequestID returns a random Idempotency-Key.

@@ -1,0 +1,413 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cordonhq/cordon/pkg/adminapi"
+)
+
+// crashKills is how many times each crash test kills the controller:
+// CORDON_CRASH_KILLS (the figure is 200 over both tests), else a
+// short run for CI.
+func crashKills(t *testing.T) int {
+	if s := os.Getenv("CORDON_CRASH_KILLS"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 2 {
+			t.Fatalf("CORDON_CRASH_KILLS=%q: want a number of at least 2", s)
+		}
+		return n / 2
+	}
+	return 12
+}
+
+// crashController is one cordon-controller process on loopback.
+type crashController struct {
+	cmd  *exec.Cmd
+	done chan struct{}
+	api  *adminapi.Client
+}
+
+func startCrashController(t *testing.T, dir string) *crashController {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	cmd := exec.Command(bin("cordon-controller"), "--data-dir", dir, "--listen", addr)
+	logf, err := os.OpenFile(filepath.Join(dir, "controller.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	c := &crashController{cmd: cmd, done: make(chan struct{})}
+	go func() { cmd.Wait(); close(c.done) }()
+	t.Cleanup(func() { cmd.Process.Kill(); <-c.done })
+	waitFor(t, 20*time.Second, "controller up", func() error {
+		select {
+		case <-c.done:
+			log, _ := os.ReadFile(filepath.Join(dir, "controller.log"))
+			t.Fatalf("controller exited: %s", tail(string(log), 30))
+		default:
+		}
+		tok, err := os.ReadFile(filepath.Join(dir, "admin-token"))
+		if err != nil {
+			return err
+		}
+		ca, err := os.ReadFile(filepath.Join(dir, "ca.pem"))
+		if err != nil {
+			return err
+		}
+		api, err := adminapi.New("https://"+addr, strings.TrimSpace(string(tok)), ca)
+		if err != nil {
+			return err
+		}
+		if err := api.Do(t.Context(), http.MethodGet, "/v1/whoami", nil, nil); err != nil {
+			api.Close()
+			return err
+		}
+		c.api = api
+		return nil
+	})
+	return c
+}
+
+func (c *crashController) kill() {
+	c.cmd.Process.Kill()
+	<-c.done
+	c.api.Close()
+}
+
+// crashCall is one mutating call of a burst.
+type crashCall struct {
+	key     string // its Idempotency-Key
+	do      func(ctx context.Context, api *adminapi.Client) error
+	applied bool // the controller said it applied (now or on a retry)
+	lost    bool // no answer: retried after the restart
+	what    string
+}
+
+// crashBurst runs calls from workers against c until the controller is
+// killed at a random moment, then classifies each call's outcome.
+func crashBurst(t *testing.T, c *crashController, workers int, next func(worker, n int) []*crashCall) []*crashCall {
+	var (
+		mu    sync.Mutex
+		calls []*crashCall
+		wg    sync.WaitGroup
+	)
+	ctx, cancel := context.WithCancel(t.Context())
+	for w := range workers {
+		wg.Go(func() {
+			for n := 0; ctx.Err() == nil; n++ {
+				for _, call := range next(w, n) {
+					err := call.do(adminapi.WithRequestID(context.Background(), call.key), c.api)
+					var ue *adminapi.UnreachableError
+					switch {
+					case err == nil:
+						call.applied = true
+					case errors.As(err, &ue):
+						call.lost = true
+					}
+					mu.Lock()
+					calls = append(calls, call)
+					mu.Unlock()
+					if !call.applied {
+						break
+					}
+				}
+			}
+		})
+	}
+	time.Sleep(time.Duration(20+rand.IntN(400)) * time.Millisecond)
+	c.kill()
+	cancel()
+	wg.Wait()
+	return calls
+}
+
+// retryLost sends every call that got no answer again with its key: it
+// must now apply, or answer that its first attempt already had.
+func retryLost(t *testing.T, c *crashController, calls []*crashCall) (retried, wasApplied int) {
+	t.Helper()
+	for _, call := range calls {
+		if !call.lost {
+			continue
+		}
+		retried++
+		err := call.do(adminapi.WithRequestID(t.Context(), call.key), c.api)
+		var ae *adminapi.AppliedError
+		switch {
+		case err == nil:
+		case errors.As(err, &ae):
+			wasApplied++
+		default:
+			t.Fatalf("retry of %s (request %s) after the restart: %v; want it applied now or 'already applied'", call.what, call.key, err)
+		}
+		call.applied, call.lost = true, false
+	}
+	return retried, wasApplied
+}
+
+// auditCounter accumulates success records by key as the trail grows.
+type auditCounter struct {
+	after int64
+	n     map[string]int
+}
+
+// read adds the events after the last read; key names what an event
+// records ("" to ignore it).
+func (a *auditCounter) read(t *testing.T, api *adminapi.Client, typ string, key func(adminapi.AuditEvent) string) {
+	t.Helper()
+	if a.n == nil {
+		a.n = map[string]int{}
+	}
+	evs, err := api.ListAudit(t.Context(), adminapi.AuditQuery{Type: typ, After: a.after, Limit: adminapi.MaxAuditLimit})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(evs) == adminapi.MaxAuditLimit {
+		t.Fatalf("more than %d new %s events in one burst: the counter would miss some", len(evs), typ)
+	}
+	for _, e := range evs {
+		a.after = max(a.after, e.Seq)
+		if e.Outcome != "success" {
+			continue
+		}
+		if k := key(e); k != "" {
+			a.n[k]++
+		}
+	}
+}
+
+// TestControllerCrashDirectory kills the controller (SIGKILL) at random
+// moments of bursts of group creations and memberships from four admins.
+// After each restart: every call that reported success is in the store;
+// every group and membership has exactly one audit record; no record names
+// a group or membership that does not exist; a call whose answer was lost,
+// sent again with its Idempotency-Key, applies now or says it already had.
+func TestControllerCrashDirectory(t *testing.T) {
+	requireE2E(t)
+	t.Parallel()
+	dir := t.TempDir()
+	kills := crashKills(t)
+	users := []string{"u0", "u1", "u2"}
+	c := startCrashController(t, dir)
+	for _, u := range users {
+		if _, err := c.api.CreateUser(t.Context(), &adminapi.CreateUserRequest{Name: u, Password: "crash-test-password-" + u}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var (
+		all                    []*crashCall
+		groupsAudit, memAudit  auditCounter
+		totalRetried, totalWas int
+	)
+	for k := range kills {
+		calls := crashBurst(t, c, 4, func(w, n int) []*crashCall {
+			g := fmt.Sprintf("g-%d-%d-%d", k, w, n)
+			u := users[(w+n)%len(users)]
+			create := &crashCall{key: "c-" + g, what: "create group " + g, do: func(ctx context.Context, api *adminapi.Client) error {
+				_, err := api.CreateGroup(ctx, &adminapi.CreateGroupRequest{Name: g})
+				return err
+			}}
+			member := &crashCall{key: "m-" + g, what: "add " + u + " to " + g, do: func(ctx context.Context, api *adminapi.Client) error {
+				_, err := api.AddMember(ctx, g, u)
+				return err
+			}}
+			return []*crashCall{create, member}
+		})
+		all = append(all, calls...)
+		c = startCrashController(t, dir)
+		r, was := retryLost(t, c, calls)
+		totalRetried += r
+		totalWas += was
+
+		groups, err := c.api.ListGroups(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		have := map[string]bool{}
+		for _, g := range groups {
+			have["group "+g.Name] = true
+			for _, m := range g.Members {
+				have["member "+g.Name+" "+m] = true
+			}
+		}
+		groupsAudit.read(t, c.api, "admin.group.create", func(e adminapi.AuditEvent) string { return "group " + e.Subject })
+		memAudit.read(t, c.api, "admin.group.add_member", func(e adminapi.AuditEvent) string {
+			return "member " + e.Subject + " " + e.Details["user"]
+		})
+		recorded := map[string]int{}
+		for key, n := range groupsAudit.n {
+			recorded[key] += n
+		}
+		for key, n := range memAudit.n {
+			recorded[key] += n
+		}
+		for key := range have {
+			if n := recorded[key]; n != 1 {
+				t.Fatalf("kill %d: %s is in the store with %d audit records, want exactly 1", k+1, key, n)
+			}
+		}
+		for key, n := range recorded {
+			if !have[key] {
+				t.Fatalf("kill %d: %d audit records of %s, which is not in the store", k+1, n, key)
+			}
+		}
+		for _, call := range all {
+			if !call.applied {
+				continue
+			}
+			var key string
+			if g, ok := strings.CutPrefix(call.what, "create group "); ok {
+				key = "group " + g
+			} else {
+				var u, g string
+				fmt.Sscanf(call.what, "add %s to %s", &u, &g)
+				key = "member " + g + " " + u
+			}
+			if !have[key] {
+				t.Fatalf("kill %d: %q reported success but %s is not in the store", k+1, call.what, key)
+			}
+		}
+	}
+	applied := 0
+	for _, call := range all {
+		if call.applied {
+			applied++
+		}
+	}
+	t.Logf("%d kills: %d calls, %d applied, %d answers lost and retried (%d of them had applied before the kill)",
+		kills, len(all), applied, totalRetried, totalWas)
+}
+
+// TestControllerCrashPolicy kills the controller at random moments of
+// bursts of policy applies (from three admins, racing each other) and
+// gateway token creations. After each restart: every policy version has
+// exactly one admin.policy.apply record naming it, and every record a
+// version; every apply and token that reported success is in the store.
+func TestControllerCrashPolicy(t *testing.T) {
+	requireE2E(t)
+	t.Parallel()
+	dir := t.TempDir()
+	kills := crashKills(t)
+	c := startCrashController(t, dir)
+	var (
+		all                    []*crashCall
+		applyAudit, tokenAudit auditCounter
+		totalRetried, totalWas int
+		mu                     sync.Mutex
+		ackVersions            = map[int64]string{} // version → sha256 the caller was told
+		ackTokens              = map[string]bool{}
+		policySrc              = func(tag string) string { return "# " + tag + "\n" + policyFirst }
+		applyReq               = func(tag string) *adminapi.ApplyPolicyRequest {
+			return &adminapi.ApplyPolicyRequest{File: "hospital.yaml", Source: policySrc(tag), Reason: "crash test " + tag}
+		}
+	)
+	for k := range kills {
+		calls := crashBurst(t, c, 3, func(w, n int) []*crashCall {
+			tag := fmt.Sprintf("p-%d-%d-%d", k, w, n)
+			if w == 2 {
+				return []*crashCall{{key: "t-" + tag, what: "token " + tag, do: func(ctx context.Context, api *adminapi.Client) error {
+					out, err := api.CreateGatewayToken(ctx, &adminapi.CreateGatewayTokenRequest{Segment: "clinical"})
+					if err == nil {
+						mu.Lock()
+						ackTokens[out.ID] = true
+						mu.Unlock()
+					}
+					return err
+				}}}
+			}
+			return []*crashCall{{key: "a-" + tag, what: "apply " + tag, do: func(ctx context.Context, api *adminapi.Client) error {
+				out, err := api.ApplyPolicy(ctx, applyReq(tag))
+				if adminapi.IsCode(err, adminapi.CodeConflict) {
+					return nil // another admin's apply won the race: refused, nothing stored
+				}
+				if err == nil {
+					mu.Lock()
+					ackVersions[out.Version.Version] = out.Version.SHA256
+					mu.Unlock()
+				}
+				return err
+			}}}
+		})
+		all = append(all, calls...)
+		c = startCrashController(t, dir)
+		r, was := retryLost(t, c, calls)
+		totalRetried += r
+		totalWas += was
+
+		versions, err := c.api.ListPolicyVersions(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		have := map[string]string{}
+		for _, v := range versions {
+			have[strconv.FormatInt(v.Version, 10)] = v.SHA256
+		}
+		applyAudit.read(t, c.api, "admin.policy.apply", func(e adminapi.AuditEvent) string { return e.Details["version"] })
+		for v := range have {
+			if n := applyAudit.n[v]; n != 1 {
+				t.Fatalf("kill %d: policy version %s is stored with %d admin.policy.apply records, want exactly 1", k+1, v, n)
+			}
+		}
+		for v, n := range applyAudit.n {
+			if _, ok := have[v]; !ok {
+				t.Fatalf("kill %d: %d admin.policy.apply records of version %s, which is not stored", k+1, n, v)
+			}
+		}
+		mu.Lock()
+		for v, sha := range ackVersions {
+			if have[strconv.FormatInt(v, 10)] != sha {
+				t.Fatalf("kill %d: apply of version %d reported success but the store has %q for it", k+1, v, have[strconv.FormatInt(v, 10)])
+			}
+		}
+		mu.Unlock()
+
+		toks, err := c.api.ListGatewayTokens(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		haveTok := map[string]bool{}
+		for _, tk := range toks {
+			haveTok[tk.ID] = true
+		}
+		tokenAudit.read(t, c.api, "admin.gateway_token.create", func(e adminapi.AuditEvent) string { return e.Subject })
+		for id := range haveTok {
+			if n := tokenAudit.n[id]; n != 1 {
+				t.Fatalf("kill %d: gateway token %s is stored with %d audit records, want exactly 1", k+1, id, n)
+			}
+		}
+		for id := range tokenAudit.n {
+			if !haveTok[id] {
+				t.Fatalf("kill %d: audit records of gateway token %s, which is not stored", k+1, id)
+			}
+		}
+		mu.Lock()
+		for id := range ackTokens {
+			if !haveTok[id] {
+				t.Fatalf("kill %d: token %s reported created but is not stored", k+1, id)
+			}
+		}
+		mu.Unlock()
+	}
+	t.Logf("%d kills: %d calls, %d answers lost and retried (%d of them had applied before the kill)", kills, len(all), totalRetried, totalWas)
+}
