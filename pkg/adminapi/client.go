@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -182,6 +183,9 @@ func (c *Client) Do(ctx context.Context, method, path string, in, out any) error
 		if !errors.As(err, &ue) || time.Now().Add(wait).After(deadline) {
 			return err
 		}
+		if attempt == 1 && neverSent(ue.Err) {
+			return err // nothing reached the controller: nothing to learn
+		}
 		if c.OnRetry != nil {
 			c.OnRetry(attempt, err)
 		}
@@ -202,6 +206,17 @@ type requestIDKey struct{}
 // learn whether it applied.
 func WithRequestID(ctx context.Context, id string) context.Context {
 	return context.WithValue(ctx, requestIDKey{}, id)
+}
+
+// neverSent reports an error from before a connection existed (refused,
+// no route, DNS): the request cannot have reached the controller.
+func neverSent(err error) bool {
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "dial" {
+		return true
+	}
+	var dns *net.DNSError
+	return errors.As(err, &dns)
 }
 
 // newRequestID returns a random Idempotency-Key.

@@ -24,6 +24,8 @@ import (
 	"github.com/cordonhq/cordon/controller/internal/netmap"
 	"github.com/cordonhq/cordon/controller/internal/oidc"
 	"github.com/cordonhq/cordon/controller/internal/session"
+	"github.com/cordonhq/cordon/controller/internal/state"
+	"github.com/cordonhq/cordon/controller/internal/store"
 	"github.com/cordonhq/cordon/controller/internal/store/sqlite"
 	"github.com/cordonhq/cordon/pkg/privdir"
 )
@@ -130,8 +132,11 @@ func Run(ctx context.Context, cfg Config) error {
 		defer idps.Close()
 		oidcAPI = idps
 	}
+	owner := state.New(state.Config{Store: st, Logger: log.With("component", "state"),
+		Publish: func(store.Change) { ctl.Changed() }})
 	apiSrv := api.New(api.Config{
 		Store:           st,
+		State:           owner,
 		CA:              authority,
 		Logger:          log.With("component", "api"),
 		Changed:         ctl.Changed,

@@ -81,6 +81,10 @@ type app struct {
 	client     *adminapi.Client
 }
 
+// changeRetryFor is how long a change that got no answer is retried: a
+// controller restart takes a few seconds.
+const changeRetryFor = 30 * time.Second
+
 // Main runs cordonctl with args and returns the exit code.
 func Main(ctx context.Context, args []string, io IO) int {
 	if io.Getenv == nil {
@@ -100,6 +104,11 @@ func Main(ctx context.Context, args []string, io IO) int {
 		a.client.Close()
 	}
 	if err == nil {
+		return ExitOK
+	}
+	var applied *adminapi.AppliedError
+	if errors.As(err, &applied) {
+		fmt.Fprintf(io.Err, "cordonctl: the change was applied, but its answer was lost before a retry: %s\n", applied.Message)
 		return ExitOK
 	}
 	code := a.exitCode(err)
@@ -308,6 +317,14 @@ func (a *app) getClient() (*adminapi.Client, error) {
 	c, err := adminapi.New(s.Controller, s.Token, []byte(s.CACertPEM))
 	if err != nil {
 		return nil, &usageError{msg: err.Error()}
+	}
+	// A change whose answer is lost (the controller restarted, the
+	// network broke) is sent again with the same request ID: the
+	// controller applies it once, so cordonctl can say what happened
+	// instead of leaving the admin to guess.
+	c.RetryFor = changeRetryFor
+	c.OnRetry = func(attempt int, err error) {
+		fmt.Fprintf(a.io.Err, "cordonctl: no answer from the controller (%v); sending the same request again to learn whether it applied (attempt %d)\n", err, attempt+1)
 	}
 	a.client = c
 	return c, nil

@@ -449,11 +449,12 @@ func printAudit(w io.Writer, xs []adminapi.AuditEvent) error {
 func (a *app) auditCmd() *cobra.Command {
 	var q adminapi.AuditQuery
 	list := &cobra.Command{
-		Use:     "list [--type T] [--limit N] [--after SEQ]",
+		Use:     "list [--type T] [--limit N] [--after SEQ] [--request ID]",
 		Aliases: []string{"ls"},
 		Short:   "List audit events, newest first",
 		Example: `  cordonctl audit list --type auth.login --limit 20
-  cordonctl audit list --type admin.   # every admin change`,
+  cordonctl audit list --type admin.   # every admin change
+  cordonctl audit list --request 3f2a...   # what one call did`,
 		Args: args(),
 		RunE: a.run(func(cmd *cobra.Command, _ []string) error {
 			if q.Limit < 0 || q.Limit > adminapi.MaxAuditLimit {
@@ -470,5 +471,6 @@ func (a *app) auditCmd() *cobra.Command {
 	list.Flags().StringVar(&q.Type, "type", "", "event type, or a prefix ending in '.' (auth., admin., enroll.)")
 	list.Flags().IntVar(&q.Limit, "limit", 0, fmt.Sprintf("most events to show (default 100, at most %d)", adminapi.MaxAuditLimit))
 	list.Flags().Int64Var(&q.After, "after", 0, "only events after this sequence number")
+	list.Flags().StringVar(&q.Request, "request", "", "only the events of the call with this request ID (Idempotency-Key)")
 	return a.group("audit", "Read the audit trail", list)
 }
