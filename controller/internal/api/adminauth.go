@@ -1,7 +1,6 @@
 package api
 
 import (
-	"cmp"
 	"context"
 	"crypto/subtle"
 	"errors"
@@ -176,7 +175,7 @@ func (a *API) checkToken(ctx context.Context, t store.AdminToken, acct store.Adm
 		scope.Only = append(scope.Only, p)
 	}
 	if now.Sub(t.LastUsedAt) >= touchEvery {
-		if err := a.st.TouchAdminToken(context.WithoutCancel(ctx), t.ID, a.stamp()); err != nil {
+		if err := a.state.TouchAdminToken(context.WithoutCancel(ctx), t.ID); err != nil {
 			a.log.WarnContext(ctx, "record admin token use", logErr, err)
 		}
 	}
@@ -218,7 +217,7 @@ func (a *API) auditAuthFailure(r *http.Request, actor, reason string, extra map[
 	for k, v := range extra {
 		d[k] = v
 	}
-	a.audit(r.Context(), store.AuditEvent{
+	a.record(r.Context(), store.AuditEvent{
 		Type: "admin.auth", Actor: actor, Outcome: "failure",
 		Subject: clip(r.Method + " " + r.URL.Path), Details: d,
 	})
@@ -255,7 +254,7 @@ func (a *API) loginFailed(ctx context.Context, account, key, shown, src string) 
 			subject = shown
 			d["source"] = src // the latest one
 		}
-		a.audit(ctx, store.AuditEvent{Type: "auth.alert", Actor: "controller", Outcome: "alert", Subject: clip(subject), Details: d})
+		a.record(ctx, store.AuditEvent{Type: "auth.alert", Actor: "controller", Outcome: "alert", Subject: clip(subject), Details: d})
 		a.log.WarnContext(ctx, "repeated failed sign-ins", logKind, al.Kind, logSubj, clip(subject),
 			logCount, al.Failures, logWindow, al.Window, logSource, src)
 	}
@@ -295,7 +294,7 @@ func (a *API) adminLogin(w http.ResponseWriter, r *http.Request) error {
 	}
 	key := adminThrottleKey(req.Name)
 	fail := func(reason string) {
-		a.audit(ctx, store.AuditEvent{
+		a.record(ctx, store.AuditEvent{
 			Type: "admin.login", Actor: "admin:" + name, Outcome: "failure", Subject: name,
 			Details: map[string]string{"source": src, "reason": reason},
 		})
@@ -356,56 +355,25 @@ func (a *API) adminLoginTTL(asked string) (time.Duration, error) {
 // adminSignedIn issues the sign-in token of an admin account that proved
 // who it is by method, audits the sign-in and answers with the token.
 func (a *API) adminSignedIn(w http.ResponseWriter, r *http.Request, acct store.Admin, ttl time.Duration, method string, extra map[string]string) error {
-	ctx := r.Context()
-	secret, t, err := a.issueAdminToken(ctx, store.AdminToken{
-		Name: acct.Name, Admin: acct.Name, Role: acct.Role, CreatedBy: "login",
-	}, ttl)
-	if err != nil {
-		return err
-	}
-	d := map[string]string{"source": source(r), "token": t.ID, "role": t.Role, "expires_at": t.ExpiresAt.Format(time.RFC3339), "method": method}
+	secret, hash := auth.NewAdminToken()
+	d := map[string]string{"source": source(r), "method": method}
 	for k, v := range extra {
 		d[k] = v
 	}
-	a.audit(ctx, store.AuditEvent{Type: "admin.login", Actor: "admin:" + acct.Name, Outcome: "success", Subject: acct.Name, Details: d})
-	// Forget tokens that ended long ago, so sign-ins do not grow the table
-	// without bound; a month keeps them for a review of recent use.
-	if _, err := a.st.PruneAdminTokens(context.WithoutCancel(ctx), t.CreatedAt.Add(-30*24*time.Hour)); err != nil {
-		a.log.WarnContext(ctx, "prune old admin tokens", logErr, err)
+	t, err := a.state.AdminSignIn(r.Context(), store.AdminToken{
+		Name: acct.Name, Admin: acct.Name, Role: acct.Role, CreatedBy: "login", Hash: hash,
+	}, ttl, d)
+	if err != nil {
+		return err
 	}
 	return ok(w, adminapi.AdminLoginResponse{Token: secret, TokenID: t.ID, Name: acct.Name, Role: t.Role, ExpiresAt: t.ExpiresAt})
 }
 
-// issueAdminToken stores a new token like t, valid for ttl from now, and
-// returns its secret.
-func (a *API) issueAdminToken(ctx context.Context, t store.AdminToken, ttl time.Duration) (string, store.AdminToken, error) {
-	secret, hash := auth.NewAdminToken()
-	t.Hash, t.CreatedAt = hash, a.stamp()
-	t.ExpiresAt = t.CreatedAt.Add(ttl)
-	var err error
-	for range idAttempts {
-		t.ID = newID("adt-")
-		if err = a.st.CreateAdminToken(ctx, t); !errors.Is(err, store.ErrAlreadyExists) {
-			break
-		}
-	}
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		return "", t, notFoundf("admin %q not found", cmp.Or(t.Admin, t.Account))
-	case err != nil:
-		return "", t, fmt.Errorf("store admin token: %w", err)
-	}
-	return secret, t, nil
-}
-
 func (a *API) adminLogout(w http.ResponseWriter, r *http.Request, actor string) error {
 	p := principalFrom(r.Context())
-	switch err := a.st.RevokeAdminToken(r.Context(), p.token.ID, a.stamp()); {
-	case errors.Is(err, store.ErrNotFound): // revoked meanwhile
-	case err != nil:
+	if err := a.state.RevokeAdminToken(r.Context(), origin(r, actor), p.token.ID, "logout", true); err != nil {
 		return err
 	}
-	a.mutated(r, actor, "admin_token", "revoke", p.token.ID, map[string]string{"reason": "logout"}, false)
 	return noContent(w)
 }
 
@@ -433,18 +401,7 @@ func (a *API) createAdmin(w http.ResponseWriter, r *http.Request, actor string) 
 	if !principalFrom(r.Context()).scope.Covers(auth.Scope{Role: role}) {
 		return errorf(http.StatusForbidden, adminapi.CodeForbidden, "you cannot create an admin with more permissions than your own token has")
 	}
-	// Audit actors are "admin:<name>" for accounts and tokens alike: an
-	// account must not pass for a token that is still in use.
-	toks, err := a.st.ListAdminTokens(r.Context())
-	if err != nil {
-		return err
-	}
-	for _, t := range toks {
-		if t.Admin == "" && t.Name == req.Name && t.Usable(a.now()) {
-			return conflictf("%q is the name of admin token %s: give the account another name (or revoke the token)", req.Name, t.ID)
-		}
-	}
-	x := store.Admin{Name: req.Name, Role: string(role), IdP: req.IdP, Subject: req.Subject, CreatedAt: a.stamp()}
+	x := store.Admin{Name: req.Name, Role: string(role), IdP: req.IdP, Subject: req.Subject}
 	var secret, uri string
 	if x.IdP == "" {
 		if x.PasswordHash, err = a.pw.Hash(req.Password); err != nil {
@@ -455,20 +412,12 @@ func (a *API) createAdmin(w http.ResponseWriter, r *http.Request, actor string) 
 		}
 		x.TOTPSecret = secret
 	}
-	if err := a.st.CreateAdmin(r.Context(), x); err != nil {
-		if errors.Is(err, store.ErrAlreadyExists) {
-			if x.Subject != "" {
-				return conflictf("admin %q already exists, or the subject %q of %s is already another admin account", x.Name, clip(x.Subject), x.IdP)
-			}
-			return conflictf("admin %q already exists", x.Name)
-		}
+	// Audit actors are "admin:<name>" for accounts and tokens alike: the
+	// state refuses an account named like a token still in use.
+	x, err = a.state.CreateAdmin(r.Context(), origin(r, actor), x)
+	if err != nil {
 		return err
 	}
-	d := map[string]string{"role": x.Role}
-	if x.IdP != "" {
-		d["idp"], d["idp_subject"] = x.IdP, x.Subject
-	}
-	a.mutated(r, actor, "admin", "create", x.Name, d, false)
 	return created(w, adminapi.CreateAdminResponse{Admin: adminOut(x), TOTPSecret: secret, TOTPURI: uri})
 }
 
@@ -517,14 +466,7 @@ func (a *API) setAdminDisabled(disabled bool) adminHandlerFunc {
 		if err := notSelf(r, name, verb); err != nil {
 			return err
 		}
-		switch err := a.st.SetAdminDisabled(r.Context(), name, disabled); {
-		case errors.Is(err, store.ErrNotFound):
-			return notFoundf("admin %q not found", name)
-		case err != nil:
-			return err
-		}
-		a.mutated(r, actor, "admin", verb, name, nil, false)
-		x, err := a.st.GetAdmin(r.Context(), name)
+		x, err := a.state.SetAdminDisabled(r.Context(), origin(r, actor), name, disabled)
 		if err != nil {
 			return err
 		}
@@ -540,13 +482,9 @@ func (a *API) deleteAdmin(w http.ResponseWriter, r *http.Request, actor string) 
 	if err := notSelf(r, name, "delete"); err != nil {
 		return err
 	}
-	switch err := a.st.DeleteAdmin(r.Context(), name); {
-	case errors.Is(err, store.ErrNotFound):
-		return notFoundf("admin %q not found", name)
-	case err != nil:
+	if err := a.state.DeleteAdmin(r.Context(), origin(r, actor), name); err != nil {
 		return err
 	}
-	a.mutated(r, actor, "admin", "delete", name, nil, false)
 	return noContent(w)
 }
 
@@ -598,13 +536,8 @@ func (a *API) createAdminToken(w http.ResponseWriter, r *http.Request, actor str
 	if !principalFrom(ctx).scope.Covers(scope) {
 		return errorf(http.StatusForbidden, adminapi.CodeForbidden, "you cannot issue a token with more permissions than your own token has")
 	}
-	// The audit actor of a token is "admin:<name>": it must not pass for
-	// an account.
-	if _, err := a.st.GetAdmin(ctx, req.Name); err == nil {
-		return conflictf("%q is the name of an admin account: give the token another name", req.Name)
-	} else if !errors.Is(err, store.ErrNotFound) {
-		return err
-	}
+	// The audit actor of a token is "admin:<name>": the state refuses a
+	// token named like an account.
 	// The token acts for the caller's account (that of a sign-in token,
 	// or the one a standalone token acts for), so it stops working when
 	// that account is disabled or deleted. A token issued by the
@@ -613,15 +546,12 @@ func (a *API) createAdminToken(w http.ResponseWriter, r *http.Request, actor str
 	for _, p := range scope.Only {
 		t.Scopes = append(t.Scopes, string(p))
 	}
-	secret, t, err := a.issueAdminToken(ctx, t, ttl)
+	secret, hash := auth.NewAdminToken()
+	t.Hash = hash
+	t, err = a.state.CreateAdminToken(ctx, origin(r, actor), t, ttl)
 	if err != nil {
 		return err
 	}
-	d := map[string]string{"name": t.Name, "role": t.Role, "expires_at": t.ExpiresAt.Format(time.RFC3339)}
-	if len(t.Scopes) > 0 {
-		d["scopes"] = strings.Join(t.Scopes, ",")
-	}
-	a.mutated(r, actor, "admin_token", "create", t.ID, d, false)
 	return created(w, adminapi.CreateAdminTokenResponse{AdminToken: adminTokenOut(t), Token: secret})
 }
 
@@ -638,41 +568,23 @@ func (a *API) revokeAdminToken(w http.ResponseWriter, r *http.Request, actor str
 	if len(id) > 64 {
 		return invalidf("token ID longer than 64 characters")
 	}
-	switch err := a.st.RevokeAdminToken(r.Context(), id, a.stamp()); {
-	case errors.Is(err, store.ErrNotFound):
-		return notFoundf("admin token %q not found or already revoked (cordonctl token list)", clip(id))
-	case err != nil:
+	if err := a.state.RevokeAdminToken(r.Context(), origin(r, actor), id, "", false); err != nil {
 		return err
 	}
-	a.mutated(r, actor, "admin_token", "revoke", id, nil, false)
 	return noContent(w)
 }
 
 // Recovery codes.
-
-// newRecoveryCodes stores a fresh set of codes for user (voiding the old
-// ones) and returns them for showing once.
-func (a *API) newRecoveryCodes(ctx context.Context, user string) ([]string, error) {
-	codes, hashes := auth.NewRecoveryCodes(user, auth.RecoveryCodeCount)
-	if err := a.st.ReplaceRecoveryCodes(ctx, user, hashes, a.stamp()); err != nil {
-		return nil, err
-	}
-	return codes, nil
-}
 
 func (a *API) regenerateRecoveryCodes(w http.ResponseWriter, r *http.Request, actor string) error {
 	name := r.PathValue("name")
 	if err := checkPathName("user", name); err != nil {
 		return err
 	}
-	codes, err := a.newRecoveryCodes(r.Context(), name)
-	if errors.Is(err, store.ErrNotFound) {
-		return notFoundf("user %q not found", name)
-	}
-	if err != nil {
+	codes, hashes := auth.NewRecoveryCodes(name, auth.RecoveryCodeCount)
+	if err := a.state.ReplaceRecoveryCodes(r.Context(), origin(r, actor), name, hashes); err != nil {
 		return err
 	}
-	a.mutated(r, actor, "user", "recovery_codes", name, map[string]string{"count": strconv.Itoa(len(codes))}, false)
 	return ok(w, adminapi.RecoveryCodesResponse{User: name, Codes: codes})
 }
 
@@ -747,18 +659,6 @@ func (a *API) loginWithRecoveryCode(w http.ResponseWriter, r *http.Request, u st
 		fail("user disabled")
 		return errorf(http.StatusUnauthorized, adminapi.CodeUnauthorized, "account %q is disabled: contact your administrator", u.Name)
 	}
-	left, err := a.st.UseRecoveryCode(ctx, u.Name, hash, a.stamp())
-	switch {
-	case errors.Is(err, store.ErrTokenInvalid):
-		fail("recovery code already used")
-		return errLoginFailed
-	case err != nil:
-		return err
-	}
-	a.audit(ctx, store.AuditEvent{
-		Type: "auth.recovery_code", Actor: "user:" + u.Name, Outcome: "success", Subject: u.Name,
-		Details: map[string]string{"source": src, "device": req.DeviceID, "remaining": strconv.Itoa(left)},
-	})
 	a.throttle.Succeeded(req.Username, src)
-	return a.signIn(w, r, u, &req.DeviceEnroll, MethodRecoveryCode, true)
+	return a.signIn(w, r, u, &req.DeviceEnroll, MethodRecoveryCode, true, hash)
 }

@@ -81,7 +81,7 @@ func (a *API) adminOIDCLogin(w http.ResponseWriter, r *http.Request) error {
 	method := MethodOIDCPrefix + res.IdP
 	src := source(r)
 	fail := func(reason string) {
-		a.audit(ctx, store.AuditEvent{
+		a.record(ctx, store.AuditEvent{
 			Type: "admin.login", Actor: "admin:" + name, Outcome: "failure", Subject: name,
 			Details: map[string]string{"source": src, "method": method, "idp_subject": clip(c.Subject), "idp_user": clip(c.Username), "reason": reason},
 		})
@@ -117,7 +117,8 @@ func (a *API) adminOIDCLogin(w http.ResponseWriter, r *http.Request) error {
 		return errorf(http.StatusUnauthorized, adminapi.CodeUnauthorized, "admin account %q is disabled: ask an owner", acct.Name)
 	}
 	if acct.Subject == "" {
-		switch err := a.st.BindAdminSubject(ctx, acct.Name, res.IdP, c.Subject); {
+		bind := map[string]string{"source": src, "idp_subject": c.Subject, "idp_user": c.Username, "email": c.Email, "comment": "bound at first sign-in"}
+		switch err := a.state.BindAdminSubject(ctx, acct.Name, res.IdP, c.Subject, bind); {
 		case errors.Is(err, store.ErrAlreadyExists):
 			fail("IdP subject already bound to another admin account")
 			return conflictf("your %s user is already bound to another admin account: sign in as that account, or ask an owner", res.IdP)
@@ -137,10 +138,6 @@ func (a *API) adminOIDCLogin(w http.ResponseWriter, r *http.Request) error {
 			return err
 		default:
 			acct.Subject = c.Subject
-			a.audit(ctx, store.AuditEvent{
-				Type: "admin.idp.bind", Actor: "idp:" + res.IdP, Outcome: "success", Subject: acct.Name,
-				Details: map[string]string{"source": src, "idp_subject": c.Subject, "idp_user": c.Username, "email": c.Email, "comment": "bound at first sign-in"},
-			})
 		}
 	}
 	return a.adminSignedIn(w, r, acct, ttl, method, map[string]string{"idp_subject": c.Subject})

@@ -1,7 +1,6 @@
 package api
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -10,6 +9,7 @@ import (
 
 	"github.com/cordonhq/cordon/controller/internal/auth"
 	"github.com/cordonhq/cordon/controller/internal/ca"
+	"github.com/cordonhq/cordon/controller/internal/state"
 	"github.com/cordonhq/cordon/controller/internal/store"
 	"github.com/cordonhq/cordon/pkg/adminapi"
 	"github.com/cordonhq/cordon/pkg/controlproto"
@@ -51,7 +51,7 @@ func (a *API) enrollGateway(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
 	src := source(r)
 	fail := func(id, reason string) {
-		a.audit(ctx, store.AuditEvent{
+		a.record(ctx, store.AuditEvent{
 			Type: "enroll.gateway", Actor: "gateway:" + id, Outcome: "failure", Subject: req.Name,
 			Details: map[string]string{"source": src, "reason": reason},
 		})
@@ -61,42 +61,22 @@ func (a *API) enrollGateway(w http.ResponseWriter, r *http.Request) error {
 		return errTokenInvalid
 	}
 
-	var gw store.Gateway
-	var err error
-	for range idAttempts {
-		id := newID("gw-")
-		gw, err = a.st.RedeemEnrollToken(ctx, auth.HashToken(req.Token), a.stamp(), store.Gateway{
-			ID: id, Name: req.Name, PublicKey: req.PublicKey, Endpoint: req.Endpoint, CreatedAt: a.stamp(),
-		})
-		if !errors.Is(err, store.ErrAlreadyExists) {
-			break
-		}
-	}
+	gw, cert, err := a.state.EnrollGateway(ctx, auth.HashToken(req.Token),
+		store.Gateway{Name: req.Name, PublicKey: req.PublicKey, Endpoint: req.Endpoint}, src,
+		func(id string) (string, error) { return a.ca.IssueAgentCert(req.CSR, id, ca.KindGateway) })
+	var refused *state.Refused
 	switch {
 	case errors.Is(err, store.ErrTokenInvalid):
 		fail("unknown", "token invalid, used or expired")
 		return errTokenInvalid
-	case errors.Is(err, store.ErrAlreadyExists):
-		fail("unknown", "conflict")
-		return conflictf("a gateway with this name or public key is already enrolled: delete it first (cordonctl gateway delete) or use a new key")
-	case errors.Is(err, store.ErrAddrExhausted):
-		fail("unknown", "overlay addresses exhausted")
-		return errorf(http.StatusConflict, adminapi.CodeConflict, "the overlay address pool is exhausted")
+	case errors.As(err, &refused):
+		fail("unknown", refused.Msg)
+		return err
 	case err != nil:
+		// checkCSR passed, so this is the CA or the store failing.
+		fail("unknown", "enrollment failed: "+err.Error())
 		return err
 	}
-
-	cert, err := a.ca.IssueAgentCert(req.CSR, gw.ID, ca.KindGateway)
-	if err != nil {
-		// checkCSR passed, so this is the CA failing.
-		fail(gw.ID, "certificate issuance failed")
-		return fmt.Errorf("issue certificate for gateway %s: %w", gw.ID, err)
-	}
-	a.audit(ctx, store.AuditEvent{
-		Type: "enroll.gateway", Actor: "gateway:" + gw.ID, Outcome: "success", Subject: gw.Name,
-		Details: map[string]string{"source": src, "segment": gw.Segment, "overlay_addr": gw.OverlayAddr.String()},
-	})
-	a.changed()
 	return ok(w, controlproto.EnrollResponse{
 		ID: gw.ID, OverlayAddr: gw.OverlayAddr, Certificate: cert, ControlAddr: a.control,
 	})
@@ -131,7 +111,7 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) error {
 		name = strconv.Quote(clip(name))
 	}
 	fail := func(reason string) {
-		a.audit(ctx, store.AuditEvent{
+		a.record(ctx, store.AuditEvent{
 			Type: "auth.login", Actor: "user:" + name, Outcome: "failure", Subject: name,
 			Details: map[string]string{"source": src, "device": req.DeviceID, "reason": reason},
 		})
@@ -178,7 +158,7 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) error {
 		return errorf(http.StatusUnauthorized, adminapi.CodeUnauthorized, "account %q is disabled: contact your administrator", u.Name)
 	}
 	a.throttle.Succeeded(req.Username, src)
-	return a.signIn(w, r, u, &req.DeviceEnroll, MethodPasswordTOTP, true)
+	return a.signIn(w, r, u, &req.DeviceEnroll, MethodPasswordTOTP, true, nil)
 }
 
 // checkPassword verifies a password against its stored hash. A mismatch
@@ -237,55 +217,38 @@ func checkDeviceEnroll(d *controlproto.DeviceEnroll) error {
 // device's session (ending its previous one), issues the device
 // certificate, audits, and answers. mfa says whether a second factor was
 // proven now (the session's MFA time, for step-up rules).
-func (a *API) signIn(w http.ResponseWriter, r *http.Request, u store.User, req *controlproto.DeviceEnroll, method string, mfa bool) error {
+//
+// recovery is the hash of a recovery code to use up (nil: none).
+func (a *API) signIn(w http.ResponseWriter, r *http.Request, u store.User, req *controlproto.DeviceEnroll, method string, mfa bool, recovery []byte) error {
 	ctx := r.Context()
 	src := source(r)
 	fail := func(reason string) {
-		a.audit(ctx, store.AuditEvent{
+		a.record(ctx, store.AuditEvent{
 			Type: "auth.login", Actor: "user:" + u.Name, Outcome: "failure", Subject: u.Name,
 			Details: map[string]string{"source": src, "device": req.DeviceID, "method": method, "reason": reason},
 		})
 	}
-	dev, err := a.enrollDevice(r, u, req, mfa)
-	if err != nil {
-		fail("device enrollment failed")
+	in := state.SignIn{User: u.Name, DeviceID: req.DeviceID, Hostname: req.Hostname, Key: req.PublicKey, Method: method, MFA: mfa, Source: src, RecoveryCode: recovery}
+	done, err := a.state.SignIn(ctx, in, func(id string) (string, error) { return a.ca.IssueAgentCert(req.CSR, id, ca.KindClient) })
+	var refused *state.Refused
+	switch {
+	case errors.Is(err, store.ErrDisabled):
+		fail("user disabled")
+		return err
+	case errors.Is(err, state.ErrSignInFailed):
+		fail("user deleted meanwhile")
+		return errLoginFailed
+	case errors.Is(err, store.ErrTokenInvalid):
+		fail("recovery code already used")
+		return errLoginFailed
+	case errors.As(err, &refused):
+		fail("device enrollment failed: " + refused.Msg)
+		return err
+	case err != nil:
+		fail("sign-in failed")
 		return err
 	}
-	now := a.stamp()
-	sess := store.Session{ID: newID("ses-"), DeviceID: dev.ID, User: u.Name, Method: method, Source: src, StartedAt: now}
-	if mfa {
-		sess.MFAAt = now
-	}
-	replaced, err := a.st.StartSession(ctx, sess)
-	if errors.Is(err, store.ErrDisabled) {
-		// Disabled after the caller's check: the store refuses the
-		// session in the same transaction that reads the user.
-		fail("user disabled")
-		return errorf(http.StatusUnauthorized, adminapi.CodeUnauthorized, "account %q is disabled: contact your administrator", u.Name)
-	}
-	if err != nil {
-		fail("session start failed")
-		return fmt.Errorf("start session for device %s: %w", dev.ID, err)
-	}
-	cert, err := a.ca.IssueAgentCert(req.CSR, dev.ID, ca.KindClient)
-	if err != nil {
-		fail("certificate issuance failed")
-		return fmt.Errorf("issue certificate for device %s: %w", dev.ID, err)
-	}
-	a.audit(ctx, store.AuditEvent{
-		Type: "auth.login", Actor: "user:" + u.Name, Outcome: "success", Subject: u.Name,
-		Details: map[string]string{"source": src, "device": dev.ID, "method": method},
-	})
-	a.audit(ctx, store.AuditEvent{
-		Type: "enroll.device", Actor: "user:" + u.Name, Outcome: "success", Subject: dev.ID,
-		Details: map[string]string{"source": src, "hostname": dev.Hostname, "overlay_addr": dev.OverlayAddr.String()},
-	})
-	a.auditSessionsEnded(ctx, "user:"+u.Name, replaced, "")
-	a.audit(ctx, store.AuditEvent{
-		Type: "session.start", Actor: "user:" + u.Name, Outcome: "success", Subject: sess.ID,
-		Details: map[string]string{"source": src, "device": dev.ID, "method": method, "mfa": strconv.FormatBool(mfa)},
-	})
-	a.changed()
+	dev, cert := done.Device, done.Cert
 	resp := controlproto.EnrollResponse{
 		ID: dev.ID, User: u.Name, OverlayAddr: dev.OverlayAddr, Certificate: cert, ControlAddr: a.control,
 	}
@@ -293,71 +256,4 @@ func (a *API) signIn(w http.ResponseWriter, r *http.Request, u store.User, req *
 		resp.NoMFA = a.noMFA(ctx, u.Name, method)
 	}
 	return ok(w, resp)
-}
-
-// auditSessionsEnded records each ended session (comment: the admin's,
-// optional).
-func (a *API) auditSessionsEnded(ctx context.Context, actor string, ended []store.Session, comment string) {
-	for _, s := range ended {
-		d := map[string]string{"device": s.DeviceID, "user": s.User, "reason": s.EndReason}
-		if comment != "" {
-			d["comment"] = comment
-		}
-		a.audit(ctx, store.AuditEvent{Time: s.EndedAt, Type: "session.end", Actor: actor, Outcome: "success", Subject: s.ID, Details: d})
-	}
-}
-
-// enrollDevice creates the device, or updates the user's existing device
-// when the request names one.
-func (a *API) enrollDevice(r *http.Request, u store.User, req *controlproto.DeviceEnroll, mfa bool) (store.Device, error) {
-	ctx := r.Context()
-	if req.DeviceID != "" {
-		d, err := a.st.GetDevice(ctx, req.DeviceID)
-		if errors.Is(err, store.ErrNotFound) || err == nil && d.User != u.Name {
-			// Another user's device looks exactly like a missing one.
-			return d, notFoundf("device %q not found for user %q: log in without a device ID to enroll a new device", clip(req.DeviceID), u.Name)
-		}
-		if err != nil {
-			return d, err
-		}
-		if !d.RevokedAt.IsZero() {
-			return d, errorf(http.StatusForbidden, adminapi.CodeDeviceRevoked,
-				"device %q was revoked by an administrator on %s and cannot sign in again; to enroll this computer as a new device, remove the client's state directory (it holds the revoked keys) and sign in again, if your administrator agrees",
-				d.ID, d.RevokedAt.Format(time.RFC3339))
-		}
-		d.PublicKey, d.Hostname = req.PublicKey, req.Hostname
-		if mfa {
-			d.MFAAt = a.stamp()
-		}
-		switch err := a.st.UpdateDevice(ctx, d); {
-		case errors.Is(err, store.ErrNotFound):
-			return d, notFoundf("device %q was removed meanwhile: sign in again", d.ID)
-		case errors.Is(err, store.ErrAlreadyExists):
-			return d, conflictf("this WireGuard public key is already enrolled for another device")
-		case err != nil:
-			return d, err
-		}
-		return d, nil
-	}
-	var d store.Device
-	var err error
-	for range idAttempts {
-		nd := store.Device{ID: newID("dev-"), User: u.Name, Hostname: req.Hostname, PublicKey: req.PublicKey, CreatedAt: a.stamp()}
-		if mfa {
-			nd.MFAAt = nd.CreatedAt
-		}
-		d, err = a.st.CreateDevice(ctx, nd)
-		if !errors.Is(err, store.ErrAlreadyExists) {
-			break
-		}
-	}
-	switch {
-	case errors.Is(err, store.ErrAlreadyExists):
-		return d, conflictf("this WireGuard public key is already enrolled: log in with that device's ID, or generate a new key")
-	case errors.Is(err, store.ErrAddrExhausted):
-		return d, errorf(http.StatusConflict, adminapi.CodeConflict, "the overlay address pool is exhausted")
-	case errors.Is(err, store.ErrNotFound):
-		return d, errLoginFailed // the user was deleted meanwhile
-	}
-	return d, err
 }

@@ -505,32 +505,20 @@ func noContent(w http.ResponseWriter) error {
 	return nil
 }
 
-// audit appends an event. The mutation it records has already happened, so
-// a failure cannot be answered by undoing it; it is logged loudly instead
-// (the store is the same database, so this means the controller is sick).
-func (a *API) audit(ctx context.Context, ev store.AuditEvent) {
-	if ev.Time.IsZero() {
-		ev.Time = a.stamp()
-	}
-	if err := a.st.AppendAudit(context.WithoutCancel(ctx), ev); err != nil {
-		a.log.ErrorContext(ctx, "audit event lost", logEvent, ev.Type, logActor, ev.Actor, logErr, err)
+// record appends audit events that record no change (a refused sign-in, an
+// alert). A failure to store them is logged loudly: nothing was changed,
+// and the caller's answer does not depend on it.
+func (a *API) record(ctx context.Context, evs ...store.AuditEvent) {
+	if err := a.state.Record(context.WithoutCancel(ctx), state.Origin{}, evs...); err != nil {
+		for _, ev := range evs {
+			a.log.ErrorContext(ctx, "audit event lost", logEvent, ev.Type, logActor, ev.Actor, logErr, err)
+		}
 	}
 }
 
 // stamp is the current time as stored: UTC, microsecond precision, so a
 // create response shows the same time a later read does.
 func (a *API) stamp() time.Time { return a.now().UTC().Truncate(time.Microsecond) }
-
-// mutated records an admin mutation: admin.<resource>.<verb>.
-func (a *API) mutated(r *http.Request, actor, resource, verb, subject string, details map[string]string, affectsMaps bool) {
-	a.audit(r.Context(), store.AuditEvent{
-		Type: "admin." + resource + "." + verb, Actor: actor, Outcome: "success",
-		Subject: subject, Details: details,
-	})
-	if affectsMaps {
-		a.changed()
-	}
-}
 
 // checkCSR parses and verifies a PEM CSR before anything is consumed, so a
 // bad CSR cannot burn an enrollment token or leave a device behind.

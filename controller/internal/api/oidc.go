@@ -120,7 +120,7 @@ func (a *API) oidcLogin(w http.ResponseWriter, r *http.Request) error {
 	method := MethodOIDCPrefix + res.IdP
 	src := source(r)
 	fail := func(user, reason string) {
-		a.audit(ctx, store.AuditEvent{
+		a.record(ctx, store.AuditEvent{
 			Type: "auth.login", Actor: "user:" + user, Outcome: "failure", Subject: user,
 			Details: map[string]string{"source": src, "device": req.DeviceID, "method": method, "idp_subject": c.Subject, "reason": reason},
 		})
@@ -129,23 +129,16 @@ func (a *API) oidcLogin(w http.ResponseWriter, r *http.Request) error {
 		fail(c.Username, "unusable user name from the IdP")
 		return err
 	}
-	now := a.stamp()
-	id, err := a.st.LinkIdentity(ctx, store.Identity{
+	id, err := a.state.LinkIdentity(ctx, store.Identity{
 		IdP: res.IdP, Subject: c.Subject, User: c.Username, Email: c.Email,
-		Claim: res.PolicyClaim, Groups: c.Groups, RefreshToken: res.RefreshToken, LastRefresh: now, CreatedAt: now,
-	})
+		Claim: res.PolicyClaim, Groups: c.Groups, RefreshToken: res.RefreshToken,
+	}, src)
 	switch {
 	case errors.Is(err, store.ErrAlreadyExists):
 		fail(c.Username, "user name taken by another account")
 		return conflictf("the identity provider's user %q maps to the Cordon user name %q, which is already another account: an administrator must set username_prefix or username_claim for this provider, or remove that account", clip(c.Subject), c.Username)
 	case err != nil:
 		return err
-	}
-	if id.CreatedAt.Equal(now) {
-		a.audit(ctx, store.AuditEvent{
-			Type: store.AuditIdPLink, Actor: "idp:" + res.IdP, Outcome: "success", Subject: id.User,
-			Details: map[string]string{"source": src, "idp_subject": c.Subject, "email": c.Email, "comment": "user created at first sign-in"},
-		})
 	}
 	u, err := a.st.GetUser(ctx, id.User)
 	if err != nil {
@@ -155,7 +148,7 @@ func (a *API) oidcLogin(w http.ResponseWriter, r *http.Request) error {
 		fail(u.Name, "user disabled")
 		return errorf(http.StatusUnauthorized, adminapi.CodeUnauthorized, "account %q is disabled: contact your administrator", u.Name)
 	}
-	return a.signIn(w, r, u, &req.DeviceEnroll, method, c.MFA)
+	return a.signIn(w, r, u, &req.DeviceEnroll, method, c.MFA, nil)
 }
 
 // oidcStartError answers a failed start of a sign-in (user or admin). A
@@ -177,7 +170,7 @@ func (a *API) oidcStartError(w http.ResponseWriter, r *http.Request, idp string,
 			reason = "too many sign-ins pending on the controller"
 		}
 		a.log.WarnContext(r.Context(), "oidc sign-in starts refused", "source", source(r), "reason", reason)
-		a.audit(r.Context(), store.AuditEvent{
+		a.record(r.Context(), store.AuditEvent{
 			Type: typ, Actor: actor, Outcome: "failure", Subject: "unknown",
 			Details: map[string]string{
 				"source": source(r), "method": "oidc", "idp": clip(idp), "reason": reason,
@@ -233,7 +226,7 @@ func (a *API) oidcErrorAs(r *http.Request, idp string, err error, typ, actor, su
 	case !errors.Is(err, oidc.ErrTokenInvalid):
 		return code(http.StatusBadRequest, adminapi.CodeInvalid)
 	}
-	a.audit(r.Context(), store.AuditEvent{
+	a.record(r.Context(), store.AuditEvent{
 		Type: typ, Actor: actor, Outcome: "failure", Subject: subject,
 		Details: map[string]string{"source": source(r), "method": "oidc", "reason": reason, "error": clip(err.Error())},
 	})

@@ -60,6 +60,10 @@ func refusedError(e *state.Refused) *apiError {
 		return &apiError{http.StatusConflict, adminapi.CodeInUse, e.Msg}
 	case errors.Is(e.Kind, store.ErrTokenInvalid):
 		return &apiError{http.StatusUnauthorized, adminapi.CodeTokenInvalid, e.Msg}
+	case errors.Is(e.Kind, store.ErrDisabled), errors.Is(e.Kind, state.ErrSignInFailed):
+		return &apiError{http.StatusUnauthorized, adminapi.CodeUnauthorized, e.Msg}
+	case errors.Is(e.Kind, state.ErrDeviceRevoked):
+		return &apiError{http.StatusForbidden, adminapi.CodeDeviceRevoked, e.Msg}
 	}
 	return &apiError{http.StatusConflict, adminapi.CodeConflict, e.Msg}
 }

@@ -1,7 +1,6 @@
 package api
 
 import (
-	"errors"
 	"net/http"
 	"strconv"
 
@@ -73,18 +72,9 @@ func (a *API) endSessions(w http.ResponseWriter, r *http.Request, actor string) 
 	if len(req.ID) > 64 || len(req.DeviceID) > 64 || len(req.Comment) > 500 {
 		return invalidf("\"id\" and \"device_id\" are at most 64 characters, \"comment\" 500")
 	}
-	ended, err := a.st.EndSessions(r.Context(), store.SessionFilter{ID: req.ID, User: req.User, DeviceID: req.DeviceID}, a.stamp(), store.EndAdmin)
+	ended, err := a.state.EndSessions(r.Context(), origin(r, actor), store.SessionFilter{ID: req.ID, User: req.User, DeviceID: req.DeviceID}, store.EndAdmin, req.Comment)
 	if err != nil {
 		return err
-	}
-	if len(ended) == 0 && req.ID != "" {
-		if _, err := a.st.GetSession(r.Context(), req.ID); errors.Is(err, store.ErrNotFound) {
-			return notFoundf("session %q not found (cordonctl session list)", clip(req.ID))
-		}
-	}
-	a.auditSessionsEnded(r.Context(), actor, ended, req.Comment)
-	if len(ended) > 0 {
-		a.changed()
 	}
 	return ok(w, mapSlice(ended, sessionOut))
 }
@@ -95,16 +85,7 @@ func (a *API) revokeDevice(w http.ResponseWriter, r *http.Request, actor string)
 	if len(id) > 64 {
 		return invalidf("device ID longer than 64 characters")
 	}
-	ended, err := a.st.RevokeDevice(r.Context(), id, a.stamp())
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		return notFoundf("device %q not found (cordonctl device list)", clip(id))
-	case err != nil:
-		return err
-	}
-	a.mutated(r, actor, "device", "revoke", id, nil, true)
-	a.auditSessionsEnded(r.Context(), actor, ended, "")
-	d, err := a.st.GetDevice(r.Context(), id)
+	d, err := a.state.RevokeDevice(r.Context(), origin(r, actor), id)
 	if err != nil {
 		return err
 	}
@@ -124,17 +105,9 @@ func (a *API) logout(w http.ResponseWriter, r *http.Request) error {
 	if err != nil || kind != ca.KindClient {
 		return errorf(http.StatusUnauthorized, adminapi.CodeUnauthorized, "only a client device can sign out")
 	}
-	ended, err := a.st.EndSessions(r.Context(), store.SessionFilter{DeviceID: id}, a.stamp(), store.EndLogout)
+	ended, err := a.state.Logout(r.Context(), id)
 	if err != nil {
 		return err
-	}
-	actor := "device:" + id
-	if len(ended) > 0 {
-		actor = "user:" + ended[0].User
-	}
-	a.auditSessionsEnded(r.Context(), actor, ended, "")
-	if len(ended) > 0 {
-		a.changed()
 	}
 	return ok(w, mapSlice(ended, sessionOut))
 }
