@@ -38,6 +38,7 @@ import (
 	"time"
 
 	"github.com/cordonhq/cordon/controller/internal/auth"
+	"github.com/cordonhq/cordon/controller/internal/state"
 	"github.com/cordonhq/cordon/controller/internal/store"
 	"golang.org/x/oauth2"
 )
@@ -86,7 +87,9 @@ type Config struct {
 	// HTTPTimeout bounds each request to a provider (0: 15s; tests
 	// shorten it).
 	HTTPTimeout time.Duration
-	Store       store.Store // required
+	Store       store.Store // required, for reads
+	// State makes the refresher's changes; nil: one over Store.
+	State *state.State
 	// TokenKey (32 bytes) seals refresh tokens at rest with AES-256-GCM.
 	TokenKey []byte
 	Logger   *slog.Logger
@@ -101,6 +104,7 @@ type Manager struct {
 	providers map[string]*provider
 	names     []string
 	st        store.Store
+	state     *state.State
 	aead      cipher.AEAD
 	log       *slog.Logger
 	changed   func()
@@ -166,7 +170,7 @@ func New(cfg Config) (*Manager, error) {
 		return nil, err
 	}
 	m := &Manager{
-		providers: map[string]*provider{}, st: cfg.Store, aead: aead, log: cfg.Logger,
+		providers: map[string]*provider{}, st: cfg.Store, state: cfg.State, aead: aead, log: cfg.Logger,
 		changed: cfg.Changed, now: cfg.Now, interval: cfg.RefreshInterval, pending: map[string]*login{},
 		sources: map[string]*sourceUse{},
 	}
@@ -178,6 +182,9 @@ func New(cfg Config) (*Manager, error) {
 	}
 	if m.now == nil {
 		m.now = time.Now
+	}
+	if m.state == nil {
+		m.state = state.New(state.Config{Store: cfg.Store, Now: m.now, Logger: m.log})
 	}
 	if m.interval <= 0 {
 		m.interval = DefaultRefreshInterval

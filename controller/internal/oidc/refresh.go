@@ -62,7 +62,6 @@ const (
 	AuditGroups      = store.AuditIdPGroups      // the provider changed a user's groups
 	AuditRefused     = store.AuditIdPRefused     // the provider refused a refresh: sessions ended
 	AuditUnreachable = store.AuditIdPUnreachable // unreachable past the limit: sessions ended
-	auditSessionEnd  = store.AuditSessionEnd
 )
 
 // RefreshAll refreshes, once, every linked identity that has a refresh
@@ -269,15 +268,16 @@ func (m *Manager) refreshOne(ctx context.Context, id store.Identity) (changed bo
 		}
 		next.Email, next.Groups, next.Claim = c.Email, c.Groups, p.cfg.PolicyClaim
 	}
-	if err := m.st.UpdateIdentity(ctx, next); err != nil {
-		return false, err
-	}
 	changed = next.Claim != id.Claim || !slices.Equal(next.Groups, id.Groups)
+	var ev store.AuditEvent
 	if changed {
-		m.audit(ctx, store.AuditEvent{
-			Type: AuditGroups, Actor: "idp:" + id.IdP, Outcome: "success", Subject: id.User,
+		ev = store.AuditEvent{
+			Type: AuditGroups, Outcome: "success", Subject: id.User,
 			Details: map[string]string{"subject": id.Subject, "groups": fmt.Sprint(next.Groups)},
-		})
+		}
+	}
+	if err := m.state.RefreshIdentity(ctx, next, ev); err != nil {
+		return false, err
 	}
 	return changed, nil
 }
@@ -287,15 +287,13 @@ func (m *Manager) refreshOne(ctx context.Context, id store.Identity) (changed bo
 func (m *Manager) deprovision(ctx context.Context, id store.Identity, why *refusal) error {
 	now := m.now().UTC().Truncate(time.Microsecond)
 	id.InvalidAt, id.RefreshToken = now, ""
-	if err := m.st.UpdateIdentity(ctx, id); err != nil && !errors.Is(err, store.ErrNotFound) {
-		return err
-	}
 	d := map[string]string{"subject": id.Subject, "reason": why.Reason}
 	if why.Code != "" {
 		d["error"], d["http_status"] = why.Code, strconv.Itoa(why.Status)
 	}
-	m.audit(ctx, store.AuditEvent{Type: AuditRefused, Actor: "idp:" + id.IdP, Outcome: "failure", Subject: id.User, Details: d})
-	n, err := m.endSessions(ctx, id, now, store.EndIdPRefused, "the identity provider refused the refresh")
+	n, err := m.state.CutOffIdentity(ctx, id, true,
+		store.AuditEvent{Type: AuditRefused, Outcome: "failure", Subject: id.User, Details: d},
+		store.EndIdPRefused, "the identity provider refused the refresh")
 	if err != nil {
 		return err
 	}
@@ -313,42 +311,17 @@ func (m *Manager) deprovision(ctx context.Context, id store.Identity, why *refus
 func (m *Manager) endUnverified(ctx context.Context, id store.Identity, cause error) error {
 	now := m.now().UTC().Truncate(time.Microsecond)
 	last := lastVerified(id)
-	m.audit(ctx, store.AuditEvent{
-		Type: AuditUnreachable, Actor: "idp:" + id.IdP, Outcome: "failure", Subject: id.User,
+	n, err := m.state.CutOffIdentity(ctx, id, false, store.AuditEvent{
+		Type: AuditUnreachable, Outcome: "failure", Subject: id.User,
 		Details: map[string]string{
 			"subject": id.Subject, "last_verified": last.UTC().Format(time.RFC3339),
 			"unreachable_limit": m.unreachableLimit.String(), "error": clip(cause.Error()),
 			"reason": fmt.Sprintf("the identity provider could not confirm the user for %s (unreachable_limit %s)", now.Sub(last).Round(time.Second), m.unreachableLimit),
 		},
-	})
-	n, err := m.endSessions(ctx, id, now, store.EndIdPUnreachable, "the identity provider stayed unreachable past unreachable_limit")
+	}, store.EndIdPUnreachable, "the identity provider stayed unreachable past unreachable_limit")
 	if err != nil {
 		return err
 	}
 	m.log.Warn("identity provider unreachable past unreachable_limit: sessions ended", "idp", id.IdP, "user", id.User, "sessions", n, "last_verified", last, "err", cause)
 	return nil
-}
-
-// endSessions ends (and audits) every session of id's user.
-func (m *Manager) endSessions(ctx context.Context, id store.Identity, now time.Time, reason, comment string) (int, error) {
-	ended, err := m.st.EndSessions(ctx, store.SessionFilter{User: id.User}, now, reason)
-	if err != nil {
-		return 0, fmt.Errorf("end sessions of %s: %w", id.User, err)
-	}
-	for _, s := range ended {
-		m.audit(ctx, store.AuditEvent{
-			Time: s.EndedAt, Type: auditSessionEnd, Actor: "idp:" + id.IdP, Outcome: "success", Subject: s.ID,
-			Details: map[string]string{"device": s.DeviceID, "user": s.User, "reason": s.EndReason, "comment": comment},
-		})
-	}
-	return len(ended), nil
-}
-
-func (m *Manager) audit(ctx context.Context, ev store.AuditEvent) {
-	if ev.Time.IsZero() {
-		ev.Time = m.now().UTC().Truncate(time.Microsecond)
-	}
-	if err := m.st.AppendAudit(context.WithoutCancel(ctx), ev); err != nil {
-		m.log.Error("audit event lost", "event", ev.Type, "err", err)
-	}
 }

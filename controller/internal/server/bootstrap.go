@@ -13,6 +13,7 @@ import (
 
 	"github.com/cordonhq/cordon/controller/internal/auth"
 	"github.com/cordonhq/cordon/controller/internal/ca"
+	"github.com/cordonhq/cordon/controller/internal/state"
 	"github.com/cordonhq/cordon/controller/internal/store"
 )
 
@@ -32,12 +33,12 @@ const DefaultBootstrapTokenTTL = 24 * time.Hour
 // read its data directory already holds the database and the CA key, so
 // the token grants them nothing new. It is how an installation whose only
 // owner lost their authenticator recovers.
-func bootstrapOwner(ctx context.Context, st store.Store, dir string, authority *ca.CA, announce io.Writer, ttl time.Duration, now time.Time) error {
+func bootstrapOwner(ctx context.Context, owner *state.State, dir string, authority *ca.CA, announce io.Writer, ttl time.Duration, now time.Time) error {
 	if ttl <= 0 {
 		ttl = DefaultBootstrapTokenTTL
 	}
 	now = now.UTC().Truncate(time.Microsecond)
-	have, err := hasOwnerCredential(ctx, st, now)
+	have, err := hasOwnerCredential(ctx, owner.Store(), now)
 	if err != nil {
 		return fmt.Errorf("read admin credentials: %w", err)
 	}
@@ -69,15 +70,10 @@ func bootstrapOwner(ctx context.Context, st store.Store, dir string, authority *
 		os.Remove(path)
 		return fmt.Errorf("write owner token: %w", err)
 	}
-	if err := st.CreateAdminToken(ctx, t); err != nil {
+	details := map[string]string{"name": t.Name, "role": t.Role, "expires_at": t.ExpiresAt.Format(time.RFC3339), "reason": "bootstrap: no usable owner credential"}
+	if err := owner.BootstrapOwnerToken(ctx, t, details); err != nil {
 		os.Remove(path)
 		return fmt.Errorf("store owner token: %w", err)
-	}
-	if err := st.AppendAudit(ctx, store.AuditEvent{
-		Time: now, Type: "admin.admin_token.create", Actor: "controller", Outcome: "success", Subject: t.ID,
-		Details: map[string]string{"name": t.Name, "role": t.Role, "expires_at": t.ExpiresAt.Format(time.RFC3339), "reason": "bootstrap: no usable owner credential"},
-	}); err != nil {
-		return fmt.Errorf("audit owner token: %w", err)
 	}
 	if announce != nil {
 		fmt.Fprintf(announce, "No usable owner credential: created a bootstrap owner token.\n"+

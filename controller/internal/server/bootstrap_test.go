@@ -10,6 +10,7 @@ import (
 
 	"github.com/cordonhq/cordon/controller/internal/auth"
 	"github.com/cordonhq/cordon/controller/internal/ca"
+	"github.com/cordonhq/cordon/controller/internal/state"
 	"github.com/cordonhq/cordon/controller/internal/store"
 	"github.com/cordonhq/cordon/controller/internal/store/sqlite"
 )
@@ -35,7 +36,7 @@ func TestBootstrapOwner(t *testing.T) {
 		t.Helper()
 		before, _ := os.ReadFile(path)
 		var out bytes.Buffer
-		if err := bootstrapOwner(ctx, st, dir, authority, &out, 24*time.Hour, at); err != nil {
+		if err := bootstrapOwner(ctx, state.New(state.Config{Store: st}), dir, authority, &out, 24*time.Hour, at); err != nil {
 			t.Fatal(err)
 		}
 		after, _ := os.ReadFile(path)

@@ -97,7 +97,12 @@ func Run(ctx context.Context, cfg Config) error {
 			return fmt.Errorf("--agent-cert-ttl: %w", err)
 		}
 	}
-	if err := bootstrapOwner(ctx, st, cfg.DataDir, authority, cfg.Announce, cfg.BootstrapTokenTTL, time.Now()); err != nil {
+	// The state owner is every change's single writer; what it changed
+	// goes to the control server, made below.
+	var ctl *control.Server
+	owner := state.New(state.Config{Store: st, Logger: log.With("component", "state"),
+		Publish: func(store.Change) { ctl.Changed() }})
+	if err := bootstrapOwner(ctx, owner, cfg.DataDir, authority, cfg.Announce, cfg.BootstrapTokenTTL, time.Now()); err != nil {
 		return err
 	}
 	hosts := append([]string{"localhost", "127.0.0.1", "::1"}, cfg.Hosts...)
@@ -113,9 +118,8 @@ func Run(ctx context.Context, cfg Config) error {
 	if limits.DefaultIdle == 0 && limits.Absolute == 0 && len(limits.Idle) == 0 {
 		limits = session.DefaultLimits()
 	}
-	var ctl *control.Server
 	sessions, err := session.NewManager(session.ManagerConfig{
-		Store: st, Limits: limits, Logger: log.With("component", "sessions"),
+		Store: st, State: owner, Limits: limits, Logger: log.With("component", "sessions"),
 		Changed: func() { ctl.Changed() },
 	})
 	if err != nil {
@@ -123,7 +127,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	ctl = control.New(control.Config{Store: st, CA: authority, ServerCert: cert, Logger: log.With("component", "control"), DNS: cfg.DNS,
 		Sessions: sessions, PostureInterval: cfg.PostureInterval, GrantLifetime: cfg.GatewayGrantLifetime})
-	idps, err := startOIDC(cfg, st, log, ctl.Changed)
+	idps, err := startOIDC(cfg, st, owner, log, ctl.Changed)
 	if err != nil {
 		return err
 	}
@@ -132,8 +136,6 @@ func Run(ctx context.Context, cfg Config) error {
 		defer idps.Close()
 		oidcAPI = idps
 	}
-	owner := state.New(state.Config{Store: st, Logger: log.With("component", "state"),
-		Publish: func(store.Change) { ctl.Changed() }})
 	apiSrv := api.New(api.Config{
 		Store:           st,
 		State:           owner,
@@ -216,7 +218,7 @@ func apiTLSConfig(cert tls.Certificate, agents *x509.CertPool) *tls.Config {
 
 // startOIDC starts the OIDC relying party and its refresher, or returns
 // nil when no provider is configured.
-func startOIDC(cfg Config, st *sqlite.Store, log *slog.Logger, changed func()) (*oidc.Manager, error) {
+func startOIDC(cfg Config, st *sqlite.Store, owner *state.State, log *slog.Logger, changed func()) (*oidc.Manager, error) {
 	if cfg.OIDC == nil {
 		return nil, nil
 	}
@@ -227,7 +229,7 @@ func startOIDC(cfg Config, st *sqlite.Store, log *slog.Logger, changed func()) (
 	m, err := oidc.New(oidc.Config{
 		Providers: cfg.OIDC.Providers, RefreshInterval: time.Duration(cfg.OIDC.RefreshInterval),
 		UnreachableLimit: time.Duration(cfg.OIDC.UnreachableLimit),
-		Store:            st, TokenKey: key, Logger: log.With("component", "oidc"), Changed: changed,
+		Store:            st, State: owner, TokenKey: key, Logger: log.With("component", "oidc"), Changed: changed,
 	})
 	if err != nil {
 		return nil, err

@@ -9,12 +9,16 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cordonhq/cordon/controller/internal/state"
 	"github.com/cordonhq/cordon/controller/internal/store"
 )
 
 // ManagerConfig configures a Manager.
 type ManagerConfig struct {
-	Store  store.Store // required
+	Store store.Store // required, for reads
+	// State makes the manager's changes (ending sessions, storing
+	// activity); nil: one over Store.
+	State  *state.State
 	Limits Limits      // validated by NewManager
 	// Changed is called when a session ended or crossed a classification's
 	// idle limit, so the network maps are computed again. It must not block.
@@ -49,6 +53,9 @@ func NewManager(cfg ManagerConfig) (*Manager, error) {
 	}
 	if cfg.Changed == nil {
 		cfg.Changed = func() {}
+	}
+	if cfg.State == nil {
+		cfg.State = state.New(state.Config{Store: cfg.Store, Now: cfg.Now})
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -244,7 +251,7 @@ func (m *Manager) Check(ctx context.Context) error {
 
 // end stores and audits the end of s (already ended by Check).
 func (m *Manager) end(ctx context.Context, s *Session) error {
-	ended, err := m.cfg.Store.EndSessions(ctx, store.SessionFilter{ID: s.ID}, s.Ended, string(s.EndReason))
+	ended, err := m.cfg.State.ExpireSession(ctx, s.ID, s.Ended, string(s.EndReason), s.LastActivity)
 	if err != nil {
 		return err
 	}
@@ -253,14 +260,7 @@ func (m *Manager) end(ctx context.Context, s *Session) error {
 	delete(m.dirty, s.ID)
 	m.mu.Unlock()
 	for _, e := range ended { // empty if an admin ended it meanwhile
-		d := map[string]string{"device": e.DeviceID, "user": e.User, "reason": e.EndReason,
-			"last_activity": s.LastActivity.UTC().Format(time.RFC3339)}
 		m.log.Info("session ended", "session", e.ID, "device", e.DeviceID, "user", e.User, "reason", e.EndReason)
-		if err := m.cfg.Store.AppendAudit(ctx, store.AuditEvent{
-			Time: e.EndedAt, Type: "session.end", Actor: "controller", Outcome: "success", Subject: e.ID, Details: d,
-		}); err != nil {
-			return err
-		}
 	}
 	return nil
 }
@@ -273,7 +273,7 @@ func (m *Manager) flush(ctx context.Context) {
 	if len(batch) == 0 {
 		return
 	}
-	if err := m.cfg.Store.TouchSessions(ctx, batch); err != nil {
+	if err := m.cfg.State.TouchSessions(ctx, batch); err != nil {
 		m.log.Warn("store session activity (kept in memory; retried)", "err", err)
 		m.mu.Lock()
 		for id, t := range batch {

@@ -173,3 +173,17 @@ func (s *State) RevokeAdminToken(ctx context.Context, o Origin, id, reason strin
 	}
 	return err
 }
+
+// BootstrapOwnerToken stores the owner token made when no owner credential
+// exists (ID, Hash and times set by the caller), with its record, recorded
+// by the controller.
+func (s *State) BootstrapOwnerToken(ctx context.Context, t store.AdminToken, details map[string]string) error {
+	_, err := s.apply(ctx, Origin{Actor: "controller"}, func(ctx context.Context, tx store.Store, op *op) error {
+		if err := tx.CreateAdminToken(ctx, t); err != nil {
+			return err
+		}
+		op.record(store.AuditEvent{Time: t.CreatedAt, Type: "admin.admin_token.create", Outcome: "success", Subject: t.ID, Details: details})
+		return nil
+	})
+	return err
+}

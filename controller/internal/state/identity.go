@@ -3,6 +3,7 @@ package state
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	"github.com/cordonhq/cordon/controller/internal/store"
 )
@@ -55,4 +56,49 @@ func (s *State) TouchAdminToken(ctx context.Context, id string) error {
 		return tx.TouchAdminToken(ctx, id, op.at)
 	})
 	return err
+}
+
+// RefreshIdentity stores an identity's refreshed tokens and claims
+// (bookkeeping), with ev when its groups or claim changed (ev.Type "":
+// unchanged, no record).
+func (s *State) RefreshIdentity(ctx context.Context, next store.Identity, ev store.AuditEvent) error {
+	_, err := s.apply(ctx, Origin{Actor: "idp:" + next.IdP}, func(ctx context.Context, tx store.Store, op *op) error {
+		if err := tx.UpdateIdentity(ctx, next); err != nil {
+			return err
+		}
+		if ev.Type == "" {
+			op.bookkeeping = true
+			return nil
+		}
+		op.record(ev)
+		op.change.Users = []string{next.User}
+		return nil
+	})
+	return err
+}
+
+// CutOffIdentity ends every session of an identity's user because its
+// provider refused the user or could not vouch for it in time: ev says
+// why, each ended session gets its session.end record (reason, comment),
+// and when update is set the identity is stored as given (marked invalid)
+// in the same transaction. It returns how many sessions ended.
+func (s *State) CutOffIdentity(ctx context.Context, id store.Identity, update bool, ev store.AuditEvent, reason, comment string) (int, error) {
+	n := 0
+	_, err := s.apply(ctx, Origin{Actor: "idp:" + id.IdP}, func(ctx context.Context, tx store.Store, op *op) error {
+		if update {
+			if err := tx.UpdateIdentity(ctx, id); err != nil && !errors.Is(err, store.ErrNotFound) {
+				return err
+			}
+		}
+		op.record(ev)
+		ended, err := tx.EndSessions(ctx, store.SessionFilter{User: id.User}, op.at, reason)
+		if err != nil {
+			return fmt.Errorf("end sessions of %s: %w", id.User, err)
+		}
+		op.sessionsEnded(ended, comment)
+		op.change.Users = []string{id.User}
+		n = len(ended)
+		return nil
+	})
+	return n, err
 }

@@ -272,3 +272,42 @@ func (s *State) EnrollGateway(ctx context.Context, tokenHash []byte, gw store.Ga
 	})
 	return gw, cert, err
 }
+
+// ExpireSession ends one session that reached a limit (idle or absolute:
+// the automatic logoff of 164.312(a)(2)(iii)) at `at`, with its
+// session.end record. It returns what it ended: nothing if the session
+// had ended meanwhile.
+func (s *State) ExpireSession(ctx context.Context, id string, at time.Time, reason string, lastActivity time.Time) ([]store.Session, error) {
+	var ended []store.Session
+	_, err := s.apply(ctx, Origin{Actor: "controller"}, func(ctx context.Context, tx store.Store, op *op) error {
+		var err error
+		ended, err = tx.EndSessions(ctx, store.SessionFilter{ID: id}, at, reason)
+		if err != nil {
+			return err
+		}
+		if len(ended) == 0 {
+			return errNothing
+		}
+		for _, e := range ended {
+			op.record(store.AuditEvent{Time: e.EndedAt, Type: store.AuditSessionEnd, Outcome: "success", Subject: e.ID,
+				Details: map[string]string{"device": e.DeviceID, "user": e.User, "reason": e.EndReason,
+					"last_activity": lastActivity.UTC().Format(time.RFC3339)}})
+			op.change.Devices = append(op.change.Devices, e.DeviceID)
+		}
+		return nil
+	})
+	if errors.Is(err, errNothing) {
+		return nil, nil
+	}
+	return ended, err
+}
+
+// TouchSessions stores the sessions' latest activity (bookkeeping: the
+// gateways' reports, batched).
+func (s *State) TouchSessions(ctx context.Context, batch map[string]time.Time) error {
+	_, err := s.apply(ctx, Origin{}, func(ctx context.Context, tx store.Store, op *op) error {
+		op.bookkeeping = true
+		return tx.TouchSessions(ctx, batch)
+	})
+	return err
+}
