@@ -13,6 +13,7 @@ import (
 	"github.com/cordonhq/cordon/controller/internal/auth"
 	"github.com/cordonhq/cordon/controller/internal/store"
 	"github.com/cordonhq/cordon/pkg/adminapi"
+	"github.com/cordonhq/cordon/pkg/audit"
 )
 
 // Segments.
@@ -37,7 +38,7 @@ func (a *API) createSegment(w http.ResponseWriter, r *http.Request, actor string
 		}
 		return err
 	}
-	a.mutated(r, actor, "segment", "create", seg.Name, nil, true)
+	a.mutated(r, actor, audit.AdminSegmentCreate, seg.Name, nil, true)
 	return created(w, segmentOut(seg))
 }
 
@@ -77,7 +78,7 @@ func (a *API) deleteSegment(w http.ResponseWriter, r *http.Request, actor string
 	case err != nil:
 		return err
 	}
-	a.mutated(r, actor, "segment", "delete", name, nil, true)
+	a.mutated(r, actor, audit.AdminSegmentDelete, name, nil, true)
 	return noContent(w)
 }
 
@@ -133,7 +134,7 @@ func (a *API) createApp(w http.ResponseWriter, r *http.Request, actor string) er
 	case err != nil:
 		return err
 	}
-	a.mutated(r, actor, "app", "create", app.Name, map[string]string{"segment": app.Segment, "classification": string(app.Classification)}, true)
+	a.mutated(r, actor, audit.AdminAppCreate, app.Name, map[string]string{"segment": app.Segment, "classification": string(app.Classification)}, true)
 	return created(w, appOut(app))
 }
 
@@ -173,7 +174,7 @@ func (a *API) deleteApp(w http.ResponseWriter, r *http.Request, actor string) er
 	case err != nil:
 		return err
 	}
-	a.mutated(r, actor, "app", "delete", name, nil, true)
+	a.mutated(r, actor, audit.AdminAppDelete, name, nil, true)
 	return noContent(w)
 }
 
@@ -221,7 +222,7 @@ func (a *API) createUser(w http.ResponseWriter, r *http.Request, actor string) e
 		return fmt.Errorf("store recovery codes of user %s: %w", u.Name, err)
 	}
 	// A new user has no devices yet: no network map changes.
-	a.mutated(r, actor, "user", "create", u.Name, map[string]string{"recovery_codes": strconv.Itoa(len(codes))}, false)
+	a.mutated(r, actor, audit.AdminUserCreate, u.Name, map[string]string{"recovery_codes": strconv.Itoa(len(codes))}, false)
 	return created(w, adminapi.CreateUserResponse{User: userOut(u), TOTPSecret: secret, TOTPURI: uri, RecoveryCodes: codes})
 }
 
@@ -292,9 +293,9 @@ func (a *API) listIdentities(w http.ResponseWriter, r *http.Request, _ string) e
 // next map push (their open flows are cut) and refuses new sign-ins;
 // devices and memberships stay, so enabling restores access.
 func (a *API) setUserDisabled(disabled bool) adminHandlerFunc {
-	verb := "enable"
+	typ := audit.AdminUserEnable
 	if disabled {
-		verb = "disable"
+		typ = audit.AdminUserDisable
 	}
 	return func(w http.ResponseWriter, r *http.Request, actor string) error {
 		name := r.PathValue("name")
@@ -310,7 +311,7 @@ func (a *API) setUserDisabled(disabled bool) adminHandlerFunc {
 		case err != nil:
 			return err
 		}
-		a.mutated(r, actor, "user", verb, name, nil, false)
+		a.mutated(r, actor, typ, name, nil, false)
 		a.auditSessionsEnded(r.Context(), actor, ended, "")
 		a.changed()
 		u, err := a.st.GetUser(r.Context(), name)
@@ -332,7 +333,7 @@ func (a *API) deleteUser(w http.ResponseWriter, r *http.Request, actor string) e
 	case err != nil:
 		return err
 	}
-	a.mutated(r, actor, "user", "delete", name, nil, true)
+	a.mutated(r, actor, audit.AdminUserDelete, name, nil, true)
 	return noContent(w)
 }
 
@@ -357,7 +358,7 @@ func (a *API) createGroup(w http.ResponseWriter, r *http.Request, actor string) 
 		}
 		return err
 	}
-	a.mutated(r, actor, "group", "create", g.Name, nil, false)
+	a.mutated(r, actor, audit.AdminGroupCreate, g.Name, nil, false)
 	return created(w, groupOut(g))
 }
 
@@ -397,7 +398,7 @@ func (a *API) deleteGroup(w http.ResponseWriter, r *http.Request, actor string) 
 	case err != nil:
 		return err
 	}
-	a.mutated(r, actor, "group", "delete", name, nil, true)
+	a.mutated(r, actor, audit.AdminGroupDelete, name, nil, true)
 	return noContent(w)
 }
 
@@ -437,7 +438,7 @@ func (a *API) addMember(w http.ResponseWriter, r *http.Request, actor string) er
 	if err != nil {
 		return err
 	}
-	a.mutated(r, actor, "group", "add_member", group, map[string]string{"user": req.User}, true)
+	a.mutated(r, actor, audit.AdminGroupAddMember, group, map[string]string{"user": req.User}, true)
 	return ok(w, groupOut(g))
 }
 
@@ -455,7 +456,7 @@ func (a *API) removeMember(w http.ResponseWriter, r *http.Request, actor string)
 	case err != nil:
 		return err
 	}
-	a.mutated(r, actor, "group", "remove_member", group, map[string]string{"user": user}, true)
+	a.mutated(r, actor, audit.AdminGroupRemoveMember, group, map[string]string{"user": user}, true)
 	return noContent(w)
 }
 
@@ -495,7 +496,7 @@ func (a *API) createRule(w http.ResponseWriter, r *http.Request, actor string) e
 	case err != nil:
 		return err
 	}
-	a.mutated(r, actor, "rule", "create", rule.Name, map[string]string{"group": rule.Group, "app": rule.App}, true)
+	a.mutated(r, actor, audit.AdminRuleCreate, rule.Name, map[string]string{"group": rule.Group, "app": rule.App}, true)
 	return created(w, ruleOut(rule))
 }
 
@@ -533,7 +534,7 @@ func (a *API) deleteRule(w http.ResponseWriter, r *http.Request, actor string) e
 	case err != nil:
 		return err
 	}
-	a.mutated(r, actor, "rule", "delete", name, nil, true)
+	a.mutated(r, actor, audit.AdminRuleDelete, name, nil, true)
 	return noContent(w)
 }
 
@@ -583,7 +584,7 @@ func (a *API) createGatewayToken(w http.ResponseWriter, r *http.Request, actor s
 	if t.Name != "" {
 		details["name"] = t.Name
 	}
-	a.mutated(r, actor, "gateway_token", "create", t.ID, details, false)
+	a.mutated(r, actor, audit.AdminGatewayTokenCreate, t.ID, details, false)
 	return created(w, adminapi.CreateGatewayTokenResponse{GatewayToken: tokenOut(t), Token: secret})
 }
 
@@ -618,7 +619,7 @@ func (a *API) deleteGateway(w http.ResponseWriter, r *http.Request, actor string
 	case err != nil:
 		return err
 	}
-	a.mutated(r, actor, "gateway", "delete", id, nil, true)
+	a.mutated(r, actor, audit.AdminGatewayDelete, id, nil, true)
 	return noContent(w)
 }
 
@@ -645,7 +646,7 @@ func (a *API) deleteDevice(w http.ResponseWriter, r *http.Request, actor string)
 	case err != nil:
 		return err
 	}
-	a.mutated(r, actor, "device", "delete", id, nil, true)
+	a.mutated(r, actor, audit.AdminDeviceDelete, id, nil, true)
 	return noContent(w)
 }
 

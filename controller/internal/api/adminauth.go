@@ -15,6 +15,7 @@ import (
 	"github.com/cordonhq/cordon/controller/internal/auth"
 	"github.com/cordonhq/cordon/controller/internal/store"
 	"github.com/cordonhq/cordon/pkg/adminapi"
+	"github.com/cordonhq/cordon/pkg/audit"
 	"github.com/cordonhq/cordon/pkg/controlproto"
 )
 
@@ -219,7 +220,7 @@ func (a *API) auditAuthFailure(r *http.Request, actor, reason string, extra map[
 		d[k] = v
 	}
 	a.audit(r.Context(), store.AuditEvent{
-		Type: "admin.auth", Actor: actor, Outcome: "failure",
+		Type: audit.AdminAuth, Actor: actor, Outcome: "failure",
 		Subject: clip(r.Method + " " + r.URL.Path), Details: d,
 	})
 }
@@ -255,7 +256,7 @@ func (a *API) loginFailed(ctx context.Context, account, key, shown, src string) 
 			subject = shown
 			d["source"] = src // the latest one
 		}
-		a.audit(ctx, store.AuditEvent{Type: "auth.alert", Actor: "controller", Outcome: "alert", Subject: clip(subject), Details: d})
+		a.audit(ctx, store.AuditEvent{Type: audit.AuthAlert, Actor: "controller", Outcome: "alert", Subject: clip(subject), Details: d})
 		a.log.WarnContext(ctx, "repeated failed sign-ins", logKind, al.Kind, logSubj, clip(subject),
 			logCount, al.Failures, logWindow, al.Window, logSource, src)
 	}
@@ -296,7 +297,7 @@ func (a *API) adminLogin(w http.ResponseWriter, r *http.Request) error {
 	key := adminThrottleKey(req.Name)
 	fail := func(reason string) {
 		a.audit(ctx, store.AuditEvent{
-			Type: "admin.login", Actor: "admin:" + name, Outcome: "failure", Subject: name,
+			Type: audit.AdminLogin, Actor: "admin:" + name, Outcome: "failure", Subject: name,
 			Details: map[string]string{"source": src, "reason": reason},
 		})
 		a.loginFailed(ctx, "admin", key, "admin/"+name, src)
@@ -367,7 +368,7 @@ func (a *API) adminSignedIn(w http.ResponseWriter, r *http.Request, acct store.A
 	for k, v := range extra {
 		d[k] = v
 	}
-	a.audit(ctx, store.AuditEvent{Type: "admin.login", Actor: "admin:" + acct.Name, Outcome: "success", Subject: acct.Name, Details: d})
+	a.audit(ctx, store.AuditEvent{Type: audit.AdminLogin, Actor: "admin:" + acct.Name, Outcome: "success", Subject: acct.Name, Details: d})
 	// Forget tokens that ended long ago, so sign-ins do not grow the table
 	// without bound; a month keeps them for a review of recent use.
 	if _, err := a.st.PruneAdminTokens(context.WithoutCancel(ctx), t.CreatedAt.Add(-30*24*time.Hour)); err != nil {
@@ -405,7 +406,7 @@ func (a *API) adminLogout(w http.ResponseWriter, r *http.Request, actor string) 
 	case err != nil:
 		return err
 	}
-	a.mutated(r, actor, "admin_token", "revoke", p.token.ID, map[string]string{"reason": "logout"}, false)
+	a.mutated(r, actor, audit.AdminTokenRevoke, p.token.ID, map[string]string{"reason": "logout"}, false)
 	return noContent(w)
 }
 
@@ -468,7 +469,7 @@ func (a *API) createAdmin(w http.ResponseWriter, r *http.Request, actor string) 
 	if x.IdP != "" {
 		d["idp"], d["idp_subject"] = x.IdP, x.Subject
 	}
-	a.mutated(r, actor, "admin", "create", x.Name, d, false)
+	a.mutated(r, actor, audit.AdminAdminCreate, x.Name, d, false)
 	return created(w, adminapi.CreateAdminResponse{Admin: adminOut(x), TOTPSecret: secret, TOTPURI: uri})
 }
 
@@ -505,9 +506,9 @@ func notSelf(r *http.Request, name, verb string) error {
 }
 
 func (a *API) setAdminDisabled(disabled bool) adminHandlerFunc {
-	verb := "enable"
+	verb, typ := "enable", audit.AdminAdminEnable
 	if disabled {
-		verb = "disable"
+		verb, typ = "disable", audit.AdminAdminDisable
 	}
 	return func(w http.ResponseWriter, r *http.Request, actor string) error {
 		name := r.PathValue("name")
@@ -523,7 +524,7 @@ func (a *API) setAdminDisabled(disabled bool) adminHandlerFunc {
 		case err != nil:
 			return err
 		}
-		a.mutated(r, actor, "admin", verb, name, nil, false)
+		a.mutated(r, actor, typ, name, nil, false)
 		x, err := a.st.GetAdmin(r.Context(), name)
 		if err != nil {
 			return err
@@ -546,7 +547,7 @@ func (a *API) deleteAdmin(w http.ResponseWriter, r *http.Request, actor string) 
 	case err != nil:
 		return err
 	}
-	a.mutated(r, actor, "admin", "delete", name, nil, false)
+	a.mutated(r, actor, audit.AdminAdminDelete, name, nil, false)
 	return noContent(w)
 }
 
@@ -621,7 +622,7 @@ func (a *API) createAdminToken(w http.ResponseWriter, r *http.Request, actor str
 	if len(t.Scopes) > 0 {
 		d["scopes"] = strings.Join(t.Scopes, ",")
 	}
-	a.mutated(r, actor, "admin_token", "create", t.ID, d, false)
+	a.mutated(r, actor, audit.AdminTokenCreate, t.ID, d, false)
 	return created(w, adminapi.CreateAdminTokenResponse{AdminToken: adminTokenOut(t), Token: secret})
 }
 
@@ -644,7 +645,7 @@ func (a *API) revokeAdminToken(w http.ResponseWriter, r *http.Request, actor str
 	case err != nil:
 		return err
 	}
-	a.mutated(r, actor, "admin_token", "revoke", id, nil, false)
+	a.mutated(r, actor, audit.AdminTokenRevoke, id, nil, false)
 	return noContent(w)
 }
 
@@ -672,7 +673,7 @@ func (a *API) regenerateRecoveryCodes(w http.ResponseWriter, r *http.Request, ac
 	if err != nil {
 		return err
 	}
-	a.mutated(r, actor, "user", "recovery_codes", name, map[string]string{"count": strconv.Itoa(len(codes))}, false)
+	a.mutated(r, actor, audit.AdminUserRecoveryCodes, name, map[string]string{"count": strconv.Itoa(len(codes))}, false)
 	return ok(w, adminapi.RecoveryCodesResponse{User: name, Codes: codes})
 }
 
@@ -756,7 +757,7 @@ func (a *API) loginWithRecoveryCode(w http.ResponseWriter, r *http.Request, u st
 		return err
 	}
 	a.audit(ctx, store.AuditEvent{
-		Type: "auth.recovery_code", Actor: "user:" + u.Name, Outcome: "success", Subject: u.Name,
+		Type: audit.AuthRecoveryCode, Actor: "user:" + u.Name, Outcome: "success", Subject: u.Name,
 		Details: map[string]string{"source": src, "device": req.DeviceID, "remaining": strconv.Itoa(left)},
 	})
 	a.throttle.Succeeded(req.Username, src)

@@ -12,6 +12,7 @@ import (
 	"github.com/cordonhq/cordon/controller/internal/ca"
 	"github.com/cordonhq/cordon/controller/internal/store"
 	"github.com/cordonhq/cordon/pkg/adminapi"
+	"github.com/cordonhq/cordon/pkg/audit"
 	"github.com/cordonhq/cordon/pkg/controlproto"
 )
 
@@ -52,7 +53,7 @@ func (a *API) enrollGateway(w http.ResponseWriter, r *http.Request) error {
 	src := source(r)
 	fail := func(id, reason string) {
 		a.audit(ctx, store.AuditEvent{
-			Type: "enroll.gateway", Actor: "gateway:" + id, Outcome: "failure", Subject: req.Name,
+			Type: audit.EnrollGateway, Actor: "gateway:" + id, Outcome: "failure", Subject: req.Name,
 			Details: map[string]string{"source": src, "reason": reason},
 		})
 	}
@@ -93,7 +94,7 @@ func (a *API) enrollGateway(w http.ResponseWriter, r *http.Request) error {
 		return fmt.Errorf("issue certificate for gateway %s: %w", gw.ID, err)
 	}
 	a.audit(ctx, store.AuditEvent{
-		Type: "enroll.gateway", Actor: "gateway:" + gw.ID, Outcome: "success", Subject: gw.Name,
+		Type: audit.EnrollGateway, Actor: "gateway:" + gw.ID, Outcome: "success", Subject: gw.Name,
 		Details: map[string]string{"source": src, "segment": gw.Segment, "overlay_addr": gw.OverlayAddr.String()},
 	})
 	a.changed()
@@ -132,7 +133,7 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) error {
 	}
 	fail := func(reason string) {
 		a.audit(ctx, store.AuditEvent{
-			Type: "auth.login", Actor: "user:" + name, Outcome: "failure", Subject: name,
+			Type: audit.AuthLogin, Actor: "user:" + name, Outcome: "failure", Subject: name,
 			Details: map[string]string{"source": src, "device": req.DeviceID, "reason": reason},
 		})
 		a.loginFailed(ctx, "user", req.Username, name, src)
@@ -242,7 +243,7 @@ func (a *API) signIn(w http.ResponseWriter, r *http.Request, u store.User, req *
 	src := source(r)
 	fail := func(reason string) {
 		a.audit(ctx, store.AuditEvent{
-			Type: "auth.login", Actor: "user:" + u.Name, Outcome: "failure", Subject: u.Name,
+			Type: audit.AuthLogin, Actor: "user:" + u.Name, Outcome: "failure", Subject: u.Name,
 			Details: map[string]string{"source": src, "device": req.DeviceID, "method": method, "reason": reason},
 		})
 	}
@@ -273,16 +274,16 @@ func (a *API) signIn(w http.ResponseWriter, r *http.Request, u store.User, req *
 		return fmt.Errorf("issue certificate for device %s: %w", dev.ID, err)
 	}
 	a.audit(ctx, store.AuditEvent{
-		Type: "auth.login", Actor: "user:" + u.Name, Outcome: "success", Subject: u.Name,
+		Type: audit.AuthLogin, Actor: "user:" + u.Name, Outcome: "success", Subject: u.Name,
 		Details: map[string]string{"source": src, "device": dev.ID, "method": method},
 	})
 	a.audit(ctx, store.AuditEvent{
-		Type: "enroll.device", Actor: "user:" + u.Name, Outcome: "success", Subject: dev.ID,
+		Type: audit.EnrollDevice, Actor: "user:" + u.Name, Outcome: "success", Subject: dev.ID,
 		Details: map[string]string{"source": src, "hostname": dev.Hostname, "overlay_addr": dev.OverlayAddr.String()},
 	})
 	a.auditSessionsEnded(ctx, "user:"+u.Name, replaced, "")
 	a.audit(ctx, store.AuditEvent{
-		Type: "session.start", Actor: "user:" + u.Name, Outcome: "success", Subject: sess.ID,
+		Type: audit.SessionStart, Actor: "user:" + u.Name, Outcome: "success", Subject: sess.ID,
 		Details: map[string]string{"source": src, "device": dev.ID, "method": method, "mfa": strconv.FormatBool(mfa)},
 	})
 	a.changed()
@@ -303,7 +304,7 @@ func (a *API) auditSessionsEnded(ctx context.Context, actor string, ended []stor
 		if comment != "" {
 			d["comment"] = comment
 		}
-		a.audit(ctx, store.AuditEvent{Time: s.EndedAt, Type: "session.end", Actor: actor, Outcome: "success", Subject: s.ID, Details: d})
+		a.audit(ctx, store.AuditEvent{Time: s.EndedAt, Type: audit.SessionEnd, Actor: actor, Outcome: "success", Subject: s.ID, Details: d})
 	}
 }
 

@@ -30,6 +30,7 @@ import (
 	"github.com/cordonhq/cordon/controller/internal/ca"
 	"github.com/cordonhq/cordon/controller/internal/store"
 	"github.com/cordonhq/cordon/pkg/adminapi"
+	"github.com/cordonhq/cordon/pkg/audit"
 )
 
 // CertIssuer signs agent certificates; *ca.CA implements it.
@@ -519,10 +520,11 @@ func (a *API) audit(ctx context.Context, ev store.AuditEvent) {
 // create response shows the same time a later read does.
 func (a *API) stamp() time.Time { return a.now().UTC().Truncate(time.Microsecond) }
 
-// mutated records an admin mutation: admin.<resource>.<verb>.
-func (a *API) mutated(r *http.Request, actor, resource, verb, subject string, details map[string]string, affectsMaps bool) {
+// mutated records a successful admin mutation of type typ (one of the
+// audit.Admin* administration types).
+func (a *API) mutated(r *http.Request, actor string, typ audit.Type, subject string, details map[string]string, affectsMaps bool) {
 	a.audit(r.Context(), store.AuditEvent{
-		Type: "admin." + resource + "." + verb, Actor: actor, Outcome: "success",
+		Type: typ, Actor: actor, Outcome: "success",
 		Subject: subject, Details: details,
 	})
 	if affectsMaps {

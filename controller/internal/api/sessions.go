@@ -8,6 +8,7 @@ import (
 	"github.com/cordonhq/cordon/controller/internal/ca"
 	"github.com/cordonhq/cordon/controller/internal/store"
 	"github.com/cordonhq/cordon/pkg/adminapi"
+	"github.com/cordonhq/cordon/pkg/audit"
 )
 
 // Sessions and device revocation. Each takes effect at every gateway with
@@ -102,7 +103,7 @@ func (a *API) revokeDevice(w http.ResponseWriter, r *http.Request, actor string)
 	case err != nil:
 		return err
 	}
-	a.mutated(r, actor, "device", "revoke", id, nil, true)
+	a.mutated(r, actor, audit.AdminDeviceRevoke, id, nil, true)
 	a.auditSessionsEnded(r.Context(), actor, ended, "")
 	d, err := a.st.GetDevice(r.Context(), id)
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/cordonhq/cordon/controller/internal/store"
+	"github.com/cordonhq/cordon/pkg/audit"
 	"golang.org/x/oauth2"
 )
 
@@ -56,14 +57,6 @@ type RefreshStats struct {
 	// stayed unreachable past the unreachable limit.
 	Unverified int
 }
-
-// Audit event types this package records (the schema is in store).
-const (
-	AuditGroups      = store.AuditIdPGroups      // the provider changed a user's groups
-	AuditRefused     = store.AuditIdPRefused     // the provider refused a refresh: sessions ended
-	AuditUnreachable = store.AuditIdPUnreachable // unreachable past the limit: sessions ended
-	auditSessionEnd  = store.AuditSessionEnd
-)
 
 // RefreshAll refreshes, once, every linked identity that has a refresh
 // token and is still valid.
@@ -275,7 +268,7 @@ func (m *Manager) refreshOne(ctx context.Context, id store.Identity) (changed bo
 	changed = next.Claim != id.Claim || !slices.Equal(next.Groups, id.Groups)
 	if changed {
 		m.audit(ctx, store.AuditEvent{
-			Type: AuditGroups, Actor: "idp:" + id.IdP, Outcome: "success", Subject: id.User,
+			Type: audit.AuthIdPGroups, Actor: "idp:" + id.IdP, Outcome: "success", Subject: id.User,
 			Details: map[string]string{"subject": id.Subject, "groups": fmt.Sprint(next.Groups)},
 		})
 	}
@@ -294,7 +287,7 @@ func (m *Manager) deprovision(ctx context.Context, id store.Identity, why *refus
 	if why.Code != "" {
 		d["error"], d["http_status"] = why.Code, strconv.Itoa(why.Status)
 	}
-	m.audit(ctx, store.AuditEvent{Type: AuditRefused, Actor: "idp:" + id.IdP, Outcome: "failure", Subject: id.User, Details: d})
+	m.audit(ctx, store.AuditEvent{Type: audit.AuthIdPRefresh, Actor: "idp:" + id.IdP, Outcome: "failure", Subject: id.User, Details: d})
 	n, err := m.endSessions(ctx, id, now, store.EndIdPRefused, "the identity provider refused the refresh")
 	if err != nil {
 		return err
@@ -314,7 +307,7 @@ func (m *Manager) endUnverified(ctx context.Context, id store.Identity, cause er
 	now := m.now().UTC().Truncate(time.Microsecond)
 	last := lastVerified(id)
 	m.audit(ctx, store.AuditEvent{
-		Type: AuditUnreachable, Actor: "idp:" + id.IdP, Outcome: "failure", Subject: id.User,
+		Type: audit.AuthIdPUnreachable, Actor: "idp:" + id.IdP, Outcome: "failure", Subject: id.User,
 		Details: map[string]string{
 			"subject": id.Subject, "last_verified": last.UTC().Format(time.RFC3339),
 			"unreachable_limit": m.unreachableLimit.String(), "error": clip(cause.Error()),
@@ -337,7 +330,7 @@ func (m *Manager) endSessions(ctx context.Context, id store.Identity, now time.T
 	}
 	for _, s := range ended {
 		m.audit(ctx, store.AuditEvent{
-			Time: s.EndedAt, Type: auditSessionEnd, Actor: "idp:" + id.IdP, Outcome: "success", Subject: s.ID,
+			Time: s.EndedAt, Type: audit.SessionEnd, Actor: "idp:" + id.IdP, Outcome: "success", Subject: s.ID,
 			Details: map[string]string{"device": s.DeviceID, "user": s.User, "reason": s.EndReason, "comment": comment},
 		})
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/cordonhq/cordon/controller/internal/auth"
 	"github.com/cordonhq/cordon/controller/internal/ca"
 	"github.com/cordonhq/cordon/controller/internal/store"
+	"github.com/cordonhq/cordon/pkg/audit"
 )
 
 // DefaultBootstrapTokenTTL is how long the bootstrap owner token lives:
@@ -74,7 +75,7 @@ func bootstrapOwner(ctx context.Context, st store.Store, dir string, authority *
 		return fmt.Errorf("store owner token: %w", err)
 	}
 	if err := st.AppendAudit(ctx, store.AuditEvent{
-		Time: now, Type: "admin.admin_token.create", Actor: "controller", Outcome: "success", Subject: t.ID,
+		Time: now, Type: audit.AdminTokenCreate, Actor: "controller", Outcome: "success", Subject: t.ID,
 		Details: map[string]string{"name": t.Name, "role": t.Role, "expires_at": t.ExpiresAt.Format(time.RFC3339), "reason": "bootstrap: no usable owner credential"},
 	}); err != nil {
 		return fmt.Errorf("audit owner token: %w", err)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cordonhq/cordon/controller/internal/store"
+	"github.com/cordonhq/cordon/pkg/audit"
 )
 
 // ManagerConfig configures a Manager.
@@ -257,7 +258,7 @@ func (m *Manager) end(ctx context.Context, s *Session) error {
 			"last_activity": s.LastActivity.UTC().Format(time.RFC3339)}
 		m.log.Info("session ended", "session", e.ID, "device", e.DeviceID, "user", e.User, "reason", e.EndReason)
 		if err := m.cfg.Store.AppendAudit(ctx, store.AuditEvent{
-			Time: e.EndedAt, Type: "session.end", Actor: "controller", Outcome: "success", Subject: e.ID, Details: d,
+			Time: e.EndedAt, Type: audit.SessionEnd, Actor: "controller", Outcome: "success", Subject: e.ID, Details: d,
 		}); err != nil {
 			return err
 		}
