@@ -12,6 +12,7 @@ import (
 	"github.com/cordonhq/cordon/controller/internal/ca"
 	"github.com/cordonhq/cordon/controller/internal/store"
 	"github.com/cordonhq/cordon/controller/internal/store/sqlite"
+	"github.com/cordonhq/cordon/controller/internal/store/storetest"
 )
 
 // TestBootstrapOwner: a fresh install gets one expiring owner-role token
@@ -35,7 +36,7 @@ func TestBootstrapOwner(t *testing.T) {
 		t.Helper()
 		before, _ := os.ReadFile(path)
 		var out bytes.Buffer
-		if err := bootstrapOwner(ctx, st, dir, authority, &out, 24*time.Hour, at); err != nil {
+		if err := bootstrapOwner(ctx, storetest.CheckAudit(t, st), dir, authority, &out, 24*time.Hour, at); err != nil {
 			t.Fatal(err)
 		}
 		after, _ := os.ReadFile(path)
