@@ -83,14 +83,14 @@ var (
 const (
 	docSource    = "IP address the request came from"
 	docReason    = "why it was refused or failed, in words"
-	docMethod    = `how the person signed in: "password+totp", "recovery-code", "oidc:<idp>" (or "oidc" when no provider was chosen yet)`
+	docMethod    = `how the person signed in: "password+totp", "recovery-code", "oidc:PROVIDER" (or "oidc" when no provider was chosen yet)`
 	docIdPSub    = "the user's subject (sub claim) at the identity provider"
 	docExpiresAt = "when the credential stops working (RFC 3339)"
 	docComment   = "a note for the reader of the trail"
 )
 
 // admin is the spec of an admin.<resource>.<verb> change that an admin
-// (Actor "admin:<name>") made through the admin API; doc says what
+// (Actor "admin:NAME") made through the admin API; doc says what
 // Subject is.
 func admin(t Type, sev Severity, doc string, fields ...Field) Spec {
 	return Spec{Type: t, Category: Administration, Doc: doc,
@@ -112,7 +112,7 @@ func policy(t Type, doc string, extra ...Field) Spec {
 }
 
 func flow(t Type, o OutcomeSpec, doc string) Spec {
-	return Spec{Type: t, Category: Flow, Doc: doc + ` Actor "gateway:<id>".`,
+	return Spec{Type: t, Category: Flow, Doc: doc + ` Actor "gateway:ID".`,
 		Outcomes: outcomes(o),
 		Fields: []Field{
 			field("proto", "IP protocol (tcp, udp, icmp)", o.Outcome),
@@ -131,11 +131,11 @@ func flow(t Type, o OutcomeSpec, doc string) Spec {
 var specs = []Spec{
 	// Authentication.
 	{Type: AuthLogin, Category: Authentication,
-		Doc:      `A user signed in from a device (Actor "user:<name>"; Subject the user name, quoted if the attempted name was not valid, or "unknown").`,
+		Doc:      `A user signed in from a device (Actor "user:NAME"; Subject the user name, quoted if the attempted name was not valid, or "unknown").`,
 		Outcomes: outcomes(successInfo, failureWarn),
 		Fields: []Field{
 			field("source", docSource, Success, Failure),
-			field("device", "device ID (empty for a new device)", Success),
+			field("device", "device ID (on a failure, the one the request named: empty for a new device)", Success),
 			field("method", docMethod, Success),
 			field("reason", docReason, Failure),
 			field("idp", "identity provider asked for"),
@@ -155,7 +155,7 @@ var specs = []Spec{
 			field("source", "latest source address (for kind user)"),
 		}},
 	{Type: AuthRecoveryCode, Category: Authentication,
-		Doc:      `A user used up a recovery code in place of the one-time code (Actor "user:<name>"; Subject the user).`,
+		Doc:      `A user used up a recovery code in place of the one-time code (Actor "user:NAME"; Subject the user).`,
 		Outcomes: outcomes(successNotice),
 		Fields: []Field{
 			field("source", docSource, Success),
@@ -163,7 +163,7 @@ var specs = []Spec{
 			field("remaining", "unused recovery codes left", Success),
 		}},
 	{Type: AuthIdPLink, Category: Authentication,
-		Doc:      `A user was created and linked at their first sign-in through an identity provider (Actor "idp:<idp>"; Subject the user).`,
+		Doc:      `A user was created and linked at their first sign-in through an identity provider (Actor "idp:PROVIDER"; Subject the user).`,
 		Outcomes: outcomes(successInfo),
 		Fields: []Field{
 			field("source", docSource, Success),
@@ -172,14 +172,14 @@ var specs = []Spec{
 			field("comment", docComment, Success),
 		}},
 	{Type: AuthIdPGroups, Category: Authentication,
-		Doc:      `The identity provider changed a user's groups or policy claim at a refresh (Actor "idp:<idp>"; Subject the user).`,
+		Doc:      `The identity provider changed a user's groups or policy claim at a refresh (Actor "idp:PROVIDER"; Subject the user).`,
 		Outcomes: outcomes(successNotice),
 		Fields: []Field{
 			field("subject", docIdPSub, Success),
 			field("groups", "the groups now, as [a b c]", Success),
 		}},
 	{Type: AuthIdPRefresh, Category: Authentication,
-		Doc:      `The identity provider refused a user's refresh (an OAuth error response, RFC 6749 §5.2), or the provider is gone; every session of the user ends (Actor "idp:<idp>"; Subject the user).`,
+		Doc:      `The identity provider refused a user's refresh (an OAuth error response, RFC 6749 §5.2), or the provider is gone; every session of the user ends (Actor "idp:PROVIDER"; Subject the user).`,
 		Outcomes: outcomes(failureWarn),
 		Fields: []Field{
 			field("subject", docIdPSub, Failure),
@@ -188,7 +188,7 @@ var specs = []Spec{
 			field("http_status", "HTTP status of the OAuth error answer"),
 		}},
 	{Type: AuthIdPUnreachable, Category: Authentication,
-		Doc:      `The identity provider could not be reached for longer than unreachable_limit since it last confirmed the user; every session of the user ends (Actor "idp:<idp>"; Subject the user).`,
+		Doc:      `The identity provider could not be reached for longer than unreachable_limit since it last confirmed the user; every session of the user ends (Actor "idp:PROVIDER"; Subject the user).`,
 		Outcomes: outcomes(failureWarn),
 		Fields: []Field{
 			field("subject", docIdPSub, Failure),
@@ -198,7 +198,7 @@ var specs = []Spec{
 			field("reason", docReason, Failure),
 		}},
 	{Type: AdminLogin, Category: Authentication,
-		Doc:      `An admin signed in to the admin API (Actor "admin:<name>"; Subject the account name, quoted if not a valid name, or "unknown").`,
+		Doc:      `An admin signed in to the admin API (Actor "admin:NAME"; Subject the account name, quoted if not a valid name, or "unknown").`,
 		Outcomes: outcomes(successNotice, failureWarn),
 		Fields: []Field{
 			field("source", docSource, Success, Failure),
@@ -214,7 +214,7 @@ var specs = []Spec{
 			field("comment", docComment),
 		}},
 	{Type: AdminIdPBind, Category: Authentication,
-		Doc:      `An admin account was bound to its identity-provider subject at its first sign-in through the provider (Actor "idp:<idp>"; Subject the account).`,
+		Doc:      `An admin account was bound to its identity-provider subject at its first sign-in through the provider (Actor "idp:PROVIDER"; Subject the account).`,
 		Outcomes: outcomes(successNotice),
 		Fields: []Field{
 			field("source", docSource, Success),
@@ -226,7 +226,7 @@ var specs = []Spec{
 
 	// Access.
 	{Type: AdminAuth, Category: Access,
-		Doc:      `An admin API request was refused: no valid token, or the token lacks the permission (Actor "admin:<token name>" or "admin:unknown"; Subject "METHOD /path").`,
+		Doc:      `An admin API request was refused: no valid token, or the token lacks the permission (Actor "admin:TOKEN" or "admin:unknown"; Subject "METHOD /path").`,
 		Outcomes: outcomes(failureWarn),
 		Fields: []Field{
 			field("source", docSource, Failure),
@@ -288,7 +288,7 @@ var specs = []Spec{
 
 	// Session.
 	{Type: SessionStart, Category: Session,
-		Doc:      `A user's session on a device started (Actor "user:<name>"; Subject the session ID).`,
+		Doc:      `A user's session on a device started (Actor "user:NAME"; Subject the session ID).`,
 		Outcomes: outcomes(successInfo),
 		Fields: []Field{
 			field("source", docSource, Success),
@@ -297,19 +297,19 @@ var specs = []Spec{
 			field("mfa", "whether a second factor was proven at this sign-in (true/false)", Success),
 		}},
 	{Type: SessionEnd, Category: Session,
-		Doc:      `A session ended (Actor who ended it: "admin:<name>", "user:<name>", "idp:<idp>" or "controller"; Subject the session ID).`,
+		Doc:      `A session ended (Actor who ended it: "admin:NAME", "user:NAME", "idp:PROVIDER" or "controller"; Subject the session ID).`,
 		Outcomes: outcomes(successInfo),
 		Fields: []Field{
 			field("device", "device ID", Success),
 			field("user", "the session's user", Success),
 			field("reason", "idle, absolute, admin, device-revoked, user-disabled, replaced, logout, idp-refused or idp-unreachable", Success),
 			field("comment", docComment),
-			field("last_activity", "the session's last traffic (RFC 3339), for idle and absolute ends"),
+			field("last_activity", "the session's last traffic (RFC 3339), when the controller ended it for idleness or age"),
 		}},
 
 	// Device.
 	{Type: EnrollGateway, Category: Device,
-		Doc:      `A gateway enrolled with a gateway token (Actor "gateway:<id>", or "gateway:unknown"; Subject the gateway name).`,
+		Doc:      `A gateway enrolled with a gateway token (Actor "gateway:ID", or "gateway:unknown"; Subject the gateway name).`,
 		Outcomes: outcomes(successNotice, failureWarn),
 		Fields: []Field{
 			field("source", docSource, Success, Failure),
@@ -318,7 +318,7 @@ var specs = []Spec{
 			field("reason", docReason, Failure),
 		}},
 	{Type: EnrollDevice, Category: Device,
-		Doc:      `A device was enrolled, or enrolled again, at a user's sign-in (Actor "user:<name>"; Subject the device ID).`,
+		Doc:      `A device was enrolled, or enrolled again, at a user's sign-in (Actor "user:NAME"; Subject the device ID).`,
 		Outcomes: outcomes(successInfo),
 		Fields: []Field{
 			field("source", docSource, Success),
@@ -326,7 +326,7 @@ var specs = []Spec{
 			field("overlay_addr", "its overlay address", Success),
 		}},
 	{Type: CertRenew, Category: Device,
-		Doc:      `An agent renewed its certificate over the control channel (Actor "device:<id>" or "gateway:<id>"; Subject the agent ID). The new certificate is handed out only once this is recorded.`,
+		Doc:      `An agent renewed its certificate over the control channel (Actor "device:ID" or "gateway:ID"; Subject the agent ID). The new certificate is handed out only once this is recorded.`,
 		Outcomes: outcomes(successInfo, failureWarn),
 		Fields: []Field{
 			field("kind", "client or gateway", Success, Failure),
@@ -337,7 +337,7 @@ var specs = []Spec{
 			field("reason", docReason, Failure),
 		}},
 	{Type: PostureReport, Category: Device,
-		Doc:      `A device reported its posture (Actor "device:<id>"; Subject the device ID). Everything in it is the device's own claim (self_reported).`,
+		Doc:      `A device reported its posture (Actor "device:ID"; Subject the device ID). Everything in it is the device's own claim (self_reported).`,
 		Outcomes: outcomes(successInfo, OutcomeSpec{Invalid, Warning}),
 		Fields: []Field{
 			field("self_reported", `always "true": the controller cannot verify the report`, Success, Invalid),
