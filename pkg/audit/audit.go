@@ -2,7 +2,7 @@
 // records, as a constant, with its category, the outcomes it can have and
 // the severity of each, and the detail fields it carries. Nothing else
 // spells an event type; a test fails on a string literal elsewhere that is
-// one (see schema_test.go), and docs/audit-events.md is generated from the
+// one (literals_test.go), and docs/audit-events.md is generated from the
 // registry.
 //
 // An event type never changes its spelling once shipped: stored trails and
