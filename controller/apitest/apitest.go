@@ -25,6 +25,7 @@ import (
 	"github.com/cordonhq/cordon/controller/internal/oidc"
 	"github.com/cordonhq/cordon/controller/internal/store"
 	"github.com/cordonhq/cordon/controller/internal/store/sqlite"
+	"github.com/cordonhq/cordon/controller/internal/store/storetest"
 )
 
 // AdminTokenName is the name of the owner-role admin token New creates
@@ -65,11 +66,13 @@ type Server struct {
 func New(t testing.TB, opts Options) *Server {
 	t.Helper()
 	dir := t.TempDir()
-	st, err := sqlite.Open(t.Context(), filepath.Join(dir, "cordon.db"))
+	db, err := sqlite.Open(t.Context(), filepath.Join(dir, "cordon.db"))
 	if err != nil {
 		t.Fatalf("open store: %v", err)
 	}
-	t.Cleanup(func() { st.Close() })
+	t.Cleanup(func() { db.Close() })
+	// Every audit event the API records in any test must fit its schema.
+	st := storetest.CheckAudit(t, db)
 	authority, err := ca.LoadOrCreate(dir)
 	if err != nil {
 		t.Fatalf("create CA: %v", err)

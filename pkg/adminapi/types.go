@@ -19,6 +19,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/cordonhq/cordon/pkg/audit"
 	"github.com/cordonhq/cordon/pkg/policy"
 	"github.com/cordonhq/cordon/pkg/wgkey"
 )
@@ -287,7 +288,7 @@ type EndSessionsRequest struct {
 type AuditEvent struct {
 	Seq     int64             `json:"seq"`
 	Time    time.Time         `json:"time"`
-	Type    string            `json:"type"`
+	Type    audit.Type        `json:"type"`
 	Actor   string            `json:"actor"`
 	Outcome string            `json:"outcome"`
 	Subject string            `json:"subject"`

@@ -14,6 +14,7 @@ import (
 	"github.com/cordonhq/cordon/controller/internal/auth"
 	"github.com/cordonhq/cordon/controller/internal/store"
 	"github.com/cordonhq/cordon/pkg/adminapi"
+	"github.com/cordonhq/cordon/pkg/audit"
 	"github.com/cordonhq/cordon/pkg/controlproto"
 )
 
@@ -218,7 +219,7 @@ func (a *API) auditAuthFailure(r *http.Request, actor, reason string, extra map[
 		d[k] = v
 	}
 	a.record(r.Context(), store.AuditEvent{
-		Type: "admin.auth", Actor: actor, Outcome: "failure",
+		Type: audit.AdminAuth, Actor: actor, Outcome: "failure",
 		Subject: clip(r.Method + " " + r.URL.Path), Details: d,
 	})
 }
@@ -254,7 +255,7 @@ func (a *API) loginFailed(ctx context.Context, account, key, shown, src string) 
 			subject = shown
 			d["source"] = src // the latest one
 		}
-		a.record(ctx, store.AuditEvent{Type: "auth.alert", Actor: "controller", Outcome: "alert", Subject: clip(subject), Details: d})
+		a.record(ctx, store.AuditEvent{Type: audit.AuthAlert, Actor: "controller", Outcome: "alert", Subject: clip(subject), Details: d})
 		a.log.WarnContext(ctx, "repeated failed sign-ins", logKind, al.Kind, logSubj, clip(subject),
 			logCount, al.Failures, logWindow, al.Window, logSource, src)
 	}
@@ -295,7 +296,7 @@ func (a *API) adminLogin(w http.ResponseWriter, r *http.Request) error {
 	key := adminThrottleKey(req.Name)
 	fail := func(reason string) {
 		a.record(ctx, store.AuditEvent{
-			Type: "admin.login", Actor: "admin:" + name, Outcome: "failure", Subject: name,
+			Type: audit.AdminLogin, Actor: "admin:" + name, Outcome: "failure", Subject: name,
 			Details: map[string]string{"source": src, "reason": reason},
 		})
 		a.loginFailed(ctx, "admin", key, "admin/"+name, src)

@@ -9,6 +9,7 @@ import (
 	"github.com/cordonhq/cordon/controller/internal/oidc"
 	"github.com/cordonhq/cordon/controller/internal/store"
 	"github.com/cordonhq/cordon/pkg/adminapi"
+	"github.com/cordonhq/cordon/pkg/audit"
 )
 
 // Admin sign-in through an identity provider.
@@ -74,7 +75,7 @@ func (a *API) adminOIDCLogin(w http.ResponseWriter, r *http.Request) error {
 		res, err = a.oidc.PollDevice(ctx, req.LoginID)
 	}
 	if err != nil {
-		return a.oidcErrorAs(r, "", err, "admin.login", "admin:"+name, name)
+		return a.oidcErrorAs(r, "", err, audit.AdminLogin, "admin:"+name, name)
 	}
 
 	c := res.Claims
@@ -82,7 +83,7 @@ func (a *API) adminOIDCLogin(w http.ResponseWriter, r *http.Request) error {
 	src := source(r)
 	fail := func(reason string) {
 		a.record(ctx, store.AuditEvent{
-			Type: "admin.login", Actor: "admin:" + name, Outcome: "failure", Subject: name,
+			Type: audit.AdminLogin, Actor: "admin:" + name, Outcome: "failure", Subject: name,
 			Details: map[string]string{"source": src, "method": method, "idp_subject": clip(c.Subject), "idp_user": clip(c.Username), "reason": reason},
 		})
 	}

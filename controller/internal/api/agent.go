@@ -12,6 +12,7 @@ import (
 	"github.com/cordonhq/cordon/controller/internal/state"
 	"github.com/cordonhq/cordon/controller/internal/store"
 	"github.com/cordonhq/cordon/pkg/adminapi"
+	"github.com/cordonhq/cordon/pkg/audit"
 	"github.com/cordonhq/cordon/pkg/controlproto"
 )
 
@@ -52,7 +53,7 @@ func (a *API) enrollGateway(w http.ResponseWriter, r *http.Request) error {
 	src := source(r)
 	fail := func(id, reason string) {
 		a.record(ctx, store.AuditEvent{
-			Type: "enroll.gateway", Actor: "gateway:" + id, Outcome: "failure", Subject: req.Name,
+			Type: audit.EnrollGateway, Actor: "gateway:" + id, Outcome: "failure", Subject: req.Name,
 			Details: map[string]string{"source": src, "reason": reason},
 		})
 	}
@@ -112,7 +113,7 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) error {
 	}
 	fail := func(reason string) {
 		a.record(ctx, store.AuditEvent{
-			Type: "auth.login", Actor: "user:" + name, Outcome: "failure", Subject: name,
+			Type: audit.AuthLogin, Actor: "user:" + name, Outcome: "failure", Subject: name,
 			Details: map[string]string{"source": src, "device": req.DeviceID, "reason": reason},
 		})
 		a.loginFailed(ctx, "user", req.Username, name, src)
@@ -224,7 +225,7 @@ func (a *API) signIn(w http.ResponseWriter, r *http.Request, u store.User, req *
 	src := source(r)
 	fail := func(reason string) {
 		a.record(ctx, store.AuditEvent{
-			Type: "auth.login", Actor: "user:" + u.Name, Outcome: "failure", Subject: u.Name,
+			Type: audit.AuthLogin, Actor: "user:" + u.Name, Outcome: "failure", Subject: u.Name,
 			Details: map[string]string{"source": src, "device": req.DeviceID, "method": method, "reason": reason},
 		})
 	}

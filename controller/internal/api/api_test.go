@@ -22,6 +22,7 @@ import (
 	"github.com/cordonhq/cordon/controller/internal/auth"
 	"github.com/cordonhq/cordon/controller/internal/store"
 	"github.com/cordonhq/cordon/pkg/adminapi"
+	"github.com/cordonhq/cordon/pkg/audit"
 	"github.com/cordonhq/cordon/pkg/controlproto"
 	"github.com/cordonhq/cordon/pkg/wgkey"
 )
@@ -423,11 +424,11 @@ func TestGroupsAndRules(t *testing.T) {
 	_, err = e.admin.GetGroup(ctx, "nurses")
 	wantCode(t, err, 404, adminapi.CodeNotFound)
 
-	types := map[string]bool{}
+	types := map[audit.Type]bool{}
 	for _, ev := range e.audit("admin.") {
 		types[ev.Type] = true
 	}
-	for _, want := range []string{"admin.group.create", "admin.group.add_member", "admin.group.remove_member", "admin.group.delete", "admin.rule.create", "admin.rule.delete"} {
+	for _, want := range []audit.Type{"admin.group.create", "admin.group.add_member", "admin.group.remove_member", "admin.group.delete", "admin.rule.create", "admin.rule.delete"} {
 		if !types[want] {
 			t.Errorf("no %s audit event", want)
 		}
@@ -953,7 +954,7 @@ func TestUserDisableEnable(t *testing.T) {
 	_, err = e.admin.SetUserDisabled(ctx, "nobody", true)
 	wantCode(t, err, 404, adminapi.CodeNotFound)
 	evs := must[[]adminapi.AuditEvent](t)(e.admin.ListAudit(ctx, adminapi.AuditQuery{Type: "admin.user."}))
-	seen := map[string]bool{}
+	seen := map[audit.Type]bool{}
 	for _, ev := range evs {
 		seen[ev.Type] = true
 	}

@@ -9,6 +9,7 @@ import (
 	"github.com/cordonhq/cordon/controller/internal/oidc"
 	"github.com/cordonhq/cordon/controller/internal/store"
 	"github.com/cordonhq/cordon/pkg/adminapi"
+	"github.com/cordonhq/cordon/pkg/audit"
 	"github.com/cordonhq/cordon/pkg/controlproto"
 )
 
@@ -121,7 +122,7 @@ func (a *API) oidcLogin(w http.ResponseWriter, r *http.Request) error {
 	src := source(r)
 	fail := func(user, reason string) {
 		a.record(ctx, store.AuditEvent{
-			Type: "auth.login", Actor: "user:" + user, Outcome: "failure", Subject: user,
+			Type: audit.AuthLogin, Actor: "user:" + user, Outcome: "failure", Subject: user,
 			Details: map[string]string{"source": src, "device": req.DeviceID, "method": method, "idp_subject": c.Subject, "reason": reason},
 		})
 	}
@@ -161,9 +162,9 @@ func (a *API) oidcStartError(w http.ResponseWriter, r *http.Request, idp string,
 		return a.oidcError(r, idp, err)
 	}
 	if busy.Audit {
-		typ, actor := "auth.login", "user:unknown"
+		typ, actor := audit.AuthLogin, "user:unknown"
 		if strings.HasPrefix(r.URL.Path, "/v1/admin/") {
-			typ, actor = "admin.login", "admin:unknown"
+			typ, actor = audit.AdminLogin, "admin:unknown"
 		}
 		reason := "too many sign-ins pending from this source"
 		if !busy.PerSource {
@@ -185,12 +186,12 @@ func (a *API) oidcStartError(w http.ResponseWriter, r *http.Request, idp string,
 // oidcError maps an OIDC failure of a user sign-in to an answer,
 // auditing refusals.
 func (a *API) oidcError(r *http.Request, idp string, err error) error {
-	return a.oidcErrorAs(r, idp, err, "auth.login", "user:unknown", "unknown")
+	return a.oidcErrorAs(r, idp, err, audit.AuthLogin, "user:unknown", "unknown")
 }
 
 // oidcErrorAs maps an OIDC failure to an answer; a refusal is audited as
 // an event of type typ by actor about subject.
-func (a *API) oidcErrorAs(r *http.Request, idp string, err error, typ, actor, subject string) error {
+func (a *API) oidcErrorAs(r *http.Request, idp string, err error, typ audit.Type, actor, subject string) error {
 	code := func(status int, c string) error {
 		return errorf(status, c, "%s", err.Error())
 	}

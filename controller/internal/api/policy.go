@@ -20,6 +20,7 @@ import (
 	"github.com/cordonhq/cordon/controller/internal/netmap"
 	"github.com/cordonhq/cordon/controller/internal/store"
 	"github.com/cordonhq/cordon/pkg/adminapi"
+	"github.com/cordonhq/cordon/pkg/audit"
 	"github.com/cordonhq/cordon/pkg/policy/policyfile"
 )
 
@@ -216,7 +217,7 @@ func (a *API) applyPolicy(w http.ResponseWriter, r *http.Request, actor string) 
 	if err != nil {
 		return err
 	}
-	return a.storePolicy(w, r, actor, "apply", store.PolicyVersion{File: file, Source: []byte(req.Source), Reason: reason})
+	return a.storePolicy(w, r, actor, audit.AdminPolicyApply, store.PolicyVersion{File: file, Source: []byte(req.Source), Reason: reason})
 }
 
 func (a *API) rollbackPolicy(w http.ResponseWriter, r *http.Request, actor string) error {
@@ -238,15 +239,15 @@ func (a *API) rollbackPolicy(w http.ResponseWriter, r *http.Request, actor strin
 	if err != nil {
 		return err
 	}
-	return a.storePolicy(w, r, actor, "rollback", store.PolicyVersion{
+	return a.storePolicy(w, r, actor, audit.AdminPolicyRollback, store.PolicyVersion{
 		File: old.File, Source: old.Source, Reason: reason, RollbackOf: old.Version,
 	})
 }
 
 // storePolicy validates nv and stores it as the new active version, then
-// audits admin.policy.<verb> and triggers the map push. A refused policy
-// is audited as a failure and changes nothing.
-func (a *API) storePolicy(w http.ResponseWriter, r *http.Request, actor, verb string, nv store.PolicyVersion) error {
+// records it as typ (admin.policy.apply or .rollback), in one transaction.
+// A refused policy is recorded as a failure and changes nothing.
+func (a *API) storePolicy(w http.ResponseWriter, r *http.Request, actor string, typ audit.Type, nv store.PolicyVersion) error {
 	ctx := r.Context()
 	newSHA := sha256Hex(nv.Source)
 	active, old, err := a.activePolicy(ctx)
@@ -263,13 +264,13 @@ func (a *API) storePolicy(w http.ResponseWriter, r *http.Request, actor, verb st
 	v := validatePolicy(nv.File, nv.Source)
 	if v.pol == nil {
 		details["problems"] = strconv.Itoa(len(v.problems))
-		if err := a.state.Record(ctx, origin(r, actor), store.AuditEvent{Type: "admin.policy." + verb, Outcome: "failure",
+		if err := a.state.Record(ctx, origin(r, actor), store.AuditEvent{Type: typ, Outcome: "failure",
 			Subject: clip(nv.File), Details: details}); err != nil {
 			return err
 		}
 		return invalidf("%s", v.message(nv.File))
 	}
-	stored, err := a.state.PutPolicy(ctx, origin(r, actor), verb, active.Version, nv, details)
+	stored, err := a.state.PutPolicy(ctx, origin(r, actor), typ, active.Version, nv, details)
 	if err != nil {
 		return err
 	}

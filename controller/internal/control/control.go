@@ -31,6 +31,7 @@ import (
 	"github.com/cordonhq/cordon/controller/internal/netmap"
 	"github.com/cordonhq/cordon/controller/internal/session"
 	"github.com/cordonhq/cordon/controller/internal/store"
+	"github.com/cordonhq/cordon/pkg/audit"
 	"github.com/cordonhq/cordon/pkg/controlproto"
 )
 
@@ -422,17 +423,16 @@ func (s *Server) recordFlows(ctx context.Context, log *slog.Logger, a *agent, ev
 	out := make([]store.AuditEvent, 0, len(evs))
 	stepUp := false
 	for _, e := range evs {
-		switch e.Action {
-		case controlproto.FlowAllow, controlproto.FlowDeny, controlproto.FlowCut, controlproto.FlowDNSDeny:
-		default:
-			continue
+		ev, ok := FlowAudit(gatewayID, e)
+		if !ok {
+			continue // an action this controller does not know
 		}
 		// Step-ups only for the gateway's own peers: a gateway cannot make
 		// another gateway's device ask its user to sign in again.
 		if e.Action == controlproto.FlowDeny && peers[e.DeviceID] && s.stepUps.note(e) {
 			stepUp = true
 		}
-		out = append(out, FlowAudit(gatewayID, e))
+		out = append(out, ev)
 	}
 	if err := s.cfg.Store.AppendAudit(ctx, out...); err != nil {
 		log.Error("record flow events", "err", err, "events", len(out))
@@ -442,8 +442,28 @@ func (s *Server) recordFlows(ctx context.Context, log *slog.Logger, a *agent, ev
 	}
 }
 
-// FlowAudit converts a gateway's flow event into an audit event.
-func FlowAudit(gatewayID string, e controlproto.FlowEvent) store.AuditEvent {
+// FlowAudit converts a gateway's flow event into an audit event; false if
+// its action is not one this controller knows.
+func FlowAudit(gatewayID string, e controlproto.FlowEvent) (store.AuditEvent, bool) {
+	subject := e.App
+	if subject == "" {
+		subject = e.Dst.String()
+	}
+	var typ audit.Type
+	var outcome audit.Outcome
+	switch e.Action {
+	case controlproto.FlowAllow:
+		typ, outcome = audit.FlowAllow, audit.Allow
+	case controlproto.FlowDeny:
+		typ, outcome = audit.FlowDeny, audit.Deny
+	case controlproto.FlowCut:
+		typ, outcome = audit.FlowCut, audit.Cut
+	case controlproto.FlowDNSDeny:
+		// A denied lookup: the name asked for is the subject.
+		typ, outcome, subject = audit.DNSDeny, audit.Deny, e.Name
+	default:
+		return store.AuditEvent{}, false
+	}
 	d := map[string]string{
 		"proto":   e.Proto.String(),
 		"src":     e.Src.String(),
@@ -455,23 +475,14 @@ func FlowAudit(gatewayID string, e controlproto.FlowEvent) store.AuditEvent {
 			d[k] = v
 		}
 	}
-	subject := e.App
-	if subject == "" {
-		subject = e.Dst.String()
-	}
-	typ, outcome := "flow."+string(e.Action), string(e.Action)
-	if e.Action == controlproto.FlowDNSDeny {
-		// A denied lookup: the name asked for is the subject.
-		typ, outcome, subject = "dns.deny", "deny", e.Name
-	}
 	return store.AuditEvent{
 		Time:    e.Time,
 		Type:    typ,
 		Actor:   "gateway:" + gatewayID,
-		Outcome: outcome,
+		Outcome: string(outcome),
 		Subject: subject,
 		Details: d,
-	}
+	}, true
 }
 
 func (s *Server) recomputeLoop(ctx context.Context) {

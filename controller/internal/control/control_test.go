@@ -36,6 +36,7 @@ import (
 	"github.com/cordonhq/cordon/controller/internal/control"
 	"github.com/cordonhq/cordon/controller/internal/store"
 	"github.com/cordonhq/cordon/controller/internal/store/sqlite"
+	"github.com/cordonhq/cordon/controller/internal/store/storetest"
 	"github.com/cordonhq/cordon/pkg/agentstate"
 	"github.com/cordonhq/cordon/pkg/controlclient"
 	"github.com/cordonhq/cordon/pkg/controlproto"
@@ -127,7 +128,7 @@ func newHarness(t *testing.T) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &harness{ctx: ctx, store: &countingStore{Store: db}, ca: authority, log: &syncBuffer{}}
+	h := &harness{ctx: ctx, store: &countingStore{Store: storetest.CheckAudit(t, db)}, ca: authority, log: &syncBuffer{}}
 	h.srv = control.New(control.Config{
 		Store: h.store, CA: authority, ServerCert: cert,
 		Logger: slog.New(slog.NewTextHandler(h.log, &slog.HandlerOptions{Level: slog.LevelDebug})),

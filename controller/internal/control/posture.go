@@ -14,6 +14,7 @@ import (
 
 	"github.com/cordonhq/cordon/controller/internal/netmap"
 	"github.com/cordonhq/cordon/controller/internal/store"
+	"github.com/cordonhq/cordon/pkg/audit"
 	"github.com/cordonhq/cordon/pkg/controlproto"
 	"github.com/cordonhq/cordon/pkg/policy/policyfile"
 	"github.com/cordonhq/cordon/pkg/posture"
@@ -69,7 +70,7 @@ func (s *Server) handlePosture(ctx context.Context, log *slog.Logger, a *agent, 
 		if a.unexpected <= 3 || a.unexpected%1000 == 0 {
 			log.Warn("invalid posture report; dropped", "err", err, "count", a.unexpected)
 			s.auditPosture(ctx, log, store.AuditEvent{
-				Time: now, Type: "posture.report", Actor: "device:" + a.id, Outcome: "invalid", Subject: a.id,
+				Time: now, Type: audit.PostureReport, Actor: "device:" + a.id, Outcome: "invalid", Subject: a.id,
 				Details: map[string]string{"self_reported": "true", "error": truncate(err.Error(), 200)},
 			})
 		}
@@ -164,7 +165,7 @@ func postureAudit(id string, rec store.PostureRecord, changed bool) store.AuditE
 		}
 	}
 	return store.AuditEvent{
-		Time: rec.ReceivedAt, Type: "posture.report", Actor: "device:" + id, Outcome: "success", Subject: id, Details: d,
+		Time: rec.ReceivedAt, Type: audit.PostureReport, Actor: "device:" + id, Outcome: "success", Subject: id, Details: d,
 	}
 }
 

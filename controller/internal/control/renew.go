@@ -15,6 +15,7 @@ import (
 
 	"github.com/cordonhq/cordon/controller/internal/ca"
 	"github.com/cordonhq/cordon/controller/internal/store"
+	"github.com/cordonhq/cordon/pkg/audit"
 	"github.com/cordonhq/cordon/pkg/controlproto"
 )
 
@@ -93,7 +94,7 @@ func (s *Server) renew(ctx context.Context, log *slog.Logger, a *agent, w *quic.
 		return
 	}
 	ev := store.AuditEvent{
-		Time: now, Type: "cert.renew", Actor: agentActor(a), Subject: a.id,
+		Time: now, Type: audit.CertRenew, Actor: agentActor(a), Subject: a.id,
 		Details: map[string]string{"kind": a.kind},
 	}
 	var old *x509.Certificate

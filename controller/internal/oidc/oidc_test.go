@@ -15,6 +15,7 @@ import (
 
 	"github.com/cordonhq/cordon/controller/internal/store"
 	"github.com/cordonhq/cordon/controller/internal/store/sqlite"
+	"github.com/cordonhq/cordon/controller/internal/store/storetest"
 	"github.com/cordonhq/cordon/internal/oidctest"
 	"github.com/cordonhq/cordon/pkg/wgkey"
 	"golang.org/x/oauth2"
@@ -61,7 +62,7 @@ func newRigWith(t *testing.T, opts oidctest.Options, edit func(*ProviderConfig),
 	key := make([]byte, 32)
 	rand.Read(key)
 	cfg := Config{
-		Providers: []ProviderConfig{pc}, Store: st, TokenKey: key,
+		Providers: []ProviderConfig{pc}, Store: storetest.CheckAudit(t, st), TokenKey: key,
 		Now:     func() time.Time { return time.Now().Add(time.Duration(r.offset.Load())) },
 		Changed: func() { r.changed.Add(1) },
 	}

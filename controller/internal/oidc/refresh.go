@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/cordonhq/cordon/controller/internal/store"
+	"github.com/cordonhq/cordon/pkg/audit"
 	"golang.org/x/oauth2"
 )
 
@@ -56,13 +57,6 @@ type RefreshStats struct {
 	// stayed unreachable past the unreachable limit.
 	Unverified int
 }
-
-// Audit event types this package records (the schema is in store).
-const (
-	AuditGroups      = store.AuditIdPGroups      // the provider changed a user's groups
-	AuditRefused     = store.AuditIdPRefused     // the provider refused a refresh: sessions ended
-	AuditUnreachable = store.AuditIdPUnreachable // unreachable past the limit: sessions ended
-)
 
 // RefreshAll refreshes, once, every linked identity that has a refresh
 // token and is still valid.
@@ -272,7 +266,7 @@ func (m *Manager) refreshOne(ctx context.Context, id store.Identity) (changed bo
 	var ev store.AuditEvent
 	if changed {
 		ev = store.AuditEvent{
-			Type: AuditGroups, Outcome: "success", Subject: id.User,
+			Type: audit.AuthIdPGroups, Outcome: "success", Subject: id.User,
 			Details: map[string]string{"subject": id.Subject, "groups": fmt.Sprint(next.Groups)},
 		}
 	}
@@ -292,7 +286,7 @@ func (m *Manager) deprovision(ctx context.Context, id store.Identity, why *refus
 		d["error"], d["http_status"] = why.Code, strconv.Itoa(why.Status)
 	}
 	n, err := m.state.CutOffIdentity(ctx, id, true,
-		store.AuditEvent{Type: AuditRefused, Outcome: "failure", Subject: id.User, Details: d},
+		store.AuditEvent{Type: audit.AuthIdPRefresh, Outcome: "failure", Subject: id.User, Details: d},
 		store.EndIdPRefused, "the identity provider refused the refresh")
 	if err != nil {
 		return err
@@ -312,7 +306,7 @@ func (m *Manager) endUnverified(ctx context.Context, id store.Identity, cause er
 	now := m.now().UTC().Truncate(time.Microsecond)
 	last := lastVerified(id)
 	n, err := m.state.CutOffIdentity(ctx, id, false, store.AuditEvent{
-		Type: AuditUnreachable, Outcome: "failure", Subject: id.User,
+		Type: audit.AuthIdPUnreachable, Outcome: "failure", Subject: id.User,
 		Details: map[string]string{
 			"subject": id.Subject, "last_verified": last.UTC().Format(time.RFC3339),
 			"unreachable_limit": m.unreachableLimit.String(), "error": clip(cause.Error()),

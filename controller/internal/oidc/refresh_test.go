@@ -8,6 +8,7 @@ import (
 
 	"github.com/cordonhq/cordon/controller/internal/store"
 	"github.com/cordonhq/cordon/internal/oidctest"
+	"github.com/cordonhq/cordon/pkg/audit"
 )
 
 // signedInRig is a rig where alice signed in through the IdP, is linked
@@ -67,12 +68,12 @@ func TestRefreshIdPAnswers(t *testing.T) {
 			if got.InvalidAt.IsZero() || got.RefreshToken != "" {
 				t.Errorf("identity: %+v, want invalid, token dropped", got)
 			}
-			evs, _ := r.st.ListAudit(t.Context(), store.AuditFilter{Type: AuditRefused})
+			evs, _ := r.st.ListAudit(t.Context(), store.AuditFilter{Type: string(audit.AuthIdPRefresh)})
 			wantCode := strings.Split(strings.Split(a.Body, `"error":"`)[1], `"`)[0]
 			if len(evs) != 1 || evs[0].Subject != "alice" || evs[0].Outcome != "failure" ||
 				evs[0].Details["error"] != wantCode || evs[0].Details["http_status"] != fmt.Sprint(a.Status) ||
 				!strings.Contains(evs[0].Details["reason"], wantCode) {
-				t.Errorf("audit %s: %+v, want error %s, status %d", AuditRefused, evs, wantCode, a.Status)
+				t.Errorf("audit %s: %+v, want error %s, status %d", audit.AuthIdPRefresh, evs, wantCode, a.Status)
 			}
 			if r.changed.Load() != 1 {
 				t.Errorf("Changed called %d times, want 1 (the maps must drop the session)", r.changed.Load())
@@ -147,11 +148,11 @@ func TestRefreshUnreachableBounded(t *testing.T) {
 	if s := r.session(t); s.Active() || s.EndReason != store.EndIdPUnreachable {
 		t.Errorf("session: %+v, want ended (%s)", s, store.EndIdPUnreachable)
 	}
-	evs, _ := r.st.ListAudit(ctx, store.AuditFilter{Type: AuditUnreachable})
+	evs, _ := r.st.ListAudit(ctx, store.AuditFilter{Type: string(audit.AuthIdPUnreachable)})
 	if len(evs) != 1 || evs[0].Subject != "alice" || evs[0].Details["unreachable_limit"] != limit.String() || evs[0].Details["last_verified"] == "" {
-		t.Errorf("audit %s: %+v", AuditUnreachable, evs)
+		t.Errorf("audit %s: %+v", audit.AuthIdPUnreachable, evs)
 	}
-	if evs, _ := r.st.ListAudit(ctx, store.AuditFilter{Type: "session.end"}); len(evs) != 1 || evs[0].Details["reason"] != store.EndIdPUnreachable {
+	if evs, _ := r.st.ListAudit(ctx, store.AuditFilter{Type: string(audit.SessionEnd)}); len(evs) != 1 || evs[0].Details["reason"] != store.EndIdPUnreachable {
 		t.Errorf("audit session.end: %+v", evs)
 	}
 	got, _ := r.st.GetIdentity(ctx, "test", id.Subject)

@@ -19,7 +19,7 @@ type ManagerConfig struct {
 	// State makes the manager's changes (ending sessions, storing
 	// activity); nil: one over Store.
 	State  *state.State
-	Limits Limits      // validated by NewManager
+	Limits Limits // validated by NewManager
 	// Changed is called when a session ended or crossed a classification's
 	// idle limit, so the network maps are computed again. It must not block.
 	Changed func()

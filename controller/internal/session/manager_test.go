@@ -11,6 +11,7 @@ import (
 	"github.com/cordonhq/cordon/controller/internal/session"
 	"github.com/cordonhq/cordon/controller/internal/store"
 	"github.com/cordonhq/cordon/controller/internal/store/sqlite"
+	"github.com/cordonhq/cordon/controller/internal/store/storetest"
 	"github.com/cordonhq/cordon/pkg/wgkey"
 )
 
@@ -43,7 +44,7 @@ func newEnv(t *testing.T, l session.Limits) *env {
 	}
 	t.Cleanup(func() { st.Close() })
 	e := &env{st: st, clk: &clock{now: t0}}
-	e.m, err = session.NewManager(session.ManagerConfig{Store: st, Limits: l, Now: e.clk.Now, Changed: func() { e.changed.Add(1) }})
+	e.m, err = session.NewManager(session.ManagerConfig{Store: storetest.CheckAudit(t, st), Limits: l, Now: e.clk.Now, Changed: func() { e.changed.Add(1) }})
 	if err != nil {
 		t.Fatal(err)
 	}

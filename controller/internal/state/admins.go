@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/cordonhq/cordon/controller/internal/store"
+	"github.com/cordonhq/cordon/pkg/audit"
 )
 
 // This file: admin accounts and admin tokens. None of it changes a
@@ -41,7 +42,7 @@ func (s *State) CreateAdmin(ctx context.Context, o Origin, x store.Admin) (store
 		if x.IdP != "" {
 			d["idp"], d["idp_subject"] = x.IdP, x.Subject
 		}
-		op.success("admin.admin.create", x.Name, d)
+		op.success(audit.AdminAdminCreate, x.Name, d)
 		return nil
 	})
 	return x, err
@@ -56,9 +57,9 @@ func (s *State) SetAdminDisabled(ctx context.Context, o Origin, name string, dis
 		} else if err != nil {
 			return err
 		}
-		typ := "admin.admin.enable"
+		typ := audit.AdminAdminEnable
 		if disabled {
-			typ = "admin.admin.disable"
+			typ = audit.AdminAdminDisable
 		}
 		op.success(typ, name, nil)
 		var err error
@@ -76,7 +77,7 @@ func (s *State) DeleteAdmin(ctx context.Context, o Origin, name string) error {
 		} else if err != nil {
 			return err
 		}
-		op.success("admin.admin.delete", name, nil)
+		op.success(audit.AdminAdminDelete, name, nil)
 		return nil
 	})
 	return err
@@ -120,7 +121,7 @@ func (s *State) CreateAdminToken(ctx context.Context, o Origin, t store.AdminTok
 		if len(t.Scopes) > 0 {
 			d["scopes"] = strings.Join(t.Scopes, ",")
 		}
-		op.success("admin.admin_token.create", t.ID, d)
+		op.success(audit.AdminTokenCreate, t.ID, d)
 		return nil
 	})
 	return t, err
@@ -139,7 +140,7 @@ func (s *State) AdminSignIn(ctx context.Context, t store.AdminToken, ttl time.Du
 		for k, v := range details {
 			d[k] = v
 		}
-		op.success("admin.login", t.Admin, d)
+		op.success(audit.AdminLogin, t.Admin, d)
 		// Forget tokens that ended long ago, so sign-ins do not grow the
 		// table without bound; a month keeps them for a review of recent use.
 		_, err = tx.PruneAdminTokens(ctx, op.at.Add(-30*24*time.Hour))
@@ -165,7 +166,7 @@ func (s *State) RevokeAdminToken(ctx context.Context, o Origin, id, reason strin
 		if reason != "" {
 			d = map[string]string{"reason": reason}
 		}
-		op.success("admin.admin_token.revoke", id, d)
+		op.success(audit.AdminTokenRevoke, id, d)
 		return nil
 	})
 	if errors.Is(err, errNothing) {
@@ -182,7 +183,7 @@ func (s *State) BootstrapOwnerToken(ctx context.Context, t store.AdminToken, det
 		if err := tx.CreateAdminToken(ctx, t); err != nil {
 			return err
 		}
-		op.record(store.AuditEvent{Time: t.CreatedAt, Type: "admin.admin_token.create", Outcome: "success", Subject: t.ID, Details: details})
+		op.record(store.AuditEvent{Time: t.CreatedAt, Type: audit.AdminTokenCreate, Outcome: "success", Subject: t.ID, Details: details})
 		return nil
 	})
 	return err

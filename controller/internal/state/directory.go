@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/cordonhq/cordon/controller/internal/store"
+	"github.com/cordonhq/cordon/pkg/audit"
 )
 
 // This file: the one-by-one directory (segments, apps, users, groups,
@@ -60,7 +61,7 @@ func (s *State) CreateSegment(ctx context.Context, o Origin, seg store.Segment) 
 		} else if err != nil {
 			return err
 		}
-		op.success("admin.segment.create", seg.Name, nil)
+		op.success(audit.AdminSegmentCreate, seg.Name, nil)
 		op.change.Segments = []string{seg.Name}
 		return nil
 	})
@@ -81,7 +82,7 @@ func (s *State) DeleteSegment(ctx context.Context, o Origin, name string) error 
 		case err != nil:
 			return err
 		}
-		op.success("admin.segment.delete", name, nil)
+		op.success(audit.AdminSegmentDelete, name, nil)
 		op.change.Segments = []string{name}
 		return nil
 	})
@@ -127,7 +128,7 @@ func (s *State) CreateApp(ctx context.Context, o Origin, app store.App, fits App
 		} else if err != nil {
 			return err
 		}
-		op.success("admin.app.create", app.Name, map[string]string{"segment": app.Segment, "classification": string(app.Classification)})
+		op.success(audit.AdminAppCreate, app.Name, map[string]string{"segment": app.Segment, "classification": string(app.Classification)})
 		op.change.Apps, op.change.Segments = []string{app.Name}, []string{app.Segment}
 		return nil
 	})
@@ -152,7 +153,7 @@ func (s *State) DeleteApp(ctx context.Context, o Origin, name string) error {
 		case err != nil:
 			return err
 		}
-		op.success("admin.app.delete", name, nil)
+		op.success(audit.AdminAppDelete, name, nil)
 		op.change.Apps, op.change.Segments = []string{name}, []string{app.Segment}
 		return nil
 	})
@@ -172,7 +173,7 @@ func (s *State) CreateUser(ctx context.Context, o Origin, u store.User, recovery
 		if err := tx.ReplaceRecoveryCodes(ctx, u.Name, recoveryHashes, op.at); err != nil {
 			return fmt.Errorf("store recovery codes of user %s: %w", u.Name, err)
 		}
-		op.success("admin.user.create", u.Name, map[string]string{"recovery_codes": strconv.Itoa(len(recoveryHashes))})
+		op.success(audit.AdminUserCreate, u.Name, map[string]string{"recovery_codes": strconv.Itoa(len(recoveryHashes))})
 		// A new user has no devices yet: no map changes.
 		return nil
 	})
@@ -188,7 +189,7 @@ func (s *State) ReplaceRecoveryCodes(ctx context.Context, o Origin, user string,
 		} else if err != nil {
 			return err
 		}
-		op.success("admin.user.recovery_codes", user, map[string]string{"count": strconv.Itoa(len(hashes))})
+		op.success(audit.AdminUserRecoveryCodes, user, map[string]string{"count": strconv.Itoa(len(hashes))})
 		return nil
 	})
 	return err
@@ -206,9 +207,9 @@ func (s *State) SetUserDisabled(ctx context.Context, o Origin, name string, disa
 		} else if err != nil {
 			return err
 		}
-		verb := "admin.user.enable"
+		verb := audit.AdminUserEnable
 		if disabled {
-			verb = "admin.user.disable"
+			verb = audit.AdminUserDisable
 		}
 		op.success(verb, name, nil)
 		op.sessionsEnded(ended, "")
@@ -226,7 +227,7 @@ func (o *op) sessionsEnded(ended []store.Session, comment string) {
 		if comment != "" {
 			d["comment"] = comment
 		}
-		o.record(store.AuditEvent{Time: ss.EndedAt, Type: store.AuditSessionEnd, Outcome: "success", Subject: ss.ID, Details: d})
+		o.record(store.AuditEvent{Time: ss.EndedAt, Type: audit.SessionEnd, Outcome: "success", Subject: ss.ID, Details: d})
 		o.change.Devices = append(o.change.Devices, ss.DeviceID)
 	}
 }
@@ -239,7 +240,7 @@ func (s *State) DeleteUser(ctx context.Context, o Origin, name string) error {
 		} else if err != nil {
 			return err
 		}
-		op.success("admin.user.delete", name, nil)
+		op.success(audit.AdminUserDelete, name, nil)
 		op.change.Users = []string{name}
 		return nil
 	})
@@ -258,7 +259,7 @@ func (s *State) CreateGroup(ctx context.Context, o Origin, g store.Group) (store
 		} else if err != nil {
 			return err
 		}
-		op.success("admin.group.create", g.Name, nil)
+		op.success(audit.AdminGroupCreate, g.Name, nil)
 		op.change.Groups = []string{g.Name} // no members, no rules yet: no map changes
 		return nil
 	})
@@ -279,7 +280,7 @@ func (s *State) DeleteGroup(ctx context.Context, o Origin, name string) error {
 		case err != nil:
 			return err
 		}
-		op.success("admin.group.delete", name, nil)
+		op.success(audit.AdminGroupDelete, name, nil)
 		op.change.Groups = []string{name}
 		return nil
 	})
@@ -310,7 +311,7 @@ func (s *State) AddMember(ctx context.Context, o Origin, group, user string) (st
 		} else if err != nil {
 			return err
 		}
-		op.success("admin.group.add_member", group, map[string]string{"user": user})
+		op.success(audit.AdminGroupAddMember, group, map[string]string{"user": user})
 		op.change.Users, op.change.Groups = []string{user}, []string{group}
 		var err error
 		g, err = tx.GetGroup(ctx, group)
@@ -330,7 +331,7 @@ func (s *State) RemoveMember(ctx context.Context, o Origin, group, user string) 
 		} else if err != nil {
 			return err
 		}
-		op.success("admin.group.remove_member", group, map[string]string{"user": user})
+		op.success(audit.AdminGroupRemoveMember, group, map[string]string{"user": user})
 		op.change.Users, op.change.Groups = []string{user}, []string{group}
 		return nil
 	})
@@ -359,7 +360,7 @@ func (s *State) CreateRule(ctx context.Context, o Origin, rule store.Rule) (stor
 		} else if err != nil {
 			return err
 		}
-		op.success("admin.rule.create", rule.Name, map[string]string{"group": rule.Group, "app": rule.App})
+		op.success(audit.AdminRuleCreate, rule.Name, map[string]string{"group": rule.Group, "app": rule.App})
 		op.change.Groups, op.change.Apps = []string{rule.Group}, []string{rule.App}
 		return nil
 	})
@@ -381,7 +382,7 @@ func (s *State) DeleteRule(ctx context.Context, o Origin, name string) error {
 		if err := tx.DeleteRule(ctx, name); err != nil {
 			return err
 		}
-		op.success("admin.rule.delete", name, nil)
+		op.success(audit.AdminRuleDelete, name, nil)
 		op.change.Groups, op.change.Apps = []string{rule.Group}, []string{rule.App}
 		return nil
 	})
@@ -407,7 +408,7 @@ func (s *State) CreateEnrollToken(ctx context.Context, o Origin, t store.EnrollT
 		if t.Name != "" {
 			details["name"] = t.Name
 		}
-		op.success("admin.gateway_token.create", t.ID, details)
+		op.success(audit.AdminGatewayTokenCreate, t.ID, details)
 		return nil
 	})
 	return err
@@ -422,7 +423,7 @@ func (s *State) DeleteGateway(ctx context.Context, o Origin, id string) error {
 		} else if err != nil {
 			return err
 		}
-		op.success("admin.gateway.delete", id, nil)
+		op.success(audit.AdminGatewayDelete, id, nil)
 		op.change.Gateways = []string{id}
 		return nil
 	})
@@ -437,7 +438,7 @@ func (s *State) DeleteDevice(ctx context.Context, o Origin, id string) error {
 		} else if err != nil {
 			return err
 		}
-		op.success("admin.device.delete", id, nil)
+		op.success(audit.AdminDeviceDelete, id, nil)
 		op.change.Devices = []string{id}
 		return nil
 	})

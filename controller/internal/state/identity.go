@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/cordonhq/cordon/controller/internal/store"
+	"github.com/cordonhq/cordon/pkg/audit"
 )
 
 // This file: links to identity providers, and bookkeeping writes that the
@@ -24,7 +25,7 @@ func (s *State) LinkIdentity(ctx context.Context, id store.Identity, source stri
 			return err
 		}
 		if linked.CreatedAt.Equal(op.at) {
-			op.success(store.AuditIdPLink, linked.User, map[string]string{"source": source, "idp_subject": id.Subject, "email": id.Email, "comment": "user created at first sign-in"})
+			op.success(audit.AuthIdPLink, linked.User, map[string]string{"source": source, "idp_subject": id.Subject, "email": id.Email, "comment": "user created at first sign-in"})
 		} else {
 			op.bookkeeping = true
 		}
@@ -43,7 +44,7 @@ func (s *State) BindAdminSubject(ctx context.Context, name, idp, subject string,
 		if err := tx.BindAdminSubject(ctx, name, idp, subject); err != nil {
 			return err
 		}
-		op.success("admin.idp.bind", name, details)
+		op.success(audit.AdminIdPBind, name, details)
 		return nil
 	})
 	return err

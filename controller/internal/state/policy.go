@@ -6,13 +6,14 @@ import (
 	"strconv"
 
 	"github.com/cordonhq/cordon/controller/internal/store"
+	"github.com/cordonhq/cordon/pkg/audit"
 )
 
 // PutPolicy stores a checked policy file as the next version and makes it
-// active, if version prev is still the active one (0: none). verb is
-// "apply" or "rollback"; details go into the audit record, with the new
-// version added.
-func (s *State) PutPolicy(ctx context.Context, o Origin, verb string, prev int64, nv store.PolicyVersion, details map[string]string) (store.PolicyVersion, error) {
+// active, if version prev is still the active one (0: none). typ is
+// audit.AdminPolicyApply or AdminPolicyRollback; details go into the audit
+// record, with the new version added.
+func (s *State) PutPolicy(ctx context.Context, o Origin, typ audit.Type, prev int64, nv store.PolicyVersion, details map[string]string) (store.PolicyVersion, error) {
 	var stored store.PolicyVersion
 	_, err := s.apply(ctx, o, func(ctx context.Context, tx store.Store, op *op) error {
 		nv.Actor, nv.CreatedAt = o.Actor, op.at
@@ -28,7 +29,7 @@ func (s *State) PutPolicy(ctx context.Context, o Origin, verb string, prev int64
 			d[k] = v
 		}
 		d["version"] = strconv.FormatInt(stored.Version, 10)
-		op.success("admin.policy."+verb, "version "+d["version"], d)
+		op.success(typ, "version "+d["version"], d)
 		op.change.Policy = true
 		return nil
 	})

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cordonhq/cordon/controller/internal/store"
+	"github.com/cordonhq/cordon/pkg/audit"
 	"github.com/cordonhq/cordon/pkg/wgkey"
 )
 
@@ -73,7 +74,7 @@ func (s *State) SignIn(ctx context.Context, in SignIn, issue func(deviceID strin
 			} else if err != nil {
 				return err
 			}
-			op.success("auth.recovery_code", in.User, map[string]string{"source": in.Source, "device": in.DeviceID, "remaining": strconv.Itoa(left)})
+			op.success(audit.AuthRecoveryCode, in.User, map[string]string{"source": in.Source, "device": in.DeviceID, "remaining": strconv.Itoa(left)})
 		}
 		dev, err := enrollDevice(ctx, tx, in, op.at)
 		if err != nil {
@@ -95,10 +96,10 @@ func (s *State) SignIn(ctx context.Context, in SignIn, issue func(deviceID strin
 		if err != nil {
 			return fmt.Errorf("issue certificate for device %s: %w", dev.ID, err)
 		}
-		op.success("auth.login", in.User, map[string]string{"source": in.Source, "device": dev.ID, "method": in.Method})
-		op.success("enroll.device", dev.ID, map[string]string{"source": in.Source, "hostname": dev.Hostname, "overlay_addr": dev.OverlayAddr.String()})
+		op.success(audit.AuthLogin, in.User, map[string]string{"source": in.Source, "device": dev.ID, "method": in.Method})
+		op.success(audit.EnrollDevice, dev.ID, map[string]string{"source": in.Source, "hostname": dev.Hostname, "overlay_addr": dev.OverlayAddr.String()})
 		op.sessionsEnded(replaced, "")
-		op.success("session.start", sess.ID, map[string]string{"source": in.Source, "device": dev.ID, "method": in.Method, "mfa": strconv.FormatBool(in.MFA)})
+		op.success(audit.SessionStart, sess.ID, map[string]string{"source": in.Source, "device": dev.ID, "method": in.Method, "mfa": strconv.FormatBool(in.MFA)})
 		op.change.Devices = append(op.change.Devices, dev.ID)
 		out = SignedIn{Device: dev, Session: sess, Cert: cert}
 		return nil
@@ -226,7 +227,7 @@ func (s *State) RevokeDevice(ctx context.Context, o Origin, id string) (store.De
 		} else if err != nil {
 			return err
 		}
-		op.success("admin.device.revoke", id, nil)
+		op.success(audit.AdminDeviceRevoke, id, nil)
 		op.sessionsEnded(ended, "")
 		op.change.Devices = append(op.change.Devices, id)
 		d, err = tx.GetDevice(ctx, id)
@@ -265,7 +266,7 @@ func (s *State) EnrollGateway(ctx context.Context, tokenHash []byte, gw store.Ga
 			return fmt.Errorf("issue certificate for gateway %s: %w", gw.ID, err)
 		}
 		op.origin.Actor = "gateway:" + gw.ID
-		op.success("enroll.gateway", gw.Name, map[string]string{"source": source, "segment": gw.Segment, "overlay_addr": gw.OverlayAddr.String()})
+		op.success(audit.EnrollGateway, gw.Name, map[string]string{"source": source, "segment": gw.Segment, "overlay_addr": gw.OverlayAddr.String()})
 		op.change.Gateways = []string{gw.ID}
 		op.change.Segments = []string{gw.Segment}
 		return nil
@@ -289,7 +290,7 @@ func (s *State) ExpireSession(ctx context.Context, id string, at time.Time, reas
 			return errNothing
 		}
 		for _, e := range ended {
-			op.record(store.AuditEvent{Time: e.EndedAt, Type: store.AuditSessionEnd, Outcome: "success", Subject: e.ID,
+			op.record(store.AuditEvent{Time: e.EndedAt, Type: audit.SessionEnd, Outcome: "success", Subject: e.ID,
 				Details: map[string]string{"device": e.DeviceID, "user": e.User, "reason": e.EndReason,
 					"last_activity": lastActivity.UTC().Format(time.RFC3339)}})
 			op.change.Devices = append(op.change.Devices, e.DeviceID)

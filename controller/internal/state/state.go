@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/cordonhq/cordon/controller/internal/store"
+	"github.com/cordonhq/cordon/pkg/audit"
 )
 
 // Origin is who asked for a mutation.
@@ -120,7 +121,7 @@ func (o *op) record(ev store.AuditEvent) {
 }
 
 // success records a successful mutation of subject.
-func (o *op) success(typ, subject string, details map[string]string) {
+func (o *op) success(typ audit.Type, subject string, details map[string]string) {
 	o.record(store.AuditEvent{Type: typ, Outcome: "success", Subject: subject, Details: details})
 }
 

@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/cordonhq/cordon/pkg/audit"
 	"github.com/cordonhq/cordon/pkg/policy"
 	"github.com/cordonhq/cordon/pkg/wgkey"
 )
@@ -134,7 +135,7 @@ type EnrollToken struct {
 type AuditEvent struct {
 	Seq     int64             `json:"seq"`
 	Time    time.Time         `json:"time"`
-	Type    string            `json:"type"`    // e.g. "login", "flow.allow"
+	Type    audit.Type        `json:"type"`    // one of the pkg/audit constants
 	Actor   string            `json:"actor"`   // who did it: "admin", "user:nurse", "gateway:gw-1"
 	Outcome string            `json:"outcome"` // "success", "failure", "allow", "deny"
 	Subject string            `json:"subject"` // what it was done to
@@ -144,6 +145,9 @@ type AuditEvent struct {
 	// of one call together and lets a retried call learn what it did.
 	RequestID string `json:"request_id,omitempty"`
 }
+
+// Validate checks the event against its type's schema (audit.Validate).
+func (e AuditEvent) Validate() error { return audit.Validate(e.Type, e.Outcome, e.Details) }
 
 // AuditFilter selects audit events; zero fields match everything. Events
 // come newest first.

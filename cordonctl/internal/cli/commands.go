@@ -441,7 +441,7 @@ func printAudit(w io.Writer, xs []adminapi.AuditEvent) error {
 		for i, k := range keys {
 			det[i] = k + "=" + x.Details[k]
 		}
-		t.row(fmt.Sprint(x.Seq), fmtTime(x.Time), x.Type, x.Actor, x.Outcome, x.Subject, strings.Join(det, " "))
+		t.row(fmt.Sprint(x.Seq), fmtTime(x.Time), string(x.Type), x.Actor, x.Outcome, x.Subject, strings.Join(det, " "))
 	}
 	return t.flush()
 }

@@ -28,10 +28,12 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/cordonhq/cordon/pkg/audit"
 	"github.com/pquerna/otp/totp"
 )
 
@@ -308,8 +310,8 @@ func (d *demo) run() error {
 		if err != nil {
 			return err
 		}
-		for _, want := range []string{`"flow.allow"`, `"flow.deny"`, `"auth.login"`, `"enroll.gateway"`, `"admin.rule.create"`, `"session.end"`} {
-			if !bytes.Contains(out, []byte(want)) {
+		for _, typ := range []audit.Type{audit.FlowAllow, audit.FlowDeny, audit.AuthLogin, audit.EnrollGateway, audit.AdminRuleCreate, audit.SessionEnd} {
+			if want := strconv.Quote(string(typ)); !bytes.Contains(out, []byte(want)) {
 				return fmt.Errorf("no %s record yet", want)
 			}
 		}

@@ -1,0 +1,366 @@
+package audit
+
+// Event types. The spelling of each is fixed for good (see the package
+// doc); what each carries is in specs below.
+const (
+	// Authentication.
+	AuthLogin          Type = "auth.login"
+	AuthAlert          Type = "auth.alert"
+	AuthRecoveryCode   Type = "auth.recovery_code"
+	AuthIdPLink        Type = "auth.idp.link"
+	AuthIdPGroups      Type = "auth.idp.groups"
+	AuthIdPRefresh     Type = "auth.idp.refresh"
+	AuthIdPUnreachable Type = "auth.idp.unreachable"
+	AdminLogin         Type = "admin.login"
+	AdminIdPBind       Type = "admin.idp.bind"
+
+	// Access.
+	AdminAuth Type = "admin.auth"
+
+	// Administration: admin.<resource>.<verb>.
+	AdminSegmentCreate      Type = "admin.segment.create"
+	AdminSegmentDelete      Type = "admin.segment.delete"
+	AdminAppCreate          Type = "admin.app.create"
+	AdminAppDelete          Type = "admin.app.delete"
+	AdminUserCreate         Type = "admin.user.create"
+	AdminUserEnable         Type = "admin.user.enable"
+	AdminUserDisable        Type = "admin.user.disable"
+	AdminUserDelete         Type = "admin.user.delete"
+	AdminUserRecoveryCodes  Type = "admin.user.recovery_codes"
+	AdminGroupCreate        Type = "admin.group.create"
+	AdminGroupDelete        Type = "admin.group.delete"
+	AdminGroupAddMember     Type = "admin.group.add_member"
+	AdminGroupRemoveMember  Type = "admin.group.remove_member"
+	AdminRuleCreate         Type = "admin.rule.create"
+	AdminRuleDelete         Type = "admin.rule.delete"
+	AdminGatewayTokenCreate Type = "admin.gateway_token.create"
+	AdminGatewayDelete      Type = "admin.gateway.delete"
+	AdminDeviceDelete       Type = "admin.device.delete"
+	AdminDeviceRevoke       Type = "admin.device.revoke"
+	AdminAdminCreate        Type = "admin.admin.create"
+	AdminAdminEnable        Type = "admin.admin.enable"
+	AdminAdminDisable       Type = "admin.admin.disable"
+	AdminAdminDelete        Type = "admin.admin.delete"
+	AdminTokenCreate        Type = "admin.admin_token.create"
+	AdminTokenRevoke        Type = "admin.admin_token.revoke"
+	AdminPolicyApply        Type = "admin.policy.apply"
+	AdminPolicyRollback     Type = "admin.policy.rollback"
+
+	// Session.
+	SessionStart Type = "session.start"
+	SessionEnd   Type = "session.end"
+
+	// Device.
+	EnrollGateway Type = "enroll.gateway"
+	EnrollDevice  Type = "enroll.device"
+	CertRenew     Type = "cert.renew"
+	PostureReport Type = "posture.report"
+
+	// Flow.
+	FlowAllow Type = "flow.allow"
+	FlowDeny  Type = "flow.deny"
+	FlowCut   Type = "flow.cut"
+	DNSDeny   Type = "dns.deny"
+)
+
+// Helpers that keep the table below readable.
+
+func outcomes(xs ...OutcomeSpec) []OutcomeSpec { return xs }
+
+// field is a detail present on the listed outcomes (none: optional).
+func field(name, doc string, required ...Outcome) Field {
+	return Field{Name: name, Doc: doc, Required: required}
+}
+
+var (
+	successInfo   = OutcomeSpec{Success, Info}
+	successNotice = OutcomeSpec{Success, Notice}
+	failureNotice = OutcomeSpec{Failure, Notice}
+	failureWarn   = OutcomeSpec{Failure, Warning}
+)
+
+// Field texts used by several types.
+const (
+	docSource    = "IP address the request came from"
+	docReason    = "why it was refused or failed, in words"
+	docMethod    = `how the person signed in: "password+totp", "recovery-code", "oidc:PROVIDER" (or "oidc" when no provider was chosen yet)`
+	docIdPSub    = "the user's subject (sub claim) at the identity provider"
+	docExpiresAt = "when the credential stops working (RFC 3339)"
+	docComment   = "a note for the reader of the trail"
+)
+
+// admin is the spec of an admin.<resource>.<verb> change that an admin
+// (Actor "admin:NAME") made through the admin API; doc says what
+// Subject is.
+func admin(t Type, sev Severity, doc string, fields ...Field) Spec {
+	return Spec{Type: t, Category: Administration, Doc: doc,
+		Outcomes: outcomes(OutcomeSpec{Success, sev}), Fields: fields}
+}
+
+func policy(t Type, doc string, extra ...Field) Spec {
+	fs := []Field{
+		field("reason", "the admin's reason for the change", Success, Failure),
+		field("file", "the policy file's name", Success, Failure),
+		field("old_version", "the version active before (0: none)", Success, Failure),
+		field("old_sha256", "SHA-256 of the source active before", Success, Failure),
+		field("new_sha256", "SHA-256 of the source applied", Success, Failure),
+		field("version", "the version stored", Success),
+		field("problems", "how many problems made the policy invalid", Failure),
+	}
+	return Spec{Type: t, Category: Administration, Doc: doc,
+		Outcomes: outcomes(successNotice, failureNotice), Fields: append(fs, extra...)}
+}
+
+func flow(t Type, o OutcomeSpec, doc string) Spec {
+	return Spec{Type: t, Category: Flow, Doc: doc + ` Actor "gateway:ID".`,
+		Outcomes: outcomes(o),
+		Fields: []Field{
+			field("proto", "IP protocol (tcp, udp, icmp)", o.Outcome),
+			field("src", "source address:port (the device's overlay address)", o.Outcome),
+			field("dst", "destination address:port", o.Outcome),
+			field("gateway", "ID of the gateway that decided", o.Outcome),
+			field("user", "user of the session the flow belongs to"),
+			field("device", "device ID"),
+			field("rule", "the policy rule that allowed it"),
+			field("reason", "why it was denied or cut"),
+			field("name", "DNS name involved"),
+		}}
+}
+
+// specs is the registry. All sorts it; keep it grouped like the constants.
+var specs = []Spec{
+	// Authentication.
+	{Type: AuthLogin, Category: Authentication,
+		Doc:      `A user signed in from a device (Actor "user:NAME"; Subject the user name, quoted if the attempted name was not valid, or "unknown").`,
+		Outcomes: outcomes(successInfo, failureWarn),
+		Fields: []Field{
+			field("source", docSource, Success, Failure),
+			field("device", "device ID (on a failure, the one the request named: empty for a new device)", Success),
+			field("method", docMethod, Success),
+			field("reason", docReason, Failure),
+			field("idp", "identity provider asked for"),
+			field("idp_subject", docIdPSub),
+			field("error", "the identity provider's or token check's error"),
+			field("comment", docComment),
+		}},
+	{Type: AuthAlert, Category: Authentication,
+		Doc:      `Repeated failed sign-ins of one account, or from one source, within the alert window (Actor "controller"; Subject the account or the source address or /64). At most one per key and window.`,
+		Outcomes: outcomes(OutcomeSpec{Raised, Alert}),
+		Fields: []Field{
+			field("kind", `"user" (one account) or "source" (one address or IPv6 /64)`, Raised),
+			field("failures", "failed sign-ins counted in the window", Raised),
+			field("window", "the sliding window (Go duration)", Raised),
+			field("first", "time of the first counted failure (RFC 3339)", Raised),
+			field("account", `"user" or "admin": which kind of account was signing in`, Raised),
+			field("source", "latest source address (for kind user)"),
+		}},
+	{Type: AuthRecoveryCode, Category: Authentication,
+		Doc:      `A user used up a recovery code in place of the one-time code (Actor "user:NAME"; Subject the user).`,
+		Outcomes: outcomes(successNotice),
+		Fields: []Field{
+			field("source", docSource, Success),
+			field("device", "device ID (empty for a new device)", Success),
+			field("remaining", "unused recovery codes left", Success),
+		}},
+	{Type: AuthIdPLink, Category: Authentication,
+		Doc:      `A user was created and linked at their first sign-in through an identity provider (Actor "idp:PROVIDER"; Subject the user).`,
+		Outcomes: outcomes(successInfo),
+		Fields: []Field{
+			field("source", docSource, Success),
+			field("idp_subject", docIdPSub, Success),
+			field("email", "the user's email claim (may be empty)", Success),
+			field("comment", docComment, Success),
+		}},
+	{Type: AuthIdPGroups, Category: Authentication,
+		Doc:      `The identity provider changed a user's groups or policy claim at a refresh (Actor "idp:PROVIDER"; Subject the user).`,
+		Outcomes: outcomes(successNotice),
+		Fields: []Field{
+			field("subject", docIdPSub, Success),
+			field("groups", "the groups now, as [a b c]", Success),
+		}},
+	{Type: AuthIdPRefresh, Category: Authentication,
+		Doc:      `The identity provider refused a user's refresh (an OAuth error response, RFC 6749 §5.2), or the provider is gone; every session of the user ends (Actor "idp:PROVIDER"; Subject the user).`,
+		Outcomes: outcomes(failureWarn),
+		Fields: []Field{
+			field("subject", docIdPSub, Failure),
+			field("reason", docReason, Failure),
+			field("error", "the OAuth error code"),
+			field("http_status", "HTTP status of the OAuth error answer"),
+		}},
+	{Type: AuthIdPUnreachable, Category: Authentication,
+		Doc:      `The identity provider could not be reached for longer than unreachable_limit since it last confirmed the user; every session of the user ends (Actor "idp:PROVIDER"; Subject the user).`,
+		Outcomes: outcomes(failureWarn),
+		Fields: []Field{
+			field("subject", docIdPSub, Failure),
+			field("last_verified", "when the provider last confirmed the user (RFC 3339)", Failure),
+			field("unreachable_limit", "the configured limit (Go duration)", Failure),
+			field("error", "the last error reaching the provider", Failure),
+			field("reason", docReason, Failure),
+		}},
+	{Type: AdminLogin, Category: Authentication,
+		Doc:      `An admin signed in to the admin API (Actor "admin:NAME"; Subject the account name, quoted if not a valid name, or "unknown").`,
+		Outcomes: outcomes(successNotice, failureWarn),
+		Fields: []Field{
+			field("source", docSource, Success, Failure),
+			field("token", "ID of the sign-in token issued", Success),
+			field("role", "the account's role", Success),
+			field("expires_at", docExpiresAt, Success),
+			field("method", docMethod, Success),
+			field("reason", docReason, Failure),
+			field("idp", "identity provider asked for"),
+			field("idp_subject", docIdPSub),
+			field("idp_user", "the user name the identity provider sent"),
+			field("error", "the identity provider's or token check's error"),
+			field("comment", docComment),
+		}},
+	{Type: AdminIdPBind, Category: Authentication,
+		Doc:      `An admin account was bound to its identity-provider subject at its first sign-in through the provider (Actor "idp:PROVIDER"; Subject the account).`,
+		Outcomes: outcomes(successNotice),
+		Fields: []Field{
+			field("source", docSource, Success),
+			field("idp_subject", docIdPSub, Success),
+			field("idp_user", "the user name the identity provider sent", Success),
+			field("email", "the email claim (may be empty)", Success),
+			field("comment", docComment, Success),
+		}},
+
+	// Access.
+	{Type: AdminAuth, Category: Access,
+		Doc:      `An admin API request was refused: no valid token, or the token lacks the permission (Actor "admin:TOKEN" or "admin:unknown"; Subject "METHOD /path").`,
+		Outcomes: outcomes(failureWarn),
+		Fields: []Field{
+			field("source", docSource, Failure),
+			field("reason", docReason, Failure),
+			field("token", "ID of the token presented"),
+			field("role", "the token's role"),
+			field("permission", "the permission the request needed"),
+		}},
+
+	// Administration.
+	admin(AdminSegmentCreate, Info, "A segment was created (Subject the segment)."),
+	admin(AdminSegmentDelete, Info, "A segment was deleted (Subject the segment)."),
+	admin(AdminAppCreate, Info, "An app was created (Subject the app).",
+		field("segment", "the app's segment", Success),
+		field("classification", "data classification: phi, internal or public", Success)),
+	admin(AdminAppDelete, Info, "An app was deleted (Subject the app)."),
+	admin(AdminUserCreate, Notice, "A local user was created (Subject the user).",
+		field("recovery_codes", "recovery codes issued", Success)),
+	admin(AdminUserEnable, Notice, "A user was enabled (Subject the user)."),
+	admin(AdminUserDisable, Notice, "A user was disabled; their sessions end, each with a session.end (Subject the user)."),
+	admin(AdminUserDelete, Notice, "A user was deleted (Subject the user)."),
+	admin(AdminUserRecoveryCodes, Notice, "A user's recovery codes were replaced by new ones (Subject the user).",
+		field("count", "recovery codes issued", Success)),
+	admin(AdminGroupCreate, Info, "A group was created (Subject the group)."),
+	admin(AdminGroupDelete, Info, "A group was deleted (Subject the group)."),
+	admin(AdminGroupAddMember, Notice, "A user was added to a group (Subject the group).",
+		field("user", "the user added", Success)),
+	admin(AdminGroupRemoveMember, Notice, "A user was removed from a group (Subject the group).",
+		field("user", "the user removed", Success)),
+	admin(AdminRuleCreate, Notice, "An access rule was created (Subject the rule).",
+		field("group", "the group the rule lets in", Success),
+		field("app", "the app it lets them reach", Success)),
+	admin(AdminRuleDelete, Notice, "An access rule was deleted (Subject the rule)."),
+	admin(AdminGatewayTokenCreate, Notice, "A gateway enrollment token was issued (Subject the token ID).",
+		field("segment", "segment the gateway will serve", Success),
+		field("expires_at", docExpiresAt, Success),
+		field("name", "the gateway name the token is for")),
+	admin(AdminGatewayDelete, Notice, "A gateway was deleted (Subject the gateway ID)."),
+	admin(AdminDeviceDelete, Notice, "A device was deleted (Subject the device ID)."),
+	admin(AdminDeviceRevoke, Notice, "A device was revoked; its sessions end, each with a session.end (Subject the device ID)."),
+	admin(AdminAdminCreate, Notice, "An admin account was created (Subject the account).",
+		field("role", "the account's role", Success),
+		field("idp", "identity provider it signs in through"),
+		field("idp_subject", "its subject there, if bound already")),
+	admin(AdminAdminEnable, Notice, "An admin account was enabled (Subject the account)."),
+	admin(AdminAdminDisable, Notice, "An admin account was disabled (Subject the account)."),
+	admin(AdminAdminDelete, Notice, "An admin account was deleted (Subject the account)."),
+	admin(AdminTokenCreate, Notice, `An admin API token was issued, by an admin or by the controller itself at first start (Actor "controller"; Subject the token ID).`,
+		field("name", "the token's name", Success),
+		field("role", "the token's role", Success),
+		field("expires_at", docExpiresAt, Success),
+		field("scopes", "permissions the token is limited to, comma-separated"),
+		field("reason", "why the controller issued it (bootstrap)")),
+	admin(AdminTokenRevoke, Notice, "An admin API token was revoked (Subject the token ID).",
+		field("reason", `"logout" when its holder signed out`)),
+	policy(AdminPolicyApply, `A policy version was applied, or refused as invalid (Subject "version N", or the file name when refused).`),
+	policy(AdminPolicyRollback, `An old policy version was re-applied as a new version, or refused (Subject as for admin.policy.apply).`,
+		field("rollback_of", "the old version re-applied", Success, Failure)),
+
+	// Session.
+	{Type: SessionStart, Category: Session,
+		Doc:      `A user's session on a device started (Actor "user:NAME"; Subject the session ID).`,
+		Outcomes: outcomes(successInfo),
+		Fields: []Field{
+			field("source", docSource, Success),
+			field("device", "device ID", Success),
+			field("method", docMethod, Success),
+			field("mfa", "whether a second factor was proven at this sign-in (true/false)", Success),
+		}},
+	{Type: SessionEnd, Category: Session,
+		Doc:      `A session ended (Actor who ended it: "admin:NAME", "user:NAME", "idp:PROVIDER" or "controller"; Subject the session ID).`,
+		Outcomes: outcomes(successInfo),
+		Fields: []Field{
+			field("device", "device ID", Success),
+			field("user", "the session's user", Success),
+			field("reason", "idle, absolute, admin, device-revoked, user-disabled, replaced, logout, idp-refused or idp-unreachable", Success),
+			field("comment", docComment),
+			field("last_activity", "the session's last traffic (RFC 3339), when the controller ended it for idleness or age"),
+		}},
+
+	// Device.
+	{Type: EnrollGateway, Category: Device,
+		Doc:      `A gateway enrolled with a gateway token (Actor "gateway:ID", or "gateway:unknown"; Subject the gateway name).`,
+		Outcomes: outcomes(successNotice, failureWarn),
+		Fields: []Field{
+			field("source", docSource, Success, Failure),
+			field("segment", "the segment it serves", Success),
+			field("overlay_addr", "its overlay address", Success),
+			field("reason", docReason, Failure),
+		}},
+	{Type: EnrollDevice, Category: Device,
+		Doc:      `A device was enrolled, or enrolled again, at a user's sign-in (Actor "user:NAME"; Subject the device ID).`,
+		Outcomes: outcomes(successInfo),
+		Fields: []Field{
+			field("source", docSource, Success),
+			field("hostname", "the device's host name as it reports it", Success),
+			field("overlay_addr", "its overlay address", Success),
+		}},
+	{Type: CertRenew, Category: Device,
+		Doc:      `An agent renewed its certificate over the control channel (Actor "device:ID" or "gateway:ID"; Subject the agent ID). The new certificate is handed out only once this is recorded.`,
+		Outcomes: outcomes(successInfo, failureWarn),
+		Fields: []Field{
+			field("kind", "client or gateway", Success, Failure),
+			field("old_not_after", "expiry of the certificate presented (RFC 3339)"),
+			field("old_serial", "its serial number (hex)"),
+			field("new_not_after", "expiry of the new certificate (RFC 3339)", Success),
+			field("new_serial", "its serial number (hex)", Success),
+			field("reason", docReason, Failure),
+		}},
+	{Type: PostureReport, Category: Device,
+		Doc:      `A device reported its posture (Actor "device:ID"; Subject the device ID). Everything in it is the device's own claim (self_reported).`,
+		Outcomes: outcomes(successInfo, OutcomeSpec{Invalid, Warning}),
+		Fields: []Field{
+			field("self_reported", `always "true": the controller cannot verify the report`, Success, Invalid),
+			field("changed", "whether it differs from the previous report", Success),
+			field("collected_at", "when the device collected it (RFC 3339)", Success),
+			field("error", "why the report could not be read", Invalid),
+			field("os", "operating system"),
+			field("os_version", "its version"),
+			field("os_name", "its name"),
+			field("kernel", "kernel version"),
+			field("client_version", "Cordon client version"),
+			field("disk_encryption", "state of disk encryption"),
+			field("disk_encryption.detail", "what the device found"),
+			field("firewall", "state of the host firewall"),
+			field("firewall.detail", "what the device found"),
+			field("screen_lock", "state of the screen lock"),
+			field("screen_lock.detail", "what the device found"),
+			field("passing", "posture checks the report passes, comma-separated"),
+		}},
+
+	// Flow.
+	flow(FlowAllow, OutcomeSpec{Allow, Info}, "A gateway allowed a new flow (Subject the app, or the destination)."),
+	flow(FlowDeny, OutcomeSpec{Deny, Notice}, "A gateway denied a new flow (Subject the app, or the destination)."),
+	flow(FlowCut, OutcomeSpec{Cut, Notice}, "A gateway closed an open flow because policy changed or a condition stopped holding (Subject the app, or the destination)."),
+	flow(DNSDeny, OutcomeSpec{Deny, Notice}, "A gateway answered NXDOMAIN for an internal name the device is not entitled to (Subject the name)."),
+}
