@@ -440,9 +440,7 @@ func (a *API) createGatewayToken(w http.ResponseWriter, r *http.Request, actor s
 		ID: newID("gwt-"), Hash: hash, Segment: req.Segment, Name: req.Name,
 		CreatedAt: now, ExpiresAt: now.Add(ttl),
 	}
-	err = a.state.CreateEnrollToken(r.Context(), origin(r, actor), t, func(ctx context.Context, tx store.Store) error {
-		return resolveTokenSegment(ctx, tx, req.Segment, now)
-	})
+	err = a.state.CreateEnrollToken(r.Context(), origin(r, actor), t)
 	if err != nil {
 		return err
 	}

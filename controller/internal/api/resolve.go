@@ -15,7 +15,6 @@ import (
 	"net/http"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/cordonhq/cordon/controller/internal/store"
 	"github.com/cordonhq/cordon/pkg/adminapi"
@@ -25,12 +24,7 @@ import (
 // appliedPolicy is the active policy version and its parsed file, or
 // (nil, nil) when no policy file was applied yet.
 func (a *API) appliedPolicy(ctx context.Context) (*store.PolicyVersion, *policyfile.Policy, error) {
-	return appliedPolicyIn(ctx, a.st)
-}
-
-// appliedPolicyIn is appliedPolicy read from st (a transaction).
-func appliedPolicyIn(ctx context.Context, st store.Store) (*store.PolicyVersion, *policyfile.Policy, error) {
-	v, err := st.ActivePolicy(ctx)
+	v, err := a.st.ActivePolicy(ctx)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, nil, nil
 	}
@@ -161,42 +155,6 @@ func (a *API) policyGroup(w http.ResponseWriter, r *http.Request, v *store.Polic
 		return notInPolicy("group", name, v, pol.GroupNames)
 	}
 	return ok(w, policyGroupOut(g, v))
-}
-
-// resolveTokenSegment checks the segment of a new gateway enrollment
-// token. Under an active policy file it must be one of the file's
-// segments; the directory then gets a record of the name (gateways and
-// tokens are keyed to it in the store; network maps ignore it), made here
-// once. Before the first apply it must be a directory segment. It runs in
-// the token's transaction (tx).
-func resolveTokenSegment(ctx context.Context, tx store.Store, name string, at time.Time) error {
-	v, pol, err := appliedPolicyIn(ctx, tx)
-	if err != nil {
-		return err
-	}
-	if pol == nil {
-		if _, err := tx.GetSegment(ctx, name); errors.Is(err, store.ErrNotFound) {
-			return notFoundf("segment %q not found: create it first (cordonctl segment create), or apply a policy file that defines it", name)
-		} else if err != nil {
-			return err
-		}
-		return nil
-	}
-	seg, found := pol.Segments[name]
-	if !found {
-		return notInPolicy("segment", name, v, pol.SegmentNames)
-	}
-	switch _, err := tx.GetSegment(ctx, name); {
-	case err == nil:
-		return nil
-	case !errors.Is(err, store.ErrNotFound):
-		return err
-	}
-	err = tx.CreateSegment(ctx, store.Segment{Name: name, CIDRs: seg.Prefixes, CreatedAt: at})
-	if err != nil && !errors.Is(err, store.ErrAlreadyExists) {
-		return fmt.Errorf("record policy segment %q for its gateways: %w", name, err)
-	}
-	return nil
 }
 
 func policyRuleOut(x *policyfile.Rule, v *store.PolicyVersion) adminapi.Rule {

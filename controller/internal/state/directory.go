@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/cordonhq/cordon/controller/internal/store"
 	"github.com/cordonhq/cordon/pkg/audit"
+	"github.com/cordonhq/cordon/pkg/policy/policyfile"
 )
 
 // This file: the one-by-one directory (segments, apps, users, groups,
@@ -389,15 +391,14 @@ func (s *State) DeleteRule(ctx context.Context, o Origin, name string) error {
 	return err
 }
 
-// CreateEnrollToken stores a gateway enrollment token (its hash). ensure,
-// if not nil, runs first in the same transaction (the API uses it to check
-// the segment and, under a policy file, record the segment for gateways).
-func (s *State) CreateEnrollToken(ctx context.Context, o Origin, t store.EnrollToken, ensure func(ctx context.Context, tx store.Store) error) error {
+// CreateEnrollToken stores a gateway enrollment token (its hash) for an
+// existing segment. Under an active policy file the segment must be one of
+// the file's; the directory then gets a record of it (gateways and tokens
+// are keyed to it in the store; maps ignore it), made here once.
+func (s *State) CreateEnrollToken(ctx context.Context, o Origin, t store.EnrollToken) error {
 	_, err := s.apply(ctx, o, func(ctx context.Context, tx store.Store, op *op) error {
-		if ensure != nil {
-			if err := ensure(ctx, tx); err != nil {
-				return err
-			}
+		if err := tokenSegment(ctx, tx, t.Segment, op.at); err != nil {
+			return err
 		}
 		if err := tx.CreateEnrollToken(ctx, t); errors.Is(err, store.ErrNotFound) {
 			return refuse(store.ErrNotFound, "segment %q not found", t.Segment)
@@ -412,6 +413,47 @@ func (s *State) CreateEnrollToken(ctx context.Context, o Origin, t store.EnrollT
 		return nil
 	})
 	return err
+}
+
+// tokenSegment checks the segment of a new enrollment token (see
+// CreateEnrollToken).
+func tokenSegment(ctx context.Context, tx store.Store, name string, at time.Time) error {
+	v, err := tx.ActivePolicy(ctx)
+	if errors.Is(err, store.ErrNotFound) {
+		if _, err := tx.GetSegment(ctx, name); errors.Is(err, store.ErrNotFound) {
+			return refuse(store.ErrNotFound, "segment %q not found: create it first (cordonctl segment create), or apply a policy file that defines it", name)
+		} else if err != nil {
+			return err
+		}
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read the active policy: %w", err)
+	}
+	pol, err := policyfile.Parse(v.File, v.Source)
+	if err != nil {
+		return fmt.Errorf("the active policy (version %d, %s) no longer parses: apply a corrected file: %w", v.Version, v.File, err)
+	}
+	seg, found := pol.Segments[name]
+	if !found {
+		have := strings.Join(pol.SegmentNames, ", ")
+		if have == "" {
+			have = "none"
+		}
+		return refuse(store.ErrNotFound, "segment %q is not in the active policy version %d (%s), whose segments are: %s; add it to the file, then 'cordonctl policy plan' and 'cordonctl policy apply'",
+			clip(name), v.Version, v.File, have)
+	}
+	switch _, err := tx.GetSegment(ctx, name); {
+	case err == nil:
+		return nil
+	case !errors.Is(err, store.ErrNotFound):
+		return err
+	}
+	err = tx.CreateSegment(ctx, store.Segment{Name: name, CIDRs: seg.Prefixes, CreatedAt: at})
+	if err != nil && !errors.Is(err, store.ErrAlreadyExists) {
+		return fmt.Errorf("record policy segment %q for its gateways: %w", name, err)
+	}
+	return nil
 }
 
 // DeleteGateway deletes an enrolled gateway (its connection is closed with
