@@ -2,6 +2,11 @@ package e2e
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	crand "crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -17,27 +22,31 @@ import (
 	"time"
 
 	"github.com/cordonhq/cordon/pkg/adminapi"
+	"github.com/cordonhq/cordon/pkg/controlproto"
+	"github.com/cordonhq/cordon/pkg/wgkey"
 )
 
 // crashKills is how many times each crash test kills the controller:
-// CORDON_CRASH_KILLS (the issue's figure is 200 over both tests), else a
-// short run for CI.
+// CORDON_CRASH_KILLS shared by the three tests (the issue asks for at
+// least 200), else a short run for CI.
 func crashKills(t *testing.T) int {
 	if s := os.Getenv("CORDON_CRASH_KILLS"); s != "" {
 		n, err := strconv.Atoi(s)
-		if err != nil || n < 2 {
-			t.Fatalf("CORDON_CRASH_KILLS=%q: want a number of at least 2", s)
+		if err != nil || n < 3 {
+			t.Fatalf("CORDON_CRASH_KILLS=%q: want a number of at least 3", s)
 		}
-		return n / 2
+		return (n + 2) / 3
 	}
-	return 12
+	return 8
 }
 
 // crashController is one cordon-controller process on loopback.
 type crashController struct {
-	cmd  *exec.Cmd
-	done chan struct{}
-	api  *adminapi.Client
+	cmd   *exec.Cmd
+	done  chan struct{}
+	api   *adminapi.Client
+	url   string
+	caPEM []byte
 }
 
 func startCrashController(t *testing.T, dir string) *crashController {
@@ -84,7 +93,7 @@ func startCrashController(t *testing.T, dir string) *crashController {
 			api.Close()
 			return err
 		}
-		c.api = api
+		c.api, c.url, c.caPEM = api, "https://"+addr, ca
 		return nil
 	})
 	return c
@@ -107,7 +116,9 @@ type crashCall struct {
 
 // crashBurst runs calls from workers against c until the controller is
 // killed at a random moment, then classifies each call's outcome.
-func crashBurst(t *testing.T, c *crashController, workers int, next func(worker, n int) []*crashCall) []*crashCall {
+//
+// The kill comes after a random 20 ms to burst.
+func crashBurst(t *testing.T, c *crashController, workers int, burst time.Duration, next func(worker, n int) []*crashCall) []*crashCall {
 	var (
 		mu    sync.Mutex
 		calls []*crashCall
@@ -136,9 +147,9 @@ func crashBurst(t *testing.T, c *crashController, workers int, next func(worker,
 			}
 		})
 	}
-	time.Sleep(time.Duration(20+rand.IntN(400)) * time.Millisecond)
+	time.Sleep(20*time.Millisecond + rand.N(burst))
+	cancel() // no new calls; those in flight meet the kill
 	c.kill()
-	cancel()
 	wg.Wait()
 	return calls
 }
@@ -221,7 +232,7 @@ func TestControllerCrashDirectory(t *testing.T) {
 		totalRetried, totalWas int
 	)
 	for k := range kills {
-		calls := crashBurst(t, c, 4, func(w, n int) []*crashCall {
+		calls := crashBurst(t, c, 4, 400*time.Millisecond, func(w, n int) []*crashCall {
 			g := fmt.Sprintf("g-%d-%d-%d", k, w, n)
 			u := users[(w+n)%len(users)]
 			create := &crashCall{key: "c-" + g, what: "create group " + g, do: func(ctx context.Context, api *adminapi.Client) error {
@@ -323,7 +334,7 @@ func TestControllerCrashPolicy(t *testing.T) {
 		}
 	)
 	for k := range kills {
-		calls := crashBurst(t, c, 3, func(w, n int) []*crashCall {
+		calls := crashBurst(t, c, 3, 400*time.Millisecond, func(w, n int) []*crashCall {
 			tag := fmt.Sprintf("p-%d-%d-%d", k, w, n)
 			if w == 2 {
 				return []*crashCall{{key: "t-" + tag, what: "token " + tag, do: func(ctx context.Context, api *adminapi.Client) error {
@@ -410,4 +421,179 @@ func TestControllerCrashPolicy(t *testing.T) {
 		mu.Unlock()
 	}
 	t.Logf("%d kills: %d calls, %d answers lost and retried (%d of them had applied before the kill)", kills, len(all), totalRetried, totalWas)
+}
+
+// signInCredential is one recovery-code sign-in a user can still make.
+type signInCredential struct{ user, password, code string }
+
+// newSignInRequest is a sign-in of a new device: fresh WireGuard and TLS keys.
+func newSignInRequest(c signInCredential, host string) (*controlproto.LoginRequest, error) {
+	priv, err := wgkey.NewPrivate()
+	if err != nil {
+		return nil, err
+	}
+	k, err := ecdsa.GenerateKey(elliptic.P256(), crand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	der, err := x509.CreateCertificateRequest(crand.Reader, &x509.CertificateRequest{}, k)
+	if err != nil {
+		return nil, err
+	}
+	return &controlproto.LoginRequest{Username: c.user, Password: c.password, RecoveryCode: c.code, DeviceEnroll: controlproto.DeviceEnroll{
+		Hostname: host, PublicKey: priv.Public(), CSR: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})),
+	}}, nil
+}
+
+// TestControllerCrashSignIns kills the controller at random moments of
+// bursts of sign-ins (a new device each, with a recovery code) and of an
+// admin ending sessions. After each restart: every device has exactly one
+// enroll.device record and every record a device; every session exactly
+// one session.start, every ended one exactly one session.end, and no
+// record names a session that is not so; every sign-in that reported
+// success has its device.
+func TestControllerCrashSignIns(t *testing.T) {
+	requireE2E(t)
+	t.Parallel()
+	dir := t.TempDir()
+	kills := crashKills(t)
+	c := startCrashController(t, dir)
+	creds := make(chan signInCredential, 1000)
+	for i := range max(4, kills/2) {
+		name, pw := fmt.Sprintf("signer%d", i), fmt.Sprintf("crash-sign-in-password-%d", i)
+		out, err := c.api.CreateUser(t.Context(), &adminapi.CreateUserRequest{Name: name, Password: pw})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, code := range out.RecoveryCodes {
+			creds <- signInCredential{name, pw, code}
+		}
+	}
+	var (
+		mu                       sync.Mutex
+		ackDevices               []string
+		devAudit, startAudit     auditCounter
+		endAudit                 auditCounter
+		totalCalls, signIns, end int
+	)
+	for k := range kills {
+		calls := crashBurst(t, c, 3, 2*time.Second, func(w, n int) []*crashCall {
+			tag := fmt.Sprintf("s-%d-%d-%d", k, w, n)
+			if w == 2 {
+				mu.Lock()
+				var dev string
+				if len(ackDevices) > 0 {
+					dev = ackDevices[rand.IntN(len(ackDevices))]
+				}
+				mu.Unlock()
+				if dev == "" {
+					time.Sleep(20 * time.Millisecond)
+					return nil
+				}
+				return []*crashCall{{key: "e-" + tag, what: "end sessions of " + dev, do: func(ctx context.Context, api *adminapi.Client) error {
+					_, err := api.EndSessions(ctx, adminapi.EndSessionsRequest{DeviceID: dev, Comment: "crash test"})
+					return err
+				}}}
+			}
+			var cred signInCredential
+			select {
+			case cred = <-creds:
+			default:
+				time.Sleep(20 * time.Millisecond)
+				return nil
+			}
+			req, err := newSignInRequest(cred, tag)
+			if err != nil {
+				t.Error(err)
+				return nil
+			}
+			return []*crashCall{{key: "l-" + tag, what: "sign in " + tag, do: func(ctx context.Context, _ *adminapi.Client) error {
+				agent, err := adminapi.New(c.url, "", c.caPEM)
+				if err != nil {
+					return err
+				}
+				defer agent.Close()
+				out, err := agent.Login(ctx, req)
+				if err == nil {
+					mu.Lock()
+					ackDevices = append(ackDevices, out.ID)
+					mu.Unlock()
+				}
+				return err
+			}}}
+		})
+		for _, call := range calls {
+			totalCalls++
+			if strings.HasPrefix(call.what, "sign in") {
+				signIns++
+				call.lost = false // a sign-in is not retried: the device would sign in again
+			} else {
+				end++
+			}
+		}
+		c = startCrashController(t, dir)
+		retryLost(t, c, calls)
+
+		devs, err := c.api.ListDevices(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		haveDev := map[string]bool{}
+		for _, d := range devs {
+			haveDev[d.ID] = true
+		}
+		devAudit.read(t, c.api, "enroll.device", func(e adminapi.AuditEvent) string { return e.Subject })
+		for id := range haveDev {
+			if n := devAudit.n[id]; n != 1 {
+				t.Fatalf("kill %d: device %s is stored with %d enroll.device records, want exactly 1", k+1, id, n)
+			}
+		}
+		for id := range devAudit.n {
+			if !haveDev[id] {
+				t.Fatalf("kill %d: enroll.device record of device %s, which is not stored", k+1, id)
+			}
+		}
+		mu.Lock()
+		for _, id := range ackDevices {
+			if !haveDev[id] {
+				t.Fatalf("kill %d: sign-in of device %s reported success but the device is not stored", k+1, id)
+			}
+		}
+		mu.Unlock()
+
+		sess, err := c.api.ListSessions(t.Context(), adminapi.SessionQuery{All: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		started, ended := map[string]bool{}, map[string]bool{}
+		for _, s := range sess {
+			started[s.ID] = true
+			if !s.Active {
+				ended[s.ID] = true
+			}
+		}
+		startAudit.read(t, c.api, "session.start", func(e adminapi.AuditEvent) string { return e.Subject })
+		endAudit.read(t, c.api, "session.end", func(e adminapi.AuditEvent) string { return e.Subject })
+		for id := range started {
+			if n := startAudit.n[id]; n != 1 {
+				t.Fatalf("kill %d: session %s is stored with %d session.start records, want exactly 1", k+1, id, n)
+			}
+		}
+		for id := range startAudit.n {
+			if !started[id] {
+				t.Fatalf("kill %d: session.start record of session %s, which is not stored", k+1, id)
+			}
+		}
+		for id := range ended {
+			if n := endAudit.n[id]; n != 1 {
+				t.Fatalf("kill %d: session %s is stored ended with %d session.end records, want exactly 1", k+1, id, n)
+			}
+		}
+		for id := range endAudit.n {
+			if !ended[id] {
+				t.Fatalf("kill %d: session.end record of session %s, which is not stored as ended", k+1, id)
+			}
+		}
+	}
+	t.Logf("%d kills: %d calls (%d sign-ins, %d session ends), %d devices acknowledged", kills, totalCalls, signIns, end, len(ackDevices))
 }
