@@ -51,12 +51,42 @@ type crashController struct {
 
 func startCrashController(t *testing.T, dir string) *crashController {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for attempt := 1; ; attempt++ {
+		c, err := tryStartCrashController(t, dir)
+		if err == nil {
+			return c
+		}
+		if attempt == 5 || !strings.Contains(err.Error(), "address already in use") {
+			t.Fatal(err)
+		}
 	}
-	addr := ln.Addr().String()
-	ln.Close()
+}
+
+// freePort returns a port number free on loopback for both TCP and UDP
+// (the controller serves the API and QUIC on the same number).
+func freePort(t *testing.T) string {
+	t.Helper()
+	for {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := ln.Addr().String()
+		pc, err := net.ListenPacket("udp", addr)
+		ln.Close()
+		if err == nil {
+			pc.Close()
+			return addr
+		}
+	}
+}
+
+// tryStartCrashController starts a controller on a free port; the error
+// says why it exited if it did (another process may have taken the port
+// in between).
+func tryStartCrashController(t *testing.T, dir string) (*crashController, error) {
+	t.Helper()
+	addr := freePort(t)
 	cmd := exec.Command(bin("cordon-controller"), "--data-dir", dir, "--listen", addr)
 	logf, err := os.OpenFile(filepath.Join(dir, "controller.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
 	if err != nil {
@@ -70,11 +100,13 @@ func startCrashController(t *testing.T, dir string) *crashController {
 	c := &crashController{cmd: cmd, done: make(chan struct{})}
 	go func() { cmd.Wait(); close(c.done) }()
 	t.Cleanup(func() { cmd.Process.Kill(); <-c.done })
+	var exited error
 	waitFor(t, 20*time.Second, "controller up", func() error {
 		select {
 		case <-c.done:
 			log, _ := os.ReadFile(filepath.Join(dir, "controller.log"))
-			t.Fatalf("controller exited: %s", tail(string(log), 30))
+			exited = fmt.Errorf("controller exited: %s", tail(string(log), 3))
+			return nil
 		default:
 		}
 		tok, err := os.ReadFile(filepath.Join(dir, "admin-token"))
@@ -96,7 +128,10 @@ func startCrashController(t *testing.T, dir string) *crashController {
 		c.api, c.url, c.caPEM = api, "https://"+addr, ca
 		return nil
 	})
-	return c
+	if exited != nil {
+		return nil, exited
+	}
+	return c, nil
 }
 
 func (c *crashController) kill() {
