@@ -11,7 +11,9 @@ package controlproto
 // Every field of a map is covered: keyed lists (peers by device ID, rules
 // by ID, apps and segments by name, a client's gateways by gateway ID) by
 // what was added, removed and changed (a changed element travels whole);
-// every other field, when it changed, whole in a [Set]. The lists of a map
+// every other field, when it changed, whole in a [Set]; a client's gateway
+// that stays is patched the same way, its apps by name
+// ([ClientGatewayPatch]). The lists of a map
 // built by [ApplyGatewayDelta] or [ApplyClientDelta] are in key order, as
 // the controller sends them, so for maps whose lists are sorted by key
 // and free of duplicate keys
@@ -33,6 +35,7 @@ import (
 	"time"
 
 	"github.com/cordonhq/cordon/pkg/policy"
+	"github.com/cordonhq/cordon/pkg/wgkey"
 )
 
 // ErrRevisionGap is returned by the Apply functions when a delta does not
@@ -104,6 +107,51 @@ type ClientMapDelta struct {
 	PostureInterval *Set[time.Duration] `json:"posture_interval_ns,omitempty"`
 
 	Gateways ListDelta[ClientGateway, string] `json:"gateways,omitzero"`
+	// GatewayPatches change gateways the map keeps, field by field, their
+	// apps by name: a new app for everyone costs each client the app, not
+	// the gateway's whole list. A patched gateway is in no list of
+	// Gateways.
+	GatewayPatches []ClientGatewayPatch `json:"gateway_patches,omitempty"`
+}
+
+// ClientGatewayPatch is how one gateway of a client's map changed.
+type ClientGatewayPatch struct {
+	GatewayID   string                 `json:"gateway_id"`
+	PublicKey   *Set[wgkey.Public]     `json:"public_key,omitempty"`
+	Endpoint    *Set[string]           `json:"endpoint,omitempty"`
+	OverlayAddr *Set[netip.Addr]       `json:"overlay_addr,omitempty"`
+	AllowedIPs  *Set[[]netip.Prefix]   `json:"allowed_ips,omitempty"`
+	Apps        ListDelta[App, string] `json:"apps,omitzero"`
+	Instance    *Set[InstanceID]       `json:"instance,omitempty"`
+}
+
+// diffClientGateway returns the patch from old to new (same gateway ID).
+func diffClientGateway(old, new *ClientGateway) (ClientGatewayPatch, error) {
+	p := ClientGatewayPatch{GatewayID: new.GatewayID,
+		PublicKey:   setIfChanged(old.PublicKey, new.PublicKey),
+		Endpoint:    setIfChanged(old.Endpoint, new.Endpoint),
+		OverlayAddr: setIfChanged(old.OverlayAddr, new.OverlayAddr),
+		AllowedIPs:  setIfChanged(old.AllowedIPs, new.AllowedIPs),
+		Instance:    setIfChanged(old.Instance, new.Instance),
+	}
+	var err error
+	p.Apps, err = diffList(old.Apps, new.Apps, appKey, appEq)
+	return p, err
+}
+
+// apply returns g with p applied.
+func (p *ClientGatewayPatch) apply(g ClientGateway) (ClientGateway, error) {
+	setField(&g.PublicKey, p.PublicKey)
+	setField(&g.Endpoint, p.Endpoint)
+	setField(&g.OverlayAddr, p.OverlayAddr)
+	setField(&g.AllowedIPs, p.AllowedIPs)
+	setField(&g.Instance, p.Instance)
+	apps, err := applyList(g.Apps, p.Apps, appKey)
+	if err != nil {
+		return g, fmt.Errorf("apps: %w", err)
+	}
+	g.Apps = apps
+	return g, nil
 }
 
 // Key functions of the keyed lists.
@@ -202,6 +250,16 @@ func DiffClientMap(old, new *ClientMap) (*ClientMapDelta, error) {
 	if d.Gateways, err = diffList(old.Gateways, new.Gateways, clientGatewayKey, clientGatewayEq); err != nil {
 		return nil, fmt.Errorf("gateways: %w", err)
 	}
+	// A changed gateway goes as a patch.
+	for _, g := range d.Gateways.Change {
+		i := slices.IndexFunc(old.Gateways, func(o ClientGateway) bool { return o.GatewayID == g.GatewayID })
+		p, err := diffClientGateway(&old.Gateways[i], &g)
+		if err != nil {
+			return nil, fmt.Errorf("gateway %s: %w", g.GatewayID, err)
+		}
+		d.GatewayPatches = append(d.GatewayPatches, p)
+	}
+	d.Gateways.Change = nil
 	return d, nil
 }
 
@@ -222,6 +280,31 @@ func ApplyClientDelta(old *ClientMap, d *ClientMapDelta) (*ClientMap, error) {
 	if m.Gateways, err = applyList(old.Gateways, d.Gateways, clientGatewayKey); err != nil {
 		return nil, fmt.Errorf("gateways: %w", err)
 	}
+	if len(d.GatewayPatches) > 0 {
+		// Patch a copy: applyList may return old's own list.
+		m.Gateways = slices.Clone(m.Gateways)
+		listed := make(map[string]bool, len(d.Gateways.Add)+len(d.Gateways.Change)+len(d.Gateways.Remove)+len(d.GatewayPatches))
+		for _, g := range slices.Concat(d.Gateways.Add, d.Gateways.Change) {
+			listed[g.GatewayID] = true
+		}
+		for _, id := range d.Gateways.Remove {
+			listed[id] = true
+		}
+		for i := range d.GatewayPatches {
+			p := &d.GatewayPatches[i]
+			if listed[p.GatewayID] {
+				return nil, fmt.Errorf("%w: gateway %s named twice", ErrBadDelta, p.GatewayID)
+			}
+			listed[p.GatewayID] = true
+			j, ok := slices.BinarySearchFunc(m.Gateways, p.GatewayID, func(g ClientGateway, id string) int { return cmp.Compare(g.GatewayID, id) })
+			if !ok {
+				return nil, fmt.Errorf("%w: patches gateway %s, which does not exist", ErrBadDelta, p.GatewayID)
+			}
+			if m.Gateways[j], err = p.apply(m.Gateways[j]); err != nil {
+				return nil, fmt.Errorf("gateway %s: %w", p.GatewayID, err)
+			}
+		}
+	}
 	return &m, nil
 }
 
@@ -229,7 +312,17 @@ func ApplyClientDelta(old *ClientMap, d *ClientMapDelta) (*ClientMap, error) {
 // see GatewayMapDelta.SmallerThan. A client map is small and its session
 // changes often, so the session counts as one element.
 func (d *ClientMapDelta) SmallerThan(full *ClientMap) bool {
-	w, n := d.Gateways.weight(), len(full.Gateways)+1
+	// In apps: a gateway costs one plus its apps.
+	w, n := (len(d.Gateways.Remove)+3)/4, 1
+	for _, g := range slices.Concat(d.Gateways.Add, d.Gateways.Change) {
+		w += 1 + len(g.Apps)
+	}
+	for _, p := range d.GatewayPatches {
+		w += 1 + p.Apps.weight()
+	}
+	for _, g := range full.Gateways {
+		n += 1 + len(g.Apps)
+	}
 	if d.Session != nil {
 		w++
 	}
@@ -243,7 +336,7 @@ func (d *ClientMapDelta) SmallerThan(full *ClientMap) bool {
 // IsEmpty reports whether d changes nothing but the revision.
 func (d *ClientMapDelta) IsEmpty() bool {
 	return d.DeviceID == nil && d.User == nil && d.OverlayAddr == nil && d.DNSZones == nil && d.Session == nil &&
-		d.PostureInterval == nil && d.Gateways.IsZero()
+		d.PostureInterval == nil && d.Gateways.IsZero() && len(d.GatewayPatches) == 0
 }
 
 // EqualGatewayMaps reports whether a and b are the same map, revisions

@@ -245,7 +245,7 @@ func FuzzDeltaRoundTrip(f *testing.F) {
 // be added to the delta too (and to Diff and Apply, which the random
 // round trip then checks once gen fills it).
 func TestDeltaCoversEveryField(t *testing.T) {
-	for _, c := range []struct{ m, d any }{{GatewayMap{}, GatewayMapDelta{}}, {ClientMap{}, ClientMapDelta{}}} {
+	for _, c := range []struct{ m, d any }{{GatewayMap{}, GatewayMapDelta{}}, {ClientMap{}, ClientMapDelta{}}, {ClientGateway{}, ClientGatewayPatch{}}} {
 		mt, dt := reflect.TypeOf(c.m), reflect.TypeOf(c.d)
 		for i := range mt.NumField() {
 			f := mt.Field(i)
@@ -257,7 +257,7 @@ func TestDeltaCoversEveryField(t *testing.T) {
 				t.Errorf("%s.%s has no counterpart in %s", mt.Name(), f.Name, dt.Name())
 				continue
 			}
-			if mt.Field(i).Tag.Get("json") == "" || !strings.HasPrefix(df.Tag.Get("json"), strings.Split(f.Tag.Get("json"), ",")[0]+",") {
+			if name := func(tag string) string { return strings.Split(tag, ",")[0] }; name(f.Tag.Get("json")) == "" || name(df.Tag.Get("json")) != name(f.Tag.Get("json")) {
 				t.Errorf("%s.%s: delta field tag %q does not match the map's %q", mt.Name(), f.Name, df.Tag.Get("json"), f.Tag.Get("json"))
 			}
 		}
@@ -384,6 +384,54 @@ func FuzzDecodeDeltaFrame(f *testing.F) {
 			t.Fatal("applying a delta changed the map it was applied to")
 		}
 	})
+}
+
+// A new app for everyone: each client gets the app, not its gateway's
+// whole list of apps.
+func TestClientDeltaPatchesGateway(t *testing.T) {
+	g := newGen(3)
+	old := g.clientMap(1)
+	for len(old.Gateways) == 0 {
+		old = g.clientMap(1)
+	}
+	var apps []App
+	for i := range 64 {
+		apps = append(apps, App{Name: fmt.Sprintf("app%03d", i), DNSName: fmt.Sprintf("app%03d.hosp.internal", i),
+			Addr: netip.MustParsePrefix(fmt.Sprintf("10.30.0.%d/32", i+1)), Proto: policy.ProtoTCP, Segment: "icu"})
+	}
+	old.Gateways[0].Apps = apps
+	next := *old
+	next.Revision = 2
+	next.Gateways = slices.Clone(old.Gateways)
+	next.Gateways[0].Apps = append(slices.Clone(apps), App{Name: "app999", DNSName: "new.hosp.internal",
+		Addr: netip.MustParsePrefix("10.30.1.1/32"), Proto: policy.ProtoTCP, Segment: "icu"})
+	next.Gateways[0].AllowedIPs = append(slices.Clone(next.Gateways[0].AllowedIPs), netip.MustParsePrefix("10.30.1.1/32"))
+	d, err := DiffClientMap(old, &next)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(d.GatewayPatches) != 1 || len(d.GatewayPatches[0].Apps.Add) != 1 || len(d.Gateways.Change) != 0 {
+		t.Fatalf("delta %+v: want one patch adding one app", d)
+	}
+	if !d.SmallerThan(&next) {
+		t.Error("one app of 65 added: the delta should be smaller")
+	}
+	checkClientDelta(t, old, &next)
+	dl, _ := EncodeFrame(&Frame{Type: TypeClientDelta, ClientDelta: d})
+	full, _ := EncodeFrame(&Frame{Type: TypeClientMap, ClientMap: &next})
+	t.Logf("new app for everyone, per client: delta %d bytes, whole map %d bytes", len(dl), len(full))
+	// A patch may not name a gateway the delta also adds or removes, nor
+	// one the map lacks.
+	for _, bad := range []ClientMapDelta{
+		{From: 1, To: 2, GatewayPatches: []ClientGatewayPatch{{GatewayID: "nope"}}},
+		{From: 1, To: 2, Gateways: ListDelta[ClientGateway, string]{Remove: []string{old.Gateways[0].GatewayID}},
+			GatewayPatches: []ClientGatewayPatch{{GatewayID: old.Gateways[0].GatewayID}}},
+		{From: 1, To: 2, GatewayPatches: []ClientGatewayPatch{{GatewayID: old.Gateways[0].GatewayID}, {GatewayID: old.Gateways[0].GatewayID}}},
+	} {
+		if _, err := ApplyClientDelta(old, &bad); !errors.Is(err, ErrBadDelta) {
+			t.Errorf("delta %+v: err %v, want ErrBadDelta", bad, err)
+		}
+	}
 }
 
 func TestSmallerThan(t *testing.T) {
