@@ -195,7 +195,7 @@ type agent struct {
 	sent      *controlproto.Frame
 	sentDelta bool
 	// resync makes the next map go whole: the agent reported an error, so
-	// its map may not be sent.
+	// the map it holds may not be sent.
 	resync bool
 	wake   chan struct{}
 	acked  atomic.Uint64 // last map revision the agent applied
