@@ -3,6 +3,13 @@
 // frame the controller pushes to the agent, sends the agent's frames up, and
 // reconnects with backoff when the connection drops. Between connections the
 // agent keeps its last map (fail static) until its own limits expire.
+//
+// Map deltas (capability 6) stop here: the client keeps the last map the
+// agent accepted on this connection, applies each delta to it whole or not
+// at all, and hands the agent the resulting whole map, so an agent has one
+// way to take a map. A delta that does not start from that map (a gap) or
+// does not fit it is acknowledged with Ack.Resync, and the controller
+// sends the whole map.
 package controlclient
 
 import (
@@ -35,7 +42,10 @@ type Config struct {
 	Hello controlproto.Hello
 	// OnFrame applies one pushed frame; it is called sequentially from one
 	// goroutine. For maps, its result is acknowledged to the controller
-	// (an error means the agent kept its previous map).
+	// (an error means the agent kept its previous map). It gets whole maps
+	// only (TypeGatewayMap, TypeClientMap), never deltas, and must treat
+	// them as immutable: the client keeps the map to apply the next delta
+	// to.
 	OnFrame func(*controlproto.Frame) error
 	Logger  *slog.Logger
 	// OnState, if set, is told each time the connection goes up or down.
@@ -197,6 +207,7 @@ func (c *Client) session(ctx context.Context) error {
 			}
 		}
 	})
+	var maps mapState // a delta applies only to a map of this connection
 	renewed := make(chan struct{}, 1)
 	if r := c.cfg.Renewer; r != nil {
 		wg.Go(func() { c.renewLoop(sctx, conn, r, renewed) })
@@ -221,15 +232,69 @@ func (c *Client) session(ctx context.Context) error {
 			}
 			continue
 		}
-		err = c.cfg.OnFrame(f)
-		if rev, isMap := mapRevision(f); isMap {
-			ack := &controlproto.Ack{Revision: rev}
-			if err != nil {
-				ack.Error = err.Error()
-			}
+		if ack := maps.handle(f, c.cfg.OnFrame, c.log); ack != nil {
 			c.Send(&controlproto.Frame{Type: controlproto.TypeAck, Ack: ack})
 		}
 	}
+}
+
+// mapState is the last map the agent accepted on this connection: what the
+// next delta applies to.
+type mapState struct {
+	gateway *controlproto.GatewayMap
+	client  *controlproto.ClientMap
+}
+
+// handle passes f to apply, a delta as the whole map it makes, and returns
+// the ack to send for a map or delta (nil for other frames).
+func (s *mapState) handle(f *controlproto.Frame, apply func(*controlproto.Frame) error, log *slog.Logger) *controlproto.Ack {
+	switch f.Type {
+	case controlproto.TypeGatewayDelta, controlproto.TypeClientDelta:
+		full, to, err := s.expand(f)
+		if err != nil {
+			log.Warn("map delta not applicable; asking for the whole map", "revision", to, "err", err)
+			return &controlproto.Ack{Revision: to, Error: err.Error(), Resync: true}
+		}
+		f = full
+	}
+	rev, isMap := mapRevision(f)
+	err := apply(f)
+	if !isMap {
+		return nil
+	}
+	if err != nil {
+		return &controlproto.Ack{Revision: rev, Error: err.Error()}
+	}
+	s.gateway, s.client = f.GatewayMap, f.ClientMap
+	return &controlproto.Ack{Revision: rev}
+}
+
+// expand returns the whole-map frame a delta makes of the last map, and
+// the delta's To revision.
+func (s *mapState) expand(f *controlproto.Frame) (*controlproto.Frame, uint64, error) {
+	switch {
+	case f.GatewayDelta != nil:
+		d := f.GatewayDelta
+		if s.gateway == nil {
+			return nil, d.To, fmt.Errorf("%w: no gateway map yet", controlproto.ErrRevisionGap)
+		}
+		m, err := controlproto.ApplyGatewayDelta(s.gateway, d)
+		if err != nil {
+			return nil, d.To, err
+		}
+		return &controlproto.Frame{Type: controlproto.TypeGatewayMap, GatewayMap: m}, d.To, nil
+	case f.ClientDelta != nil:
+		d := f.ClientDelta
+		if s.client == nil {
+			return nil, d.To, fmt.Errorf("%w: no client map yet", controlproto.ErrRevisionGap)
+		}
+		m, err := controlproto.ApplyClientDelta(s.client, d)
+		if err != nil {
+			return nil, d.To, err
+		}
+		return &controlproto.Frame{Type: controlproto.TypeClientMap, ClientMap: m}, d.To, nil
+	}
+	return nil, 0, fmt.Errorf("%w: %s frame without its delta", controlproto.ErrBadDelta, f.Type)
 }
 
 // renewLoop asks r whether the certificate is due, on connect and then

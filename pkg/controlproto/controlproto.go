@@ -6,9 +6,11 @@
 // the agent presents the certificate the controller issued at enrollment; its
 // CommonName is the agent's ID). The agent opens one bidirectional stream and
 // sends [Hello]; the controller answers with [Frame]s carrying a whole desired
-// [GatewayMap] or [ClientMap] each time it changes (agents apply the
-// difference declaratively), and the agent sends [FlowEvents] up the same
-// stream. Every frame is a 4-byte big-endian length followed by that many
+// [GatewayMap] or [ClientMap] each time it changes, or, to agents of
+// capability 6, a [GatewayMapDelta] or [ClientMapDelta] from the map the
+// agent last got (delta.go); agents apply the difference declaratively and
+// acknowledge each map's revision ([Ack]). The agent sends [FlowEvents] up
+// the same stream. Every frame is a 4-byte big-endian length followed by that many
 // bytes of JSON, at most [MaxFrameSize].
 package controlproto
 
@@ -50,7 +52,18 @@ import (
 //	  a map after it last heard from the controller) and
 //	  GatewayPeer.ExpiresAt (the session's absolute limit, which the
 //	  gateway enforces itself).
-const CapabilityVersion = 5
+//	6 (2026-12-03): deltas on the wire: the controller may send an agent
+//	  of this capability a GatewayMapDelta or ClientMapDelta (frame types
+//	  gateway_map_delta, client_map_delta) from the revision the agent
+//	  last got instead of the whole map; it still sends the whole map on
+//	  connect, after an error ack and when a delta would not be smaller.
+//	  An agent that cannot apply a delta (revision gap, delta that does
+//	  not fit) acks its To revision with Ack.Resync and gets the whole
+//	  map. Agents of capability 1 to 5 keep getting whole maps.
+const CapabilityVersion = 6
+
+// MinDeltaCapability is the lowest capability that gets deltas.
+const MinDeltaCapability = 6
 
 // ALPN is the TLS application protocol of the control channel.
 const ALPN = "cordon-control/1"
@@ -80,6 +93,9 @@ const (
 	TypePosture     = "posture"     // client → controller
 	TypeRenew       = "renew"       // agent → controller
 	TypeCertificate = "certificate" // controller → agent
+	// Capability 6.
+	TypeGatewayDelta = "gateway_map_delta" // controller → gateway
+	TypeClientDelta  = "client_map_delta"  // controller → client
 )
 
 // Frame is the envelope of every message on the control stream. Exactly one
@@ -97,6 +113,9 @@ type Frame struct {
 	Posture     *PostureReport `json:"posture,omitempty"`
 	Renew       *Renew         `json:"renew,omitempty"`
 	Certificate *Certificate   `json:"certificate,omitempty"`
+	// Capability 6.
+	GatewayDelta *GatewayMapDelta `json:"gateway_map_delta,omitempty"`
+	ClientDelta  *ClientMapDelta  `json:"client_map_delta,omitempty"`
 }
 
 // Activity is a gateway's report of which devices sent traffic to apps
@@ -134,9 +153,15 @@ type Certificate struct {
 
 // Ack tells the controller that the agent applied the map of this revision
 // (or rejected it: Error is then set and the agent kept its previous map).
+// For a delta, Revision is its To.
 type Ack struct {
 	Revision uint64 `json:"revision"`
 	Error    string `json:"error,omitempty"`
+	// Resync (capability 6) says the agent could not apply a delta because
+	// it does not hold the map the delta starts from (ErrRevisionGap) or
+	// the delta does not fit it (ErrBadDelta): it kept its previous map and
+	// needs the whole current one. Error says why.
+	Resync bool `json:"resync,omitempty"`
 }
 
 // Hello is the first frame an agent sends.
@@ -348,18 +373,28 @@ var ErrFrameTooLarge = errors.New("control frame too large")
 
 // WriteFrame writes one length-prefixed frame.
 func WriteFrame(w io.Writer, f *Frame) error {
+	buf, err := EncodeFrame(f)
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(buf)
+	return err
+}
+
+// EncodeFrame returns f as it goes on the wire: the 4-byte length, then
+// the JSON body. The one encoding of a frame; write it whole.
+func EncodeFrame(f *Frame) ([]byte, error) {
 	b, err := json.Marshal(f)
 	if err != nil {
-		return fmt.Errorf("encode %s frame: %w", f.Type, err)
+		return nil, fmt.Errorf("encode %s frame: %w", f.Type, err)
 	}
 	if len(b) > MaxFrameSize {
-		return fmt.Errorf("%s frame of %d bytes: %w", f.Type, len(b), ErrFrameTooLarge)
+		return nil, fmt.Errorf("%s frame of %d bytes: %w", f.Type, len(b), ErrFrameTooLarge)
 	}
 	buf := make([]byte, 4+len(b))
 	binary.BigEndian.PutUint32(buf, uint32(len(b)))
 	copy(buf[4:], b)
-	_, err = w.Write(buf)
-	return err
+	return buf, nil
 }
 
 // ReadFrame reads one frame, rejecting oversized or malformed ones before
@@ -388,7 +423,8 @@ func DecodeFrame(b []byte) (*Frame, error) {
 	}
 	set := 0
 	for _, p := range []bool{f.Hello != nil, f.GatewayMap != nil, f.ClientMap != nil, f.FlowEvents != nil, f.Ack != nil,
-		f.Activity != nil, f.Posture != nil, f.Renew != nil, f.Certificate != nil} {
+		f.Activity != nil, f.Posture != nil, f.Renew != nil, f.Certificate != nil,
+		f.GatewayDelta != nil, f.ClientDelta != nil} {
 		if p {
 			set++
 		}
@@ -433,6 +469,18 @@ func DecodeFrame(b []byte) (*Frame, error) {
 	case TypeCertificate:
 		if f.Certificate == nil {
 			set = -1
+		}
+	case TypeGatewayDelta:
+		if f.GatewayDelta == nil {
+			set = -1
+		} else if f.GatewayDelta.To <= f.GatewayDelta.From {
+			return nil, fmt.Errorf("decode control frame: %s from revision %d to %d goes backwards", f.Type, f.GatewayDelta.From, f.GatewayDelta.To)
+		}
+	case TypeClientDelta:
+		if f.ClientDelta == nil {
+			set = -1
+		} else if f.ClientDelta.To <= f.ClientDelta.From {
+			return nil, fmt.Errorf("decode control frame: %s from revision %d to %d goes backwards", f.Type, f.ClientDelta.From, f.ClientDelta.To)
 		}
 	case TypeError:
 	default:

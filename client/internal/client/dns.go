@@ -8,7 +8,6 @@ import (
 
 	"github.com/cordonhq/cordon/client/internal/dnsstub"
 	"github.com/cordonhq/cordon/client/internal/sysdns"
-	"github.com/cordonhq/cordon/pkg/controlproto"
 )
 
 // startStub serves the DNS stub on the device's overlay address (port 53)
@@ -38,25 +37,5 @@ func (t *tunnel) startStub(overlay netip.Addr) error {
 	t.sys = sys
 	t.stub.SetUpstream(sys.Upstream())
 	t.log.Info("dns stub listening", "addr", ap, "mode", t.cfg.DNS)
-	return nil
-}
-
-// applyDNS moves the stub to the map's zones and gateways, then routes the
-// zones to it in the system's resolver.
-func (t *tunnel) applyDNS(m *controlproto.ClientMap) error {
-	if err := t.stub.SetMap(m); err != nil {
-		return fmt.Errorf("dns zones: %w", err)
-	}
-	if t.sys == nil {
-		return nil
-	}
-	zones := make([]string, len(m.DNSZones))
-	for i, z := range m.DNSZones {
-		zones[i] = z.Name
-	}
-	if err := t.sys.SetZones(zones); err != nil {
-		return err
-	}
-	t.stub.SetUpstream(t.sys.Upstream())
 	return nil
 }

@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/netip"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -69,6 +68,7 @@ type tunnel struct {
 	cc   *controlclient.Client
 	stub *dnsstub.Stub
 	sys  sysdns.Manager // tun mode only
+	maps *applier       // applies maps; the control goroutine only
 
 	mu     sync.Mutex
 	cm     *controlproto.ClientMap
@@ -223,6 +223,13 @@ func Up(ctx context.Context, cfg UpConfig) error {
 	if _, err := t.wg.Reconfig(wgdev.Config{PrivateKey: st.WGKey}); err != nil {
 		return fmt.Errorf("configure wireguard: %w", err)
 	}
+	t.maps = newApplier(st.WGKey, wg, t.stub) // both modes have a stub
+	if t.link != nil {
+		t.maps.rt = t.link
+	}
+	if t.sys != nil {
+		t.maps.sys = t.sys
+	}
 
 	tlsConf, err := st.ClientTLS(controlproto.ALPN)
 	if err != nil {
@@ -264,48 +271,25 @@ func Up(ctx context.Context, cfg UpConfig) error {
 
 var errDown = errors.New("cordon down")
 
+// onFrame takes a map the controller pushed (a delta arrives here as the
+// whole map it makes; see controlclient) and applies it whole or not at
+// all (apply.go).
 func (t *tunnel) onFrame(f *controlproto.Frame) error {
 	if f.Type != controlproto.TypeClientMap {
 		t.log.Warn("unexpected control frame; ignored", "type", f.Type)
 		return nil
 	}
 	m := f.ClientMap
-	var peers []wgdev.Peer
-	var routes []netip.Prefix
-	dns := map[string]netip.Addr{}
-	for _, g := range m.Gateways {
-		peers = append(peers, wgdev.Peer{
-			PublicKey: g.PublicKey, Endpoint: g.Endpoint, AllowedIPs: g.AllowedIPs,
-			Keepalive: 25 * time.Second,
-			// A new gateway run lost our session: handshake again now.
-			Epoch: string(g.Instance),
-		})
-		routes = append(routes, g.AllowedIPs...)
-		for _, a := range g.Apps {
-			if a.DNSName != "" && a.Addr.IsSingleIP() {
-				dns[strings.ToLower(a.DNSName)] = a.Addr.Addr()
-			}
-		}
-	}
-	if _, err := t.wg.Reconfig(wgdev.Config{PrivateKey: t.st.WGKey, Peers: peers}); err != nil {
-		t.log.Error("apply map: wireguard", "err", err)
-		return fmt.Errorf("apply wireguard peers: %w", err)
-	}
-	if t.link != nil {
-		if err := t.link.SyncRoutes(routes); err != nil {
-			t.log.Error("apply map: routes", "err", err)
-			return fmt.Errorf("apply routes: %w", err)
-		}
-	}
-	if err := t.applyDNS(m); err != nil {
-		t.log.Error("apply map: dns", "err", err)
+	c, err := t.maps.apply(m)
+	if err != nil {
+		t.log.Error("map rejected; keeping the previous one", "revision", m.Revision, "err", err)
 		return err
 	}
 	t.mu.Lock()
 	prev := t.cm
-	t.cm, t.dns, t.routes = m, dns, routes
+	t.cm, t.dns, t.routes = m, c.names, c.routes
 	t.mu.Unlock()
-	names := slices.Sorted(maps.Keys(dns))
+	names := slices.Sorted(maps.Keys(c.names))
 	t.log.Info("map applied", "revision", m.Revision, "gateways", len(m.Gateways), "apps", names)
 	var was *controlproto.SessionInfo
 	if prev != nil {

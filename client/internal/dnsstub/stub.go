@@ -100,13 +100,34 @@ type table struct {
 
 // SetMap replaces the routing with that of m, whole or not at all.
 func (s *Stub) SetMap(m *controlproto.ClientMap) error {
-	t, err := newTable(m)
+	r, err := s.Prepare(m)
 	if err != nil {
 		return err
 	}
-	s.table.Store(t)
+	s.Install(r)
 	return nil
 }
+
+// Routing is the stub's routing of one client map, built and checked but
+// not necessarily in effect: the client prepares it with the rest of a map
+// and installs it once everything that can fail has been checked.
+type Routing struct{ t *table }
+
+// Prepare builds and checks the routing of m without putting it in effect.
+func (s *Stub) Prepare(m *controlproto.ClientMap) (Routing, error) {
+	t, err := newTable(m)
+	if err != nil {
+		return Routing{}, err
+	}
+	return Routing{t}, nil
+}
+
+// Install puts r in effect; it cannot fail. The zero Routing is the stub's
+// state before its first map (SERVFAIL for everything internal).
+func (s *Stub) Install(r Routing) { s.table.Store(r.t) }
+
+// Current returns the routing in effect, to install again on a rollback.
+func (s *Stub) Current() Routing { return Routing{s.table.Load()} }
 
 // Zones returns the internal zones of the current map (nil before one).
 func (s *Stub) Zones() []dnszone.Zone {

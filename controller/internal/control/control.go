@@ -6,16 +6,30 @@
 //
 // Changes are pushed, never polled for: whoever mutates the store calls
 // [Server.Changed]; one recompute goroutine coalesces bursts of changes,
-// computes every connected agent's map from one snapshot and sends only the
-// maps that differ from what that agent last received.
+// computes every connected agent's map from one snapshot and offers each
+// agent its map; a map equal to the one last offered is dropped.
+//
+// Each agent has one writer goroutine and a latest-only pending map: a slow
+// agent never blocks the others and skips the maps it was too slow for.
+// The writer decides, when it sends, what goes on the wire:
+//
+//	whole map  on connect; to agents below capability 6; after the agent
+//	           reported an error (its map is then not what we sent); when
+//	           it asked to resync (Ack.Resync: a revision gap or a delta
+//	           that did not fit; the current map is queued again at once);
+//	           when the delta would not be smaller than the whole map
+//	delta      otherwise: from the map last sent to this agent (not the
+//	           last offered: with coalescing, some maps are never sent)
+//
+// Each frame is encoded once, when it is sent; deciding whether a map
+// changed compares values (controlproto.EqualGatewayMaps) and encodes
+// nothing.
 package control
 
 import (
 	"cmp"
 	"context"
-	"crypto/sha256"
 	"crypto/tls"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -162,36 +176,78 @@ func (s *Server) Serve(ctx context.Context, pc net.PacketConn) error {
 	}
 }
 
-// agent is one connected agent. The recompute loop puts the newest frame in
-// pending; the agent's writer goroutine sends it, so a slow agent never
-// blocks the others and only ever receives the latest map.
+// agent is one connected agent. The recompute loop puts the newest map in
+// pending; the agent's writer goroutine sends it (whole or as a delta), so
+// a slow agent never blocks the others and only ever receives the latest
+// map.
 type agent struct {
 	id, kind string
 	conn     *quic.Conn
 	public   netip.Addr // the remote address the agent connected from
+	caps     int        // the agent's Hello.CapabilityVersion
 
 	mu       sync.Mutex
-	pending  *controlproto.Frame
-	lastHash [32]byte
-	revision uint64          // of the last map offered; lets agents and logs order maps
-	peers    map[string]bool // gateways: device IDs of the last map's peers
-	wake     chan struct{}
-	acked    atomic.Uint64 // last map revision the agent applied
+	pending  *controlproto.Frame // newest map not yet sent, whole
+	offered  *controlproto.Frame // newest map offered (pending or sent)
+	revision uint64              // of the last map offered; lets agents and logs order maps
+	peers    map[string]bool     // gateways: device IDs of the last map's peers
+	// sent is the last map written to the agent, whole: what the next
+	// delta starts from. sentDelta says it went as a delta.
+	sent      *controlproto.Frame
+	sentDelta bool
+	// resync makes the next map go whole: the agent reported an error, so
+	// the map it holds may not be sent.
+	resync bool
+	wake   chan struct{}
+	acked  atomic.Uint64 // last map revision the agent applied
+
+	stats sendStats
 
 	unexpected uint64 // frames dropped as out of place; readLoop only
 
 	wmu sync.Mutex // serializes writes on the control stream (maps, replies)
 }
 
-// offer queues f unless it equals what the agent last received, and
-// returns the revision it was given (0 when nothing changed).
-func (a *agent) offer(f *controlproto.Frame, hash [32]byte) uint64 {
+// sendStats counts what the writer sent one agent.
+type sendStats struct {
+	bytes  atomic.Uint64 // map and delta frames, length prefix included
+	maps   atomic.Uint64 // whole maps sent
+	deltas atomic.Uint64 // deltas sent
+}
+
+// SentStats is what the controller sent one agent on its current
+// connection: map frames, whole and as deltas, and their bytes on the wire
+// (length prefix included).
+type SentStats struct {
+	Bytes  uint64
+	Maps   uint64
+	Deltas uint64
+}
+
+// Sent returns, per connected agent, the map frames sent on its current
+// connection: for the load harness's bytes per change.
+func (s *Server) Sent() map[string]SentStats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string]SentStats, len(s.agents))
+	for id, a := range s.agents {
+		out[id] = a.stats.snapshot()
+	}
+	return out
+}
+
+func (st *sendStats) snapshot() SentStats {
+	return SentStats{Bytes: st.bytes.Load(), Maps: st.maps.Load(), Deltas: st.deltas.Load()}
+}
+
+// offer queues f unless it equals the map last offered, and returns the
+// revision it was given (0 when nothing changed). It encodes nothing.
+func (a *agent) offer(f *controlproto.Frame) uint64 {
 	a.mu.Lock()
-	if hash == a.lastHash {
+	if a.offered != nil && sameMap(a.offered, f) {
 		a.mu.Unlock()
 		return 0
 	}
-	a.lastHash = hash
 	a.revision++
 	rev := a.revision
 	switch {
@@ -200,21 +256,105 @@ func (a *agent) offer(f *controlproto.Frame, hash [32]byte) uint64 {
 	case f.ClientMap != nil:
 		f.ClientMap.Revision = rev
 	}
-	a.pending = f
+	a.pending, a.offered = f, f
 	a.mu.Unlock()
+	a.poke()
+	return rev
+}
+
+func (a *agent) poke() {
 	select {
 	case a.wake <- struct{}{}:
 	default:
 	}
-	return rev
 }
 
-func (a *agent) take() *controlproto.Frame {
+// sameMap reports whether two map frames carry the same map, revisions
+// aside.
+func sameMap(a, b *controlproto.Frame) bool {
+	switch {
+	case a.GatewayMap != nil && b.GatewayMap != nil:
+		return controlproto.EqualGatewayMaps(a.GatewayMap, b.GatewayMap)
+	case a.ClientMap != nil && b.ClientMap != nil:
+		return controlproto.EqualClientMaps(a.ClientMap, b.ClientMap)
+	}
+	return false
+}
+
+// take returns the pending map, the map it may go as a delta from (nil:
+// send it whole), and clears both pending and resync.
+func (a *agent) take() (f, base *controlproto.Frame) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	f := a.pending
-	a.pending = nil
-	return f
+	f, a.pending = a.pending, nil
+	if f != nil && !a.resync && a.caps >= controlproto.MinDeltaCapability {
+		base = a.sent
+	}
+	if f != nil {
+		a.resync = false
+	}
+	return f, base
+}
+
+// wire returns what goes on the wire for f: a delta from base when there
+// is one and it is smaller, otherwise f itself.
+func wire(f, base *controlproto.Frame) *controlproto.Frame {
+	if base == nil {
+		return f
+	}
+	switch {
+	case f.GatewayMap != nil && base.GatewayMap != nil:
+		d, err := controlproto.DiffGatewayMap(base.GatewayMap, f.GatewayMap)
+		if err == nil && d.SmallerThan(f.GatewayMap) {
+			return &controlproto.Frame{Type: controlproto.TypeGatewayDelta, GatewayDelta: d}
+		}
+	case f.ClientMap != nil && base.ClientMap != nil:
+		d, err := controlproto.DiffClientMap(base.ClientMap, f.ClientMap)
+		if err == nil && d.SmallerThan(f.ClientMap) {
+			return &controlproto.Frame{Type: controlproto.TypeClientDelta, ClientDelta: d}
+		}
+	}
+	return f // a map with a duplicate key goes whole (the agent judges it)
+}
+
+// sentMap records that f went out (as delta when delta).
+func (a *agent) sentMap(f *controlproto.Frame, delta bool, n int) {
+	a.mu.Lock()
+	a.sent, a.sentDelta = f, delta
+	a.mu.Unlock()
+	a.stats.bytes.Add(uint64(n))
+	if delta {
+		a.stats.deltas.Add(1)
+	} else {
+		a.stats.maps.Add(1)
+	}
+}
+
+// nack handles an ack with an error: the agent kept an older map, so the
+// next map goes whole; when it asked to resync the delta just sent, the
+// newest map goes whole now.
+func (a *agent) nack(ack *controlproto.Ack) {
+	a.mu.Lock()
+	a.resync = true
+	requeue := ack.Resync && a.sentDelta && a.sent != nil && revisionOf(a.sent) == ack.Revision &&
+		a.pending == nil && a.offered != nil
+	if requeue {
+		a.pending = a.offered
+	}
+	a.mu.Unlock()
+	if requeue {
+		a.poke()
+	}
+}
+
+func revisionOf(f *controlproto.Frame) uint64 {
+	switch {
+	case f.GatewayMap != nil:
+		return f.GatewayMap.Revision
+	case f.ClientMap != nil:
+		return f.ClientMap.Revision
+	}
+	return 0
 }
 
 func (s *Server) handle(ctx context.Context, conn *quic.Conn) {
@@ -261,15 +401,17 @@ func (s *Server) handle(ctx context.Context, conn *quic.Conn) {
 		conn.CloseWithError(codeProtocol, "first frame must be a hello of the certificate's kind")
 		return
 	}
-	if hello.Hello.CapabilityVersion < 1 {
-		conn.CloseWithError(codeProtocol, "unsupported capability version")
+	if v := hello.Hello.CapabilityVersion; v < 1 {
+		log.Warn("agent speaks an unsupported capability version; refused", "capability_version", v)
+		conn.CloseWithError(codeProtocol, fmt.Sprintf("capability version %d is not supported: this controller speaks 1 to %d; upgrade the agent", v, controlproto.CapabilityVersion))
 		return
 	}
 	if kind == ca.KindGateway {
 		s.updateEndpoint(ctx, log, id, hello.Hello.Endpoint)
 	}
 
-	a := &agent{id: id, kind: kind, conn: conn, public: remoteAddr(conn.RemoteAddr()), wake: make(chan struct{}, 1)}
+	a := &agent{id: id, kind: kind, conn: conn, public: remoteAddr(conn.RemoteAddr()), caps: hello.Hello.CapabilityVersion,
+		wake: make(chan struct{}, 1)}
 	s.mu.Lock()
 	if old := s.agents[id]; old != nil {
 		old.conn.CloseWithError(codeReplaced, "replaced by a newer connection")
@@ -289,7 +431,7 @@ func (s *Server) handle(ctx context.Context, conn *quic.Conn) {
 		}
 		s.mu.Unlock()
 	}()
-	log.Info("agent connected", "version", hello.Hello.AgentVersion)
+	log.Info("agent connected", "version", hello.Hello.AgentVersion, "capability_version", a.caps)
 	s.Changed()
 
 	cctx := conn.Context()
@@ -298,7 +440,8 @@ func (s *Server) handle(ctx context.Context, conn *quic.Conn) {
 	s.readLoop(ctx, log, a, stream)
 	conn.CloseWithError(codeNormal, "")
 	wg.Wait()
-	log.Info("agent disconnected")
+	st := a.stats.snapshot()
+	log.Info("agent disconnected", "maps_sent", st.Maps, "deltas_sent", st.Deltas, "bytes_sent", st.Bytes)
 }
 
 // remoteAddr is the IP address of a connection's peer, unmapped (a
@@ -359,16 +502,23 @@ func (s *Server) writeLoop(ctx context.Context, log *slog.Logger, a *agent, w *q
 			return
 		case <-a.wake:
 		}
-		if f := a.take(); f != nil {
-			a.wmu.Lock()
-			err := controlproto.WriteFrame(w, f)
-			a.wmu.Unlock()
-			if err != nil {
-				log.Warn("push map", "err", err)
-				a.conn.CloseWithError(codeProtocol, "write failed")
-				return
-			}
+		f, base := a.take()
+		if f == nil {
+			continue
 		}
+		out := wire(f, base)
+		buf, err := controlproto.EncodeFrame(out) // the one encoding
+		if err == nil {
+			a.wmu.Lock()
+			_, err = w.Write(buf)
+			a.wmu.Unlock()
+		}
+		if err != nil {
+			log.Warn("push map", "err", err)
+			a.conn.CloseWithError(codeProtocol, "write failed")
+			return
+		}
+		a.sentMap(f, out != f, len(buf))
 	}
 }
 
@@ -392,8 +542,15 @@ func (s *Server) readLoop(ctx context.Context, log *slog.Logger, a *agent, r *qu
 		case f.Type == controlproto.TypeRenew:
 			s.renew(ctx, log, a, r, f.Renew)
 		case f.Type == controlproto.TypeAck:
+			if f.Ack.Resync {
+				// Not applied: the whole map follows, and its ack counts.
+				log.Info("agent could not apply a map delta; sending the whole map", "revision", f.Ack.Revision, "reason", f.Ack.Error)
+				a.nack(f.Ack)
+				continue
+			}
 			if f.Ack.Error != "" {
 				log.Error("agent rejected its map and kept the previous one", "revision", f.Ack.Revision, "error", f.Ack.Error)
+				a.nack(f.Ack)
 			}
 			a.acked.Store(f.Ack.Revision)
 			select {
@@ -606,12 +763,10 @@ func (s *Server) recompute(ctx context.Context) error {
 	return nil
 }
 
+// offerFrame offers a's map f to its writer (see offer); the error is for
+// callers that may one day fail to build f, offering itself cannot fail.
 func offerFrame(a *agent, f *controlproto.Frame) (uint64, error) {
-	b, err := json.Marshal(f)
-	if err != nil {
-		return 0, err
-	}
-	return a.offer(f, sha256.Sum256(b)), nil
+	return a.offer(f), nil
 }
 
 // waitAcks waits until every agent in want applied at least its revision,

@@ -586,6 +586,9 @@ func TestGatewayEndpointFromHello(t *testing.T) {
 type rawAgent struct {
 	conn   *quic.Conn
 	stream *quic.Stream
+	// The maps last read by readMap, which deltas apply to.
+	gatewayMap *controlproto.GatewayMap
+	clientMap  *controlproto.ClientMap
 }
 
 func dialRaw(t *testing.T, h *harness, tc *tls.Config) (*rawAgent, error) {
@@ -899,7 +902,7 @@ func TestFrameFloodDoesNotCrash(t *testing.T) {
 				t.Fatal(err)
 			}
 			// A map arrives once the hello is accepted.
-			if f, err := readFrame(r); err != nil || f.Type != controlproto.TypeClientMap {
+			if f, err := r.readMap(); err != nil || f.Type != controlproto.TypeClientMap {
 				t.Fatalf("first frame after hello: %v %v", f, err)
 			}
 			var werr error
@@ -924,7 +927,7 @@ func TestFrameFloodDoesNotCrash(t *testing.T) {
 				t.Cleanup(func() { h.store.RemoveMember(h.ctx, "pharmacists", "nurse") })
 				h.srv.Changed()
 				for {
-					f, err := readFrame(r)
+					f, err := r.readMap()
 					if err != nil {
 						t.Fatalf("connection after %d dropped frames: %v", flood, err)
 					}

@@ -253,6 +253,7 @@ func (a *simAgent) session(ctx context.Context, f *fleet) error {
 	a.firstConn.CompareAndSwap(0, time.Now().UnixNano())
 	var hdr [4]byte
 	var buf []byte
+	var last lastMap
 	for {
 		if _, err := io.ReadFull(stream, hdr[:]); err != nil {
 			return fmt.Errorf("read frame: %w", err)
@@ -282,14 +283,22 @@ func (a *simAgent) session(ctx context.Context, f *fleet) error {
 		if cap(buf) > 64<<10 {
 			buf = nil
 		}
-		rev, isMap := mapRevision(fr)
-		if !isMap {
-			continue
+		// Deltas (capability 6) apply to the last map of this
+		// connection, as controlclient does for the real agents.
+		ack := &controlproto.Ack{}
+		fr, ack.Revision, err = last.expand(fr)
+		if err != nil {
+			f.badFrames.Add(1)
+			ack.Error, ack.Resync = err.Error(), true
+		} else {
+			if _, isMap := mapRevision(fr); !isMap {
+				continue
+			}
+			a.maps.Add(1)
+			a.firstMap.CompareAndSwap(0, now.UnixNano())
+			a.check(fr, now)
 		}
-		a.maps.Add(1)
-		a.firstMap.CompareAndSwap(0, now.UnixNano())
-		a.check(fr, now)
-		if err := controlproto.WriteFrame(stream, &controlproto.Frame{Type: controlproto.TypeAck, Ack: &controlproto.Ack{Revision: rev}}); err != nil {
+		if err := controlproto.WriteFrame(stream, &controlproto.Frame{Type: controlproto.TypeAck, Ack: ack}); err != nil {
 			return fmt.Errorf("send ack: %w", err)
 		}
 	}
@@ -325,4 +334,43 @@ func mapRevision(f *controlproto.Frame) (uint64, bool) {
 		return f.ClientMap.Revision, true
 	}
 	return 0, false
+}
+
+// lastMap is the map a simulated agent last got on its connection.
+type lastMap struct {
+	gateway *controlproto.GatewayMap
+	client  *controlproto.ClientMap
+}
+
+// expand returns a delta as the whole map it makes (and remembers it), any
+// other frame as it is, and the revision to acknowledge.
+func (l *lastMap) expand(fr *controlproto.Frame) (*controlproto.Frame, uint64, error) {
+	switch {
+	case fr.GatewayDelta != nil:
+		if l.gateway == nil {
+			return nil, fr.GatewayDelta.To, controlproto.ErrRevisionGap
+		}
+		m, err := controlproto.ApplyGatewayDelta(l.gateway, fr.GatewayDelta)
+		if err != nil {
+			return nil, fr.GatewayDelta.To, err
+		}
+		fr = &controlproto.Frame{Type: controlproto.TypeGatewayMap, GatewayMap: m}
+	case fr.ClientDelta != nil:
+		if l.client == nil {
+			return nil, fr.ClientDelta.To, controlproto.ErrRevisionGap
+		}
+		m, err := controlproto.ApplyClientDelta(l.client, fr.ClientDelta)
+		if err != nil {
+			return nil, fr.ClientDelta.To, err
+		}
+		fr = &controlproto.Frame{Type: controlproto.TypeClientMap, ClientMap: m}
+	}
+	if fr.GatewayMap != nil {
+		l.gateway = fr.GatewayMap
+	}
+	if fr.ClientMap != nil {
+		l.client = fr.ClientMap
+	}
+	rev, _ := mapRevision(fr)
+	return fr, rev, nil
 }
