@@ -368,6 +368,11 @@ func (g *gw) onFrame(f *controlproto.Frame) error {
 	g.cur, g.validUntil = m, now.Add(grantLifetime(m))
 	if err := g.applyLocked(now); err != nil {
 		g.cur, g.validUntil = prev, prevValid
+		// A step after the authorizer and DNS (the host firewall,
+		// WireGuard) failed: put those back to the previous map too.
+		if rerr := g.applyLocked(now); rerr != nil {
+			g.log.Error("restore the previous map after a rejected one", "err", rerr)
+		}
 		g.log.Error("map rejected; keeping the previous one", "revision", m.Revision, "err", err)
 		return err
 	}
