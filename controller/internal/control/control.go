@@ -44,6 +44,7 @@ import (
 	"github.com/cordonhq/cordon/controller/internal/ca"
 	"github.com/cordonhq/cordon/controller/internal/netmap"
 	"github.com/cordonhq/cordon/controller/internal/session"
+	"github.com/cordonhq/cordon/controller/internal/state"
 	"github.com/cordonhq/cordon/controller/internal/store"
 	"github.com/cordonhq/cordon/pkg/audit"
 	"github.com/cordonhq/cordon/pkg/controlproto"
@@ -62,7 +63,10 @@ const maxEventsPerFrame = 10000
 
 // Config configures a Server.
 type Config struct {
-	Store      store.Store
+	Store store.Store // for reads
+	// State makes the changes agents report (gateway endpoints, posture)
+	// and records their events; nil: one over Store.
+	State      *state.State
 	CA         *ca.CA
 	ServerCert tls.Certificate
 	Logger     *slog.Logger
@@ -106,6 +110,9 @@ type Server struct {
 func New(cfg Config) *Server {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.State == nil {
+		cfg.State = state.New(state.Config{Store: cfg.Store, Logger: cfg.Logger})
 	}
 	return &Server{
 		cfg:     cfg,
@@ -490,7 +497,7 @@ func (s *Server) updateEndpoint(ctx context.Context, log *slog.Logger, id, endpo
 	if err != nil || gw.Endpoint == endpoint {
 		return
 	}
-	if err := s.cfg.Store.UpdateGatewayEndpoint(ctx, id, endpoint); err != nil {
+	if err := s.cfg.State.SetGatewayEndpoint(ctx, id, endpoint); err != nil {
 		log.Error("update gateway endpoint", "err", err)
 	}
 }
@@ -591,7 +598,7 @@ func (s *Server) recordFlows(ctx context.Context, log *slog.Logger, a *agent, ev
 		}
 		out = append(out, ev)
 	}
-	if err := s.cfg.Store.AppendAudit(ctx, out...); err != nil {
+	if err := s.cfg.State.Record(ctx, state.Origin{Actor: "gateway:" + gatewayID}, out...); err != nil {
 		log.Error("record flow events", "err", err, "events", len(out))
 	}
 	if stepUp {

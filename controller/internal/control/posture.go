@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/cordonhq/cordon/controller/internal/netmap"
+	"github.com/cordonhq/cordon/controller/internal/state"
 	"github.com/cordonhq/cordon/controller/internal/store"
 	"github.com/cordonhq/cordon/pkg/audit"
 	"github.com/cordonhq/cordon/pkg/controlproto"
@@ -69,10 +70,13 @@ func (s *Server) handlePosture(ctx context.Context, log *slog.Logger, a *agent, 
 		a.unexpected++
 		if a.unexpected <= 3 || a.unexpected%1000 == 0 {
 			log.Warn("invalid posture report; dropped", "err", err, "count", a.unexpected)
-			s.auditPosture(ctx, log, store.AuditEvent{
+			ev := store.AuditEvent{
 				Time: now, Type: audit.PostureReport, Actor: "device:" + a.id, Outcome: "invalid", Subject: a.id,
 				Details: map[string]string{"self_reported": "true", "error": truncate(err.Error(), 200)},
-			})
+			}
+			if err := s.cfg.State.Record(ctx, state.Origin{Actor: ev.Actor}, ev); err != nil {
+				log.Error("record posture audit event", "err", err)
+			}
 		}
 		return
 	}
@@ -111,13 +115,16 @@ func (s *Server) storePosture(ctx context.Context, log *slog.Logger, id string, 
 	if audit {
 		rec.AuditedAt = now
 	}
-	if err := s.cfg.Store.PutPosture(ctx, rec); err != nil {
+	var ev *store.AuditEvent
+	if audit {
+		e := postureAudit(id, rec, changed)
+		ev = &e
+	}
+	affects := !slices.Equal(before, rec.Passing) || !hadPrev
+	if err := s.cfg.State.PutPosture(ctx, rec, ev, affects); err != nil {
 		return false, err
 	}
-	if audit {
-		s.auditPosture(ctx, log, postureAudit(id, rec, changed))
-	}
-	return !slices.Equal(before, rec.Passing) || !hadPrev, nil
+	return affects, nil
 }
 
 // activePolicy is the parsed active policy, nil when there is none or it
@@ -166,12 +173,6 @@ func postureAudit(id string, rec store.PostureRecord, changed bool) store.AuditE
 	}
 	return store.AuditEvent{
 		Time: rec.ReceivedAt, Type: audit.PostureReport, Actor: "device:" + id, Outcome: "success", Subject: id, Details: d,
-	}
-}
-
-func (s *Server) auditPosture(ctx context.Context, log *slog.Logger, e store.AuditEvent) {
-	if err := s.cfg.Store.AppendAudit(ctx, e); err != nil {
-		log.Error("record posture audit event", "err", err)
 	}
 }
 

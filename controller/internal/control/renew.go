@@ -14,6 +14,7 @@ import (
 	"github.com/quic-go/quic-go"
 
 	"github.com/cordonhq/cordon/controller/internal/ca"
+	"github.com/cordonhq/cordon/controller/internal/state"
 	"github.com/cordonhq/cordon/controller/internal/store"
 	"github.com/cordonhq/cordon/pkg/audit"
 	"github.com/cordonhq/cordon/pkg/controlproto"
@@ -118,7 +119,7 @@ func (s *Server) renew(ctx context.Context, log *slog.Logger, a *agent, w *quic.
 		ev.Details["new_serial"] = issued.SerialNumber.Text(16)
 	}
 	// A certificate is handed out only once its issuance is on record.
-	if aerr := s.cfg.Store.AppendAudit(ctx, ev); aerr != nil {
+	if aerr := s.cfg.State.Record(ctx, state.Origin{Actor: ev.Actor}, ev); aerr != nil {
 		log.Error("record certificate renewal; not handing out the certificate", "err", aerr)
 		answer = &controlproto.Certificate{Error: "internal error: the renewal could not be recorded; try again later"}
 	} else if err == nil {

@@ -125,7 +125,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	ctl = control.New(control.Config{Store: st, CA: authority, ServerCert: cert, Logger: log.With("component", "control"), DNS: cfg.DNS,
+	ctl = control.New(control.Config{Store: st, State: owner, CA: authority, ServerCert: cert, Logger: log.With("component", "control"), DNS: cfg.DNS,
 		Sessions: sessions, PostureInterval: cfg.PostureInterval, GrantLifetime: cfg.GatewayGrantLifetime})
 	idps, err := startOIDC(cfg, st, owner, log, ctl.Changed)
 	if err != nil {
