@@ -273,7 +273,7 @@ func (h *harness) recomputed(t *testing.T) {
 	t.Helper()
 	n := h.store.snapshots.Load()
 	for i := int64(1); i <= 2; i++ {
-		h.srv.Changed()
+		h.srv.Changed(store.Change{All: true})
 		waitUntil(t, fmt.Sprintf("recompute %d after the change", i), func() bool { return h.store.snapshots.Load() >= n+i })
 	}
 }
@@ -494,7 +494,7 @@ func TestMapsFollowDirectory(t *testing.T) {
 			t.Fatal(err)
 		}
 		changed := time.Now()
-		h.srv.Changed()
+		h.srv.Changed(store.Change{Users: []string{s.user}, Groups: []string{s.group}})
 		i, g := gwA.waitFrame(t, gwNext, fmt.Sprintf("gateway map with nurse's rules %v", s.wantRules), func(f *controlproto.Frame) bool {
 			if f.Type != controlproto.TypeGatewayMap {
 				return false
@@ -532,7 +532,7 @@ func TestMapsFollowDirectory(t *testing.T) {
 	if err := h.store.AddMember(h.ctx, "clinicians", "nurse"); err != nil {
 		t.Fatal(err)
 	}
-	h.srv.Changed()
+	h.srv.Changed(store.Change{Users: []string{"nurse"}, Groups: []string{"clinicians"}})
 	i, _ := gwA.waitFrame(t, gwBefore, "gateway map with the nurse back", func(f *controlproto.Frame) bool {
 		return f.Type == controlproto.TypeGatewayMap && isPeer(f.GatewayMap, "dev-nurse")
 	})
@@ -739,6 +739,12 @@ func hello(t *testing.T, kind controlproto.AgentKind) []byte {
 // Deleting a connected agent ends its Run with ErrRevoked, and so does
 // connecting again afterwards.
 func TestDeletedAgentIsRevoked(t *testing.T) {
+	changeOf := func(kind controlproto.AgentKind, id string) store.Change {
+		if kind == controlproto.KindGateway {
+			return store.Change{Gateways: []string{id}}
+		}
+		return store.Change{Devices: []string{id}}
+	}
 	tests := []struct {
 		name   string
 		kind   controlproto.AgentKind
@@ -772,7 +778,7 @@ func TestDeletedAgentIsRevoked(t *testing.T) {
 			if err := tt.delete(h, id); err != nil {
 				t.Fatal(err)
 			}
-			h.srv.Changed()
+			h.srv.Changed(changeOf(tt.kind, id))
 			if err := a.runErr(t); !errors.Is(err, controlclient.ErrRevoked) {
 				t.Fatalf("Run after deletion = %v, want ErrRevoked", err)
 			}
@@ -921,7 +927,7 @@ func TestFrameFloodDoesNotCrash(t *testing.T) {
 					t.Fatal(err)
 				}
 				t.Cleanup(func() { h.store.RemoveMember(h.ctx, "pharmacists", "nurse") })
-				h.srv.Changed()
+				h.srv.Changed(store.Change{Users: []string{"nurse"}, Groups: []string{"pharmacists"}})
 				for {
 					f, err := readFrame(r)
 					if err != nil {
@@ -937,7 +943,7 @@ func TestFrameFloodDoesNotCrash(t *testing.T) {
 			if err := h.store.AddMember(h.ctx, "billing", "clerk"); err != nil {
 				t.Fatal(err)
 			}
-			h.srv.Changed()
+			h.srv.Changed(store.Change{Users: []string{"clerk"}, Groups: []string{"billing"}})
 			gwA.waitFrame(t, next, "gateway map after the flood", func(f *controlproto.Frame) bool {
 				if f.Type != controlproto.TypeGatewayMap {
 					return false

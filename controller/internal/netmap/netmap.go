@@ -29,9 +29,13 @@ type Index struct {
 	gwBySeg    map[string][]store.Gateway
 	gateways   map[string]store.Gateway
 	devices    map[string]store.Device
-	pol        *policyIndex          // nil while no policy was ever applied
-	public     map[string]netip.Addr // device ID → public address; see SetPublicAddrs
-	sess       *sessionGate          // nil: not gated on sessions; see SetSessions
+	// For Affects (affected.go): who a change reaches.
+	userDevices  map[string][]string // user → device IDs (revoked ones too)
+	groupMembers map[string][]string // group → members, sorted
+	rulesByGroup map[string][]store.Rule
+	pol          *policyIndex          // nil while no policy was ever applied
+	public       map[string]netip.Addr // device ID → public address; see SetPublicAddrs
+	sess         *sessionGate          // nil: not gated on sessions; see SetSessions
 }
 
 // NewIndex indexes a snapshot. It sorts its own copies of the lists, so
@@ -61,9 +65,14 @@ func NewIndexCached(snap *store.Snapshot, cache *PolicyCache) *Index {
 		gwBySeg:    map[string][]store.Gateway{},
 		gateways:   map[string]store.Gateway{},
 		devices:    map[string]store.Device{},
+
+		userDevices:  map[string][]string{},
+		groupMembers: map[string][]string{},
+		rulesByGroup: map[string][]store.Rule{},
 	}
 	for _, d := range s.Devices {
 		ix.devices[d.ID] = d
+		ix.userDevices[d.User] = append(ix.userDevices[d.User], d.ID)
 	}
 	for _, a := range s.Apps {
 		ix.apps[a.Name] = a
@@ -75,12 +84,14 @@ func NewIndexCached(snap *store.Snapshot, cache *PolicyCache) *Index {
 		ix.users[u.Name] = u
 	}
 	for _, g := range s.Groups {
+		ix.groupMembers[g.Name] = g.Members
 		for _, m := range g.Members {
 			ix.userGroups[m] = append(ix.userGroups[m], g.Name)
 		}
 	}
 	for _, r := range s.Rules {
 		ix.rulesByApp[r.App] = append(ix.rulesByApp[r.App], r)
+		ix.rulesByGroup[r.Group] = append(ix.rulesByGroup[r.Group], r)
 	}
 	for _, g := range s.Gateways {
 		ix.gwBySeg[g.Segment] = append(ix.gwBySeg[g.Segment], g)

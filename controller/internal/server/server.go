@@ -24,6 +24,7 @@ import (
 	"github.com/cordonhq/cordon/controller/internal/netmap"
 	"github.com/cordonhq/cordon/controller/internal/oidc"
 	"github.com/cordonhq/cordon/controller/internal/session"
+	"github.com/cordonhq/cordon/controller/internal/store"
 	"github.com/cordonhq/cordon/controller/internal/store/sqlite"
 	"github.com/cordonhq/cordon/pkg/privdir"
 )
@@ -112,16 +113,19 @@ func Run(ctx context.Context, cfg Config) error {
 		limits = session.DefaultLimits()
 	}
 	var ctl *control.Server
+	// Until every mutation goes through one state owner that says what it
+	// changed, every change recomputes every map.
+	changed := func() { ctl.Changed(store.Change{All: true}) }
 	sessions, err := session.NewManager(session.ManagerConfig{
 		Store: st, Limits: limits, Logger: log.With("component", "sessions"),
-		Changed: func() { ctl.Changed() },
+		Changed: changed,
 	})
 	if err != nil {
 		return err
 	}
 	ctl = control.New(control.Config{Store: st, CA: authority, ServerCert: cert, Logger: log.With("component", "control"), DNS: cfg.DNS,
 		Sessions: sessions, PostureInterval: cfg.PostureInterval, GrantLifetime: cfg.GatewayGrantLifetime})
-	idps, err := startOIDC(cfg, st, log, ctl.Changed)
+	idps, err := startOIDC(cfg, st, log, changed)
 	if err != nil {
 		return err
 	}
@@ -134,7 +138,7 @@ func Run(ctx context.Context, cfg Config) error {
 		Store:           st,
 		CA:              authority,
 		Logger:          log.With("component", "api"),
-		Changed:         ctl.Changed,
+		Changed:         changed,
 		AdminSessionTTL: cfg.AdminSessionTTL,
 		LoginAlert:      auth.NewFailureAlert(cfg.LoginAlert),
 		OIDC:            oidcAPI,
