@@ -22,7 +22,8 @@ import (
 // that gains and one that loses are both found):
 //
 //	user u          → u's devices
-//	group g         → the devices of users who joined or left g
+//	group g         → the devices of users who joined or left g; if g's
+//	                  rules changed, their apps, as below
 //	app a           → the gateways of a's segment; the devices entitled to a
 //	                  (rules of a → groups → members → devices); a rule
 //	                  change is named by its app
@@ -72,9 +73,17 @@ func Affects(old, cur *Index, c store.Change, dns DNSConfig) Affected {
 	for _, u := range c.Users {
 		users[u] = true
 	}
+	apps := map[string]bool{}
+	for _, a := range c.Apps {
+		apps[a] = true
+	}
 	for _, g := range c.Groups {
-		// Only members who joined or left: a group's rules change through
-		// its apps (a rule change names its app).
+		// Members who joined or left; and, if the group's rules changed
+		// (a rule change may be named by its group or its app), their
+		// apps, which reach every member.
+		for _, r := range ruleDiff(old.rulesByGroup[g], cur.rulesByGroup[g]) {
+			apps[r.App] = true
+		}
 		was, is := old.groupMembers[g], cur.groupMembers[g]
 		for _, u := range was {
 			if !slices.Contains(is, u) {
@@ -95,10 +104,6 @@ func Affects(old, cur *Index, c store.Change, dns DNSConfig) Affected {
 		}
 	}
 
-	apps := map[string]bool{}
-	for _, a := range c.Apps {
-		apps[a] = true
-	}
 	for _, s := range c.Segments {
 		for _, ix := range both {
 			for _, g := range ix.gwBySeg[s] {
@@ -155,6 +160,24 @@ func Affects(old, cur *Index, c store.Change, dns DNSConfig) Affected {
 		}
 	}
 	return aff
+}
+
+// ruleDiff returns the rules in only one of a and b (by name, group and
+// app).
+func ruleDiff(a, b []store.Rule) []store.Rule {
+	same := func(x, y store.Rule) bool { return x.Name == y.Name && x.Group == y.Group && x.App == y.App }
+	var out []store.Rule
+	for _, x := range a {
+		if !slices.ContainsFunc(b, func(y store.Rule) bool { return same(x, y) }) {
+			out = append(out, x)
+		}
+	}
+	for _, y := range b {
+		if !slices.ContainsFunc(a, func(x store.Rule) bool { return same(x, y) }) {
+			out = append(out, y)
+		}
+	}
+	return out
 }
 
 // samePolicy reports whether old and cur were built from the same active
