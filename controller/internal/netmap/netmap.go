@@ -12,6 +12,7 @@ import (
 	"cmp"
 	"net/netip"
 	"slices"
+	"strings"
 
 	"github.com/cordonhq/cordon/controller/internal/store"
 	"github.com/cordonhq/cordon/pkg/controlproto"
@@ -141,6 +142,34 @@ func (ix *Index) entitled(user string, app string) []store.Rule {
 	return out
 }
 
+// all reports whether ok holds for every element of s.
+func all(s []string, ok func(string) bool) bool {
+	for _, x := range s {
+		if !ok(x) {
+			return false
+		}
+	}
+	return true
+}
+
+// entitledApps is the apps some rule lets user reach, sorted (none for a
+// disabled or unknown user).
+func (ix *Index) entitledApps(user string) []string {
+	if u, ok := ix.users[user]; !ok || u.Disabled {
+		return nil
+	}
+	var out []string
+	for _, g := range ix.userGroups[user] {
+		for _, r := range ix.rulesByGroup[g] {
+			if _, ok := ix.apps[r.App]; ok {
+				out = append(out, r.App)
+			}
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
 func wireApp(a store.App) controlproto.App {
 	return controlproto.App{
 		Name: a.Name, DNSName: a.DNSName, Addr: a.Addr, Proto: a.Proto,
@@ -173,22 +202,66 @@ func (ix *Index) GatewayMap(gw store.Gateway) *controlproto.GatewayMap {
 		}
 	}
 	slices.SortFunc(m.Rules, func(a, b policy.Rule) int { return cmp.Compare(a.ID, b.ID) })
+	// Per device, only its user's rules (not every app of the segment):
+	// a gateway map with 10,000 peers is computed for every change that
+	// reaches one of them.
+	inSeg := make(map[string]store.App, len(apps))
+	for _, a := range apps {
+		inSeg[a.Name] = a
+	}
+	// Users with the same groups have the same rules here: computed once
+	// per group set, shared (read-only) by every device whose session
+	// allows all of their classifications.
+	type ruleSet struct {
+		ids     []policy.RuleID // sorted
+		classes []string        // of the rules' apps, distinct
+	}
+	sets := map[string]*ruleSet{}
 	for _, d := range ix.snap.Devices {
-		var ids []policy.RuleID
-		for _, a := range apps {
-			if !ix.allows(d, string(a.Classification)) {
-				continue
-			}
-			for _, r := range ix.entitled(d.User, a.Name) {
-				ids = append(ids, policy.RuleID(r.Name))
-			}
+		if u, ok := ix.users[d.User]; !ok || u.Disabled {
+			continue
 		}
-		if len(ids) == 0 {
+		groups := ix.userGroups[d.User]
+		key := strings.Join(groups, "\x00")
+		rs := sets[key]
+		if rs == nil {
+			rs = &ruleSet{}
+			for _, g := range groups {
+				for _, r := range ix.rulesByGroup[g] {
+					if a, ok := inSeg[r.App]; ok {
+						rs.ids = append(rs.ids, policy.RuleID(r.Name))
+						if c := string(a.Classification); !slices.Contains(rs.classes, c) {
+							rs.classes = append(rs.classes, c)
+						}
+					}
+				}
+			}
+			slices.Sort(rs.ids)
+			rs.ids = slices.Compact(rs.ids)
+			sets[key] = rs
+		}
+		if len(rs.ids) == 0 {
 			continue // only entitled devices become peers
 		}
-		slices.Sort(ids)
+		allows := ix.allowsCached(d)
+		ids := rs.ids
+		if !all(rs.classes, allows) {
+			ids = nil
+			for _, g := range groups {
+				for _, r := range ix.rulesByGroup[g] {
+					if a, ok := inSeg[r.App]; ok && allows(string(a.Classification)) {
+						ids = append(ids, policy.RuleID(r.Name))
+					}
+				}
+			}
+			if len(ids) == 0 {
+				continue
+			}
+			slices.Sort(ids)
+			ids = slices.Compact(ids)
+		}
 		m.Peers = append(m.Peers, controlproto.GatewayPeer{
-			Peer:      policy.Peer{DeviceID: d.ID, User: d.User, Addr: d.OverlayAddr, Rules: slices.Compact(ids)},
+			Peer:      policy.Peer{DeviceID: d.ID, User: d.User, Addr: d.OverlayAddr, Rules: ids},
 			PublicKey: d.PublicKey,
 		})
 	}
@@ -205,8 +278,10 @@ func (ix *Index) ClientMap(d store.Device) *controlproto.ClientMap {
 	}
 	m := &controlproto.ClientMap{DeviceID: d.ID, User: d.User, OverlayAddr: d.OverlayAddr}
 	byGW := map[string]*controlproto.ClientGateway{}
-	for _, a := range ix.snap.Apps {
-		if len(ix.entitled(d.User, a.Name)) == 0 || !ix.allows(d, string(a.Classification)) {
+	allows := ix.allowsCached(d)
+	for _, name := range ix.entitledApps(d.User) { // sorted
+		a := ix.apps[name]
+		if !allows(string(a.Classification)) {
 			continue
 		}
 		gw, ok := ix.servingGateway(a.Segment)

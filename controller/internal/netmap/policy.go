@@ -216,8 +216,9 @@ func (ix *Index) policyGatewayMap(gw store.Gateway) *controlproto.GatewayMap {
 	}
 	for _, d := range ix.snap.Devices { // sorted by ID
 		var ids []policy.RuleID
+		allows := ix.allowsCached(d)
 		for _, id := range p.peers[d.ID] {
-			if mine[id] && ix.allows(d, string(p.pol.Apps[p.byID[id].App].Classification)) {
+			if mine[id] && allows(string(p.pol.Apps[p.byID[id].App].Classification)) {
 				ids = append(ids, id)
 			}
 		}
