@@ -1155,3 +1155,41 @@ func TestServeStoppedBeforeListening(t *testing.T) {
 		t.Fatal("Serve on a closed socket while running returned nil")
 	}
 }
+
+// A client that connects costs its own map: computed from the state the
+// last change left, without a store read, and no other agent gets anything
+// (issue 11: a connect storm must not recompute everyone's map per
+// connection). Its first connection is a change of its own only because
+// its public address is news (gateway maps carry it).
+func TestReconnectCostsOwnMap(t *testing.T) {
+	h := newHarness(t)
+	h.world(t)
+	_, gwTLS := h.enrollGateway(t, "gw-lan", "lan")
+	_, nurseTLS := h.enrollDevice(t, "dev-nurse", "nurse")
+	_, clerkTLS := h.enrollDevice(t, "dev-clerk", "clerk")
+	gwA := h.start(t, "gateway", gwTLS, controlproto.Hello{Kind: controlproto.KindGateway, AgentVersion: "test", Endpoint: gwEndpoint})
+	gwA.waitFrame(t, 0, "gateway map", func(f *controlproto.Frame) bool { return f.Type == controlproto.TypeGatewayMap })
+	nurse := h.start(t, "nurse", nurseTLS, controlproto.Hello{Kind: controlproto.KindClient, AgentVersion: "test"})
+	nurse.waitFrame(t, 0, "client map", func(f *controlproto.Frame) bool { return f.Type == controlproto.TypeClientMap })
+	clerk := h.start(t, "clerk", clerkTLS, controlproto.Hello{Kind: controlproto.KindClient, AgentVersion: "test"})
+	clerk.waitFrame(t, 0, "client map", func(f *controlproto.Frame) bool { return f.Type == controlproto.TypeClientMap })
+	h.recomputed(t)
+
+	snaps, gwFrames, nurseFrames := h.store.snapshots.Load(), gwA.count(), nurse.count()
+	for i := range 3 {
+		clerk.stop()
+		clerk.runErr(t)
+		waitUntil(t, "clerk disconnected", func() bool { return !slices.Contains(h.srv.Connected(), "dev-clerk") })
+		clerk = h.start(t, fmt.Sprint("clerk again ", i), clerkTLS, controlproto.Hello{Kind: controlproto.KindClient, AgentVersion: "test"})
+		_, got := clerk.waitFrame(t, 0, "client map after reconnecting", func(f *controlproto.Frame) bool { return f.Type == controlproto.TypeClientMap })
+		if ips := allowedIPs(got.f.ClientMap, "gw-lan"); !slices.Contains(ips, pharm) {
+			t.Fatalf("clerk's map after reconnecting routes %v, want pharmacy %v", ips, pharm)
+		}
+	}
+	if n := h.store.snapshots.Load() - snaps; n != 0 {
+		t.Errorf("3 reconnects read %d store snapshots, want 0", n)
+	}
+	if gwA.count() != gwFrames || nurse.count() != nurseFrames {
+		t.Errorf("3 reconnects of the clerk sent the gateway %d and the nurse %d frames, want 0", gwA.count()-gwFrames, nurse.count()-nurseFrames)
+	}
+}
