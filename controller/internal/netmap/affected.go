@@ -267,9 +267,14 @@ func (ix *Index) peersOf(gw store.Gateway) map[string]bool {
 	return out
 }
 
-// PublicAddrChanged reports whether device id's public address differs
-// from the one ix's maps were computed with (a device reconnecting from a
-// new network changes its gateways' maps).
+// PublicAddrChanged reports whether device id connecting from addr
+// changes any map computed from ix: its address differs from the one ix
+// has, and a gateway's map carries it (only under a policy, and only for
+// a device that is some gateway's peer). Otherwise the connection costs
+// only the device's own map.
 func (ix *Index) PublicAddrChanged(id string, addr netip.Addr) bool {
-	return ix.public[id] != addr
+	if ix.public[id] == addr || ix.pol == nil || ix.pol.pol == nil {
+		return false
+	}
+	return len(ix.pol.peers[id]) > 0
 }

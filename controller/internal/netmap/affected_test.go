@@ -358,8 +358,13 @@ func (w *propWorld) step() (string, store.Change) {
 		return ok("posture of "+id+": disk "+string(state), err, store.Change{Devices: []string{id}})
 	case 28:
 		id := pick(r, "d", nDevs)
-		w.public[id] = netip.AddrFrom4([4]byte{198, 51, 100, byte(1 + r.IntN(3))})
-		return "device " + id + " connects from " + w.public[id].String(), store.Change{Devices: []string{id}}
+		// As the control server does: a change only if maps carry it.
+		addr := netip.AddrFrom4([4]byte{198, 51, 100, byte(1 + r.IntN(3))})
+		w.public[id] = addr
+		if !w.ix.PublicAddrChanged(id, addr) {
+			return "device " + id + " connects from " + addr.String() + " (no map carries it)", store.Change{}
+		}
+		return "device " + id + " connects from " + addr.String(), store.Change{Devices: []string{id}}
 	default:
 		// IdP-linked users: their group claims feed the policy's groups.
 		name := pick(r, "idp", 3)
