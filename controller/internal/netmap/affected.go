@@ -191,37 +191,25 @@ func samePolicy(old, cur *Index) bool {
 }
 
 // peerOf adds to out the gateways whose maps may list device d as a peer:
-// those serving an app d's user has a rule for. It ignores sessions and
+// those serving an app d has a rule for. It ignores sessions and
 // classifications (a superset is enough).
 func (ix *Index) peerOf(d store.Device, out map[string]bool) {
-	if ix.pol != nil {
-		p := ix.pol
-		if p.pol == nil {
-			return
-		}
-		segs := map[string]bool{}
-		for _, id := range p.peers[d.ID] {
-			segs[p.pol.Apps[p.byID[id].App].Segment] = true
-		}
-		for _, g := range ix.snap.Gateways {
-			if out[g.ID] {
-				continue
-			}
-			for s := range segs {
-				if p.servesSegment(g, s) {
-					out[g.ID] = true
-					break
-				}
-			}
-		}
+	p := ix.pol
+	if p.pol == nil {
 		return
 	}
-	for _, grp := range ix.userGroups[d.User] {
-		for _, r := range ix.rulesByGroup[grp] {
-			if a, ok := ix.apps[r.App]; ok {
-				for _, g := range ix.gwBySeg[a.Segment] {
-					out[g.ID] = true
-				}
+	segs := map[string]bool{}
+	for _, id := range p.peers[d.ID] {
+		segs[p.pol.Apps[p.byID[id].App].Segment] = true
+	}
+	for _, g := range ix.snap.Gateways {
+		if out[g.ID] {
+			continue
+		}
+		for s := range segs {
+			if p.servesSegment(g, s) {
+				out[g.ID] = true
+				break
 			}
 		}
 	}
@@ -231,36 +219,21 @@ func (ix *Index) peerOf(d store.Device, out map[string]bool) {
 // whose client maps may carry gw (a superset, as for peerOf).
 func (ix *Index) peersOf(gw store.Gateway) map[string]bool {
 	out := map[string]bool{}
-	if ix.pol != nil {
-		p := ix.pol
-		if p.pol == nil {
-			return out
-		}
-		served := map[string]bool{}
-		for _, name := range p.pol.SegmentNames {
-			if p.servesSegment(gw, name) {
-				served[name] = true
-			}
-		}
-		for id, rules := range p.peers {
-			for _, r := range rules {
-				if served[p.pol.Apps[p.byID[r].App].Segment] {
-					out[id] = true
-					break
-				}
-			}
-		}
+	p := ix.pol
+	if p.pol == nil {
 		return out
 	}
-	for _, a := range ix.snap.Apps {
-		if a.Segment != gw.Segment {
-			continue
+	served := map[string]bool{}
+	for _, name := range p.pol.SegmentNames {
+		if p.servesSegment(gw, name) {
+			served[name] = true
 		}
-		for _, r := range ix.rulesByApp[a.Name] {
-			for _, u := range ix.groupMembers[r.Group] {
-				for _, id := range ix.userDevices[u] {
-					out[id] = true
-				}
+	}
+	for id, rules := range p.peers {
+		for _, r := range rules {
+			if served[p.pol.Apps[p.byID[r].App].Segment] {
+				out[id] = true
+				break
 			}
 		}
 	}
@@ -269,11 +242,12 @@ func (ix *Index) peersOf(gw store.Gateway) map[string]bool {
 
 // PublicAddrChanged reports whether device id connecting from addr
 // changes any map computed from ix: its address differs from the one ix
-// has, and a gateway's map carries it (only under a policy, and only for
-// a device that is some gateway's peer). Otherwise the connection costs
-// only the device's own map.
+// has, and a gateway's map carries it (only under an applied policy
+// file, and only for a device that is some gateway's peer; directory peers
+// carry no session). Otherwise the connection costs only the device's own
+// map.
 func (ix *Index) PublicAddrChanged(id string, addr netip.Addr) bool {
-	if ix.public[id] == addr || ix.pol == nil || ix.pol.pol == nil {
+	if ix.public[id] == addr || ix.pol.pol == nil || ix.pol.directory != nil {
 		return false
 	}
 	return len(ix.pol.peers[id]) > 0

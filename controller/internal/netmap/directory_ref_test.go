@@ -16,10 +16,10 @@ import (
 	"github.com/cordonhq/cordon/pkg/policy"
 )
 
-// The directory's maps are computed per user's rules (shared per group
-// set), not per device × app; these are the maps as they were computed
-// before (every device against every app), to check the faster form
-// against on random directories.
+// The directory's maps come from the directory as a policy (the one map
+// path); these are the maps as the directory's own path computed them
+// before (every device against every app), to check on random directories
+// that agents see exactly what they saw.
 
 func refEntitled(ix *Index, user string, app string) []store.Rule {
 	u, ok := ix.users[user]
@@ -86,7 +86,7 @@ func refClientMap(ix *Index, d store.Device) *controlproto.ClientMap {
 		if len(refEntitled(ix, d.User, a.Name)) == 0 || !ix.allows(d, string(a.Classification)) {
 			continue
 		}
-		gw, ok := ix.servingGateway(a.Segment)
+		gw, ok := refServingGateway(ix, a.Segment)
 		if !ok {
 			continue
 		}
@@ -103,6 +103,15 @@ func refClientMap(ix *Index, d store.Device) *controlproto.ClientMap {
 	return m
 }
 
+func refServingGateway(ix *Index, segment string) (store.Gateway, bool) {
+	for _, g := range ix.gwBySeg[segment] {
+		if g.Endpoint != "" && !g.PublicKey.IsZero() {
+			return g, true
+		}
+	}
+	return store.Gateway{}, false
+}
+
 func TestDirectoryMapsMatchReference(t *testing.T) {
 	now := time.Date(2026, 3, 2, 10, 0, 0, 0, time.UTC)
 	limits := session.Limits{DefaultIdle: time.Hour, Idle: map[session.Classification]time.Duration{"phi": 20 * time.Minute}, Absolute: 12 * time.Hour}
@@ -113,9 +122,18 @@ func TestDirectoryMapsMatchReference(t *testing.T) {
 			snap.Segments = append(snap.Segments, store.Segment{Name: fmt.Sprint("s", i), CIDRs: []netip.Prefix{netip.MustParsePrefix(fmt.Sprintf("10.%d.0.0/24", i))}})
 		}
 		for i := range 8 {
-			snap.Apps = append(snap.Apps, store.App{Name: fmt.Sprint("a", i), Segment: fmt.Sprint("s", r.IntN(3)),
-				Addr:           netip.MustParsePrefix(fmt.Sprintf("10.%d.0.%d/32", r.IntN(3), 10+r.IntN(4))),
-				Classification: []store.Classification{"phi", "internal", "public"}[r.IntN(3)]})
+			a := store.App{Name: fmt.Sprint("a", i), Segment: fmt.Sprint("s", r.IntN(3)),
+				Addr:           netip.MustParsePrefix(fmt.Sprintf("10.%d.0.%d/%d", r.IntN(3), 8*r.IntN(4), []int{32, 29}[r.IntN(2)])),
+				Proto:          []policy.Proto{policy.ProtoTCP, policy.ProtoUDP, policy.ProtoAny, policy.ProtoICMP}[r.IntN(4)],
+				DNSName:        []string{"", fmt.Sprintf("a%d.h.internal", i), "shared.h.internal"}[r.IntN(3)],
+				Classification: []store.Classification{"phi", "internal", "public", ""}[r.IntN(4)]}
+			switch r.IntN(3) {
+			case 0:
+				a.Ports = []policy.PortRange{{First: 443, Last: 443}, {First: 80, Last: 80}}
+			case 1:
+				a.Ports = []policy.PortRange{}
+			}
+			snap.Apps = append(snap.Apps, a)
 		}
 		for i := range 6 {
 			snap.Users = append(snap.Users, store.User{Name: fmt.Sprint("u", i), Disabled: r.IntN(6) == 0})

@@ -3,20 +3,20 @@
 // gateways it peers with and the app addresses it may route to each.
 //
 // It is a pure function of a store snapshot, so every controller computes the
-// same maps (all lists are sorted). When a policy was applied
-// (Snapshot.Policy), segments, apps and rules come from it (policy.go);
-// until then from the store's skeleton directory.
+// same maps (all lists are sorted). Maps are computed one way, from a
+// policy (policy.go): the applied policy file (Snapshot.Policy) or, until
+// one is applied, the store's one-by-one directory (segments, apps,
+// groups, rules) as a policy. affected.go says which maps a change
+// reaches.
 package netmap
 
 import (
 	"cmp"
 	"net/netip"
 	"slices"
-	"strings"
 
 	"github.com/cordonhq/cordon/controller/internal/store"
 	"github.com/cordonhq/cordon/pkg/controlproto"
-	"github.com/cordonhq/cordon/pkg/policy"
 )
 
 // Index is a snapshot prepared for map computation.
@@ -102,6 +102,8 @@ func NewIndexCached(snap *store.Snapshot, cache *PolicyCache) *Index {
 		ix.pol = newPolicyIndex(ix, snap.Policy, cache)
 		s.Segments, s.Apps = ix.pol.derivedDirectory()
 		s.Rules = nil
+	} else {
+		ix.pol = newDirectoryIndex(ix)
 	}
 	return ix
 }
@@ -142,34 +144,6 @@ func (ix *Index) entitled(user string, app string) []store.Rule {
 	return out
 }
 
-// all reports whether ok holds for every element of s.
-func all(s []string, ok func(string) bool) bool {
-	for _, x := range s {
-		if !ok(x) {
-			return false
-		}
-	}
-	return true
-}
-
-// entitledApps is the apps some rule lets user reach, sorted (none for a
-// disabled or unknown user).
-func (ix *Index) entitledApps(user string) []string {
-	if u, ok := ix.users[user]; !ok || u.Disabled {
-		return nil
-	}
-	var out []string
-	for _, g := range ix.userGroups[user] {
-		for _, r := range ix.rulesByGroup[g] {
-			if _, ok := ix.apps[r.App]; ok {
-				out = append(out, r.App)
-			}
-		}
-	}
-	slices.Sort(out)
-	return slices.Compact(out)
-}
-
 func wireApp(a store.App) controlproto.App {
 	return controlproto.App{
 		Name: a.Name, DNSName: a.DNSName, Addr: a.Addr, Proto: a.Proto,
@@ -177,128 +151,18 @@ func wireApp(a store.App) controlproto.App {
 	}
 }
 
-// GatewayMap computes the map of one gateway.
+// GatewayMap computes the map of one gateway: the segments it serves,
+// their apps, every rule for those apps, and the devices with at least one
+// of those rules.
 func (ix *Index) GatewayMap(gw store.Gateway) *controlproto.GatewayMap {
-	if ix.pol != nil {
-		return ix.policyGatewayMap(gw)
-	}
-	m := &controlproto.GatewayMap{GatewayID: gw.ID, OverlayAddr: gw.OverlayAddr}
-	if sg, ok := ix.segments[gw.Segment]; ok {
-		m.Segments = []controlproto.Segment{{Name: sg.Name, CIDRs: slices.Clone(sg.CIDRs)}}
-	}
-	var apps []store.App
-	for _, a := range ix.snap.Apps {
-		if a.Segment == gw.Segment {
-			apps = append(apps, a)
-			m.Apps = append(m.Apps, wireApp(a))
-		}
-	}
-	for _, a := range apps {
-		for _, r := range ix.rulesByApp[a.Name] {
-			m.Rules = append(m.Rules, policy.Rule{
-				ID: policy.RuleID(r.Name), App: a.Name, Dst: []netip.Prefix{a.Addr},
-				Proto: a.Proto, Ports: slices.Clone(a.Ports),
-			})
-		}
-	}
-	slices.SortFunc(m.Rules, func(a, b policy.Rule) int { return cmp.Compare(a.ID, b.ID) })
-	// Per device, only its user's rules (not every app of the segment):
-	// a gateway map with 10,000 peers is computed for every change that
-	// reaches one of them.
-	inSeg := make(map[string]store.App, len(apps))
-	for _, a := range apps {
-		inSeg[a.Name] = a
-	}
-	// Users with the same groups have the same rules here: computed once
-	// per group set, shared (read-only) by every device whose session
-	// allows all of their classifications.
-	type ruleSet struct {
-		ids     []policy.RuleID // sorted
-		classes []string        // of the rules' apps, distinct
-	}
-	sets := map[string]*ruleSet{}
-	for _, d := range ix.snap.Devices {
-		if u, ok := ix.users[d.User]; !ok || u.Disabled {
-			continue
-		}
-		groups := ix.userGroups[d.User]
-		key := strings.Join(groups, "\x00")
-		rs := sets[key]
-		if rs == nil {
-			rs = &ruleSet{}
-			for _, g := range groups {
-				for _, r := range ix.rulesByGroup[g] {
-					if a, ok := inSeg[r.App]; ok {
-						rs.ids = append(rs.ids, policy.RuleID(r.Name))
-						if c := string(a.Classification); !slices.Contains(rs.classes, c) {
-							rs.classes = append(rs.classes, c)
-						}
-					}
-				}
-			}
-			slices.Sort(rs.ids)
-			rs.ids = slices.Compact(rs.ids)
-			sets[key] = rs
-		}
-		if len(rs.ids) == 0 {
-			continue // only entitled devices become peers
-		}
-		allows := ix.allowsCached(d)
-		ids := rs.ids
-		if !all(rs.classes, allows) {
-			ids = nil
-			for _, g := range groups {
-				for _, r := range ix.rulesByGroup[g] {
-					if a, ok := inSeg[r.App]; ok && allows(string(a.Classification)) {
-						ids = append(ids, policy.RuleID(r.Name))
-					}
-				}
-			}
-			if len(ids) == 0 {
-				continue
-			}
-			slices.Sort(ids)
-			ids = slices.Compact(ids)
-		}
-		m.Peers = append(m.Peers, controlproto.GatewayPeer{
-			Peer:      policy.Peer{DeviceID: d.ID, User: d.User, Addr: d.OverlayAddr, Rules: ids},
-			PublicKey: d.PublicKey,
-		})
-	}
-	slices.SortFunc(m.Peers, func(a, b controlproto.GatewayPeer) int { return cmp.Compare(a.DeviceID, b.DeviceID) })
-	return m
+	return ix.policyGatewayMap(gw)
 }
 
 // ClientMap computes the map of one device. Each segment is served by one
 // gateway (the first by ID that has an endpoint); AllowedIPs toward it hold
 // only the entitled apps' addresses and the gateway's overlay address.
 func (ix *Index) ClientMap(d store.Device) *controlproto.ClientMap {
-	if ix.pol != nil {
-		return ix.policyClientMap(d)
-	}
-	m := &controlproto.ClientMap{DeviceID: d.ID, User: d.User, OverlayAddr: d.OverlayAddr}
-	byGW := map[string]*controlproto.ClientGateway{}
-	allows := ix.allowsCached(d)
-	for _, name := range ix.entitledApps(d.User) { // sorted
-		a := ix.apps[name]
-		if !allows(string(a.Classification)) {
-			continue
-		}
-		gw, ok := ix.servingGateway(a.Segment)
-		if !ok {
-			continue
-		}
-		cg := clientGateway(byGW, gw)
-		cg.AllowedIPs = append(cg.AllowedIPs, a.Addr.Masked())
-		cg.Apps = append(cg.Apps, wireApp(a))
-	}
-	for _, cg := range byGW {
-		slices.SortFunc(cg.AllowedIPs, comparePrefix)
-		cg.AllowedIPs = slices.Compact(cg.AllowedIPs)
-		m.Gateways = append(m.Gateways, *cg)
-	}
-	slices.SortFunc(m.Gateways, func(a, b controlproto.ClientGateway) int { return cmp.Compare(a.GatewayID, b.GatewayID) })
-	return m
+	return ix.policyClientMap(d)
 }
 
 // clientGateway returns the client-map entry of gw, creating it (with the
@@ -314,15 +178,6 @@ func clientGateway(byGW map[string]*controlproto.ClientGateway, gw store.Gateway
 		byGW[gw.ID] = cg
 	}
 	return cg
-}
-
-func (ix *Index) servingGateway(segment string) (store.Gateway, bool) {
-	for _, g := range ix.gwBySeg[segment] {
-		if g.Endpoint != "" && !g.PublicKey.IsZero() {
-			return g, true
-		}
-	}
-	return store.Gateway{}, false
 }
 
 func comparePrefix(a, b netip.Prefix) int {
