@@ -574,6 +574,7 @@ const ackTimeout = 2 * time.Second
 // it handshakes, and a device that loses access still has its route while
 // the gateway's RSTs for its cut flows reach it.
 func (s *Server) recompute(ctx context.Context, c store.Change, joined []*agent) error {
+	start := time.Now()
 	st := s.maps
 	if st == nil {
 		c.All = true // nothing computed yet
@@ -596,7 +597,8 @@ func (s *Server) recompute(ctx context.Context, c store.Change, joined []*agent)
 	s.mu.Unlock()
 
 	var aff netmap.Affected
-	if !c.IsZero() {
+	loaded := !c.IsZero()
+	if loaded {
 		next, err := s.load(ctx)
 		if err != nil {
 			return err
@@ -613,6 +615,10 @@ func (s *Server) recompute(ctx context.Context, c store.Change, joined []*agent)
 	}
 
 	gateways, clients := s.targets(aff, joined)
+	defer func() {
+		s.log.Debug("maps computed", "all", aff.All, "joined", len(joined), "snapshot", loaded,
+			"gateways", len(gateways), "clients", len(clients), "took", time.Since(start))
+	}()
 	waiting := map[*agent]uint64{}
 	for _, a := range gateways {
 		gw, ok := st.ix.Gateway(a.id)

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"crypto/sha256"
 	"encoding/hex"
+	"maps"
 	"net/netip"
 	"slices"
 	"sync"
@@ -349,19 +350,19 @@ func (ix *Index) policySession(d store.Device) *policy.Session {
 // toward including an app; the gateway decides every flow.
 func (p *policyIndex) reachableApps(id string) map[string]bool {
 	mine := p.peers[id]
+	var denies []*policy.Rule // few, usually none: checked per allow rule
+	for _, did := range mine {
+		if d := p.byID[did]; d.Deny {
+			denies = append(denies, d)
+		}
+	}
 	out := map[string]bool{}
 	for _, aid := range mine {
 		a := p.byID[aid]
 		if a.Deny || out[a.App] {
 			continue
 		}
-		covered := false
-		for _, did := range mine {
-			if d := p.byID[did]; d.Deny && d.App == a.App && denyCovers(d, a) {
-				covered = true
-				break
-			}
-		}
+		covered := slices.ContainsFunc(denies, func(d *policy.Rule) bool { return d.App == a.App && denyCovers(d, a) })
 		if !covered {
 			out[a.App] = true
 		}
@@ -400,10 +401,13 @@ func (ix *Index) policyClientMap(d store.Device) *controlproto.ClientMap {
 		return m
 	}
 	reach := p.reachableApps(d.ID)
+	allows := ix.allowsCached(d)
 	byGW := map[string]*controlproto.ClientGateway{}
-	for _, name := range p.pol.AppNames {
+	// The apps it may reach, in name order (as AppNames), without walking
+	// every app of the policy per device.
+	for _, name := range slices.Sorted(maps.Keys(reach)) {
 		a := p.pol.Apps[name]
-		if !reach[name] || !ix.allows(d, string(a.Classification)) {
+		if !allows(string(a.Classification)) {
 			continue
 		}
 		gw, ok := ix.policyServingGateway(a.Segment)
