@@ -27,6 +27,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -654,24 +655,67 @@ func (s *Server) recompute(ctx context.Context, c store.Change, joined []*agent)
 		}
 	}
 	s.waitAcks(ctx, waiting)
-	for _, a := range clients {
-		d, ok := st.ix.Device(a.id)
-		if !ok || !d.RevokedAt.IsZero() {
-			a.conn.CloseWithError(codeRevoked, "device revoked")
-			continue
+	return s.pushClients(st, clients)
+}
+
+// clientsPerWorker is how many client maps make another worker worth
+// starting.
+const clientsPerWorker = 64
+
+// pushClients computes and offers the client maps, spread over up to one
+// worker per CPU: the maps of one state are independent and the state is
+// read-only (load settled every session), and a broad change or a connect
+// storm queues thousands, which one goroutine among thousands of
+// connections' would compute slowly. The workers end before it returns.
+func (s *Server) pushClients(st *mapState, clients []*agent) error {
+	workers := min(runtime.GOMAXPROCS(0), (len(clients)+clientsPerWorker-1)/clientsPerWorker)
+	if workers <= 1 {
+		for _, a := range clients {
+			if err := s.pushClient(st, a); err != nil {
+				return err
+			}
 		}
-		cm := st.ix.ClientMap(d)
-		stampInstances(cm, st.instances)
-		cm.DNSZones, cm.PostureInterval = st.zones, s.postureInterval()
-		if cm.Session = st.ix.SessionInfo(d); cm.Session != nil && cm.Session.State == controlproto.SessionActive {
-			cm.Session.StepUp = s.stepUps.forDevice(d.ID, st.sessions[d.ID])
-		}
-		f := &controlproto.Frame{Type: controlproto.TypeClientMap, ClientMap: cm}
-		if _, err := offerFrame(a, f); err != nil {
-			return err
-		}
+		return nil
 	}
-	return nil
+	var (
+		next atomic.Int64
+		wg   sync.WaitGroup
+		emu  sync.Mutex
+		ferr error
+	)
+	for range workers {
+		wg.Go(func() {
+			for i := int(next.Add(1)) - 1; i < len(clients); i = int(next.Add(1)) - 1 {
+				if err := s.pushClient(st, clients[i]); err != nil {
+					emu.Lock()
+					ferr = cmp.Or(ferr, err)
+					emu.Unlock()
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return ferr
+}
+
+// pushClient computes one client's map from st and offers it (or closes
+// the connection of a device that no longer exists or was revoked).
+func (s *Server) pushClient(st *mapState, a *agent) error {
+	d, ok := st.ix.Device(a.id)
+	if !ok || !d.RevokedAt.IsZero() {
+		a.conn.CloseWithError(codeRevoked, "device revoked")
+		return nil
+	}
+	cm := st.ix.ClientMap(d)
+	stampInstances(cm, st.instances)
+	cm.DNSZones, cm.PostureInterval = st.zones, s.postureInterval()
+	if cm.Session = st.ix.SessionInfo(d); cm.Session != nil && cm.Session.State == controlproto.SessionActive {
+		cm.Session.StepUp = s.stepUps.forDevice(d.ID, st.sessions[d.ID])
+	}
+	f := &controlproto.Frame{Type: controlproto.TypeClientMap, ClientMap: cm}
+	_, err := offerFrame(a, f)
+	return err
 }
 
 // load reads a snapshot and prepares the state maps are computed from.
@@ -682,9 +726,16 @@ func (s *Server) load(ctx context.Context) (*mapState, error) {
 	}
 	st := &mapState{ix: netmap.NewIndexCached(snap, &s.policy)}
 	if sm := s.cfg.Sessions; sm != nil {
+		now := time.Now()
 		st.sessions = sm.View(snap.Sessions)
-		st.ix.SetSessions(sm.Limits(), st.sessions, time.Now())
+		st.ix.SetSessions(sm.Limits(), st.sessions, now)
 		st.activityEvery = sm.Limits().ActivityInterval()
+		// Checking a session at the gate's time may end it (it writes the
+		// session); do it once here, so that computing maps from this
+		// state only reads it and may run on several goroutines.
+		for _, ss := range st.sessions {
+			sm.Limits().Check(ss, now)
+		}
 	}
 	st.zones = st.ix.DNSZones(s.cfg.DNS)
 	s.mu.Lock()

@@ -19,7 +19,7 @@ import (
 // as a snapshot: one segment behind one gateway, 500 apps (16 for group
 // "all", 10 departments of 48, 4 spare), n users with one device and an
 // active session each, every user in "all" and one department.
-func benchWorld(b *testing.B, n int) (*store.Snapshot, map[string]*session.Session) {
+func benchWorld(b testing.TB, n int) (*store.Snapshot, map[string]*session.Session) {
 	key := func() wgkey.Public {
 		k, err := wgkey.NewPrivate()
 		if err != nil {
@@ -139,4 +139,48 @@ func BenchmarkMembershipChange(b *testing.B) {
 			benchIndex(&after, sessions)
 		}
 	})
+}
+
+// The control server computes client maps of one index on several
+// goroutines once it has checked every session at the index's time (which
+// may end them: the only write). Run with -race.
+func TestClientMapsConcurrentAfterSessionsSettled(t *testing.T) {
+	snap, sessions := benchWorld(t, 300)
+	now := time.Now()
+	limits := session.Limits{DefaultIdle: time.Hour, Idle: map[session.Classification]time.Duration{"phi": time.Minute}, Absolute: 12 * time.Hour}
+	for i, s := range sessions {
+		switch i[len(i)-1] % 3 {
+		case 0:
+			s.LastActivity = now.Add(-2 * time.Hour) // ended by the check
+		case 1:
+			s.LastActivity = now.Add(-2 * time.Minute) // phi idles out
+		}
+	}
+	ix := NewIndex(snap)
+	ix.SetSessions(limits, sessions, now)
+	for _, s := range sessions {
+		limits.Check(s, now)
+	}
+	want := make([]string, len(snap.Devices))
+	for i, d := range snap.Devices {
+		b, _ := json.Marshal(ix.ClientMap(d))
+		want[i] = string(b)
+	}
+	done := make(chan struct{})
+	for range 4 {
+		go func() { // each goroutine every device: the same sessions
+			defer func() { done <- struct{}{} }()
+			for i := range snap.Devices {
+				d := snap.Devices[i]
+				b, _ := json.Marshal(ix.ClientMap(d))
+				if string(b) != want[i] {
+					t.Errorf("device %s: concurrent map differs", d.ID)
+				}
+				ix.SessionInfo(d)
+			}
+		}()
+	}
+	for range 4 {
+		<-done
+	}
 }
