@@ -5,9 +5,15 @@
 // report.
 //
 // Changes are pushed, never polled for: whoever mutates the store calls
-// [Server.Changed]; one recompute goroutine coalesces bursts of changes,
-// computes every connected agent's map from one snapshot and offers each
-// agent its map; a map equal to the one last offered is dropped.
+// [Server.Changed] with a [store.Change] naming what it changed. One
+// recompute goroutine merges a burst of changes into one, reads one store
+// snapshot, works out which agents the change reaches
+// ([netmap.Affects]) and computes only their maps; it sends only the maps
+// that differ from what that agent last received. An agent that connects
+// costs its own map, computed from the index the last change left (no
+// store read), unless the index does not know it yet or its connection
+// itself changes other maps (a device's new public address, a gateway's
+// new run): then it counts as a change of that device or gateway.
 //
 // Each agent has one writer goroutine and a latest-only pending map: a slow
 // agent never blocks the others and skips the maps it was too slow for.
@@ -35,6 +41,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -96,6 +103,13 @@ type Server struct {
 	// renewals rate-limits certificate renewals per agent (renew.go).
 	renewals renewLimiter
 
+	// pmu guards the work queued for the recompute goroutine: the merged
+	// change not yet recomputed and the agents that connected since.
+	pmu     sync.Mutex
+	pending store.Change
+	joined  []*agent
+	maps    *mapState // the recompute goroutine's alone
+
 	mu     sync.Mutex
 	agents map[string]*agent // by agent ID
 	// public is the address each client device last connected from, kept
@@ -126,13 +140,42 @@ func New(cfg Config) *Server {
 	}
 }
 
-// Changed tells the server that state affecting network maps changed. It
-// never blocks; bursts coalesce into one recompute.
-func (s *Server) Changed() {
+// Changed tells the server that committed state affecting network maps
+// changed, and what (store.Change{All: true} when the caller cannot say).
+// It never blocks; bursts merge into one recompute. A zero change is
+// ignored.
+func (s *Server) Changed(c store.Change) {
+	if c.IsZero() {
+		return
+	}
+	s.pmu.Lock()
+	s.pending.Merge(c)
+	s.pmu.Unlock()
+	s.kick()
+}
+
+// joinedAgent queues a newly connected agent's first map.
+func (s *Server) joinedAgent(a *agent) {
+	s.pmu.Lock()
+	s.joined = append(s.joined, a)
+	s.pmu.Unlock()
+	s.kick()
+}
+
+func (s *Server) kick() {
 	select {
 	case s.trigger <- struct{}{}:
 	default:
 	}
+}
+
+// takeWork returns and clears the queued change and connected agents.
+func (s *Server) takeWork() (store.Change, []*agent) {
+	s.pmu.Lock()
+	defer s.pmu.Unlock()
+	c, j := s.pending, s.joined
+	s.pending, s.joined = store.Change{}, nil
+	return c, j
 }
 
 // TLSConfig returns the server TLS configuration: TLS 1.3, client
@@ -416,8 +459,8 @@ func (s *Server) handle(ctx context.Context, conn *quic.Conn) {
 		conn.CloseWithError(codeProtocol, fmt.Sprintf("capability version %d is not supported: this controller speaks 1 to %d; upgrade the agent", v, controlproto.CapabilityVersion))
 		return
 	}
-	if kind == ca.KindGateway {
-		s.updateEndpoint(ctx, log, id, hello.Hello.Endpoint)
+	if kind == ca.KindGateway && s.updateEndpoint(ctx, log, id, hello.Hello.Endpoint) {
+		s.Changed(store.Change{Gateways: []string{id}}) // its clients dial the new endpoint
 	}
 
 	a := &agent{id: id, kind: kind, conn: conn, public: remoteAddr(conn.RemoteAddr()), caps: hello.Hello.CapabilityVersion,
@@ -442,7 +485,7 @@ func (s *Server) handle(ctx context.Context, conn *quic.Conn) {
 		s.mu.Unlock()
 	}()
 	log.Info("agent connected", "version", hello.Hello.AgentVersion, "capability_version", a.caps)
-	s.Changed()
+	s.joinedAgent(a)
 
 	cctx := conn.Context()
 	var wg sync.WaitGroup
@@ -488,21 +531,25 @@ func (s *Server) exists(ctx context.Context, id, kind string) bool {
 	return err == nil
 }
 
-func (s *Server) updateEndpoint(ctx context.Context, log *slog.Logger, id, endpoint string) {
+// updateEndpoint stores the endpoint a gateway said hello with; it
+// reports whether the stored one changed.
+func (s *Server) updateEndpoint(ctx context.Context, log *slog.Logger, id, endpoint string) bool {
 	if endpoint == "" {
-		return
+		return false
 	}
 	if _, _, err := net.SplitHostPort(endpoint); err != nil {
 		log.Warn("gateway sent an invalid endpoint; ignoring", "endpoint", endpoint)
-		return
+		return false
 	}
 	gw, err := s.cfg.Store.GetGateway(ctx, id)
 	if err != nil || gw.Endpoint == endpoint {
-		return
+		return false
 	}
 	if err := s.cfg.State.SetGatewayEndpoint(ctx, id, endpoint); err != nil {
 		log.Error("update gateway endpoint", "err", err)
+		return false
 	}
+	return true
 }
 
 func (s *Server) writeLoop(ctx context.Context, log *slog.Logger, a *agent, w *quic.Stream) {
@@ -588,7 +635,7 @@ func (s *Server) recordFlows(ctx context.Context, log *slog.Logger, a *agent, ev
 		evs = evs[:maxEventsPerFrame]
 	}
 	out := make([]store.AuditEvent, 0, len(evs))
-	stepUp := false
+	var stepUp []string // devices
 	for _, e := range evs {
 		ev, ok := FlowAudit(gatewayID, e)
 		if !ok {
@@ -597,16 +644,15 @@ func (s *Server) recordFlows(ctx context.Context, log *slog.Logger, a *agent, ev
 		// Step-ups only for the gateway's own peers: a gateway cannot make
 		// another gateway's device ask its user to sign in again.
 		if e.Action == controlproto.FlowDeny && peers[e.DeviceID] && s.stepUps.note(e) {
-			stepUp = true
+			stepUp = append(stepUp, e.DeviceID)
 		}
 		out = append(out, ev)
 	}
 	if err := s.cfg.State.Record(ctx, state.Origin{Actor: "gateway:" + gatewayID}, out...); err != nil {
 		log.Error("record flow events", "err", err, "events", len(out))
 	}
-	if stepUp {
-		s.Changed() // the device's map asks its user to verify again
-	}
+	// Each device's map asks its user to verify again.
+	s.Changed(store.Change{Devices: stepUp})
 }
 
 // FlowAudit converts a gateway's flow event into an audit event; false if
@@ -652,6 +698,23 @@ func FlowAudit(gatewayID string, e controlproto.FlowEvent) (store.AuditEvent, bo
 	}, true
 }
 
+// mapState is what the agents' maps were last computed from: an immutable
+// index of one store snapshot and what goes with it. Maps computed later
+// for agents no change reached come from the same state, so every agent's
+// map is always the one this state gives (netmap.Affects). Only the
+// recompute goroutine reads or replaces it.
+type mapState struct {
+	ix            *netmap.Index
+	zones         []controlproto.DNSZone
+	sessions      map[string]*session.Session
+	activityEvery time.Duration
+	instances     map[string]controlproto.InstanceID
+}
+
+// retryAfter is how long a failed recompute waits before it tries again
+// (its change stays queued).
+const retryAfter = time.Second
+
 func (s *Server) recomputeLoop(ctx context.Context) {
 	for {
 		select {
@@ -659,8 +722,21 @@ func (s *Server) recomputeLoop(ctx context.Context) {
 			return
 		case <-s.trigger:
 		}
-		if err := s.recompute(ctx); err != nil && ctx.Err() == nil {
-			s.log.Error("recompute network maps", "err", err)
+		c, joined := s.takeWork()
+		if err := s.recompute(ctx, c, joined); err != nil && ctx.Err() == nil {
+			s.log.Error("recompute network maps; retrying", "err", err)
+			// Put the work back: a change dropped here would leave the
+			// maps it reaches stale until another change reached them.
+			s.pmu.Lock()
+			s.pending.Merge(c)
+			s.joined = append(joined, s.joined...)
+			s.pmu.Unlock()
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(retryAfter):
+			}
+			s.kick()
 		}
 	}
 }
@@ -668,72 +744,76 @@ func (s *Server) recomputeLoop(ctx context.Context) {
 // ackTimeout bounds how long client maps wait for gateways to apply theirs.
 const ackTimeout = 2 * time.Second
 
-// recompute pushes new maps in two phases: gateways first, then, once they
-// acknowledged (or ackTimeout passed), clients. A device that gains access
-// then finds its peer already configured at the gateway when it
-// handshakes, and a device that loses access still has its route while the
-// gateway's RSTs for its cut flows reach it.
-func (s *Server) recompute(ctx context.Context) error {
-	snap, err := s.cfg.Store.Snapshot(ctx)
-	if err != nil {
-		return err
+// recompute applies change c (zero: none) and gives the agents that
+// joined their first maps. With a change it reads one snapshot and pushes
+// new maps to the agents the change reaches; agents that joined get theirs
+// from the current state. It pushes in two phases: gateways first, then,
+// once they acknowledged (or ackTimeout passed), clients. A device that
+// gains access then finds its peer already configured at the gateway when
+// it handshakes, and a device that loses access still has its route while
+// the gateway's RSTs for its cut flows reach it.
+func (s *Server) recompute(ctx context.Context, c store.Change, joined []*agent) error {
+	start := time.Now()
+	st := s.maps
+	if st == nil {
+		c.All = true // nothing computed yet
 	}
-	ix := netmap.NewIndexCached(snap, &s.policy)
-	var sessions map[string]*session.Session
-	var activityEvery time.Duration
-	if sm := s.cfg.Sessions; sm != nil {
-		sessions = sm.View(snap.Sessions)
-		ix.SetSessions(sm.Limits(), sessions, time.Now())
-		activityEvery = sm.Limits().ActivityInterval()
-	}
-	if err := ix.PolicyError(); err != nil {
-		s.log.Error("active policy does not parse: maps carry no rules until a policy is applied again", "version", snap.Policy.Version, "err", err)
-	}
-	zones := ix.DNSZones(s.cfg.DNS)
+	// An agent the state does not know yet (enrolled since), or whose
+	// connection changes other agents' maps, is a change of its own.
 	s.mu.Lock()
-	var gateways, clients []*agent
-	for _, a := range s.agents {
-		if a.kind == ca.KindGateway {
-			gateways = append(gateways, a)
-		} else {
-			clients = append(clients, a)
-		}
-	}
-	// Devices' public addresses, for source-network conditions: a copy,
-	// as handle adds to the map meanwhile.
-	public := make(map[string]netip.Addr, len(s.public))
-	for id, addr := range s.public {
-		if _, ok := ix.Device(id); !ok {
-			// Deleted or revoked; unless connected now: then it may be
-			// newer than the snapshot (a connected deleted device is
-			// closed below, and pruned next time).
-			if s.agents[id] == nil {
-				delete(s.public, id)
-			}
+	for _, a := range joined {
+		if st == nil || s.agents[a.id] != a {
 			continue
 		}
-		public[id] = addr
+		if a.kind == ca.KindGateway {
+			if _, ok := st.ix.Gateway(a.id); !ok || st.instances[a.id] != s.instances[a.id] {
+				c.Merge(store.Change{Gateways: []string{a.id}})
+			}
+		} else if _, ok := st.ix.Device(a.id); !ok || st.ix.PublicAddrChanged(a.id, s.public[a.id]) {
+			c.Merge(store.Change{Devices: []string{a.id}})
+		}
 	}
-	instances := s.instancesLocked(ix)
 	s.mu.Unlock()
-	ix.SetPublicAddrs(public)
 
+	var aff netmap.Affected
+	loaded := !c.IsZero()
+	if loaded {
+		next, err := s.load(ctx)
+		if err != nil {
+			return err
+		}
+		var old *netmap.Index
+		if st != nil {
+			old = st.ix
+		}
+		aff = netmap.Affects(old, next.ix, c, s.cfg.DNS)
+		if err := next.ix.PolicyError(); err != nil && aff.All {
+			s.log.Error("active policy does not parse: maps carry no rules until a policy is applied again", "err", err)
+		}
+		st, s.maps = next, next
+	}
+
+	gateways, clients := s.targets(aff, joined)
+	defer func() {
+		s.log.Debug("maps computed", "all", aff.All, "joined", len(joined), "snapshot", loaded,
+			"gateways", len(gateways), "clients", len(clients), "took", time.Since(start))
+	}()
 	waiting := map[*agent]uint64{}
 	for _, a := range gateways {
-		gw, ok := ix.Gateway(a.id)
+		gw, ok := st.ix.Gateway(a.id)
 		if !ok {
 			a.conn.CloseWithError(codeRevoked, "gateway deleted")
 			continue
 		}
-		gm := ix.GatewayMap(gw)
-		gm.DNSZones = zones
-		gm.ActivityInterval = activityEvery
+		gm := st.ix.GatewayMap(gw)
+		gm.DNSZones = st.zones
+		gm.ActivityInterval = st.activityEvery
 		gm.GrantLifetime = cmp.Or(s.cfg.GrantLifetime, controlproto.DefaultGrantLifetime)
 		if sm := s.cfg.Sessions; sm != nil {
 			// The gateway ends each peer at its session's absolute limit
 			// by itself, in case it stops hearing from us.
 			for i, p := range gm.Peers {
-				if ss := sessions[p.DeviceID]; ss != nil {
+				if ss := st.sessions[p.DeviceID]; ss != nil {
 					gm.Peers[i].ExpiresAt = ss.Started.Add(sm.Limits().Absolute)
 				}
 			}
@@ -753,24 +833,151 @@ func (s *Server) recompute(ctx context.Context) error {
 		}
 	}
 	s.waitAcks(ctx, waiting)
-	for _, a := range clients {
-		d, ok := ix.Device(a.id)
-		if !ok || !d.RevokedAt.IsZero() {
-			a.conn.CloseWithError(codeRevoked, "device revoked")
-			continue
+	return s.pushClients(st, clients)
+}
+
+// clientsPerWorker is how many client maps make another worker worth
+// starting.
+const clientsPerWorker = 64
+
+// pushClients computes and offers the client maps, spread over up to one
+// worker per CPU: the maps of one state are independent and the state is
+// read-only (load settled every session), and a broad change or a connect
+// storm queues thousands, which one goroutine among thousands of
+// connections' would compute slowly. The workers end before it returns.
+func (s *Server) pushClients(st *mapState, clients []*agent) error {
+	workers := min(runtime.GOMAXPROCS(0), (len(clients)+clientsPerWorker-1)/clientsPerWorker)
+	if workers <= 1 {
+		for _, a := range clients {
+			if err := s.pushClient(st, a); err != nil {
+				return err
+			}
 		}
-		cm := ix.ClientMap(d)
-		stampInstances(cm, instances)
-		cm.DNSZones, cm.PostureInterval = zones, s.postureInterval()
-		if cm.Session = ix.SessionInfo(d); cm.Session != nil && cm.Session.State == controlproto.SessionActive {
-			cm.Session.StepUp = s.stepUps.forDevice(d.ID, sessions[d.ID])
-		}
-		f := &controlproto.Frame{Type: controlproto.TypeClientMap, ClientMap: cm}
-		if _, err := offerFrame(a, f); err != nil {
-			return err
+		return nil
+	}
+	var (
+		next atomic.Int64
+		wg   sync.WaitGroup
+		emu  sync.Mutex
+		ferr error
+	)
+	for range workers {
+		wg.Go(func() {
+			for i := int(next.Add(1)) - 1; i < len(clients); i = int(next.Add(1)) - 1 {
+				if err := s.pushClient(st, clients[i]); err != nil {
+					emu.Lock()
+					ferr = cmp.Or(ferr, err)
+					emu.Unlock()
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return ferr
+}
+
+// pushClient computes one client's map from st and offers it (or closes
+// the connection of a device that no longer exists or was revoked).
+func (s *Server) pushClient(st *mapState, a *agent) error {
+	d, ok := st.ix.Device(a.id)
+	if !ok || !d.RevokedAt.IsZero() {
+		a.conn.CloseWithError(codeRevoked, "device revoked")
+		return nil
+	}
+	cm := st.ix.ClientMap(d)
+	stampInstances(cm, st.instances)
+	cm.DNSZones, cm.PostureInterval = st.zones, s.postureInterval()
+	if cm.Session = st.ix.SessionInfo(d); cm.Session != nil && cm.Session.State == controlproto.SessionActive {
+		cm.Session.StepUp = s.stepUps.forDevice(d.ID, st.sessions[d.ID])
+	}
+	f := &controlproto.Frame{Type: controlproto.TypeClientMap, ClientMap: cm}
+	_, err := offerFrame(a, f)
+	return err
+}
+
+// load reads a snapshot and prepares the state maps are computed from.
+func (s *Server) load(ctx context.Context) (*mapState, error) {
+	snap, err := s.cfg.Store.Snapshot(ctx)
+	if err != nil {
+		return nil, err
+	}
+	st := &mapState{ix: netmap.NewIndexCached(snap, &s.policy)}
+	if sm := s.cfg.Sessions; sm != nil {
+		now := time.Now()
+		st.sessions = sm.View(snap.Sessions)
+		st.ix.SetSessions(sm.Limits(), st.sessions, now)
+		st.activityEvery = sm.Limits().ActivityInterval()
+		// Checking a session at the gate's time may end it (it writes the
+		// session); do it once here, so that computing maps from this
+		// state only reads it and may run on several goroutines.
+		for _, ss := range st.sessions {
+			sm.Limits().Check(ss, now)
 		}
 	}
-	return nil
+	st.zones = st.ix.DNSZones(s.cfg.DNS)
+	s.mu.Lock()
+	// Devices' public addresses, for source-network conditions: a copy,
+	// as handle adds to the map meanwhile.
+	public := make(map[string]netip.Addr, len(s.public))
+	for id, addr := range s.public {
+		if _, ok := st.ix.Device(id); !ok {
+			// Deleted or revoked; unless connected now: then it may be
+			// newer than the snapshot (a connected deleted device is
+			// closed when its map is computed, and pruned next time).
+			if s.agents[id] == nil {
+				delete(s.public, id)
+			}
+			continue
+		}
+		public[id] = addr
+	}
+	st.instances = s.instancesLocked(st.ix)
+	s.mu.Unlock()
+	st.ix.SetPublicAddrs(public)
+	return st, nil
+}
+
+// targets returns the connected agents whose maps are to be computed: those
+// aff names and those that joined (each once), gateways and clients apart.
+func (s *Server) targets(aff netmap.Affected, joined []*agent) (gateways, clients []*agent) {
+	seen := map[*agent]bool{}
+	add := func(a *agent) {
+		if a == nil || seen[a] {
+			return
+		}
+		seen[a] = true
+		if a.kind == ca.KindGateway {
+			gateways = append(gateways, a)
+		} else {
+			clients = append(clients, a)
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case aff.All:
+		for _, a := range s.agents {
+			add(a)
+		}
+	default:
+		for id := range aff.Gateways {
+			if a := s.agents[id]; a != nil && a.kind == ca.KindGateway {
+				add(a)
+			}
+		}
+		for id := range aff.Devices {
+			if a := s.agents[id]; a != nil && a.kind == ca.KindClient {
+				add(a)
+			}
+		}
+	}
+	for _, a := range joined {
+		if s.agents[a.id] == a {
+			add(a)
+		}
+	}
+	return gateways, clients
 }
 
 // offerFrame offers a's map f to its writer (see offer); the error is for

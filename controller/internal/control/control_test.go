@@ -274,7 +274,7 @@ func (h *harness) recomputed(t *testing.T) {
 	t.Helper()
 	n := h.store.snapshots.Load()
 	for i := int64(1); i <= 2; i++ {
-		h.srv.Changed()
+		h.srv.Changed(store.Change{All: true})
 		waitUntil(t, fmt.Sprintf("recompute %d after the change", i), func() bool { return h.store.snapshots.Load() >= n+i })
 	}
 }
@@ -495,7 +495,7 @@ func TestMapsFollowDirectory(t *testing.T) {
 			t.Fatal(err)
 		}
 		changed := time.Now()
-		h.srv.Changed()
+		h.srv.Changed(store.Change{Users: []string{s.user}, Groups: []string{s.group}})
 		i, g := gwA.waitFrame(t, gwNext, fmt.Sprintf("gateway map with nurse's rules %v", s.wantRules), func(f *controlproto.Frame) bool {
 			if f.Type != controlproto.TypeGatewayMap {
 				return false
@@ -533,7 +533,7 @@ func TestMapsFollowDirectory(t *testing.T) {
 	if err := h.store.AddMember(h.ctx, "clinicians", "nurse"); err != nil {
 		t.Fatal(err)
 	}
-	h.srv.Changed()
+	h.srv.Changed(store.Change{Users: []string{"nurse"}, Groups: []string{"clinicians"}})
 	i, _ := gwA.waitFrame(t, gwBefore, "gateway map with the nurse back", func(f *controlproto.Frame) bool {
 		return f.Type == controlproto.TypeGatewayMap && isPeer(f.GatewayMap, "dev-nurse")
 	})
@@ -743,6 +743,12 @@ func hello(t *testing.T, kind controlproto.AgentKind) []byte {
 // Deleting a connected agent ends its Run with ErrRevoked, and so does
 // connecting again afterwards.
 func TestDeletedAgentIsRevoked(t *testing.T) {
+	changeOf := func(kind controlproto.AgentKind, id string) store.Change {
+		if kind == controlproto.KindGateway {
+			return store.Change{Gateways: []string{id}}
+		}
+		return store.Change{Devices: []string{id}}
+	}
 	tests := []struct {
 		name   string
 		kind   controlproto.AgentKind
@@ -776,7 +782,7 @@ func TestDeletedAgentIsRevoked(t *testing.T) {
 			if err := tt.delete(h, id); err != nil {
 				t.Fatal(err)
 			}
-			h.srv.Changed()
+			h.srv.Changed(changeOf(tt.kind, id))
 			if err := a.runErr(t); !errors.Is(err, controlclient.ErrRevoked) {
 				t.Fatalf("Run after deletion = %v, want ErrRevoked", err)
 			}
@@ -925,7 +931,7 @@ func TestFrameFloodDoesNotCrash(t *testing.T) {
 					t.Fatal(err)
 				}
 				t.Cleanup(func() { h.store.RemoveMember(h.ctx, "pharmacists", "nurse") })
-				h.srv.Changed()
+				h.srv.Changed(store.Change{Users: []string{"nurse"}, Groups: []string{"pharmacists"}})
 				for {
 					f, err := r.readMap()
 					if err != nil {
@@ -941,7 +947,7 @@ func TestFrameFloodDoesNotCrash(t *testing.T) {
 			if err := h.store.AddMember(h.ctx, "billing", "clerk"); err != nil {
 				t.Fatal(err)
 			}
-			h.srv.Changed()
+			h.srv.Changed(store.Change{Users: []string{"clerk"}, Groups: []string{"billing"}})
 			gwA.waitFrame(t, next, "gateway map after the flood", func(f *controlproto.Frame) bool {
 				if f.Type != controlproto.TypeGatewayMap {
 					return false
@@ -1151,5 +1157,43 @@ func TestServeStoppedBeforeListening(t *testing.T) {
 	}
 	if err := h.srv.Serve(t.Context(), closedSocket()); err == nil {
 		t.Fatal("Serve on a closed socket while running returned nil")
+	}
+}
+
+// A client that connects costs its own map: computed from the state the
+// last change left, without a store read, and no other agent gets anything
+// (issue 11: a connect storm must not recompute everyone's map per
+// connection). Its first connection is a change of its own only because
+// its public address is news (gateway maps carry it).
+func TestReconnectCostsOwnMap(t *testing.T) {
+	h := newHarness(t)
+	h.world(t)
+	_, gwTLS := h.enrollGateway(t, "gw-lan", "lan")
+	_, nurseTLS := h.enrollDevice(t, "dev-nurse", "nurse")
+	_, clerkTLS := h.enrollDevice(t, "dev-clerk", "clerk")
+	gwA := h.start(t, "gateway", gwTLS, controlproto.Hello{Kind: controlproto.KindGateway, AgentVersion: "test", Endpoint: gwEndpoint})
+	gwA.waitFrame(t, 0, "gateway map", func(f *controlproto.Frame) bool { return f.Type == controlproto.TypeGatewayMap })
+	nurse := h.start(t, "nurse", nurseTLS, controlproto.Hello{Kind: controlproto.KindClient, AgentVersion: "test"})
+	nurse.waitFrame(t, 0, "client map", func(f *controlproto.Frame) bool { return f.Type == controlproto.TypeClientMap })
+	clerk := h.start(t, "clerk", clerkTLS, controlproto.Hello{Kind: controlproto.KindClient, AgentVersion: "test"})
+	clerk.waitFrame(t, 0, "client map", func(f *controlproto.Frame) bool { return f.Type == controlproto.TypeClientMap })
+	h.recomputed(t)
+
+	snaps, gwFrames, nurseFrames := h.store.snapshots.Load(), gwA.count(), nurse.count()
+	for i := range 3 {
+		clerk.stop()
+		clerk.runErr(t)
+		waitUntil(t, "clerk disconnected", func() bool { return !slices.Contains(h.srv.Connected(), "dev-clerk") })
+		clerk = h.start(t, fmt.Sprint("clerk again ", i), clerkTLS, controlproto.Hello{Kind: controlproto.KindClient, AgentVersion: "test"})
+		_, got := clerk.waitFrame(t, 0, "client map after reconnecting", func(f *controlproto.Frame) bool { return f.Type == controlproto.TypeClientMap })
+		if ips := allowedIPs(got.f.ClientMap, "gw-lan"); !slices.Contains(ips, pharm) {
+			t.Fatalf("clerk's map after reconnecting routes %v, want pharmacy %v", ips, pharm)
+		}
+	}
+	if n := h.store.snapshots.Load() - snaps; n != 0 {
+		t.Errorf("3 reconnects read %d store snapshots, want 0", n)
+	}
+	if gwA.count() != gwFrames || nurse.count() != nurseFrames {
+		t.Errorf("3 reconnects of the clerk sent the gateway %d and the nurse %d frames, want 0", gwA.count()-gwFrames, nurse.count()-nurseFrames)
 	}
 }

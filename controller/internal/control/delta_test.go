@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cordonhq/cordon/controller/internal/store"
 	"github.com/cordonhq/cordon/pkg/controlproto"
 	"github.com/cordonhq/cordon/pkg/policy"
 )
@@ -44,7 +45,7 @@ func TestDeltasAfterFirstMap(t *testing.T) {
 	if err := h.store.RemoveMember(h.ctx, "clinicians", "nurse"); err != nil {
 		t.Fatal(err)
 	}
-	h.srv.Changed()
+	h.srv.Changed(store.Change{All: true})
 	_, g := gw.waitFrame(t, gwNext, "gateway map without the nurse's clin-ehr", func(f *controlproto.Frame) bool {
 		rules, ok := peerRules(f.GatewayMap, "dev-nurse")
 		return ok && slices.Equal(rules, []policy.RuleID{"bill-billing"})
@@ -141,7 +142,7 @@ func toggle(t *testing.T, h *harness, in *bool) {
 		t.Fatal(err)
 	}
 	*in = !*in
-	h.srv.Changed()
+	h.srv.Changed(store.Change{All: true})
 }
 
 // A delta the agent cannot apply (it reports a revision gap) is followed

@@ -83,7 +83,7 @@ func (s *Server) handlePosture(ctx context.Context, log *slog.Logger, a *agent, 
 	if changed, err := s.storePosture(ctx, log, a.id, rep, now); err != nil {
 		log.Error("store posture report", "err", err)
 	} else if changed {
-		s.Changed()
+		s.Changed(store.Change{Devices: []string{a.id}})
 	}
 }
 

@@ -3,9 +3,11 @@
 // gateways it peers with and the app addresses it may route to each.
 //
 // It is a pure function of a store snapshot, so every controller computes the
-// same maps (all lists are sorted). When a policy was applied
-// (Snapshot.Policy), segments, apps and rules come from it (policy.go);
-// until then from the store's skeleton directory.
+// same maps (all lists are sorted). Maps are computed one way, from a
+// policy (policy.go): the applied policy file (Snapshot.Policy) or, until
+// one is applied, the store's one-by-one directory (segments, apps,
+// groups, rules) as a policy. affected.go says which maps a change
+// reaches.
 package netmap
 
 import (
@@ -15,7 +17,6 @@ import (
 
 	"github.com/cordonhq/cordon/controller/internal/store"
 	"github.com/cordonhq/cordon/pkg/controlproto"
-	"github.com/cordonhq/cordon/pkg/policy"
 )
 
 // Index is a snapshot prepared for map computation.
@@ -29,9 +30,13 @@ type Index struct {
 	gwBySeg    map[string][]store.Gateway
 	gateways   map[string]store.Gateway
 	devices    map[string]store.Device
-	pol        *policyIndex          // nil while no policy was ever applied
-	public     map[string]netip.Addr // device ID → public address; see SetPublicAddrs
-	sess       *sessionGate          // nil: not gated on sessions; see SetSessions
+	// For Affects (affected.go): who a change reaches.
+	userDevices  map[string][]string // user → device IDs (revoked ones too)
+	groupMembers map[string][]string // group → members, sorted
+	rulesByGroup map[string][]store.Rule
+	pol          *policyIndex          // nil while no policy was ever applied
+	public       map[string]netip.Addr // device ID → public address; see SetPublicAddrs
+	sess         *sessionGate          // nil: not gated on sessions; see SetSessions
 }
 
 // NewIndex indexes a snapshot. It sorts its own copies of the lists, so
@@ -61,9 +66,14 @@ func NewIndexCached(snap *store.Snapshot, cache *PolicyCache) *Index {
 		gwBySeg:    map[string][]store.Gateway{},
 		gateways:   map[string]store.Gateway{},
 		devices:    map[string]store.Device{},
+
+		userDevices:  map[string][]string{},
+		groupMembers: map[string][]string{},
+		rulesByGroup: map[string][]store.Rule{},
 	}
 	for _, d := range s.Devices {
 		ix.devices[d.ID] = d
+		ix.userDevices[d.User] = append(ix.userDevices[d.User], d.ID)
 	}
 	for _, a := range s.Apps {
 		ix.apps[a.Name] = a
@@ -75,12 +85,14 @@ func NewIndexCached(snap *store.Snapshot, cache *PolicyCache) *Index {
 		ix.users[u.Name] = u
 	}
 	for _, g := range s.Groups {
+		ix.groupMembers[g.Name] = g.Members
 		for _, m := range g.Members {
 			ix.userGroups[m] = append(ix.userGroups[m], g.Name)
 		}
 	}
 	for _, r := range s.Rules {
 		ix.rulesByApp[r.App] = append(ix.rulesByApp[r.App], r)
+		ix.rulesByGroup[r.Group] = append(ix.rulesByGroup[r.Group], r)
 	}
 	for _, g := range s.Gateways {
 		ix.gwBySeg[g.Segment] = append(ix.gwBySeg[g.Segment], g)
@@ -90,6 +102,8 @@ func NewIndexCached(snap *store.Snapshot, cache *PolicyCache) *Index {
 		ix.pol = newPolicyIndex(ix, snap.Policy, cache)
 		s.Segments, s.Apps = ix.pol.derivedDirectory()
 		s.Rules = nil
+	} else {
+		ix.pol = newDirectoryIndex(ix)
 	}
 	return ix
 }
@@ -137,82 +151,18 @@ func wireApp(a store.App) controlproto.App {
 	}
 }
 
-// GatewayMap computes the map of one gateway.
+// GatewayMap computes the map of one gateway: the segments it serves,
+// their apps, every rule for those apps, and the devices with at least one
+// of those rules.
 func (ix *Index) GatewayMap(gw store.Gateway) *controlproto.GatewayMap {
-	if ix.pol != nil {
-		return ix.policyGatewayMap(gw)
-	}
-	m := &controlproto.GatewayMap{GatewayID: gw.ID, OverlayAddr: gw.OverlayAddr}
-	if sg, ok := ix.segments[gw.Segment]; ok {
-		m.Segments = []controlproto.Segment{{Name: sg.Name, CIDRs: slices.Clone(sg.CIDRs)}}
-	}
-	var apps []store.App
-	for _, a := range ix.snap.Apps {
-		if a.Segment == gw.Segment {
-			apps = append(apps, a)
-			m.Apps = append(m.Apps, wireApp(a))
-		}
-	}
-	for _, a := range apps {
-		for _, r := range ix.rulesByApp[a.Name] {
-			m.Rules = append(m.Rules, policy.Rule{
-				ID: policy.RuleID(r.Name), App: a.Name, Dst: []netip.Prefix{a.Addr},
-				Proto: a.Proto, Ports: slices.Clone(a.Ports),
-			})
-		}
-	}
-	slices.SortFunc(m.Rules, func(a, b policy.Rule) int { return cmp.Compare(a.ID, b.ID) })
-	for _, d := range ix.snap.Devices {
-		var ids []policy.RuleID
-		for _, a := range apps {
-			if !ix.allows(d, string(a.Classification)) {
-				continue
-			}
-			for _, r := range ix.entitled(d.User, a.Name) {
-				ids = append(ids, policy.RuleID(r.Name))
-			}
-		}
-		if len(ids) == 0 {
-			continue // only entitled devices become peers
-		}
-		slices.Sort(ids)
-		m.Peers = append(m.Peers, controlproto.GatewayPeer{
-			Peer:      policy.Peer{DeviceID: d.ID, User: d.User, Addr: d.OverlayAddr, Rules: slices.Compact(ids)},
-			PublicKey: d.PublicKey,
-		})
-	}
-	slices.SortFunc(m.Peers, func(a, b controlproto.GatewayPeer) int { return cmp.Compare(a.DeviceID, b.DeviceID) })
-	return m
+	return ix.policyGatewayMap(gw)
 }
 
 // ClientMap computes the map of one device. Each segment is served by one
 // gateway (the first by ID that has an endpoint); AllowedIPs toward it hold
 // only the entitled apps' addresses and the gateway's overlay address.
 func (ix *Index) ClientMap(d store.Device) *controlproto.ClientMap {
-	if ix.pol != nil {
-		return ix.policyClientMap(d)
-	}
-	m := &controlproto.ClientMap{DeviceID: d.ID, User: d.User, OverlayAddr: d.OverlayAddr}
-	byGW := map[string]*controlproto.ClientGateway{}
-	for _, a := range ix.snap.Apps {
-		if len(ix.entitled(d.User, a.Name)) == 0 || !ix.allows(d, string(a.Classification)) {
-			continue
-		}
-		gw, ok := ix.servingGateway(a.Segment)
-		if !ok {
-			continue
-		}
-		cg := clientGateway(byGW, gw)
-		cg.AllowedIPs = append(cg.AllowedIPs, a.Addr.Masked())
-		cg.Apps = append(cg.Apps, wireApp(a))
-	}
-	for _, cg := range byGW {
-		slices.SortFunc(cg.AllowedIPs, comparePrefix)
-		cg.AllowedIPs = slices.Compact(cg.AllowedIPs)
-		m.Gateways = append(m.Gateways, *cg)
-	}
-	slices.SortFunc(m.Gateways, func(a, b controlproto.ClientGateway) int { return cmp.Compare(a.GatewayID, b.GatewayID) })
-	return m
+	return ix.policyClientMap(d)
 }
 
 // clientGateway returns the client-map entry of gw, creating it (with the
@@ -228,15 +178,6 @@ func clientGateway(byGW map[string]*controlproto.ClientGateway, gw store.Gateway
 		byGW[gw.ID] = cg
 	}
 	return cg
-}
-
-func (ix *Index) servingGateway(segment string) (store.Gateway, bool) {
-	for _, g := range ix.gwBySeg[segment] {
-		if g.Endpoint != "" && !g.PublicKey.IsZero() {
-			return g, true
-		}
-	}
-	return store.Gateway{}, false
 }
 
 func comparePrefix(a, b netip.Prefix) int {

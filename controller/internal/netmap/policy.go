@@ -4,6 +4,8 @@ import (
 	"cmp"
 	"crypto/sha256"
 	"encoding/hex"
+	"maps"
+	"net/netip"
 	"slices"
 	"sync"
 
@@ -13,10 +15,12 @@ import (
 	"github.com/cordonhq/cordon/pkg/policy/policyfile"
 )
 
-// policyIndex is the applied policy prepared for map computation. When a
-// policy is active, segments, apps and rules come from it alone; the
-// store's skeleton segments, apps and rules are ignored (the store's
-// segments still name the segment a gateway enrolled into).
+// policyIndex is the policy maps are computed from: the applied policy
+// file, or, until one is applied, the store's one-by-one directory as a
+// policy (newDirectoryIndex). When a file is active, segments, apps and
+// rules come from it alone; the store's directory segments, apps and rules
+// are ignored (the store's segments still name the segment a gateway
+// enrolled into).
 //
 // A gateway serves the policy segments that carry its enrolled segment's
 // name or list the gateway's name under gateways:. Devices are entitled
@@ -30,6 +34,9 @@ type policyIndex struct {
 	byID  map[policy.RuleID]*policy.Rule
 	peers map[string][]policy.RuleID     // device ID → its rules (devices of enabled users only)
 	idp   map[string][]policyfile.IdPRef // user → IdP group claims from valid OIDC identities
+	// directory is the store's apps by name when this is the one-by-one
+	// directory rather than an applied file (newDirectoryIndex).
+	directory map[string]store.App
 }
 
 // PolicyCache keeps the last policy parsed, so recomputing maps after a
@@ -69,6 +76,56 @@ func newPolicyIndex(ix *Index, v *store.PolicyVersion, cache *PolicyCache) *poli
 		return p
 	}
 	p.rules = p.pol.WireRules("")
+	p.index(ix)
+	return p
+}
+
+// newDirectoryIndex is the store's one-by-one directory as a policy
+// (policyfile.FromDirectory), so its maps come from the same computation
+// as an applied file's. What agents see is what the directory always gave
+// them: each rule is one wire rule named like the directory rule, apps
+// keep their stored shape (wireApp), and peers carry no session (the
+// directory has no conditions to evaluate against one).
+func newDirectoryIndex(ix *Index) *policyIndex {
+	snap := ix.snap
+	var groups []*policyfile.Group
+	for _, g := range snap.Groups {
+		groups = append(groups, &policyfile.Group{Name: g.Name, Members: g.Members})
+	}
+	var segs []*policyfile.Segment
+	for _, sg := range snap.Segments {
+		segs = append(segs, &policyfile.Segment{Name: sg.Name, Prefixes: sg.CIDRs})
+	}
+	var apps []*policyfile.App
+	for _, a := range snap.Apps {
+		pa := &policyfile.App{Name: a.Name, Segment: a.Segment, Addrs: []netip.Prefix{a.Addr},
+			Services: []policyfile.Service{{Proto: a.Proto, Ports: a.Ports}}, Classification: policyfile.Classification(a.Classification)}
+		if a.DNSName != "" {
+			pa.Names = []string{a.DNSName}
+		}
+		apps = append(apps, pa)
+	}
+	var rules []policyfile.DirectoryRule
+	for _, r := range snap.Rules {
+		rules = append(rules, policyfile.DirectoryRule{Name: r.Name, Group: r.Group, App: r.App})
+	}
+	p := &policyIndex{pol: policyfile.FromDirectory(groups, segs, apps, rules), directory: ix.apps}
+	// One wire rule per directory rule (one app, one service), known by
+	// the rule's name, as gateways and the audit trail always knew it.
+	p.rules = p.pol.WireRules("")
+	for i := range p.rules {
+		p.rules[i].ID = policy.RuleID(p.rules[i].Name)
+	}
+	slices.SortFunc(p.rules, func(a, b policy.Rule) int { return cmp.Compare(a.ID, b.ID) })
+	p.index(ix)
+	for i := range p.rules {
+		p.rules[i].Name = "" // Peers matched by it; the wire never carried it
+	}
+	return p
+}
+
+// index computes the rule lookup and each device's rules from p.rules.
+func (p *policyIndex) index(ix *Index) {
 	p.byID = make(map[policy.RuleID]*policy.Rule, len(p.rules))
 	for i := range p.rules {
 		p.byID[p.rules[i].ID] = &p.rules[i]
@@ -84,7 +141,14 @@ func newPolicyIndex(ix *Index, v *store.PolicyVersion, cache *PolicyCache) *poli
 	for _, pe := range p.pol.Peers(devs, p.rules) {
 		p.peers[pe.DeviceID] = pe.Rules
 	}
-	return p
+}
+
+// wireApps is policy app name as agents see it.
+func (p *policyIndex) wireApps(name string) []controlproto.App {
+	if p.directory != nil {
+		return []controlproto.App{wireApp(p.directory[name])}
+	}
+	return policyWireApps(p.pol.Apps[name])
 }
 
 // idpRefs is each user's IdP group claims ({claim, value}), from the OIDC
@@ -204,7 +268,7 @@ func (ix *Index) policyGatewayMap(gw store.Gateway) *controlproto.GatewayMap {
 	}
 	for _, name := range p.pol.AppNames {
 		if a := p.pol.Apps[name]; served[a.Segment] {
-			m.Apps = append(m.Apps, policyWireApps(a)...)
+			m.Apps = append(m.Apps, p.wireApps(name)...)
 		}
 	}
 	mine := map[policy.RuleID]bool{}
@@ -214,11 +278,42 @@ func (ix *Index) policyGatewayMap(gw store.Gateway) *controlproto.GatewayMap {
 			m.Rules = append(m.Rules, r)
 		}
 	}
+	// Devices of one identity share one rule list (Peers), so the rules
+	// of this gateway are picked once per identity and shared (read-only)
+	// by every device whose session allows all of their classifications:
+	// a gateway map with 10,000 peers is computed for every change that
+	// reaches one of them.
+	type picked struct {
+		ids     []policy.RuleID
+		classes []string // of the rules' apps, distinct
+	}
+	shared := map[*policy.RuleID]*picked{}
 	for _, d := range ix.snap.Devices { // sorted by ID
-		var ids []policy.RuleID
-		for _, id := range p.peers[d.ID] {
-			if mine[id] && ix.allows(d, string(p.pol.Apps[p.byID[id].App].Classification)) {
-				ids = append(ids, id)
+		all := p.peers[d.ID]
+		if len(all) == 0 {
+			continue
+		}
+		pk := shared[&all[0]]
+		if pk == nil {
+			pk = &picked{}
+			for _, id := range all {
+				if mine[id] {
+					pk.ids = append(pk.ids, id)
+					if c := string(p.pol.Apps[p.byID[id].App].Classification); !slices.Contains(pk.classes, c) {
+						pk.classes = append(pk.classes, c)
+					}
+				}
+			}
+			shared[&all[0]] = pk
+		}
+		allows := ix.allowsCached(d)
+		ids := pk.ids
+		if slices.ContainsFunc(pk.classes, func(c string) bool { return !allows(c) }) {
+			ids = nil // some not allowed now: this device's own list
+			for _, id := range pk.ids {
+				if allows(string(p.pol.Apps[p.byID[id].App].Classification)) {
+					ids = append(ids, id)
+				}
 			}
 		}
 		if len(ids) == 0 {
@@ -239,6 +334,9 @@ func (ix *Index) policyGatewayMap(gw store.Gateway) *controlproto.GatewayMap {
 // policy, and the posture checks it passes (posture.go); device tags are
 // not in the directory yet.
 func (ix *Index) policySession(d store.Device) *policy.Session {
+	if ix.pol.directory != nil {
+		return nil
+	}
 	return &policy.Session{
 		MFAAt:      ix.sessionMFAAt(d),
 		PublicAddr: ix.public[d.ID],
@@ -252,19 +350,19 @@ func (ix *Index) policySession(d store.Device) *policy.Session {
 // toward including an app; the gateway decides every flow.
 func (p *policyIndex) reachableApps(id string) map[string]bool {
 	mine := p.peers[id]
+	var denies []*policy.Rule // few, usually none: checked per allow rule
+	for _, did := range mine {
+		if d := p.byID[did]; d.Deny {
+			denies = append(denies, d)
+		}
+	}
 	out := map[string]bool{}
 	for _, aid := range mine {
 		a := p.byID[aid]
 		if a.Deny || out[a.App] {
 			continue
 		}
-		covered := false
-		for _, did := range mine {
-			if d := p.byID[did]; d.Deny && d.App == a.App && denyCovers(d, a) {
-				covered = true
-				break
-			}
-		}
+		covered := slices.ContainsFunc(denies, func(d *policy.Rule) bool { return d.App == a.App && denyCovers(d, a) })
 		if !covered {
 			out[a.App] = true
 		}
@@ -303,10 +401,13 @@ func (ix *Index) policyClientMap(d store.Device) *controlproto.ClientMap {
 		return m
 	}
 	reach := p.reachableApps(d.ID)
+	allows := ix.allowsCached(d)
 	byGW := map[string]*controlproto.ClientGateway{}
-	for _, name := range p.pol.AppNames {
+	// The apps it may reach, in name order (as AppNames), without walking
+	// every app of the policy per device.
+	for _, name := range slices.Sorted(maps.Keys(reach)) {
 		a := p.pol.Apps[name]
-		if !reach[name] || !ix.allows(d, string(a.Classification)) {
+		if !allows(string(a.Classification)) {
 			continue
 		}
 		gw, ok := ix.policyServingGateway(a.Segment)
@@ -317,7 +418,7 @@ func (ix *Index) policyClientMap(d store.Device) *controlproto.ClientMap {
 		for _, addr := range a.Addrs {
 			cg.AllowedIPs = append(cg.AllowedIPs, addr.Masked())
 		}
-		cg.Apps = append(cg.Apps, policyWireApps(a)...)
+		cg.Apps = append(cg.Apps, p.wireApps(name)...)
 	}
 	for _, cg := range byGW {
 		slices.SortFunc(cg.AllowedIPs, comparePrefix)

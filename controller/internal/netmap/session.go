@@ -2,6 +2,7 @@ package netmap
 
 import (
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/cordonhq/cordon/controller/internal/session"
@@ -40,6 +41,21 @@ func (ix *Index) allows(d store.Device, class string) bool {
 	}
 	s := g.view[d.ID]
 	return s != nil && g.limits.Allows(s, session.Classification(class), g.now)
+}
+
+// allowsCached is allows for one device, remembering the answer per
+// classification (maps ask once per app; sessions decide per class).
+func (ix *Index) allowsCached(d store.Device) func(class string) bool {
+	var classes []string
+	var answers []bool
+	return func(class string) bool {
+		if i := slices.Index(classes, class); i >= 0 {
+			return answers[i]
+		}
+		ok := ix.allows(d, class)
+		classes, answers = append(classes, class), append(answers, ok)
+		return ok
+	}
 }
 
 // sessionMFAAt is when the user last proved a second factor in device d's

@@ -101,7 +101,7 @@ func Run(ctx context.Context, cfg Config) error {
 	// goes to the control server, made below.
 	var ctl *control.Server
 	owner := state.New(state.Config{Store: st, Logger: log.With("component", "state"),
-		Publish: func(store.Change) { ctl.Changed() }})
+		Publish: func(c store.Change) { ctl.Changed(c) }})
 	if err := bootstrapOwner(ctx, owner, cfg.DataDir, authority, cfg.Announce, cfg.BootstrapTokenTTL, time.Now()); err != nil {
 		return err
 	}
@@ -120,14 +120,15 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	sessions, err := session.NewManager(session.ManagerConfig{
 		Store: st, State: owner, Limits: limits, Logger: log.With("component", "sessions"),
-		Changed: func() { ctl.Changed() },
+		// The devices whose sessions crossed a class's idle limit.
+		Changed: func(c store.Change) { ctl.Changed(c) },
 	})
 	if err != nil {
 		return err
 	}
 	ctl = control.New(control.Config{Store: st, State: owner, CA: authority, ServerCert: cert, Logger: log.With("component", "control"), DNS: cfg.DNS,
 		Sessions: sessions, PostureInterval: cfg.PostureInterval, GrantLifetime: cfg.GatewayGrantLifetime})
-	idps, err := startOIDC(cfg, st, owner, log, ctl.Changed)
+	idps, err := startOIDC(cfg, st, owner, log)
 	if err != nil {
 		return err
 	}
@@ -141,7 +142,6 @@ func Run(ctx context.Context, cfg Config) error {
 		State:           owner,
 		CA:              authority,
 		Logger:          log.With("component", "api"),
-		Changed:         ctl.Changed,
 		AdminSessionTTL: cfg.AdminSessionTTL,
 		LoginAlert:      auth.NewFailureAlert(cfg.LoginAlert),
 		OIDC:            oidcAPI,
@@ -218,7 +218,7 @@ func apiTLSConfig(cert tls.Certificate, agents *x509.CertPool) *tls.Config {
 
 // startOIDC starts the OIDC relying party and its refresher, or returns
 // nil when no provider is configured.
-func startOIDC(cfg Config, st *sqlite.Store, owner *state.State, log *slog.Logger, changed func()) (*oidc.Manager, error) {
+func startOIDC(cfg Config, st *sqlite.Store, owner *state.State, log *slog.Logger) (*oidc.Manager, error) {
 	if cfg.OIDC == nil {
 		return nil, nil
 	}
@@ -229,7 +229,7 @@ func startOIDC(cfg Config, st *sqlite.Store, owner *state.State, log *slog.Logge
 	m, err := oidc.New(oidc.Config{
 		Providers: cfg.OIDC.Providers, RefreshInterval: time.Duration(cfg.OIDC.RefreshInterval),
 		UnreachableLimit: time.Duration(cfg.OIDC.UnreachableLimit),
-		Store:            st, State: owner, TokenKey: key, Logger: log.With("component", "oidc"), Changed: changed,
+		Store:            st, State: owner, TokenKey: key, Logger: log.With("component", "oidc"),
 	})
 	if err != nil {
 		return nil, err

@@ -20,9 +20,10 @@ type ManagerConfig struct {
 	// activity); nil: one over Store.
 	State  *state.State
 	Limits Limits // validated by NewManager
-	// Changed is called when a session ended or crossed a classification's
-	// idle limit, so the network maps are computed again. It must not block.
-	Changed func()
+	// Changed is called with the devices whose session crossed a
+	// classification's idle limit (either way), so their maps are computed
+	// again; session ends reach the maps through State. It must not block.
+	Changed func(store.Change)
 	Logger  *slog.Logger
 	Now     func() time.Time // default time.Now
 	// FlushEvery is how often activity is written to the store (it is
@@ -40,10 +41,10 @@ type Manager struct {
 	log *slog.Logger
 
 	mu       sync.Mutex
-	activity map[string]time.Time // device ID → last app traffic seen
-	dirty    map[string]time.Time // session ID → activity not yet stored
-	allowed  map[string]uint64    // session ID → classifications it may reach, as last seen
-	classes  []Classification     // with their own idle limit, sorted
+	activity map[string]time.Time  // device ID → last app traffic seen
+	dirty    map[string]time.Time  // session ID → activity not yet stored
+	allowed  map[string]restricted // session ID → classifications it may reach, as last seen
+	classes  []Classification      // with their own idle limit, sorted
 }
 
 // NewManager returns a Manager; call Run.
@@ -52,7 +53,7 @@ func NewManager(cfg ManagerConfig) (*Manager, error) {
 		return nil, err
 	}
 	if cfg.Changed == nil {
-		cfg.Changed = func() {}
+		cfg.Changed = func(store.Change) {}
 	}
 	if cfg.State == nil {
 		cfg.State = state.New(state.Config{Store: cfg.Store, Now: cfg.Now})
@@ -71,7 +72,7 @@ func NewManager(cfg ManagerConfig) (*Manager, error) {
 	}
 	return &Manager{
 		cfg: cfg, log: cfg.Logger,
-		activity: map[string]time.Time{}, dirty: map[string]time.Time{}, allowed: map[string]uint64{},
+		activity: map[string]time.Time{}, dirty: map[string]time.Time{}, allowed: map[string]restricted{},
 		classes: slices.Sorted(maps.Keys(cfg.Limits.Idle)),
 	}, nil
 }
@@ -200,7 +201,7 @@ func (m *Manager) Check(ctx context.Context) error {
 	}
 	view := m.View(due)
 	all := uint64(1)<<(len(m.classes)+1) - 1
-	changed := false
+	var changed []string // devices
 	held := make(map[string]bool, len(due))
 	for _, st := range due {
 		s := view[st.DeviceID]
@@ -208,20 +209,19 @@ func (m *Manager) Check(ctx context.Context) error {
 			if err := m.end(ctx, s); err != nil {
 				return err
 			}
-			changed = true
 			continue
 		}
 		bits := l.allowed(s, m.classes, now)
 		m.mu.Lock()
 		prev, had := m.allowed[s.ID]
 		if !had {
-			prev = all
+			prev.bits = all
 		}
-		if bits != prev {
-			changed = true
+		if bits != prev.bits {
+			changed = append(changed, s.DeviceID)
 		}
 		if bits != all {
-			m.allowed[s.ID] = bits
+			m.allowed[s.ID] = restricted{bits: bits, device: s.DeviceID}
 			held[s.ID] = true
 		} else {
 			delete(m.allowed, s.ID)
@@ -229,10 +229,10 @@ func (m *Manager) Check(ctx context.Context) error {
 		m.mu.Unlock()
 	}
 	m.mu.Lock()
-	for id := range m.allowed {
+	for id, r := range m.allowed {
 		if !held[id] { // active again (no longer due), or ended elsewhere
 			delete(m.allowed, id)
-			changed = true
+			changed = append(changed, r.device)
 		}
 	}
 	// Activity older than every idle limit can no longer matter: its
@@ -243,10 +243,18 @@ func (m *Manager) Check(ctx context.Context) error {
 		}
 	}
 	m.mu.Unlock()
-	if changed {
-		m.cfg.Changed()
+	if len(changed) > 0 {
+		var c store.Change
+		c.Merge(store.Change{Devices: changed}) // sorted, once each
+		m.cfg.Changed(c)
 	}
 	return nil
+}
+
+// restricted is a session held to fewer classifications than all.
+type restricted struct {
+	bits   uint64
+	device string
 }
 
 // end stores and audits the end of s (already ended by Check).

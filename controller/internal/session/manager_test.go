@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/cordonhq/cordon/controller/internal/session"
+	"github.com/cordonhq/cordon/controller/internal/state"
 	"github.com/cordonhq/cordon/controller/internal/store"
 	"github.com/cordonhq/cordon/controller/internal/store/sqlite"
 	"github.com/cordonhq/cordon/controller/internal/store/storetest"
@@ -44,7 +45,11 @@ func newEnv(t *testing.T, l session.Limits) *env {
 	}
 	t.Cleanup(func() { st.Close() })
 	e := &env{st: st, clk: &clock{now: t0}}
-	e.m, err = session.NewManager(session.ManagerConfig{Store: storetest.CheckAudit(t, st), Limits: l, Now: e.clk.Now, Changed: func() { e.changed.Add(1) }})
+	checked := storetest.CheckAudit(t, st)
+	// Session ends reach the maps through the state owner, idle-class
+	// crossings through Changed: both count as a recompute.
+	owner := state.New(state.Config{Store: checked, Now: e.clk.Now, Publish: func(store.Change) { e.changed.Add(1) }})
+	e.m, err = session.NewManager(session.ManagerConfig{Store: checked, State: owner, Limits: l, Now: e.clk.Now, Changed: func(store.Change) { e.changed.Add(1) }})
 	if err != nil {
 		t.Fatal(err)
 	}
