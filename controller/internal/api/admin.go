@@ -2,8 +2,6 @@ package api
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/http"
@@ -11,6 +9,7 @@ import (
 	"time"
 
 	"github.com/cordonhq/cordon/controller/internal/auth"
+	"github.com/cordonhq/cordon/controller/internal/state"
 	"github.com/cordonhq/cordon/controller/internal/store"
 	"github.com/cordonhq/cordon/pkg/adminapi"
 )
@@ -437,7 +436,7 @@ func (a *API) createGatewayToken(w http.ResponseWriter, r *http.Request, actor s
 	secret, hash := auth.NewEnrollToken()
 	now := a.stamp()
 	t := store.EnrollToken{
-		ID: newID("gwt-"), Hash: hash, Segment: req.Segment, Name: req.Name,
+		ID: state.NewID("gwt-"), Hash: hash, Segment: req.Segment, Name: req.Name,
 		CreatedAt: now, ExpiresAt: now.Add(ttl),
 	}
 	err = a.state.CreateEnrollToken(r.Context(), origin(r, actor), t)
@@ -548,11 +547,4 @@ func nonNil[T any](xs []T) []T {
 		return []T{}
 	}
 	return xs
-}
-
-// newID returns prefix + 10 random hex characters.
-func newID(prefix string) string {
-	var b [5]byte
-	rand.Read(b[:])
-	return prefix + hex.EncodeToString(b[:])
 }

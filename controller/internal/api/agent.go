@@ -16,9 +16,6 @@ import (
 	"github.com/cordonhq/cordon/pkg/controlproto"
 )
 
-// idAttempts bounds retries when a random ID collides (40 random bits).
-const idAttempts = 3
-
 var errTokenInvalid = errorf(http.StatusUnauthorized, adminapi.CodeTokenInvalid,
 	"enrollment token is invalid, already used or expired: ask an admin for a new one (cordonctl gateway token create)")
 

@@ -5,10 +5,11 @@
 // own credential in the body.
 //
 // Wire types live in pkg/adminapi (admin) and pkg/controlproto (agents).
-// Handlers validate everything before touching the store, so a rejected
-// request changes nothing; every accepted mutation is recorded in the audit
-// trail and, when it can change what an agent may reach, reported through
-// Config.Changed.
+// Handlers decode and validate the request, authorize it, call one method
+// of the state owner (package state: the change and its audit record commit
+// in one transaction, and what changed reaches the map engine) and encode
+// the answer. They read the store directly; they never write it. A
+// mutating request may carry an Idempotency-Key (origin.go).
 package api
 
 import (
@@ -61,8 +62,8 @@ type Config struct {
 	State  *state.State
 	CA     CertIssuer // required
 	Logger *slog.Logger
-	// Changed is called after every successful mutation that can change a
-	// network map (it triggers the push to agents). It must not block.
+	// Changed is called after every committed mutation that can change a
+	// network map, when State is nil (tests); it must not block.
 	Changed func()
 	Now     func() time.Time // default time.Now
 	// Throttle limits login attempts; nil means auth.NewThrottle defaults.

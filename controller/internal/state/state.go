@@ -85,10 +85,6 @@ func New(cfg Config) *State {
 	return s
 }
 
-// SetPublish sets where changes go (the map engine is built after the
-// state it reads). Call it before serving.
-func (s *State) SetPublish(f func(store.Change)) { s.publish = f }
-
 // Store returns the store, for reads.
 func (s *State) Store() store.Store { return s.st }
 
