@@ -161,8 +161,8 @@ func (c *Client) setConnected(v bool) {
 func (c *Client) session(ctx context.Context) error {
 	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	conn, err := quic.DialAddr(dctx, c.cfg.Addr, c.cfg.TLS, &quic.Config{
-		MaxIdleTimeout:  30 * time.Second,
-		KeepAlivePeriod: 10 * time.Second,
+		MaxIdleTimeout:  controlproto.IdleTimeout,
+		KeepAlivePeriod: controlproto.KeepAlive,
 	})
 	cancel()
 	if err != nil {

@@ -27,6 +27,14 @@ import (
 	"github.com/cordonhq/cordon/pkg/wgkey"
 )
 
+// Control channel timers. Agents send a keep-alive every KeepAlive (as
+// WireGuard does: NAT bindings commonly last 30 s or more); the controller
+// sends none. A connection silent for IdleTimeout is closed by either end.
+const (
+	KeepAlive   = 25 * time.Second
+	IdleTimeout = 60 * time.Second
+)
+
 // CapabilityVersion is the protocol version an agent speaks. Only add
 // fields; never reuse one. History:
 //

@@ -86,6 +86,11 @@ type Config struct {
 	// PostureInterval is how often clients re-collect their posture
 	// (ClientMap.PostureInterval); zero: DefaultPostureInterval.
 	PostureInterval time.Duration
+	// ResetKey makes the stateless resets that tell agents of a previous
+	// run of the controller that their connection is gone; it must stay
+	// the same across restarts (server keeps it in the data directory).
+	// Nil: no resets (agents notice at the idle timeout).
+	ResetKey *quic.StatelessResetKey
 	// GrantLifetime is how long a gateway cut off from the controller may
 	// go on serving its last map (GatewayMap.GrantLifetime); zero:
 	// controlproto.DefaultGrantLifetime.
@@ -191,20 +196,24 @@ func (s *Server) TLSConfig() *tls.Config {
 }
 
 // QUICConfig is the controller's end of the control channel. Only the
-// agents send keep-alives (every 10 s, pkg/controlclient): they keep their
-// NAT bindings open, and their pings keep the connection alive for both
-// ends. The controller sending its own every 10 s as well doubled the
-// packets of an idle fleet (at 10,000 agents keep-alives were nearly all
-// of the idle controller's 11% of a core). A silent agent is still
-// dropped after MaxIdleTimeout.
+// agents send keep-alives (every 25 s, as WireGuard does, pkg/controlclient):
+// they keep their NAT bindings open, and their pings keep the connection
+// alive for both ends; the controller sending its own as well doubled an
+// idle fleet's packets, which were nearly all of an idle controller's CPU.
+// A silent agent is dropped after MaxIdleTimeout. A controller that
+// restarted answers an old connection's next packet with a stateless reset
+// (Config.ResetKey), so agents reconnect at their next keep-alive instead
+// of waiting out the idle timeout.
 func QUICConfig() *quic.Config {
-	return &quic.Config{MaxIdleTimeout: 30 * time.Second}
+	return &quic.Config{MaxIdleTimeout: controlproto.IdleTimeout}
 }
 
 // Serve accepts agents on pc until ctx is cancelled; it returns after every
 // goroutine it started has stopped.
 func (s *Server) Serve(ctx context.Context, pc net.PacketConn) error {
-	ln, err := quic.Listen(pc, s.TLSConfig(), QUICConfig())
+	tr := &quic.Transport{Conn: pc, StatelessResetKey: s.cfg.ResetKey}
+	defer tr.Close()
+	ln, err := tr.Listen(s.TLSConfig(), QUICConfig())
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil // stopped (pc closed) before the listener was up

@@ -216,7 +216,7 @@ func (a *simAgent) run(ctx context.Context, f *fleet) {
 
 // quicConfig is what controlclient dials with.
 func quicConfig() *quic.Config {
-	return &quic.Config{MaxIdleTimeout: 30 * time.Second, KeepAlivePeriod: 10 * time.Second}
+	return &quic.Config{MaxIdleTimeout: controlproto.IdleTimeout, KeepAlivePeriod: controlproto.KeepAlive}
 }
 
 func (a *simAgent) session(ctx context.Context, f *fleet) error {

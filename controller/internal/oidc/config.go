@@ -2,7 +2,6 @@ package oidc
 
 import (
 	"bytes"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cordonhq/cordon/pkg/secretfile"
 	"gopkg.in/yaml.v3"
 )
 
@@ -345,28 +345,9 @@ const TokenKeyFile = "oidc-token.key"
 // sign in again: their refresh tokens no longer open, which ends their
 // sessions at the next refresh.
 func LoadOrCreateKey(path string) ([]byte, error) {
-	b, err := os.ReadFile(path)
-	if err == nil {
-		if len(b) != tokenKeySize {
-			return nil, fmt.Errorf("%s: not a %d-byte key", path, tokenKeySize)
-		}
-		return b, nil
-	}
-	if !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("read token key: %w", err)
-	}
-	b = make([]byte, tokenKeySize)
-	rand.Read(b)
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	b, err := secretfile.LoadOrCreate(path, tokenKeySize)
 	if err != nil {
-		return nil, fmt.Errorf("create token key: %w", err)
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("write token key: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		return nil, fmt.Errorf("write token key: %w", err)
+		return nil, fmt.Errorf("token key: %w", err)
 	}
 	return b, nil
 }

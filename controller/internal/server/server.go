@@ -28,6 +28,8 @@ import (
 	"github.com/cordonhq/cordon/controller/internal/store"
 	"github.com/cordonhq/cordon/controller/internal/store/sqlite"
 	"github.com/cordonhq/cordon/pkg/privdir"
+	"github.com/cordonhq/cordon/pkg/secretfile"
+	"github.com/quic-go/quic-go"
 )
 
 // AdminTokenFile is where the first-start owner token is written (0600).
@@ -126,7 +128,11 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	ctl = control.New(control.Config{Store: st, State: owner, CA: authority, ServerCert: cert, Logger: log.With("component", "control"), DNS: cfg.DNS,
+	resetKey, err := loadResetKey(cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	ctl = control.New(control.Config{Store: st, State: owner, ResetKey: resetKey, CA: authority, ServerCert: cert, Logger: log.With("component", "control"), DNS: cfg.DNS,
 		Sessions: sessions, PostureInterval: cfg.PostureInterval, GrantLifetime: cfg.GatewayGrantLifetime})
 	idps, err := startOIDC(cfg, st, owner, log)
 	if err != nil {
@@ -200,6 +206,21 @@ func Run(ctx context.Context, cfg Config) error {
 	default:
 		return nil
 	}
+}
+
+// ResetKeyFile holds the key of the control channel's stateless resets
+// (0600): the same across restarts, so a restarted controller can tell an
+// agent its old connection is gone.
+const ResetKeyFile = "quic-reset.key"
+
+func loadResetKey(dir string) (*quic.StatelessResetKey, error) {
+	b, err := secretfile.LoadOrCreate(filepath.Join(dir, ResetKeyFile), len(quic.StatelessResetKey{}))
+	if err != nil {
+		return nil, fmt.Errorf("control channel reset key: %w (delete the file: the controller makes a new one)", err)
+	}
+	var k quic.StatelessResetKey
+	copy(k[:], b)
+	return &k, nil
 }
 
 // apiTLSConfig is the admin API's TLS: 1.3 only, as on the QUIC control

@@ -15,7 +15,6 @@ package lastmap
 
 import (
 	"crypto/hmac"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/json"
 	"errors"
@@ -29,6 +28,7 @@ import (
 
 	"github.com/cordonhq/cordon/pkg/atomicfile"
 	"github.com/cordonhq/cordon/pkg/controlproto"
+	"github.com/cordonhq/cordon/pkg/secretfile"
 	"github.com/cordonhq/cordon/pkg/wgkey"
 )
 
@@ -74,18 +74,9 @@ type Store struct {
 // Open returns the store of dir, creating its key on first use.
 func Open(dir string) (*Store, error) {
 	kp := filepath.Join(dir, KeyFile)
-	key, err := os.ReadFile(kp)
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		key = make([]byte, 32)
-		rand.Read(key)
-		if err := atomicfile.WriteFile(kp, key, 0o600); err != nil {
-			return nil, fmt.Errorf("create the saved map's key: %w", err)
-		}
-	case err != nil:
-		return nil, fmt.Errorf("read the saved map's key: %w", err)
-	case len(key) != 32:
-		return nil, fmt.Errorf("saved map key %s is %d bytes, want 32: delete it and %s (the gateway writes both anew)", kp, len(key), MapFile)
+	key, err := secretfile.LoadOrCreate(kp, 32)
+	if err != nil {
+		return nil, fmt.Errorf("the saved map's key: %w (delete it and %s: the gateway writes both anew)", err, MapFile)
 	}
 	return &Store{dir: dir, key: key}, nil
 }
