@@ -196,10 +196,10 @@ func (s *Server) TLSConfig() *tls.Config {
 }
 
 // QUICConfig is the controller's end of the control channel. Only the
-// agents send keep-alives (every 25 s, as WireGuard does, pkg/controlclient):
+// agents send keep-alives (controlproto.KeepAlive, pkg/controlclient):
 // they keep their NAT bindings open, and their pings keep the connection
 // alive for both ends; the controller sending its own as well doubled an
-// idle fleet's packets, which were nearly all of an idle controller's CPU.
+// idle fleet's packets.
 // A silent agent is dropped after MaxIdleTimeout. A controller that
 // restarted answers an old connection's next packet with a stateless reset
 // (Config.ResetKey), so agents reconnect at their next keep-alive instead
