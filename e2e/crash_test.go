@@ -243,6 +243,23 @@ func (a *auditCounter) read(t *testing.T, api *adminapi.Client, typ string, key 
 	}
 }
 
+// oneRecordEach fails the test unless every key in stored has exactly one
+// audit record and every recorded key is stored: no change without its
+// record, no record without its change. what names the records.
+func oneRecordEach(t *testing.T, kill int, what string, stored map[string]bool, recorded map[string]int) {
+	t.Helper()
+	for key := range stored {
+		if n := recorded[key]; n != 1 {
+			t.Fatalf("kill %d: %s is stored with %d %s records, want exactly 1", kill, key, n, what)
+		}
+	}
+	for key, n := range recorded {
+		if !stored[key] {
+			t.Fatalf("kill %d: %d %s records of %s, which is not stored", kill, n, what, key)
+		}
+	}
+}
+
 // TestControllerCrashDirectory kills the controller (SIGKILL) at random
 // moments of bursts of group creations and memberships from four admins.
 // After each restart: every call that reported success is in the store;
@@ -308,16 +325,7 @@ func TestControllerCrashDirectory(t *testing.T) {
 		for key, n := range memAudit.n {
 			recorded[key] += n
 		}
-		for key := range have {
-			if n := recorded[key]; n != 1 {
-				t.Fatalf("kill %d: %s is in the store with %d audit records, want exactly 1", k+1, key, n)
-			}
-		}
-		for key, n := range recorded {
-			if !have[key] {
-				t.Fatalf("kill %d: %d audit records of %s, which is not in the store", k+1, n, key)
-			}
-		}
+		oneRecordEach(t, k+1, "admin.group", have, recorded)
 		for _, call := range all {
 			if !call.applied {
 				continue
@@ -410,16 +418,11 @@ func TestControllerCrashPolicy(t *testing.T) {
 			have[strconv.FormatInt(v.Version, 10)] = v.SHA256
 		}
 		applyAudit.read(t, c.api, "admin.policy.apply", func(e adminapi.AuditEvent) string { return e.Details["version"] })
+		stored := map[string]bool{}
 		for v := range have {
-			if n := applyAudit.n[v]; n != 1 {
-				t.Fatalf("kill %d: policy version %s is stored with %d admin.policy.apply records, want exactly 1", k+1, v, n)
-			}
+			stored[v] = true
 		}
-		for v, n := range applyAudit.n {
-			if _, ok := have[v]; !ok {
-				t.Fatalf("kill %d: %d admin.policy.apply records of version %s, which is not stored", k+1, n, v)
-			}
-		}
+		oneRecordEach(t, k+1, "admin.policy.apply (by version)", stored, applyAudit.n)
 		mu.Lock()
 		for v, sha := range ackVersions {
 			if have[strconv.FormatInt(v, 10)] != sha {
@@ -437,16 +440,7 @@ func TestControllerCrashPolicy(t *testing.T) {
 			haveTok[tk.ID] = true
 		}
 		tokenAudit.read(t, c.api, "admin.gateway_token.create", func(e adminapi.AuditEvent) string { return e.Subject })
-		for id := range haveTok {
-			if n := tokenAudit.n[id]; n != 1 {
-				t.Fatalf("kill %d: gateway token %s is stored with %d audit records, want exactly 1", k+1, id, n)
-			}
-		}
-		for id := range tokenAudit.n {
-			if !haveTok[id] {
-				t.Fatalf("kill %d: audit records of gateway token %s, which is not stored", k+1, id)
-			}
-		}
+		oneRecordEach(t, k+1, "admin.gateway_token.create", haveTok, tokenAudit.n)
 		mu.Lock()
 		for id := range ackTokens {
 			if !haveTok[id] {
@@ -578,16 +572,7 @@ func TestControllerCrashSignIns(t *testing.T) {
 			haveDev[d.ID] = true
 		}
 		devAudit.read(t, c.api, "enroll.device", func(e adminapi.AuditEvent) string { return e.Subject })
-		for id := range haveDev {
-			if n := devAudit.n[id]; n != 1 {
-				t.Fatalf("kill %d: device %s is stored with %d enroll.device records, want exactly 1", k+1, id, n)
-			}
-		}
-		for id := range devAudit.n {
-			if !haveDev[id] {
-				t.Fatalf("kill %d: enroll.device record of device %s, which is not stored", k+1, id)
-			}
-		}
+		oneRecordEach(t, k+1, "enroll.device", haveDev, devAudit.n)
 		mu.Lock()
 		for _, id := range ackDevices {
 			if !haveDev[id] {
@@ -609,26 +594,8 @@ func TestControllerCrashSignIns(t *testing.T) {
 		}
 		startAudit.read(t, c.api, "session.start", func(e adminapi.AuditEvent) string { return e.Subject })
 		endAudit.read(t, c.api, "session.end", func(e adminapi.AuditEvent) string { return e.Subject })
-		for id := range started {
-			if n := startAudit.n[id]; n != 1 {
-				t.Fatalf("kill %d: session %s is stored with %d session.start records, want exactly 1", k+1, id, n)
-			}
-		}
-		for id := range startAudit.n {
-			if !started[id] {
-				t.Fatalf("kill %d: session.start record of session %s, which is not stored", k+1, id)
-			}
-		}
-		for id := range ended {
-			if n := endAudit.n[id]; n != 1 {
-				t.Fatalf("kill %d: session %s is stored ended with %d session.end records, want exactly 1", k+1, id, n)
-			}
-		}
-		for id := range endAudit.n {
-			if !ended[id] {
-				t.Fatalf("kill %d: session.end record of session %s, which is not stored as ended", k+1, id)
-			}
-		}
+		oneRecordEach(t, k+1, "session.start", started, startAudit.n)
+		oneRecordEach(t, k+1, "session.end (of an ended session)", ended, endAudit.n)
 	}
 	t.Logf("%d kills: %d calls (%d sign-ins, %d session ends), %d devices acknowledged", kills, totalCalls, signIns, end, len(ackDevices))
 }
