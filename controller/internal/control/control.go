@@ -86,6 +86,10 @@ type Config struct {
 	// PostureInterval is how often clients re-collect their posture
 	// (ClientMap.PostureInterval); zero: DefaultPostureInterval.
 	PostureInterval time.Duration
+	// PostureSweep is how often the maps of devices whose posture report
+	// went stale (a check's max_report_age passed) are computed again;
+	// zero: DefaultPostureSweep.
+	PostureSweep time.Duration
 	// ResetKey makes the stateless resets that tell agents of a previous
 	// run of the controller that their connection is gone; it must stay
 	// the same across restarts (server keeps it in the data directory).
@@ -725,11 +729,24 @@ type mapState struct {
 const retryAfter = time.Second
 
 func (s *Server) recomputeLoop(ctx context.Context) {
+	sweep := time.NewTicker(cmp.Or(s.cfg.PostureSweep, DefaultPostureSweep))
+	defer sweep.Stop()
+	lastSweep := time.Now()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-s.trigger:
+		case now := <-sweep.C:
+			// Posture reports that went stale since the last sweep: only
+			// their age changed, so no mutation names their devices.
+			if s.maps != nil {
+				if aged := s.maps.ix.PostureAged(lastSweep, now); len(aged) > 0 {
+					s.Changed(store.Change{Devices: aged})
+				}
+			}
+			lastSweep = now
+			continue
 		}
 		c, joined := s.takeWork()
 		if err := s.recompute(ctx, c, joined); err != nil && ctx.Err() == nil {
@@ -749,6 +766,10 @@ func (s *Server) recomputeLoop(ctx context.Context) {
 		}
 	}
 }
+
+// DefaultPostureSweep bounds how long a device keeps access that a stale
+// posture report no longer grants, beyond its max_report_age.
+const DefaultPostureSweep = 30 * time.Second
 
 // ackTimeout bounds how long client maps wait for gateways to apply theirs.
 const ackTimeout = 2 * time.Second

@@ -110,7 +110,7 @@ type harness struct {
 
 // newHarness starts a controller on loopback with an empty store. Cleanup
 // stops it and checks that Serve returned nil.
-func newHarness(t *testing.T) *harness {
+func newHarness(t *testing.T, opts ...func(*control.Config)) *harness {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
@@ -129,10 +129,14 @@ func newHarness(t *testing.T) *harness {
 		t.Fatal(err)
 	}
 	h := &harness{ctx: ctx, store: &countingStore{Store: storetest.CheckAudit(t, db)}, ca: authority, log: &syncBuffer{}}
-	h.srv = control.New(control.Config{
+	cfg := control.Config{
 		Store: h.store, CA: authority, ServerCert: cert,
 		Logger: slog.New(slog.NewTextHandler(h.log, &slog.HandlerOptions{Level: slog.LevelDebug})),
-	})
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	h.srv = control.New(cfg)
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -150,3 +150,38 @@ func TestPostureReportDecidesGatewaySession(t *testing.T) {
 		}
 	}
 }
+
+// A posture report that goes stale (older than its check's max_report_age)
+// takes the check out of the device's session at the next sweep, though
+// nothing else changed: the only thing that moved is the clock.
+func TestStalePostureReportExpiresCheck(t *testing.T) {
+	h := newHarness(t, func(c *control.Config) { c.PostureSweep = 100 * time.Millisecond })
+	if err := h.store.CreateUser(h.ctx, store.User{Name: "nurse"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.store.CreateSegment(h.ctx, store.Segment{Name: "lan", CIDRs: []netip.Prefix{pfx("10.20.0.0/24")}}); err != nil {
+		t.Fatal(err)
+	}
+	_, gwTLS := h.enrollGateway(t, "gw-lan", "lan")
+	_, nurseTLS := h.enrollDevice(t, "dev-nurse", "nurse")
+	src := strings.Replace(posturePolicy, "disk_encryption: true}", "disk_encryption: true, max_report_age: 2s}", 1)
+	if _, err := h.store.PutPolicyVersion(h.ctx, 0, store.PolicyVersion{File: "p.yaml", Source: []byte(src), Actor: "test", Reason: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	gw := h.start(t, "gateway", gwTLS, controlproto.Hello{Kind: controlproto.KindGateway, AgentVersion: "test", Endpoint: gwEndpoint})
+	i, _ := gw.waitFrame(t, 0, "gateway map with the nurse", func(f *controlproto.Frame) bool { return posturePeer(f, "dev-nurse") != nil })
+	nurse := h.start(t, "nurse", nurseTLS, controlproto.Hello{Kind: controlproto.KindClient, AgentVersion: "test"})
+	nurse.cc.Send(postureFrame(t, posture.Yes))
+	i, _ = gw.waitFrame(t, i+1, "the disk check in the nurse's session", func(f *controlproto.Frame) bool {
+		s := posturePeer(f, "dev-nurse")
+		return s != nil && slices.Equal(s.Posture, []string{"disk"})
+	})
+	reported := time.Now()
+	_, f := gw.waitFrame(t, i+1, "the disk check gone once the report is 2 s old", func(f *controlproto.Frame) bool {
+		s := posturePeer(f, "dev-nurse")
+		return s != nil && len(s.Posture) == 0
+	})
+	if took := time.Since(reported); took < 2*time.Second {
+		t.Fatalf("check removed %v after the report, before its max_report_age (2 s): %+v", took, f)
+	}
+}

@@ -104,3 +104,33 @@ func (ix *Index) postureFindings(id string) []controlproto.PostureFinding {
 	slices.SortFunc(out, func(a, b controlproto.PostureFinding) int { return cmp.Compare(a.Check, b.Check) })
 	return out
 }
+
+// PostureAged lists the devices (sorted) whose posture evaluation changes
+// by age alone in (from, to]: a check with max_report_age that their last
+// report passed until its age reached the limit. Nothing else tells the
+// map engine that a report went stale, so a sweep asks for these.
+func (ix *Index) PostureAged(from, to time.Time) []string {
+	if ix.pol == nil || ix.pol.pol == nil {
+		return nil
+	}
+	var ages []time.Duration
+	for _, c := range ix.pol.pol.PostureChecks {
+		if c.MaxReportAge > 0 {
+			ages = append(ages, c.MaxReportAge)
+		}
+	}
+	if len(ages) == 0 {
+		return nil
+	}
+	var out []string
+	for id, r := range ix.snap.Posture {
+		for _, age := range ages {
+			if at := r.ReceivedAt.Add(age); at.After(from) && !at.After(to) {
+				out = append(out, id)
+				break
+			}
+		}
+	}
+	slices.Sort(out)
+	return out
+}
