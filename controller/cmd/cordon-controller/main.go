@@ -59,6 +59,7 @@ func main() {
 	alertThreshold := flag.Int("login-alert-threshold", 5, "failed sign-ins of one user (or from one source) within --login-alert-window that raise an auth.alert event")
 	alertWindow := flag.Duration("login-alert-window", 15*time.Minute, "sliding window of --login-alert-threshold (at most one alert per user or source per window)")
 	oidcConfig := flag.String("oidc-config", "", "YAML or JSON file listing the OIDC identity providers users sign in with (see docs/identity.md); empty: local users only")
+	debugListen := flag.String("debug-listen", "", "serve Go's pprof profiles (CPU, heap, goroutines) at this loopback address, e.g. 127.0.0.1:6060; off when empty")
 	flag.Parse()
 	var idps *oidc.File
 	if *oidcConfig != "" {
@@ -115,7 +116,7 @@ func main() {
 		DataDir:    *dataDir, Listen: *listen, Hosts: extra, Logger: log, Announce: os.Stdout,
 		DNS: dnsCfg, Sessions: limits, PostureInterval: *postureInterval,
 		AgentCertTTL: *agentCertTTL, GatewayGrantLifetime: *grantLifetime,
-		OIDC: idps,
+		OIDC: idps, DebugListen: *debugListen,
 	})
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "cordon-controller: %v\n", err)

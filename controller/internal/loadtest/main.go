@@ -34,6 +34,7 @@ type config struct {
 	logLevel        string
 	workDir         string
 	keep            bool
+	debugListen     string
 }
 
 func main() {
@@ -53,6 +54,7 @@ func main() {
 	flag.IntVar(&cfg.dialConcurrency, "dial-concurrency", 0, "QUIC handshakes in flight at most; 0: no limit, every agent dials at once as a fleet does when its controller restarts")
 	flag.StringVar(&cfg.logLevel, "log-level", "info", "the controller's --log-level (its log goes to DATA-DIR/controller.log)")
 	flag.StringVar(&cfg.workDir, "work-dir", os.TempDir(), "where the controller's data directories are made (on disk: the controller syncs its database)")
+	flag.StringVar(&cfg.debugListen, "debug-listen", "", "the controller's --debug-listen (pprof on loopback, e.g. 127.0.0.1:6060), to profile it during a run")
 	flag.BoolVar(&cfg.keep, "keep", false, "keep each run's data directory (database, CA, controller log) and print its path")
 	flag.Parse()
 	if cfg.controller == "" {
@@ -158,7 +160,11 @@ func runOne(ctx context.Context, cfg config, sc scenario, log io.Writer) (res *r
 	}
 	res.seedTime = time.Since(t0)
 
-	proc, api, err := startController(ctx, cfg.controller, dataDir, cfg.logLevel, nil)
+	var extra []string
+	if cfg.debugListen != "" {
+		extra = []string{"--debug-listen", cfg.debugListen}
+	}
+	proc, api, err := startController(ctx, cfg.controller, dataDir, cfg.logLevel, extra)
 	if err != nil {
 		return nil, err
 	}

@@ -72,6 +72,9 @@ type Config struct {
 	LoginAlert auth.AlertConfig
 	// OIDC is the --oidc-config file (identity providers); nil: none.
 	OIDC *oidc.File
+	// DebugListen, if set, serves Go's pprof profiles there
+	// (--debug-listen; loopback addresses only).
+	DebugListen string
 }
 
 // Run runs the controller until ctx is cancelled.
@@ -82,6 +85,18 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	// The CA key, the OIDC token key and the database live here: owner
 	// only, also when the directory existed before with a looser mode.
+	var debugLn net.Listener
+	if cfg.DebugListen != "" {
+		if err := checkDebugListen(cfg.DebugListen); err != nil {
+			return err
+		}
+		ln, err := net.Listen("tcp", cfg.DebugListen)
+		if err != nil {
+			return fmt.Errorf("--debug-listen: %w", err)
+		}
+		debugLn = ln
+		defer ln.Close()
+	}
 	if err := privdir.Ensure(cfg.DataDir, log); err != nil {
 		return fmt.Errorf("--data-dir: %w", err)
 	}
@@ -177,6 +192,9 @@ func Run(ctx context.Context, cfg Config) error {
 	var wg sync.WaitGroup
 	errc := make(chan error, 2)
 	wg.Go(func() { sessions.Run(ctx) })
+	if debugLn != nil {
+		wg.Go(func() { serveDebug(ctx, debugLn, log.With("component", "debug")) })
+	}
 	wg.Go(func() {
 		if err := ctl.Serve(ctx, pc); err != nil {
 			errc <- err
