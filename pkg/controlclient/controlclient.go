@@ -240,24 +240,21 @@ func (c *Client) session(ctx context.Context) error {
 
 // mapState is the last map the agent accepted on this connection: what the
 // next delta applies to.
-type mapState struct {
-	gateway *controlproto.GatewayMap
-	client  *controlproto.ClientMap
-}
+type mapState struct{ controlproto.Maps }
 
 // handle passes f to apply, a delta as the whole map it makes, and returns
 // the ack to send for a map or delta (nil for other frames).
 func (s *mapState) handle(f *controlproto.Frame, apply func(*controlproto.Frame) error, log *slog.Logger) *controlproto.Ack {
 	switch f.Type {
 	case controlproto.TypeGatewayDelta, controlproto.TypeClientDelta:
-		full, to, err := s.expand(f)
+		full, to, err := s.Expand(f)
 		if err != nil {
 			log.Warn("map delta not applicable; asking for the whole map", "revision", to, "err", err)
 			return &controlproto.Ack{Revision: to, Error: err.Error(), Resync: true}
 		}
 		f = full
 	}
-	rev, isMap := mapRevision(f)
+	rev, isMap := f.MapRevision()
 	err := apply(f)
 	if !isMap {
 		return nil
@@ -265,36 +262,8 @@ func (s *mapState) handle(f *controlproto.Frame, apply func(*controlproto.Frame)
 	if err != nil {
 		return &controlproto.Ack{Revision: rev, Error: err.Error()}
 	}
-	s.gateway, s.client = f.GatewayMap, f.ClientMap
+	s.Remember(f)
 	return &controlproto.Ack{Revision: rev}
-}
-
-// expand returns the whole-map frame a delta makes of the last map, and
-// the delta's To revision.
-func (s *mapState) expand(f *controlproto.Frame) (*controlproto.Frame, uint64, error) {
-	switch {
-	case f.GatewayDelta != nil:
-		d := f.GatewayDelta
-		if s.gateway == nil {
-			return nil, d.To, fmt.Errorf("%w: no gateway map yet", controlproto.ErrRevisionGap)
-		}
-		m, err := controlproto.ApplyGatewayDelta(s.gateway, d)
-		if err != nil {
-			return nil, d.To, err
-		}
-		return &controlproto.Frame{Type: controlproto.TypeGatewayMap, GatewayMap: m}, d.To, nil
-	case f.ClientDelta != nil:
-		d := f.ClientDelta
-		if s.client == nil {
-			return nil, d.To, fmt.Errorf("%w: no client map yet", controlproto.ErrRevisionGap)
-		}
-		m, err := controlproto.ApplyClientDelta(s.client, d)
-		if err != nil {
-			return nil, d.To, err
-		}
-		return &controlproto.Frame{Type: controlproto.TypeClientMap, ClientMap: m}, d.To, nil
-	}
-	return nil, 0, fmt.Errorf("%w: %s frame without its delta", controlproto.ErrBadDelta, f.Type)
 }
 
 // renewLoop asks r whether the certificate is due, on connect and then
@@ -327,14 +296,4 @@ func revokedOr(err error) error {
 		return fmt.Errorf("%w: %s", ErrRevoked, appErr.ErrorMessage)
 	}
 	return err
-}
-
-func mapRevision(f *controlproto.Frame) (uint64, bool) {
-	switch {
-	case f.GatewayMap != nil:
-		return f.GatewayMap.Revision, true
-	case f.ClientMap != nil:
-		return f.ClientMap.Revision, true
-	}
-	return 0, false
 }

@@ -90,8 +90,8 @@ func TestMapStateDeltas(t *testing.T) {
 	if ack := s.handle(bad, a.apply, log); !ack.Resync {
 		t.Fatalf("bad delta: ack %+v", ack)
 	}
-	if !reflect.DeepEqual(s.gateway, m5) {
-		t.Fatalf("kept map changed: %+v", s.gateway)
+	if !reflect.DeepEqual(s.Gateway, m5) {
+		t.Fatalf("kept map changed: %+v", s.Gateway)
 	}
 	// Other frames pass through without an ack.
 	if ack := s.handle(&controlproto.Frame{Type: controlproto.TypeError, Error: "x"}, func(*controlproto.Frame) error { return nil }, log); ack != nil {

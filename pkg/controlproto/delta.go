@@ -558,3 +558,54 @@ func sortedKeys[K cmp.Ordered](ks []K) ([]K, error) {
 	}
 	return slices.Sorted(slices.Values(ks)), nil
 }
+
+// MapRevision returns the revision of a whole-map frame; ok is false for
+// any other frame.
+func (f *Frame) MapRevision() (rev uint64, ok bool) {
+	switch {
+	case f.GatewayMap != nil:
+		return f.GatewayMap.Revision, true
+	case f.ClientMap != nil:
+		return f.ClientMap.Revision, true
+	}
+	return 0, false
+}
+
+// Maps is the last whole map an agent accepted on its connection: what the
+// next delta applies to.
+type Maps struct {
+	Gateway *GatewayMap
+	Client  *ClientMap
+}
+
+// Expand returns the whole-map frame the delta frame f makes of the last
+// map, and the delta's To revision (also on error, for the resync ack).
+// The last map is not changed: Remember it once it was applied.
+func (m *Maps) Expand(f *Frame) (*Frame, uint64, error) {
+	switch {
+	case f.GatewayDelta != nil:
+		d := f.GatewayDelta
+		if m.Gateway == nil {
+			return nil, d.To, fmt.Errorf("%w: no gateway map yet", ErrRevisionGap)
+		}
+		gm, err := ApplyGatewayDelta(m.Gateway, d)
+		if err != nil {
+			return nil, d.To, err
+		}
+		return &Frame{Type: TypeGatewayMap, GatewayMap: gm}, d.To, nil
+	case f.ClientDelta != nil:
+		d := f.ClientDelta
+		if m.Client == nil {
+			return nil, d.To, fmt.Errorf("%w: no client map yet", ErrRevisionGap)
+		}
+		cm, err := ApplyClientDelta(m.Client, d)
+		if err != nil {
+			return nil, d.To, err
+		}
+		return &Frame{Type: TypeClientMap, ClientMap: cm}, d.To, nil
+	}
+	return nil, 0, fmt.Errorf("%w: %s frame without its delta", ErrBadDelta, f.Type)
+}
+
+// Remember makes the whole map in f the one the next delta applies to.
+func (m *Maps) Remember(f *Frame) { m.Gateway, m.Client = f.GatewayMap, f.ClientMap }

@@ -134,10 +134,7 @@ func New(cfg Config) *Server {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	if cfg.State == nil {
-		cfg.State = state.New(state.Config{Store: cfg.Store, Logger: cfg.Logger})
-	}
-	return &Server{
+	s := &Server{
 		cfg:     cfg,
 		log:     cfg.Logger,
 		trigger: make(chan struct{}, 1),
@@ -147,6 +144,11 @@ func New(cfg Config) *Server {
 
 		instances: map[string]controlproto.InstanceID{},
 	}
+	if s.cfg.State == nil {
+		// Tests: the agents' reports still reach this server's maps.
+		s.cfg.State = state.New(state.Config{Store: cfg.Store, Logger: cfg.Logger, Publish: s.Changed})
+	}
+	return s
 }
 
 // Changed tells the server that committed state affecting network maps
@@ -472,8 +474,9 @@ func (s *Server) handle(ctx context.Context, conn *quic.Conn) {
 		conn.CloseWithError(codeProtocol, fmt.Sprintf("capability version %d is not supported: this controller speaks 1 to %d; upgrade the agent", v, controlproto.CapabilityVersion))
 		return
 	}
-	if kind == ca.KindGateway && s.updateEndpoint(ctx, log, id, hello.Hello.Endpoint) {
-		s.Changed(store.Change{Gateways: []string{id}}) // its clients dial the new endpoint
+	if kind == ca.KindGateway {
+		// A new endpoint reaches its clients' maps through the state.
+		s.updateEndpoint(ctx, log, id, hello.Hello.Endpoint)
 	}
 
 	a := &agent{id: id, kind: kind, conn: conn, public: remoteAddr(conn.RemoteAddr()), caps: hello.Hello.CapabilityVersion,
@@ -546,23 +549,23 @@ func (s *Server) exists(ctx context.Context, id, kind string) bool {
 
 // updateEndpoint stores the endpoint a gateway said hello with; it
 // reports whether the stored one changed.
-func (s *Server) updateEndpoint(ctx context.Context, log *slog.Logger, id, endpoint string) bool {
+func (s *Server) updateEndpoint(ctx context.Context, log *slog.Logger, id, endpoint string) {
 	if endpoint == "" {
-		return false
+		return
 	}
 	if _, _, err := net.SplitHostPort(endpoint); err != nil {
 		log.Warn("gateway sent an invalid endpoint; ignoring", "endpoint", endpoint)
-		return false
+		return
 	}
+	// The read pool first: a gateway reconnecting with its known endpoint
+	// costs no write transaction.
 	gw, err := s.cfg.Store.GetGateway(ctx, id)
 	if err != nil || gw.Endpoint == endpoint {
-		return false
+		return
 	}
 	if err := s.cfg.State.SetGatewayEndpoint(ctx, id, endpoint); err != nil {
 		log.Error("update gateway endpoint", "err", err)
-		return false
 	}
-	return true
 }
 
 func (s *Server) writeLoop(ctx context.Context, log *slog.Logger, a *agent, w *quic.Stream) {

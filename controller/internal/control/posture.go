@@ -80,20 +80,21 @@ func (s *Server) handlePosture(ctx context.Context, log *slog.Logger, a *agent, 
 		}
 		return
 	}
-	if changed, err := s.storePosture(ctx, log, a.id, rep, now); err != nil {
+	// A report that changes the checks the device passes reaches its
+	// maps through the state.
+	if err := s.storePosture(ctx, log, a.id, rep, now); err != nil {
 		log.Error("store posture report", "err", err)
-	} else if changed {
-		s.Changed(store.Change{Devices: []string{a.id}})
 	}
 }
 
-// storePosture stores rep as device id's latest report and reports whether
-// the posture checks the device passes under the active policy changed.
-func (s *Server) storePosture(ctx context.Context, log *slog.Logger, id string, rep *posture.Report, now time.Time) (bool, error) {
+// storePosture stores rep as device id's latest report (with its record
+// when it changed, or the periodic one), telling the state whether the
+// posture checks the device passes under the active policy changed.
+func (s *Server) storePosture(ctx context.Context, log *slog.Logger, id string, rep *posture.Report, now time.Time) error {
 	prev, err := s.cfg.Store.GetPosture(ctx, id)
 	hadPrev := err == nil
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
-		return false, err
+		return err
 	}
 	rec := store.PostureRecord{DeviceID: id, Report: *rep, Digest: postureDigest(*rep), ReceivedAt: now, ChangedAt: now}
 	if hadPrev && prev.Digest == rec.Digest {
@@ -112,19 +113,14 @@ func (s *Server) storePosture(ctx context.Context, log *slog.Logger, id string, 
 	}
 	changed := !hadPrev || prev.Digest != rec.Digest
 	audit := changed || now.Sub(prev.AuditedAt) >= postureAuditEvery
-	if audit {
-		rec.AuditedAt = now
-	}
 	var ev *store.AuditEvent
 	if audit {
+		rec.AuditedAt = now
 		e := postureAudit(id, rec, changed)
 		ev = &e
 	}
 	affects := !slices.Equal(before, rec.Passing) || !hadPrev
-	if err := s.cfg.State.PutPosture(ctx, rec, ev, affects); err != nil {
-		return false, err
-	}
-	return affects, nil
+	return s.cfg.State.PutPosture(ctx, rec, ev, affects)
 }
 
 // activePolicy is the parsed active policy, nil when there is none or it

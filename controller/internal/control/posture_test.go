@@ -1,6 +1,7 @@
 package control_test
 
 import (
+	"crypto/tls"
 	"encoding/json"
 	"net/netip"
 	"slices"
@@ -46,6 +47,21 @@ func postureFrame(t *testing.T, disk posture.State) *controlproto.Frame {
 	return rawPostureFrame(b)
 }
 
+// postureWorld makes the nurse, segment lan, its gateway and the nurse's
+// device, and returns the gateway's and the device's TLS configurations.
+func postureWorld(t *testing.T, h *harness) (gwTLS, nurseTLS *tls.Config) {
+	t.Helper()
+	if err := h.store.CreateUser(h.ctx, store.User{Name: "nurse"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.store.CreateSegment(h.ctx, store.Segment{Name: "lan", CIDRs: []netip.Prefix{pfx("10.20.0.0/24")}}); err != nil {
+		t.Fatal(err)
+	}
+	_, gwTLS = h.enrollGateway(t, "gw-lan", "lan")
+	_, nurseTLS = h.enrollDevice(t, "dev-nurse", "nurse")
+	return gwTLS, nurseTLS
+}
+
 func rawPostureFrame(b []byte) *controlproto.Frame {
 	return &controlproto.Frame{Type: controlproto.TypePosture, Posture: &controlproto.PostureReport{Report: b}}
 }
@@ -70,14 +86,7 @@ func posturePeer(f *controlproto.Frame, device string) *policy.Session {
 // self-reported with each field.
 func TestPostureReportDecidesGatewaySession(t *testing.T) {
 	h := newHarness(t)
-	if err := h.store.CreateUser(h.ctx, store.User{Name: "nurse"}); err != nil {
-		t.Fatal(err)
-	}
-	if err := h.store.CreateSegment(h.ctx, store.Segment{Name: "lan", CIDRs: []netip.Prefix{pfx("10.20.0.0/24")}}); err != nil {
-		t.Fatal(err)
-	}
-	_, gwTLS := h.enrollGateway(t, "gw-lan", "lan")
-	_, nurseTLS := h.enrollDevice(t, "dev-nurse", "nurse")
+	gwTLS, nurseTLS := postureWorld(t, h)
 	if _, err := h.store.PutPolicyVersion(h.ctx, 0, store.PolicyVersion{File: "p.yaml", Source: []byte(posturePolicy), Actor: "test", Reason: "test"}); err != nil {
 		t.Fatal(err)
 	}
@@ -156,14 +165,7 @@ func TestPostureReportDecidesGatewaySession(t *testing.T) {
 // nothing else changed: the only thing that moved is the clock.
 func TestStalePostureReportExpiresCheck(t *testing.T) {
 	h := newHarness(t, func(c *control.Config) { c.PostureSweep = 100 * time.Millisecond })
-	if err := h.store.CreateUser(h.ctx, store.User{Name: "nurse"}); err != nil {
-		t.Fatal(err)
-	}
-	if err := h.store.CreateSegment(h.ctx, store.Segment{Name: "lan", CIDRs: []netip.Prefix{pfx("10.20.0.0/24")}}); err != nil {
-		t.Fatal(err)
-	}
-	_, gwTLS := h.enrollGateway(t, "gw-lan", "lan")
-	_, nurseTLS := h.enrollDevice(t, "dev-nurse", "nurse")
+	gwTLS, nurseTLS := postureWorld(t, h)
 	src := strings.Replace(posturePolicy, "disk_encryption: true}", "disk_encryption: true, max_report_age: 2s}", 1)
 	if _, err := h.store.PutPolicyVersion(h.ctx, 0, store.PolicyVersion{File: "p.yaml", Source: []byte(src), Actor: "test", Reason: "test"}); err != nil {
 		t.Fatal(err)

@@ -253,7 +253,7 @@ func (a *simAgent) session(ctx context.Context, f *fleet) error {
 	a.firstConn.CompareAndSwap(0, time.Now().UnixNano())
 	var hdr [4]byte
 	var buf []byte
-	var last lastMap
+	var last controlproto.Maps
 	for {
 		if _, err := io.ReadFull(stream, hdr[:]); err != nil {
 			return fmt.Errorf("read frame: %w", err)
@@ -286,14 +286,19 @@ func (a *simAgent) session(ctx context.Context, f *fleet) error {
 		// Deltas (capability 6) apply to the last map of this
 		// connection, as controlclient does for the real agents.
 		ack := &controlproto.Ack{}
-		fr, ack.Revision, err = last.expand(fr)
+		if fr.GatewayDelta != nil || fr.ClientDelta != nil {
+			fr, ack.Revision, err = last.Expand(fr)
+		}
 		if err != nil {
 			f.badFrames.Add(1)
 			ack.Error, ack.Resync = err.Error(), true
 		} else {
-			if _, isMap := mapRevision(fr); !isMap {
+			rev, isMap := fr.MapRevision()
+			if !isMap {
 				continue
 			}
+			ack.Revision = rev
+			last.Remember(fr)
 			a.maps.Add(1)
 			a.firstMap.CompareAndSwap(0, now.UnixNano())
 			a.check(fr, now)
@@ -324,53 +329,4 @@ func (a *simAgent) expect(w *wanted) {
 	a.mu.Lock()
 	a.want = w
 	a.mu.Unlock()
-}
-
-func mapRevision(f *controlproto.Frame) (uint64, bool) {
-	switch {
-	case f.GatewayMap != nil:
-		return f.GatewayMap.Revision, true
-	case f.ClientMap != nil:
-		return f.ClientMap.Revision, true
-	}
-	return 0, false
-}
-
-// lastMap is the map a simulated agent last got on its connection.
-type lastMap struct {
-	gateway *controlproto.GatewayMap
-	client  *controlproto.ClientMap
-}
-
-// expand returns a delta as the whole map it makes (and remembers it), any
-// other frame as it is, and the revision to acknowledge.
-func (l *lastMap) expand(fr *controlproto.Frame) (*controlproto.Frame, uint64, error) {
-	switch {
-	case fr.GatewayDelta != nil:
-		if l.gateway == nil {
-			return nil, fr.GatewayDelta.To, controlproto.ErrRevisionGap
-		}
-		m, err := controlproto.ApplyGatewayDelta(l.gateway, fr.GatewayDelta)
-		if err != nil {
-			return nil, fr.GatewayDelta.To, err
-		}
-		fr = &controlproto.Frame{Type: controlproto.TypeGatewayMap, GatewayMap: m}
-	case fr.ClientDelta != nil:
-		if l.client == nil {
-			return nil, fr.ClientDelta.To, controlproto.ErrRevisionGap
-		}
-		m, err := controlproto.ApplyClientDelta(l.client, fr.ClientDelta)
-		if err != nil {
-			return nil, fr.ClientDelta.To, err
-		}
-		fr = &controlproto.Frame{Type: controlproto.TypeClientMap, ClientMap: m}
-	}
-	if fr.GatewayMap != nil {
-		l.gateway = fr.GatewayMap
-	}
-	if fr.ClientMap != nil {
-		l.client = fr.ClientMap
-	}
-	rev, _ := mapRevision(fr)
-	return fr, rev, nil
 }

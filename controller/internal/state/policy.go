@@ -44,7 +44,7 @@ func (s *State) Record(ctx context.Context, o Origin, evs ...store.AuditEvent) e
 	if len(evs) == 0 {
 		return nil
 	}
-	op := &op{origin: Origin{Actor: o.Actor, RequestID: o.RequestID}, at: s.Stamp()}
+	op := &op{origin: o, at: s.Stamp()}
 	for _, ev := range evs {
 		op.record(ev)
 	}
