@@ -56,6 +56,9 @@ type Config struct {
 	// read the certificate per handshake (agentstate.State.ClientTLS does)
 	// for the next connection to present the renewed one.
 	Renewer Renewer
+	// KeepAlive and IdleTimeout default to controlproto's (tests shorten
+	// them).
+	KeepAlive, IdleTimeout time.Duration
 }
 
 // Renewer keeps the agent's certificate fresh; see package certrenew.
@@ -84,6 +87,12 @@ type Client struct {
 func New(cfg Config) *Client {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.KeepAlive <= 0 {
+		cfg.KeepAlive = controlproto.KeepAlive
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = controlproto.IdleTimeout
 	}
 	if cfg.TLS.ServerName == "" {
 		if host, _, err := net.SplitHostPort(cfg.Addr); err == nil {
@@ -160,9 +169,14 @@ func (c *Client) setConnected(v bool) {
 
 func (c *Client) session(ctx context.Context) error {
 	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	// The writer sends ping frames, whose packets are big enough for a
+	// restarted controller to answer with a stateless reset (capability
+	// 7). QUIC's own PINGs, at half the idle timeout, fire only when no
+	// answer came for that long: to a controller older than 7, which gets
+	// no ping frames.
 	conn, err := quic.DialAddr(dctx, c.cfg.Addr, c.cfg.TLS, &quic.Config{
-		MaxIdleTimeout:  controlproto.IdleTimeout,
-		KeepAlivePeriod: controlproto.KeepAlive,
+		MaxIdleTimeout:  c.cfg.IdleTimeout,
+		KeepAlivePeriod: c.cfg.IdleTimeout / 2,
 	})
 	cancel()
 	if err != nil {
@@ -188,23 +202,37 @@ func (c *Client) session(ctx context.Context) error {
 
 	sctx, stop := context.WithCancel(ctx)
 	defer stop()
+	var pings atomic.Bool // the controller takes ping frames
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	wg.Go(func() {
 		defer stop()
+		// A ping when nothing else was sent for KeepAlive, once the
+		// controller said it takes them.
+		idle := time.NewTimer(c.cfg.KeepAlive)
+		defer idle.Stop()
+		ping := &controlproto.Frame{Type: controlproto.TypePing}
 		for {
+			var f *controlproto.Frame
 			select {
 			case <-sctx.Done():
 				return
 			case <-conn.Context().Done():
 				return
-			case f := <-c.out:
-				if err := controlproto.WriteFrame(stream, f); err != nil {
-					c.log.Warn("send to controller", "err", err)
-					conn.CloseWithError(0, "write failed")
-					return
+			case f = <-c.out:
+			case <-idle.C:
+				if !pings.Load() {
+					idle.Reset(c.cfg.KeepAlive)
+					continue
 				}
+				f = ping
 			}
+			if err := controlproto.WriteFrame(stream, f); err != nil {
+				c.log.Warn("send to controller", "err", err)
+				conn.CloseWithError(0, "write failed")
+				return
+			}
+			idle.Reset(c.cfg.KeepAlive)
 		}
 	})
 	var maps mapState // a delta applies only to a map of this connection
@@ -231,6 +259,9 @@ func (c *Client) session(ctx context.Context) error {
 			default:
 			}
 			continue
+		}
+		if f.Capability >= controlproto.MinPingCapability {
+			pings.Store(true)
 		}
 		if ack := maps.handle(f, c.cfg.OnFrame, c.log); ack != nil {
 			c.Send(&controlproto.Frame{Type: controlproto.TypeAck, Ack: ack})

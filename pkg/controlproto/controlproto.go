@@ -27,8 +27,9 @@ import (
 	"github.com/cordonhq/cordon/pkg/wgkey"
 )
 
-// Control channel timers. Agents send a keep-alive every KeepAlive; the
-// controller sends none. A connection silent for IdleTimeout is closed by
+// Control channel timers. Agents send a keep-alive every KeepAlive (a
+// ping frame, to controllers of capability 7; QUIC PING packets at
+// IdleTimeout/2 to older ones); the controller sends none. A connection silent for IdleTimeout is closed by
 // either end. (25 s and 60 s, as WireGuard's keep-alive, were tried: the
 // idle controller's CPU at 10,000 agents did not fall measurably, and
 // under datagram loss in a connect storm fewer pings meant more idle
@@ -71,10 +72,22 @@ const (
 //	  An agent that cannot apply a delta (revision gap, delta that does
 //	  not fit) acks its To revision with Ack.Resync and gets the whole
 //	  map. Agents of capability 1 to 5 keep getting whole maps.
-const CapabilityVersion = 6
+//	7 (2026-12-03): agents keep the connection alive with a ping frame
+//	  every KeepAlive instead of QUIC PING packets. A QUIC PING packet is
+//	  too small for a restarted controller to answer with a stateless
+//	  reset (quic-go answers only packets longer than a reset, 42 bytes),
+//	  so agents of a controller that was killed waited out IdleTimeout; a
+//	  ping frame's packet is at least 44 bytes and is answered. The
+//	  controller ignores pings; older controllers count them as unexpected
+//	  frames.
+const CapabilityVersion = 7
 
 // MinDeltaCapability is the lowest capability that gets deltas.
 const MinDeltaCapability = 6
+
+// MinPingCapability is the lowest controller capability that takes ping
+// frames.
+const MinPingCapability = 7
 
 // ALPN is the TLS application protocol of the control channel.
 const ALPN = "cordon-control/1"
@@ -107,6 +120,8 @@ const (
 	// Capability 6.
 	TypeGatewayDelta = "gateway_map_delta" // controller → gateway
 	TypeClientDelta  = "client_map_delta"  // controller → client
+	// Capability 7.
+	TypePing = "ping" // agent → controller, no payload
 )
 
 // Frame is the envelope of every message on the control stream. Exactly one
@@ -127,6 +142,9 @@ type Frame struct {
 	// Capability 6.
 	GatewayDelta *GatewayMapDelta `json:"gateway_map_delta,omitempty"`
 	ClientDelta  *ClientMapDelta  `json:"client_map_delta,omitempty"`
+	// Capability 7: the sender's capability version, which the controller
+	// sets on whole maps (not a payload).
+	Capability int `json:"capability,omitempty"`
 }
 
 // Activity is a gateway's report of which devices sent traffic to apps
@@ -441,7 +459,7 @@ func DecodeFrame(b []byte) (*Frame, error) {
 		}
 	}
 	want := 1
-	if f.Type == TypeError {
+	if f.Type == TypeError || f.Type == TypePing {
 		want = 0
 	}
 	switch f.Type {
@@ -493,7 +511,7 @@ func DecodeFrame(b []byte) (*Frame, error) {
 		} else if f.ClientDelta.To <= f.ClientDelta.From {
 			return nil, fmt.Errorf("decode control frame: %s from revision %d to %d goes backwards", f.Type, f.ClientDelta.From, f.ClientDelta.To)
 		}
-	case TypeError:
+	case TypeError, TypePing:
 	default:
 		return nil, fmt.Errorf("decode control frame: unknown type %q", f.Type)
 	}

@@ -202,7 +202,8 @@ func (s *Server) TLSConfig() *tls.Config {
 }
 
 // QUICConfig is the controller's end of the control channel. Only the
-// agents send keep-alives (controlproto.KeepAlive, pkg/controlclient):
+// agents send keep-alives (ping frames every controlproto.KeepAlive,
+// pkg/controlclient):
 // they keep their NAT bindings open, and their pings keep the connection
 // alive for both ends; the controller sending its own as well doubled an
 // idle fleet's packets.
@@ -606,6 +607,8 @@ func (s *Server) readLoop(ctx context.Context, log *slog.Logger, a *agent, r *qu
 			return
 		}
 		switch {
+		case f.Type == controlproto.TypePing:
+			// A keep-alive: its packet was what mattered.
 		case f.Type == controlproto.TypeFlowEvents && a.kind == ca.KindGateway:
 			s.recordFlows(ctx, log, a, f.FlowEvents.Events)
 		case f.Type == controlproto.TypeActivity && a.kind == ca.KindGateway:
@@ -858,7 +861,7 @@ func (s *Server) recompute(ctx context.Context, c store.Change, joined []*agent)
 		a.mu.Lock()
 		a.peers = peers
 		a.mu.Unlock()
-		f := &controlproto.Frame{Type: controlproto.TypeGatewayMap, GatewayMap: gm}
+		f := &controlproto.Frame{Type: controlproto.TypeGatewayMap, GatewayMap: gm, Capability: controlproto.CapabilityVersion}
 		if rev, err := offerFrame(a, f); err != nil {
 			return err
 		} else if rev != 0 {
@@ -924,7 +927,7 @@ func (s *Server) pushClient(st *mapState, a *agent) error {
 	if cm.Session = st.ix.SessionInfo(d); cm.Session != nil && cm.Session.State == controlproto.SessionActive {
 		cm.Session.StepUp = s.stepUps.forDevice(d.ID, st.sessions[d.ID])
 	}
-	f := &controlproto.Frame{Type: controlproto.TypeClientMap, ClientMap: cm}
+	f := &controlproto.Frame{Type: controlproto.TypeClientMap, ClientMap: cm, Capability: controlproto.CapabilityVersion}
 	_, err := offerFrame(a, f)
 	return err
 }

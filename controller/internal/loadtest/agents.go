@@ -216,7 +216,7 @@ func (a *simAgent) run(ctx context.Context, f *fleet) {
 
 // quicConfig is what controlclient dials with.
 func quicConfig() *quic.Config {
-	return &quic.Config{MaxIdleTimeout: controlproto.IdleTimeout, KeepAlivePeriod: controlproto.KeepAlive}
+	return &quic.Config{MaxIdleTimeout: controlproto.IdleTimeout, KeepAlivePeriod: controlproto.IdleTimeout / 2}
 }
 
 func (a *simAgent) session(ctx context.Context, f *fleet) error {
@@ -251,6 +251,31 @@ func (a *simAgent) session(ctx context.Context, f *fleet) error {
 		return fmt.Errorf("send hello: %w", err)
 	}
 	a.firstConn.CompareAndSwap(0, time.Now().UnixNano())
+	// Ping frames every KeepAlive, as controlclient sends them.
+	var wmu sync.Mutex
+	write := func(f *controlproto.Frame) error {
+		wmu.Lock()
+		defer wmu.Unlock()
+		return controlproto.WriteFrame(stream, f)
+	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	pctx, stopPings := context.WithCancel(conn.Context())
+	defer stopPings()
+	wg.Go(func() {
+		t := time.NewTicker(controlproto.KeepAlive)
+		defer t.Stop()
+		for {
+			select {
+			case <-pctx.Done():
+				return
+			case <-t.C:
+				if write(&controlproto.Frame{Type: controlproto.TypePing}) != nil {
+					return
+				}
+			}
+		}
+	})
 	var hdr [4]byte
 	var buf []byte
 	var last controlproto.Maps
@@ -303,7 +328,7 @@ func (a *simAgent) session(ctx context.Context, f *fleet) error {
 			a.firstMap.CompareAndSwap(0, now.UnixNano())
 			a.check(fr, now)
 		}
-		if err := controlproto.WriteFrame(stream, &controlproto.Frame{Type: controlproto.TypeAck, Ack: ack}); err != nil {
+		if err := write(&controlproto.Frame{Type: controlproto.TypeAck, Ack: ack}); err != nil {
 			return fmt.Errorf("send ack: %w", err)
 		}
 	}
