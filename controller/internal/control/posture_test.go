@@ -173,12 +173,14 @@ func TestStalePostureReportExpiresCheck(t *testing.T) {
 	gw := h.start(t, "gateway", gwTLS, controlproto.Hello{Kind: controlproto.KindGateway, AgentVersion: "test", Endpoint: gwEndpoint})
 	i, _ := gw.waitFrame(t, 0, "gateway map with the nurse", func(f *controlproto.Frame) bool { return posturePeer(f, "dev-nurse") != nil })
 	nurse := h.start(t, "nurse", nurseTLS, controlproto.Hello{Kind: controlproto.KindClient, AgentVersion: "test"})
+	// Taken before sending: the controller dates the report when it
+	// arrives, which is no earlier.
+	reported := time.Now()
 	nurse.cc.Send(postureFrame(t, posture.Yes))
 	i, _ = gw.waitFrame(t, i+1, "the disk check in the nurse's session", func(f *controlproto.Frame) bool {
 		s := posturePeer(f, "dev-nurse")
 		return s != nil && slices.Equal(s.Posture, []string{"disk"})
 	})
-	reported := time.Now()
 	_, f := gw.waitFrame(t, i+1, "the disk check gone once the report is 2 s old", func(f *controlproto.Frame) bool {
 		s := posturePeer(f, "dev-nurse")
 		return s != nil && len(s.Posture) == 0
