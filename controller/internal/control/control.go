@@ -812,9 +812,11 @@ func (s *Server) recompute(ctx context.Context, c store.Change, joined []*agent)
 	s.mu.Unlock()
 
 	var aff netmap.Affected
+	var loadTook, gwTook time.Duration
 	loaded := !c.IsZero()
 	if loaded {
 		next, err := s.load(ctx)
+		loadTook = time.Since(start)
 		if err != nil {
 			return err
 		}
@@ -832,8 +834,10 @@ func (s *Server) recompute(ctx context.Context, c store.Change, joined []*agent)
 	gateways, clients := s.targets(aff, joined)
 	defer func() {
 		s.log.Debug("maps computed", "all", aff.All, "joined", len(joined), "snapshot", loaded,
-			"gateways", len(gateways), "clients", len(clients), "took", time.Since(start))
+			"gateways", len(gateways), "clients", len(clients), "took", time.Since(start),
+			"load", loadTook, "gateway_maps", gwTook)
 	}()
+	gwStart := time.Now()
 	waiting := map[*agent]uint64{}
 	for _, a := range gateways {
 		gw, ok := st.ix.Gateway(a.id)
@@ -868,6 +872,7 @@ func (s *Server) recompute(ctx context.Context, c store.Change, joined []*agent)
 			waiting[a] = rev
 		}
 	}
+	gwTook = time.Since(gwStart)
 	s.waitAcks(ctx, waiting)
 	return s.pushClients(st, clients)
 }
