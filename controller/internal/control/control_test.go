@@ -934,8 +934,14 @@ func TestFrameFloodDoesNotCrash(t *testing.T) {
 				if err := h.store.AddMember(h.ctx, "pharmacists", "nurse"); err != nil {
 					t.Fatal(err)
 				}
-				t.Cleanup(func() { h.store.RemoveMember(h.ctx, "pharmacists", "nurse") })
-				h.srv.Changed(store.Change{Users: []string{"nurse"}, Groups: []string{"pharmacists"}})
+				change := store.Change{Users: []string{"nurse"}, Groups: []string{"pharmacists"}}
+				t.Cleanup(func() {
+					// Published, as the state owner does: the server
+					// patches what a change names into its last snapshot.
+					h.store.RemoveMember(h.ctx, "pharmacists", "nurse")
+					h.srv.Changed(change)
+				})
+				h.srv.Changed(change)
 				for {
 					f, err := r.readMap()
 					if err != nil {

@@ -120,7 +120,16 @@ func (s *Server) storePosture(ctx context.Context, log *slog.Logger, id string, 
 		ev = &e
 	}
 	affects := !slices.Equal(before, rec.Passing) || !hadPrev
-	return s.cfg.State.PutPosture(ctx, rec, ev, affects)
+	if err := s.cfg.State.PutPosture(ctx, rec, ev, affects); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	if s.postureAt == nil {
+		s.postureAt = map[string]time.Time{}
+	}
+	s.postureAt[id] = rec.ReceivedAt
+	s.mu.Unlock()
+	return nil
 }
 
 // activePolicy is the parsed active policy, nil when there is none or it

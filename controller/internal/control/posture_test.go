@@ -189,3 +189,49 @@ func TestStalePostureReportExpiresCheck(t *testing.T) {
 		t.Fatalf("check removed %v after the report, before its max_report_age (2 s): %+v", took, f)
 	}
 }
+
+// A report that changes nothing a map shows is stored without a change,
+// so the snapshot the maps are patched from keeps the receive time of an
+// earlier report. A map computed later that carries the device (here: its
+// gateway's, for another device) must judge max_report_age by the newest
+// report, not drop a check whose report is in fact fresh.
+func TestRepeatedPostureReportStaysFresh(t *testing.T) {
+	h := newHarness(t, func(c *control.Config) { c.PostureSweep = time.Hour })
+	gwTLS, nurseTLS := postureWorld(t, h)
+	src := strings.Replace(posturePolicy, "disk_encryption: true}", "disk_encryption: true, max_report_age: 1s}", 1)
+	if _, err := h.store.PutPolicyVersion(h.ctx, 0, store.PolicyVersion{File: "p.yaml", Source: []byte(src), Actor: "test", Reason: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	gw := h.start(t, "gateway", gwTLS, controlproto.Hello{Kind: controlproto.KindGateway, AgentVersion: "test", Endpoint: gwEndpoint})
+	i, _ := gw.waitFrame(t, 0, "gateway map with the nurse", func(f *controlproto.Frame) bool { return posturePeer(f, "dev-nurse") != nil })
+	nurse := h.start(t, "nurse", nurseTLS, controlproto.Hello{Kind: controlproto.KindClient, AgentVersion: "test"})
+	nurse.cc.Send(postureFrame(t, posture.Yes))
+	i, _ = gw.waitFrame(t, i+1, "the disk check in the nurse's session", func(f *controlproto.Frame) bool {
+		s := posturePeer(f, "dev-nurse")
+		return s != nil && slices.Equal(s.Posture, []string{"disk"})
+	})
+	// The same report every 200 ms, for twice max_report_age.
+	for range 10 {
+		time.Sleep(200 * time.Millisecond)
+		nurse.cc.Send(postureFrame(t, posture.Yes))
+	}
+	time.Sleep(100 * time.Millisecond) // the last one stored
+	// A change that names only another device of the gateway: its map
+	// is computed again, the nurse's device's session in it from what
+	// the server holds.
+	h.enrollDevice(t, "dev-nurse-2", "nurse")
+	h.srv.Changed(store.Change{Devices: []string{"dev-nurse-2"}})
+	gw.waitFrame(t, i+1, "the second device in the gateway map", func(f *controlproto.Frame) bool { return posturePeer(f, "dev-nurse-2") != nil })
+	deadline := time.Now().Add(500 * time.Millisecond)
+	for time.Now().Before(deadline) {
+		gw.mu.Lock()
+		frames := slices.Clone(gw.frames[i+1:])
+		gw.mu.Unlock()
+		for _, r := range frames {
+			if s := posturePeer(r.f, "dev-nurse"); s != nil && len(s.Posture) == 0 {
+				t.Fatalf("the disk check was dropped although the latest report is fresh: %+v", s)
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

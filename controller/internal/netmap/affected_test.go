@@ -55,9 +55,9 @@ func TestIncrementalMapsEqualFromScratch(t *testing.T) {
 				}
 				w.check(t, i, what, c)
 			}
-			t.Logf("%d maps recomputed, %d left alone, %d live maps checked", w.reached, w.skipped, w.live)
-			if w.reached == 0 || w.skipped == 0 || w.live < steps/4 {
-				t.Errorf("over %d steps %d maps recomputed, %d left alone, %d live maps checked: the run exercised too little", steps, w.reached, w.skipped, w.live)
+			t.Logf("%d maps recomputed, %d left alone, %d live maps checked, %d changes patched in", w.reached, w.skipped, w.live, w.patched)
+			if w.reached == 0 || w.skipped == 0 || w.live < steps/4 || w.patched < steps/4 {
+				t.Errorf("over %d steps %d maps recomputed, %d left alone, %d live maps checked, %d patched: the run exercised too little", steps, w.reached, w.skipped, w.live, w.patched)
 			}
 		})
 	}
@@ -77,6 +77,7 @@ type propWorld struct {
 	pols   int // policies applied
 
 	reached, skipped int
+	patched          int // changes applied by a partial snapshot
 	// live counts held maps with a relation in them (a gateway with
 	// peers, a client with a gateway): a run without them proves little.
 	live int
@@ -104,12 +105,43 @@ func newPropWorld(t *testing.T, seed uint64) *propWorld {
 	return w
 }
 
-// index computes from a full snapshot, as the control server does.
+// index computes from a full snapshot.
 func (w *propWorld) index() *netmap.Index {
 	snap, err := w.st.Snapshot(w.ctx)
 	if err != nil {
 		w.t.Fatal(err)
 	}
+	return w.indexOf(snap)
+}
+
+// indexAfter computes after change c as the control server does: from
+// the snapshot of the current index with what c changed read and patched
+// in when c allows it (store.Change.Partial), else from a full one. The
+// patched snapshot must equal a full one.
+func (w *propWorld) indexAfter(c store.Change) *netmap.Index {
+	if !c.Partial() {
+		return w.index()
+	}
+	prev := w.ix.Snapshot()
+	part, err := w.st.SnapshotPart(w.ctx, prev.Cover(c))
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	patched := prev.Patch(part, c)
+	full, err := w.st.Snapshot(w.ctx)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	got, _ := json.Marshal(patched)
+	want, _ := json.Marshal(full)
+	if string(got) != string(want) {
+		w.t.Fatalf("change %+v: the patched snapshot differs from a full one\n got: %s\nwant: %s", c, got, want)
+	}
+	w.patched++
+	return w.indexOf(patched)
+}
+
+func (w *propWorld) indexOf(snap *store.Snapshot) *netmap.Index {
 	ix := netmap.NewIndex(snap)
 	ix.SetSessions(w.sm.Limits(), w.sm.View(snap.Sessions), w.now)
 	pub := make(map[string]netip.Addr, len(w.public))
@@ -169,7 +201,7 @@ func agentMap(ix *netmap.Index, key string) string {
 // with one computed from scratch.
 func (w *propWorld) check(t *testing.T, step int, what string, c store.Change) {
 	t.Helper()
-	next := w.index()
+	next := w.indexAfter(c)
 	aff := netmap.Affects(w.ix, next, c, propDNS)
 	for key := range w.held {
 		kind, id, _ := strings.Cut(key, ":")

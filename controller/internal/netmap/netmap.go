@@ -21,6 +21,7 @@ import (
 
 // Index is a snapshot prepared for map computation.
 type Index struct {
+	source     *store.Snapshot // as given to NewIndex
 	snap       *store.Snapshot
 	apps       map[string]store.App
 	segments   map[string]store.Segment
@@ -57,6 +58,7 @@ func NewIndexCached(snap *store.Snapshot, cache *PolicyCache) *Index {
 		Identities: snap.Identities,
 	}
 	ix := &Index{
+		source:     snap,
 		snap:       s,
 		apps:       map[string]store.App{},
 		segments:   map[string]store.Segment{},
@@ -107,6 +109,11 @@ func NewIndexCached(snap *store.Snapshot, cache *PolicyCache) *Index {
 	}
 	return ix
 }
+
+// Snapshot returns the snapshot ix was built from, which nobody may
+// modify: a change's partial snapshot is patched into a copy of it
+// (store.Snapshot.Patch).
+func (ix *Index) Snapshot() *store.Snapshot { return ix.source }
 
 // SetPublicAddrs gives the public (underlay) addresses devices connect to
 // the control server from, by device ID, for the policy's source-network
