@@ -87,3 +87,25 @@ func TestInstanceID(t *testing.T) {
 		}
 	}
 }
+
+// ReadFrame recognises pings without the JSON decoder: the bytes it
+// compares with must be what EncodeFrame writes, and a body of the same
+// length that is not a ping still decodes (or fails) as JSON.
+func TestPingFastPath(t *testing.T) {
+	b, err := EncodeFrame(&Frame{Type: TypePing})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := string(b[4:]); got != pingJSON {
+		t.Fatalf("a ping encodes as %q, ReadFrame looks for %q", got, pingJSON)
+	}
+	f, err := ReadFrame(bytes.NewReader(b))
+	if err != nil || f.Type != TypePing {
+		t.Fatalf("ReadFrame(ping) = %+v, %v", f, err)
+	}
+	other := []byte(`{"type":"pong"}`) // same length
+	frame := binary.BigEndian.AppendUint32(nil, uint32(len(other)))
+	if _, err := ReadFrame(bytes.NewReader(append(frame, other...))); err == nil {
+		t.Fatal("an unknown frame of a ping's length was accepted")
+	}
+}
