@@ -111,13 +111,14 @@ func (w *propWorld) index() *netmap.Index {
 	if err != nil {
 		w.t.Fatal(err)
 	}
-	return w.indexOf(snap)
+	return w.indexOf(netmap.NewIndex(snap), snap)
 }
 
 // indexAfter computes after change c as the control server does: from
 // the snapshot of the current index with what c changed read and patched
-// in when c allows it (store.Change.Partial), else from a full one. The
-// patched snapshot must equal a full one.
+// in when c allows it (store.Change.Partial), indexed from the current
+// index (netmap.NewIndexFrom), else from a full one. The patched snapshot
+// must equal a full one; the maps, those from scratch (check).
 func (w *propWorld) indexAfter(c store.Change) *netmap.Index {
 	if !c.Partial() {
 		return w.index()
@@ -138,11 +139,10 @@ func (w *propWorld) indexAfter(c store.Change) *netmap.Index {
 		w.t.Fatalf("change %+v: the patched snapshot differs from a full one\n got: %s\nwant: %s", c, got, want)
 	}
 	w.patched++
-	return w.indexOf(patched)
+	return w.indexOf(netmap.NewIndexFrom(w.ix, patched, c, nil), patched)
 }
 
-func (w *propWorld) indexOf(snap *store.Snapshot) *netmap.Index {
-	ix := netmap.NewIndex(snap)
+func (w *propWorld) indexOf(ix *netmap.Index, snap *store.Snapshot) *netmap.Index {
 	ix.SetSessions(w.sm.Limits(), w.sm.View(snap.Sessions), w.now)
 	pub := make(map[string]netip.Addr, len(w.public))
 	for id, a := range w.public {

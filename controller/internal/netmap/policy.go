@@ -35,8 +35,10 @@ type policyIndex struct {
 	peers map[string][]policy.RuleID     // device ID → its rules (devices of enabled users only)
 	idp   map[string][]policyfile.IdPRef // user → IdP group claims from valid OIDC identities
 	// directory is the store's apps by name when this is the one-by-one
-	// directory rather than an applied file (newDirectoryIndex).
+	// directory rather than an applied file (directoryPolicy); named is
+	// then its rules before their names were cleared.
 	directory map[string]store.App
+	named     []policy.Rule
 }
 
 // PolicyCache keeps the last policy parsed, so recomputing maps after a
@@ -80,13 +82,13 @@ func newPolicyIndex(ix *Index, v *store.PolicyVersion, cache *PolicyCache) *poli
 	return p
 }
 
-// newDirectoryIndex is the store's one-by-one directory as a policy
+// directoryPolicy is the store's one-by-one directory as a policy
 // (policyfile.FromDirectory), so its maps come from the same computation
 // as an applied file's. What agents see is what the directory always gave
 // them: each rule is one wire rule named like the directory rule, apps
 // keep their stored shape (wireApp), and peers carry no session (the
 // directory has no conditions to evaluate against one).
-func newDirectoryIndex(ix *Index) *policyIndex {
+func directoryPolicy(ix *Index) *policyIndex {
 	snap := ix.snap
 	var groups []*policyfile.Group
 	for _, g := range snap.Groups {
@@ -112,23 +114,45 @@ func newDirectoryIndex(ix *Index) *policyIndex {
 	p := &policyIndex{pol: policyfile.FromDirectory(groups, segs, apps, rules), directory: ix.apps}
 	// One wire rule per directory rule (one app, one service), known by
 	// the rule's name, as gateways and the audit trail always knew it.
-	p.rules = p.pol.WireRules("")
-	for i := range p.rules {
-		p.rules[i].ID = policy.RuleID(p.rules[i].Name)
+	p.named = p.pol.WireRules("")
+	for i := range p.named {
+		p.named[i].ID = policy.RuleID(p.named[i].Name)
 	}
-	slices.SortFunc(p.rules, func(a, b policy.Rule) int { return cmp.Compare(a.ID, b.ID) })
-	p.index(ix)
+	slices.SortFunc(p.named, func(a, b policy.Rule) int { return cmp.Compare(a.ID, b.ID) })
+	p.rules = slices.Clone(p.named)
 	for i := range p.rules {
-		p.rules[i].Name = "" // Peers matched by it; the wire never carried it
+		p.rules[i].Name = "" // Peers matches by it; the wire never carried it
+	}
+	p.byID = make(map[policy.RuleID]*policy.Rule, len(p.rules))
+	for i := range p.rules {
+		p.byID[p.rules[i].ID] = &p.rules[i]
 	}
 	return p
 }
 
-// index computes the rule lookup and each device's rules from p.rules.
+// newDirectoryIndex is directoryPolicy with every device's rules.
+func newDirectoryIndex(ix *Index) *policyIndex {
+	p := directoryPolicy(ix)
+	p.index(ix)
+	return p
+}
+
+// peerRules is the wire rules Peers matches devices against: under the
+// directory, the rules before their names were cleared.
+func (p *policyIndex) peerRules() []policy.Rule {
+	if p.named != nil {
+		return p.named
+	}
+	return p.rules
+}
+
+// index computes the rule lookup (unless made) and each device's rules.
 func (p *policyIndex) index(ix *Index) {
-	p.byID = make(map[policy.RuleID]*policy.Rule, len(p.rules))
-	for i := range p.rules {
-		p.byID[p.rules[i].ID] = &p.rules[i]
+	if p.byID == nil {
+		p.byID = make(map[policy.RuleID]*policy.Rule, len(p.rules))
+		for i := range p.rules {
+			p.byID[p.rules[i].ID] = &p.rules[i]
+		}
 	}
 	var devs []policyfile.Device
 	p.idp = idpRefs(ix.snap.Identities)
@@ -138,7 +162,7 @@ func (p *policyIndex) index(ix *Index) {
 		}
 	}
 	p.peers = map[string][]policy.RuleID{}
-	for _, pe := range p.pol.Peers(devs, p.rules) {
+	for _, pe := range p.pol.Peers(devs, p.peerRules()) {
 		p.peers[pe.DeviceID] = pe.Rules
 	}
 }
