@@ -348,6 +348,17 @@ func (a *agent) offer(f *controlproto.Frame) uint64 {
 	return rev
 }
 
+// offeredGatewayMap is the gateway map last offered to a (nil if none);
+// nobody may modify it.
+func (a *agent) offeredGatewayMap() *controlproto.GatewayMap {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.offered == nil {
+		return nil
+	}
+	return a.offered.GatewayMap
+}
+
 func (a *agent) poke() {
 	select {
 	case a.wake <- struct{}{}:
@@ -882,15 +893,26 @@ func (s *Server) recompute(ctx context.Context, c store.Change, joined []*agent)
 			a.conn.CloseWithError(codeRevoked, "gateway deleted")
 			continue
 		}
-		gm := st.ix.GatewayMap(gw)
-		gm.DNSZones = st.zones
-		gm.ActivityInterval = st.activityEvery
-		gm.GrantLifetime = cmp.Or(s.cfg.GrantLifetime, controlproto.DefaultGrantLifetime)
+		// A change that reaches the gateway only through some devices
+		// patches their peer entries into the map it was offered last
+		// (computed from the previous state) instead of computing all
+		// of its peers again.
+		var gm *controlproto.GatewayMap
+		stamp := func(controlproto.GatewayPeer) bool { return true }
+		if prev := a.offeredGatewayMap(); prev != nil && aff.PeersOnly(a.id) {
+			gm = st.ix.PatchGatewayMap(prev, gw, aff.Devices)
+			stamp = func(p controlproto.GatewayPeer) bool { return aff.Devices[p.DeviceID] }
+		} else {
+			gm = st.ix.GatewayMap(gw)
+			gm.DNSZones = st.zones
+			gm.ActivityInterval = st.activityEvery
+			gm.GrantLifetime = cmp.Or(s.cfg.GrantLifetime, controlproto.DefaultGrantLifetime)
+		}
 		if sm := s.cfg.Sessions; sm != nil {
 			// The gateway ends each peer at its session's absolute limit
 			// by itself, in case it stops hearing from us.
 			for i, p := range gm.Peers {
-				if ss := st.sessions[p.DeviceID]; ss != nil {
+				if ss := st.sessions[p.DeviceID]; ss != nil && stamp(p) {
 					gm.Peers[i].ExpiresAt = ss.Started.Add(sm.Limits().Absolute)
 				}
 			}

@@ -968,6 +968,7 @@ func TestFrameFloodDoesNotCrash(t *testing.T) {
 			if err := h.store.RemoveMember(h.ctx, "billing", "clerk"); err != nil {
 				t.Fatal(err)
 			}
+			h.srv.Changed(store.Change{Users: []string{"clerk"}, Groups: []string{"billing"}})
 			evs, err := h.store.ListAudit(h.ctx, store.AuditFilter{Type: "flow."})
 			if err != nil {
 				t.Fatal(err)

@@ -45,7 +45,16 @@ type Affected struct {
 	All      bool
 	Gateways map[string]bool
 	Devices  map[string]bool
+	// Whole is the gateways in Gateways whose maps may differ in more
+	// than the peer entries of Devices (their segments, apps or rules, or
+	// the gateway itself changed); the others' maps can be patched
+	// (Index.PatchGatewayMap).
+	Whole map[string]bool
 }
+
+// PeersOnly reports whether gateway id's map may differ only in the peer
+// entries of the devices in Devices.
+func (a Affected) PeersOnly(id string) bool { return !a.All && a.Gateways[id] && !a.Whole[id] }
 
 // Gateway reports whether gateway id's map may have changed.
 func (a Affected) Gateway(id string) bool { return a.All || a.Gateways[id] }
@@ -62,7 +71,7 @@ func Affects(old, cur *Index, c store.Change, dns DNSConfig) Affected {
 		!slices.Equal(old.DNSZones(dns), cur.DNSZones(dns)) {
 		return Affected{All: true}
 	}
-	aff := Affected{Gateways: map[string]bool{}, Devices: map[string]bool{}}
+	aff := Affected{Gateways: map[string]bool{}, Devices: map[string]bool{}, Whole: map[string]bool{}}
 	both := [2]*Index{old, cur}
 	devs := map[string]bool{} // devices whose own entitlements may have changed
 
@@ -107,7 +116,7 @@ func Affects(old, cur *Index, c store.Change, dns DNSConfig) Affected {
 	for _, s := range c.Segments {
 		for _, ix := range both {
 			for _, g := range ix.gwBySeg[s] {
-				aff.Gateways[g.ID] = true
+				aff.Gateways[g.ID], aff.Whole[g.ID] = true, true
 			}
 			for _, a := range ix.snap.Apps {
 				if a.Segment == s {
@@ -125,7 +134,7 @@ func Affects(old, cur *Index, c store.Change, dns DNSConfig) Affected {
 		for _, ix := range both {
 			if app, ok := ix.apps[a]; ok {
 				for _, g := range ix.gwBySeg[app.Segment] {
-					aff.Gateways[g.ID] = true
+					aff.Gateways[g.ID], aff.Whole[g.ID] = true, true
 				}
 			}
 			for _, r := range ix.rulesByApp[a] {
@@ -140,7 +149,7 @@ func Affects(old, cur *Index, c store.Change, dns DNSConfig) Affected {
 
 	// A changed gateway changes its peers' client maps.
 	for _, g := range c.Gateways {
-		aff.Gateways[g] = true
+		aff.Gateways[g], aff.Whole[g] = true, true
 		for _, ix := range both {
 			if gw, ok := ix.gateways[g]; ok {
 				for id := range ix.peersOf(gw) {

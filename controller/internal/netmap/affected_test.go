@@ -17,6 +17,7 @@ import (
 	"github.com/cordonhq/cordon/controller/internal/session"
 	"github.com/cordonhq/cordon/controller/internal/store"
 	"github.com/cordonhq/cordon/controller/internal/store/sqlite"
+	"github.com/cordonhq/cordon/pkg/controlproto"
 	"github.com/cordonhq/cordon/pkg/policy"
 	"github.com/cordonhq/cordon/pkg/posture"
 	"github.com/cordonhq/cordon/pkg/wgkey"
@@ -55,8 +56,8 @@ func TestIncrementalMapsEqualFromScratch(t *testing.T) {
 				}
 				w.check(t, i, what, c)
 			}
-			t.Logf("%d maps recomputed, %d left alone, %d live maps checked, %d changes patched in", w.reached, w.skipped, w.live, w.patched)
-			if w.reached == 0 || w.skipped == 0 || w.live < steps/4 || w.patched < steps/4 {
+			t.Logf("%d maps recomputed, %d left alone, %d live maps checked, %d changes patched in, %d gateway maps patched", w.reached, w.skipped, w.live, w.patched, w.patchedMaps)
+			if w.reached == 0 || w.skipped == 0 || w.live < steps/4 || w.patched < steps/4 || w.patchedMaps == 0 {
 				t.Errorf("over %d steps %d maps recomputed, %d left alone, %d live maps checked, %d patched: the run exercised too little", steps, w.reached, w.skipped, w.live, w.patched)
 			}
 		})
@@ -78,6 +79,7 @@ type propWorld struct {
 
 	reached, skipped int
 	patched          int // changes applied by a partial snapshot
+	patchedMaps      int // gateway maps patched
 	// live counts held maps with a relation in them (a gateway with
 	// peers, a client with a gateway): a run without them proves little.
 	live int
@@ -206,7 +208,22 @@ func (w *propWorld) check(t *testing.T, step int, what string, c store.Change) {
 	for key := range w.held {
 		kind, id, _ := strings.Cut(key, ":")
 		if (kind == "gw" && aff.Gateway(id)) || (kind == "dev" && aff.Device(id)) {
-			w.held[key] = agentMap(next, key)
+			full := agentMap(next, key)
+			if kind == "gw" && aff.PeersOnly(id) && w.held[key] != "" {
+				// Patched from the map it held, as the control server
+				// does, it must be the map computed whole.
+				var prev controlproto.GatewayMap
+				if err := json.Unmarshal([]byte(w.held[key]), &prev); err != nil {
+					t.Fatal(err)
+				}
+				gw, _ := next.Gateway(id)
+				b, _ := json.Marshal(next.PatchGatewayMap(&prev, gw, aff.Devices))
+				if string(b) != full {
+					t.Fatalf("step %d: %s, published %+v: %s patched differs from computed whole\n got: %s\nwant: %s", step, what, c, key, b, full)
+				}
+				w.patchedMaps++
+			}
+			w.held[key] = full
 			w.reached++
 		} else {
 			w.skipped++

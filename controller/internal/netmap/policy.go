@@ -283,10 +283,9 @@ func (ix *Index) policyGatewayMap(gw store.Gateway) *controlproto.GatewayMap {
 	if p.pol == nil {
 		return m
 	}
-	served := map[string]bool{}
+	served := p.served(gw)
 	for _, name := range p.pol.SegmentNames {
-		if p.servesSegment(gw, name) {
-			served[name] = true
+		if served[name] {
 			m.Segments = append(m.Segments, controlproto.Segment{Name: name, CIDRs: slices.Clone(p.pol.Segments[name].Prefixes)})
 		}
 	}
@@ -295,60 +294,129 @@ func (ix *Index) policyGatewayMap(gw store.Gateway) *controlproto.GatewayMap {
 			m.Apps = append(m.Apps, p.wireApps(name)...)
 		}
 	}
+	for _, r := range p.rules {
+		if served[p.pol.Apps[r.App].Segment] {
+			m.Rules = append(m.Rules, r)
+		}
+	}
+	pk := ix.newPeerPicker(served)
+	for _, d := range ix.snap.Devices { // sorted by ID
+		if pe, ok := pk.peer(d); ok {
+			m.Peers = append(m.Peers, pe)
+		}
+	}
+	return m
+}
+
+// served is the policy segments gw serves.
+func (p *policyIndex) served(gw store.Gateway) map[string]bool {
+	out := map[string]bool{}
+	for _, name := range p.pol.SegmentNames {
+		if p.servesSegment(gw, name) {
+			out[name] = true
+		}
+	}
+	return out
+}
+
+// peerPicker computes a gateway's peer entries device by device.
+//
+// Devices of one identity share one rule list (Peers), so the rules of
+// this gateway are picked once per identity and shared (read-only) by
+// every device whose session allows all of their classifications: a
+// gateway map with 10,000 peers is computed for every change that
+// reaches one of them.
+type peerPicker struct {
+	ix     *Index
+	mine   map[policy.RuleID]bool // the rules of the gateway's apps
+	shared map[*policy.RuleID]*picked
+}
+
+type picked struct {
+	ids     []policy.RuleID
+	classes []string // of the rules' apps, distinct
+}
+
+func (ix *Index) newPeerPicker(served map[string]bool) *peerPicker {
+	p := ix.pol
 	mine := map[policy.RuleID]bool{}
 	for _, r := range p.rules {
 		if served[p.pol.Apps[r.App].Segment] {
 			mine[r.ID] = true
-			m.Rules = append(m.Rules, r)
 		}
 	}
-	// Devices of one identity share one rule list (Peers), so the rules
-	// of this gateway are picked once per identity and shared (read-only)
-	// by every device whose session allows all of their classifications:
-	// a gateway map with 10,000 peers is computed for every change that
-	// reaches one of them.
-	type picked struct {
-		ids     []policy.RuleID
-		classes []string // of the rules' apps, distinct
+	return &peerPicker{ix: ix, mine: mine, shared: map[*policy.RuleID]*picked{}}
+}
+
+// peer is device d's entry in the gateway's map, if d has a rule there
+// that its session allows now.
+func (pk *peerPicker) peer(d store.Device) (controlproto.GatewayPeer, bool) {
+	ix, p := pk.ix, pk.ix.pol
+	all := p.peers[d.ID]
+	if len(all) == 0 {
+		return controlproto.GatewayPeer{}, false
 	}
-	shared := map[*policy.RuleID]*picked{}
-	for _, d := range ix.snap.Devices { // sorted by ID
-		all := p.peers[d.ID]
-		if len(all) == 0 {
-			continue
-		}
-		pk := shared[&all[0]]
-		if pk == nil {
-			pk = &picked{}
-			for _, id := range all {
-				if mine[id] {
-					pk.ids = append(pk.ids, id)
-					if c := string(p.pol.Apps[p.byID[id].App].Classification); !slices.Contains(pk.classes, c) {
-						pk.classes = append(pk.classes, c)
-					}
-				}
-			}
-			shared[&all[0]] = pk
-		}
-		allows := ix.allowsCached(d)
-		ids := pk.ids
-		if slices.ContainsFunc(pk.classes, func(c string) bool { return !allows(c) }) {
-			ids = nil // some not allowed now: this device's own list
-			for _, id := range pk.ids {
-				if allows(string(p.pol.Apps[p.byID[id].App].Classification)) {
-					ids = append(ids, id)
+	pkd := pk.shared[&all[0]]
+	if pkd == nil {
+		pkd = &picked{}
+		for _, id := range all {
+			if pk.mine[id] {
+				pkd.ids = append(pkd.ids, id)
+				if c := string(p.pol.Apps[p.byID[id].App].Classification); !slices.Contains(pkd.classes, c) {
+					pkd.classes = append(pkd.classes, c)
 				}
 			}
 		}
-		if len(ids) == 0 {
-			continue // only entitled devices become peers
-		}
-		m.Peers = append(m.Peers, controlproto.GatewayPeer{
-			Peer:      policy.Peer{DeviceID: d.ID, User: d.User, Addr: d.OverlayAddr, Rules: ids, Session: ix.policySession(d)},
-			PublicKey: d.PublicKey,
-		})
+		pk.shared[&all[0]] = pkd
 	}
-	return m
+	allows := ix.allowsCached(d)
+	ids := pkd.ids
+	if slices.ContainsFunc(pkd.classes, func(c string) bool { return !allows(c) }) {
+		ids = nil // some not allowed now: this device's own list
+		for _, id := range pkd.ids {
+			if allows(string(p.pol.Apps[p.byID[id].App].Classification)) {
+				ids = append(ids, id)
+			}
+		}
+	}
+	if len(ids) == 0 {
+		return controlproto.GatewayPeer{}, false // only entitled devices become peers
+	}
+	return controlproto.GatewayPeer{
+		Peer:      policy.Peer{DeviceID: d.ID, User: d.User, Addr: d.OverlayAddr, Rules: ids, Session: ix.policySession(d)},
+		PublicKey: d.PublicKey,
+	}, true
+}
+
+// PatchGatewayMap returns prev, gateway gw's map computed from an earlier
+// index, with the peer entries of devices replaced by this index's (added,
+// changed or removed). It equals GatewayMap(gw) when nothing but those
+// devices' entries can differ: Affected.Whole says when that is not so.
+// It copies prev's other fields as they are (the control server's too)
+// and does not modify prev; peers not in devices keep their entries.
+func (ix *Index) PatchGatewayMap(prev *controlproto.GatewayMap, gw store.Gateway, devices map[string]bool) *controlproto.GatewayMap {
+	m := *prev
+	m.Peers = make([]controlproto.GatewayPeer, 0, len(prev.Peers)+len(devices))
+	for _, pe := range prev.Peers {
+		if !devices[pe.DeviceID] {
+			m.Peers = append(m.Peers, pe)
+		}
+	}
+	if ix.pol.pol != nil {
+		pk := ix.newPeerPicker(ix.pol.served(gw))
+		for id := range devices {
+			if d, ok := ix.devices[id]; ok {
+				if pe, ok := pk.peer(d); ok {
+					m.Peers = append(m.Peers, pe)
+				}
+			}
+		}
+	}
+	slices.SortFunc(m.Peers, func(a, b controlproto.GatewayPeer) int { return cmp.Compare(a.DeviceID, b.DeviceID) })
+	if len(m.Peers) == 0 {
+		m.Peers = nil // as GatewayMap
+	}
+	return &m
 }
 
 // policySession is what the controller knows of device d's session, for
