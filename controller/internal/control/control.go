@@ -985,8 +985,7 @@ func (s *Server) pushClient(st *mapState, a *agent) error {
 		a.conn.CloseWithError(codeRevoked, "device revoked")
 		return nil
 	}
-	cm := st.ix.ClientMap(d)
-	stampInstances(cm, st.instances)
+	cm := st.ix.ClientMap(d) // its gateways are shared: never modified
 	cm.DNSZones, cm.PostureInterval = st.zones, s.postureInterval()
 	if cm.Session = st.ix.SessionInfo(d); cm.Session != nil && cm.Session.State == controlproto.SessionActive {
 		cm.Session.StepUp = s.stepUps.forDevice(d.ID, st.sessions[d.ID])
@@ -1041,6 +1040,7 @@ func (s *Server) load(ctx context.Context, c store.Change) (*mapState, error) {
 	}
 	st.instances = s.instancesLocked(st.ix)
 	s.mu.Unlock()
+	st.ix.SetGatewayInstances(st.instances)
 	st.ix.SetPublicAddrs(public)
 	return st, nil
 }

@@ -57,10 +57,3 @@ func (s *Server) instancesLocked(ix *netmap.Index) map[string]controlproto.Insta
 	}
 	return out
 }
-
-// stampInstances sets each gateway's last known instance in a client map.
-func stampInstances(cm *controlproto.ClientMap, instances map[string]controlproto.InstanceID) {
-	for i := range cm.Gateways {
-		cm.Gateways[i].Instance = instances[cm.Gateways[i].GatewayID]
-	}
-}

@@ -93,17 +93,7 @@ func Affects(old, cur *Index, c store.Change, dns DNSConfig) Affected {
 		for _, r := range ruleDiff(old.rulesByGroup[g], cur.rulesByGroup[g]) {
 			apps[r.App] = true
 		}
-		was, is := old.groupMembers[g], cur.groupMembers[g]
-		for _, u := range was {
-			if !slices.Contains(is, u) {
-				users[u] = true
-			}
-		}
-		for _, u := range is {
-			if !slices.Contains(was, u) {
-				users[u] = true
-			}
-		}
+		membersMoved(old.groupMembers[g], cur.groupMembers[g], users)
 	}
 	for u := range users {
 		for _, ix := range both {
@@ -169,6 +159,25 @@ func Affects(old, cur *Index, c store.Change, dns DNSConfig) Affected {
 		}
 	}
 	return aff
+}
+
+// membersMoved adds to out the members in only one of was and is (a
+// group's members before and after; group "all" may have 10,000).
+func membersMoved(was, is []string, out map[string]bool) {
+	in := make(map[string]bool, len(was))
+	for _, u := range was {
+		in[u] = true
+	}
+	for _, u := range is {
+		if in[u] {
+			delete(in, u)
+		} else {
+			out[u] = true
+		}
+	}
+	for u := range in {
+		out[u] = true
+	}
 }
 
 // ruleDiff returns the rules in only one of a and b (by name, group and

@@ -101,17 +101,8 @@ func NewIndexFrom(prev *Index, snap *store.Snapshot, c store.Change, cache *Poli
 		}
 	}
 	for g := range groups {
-		was, is := prev.groupMembers[g], now[g]
-		for _, u := range was {
-			if !slices.Contains(is, u) {
-				moved[u] = true
-			}
-		}
-		for _, u := range is {
-			if !slices.Contains(was, u) {
-				moved[u] = true
-			}
-		}
+		is := now[g]
+		membersMoved(prev.groupMembers[g], is, moved)
 		if _, ok := now[g]; ok {
 			ix.groupMembers[g] = is
 		} else {
@@ -121,7 +112,7 @@ func NewIndexFrom(prev *Index, snap *store.Snapshot, c store.Change, cache *Poli
 	for u := range moved {
 		var in []string
 		for _, g := range snap.Groups { // in group order, as NewIndexCached
-			if slices.Contains(g.Members, u) {
+			if isMember(g.Members, u) {
 				in = append(in, g.Name)
 			}
 		}
@@ -162,6 +153,18 @@ func sameSlice[T any](a, b []T) bool {
 	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
 }
 
+// isMember reports whether u is in members, which the store keeps sorted
+// (binary search; a linear scan when they are not).
+func isMember(members []string, u string) bool {
+	if _, ok := slices.BinarySearch(members, u); ok {
+		return true
+	}
+	if slices.IsSorted(members) {
+		return false
+	}
+	return slices.Contains(members, u)
+}
+
 func set(names []string) map[string]bool {
 	m := make(map[string]bool, len(names))
 	for _, n := range names {
@@ -188,7 +191,7 @@ func (p *policyIndex) patched(ix *Index, snap *store.Snapshot, groups, users, re
 	if p.directory != nil {
 		if len(groups) > 0 {
 			d := directoryPolicy(ix)
-			out.pol, out.rules, out.byID, out.named = d.pol, d.rules, d.byID, d.named
+			out.pol, out.rules, out.byID, out.named, out.classList = d.pol, d.rules, d.byID, d.named, d.classList
 		}
 		out.directory = ix.apps
 	}

@@ -14,6 +14,7 @@ import (
 	"cmp"
 	"net/netip"
 	"slices"
+	"sync"
 
 	"github.com/cordonhq/cordon/controller/internal/store"
 	"github.com/cordonhq/cordon/pkg/controlproto"
@@ -38,7 +39,18 @@ type Index struct {
 	pol          *policyIndex          // nil while no policy was ever applied
 	public       map[string]netip.Addr // device ID → public address; see SetPublicAddrs
 	sess         *sessionGate          // nil: not gated on sessions; see SetSessions
+	instances    map[string]controlproto.InstanceID
+
+	// clientGateways caches client maps' gateways by identity
+	// (policyClientMap); maps are computed on several goroutines.
+	clientMu       sync.Mutex
+	clientGateways map[clientKey][]controlproto.ClientGateway
 }
+
+// SetGatewayInstances gives the process run each gateway last said hello
+// from, which client maps carry (ClientGateway.Instance). Call it before
+// computing maps; m is not copied and must not change afterwards.
+func (ix *Index) SetGatewayInstances(m map[string]controlproto.InstanceID) { ix.instances = m }
 
 // NewIndex indexes a snapshot. It sorts its own copies of the lists, so
 // the maps do not depend on the order the store returned them in.

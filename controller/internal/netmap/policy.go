@@ -39,6 +39,7 @@ type policyIndex struct {
 	// then its rules before their names were cleared.
 	directory map[string]store.App
 	named     []policy.Rule
+	classList []string // the policy's distinct app classifications, sorted
 }
 
 // PolicyCache keeps the last policy parsed, so recomputing maps after a
@@ -78,6 +79,7 @@ func newPolicyIndex(ix *Index, v *store.PolicyVersion, cache *PolicyCache) *poli
 		return p
 	}
 	p.rules = p.pol.WireRules("")
+	p.setClasses()
 	p.index(ix)
 	return p
 }
@@ -127,6 +129,7 @@ func directoryPolicy(ix *Index) *policyIndex {
 	for i := range p.rules {
 		p.byID[p.rules[i].ID] = &p.rules[i]
 	}
+	p.setClasses()
 	return p
 }
 
@@ -486,14 +489,77 @@ func denyCovers(d, a *policy.Rule) bool {
 // policyClientMap is ClientMap under an applied policy: for each app the
 // device may reach under some context, its addresses routed to one
 // gateway serving its segment.
+//
+// The gateways part depends only on the device's rules (devices of one
+// identity share one rule list, Peers) and on which classifications its
+// session allows now, so it is computed once per index for each such
+// pair and shared, read-only, by every map that has it: a change that
+// reaches every device computes it once per identity, not 10,000 times.
 func (ix *Index) policyClientMap(d store.Device) *controlproto.ClientMap {
 	m := &controlproto.ClientMap{DeviceID: d.ID, User: d.User, OverlayAddr: d.OverlayAddr}
 	p := ix.pol
 	if p.pol == nil {
 		return m
 	}
-	reach := p.reachableApps(d.ID)
+	rules := p.peers[d.ID]
 	allows := ix.allowsCached(d)
+	classes := p.classes()
+	key := clientKey{allowed: 0}
+	if len(rules) > 0 {
+		key.rules = &rules[0]
+	}
+	for i, c := range classes {
+		if allows(c) {
+			key.allowed |= 1 << i
+		}
+	}
+	cacheable := len(classes) <= 64
+	if cacheable {
+		ix.clientMu.Lock()
+		gws, ok := ix.clientGateways[key]
+		ix.clientMu.Unlock()
+		if ok {
+			m.Gateways = gws
+			return m
+		}
+	}
+	m.Gateways = ix.clientGatewaysOf(d, allows)
+	if cacheable {
+		ix.clientMu.Lock()
+		if ix.clientGateways == nil {
+			ix.clientGateways = map[clientKey][]controlproto.ClientGateway{}
+		}
+		ix.clientGateways[key] = m.Gateways
+		ix.clientMu.Unlock()
+	}
+	return m
+}
+
+// clientKey identifies the gateways part of a client map within one
+// index: the device's rule list (shared by its identity) and the
+// classifications (bits of policyIndex.classes) its session allows.
+type clientKey struct {
+	rules   *policy.RuleID
+	allowed uint64
+}
+
+// classes is the policy's distinct app classifications, sorted.
+func (p *policyIndex) classes() []string { return p.classList }
+
+// setClasses computes classes from p.pol.
+func (p *policyIndex) setClasses() {
+	p.classList = nil
+	for _, a := range p.pol.Apps {
+		if c := string(a.Classification); !slices.Contains(p.classList, c) {
+			p.classList = append(p.classList, c)
+		}
+	}
+	slices.Sort(p.classList)
+}
+
+func (ix *Index) clientGatewaysOf(d store.Device, allows func(string) bool) []controlproto.ClientGateway {
+	p := ix.pol
+	reach := p.reachableApps(d.ID)
 	byGW := map[string]*controlproto.ClientGateway{}
 	// The apps it may reach, in name order (as AppNames), without walking
 	// every app of the policy per device.
@@ -512,13 +578,15 @@ func (ix *Index) policyClientMap(d store.Device) *controlproto.ClientMap {
 		}
 		cg.Apps = append(cg.Apps, p.wireApps(name)...)
 	}
+	var out []controlproto.ClientGateway
 	for _, cg := range byGW {
 		slices.SortFunc(cg.AllowedIPs, comparePrefix)
 		cg.AllowedIPs = slices.Compact(cg.AllowedIPs)
-		m.Gateways = append(m.Gateways, *cg)
+		cg.Instance = ix.instances[cg.GatewayID]
+		out = append(out, *cg)
 	}
-	slices.SortFunc(m.Gateways, func(a, b controlproto.ClientGateway) int { return cmp.Compare(a.GatewayID, b.GatewayID) })
-	return m
+	slices.SortFunc(out, func(a, b controlproto.ClientGateway) int { return cmp.Compare(a.GatewayID, b.GatewayID) })
+	return out
 }
 
 // policyServingGateway is the first gateway by ID, with an endpoint and a
