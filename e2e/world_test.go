@@ -250,14 +250,30 @@ func (w *world) start(ns netNS, name string, argv ...string) *proc {
 	return p
 }
 
+// driftMessage is what the controller logs when its drift check finds
+// its map state differing from the store (control.checkDrift).
+const driftMessage = "differs from the store"
+
 // startController starts the controller (its process and log named name)
 // with w.ctlArgs and waits until it serves.
 func (w *world) startController(name string) {
 	t := w.t
 	t.Helper()
 	w.ctlDataDir = filepath.Join(w.dir, "controller")
+	// The map engine patches only what each change names into its state;
+	// every second it compares that state with the whole store, and any
+	// difference (a mutation that did not publish what it changed) fails
+	// the test, whatever it was testing.
 	w.controller = w.start(w.ctl, name,
-		append([]string{bin("cordon-controller"), "--data-dir", w.ctlDataDir, "--listen", "0.0.0.0:8443", "--hosts", ctlAddr}, w.ctlArgs...)...)
+		append([]string{bin("cordon-controller"), "--data-dir", w.ctlDataDir, "--listen", "0.0.0.0:8443", "--hosts", ctlAddr, "--drift-check", "1s"}, w.ctlArgs...)...)
+	ctl := w.controller
+	t.Cleanup(func() {
+		for _, line := range strings.Split(ctl.logs(), "\n") {
+			if strings.Contains(line, driftMessage) {
+				t.Errorf("%s: the map engine's state drifted from the store: %s", name, line)
+			}
+		}
+	})
 	tokenFile := w.tokenFile()
 	waitFor(t, 20*time.Second, "controller to write its admin token and CA", func() error {
 		if s := w.controller.exited(); s != "" {

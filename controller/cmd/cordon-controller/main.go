@@ -52,6 +52,7 @@ func main() {
 		return nil
 	})
 	postureInterval := flag.Duration("posture-interval", control.DefaultPostureInterval, "how often clients re-collect their device posture and report it if it changed (a device out of compliance loses apps within about this long); at least 1s")
+	driftCheck := flag.Duration("drift-check", control.DefaultDriftCheck, "how often the state the network maps are computed from is compared with the whole store (a difference is logged as an error and repaired); at least 1s")
 	grantLifetime := flag.Duration("gateway-grant-lifetime", controlproto.DefaultGrantLifetime, "how long a gateway that cannot reach the controller goes on serving its last map (also across its own restarts); past it the gateway admits nobody until the controller is back (5s to 7d)")
 	agentCertTTL := flag.Duration("agent-cert-ttl", 30*24*time.Hour, "lifetime of the certificates agents authenticate the control channel with; agents renew theirs after two thirds of it (at least 10s)")
 	adminTTL := flag.Duration("admin-session-ttl", 8*time.Hour, "lifetime of the admin token 'cordonctl login --admin' gets (5m to 24h)")
@@ -87,6 +88,10 @@ func main() {
 		fmt.Fprintf(os.Stderr, "cordon-controller: --posture-interval must be at least 1s\n")
 		os.Exit(2)
 	}
+	if *driftCheck < time.Second {
+		fmt.Fprintf(os.Stderr, "cordon-controller: --drift-check must be at least 1s\n")
+		os.Exit(2)
+	}
 	if *grantLifetime < 5*time.Second || *grantLifetime > 7*24*time.Hour {
 		fmt.Fprintf(os.Stderr, "cordon-controller: --gateway-grant-lifetime must be between 5s and 7d\n")
 		os.Exit(2)
@@ -115,7 +120,7 @@ func main() {
 		LoginAlert: auth.AlertConfig{Threshold: *alertThreshold, Window: *alertWindow},
 		DataDir:    *dataDir, Listen: *listen, Hosts: extra, Logger: log, Announce: os.Stdout,
 		DNS: dnsCfg, Sessions: limits, PostureInterval: *postureInterval,
-		AgentCertTTL: *agentCertTTL, GatewayGrantLifetime: *grantLifetime,
+		AgentCertTTL: *agentCertTTL, GatewayGrantLifetime: *grantLifetime, DriftCheck: *driftCheck,
 		OIDC: idps, DebugListen: *debugListen,
 	})
 	if err != nil {

@@ -57,6 +57,9 @@ type Config struct {
 	// controller may serve its last map (--gateway-grant-lifetime); zero:
 	// controlproto.DefaultGrantLifetime.
 	GatewayGrantLifetime time.Duration
+	// DriftCheck is how often the map engine's state is compared with the
+	// whole store (--drift-check); zero: control.DefaultDriftCheck.
+	DriftCheck time.Duration
 	// AgentCertTTL is the lifetime of agent certificates
 	// (--agent-cert-ttl); agents renew after two thirds. Zero: ca.AgentCertTTL.
 	AgentCertTTL time.Duration
@@ -148,7 +151,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	ctl = control.New(control.Config{Store: st, State: owner, ResetKey: resetKey, CA: authority, ServerCert: cert, Logger: log.With("component", "control"), DNS: cfg.DNS,
-		Sessions: sessions, PostureInterval: cfg.PostureInterval, GrantLifetime: cfg.GatewayGrantLifetime})
+		Sessions: sessions, PostureInterval: cfg.PostureInterval, GrantLifetime: cfg.GatewayGrantLifetime, DriftCheck: cfg.DriftCheck})
 	idps, err := startOIDC(cfg, st, owner, log)
 	if err != nil {
 		return err

@@ -176,7 +176,9 @@ func (s *State) CreateUser(ctx context.Context, o Origin, u store.User, recovery
 			return fmt.Errorf("store recovery codes of user %s: %w", u.Name, err)
 		}
 		op.success(audit.AdminUserCreate, u.Name, map[string]string{"recovery_codes": strconv.Itoa(len(recoveryHashes))})
-		// A new user has no devices yet: no map changes.
+		// A new user has no devices yet, so no map changes; the map
+		// engine still keeps the user (it reads only what changes name).
+		op.change.Users = []string{u.Name}
 		return nil
 	})
 	return u, err

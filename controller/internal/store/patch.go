@@ -137,8 +137,8 @@ func patchListBy[T any](list []T, drop func(T) bool, fresh []T, order func(a, b 
 // session's last activity (the session manager holds the newer one), a
 // posture report's receive and audit times and collection time (the
 // control server holds the newer receive time; the digest covers the
-// rest), an identity's last refresh (no map reads it). Applied
-// to a, it brings the maps computed from a to b's. The map engine uses it
+// rest), an identity's last refresh and e-mail (no map reads them).
+// Applied to a, it brings the maps computed from a to b's. The map engine uses it
 // to find state that drifted from the store (a mutation that was not
 // published).
 func Diff(a, b *Snapshot) Change {
@@ -208,8 +208,11 @@ func diffList[T any](a, b []T, key func(T) string, out *[]string) {
 }
 
 // The bookkeeping fields Diff leaves out, zeroed.
-func sessionBookkeeping(x Session) Session    { x.LastActivity = time.Time{}; return x }
-func identityBookkeeping(x Identity) Identity { x.LastRefresh = time.Time{}; return x }
+func sessionBookkeeping(x Session) Session { x.LastActivity = time.Time{}; return x }
+func identityBookkeeping(x Identity) Identity {
+	x.LastRefresh, x.Email = time.Time{}, "" // a refresh stores both without a change
+	return x
+}
 func postureBookkeeping(x PostureRecord) PostureRecord {
 	// A report with the same digest differs only in its collection time.
 	x.ReceivedAt, x.AuditedAt, x.Report = time.Time{}, time.Time{}, posture.Report{}
