@@ -156,7 +156,9 @@ func readHashes(ctx context.Context, q queryer, indexes []int64) ([]tlog.Hash, e
 }
 
 // AuditLogSize implements [store.AuditLogStore].
-func (s *Store) AuditLogSize(ctx context.Context) (int64, error) { return auditLogSize(ctx, s.reader()) }
+func (s *Store) AuditLogSize(ctx context.Context) (int64, error) {
+	return auditLogSize(ctx, s.reader())
+}
 
 // ReadAuditHashes implements [store.AuditLogStore].
 func (s *Store) ReadAuditHashes(ctx context.Context, indexes []int64) ([]tlog.Hash, error) {

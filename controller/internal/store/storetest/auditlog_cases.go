@@ -19,7 +19,9 @@ type hashReader struct {
 	s   store.Store
 }
 
-func (r hashReader) ReadHashes(ix []int64) ([]tlog.Hash, error) { return r.s.ReadAuditHashes(r.ctx, ix) }
+func (r hashReader) ReadHashes(ix []int64) ([]tlog.Hash, error) {
+	return r.s.ReadAuditHashes(r.ctx, ix)
+}
 
 // testAuditLog: every append extends the tree by its records' leaves, in
 // seq order, and the stored hashes give the tree hash and proofs tlog
