@@ -157,6 +157,10 @@ func Run(ctx context.Context, cfg Config) error {
 		Publish: func(c ledger.Signed) { ctl.PublishCheckpoint(c) }})
 	ctl = control.New(control.Config{Store: st, State: owner, ResetKey: resetKey, CA: authority, ServerCert: cert, Logger: log.With("component", "control"), DNS: cfg.DNS,
 		Sessions: sessions, PostureInterval: cfg.PostureInterval, GrantLifetime: cfg.GatewayGrantLifetime, Ledger: led})
+	// Sign what a crash left unsigned before anyone asks for a checkpoint.
+	if _, err := led.Sign(ctx); err != nil {
+		log.Error("audit log: checkpoint at start not signed", "err", err)
+	}
 	idps, err := startOIDC(cfg, st, owner, log)
 	if err != nil {
 		return err
