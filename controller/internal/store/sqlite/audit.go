@@ -102,7 +102,7 @@ func (s *Store) AppendAudit(ctx context.Context, events ...store.AuditEvent) err
 				r.details = sql.NullString{String: string(b), Valid: true}
 			}
 		}
-		return insertAudit(ctx, tx, rows)
+		return s.insertAudit(ctx, tx, rows)
 	})
 	if err != nil {
 		return fmt.Errorf("append %d audit events: %w", len(events), err)
@@ -123,42 +123,41 @@ type auditRow struct {
 // limit of 32766.
 const auditInsertRows = 100
 
-func insertAudit(ctx context.Context, tx *sql.Tx, rows []auditRow) error {
-	const cols = `INSERT INTO audit_events (seq, time, type, actor, outcome, subject, details, request_id, log_hashes) VALUES `
-	const one = `(?, ?, ?, ?, ?, ?, ?, ?, ?)`
-	var (
-		stmt   *sql.Stmt
-		stmtN  int
-		args   []any
-		closer []*sql.Stmt
-	)
-	defer func() {
-		for _, st := range closer {
-			st.Close()
-		}
-	}()
+func (s *Store) insertAudit(ctx context.Context, tx *sql.Tx, rows []auditRow) error {
+	var args []any
 	for len(rows) > 0 {
 		chunk := rows[:min(len(rows), auditInsertRows)]
 		rows = rows[len(chunk):]
-		if stmt == nil || stmtN != len(chunk) {
-			q := cols + one + strings.Repeat(", "+one, len(chunk)-1)
+		var stmt *sql.Stmt
+		if len(chunk) == auditInsertRows {
+			// Full chunks reuse one statement prepared on the writer
+			// connection: parsing 900 parameters costs more than a row.
+			stmt = tx.StmtContext(ctx, s.stmts.auditInsert)
+		} else {
 			var err error
-			if stmt, err = tx.PrepareContext(ctx, q); err != nil {
+			if stmt, err = tx.PrepareContext(ctx, auditInsertSQL(len(chunk))); err != nil {
 				return err
 			}
-			closer = append(closer, stmt)
-			stmtN = len(chunk)
 		}
 		args = args[:0]
 		for _, r := range chunk {
 			e := r.ev
 			args = append(args, e.Seq, toMicros(e.Time), e.Type, e.Actor, e.Outcome, e.Subject, r.details, e.RequestID, r.hashes)
 		}
-		if _, err := stmt.ExecContext(ctx, args...); err != nil {
+		_, err := stmt.ExecContext(ctx, args...)
+		stmt.Close() // a transaction's statement; the prepared one stays
+		if err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// auditInsertSQL is the INSERT of n audit rows.
+func auditInsertSQL(n int) string {
+	const one = `(?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	return `INSERT INTO audit_events (seq, time, type, actor, outcome, subject, details, request_id, log_hashes) VALUES ` +
+		one + strings.Repeat(", "+one, n-1)
 }
 
 // cleanEvent returns e with every string valid UTF-8 (auditlog.ValidUTF8),
