@@ -1,9 +1,13 @@
 package auditlog
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
+	"flag"
 	"fmt"
+	"os"
+	"path/filepath"
 	"math/rand/v2"
 	"strings"
 	"testing"
@@ -383,6 +387,57 @@ func TestBundleTamper(t *testing.T) {
 	if _, err := verify(forged, VerifyOptions{}); err != nil {
 		t.Errorf("a forged log without a pinned key verifies on its own (its key is reported): %v", err)
 	}
+}
+
+// go test -run XXX -bench VerifyBundleFile ./pkg/auditlog -args -records=10000000
+var benchRecords = flag.Int("records", 1_000_000, "records in the bundle BenchmarkVerifyBundleFile writes")
+
+// BenchmarkVerifyBundleFile verifies a bundle of the whole log, -records
+// flow records, from a file: what cordonctl audit verify --bundle does.
+func BenchmarkVerifyBundleFile(b *testing.B) {
+	k := testKey(b, 1)
+	path := filepath.Join(b.TempDir(), "bundle.jsonl")
+	f, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	w := bufio.NewWriterSize(f, 1<<20)
+	n := int64(*benchRecords)
+	// The records twice: once for the root the header needs, once to write.
+	gen := func(seq int64, buf []byte) []byte {
+		r := Record{Seq: seq, Time: t0.Add(time.Duration(seq) * time.Millisecond), Type: audit.FlowAllow, Actor: "gateway:gw-1", Outcome: "allow", Subject: "ehr",
+			Details: map[string]string{"proto": "tcp", "src": fmt.Sprintf("100.64.%d.%d:%d", seq%256, seq/256%256, 40000+seq%20000), "dst": "10.20.0.10:443", "gateway": "gw-1", "user": "nurse", "device": "dev-3f2a9c01d2"}}
+		return r.AppendCanonical(buf)
+	}
+	tree := &Tree{}
+	var buf []byte
+	for seq := int64(1); seq <= n; seq++ {
+		buf = gen(seq, buf[:0])
+		tree.Append(tlog.RecordHash(buf), nil)
+	}
+	_, note, _ := k.Sign(n, tree.Root(), t0)
+	hdr, _ := AppendBundleHeader(nil, BundleHeader{Key: k.VerifierKey(), Checkpoint: string(note), FromSeq: 1, ToSeq: n})
+	w.Write(hdr)
+	for seq := int64(1); seq <= n; seq++ {
+		buf = append(gen(seq, buf[:0]), '\n')
+		w.Write(buf)
+	}
+	if err := errors.Join(w.Flush(), f.Close()); err != nil {
+		b.Fatal(err)
+	}
+	fi, _ := os.Stat(path)
+	b.SetBytes(fi.Size())
+	for b.Loop() {
+		f, err := os.Open(path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := VerifyBundle(f, VerifyOptions{Key: k.VerifierKey()}); err != nil {
+			b.Fatal(err)
+		}
+		f.Close()
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(int64(b.N)*n), "ns/record")
 }
 
 func BenchmarkVerifyBundle(b *testing.B) {

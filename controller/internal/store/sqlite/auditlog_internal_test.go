@@ -1,7 +1,9 @@
 package sqlite
 
 import (
+	"encoding/json"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -69,4 +71,24 @@ func TestMigrateAuditLogGap(t *testing.T) {
 	if !strings.Contains(err.Error(), "seq 3 is missing") || !strings.Contains(err.Error(), "restore cordon.db") {
 		t.Errorf("error: %v", err)
 	}
+}
+
+// FuzzDecodeDetails: the hand parser of details columns agrees with
+// encoding/json on every input.
+func FuzzDecodeDetails(f *testing.F) {
+	for _, m := range []map[string]string{nil, {}, {"a": "b"}, {"src": "100.64.0.7:4000", "q": "\"<&>\u2028\\\n\x01é\ufffd"}} {
+		b, _ := json.Marshal(m)
+		f.Add(string(b))
+	}
+	f.Add(`{"a":"\ud83d\ude00"}`)
+	f.Add(`{"a":"b","a":"c"}`)
+	f.Add(`{"a" :"b"}`)
+	f.Fuzz(func(t *testing.T, s string) {
+		got, gerr := decodeDetails(s)
+		var want map[string]string
+		werr := json.Unmarshal([]byte(s), &want)
+		if (gerr == nil) != (werr == nil) || !reflect.DeepEqual(got, want) {
+			t.Fatalf("%q: decodeDetails %v, %v; encoding/json %v, %v", s, got, gerr, want, werr)
+		}
+	})
 }
