@@ -71,20 +71,14 @@ func (l *memLog) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
 // bundle exports records from..to with a checkpoint of size n.
 func (l *memLog) bundle(t testing.TB, k *Key, from, to, n int64) []byte {
 	t.Helper()
-	root, err := tlog.TreeHash(n, l)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, note, err := k.Sign(n, root, t0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	note := l.checkpoint(t, k, n)
 	prefix, err := l.ReadHashes(PrefixIndexes(from - 1))
 	if err != nil {
 		t.Fatal(err)
 	}
 	var proof tlog.TreeProof
 	if to < n {
+		var err error
 		if proof, err = tlog.ProveTree(n, to, l); err != nil {
 			t.Fatal(err)
 		}

@@ -19,6 +19,22 @@ import (
 // go test -run XXX -bench VerifyLog ./controller/internal/ledger -args -records=10000000
 var benchRecords = flag.Int("records", 100_000, "records in the log BenchmarkVerifyLog builds")
 
+// benchLedger is a ledger configured as cfg over a new store.
+func benchLedger(b *testing.B, cfg ledger.Config) (*sqlite.Store, *state.State, *ledger.Ledger) {
+	dir := b.TempDir()
+	st, err := sqlite.Open(b.Context(), filepath.Join(dir, "cordon.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { st.Close() })
+	key, err := ledger.LoadKey(dir)
+	if err != nil {
+		b.Fatal(err)
+	}
+	cfg.Store, cfg.State, cfg.Key = st, state.New(state.Config{Store: st}), key
+	return st, cfg.State, ledger.New(cfg)
+}
+
 func flowBatch(n int) []store.AuditEvent {
 	batch := make([]store.AuditEvent, n)
 	for i := range batch {
@@ -35,20 +51,8 @@ func flowBatch(n int) []store.AuditEvent {
 // sustained rate with checkpointing.
 func BenchmarkAppendWithCheckpoints(b *testing.B) {
 	ctx := b.Context()
-	dir := b.TempDir()
-	st, err := sqlite.Open(ctx, filepath.Join(dir, "cordon.db"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer st.Close()
-	key, err := ledger.LoadKey(dir)
-	if err != nil {
-		b.Fatal(err)
-	}
-	owner := state.New(state.Config{Store: st})
 	var signed atomic.Int64
-	l := ledger.New(ledger.Config{Store: st, State: owner, Key: key, Interval: 100 * time.Millisecond,
-		Publish: func(ledger.Signed) { signed.Add(1) }})
+	_, owner, l := benchLedger(b, ledger.Config{Interval: 100 * time.Millisecond, Publish: func(ledger.Signed) { signed.Add(1) }})
 	rctx, stop := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() { l.Run(rctx); close(done) }()
@@ -75,18 +79,7 @@ func BenchmarkAppendWithCheckpoints(b *testing.B) {
 // 100,000): every record re-encoded and hashed, every checkpoint checked.
 func BenchmarkVerifyLog(b *testing.B) {
 	ctx := b.Context()
-	dir := b.TempDir()
-	st, err := sqlite.Open(ctx, filepath.Join(dir, "cordon.db"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer st.Close()
-	key, err := ledger.LoadKey(dir)
-	if err != nil {
-		b.Fatal(err)
-	}
-	owner := state.New(state.Config{Store: st})
-	l := ledger.New(ledger.Config{Store: st, State: owner, Key: key})
+	st, _, l := benchLedger(b, ledger.Config{})
 	batch := flowBatch(1000)
 	start := time.Now()
 	for n := 0; n < *benchRecords; n += len(batch) {

@@ -106,8 +106,7 @@ machine with no controller.`,
   cordonctl audit verify --checkpoint checkpoint-2026-12-01.txt`,
 		Args: args(),
 		RunE: a.run(func(cmd *cobra.Command, _ []string) error {
-			var info adminapi.AuditLogInfo
-			printed, err := a.do(cmd, "GET", adminapi.AuditLogPath(0), nil, &info)
+			info, printed, err := a.auditLogInfo(cmd)
 			if err != nil || printed {
 				return err
 			}
@@ -123,8 +122,7 @@ machine with no controller.`,
 		Short: "Print the audit log's public key (pin it: verify --key)",
 		Args:  args(),
 		RunE: a.run(func(cmd *cobra.Command, _ []string) error {
-			var info adminapi.AuditLogInfo
-			printed, err := a.do(cmd, "GET", adminapi.AuditLogPath(0), nil, &info)
+			info, printed, err := a.auditLogInfo(cmd)
 			if err != nil || printed {
 				return err
 			}
@@ -133,6 +131,13 @@ machine with no controller.`,
 		}),
 	}
 	return []*cobra.Command{verify, export, checkpoint, keyCmd}
+}
+
+// auditLogInfo asks for the log's key and latest checkpoint (printed
+// already with -o json).
+func (a *app) auditLogInfo(cmd *cobra.Command) (info adminapi.AuditLogInfo, printed bool, err error) {
+	printed, err = a.do(cmd, "GET", adminapi.AuditLogPath(0), nil, &info)
+	return info, printed, err
 }
 
 func (a *app) verifyBundle(path, key string, earlier []byte) error {
