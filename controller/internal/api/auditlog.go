@@ -22,14 +22,14 @@ func (a *API) needLedger() error {
 }
 
 // int64Param parses query parameter name (absent: 0).
-func int64Param(r *http.Request, name string, min int64) (int64, error) {
+func int64Param(r *http.Request, name string, least int64) (int64, error) {
 	s := r.URL.Query().Get(name)
 	if s == "" {
 		return 0, nil
 	}
 	n, err := strconv.ParseInt(s, 10, 64)
-	if err != nil || n < min {
-		return 0, invalidf("parameter %q: %q: want a whole number from %d", name, clip(s), min)
+	if err != nil || n < least {
+		return 0, invalidf("parameter %q: %q: want a whole number from %d", name, clip(s), least)
 	}
 	return n, nil
 }
