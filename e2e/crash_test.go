@@ -140,6 +140,51 @@ func (c *crashController) kill() {
 	c.api.Close()
 }
 
+// auditLogCheck verifies the audit log with cordonctl after every restart:
+// the whole log verifies (every record hashes into the signed tree), and
+// it extends the checkpoint saved before the kill, by consistency proof:
+// no record that was in a signed tree was lost, changed or reordered.
+type auditLogCheck struct {
+	dir  string // the controller's data dir: admin-token, ca.pem
+	held string // the checkpoint saved before the last kill
+}
+
+func (a *auditLogCheck) cordonctl(t *testing.T, c *crashController, args ...string) (string, error) {
+	t.Helper()
+	argv := append([]string{"--controller", c.url, "--token-file", filepath.Join(a.dir, "admin-token"), "--ca-cert", filepath.Join(a.dir, "ca.pem")}, args...)
+	out, err := exec.CommandContext(t.Context(), bin("cordonctl"), argv...).CombinedOutput()
+	return string(out), err
+}
+
+// save keeps the controller's latest checkpoint (waiting for the first).
+func (a *auditLogCheck) save(t *testing.T, c *crashController) {
+	t.Helper()
+	var cp string
+	waitFor(t, 10*time.Second, "an audit log checkpoint", func() error {
+		out, err := a.cordonctl(t, c, "audit", "checkpoint")
+		if err != nil {
+			return fmt.Errorf("%v: %s", err, out)
+		}
+		cp = out
+		return nil
+	})
+	a.held = filepath.Join(a.dir, "held-checkpoint.txt")
+	if err := os.WriteFile(a.held, []byte(cp), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// verify runs cordonctl audit verify against the held checkpoint, then
+// holds the newest one.
+func (a *auditLogCheck) verify(t *testing.T, c *crashController, kill int) {
+	t.Helper()
+	out, err := a.cordonctl(t, c, "audit", "verify", "--checkpoint", a.held)
+	if err != nil || !strings.Contains(out, "log verified: ") || !strings.Contains(out, "extends the earlier checkpoint") {
+		t.Fatalf("kill %d: cordonctl audit verify: %v\n%s", kill, err, out)
+	}
+	a.save(t, c)
+}
+
 // crashCall is one mutating call of a burst.
 type crashCall struct {
 	key     string // its Idempotency-Key
@@ -283,6 +328,8 @@ func TestControllerCrashDirectory(t *testing.T) {
 		groupsAudit, memAudit  auditCounter
 		totalRetried, totalWas int
 	)
+	logCheck := &auditLogCheck{dir: dir}
+	logCheck.save(t, c)
 	for k := range kills {
 		calls := crashBurst(t, c, 4, 400*time.Millisecond, func(w, n int) []*crashCall {
 			g := fmt.Sprintf("g-%d-%d-%d", k, w, n)
@@ -299,6 +346,7 @@ func TestControllerCrashDirectory(t *testing.T) {
 		})
 		all = append(all, calls...)
 		c = startCrashController(t, dir)
+		logCheck.verify(t, c, k+1)
 		r, was := retryLost(t, c, calls)
 		totalRetried += r
 		totalWas += was
@@ -364,6 +412,7 @@ func TestControllerCrashPolicy(t *testing.T) {
 	dir := t.TempDir()
 	kills := crashKills(t)
 	c := startCrashController(t, dir)
+	logCheck := &auditLogCheck{dir: dir}
 	var (
 		all                    []*crashCall
 		applyAudit, tokenAudit auditCounter
@@ -376,6 +425,7 @@ func TestControllerCrashPolicy(t *testing.T) {
 			return &adminapi.ApplyPolicyRequest{File: "hospital.yaml", Source: policySrc(tag), Reason: "crash test " + tag}
 		}
 	)
+	logCheck.save(t, c)
 	for k := range kills {
 		calls := crashBurst(t, c, 3, 400*time.Millisecond, func(w, n int) []*crashCall {
 			tag := fmt.Sprintf("p-%d-%d-%d", k, w, n)
@@ -405,6 +455,7 @@ func TestControllerCrashPolicy(t *testing.T) {
 		})
 		all = append(all, calls...)
 		c = startCrashController(t, dir)
+		logCheck.verify(t, c, k+1)
 		r, was := retryLost(t, c, calls)
 		totalRetried += r
 		totalWas += was
@@ -487,6 +538,7 @@ func TestControllerCrashSignIns(t *testing.T) {
 	dir := t.TempDir()
 	kills := crashKills(t)
 	c := startCrashController(t, dir)
+	logCheck := &auditLogCheck{dir: dir}
 	creds := make(chan signInCredential, 1000)
 	for i := range max(4, kills/2) {
 		name, pw := fmt.Sprintf("signer%d", i), fmt.Sprintf("crash-sign-in-password-%d", i)
@@ -505,6 +557,7 @@ func TestControllerCrashSignIns(t *testing.T) {
 		endAudit                 auditCounter
 		totalCalls, signIns, end int
 	)
+	logCheck.save(t, c)
 	for k := range kills {
 		calls := crashBurst(t, c, 3, 2*time.Second, func(w, n int) []*crashCall {
 			tag := fmt.Sprintf("s-%d-%d-%d", k, w, n)
@@ -561,6 +614,7 @@ func TestControllerCrashSignIns(t *testing.T) {
 			}
 		}
 		c = startCrashController(t, dir)
+		logCheck.verify(t, c, k+1)
 		retryLost(t, c, calls)
 
 		devs, err := c.api.ListDevices(t.Context())

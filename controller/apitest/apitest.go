@@ -22,7 +22,9 @@ import (
 	"github.com/cordonhq/cordon/controller/internal/api"
 	"github.com/cordonhq/cordon/controller/internal/auth"
 	"github.com/cordonhq/cordon/controller/internal/ca"
+	"github.com/cordonhq/cordon/controller/internal/ledger"
 	"github.com/cordonhq/cordon/controller/internal/oidc"
+	"github.com/cordonhq/cordon/controller/internal/state"
 	"github.com/cordonhq/cordon/controller/internal/store"
 	"github.com/cordonhq/cordon/controller/internal/store/sqlite"
 	"github.com/cordonhq/cordon/controller/internal/store/storetest"
@@ -48,13 +50,17 @@ type Options struct {
 // Server is a running API.
 type Server struct {
 	URL        string // https://127.0.0.1:port
+	DataDir    string // the controller's data directory (cordon.db, audit-log.key)
 	CAPEM      []byte // the CA certificate to trust
 	AdminToken string // a valid admin token secret
 	Store      store.Store
 	CA         *ca.CA
 	HTTP       *httptest.Server
 	API        *api.API // for inspecting its route table
-	oidc       *oidc.Manager
+	// Ledger signs the audit log's checkpoints: tests call its Sign where
+	// the controller's ticker would.
+	Ledger *ledger.Ledger
+	oidc   *oidc.Manager
 
 	changed atomic.Int64
 	mu      sync.Mutex
@@ -92,13 +98,20 @@ func New(t testing.TB, opts Options) *Server {
 		t.Fatal(err)
 	}
 	s := &Server{
+		DataDir:    dir,
 		CAPEM:      authority.CertPEM(),
 		AdminToken: secret,
 		Store:      st,
 		CA:         authority,
 		now:        time.Date(2026, 11, 23, 9, 0, 15, 0, time.UTC),
 	}
+	logKey, err := ledger.LoadKey(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Ledger = ledger.New(ledger.Config{Store: st, State: state.New(state.Config{Store: st, Now: s.Now}), Key: logKey, Now: s.Now})
 	cfg := api.Config{
+		Ledger:    s.Ledger,
 		Store:     st,
 		CA:        authority,
 		Logger:    slog.New(slog.NewTextHandler(&s.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),

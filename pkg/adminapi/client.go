@@ -232,30 +232,13 @@ func (c *Client) do(ctx context.Context, method, path string, in []byte, hasBody
 	if hasBody {
 		body = bytes.NewReader(in)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, c.base.String()+path, body)
+	req, err := c.newRequest(ctx, method, path, body, requestID)
 	if err != nil {
 		return err
 	}
-	if requestID != "" {
-		req.Header.Set(IdempotencyHeader, requestID)
-	}
-	req.Header.Set("Accept", "application/json")
-	if hasBody {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
-	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		var cv *tls.CertificateVerificationError
-		if errors.As(err, &cv) {
-			return fmt.Errorf("controller certificate not trusted by the given CA certificate (check --ca-cert): %w", cv.Err)
-		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		return &UnreachableError{URL: c.base.String(), Err: unwrapURLError(err)}
+		return c.sendErr(ctx, err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, MaxResponseSize+1))
@@ -266,15 +249,7 @@ func (c *Client) do(ctx context.Context, method, path string, in []byte, hasBody
 		return fmt.Errorf("%s %s: response larger than %d bytes", method, path, MaxResponseSize)
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		e := &Error{Status: resp.StatusCode}
-		var eb ErrorBody
-		if json.Unmarshal(b, &eb) == nil {
-			e.Code, e.Message = eb.Code, eb.Error
-		}
-		if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && s > 0 {
-			e.RetryAfter = time.Duration(s) * time.Second
-		}
-		return e
+		return responseError(resp, b)
 	}
 	if out == nil || resp.StatusCode == http.StatusNoContent {
 		return nil
@@ -287,6 +262,50 @@ func (c *Client) do(ctx context.Context, method, path string, in []byte, hasBody
 		return fmt.Errorf("decode %s %s response: %w", method, path, err)
 	}
 	return nil
+}
+
+// newRequest makes a request to the API with the client's headers.
+func (c *Client) newRequest(ctx context.Context, method, path string, body io.Reader, requestID string) (*http.Request, error) {
+	req, err := http.NewRequestWithContext(ctx, method, c.base.String()+path, body)
+	if err != nil {
+		return nil, err
+	}
+	if requestID != "" {
+		req.Header.Set(IdempotencyHeader, requestID)
+	}
+	req.Header.Set("Accept", "application/json")
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	return req, nil
+}
+
+// sendErr is the error of a request that got no answer.
+func (c *Client) sendErr(ctx context.Context, err error) error {
+	var cv *tls.CertificateVerificationError
+	if errors.As(err, &cv) {
+		return fmt.Errorf("controller certificate not trusted by the given CA certificate (check --ca-cert): %w", cv.Err)
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return &UnreachableError{URL: c.base.String(), Err: unwrapURLError(err)}
+}
+
+// responseError is the *Error of a non-2xx answer with body b.
+func responseError(resp *http.Response, b []byte) error {
+	e := &Error{Status: resp.StatusCode}
+	var eb ErrorBody
+	if json.Unmarshal(b, &eb) == nil {
+		e.Code, e.Message = eb.Code, eb.Error
+	}
+	if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && s > 0 {
+		e.RetryAfter = time.Duration(s) * time.Second
+	}
+	return e
 }
 
 func unwrapURLError(err error) error {

@@ -51,10 +51,13 @@ const (
 	Device Category = "device"
 	// Flow: a gateway's decision on a connection or a DNS lookup.
 	Flow Category = "flow"
+	// Integrity: the audit trail's own integrity (164.312(c)): a sign that
+	// records were changed, deleted or the log replaced.
+	Integrity Category = "integrity"
 )
 
 // categories in the order the reference lists them.
-var categories = []Category{Authentication, Access, Administration, Session, Device, Flow}
+var categories = []Category{Authentication, Access, Administration, Session, Device, Flow, Integrity}
 
 // Severity is how much an event wants a human's attention. The set is
 // small and ordered (Info < Notice < Warning < Alert), so a filter can say

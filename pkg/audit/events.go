@@ -61,6 +61,9 @@ const (
 	FlowDeny  Type = "flow.deny"
 	FlowCut   Type = "flow.cut"
 	DNSDeny   Type = "dns.deny"
+
+	// Integrity.
+	AuditLogInconsistent Type = "audit.log.inconsistent"
 )
 
 // Helpers that keep the table below readable.
@@ -363,4 +366,14 @@ var specs = []Spec{
 	flow(FlowDeny, OutcomeSpec{Deny, Notice}, "A gateway denied a new flow (Subject the app, or the destination)."),
 	flow(FlowCut, OutcomeSpec{Cut, Notice}, "A gateway closed an open flow because policy changed or a condition stopped holding (Subject the app, or the destination)."),
 	flow(DNSDeny, OutcomeSpec{Deny, Notice}, "A gateway answered NXDOMAIN for an internal name the device is not entitled to (Subject the name)."),
+
+	// Integrity.
+	{Type: AuditLogInconsistent, Category: Integrity,
+		Doc:      `The audit log is not an extension of a checkpoint signed before: records were deleted, changed or reordered, the log was truncated or rolled back, or the database was replaced (docs/audit.md). Raised by the controller when its log no longer matches its own latest checkpoint (Actor "controller"), and by a gateway that was sent a checkpoint inconsistent with the one it holds (Actor "gateway:ID"; it keeps its own). Subject the log's origin. Act now: run cordonctl audit verify.`,
+		Outcomes: outcomes(OutcomeSpec{Raised, Alert}),
+		Fields: []Field{
+			field("reason", "what was found, in words", Raised),
+			field("held", "the checkpoint held before: tree size and root hash", Raised),
+			field("got", "the log or checkpoint that does not extend it: tree size and root hash", Raised),
+		}},
 }

@@ -40,6 +40,9 @@ type Config struct {
 	Addr  string // controller host:port (UDP)
 	TLS   *tls.Config
 	Hello controlproto.Hello
+	// OnHello, if set, fills in the parts of Hello that change between
+	// connections (a gateway's held audit log size) before each is sent.
+	OnHello func(*controlproto.Hello)
 	// OnFrame applies one pushed frame; it is called sequentially from one
 	// goroutine. For maps, its result is acknowledged to the controller
 	// (an error means the agent kept its previous map). It gets whole maps
@@ -193,6 +196,9 @@ func (c *Client) session(ctx context.Context) error {
 	}
 	hello := c.cfg.Hello
 	hello.CapabilityVersion = controlproto.CapabilityVersion
+	if c.cfg.OnHello != nil {
+		c.cfg.OnHello(&hello)
+	}
 	if err := controlproto.WriteFrame(stream, &controlproto.Frame{Type: controlproto.TypeHello, Hello: &hello}); err != nil {
 		return revokedOr(fmt.Errorf("send hello: %w", err))
 	}

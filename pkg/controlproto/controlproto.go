@@ -25,6 +25,7 @@ import (
 
 	"github.com/cordonhq/cordon/pkg/policy"
 	"github.com/cordonhq/cordon/pkg/wgkey"
+	"golang.org/x/mod/sumdb/tlog"
 )
 
 // Control channel timers. Agents send a keep-alive every KeepAlive (a
@@ -80,7 +81,17 @@ const (
 //	  ping frame's packet is at least 44 bytes and is answered. The
 //	  controller ignores pings; older controllers count them as unexpected
 //	  frames.
-const CapabilityVersion = 7
+//	8 (2026-12-03): audit log checkpoints leave the controller: it sends
+//	  gateways of this capability each signed checkpoint of its audit log
+//	  (audit_checkpoint, AuditCheckpoint) with the consistency proof from
+//	  the one the gateway holds (Hello.AuditLogSize on connect, then the
+//	  last one sent). A gateway keeps the latest it accepted and refuses
+//	  one that does not extend it, and says so (audit_alert, AuditAlert).
+const CapabilityVersion = 8
+
+// MinAuditCheckpointCapability is the lowest gateway capability that gets
+// audit log checkpoints.
+const MinAuditCheckpointCapability = 8
 
 // MinDeltaCapability is the lowest capability that gets deltas.
 const MinDeltaCapability = 6
@@ -122,6 +133,9 @@ const (
 	TypeClientDelta  = "client_map_delta"  // controller → client
 	// Capability 7.
 	TypePing = "ping" // agent → controller, no payload
+	// Capability 8.
+	TypeAuditCheckpoint = "audit_checkpoint" // controller → gateway
+	TypeAuditAlert      = "audit_alert"      // gateway → controller
 )
 
 // Frame is the envelope of every message on the control stream. Exactly one
@@ -145,6 +159,30 @@ type Frame struct {
 	// Capability 7: the sender's capability version, which the controller
 	// sets on whole maps (not a payload).
 	Capability int `json:"capability,omitempty"`
+	// Capability 8.
+	AuditCheckpoint *AuditCheckpoint `json:"audit_checkpoint,omitempty"`
+	AuditAlert      *AuditAlert      `json:"audit_alert,omitempty"`
+}
+
+// AuditCheckpoint is a signed checkpoint of the controller's audit log
+// (pkg/auditlog) and the proof that it extends the one the gateway holds.
+type AuditCheckpoint struct {
+	Key        string `json:"key"`        // the log's verifier key (note encoding)
+	Checkpoint string `json:"checkpoint"` // the signed checkpoint
+	// Since is the size of the checkpoint the proof starts from: the one
+	// the controller believes the gateway holds (0: none, no proof).
+	Since int64          `json:"since,omitempty"`
+	Proof tlog.TreeProof `json:"proof,omitempty"`
+}
+
+// AuditAlert is a gateway's report that it refused a checkpoint: it does
+// not extend the one the gateway holds (a rolled-back, truncated or forked
+// log), or is not signed by the key the gateway pinned. The gateway keeps
+// its own; the controller records audit.log.inconsistent.
+type AuditAlert struct {
+	Held   string `json:"held"`   // the checkpoint the gateway holds (signed note)
+	Got    string `json:"got"`    // the one it refused
+	Reason string `json:"reason"` // why, in words
 }
 
 // Activity is a gateway's report of which devices sent traffic to apps
@@ -205,6 +243,9 @@ type Hello struct {
 	// on every start, the same across reconnects of one run. Gateways send
 	// it; empty from older agents.
 	Instance InstanceID `json:"instance,omitempty"`
+	// AuditLogSize is the size of the audit log checkpoint a gateway holds
+	// (capability 8; 0: none), where the first checkpoint's proof starts.
+	AuditLogSize int64 `json:"audit_log_size,omitempty"`
 }
 
 // GatewayMap is everything a gateway needs: its own overlay address, the
@@ -469,7 +510,7 @@ func DecodeFrame(b []byte) (*Frame, error) {
 	set := 0
 	for _, p := range []bool{f.Hello != nil, f.GatewayMap != nil, f.ClientMap != nil, f.FlowEvents != nil, f.Ack != nil,
 		f.Activity != nil, f.Posture != nil, f.Renew != nil, f.Certificate != nil,
-		f.GatewayDelta != nil, f.ClientDelta != nil} {
+		f.GatewayDelta != nil, f.ClientDelta != nil, f.AuditCheckpoint != nil, f.AuditAlert != nil} {
 		if p {
 			set++
 		}
@@ -526,6 +567,14 @@ func DecodeFrame(b []byte) (*Frame, error) {
 			set = -1
 		} else if f.ClientDelta.To <= f.ClientDelta.From {
 			return nil, fmt.Errorf("decode control frame: %s from revision %d to %d goes backwards", f.Type, f.ClientDelta.From, f.ClientDelta.To)
+		}
+	case TypeAuditCheckpoint:
+		if f.AuditCheckpoint == nil {
+			set = -1
+		}
+	case TypeAuditAlert:
+		if f.AuditAlert == nil {
+			set = -1
 		}
 	case TypeError, TypePing:
 	default:

@@ -29,6 +29,7 @@ import (
 
 	"github.com/cordonhq/cordon/controller/internal/auth"
 	"github.com/cordonhq/cordon/controller/internal/ca"
+	"github.com/cordonhq/cordon/controller/internal/ledger"
 	"github.com/cordonhq/cordon/controller/internal/state"
 	"github.com/cordonhq/cordon/controller/internal/store"
 	"github.com/cordonhq/cordon/pkg/adminapi"
@@ -85,6 +86,9 @@ type Config struct {
 	LoginAlert *auth.FailureAlert
 	// OIDC signs users in through identity providers; nil: none configured.
 	OIDC OIDC
+	// Ledger signs and checks the verifiable audit log; nil: the audit
+	// log routes answer 503.
+	Ledger *ledger.Ledger
 }
 
 // API serves the HTTP routes.
@@ -105,6 +109,7 @@ type API struct {
 	alert    *auth.FailureAlert
 	routeTab []Route // every registered route, for Routes
 	oidc     OIDC
+	ledger   *ledger.Ledger
 }
 
 // New returns the API. It panics if Store or CA is missing (a wiring bug).
@@ -125,6 +130,7 @@ func New(cfg Config) *API {
 		adminTTL: cfg.AdminSessionTTL,
 		alert:    cfg.LoginAlert,
 		oidc:     cfg.OIDC,
+		ledger:   cfg.Ledger,
 	}
 	if a.adminTTL <= 0 {
 		a.adminTTL = adminapi.DefaultAdminSessionTTL
@@ -228,6 +234,9 @@ func (a *API) routes() {
 	m.Handle("POST /v1/sessions/end", a.admin(auth.PermAccessRevoke, a.endSessions))
 
 	m.Handle("GET /v1/audit", a.admin(auth.PermAuditRead, a.listAudit))
+	m.Handle("GET /v1/audit/log", a.admin(auth.PermAuditRead, a.auditLogInfo))
+	m.Handle("GET /v1/audit/verify", a.admin(auth.PermAuditRead, a.auditVerify))
+	m.Handle("GET /v1/audit/export", a.admin(auth.PermAuditRead, a.auditExport))
 
 	m.Handle("POST /v1/policy/plan", a.admin(auth.PermRead, a.planPolicy))
 	m.Handle("POST /v1/policy/apply", a.admin(auth.PermPolicyWrite, a.applyPolicy))

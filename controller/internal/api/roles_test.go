@@ -66,7 +66,10 @@ var roleSpec = map[string]string{
 	"GET /v1/sessions":             "ONAH",
 	"POST /v1/sessions/end":        "ONH",
 
-	"GET /v1/audit": "ONA",
+	"GET /v1/audit":        "ONA",
+	"GET /v1/audit/log":    "ONA",
+	"GET /v1/audit/verify": "ONA",
+	"GET /v1/audit/export": "ONA",
 
 	"POST /v1/policy/plan":        "ONAH", // a dry run changes nothing
 	"POST /v1/policy/apply":       "ON",

@@ -50,6 +50,7 @@ import (
 	"github.com/quic-go/quic-go"
 
 	"github.com/cordonhq/cordon/controller/internal/ca"
+	"github.com/cordonhq/cordon/controller/internal/ledger"
 	"github.com/cordonhq/cordon/controller/internal/netmap"
 	"github.com/cordonhq/cordon/controller/internal/session"
 	"github.com/cordonhq/cordon/controller/internal/state"
@@ -103,6 +104,9 @@ type Config struct {
 	// go on serving its last map (GatewayMap.GrantLifetime); zero:
 	// controlproto.DefaultGrantLifetime.
 	GrantLifetime time.Duration
+	// Ledger is the audit log whose checkpoints gateways keep
+	// (auditlog.go); nil: none sent.
+	Ledger *ledger.Ledger
 }
 
 // Server accepts agent connections and pushes maps.
@@ -292,6 +296,8 @@ type agent struct {
 	unexpected uint64 // frames dropped as out of place; readLoop only
 
 	wmu sync.Mutex // serializes writes on the control stream (maps, replies)
+
+	checkpoint agentCheckpoint // audit log checkpoints (auditlog.go)
 }
 
 // sendStats counts what the writer sent one agent.
@@ -531,6 +537,7 @@ func (s *Server) handle(ctx context.Context, conn *quic.Conn) {
 	}()
 	log.Info("agent connected", "version", hello.Hello.AgentVersion, "capability_version", a.caps)
 	s.joinedAgent(a)
+	s.joinedCheckpoint(log, a, hello.Hello)
 
 	cctx := conn.Context()
 	var wg sync.WaitGroup
@@ -604,6 +611,11 @@ func (s *Server) writeLoop(ctx context.Context, log *slog.Logger, a *agent, w *q
 			return
 		case <-a.wake:
 		}
+		if err := s.writeCheckpoint(ctx, log, a, w); err != nil {
+			log.Warn("push audit log checkpoint", "err", err)
+			a.conn.CloseWithError(codeProtocol, "write failed")
+			return
+		}
 		f, base := a.take()
 		if f == nil {
 			continue
@@ -643,6 +655,8 @@ func (s *Server) readLoop(ctx context.Context, log *slog.Logger, a *agent, r *qu
 			s.recordActivity(log, a, f.Activity)
 		case f.Type == controlproto.TypePosture && a.kind == ca.KindClient:
 			s.handlePosture(ctx, log, a, f.Posture)
+		case f.Type == controlproto.TypeAuditAlert && a.kind == ca.KindGateway:
+			s.auditAlert(ctx, log, a, f.AuditAlert)
 		case f.Type == controlproto.TypeRenew:
 			s.renew(ctx, log, a, r, f.Renew)
 		case f.Type == controlproto.TypeAck:

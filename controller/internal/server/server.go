@@ -21,6 +21,7 @@ import (
 	"github.com/cordonhq/cordon/controller/internal/auth"
 	"github.com/cordonhq/cordon/controller/internal/ca"
 	"github.com/cordonhq/cordon/controller/internal/control"
+	"github.com/cordonhq/cordon/controller/internal/ledger"
 	"github.com/cordonhq/cordon/controller/internal/netmap"
 	"github.com/cordonhq/cordon/controller/internal/oidc"
 	"github.com/cordonhq/cordon/controller/internal/session"
@@ -150,8 +151,19 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	// The audit log's signer: its checkpoints go to the gateways.
+	logKey, err := ledger.LoadKey(cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	led := ledger.New(ledger.Config{Store: st, State: owner, Key: logKey, Logger: log.With("component", "ledger"),
+		Publish: func(c ledger.Signed) { ctl.PublishCheckpoint(c) }})
 	ctl = control.New(control.Config{Store: st, State: owner, ResetKey: resetKey, CA: authority, ServerCert: cert, Logger: log.With("component", "control"), DNS: cfg.DNS,
-		Sessions: sessions, PostureInterval: cfg.PostureInterval, GrantLifetime: cfg.GatewayGrantLifetime, DriftCheck: cfg.DriftCheck})
+		Sessions: sessions, PostureInterval: cfg.PostureInterval, GrantLifetime: cfg.GatewayGrantLifetime, DriftCheck: cfg.DriftCheck, Ledger: led})
+	// Sign what a crash left unsigned before anyone asks for a checkpoint.
+	if _, err := led.Sign(ctx); err != nil {
+		log.Error("audit log: checkpoint at start not signed", "err", err)
+	}
 	idps, err := startOIDC(cfg, st, owner, log)
 	if err != nil {
 		return err
@@ -169,6 +181,7 @@ func Run(ctx context.Context, cfg Config) error {
 		AdminSessionTTL: cfg.AdminSessionTTL,
 		LoginAlert:      auth.NewFailureAlert(cfg.LoginAlert),
 		OIDC:            oidcAPI,
+		Ledger:          led,
 	})
 
 	tcpLn, err := net.Listen("tcp", cfg.Listen)
@@ -195,6 +208,7 @@ func Run(ctx context.Context, cfg Config) error {
 	var wg sync.WaitGroup
 	errc := make(chan error, 2)
 	wg.Go(func() { sessions.Run(ctx) })
+	wg.Go(func() { led.Run(ctx) })
 	if debugLn != nil {
 		wg.Go(func() { serveDebug(ctx, debugLn, log.With("component", "debug")) })
 	}
@@ -211,7 +225,7 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 	})
 	log.Info("controller listening", "addr", tcpLn.Addr().String(), "ca_fingerprint", authority.Fingerprint(), "data_dir", cfg.DataDir,
-		"session_idle", limits.DefaultIdle, "session_absolute", limits.Absolute)
+		"session_idle", limits.DefaultIdle, "session_absolute", limits.Absolute, "audit_log_key", logKey.VerifierKey())
 	if cfg.Ready != nil {
 		cfg.Ready(tcpLn.Addr())
 	}

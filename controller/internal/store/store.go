@@ -14,8 +14,10 @@ import (
 	"time"
 
 	"github.com/cordonhq/cordon/pkg/audit"
+	"github.com/cordonhq/cordon/pkg/auditlog"
 	"github.com/cordonhq/cordon/pkg/policy"
 	"github.com/cordonhq/cordon/pkg/wgkey"
+	"golang.org/x/mod/sumdb/tlog"
 )
 
 // Sentinel errors callers branch on (the API maps them to HTTP statuses and
@@ -149,6 +151,51 @@ type AuditEvent struct {
 // Validate checks the event against its type's schema (audit.Validate).
 func (e AuditEvent) Validate() error { return audit.Validate(e.Type, e.Outcome, e.Details) }
 
+// Record is the event as the audit log (pkg/auditlog) covers it.
+func (e AuditEvent) Record() auditlog.Record {
+	return auditlog.Record{Seq: e.Seq, Time: e.Time, Type: e.Type, Actor: e.Actor, Outcome: e.Outcome,
+		Subject: e.Subject, Details: e.Details, RequestID: e.RequestID}
+}
+
+// Checkpoint is a signed checkpoint of the audit log as the controller
+// stored it.
+type Checkpoint struct {
+	Size int64
+	Time time.Time
+	Note []byte // the signed note; auditlog.OpenCheckpoint reads it
+}
+
+// AuditLogStore keeps the audit trail as a Merkle tree (pkg/auditlog):
+// the record with Seq s is leaf s-1, so seqs run 1, 2, 3 ... without gaps.
+// AppendAudit appends each record's leaf and the tree hashes it completes
+// (auditlog.Tree.Append, the same as tlog.StoredHashes) in the transaction
+// that stores the record, so the log never disagrees with what committed.
+// It fails, and so does the change it records, if the stored hashes the
+// next leaf needs are missing: a trail changed outside the controller.
+type AuditLogStore interface {
+	// AuditLogSize is the number of records in the log (the highest Seq).
+	AuditLogSize(ctx context.Context) (int64, error)
+	// ReadAuditHashes returns the stored tree hashes at tlog storage
+	// indexes (it makes the store a tlog.HashReader); ErrNotFound if one
+	// is missing.
+	ReadAuditHashes(ctx context.Context, indexes []int64) ([]tlog.Hash, error)
+	// ScanAuditLog calls fn with every record whose Seq is in [from, to],
+	// in Seq order, and the leaf hash stored when it was appended (logged
+	// is false for a record that has none: one added outside the
+	// controller). It reads in pages, each its own read transaction, so
+	// a long scan does not hold the database; fn's error stops it.
+	ScanAuditLog(ctx context.Context, from, to int64, fn func(e AuditEvent, leaf tlog.Hash, logged bool) error) error
+	// PutCheckpoint stores a signed checkpoint (ErrAlreadyExists for a
+	// size already stored).
+	PutCheckpoint(ctx context.Context, c Checkpoint) error
+	// LatestCheckpoint returns the stored checkpoint of the largest size
+	// (ErrNotFound if none).
+	LatestCheckpoint(ctx context.Context) (Checkpoint, error)
+	// ScanCheckpoints calls fn with every stored checkpoint, smallest size
+	// first.
+	ScanCheckpoints(ctx context.Context, fn func(Checkpoint) error) error
+}
+
 // AuditFilter selects audit events; zero fields match everything. Events
 // come newest first.
 type AuditFilter struct {
@@ -272,7 +319,10 @@ type Store interface {
 	// the change; IDs are kept for RequestRetention.
 	ClaimRequest(ctx context.Context, id string, at time.Time) error
 
-	// AppendAudit assigns Seq and stores the events in one transaction.
+	// AppendAudit assigns Seq and stores the events in one transaction,
+	// with their leaves of the audit log (AuditLogStore). Strings that are
+	// not valid UTF-8 are stored with U+FFFD in place of each bad byte, so
+	// the record reads back as the log covers it.
 	AppendAudit(ctx context.Context, events ...AuditEvent) error
 	ListAudit(ctx context.Context, f AuditFilter) ([]AuditEvent, error)
 
@@ -299,6 +349,7 @@ type Store interface {
 	SnapshotPart(ctx context.Context, c Change) (*Snapshot, error)
 	Close() error
 
+	AuditLogStore
 	SessionStore
 	AdminStore
 	PostureStore

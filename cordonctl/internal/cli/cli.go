@@ -10,6 +10,7 @@
 //	5  unauthorized or forbidden (bad or expired admin token, a role
 //	   without the permission, or enrollment token invalid)
 //	6  controller unreachable
+//	7  the audit log or bundle does not verify (audit verify)
 //
 // Settings come from flags, then environment variables, then the file
 // cordonctl login saved. Errors go to stderr as "cordonctl: <message>".
@@ -39,6 +40,7 @@ const (
 	ExitConflict     = 4
 	ExitUnauthorized = 5
 	ExitUnreachable  = 6
+	ExitNotVerified  = 7 // cordonctl audit verify: the log or bundle does not verify
 )
 
 // Environment variables.
@@ -130,6 +132,8 @@ func (a *app) exitCode(err error) int {
 	switch {
 	case errors.As(err, &ue), errors.As(err, new(*invalidError)):
 		return ExitUsage
+	case errors.As(err, new(*notVerifiedError)):
+		return ExitNotVerified
 	case errors.As(err, &ur):
 		return ExitUnreachable
 	case errors.As(err, &ae):
@@ -183,7 +187,8 @@ Exit codes:
   4  conflict, or still in use
   5  unauthorized (bad or expired token: sign in again), or forbidden
      (your role lacks the permission)
-  6  controller unreachable`
+  6  controller unreachable
+  7  the audit log or bundle does not verify (cordonctl audit verify)`
 
 func (a *app) rootCmd() *cobra.Command {
 	root := &cobra.Command{

@@ -39,6 +39,7 @@ import (
 	"github.com/cordonhq/cordon/gateway/internal/flow"
 	"github.com/cordonhq/cordon/gateway/internal/hostfw"
 	"github.com/cordonhq/cordon/gateway/internal/lastmap"
+	"github.com/cordonhq/cordon/gateway/internal/witness"
 	"github.com/cordonhq/cordon/pkg/adminapi"
 	"github.com/cordonhq/cordon/pkg/agentstate"
 	"github.com/cordonhq/cordon/pkg/certrenew"
@@ -109,6 +110,10 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	wit, err := witness.Open(cfg.StateDir)
+	if err != nil {
+		return err
+	}
 	dp, err := dataplane(cfg, st.Enrollment.OverlayAddr, log)
 	if err != nil {
 		return err
@@ -142,7 +147,7 @@ func Run(ctx context.Context, cfg Config) error {
 	log.Info("wireguard listening", "port", cfg.ListenPort, "interface", cfg.Interface, "endpoint", cfg.Endpoint)
 
 	g := &gw{log: log, key: st, authz: authz, dns: dnsSrv, wg: wg, port: cfg.ListenPort, fw: dp.fw, saved: saved,
-		now: time.Now, lingerer: map[wgkey.Public]linger{}, saveNow: make(chan struct{}, 1)}
+		now: time.Now, lingerer: map[wgkey.Public]linger{}, saveNow: make(chan struct{}, 1), witness: wit}
 	defer g.stop()
 	g.restore()
 	tlsConf, err := st.ClientTLS(controlproto.ALPN)
@@ -165,9 +170,11 @@ func Run(ctx context.Context, cfg Config) error {
 		TLS:     tlsConf,
 		Renewer: renewer,
 		Hello:   controlproto.Hello{Kind: controlproto.KindGateway, AgentVersion: cfg.Version, Endpoint: cfg.Endpoint, Instance: instance},
+		OnHello: func(h *controlproto.Hello) { h.AuditLogSize = wit.Size() },
 		OnFrame: g.onFrame,
 		Logger:  log.With("component", "control"),
 	})
+	g.send = cc.Send
 	ctx, cancel := context.WithCancel(ctx)
 	var workers sync.WaitGroup
 	defer func() {
@@ -323,6 +330,11 @@ type gw struct {
 	fw    *hostfw.Firewall // nil in userspace mode
 	saved *lastmap.Store
 	now   func() time.Time
+	// witness holds the latest audit log checkpoint (auditlog.go); send
+	// queues a frame for the controller.
+	witness *witness.Witness
+	send    func(*controlproto.Frame) bool
+	alerted string // the held checkpoint last alerted about (auditlog.go)
 
 	// activityEvery is the map's ActivityInterval (nanoseconds; 0: the
 	// controller wants no activity reports).
@@ -356,6 +368,10 @@ type linger struct {
 // all (applyLocked), renews the grants (the controller was just heard
 // from) and is saved for a restart.
 func (g *gw) onFrame(f *controlproto.Frame) error {
+	if f.Type == controlproto.TypeAuditCheckpoint {
+		g.onCheckpoint(f.AuditCheckpoint)
+		return nil
+	}
 	if f.Type != controlproto.TypeGatewayMap {
 		g.log.Warn("unexpected control frame; ignored", "type", f.Type)
 		return nil

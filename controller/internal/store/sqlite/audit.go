@@ -10,6 +10,9 @@ import (
 	"time"
 
 	"github.com/cordonhq/cordon/controller/internal/store"
+	"github.com/cordonhq/cordon/pkg/audit"
+	"github.com/cordonhq/cordon/pkg/auditlog"
+	"golang.org/x/mod/sumdb/tlog"
 )
 
 // This file: the audit trail, request IDs and the snapshot.
@@ -55,51 +58,124 @@ func (s *Store) ClaimRequest(ctx context.Context, id string, at time.Time) error
 // defaultAuditLimit is what AuditFilter.Limit 0 means.
 const defaultAuditLimit = 100
 
-// AppendAudit implements [store.Store]. Seq comes from an AUTOINCREMENT key,
-// so it is strictly increasing and never reused; a given Seq is ignored. A
-// zero Time becomes now. The caller's slice is not modified.
+// AppendAudit implements [store.Store]: the events get the next seqs and
+// their leaves of the audit log (auditlog.go), in one transaction. A zero
+// Time becomes now; a given Seq is ignored. The caller's slice is not
+// modified.
 func (s *Store) AppendAudit(ctx context.Context, events ...store.AuditEvent) error {
 	if len(events) == 0 {
 		return nil
 	}
-	type row struct {
-		at      int64
-		details sql.NullString
-	}
-	rows := make([]row, len(events))
 	now := time.Now()
-	for i, e := range events {
-		t := e.Time
-		if t.IsZero() {
-			t = now
-		}
-		rows[i].at = toMicros(t)
-		if len(e.Details) > 0 {
-			b, err := json.Marshal(e.Details)
-			if err != nil {
-				return fmt.Errorf("append audit: encode details of %q event: %w", e.Type, err)
-			}
-			rows[i].details = sql.NullString{String: string(b), Valid: true}
-		}
-	}
 	err := s.write(ctx, func(tx *sql.Tx) error {
-		stmt, err := tx.PrepareContext(ctx, `INSERT INTO audit_events (time, type, actor, outcome, subject, details, request_id)
-			VALUES (?, ?, ?, ?, ?, ?, ?)`)
+		n, err := auditLogSize(ctx, tx)
 		if err != nil {
 			return err
 		}
-		defer stmt.Close()
+		tree, err := openTree(ctx, tx, n)
+		if err != nil {
+			return err
+		}
+		rows := make([]auditRow, len(events))
+		var line []byte
+		var stored []tlog.Hash
 		for i, e := range events {
-			if _, err := stmt.ExecContext(ctx, rows[i].at, e.Type, e.Actor, e.Outcome, e.Subject, rows[i].details, e.RequestID); err != nil {
-				return err
+			e = cleanEvent(e)
+			if e.Time.IsZero() {
+				e.Time = now
+			}
+			e.Time = fromMicros(toMicros(e.Time))
+			e.Seq = n + 1 + int64(i)
+			line = e.Record().AppendCanonical(line[:0])
+			stored = tree.Append(tlog.RecordHash(line), stored[:0])
+			r := &rows[i]
+			r.ev = e
+			r.hashes = make([]byte, 0, len(stored)*tlog.HashSize)
+			for _, h := range stored {
+				r.hashes = append(r.hashes, h[:]...)
+			}
+			if len(e.Details) > 0 {
+				b, err := json.Marshal(e.Details)
+				if err != nil {
+					return fmt.Errorf("encode details of %q event: %w", e.Type, err)
+				}
+				r.details = sql.NullString{String: string(b), Valid: true}
 			}
 		}
-		return nil
+		return s.insertAudit(ctx, tx, rows)
 	})
 	if err != nil {
 		return fmt.Errorf("append %d audit events: %w", len(events), err)
 	}
 	return nil
+}
+
+// auditRow is one audit_events row to insert.
+type auditRow struct {
+	ev      store.AuditEvent
+	details sql.NullString
+	hashes  []byte
+}
+
+// auditInsertRows is how many rows one INSERT statement carries: a
+// statement per row costs more than the row (binding, the driver's
+// per-statement work), and 9 parameters a row stay far below SQLite's
+// limit of 32766.
+const auditInsertRows = 100
+
+func (s *Store) insertAudit(ctx context.Context, tx *sql.Tx, rows []auditRow) error {
+	var args []any
+	for len(rows) > 0 {
+		chunk := rows[:min(len(rows), auditInsertRows)]
+		rows = rows[len(chunk):]
+		var stmt *sql.Stmt
+		if len(chunk) == auditInsertRows {
+			// Full chunks reuse one statement prepared on the writer
+			// connection: parsing 900 parameters costs more than a row.
+			stmt = tx.StmtContext(ctx, s.stmts.auditInsert)
+		} else {
+			var err error
+			if stmt, err = tx.PrepareContext(ctx, auditInsertSQL(len(chunk))); err != nil {
+				return err
+			}
+		}
+		args = args[:0]
+		for _, r := range chunk {
+			e := r.ev
+			args = append(args, e.Seq, toMicros(e.Time), e.Type, e.Actor, e.Outcome, e.Subject, r.details, e.RequestID, r.hashes)
+		}
+		_, err := stmt.ExecContext(ctx, args...)
+		stmt.Close() // a transaction's statement; the prepared one stays
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// auditInsertSQL is the INSERT of n audit rows.
+func auditInsertSQL(n int) string {
+	const one = `(?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	return `INSERT INTO audit_events (seq, time, type, actor, outcome, subject, details, request_id, log_hashes) VALUES ` +
+		one + strings.Repeat(", "+one, n-1)
+}
+
+// cleanEvent returns e with every string valid UTF-8 (auditlog.ValidUTF8),
+// so what is stored is what the canonical record says.
+func cleanEvent(e store.AuditEvent) store.AuditEvent {
+	e.Type = audit.Type(auditlog.ValidUTF8(string(e.Type)))
+	e.Actor = auditlog.ValidUTF8(e.Actor)
+	e.Outcome = auditlog.ValidUTF8(e.Outcome)
+	e.Subject = auditlog.ValidUTF8(e.Subject)
+	e.RequestID = auditlog.ValidUTF8(e.RequestID)
+	if len(e.Details) > 0 {
+		d := make(map[string]string, len(e.Details))
+		for k, v := range e.Details {
+			d[auditlog.ValidUTF8(k)] = auditlog.ValidUTF8(v)
+		}
+		e.Details = d
+	}
+	return e
 }
 
 // ListAudit implements [store.Store]: newest first; Type is an exact match

@@ -143,7 +143,7 @@ CREATE TABLE policy_versions (
 	`
 ALTER TABLE devices ADD COLUMN mfa_at INTEGER NOT NULL DEFAULT 0; -- unix µs, 0: never
 `,
-	// 4–9 live beside the code that uses them.
+	// 4–11 live beside the code that uses them.
 	migrationSessions,
 	migrationAdmins,
 	migrationPosture,
@@ -151,6 +151,13 @@ ALTER TABLE devices ADD COLUMN mfa_at INTEGER NOT NULL DEFAULT 0; -- unix µs, 0
 	migrationAdminIdP,
 	migrationAdminTokenAccount,
 	migrationRequests,
+	migrationAuditLog,
+}
+
+// migrationData are steps in Go that run after the migration to the
+// version they are keyed by, in its transaction.
+var migrationData = map[int]func(ctx context.Context, tx *sql.Tx) error{
+	11: backfillAuditLog,
 }
 
 // migrate brings the schema up to date in one write transaction, so two
@@ -178,6 +185,11 @@ func migrate(ctx context.Context, db *sql.DB) error {
 	for v := have; v < len(migrations); v++ {
 		if _, err := tx.ExecContext(ctx, migrations[v]); err != nil {
 			return fmt.Errorf("migrate to schema version %d: %w", v+1, err)
+		}
+		if data := migrationData[v+1]; data != nil {
+			if err := data(ctx, tx); err != nil {
+				return fmt.Errorf("migrate to schema version %d: %w", v+1, err)
+			}
 		}
 		if _, err := tx.ExecContext(ctx, `INSERT INTO schema_version (version, applied_at) VALUES (?, ?)`,
 			v+1, toMicros(time.Now())); err != nil {

@@ -78,8 +78,19 @@ type Store struct {
 	// method then runs inside that one transaction.
 	tx *sql.Tx
 
+	// stmts are statements prepared once on the writer pool, shared by
+	// the Stores Update makes.
+	stmts *preparedStmts
+
 	closeOnce sync.Once
 	closeErr  error
+}
+
+// preparedStmts are the writer's long-lived prepared statements, made by
+// Open: the writer pool has one connection, so one prepared later from
+// inside a transaction would wait for it for ever.
+type preparedStmts struct {
+	auditInsert *sql.Stmt // a full chunk of audit rows (insertAudit)
 }
 
 var _ store.Store = (*Store)(nil)
@@ -108,10 +119,15 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	w.SetConnMaxLifetime(0)
 	w.SetConnMaxIdleTime(0)
 
-	s := &Store{w: w, maxOffset: maxOffset()}
+	s := &Store{w: w, maxOffset: maxOffset(), stmts: &preparedStmts{}}
 	// The writer goes first: it switches the file to WAL and migrates before
 	// any reader connects.
 	if err := migrate(ctx, w); err != nil {
+		w.Close()
+		return nil, fmt.Errorf("open store %q: %w", abs, err)
+	}
+
+	if s.stmts.auditInsert, err = w.PrepareContext(ctx, auditInsertSQL(auditInsertRows)); err != nil {
 		w.Close()
 		return nil, fmt.Errorf("open store %q: %w", abs, err)
 	}
@@ -139,7 +155,7 @@ func (s *Store) Close() error {
 		return errors.New("close store: called on the transaction an Update function was given")
 	}
 	s.closeOnce.Do(func() {
-		s.closeErr = errors.Join(s.r.Close(), s.w.Close())
+		s.closeErr = errors.Join(s.stmts.auditInsert.Close(), s.r.Close(), s.w.Close())
 		if s.closeErr != nil {
 			s.closeErr = fmt.Errorf("close store: %w", s.closeErr)
 		}
@@ -198,7 +214,7 @@ func (s *Store) Update(ctx context.Context, fn func(ctx context.Context, tx stor
 		return fn(ctx, s)
 	}
 	return s.write(ctx, func(tx *sql.Tx) error {
-		return fn(context.WithValue(ctx, inTx{}, inTx{s.w}), &Store{w: s.w, r: s.r, maxOffset: s.maxOffset, tx: tx})
+		return fn(context.WithValue(ctx, inTx{}, inTx{s.w}), &Store{w: s.w, r: s.r, maxOffset: s.maxOffset, tx: tx, stmts: s.stmts})
 	})
 }
 

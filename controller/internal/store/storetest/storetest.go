@@ -74,6 +74,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Audit", testAudit},
 		{"AuditFilter", testAuditFilter},
 		{"AuditConcurrent", testAuditConcurrent},
+		{"AuditLog", testAuditLog},
+		{"Checkpoints", testCheckpoints},
 		{"AdminAccounts", testAdminAccounts},
 		{"AdminTokens", testAdminTokens},
 		{"AdminTokenAccount", testAdminTokenAccount},
