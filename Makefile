@@ -39,7 +39,7 @@ unit:
 	$(GO) test -count=1 -tags loadtest ./controller/internal/loadtest/
 
 e2e:
-	$(GO) test -count=1 -timeout 15m -v ./e2e/...
+	CORDON_E2E=1 $(GO) test -count=1 -timeout 15m -v ./e2e/...
 
 clean:
 	rm -rf $(BIN)

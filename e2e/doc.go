@@ -33,9 +33,11 @@
 // connection open and watch a policy change cut it.
 //
 // The tests need root, /dev/net/tun, iproute2 and wireguard-tools. Without
-// root or iproute2 they skip, loudly; as root nothing skips. Run:
+// root or iproute2 they skip, loudly; as root nothing skips. They run only
+// when asked (CORDON_E2E=1, which make e2e sets), so that go test ./... as
+// root does not start minutes of network namespaces by accident. Run:
 //
-//	go test -count=1 -v ./e2e/
+//	make e2e    # or: CORDON_E2E=1 go test -count=1 -v ./e2e/
 //
 // E2E_KEEP=1 keeps every world's state and logs in /tmp/ce2e-*;
 // E2E_LOG_LEVEL=debug runs every binary with --log-level debug.
