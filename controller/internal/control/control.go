@@ -219,6 +219,11 @@ func (s *Server) TLSConfig() *tls.Config {
 		ClientAuth:   tls.RequireAndVerifyClientCert,
 		ClientCAs:    s.cfg.CA.Pool(),
 		NextProtos:   []string{controlproto.ALPN},
+		// Agents never resume (every connection proves the agent's
+		// certificate anew, and is checked against the store): issuing
+		// each a session ticket, which seals its certificate chain, was
+		// work and memory for nothing.
+		SessionTicketsDisabled: true,
 	}
 }
 
