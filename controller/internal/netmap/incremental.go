@@ -18,7 +18,7 @@ import (
 // prev's, it is NewIndexCached. The property test (affected_test.go)
 // checks its maps against ones from scratch.
 func NewIndexFrom(prev *Index, snap *store.Snapshot, c store.Change, cache *PolicyCache) *Index {
-	if prev == nil || !c.Partial() || !sameDirectory(prev.source, snap) {
+	if prev == nil || !c.FewEntities() || !sameDirectory(prev.source, snap) {
 		return NewIndexCached(snap, cache)
 	}
 	if !slices.IsSortedFunc(snap.Devices, func(a, b store.Device) int { return cmpString(a.ID, b.ID) }) {

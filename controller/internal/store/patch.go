@@ -28,11 +28,17 @@ import (
 const MaxPartNames = 256
 
 // Partial reports whether c can be applied with SnapshotPart and Patch:
-// it names only users, groups and devices, and not too many. Apps,
-// segments, gateways, the policy and All take a whole snapshot.
+// it names entities, and not too many. The policy and All take a whole
+// snapshot.
 func (c Change) Partial() bool {
-	return !c.All && !c.Policy && len(c.Apps) == 0 && len(c.Segments) == 0 && len(c.Gateways) == 0 &&
-		len(c.Users)+len(c.Groups)+len(c.Devices) <= MaxPartNames
+	return !c.All && !c.Policy &&
+		len(c.Users)+len(c.Groups)+len(c.Devices)+len(c.Apps)+len(c.Segments)+len(c.Gateways) <= MaxPartNames
+}
+
+// FewEntities reports whether c names only users, groups and devices: the
+// map engine then reuses everything else of its index (NewIndexFrom).
+func (c Change) FewEntities() bool {
+	return c.Partial() && len(c.Apps) == 0 && len(c.Segments) == 0 && len(c.Gateways) == 0
 }
 
 // Cover returns c widened by what s relates to it, for SnapshotPart to
@@ -41,7 +47,8 @@ func (c Change) Partial() bool {
 // SnapshotPart and Patch.
 func (s *Snapshot) Cover(c Change) Change {
 	users := set(c.Users)
-	out := Change{Users: c.Users, Groups: slices.Clone(c.Groups), Devices: slices.Clone(c.Devices)}
+	out := Change{Users: c.Users, Groups: slices.Clone(c.Groups), Devices: slices.Clone(c.Devices),
+		Apps: c.Apps, Segments: c.Segments, Gateways: c.Gateways}
 	for _, d := range s.Devices {
 		if users[d.User] {
 			out.Devices = append(out.Devices, d.ID)
@@ -60,8 +67,9 @@ func (s *Snapshot) Cover(c Change) Change {
 }
 
 // Patch returns s with what change c can have changed replaced by part
-// (the result of SnapshotPart(s.Cover(c))): the users, groups and devices
-// of s.Cover(c) and those part has, with the devices' newest sessions
+// (the result of SnapshotPart(s.Cover(c))): the apps, segments and
+// gateways c names, the users, groups and devices of s.Cover(c) and those
+// part has, with the devices' newest sessions
 // (and those of the users) and posture, the users' identities, and the
 // rules. An entity covered that part lacks was deleted. s is not
 // modified; the lists Patch does not change are shared.
@@ -77,6 +85,9 @@ func (s *Snapshot) Patch(part *Snapshot, c Change) *Snapshot {
 
 	out := *s
 	out.Rules = part.Rules
+	out.Apps = patchList(s.Apps, set(c.Apps), part.Apps, func(a App) string { return a.Name })
+	out.Segments = patchList(s.Segments, set(c.Segments), part.Segments, func(x Segment) string { return x.Name })
+	out.Gateways = patchList(s.Gateways, set(c.Gateways), part.Gateways, func(g Gateway) string { return g.ID })
 	out.Users = patchList(s.Users, users, part.Users, func(u User) string { return u.Name })
 	out.Groups = patchList(s.Groups, groups, part.Groups, func(g Group) string { return g.Name })
 	out.Devices = patchList(s.Devices, devices, part.Devices, func(d Device) string { return d.ID })

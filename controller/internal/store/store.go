@@ -341,9 +341,9 @@ type Store interface {
 	ActivePolicy(ctx context.Context) (PolicyVersion, error)
 
 	Snapshot(ctx context.Context) (*Snapshot, error)
-	// SnapshotPart reads, in one read transaction, what a change naming
-	// only users, groups and devices can have changed (see
-	// Snapshot.Patch): the named users, groups and devices that exist,
+	// SnapshotPart reads, in one read transaction, what a change that
+	// names entities can have changed (see Snapshot.Patch): the named
+	// apps, segments, gateways, users, groups and devices that exist,
 	// the named devices' newest sessions and posture reports, the named
 	// users' identities, and every rule. Other fields stay empty.
 	SnapshotPart(ctx context.Context, c Change) (*Snapshot, error)

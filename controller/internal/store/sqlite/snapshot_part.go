@@ -14,6 +14,7 @@ import (
 func (s *Store) SnapshotPart(ctx context.Context, c store.Change) (*store.Snapshot, error) {
 	var snap store.Snapshot
 	users, groups, devices := inList(c.Users), inList(c.Groups), inList(c.Devices)
+	apps, segments, gateways := inList(c.Apps), inList(c.Segments), inList(c.Gateways)
 	// The devices covered: those named and those of named users.
 	devWhere := `id IN ` + devices.sql + ` OR user_name IN ` + users.sql
 	devArgs := append(devices.args(), users.args()...)
@@ -37,6 +38,15 @@ func (s *Store) SnapshotPart(ctx context.Context, c store.Change) (*store.Snapsh
 			snap.Groups = append(snap.Groups, g)
 		}
 		if snap.Rules, err = listRules(ctx, tx); err != nil {
+			return err
+		}
+		if snap.Apps, err = listRows(ctx, tx, scanApp, `SELECT `+appCols+` FROM apps WHERE name IN `+apps.sql+` ORDER BY name`, apps.args()...); err != nil {
+			return err
+		}
+		if snap.Segments, err = listRows(ctx, tx, scanSegment, `SELECT `+segmentCols+` FROM segments WHERE name IN `+segments.sql+` ORDER BY name`, segments.args()...); err != nil {
+			return err
+		}
+		if snap.Gateways, err = listRows(ctx, tx, scanGateway, `SELECT `+gatewayCols+` FROM gateways WHERE id IN `+gateways.sql+` ORDER BY id`, gateways.args()...); err != nil {
 			return err
 		}
 		if snap.Devices, err = listRows(ctx, tx, scanDevice, `SELECT `+deviceCols+` FROM devices WHERE `+devWhere+` ORDER BY id`, devArgs...); err != nil {
