@@ -164,23 +164,7 @@ func TestPostureReportDecidesGatewaySession(t *testing.T) {
 // takes the check out of the device's session at the next sweep, though
 // nothing else changed: the only thing that moved is the clock.
 func TestStalePostureReportExpiresCheck(t *testing.T) {
-	h := newHarness(t, func(c *control.Config) { c.PostureSweep = 100 * time.Millisecond })
-	gwTLS, nurseTLS := postureWorld(t, h)
-	src := strings.Replace(posturePolicy, "disk_encryption: true}", "disk_encryption: true, max_report_age: 2s}", 1)
-	if _, err := h.store.PutPolicyVersion(h.ctx, 0, store.PolicyVersion{File: "p.yaml", Source: []byte(src), Actor: "test", Reason: "test"}); err != nil {
-		t.Fatal(err)
-	}
-	gw := h.start(t, "gateway", gwTLS, controlproto.Hello{Kind: controlproto.KindGateway, AgentVersion: "test", Endpoint: gwEndpoint})
-	i, _ := gw.waitFrame(t, 0, "gateway map with the nurse", func(f *controlproto.Frame) bool { return posturePeer(f, "dev-nurse") != nil })
-	nurse := h.start(t, "nurse", nurseTLS, controlproto.Hello{Kind: controlproto.KindClient, AgentVersion: "test"})
-	// Taken before sending: the controller dates the report when it
-	// arrives, which is no earlier.
-	reported := time.Now()
-	nurse.cc.Send(postureFrame(t, posture.Yes))
-	i, _ = gw.waitFrame(t, i+1, "the disk check in the nurse's session", func(f *controlproto.Frame) bool {
-		s := posturePeer(f, "dev-nurse")
-		return s != nil && slices.Equal(s.Posture, []string{"disk"})
-	})
+	_, gw, _, i, reported := agedPostureWorld(t, 100*time.Millisecond, "2s")
 	_, f := gw.waitFrame(t, i+1, "the disk check gone once the report is 2 s old", func(f *controlproto.Frame) bool {
 		s := posturePeer(f, "dev-nurse")
 		return s != nil && len(s.Posture) == 0
@@ -196,20 +180,7 @@ func TestStalePostureReportExpiresCheck(t *testing.T) {
 // gateway's, for another device) must judge max_report_age by the newest
 // report, not drop a check whose report is in fact fresh.
 func TestRepeatedPostureReportStaysFresh(t *testing.T) {
-	h := newHarness(t, func(c *control.Config) { c.PostureSweep = time.Hour })
-	gwTLS, nurseTLS := postureWorld(t, h)
-	src := strings.Replace(posturePolicy, "disk_encryption: true}", "disk_encryption: true, max_report_age: 1s}", 1)
-	if _, err := h.store.PutPolicyVersion(h.ctx, 0, store.PolicyVersion{File: "p.yaml", Source: []byte(src), Actor: "test", Reason: "test"}); err != nil {
-		t.Fatal(err)
-	}
-	gw := h.start(t, "gateway", gwTLS, controlproto.Hello{Kind: controlproto.KindGateway, AgentVersion: "test", Endpoint: gwEndpoint})
-	i, _ := gw.waitFrame(t, 0, "gateway map with the nurse", func(f *controlproto.Frame) bool { return posturePeer(f, "dev-nurse") != nil })
-	nurse := h.start(t, "nurse", nurseTLS, controlproto.Hello{Kind: controlproto.KindClient, AgentVersion: "test"})
-	nurse.cc.Send(postureFrame(t, posture.Yes))
-	i, _ = gw.waitFrame(t, i+1, "the disk check in the nurse's session", func(f *controlproto.Frame) bool {
-		s := posturePeer(f, "dev-nurse")
-		return s != nil && slices.Equal(s.Posture, []string{"disk"})
-	})
+	h, gw, nurse, i, _ := agedPostureWorld(t, time.Hour, "1s")
 	// The same report every 200 ms, for twice max_report_age.
 	for range 10 {
 		time.Sleep(200 * time.Millisecond)
@@ -234,4 +205,29 @@ func TestRepeatedPostureReportStaysFresh(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// agedPostureWorld runs postureWorld under the posture policy with the
+// disk check's max_report_age set, a posture sweep every sweep, and the
+// nurse reporting an encrypted disk once; it returns when the gateway's
+// map shows the check passing (at frame i), with when the report was sent
+// (taken before sending: the controller dates it on arrival, no earlier).
+func agedPostureWorld(t *testing.T, sweep time.Duration, maxAge string) (h *harness, gw, nurse *runningAgent, i int, reported time.Time) {
+	t.Helper()
+	h = newHarness(t, func(c *control.Config) { c.PostureSweep = sweep })
+	gwTLS, nurseTLS := postureWorld(t, h)
+	src := strings.Replace(posturePolicy, "disk_encryption: true}", "disk_encryption: true, max_report_age: "+maxAge+"}", 1)
+	if _, err := h.store.PutPolicyVersion(h.ctx, 0, store.PolicyVersion{File: "p.yaml", Source: []byte(src), Actor: "test", Reason: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	gw = h.start(t, "gateway", gwTLS, controlproto.Hello{Kind: controlproto.KindGateway, AgentVersion: "test", Endpoint: gwEndpoint})
+	i, _ = gw.waitFrame(t, 0, "gateway map with the nurse", func(f *controlproto.Frame) bool { return posturePeer(f, "dev-nurse") != nil })
+	nurse = h.start(t, "nurse", nurseTLS, controlproto.Hello{Kind: controlproto.KindClient, AgentVersion: "test"})
+	reported = time.Now()
+	nurse.cc.Send(postureFrame(t, posture.Yes))
+	i, _ = gw.waitFrame(t, i+1, "the disk check in the nurse's session", func(f *controlproto.Frame) bool {
+		s := posturePeer(f, "dev-nurse")
+		return s != nil && slices.Equal(s.Posture, []string{"disk"})
+	})
+	return h, gw, nurse, i, reported
 }

@@ -28,7 +28,7 @@ func refEntitled(ix *Index, user string, app string) []store.Rule {
 	}
 	var out []store.Rule
 	for _, r := range ix.rulesByApp[app] {
-		if slices.Contains(ix.userGroups[user], r.Group) {
+		if slices.Contains(ix.groupMembers[r.Group], user) {
 			out = append(out, r)
 		}
 	}

@@ -168,7 +168,7 @@ func randomDirectory(t *testing.T, rng *rand.Rand) *store.Snapshot {
 // rule, and the flow matches the app's protocol and ports as the gateway
 // matches a skeleton rule.
 func directoryAllows(ix *Index, user string, a store.App, proto policy.Proto, port uint16) bool {
-	if len(ix.entitled(user, a.Name)) == 0 {
+	if len(refEntitled(ix, user, a.Name)) == 0 {
 		return false
 	}
 	if a.Proto != policy.ProtoAny && a.Proto != proto {

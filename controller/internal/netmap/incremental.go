@@ -52,7 +52,6 @@ func NewIndexFrom(prev *Index, snap *store.Snapshot, c store.Change, cache *Poli
 		devices:      maps.Clone(prev.devices),
 		userDevices:  maps.Clone(prev.userDevices),
 		groupMembers: maps.Clone(prev.groupMembers),
-		userGroups:   maps.Clone(prev.userGroups),
 	}
 
 	// Users.
@@ -109,20 +108,6 @@ func NewIndexFrom(prev *Index, snap *store.Snapshot, c store.Change, cache *Poli
 			delete(ix.groupMembers, g)
 		}
 	}
-	for u := range moved {
-		var in []string
-		for _, g := range snap.Groups { // in group order, as NewIndexCached
-			if isMember(g.Members, u) {
-				in = append(in, g.Name)
-			}
-		}
-		if len(in) == 0 {
-			delete(ix.userGroups, u)
-		} else {
-			ix.userGroups[u] = in
-		}
-	}
-
 	// Rules per device: those whose user changed (enabled, identities,
 	// groups) or which changed themselves.
 	redo := maps.Clone(devs)
@@ -151,18 +136,6 @@ func sameDirectory(a, b *store.Snapshot) bool {
 // sameSlice reports whether a and b are the same slice (not only equal).
 func sameSlice[T any](a, b []T) bool {
 	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
-}
-
-// isMember reports whether u is in members, which the store keeps sorted
-// (binary search; a linear scan when they are not).
-func isMember(members []string, u string) bool {
-	if _, ok := slices.BinarySearch(members, u); ok {
-		return true
-	}
-	if slices.IsSorted(members) {
-		return false
-	}
-	return slices.Contains(members, u)
 }
 
 func set(names []string) map[string]bool {

@@ -27,7 +27,6 @@ type Index struct {
 	apps       map[string]store.App
 	segments   map[string]store.Segment
 	users      map[string]store.User
-	userGroups map[string][]string // user → groups
 	rulesByApp map[string][]store.Rule
 	gwBySeg    map[string][]store.Gateway
 	gateways   map[string]store.Gateway
@@ -75,7 +74,6 @@ func NewIndexCached(snap *store.Snapshot, cache *PolicyCache) *Index {
 		apps:       map[string]store.App{},
 		segments:   map[string]store.Segment{},
 		users:      map[string]store.User{},
-		userGroups: map[string][]string{},
 		rulesByApp: map[string][]store.Rule{},
 		gwBySeg:    map[string][]store.Gateway{},
 		gateways:   map[string]store.Gateway{},
@@ -100,9 +98,6 @@ func NewIndexCached(snap *store.Snapshot, cache *PolicyCache) *Index {
 	}
 	for _, g := range s.Groups {
 		ix.groupMembers[g.Name] = g.Members
-		for _, m := range g.Members {
-			ix.userGroups[m] = append(ix.userGroups[m], g.Name)
-		}
 	}
 	for _, r := range s.Rules {
 		ix.rulesByApp[r.App] = append(ix.rulesByApp[r.App], r)
@@ -145,22 +140,6 @@ func (ix *Index) Gateway(id string) (store.Gateway, bool) {
 func (ix *Index) Device(id string) (store.Device, bool) {
 	d, ok := ix.devices[id]
 	return d, ok
-}
-
-// entitled reports the rules that let user reach app (nil if none). A
-// disabled or unknown user is entitled to nothing.
-func (ix *Index) entitled(user string, app string) []store.Rule {
-	u, ok := ix.users[user]
-	if !ok || u.Disabled {
-		return nil
-	}
-	var out []store.Rule
-	for _, r := range ix.rulesByApp[app] {
-		if slices.Contains(ix.userGroups[user], r.Group) {
-			out = append(out, r)
-		}
-	}
-	return out
 }
 
 func wireApp(a store.App) controlproto.App {
