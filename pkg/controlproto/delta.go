@@ -116,16 +116,16 @@ type ClientMapDelta struct {
 
 // ClientGatewayPatch is how one gateway of a client's map changed.
 type ClientGatewayPatch struct {
-	GatewayID   string                 `json:"gateway_id"`
-	PublicKey   *Set[wgkey.Public]     `json:"public_key,omitempty"`
-	Endpoint    *Set[string]           `json:"endpoint,omitempty"`
-	OverlayAddr *Set[netip.Addr]       `json:"overlay_addr,omitempty"`
-	AllowedIPs  *Set[[]netip.Prefix]   `json:"allowed_ips,omitempty"`
+	GatewayID   string               `json:"gateway_id"`
+	PublicKey   *Set[wgkey.Public]   `json:"public_key,omitempty"`
+	Endpoint    *Set[string]         `json:"endpoint,omitempty"`
+	OverlayAddr *Set[netip.Addr]     `json:"overlay_addr,omitempty"`
+	AllowedIPs  *Set[[]netip.Prefix] `json:"allowed_ips,omitempty"`
 	// AllowedIPsDelta (capability 9) replaces AllowedIPs for clients that
 	// take it; a patch carries at most one of the two.
 	AllowedIPsDelta *PrefixDelta           `json:"allowed_ips_delta,omitempty"`
 	Apps            ListDelta[App, string] `json:"apps,omitzero"`
-	Instance    *Set[InstanceID]       `json:"instance,omitempty"`
+	Instance        *Set[InstanceID]       `json:"instance,omitempty"`
 }
 
 // diffClientGateway returns the patch from old to new (same gateway ID),
