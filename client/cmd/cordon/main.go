@@ -102,9 +102,9 @@ func main() {
 			return nil
 		},
 	}
-	login.Flags().StringVar(&lc.Controller, "controller", os.Getenv("CORDON_CONTROLLER"), "controller URL, https://HOST:PORT [$CORDON_CONTROLLER]")
-	login.Flags().StringVar(&lc.CACert, "ca-cert", os.Getenv("CORDON_CA_CERT"), "controller CA certificate your IT department gave you [$CORDON_CA_CERT]")
-	login.Flags().StringVar(&lc.User, "user", "", "your user name")
+	login.Flags().StringVar(&lc.Controller, "controller", os.Getenv("CORDON_CONTROLLER"), "controller URL, https://HOST:PORT (default: the one this device last signed in with) [$CORDON_CONTROLLER]")
+	login.Flags().StringVar(&lc.CACert, "ca-cert", os.Getenv("CORDON_CA_CERT"), "controller CA certificate your IT department gave you (default: the one this device pinned when it last signed in) [$CORDON_CA_CERT]")
+	login.Flags().StringVar(&lc.User, "user", "", "your user name (default: the user who last signed in on this device)")
 	login.Flags().BoolVar(&passwordStdin, "password-stdin", false, "read the password from standard input")
 	login.Flags().StringVar(&passwordFile, "password-file", "", "read the password from a file")
 	login.Flags().StringVar(&lc.TOTP, "totp", "", "the 6-digit code from your authenticator app (asked for if omitted)")
@@ -312,7 +312,7 @@ func loginOIDC(cmd *cobra.Command, lc client.LoginConfig, idp string, deviceCode
 	if idp == "list" {
 		ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
 		defer cancel()
-		provs, err := client.OIDCProviders(ctx, lc.Controller, lc.CACert)
+		provs, err := client.OIDCProviders(ctx, stateDir, lc.Controller, lc.CACert)
 		if err != nil {
 			return err
 		}
