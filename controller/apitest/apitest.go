@@ -24,6 +24,7 @@ import (
 	"github.com/cordonhq/cordon/controller/internal/ca"
 	"github.com/cordonhq/cordon/controller/internal/ledger"
 	"github.com/cordonhq/cordon/controller/internal/oidc"
+	"github.com/cordonhq/cordon/controller/internal/session"
 	"github.com/cordonhq/cordon/controller/internal/state"
 	"github.com/cordonhq/cordon/controller/internal/store"
 	"github.com/cordonhq/cordon/controller/internal/store/sqlite"
@@ -60,6 +61,9 @@ type Server struct {
 	// Ledger signs the audit log's checkpoints: tests call its Sign where
 	// the controller's ticker would.
 	Ledger *ledger.Ledger
+	// Sessions is the session manager whose activity the API shows: tests
+	// Touch it where a gateway's report would.
+	Sessions *session.Manager
 	oidc   *oidc.Manager
 
 	changed atomic.Int64
@@ -110,7 +114,11 @@ func New(t testing.TB, opts Options) *Server {
 		t.Fatal(err)
 	}
 	s.Ledger = ledger.New(ledger.Config{Store: st, State: state.New(state.Config{Store: st, Now: s.Now}), Key: logKey, Now: s.Now})
+	if s.Sessions, err = session.NewManager(session.ManagerConfig{Store: st, Limits: session.DefaultLimits(), Now: s.Now}); err != nil {
+		t.Fatal(err)
+	}
 	cfg := api.Config{
+		Activity:  s.Sessions.LastActivity,
 		Ledger:    s.Ledger,
 		Store:     st,
 		CA:        authority,

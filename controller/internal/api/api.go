@@ -89,6 +89,10 @@ type Config struct {
 	// Ledger signs and checks the verifiable audit log; nil: the audit
 	// log routes answer 503.
 	Ledger *ledger.Ledger
+	// Activity is the latest app traffic the gateways reported for a
+	// device (session.Manager.LastActivity), which the store learns only
+	// when the session nears its idle limit; nil: the store's alone.
+	Activity func(deviceID string) (time.Time, bool)
 }
 
 // API serves the HTTP routes.
@@ -100,6 +104,7 @@ type API struct {
 	changed  func()
 	now      func() time.Time
 	throttle LoginThrottler
+	activity func(deviceID string) (time.Time, bool)
 	pw       *auth.Hasher
 	totp     *auth.TOTPVerifier
 	control  string
@@ -131,6 +136,7 @@ func New(cfg Config) *API {
 		alert:    cfg.LoginAlert,
 		oidc:     cfg.OIDC,
 		ledger:   cfg.Ledger,
+		activity: cfg.Activity,
 	}
 	if a.adminTTL <= 0 {
 		a.adminTTL = adminapi.DefaultAdminSessionTTL

@@ -916,6 +916,35 @@ func TestGatewayTokenSingleUseUnderConcurrency(t *testing.T) {
 	}
 }
 
+// 'session list' shows the latest activity the gateways reported, which
+// the store learns only when a session nears its idle limit.
+func TestSessionListShowsReportedActivity(t *testing.T) {
+	e := newLoginEnv(t)
+	ctx := t.Context()
+	resp := must[*controlproto.EnrollResponse](t)(e.agent.Login(ctx, e.req()))
+	list := func() adminapi.Session {
+		t.Helper()
+		ss := must[[]adminapi.Session](t)(e.admin.ListSessions(ctx, adminapi.SessionQuery{User: "nurse"}))
+		if len(ss) != 1 {
+			t.Fatalf("%d active sessions, want 1", len(ss))
+		}
+		return ss[0]
+	}
+	s := list()
+	if !s.LastActivity.Equal(s.StartedAt) {
+		t.Fatalf("before any traffic: last activity %s, started %s", s.LastActivity, s.StartedAt)
+	}
+	at := s.StartedAt.Add(7 * time.Minute)
+	e.Sessions.Touch(resp.ID, at)
+	if got := list().LastActivity; !got.Equal(at) {
+		t.Fatalf("after a gateway reported traffic at %s: last activity %s", at, got)
+	}
+	e.Sessions.Touch(resp.ID, s.StartedAt.Add(-time.Minute)) // older than the store's: ignored
+	if got := list().LastActivity; !got.Equal(at) {
+		t.Fatalf("an older report moved last activity to %s", got)
+	}
+}
+
 // Disabling a user pushes new maps, refuses sign-in and is audited;
 // enabling restores it. Devices stay enrolled throughout.
 func TestUserDisableEnable(t *testing.T) {

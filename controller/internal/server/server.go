@@ -182,6 +182,7 @@ func Run(ctx context.Context, cfg Config) error {
 		LoginAlert:      auth.NewFailureAlert(cfg.LoginAlert),
 		OIDC:            oidcAPI,
 		Ledger:          led,
+		Activity:        sessions.LastActivity,
 	})
 
 	tcpLn, err := net.Listen("tcp", cfg.Listen)
