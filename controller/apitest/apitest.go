@@ -64,7 +64,7 @@ type Server struct {
 	// Sessions is the session manager whose activity the API shows: tests
 	// Touch it where a gateway's report would.
 	Sessions *session.Manager
-	oidc   *oidc.Manager
+	oidc     *oidc.Manager
 
 	changed atomic.Int64
 	mu      sync.Mutex
