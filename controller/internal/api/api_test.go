@@ -235,11 +235,14 @@ func TestSegments(t *testing.T) {
 	wantCode(t, err, 404, adminapi.CodeNotFound)
 	wantCode(t, e.admin.DeleteSegment(ctx, "nope"), 404, adminapi.CodeNotFound)
 
-	// In use by an app.
+	// In use by apps: the refusal names them.
 	must[*adminapi.App](t)(e.admin.CreateApp(ctx, &adminapi.CreateAppRequest{Name: "ehr", Segment: "clinical", DNSName: "ehr.hospital.internal", Address: "10.20.0.5", Proto: "tcp", Ports: []string{"443"}}))
-	wantCode(t, e.admin.DeleteSegment(ctx, "clinical"), 409, adminapi.CodeInUse, "apps")
-	if err := e.admin.DeleteApp(ctx, "ehr"); err != nil {
-		t.Fatal(err)
+	must[*adminapi.App](t)(e.admin.CreateApp(ctx, &adminapi.CreateAppRequest{Name: "pacs", Segment: "clinical", DNSName: "pacs.hospital.internal", Address: "10.20.0.6", Proto: "tcp", Ports: []string{"443"}}))
+	wantCode(t, e.admin.DeleteSegment(ctx, "clinical"), 409, adminapi.CodeInUse, "apps ehr, pacs")
+	for _, app := range []string{"ehr", "pacs"} {
+		if err := e.admin.DeleteApp(ctx, app); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if err := e.admin.DeleteSegment(ctx, "clinical"); err != nil {
 		t.Fatal(err)
