@@ -23,6 +23,7 @@ import (
 	"github.com/cordonhq/cordon/controller/internal/auth"
 	"github.com/cordonhq/cordon/controller/internal/ca"
 	"github.com/cordonhq/cordon/controller/internal/ledger"
+	"github.com/cordonhq/cordon/controller/internal/netmap"
 	"github.com/cordonhq/cordon/controller/internal/oidc"
 	"github.com/cordonhq/cordon/controller/internal/session"
 	"github.com/cordonhq/cordon/controller/internal/state"
@@ -46,6 +47,8 @@ type Options struct {
 	// at that issuer: client ID "cordon", public client, http allowed,
 	// device flow on, MFA when acr is "mfa" (or amr says so).
 	OIDCIssuer string
+	// DNSZones are the controller's --dns-zone values.
+	DNSZones []string
 }
 
 // Server is a running API.
@@ -118,6 +121,7 @@ func New(t testing.TB, opts Options) *Server {
 		t.Fatal(err)
 	}
 	cfg := api.Config{
+		DNS:       netmap.DNSConfig{Zones: opts.DNSZones},
 		Activity:  s.Sessions.LastActivity,
 		Ledger:    s.Ledger,
 		Store:     st,

@@ -919,6 +919,25 @@ func TestGatewayTokenSingleUseUnderConcurrency(t *testing.T) {
 	}
 }
 
+// Creating an app whose DNS name is in none of the controller's zones
+// warns which domain it makes internal; a name inside a zone does not.
+func TestAppOutsideDNSZonesWarns(t *testing.T) {
+	e := newEnv(t, apitest.Options{DNSZones: []string{"hospital.internal"}})
+	ctx := t.Context()
+	must[*adminapi.Segment](t)(e.admin.CreateSegment(ctx, &adminapi.CreateSegmentRequest{Name: "clinical", CIDRs: []string{"10.20.0.0/24"}}))
+	in := must[*adminapi.App](t)(e.admin.CreateApp(ctx, &adminapi.CreateAppRequest{Name: "ehr", Segment: "clinical", DNSName: "ehr.hospital.internal", Address: "10.20.0.5", Proto: "tcp", Ports: []string{"443"}}))
+	if len(in.Warnings) != 0 {
+		t.Errorf("an app inside a zone got warnings %q", in.Warnings)
+	}
+	out := must[*adminapi.App](t)(e.admin.CreateApp(ctx, &adminapi.CreateAppRequest{Name: "lis", Segment: "clinical", DNSName: "lis.lab.example", Address: "10.20.0.6", Proto: "tcp", Ports: []string{"443"}}))
+	if len(out.Warnings) != 1 || !strings.Contains(out.Warnings[0], "every name under lab.example") || !strings.Contains(out.Warnings[0], "hospital.internal") {
+		t.Errorf("an app outside every zone: warnings %q", out.Warnings)
+	}
+	if got := must[*adminapi.App](t)(e.admin.GetApp(ctx, "lis")); len(got.Warnings) != 0 {
+		t.Errorf("warnings are for the create's answer only, GetApp has %q", got.Warnings)
+	}
+}
+
 // 'session list' shows the latest activity the gateways reported, which
 // the store learns only when a session nears its idle limit.
 func TestSessionListShowsReportedActivity(t *testing.T) {

@@ -183,6 +183,7 @@ func Run(ctx context.Context, cfg Config) error {
 		OIDC:            oidcAPI,
 		Ledger:          led,
 		Activity:        sessions.LastActivity,
+		DNS:             cfg.DNS,
 	})
 
 	tcpLn, err := net.Listen("tcp", cfg.Listen)
