@@ -70,6 +70,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	alertWindow := fs.Duration("login-alert-window", 15*time.Minute, "sliding window of --login-alert-threshold (at most one alert per user or source per window)")
 	oidcConfig := fs.String("oidc-config", "", "YAML or JSON file listing the OIDC identity providers users sign in with (see docs/identity.md); empty: local users only")
 	logFormat := fs.String("log-format", "text", "log format: "+logsetup.Formats+" (JSON lines for log shippers)")
+	metricsListen := fs.String("metrics-listen", "", "serve Prometheus metrics (/metrics) and health checks (/healthz, /readyz) over plain HTTP at this address, e.g. 127.0.0.1:9101 (counts only, no secrets; bind it where only your monitoring reaches); off when empty")
 	debugListen := fs.String("debug-listen", "", "serve Go's pprof profiles (CPU, heap, goroutines) at this loopback address, e.g. 127.0.0.1:6060; off when empty")
 	fail := func(format string, args ...any) int {
 		fmt.Fprintf(stderr, "cordon-controller: "+format+"\n", args...)
@@ -127,7 +128,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		DataDir:    *dataDir, Listen: *listen, Hosts: extra, Logger: log, Announce: stdout,
 		DNS: dnsCfg, Sessions: limits, PostureInterval: *postureInterval,
 		AgentCertTTL: *agentCertTTL, GatewayGrantLifetime: *grantLifetime, DriftCheck: *driftCheck,
-		OIDC: idps, DebugListen: *debugListen,
+		OIDC: idps, DebugListen: *debugListen, MetricsListen: *metricsListen,
 	})
 	if err != nil {
 		fmt.Fprintf(stderr, "cordon-controller: %v\n", err)

@@ -79,6 +79,9 @@ type Config struct {
 	// DebugListen, if set, serves Go's pprof profiles there
 	// (--debug-listen; loopback addresses only).
 	DebugListen string
+	// MetricsListen, if set, serves Prometheus metrics (/metrics) and
+	// health (/healthz, /readyz) there, without TLS (--metrics-listen).
+	MetricsListen string
 }
 
 // Run runs the controller until ctx is cancelled.
@@ -99,6 +102,15 @@ func Run(ctx context.Context, cfg Config) error {
 			return fmt.Errorf("--debug-listen: %w", err)
 		}
 		debugLn = ln
+		defer ln.Close()
+	}
+	var metricsLn net.Listener
+	if cfg.MetricsListen != "" {
+		ln, err := net.Listen("tcp", cfg.MetricsListen)
+		if err != nil {
+			return fmt.Errorf("--metrics-listen: %w", err)
+		}
+		metricsLn = ln
 		defer ln.Close()
 	}
 	if err := privdir.Ensure(cfg.DataDir, log); err != nil {
@@ -213,6 +225,9 @@ func Run(ctx context.Context, cfg Config) error {
 	wg.Go(func() { led.Run(ctx) })
 	if debugLn != nil {
 		wg.Go(func() { serveDebug(ctx, debugLn, log.With("component", "debug")) })
+	}
+	if metricsLn != nil {
+		wg.Go(func() { serveMetrics(ctx, metricsLn, metricsRegistry(ctl, led), st, log.With("component", "metrics")) })
 	}
 	wg.Go(func() {
 		if err := ctl.Serve(ctx, pc); err != nil {
