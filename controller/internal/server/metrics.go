@@ -20,7 +20,8 @@ import (
 // metricsRegistry is the controller's Prometheus metrics. Each is read
 // from the component that keeps it when scraped, so nothing on the hot
 // paths changes for them. The metric names are in docs/operations.md.
-func metricsRegistry(ctrl *control.Server, led *ledger.Ledger) *prometheus.Registry {
+// totals is control.Server.Totals and latest ledger.Ledger.Latest.
+func metricsRegistry(totals func() control.Totals, latest func() *ledger.Signed) *prometheus.Registry {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	gauge := func(name, help string, labels prometheus.Labels, f func() float64) {
@@ -30,31 +31,29 @@ func metricsRegistry(ctrl *control.Server, led *ledger.Ledger) *prometheus.Regis
 		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "cordon", Name: name, Help: help, ConstLabels: labels}, f))
 	}
 	gauge("control_agents", "Agents connected to the control channel now.", prometheus.Labels{"kind": "client"},
-		func() float64 { return float64(ctrl.Totals().Clients) })
+		func() float64 { return float64(totals().Clients) })
 	gauge("control_agents", "Agents connected to the control channel now.", prometheus.Labels{"kind": "gateway"},
-		func() float64 { return float64(ctrl.Totals().Gateways) })
+		func() float64 { return float64(totals().Gateways) })
 	counter("control_maps_sent_total", "Network maps sent to agents, whole or as a delta.", prometheus.Labels{"form": "whole"},
-		func() float64 { return float64(ctrl.Totals().Sent.Maps) })
+		func() float64 { return float64(totals().Sent.Maps) })
 	counter("control_maps_sent_total", "Network maps sent to agents, whole or as a delta.", prometheus.Labels{"form": "delta"},
-		func() float64 { return float64(ctrl.Totals().Sent.Deltas) })
+		func() float64 { return float64(totals().Sent.Deltas) })
 	counter("control_map_bytes_sent_total", "Bytes of network map frames sent to agents.", nil,
-		func() float64 { return float64(ctrl.Totals().Sent.Bytes) })
+		func() float64 { return float64(totals().Sent.Bytes) })
 	counter("control_drift_findings_total", "Drift checks that found the state maps are computed from differing from the store (anything but 0 is a defect).", nil,
-		func() float64 { return float64(ctrl.Totals().Drifts) })
-	if led != nil {
-		gauge("audit_log_checkpoint_size", "Records covered by the audit log's latest signed checkpoint.", nil, func() float64 {
-			if c := led.Latest(); c != nil {
-				return float64(c.Size)
-			}
-			return 0
-		})
-		gauge("audit_log_checkpoint_timestamp_seconds", "Time of the audit log's latest signed checkpoint (Unix seconds; 0 before the first).", nil, func() float64 {
-			if c := led.Latest(); c != nil {
-				return float64(c.Time.UnixNano()) / 1e9
-			}
-			return 0
-		})
-	}
+		func() float64 { return float64(totals().Drifts) })
+	gauge("audit_log_checkpoint_size", "Records covered by the audit log's latest signed checkpoint.", nil, func() float64 {
+		if c := latest(); c != nil {
+			return float64(c.Size)
+		}
+		return 0
+	})
+	gauge("audit_log_checkpoint_timestamp_seconds", "Time of the audit log's latest signed checkpoint (Unix seconds; 0 before the first).", nil, func() float64 {
+		if c := latest(); c != nil {
+			return float64(c.Time.UnixNano()) / 1e9
+		}
+		return 0
+	})
 	return reg
 }
 

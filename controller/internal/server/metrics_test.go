@@ -1,18 +1,23 @@
 package server
 
 import (
+	"encoding/json"
 	"io"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/cordonhq/cordon/controller/internal/ca"
+	"github.com/cordonhq/cordon/controller/internal/control"
+	"github.com/cordonhq/cordon/controller/internal/ledger"
 	"github.com/cordonhq/cordon/pkg/adminapi"
+	"gopkg.in/yaml.v3"
 )
 
 // --metrics-listen serves the controller's metrics and health checks;
@@ -87,5 +92,72 @@ func TestMetricsAndHealth(t *testing.T) {
 			t.Fatalf("cordon_audit_log_checkpoint_size stayed %v after an admin change", before)
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// The alert rules and the dashboard under deploy/ name only metrics the
+// controller serves (or Prometheus's own: up, probe_success), and parse.
+func TestDeployedRulesAndDashboardNameServedMetrics(t *testing.T) {
+	reg := metricsRegistry(func() control.Totals { return control.Totals{} }, func() *ledger.Signed { return nil })
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := map[string]bool{}
+	for _, f := range families {
+		served[f.GetName()] = true
+	}
+	nameRE := regexp.MustCompile(`\b(cordon|process|go)_[a-z_]+`)
+	check := func(file, expr string) {
+		for _, name := range nameRE.FindAllString(expr, -1) {
+			if !served[name] {
+				t.Errorf("%s: %q names %s, which the controller does not serve", file, expr, name)
+			}
+		}
+	}
+	rulesFile := filepath.Join("..", "..", "..", "deploy", "prometheus", "cordon-alerts.yaml")
+	b, err := os.ReadFile(rulesFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rules struct {
+		Groups []struct {
+			Rules []struct {
+				Alert, Expr string
+			}
+		}
+	}
+	if err := yaml.Unmarshal(b, &rules); err != nil {
+		t.Fatalf("%s: %v", rulesFile, err)
+	}
+	n := 0
+	for _, g := range rules.Groups {
+		for _, r := range g.Rules {
+			if r.Alert == "" || r.Expr == "" {
+				t.Errorf("%s: a rule without alert or expr: %+v", rulesFile, r)
+			}
+			check(rulesFile, r.Expr)
+			n++
+		}
+	}
+	if n == 0 {
+		t.Fatalf("%s: no rules", rulesFile)
+	}
+	dashFile := filepath.Join("..", "..", "..", "deploy", "grafana", "cordon-controller.json")
+	if b, err = os.ReadFile(dashFile); err != nil {
+		t.Fatal(err)
+	}
+	var dash struct {
+		Panels []struct {
+			Targets []struct{ Expr string }
+		}
+	}
+	if err := json.Unmarshal(b, &dash); err != nil {
+		t.Fatalf("%s: %v", dashFile, err)
+	}
+	for _, p := range dash.Panels {
+		for _, tg := range p.Targets {
+			check(dashFile, tg.Expr)
+		}
 	}
 }
