@@ -227,7 +227,9 @@ func Run(ctx context.Context, cfg Config) error {
 		wg.Go(func() { serveDebug(ctx, debugLn, log.With("component", "debug")) })
 	}
 	if metricsLn != nil {
-		wg.Go(func() { serveMetrics(ctx, metricsLn, metricsRegistry(ctl.Totals, led.Latest), st, log.With("component", "metrics")) })
+		wg.Go(func() {
+			serveMetrics(ctx, metricsLn, metricsRegistry(ctl.Totals, led.Latest), st, log.With("component", "metrics"))
+		})
 	}
 	wg.Go(func() {
 		if err := ctl.Serve(ctx, pc); err != nil {
