@@ -1,0 +1,155 @@
+package client
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/cordonhq/cordon/pkg/controlproto"
+)
+
+func twoGatewayMap(order ...string) *controlproto.ClientMap {
+	return &controlproto.ClientMap{
+		Gateways: []controlproto.ClientGateway{
+			{GatewayID: "gw-a", OverlayAddr: netip.MustParseAddr("100.64.0.1")},
+			{GatewayID: "gw-b", OverlayAddr: netip.MustParseAddr("100.64.0.2")},
+		},
+		Segments: []controlproto.ClientSegment{{Name: "lan", Gateways: order}},
+	}
+}
+
+// The state machine, on an injected clock: a gateway that stops answering
+// is dead after DeadAfter of probing and its segment moves to the next of
+// the order; the segment stays there while the device is busy, even once
+// the first answers again, and goes back when it has been idle.
+func TestFailoverMovesAndReturnsWhenIdle(t *testing.T) {
+	act := &activityTUN{}
+	f := newFailover(act)
+	m := twoGatewayMap("gw-a", "gw-b")
+	t0 := time.Unix(1_800_000_000, 0)
+	busy := func(at time.Time) { act.at.Store(at.UnixNano()) }
+	pick := func(at time.Time) string { return f.pick(m, m.Segments[0], at) }
+
+	busy(t0)
+	if got := pick(t0); got != "gw-a" {
+		t.Fatalf("first pick %s, want gw-a (first of the order)", got)
+	}
+	f.observe(map[string]bool{"gw-a": true, "gw-b": true}, t0)
+	// gw-a stops answering.
+	at := t0
+	for i := 1; ; i++ {
+		at = t0.Add(time.Duration(i) * ProbeEvery)
+		busy(at)
+		died, _ := f.observe(map[string]bool{"gw-a": false, "gw-b": true}, at)
+		if len(died) > 0 {
+			if died[0] != "gw-a" || at.Sub(t0) < DeadAfter || at.Sub(t0) > DeadAfter+ProbeEvery {
+				t.Fatalf("died %v after %v, want gw-a after %v", died, at.Sub(t0), DeadAfter)
+			}
+			break
+		}
+		if f.wantsMove(m, at) {
+			t.Fatalf("moves after %v without an answer, before DeadAfter", at.Sub(t0))
+		}
+	}
+	if !f.wantsMove(m, at) || pick(at) != "gw-b" {
+		t.Fatal("segment did not move to gw-b when gw-a died")
+	}
+	// gw-a answers again while the device is busy: stay on gw-b.
+	at = at.Add(ProbeEvery)
+	busy(at)
+	if _, revived := f.observe(map[string]bool{"gw-a": true, "gw-b": true}, at); len(revived) != 1 {
+		t.Fatalf("revived %v, want gw-a", revived)
+	}
+	if f.wantsMove(m, at) || pick(at) != "gw-b" {
+		t.Fatal("moved back while busy: that cuts open connections")
+	}
+	// Idle past ReturnAfter: back to the first of the order.
+	at = at.Add(ReturnAfter + time.Second)
+	if !f.wantsMove(m, at) || pick(at) != "gw-a" {
+		t.Fatal("did not go back to gw-a once idle")
+	}
+}
+
+// The controller's "down" counts like dead; if every gateway is dead the
+// first not dead, else the first of the order, is used.
+func TestFailoverControllerDownAndAllDead(t *testing.T) {
+	f := newFailover(nil)
+	m := twoGatewayMap("gw-a", "gw-b")
+	m.Gateways[0].Down = true
+	now := time.Unix(1_800_000_000, 0)
+	if got := f.pick(m, m.Segments[0], now); got != "gw-b" {
+		t.Fatalf("gw-a down: picked %s, want gw-b", got)
+	}
+	f.observe(map[string]bool{"gw-a": false, "gw-b": false}, now)
+	f.observe(map[string]bool{"gw-a": false, "gw-b": false}, now.Add(DeadAfter))
+	if got := f.pick(m, m.Segments[0], now.Add(DeadAfter)); got != "gw-a" {
+		t.Fatalf("all dead: picked %s, want gw-a (first of the order)", got)
+	}
+	f.prune(&controlproto.ClientMap{})
+	if len(f.Current()) != 0 || len(f.health) != 0 {
+		t.Fatal("prune kept segments or gateways no longer in the map")
+	}
+}
+
+func TestAppPacket(t *testing.T) {
+	v4 := func(dst [4]byte) []byte {
+		b := make([]byte, 20)
+		b[0] = 0x45
+		copy(b[16:], dst[:])
+		return b
+	}
+	for _, c := range []struct {
+		b    []byte
+		want bool
+	}{
+		{v4([4]byte{10, 20, 0, 10}), true},
+		{v4([4]byte{100, 64, 0, 1}), false},   // a gateway's overlay address
+		{v4([4]byte{100, 127, 255, 1}), false}, // still 100.64.0.0/10
+		{v4([4]byte{100, 128, 0, 1}), true},
+		{append([]byte{0x60}, make([]byte, 39)...), true},
+		{[]byte{0x45}, false},
+		{nil, false},
+	} {
+		if got := appPacket(c.b); got != c.want {
+			t.Errorf("appPacket(% x) = %v, want %v", c.b, got, c.want)
+		}
+	}
+}
+
+// probe gets an answer from a real DNS server that refuses the name, and
+// none from an address where nothing listens.
+func TestProbe(t *testing.T) {
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, q *dns.Msg) {
+		r := new(dns.Msg)
+		r.SetRcode(q, dns.RcodeRefused)
+		w.WriteMsg(r)
+	})}
+	go srv.ActivateAndServe()
+	t.Cleanup(func() { srv.Shutdown() })
+	port := pc.LocalAddr().(*net.UDPAddr).Port
+	d := portDialer{port: port}
+	if !probe(context.Background(), d, netip.MustParseAddr("127.0.0.1")) {
+		t.Fatal("no answer from a live server")
+	}
+	if probe(context.Background(), portDialer{port: port + 1}, netip.MustParseAddr("127.0.0.1")) {
+		t.Fatal("an answer from where nothing listens")
+	}
+}
+
+// portDialer dials the test server's port instead of 53.
+type portDialer struct{ port int }
+
+func (p portDialer) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
+	host, _, _ := net.SplitHostPort(address)
+	var d net.Dialer
+	return d.DialContext(ctx, network, net.JoinHostPort(host, strconv.Itoa(p.port)))
+}
