@@ -108,7 +108,7 @@ func TestAppPacket(t *testing.T) {
 		want bool
 	}{
 		{v4([4]byte{10, 20, 0, 10}), true},
-		{v4([4]byte{100, 64, 0, 1}), false},   // a gateway's overlay address
+		{v4([4]byte{100, 64, 0, 1}), false},    // a gateway's overlay address
 		{v4([4]byte{100, 127, 255, 1}), false}, // still 100.64.0.0/10
 		{v4([4]byte{100, 128, 0, 1}), true},
 		{append([]byte{0x60}, make([]byte, 39)...), true},
