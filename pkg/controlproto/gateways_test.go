@@ -1,8 +1,11 @@
 package controlproto
 
 import (
+	"cmp"
+	"encoding/json"
 	"net/netip"
 	"reflect"
+	"slices"
 	"testing"
 )
 
@@ -60,4 +63,44 @@ func TestResolveMovesSegmentAndKeepsIdlePeers(t *testing.T) {
 	if got := old.Resolve(First, true); !reflect.DeepEqual(got, old.Gateways) {
 		t.Fatalf("pre-9 map: %+v", got)
 	}
+}
+
+// FuzzResolve: a client map from the network (JSON, as DecodeFrame reads
+// it) never makes Resolve or Legacy panic, whatever its segments name; no
+// gateway comes out more often than the map lists it, and each one's
+// AllowedIPs come out sorted without repeats.
+func FuzzResolve(f *testing.F) {
+	seed, _ := json.Marshal(twoSegmentMap())
+	f.Add(seed, uint8(0))
+	f.Add([]byte(`{"gateways":[{"gateway_id":"a"},{"gateway_id":"a"}],"segments":[{"name":"s","gateways":["a","b",""]},{"name":"s","gateways":[]}]}`), uint8(1))
+	f.Fuzz(func(t *testing.T, body []byte, pick uint8) {
+		var m ClientMap
+		if json.Unmarshal(body, &m) != nil {
+			return
+		}
+		use := func(sg ClientSegment) string {
+			return sg.Gateways[int(pick)%len(sg.Gateways)] // Resolve never asks about an empty list
+		}
+		listed := map[string]int{}
+		for _, g := range m.Gateways {
+			listed[g.GatewayID]++
+		}
+		for _, idle := range []bool{false, true} {
+			out := map[string]int{}
+			for _, g := range m.Resolve(use, idle) {
+				out[g.GatewayID]++
+				if m.Segments != nil && !slices.IsSortedFunc(g.AllowedIPs, func(a, b netip.Prefix) int {
+					return cmp.Or(a.Addr().Compare(b.Addr()), cmp.Compare(a.Bits(), b.Bits()))
+				}) {
+					t.Fatalf("gateway %s: AllowedIPs %v not sorted", g.GatewayID, g.AllowedIPs)
+				}
+			}
+			for id, n := range out {
+				if n > listed[id] {
+					t.Fatalf("gateway %s out %d times, listed %d", id, n, listed[id])
+				}
+			}
+		}
+		m.Legacy()
+	})
 }
