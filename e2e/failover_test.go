@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/miekg/dns"
 )
 
 // Gateway failover (issue 13, part 3): three gateways serve segment
@@ -95,6 +97,10 @@ func TestGatewayFailover(t *testing.T) {
 		w.waitReach(c, ehr, 30*time.Second)
 	}
 
+	overlay := map[string]string{} // user → device overlay address (its DNS stub)
+	for _, d := range w.devices() {
+		overlay[d.User] = d.OverlayAddr
+	}
 	loops := startLoops(t, clients, ehr)
 	var took []time.Duration
 	for run := range failoverRuns + 1 {
@@ -155,6 +161,13 @@ func TestGatewayFailover(t *testing.T) {
 		for _, c := range clients {
 			if g, err := carrier(c, names); err != nil || g == victim {
 				t.Errorf("run %d: %s routes ehr through %q (%v) after %s was killed", run+1, c.user, g, err, victim)
+			}
+		}
+		// DNS follows: the stub asks the segment's new gateway.
+		for _, c := range moved {
+			r := exchange(t, c.ns, overlay[c.user], "ehr.hosp.internal.", dns.TypeA)
+			if r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1 || !strings.Contains(r.Answer[0].String(), "10.20.0.10") {
+				t.Errorf("run %d: %s resolving ehr.hosp.internal after %s was killed: %v", run+1, c.user, victim, r)
 			}
 		}
 		if run == 0 {

@@ -27,8 +27,9 @@ import (
 // is retried only after REKEY_TIMEOUT (5 s) and a session with a dead peer
 // looks healthy for up to 15 s. While the device sends app traffic (any
 // packet from the host to an address outside the overlay range, seen by
-// activityTUN), every ProbeEvery it sends each gateway of its map a DNS
-// query through the tunnel to the gateway's overlay address, for a name in
+// activityTUN), it sends each gateway it uses a DNS query every ProbeEvery,
+// and each other gateway of its map one every SpareProbeEvery (to know
+// where it can go), through the tunnel to the gateway's overlay address, for a name in
 // no zone ("probe.cordon.invalid."): the gateway's DNS server refuses it
 // at once (no lookup, no audit record), and any answer proves the
 // gateway, its WireGuard session and its data path alive. An idle device
@@ -57,13 +58,14 @@ import (
 // one ProbeEvery to notice); the goal is new connections through another
 // gateway within 3 s of a gateway's death.
 const (
-	ProbeEvery    = 250 * time.Millisecond
-	DeadAfter     = time.Second
-	ActiveWindow  = 5 * time.Second  // traffic this recent keeps probing on
-	ReturnAfter   = 30 * time.Second // idle this long: back to the first of the order
-	probeTimeout  = 900 * time.Millisecond
-	probeName     = "probe.cordon.invalid."
-	maxProbeRound = 64 // gateways probed per round at most
+	ProbeEvery      = 250 * time.Millisecond
+	SpareProbeEvery = time.Second // gateways that carry no segment now
+	DeadAfter       = time.Second
+	ActiveWindow    = 5 * time.Second  // traffic this recent keeps probing on
+	ReturnAfter     = 30 * time.Second // idle this long: back to the first of the order
+	probeTimeout    = 900 * time.Millisecond
+	probeName       = "probe.cordon.invalid."
+	maxProbeRound   = 64 // gateways probed per round at most
 )
 
 // gwHealth is one gateway's liveness as this client sees it.
@@ -145,17 +147,34 @@ func (f *failover) wantsMove(m *controlproto.ClientMap, now time.Time) bool {
 	return false
 }
 
+// pause records that probing stopped (the device went idle): a gateway's
+// silence counts again from when probes resume.
+func (f *failover) pause() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, h := range f.health {
+		h.probing = time.Time{}
+	}
+}
+
+// inUse reports whether gateway id carries a segment now.
+func (f *failover) inUse(id string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, g := range f.current {
+		if g == id {
+			return true
+		}
+	}
+	return false
+}
+
 // observe records a probe round's results: answered (true) or not, by
-// gateway ID; gateways not in the round stop probing. It returns the
-// gateways that changed between alive and dead.
+// gateway ID. It returns the gateways that changed between alive and
+// dead.
 func (f *failover) observe(results map[string]bool, now time.Time) (died, revived []string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	for id, h := range f.health {
-		if _, ok := results[id]; !ok {
-			h.probing = time.Time{}
-		}
-	}
 	for id, ok := range results {
 		h := f.health[id]
 		if h == nil {

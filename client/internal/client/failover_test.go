@@ -153,3 +153,31 @@ func (p portDialer) DialContext(ctx context.Context, network, address string) (n
 	var d net.Dialer
 	return d.DialContext(ctx, network, net.JoinHostPort(host, strconv.Itoa(p.port)))
 }
+
+// Silence counts only while probing: after an idle pause, a gateway is not
+// dead at its first unanswered probe, only DeadAfter later; a spare probed
+// once a second is dead after DeadAfter all the same.
+func TestFailoverPauseRestartsTheCount(t *testing.T) {
+	f := newFailover(nil)
+	t0 := time.Unix(1_800_000_000, 0)
+	f.observe(map[string]bool{"gw-a": true}, t0)
+	f.pause()
+	later := t0.Add(time.Hour)
+	if died, _ := f.observe(map[string]bool{"gw-a": false}, later); len(died) != 0 {
+		t.Fatalf("dead at the first probe after a pause: %v", died)
+	}
+	if died, _ := f.observe(map[string]bool{"gw-a": false}, later.Add(DeadAfter-ProbeEvery)); len(died) != 0 {
+		t.Fatalf("dead before DeadAfter: %v", died)
+	}
+	if died, _ := f.observe(map[string]bool{"gw-a": false}, later.Add(DeadAfter)); len(died) != 1 {
+		t.Fatal("not dead DeadAfter after probes resumed")
+	}
+	// A spare: probed every SpareProbeEvery.
+	f.observe(map[string]bool{"gw-b": true}, t0)
+	if died, _ := f.observe(map[string]bool{"gw-b": false}, t0.Add(SpareProbeEvery)); len(died) != 1 {
+		t.Fatal("a spare silent for a whole probe interval is not dead")
+	}
+	if f.inUse("gw-a") {
+		t.Fatal("gw-a in use without a segment")
+	}
+}

@@ -357,7 +357,8 @@ func (t *tunnel) applyLocked(m *controlproto.ClientMap) (prev *controlproto.Clie
 func (t *tunnel) watchGateways(ctx context.Context) {
 	tick := time.NewTicker(ProbeEvery)
 	defer tick.Stop()
-	for {
+	spareEvery := int(SpareProbeEvery / ProbeEvery)
+	for round := 0; ; round++ {
 		select {
 		case <-ctx.Done():
 			return
@@ -369,16 +370,17 @@ func (t *tunnel) watchGateways(ctx context.Context) {
 		if m == nil || m.Segments == nil {
 			continue // nothing to fail over (or a controller before capability 9)
 		}
-		results := map[string]bool{}
-		if !t.fo.idle(time.Now(), ActiveWindow) {
-			results = t.probeAll(ctx, m)
-		}
-		died, revived := t.fo.observe(results, time.Now())
-		for _, id := range died {
-			t.log.Warn("gateway not answering: moving its segments to the next gateway", "gateway", id, "dead_after", DeadAfter)
-		}
-		for _, id := range revived {
-			t.log.Info("gateway answering again", "gateway", id)
+		if t.fo.idle(time.Now(), ActiveWindow) {
+			t.fo.pause()
+		} else {
+			results := t.probeAll(ctx, m, round%spareEvery == 0)
+			died, revived := t.fo.observe(results, time.Now())
+			for _, id := range died {
+				t.log.Warn("gateway not answering: moving its segments to the next gateway", "gateway", id, "dead_after", DeadAfter)
+			}
+			for _, id := range revived {
+				t.log.Info("gateway answering again", "gateway", id)
+			}
 		}
 		if !t.fo.wantsMove(m, time.Now()) {
 			continue
@@ -399,9 +401,15 @@ func (t *tunnel) watchGateways(ctx context.Context) {
 	}
 }
 
-// probeAll probes every gateway of m at once and returns who answered.
-func (t *tunnel) probeAll(ctx context.Context, m *controlproto.ClientMap) map[string]bool {
-	gws := m.Gateways[:min(len(m.Gateways), maxProbeRound)]
+// probeAll probes the gateways of m in use (all of them with spares) at
+// once and returns who answered.
+func (t *tunnel) probeAll(ctx context.Context, m *controlproto.ClientMap, spares bool) map[string]bool {
+	var gws []controlproto.ClientGateway
+	for _, g := range m.Gateways {
+		if (spares || t.fo.inUse(g.GatewayID)) && len(gws) < maxProbeRound {
+			gws = append(gws, g)
+		}
+	}
 	ok := make([]bool, len(gws))
 	var wg sync.WaitGroup
 	for i, g := range gws {
