@@ -54,25 +54,30 @@ import (
 // clients. Connections through a dead gateway end: the application sees
 // a timeout or reset and its next connection takes the new gateway.
 
-// Failover timers. Dead within DeadAfter of the last answer (plus at most
-// one ProbeEvery to notice); the goal is new connections through another
-// gateway within 3 s of a gateway's death.
+// Failover timers. A gateway is dead once it answered none of at least
+// minUnanswered probes for DeadAfter (a gateway in use: 1 s after its last
+// answer, noticed within a ProbeEvery; a spare, probed each second: 3 s).
+// Probes run on their own, so a dead gateway's timeouts do not slow the
+// next round. The goal is new connections through another gateway within
+// 3 s of a gateway's death.
 const (
 	ProbeEvery      = 250 * time.Millisecond
 	SpareProbeEvery = time.Second // gateways that carry no segment now
 	DeadAfter       = time.Second
 	ActiveWindow    = 5 * time.Second  // traffic this recent keeps probing on
 	ReturnAfter     = 30 * time.Second // idle this long: back to the first of the order
-	probeTimeout    = 900 * time.Millisecond
+	probeTimeout    = DeadAfter
+	minUnanswered   = 3 // probes out without an answer before a gateway can be dead
 	probeName       = "probe.cordon.invalid."
 	maxProbeRound   = 64 // gateways probed per round at most
 )
 
 // gwHealth is one gateway's liveness as this client sees it.
 type gwHealth struct {
-	probing time.Time // when the current run of probes began (zero: not probing)
-	lastOK  time.Time // last answer
-	dead    bool
+	probing    time.Time // when the current run of probes began (zero: not probing)
+	lastOK     time.Time // last answer
+	unanswered int       // probes sent since the last answer (or pause), in flight too
+	dead       bool
 }
 
 // failover holds the client's view of its gateways and each segment's
@@ -153,7 +158,7 @@ func (f *failover) pause() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for _, h := range f.health {
-		h.probing = time.Time{}
+		h.probing, h.unanswered = time.Time{}, 0
 	}
 }
 
@@ -169,39 +174,55 @@ func (f *failover) inUse(id string) bool {
 	return false
 }
 
-// observe records a probe round's results: answered (true) or not, by
-// gateway ID. It returns the gateways that changed between alive and
-// dead.
-func (f *failover) observe(results map[string]bool, now time.Time) (died, revived []string) {
+// sent records a probe sent to gateway id at now.
+func (f *failover) sent(id string, now time.Time) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	for id, ok := range results {
-		h := f.health[id]
-		if h == nil {
-			h = &gwHealth{}
-			f.health[id] = h
-		}
-		if h.probing.IsZero() {
-			h.probing = now
-		}
-		if ok {
-			h.lastOK = now
-			if h.dead {
-				h.dead = false
-				revived = append(revived, id)
-			}
+	h := f.health[id]
+	if h == nil {
+		h = &gwHealth{}
+		f.health[id] = h
+	}
+	if h.probing.IsZero() {
+		h.probing = now
+	}
+	h.unanswered++
+}
+
+// answered records an answer from gateway id at now; it reports whether
+// the gateway was dead until then.
+func (f *failover) answered(id string, now time.Time) (revived bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	h := f.health[id]
+	if h == nil {
+		return false // forgotten meanwhile (prune)
+	}
+	h.lastOK, h.unanswered = now, 0
+	revived, h.dead = h.dead, false
+	return revived
+}
+
+// check marks dead, and returns, the gateways being probed that sent no
+// answer for DeadAfter with at least minUnanswered probes out.
+func (f *failover) check(now time.Time) (died []string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for id, h := range f.health {
+		if h.dead || h.probing.IsZero() || h.unanswered < minUnanswered {
 			continue
 		}
 		since := h.probing
 		if h.lastOK.After(since) {
 			since = h.lastOK
 		}
-		if !h.dead && now.Sub(since) >= DeadAfter {
+		if now.Sub(since) >= DeadAfter {
 			h.dead = true
 			died = append(died, id)
 		}
 	}
-	return died, revived
+	slices.Sort(died)
+	return died
 }
 
 // prune forgets gateways and segments no longer in m.

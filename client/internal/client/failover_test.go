@@ -13,6 +13,19 @@ import (
 	"github.com/cordonhq/cordon/pkg/controlproto"
 )
 
+// observe is one synchronous probe round at now: a probe sent to each
+// gateway in results, answered at once where true; it returns check's
+// verdict and the gateways revived.
+func observe(f *failover, results map[string]bool, now time.Time) (died, revived []string) {
+	for id, ok := range results {
+		f.sent(id, now)
+		if ok && f.answered(id, now) {
+			revived = append(revived, id)
+		}
+	}
+	return f.check(now), revived
+}
+
 func twoGatewayMap(order ...string) *controlproto.ClientMap {
 	return &controlproto.ClientMap{
 		Gateways: []controlproto.ClientGateway{
@@ -39,13 +52,13 @@ func TestFailoverMovesAndReturnsWhenIdle(t *testing.T) {
 	if got := pick(t0); got != "gw-a" {
 		t.Fatalf("first pick %s, want gw-a (first of the order)", got)
 	}
-	f.observe(map[string]bool{"gw-a": true, "gw-b": true}, t0)
+	observe(f, map[string]bool{"gw-a": true, "gw-b": true}, t0)
 	// gw-a stops answering.
 	at := t0
 	for i := 1; ; i++ {
 		at = t0.Add(time.Duration(i) * ProbeEvery)
 		busy(at)
-		died, _ := f.observe(map[string]bool{"gw-a": false, "gw-b": true}, at)
+		died, _ := observe(f, map[string]bool{"gw-a": false, "gw-b": true}, at)
 		if len(died) > 0 {
 			if died[0] != "gw-a" || at.Sub(t0) < DeadAfter || at.Sub(t0) > DeadAfter+ProbeEvery {
 				t.Fatalf("died %v after %v, want gw-a after %v", died, at.Sub(t0), DeadAfter)
@@ -62,7 +75,7 @@ func TestFailoverMovesAndReturnsWhenIdle(t *testing.T) {
 	// gw-a answers again while the device is busy: stay on gw-b.
 	at = at.Add(ProbeEvery)
 	busy(at)
-	if _, revived := f.observe(map[string]bool{"gw-a": true, "gw-b": true}, at); len(revived) != 1 {
+	if _, revived := observe(f, map[string]bool{"gw-a": true, "gw-b": true}, at); len(revived) != 1 {
 		t.Fatalf("revived %v, want gw-a", revived)
 	}
 	if f.wantsMove(m, at) || pick(at) != "gw-b" {
@@ -85,8 +98,9 @@ func TestFailoverControllerDownAndAllDead(t *testing.T) {
 	if got := f.pick(m, m.Segments[0], now); got != "gw-b" {
 		t.Fatalf("gw-a down: picked %s, want gw-b", got)
 	}
-	f.observe(map[string]bool{"gw-a": false, "gw-b": false}, now)
-	f.observe(map[string]bool{"gw-a": false, "gw-b": false}, now.Add(DeadAfter))
+	for i := range minUnanswered {
+		observe(f, map[string]bool{"gw-a": false, "gw-b": false}, now.Add(time.Duration(i)*DeadAfter/2))
+	}
 	if got := f.pick(m, m.Segments[0], now.Add(DeadAfter)); got != "gw-a" {
 		t.Fatalf("all dead: picked %s, want gw-a (first of the order)", got)
 	}
@@ -156,26 +170,41 @@ func (p portDialer) DialContext(ctx context.Context, network, address string) (n
 
 // Silence counts only while probing: after an idle pause, a gateway is not
 // dead at its first unanswered probe, only DeadAfter later; a spare probed
-// once a second is dead after DeadAfter all the same.
+// once a second is dead only at its third unanswered probe; an answer to a
+// probe still in flight keeps a gateway alive.
 func TestFailoverPauseRestartsTheCount(t *testing.T) {
 	f := newFailover(nil)
 	t0 := time.Unix(1_800_000_000, 0)
-	f.observe(map[string]bool{"gw-a": true}, t0)
+	observe(f, map[string]bool{"gw-a": true}, t0)
 	f.pause()
 	later := t0.Add(time.Hour)
-	if died, _ := f.observe(map[string]bool{"gw-a": false}, later); len(died) != 0 {
+	if died, _ := observe(f, map[string]bool{"gw-a": false}, later); len(died) != 0 {
 		t.Fatalf("dead at the first probe after a pause: %v", died)
 	}
-	if died, _ := f.observe(map[string]bool{"gw-a": false}, later.Add(DeadAfter-ProbeEvery)); len(died) != 0 {
+	if died, _ := observe(f, map[string]bool{"gw-a": false}, later.Add(DeadAfter-ProbeEvery)); len(died) != 0 {
 		t.Fatalf("dead before DeadAfter: %v", died)
 	}
-	if died, _ := f.observe(map[string]bool{"gw-a": false}, later.Add(DeadAfter)); len(died) != 1 {
+	if died, _ := observe(f, map[string]bool{"gw-a": false}, later.Add(DeadAfter)); len(died) != 1 {
 		t.Fatal("not dead DeadAfter after probes resumed")
 	}
 	// A spare: probed every SpareProbeEvery.
-	f.observe(map[string]bool{"gw-b": true}, t0)
-	if died, _ := f.observe(map[string]bool{"gw-b": false}, t0.Add(SpareProbeEvery)); len(died) != 1 {
-		t.Fatal("a spare silent for a whole probe interval is not dead")
+	observe(f, map[string]bool{"gw-b": true}, t0)
+	for i := 1; i < minUnanswered; i++ {
+		if died, _ := observe(f, map[string]bool{"gw-b": false}, t0.Add(time.Duration(i)*SpareProbeEvery)); len(died) != 0 {
+			t.Fatalf("a spare dead after %d unanswered probes", i)
+		}
+	}
+	if died, _ := observe(f, map[string]bool{"gw-b": false}, t0.Add(minUnanswered*SpareProbeEvery)); len(died) != 1 {
+		t.Fatal("a spare silent for three probes is not dead")
+	}
+	// Probes out, the answer to the first arrives late: alive.
+	f.sent("gw-c", t0)
+	f.sent("gw-c", t0.Add(ProbeEvery))
+	f.sent("gw-c", t0.Add(2*ProbeEvery))
+	f.answered("gw-c", t0.Add(2*ProbeEvery+time.Millisecond))
+	f.sent("gw-c", t0.Add(3*ProbeEvery))
+	if died := f.check(t0.Add(DeadAfter)); len(died) != 0 {
+		t.Fatalf("dead although it answered %v ago: %v", DeadAfter-2*ProbeEvery, died)
 	}
 	if f.inUse("gw-a") {
 		t.Fatal("gw-a in use without a segment")

@@ -354,9 +354,13 @@ func (t *tunnel) applyLocked(m *controlproto.ClientMap) (prev *controlproto.Clie
 
 // watchGateways probes the gateways of the current map while the device
 // sends app traffic and moves segments off dead gateways (failover.go).
+// Each probe runs on a goroutine of its own (at most DeadAfter/ProbeEvery
+// per gateway in flight), waited for before it returns.
 func (t *tunnel) watchGateways(ctx context.Context) {
 	tick := time.NewTicker(ProbeEvery)
 	defer tick.Stop()
+	var probes sync.WaitGroup
+	defer probes.Wait()
 	spareEvery := int(SpareProbeEvery / ProbeEvery)
 	for round := 0; ; round++ {
 		select {
@@ -370,16 +374,25 @@ func (t *tunnel) watchGateways(ctx context.Context) {
 		if m == nil || m.Segments == nil {
 			continue // nothing to fail over (or a controller before capability 9)
 		}
-		if t.fo.idle(time.Now(), ActiveWindow) {
+		now := time.Now()
+		if t.fo.idle(now, ActiveWindow) {
 			t.fo.pause()
 		} else {
-			results := t.probeAll(ctx, m, round%spareEvery == 0)
-			died, revived := t.fo.observe(results, time.Now())
-			for _, id := range died {
-				t.log.Warn("gateway not answering: moving its segments to the next gateway", "gateway", id, "dead_after", DeadAfter)
+			n := 0
+			for _, g := range m.Gateways {
+				if n == maxProbeRound || !(round%spareEvery == 0 || t.fo.inUse(g.GatewayID)) {
+					continue
+				}
+				n++
+				t.fo.sent(g.GatewayID, now)
+				probes.Go(func() {
+					if probe(ctx, t.dial, g.OverlayAddr) && t.fo.answered(g.GatewayID, time.Now()) {
+						t.log.Info("gateway answering again", "gateway", g.GatewayID)
+					}
+				})
 			}
-			for _, id := range revived {
-				t.log.Info("gateway answering again", "gateway", id)
+			for _, id := range t.fo.check(now) {
+				t.log.Warn("gateway not answering: moving its segments to the next gateway", "gateway", id, "dead_after", DeadAfter)
 			}
 		}
 		if !t.fo.wantsMove(m, time.Now()) {
@@ -399,26 +412,4 @@ func (t *tunnel) watchGateways(ctx context.Context) {
 		}
 		t.applyMu.Unlock()
 	}
-}
-
-// probeAll probes the gateways of m in use (all of them with spares) at
-// once and returns who answered.
-func (t *tunnel) probeAll(ctx context.Context, m *controlproto.ClientMap, spares bool) map[string]bool {
-	var gws []controlproto.ClientGateway
-	for _, g := range m.Gateways {
-		if (spares || t.fo.inUse(g.GatewayID)) && len(gws) < maxProbeRound {
-			gws = append(gws, g)
-		}
-	}
-	ok := make([]bool, len(gws))
-	var wg sync.WaitGroup
-	for i, g := range gws {
-		wg.Go(func() { ok[i] = probe(ctx, t.dial, g.OverlayAddr) })
-	}
-	wg.Wait()
-	out := make(map[string]bool, len(gws))
-	for i, g := range gws {
-		out[g.GatewayID] = ok[i]
-	}
-	return out
 }
