@@ -55,8 +55,9 @@ import (
 // a timeout or reset and its next connection takes the new gateway.
 
 // Failover timers. A gateway is dead once it answered none of at least
-// minUnanswered probes for DeadAfter (a gateway in use: 1 s after its last
-// answer, noticed within a ProbeEvery; a spare, probed each second: 3 s).
+// minUnanswered probes, the oldest sent DeadAfter ago (a gateway in use:
+// about 1 s after it died, noticed within a ProbeEvery; a spare, probed
+// each second: 3 s).
 // Probes run on their own, so a dead gateway's timeouts do not slow the
 // next round. The goal is new connections through another gateway within
 // 3 s of a gateway's death.
@@ -74,7 +75,7 @@ const (
 
 // gwHealth is one gateway's liveness as this client sees it.
 type gwHealth struct {
-	probing    time.Time // when the current run of probes began (zero: not probing)
+	firstOut   time.Time // when the oldest probe not answered was sent
 	lastOK     time.Time // last answer
 	unanswered int       // probes sent since the last answer (or pause), in flight too
 	dead       bool
@@ -158,7 +159,7 @@ func (f *failover) pause() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for _, h := range f.health {
-		h.probing, h.unanswered = time.Time{}, 0
+		h.unanswered = 0
 	}
 }
 
@@ -183,8 +184,8 @@ func (f *failover) sent(id string, now time.Time) {
 		h = &gwHealth{}
 		f.health[id] = h
 	}
-	if h.probing.IsZero() {
-		h.probing = now
+	if h.unanswered == 0 {
+		h.firstOut = now
 	}
 	h.unanswered++
 }
@@ -203,20 +204,16 @@ func (f *failover) answered(id string, now time.Time) (revived bool) {
 	return revived
 }
 
-// check marks dead, and returns, the gateways being probed that sent no
-// answer for DeadAfter with at least minUnanswered probes out.
+// check marks dead, and returns, the gateways being probed that answered
+// none of at least minUnanswered probes, the oldest sent DeadAfter ago.
 func (f *failover) check(now time.Time) (died []string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for id, h := range f.health {
-		if h.dead || h.probing.IsZero() || h.unanswered < minUnanswered {
+		if h.dead || h.unanswered < minUnanswered {
 			continue
 		}
-		since := h.probing
-		if h.lastOK.After(since) {
-			since = h.lastOK
-		}
-		if now.Sub(since) >= DeadAfter {
+		if now.Sub(h.firstOut) >= DeadAfter {
 			h.dead = true
 			died = append(died, id)
 		}
