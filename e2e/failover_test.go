@@ -107,6 +107,7 @@ func TestGatewayFailover(t *testing.T) {
 		withController := run < failoverRuns
 		if !withController {
 			w.controller.stop() // SIGTERM: agents see it gone at once
+			t.Logf("run %d: controller stopped at %s", run+1, time.Now().UTC().Format("15:04:05.000"))
 		}
 		// Every device on a live gateway, its loop succeeding.
 		users := map[string]string{} // user → gateway carrying ehr
@@ -147,6 +148,7 @@ func TestGatewayFailover(t *testing.T) {
 		g.proc.cmd.Process.Kill()
 		<-g.proc.done
 		killed := time.Now()
+		t.Logf("run %d: %s killed at %s", run+1, victim, killed.UTC().Format("15:04:05.000"))
 		if g.name == gwName {
 			w.gateway = nil // checkAlive must not fail on it
 		}

@@ -255,20 +255,20 @@ type probeDialer interface {
 }
 
 // probe asks gateway overlay address addr's DNS server a name in no zone
-// and reports whether any answer came back.
-func probe(ctx context.Context, d probeDialer, addr netip.Addr) bool {
+// and returns nil if any answer came back.
+func probe(ctx context.Context, d probeDialer, addr netip.Addr) error {
 	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
 	defer cancel()
 	nc, err := d.DialContext(ctx, "udp", netip.AddrPortFrom(addr, 53).String())
 	if err != nil {
-		return false
+		return err
 	}
 	defer nc.Close()
 	q := new(dns.Msg)
 	q.SetQuestion(probeName, dns.TypeA)
 	c := &dns.Client{Net: "udp", Timeout: probeTimeout}
 	_, _, err = c.ExchangeWithConnContext(ctx, q, &dns.Conn{Conn: nc})
-	return err == nil
+	return err
 }
 
 // activityTUN is the tun device as WireGuard reads it, noting when the

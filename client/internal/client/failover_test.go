@@ -151,10 +151,10 @@ func TestProbe(t *testing.T) {
 	t.Cleanup(func() { srv.Shutdown() })
 	port := pc.LocalAddr().(*net.UDPAddr).Port
 	d := portDialer{port: port}
-	if !probe(context.Background(), d, netip.MustParseAddr("127.0.0.1")) {
-		t.Fatal("no answer from a live server")
+	if err := probe(context.Background(), d, netip.MustParseAddr("127.0.0.1")); err != nil {
+		t.Fatalf("no answer from a live server: %v", err)
 	}
-	if probe(context.Background(), portDialer{port: port + 1}, netip.MustParseAddr("127.0.0.1")) {
+	if probe(context.Background(), portDialer{port: port + 1}, netip.MustParseAddr("127.0.0.1")) == nil {
 		t.Fatal("an answer from where nothing listens")
 	}
 }

@@ -386,7 +386,9 @@ func (t *tunnel) watchGateways(ctx context.Context) {
 				n++
 				t.fo.sent(g.GatewayID, now)
 				probes.Go(func() {
-					if probe(ctx, t.dial, g.OverlayAddr) && t.fo.answered(g.GatewayID, time.Now()) {
+					if err := probe(ctx, t.dial, g.OverlayAddr); err != nil {
+						t.log.Debug("gateway probe unanswered", "gateway", g.GatewayID, "err", err)
+					} else if t.fo.answered(g.GatewayID, time.Now()) {
 						t.log.Info("gateway answering again", "gateway", g.GatewayID)
 					}
 				})
