@@ -61,9 +61,7 @@ func (m *ClientMap) Resolve(use func(ClientSegment) string, idle bool) []ClientG
 		if !carries[i] && !idle {
 			continue
 		}
-		slices.SortFunc(g.AllowedIPs, func(a, b netip.Prefix) int {
-			return cmp.Or(a.Addr().Compare(b.Addr()), cmp.Compare(a.Bits(), b.Bits()))
-		})
+		slices.SortFunc(g.AllowedIPs, ComparePrefix)
 		g.AllowedIPs = slices.Compact(g.AllowedIPs)
 		// Apps in name order, as one gateway's apps always were.
 		slices.SortStableFunc(g.Apps, func(a, b App) int { return cmp.Compare(a.Name, b.Name) })
