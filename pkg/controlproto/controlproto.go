@@ -93,7 +93,21 @@ const (
 //	  the prefixes added and removed (ClientGatewayPatch.AllowedIPsDelta)
 //	  instead of the whole list: a new app for everyone made every
 //	  client's delta two packets instead of one.
-const CapabilityVersion = 9
+//	10 (2026-12-03): every gateway of a segment: a client of this
+//	  capability gets ClientMap.Segments, each segment's apps, AllowedIPs
+//	  and all of its gateways in this device's order of preference
+//	  (rendezvous hashing, gateways the controller knows to be down last,
+//	  ClientGateway.Down), and ClientMap.Gateways lists every one of those
+//	  gateways with only its overlay address routed: the client routes a
+//	  segment through the first live gateway of its list and moves it to
+//	  the next when that one dies (ClientMap.Resolve). Clients of
+//	  capability 1 to 9 get the old shape: each segment on the first
+//	  gateway of its list only (ClientMap.Legacy).
+const CapabilityVersion = 10
+
+// MinGatewayListCapability is the lowest client capability that gets
+// every gateway of a segment (ClientMap.Segments).
+const MinGatewayListCapability = 10
 
 // MinAuditCheckpointCapability is the lowest gateway capability that gets
 // audit log checkpoints.
@@ -338,6 +352,27 @@ type ClientMap struct {
 	// reports it when it changed (it always reports on connect); zero: only
 	// on connect.
 	PostureInterval time.Duration `json:"posture_interval_ns,omitempty"`
+	// Segments (capability 10) are the segments the device may reach, by
+	// name, each with its apps and every gateway serving it in order of
+	// preference. When set, Gateways route only their own overlay
+	// addresses and carry no apps: the client puts each segment on one of
+	// its gateways (Resolve).
+	Segments []ClientSegment `json:"segments,omitempty"`
+}
+
+// ClientSegment is one segment a device may reach (capability 10).
+type ClientSegment struct {
+	Name string `json:"name"`
+	// Gateways are the IDs of the gateways serving the segment (each in
+	// ClientMap.Gateways), this device's preferred one first: ranked by
+	// rendezvous hashing of device and gateway, so devices spread evenly
+	// and only a joining or leaving gateway's devices move; gateways the
+	// controller knows to be down (ClientGateway.Down) come last.
+	Gateways []string `json:"gateways"`
+	// AllowedIPs are the entitled apps' prefixes, routed through whichever
+	// gateway of the segment the client uses.
+	AllowedIPs []netip.Prefix `json:"allowed_ips"`
+	Apps       []App          `json:"apps"`
 }
 
 // Session states.
@@ -409,6 +444,10 @@ type ClientGateway struct {
 	// changes, the gateway restarted and lost its WireGuard sessions: the
 	// client handshakes again at once.
 	Instance InstanceID `json:"instance,omitempty"`
+	// Down (capability 10) says the controller lost the gateway's control
+	// channel longer than its grace period ago: it is ordered last in
+	// every segment, and the client uses it only if no other answers.
+	Down bool `json:"down,omitempty"`
 }
 
 // FlowEvents is a batch of flow records a gateway reports.

@@ -107,6 +107,12 @@ type Config struct {
 	// Ledger is the audit log whose checkpoints gateways keep
 	// (auditlog.go); nil: none sent.
 	Ledger *ledger.Ledger
+	// GatewayGrace is how long a gateway may be without a control
+	// connection before clients' maps order it last (health.go); zero:
+	// DefaultGatewayGrace.
+	GatewayGrace time.Duration
+	// Now is the clock of gateway health (health.go); nil: time.Now.
+	Now func() time.Time
 }
 
 // Server accepts agent connections and pushes maps.
@@ -140,6 +146,12 @@ type Server struct {
 	// so the snapshot the maps come from, patched only with what changes
 	// name, holds an older receive time (posture.go, load).
 	postureAt map[string]time.Time
+	// seen is each gateway's last connect or disconnect, and started when
+	// this server was made (health.go); down is the gateways the maps call
+	// down, the recompute goroutine's alone.
+	seen    map[string]*gatewaySeen
+	started time.Time
+	down    map[string]bool
 
 	drifts atomic.Int64 // drift checks that found a difference
 	sent   sendStats    // every map frame written since start, all agents
@@ -165,12 +177,22 @@ func New(cfg Config) *Server {
 		public:  map[string]netip.Addr{},
 
 		instances: map[string]controlproto.InstanceID{},
+		seen:      map[string]*gatewaySeen{},
+		down:      map[string]bool{},
 	}
+	s.started = s.now()
 	if s.cfg.State == nil {
 		// Tests: the agents' reports still reach this server's maps.
 		s.cfg.State = state.New(state.Config{Store: cfg.Store, Logger: cfg.Logger, Publish: s.Changed})
 	}
 	return s
+}
+
+func (s *Server) now() time.Time {
+	if s.cfg.Now != nil {
+		return s.cfg.Now()
+	}
+	return time.Now()
 }
 
 // Changed tells the server that committed state affecting network maps
@@ -537,12 +559,16 @@ func (s *Server) handle(ctx context.Context, conn *quic.Conn) {
 	}
 	if kind == ca.KindGateway {
 		s.noteInstanceLocked(log, id, hello.Hello.Instance)
+		s.noteGatewayLocked(id, hello.Hello.AgentVersion, s.now())
 	}
 	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
 		if s.agents[id] == a {
 			delete(s.agents, id)
+			if kind == ca.KindGateway {
+				s.noteGatewayLocked(id, "", s.now())
+			}
 		}
 		s.mu.Unlock()
 	}()
@@ -797,10 +823,17 @@ func (s *Server) recomputeLoop(ctx context.Context) {
 	defer checks.Wait()
 	var checking atomic.Bool // one at a time
 	lastSweep := time.Now()
+	health := time.NewTicker(healthEvery)
+	defer health.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-health.C:
+			if s.maps != nil {
+				s.checkHealth(s.maps.gatewayIDs(), s.now())
+			}
+			continue
 		case <-drift.C:
 			if st := s.maps; st != nil && checking.CompareAndSwap(false, true) {
 				gen := s.generation.Load()
@@ -1016,6 +1049,9 @@ func (s *Server) pushClient(st *mapState, a *agent) error {
 	if cm.Session = st.ix.SessionInfo(d); cm.Session != nil && cm.Session.State == controlproto.SessionActive {
 		cm.Session.StepUp = s.stepUps.forDevice(d.ID, st.sessions[d.ID])
 	}
+	if a.caps < controlproto.MinGatewayListCapability {
+		cm = cm.Legacy() // each segment on the first gateway of its order
+	}
 	f := &controlproto.Frame{Type: controlproto.TypeClientMap, ClientMap: cm, Capability: controlproto.CapabilityVersion}
 	_, err := offerFrame(a, f)
 	return err
@@ -1067,6 +1103,7 @@ func (s *Server) load(ctx context.Context, c store.Change) (*mapState, error) {
 	st.instances = s.instancesLocked(st.ix)
 	s.mu.Unlock()
 	st.ix.SetGatewayInstances(st.instances)
+	st.ix.SetGatewayDown(s.downCopy())
 	st.ix.SetPublicAddrs(public)
 	return st, nil
 }

@@ -196,6 +196,7 @@ func Run(ctx context.Context, cfg Config) error {
 		Ledger:          led,
 		Activity:        sessions.LastActivity,
 		DNS:             cfg.DNS,
+		GatewayHealth:   gatewayHealth{ctl},
 	})
 
 	tcpLn, err := net.Listen("tcp", cfg.Listen)
@@ -314,4 +315,12 @@ func startOIDC(cfg Config, st *sqlite.Store, owner *state.State, log *slog.Logge
 		log.Info("identity provider", "name", p.Name, "issuer", p.Issuer, "client_id", p.ClientID, "device_flow", p.DeviceFlow)
 	}
 	return m, nil
+}
+
+// gatewayHealth is the control server's gateway health for the API.
+type gatewayHealth struct{ ctl *control.Server }
+
+func (g gatewayHealth) GatewayStatus(id string) (state, version string, lastSeen time.Time) {
+	st := g.ctl.GatewayStatus(id)
+	return st.State, st.Version, st.LastSeen
 }
