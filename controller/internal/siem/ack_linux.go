@@ -10,43 +10,52 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// waitAcked waits until the socket's send queue is empty (SIOCOUTQ: bytes
-// not yet sent or not yet acknowledged) while the connection is still
-// established, or was closed by the receiver only after acknowledging
-// (CLOSE_WAIT). A reset connection also has an empty queue, its bytes
+// sendQueue returns the bytes of c not yet sent or not yet acknowledged
+// by the receiver (SIOCOUTQ), and whether the connection is still up
+// (established, or closed by the receiver only after acknowledging:
+// CLOSE_WAIT). A reset connection also has an empty queue, its bytes
 // dropped: the state tells the two apart.
-func waitAcked(ctx context.Context, c *net.TCPConn, deadline time.Time) error {
+func sendQueue(c *net.TCPConn) (queued int, up bool, err error) {
 	raw, err := c.SyscallConn()
 	if err != nil {
-		return err
+		return 0, false, err
 	}
+	var (
+		state uint8
+		serr  error
+	)
+	if err := raw.Control(func(fd uintptr) {
+		queued, serr = unix.IoctlGetInt(int(fd), unix.SIOCOUTQ)
+		if serr != nil {
+			return
+		}
+		var info *unix.TCPInfo
+		if info, serr = unix.GetsockoptTCPInfo(int(fd), unix.SOL_TCP, unix.TCP_INFO); serr == nil {
+			state = info.State
+		}
+	}); err != nil {
+		return 0, false, fmt.Errorf("read the socket's send queue: %w", err)
+	}
+	if serr != nil {
+		return 0, false, fmt.Errorf("read the socket's send queue: %w", serr)
+	}
+	const established, closeWait = 1, 8 // linux/tcp_states.h
+	return queued, state == established || state == closeWait, nil
+}
+
+// waitAcked waits until the receiver has acknowledged everything written
+// to c, polling its send queue (50 µs, doubling up to 20 ms), until
+// deadline or ctx ends.
+func waitAcked(ctx context.Context, c *net.TCPConn, deadline time.Time) error {
 	wait := 50 * time.Microsecond
 	var t *time.Timer
 	for {
-		var (
-			queued int
-			state  uint8
-			serr   error
-		)
-		if err := raw.Control(func(fd uintptr) {
-			queued, serr = unix.IoctlGetInt(int(fd), unix.SIOCOUTQ)
-			if serr != nil {
-				return
-			}
-			var info *unix.TCPInfo
-			info, serr = unix.GetsockoptTCPInfo(int(fd), unix.SOL_TCP, unix.TCP_INFO)
-			if serr == nil {
-				state = info.State
-			}
-		}); err != nil {
-			return fmt.Errorf("read the socket's send queue: %w", err)
+		queued, up, err := sendQueue(c)
+		if err != nil {
+			return err
 		}
-		if serr != nil {
-			return fmt.Errorf("read the socket's send queue: %w", serr)
-		}
-		const established, closeWait = 1, 8 // linux/tcp_states.h
-		if state != established && state != closeWait {
-			return fmt.Errorf("%w before acknowledging what was sent (TCP state %d)", errPeerClosed, state)
+		if !up {
+			return fmt.Errorf("%w before acknowledging what was sent", errPeerClosed)
 		}
 		if queued == 0 {
 			return nil
@@ -62,7 +71,7 @@ func waitAcked(ctx context.Context, c *net.TCPConn, deadline time.Time) error {
 		}
 		select {
 		case <-ctx.Done():
-			return context.Cause(ctx)
+			return fmt.Errorf("the receiver did not acknowledge %d bytes: %w", queued, context.Cause(ctx))
 		case <-t.C:
 		}
 		wait = min(2*wait, 20*time.Millisecond)

@@ -83,24 +83,24 @@ type ocsfEvent struct {
 
 	Metadata ocsfMetadata `json:"metadata"`
 
-	Actor         *ocsfActor      `json:"actor,omitempty"`
-	User          *ocsfUser       `json:"user,omitempty"`
-	Group         *ocsfGroup      `json:"group,omitempty"`
-	API           *ocsfAPI        `json:"api,omitempty"`
-	Resources     []ocsfResource  `json:"resources,omitempty"`
-	SrcEndpoint   *ocsfEndpoint   `json:"src_endpoint,omitempty"`
-	DstEndpoint   *ocsfEndpoint   `json:"dst_endpoint,omitempty"`
-	Connection    *ocsfConnection `json:"connection_info,omitempty"`
-	Session       *ocsfSession    `json:"session,omitempty"`
-	IsMFA         *bool           `json:"is_mfa,omitempty"`
-	Entity        *ocsfEntity     `json:"entity,omitempty"`
-	Device        *ocsfDevice     `json:"device,omitempty"`
-	Query         *ocsfQuery      `json:"query,omitempty"`
-	RcodeID       int             `json:"rcode_id,omitempty"`
-	Rcode         string          `json:"rcode,omitempty"`
-	FindingInfo   *ocsfFinding    `json:"finding_info,omitempty"`
-	RawData       string          `json:"raw_data,omitempty"`
-	Unmapped      ocsfUnmapped    `json:"unmapped"`
+	Actor       *ocsfActor      `json:"actor,omitempty"`
+	User        *ocsfUser       `json:"user,omitempty"`
+	Group       *ocsfGroup      `json:"group,omitempty"`
+	API         *ocsfAPI        `json:"api,omitempty"`
+	Resources   []ocsfResource  `json:"resources,omitempty"`
+	SrcEndpoint *ocsfEndpoint   `json:"src_endpoint,omitempty"`
+	DstEndpoint *ocsfEndpoint   `json:"dst_endpoint,omitempty"`
+	Connection  *ocsfConnection `json:"connection_info,omitempty"`
+	Session     *ocsfSession    `json:"session,omitempty"`
+	IsMFA       *bool           `json:"is_mfa,omitempty"`
+	Entity      *ocsfEntity     `json:"entity,omitempty"`
+	Device      *ocsfDevice     `json:"device,omitempty"`
+	Query       *ocsfQuery      `json:"query,omitempty"`
+	RcodeID     int             `json:"rcode_id,omitempty"`
+	Rcode       string          `json:"rcode,omitempty"`
+	FindingInfo *ocsfFinding    `json:"finding_info,omitempty"`
+	RawData     string          `json:"raw_data,omitempty"`
+	Unmapped    ocsfUnmapped    `json:"unmapped"`
 }
 
 type ocsfMetadata struct {

@@ -301,14 +301,16 @@ func TestOCSFValidatorRejects(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, edit := range map[string]func(map[string]any){
-		"no user":        func(m map[string]any) { delete(m, "user") },
-		"unknown attr":   func(m map[string]any) { m["cordon_seq"] = 1 },
-		"bad activity":   func(m map[string]any) { m["activity_id"] = 42 },
-		"bad type_uid":   func(m map[string]any) { m["type_uid"] = 1 },
-		"no metadata":    func(m map[string]any) { delete(m, "metadata") },
-		"empty user":     func(m map[string]any) { m["user"] = map[string]any{"type_id": 1} },
-		"string time":    func(m map[string]any) { m["time"] = "now" },
-		"no vendor_name": func(m map[string]any) { delete(m["metadata"].(map[string]any)["product"].(map[string]any), "vendor_name") },
+		"no user":      func(m map[string]any) { delete(m, "user") },
+		"unknown attr": func(m map[string]any) { m["cordon_seq"] = 1 },
+		"bad activity": func(m map[string]any) { m["activity_id"] = 42 },
+		"bad type_uid": func(m map[string]any) { m["type_uid"] = 1 },
+		"no metadata":  func(m map[string]any) { delete(m, "metadata") },
+		"empty user":   func(m map[string]any) { m["user"] = map[string]any{"type_id": 1} },
+		"string time":  func(m map[string]any) { m["time"] = "now" },
+		"no vendor_name": func(m map[string]any) {
+			delete(m["metadata"].(map[string]any)["product"].(map[string]any), "vendor_name")
+		},
 	} {
 		var m map[string]any
 		json.Unmarshal(good, &m)

@@ -38,10 +38,15 @@
 //     written) nor by a receiver that closes its connection (what it did
 //     not acknowledge is resent, what it acknowledged is not).
 //   - A crash (kill -9, power loss) between a batch's acknowledgement and
-//     its cursor write sends that batch, at most Batch records, once more;
-//     so does a receiver that acknowledged bytes in TCP and then lost them
-//     (it crashed before reading its socket). Every message carries the
-//     record's seq, by which a SIEM can drop the repeat. A file sink has
+//     its cursor write sends that batch, at most Batch records, once more.
+//     A receiver that stalls (acknowledges nothing for AckTimeout) gets the
+//     records of the batch in flight that it had not acknowledged once
+//     more (over TLS: the whole batch), since the closed connection may
+//     still deliver them. A receiver that crashes after acknowledging in
+//     TCP but before reading loses those bytes: a receiver that needs no
+//     loss then must acknowledge at the application level (RELP), which
+//     syslog over TCP does not have. Every message carries the record's
+//     seq, by which a SIEM can drop a repeat. A file sink has
 //     no such window: at start it reads the highest seq in the file's
 //     tail (and drops a torn last line), which wins over the cursor.
 //
@@ -65,6 +70,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -106,8 +112,9 @@ type Config struct {
 	Poll   time.Duration    // default 500ms
 	Batch  int              // records per write; default DefaultBatch
 	// Backoff is the first wait after a failed connection or write; it
-	// doubles up to 30 s. Default 1 s.
-	Backoff time.Duration
+	// doubles up to MaxBackoff. Defaults 1 s and 30 s.
+	Backoff    time.Duration
+	MaxBackoff time.Duration
 	Logger  *slog.Logger
 }
 
@@ -157,6 +164,9 @@ func New(cfg Config) (*Exporter, error) {
 	}
 	if cfg.Backoff <= 0 {
 		cfg.Backoff = time.Second
+	}
+	if cfg.MaxBackoff < cfg.Backoff {
+		cfg.MaxBackoff = max(30*time.Second, cfg.Backoff)
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -254,6 +264,7 @@ type sink struct {
 	conn        transport
 	cur         cursor
 	buf         []byte
+	ends        []int // where each record of buf ends
 	line        []byte
 	size        int64
 	behindSince time.Time
@@ -268,6 +279,7 @@ type sink struct {
 
 // run is the sink's loop.
 func (s *sink) run(ctx context.Context) {
+	defer s.publish()
 	defer s.closeConn()
 	backoff := s.x.cfg.Backoff
 	var t *time.Timer
@@ -285,7 +297,7 @@ func (s *sink) run(ctx context.Context) {
 			s.lastErr, s.lastErrAt = err, s.x.cfg.Now()
 			s.closeConn()
 			wait = backoff
-			backoff = min(2*backoff, 30*time.Second)
+			backoff = min(2*backoff, s.x.cfg.MaxBackoff)
 		case err == nil && busy:
 			backoff = s.x.cfg.Backoff
 			s.publish()
@@ -407,6 +419,7 @@ func (s *sink) step(ctx context.Context) (busy bool, err error) {
 	}
 	next := s.cur
 	s.buf = s.buf[:0]
+	s.ends = s.ends[:0]
 	if size > s.cur.Seq {
 		to := min(size, s.cur.Seq+int64(s.x.cfg.Batch))
 		err := s.x.cfg.Log.ScanAuditLog(ctx, s.cur.Seq+1, to, func(e store.AuditEvent, leaf tlog.Hash, logged bool) error {
@@ -424,6 +437,7 @@ func (s *sink) step(ctx context.Context) (busy bool, err error) {
 				return fmt.Errorf("encode audit record %d: %w", e.Seq, err)
 			}
 			next.Seq = e.Seq
+			s.ends = append(s.ends, len(s.buf))
 			return nil
 		})
 		if err != nil {
@@ -448,7 +462,19 @@ func (s *sink) step(ctx context.Context) (busy bool, err error) {
 	// must not leave accepted bytes behind the cursor.
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ackTimeout())
 	defer cancel()
-	if err := s.conn.Write(wctx, s.buf); err != nil {
+	n, err := s.conn.Write(wctx, s.buf)
+	if err != nil {
+		// The records wholly in what the receiver acknowledged count.
+		done := cursor{Seq: s.cur.Seq + int64(sort.SearchInts(s.ends, n+1)), Checkpoint: s.cur.Checkpoint}
+		if n == len(s.buf) {
+			done = next
+		}
+		if done != s.cur {
+			if werr := writeCursor(s.path, done); werr == nil {
+				s.sent += done.Seq - s.cur.Seq
+				s.cur = done
+			}
+		}
 		return false, err
 	}
 	if err := writeCursor(s.path, next); err != nil {

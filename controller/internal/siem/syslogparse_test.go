@@ -61,10 +61,13 @@ func readFrame(r *bufio.Reader) ([]byte, error) {
 	for {
 		c, err := r.ReadByte()
 		if err != nil {
-			if digits == 0 && errors.Is(err, io.EOF) {
-				return nil, io.EOF
+			if digits == 0 {
+				return nil, err // the end, between frames
 			}
-			return nil, fmt.Errorf("frame length: %w", io.ErrUnexpectedEOF)
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, fmt.Errorf("frame length: %w", err)
 		}
 		if c == ' ' {
 			break

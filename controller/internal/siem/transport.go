@@ -20,10 +20,13 @@ import (
 
 // transport carries a sink's bytes. Write returns once the bytes are as
 // safe as the transport can tell: written and acknowledged by the peer's
-// TCP (stream), or written and synced (file). A transport that returned
-// an error is closed and not used again.
+// TCP (stream), or written and synced (file). On an error it returns how
+// many leading bytes of b were nevertheless accepted (acknowledged by a
+// plain TCP receiver; 0 when it cannot tell), so the records in them are
+// not sent again. A transport that returned an error is closed and not
+// used again; Close then drops whatever is still queued.
 type transport interface {
-	Write(ctx context.Context, b []byte) error
+	Write(ctx context.Context, b []byte) (accepted int, err error)
 	Close() error
 }
 
@@ -89,20 +92,44 @@ func (s *streamConn) read() {
 // every byte of it (the socket's send queue is empty while the
 // connection is still up): bytes that reached a receiver which then
 // closed are not counted as sent.
-func (s *streamConn) Write(ctx context.Context, b []byte) error {
+//
+// Over plain TCP, when the receiver stops acknowledging (a write or ack
+// timeout), the bytes it did acknowledge are counted as accepted: the
+// records wholly in them are not sent again. Over TLS the acknowledged
+// bytes are ciphertext and cannot be mapped back to records, so nothing
+// of a failed write counts.
+func (s *streamConn) Write(ctx context.Context, b []byte) (int, error) {
 	select {
 	case <-s.closed:
-		return fmt.Errorf("%w (%v)", errPeerClosed, s.readErr)
+		return 0, fmt.Errorf("%w (%v)", errPeerClosed, s.readErr)
 	default:
 	}
 	deadline := time.Now().Add(s.ackWait)
 	s.c.SetWriteDeadline(deadline)
-	if _, err := s.c.Write(b); err != nil {
-		return fmt.Errorf("write: %w", err)
+	n, err := s.c.Write(b)
+	if err == nil {
+		if err = waitAcked(ctx, s.tcp, deadline); err == nil {
+			return len(b), nil
+		}
+	} else {
+		err = fmt.Errorf("write: %w", err)
 	}
-	return waitAcked(ctx, s.tcp, deadline)
+	if _, plain := s.c.(*net.TCPConn); !plain {
+		return 0, err
+	}
+	queued, up, qerr := sendQueue(s.tcp)
+	if qerr != nil || !up {
+		return 0, err
+	}
+	return max(n-queued, 0), err
 }
 
+// Close closes the connection gracefully (FIN), also after an error: a
+// reset would make the receiver's kernel drop what it acknowledged but
+// its program had not read yet, records counted as sent. What was not
+// acknowledged may still arrive after this and is also sent again on the
+// next connection: the one case of a record arriving twice without a
+// crash (docs/audit.md).
 func (s *streamConn) Close() error {
 	var err error
 	s.once.Do(func() {
@@ -200,18 +227,23 @@ func (fs *fileSink) recover() error {
 
 func (fs *fileSink) Resume() (int64, int64) { return fs.seq, fs.cp }
 
-func (fs *fileSink) Write(_ context.Context, b []byte) error {
+// Write appends and syncs b. On an error nothing counts as accepted: the
+// sink is reopened, which drops a torn last line and reads from the tail
+// how far the file got.
+func (fs *fileSink) Write(_ context.Context, b []byte) (int, error) {
 	if _, err := fs.f.Write(b); err != nil {
-		return fmt.Errorf("write %s: %w", fs.path, err)
+		return 0, fmt.Errorf("write %s: %w", fs.path, err)
 	}
 	if err := fs.f.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", fs.path, err)
+		return 0, fmt.Errorf("sync %s: %w", fs.path, err)
 	}
 	fs.size += int64(len(b))
 	if fs.maxSize > 0 && fs.size >= fs.maxSize {
-		return fs.rotate()
+		if err := fs.rotate(); err != nil {
+			return len(b), err
+		}
 	}
-	return nil
+	return len(b), nil
 }
 
 // rotate renames the full file aside and starts a new one.
@@ -220,6 +252,12 @@ func (fs *fileSink) rotate() error {
 		return err
 	}
 	old := fs.path + "." + fs.now().UTC().Format("20060102T150405.000000Z")
+	for i := 1; ; i++ {
+		if _, err := os.Lstat(old); errors.Is(err, os.ErrNotExist) {
+			break
+		}
+		old = fmt.Sprintf("%s.%s-%d", fs.path, fs.now().UTC().Format("20060102T150405.000000Z"), i)
+	}
 	if err := os.Rename(fs.path, old); err != nil {
 		return fmt.Errorf("rotate %s: %w", fs.path, err)
 	}
