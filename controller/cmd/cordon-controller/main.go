@@ -18,6 +18,7 @@ import (
 	"github.com/cordonhq/cordon/controller/internal/netmap"
 	"github.com/cordonhq/cordon/controller/internal/oidc"
 	"github.com/cordonhq/cordon/controller/internal/server"
+	"github.com/cordonhq/cordon/controller/internal/siem"
 	"github.com/cordonhq/cordon/controller/internal/session"
 	"github.com/cordonhq/cordon/pkg/controlproto"
 )
@@ -60,6 +61,7 @@ func main() {
 	alertThreshold := flag.Int("login-alert-threshold", 5, "failed sign-ins of one user (or from one source) within --login-alert-window that raise an auth.alert event")
 	alertWindow := flag.Duration("login-alert-window", 15*time.Minute, "sliding window of --login-alert-threshold (at most one alert per user or source per window)")
 	oidcConfig := flag.String("oidc-config", "", "YAML or JSON file listing the OIDC identity providers users sign in with (see docs/identity.md); empty: local users only")
+	siemConfig := flag.String("siem-config", "", "YAML or JSON file listing the SIEM sinks the audit log is streamed to (syslog over TLS or TCP, OCSF JSON lines; see docs/audit.md); empty: none")
 	debugListen := flag.String("debug-listen", "", "serve Go's pprof profiles (CPU, heap, goroutines) at this loopback address, e.g. 127.0.0.1:6060; off when empty")
 	flag.Parse()
 	var idps *oidc.File
@@ -70,6 +72,15 @@ func main() {
 			os.Exit(2)
 		}
 		idps = f
+	}
+	var sinks *siem.File
+	if *siemConfig != "" {
+		f, err := siem.LoadFile(*siemConfig)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "cordon-controller: --siem-config: %v\n", err)
+			os.Exit(2)
+		}
+		sinks = f
 	}
 	if *adminTTL < 5*time.Minute || *adminTTL > 24*time.Hour || *bootstrapTTL < 5*time.Minute || *bootstrapTTL > 7*24*time.Hour {
 		fmt.Fprintf(os.Stderr, "cordon-controller: --admin-session-ttl must be between 5m and 24h, --bootstrap-token-ttl between 5m and 7d\n")
@@ -121,7 +132,7 @@ func main() {
 		DataDir:    *dataDir, Listen: *listen, Hosts: extra, Logger: log, Announce: os.Stdout,
 		DNS: dnsCfg, Sessions: limits, PostureInterval: *postureInterval,
 		AgentCertTTL: *agentCertTTL, GatewayGrantLifetime: *grantLifetime, DriftCheck: *driftCheck,
-		OIDC: idps, DebugListen: *debugListen,
+		OIDC: idps, DebugListen: *debugListen, SIEM: sinks,
 	})
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "cordon-controller: %v\n", err)

@@ -115,7 +115,7 @@ type Config struct {
 	// doubles up to MaxBackoff. Defaults 1 s and 30 s.
 	Backoff    time.Duration
 	MaxBackoff time.Duration
-	Logger  *slog.Logger
+	Logger     *slog.Logger
 }
 
 // DefaultBatch is how many records one write carries.
