@@ -18,8 +18,8 @@ import (
 	"github.com/cordonhq/cordon/controller/internal/netmap"
 	"github.com/cordonhq/cordon/controller/internal/oidc"
 	"github.com/cordonhq/cordon/controller/internal/server"
-	"github.com/cordonhq/cordon/controller/internal/siem"
 	"github.com/cordonhq/cordon/controller/internal/session"
+	"github.com/cordonhq/cordon/controller/internal/siem"
 	"github.com/cordonhq/cordon/pkg/controlproto"
 )
 
