@@ -119,7 +119,7 @@ type Config struct {
 }
 
 // DefaultBatch is how many records one write carries.
-const DefaultBatch = 512
+const DefaultBatch = 2048
 
 // Exporter streams the log to every sink.
 type Exporter struct {
