@@ -474,6 +474,7 @@ func TestExportReceiverStalls(t *testing.T) {
 		}
 	}
 	r := startReceiver(t, FormatSyslog, nil, addr)
+	cfg.AckTimeout = 0 // the default: a loaded machine must not time out a healthy receiver
 	x, stop = e.run(t, cfg)
 	caughtUp(t, e, x)
 	n := e.size(t)
