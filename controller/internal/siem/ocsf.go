@@ -358,14 +358,16 @@ func mapRecord(e *ocsfEvent, r auditlog.Record, spec audit.Spec) {
 		}
 		e.ClassUID = classNetworkActivity
 		e.Connection = &ocsfConnection{ProtocolName: d["proto"]}
-		switch {
-		case r.Type == audit.FlowAllow || t == "flow.start":
+		// By verb, so that flow types added later (part 2's start and
+		// end) map without a change here.
+		switch verb := t[strings.LastIndexByte(t, '.')+1:]; {
+		case r.Type == audit.FlowAllow || verb == "start":
 			e.ActivityID, e.ActivityName = 1, "Open"
 		case r.Type == audit.FlowDeny:
 			e.ActivityID, e.ActivityName = 5, "Refuse"
 		case r.Type == audit.FlowCut:
 			e.ActivityID, e.ActivityName = 3, "Reset"
-		case t == "flow.end":
+		case verb == "end":
 			e.ActivityID, e.ActivityName = 2, "Close"
 		default:
 			e.ActivityID, e.ActivityName = 6, "Traffic"
