@@ -26,7 +26,8 @@ import (
 //	dns.deny                                         DNS Activity (4003): Response, NXDomain
 //	enroll.*, cert.renew                             Entity Management (3004)
 //	posture.report                                   Device Inventory Info (5001)
-//	auth.alert, audit.* (integrity alerts)           Detection Finding (2004)
+//	types that raise alerts (auth.alert, audit.log.inconsistent,
+//	audit.export.lag)                                Detection Finding (2004)
 //	a signed checkpoint                              Base Event (0)
 //
 // Every event keeps the record itself: metadata.sequence is its seq,
@@ -282,7 +283,7 @@ func mapRecord(e *ocsfEvent, r auditlog.Record, spec audit.Spec) {
 	e.StatusDetail = d["reason"]
 	actor := actorUser(r.Actor)
 	switch {
-	case r.Type == audit.AuthAlert || spec.Category == audit.Integrity || strings.HasPrefix(t, "audit."):
+	case isAlert(spec):
 		e.ClassUID = classDetectionFinding
 		e.ActivityID, e.ActivityName = 1, "Create"
 		if audit.Outcome(r.Outcome) == audit.Success {
@@ -422,6 +423,13 @@ func mapRecord(e *ocsfEvent, r auditlog.Record, spec audit.Spec) {
 	if e.SrcEndpoint != nil && e.SrcEndpoint.IP == "" && e.SrcEndpoint.Name == "" && e.SrcEndpoint.UID == "" {
 		e.SrcEndpoint = nil
 	}
+}
+
+// isAlert says whether the type raises alerts (an outcome "alert"): those
+// are findings.
+func isAlert(spec audit.Spec) bool {
+	_, ok := spec.Severity(audit.Raised)
+	return ok
 }
 
 // verbActivity maps the last part of an admin.<resource>.<verb> (or
