@@ -15,11 +15,13 @@
 package controlproto
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/netip"
 	"time"
 
@@ -87,7 +89,11 @@ const (
 //	  the one the gateway holds (Hello.AuditLogSize on connect, then the
 //	  last one sent). A gateway keeps the latest it accepted and refuses
 //	  one that does not extend it, and says so (audit_alert, AuditAlert).
-const CapabilityVersion = 8
+//	9 (2026-12-03): a client gateway patch may carry its AllowedIPs as
+//	  the prefixes added and removed (ClientGatewayPatch.AllowedIPsDelta)
+//	  instead of the whole list: a new app for everyone made every
+//	  client's delta two packets instead of one.
+const CapabilityVersion = 9
 
 // MinAuditCheckpointCapability is the lowest gateway capability that gets
 // audit log checkpoints.
@@ -495,7 +501,44 @@ func ReadFrame(r io.Reader) (*Frame, error) {
 	if _, err := io.ReadFull(r, b); err != nil {
 		return nil, fmt.Errorf("read frame body: %w", err)
 	}
+	if rev, ok := plainAck(b); ok {
+		// Acks are the next most frequent: one per map per agent, 10,000
+		// for a change that reaches every device.
+		return &Frame{Type: TypeAck, Ack: &Ack{Revision: rev}}, nil
+	}
 	return DecodeFrame(b)
+}
+
+// Prefix and suffix of an ack without error as EncodeFrame writes it.
+const (
+	ackJSONPrefix = `{"type":"ack","ack":{"revision":`
+	ackJSONSuffix = `}}`
+)
+
+// plainAck recognises exactly the bytes EncodeFrame writes for an ack
+// with a revision and nothing else; anything else (an error, a resync,
+// another spelling of the same JSON) goes to the decoder.
+func plainAck(b []byte) (uint64, bool) {
+	digits, ok := bytes.CutPrefix(b, []byte(ackJSONPrefix))
+	if !ok {
+		return 0, false
+	}
+	if digits, ok = bytes.CutSuffix(digits, []byte(ackJSONSuffix)); !ok || len(digits) == 0 || len(digits) > 20 ||
+		(digits[0] == '0' && len(digits) > 1) {
+		return 0, false
+	}
+	var rev uint64
+	for _, c := range digits {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		d := uint64(c - '0')
+		if rev > (math.MaxUint64-d)/10 {
+			return 0, false
+		}
+		rev = rev*10 + d
+	}
+	return rev, true
 }
 
 // pingJSON is a ping frame's body as EncodeFrame writes it.

@@ -30,6 +30,7 @@ import (
 	"github.com/cordonhq/cordon/controller/internal/auth"
 	"github.com/cordonhq/cordon/controller/internal/ca"
 	"github.com/cordonhq/cordon/controller/internal/ledger"
+	"github.com/cordonhq/cordon/controller/internal/netmap"
 	"github.com/cordonhq/cordon/controller/internal/siem"
 	"github.com/cordonhq/cordon/controller/internal/state"
 	"github.com/cordonhq/cordon/controller/internal/store"
@@ -93,6 +94,13 @@ type Config struct {
 	// Sinks reports the SIEM sinks' cursors and lag (GET
 	// /v1/audit/sinks); nil: none configured.
 	Sinks func() []siem.Status
+	// DNS is the controller's internal zones (--dns-zone), for warnings
+	// about app names outside them.
+	DNS netmap.DNSConfig
+	// Activity is the latest app traffic the gateways reported for a
+	// device (session.Manager.LastActivity), which the store learns only
+	// when the session nears its idle limit; nil: the store's alone.
+	Activity func(deviceID string) (time.Time, bool)
 }
 
 // API serves the HTTP routes.
@@ -104,6 +112,8 @@ type API struct {
 	changed  func()
 	now      func() time.Time
 	throttle LoginThrottler
+	activity func(deviceID string) (time.Time, bool)
+	dns      netmap.DNSConfig
 	pw       *auth.Hasher
 	totp     *auth.TOTPVerifier
 	control  string
@@ -137,6 +147,8 @@ func New(cfg Config) *API {
 		oidc:     cfg.OIDC,
 		ledger:   cfg.Ledger,
 		sinks:    cfg.Sinks,
+		activity: cfg.Activity,
+		dns:      cfg.DNS,
 	}
 	if a.adminTTL <= 0 {
 		a.adminTTL = adminapi.DefaultAdminSessionTTL

@@ -198,6 +198,8 @@ func Run(ctx context.Context, cfg Config) error {
 		OIDC:            oidcAPI,
 		Ledger:          led,
 		Sinks:           sinkStatus,
+		Activity:        sessions.LastActivity,
+		DNS:             cfg.DNS,
 	})
 
 	tcpLn, err := net.Listen("tcp", cfg.Listen)
