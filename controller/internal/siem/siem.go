@@ -8,7 +8,7 @@
 //
 // One goroutine per sink (owned by [Exporter.Run]) polls the log's size
 // every Poll (500 ms), reads the records after its cursor in batches of
-// Batch (512) in seq order (store.ScanAuditLog, read transactions only:
+// Batch (DefaultBatch, 2,048) in seq order (store.ScanAuditLog, read transactions only:
 // the exporter never writes the store and never blocks a change), writes
 // a batch as one write and, once the sink has accepted it, moves its
 // cursor past it:
