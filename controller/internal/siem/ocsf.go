@@ -1,7 +1,6 @@
 package siem
 
 import (
-	"encoding/json"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -260,12 +259,7 @@ func appendOCSFCheckpoint(b []byte, c auditlog.Checkpoint, note []byte) ([]byte,
 }
 
 func appendJSONLine(b []byte, e *ocsfEvent) ([]byte, error) {
-	j, err := json.Marshal(e)
-	if err != nil {
-		return b, err
-	}
-	b = append(b, j...)
-	return append(b, '\n'), nil
+	return append(appendOCSFEvent(b, e), '\n'), nil
 }
 
 // mapRecord sets the class, activity, status and class attributes.
