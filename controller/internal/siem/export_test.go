@@ -503,8 +503,9 @@ func TestExportReceiverStalls(t *testing.T) {
 }
 
 // TestExportTLS: a TLS receiver that requires a client certificate gets
-// every record once; one whose certificate does not chain to ca_file is
-// refused and gets nothing.
+// every record once, as syslog and as OCSF lines (each valid OCSF 1.3.0);
+// a sink whose ca_file the receiver's certificate does not chain to
+// refuses it and sends nothing.
 func TestExportTLS(t *testing.T) {
 	e := newEnv(t)
 	e.add(t, 200)
@@ -514,7 +515,10 @@ func TestExportTLS(t *testing.T) {
 		CAFile: pki.caFile, CertFile: pki.clientCert, KeyFile: pki.clientKey, ServerName: "siem.test"}
 	wrongCA := sink
 	wrongCA.Name, wrongCA.CAFile = "wrong", pki.otherCA
-	x, stop := e.run(t, sink, wrongCA)
+	ro := startReceiver(t, FormatOCSF, pki.serverTLS, "")
+	ocsf := sink
+	ocsf.Name, ocsf.Format, ocsf.Address = "ocsf", FormatOCSF, ro.addr
+	x, stop := e.run(t, sink, wrongCA, ocsf)
 	caughtUp2 := func() error {
 		st := x.Status()
 		if st[0].Cursor != e.size(t) {
@@ -527,9 +531,21 @@ func TestExportTLS(t *testing.T) {
 	}
 	waitFor(t, "TLS delivery", caughtUp2)
 	r.waitRecords(t, e.size(t))
+	ro.waitRecords(t, e.size(t))
 	stop()
 	seqs, _ := r.seqs()
 	exactlyOnce(t, seqs, e.size(t))
+	seqs, cps := ro.seqs()
+	exactlyOnce(t, seqs, e.size(t))
+	if len(cps) != 1 || cps[0] != e.size(t) {
+		t.Errorf("OCSF checkpoints %v", cps)
+	}
+	schema := loadSchema(t)
+	for _, l := range ro.lines {
+		if err := schema.validate(l); err != nil {
+			t.Fatalf("OCSF over TLS: %v\n%s", err, l)
+		}
+	}
 	if c := x.Status()[1].Cursor; c != 0 {
 		t.Errorf("sink with the wrong CA advanced to %d", c)
 	}
