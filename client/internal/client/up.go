@@ -121,7 +121,7 @@ func Up(ctx context.Context, cfg UpConfig) error {
 	}
 	st, err := agentstate.Load(cfg.StateDir)
 	if errors.Is(err, agentstate.ErrNotEnrolled) {
-		return errors.New("this device is not signed in: run 'cordon login' first")
+		return ErrNotSignedIn
 	} else if err != nil {
 		return err
 	}

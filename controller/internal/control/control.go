@@ -142,6 +142,7 @@ type Server struct {
 	postureAt map[string]time.Time
 
 	drifts atomic.Int64 // drift checks that found a difference
+	sent   sendStats    // every map frame written since start, all agents
 	// generation counts the states maps were computed from (s.maps).
 	generation atomic.Uint64
 }
@@ -430,11 +431,16 @@ func (a *agent) sentMap(f *controlproto.Frame, delta bool, n int) {
 	a.mu.Lock()
 	a.sent, a.sentDelta = f, delta
 	a.mu.Unlock()
-	a.stats.bytes.Add(uint64(n))
+	a.stats.add(delta, n)
+}
+
+// add counts one map frame of n bytes (a delta when delta).
+func (st *sendStats) add(delta bool, n int) {
+	st.bytes.Add(uint64(n))
 	if delta {
-		a.stats.deltas.Add(1)
+		st.deltas.Add(1)
 	} else {
-		a.stats.maps.Add(1)
+		st.maps.Add(1)
 	}
 }
 
@@ -638,6 +644,7 @@ func (s *Server) writeLoop(ctx context.Context, log *slog.Logger, a *agent, w *q
 			return
 		}
 		a.sentMap(f, out != f, len(buf))
+		s.sent.add(out != f, len(buf))
 	}
 }
 
@@ -1207,6 +1214,28 @@ func (s *Server) waitAcks(ctx context.Context, want map[*agent]uint64) {
 		case <-s.acks:
 		}
 	}
+}
+
+// Totals is what the server has done since it started, for metrics.
+type Totals struct {
+	Clients, Gateways int // connected now
+	Sent              SentStats
+	Drifts            int64
+}
+
+// Totals returns the server's running counts.
+func (s *Server) Totals() Totals {
+	t := Totals{Sent: s.sent.snapshot(), Drifts: s.drifts.Load()}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, a := range s.agents {
+		if a.kind == ca.KindGateway {
+			t.Gateways++
+		} else {
+			t.Clients++
+		}
+	}
+	return t
 }
 
 // Connected returns the IDs of connected agents.

@@ -83,6 +83,9 @@ type Config struct {
 	// SIEM is the --siem-config file (sinks the audit log is streamed
 	// to); nil: none.
 	SIEM *siem.File
+	// MetricsListen, if set, serves Prometheus metrics (/metrics) and
+	// health (/healthz, /readyz) there, without TLS (--metrics-listen).
+	MetricsListen string
 }
 
 // Run runs the controller until ctx is cancelled.
@@ -103,6 +106,15 @@ func Run(ctx context.Context, cfg Config) error {
 			return fmt.Errorf("--debug-listen: %w", err)
 		}
 		debugLn = ln
+		defer ln.Close()
+	}
+	var metricsLn net.Listener
+	if cfg.MetricsListen != "" {
+		ln, err := net.Listen("tcp", cfg.MetricsListen)
+		if err != nil {
+			return fmt.Errorf("--metrics-listen: %w", err)
+		}
+		metricsLn = ln
 		defer ln.Close()
 	}
 	if err := privdir.Ensure(cfg.DataDir, log); err != nil {
@@ -232,6 +244,11 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	if debugLn != nil {
 		wg.Go(func() { serveDebug(ctx, debugLn, log.With("component", "debug")) })
+	}
+	if metricsLn != nil {
+		wg.Go(func() {
+			serveMetrics(ctx, metricsLn, metricsRegistry(ctl.Totals, led.Latest, sinkStatus), st, log.With("component", "metrics"))
+		})
 	}
 	wg.Go(func() {
 		if err := ctl.Serve(ctx, pc); err != nil {
