@@ -178,6 +178,12 @@ func New(cfg Config) (*Exporter, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("siem cursor directory: %w", err)
 	}
+	// The log's size now, so that a sink's lag is right before its first
+	// poll.
+	size, err := cfg.Log.AuditLogSize(context.Background())
+	if err != nil {
+		return nil, fmt.Errorf("siem: %w", err)
+	}
 	x := &Exporter{cfg: cfg}
 	for _, sc := range cfg.Sinks {
 		if err := sc.check(); err != nil {
@@ -196,9 +202,8 @@ func New(cfg Config) (*Exporter, error) {
 		if err != nil {
 			return nil, fmt.Errorf("siem sink %q: %w", sc.Name, err)
 		}
-		s.cur = c
-		s.status.Store(&Status{Name: sc.Name, Format: sc.Format, Transport: sc.Transport, Target: sc.Target(),
-			Cursor: c.Seq, Checkpoint: c.Checkpoint})
+		s.cur, s.size = c, size
+		s.publish()
 		x.sinks = append(x.sinks, s)
 	}
 	return x, nil
