@@ -26,10 +26,12 @@ import (
 	"github.com/cordonhq/cordon/controller/internal/netmap"
 	"github.com/cordonhq/cordon/controller/internal/oidc"
 	"github.com/cordonhq/cordon/controller/internal/session"
+	"github.com/cordonhq/cordon/controller/internal/siem"
 	"github.com/cordonhq/cordon/controller/internal/state"
 	"github.com/cordonhq/cordon/controller/internal/store"
 	"github.com/cordonhq/cordon/controller/internal/store/sqlite"
 	"github.com/cordonhq/cordon/controller/internal/store/storetest"
+	"github.com/cordonhq/cordon/pkg/adminapi"
 )
 
 // AdminTokenName is the name of the owner-role admin token New creates
@@ -49,6 +51,9 @@ type Options struct {
 	OIDCIssuer string
 	// DNSZones are the controller's --dns-zone values.
 	DNSZones []string
+	// SIEMSinks are the SIEM sinks GET /v1/audit/sinks reports; nil:
+	// none.
+	SIEMSinks []adminapi.AuditSink
 }
 
 // Server is a running API.
@@ -124,6 +129,7 @@ func New(t testing.TB, opts Options) *Server {
 		DNS:       netmap.DNSConfig{Zones: opts.DNSZones},
 		Activity:  s.Sessions.LastActivity,
 		Ledger:    s.Ledger,
+		Sinks:     sinkStatus(opts.SIEMSinks),
 		Store:     st,
 		CA:        authority,
 		Logger:    slog.New(slog.NewTextHandler(&s.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
@@ -157,6 +163,23 @@ func New(t testing.TB, opts Options) *Server {
 	t.Cleanup(srv.Close)
 	s.HTTP, s.URL = srv, srv.URL
 	return s
+}
+
+// sinkStatus reports xs as the SIEM exporter would.
+func sinkStatus(xs []adminapi.AuditSink) func() []siem.Status {
+	if xs == nil {
+		return nil
+	}
+	return func() []siem.Status {
+		out := make([]siem.Status, len(xs))
+		for i, x := range xs {
+			out[i] = siem.Status{Name: x.Name, Format: siem.Format(x.Format), Transport: x.Transport, Target: x.Target,
+				Cursor: x.Cursor, Checkpoint: x.Checkpoint, LogSize: x.LogSize, Lag: x.Lag, Connected: x.Connected,
+				BehindSince: x.BehindSince, Alerting: x.Alerting, LastError: x.LastError, LastErrorAt: x.LastErrorAt,
+				LastSent: x.LastSent, Sent: x.Sent}
+		}
+		return out
+	}
 }
 
 // RefreshOIDC runs one refresh of every linked OIDC identity (what the

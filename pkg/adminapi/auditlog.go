@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"time"
 
 	"golang.org/x/mod/sumdb/tlog"
 )
@@ -18,6 +19,7 @@ import (
 //	GET /v1/audit/log?since=N        AuditLogInfo: the key, the latest checkpoint, and the proof from size N
 //	GET /v1/audit/verify             AuditVerifyReport: the controller checks its whole stored log
 //	GET /v1/audit/export?from=&to=   a bundle (pkg/auditlog), streamed as JSON lines
+//	GET /v1/audit/sinks              []AuditSink: each SIEM sink's cursor and lag
 
 // AuditLogInfo is the log's public key and latest signed checkpoint.
 type AuditLogInfo struct {
@@ -103,4 +105,28 @@ func (c *Client) StreamJSON(ctx context.Context, path string, out any) error {
 		return fmt.Errorf("decode GET %s response: %w", path, err)
 	}
 	return nil
+}
+
+// AuditSinksPath is GET /v1/audit/sinks (audit.read): every SIEM sink's
+// cursor and lag, as []AuditSink.
+const AuditSinksPath = "/v1/audit/sinks"
+
+// AuditSink is one SIEM sink's state (docs/audit.md, "SIEM export").
+type AuditSink struct {
+	Name       string `json:"name"`
+	Format     string `json:"format"`    // syslog or ocsf
+	Transport  string `json:"transport"` // tls, tcp or file
+	Target     string `json:"target"`    // address or file
+	Cursor     int64  `json:"cursor"`    // seq of the last record the sink accepted
+	Checkpoint int64  `json:"checkpoint"`
+	LogSize    int64  `json:"log_size"`
+	Lag        int64  `json:"lag"` // records not yet accepted
+	Connected  bool   `json:"connected"`
+	// BehindSince: when the sink fell behind (zero while caught up).
+	BehindSince time.Time `json:"behind_since,omitzero"`
+	Alerting    bool      `json:"alerting"` // an audit.export.lag alert is open
+	LastError   string    `json:"last_error,omitempty"`
+	LastErrorAt time.Time `json:"last_error_at,omitzero"`
+	LastSent    time.Time `json:"last_sent,omitzero"`
+	Sent        int64     `json:"sent"` // records sent since the controller started
 }

@@ -64,6 +64,7 @@ const (
 
 	// Integrity.
 	AuditLogInconsistent Type = "audit.log.inconsistent"
+	AuditExportLag       Type = "audit.export.lag"
 )
 
 // Helpers that keep the table below readable.
@@ -375,5 +376,15 @@ var specs = []Spec{
 			field("reason", "what was found, in words", Raised),
 			field("held", "the checkpoint held before: tree size and root hash", Raised),
 			field("got", "the log or checkpoint that does not extend it: tree size and root hash", Raised),
+		}},
+	{Type: AuditExportLag, Category: Integrity,
+		Doc:      `A SIEM sink (--siem-config) fell behind the audit log by more than its alert_lag records, or stayed behind for longer than its alert_after: the records are kept and will be sent, but the SIEM does not have them yet (outcome alert); or it caught up again after such an alert (outcome success). Actor "controller"; Subject the sink's name. Act: check the receiver and the path to it (cordonctl audit sinks).`,
+		Outcomes: outcomes(OutcomeSpec{Raised, Alert}, successNotice),
+		Fields: []Field{
+			field("target", "the sink's address or file", Raised, Success),
+			field("lag", "records not yet sent", Raised, Success),
+			field("cursor", "seq of the last record the sink accepted", Raised, Success),
+			field("behind_since", "since when the sink has been behind (RFC 3339)", Raised, Success),
+			field("error", "the last error sending to it"),
 		}},
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/cordonhq/cordon/controller/internal/oidc"
 	"github.com/cordonhq/cordon/controller/internal/server"
 	"github.com/cordonhq/cordon/controller/internal/session"
+	"github.com/cordonhq/cordon/controller/internal/siem"
 	"github.com/cordonhq/cordon/pkg/controlproto"
 )
 
@@ -68,6 +69,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	bootstrapTTL := fs.Duration("bootstrap-token-ttl", 24*time.Hour, "lifetime of the owner token written to DATA-DIR/admin-token when no owner credential exists (5m to 7d)")
 	alertThreshold := fs.Int("login-alert-threshold", 5, "failed sign-ins of one user (or from one source) within --login-alert-window that raise an auth.alert event")
 	alertWindow := fs.Duration("login-alert-window", 15*time.Minute, "sliding window of --login-alert-threshold (at most one alert per user or source per window)")
+	siemConfig := fs.String("siem-config", "", "YAML or JSON file listing the SIEM sinks the audit log is streamed to (syslog over TLS or TCP, OCSF JSON lines; see docs/audit.md); empty: none")
 	oidcConfig := fs.String("oidc-config", "", "YAML or JSON file listing the OIDC identity providers users sign in with (see docs/identity.md); empty: local users only")
 	logFormat := fs.String("log-format", "text", "log format: "+logsetup.Formats+" (JSON lines for log shippers)")
 	metricsListen := fs.String("metrics-listen", "", "serve Prometheus metrics (/metrics) and health checks (/healthz, /readyz) over plain HTTP at this address, e.g. 127.0.0.1:9101 (counts only, no secrets; bind it where only your monitoring reaches); off when empty")
@@ -86,6 +88,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return fail("--oidc-config: %v", err)
 		}
 		idps = f
+	}
+	var sinks *siem.File
+	if *siemConfig != "" {
+		f, err := siem.LoadFile(*siemConfig)
+		if err != nil {
+			return fail("--siem-config: %v", err)
+		}
+		sinks = f
 	}
 	if *adminTTL < 5*time.Minute || *adminTTL > 24*time.Hour || *bootstrapTTL < 5*time.Minute || *bootstrapTTL > 7*24*time.Hour {
 		return fail("--admin-session-ttl must be between 5m and 24h, --bootstrap-token-ttl between 5m and 7d")
@@ -128,7 +138,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		DataDir:    *dataDir, Listen: *listen, Hosts: extra, Logger: log, Announce: stdout,
 		DNS: dnsCfg, Sessions: limits, PostureInterval: *postureInterval,
 		AgentCertTTL: *agentCertTTL, GatewayGrantLifetime: *grantLifetime, DriftCheck: *driftCheck,
-		OIDC: idps, DebugListen: *debugListen, MetricsListen: *metricsListen,
+		OIDC: idps, DebugListen: *debugListen, MetricsListen: *metricsListen, SIEM: sinks,
 	})
 	if err != nil {
 		fmt.Fprintf(stderr, "cordon-controller: %v\n", err)

@@ -31,6 +31,7 @@ import (
 	"github.com/cordonhq/cordon/controller/internal/ca"
 	"github.com/cordonhq/cordon/controller/internal/ledger"
 	"github.com/cordonhq/cordon/controller/internal/netmap"
+	"github.com/cordonhq/cordon/controller/internal/siem"
 	"github.com/cordonhq/cordon/controller/internal/state"
 	"github.com/cordonhq/cordon/controller/internal/store"
 	"github.com/cordonhq/cordon/pkg/adminapi"
@@ -90,6 +91,9 @@ type Config struct {
 	// Ledger signs and checks the verifiable audit log; nil: the audit
 	// log routes answer 503.
 	Ledger *ledger.Ledger
+	// Sinks reports the SIEM sinks' cursors and lag (GET
+	// /v1/audit/sinks); nil: none configured.
+	Sinks func() []siem.Status
 	// DNS is the controller's internal zones (--dns-zone), for warnings
 	// about app names outside them.
 	DNS netmap.DNSConfig
@@ -130,6 +134,7 @@ type API struct {
 	oidc     OIDC
 	ledger   *ledger.Ledger
 	health   GatewayHealth // nil: no gateway states
+	sinks    func() []siem.Status
 }
 
 // New returns the API. It panics if Store or CA is missing (a wiring bug).
@@ -151,6 +156,7 @@ func New(cfg Config) *API {
 		alert:    cfg.LoginAlert,
 		oidc:     cfg.OIDC,
 		ledger:   cfg.Ledger,
+		sinks:    cfg.Sinks,
 		activity: cfg.Activity,
 		dns:      cfg.DNS,
 		health:   cfg.GatewayHealth,
@@ -260,6 +266,7 @@ func (a *API) routes() {
 	m.Handle("GET /v1/audit/log", a.admin(auth.PermAuditRead, a.auditLogInfo))
 	m.Handle("GET /v1/audit/verify", a.admin(auth.PermAuditRead, a.auditVerify))
 	m.Handle("GET /v1/audit/export", a.admin(auth.PermAuditRead, a.auditExport))
+	m.Handle("GET /v1/audit/sinks", a.admin(auth.PermAuditRead, a.auditSinks))
 
 	m.Handle("POST /v1/policy/plan", a.admin(auth.PermRead, a.planPolicy))
 	m.Handle("POST /v1/policy/apply", a.admin(auth.PermPolicyWrite, a.applyPolicy))

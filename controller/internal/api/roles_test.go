@@ -70,6 +70,7 @@ var roleSpec = map[string]string{
 	"GET /v1/audit/log":    "ONA",
 	"GET /v1/audit/verify": "ONA",
 	"GET /v1/audit/export": "ONA",
+	"GET /v1/audit/sinks":  "ONA",
 
 	"POST /v1/policy/plan":        "ONAH", // a dry run changes nothing
 	"POST /v1/policy/apply":       "ON",

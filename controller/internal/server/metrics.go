@@ -14,14 +14,16 @@ import (
 
 	"github.com/cordonhq/cordon/controller/internal/control"
 	"github.com/cordonhq/cordon/controller/internal/ledger"
+	"github.com/cordonhq/cordon/controller/internal/siem"
 	"github.com/cordonhq/cordon/controller/internal/store"
 )
 
 // metricsRegistry is the controller's Prometheus metrics. Each is read
 // from the component that keeps it when scraped, so nothing on the hot
 // paths changes for them. The metric names are in docs/operations.md.
-// totals is control.Server.Totals and latest ledger.Ledger.Latest.
-func metricsRegistry(totals func() control.Totals, latest func() *ledger.Signed) *prometheus.Registry {
+// totals is control.Server.Totals, latest ledger.Ledger.Latest and sinks
+// siem.Exporter.Status (nil: no SIEM sinks).
+func metricsRegistry(totals func() control.Totals, latest func() *ledger.Signed, sinks func() []siem.Status) *prometheus.Registry {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	gauge := func(name, help string, labels prometheus.Labels, f func() float64) {
@@ -54,7 +56,26 @@ func metricsRegistry(totals func() control.Totals, latest func() *ledger.Signed)
 		}
 		return 0
 	})
+	if sinks != nil {
+		for i, sk := range sinks() {
+			l := prometheus.Labels{"sink": sk.Name}
+			at := func() siem.Status { return sinks()[i] }
+			gauge("siem_sink_lag_records", "Audit records the SIEM sink has not accepted yet.", l, func() float64 { return float64(at().Lag) })
+			gauge("siem_sink_cursor", "Seq of the last audit record the SIEM sink accepted.", l, func() float64 { return float64(at().Cursor) })
+			gauge("siem_sink_connected", "1 while the SIEM sink is connected (its file open).", l, func() float64 { return b2f(at().Connected) })
+			gauge("siem_sink_alerting", "1 while an audit.export.lag alert is open for the SIEM sink.", l, func() float64 { return b2f(at().Alerting) })
+			counter("siem_sink_records_sent_total", "Audit records sent to the SIEM sink since the controller started.", l,
+				func() float64 { return float64(at().Sent) })
+		}
+	}
 	return reg
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // serveMetrics serves /metrics, /healthz (the process answers) and

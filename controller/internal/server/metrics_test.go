@@ -16,6 +16,7 @@ import (
 	"github.com/cordonhq/cordon/controller/internal/ca"
 	"github.com/cordonhq/cordon/controller/internal/control"
 	"github.com/cordonhq/cordon/controller/internal/ledger"
+	"github.com/cordonhq/cordon/controller/internal/siem"
 	"github.com/cordonhq/cordon/pkg/adminapi"
 	"gopkg.in/yaml.v3"
 )
@@ -98,7 +99,7 @@ func TestMetricsAndHealth(t *testing.T) {
 // The alert rules and the dashboard under deploy/ name only metrics the
 // controller serves (or Prometheus's own: up, probe_success), and parse.
 func TestDeployedRulesAndDashboardNameServedMetrics(t *testing.T) {
-	reg := metricsRegistry(func() control.Totals { return control.Totals{} }, func() *ledger.Signed { return nil })
+	reg := metricsRegistry(func() control.Totals { return control.Totals{} }, func() *ledger.Signed { return nil }, nil)
 	families, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -158,6 +159,41 @@ func TestDeployedRulesAndDashboardNameServedMetrics(t *testing.T) {
 	for _, p := range dash.Panels {
 		for _, tg := range p.Targets {
 			check(dashFile, tg.Expr)
+		}
+	}
+}
+
+// TestSIEMSinkMetrics: each SIEM sink's lag, cursor, state and count are
+// served with the sink's name as a label, read when scraped.
+func TestSIEMSinkMetrics(t *testing.T) {
+	lag := int64(5)
+	reg := metricsRegistry(func() control.Totals { return control.Totals{} }, func() *ledger.Signed { return nil }, func() []siem.Status {
+		return []siem.Status{{Name: "splunk", Cursor: 10, Lag: lag, Connected: true, Sent: 10}, {Name: "lake", Alerting: true, Lag: 900}}
+	})
+	lag = 7
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, f := range families {
+		for _, m := range f.GetMetric() {
+			v := m.GetGauge().GetValue() + m.GetCounter().GetValue()
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "sink" {
+					got[f.GetName()+"/"+l.GetValue()] = v
+				}
+			}
+		}
+	}
+	want := map[string]float64{
+		"cordon_siem_sink_lag_records/splunk": 7, "cordon_siem_sink_lag_records/lake": 900,
+		"cordon_siem_sink_cursor/splunk": 10, "cordon_siem_sink_connected/splunk": 1, "cordon_siem_sink_connected/lake": 0,
+		"cordon_siem_sink_alerting/lake": 1, "cordon_siem_sink_records_sent_total/splunk": 10,
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s = %v, want %v (all: %v)", k, got[k], v, got)
 		}
 	}
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/cordonhq/cordon/controller/internal/netmap"
 	"github.com/cordonhq/cordon/controller/internal/oidc"
 	"github.com/cordonhq/cordon/controller/internal/session"
+	"github.com/cordonhq/cordon/controller/internal/siem"
 	"github.com/cordonhq/cordon/controller/internal/state"
 	"github.com/cordonhq/cordon/controller/internal/store"
 	"github.com/cordonhq/cordon/controller/internal/store/sqlite"
@@ -79,6 +80,9 @@ type Config struct {
 	// DebugListen, if set, serves Go's pprof profiles there
 	// (--debug-listen; loopback addresses only).
 	DebugListen string
+	// SIEM is the --siem-config file (sinks the audit log is streamed
+	// to); nil: none.
+	SIEM *siem.File
 	// MetricsListen, if set, serves Prometheus metrics (/metrics) and
 	// health (/healthz, /readyz) there, without TLS (--metrics-listen).
 	MetricsListen string
@@ -176,6 +180,17 @@ func Run(ctx context.Context, cfg Config) error {
 	if _, err := led.Sign(ctx); err != nil {
 		log.Error("audit log: checkpoint at start not signed", "err", err)
 	}
+	// The SIEM sinks: each reads the log after its own cursor.
+	var exporter *siem.Exporter
+	var sinkStatus func() []siem.Status
+	if cfg.SIEM != nil {
+		exporter, err = siem.New(siem.Config{Log: st, Recorder: owner, Dir: filepath.Join(cfg.DataDir, "siem"),
+			Sinks: cfg.SIEM.Sinks, Hostname: cfg.SIEM.Hostname, Origin: logKey.Origin(), Logger: log.With("component", "siem")})
+		if err != nil {
+			return fmt.Errorf("--siem-config: %w", err)
+		}
+		sinkStatus = exporter.Status
+	}
 	idps, err := startOIDC(cfg, st, owner, log)
 	if err != nil {
 		return err
@@ -194,6 +209,7 @@ func Run(ctx context.Context, cfg Config) error {
 		LoginAlert:      auth.NewFailureAlert(cfg.LoginAlert),
 		OIDC:            oidcAPI,
 		Ledger:          led,
+		Sinks:           sinkStatus,
 		Activity:        sessions.LastActivity,
 		DNS:             cfg.DNS,
 		GatewayHealth:   gatewayHealth{ctl},
@@ -224,12 +240,15 @@ func Run(ctx context.Context, cfg Config) error {
 	errc := make(chan error, 2)
 	wg.Go(func() { sessions.Run(ctx) })
 	wg.Go(func() { led.Run(ctx) })
+	if exporter != nil {
+		wg.Go(func() { exporter.Run(ctx) })
+	}
 	if debugLn != nil {
 		wg.Go(func() { serveDebug(ctx, debugLn, log.With("component", "debug")) })
 	}
 	if metricsLn != nil {
 		wg.Go(func() {
-			serveMetrics(ctx, metricsLn, metricsRegistry(ctl.Totals, led.Latest), st, log.With("component", "metrics"))
+			serveMetrics(ctx, metricsLn, metricsRegistry(ctl.Totals, led.Latest, sinkStatus), st, log.With("component", "metrics"))
 		})
 	}
 	wg.Go(func() {
