@@ -10,7 +10,9 @@ import (
 	"testing"
 )
 
-func rec(i uint64) []byte { return fmt.Appendf(nil, `{"n":%d,"pad":"%s"}`, i, bytes.Repeat([]byte("x"), int(i%50))) }
+func rec(i uint64) []byte {
+	return fmt.Appendf(nil, `{"n":%d,"pad":"%s"}`, i, bytes.Repeat([]byte("x"), int(i%50)))
+}
 
 func appendN(t testing.TB, s *Spool, from, n uint64) {
 	t.Helper()
