@@ -933,6 +933,7 @@ func (s *Server) recompute(ctx context.Context, c store.Change, joined []*agent)
 			for i, p := range gm.Peers {
 				if ss := st.sessions[p.DeviceID]; ss != nil && stamp(p) {
 					gm.Peers[i].ExpiresAt = ss.Started.Add(sm.Limits().Absolute)
+					gm.Peers[i].SessionID = ss.ID
 				}
 			}
 		}
