@@ -54,6 +54,7 @@ func main() {
 	postureInterval := flag.Duration("posture-interval", control.DefaultPostureInterval, "how often clients re-collect their device posture and report it if it changed (a device out of compliance loses apps within about this long); at least 1s")
 	driftCheck := flag.Duration("drift-check", control.DefaultDriftCheck, "how often the state the network maps are computed from is compared with the whole store (a difference is logged as an error and repaired); at least 1s")
 	grantLifetime := flag.Duration("gateway-grant-lifetime", controlproto.DefaultGrantLifetime, "how long a gateway that cannot reach the controller goes on serving its last map (also across its own restarts); past it the gateway admits nobody until the controller is back (5s to 7d)")
+	clockSkew := flag.Duration("clock-skew-threshold", control.DefaultClockSkewThreshold, "a gateway whose clock is off from the controller's by more than this raises an audit.clock.skew alert (cleared when back within half of it)")
 	agentCertTTL := flag.Duration("agent-cert-ttl", 30*24*time.Hour, "lifetime of the certificates agents authenticate the control channel with; agents renew theirs after two thirds of it (at least 10s)")
 	adminTTL := flag.Duration("admin-session-ttl", 8*time.Hour, "lifetime of the admin token 'cordonctl login --admin' gets (5m to 24h)")
 	bootstrapTTL := flag.Duration("bootstrap-token-ttl", 24*time.Hour, "lifetime of the owner token written to DATA-DIR/admin-token when no owner credential exists (5m to 7d)")
@@ -120,7 +121,7 @@ func main() {
 		LoginAlert: auth.AlertConfig{Threshold: *alertThreshold, Window: *alertWindow},
 		DataDir:    *dataDir, Listen: *listen, Hosts: extra, Logger: log, Announce: os.Stdout,
 		DNS: dnsCfg, Sessions: limits, PostureInterval: *postureInterval,
-		AgentCertTTL: *agentCertTTL, GatewayGrantLifetime: *grantLifetime, DriftCheck: *driftCheck,
+		AgentCertTTL: *agentCertTTL, GatewayGrantLifetime: *grantLifetime, DriftCheck: *driftCheck, ClockSkewThreshold: *clockSkew,
 		OIDC: idps, DebugListen: *debugListen,
 	})
 	if err != nil {

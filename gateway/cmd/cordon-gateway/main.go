@@ -53,6 +53,8 @@ func main() {
 		}
 		return nil
 	})
+	flag.Int64Var(&cfg.SpoolMaxBytes, "spool-max-bytes", 256<<20, "bound on the flow record spool (<state-dir>/flowspool) holding records until the controller acknowledges them")
+	flag.StringVar(&cfg.SpoolFull, "spool-full", gateway.SpoolFailClosedPHI, "new flows while the flow record spool is full: fail-closed-phi (refuse flows to phi apps), fail-closed (refuse all) or fail-open (admit; their records are lost)")
 	logLevel := flag.String("log-level", "info", "debug, info, warn or error")
 	flag.Usage = func() {
 		fmt.Fprintf(os.Stderr, "usage: cordon-gateway [flags]       run the gateway\n       cordon-gateway uninstall   remove the gateway's host firewall (after the gateway is stopped for good)\n\nflags:\n")
