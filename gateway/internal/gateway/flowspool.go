@@ -98,6 +98,7 @@ func openFlowReporter(stateDir string, maxBytes int64, policy string, log *slog.
 		wake: make(chan struct{}, 1), refused: func() uint64 { return 0 }}
 	empty := map[string]string{}
 	r.classes.Store(&empty)
+	r.ackedSeq = sp.Acked()
 	return r, nil
 }
 
@@ -276,7 +277,8 @@ func (r *flowReporter) sender(ctx context.Context, send func(*controlproto.Frame
 			if st.cur != nil {
 				st.cur.Close()
 			}
-			*st = sendState{cur: r.sp.Cursor(0), gen: g, progressAt: r.now(), lastAcked: r.acked()}
+			acked := r.acked()
+			*st = sendState{cur: r.sp.Cursor(acked + 1), gen: g, progressAt: r.now(), lastAcked: acked, lastSent: acked}
 		}
 		if caps := r.ctrlCaps.Load(); caps > 0 {
 			r.sendSome(ctx, send, caps, st)

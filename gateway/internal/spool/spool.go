@@ -128,7 +128,10 @@ type Spool struct {
 	torn, corrupt, fullCount, rejected atomic.Uint64
 }
 
-const idFile = "id"
+const (
+	idFile    = "id"
+	ackedFile = "acked" // the highest acknowledged seq, in decimal (a hint: not fsynced)
+)
 
 // Open opens (or creates) the spool in dir, dropping a torn tail.
 func Open(dir string, opt Options) (*Spool, error) {
@@ -298,6 +301,11 @@ func (s *Spool) load() error {
 	}
 	s.active = f
 	s.acked = s.segs[0].first - 1
+	if b, err := os.ReadFile(filepath.Join(s.dir, ackedFile)); err == nil {
+		if v, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64); err == nil && v > s.acked {
+			s.acked = min(v, s.next-1)
+		}
+	}
 	return nil
 }
 
@@ -475,6 +483,13 @@ func (s *Spool) Ack(seq uint64) error {
 		return nil
 	}
 	s.acked = seq
+	// Where to start sending after a restart. Not fsynced: after a power
+	// cut an older value only means a resend, which the controller
+	// records once.
+	tmp := filepath.Join(s.dir, ackedFile+".tmp")
+	if err := os.WriteFile(tmp, []byte(strconv.FormatUint(seq, 10)+"\n"), 0o600); err == nil {
+		os.Rename(tmp, filepath.Join(s.dir, ackedFile))
+	}
 	removed := 0
 	for len(s.segs) > 1 && s.segs[0].last <= seq {
 		sg := s.segs[0]
@@ -495,6 +510,14 @@ func (s *Spool) Ack(seq uint64) error {
 		s.log.Info("spool has room again", "bytes", s.bytes, "max_bytes", s.opt.MaxBytes)
 	}
 	return nil
+}
+
+// Acked returns the highest acknowledged sequence number known (across
+// restarts, as Ack last recorded it).
+func (s *Spool) Acked() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.acked
 }
 
 // Full reports whether the spool is full (see the package doc).
