@@ -141,9 +141,14 @@ func (r *flowReporter) connState(up bool) {
 	r.poke()
 }
 
-// controllerCaps notes the controller's capability (from a whole map).
+// controllerCaps notes the controller's capability from a whole map. A
+// map made from a delta carries none (0): the first map of a connection
+// is always whole and said it.
 func (r *flowReporter) controllerCaps(c int) {
 	if c <= 0 {
+		if r.ctrlCaps.Load() != 0 {
+			return
+		}
 		c = 1 // older than 7: no capability on maps
 	}
 	if r.ctrlCaps.Swap(int64(c)) != int64(c) {
@@ -229,13 +234,12 @@ func (r *flowReporter) write(batch []controlproto.FlowEvent) {
 		data = append(data, b)
 	}
 	_, n, err := r.sp.Append(data)
-	if n > 0 {
-		r.poke()
-	}
 	if err == nil {
+		r.poke()
 		return
 	}
-	r.lost.Add(uint64(len(data) - n))
+	r.lost.Add(uint64(len(data) - n)) // before the sender hears of it
+	r.poke()
 	now := r.now()
 	if errors.Is(err, spool.ErrFull) {
 		if !r.fullLogged || now.Sub(r.logFullAt) > 10*time.Second {

@@ -208,3 +208,24 @@ func TestSpoolFullPolicies(t *testing.T) {
 		t.Fatal("accepted an unknown --spool-full")
 	}
 }
+
+// TestReporterKeepsCapabilityAcrossDeltas: a map expanded from a delta
+// carries no capability; the connection's stays what its first (whole)
+// map said. (Regression: the e2e saw a gateway fall back to unnumbered
+// events after its first delta.)
+func TestReporterKeepsCapabilityAcrossDeltas(t *testing.T) {
+	r, f, _ := startReporter(t, t.TempDir(), 0, "")
+	r.connState(true)
+	r.controllerCaps(controlproto.CapabilityVersion)
+	r.controllerCaps(0) // a delta
+	r.events <- flowEv(1)
+	if got := sentSeqs(t, f, 1); got[0] != 1 {
+		t.Fatalf("sent %v, want numbered from 1", got)
+	}
+	r.connState(false)
+	r.connState(true)
+	r.controllerCaps(0) // a controller older than 7
+	if c := r.ctrlCaps.Load(); c != 1 {
+		t.Fatalf("capability %d after a map without one on a new connection, want 1 (old controller)", c)
+	}
+}
