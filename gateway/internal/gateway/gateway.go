@@ -1,7 +1,9 @@
 // Package gateway runs a Cordon gateway: it enrolls once with a single-use
 // token, holds the control connection, terminates WireGuard from client
 // devices, authorizes every flow through the flow authorizer wrapped around
-// its tun device, and reports flows to the controller.
+// its tun device, and reports flows to the controller through a spool on
+// disk that keeps each record until the controller has committed it
+// (flowspool.go).
 //
 // Data-plane modes:
 //
