@@ -104,6 +104,9 @@ type App struct {
 	Services  []string       `json:"services,omitempty"` // "tcp/443"
 	Source    string         `json:"source,omitempty"`   // "policy version N (FILE)"; "" for the directory
 	CreatedAt time.Time      `json:"created_at"`
+	// Warnings, in a create's answer only: what the admin should know
+	// about the app as created (e.g. a DNS name in no internal zone).
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // CreateAppRequest is the body of POST /v1/apps.

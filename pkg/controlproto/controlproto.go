@@ -15,11 +15,13 @@
 package controlproto
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/netip"
 	"time"
 
@@ -87,7 +89,11 @@ const (
 //	  the one the gateway holds (Hello.AuditLogSize on connect, then the
 //	  last one sent). A gateway keeps the latest it accepted and refuses
 //	  one that does not extend it, and says so (audit_alert, AuditAlert).
-//	9 (2026-12-03): complete, durable flow records: gateways spool flow
+//	9 (2026-12-03): a client gateway patch may carry its AllowedIPs as
+//	  the prefixes added and removed (ClientGatewayPatch.AllowedIPsDelta)
+//	  instead of the whole list: a new app for everyone made every
+//	  client's delta two packets instead of one.
+//	10 (2026-12-03): complete, durable flow records: gateways spool flow
 //	  events to disk and number them (FlowEvent.Seq, per FlowEvents.SpoolID);
 //	  a controller of this capability commits each batch with the highest
 //	  number it holds and answers flow_ack (FlowAck), and the gateway
@@ -96,15 +102,15 @@ const (
 //	  way, duration, end reason). FlowEvents.SentAt (the gateway's clock,
 //	  for skew alerts) and FlowEvents.Spool (the spool's state: full or
 //	  not); gateways send a batch, empty if need be, at least every
-//	  FlowHeartbeat. Gateways of a controller below 9 send their events
+//	  FlowHeartbeat. Gateways of a controller below 10 send their events
 //	  once, unnumbered, as before, and drop them from the spool when sent.
-const CapabilityVersion = 9
+const CapabilityVersion = 10
 
 // MinFlowAckCapability is the lowest controller capability that
 // acknowledges numbered flow events.
-const MinFlowAckCapability = 9
+const MinFlowAckCapability = 10
 
-// FlowHeartbeat is the longest a gateway of capability 9 goes without a
+// FlowHeartbeat is the longest a gateway of capability 10 goes without a
 // flow_events frame (an empty one carries its clock and spool state).
 const FlowHeartbeat = 30 * time.Second
 
@@ -155,7 +161,7 @@ const (
 	// Capability 8.
 	TypeAuditCheckpoint = "audit_checkpoint" // controller → gateway
 	TypeAuditAlert      = "audit_alert"      // gateway → controller
-	// Capability 9.
+	// Capability 10.
 	TypeFlowAck = "flow_ack" // controller → gateway
 )
 
@@ -183,7 +189,7 @@ type Frame struct {
 	// Capability 8.
 	AuditCheckpoint *AuditCheckpoint `json:"audit_checkpoint,omitempty"`
 	AuditAlert      *AuditAlert      `json:"audit_alert,omitempty"`
-	// Capability 9.
+	// Capability 10.
 	FlowAck *FlowAck `json:"flow_ack,omitempty"`
 }
 
@@ -322,7 +328,7 @@ type GatewayMap struct {
 	// DefaultGrantLifetime.
 	GrantLifetime time.Duration `json:"grant_lifetime_ns,omitempty"`
 	// PolicyVersion is the controller's policy version the map was
-	// computed from (capability 9; 0: none, or an older controller),
+	// computed from (capability 10; 0: none, or an older controller),
 	// which the gateway's flow records carry.
 	PolicyVersion int64 `json:"policy_version,omitempty"`
 }
@@ -346,7 +352,7 @@ type GatewayPeer struct {
 	// the gateway stops admitting the device then, whether or not it still
 	// hears from the controller. Zero: no session limit (sessions off).
 	ExpiresAt time.Time `json:"expires_at,omitzero"`
-	// SessionID is the device's session (capability 9), which the
+	// SessionID is the device's session (capability 10), which the
 	// gateway's flow records carry. Empty: sessions off, or an older
 	// controller.
 	SessionID string `json:"session_id,omitempty"`
@@ -370,7 +376,7 @@ type App struct {
 	// DNSName to the devices that may reach the app.
 	DNSAliases []string `json:"dns_aliases,omitempty"`
 	// Classification is the app's data classification, "phi",
-	// "internal" or "public" (capability 9; empty from older
+	// "internal" or "public" (capability 10; empty from older
 	// controllers: the gateway then treats the app as phi).
 	Classification string `json:"classification,omitempty"`
 }
@@ -470,7 +476,7 @@ type ClientGateway struct {
 // FlowEvents is a batch of flow records a gateway reports.
 type FlowEvents struct {
 	Events []FlowEvent `json:"events"`
-	// Capability 9. SpoolID names the spool the events' Seq numbers
+	// Capability 10. SpoolID names the spool the events' Seq numbers
 	// belong to (empty: unnumbered events, as before 9). SentAt is the
 	// gateway's clock when it sent the frame (for skew alerts).
 	SpoolID string       `json:"spool_id,omitempty"`
@@ -489,7 +495,7 @@ const (
 	// FlowDNSDeny is a DNS lookup of an internal name answered NXDOMAIN
 	// (hidden or nonexistent); Name holds the name asked for.
 	FlowDNSDeny FlowAction = "dns-deny"
-	// FlowEnd (capability 9) is a flow leaving the connection table, with
+	// FlowEnd (capability 10) is a flow leaving the connection table, with
 	// its counters; EndReason says why.
 	FlowEnd FlowAction = "end"
 )
@@ -515,7 +521,7 @@ type FlowEvent struct {
 	Src      netip.AddrPort `json:"src"`
 	Dst      netip.AddrPort `json:"dst"`
 	Name     string         `json:"name,omitempty"` // the DNS name asked for (dns-deny)
-	// Capability 9.
+	// Capability 10.
 	Seq uint64 `json:"seq,omitempty"` // per spool, from 1
 	// Counters of an end: client → app and app → client.
 	PacketsToApp    uint64        `json:"packets_to_app,omitempty"`
@@ -585,7 +591,44 @@ func ReadFrame(r io.Reader) (*Frame, error) {
 	if _, err := io.ReadFull(r, b); err != nil {
 		return nil, fmt.Errorf("read frame body: %w", err)
 	}
+	if rev, ok := plainAck(b); ok {
+		// Acks are the next most frequent: one per map per agent, 10,000
+		// for a change that reaches every device.
+		return &Frame{Type: TypeAck, Ack: &Ack{Revision: rev}}, nil
+	}
 	return DecodeFrame(b)
+}
+
+// Prefix and suffix of an ack without error as EncodeFrame writes it.
+const (
+	ackJSONPrefix = `{"type":"ack","ack":{"revision":`
+	ackJSONSuffix = `}}`
+)
+
+// plainAck recognises exactly the bytes EncodeFrame writes for an ack
+// with a revision and nothing else; anything else (an error, a resync,
+// another spelling of the same JSON) goes to the decoder.
+func plainAck(b []byte) (uint64, bool) {
+	digits, ok := bytes.CutPrefix(b, []byte(ackJSONPrefix))
+	if !ok {
+		return 0, false
+	}
+	if digits, ok = bytes.CutSuffix(digits, []byte(ackJSONSuffix)); !ok || len(digits) == 0 || len(digits) > 20 ||
+		(digits[0] == '0' && len(digits) > 1) {
+		return 0, false
+	}
+	var rev uint64
+	for _, c := range digits {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		d := uint64(c - '0')
+		if rev > (math.MaxUint64-d)/10 {
+			return 0, false
+		}
+		rev = rev*10 + d
+	}
+	return rev, true
 }
 
 // pingJSON is a ping frame's body as EncodeFrame writes it.

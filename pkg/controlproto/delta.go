@@ -87,7 +87,7 @@ type GatewayMapDelta struct {
 	DNSZones         *Set[[]DNSZone]     `json:"dns_zones,omitempty"`
 	ActivityInterval *Set[time.Duration] `json:"activity_interval_ns,omitempty"`
 	GrantLifetime    *Set[time.Duration] `json:"grant_lifetime_ns,omitempty"`
-	PolicyVersion    *Set[int64]         `json:"policy_version,omitempty"` // capability 9
+	PolicyVersion    *Set[int64]         `json:"policy_version,omitempty"` // capability 10
 
 	Segments ListDelta[Segment, string]            `json:"segments,omitzero"`
 	Peers    ListDelta[GatewayPeer, string]        `json:"peers,omitzero"`
@@ -117,23 +117,34 @@ type ClientMapDelta struct {
 
 // ClientGatewayPatch is how one gateway of a client's map changed.
 type ClientGatewayPatch struct {
-	GatewayID   string                 `json:"gateway_id"`
-	PublicKey   *Set[wgkey.Public]     `json:"public_key,omitempty"`
-	Endpoint    *Set[string]           `json:"endpoint,omitempty"`
-	OverlayAddr *Set[netip.Addr]       `json:"overlay_addr,omitempty"`
-	AllowedIPs  *Set[[]netip.Prefix]   `json:"allowed_ips,omitempty"`
-	Apps        ListDelta[App, string] `json:"apps,omitzero"`
-	Instance    *Set[InstanceID]       `json:"instance,omitempty"`
+	GatewayID   string               `json:"gateway_id"`
+	PublicKey   *Set[wgkey.Public]   `json:"public_key,omitempty"`
+	Endpoint    *Set[string]         `json:"endpoint,omitempty"`
+	OverlayAddr *Set[netip.Addr]     `json:"overlay_addr,omitempty"`
+	AllowedIPs  *Set[[]netip.Prefix] `json:"allowed_ips,omitempty"`
+	// AllowedIPsDelta (capability 9) replaces AllowedIPs for clients that
+	// take it; a patch carries at most one of the two.
+	AllowedIPsDelta *PrefixDelta           `json:"allowed_ips_delta,omitempty"`
+	Apps            ListDelta[App, string] `json:"apps,omitzero"`
+	Instance        *Set[InstanceID]       `json:"instance,omitempty"`
 }
 
-// diffClientGateway returns the patch from old to new (same gateway ID).
-func diffClientGateway(old, new *ClientGateway) (ClientGatewayPatch, error) {
+// diffClientGateway returns the patch from old to new (same gateway ID),
+// for a client of capability caps.
+func diffClientGateway(old, new *ClientGateway, caps int) (ClientGatewayPatch, error) {
 	p := ClientGatewayPatch{GatewayID: new.GatewayID,
 		PublicKey:   setIfChanged(old.PublicKey, new.PublicKey),
 		Endpoint:    setIfChanged(old.Endpoint, new.Endpoint),
 		OverlayAddr: setIfChanged(old.OverlayAddr, new.OverlayAddr),
-		AllowedIPs:  setIfChanged(old.AllowedIPs, new.AllowedIPs),
 		Instance:    setIfChanged(old.Instance, new.Instance),
+	}
+	if !slices.Equal(old.AllowedIPs, new.AllowedIPs) {
+		d, ok := diffPrefixes(old.AllowedIPs, new.AllowedIPs)
+		if ok && caps >= MinPrefixDeltaCapability {
+			p.AllowedIPsDelta = &d
+		} else {
+			p.AllowedIPs = &Set[[]netip.Prefix]{V: new.AllowedIPs}
+		}
 	}
 	var err error
 	p.Apps, err = diffList(old.Apps, new.Apps, appKey, appEq)
@@ -147,6 +158,16 @@ func (p *ClientGatewayPatch) apply(g ClientGateway) (ClientGateway, error) {
 	setField(&g.OverlayAddr, p.OverlayAddr)
 	setField(&g.AllowedIPs, p.AllowedIPs)
 	setField(&g.Instance, p.Instance)
+	if p.AllowedIPsDelta != nil {
+		if p.AllowedIPs != nil {
+			return g, fmt.Errorf("%w: allowed IPs both set and patched", ErrBadDelta)
+		}
+		ips, err := applyPrefixes(g.AllowedIPs, p.AllowedIPsDelta)
+		if err != nil {
+			return g, fmt.Errorf("allowed IPs: %w", err)
+		}
+		g.AllowedIPs = ips
+	}
 	apps, err := applyList(g.Apps, p.Apps, appKey)
 	if err != nil {
 		return g, fmt.Errorf("apps: %w", err)
@@ -239,8 +260,9 @@ func (d *GatewayMapDelta) IsEmpty() bool {
 		d.GrantLifetime == nil && d.PolicyVersion == nil && d.Segments.IsZero() && d.Peers.IsZero() && d.Rules.IsZero() && d.Apps.IsZero()
 }
 
-// DiffClientMap returns the delta from old to new; see DiffGatewayMap.
-func DiffClientMap(old, new *ClientMap) (*ClientMapDelta, error) {
+// DiffClientMap returns the delta from old to new for a client of
+// capability caps (what it can apply); see DiffGatewayMap.
+func DiffClientMap(old, new *ClientMap, caps int) (*ClientMapDelta, error) {
 	d := &ClientMapDelta{From: old.Revision, To: new.Revision,
 		DeviceID:        setIfChanged(old.DeviceID, new.DeviceID),
 		User:            setIfChanged(old.User, new.User),
@@ -256,7 +278,7 @@ func DiffClientMap(old, new *ClientMap) (*ClientMapDelta, error) {
 	// A changed gateway goes as a patch.
 	for _, g := range d.Gateways.Change {
 		i := slices.IndexFunc(old.Gateways, func(o ClientGateway) bool { return o.GatewayID == g.GatewayID })
-		p, err := diffClientGateway(&old.Gateways[i], &g)
+		p, err := diffClientGateway(&old.Gateways[i], &g, caps)
 		if err != nil {
 			return nil, fmt.Errorf("gateway %s: %w", g.GatewayID, err)
 		}

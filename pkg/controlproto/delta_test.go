@@ -57,6 +57,18 @@ func (g gen) prefixes() []netip.Prefix {
 	return out
 }
 
+// allowedIPs is a client gateway's AllowedIPs: sorted and free of
+// duplicates as the controller builds them (so they go as a PrefixDelta),
+// and now and then not (so they go whole).
+func (g gen) allowedIPs() []netip.Prefix {
+	l := g.prefixes()
+	if g.r.IntN(5) != 0 {
+		slices.SortFunc(l, ComparePrefix)
+		l = slices.Compact(l)
+	}
+	return l
+}
+
 func (g gen) ports() []policy.PortRange {
 	var out []policy.PortRange
 	for range g.r.IntN(3) {
@@ -142,7 +154,7 @@ func (g gen) clientMap(rev uint64) *ClientMap {
 	}
 	m.Gateways = keyed(g, 4, func(i int) ClientGateway {
 		return ClientGateway{GatewayID: fmt.Sprintf("gw%d", i), PublicKey: g.key(i), Endpoint: g.pick("gw:51820", "gw2:51820"),
-			OverlayAddr: g.addr(), AllowedIPs: g.prefixes(), Apps: g.apps(), Instance: InstanceID(g.pick("", "i1"))}
+			OverlayAddr: g.addr(), AllowedIPs: g.allowedIPs(), Apps: g.apps(), Instance: InstanceID(g.pick("", "i1"))}
 	}, clientGatewayKey)
 	return m
 }
@@ -195,7 +207,7 @@ func checkGatewayDelta(t *testing.T, a, b *GatewayMap) {
 
 func checkClientDelta(t *testing.T, a, b *ClientMap) {
 	t.Helper()
-	d, err := DiffClientMap(a, b)
+	d, err := DiffClientMap(a, b, CapabilityVersion)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -350,7 +362,7 @@ func FuzzDecodeDeltaFrame(f *testing.F) {
 	for seed := range uint64(8) {
 		g := newGen(seed + 100)
 		gd, _ := DiffGatewayMap(gm, g.gatewayMap(4))
-		cd, _ := DiffClientMap(cm, g.clientMap(4))
+		cd, _ := DiffClientMap(cm, g.clientMap(4), CapabilityVersion)
 		for _, fr := range []*Frame{{Type: TypeGatewayDelta, GatewayDelta: gd}, {Type: TypeClientDelta, ClientDelta: cd}} {
 			b, err := EncodeFrame(fr)
 			if err != nil {
@@ -407,7 +419,7 @@ func TestClientDeltaPatchesGateway(t *testing.T) {
 	next.Gateways[0].Apps = append(slices.Clone(apps), App{Name: "app999", DNSName: "new.hosp.internal",
 		Addr: netip.MustParsePrefix("10.30.1.1/32"), Proto: policy.ProtoTCP, Segment: "icu"})
 	next.Gateways[0].AllowedIPs = append(slices.Clone(next.Gateways[0].AllowedIPs), netip.MustParsePrefix("10.30.1.1/32"))
-	d, err := DiffClientMap(old, &next)
+	d, err := DiffClientMap(old, &next, CapabilityVersion)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -416,6 +428,15 @@ func TestClientDeltaPatchesGateway(t *testing.T) {
 	}
 	if !d.SmallerThan(&next) {
 		t.Error("one app of 65 added: the delta should be smaller")
+	}
+	if p := d.GatewayPatches[0]; p.AllowedIPs != nil || p.AllowedIPsDelta == nil || len(p.AllowedIPsDelta.Add) != 1 || len(p.AllowedIPsDelta.Remove) != 0 {
+		t.Errorf("patch %+v: want the one new prefix in AllowedIPsDelta", p)
+	}
+	// A client before capability 9 gets the whole list.
+	if d8, err := DiffClientMap(old, &next, MinPrefixDeltaCapability-1); err != nil {
+		t.Fatal(err)
+	} else if p := d8.GatewayPatches[0]; p.AllowedIPsDelta != nil || p.AllowedIPs == nil || !slices.Equal(p.AllowedIPs.V, next.Gateways[0].AllowedIPs) {
+		t.Errorf("capability 8: patch %+v, want AllowedIPs whole", p)
 	}
 	checkClientDelta(t, old, &next)
 	dl, _ := EncodeFrame(&Frame{Type: TypeClientDelta, ClientDelta: d})

@@ -30,6 +30,7 @@ import (
 	"github.com/cordonhq/cordon/controller/internal/auth"
 	"github.com/cordonhq/cordon/controller/internal/ca"
 	"github.com/cordonhq/cordon/controller/internal/ledger"
+	"github.com/cordonhq/cordon/controller/internal/netmap"
 	"github.com/cordonhq/cordon/controller/internal/state"
 	"github.com/cordonhq/cordon/controller/internal/store"
 	"github.com/cordonhq/cordon/pkg/adminapi"
@@ -89,6 +90,13 @@ type Config struct {
 	// Ledger signs and checks the verifiable audit log; nil: the audit
 	// log routes answer 503.
 	Ledger *ledger.Ledger
+	// DNS is the controller's internal zones (--dns-zone), for warnings
+	// about app names outside them.
+	DNS netmap.DNSConfig
+	// Activity is the latest app traffic the gateways reported for a
+	// device (session.Manager.LastActivity), which the store learns only
+	// when the session nears its idle limit; nil: the store's alone.
+	Activity func(deviceID string) (time.Time, bool)
 }
 
 // API serves the HTTP routes.
@@ -100,6 +108,8 @@ type API struct {
 	changed  func()
 	now      func() time.Time
 	throttle LoginThrottler
+	activity func(deviceID string) (time.Time, bool)
+	dns      netmap.DNSConfig
 	pw       *auth.Hasher
 	totp     *auth.TOTPVerifier
 	control  string
@@ -131,6 +141,8 @@ func New(cfg Config) *API {
 		alert:    cfg.LoginAlert,
 		oidc:     cfg.OIDC,
 		ledger:   cfg.Ledger,
+		activity: cfg.Activity,
+		dns:      cfg.DNS,
 	}
 	if a.adminTTL <= 0 {
 		a.adminTTL = adminapi.DefaultAdminSessionTTL

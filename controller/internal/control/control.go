@@ -419,7 +419,7 @@ func (a *agent) take() (f, base *controlproto.Frame) {
 
 // wire returns what goes on the wire for f: a delta from base when there
 // is one and it is smaller, otherwise f itself.
-func wire(f, base *controlproto.Frame) *controlproto.Frame {
+func wire(f, base *controlproto.Frame, caps int) *controlproto.Frame {
 	if base == nil {
 		return f
 	}
@@ -430,7 +430,7 @@ func wire(f, base *controlproto.Frame) *controlproto.Frame {
 			return &controlproto.Frame{Type: controlproto.TypeGatewayDelta, GatewayDelta: d}
 		}
 	case f.ClientMap != nil && base.ClientMap != nil:
-		d, err := controlproto.DiffClientMap(base.ClientMap, f.ClientMap)
+		d, err := controlproto.DiffClientMap(base.ClientMap, f.ClientMap, caps)
 		if err == nil && d.SmallerThan(f.ClientMap) {
 			return &controlproto.Frame{Type: controlproto.TypeClientDelta, ClientDelta: d}
 		}
@@ -638,7 +638,7 @@ func (s *Server) writeLoop(ctx context.Context, log *slog.Logger, a *agent, w *q
 		if f == nil {
 			continue
 		}
-		out := wire(f, base)
+		out := wire(f, base, a.caps)
 		buf, err := controlproto.EncodeFrame(out) // the one encoding
 		if err == nil {
 			a.wmu.Lock()

@@ -184,3 +184,54 @@ func TestClientMapsConcurrentAfterSessionsSettled(t *testing.T) {
 		<-done
 	}
 }
+
+// BenchmarkMembershipChangePatched is the path a member change takes in
+// the control server since partial reads: the change's entities patched
+// into the last snapshot, the index built incrementally from the last
+// one, sessions gated, the affected agents found, the device's map
+// computed and the gateway's last map patched. The store read itself
+// (SnapshotPart) is left out.
+func BenchmarkMembershipChangePatched(b *testing.B) {
+	const n = 10000
+	before, sessions := benchWorld(b, n)
+	old := benchIndex(before, sessions)
+	gw := before.Gateways[0]
+	oldGM := old.GatewayMap(gw)
+	change := store.Change{Users: []string{"user-00000"}, Groups: []string{"dept-1"}}
+	cover := before.Cover(change)
+	part := &store.Snapshot{Users: []store.User{{Name: "user-00000"}}, Devices: []store.Device{before.Devices[0]}, Rules: before.Rules}
+	for _, g := range before.Groups {
+		if slices.Contains(cover.Groups, g.Name) {
+			if g.Name == "dept-1" {
+				g.Members = append(slices.Clone(g.Members), "user-00000")
+			}
+			part.Groups = append(part.Groups, g)
+		}
+	}
+	limits := session.DefaultLimits()
+	if !sameDirectory(before, before.Patch(part, cover)) {
+		b.Fatal("the patched snapshot does not share the directory: NewIndexFrom would index everything")
+	}
+	for b.Loop() {
+		snap := before.Patch(part, cover)
+		cur := NewIndexFrom(old, snap, change, nil)
+		now := time.Now()
+		cur.SetSessions(limits, sessions, now)
+		for _, s := range sessions {
+			limits.Check(s, now)
+		}
+		cur.SetPublicAddrs(map[string]netip.Addr{})
+		aff := Affects(old, cur, change, DNSConfig{})
+		for id := range aff.Devices {
+			if d, ok := cur.Device(id); ok {
+				if _, err := json.Marshal(cur.ClientMap(d)); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+		if !aff.Gateway(gw.ID) {
+			b.Fatal("the gateway is not affected")
+		}
+		cur.PatchGatewayMap(oldGM, gw, aff.Devices)
+	}
+}

@@ -95,7 +95,7 @@ func refClientMap(ix *Index, d store.Device) *controlproto.ClientMap {
 		cg.Apps = append(cg.Apps, wireApp(a))
 	}
 	for _, cg := range byGW {
-		slices.SortFunc(cg.AllowedIPs, comparePrefix)
+		slices.SortFunc(cg.AllowedIPs, controlproto.ComparePrefix)
 		cg.AllowedIPs = slices.Compact(cg.AllowedIPs)
 		m.Gateways = append(m.Gateways, *cg)
 	}

@@ -177,10 +177,3 @@ func clientGateway(byGW map[string]*controlproto.ClientGateway, gw store.Gateway
 	}
 	return cg
 }
-
-func comparePrefix(a, b netip.Prefix) int {
-	if c := a.Addr().Compare(b.Addr()); c != 0 {
-		return c
-	}
-	return cmp.Compare(a.Bits(), b.Bits())
-}

@@ -586,7 +586,7 @@ func (ix *Index) clientGatewaysOf(d store.Device, allows func(string) bool) []co
 	}
 	var out []controlproto.ClientGateway
 	for _, cg := range byGW {
-		slices.SortFunc(cg.AllowedIPs, comparePrefix)
+		slices.SortFunc(cg.AllowedIPs, controlproto.ComparePrefix)
 		cg.AllowedIPs = slices.Compact(cg.AllowedIPs)
 		cg.Instance = ix.instances[cg.GatewayID]
 		out = append(out, *cg)

@@ -185,6 +185,8 @@ func Run(ctx context.Context, cfg Config) error {
 		LoginAlert:      auth.NewFailureAlert(cfg.LoginAlert),
 		OIDC:            oidcAPI,
 		Ledger:          led,
+		Activity:        sessions.LastActivity,
+		DNS:             cfg.DNS,
 	})
 
 	tcpLn, err := net.Listen("tcp", cfg.Listen)

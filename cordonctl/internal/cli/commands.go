@@ -141,7 +141,15 @@ func (a *app) appCmd() *cobra.Command {
 		RunE: a.run(func(cmd *cobra.Command, args []string) error {
 			r := req
 			r.Name = args[0]
-			return createAndPrint(a, cmd, "/v1/apps", &r, printApps)
+			var out adminapi.App
+			printed, err := a.do(cmd, http.MethodPost, "/v1/apps", &r, &out)
+			if err != nil || printed { // -o json carries the warnings
+				return err
+			}
+			for _, w := range out.Warnings {
+				fmt.Fprintf(a.io.Err, "warning: %s\n", w)
+			}
+			return printApps(a.io.Out, []adminapi.App{out})
 		}),
 	}
 	f := create.Flags()
