@@ -369,7 +369,7 @@ var specs = []Spec{
 		}},
 
 	// Flow.
-	flow(FlowAllow, OutcomeSpec{Allow, Info}, "A gateway allowed a new flow (Subject the app, or the destination)."),
+	flow(FlowAllow, OutcomeSpec{Allow, Info}, "A gateway allowed a new flow: its start record; its flow.end follows when it leaves the connection table (Subject the app, or the destination)."),
 	flow(FlowDeny, OutcomeSpec{Deny, Notice}, "A gateway denied a new flow (Subject the app, or the destination)."),
 	flow(FlowCut, OutcomeSpec{Cut, Notice}, "A gateway closed an open flow because policy changed or a condition stopped holding (Subject the app, or the destination)."),
 	flow(FlowEnd, OutcomeSpec{Ended, Info}, "A flow a gateway allowed left its connection table (Subject the app, or the destination). Its flow.allow is the start record.",
