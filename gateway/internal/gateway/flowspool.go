@@ -68,8 +68,11 @@ type flowReporter struct {
 	policy string
 	now    func() time.Time
 
-	lost       atomic.Uint64 // events not spooled: queue full or spool full
+	lost       atomic.Uint64 // events the spool refused (full) or could not take
 	refused    func() uint64 // new flows refused while full (the authorizer's count)
+	// queueDropped counts events dropped before the spool because the
+	// queue was full (the authorizer's and the DNS server's counts).
+	queueDropped func() uint64
 	classes    atomic.Pointer[map[string]string]
 	ctrlCaps   atomic.Int64  // controller capability on this connection; 0 unknown or down
 	connGen    atomic.Uint64 // counts connection changes
@@ -95,7 +98,7 @@ func openFlowReporter(stateDir string, maxBytes int64, policy string, log *slog.
 	st := sp.Stats()
 	log.Info("flow spool open", "bytes", st.Bytes, "max_bytes", st.MaxBytes, "next_seq", st.Next, "torn_tails_dropped", st.Torn, "full_policy", policy)
 	r := &flowReporter{log: log, sp: sp, events: make(chan controlproto.FlowEvent, FlowQueue), policy: policy, now: time.Now,
-		wake: make(chan struct{}, 1), refused: func() uint64 { return 0 }}
+		wake: make(chan struct{}, 1), refused: func() uint64 { return 0 }, queueDropped: func() uint64 { return 0 }}
 	empty := map[string]string{}
 	r.classes.Store(&empty)
 	r.ackedSeq = sp.Acked()
@@ -181,7 +184,7 @@ func (r *flowReporter) acked() uint64 {
 func (r *flowReporter) status() *controlproto.SpoolStatus {
 	st := r.sp.Stats()
 	return &controlproto.SpoolStatus{Full: st.Full, FullCount: st.FullCount, Bytes: st.Bytes, MaxBytes: st.MaxBytes,
-		Lost: r.lost.Load(), Refused: r.refused(), Policy: r.policy, Torn: st.Torn}
+		Lost: r.lost.Load() + r.queueDropped(), Refused: r.refused(), Policy: r.policy, Torn: st.Torn}
 }
 
 // writer moves queued events into the spool until ctx ends, then spools

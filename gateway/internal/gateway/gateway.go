@@ -146,6 +146,7 @@ func Run(ctx context.Context, cfg Config) error {
 		authz.Close()
 		return err
 	}
+	flows.queueDropped = func() uint64 { return authz.Stats().EventsDropped + dnsSrv.Stats().EventsDropped }
 	wg, err := wgdev.New(authz, wgdev.Options{Name: cfg.Interface, UAPI: cfg.Mode == ModeTUN, Logger: log})
 	if err != nil {
 		dnsSrv.Close()
