@@ -68,19 +68,19 @@ type flowReporter struct {
 	policy string
 	now    func() time.Time
 
-	lost       atomic.Uint64 // events the spool refused (full) or could not take
-	refused    func() uint64 // new flows refused while full (the authorizer's count)
+	lost    atomic.Uint64 // events the spool refused (full) or could not take
+	refused func() uint64 // new flows refused while full (the authorizer's count)
 	// queueDropped counts events dropped before the spool because the
 	// queue was full (the authorizer's and the DNS server's counts).
 	queueDropped func() uint64
-	classes    atomic.Pointer[map[string]string]
-	ctrlCaps   atomic.Int64  // controller capability on this connection; 0 unknown or down
-	connGen    atomic.Uint64 // counts connection changes
-	wake       chan struct{} // the writer appended, a connection came, an ack arrived
-	mu         sync.Mutex
-	ackedSeq   uint64 // guarded by mu
-	logFullAt  time.Time
-	fullLogged bool
+	classes      atomic.Pointer[map[string]string]
+	ctrlCaps     atomic.Int64  // controller capability on this connection; 0 unknown or down
+	connGen      atomic.Uint64 // counts connection changes
+	wake         chan struct{} // the writer appended, a connection came, an ack arrived
+	mu           sync.Mutex
+	ackedSeq     uint64 // guarded by mu
+	logFullAt    time.Time
+	fullLogged   bool
 }
 
 func openFlowReporter(stateDir string, maxBytes int64, policy string, log *slog.Logger) (*flowReporter, error) {
