@@ -93,7 +93,17 @@ const (
 //	  the prefixes added and removed (ClientGatewayPatch.AllowedIPsDelta)
 //	  instead of the whole list: a new app for everyone made every
 //	  client's delta two packets instead of one.
-//	10 (2026-12-03): complete, durable flow records: gateways spool flow
+//	10 (2026-12-03): every gateway of a segment: a client of this
+//	  capability gets ClientMap.Segments, each segment's apps, AllowedIPs
+//	  and all of its gateways in this device's order of preference
+//	  (rendezvous hashing, gateways the controller knows to be down last,
+//	  ClientGateway.Down), and ClientMap.Gateways lists every one of those
+//	  gateways with only its overlay address routed: the client routes a
+//	  segment through the first live gateway of its list and moves it to
+//	  the next when that one dies (ClientMap.Resolve). Clients of
+//	  capability 1 to 9 get the old shape: each segment on the first
+//	  gateway of its list only (ClientMap.Legacy).
+//	11 (2026-12-03): complete, durable flow records: gateways spool flow
 //	  events to disk and number them (FlowEvent.Seq, per FlowEvents.SpoolID);
 //	  a controller of this capability commits each batch with the highest
 //	  number it holds and answers flow_ack (FlowAck), and the gateway
@@ -102,15 +112,19 @@ const (
 //	  way, duration, end reason). FlowEvents.SentAt (the gateway's clock,
 //	  for skew alerts) and FlowEvents.Spool (the spool's state: full or
 //	  not); gateways send a batch, empty if need be, at least every
-//	  FlowHeartbeat. Gateways of a controller below 10 send their events
+//	  FlowHeartbeat. Gateways of a controller below 11 send their events
 //	  once, unnumbered, as before, and drop them from the spool when sent.
-const CapabilityVersion = 10
+const CapabilityVersion = 11
+
+// MinGatewayListCapability is the lowest client capability that gets
+// every gateway of a segment (ClientMap.Segments).
+const MinGatewayListCapability = 10
 
 // MinFlowAckCapability is the lowest controller capability that
 // acknowledges numbered flow events.
-const MinFlowAckCapability = 10
+const MinFlowAckCapability = 11
 
-// FlowHeartbeat is the longest a gateway of capability 10 goes without a
+// FlowHeartbeat is the longest a gateway of capability 11 goes without a
 // flow_events frame (an empty one carries its clock and spool state).
 const FlowHeartbeat = 30 * time.Second
 
@@ -161,7 +175,7 @@ const (
 	// Capability 8.
 	TypeAuditCheckpoint = "audit_checkpoint" // controller → gateway
 	TypeAuditAlert      = "audit_alert"      // gateway → controller
-	// Capability 10.
+	// Capability 11.
 	TypeFlowAck = "flow_ack" // controller → gateway
 )
 
@@ -189,7 +203,7 @@ type Frame struct {
 	// Capability 8.
 	AuditCheckpoint *AuditCheckpoint `json:"audit_checkpoint,omitempty"`
 	AuditAlert      *AuditAlert      `json:"audit_alert,omitempty"`
-	// Capability 10.
+	// Capability 11.
 	FlowAck *FlowAck `json:"flow_ack,omitempty"`
 }
 
@@ -328,7 +342,7 @@ type GatewayMap struct {
 	// DefaultGrantLifetime.
 	GrantLifetime time.Duration `json:"grant_lifetime_ns,omitempty"`
 	// PolicyVersion is the controller's policy version the map was
-	// computed from (capability 10; 0: none, or an older controller),
+	// computed from (capability 11; 0: none, or an older controller),
 	// which the gateway's flow records carry.
 	PolicyVersion int64 `json:"policy_version,omitempty"`
 }
@@ -352,7 +366,7 @@ type GatewayPeer struct {
 	// the gateway stops admitting the device then, whether or not it still
 	// hears from the controller. Zero: no session limit (sessions off).
 	ExpiresAt time.Time `json:"expires_at,omitzero"`
-	// SessionID is the device's session (capability 10), which the
+	// SessionID is the device's session (capability 11), which the
 	// gateway's flow records carry. Empty: sessions off, or an older
 	// controller.
 	SessionID string `json:"session_id,omitempty"`
@@ -376,7 +390,7 @@ type App struct {
 	// DNSName to the devices that may reach the app.
 	DNSAliases []string `json:"dns_aliases,omitempty"`
 	// Classification is the app's data classification, "phi",
-	// "internal" or "public" (capability 10; empty from older
+	// "internal" or "public" (capability 11; empty from older
 	// controllers: the gateway then treats the app as phi).
 	Classification string `json:"classification,omitempty"`
 }
@@ -400,6 +414,27 @@ type ClientMap struct {
 	// reports it when it changed (it always reports on connect); zero: only
 	// on connect.
 	PostureInterval time.Duration `json:"posture_interval_ns,omitempty"`
+	// Segments (capability 10) are the segments the device may reach, by
+	// name, each with its apps and every gateway serving it in order of
+	// preference. When set, Gateways route only their own overlay
+	// addresses and carry no apps: the client puts each segment on one of
+	// its gateways (Resolve).
+	Segments []ClientSegment `json:"segments,omitempty"`
+}
+
+// ClientSegment is one segment a device may reach (capability 10).
+type ClientSegment struct {
+	Name string `json:"name"`
+	// Gateways are the IDs of the gateways serving the segment (each in
+	// ClientMap.Gateways), this device's preferred one first: ranked by
+	// rendezvous hashing of device and gateway, so devices spread evenly
+	// and only a joining or leaving gateway's devices move; gateways the
+	// controller knows to be down (ClientGateway.Down) come last.
+	Gateways []string `json:"gateways"`
+	// AllowedIPs are the entitled apps' prefixes, routed through whichever
+	// gateway of the segment the client uses.
+	AllowedIPs []netip.Prefix `json:"allowed_ips"`
+	Apps       []App          `json:"apps"`
 }
 
 // Session states.
@@ -471,12 +506,16 @@ type ClientGateway struct {
 	// changes, the gateway restarted and lost its WireGuard sessions: the
 	// client handshakes again at once.
 	Instance InstanceID `json:"instance,omitempty"`
+	// Down (capability 10) says the controller lost the gateway's control
+	// channel longer than its grace period ago: it is ordered last in
+	// every segment, and the client uses it only if no other answers.
+	Down bool `json:"down,omitempty"`
 }
 
 // FlowEvents is a batch of flow records a gateway reports.
 type FlowEvents struct {
 	Events []FlowEvent `json:"events"`
-	// Capability 10. SpoolID names the spool the events' Seq numbers
+	// Capability 11. SpoolID names the spool the events' Seq numbers
 	// belong to (empty: unnumbered events, as before 9). SentAt is the
 	// gateway's clock when it sent the frame (for skew alerts).
 	SpoolID string       `json:"spool_id,omitempty"`
@@ -495,7 +534,7 @@ const (
 	// FlowDNSDeny is a DNS lookup of an internal name answered NXDOMAIN
 	// (hidden or nonexistent); Name holds the name asked for.
 	FlowDNSDeny FlowAction = "dns-deny"
-	// FlowEnd (capability 10) is a flow leaving the connection table, with
+	// FlowEnd (capability 11) is a flow leaving the connection table, with
 	// its counters; EndReason says why.
 	FlowEnd FlowAction = "end"
 )
@@ -521,7 +560,7 @@ type FlowEvent struct {
 	Src      netip.AddrPort `json:"src"`
 	Dst      netip.AddrPort `json:"dst"`
 	Name     string         `json:"name,omitempty"` // the DNS name asked for (dns-deny)
-	// Capability 10.
+	// Capability 11.
 	Seq uint64 `json:"seq,omitempty"` // per spool, from 1
 	// Counters of an end: client → app and app → client.
 	PacketsToApp    uint64        `json:"packets_to_app,omitempty"`

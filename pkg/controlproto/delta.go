@@ -87,7 +87,7 @@ type GatewayMapDelta struct {
 	DNSZones         *Set[[]DNSZone]     `json:"dns_zones,omitempty"`
 	ActivityInterval *Set[time.Duration] `json:"activity_interval_ns,omitempty"`
 	GrantLifetime    *Set[time.Duration] `json:"grant_lifetime_ns,omitempty"`
-	PolicyVersion    *Set[int64]         `json:"policy_version,omitempty"` // capability 10
+	PolicyVersion    *Set[int64]         `json:"policy_version,omitempty"` // capability 11
 
 	Segments ListDelta[Segment, string]            `json:"segments,omitzero"`
 	Peers    ListDelta[GatewayPeer, string]        `json:"peers,omitzero"`
@@ -113,6 +113,9 @@ type ClientMapDelta struct {
 	// the gateway's whole list. A patched gateway is in no list of
 	// Gateways.
 	GatewayPatches []ClientGatewayPatch `json:"gateway_patches,omitempty"`
+	// Segments (capability 10): a changed segment travels whole (its
+	// gateway order, routes and apps).
+	Segments ListDelta[ClientSegment, string] `json:"segments,omitzero"`
 }
 
 // ClientGatewayPatch is how one gateway of a client's map changed.
@@ -127,6 +130,7 @@ type ClientGatewayPatch struct {
 	AllowedIPsDelta *PrefixDelta           `json:"allowed_ips_delta,omitempty"`
 	Apps            ListDelta[App, string] `json:"apps,omitzero"`
 	Instance        *Set[InstanceID]       `json:"instance,omitempty"`
+	Down            *Set[bool]             `json:"down,omitempty"` // capability 10
 }
 
 // diffClientGateway returns the patch from old to new (same gateway ID),
@@ -137,6 +141,7 @@ func diffClientGateway(old, new *ClientGateway, caps int) (ClientGatewayPatch, e
 		Endpoint:    setIfChanged(old.Endpoint, new.Endpoint),
 		OverlayAddr: setIfChanged(old.OverlayAddr, new.OverlayAddr),
 		Instance:    setIfChanged(old.Instance, new.Instance),
+		Down:        setIfChanged(old.Down, new.Down),
 	}
 	if !slices.Equal(old.AllowedIPs, new.AllowedIPs) {
 		d, ok := diffPrefixes(old.AllowedIPs, new.AllowedIPs)
@@ -168,6 +173,7 @@ func (p *ClientGatewayPatch) apply(g ClientGateway) (ClientGateway, error) {
 		}
 		g.AllowedIPs = ips
 	}
+	setField(&g.Down, p.Down)
 	apps, err := applyList(g.Apps, p.Apps, appKey)
 	if err != nil {
 		return g, fmt.Errorf("apps: %w", err)
@@ -182,6 +188,7 @@ func peerKey(p *GatewayPeer) string            { return p.DeviceID }
 func ruleKey(r *policy.Rule) policy.RuleID     { return r.ID }
 func appKey(a *App) string                     { return a.Name }
 func clientGatewayKey(g *ClientGateway) string { return g.GatewayID }
+func clientSegmentKey(s *ClientSegment) string { return s.Name }
 
 // DiffGatewayMap returns the delta from old to new (From and To are their
 // revisions). It fails only when a list holds a key twice: such a map can
@@ -285,6 +292,9 @@ func DiffClientMap(old, new *ClientMap, caps int) (*ClientMapDelta, error) {
 		d.GatewayPatches = append(d.GatewayPatches, p)
 	}
 	d.Gateways.Change = nil
+	if d.Segments, err = diffList(old.Segments, new.Segments, clientSegmentKey, clientSegmentEq); err != nil {
+		return nil, fmt.Errorf("segments: %w", err)
+	}
 	return d, nil
 }
 
@@ -304,6 +314,9 @@ func ApplyClientDelta(old *ClientMap, d *ClientMapDelta) (*ClientMap, error) {
 	var err error
 	if m.Gateways, err = applyList(old.Gateways, d.Gateways, clientGatewayKey); err != nil {
 		return nil, fmt.Errorf("gateways: %w", err)
+	}
+	if m.Segments, err = applyList(old.Segments, d.Segments, clientSegmentKey); err != nil {
+		return nil, fmt.Errorf("segments: %w", err)
 	}
 	if len(d.GatewayPatches) > 0 {
 		// Patch a copy: applyList may return old's own list.
@@ -348,6 +361,13 @@ func (d *ClientMapDelta) SmallerThan(full *ClientMap) bool {
 	for _, g := range full.Gateways {
 		n += 1 + len(g.Apps)
 	}
+	for _, sg := range slices.Concat(d.Segments.Add, d.Segments.Change) {
+		w += 1 + len(sg.Apps)
+	}
+	w += (len(d.Segments.Remove) + 3) / 4
+	for _, sg := range full.Segments {
+		n += 1 + len(sg.Apps)
+	}
 	if d.Session != nil {
 		w++
 	}
@@ -361,7 +381,7 @@ func (d *ClientMapDelta) SmallerThan(full *ClientMap) bool {
 // IsEmpty reports whether d changes nothing but the revision.
 func (d *ClientMapDelta) IsEmpty() bool {
 	return d.DeviceID == nil && d.User == nil && d.OverlayAddr == nil && d.DNSZones == nil && d.Session == nil &&
-		d.PostureInterval == nil && d.Gateways.IsZero() && len(d.GatewayPatches) == 0
+		d.PostureInterval == nil && d.Gateways.IsZero() && len(d.GatewayPatches) == 0 && d.Segments.IsZero()
 }
 
 // EqualGatewayMaps reports whether a and b are the same map, revisions
@@ -385,7 +405,8 @@ func EqualClientMaps(a, b *ClientMap) bool {
 	}
 	return a.DeviceID == b.DeviceID && a.User == b.User && a.OverlayAddr == b.OverlayAddr &&
 		sliceEq(a.DNSZones, b.DNSZones) && reflect.DeepEqual(a.Session, b.Session) &&
-		a.PostureInterval == b.PostureInterval && listEq(a.Gateways, b.Gateways, clientGatewayEq)
+		a.PostureInterval == b.PostureInterval && listEq(a.Gateways, b.Gateways, clientGatewayEq) &&
+		listEq(a.Segments, b.Segments, clientSegmentEq)
 }
 
 func listEq[T any](a, b []T, eq func(a, b *T) bool) bool {

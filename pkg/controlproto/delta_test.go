@@ -154,8 +154,15 @@ func (g gen) clientMap(rev uint64) *ClientMap {
 	}
 	m.Gateways = keyed(g, 4, func(i int) ClientGateway {
 		return ClientGateway{GatewayID: fmt.Sprintf("gw%d", i), PublicKey: g.key(i), Endpoint: g.pick("gw:51820", "gw2:51820"),
-			OverlayAddr: g.addr(), AllowedIPs: g.allowedIPs(), Apps: g.apps(), Instance: InstanceID(g.pick("", "i1"))}
+			OverlayAddr: g.addr(), AllowedIPs: g.allowedIPs(), Apps: g.apps(), Instance: InstanceID(g.pick("", "i1")),
+			Down: g.r.IntN(4) == 0}
 	}, clientGatewayKey)
+	if g.r.IntN(3) != 0 {
+		m.Segments = keyed(g, 3, func(i int) ClientSegment {
+			return ClientSegment{Name: fmt.Sprintf("seg%d", i), Gateways: g.strs("gw0", "gw1", "gw2"),
+				AllowedIPs: g.prefixes(), Apps: g.apps()}
+		}, clientSegmentKey)
+	}
 	return m
 }
 
@@ -595,7 +602,8 @@ func TestEqualCoversEveryField(t *testing.T) {
 		where  string
 	}{
 		{GatewayMap{}, 11, "EqualGatewayMaps"},
-		{ClientMap{}, 8, "EqualClientMaps"},
+		{ClientMap{}, 9, "EqualClientMaps"},
+		{ClientSegment{}, 4, "clientSegmentEq"},
 		{GatewayPeer{}, 4, "peerEq"},
 		{policy.Peer{}, 5, "peerEq"},
 		{policy.Session{}, 6, "sessionEq"},
@@ -604,7 +612,7 @@ func TestEqualCoversEveryField(t *testing.T) {
 		{policy.TimeWindow{}, 4, "conditionsEq (compared with ==)"},
 		{App{}, 8, "appEq"},
 		{Segment{}, 2, "segmentEq"},
-		{ClientGateway{}, 7, "clientGatewayEq"},
+		{ClientGateway{}, 8, "clientGatewayEq"},
 		{DNSZone{}, 2, "sliceEq (compared with ==)"},
 	} {
 		typ := reflect.TypeOf(c.v)

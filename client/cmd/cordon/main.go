@@ -42,21 +42,33 @@ func defaultStateDir() string {
 	return ".cordon"
 }
 
-func main() {
+func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
+
+// run is the command with its arguments; it returns the exit status
+// (exitcodes.go).
+func run(args []string, stdout, stderr io.Writer) int {
 	var stateDir, logLevel, logFormat string
+	var ran bool // a command's own code started
 	root := &cobra.Command{
 		Use:           "cordon",
 		Short:         "Cordon client: reach the hospital apps you are entitled to, through an encrypted tunnel",
+		Long:          "Cordon client: reach the hospital apps you are entitled to, through an encrypted tunnel.\n\n" + exitCodesHelp,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		Version:       buildinfo.Version(),
 	}
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
 	root.PersistentFlags().StringVar(&stateDir, "state-dir", envOr("CORDON_STATE_DIR", defaultStateDir()), "where this device keeps its keys and enrollment [$CORDON_STATE_DIR]")
 	root.PersistentFlags().StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	root.PersistentFlags().StringVar(&logFormat, "log-format", "text", "log format: "+logsetup.Formats)
 	root.PersistentPreRunE = func(*cobra.Command, []string) error {
-		_, err := logsetup.New(io.Discard, logLevel, logFormat)
-		return err
+		if _, err := logsetup.New(io.Discard, logLevel, logFormat); err != nil {
+			return err
+		}
+		ran = true
+		return nil
 	}
 	logger := func() *slog.Logger {
 		log, err := logsetup.New(os.Stderr, logLevel, logFormat)
@@ -197,9 +209,10 @@ func main() {
 
 	root.AddCommand(login, logout, up, down, status)
 	if err := root.Execute(); err != nil {
-		fmt.Fprintf(os.Stderr, "cordon: %v\n", err)
-		os.Exit(1)
+		fmt.Fprintf(stderr, "cordon: %v\n", err)
+		return exitCode(err, ran)
 	}
+	return exitOK
 }
 
 func envOr(k, def string) string {

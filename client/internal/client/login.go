@@ -111,13 +111,17 @@ func controllerCA(stateDir, controller, caFile string) ([]byte, error) {
 	return enroll.ReadCA(caFile)
 }
 
+// ErrNotSignedIn is returned by what needs an enrollment on a device that
+// has none. It is agentstate.ErrNotEnrolled (the exit code tells it apart).
+var ErrNotSignedIn = fmt.Errorf("this device is not signed in: run 'cordon login' first (%w)", agentstate.ErrNotEnrolled)
+
 // Logout ends this device's session at the controller: every gateway drops
 // the device at once and a running tunnel reaches nothing until the next
 // 'cordon login'. It reports whether a session was active.
 func Logout(ctx context.Context, stateDir string) (bool, error) {
 	st, err := agentstate.Load(stateDir)
 	if errors.Is(err, agentstate.ErrNotEnrolled) {
-		return false, errors.New("this device is not signed in")
+		return false, ErrNotSignedIn
 	} else if err != nil {
 		return false, err
 	}

@@ -4,7 +4,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -14,7 +13,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/cordonhq/cordon/internal/buildinfo"
+	"github.com/cordonhq/cordon/internal/daemonflags"
 	"github.com/cordonhq/cordon/internal/logsetup"
 
 	"github.com/cordonhq/cordon/controller/internal/auth"
@@ -72,26 +71,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 	alertWindow := fs.Duration("login-alert-window", 15*time.Minute, "sliding window of --login-alert-threshold (at most one alert per user or source per window)")
 	oidcConfig := fs.String("oidc-config", "", "YAML or JSON file listing the OIDC identity providers users sign in with (see docs/identity.md); empty: local users only")
 	logFormat := fs.String("log-format", "text", "log format: "+logsetup.Formats+" (JSON lines for log shippers)")
-	showVersion := fs.Bool("version", false, "print the version and exit")
+	metricsListen := fs.String("metrics-listen", "", "serve Prometheus metrics (/metrics) and health checks (/healthz, /readyz) over plain HTTP at this address, e.g. 127.0.0.1:9101 (counts only, no secrets; bind it where only your monitoring reaches); off when empty")
 	debugListen := fs.String("debug-listen", "", "serve Go's pprof profiles (CPU, heap, goroutines) at this loopback address, e.g. 127.0.0.1:6060; off when empty")
 	fail := func(format string, args ...any) int {
 		fmt.Fprintf(stderr, "cordon-controller: "+format+"\n", args...)
 		return 2
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
-	}
-	if *showVersion || (fs.NArg() == 1 && fs.Arg(0) == "version") {
-		fmt.Fprintln(stdout, "cordon-controller", buildinfo.Version())
-		return 0
-	}
-	if fs.NArg() > 0 {
-		// flag stops at the first argument: the flags after it would be
-		// ignored and the controller would start on the defaults.
-		return fail("unexpected argument %q: cordon-controller takes flags only, and flags after an argument would be ignored (--version prints the version; --help lists the flags)", fs.Arg(0))
+	if code, done := daemonflags.Parse(fs, args, stdout, stderr); done {
+		return code
 	}
 	var idps *oidc.File
 	if *oidcConfig != "" {
@@ -142,7 +129,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		DataDir:    *dataDir, Listen: *listen, Hosts: extra, Logger: log, Announce: stdout,
 		DNS: dnsCfg, Sessions: limits, PostureInterval: *postureInterval,
 		AgentCertTTL: *agentCertTTL, GatewayGrantLifetime: *grantLifetime, DriftCheck: *driftCheck, ClockSkewThreshold: *clockSkew,
-		OIDC: idps, DebugListen: *debugListen,
+		OIDC: idps, DebugListen: *debugListen, MetricsListen: *metricsListen,
 	})
 	if err != nil {
 		fmt.Fprintf(stderr, "cordon-controller: %v\n", err)

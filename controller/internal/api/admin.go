@@ -476,7 +476,13 @@ func (a *API) listGateways(w http.ResponseWriter, r *http.Request, _ string) err
 	if err != nil {
 		return err
 	}
-	return ok(w, mapSlice(xs, gatewayOut))
+	out := mapSlice(xs, gatewayOut)
+	if h := a.health; h != nil {
+		for i := range out {
+			out[i].State, out[i].Version, out[i].LastSeen = h.GatewayStatus(out[i].ID)
+		}
+	}
+	return ok(w, out)
 }
 
 func (a *API) deleteGateway(w http.ResponseWriter, r *http.Request, actor string) error {

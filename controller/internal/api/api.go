@@ -97,6 +97,15 @@ type Config struct {
 	// device (session.Manager.LastActivity), which the store learns only
 	// when the session nears its idle limit; nil: the store's alone.
 	Activity func(deviceID string) (time.Time, bool)
+	// GatewayHealth says each gateway's state, last seen and version for
+	// the gateway list; nil: not shown.
+	GatewayHealth GatewayHealth
+}
+
+// GatewayHealth is the control channel's view of a gateway
+// (control.Server.GatewayStatus).
+type GatewayHealth interface {
+	GatewayStatus(id string) (state, version string, lastSeen time.Time)
 }
 
 // API serves the HTTP routes.
@@ -120,6 +129,7 @@ type API struct {
 	routeTab []Route // every registered route, for Routes
 	oidc     OIDC
 	ledger   *ledger.Ledger
+	health   GatewayHealth // nil: no gateway states
 }
 
 // New returns the API. It panics if Store or CA is missing (a wiring bug).
@@ -143,6 +153,7 @@ func New(cfg Config) *API {
 		ledger:   cfg.Ledger,
 		activity: cfg.Activity,
 		dns:      cfg.DNS,
+		health:   cfg.GatewayHealth,
 	}
 	if a.adminTTL <= 0 {
 		a.adminTTL = adminapi.DefaultAdminSessionTTL

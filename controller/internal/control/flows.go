@@ -15,15 +15,15 @@ import (
 	"github.com/cordonhq/cordon/pkg/controlproto"
 )
 
-// Flow records from gateways (capability 10). A gateway spools its flow
+// Flow records from gateways (capability 11). A gateway spools its flow
 // events to disk and numbers them; each flow_events frame is committed
 // with the highest number held for the gateway's spool in one transaction
 // (state.RecordFlowBatch), and only then acknowledged (flow_ack), so a
 // resend after a crash on either side is recorded once and nothing
-// acknowledged is lost. Frames without a spool ID (gateways below 10) are
+// acknowledged is lost. Frames without a spool ID (gateways below 11) are
 // recorded as they come, unacknowledged, as before.
 //
-// Every frame of a capability-10 gateway carries its clock (SentAt) and its
+// Every frame of a capability-11 gateway carries its clock (SentAt) and its
 // spool's state; the controller raises audit.clock.skew when the clock is
 // off by more than Config.ClockSkewThreshold and audit.spool.full when the
 // spool is full, each once per onset and once (cleared) when it is over.

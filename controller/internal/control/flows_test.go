@@ -14,7 +14,7 @@ import (
 	"github.com/cordonhq/cordon/pkg/policy"
 )
 
-// TestNumberedFlowEventsRecordedOnce: a capability-10 gateway's numbered
+// TestNumberedFlowEventsRecordedOnce: a capability-11 gateway's numbered
 // batch is committed and acknowledged with its highest number; a resend
 // overlapping it records only what is new, and a new spool starts again.
 func TestNumberedFlowEventsRecordedOnce(t *testing.T) {

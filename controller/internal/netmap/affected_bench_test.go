@@ -235,3 +235,44 @@ func BenchmarkMembershipChangePatched(b *testing.B) {
 		cur.PatchGatewayMap(oldGM, gw, aff.Devices)
 	}
 }
+
+// BenchmarkClientMaps10k computes and encodes every client map of the
+// 10,000-device world from one index, with the segment behind one gateway
+// and behind three (each device then ranks the three: RankGateways), and
+// in the shape old clients get (Legacy).
+func BenchmarkClientMaps10k(b *testing.B) {
+	snap, sessions := benchWorld(b, 10000)
+	three := *snap
+	three.Gateways = slices.Clone(snap.Gateways)
+	for i := 2; i <= 3; i++ {
+		g := snap.Gateways[0]
+		g.ID, g.Name = fmt.Sprintf("gw-%d", i), fmt.Sprintf("gw-%d", i)
+		g.OverlayAddr = netip.AddrFrom4([4]byte{100, 64, 0, byte(i)})
+		three.Gateways = append(three.Gateways, g)
+	}
+	for _, c := range []struct {
+		name   string
+		snap   *store.Snapshot
+		legacy bool
+	}{{"gateways=1", snap, false}, {"gateways=3", &three, false}, {"gateways=3/legacy", &three, true}} {
+		b.Run(c.name, func(b *testing.B) {
+			ix := benchIndex(c.snap, sessions)
+			var bytes int
+			for b.Loop() {
+				bytes = 0
+				for _, d := range c.snap.Devices {
+					m := ix.ClientMap(d)
+					if c.legacy {
+						m = m.Legacy()
+					}
+					out, err := json.Marshal(m)
+					if err != nil {
+						b.Fatal(err)
+					}
+					bytes += len(out)
+				}
+			}
+			b.ReportMetric(float64(bytes)/float64(len(c.snap.Devices)), "bytes/map")
+		})
+	}
+}

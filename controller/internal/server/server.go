@@ -81,6 +81,9 @@ type Config struct {
 	// DebugListen, if set, serves Go's pprof profiles there
 	// (--debug-listen; loopback addresses only).
 	DebugListen string
+	// MetricsListen, if set, serves Prometheus metrics (/metrics) and
+	// health (/healthz, /readyz) there, without TLS (--metrics-listen).
+	MetricsListen string
 }
 
 // Run runs the controller until ctx is cancelled.
@@ -101,6 +104,15 @@ func Run(ctx context.Context, cfg Config) error {
 			return fmt.Errorf("--debug-listen: %w", err)
 		}
 		debugLn = ln
+		defer ln.Close()
+	}
+	var metricsLn net.Listener
+	if cfg.MetricsListen != "" {
+		ln, err := net.Listen("tcp", cfg.MetricsListen)
+		if err != nil {
+			return fmt.Errorf("--metrics-listen: %w", err)
+		}
+		metricsLn = ln
 		defer ln.Close()
 	}
 	if err := privdir.Ensure(cfg.DataDir, log); err != nil {
@@ -187,6 +199,7 @@ func Run(ctx context.Context, cfg Config) error {
 		Ledger:          led,
 		Activity:        sessions.LastActivity,
 		DNS:             cfg.DNS,
+		GatewayHealth:   gatewayHealth{ctl},
 	})
 
 	tcpLn, err := net.Listen("tcp", cfg.Listen)
@@ -216,6 +229,11 @@ func Run(ctx context.Context, cfg Config) error {
 	wg.Go(func() { led.Run(ctx) })
 	if debugLn != nil {
 		wg.Go(func() { serveDebug(ctx, debugLn, log.With("component", "debug")) })
+	}
+	if metricsLn != nil {
+		wg.Go(func() {
+			serveMetrics(ctx, metricsLn, metricsRegistry(ctl.Totals, led.Latest), st, log.With("component", "metrics"))
+		})
 	}
 	wg.Go(func() {
 		if err := ctl.Serve(ctx, pc); err != nil {
@@ -300,4 +318,12 @@ func startOIDC(cfg Config, st *sqlite.Store, owner *state.State, log *slog.Logge
 		log.Info("identity provider", "name", p.Name, "issuer", p.Issuer, "client_id", p.ClientID, "device_flow", p.DeviceFlow)
 	}
 	return m, nil
+}
+
+// gatewayHealth is the control server's gateway health for the API.
+type gatewayHealth struct{ ctl *control.Server }
+
+func (g gatewayHealth) GatewayStatus(id string) (state, version string, lastSeen time.Time) {
+	st := g.ctl.GatewayStatus(id)
+	return st.State, st.Version, st.LastSeen
 }

@@ -367,9 +367,10 @@ func (a *app) printTokens(w io.Writer, xs []adminapi.GatewayToken) error {
 }
 
 func printGateways(w io.Writer, xs []adminapi.Gateway) error {
-	t := newTable(w, "ID", "NAME", "SEGMENT", "OVERLAY", "ENDPOINT", "PUBLIC KEY", "CREATED")
+	t := newTable(w, "ID", "NAME", "SEGMENT", "STATE", "LAST SEEN", "VERSION", "OVERLAY", "ENDPOINT", "PUBLIC KEY", "CREATED")
 	for _, x := range xs {
-		t.row(x.ID, x.Name, x.Segment, addrString(x.OverlayAddr.IsValid(), x.OverlayAddr.String()), x.Endpoint, x.PublicKey.String(), fmtTime(x.CreatedAt))
+		t.row(x.ID, x.Name, x.Segment, x.State, fmtTime(x.LastSeen), x.Version, addrString(x.OverlayAddr.IsValid(), x.OverlayAddr.String()),
+			x.Endpoint, x.PublicKey.String(), fmtTime(x.CreatedAt))
 	}
 	return t.flush()
 }

@@ -4,7 +4,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -15,6 +14,7 @@ import (
 	"syscall"
 
 	"github.com/cordonhq/cordon/internal/buildinfo"
+	"github.com/cordonhq/cordon/internal/daemonflags"
 	"github.com/cordonhq/cordon/internal/logsetup"
 
 	"github.com/cordonhq/cordon/gateway/internal/gateway"
@@ -65,7 +65,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&cfg.SpoolFull, "spool-full", gateway.SpoolFailClosedPHI, "new flows while the flow record spool is full: fail-closed-phi (refuse flows to phi apps), fail-closed (refuse all) or fail-open (admit; their records are lost)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	logFormat := fs.String("log-format", "text", "log format: "+logsetup.Formats+" (JSON lines for log shippers)")
-	showVersion := fs.Bool("version", false, "print the version and exit")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: cordon-gateway [flags]       run the gateway\n       cordon-gateway uninstall   remove the gateway's host firewall (after the gateway is stopped for good)\n\nflags:\n")
 		fs.PrintDefaults()
@@ -74,20 +73,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "cordon-gateway: "+format+"\n", args...)
 		return code
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
-	}
-	if *showVersion || (fs.NArg() == 1 && fs.Arg(0) == "version") {
-		fmt.Fprintln(stdout, "cordon-gateway", buildinfo.Version())
-		return 0
-	}
-	if fs.NArg() > 0 {
-		// flag stops at the first argument: the flags after it would be
-		// ignored and the gateway would start on the defaults.
-		return fail(2, "unexpected argument %q: cordon-gateway takes flags only (or 'uninstall'), and flags after an argument would be ignored (--version prints the version; --help lists the flags)", fs.Arg(0))
+	if code, done := daemonflags.Parse(fs, args, stdout, stderr); done {
+		return code
 	}
 	log, err := logsetup.New(stderr, *logLevel, *logFormat)
 	if err != nil {

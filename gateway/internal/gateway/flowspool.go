@@ -20,7 +20,7 @@ import (
 // the data path); the spool writer takes everything queued, appends it to
 // the spool on disk (package spool) and fsyncs, one write per batch (group
 // commit). The sender reads the spool and sends it to the controller; a
-// controller of capability 10 commits each batch and acknowledges it, and
+// controller of capability 11 commits each batch and acknowledges it, and
 // only then is it deleted. On every connect the sender starts again from
 // the oldest unacknowledged record; the controller records a resend once.
 //
@@ -33,7 +33,7 @@ import (
 // cut loses at most FlowQueue+writeBatch decisions, never one the spool
 // returned. A full queue drops the event (counted: Lost).
 //
-// A controller below capability 10 gets the events unnumbered, as before,
+// A controller below capability 11 gets the events unnumbered, as before,
 // and they leave the spool once handed to the connection.
 
 // Spool-full policies: what a gateway does with new flows while its spool

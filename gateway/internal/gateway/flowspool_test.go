@@ -85,7 +85,7 @@ func sentSeqs(t *testing.T, f *frames, n int) []uint64 {
 }
 
 // TestReporterResendsUnacknowledged: numbered records go to a
-// capability-10 controller; what it did not acknowledge is sent again on
+// capability-11 controller; what it did not acknowledge is sent again on
 // the next connection, and across a restart of the gateway.
 func TestReporterResendsUnacknowledged(t *testing.T) {
 	dir := t.TempDir()
@@ -122,12 +122,12 @@ func TestReporterResendsUnacknowledged(t *testing.T) {
 	}
 }
 
-// TestReporterOldController: a controller below capability 10 gets
+// TestReporterOldController: a controller below capability 11 gets
 // unnumbered events, sent once.
 func TestReporterOldController(t *testing.T) {
 	r, f, _ := startReporter(t, t.TempDir(), 0, "")
 	r.connState(true)
-	r.controllerCaps(9)
+	r.controllerCaps(10)
 	for i := range 3 {
 		r.events <- flowEv(uint16(i))
 	}
@@ -135,7 +135,7 @@ func TestReporterOldController(t *testing.T) {
 	waitFor(t, "events sent", func() bool {
 		for _, fe := range f.take() {
 			if fe.SpoolID != "" || !fe.SentAt.IsZero() {
-				t.Fatalf("a frame to an old controller carries capability-10 fields: %+v", fe)
+				t.Fatalf("a frame to an old controller carries capability-11 fields: %+v", fe)
 			}
 			got = append(got, fe.Events...)
 		}
@@ -148,7 +148,7 @@ func TestReporterOldController(t *testing.T) {
 	}
 	r.connState(false)
 	r.connState(true)
-	r.controllerCaps(9)
+	r.controllerCaps(10)
 	ev := flowEv(0)
 	ev.App = "after-reconnect"
 	r.events <- ev
