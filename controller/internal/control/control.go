@@ -1198,11 +1198,17 @@ type Totals struct {
 	Clients, Gateways int // connected now
 	Sent              SentStats
 	Drifts            int64
+	// SpoolFull and ClockSkewed count the gateways whose audit.spool.full
+	// or audit.clock.skew alert is raised now (flows.go).
+	SpoolFull, ClockSkewed int
 }
 
 // Totals returns the server's running counts.
 func (s *Server) Totals() Totals {
 	t := Totals{Sent: s.sent.snapshot(), Drifts: s.drifts.Load()}
+	s.gwHealth.mu.Lock()
+	t.SpoolFull, t.ClockSkewed = len(s.gwHealth.spoolFull), len(s.gwHealth.skewed)
+	s.gwHealth.mu.Unlock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, a := range s.agents {

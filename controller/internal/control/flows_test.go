@@ -122,7 +122,10 @@ func TestClockSkewAndSpoolAlerts(t *testing.T) {
 	report(1500*time.Millisecond, false) // within the threshold but not half: still skewed
 	report(500*time.Millisecond, true)   // back; spool full
 	report(0, true)                      // still full: nothing
-	report(0, false)                     // room again
+	if tt := h.srv.Totals(); tt.ClockSkewed != 0 || tt.SpoolFull != 1 {
+		t.Errorf("totals while the spool is full: %+v", tt)
+	}
+	report(0, false) // room again
 	want := []string{"audit.clock.skew:alert:5s", "audit.clock.skew:cleared:500ms", "audit.spool.full:alert:", "audit.spool.full:cleared:"}
 	if got := alerts(); !slices.Equal(got, want) {
 		t.Fatalf("alerts %v, want %v", got, want)
