@@ -137,6 +137,8 @@ const (
 	Cut     Outcome = "cut"     // an open flow was closed (policy or a condition changed)
 	Invalid Outcome = "invalid" // the agent sent something that could not be read
 	Raised  Outcome = "alert"   // an alert was raised
+	Ended   Outcome = "end"     // a flow left the gateway's connection table
+	Cleared Outcome = "cleared" // the condition an alert was raised for is over
 )
 
 // OutcomeSpec is one outcome an event type can have and that outcome's

@@ -60,11 +60,14 @@ const (
 	FlowAllow Type = "flow.allow"
 	FlowDeny  Type = "flow.deny"
 	FlowCut   Type = "flow.cut"
+	FlowEnd   Type = "flow.end"
 	DNSDeny   Type = "dns.deny"
 
 	// Integrity.
 	AuditLogInconsistent Type = "audit.log.inconsistent"
 	AuditExportLag       Type = "audit.export.lag"
+	AuditSpoolFull       Type = "audit.spool.full"
+	AuditClockSkew       Type = "audit.clock.skew"
 )
 
 // Helpers that keep the table below readable.
@@ -115,10 +118,10 @@ func policy(t Type, doc string, extra ...Field) Spec {
 		Outcomes: outcomes(successNotice, failureNotice), Fields: append(fs, extra...)}
 }
 
-func flow(t Type, o OutcomeSpec, doc string) Spec {
-	return Spec{Type: t, Category: Flow, Doc: doc + ` Actor "gateway:ID".`,
+func flow(t Type, o OutcomeSpec, doc string, extra ...Field) Spec {
+	return Spec{Type: t, Category: Flow, Doc: doc + ` Actor "gateway:ID". Time is the gateway's clock; received_at the controller's.`,
 		Outcomes: outcomes(o),
-		Fields: []Field{
+		Fields: append([]Field{
 			field("proto", "IP protocol (tcp, udp, icmp)", o.Outcome),
 			field("src", "source address:port (the device's overlay address)", o.Outcome),
 			field("dst", "destination address:port", o.Outcome),
@@ -128,7 +131,11 @@ func flow(t Type, o OutcomeSpec, doc string) Spec {
 			field("rule", "the policy rule that allowed it"),
 			field("reason", "why it was denied or cut"),
 			field("name", "DNS name involved"),
-		}}
+			field("session", "ID of the device's session"),
+			field("policy_version", "the policy version the gateway enforced"),
+			field("seq", "the gateway's sequence number of the record (per spool; a resend is recorded once)"),
+			field("received_at", "when the controller received it (RFC 3339, the controller's clock)"),
+		}, extra...)}
 }
 
 // specs is the registry. All sorts it; keep it grouped like the constants.
@@ -363,9 +370,16 @@ var specs = []Spec{
 		}},
 
 	// Flow.
-	flow(FlowAllow, OutcomeSpec{Allow, Info}, "A gateway allowed a new flow (Subject the app, or the destination)."),
+	flow(FlowAllow, OutcomeSpec{Allow, Info}, "A gateway allowed a new flow: its start record; its flow.end follows when it leaves the connection table (Subject the app, or the destination)."),
 	flow(FlowDeny, OutcomeSpec{Deny, Notice}, "A gateway denied a new flow (Subject the app, or the destination)."),
 	flow(FlowCut, OutcomeSpec{Cut, Notice}, "A gateway closed an open flow because policy changed or a condition stopped holding (Subject the app, or the destination)."),
+	flow(FlowEnd, OutcomeSpec{Ended, Info}, "A flow a gateway allowed left its connection table (Subject the app, or the destination). Its flow.allow is the start record.",
+		field("end_reason", `"closed" (TCP FIN both ways or a reset), "idle" (idle past its timeout), "cut" (the policy or a rule condition no longer allows it; reason says which) or "session-end" (the device left the gateway's map: its session ended or it was revoked)`, Ended),
+		field("packets_to_app", "packets client → app", Ended),
+		field("bytes_to_app", "bytes client → app (IP packets, headers included)", Ended),
+		field("packets_to_client", "packets app → client", Ended),
+		field("bytes_to_client", "bytes app → client", Ended),
+		field("duration", "how long the flow was open (Go duration)", Ended)),
 	flow(DNSDeny, OutcomeSpec{Deny, Notice}, "A gateway answered NXDOMAIN for an internal name the device is not entitled to (Subject the name)."),
 
 	// Integrity.
@@ -386,5 +400,24 @@ var specs = []Spec{
 			field("cursor", "seq of the last record the sink accepted", Raised, Success),
 			field("behind_since", "since when the sink has been behind (RFC 3339)", Raised, Success),
 			field("error", "the last error sending to it"),
+		}},
+	{Type: AuditSpoolFull, Category: Integrity,
+		Doc:      `A gateway's flow record spool is full (alert) or has room again (cleared): while full, the gateway cannot record new flow decisions and refuses new flows as its --spool-full policy says (docs/audit.md). One alert per onset, one cleared when it is over (Actor "gateway:ID"; Subject the gateway ID). Act now: bring the controller back or make room.`,
+		Outcomes: outcomes(OutcomeSpec{Raised, Alert}, OutcomeSpec{Cleared, Notice}),
+		Fields: []Field{
+			field("policy", `what the gateway does with new flows while full: "fail-closed-phi", "fail-closed" or "fail-open"`, Raised, Cleared),
+			field("bytes", "bytes spooled", Raised, Cleared),
+			field("max_bytes", "the spool's bound", Raised, Cleared),
+			field("lost", "flow records the gateway could not spool since it started", Raised, Cleared),
+			field("refused", "new flows refused because the spool was full, since the gateway started", Raised, Cleared),
+		}},
+	{Type: AuditClockSkew, Category: Integrity,
+		Doc:      `A gateway's clock differs from the controller's by more than the threshold (alert), or is back within half of it (cleared): the times in its flow records are off by about skew. One alert per onset, one cleared when it is over (Actor "controller"; Subject "gateway:ID"). Fix the gateway's time sync (NTP).`,
+		Outcomes: outcomes(OutcomeSpec{Raised, Alert}, OutcomeSpec{Cleared, Notice}),
+		Fields: []Field{
+			field("skew", "gateway clock minus controller clock (Go duration; transit time not subtracted)", Raised, Cleared),
+			field("threshold", "the controller's --clock-skew-threshold (Go duration)", Raised, Cleared),
+			field("gateway_time", "the gateway's clock when it sent the report (RFC 3339)", Raised, Cleared),
+			field("controller_time", "the controller's clock when it received it (RFC 3339)", Raised, Cleared),
 		}},
 }

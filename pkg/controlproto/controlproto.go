@@ -103,11 +103,30 @@ const (
 //	  the next when that one dies (ClientMap.Resolve). Clients of
 //	  capability 1 to 9 get the old shape: each segment on the first
 //	  gateway of its list only (ClientMap.Legacy).
-const CapabilityVersion = 10
+//	11 (2026-12-03): complete, durable flow records: gateways spool flow
+//	  events to disk and number them (FlowEvent.Seq, per FlowEvents.SpoolID);
+//	  a controller of this capability commits each batch with the highest
+//	  number it holds and answers flow_ack (FlowAck), and the gateway
+//	  keeps every event until acknowledged and resends the rest on
+//	  reconnect. Flow end records (action "end": packets and bytes each
+//	  way, duration, end reason). FlowEvents.SentAt (the gateway's clock,
+//	  for skew alerts) and FlowEvents.Spool (the spool's state: full or
+//	  not); gateways send a batch, empty if need be, at least every
+//	  FlowHeartbeat. Gateways of a controller below 11 send their events
+//	  once, unnumbered, as before, and drop them from the spool when sent.
+const CapabilityVersion = 11
 
 // MinGatewayListCapability is the lowest client capability that gets
 // every gateway of a segment (ClientMap.Segments).
 const MinGatewayListCapability = 10
+
+// MinFlowAckCapability is the lowest controller capability that
+// acknowledges numbered flow events.
+const MinFlowAckCapability = 11
+
+// FlowHeartbeat is the longest a gateway of capability 11 goes without a
+// flow_events frame (an empty one carries its clock and spool state).
+const FlowHeartbeat = 30 * time.Second
 
 // MinAuditCheckpointCapability is the lowest gateway capability that gets
 // audit log checkpoints.
@@ -156,6 +175,8 @@ const (
 	// Capability 8.
 	TypeAuditCheckpoint = "audit_checkpoint" // controller → gateway
 	TypeAuditAlert      = "audit_alert"      // gateway → controller
+	// Capability 11.
+	TypeFlowAck = "flow_ack" // controller → gateway
 )
 
 // Frame is the envelope of every message on the control stream. Exactly one
@@ -182,6 +203,35 @@ type Frame struct {
 	// Capability 8.
 	AuditCheckpoint *AuditCheckpoint `json:"audit_checkpoint,omitempty"`
 	AuditAlert      *AuditAlert      `json:"audit_alert,omitempty"`
+	// Capability 11.
+	FlowAck *FlowAck `json:"flow_ack,omitempty"`
+}
+
+// FlowAck tells a gateway that the controller committed its flow events up
+// to Seq of spool SpoolID: it may delete them.
+type FlowAck struct {
+	SpoolID string `json:"spool_id"`
+	Seq     uint64 `json:"seq"`
+}
+
+// SpoolStatus is the state of a gateway's flow event spool.
+type SpoolStatus struct {
+	Full      bool   `json:"full,omitempty"`       // no room: new events are dropped (and new flows refused per Policy)
+	FullCount uint64 `json:"full_count,omitempty"` // times it became full since the gateway started
+	Bytes     int64  `json:"bytes"`
+	MaxBytes  int64  `json:"max_bytes"`
+	// Lost counts events the gateway could not spool since it started
+	// (spool full, or its in-memory queue full); Refused counts new
+	// flows refused because the spool was full.
+	Lost    uint64 `json:"lost,omitempty"`
+	Refused uint64 `json:"refused,omitempty"`
+	// Policy is what the gateway does with new flows while full:
+	// "fail-closed-phi", "fail-closed" or "fail-open".
+	Policy string `json:"policy,omitempty"`
+	// Torn counts torn tails dropped when the spool was opened (a crash
+	// in the middle of a write: the records in it were never acknowledged
+	// to the data path).
+	Torn uint64 `json:"torn,omitempty"`
 }
 
 // AuditCheckpoint is a signed checkpoint of the controller's audit log
@@ -291,6 +341,10 @@ type GatewayMap struct {
 	// controller is back. Zero (controllers before capability 5):
 	// DefaultGrantLifetime.
 	GrantLifetime time.Duration `json:"grant_lifetime_ns,omitempty"`
+	// PolicyVersion is the controller's policy version the map was
+	// computed from (capability 11; 0: none, or an older controller),
+	// which the gateway's flow records carry.
+	PolicyVersion int64 `json:"policy_version,omitempty"`
 }
 
 // DefaultGrantLifetime is the grant lifetime of a map that names none.
@@ -312,6 +366,10 @@ type GatewayPeer struct {
 	// the gateway stops admitting the device then, whether or not it still
 	// hears from the controller. Zero: no session limit (sessions off).
 	ExpiresAt time.Time `json:"expires_at,omitzero"`
+	// SessionID is the device's session (capability 11), which the
+	// gateway's flow records carry. Empty: sessions off, or an older
+	// controller.
+	SessionID string `json:"session_id,omitempty"`
 }
 
 // Segment is a set of real prefixes behind gateways.
@@ -331,6 +389,10 @@ type App struct {
 	// DNSAliases are further names of the app, served as CNAMEs to
 	// DNSName to the devices that may reach the app.
 	DNSAliases []string `json:"dns_aliases,omitempty"`
+	// Classification is the app's data classification, "phi",
+	// "internal" or "public" (capability 11; empty from older
+	// controllers: the gateway then treats the app as phi).
+	Classification string `json:"classification,omitempty"`
 }
 
 // ClientMap is everything a client device needs: which gateways to peer
@@ -453,6 +515,12 @@ type ClientGateway struct {
 // FlowEvents is a batch of flow records a gateway reports.
 type FlowEvents struct {
 	Events []FlowEvent `json:"events"`
+	// Capability 11. SpoolID names the spool the events' Seq numbers
+	// belong to (empty: unnumbered events, as before 9). SentAt is the
+	// gateway's clock when it sent the frame (for skew alerts).
+	SpoolID string       `json:"spool_id,omitempty"`
+	SentAt  time.Time    `json:"sent_at,omitzero"`
+	Spool   *SpoolStatus `json:"spool,omitempty"`
 }
 
 // FlowAction is what happened to a flow.
@@ -466,6 +534,17 @@ const (
 	// FlowDNSDeny is a DNS lookup of an internal name answered NXDOMAIN
 	// (hidden or nonexistent); Name holds the name asked for.
 	FlowDNSDeny FlowAction = "dns-deny"
+	// FlowEnd (capability 11) is a flow leaving the connection table, with
+	// its counters; EndReason says why.
+	FlowEnd FlowAction = "end"
+)
+
+// Flow end reasons.
+const (
+	EndClosed     = "closed"      // TCP FIN both ways, or a RST
+	EndIdle       = "idle"        // idle past its timeout
+	EndCut        = "cut"         // the policy (or a rule condition) no longer allows it
+	EndSessionEnd = "session-end" // its device left the map: session ended, device revoked
 )
 
 // FlowEvent is one flow record.
@@ -481,6 +560,17 @@ type FlowEvent struct {
 	Src      netip.AddrPort `json:"src"`
 	Dst      netip.AddrPort `json:"dst"`
 	Name     string         `json:"name,omitempty"` // the DNS name asked for (dns-deny)
+	// Capability 11.
+	Seq uint64 `json:"seq,omitempty"` // per spool, from 1
+	// Counters of an end: client → app and app → client.
+	PacketsToApp    uint64        `json:"packets_to_app,omitempty"`
+	BytesToApp      uint64        `json:"bytes_to_app,omitempty"`
+	PacketsToClient uint64        `json:"packets_to_client,omitempty"`
+	BytesToClient   uint64        `json:"bytes_to_client,omitempty"`
+	Duration        time.Duration `json:"duration_ns,omitempty"`
+	EndReason       string        `json:"end_reason,omitempty"`
+	Session         string        `json:"session,omitempty"`        // session ID of the device, when the map said
+	PolicyVersion   int64         `json:"policy_version,omitempty"` // the policy version the gateway enforced
 }
 
 // ErrFrameTooLarge is returned for a frame above MaxFrameSize.
@@ -592,7 +682,7 @@ func DecodeFrame(b []byte) (*Frame, error) {
 	set := 0
 	for _, p := range []bool{f.Hello != nil, f.GatewayMap != nil, f.ClientMap != nil, f.FlowEvents != nil, f.Ack != nil,
 		f.Activity != nil, f.Posture != nil, f.Renew != nil, f.Certificate != nil,
-		f.GatewayDelta != nil, f.ClientDelta != nil, f.AuditCheckpoint != nil, f.AuditAlert != nil} {
+		f.GatewayDelta != nil, f.ClientDelta != nil, f.AuditCheckpoint != nil, f.AuditAlert != nil, f.FlowAck != nil} {
 		if p {
 			set++
 		}
@@ -656,6 +746,10 @@ func DecodeFrame(b []byte) (*Frame, error) {
 		}
 	case TypeAuditAlert:
 		if f.AuditAlert == nil {
+			set = -1
+		}
+	case TypeFlowAck:
+		if f.FlowAck == nil {
 			set = -1
 		}
 	case TypeError, TypePing:

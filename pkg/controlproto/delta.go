@@ -87,6 +87,7 @@ type GatewayMapDelta struct {
 	DNSZones         *Set[[]DNSZone]     `json:"dns_zones,omitempty"`
 	ActivityInterval *Set[time.Duration] `json:"activity_interval_ns,omitempty"`
 	GrantLifetime    *Set[time.Duration] `json:"grant_lifetime_ns,omitempty"`
+	PolicyVersion    *Set[int64]         `json:"policy_version,omitempty"` // capability 11
 
 	Segments ListDelta[Segment, string]            `json:"segments,omitzero"`
 	Peers    ListDelta[GatewayPeer, string]        `json:"peers,omitzero"`
@@ -199,6 +200,7 @@ func DiffGatewayMap(old, new *GatewayMap) (*GatewayMapDelta, error) {
 		DNSZones:         setIfChanged(old.DNSZones, new.DNSZones),
 		ActivityInterval: setIfChanged(old.ActivityInterval, new.ActivityInterval),
 		GrantLifetime:    setIfChanged(old.GrantLifetime, new.GrantLifetime),
+		PolicyVersion:    setIfChanged(old.PolicyVersion, new.PolicyVersion),
 	}
 	var err error
 	if d.Segments, err = diffList(old.Segments, new.Segments, segmentKey, segmentEq); err != nil {
@@ -229,6 +231,7 @@ func ApplyGatewayDelta(old *GatewayMap, d *GatewayMapDelta) (*GatewayMap, error)
 	setField(&m.DNSZones, d.DNSZones)
 	setField(&m.ActivityInterval, d.ActivityInterval)
 	setField(&m.GrantLifetime, d.GrantLifetime)
+	setField(&m.PolicyVersion, d.PolicyVersion)
 	var err error
 	if m.Segments, err = applyList(old.Segments, d.Segments, segmentKey); err != nil {
 		return nil, fmt.Errorf("segments: %w", err)
@@ -261,7 +264,7 @@ func (d *GatewayMapDelta) SmallerThan(full *GatewayMap) bool {
 // IsEmpty reports whether d changes nothing but the revision.
 func (d *GatewayMapDelta) IsEmpty() bool {
 	return d.GatewayID == nil && d.OverlayAddr == nil && d.DNSZones == nil && d.ActivityInterval == nil &&
-		d.GrantLifetime == nil && d.Segments.IsZero() && d.Peers.IsZero() && d.Rules.IsZero() && d.Apps.IsZero()
+		d.GrantLifetime == nil && d.PolicyVersion == nil && d.Segments.IsZero() && d.Peers.IsZero() && d.Rules.IsZero() && d.Apps.IsZero()
 }
 
 // DiffClientMap returns the delta from old to new for a client of
@@ -390,7 +393,7 @@ func EqualGatewayMaps(a, b *GatewayMap) bool {
 		return a == b
 	}
 	return a.GatewayID == b.GatewayID && a.OverlayAddr == b.OverlayAddr && sliceEq(a.DNSZones, b.DNSZones) &&
-		a.ActivityInterval == b.ActivityInterval && a.GrantLifetime == b.GrantLifetime &&
+		a.ActivityInterval == b.ActivityInterval && a.GrantLifetime == b.GrantLifetime && a.PolicyVersion == b.PolicyVersion &&
 		listEq(a.Segments, b.Segments, segmentEq) && listEq(a.Peers, b.Peers, peerEq) &&
 		listEq(a.Rules, b.Rules, ruleEq) && listEq(a.Apps, b.Apps, appEq)
 }

@@ -100,7 +100,7 @@ func (g gen) apps() []App {
 	return keyed(g, 5, func(i int) App {
 		return App{Name: fmt.Sprintf("app%d", i), DNSName: g.pick("", "ehr.hosp.internal", "pacs.hosp.internal"),
 			Addr: g.prefix(), Proto: policy.Proto(g.pick("\x06", "\x11")[0]), Ports: g.ports(),
-			Segment: g.pick("lab", "icu"), DNSAliases: g.strs("a.hosp.internal", "b.hosp.internal")}
+			Segment: g.pick("lab", "icu"), DNSAliases: g.strs("a.hosp.internal", "b.hosp.internal"), Classification: g.pick("phi", "public")}
 	}, appKey)
 }
 
@@ -117,11 +117,12 @@ func (g gen) gatewayMap(rev uint64) *GatewayMap {
 		DNSZones:         g.zones(),
 		ActivityInterval: time.Duration(g.r.IntN(2)) * time.Second,
 		GrantLifetime:    time.Duration(g.r.IntN(2)) * time.Hour,
+		PolicyVersion:    int64(g.r.IntN(3)),
 	}
 	m.Segments = keyed(g, 4, func(i int) Segment { return Segment{Name: fmt.Sprintf("seg%d", i), CIDRs: g.prefixes()} }, segmentKey)
 	m.Peers = keyed(g, 8, func(i int) GatewayPeer {
 		p := GatewayPeer{Peer: policy.Peer{DeviceID: fmt.Sprintf("dev%02d", i), User: g.pick("ann", "bob"), Addr: g.addr(),
-			Rules: []policy.RuleID{policy.RuleID(g.pick("r1", "r2"))}}, PublicKey: g.key(i), ExpiresAt: g.time()}
+			Rules: []policy.RuleID{policy.RuleID(g.pick("r1", "r2"))}}, PublicKey: g.key(i), ExpiresAt: g.time(), SessionID: g.pick("s1", "s2")}
 		if g.r.IntN(2) == 0 {
 			p.Session = &policy.Session{MFAAt: g.time(), Posture: g.strs("disk", "fw"), PublicAddr: g.addr(),
 				Groups: g.strs("icu", "lab"), Tags: g.strs("kiosk")}
@@ -600,16 +601,16 @@ func TestEqualCoversEveryField(t *testing.T) {
 		fields int
 		where  string
 	}{
-		{GatewayMap{}, 10, "EqualGatewayMaps"},
+		{GatewayMap{}, 11, "EqualGatewayMaps"},
 		{ClientMap{}, 9, "EqualClientMaps"},
 		{ClientSegment{}, 4, "clientSegmentEq"},
-		{GatewayPeer{}, 3, "peerEq"},
+		{GatewayPeer{}, 4, "peerEq"},
 		{policy.Peer{}, 5, "peerEq"},
-		{policy.Session{}, 5, "sessionEq"},
+		{policy.Session{}, 6, "sessionEq"},
 		{policy.Rule{}, 8, "ruleEq"},
 		{policy.Conditions{}, 6, "conditionsEq"},
 		{policy.TimeWindow{}, 4, "conditionsEq (compared with ==)"},
-		{App{}, 7, "appEq"},
+		{App{}, 8, "appEq"},
 		{Segment{}, 2, "segmentEq"},
 		{ClientGateway{}, 8, "clientGatewayEq"},
 		{DNSZone{}, 2, "sliceEq (compared with ==)"},

@@ -29,12 +29,13 @@ func ptrEq[T any](a, b *T, eq func(a, b *T) bool) bool {
 
 func sessionEq(a, b *policy.Session) bool {
 	return a.MFAAt == b.MFAAt && sliceEq(a.Posture, b.Posture) && a.PublicAddr == b.PublicAddr &&
-		sliceEq(a.Groups, b.Groups) && sliceEq(a.Tags, b.Tags)
+		sliceEq(a.Groups, b.Groups) && sliceEq(a.Tags, b.Tags) && a.ID == b.ID
 }
 
 func peerEq(a, b *GatewayPeer) bool {
 	return a.DeviceID == b.DeviceID && a.User == b.User && a.Addr == b.Addr && sliceEq(a.Rules, b.Rules) &&
-		ptrEq(a.Session, b.Session, sessionEq) && a.PublicKey == b.PublicKey && a.ExpiresAt == b.ExpiresAt
+		ptrEq(a.Session, b.Session, sessionEq) && a.PublicKey == b.PublicKey && a.ExpiresAt == b.ExpiresAt &&
+		a.SessionID == b.SessionID
 }
 
 func conditionsEq(a, b *policy.Conditions) bool {
@@ -49,7 +50,8 @@ func ruleEq(a, b *policy.Rule) bool {
 
 func appEq(a, b *App) bool {
 	return a.Name == b.Name && a.DNSName == b.DNSName && a.Addr == b.Addr && a.Proto == b.Proto &&
-		sliceEq(a.Ports, b.Ports) && a.Segment == b.Segment && sliceEq(a.DNSAliases, b.DNSAliases)
+		sliceEq(a.Ports, b.Ports) && a.Segment == b.Segment && sliceEq(a.DNSAliases, b.DNSAliases) &&
+		a.Classification == b.Classification
 }
 
 func appsEq(a, b []App) bool {

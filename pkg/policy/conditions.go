@@ -92,6 +92,9 @@ type Session struct {
 	PublicAddr netip.Addr `json:"public_addr,omitzero"` // the device's public (underlay) address
 	Groups     []string   `json:"groups,omitempty"`     // the user's groups, for CEL
 	Tags       []string   `json:"tags,omitempty"`       // the device's tags, for CEL
+	// ID is the session's ID, for flow records. The gateway sets it from
+	// controlproto.GatewayPeer.SessionID; it decides nothing.
+	ID string `json:"-"`
 }
 
 // CELVariables documents the variables a rule's CEL expression sees.

@@ -64,6 +64,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	postureInterval := fs.Duration("posture-interval", control.DefaultPostureInterval, "how often clients re-collect their device posture and report it if it changed (a device out of compliance loses apps within about this long); at least 1s")
 	driftCheck := fs.Duration("drift-check", control.DefaultDriftCheck, "how often the state the network maps are computed from is compared with the whole store (a difference is logged as an error and repaired); at least 1s")
 	grantLifetime := fs.Duration("gateway-grant-lifetime", controlproto.DefaultGrantLifetime, "how long a gateway that cannot reach the controller goes on serving its last map (also across its own restarts); past it the gateway admits nobody until the controller is back (5s to 7d)")
+	clockSkew := fs.Duration("clock-skew-threshold", control.DefaultClockSkewThreshold, "a gateway whose clock is off from the controller's by more than this raises an audit.clock.skew alert (cleared when back within half of it)")
 	agentCertTTL := fs.Duration("agent-cert-ttl", 30*24*time.Hour, "lifetime of the certificates agents authenticate the control channel with; agents renew theirs after two thirds of it (at least 10s)")
 	adminTTL := fs.Duration("admin-session-ttl", 8*time.Hour, "lifetime of the admin token 'cordonctl login --admin' gets (5m to 24h)")
 	bootstrapTTL := fs.Duration("bootstrap-token-ttl", 24*time.Hour, "lifetime of the owner token written to DATA-DIR/admin-token when no owner credential exists (5m to 7d)")
@@ -137,7 +138,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		LoginAlert: auth.AlertConfig{Threshold: *alertThreshold, Window: *alertWindow},
 		DataDir:    *dataDir, Listen: *listen, Hosts: extra, Logger: log, Announce: stdout,
 		DNS: dnsCfg, Sessions: limits, PostureInterval: *postureInterval,
-		AgentCertTTL: *agentCertTTL, GatewayGrantLifetime: *grantLifetime, DriftCheck: *driftCheck,
+		AgentCertTTL: *agentCertTTL, GatewayGrantLifetime: *grantLifetime, DriftCheck: *driftCheck, ClockSkewThreshold: *clockSkew,
 		OIDC: idps, DebugListen: *debugListen, MetricsListen: *metricsListen, SIEM: sinks,
 	})
 	if err != nil {

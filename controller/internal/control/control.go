@@ -55,7 +55,6 @@ import (
 	"github.com/cordonhq/cordon/controller/internal/session"
 	"github.com/cordonhq/cordon/controller/internal/state"
 	"github.com/cordonhq/cordon/controller/internal/store"
-	"github.com/cordonhq/cordon/pkg/audit"
 	"github.com/cordonhq/cordon/pkg/controlproto"
 )
 
@@ -107,11 +106,16 @@ type Config struct {
 	// Ledger is the audit log whose checkpoints gateways keep
 	// (auditlog.go); nil: none sent.
 	Ledger *ledger.Ledger
+	// ClockSkewThreshold is how far a gateway's clock may be from the
+	// controller's before an audit.clock.skew alert (flows.go); zero:
+	// DefaultClockSkewThreshold.
+	ClockSkewThreshold time.Duration
 	// GatewayGrace is how long a gateway may be without a control
 	// connection before clients' maps order it last (health.go); zero:
 	// DefaultGatewayGrace.
 	GatewayGrace time.Duration
-	// Now is the clock of gateway health (health.go); nil: time.Now.
+	// Now is the clock of gateway health (health.go) and the one flow
+	// records are received at (flows.go); nil: time.Now.
 	Now func() time.Time
 }
 
@@ -157,6 +161,8 @@ type Server struct {
 	sent   sendStats    // every map frame written since start, all agents
 	// generation counts the states maps were computed from (s.maps).
 	generation atomic.Uint64
+
+	gwHealth gatewayHealth // clock skew and spool alerts (flows.go)
 }
 
 // Drifts returns how many drift checks found the maps' state differing
@@ -167,6 +173,12 @@ func (s *Server) Drifts() int64 { return s.drifts.Load() }
 func New(cfg Config) *Server {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.ClockSkewThreshold <= 0 {
+		cfg.ClockSkewThreshold = DefaultClockSkewThreshold
 	}
 	s := &Server{
 		cfg:     cfg,
@@ -688,7 +700,7 @@ func (s *Server) readLoop(ctx context.Context, log *slog.Logger, a *agent, r *qu
 		case f.Type == controlproto.TypePing:
 			// A keep-alive: its packet was what mattered.
 		case f.Type == controlproto.TypeFlowEvents && a.kind == ca.KindGateway:
-			s.recordFlows(ctx, log, a, f.FlowEvents.Events)
+			s.recordFlows(ctx, log, a, r, f.FlowEvents)
 		case f.Type == controlproto.TypeActivity && a.kind == ca.KindGateway:
 			s.recordActivity(log, a, f.Activity)
 		case f.Type == controlproto.TypePosture && a.kind == ca.KindClient:
@@ -722,79 +734,6 @@ func (s *Server) readLoop(ctx context.Context, log *slog.Logger, a *agent, r *qu
 			}
 		}
 	}
-}
-
-func (s *Server) recordFlows(ctx context.Context, log *slog.Logger, a *agent, evs []controlproto.FlowEvent) {
-	gatewayID := a.id
-	a.mu.Lock()
-	peers := a.peers
-	a.mu.Unlock()
-	if len(evs) > maxEventsPerFrame {
-		log.Warn("flow event batch too large; truncated", "events", len(evs))
-		evs = evs[:maxEventsPerFrame]
-	}
-	out := make([]store.AuditEvent, 0, len(evs))
-	var stepUp []string // devices
-	for _, e := range evs {
-		ev, ok := FlowAudit(gatewayID, e)
-		if !ok {
-			continue // an action this controller does not know
-		}
-		// Step-ups only for the gateway's own peers: a gateway cannot make
-		// another gateway's device ask its user to sign in again.
-		if e.Action == controlproto.FlowDeny && peers[e.DeviceID] && s.stepUps.note(e) {
-			stepUp = append(stepUp, e.DeviceID)
-		}
-		out = append(out, ev)
-	}
-	if err := s.cfg.State.Record(ctx, state.Origin{Actor: "gateway:" + gatewayID}, out...); err != nil {
-		log.Error("record flow events", "err", err, "events", len(out))
-	}
-	// Each device's map asks its user to verify again.
-	s.Changed(store.Change{Devices: stepUp})
-}
-
-// FlowAudit converts a gateway's flow event into an audit event; false if
-// its action is not one this controller knows.
-func FlowAudit(gatewayID string, e controlproto.FlowEvent) (store.AuditEvent, bool) {
-	subject := e.App
-	if subject == "" {
-		subject = e.Dst.String()
-	}
-	var typ audit.Type
-	var outcome audit.Outcome
-	switch e.Action {
-	case controlproto.FlowAllow:
-		typ, outcome = audit.FlowAllow, audit.Allow
-	case controlproto.FlowDeny:
-		typ, outcome = audit.FlowDeny, audit.Deny
-	case controlproto.FlowCut:
-		typ, outcome = audit.FlowCut, audit.Cut
-	case controlproto.FlowDNSDeny:
-		// A denied lookup: the name asked for is the subject.
-		typ, outcome, subject = audit.DNSDeny, audit.Deny, e.Name
-	default:
-		return store.AuditEvent{}, false
-	}
-	d := map[string]string{
-		"proto":   e.Proto.String(),
-		"src":     e.Src.String(),
-		"dst":     e.Dst.String(),
-		"gateway": gatewayID,
-	}
-	for k, v := range map[string]string{"user": e.User, "device": e.DeviceID, "rule": e.Rule, "reason": e.Reason, "name": e.Name} {
-		if v != "" {
-			d[k] = v
-		}
-	}
-	return store.AuditEvent{
-		Time:    e.Time,
-		Type:    typ,
-		Actor:   "gateway:" + gatewayID,
-		Outcome: string(outcome),
-		Subject: subject,
-		Details: d,
-	}, true
 }
 
 // mapState is what the agents' maps were last computed from: an immutable
@@ -973,6 +912,7 @@ func (s *Server) recompute(ctx context.Context, c store.Change, joined []*agent)
 			for i, p := range gm.Peers {
 				if ss := st.sessions[p.DeviceID]; ss != nil && stamp(p) {
 					gm.Peers[i].ExpiresAt = ss.Started.Add(sm.Limits().Absolute)
+					gm.Peers[i].SessionID = ss.ID
 				}
 			}
 		}
@@ -1258,11 +1198,17 @@ type Totals struct {
 	Clients, Gateways int // connected now
 	Sent              SentStats
 	Drifts            int64
+	// SpoolFull and ClockSkewed count the gateways whose audit.spool.full
+	// or audit.clock.skew alert is raised now (flows.go).
+	SpoolFull, ClockSkewed int
 }
 
 // Totals returns the server's running counts.
 func (s *Server) Totals() Totals {
 	t := Totals{Sent: s.sent.snapshot(), Drifts: s.drifts.Load()}
+	s.gwHealth.mu.Lock()
+	t.SpoolFull, t.ClockSkewed = len(s.gwHealth.spoolFull), len(s.gwHealth.skewed)
+	s.gwHealth.mu.Unlock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, a := range s.agents {

@@ -808,7 +808,8 @@ func TestDeletedAgentIsRevoked(t *testing.T) {
 // Flow events a gateway reports become flow.* audit events carrying who,
 // which device and which rule; a client cannot write the audit trail.
 func TestFlowEventsBecomeAudit(t *testing.T) {
-	h := newHarness(t)
+	recv := time.Date(2026, 11, 22, 10, 0, 5, 0, time.UTC)
+	h := newHarness(t, func(c *control.Config) { c.Now = func() time.Time { return recv } })
 	h.world(t)
 	_, gwTLS := h.enrollGateway(t, "gw-lan", "lan")
 	_, devTLS := h.enrollDevice(t, "dev-nurse", "nurse")
@@ -845,9 +846,11 @@ func TestFlowEventsBecomeAudit(t *testing.T) {
 	slices.Reverse(got) // oldest first
 	want := []store.AuditEvent{
 		{Time: at, Type: "flow.allow", Actor: "gateway:gw-lan", Outcome: "allow", Subject: "ehr", Details: map[string]string{
-			"proto": "tcp", "src": src.String(), "dst": "10.20.0.10:443", "gateway": "gw-lan", "user": "nurse", "device": "dev-nurse", "rule": "clin-ehr"}},
+			"proto": "tcp", "src": src.String(), "dst": "10.20.0.10:443", "gateway": "gw-lan", "user": "nurse", "device": "dev-nurse", "rule": "clin-ehr",
+			"received_at": "2026-11-22T10:00:05Z"}},
 		{Time: at.Add(time.Second), Type: "flow.deny", Actor: "gateway:gw-lan", Outcome: "deny", Subject: "10.20.0.12:53", Details: map[string]string{
-			"proto": "udp", "src": src.String(), "dst": "10.20.0.12:53", "gateway": "gw-lan", "user": "nurse", "device": "dev-nurse", "reason": "no rule"}},
+			"proto": "udp", "src": src.String(), "dst": "10.20.0.12:53", "gateway": "gw-lan", "user": "nurse", "device": "dev-nurse", "reason": "no rule",
+			"received_at": "2026-11-22T10:00:05Z"}},
 	}
 	if len(got) != len(want) {
 		t.Fatalf("audit has %d flow events, want %d (the client's and the unknown action must be dropped):\n%+v", len(got), len(want), got)

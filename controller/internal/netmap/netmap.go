@@ -157,7 +157,7 @@ func (ix *Index) Device(id string) (store.Device, bool) {
 func wireApp(a store.App) controlproto.App {
 	return controlproto.App{
 		Name: a.Name, DNSName: a.DNSName, Addr: a.Addr, Proto: a.Proto,
-		Ports: slices.Clone(a.Ports), Segment: a.Segment,
+		Ports: slices.Clone(a.Ports), Segment: a.Segment, Classification: string(a.Classification),
 	}
 }
 

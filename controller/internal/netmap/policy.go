@@ -40,6 +40,7 @@ type policyIndex struct {
 	directory map[string]store.App
 	named     []policy.Rule
 	classList []string // the policy's distinct app classifications, sorted
+	version   int64    // the policy version (0: the directory, no applied policy)
 }
 
 // PolicyCache keeps the last policy parsed, so recomputing maps after a
@@ -71,6 +72,9 @@ func (c *PolicyCache) parse(v *store.PolicyVersion) (*policyfile.Policy, error) 
 
 func newPolicyIndex(ix *Index, v *store.PolicyVersion, cache *PolicyCache) *policyIndex {
 	p := &policyIndex{}
+	if v != nil {
+		p.version = v.Version
+	}
 	p.pol, p.err = cache.parse(v)
 	if p.err != nil {
 		// It parsed when it was applied; only a stricter reader refuses it
@@ -265,7 +269,8 @@ func policyWireApps(a *policyfile.App) []controlproto.App {
 	ports = slices.Compact(ports)
 	out := make([]controlproto.App, 0, len(a.Addrs))
 	for i, addr := range a.Addrs {
-		w := controlproto.App{Name: a.Name, Addr: addr, Proto: proto, Ports: slices.Clone(ports), Segment: a.Segment}
+		w := controlproto.App{Name: a.Name, Addr: addr, Proto: proto, Ports: slices.Clone(ports), Segment: a.Segment,
+			Classification: string(a.Classification)}
 		if len(a.Names) > 0 {
 			w.DNSName = a.Names[0]
 			if i == 0 && len(a.Names) > 1 {
@@ -286,6 +291,7 @@ func (ix *Index) policyGatewayMap(gw store.Gateway) *controlproto.GatewayMap {
 	if p.pol == nil {
 		return m
 	}
+	m.PolicyVersion = p.version
 	served := p.served(gw)
 	for _, name := range p.pol.SegmentNames {
 		if served[name] {

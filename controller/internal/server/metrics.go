@@ -44,6 +44,10 @@ func metricsRegistry(totals func() control.Totals, latest func() *ledger.Signed,
 		func() float64 { return float64(totals().Sent.Bytes) })
 	counter("control_drift_findings_total", "Drift checks that found the state maps are computed from differing from the store (anything but 0 is a defect).", nil,
 		func() float64 { return float64(totals().Drifts) })
+	gauge("gateways_spool_full", "Gateways whose flow record spool is full now (audit.spool.full raised): they lose flow records and refuse new flows per --spool-full.", nil,
+		func() float64 { return float64(totals().SpoolFull) })
+	gauge("gateways_clock_skewed", "Gateways whose clock is off from the controller's by more than --clock-skew-threshold now (audit.clock.skew raised).", nil,
+		func() float64 { return float64(totals().ClockSkewed) })
 	gauge("audit_log_checkpoint_size", "Records covered by the audit log's latest signed checkpoint.", nil, func() float64 {
 		if c := latest(); c != nil {
 			return float64(c.Size)

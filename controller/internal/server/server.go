@@ -59,6 +59,8 @@ type Config struct {
 	// controller may serve its last map (--gateway-grant-lifetime); zero:
 	// controlproto.DefaultGrantLifetime.
 	GatewayGrantLifetime time.Duration
+	// ClockSkewThreshold: see control.Config (0: its default).
+	ClockSkewThreshold time.Duration
 	// DriftCheck is how often the map engine's state is compared with the
 	// whole store (--drift-check); zero: control.DefaultDriftCheck.
 	DriftCheck time.Duration
@@ -175,7 +177,8 @@ func Run(ctx context.Context, cfg Config) error {
 	led := ledger.New(ledger.Config{Store: st, State: owner, Key: logKey, Logger: log.With("component", "ledger"),
 		Publish: func(c ledger.Signed) { ctl.PublishCheckpoint(c) }})
 	ctl = control.New(control.Config{Store: st, State: owner, ResetKey: resetKey, CA: authority, ServerCert: cert, Logger: log.With("component", "control"), DNS: cfg.DNS,
-		Sessions: sessions, PostureInterval: cfg.PostureInterval, GrantLifetime: cfg.GatewayGrantLifetime, DriftCheck: cfg.DriftCheck, Ledger: led})
+		Sessions: sessions, PostureInterval: cfg.PostureInterval, GrantLifetime: cfg.GatewayGrantLifetime, DriftCheck: cfg.DriftCheck, Ledger: led,
+		ClockSkewThreshold: cfg.ClockSkewThreshold})
 	// Sign what a crash left unsigned before anyone asks for a checkpoint.
 	if _, err := led.Sign(ctx); err != nil {
 		log.Error("audit log: checkpoint at start not signed", "err", err)

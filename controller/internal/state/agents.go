@@ -3,6 +3,7 @@ package state
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	"github.com/cordonhq/cordon/controller/internal/store"
 )
@@ -54,4 +55,66 @@ func (s *State) PutPosture(ctx context.Context, rec store.PostureRecord, ev *sto
 		return nil
 	})
 	return err
+}
+
+// FlowBatch is numbered flow records from one gateway's spool (capability
+// 9): Seqs[i] is the gateway's sequence number of Events[i].
+type FlowBatch struct {
+	GatewayID string
+	SpoolID   string
+	Events    []store.AuditEvent
+	Seqs      []uint64
+}
+
+// RecordFlowBatch appends the records of b that the controller does not
+// hold yet (sequence numbers above the highest committed from the same
+// spool) and stores the new highest, in one transaction: a gateway that
+// resends after a crash or a lost acknowledgement gets each record
+// recorded once. It returns the highest sequence number committed from
+// the spool, which the gateway may delete up to. A spool ID other than
+// the stored one is a new spool (the gateway's was deleted): its numbers
+// start again.
+func (s *State) RecordFlowBatch(ctx context.Context, b FlowBatch) (uint64, error) {
+	if len(b.Events) != len(b.Seqs) {
+		return 0, fmt.Errorf("record flow batch: %d events but %d sequence numbers (a bug)", len(b.Events), len(b.Seqs))
+	}
+	var acked uint64
+	_, err := s.apply(ctx, Origin{Actor: "gateway:" + b.GatewayID}, func(ctx context.Context, tx store.Store, op *op) error {
+		prev, err := tx.GetFlowAck(ctx, b.GatewayID)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			prev = store.FlowAck{}
+		case err != nil:
+			return err
+		}
+		high := uint64(0)
+		if prev.SpoolID == b.SpoolID {
+			high = prev.Seq
+		}
+		acked = high
+		for i, ev := range b.Events {
+			if b.Seqs[i] <= high {
+				continue // a resend
+			}
+			high = b.Seqs[i]
+			op.record(ev)
+		}
+		if high == acked && prev.SpoolID == b.SpoolID {
+			op.bookkeeping = true // nothing new
+			return errNothing
+		}
+		op.bookkeeping = len(op.events) == 0 // a new spool's first (empty) report
+		if err := tx.PutFlowAck(ctx, store.FlowAck{GatewayID: b.GatewayID, SpoolID: b.SpoolID, Seq: high, UpdatedAt: op.at}); err != nil {
+			return err
+		}
+		acked = high
+		return nil
+	})
+	if errors.Is(err, errNothing) {
+		return acked, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("record flow events of gateway %s: %w", b.GatewayID, err)
+	}
+	return acked, nil
 }

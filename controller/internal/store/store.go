@@ -354,4 +354,25 @@ type Store interface {
 	AdminStore
 	PostureStore
 	IdentityStore
+	FlowAckStore
+}
+
+// FlowAck is the highest flow event sequence number the controller
+// committed from one gateway's spool (issue 12). Records up to Seq of
+// SpoolID are in the audit trail; a resend of them is not recorded again.
+type FlowAck struct {
+	GatewayID string
+	SpoolID   string
+	Seq       uint64
+	UpdatedAt time.Time
+}
+
+// FlowAckStore keeps each gateway's FlowAck. Part of [Store].
+type FlowAckStore interface {
+	// GetFlowAck returns a gateway's (ErrNotFound if it never sent
+	// numbered events).
+	GetFlowAck(ctx context.Context, gatewayID string) (FlowAck, error)
+	// PutFlowAck stores a gateway's, replacing the one before (ErrNotFound
+	// if the gateway does not exist). Deleting the gateway deletes it.
+	PutFlowAck(ctx context.Context, a FlowAck) error
 }

@@ -81,7 +81,7 @@ func (a *Authorizer) filterIn(b []byte, now int64, c *batchCounts) bool {
 		return false
 	}
 	if p.Frag == packet.FragLater {
-		if a.laterFragment(&p, true, now) {
+		if a.laterFragment(&p, true, now, len(b)) {
 			c.allowed++
 			c.fragPassed++
 			return true
@@ -89,7 +89,7 @@ func (a *Authorizer) filterIn(b []byte, now int64, c *batchCounts) bool {
 		c.fragments++
 		return false
 	}
-	if f := a.flows.lookup(&p.Tuple); f != nil && a.forward(f, &p, now) {
+	if f := a.flows.lookup(&p.Tuple); f != nil && a.forward(f, &p, now, len(b)) {
 		if p.Frag == packet.FragFirst {
 			a.firstFragment(&p, f, true, now)
 		}
@@ -103,7 +103,7 @@ func (a *Authorizer) filterIn(b []byte, now int64, c *batchCounts) bool {
 		c.allowed++ // an error about a packet the app sent the client
 		return true
 	}
-	if !a.newFlow(&p, now, c) {
+	if !a.newFlow(&p, now, len(b), c) {
 		if p.Frag == packet.FragFirst {
 			c.fragments++
 		}
@@ -133,7 +133,7 @@ func (a *Authorizer) firstFragment(p *packet.Packet, f *flow, fromClient bool, n
 // or the app: it passes if the first fragment of its datagram passed the
 // same way, the flow is still open, and it does not overlap the first
 // fragment (see the package doc).
-func (a *Authorizer) laterFragment(p *packet.Packet, fromClient bool, now int64) bool {
+func (a *Authorizer) laterFragment(p *packet.Packet, fromClient bool, now int64, size int) bool {
 	f, verdict := a.frags.later(p, fromClient, now)
 	switch verdict {
 	case fragOverlap:
@@ -152,8 +152,10 @@ func (a *Authorizer) laterFragment(p *packet.Packet, fromClient bool, now int64)
 	}
 	if fromClient {
 		f.touchClient(now)
+		f.countToApp(size)
 	} else {
 		f.touch(now)
+		f.countToClient(size)
 	}
 	return true
 }
@@ -173,19 +175,25 @@ func (a *Authorizer) packetTooBig(p *packet.Packet, n *atomic.Uint64, from strin
 // forward tracks a client packet of open flow f. It returns false when the
 // packet starts a new connection on the tuple of a closing one, which must
 // be decided afresh.
-func (a *Authorizer) forward(f *flow, p *packet.Packet, now int64) bool {
+func (a *Authorizer) forward(f *flow, p *packet.Packet, now int64, size int) bool {
 	if p.Proto != policy.ProtoTCP {
 		f.touchClient(now)
+		f.countToApp(size)
 		return true
 	}
 	fl, st := p.TCPFlags, f.state.Load()
 	if fl&(packet.TCPSyn|packet.TCPAck) == packet.TCPSyn && st&(stFinClient|stFinApp) != 0 {
-		a.flows.remove(f)
+		if m, ok := a.flows.remove(f); ok {
+			a.ended(f, m, now, controlproto.EndClosed, "")
+		}
 		return false
 	}
 	f.touchClient(now)
+	f.countToApp(size)
 	if fl&packet.TCPRst != 0 {
-		a.flows.remove(f)
+		if m, ok := a.flows.remove(f); ok {
+			a.ended(f, m, now, controlproto.EndClosed, "reset by the client")
+		}
 		return true
 	}
 	advance(&f.fwdNext, nextSeq(p))
@@ -197,7 +205,7 @@ func (a *Authorizer) forward(f *flow, p *packet.Packet, now int64) bool {
 
 // newFlow decides a client packet that belongs to no flow and, if the
 // policy allows it, opens a flow.
-func (a *Authorizer) newFlow(p *packet.Packet, now int64, c *batchCounts) bool {
+func (a *Authorizer) newFlow(p *packet.Packet, now int64, size int, c *batchCounts) bool {
 	pol := a.policy.Load()
 	d := a.decide(pol, &p.Tuple)
 	if d.Verdict != policy.Allow {
@@ -210,9 +218,16 @@ func (a *Authorizer) newFlow(p *packet.Packet, now int64, c *batchCounts) bool {
 		c.allowed++
 		return true
 	}
-	f := &flow{key: p.Tuple}
+	if a.admit != nil && d.Rule != nil && !a.isLocal(d.Rule) && !a.admit(d.Rule.App) {
+		c.denied++
+		a.stats.flowsRefused.Add(1)
+		a.refused(p, d, now)
+		return false
+	}
+	f := &flow{key: p.Tuple, opened: now}
 	f.lastSeen.Store(now)
 	f.clientSeen.Store(now)
+	f.countToApp(size)
 	if p.Proto == policy.ProtoTCP {
 		f.fwdNext.Store(nextSeq(p))
 		if p.TCPFlags&packet.TCPFin != 0 {
@@ -251,6 +266,7 @@ func (a *Authorizer) insert(f *flow, pol *policy.Compiled, d policy.Decision) (p
 	}
 	meta := metaOf(d)
 	meta.local = a.isLocal(d.Rule)
+	meta.policyVersion = a.polVersion.Load()
 	f.meta = meta
 	s.m[mk] = f
 	s.mu.Unlock()
@@ -274,12 +290,27 @@ func (a *Authorizer) isLocal(r *policy.Rule) bool {
 	return false
 }
 
+// refused records a new flow the policy allowed but Config.Admit refused,
+// like a denied one (first packet of the flow, within the rate limit).
+func (a *Authorizer) refused(p *packet.Packet, d policy.Decision, now int64) {
+	switch a.denies.admit(&p.Tuple, now) {
+	case denyEmit:
+		m := metaOf(d)
+		m.policyVersion = a.polVersion.Load()
+		a.emit(flowEvent(a.now(), controlproto.FlowDeny, p.Tuple, m, ReasonAuditSpoolFull))
+	case denySuppressed:
+		a.stats.suppressed.Add(1)
+	}
+}
+
 // denied records a denied packet: the first of its flow emits an event,
 // within the rate limit.
 func (a *Authorizer) denied(p *packet.Packet, d policy.Decision, now int64) {
 	switch a.denies.admit(&p.Tuple, now) {
 	case denyEmit:
-		a.emit(flowEvent(a.now(), controlproto.FlowDeny, p.Tuple, metaOf(d), d.Reason.String()))
+		m := metaOf(d)
+		m.policyVersion = a.polVersion.Load()
+		a.emit(flowEvent(a.now(), controlproto.FlowDeny, p.Tuple, m, d.Reason.String()))
 	case denySuppressed:
 		a.stats.suppressed.Add(1)
 	}
@@ -424,7 +455,7 @@ func (a *Authorizer) filterOut(b []byte, now int64, c *batchCounts) bool {
 		return false
 	}
 	if p.Frag == packet.FragLater {
-		if a.laterFragment(&p, false, now) {
+		if a.laterFragment(&p, false, now, len(b)) {
 			c.returned++
 			c.fragPassed++
 			return true
@@ -433,7 +464,7 @@ func (a *Authorizer) filterOut(b []byte, now int64, c *batchCounts) bool {
 		return false
 	}
 	if f := a.flows.lookupReverse(&p.Tuple); f != nil {
-		a.reverse(f, &p, now)
+		a.reverse(f, &p, now, len(b))
 		if p.Frag == packet.FragFirst {
 			a.firstFragment(&p, f, false, now)
 		}
@@ -455,8 +486,9 @@ func (a *Authorizer) filterOut(b []byte, now int64, c *batchCounts) bool {
 }
 
 // reverse tracks an app packet of open flow f.
-func (a *Authorizer) reverse(f *flow, p *packet.Packet, now int64) {
+func (a *Authorizer) reverse(f *flow, p *packet.Packet, now int64, size int) {
 	f.touch(now)
+	f.countToClient(size)
 	st := f.state.Load()
 	if p.Proto != policy.ProtoTCP {
 		if st&stReplied == 0 {
@@ -466,7 +498,9 @@ func (a *Authorizer) reverse(f *flow, p *packet.Packet, now int64) {
 	}
 	fl := p.TCPFlags
 	if fl&packet.TCPRst != 0 {
-		a.flows.remove(f)
+		if m, ok := a.flows.remove(f); ok {
+			a.ended(f, m, now, controlproto.EndClosed, "reset by the app")
+		}
 		return
 	}
 	if st&stReplied == 0 {

@@ -119,7 +119,31 @@ func flowEvent(t time.Time, action controlproto.FlowAction, k packet.Tuple, m fl
 		Proto:    k.Proto,
 		Src:      k.SrcAddrPort(),
 		Dst:      k.DstAddrPort(),
+
+		Session:       m.session,
+		PolicyVersion: m.policyVersion,
 	}
+}
+
+// endEvent is the end record of flow f, removed from the table at mono
+// time now for reason (a controlproto End* constant); detail, if not
+// empty, says more (the policy's reason for a cut).
+func (a *Authorizer) endEvent(f *flow, m flowMeta, now int64, reason, detail string) controlproto.FlowEvent {
+	ev := flowEvent(a.now(), controlproto.FlowEnd, f.key, m, detail)
+	ev.EndReason = reason
+	ev.PacketsToApp, ev.BytesToApp = f.pktsToApp.Load(), f.bytesToApp.Load()
+	ev.PacketsToClient, ev.BytesToClient = f.pktsToClient.Load(), f.bytesToClient.Load()
+	ev.Duration = time.Duration(max(now-f.opened, 0))
+	return ev
+}
+
+// ended emits the end record of flow f (not of a local service's).
+func (a *Authorizer) ended(f *flow, m flowMeta, now int64, reason, detail string) {
+	if m.local {
+		return
+	}
+	a.stats.flowsEnded.Add(1)
+	a.emit(a.endEvent(f, m, now, reason, detail))
 }
 
 // limiter lets one log line through per interval and counts the rest.

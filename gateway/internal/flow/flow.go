@@ -11,7 +11,11 @@
 // if it is the reverse of a flow in the table (or an ICMP error about one);
 // nothing else reaches a client. Everything else is dropped and counted;
 // the first packet of each denied flow produces a deny event, each new flow
-// an allow event.
+// an allow event (its start record), and each flow leaving the table an
+// end event with its packets and bytes each way, its duration and why it
+// ended (closed, idle, cut, session-end). The counters cost the
+// established path two loads and two stores on the flow: each direction
+// has one writer, so no locked instruction.
 //
 // Protocols. TCP and UDP flows are keyed by ports; ICMP echo by its
 // identifier (see [packet.Tuple]); other protocols with ports 0, decided by
@@ -220,7 +224,19 @@ type Config struct {
 	// Now is the clock, for tests; default time.Now. Its readings must
 	// carry a monotonic component (as time.Now's do).
 	Now func() time.Time
+
+	// Admit, if set, is asked about every new flow the policy allows
+	// (not those to LocalServices), with the app its rule is for; false
+	// refuses the flow, recorded as a deny with reason ReasonAuditSpoolFull
+	// and counted in Stats.FlowsRefused. The gateway refuses new flows
+	// this way while its audit spool is full (fail closed). It must not
+	// block; it is not called for packets of open flows.
+	Admit func(app string) bool
 }
+
+// ReasonAuditSpoolFull is the deny reason of a flow refused by
+// Config.Admit: the gateway could not have recorded it.
+const ReasonAuditSpoolFull = "audit-spool-full"
 
 // LocalService is a service of the gateway itself. Allowed flows to it are
 // not reported as flow events (a DNS lookup is not an app access); they
@@ -261,6 +277,8 @@ type Stats struct {
 	FlowsCut              uint64 // flows cut by a policy change
 	ResetsDropped         uint64 // TCP resets toward clients not delivered (queue full)
 	EventsDropped         uint64 // flow events dropped because the queue was full
+	FlowsEnded            uint64 // flows that left the table with an end record (closed, idle, cut)
+	FlowsRefused          uint64 // new flows the policy allowed but Config.Admit refused
 	// DenyEventsSuppressed counts denied flows whose deny event the rate
 	// limit suppressed.
 	DenyEventsSuppressed uint64
@@ -279,6 +297,7 @@ type counters struct {
 	ptbToClients, ptbToApps      atomic.Uint64
 	flowsCut, resetsDropped      atomic.Uint64
 	eventsDropped, suppressed    atomic.Uint64
+	flowsEnded, flowsRefused     atomic.Uint64
 	flowsOpen                    atomic.Int64
 }
 
@@ -322,30 +341,34 @@ const (
 // concurrent use: wireguard-go calls Write from one goroutine per peer and
 // Read from another.
 type Authorizer struct {
-	dev      tun.Device
-	cfg      Config
-	log      *slog.Logger
-	events   chan<- controlproto.FlowEvent
-	now      func() time.Time
-	epoch    time.Time    // mono() measures from here
-	clock    atomic.Int64 // coarse monotonic clock, nanoseconds since epoch; see tick
-	wall     atomic.Int64 // wall clock at the last tick, Unix nanoseconds: the time rule conditions see
-	policy   atomic.Pointer[policy.Compiled]
-	setMu    sync.Mutex // serializes SetPolicy
-	flows    *table
-	frags    *fragTable
-	denies   *denySet
-	services []policy.Rule // one synthetic rule per Config.LocalServices entry
-	stats    counters
-	inject   chan []byte
-	scratch  sync.Pool // *writeScratch
-	readMu   sync.Mutex
-	pending  *readBatch // guarded by readMu: a batch Read has not finished
-	pendAt   int        // guarded by readMu: next packet of pending
-	outbound chan *readBatch
-	free     chan *readBatch
-	pumpExit chan struct{} // closed when the reader goroutine stops
-	pumpErr  error         // the error that stopped it; set before pumpExit closes
+	dev    tun.Device
+	cfg    Config
+	log    *slog.Logger
+	events chan<- controlproto.FlowEvent
+	now    func() time.Time
+	epoch  time.Time    // mono() measures from here
+	clock  atomic.Int64 // coarse monotonic clock, nanoseconds since epoch; see tick
+	wall   atomic.Int64 // wall clock at the last tick, Unix nanoseconds: the time rule conditions see
+	policy atomic.Pointer[policy.Compiled]
+	setMu  sync.Mutex // serializes SetPolicy
+	// polVersion is the version of the policy in force, for records; set
+	// under setMu before the policy is swapped.
+	polVersion atomic.Int64
+	admit      func(app string) bool
+	flows      *table
+	frags      *fragTable
+	denies     *denySet
+	services   []policy.Rule // one synthetic rule per Config.LocalServices entry
+	stats      counters
+	inject     chan []byte
+	scratch    sync.Pool // *writeScratch
+	readMu     sync.Mutex
+	pending    *readBatch // guarded by readMu: a batch Read has not finished
+	pendAt     int        // guarded by readMu: next packet of pending
+	outbound   chan *readBatch
+	free       chan *readBatch
+	pumpExit   chan struct{} // closed when the reader goroutine stops
+	pumpErr    error         // the error that stopped it; set before pumpExit closes
 
 	ctx       context.Context
 	cancel    context.CancelCauseFunc
@@ -409,6 +432,7 @@ func New(dev tun.Device, cfg Config) (*Authorizer, error) {
 		cfg:      cfg,
 		log:      log,
 		events:   cfg.Events,
+		admit:    cfg.Admit,
 		now:      cfg.Now,
 		epoch:    cfg.Now(),
 		denies:   newDenySet(cfg.DenyCacheSize, cfg.DenyCacheTTL, cfg.DenyEventsPerSecond, cfg.DenyEventBurst, rand.Uint64()),
@@ -493,6 +517,8 @@ func (a *Authorizer) Stats() Stats {
 		FlowsCut:                 c.flowsCut.Load(),
 		ResetsDropped:            c.resetsDropped.Load(),
 		EventsDropped:            c.eventsDropped.Load(),
+		FlowsEnded:               c.flowsEnded.Load(),
+		FlowsRefused:             c.flowsRefused.Load(),
 		DenyEventsSuppressed:     c.suppressed.Load(),
 	}
 }
@@ -604,8 +630,14 @@ func (a *Authorizer) Activity(mark ActivityMark) (map[string]time.Duration, Acti
 // session.end or admin record next to it does.
 const ReasonDeviceRemoved = "device-removed"
 
-// sweep removes the flows idle past their limit at now.
+// sweep removes the flows idle past their limit at now. A TCP flow
+// closed both ways ends "closed" (its linger is over), any other "idle".
 func (a *Authorizer) sweep(now int64) {
+	type gone struct {
+		f    *flow
+		meta flowMeta
+	}
+	var ends []gone
 	var n int64
 	for i := range a.flows.shards {
 		s := &a.flows.shards[i]
@@ -614,12 +646,22 @@ func (a *Authorizer) sweep(now int64) {
 			if now-f.lastSeen.Load() > int64(a.idleLimit(f.key.Proto, f.state.Load())) {
 				delete(s.m, k)
 				n++
+				if !f.meta.local && a.events != nil {
+					ends = append(ends, gone{f, f.meta})
+				}
 			}
 		}
 		s.mu.Unlock()
 	}
 	if n > 0 {
 		a.stats.flowsOpen.Add(-n)
+	}
+	for _, g := range ends {
+		reason := controlproto.EndIdle
+		if g.f.key.Proto == policy.ProtoTCP && g.f.state.Load()&stClosed == stClosed {
+			reason = controlproto.EndClosed
+		}
+		a.ended(g.f, g.meta, now, reason, "")
 	}
 	a.frags.sweep(now)
 }
@@ -653,12 +695,17 @@ func decidePort(k *packet.Tuple) uint16 {
 // re-checks every open flow: flows the new policy no longer allows are cut
 // (see the package doc). Resets toward apps are written to the device
 // before SetPolicy returns. A nil policy denies everything.
-func (a *Authorizer) SetPolicy(pol *policy.Compiled) {
+func (a *Authorizer) SetPolicy(pol *policy.Compiled) { a.SetPolicyVersion(pol, 0) }
+
+// SetPolicyVersion is SetPolicy for a policy that has a version (the
+// controller's policy version; 0: unknown), which flow records carry.
+func (a *Authorizer) SetPolicyVersion(pol *policy.Compiled, version int64) {
 	if pol == nil {
 		pol = policy.Empty
 	}
 	a.setMu.Lock()
 	defer a.setMu.Unlock()
+	a.polVersion.Store(version)
 	// Swap first, then scan: a flow inserted concurrently is either seen by
 	// the scan or re-decided against the new policy by insert (which
 	// re-reads the pointer under the shard lock).
@@ -699,6 +746,7 @@ func (a *Authorizer) recheck(pol *policy.Compiled, logMsg string) {
 			if d.Verdict == policy.Allow {
 				f.meta = metaOf(d)
 				f.meta.local = a.isLocal(d.Rule)
+				f.meta.policyVersion = a.polVersion.Load()
 				continue
 			}
 			delete(s.m, k)
@@ -736,6 +784,11 @@ func (a *Authorizer) recheck(pol *policy.Compiled, logMsg string) {
 		}
 		if !c.meta.local { // lookups are not audited as flows, nor is their end
 			a.emit(flowEvent(t, controlproto.FlowCut, c.f.key, c.meta, c.reason))
+			end := controlproto.EndCut
+			if c.reason == ReasonDeviceRemoved {
+				end = controlproto.EndSessionEnd
+			}
+			a.ended(c.f, c.meta, a.clock.Load(), end, c.reason)
 		}
 	}
 	a.writeResets(toApp)

@@ -99,6 +99,9 @@ type harness struct {
 	events   chan controlproto.FlowEvent
 	toClient chan []byte
 	clock    *clock
+	// ends are the end records event and noEvent passed over (the older
+	// tests look at decisions; end records have their own tests).
+	ends []controlproto.FlowEvent
 }
 
 const testOffset = 16 // wireguard-go's offset
@@ -280,22 +283,53 @@ func (h *harness) sweep() { h.a.sweep(h.a.clock.Load()) }
 
 func (h *harness) event() controlproto.FlowEvent {
 	h.t.Helper()
-	select {
-	case ev := <-h.events:
-		return ev
-	default:
-		h.t.Fatal("no flow event")
-		return controlproto.FlowEvent{}
+	for {
+		select {
+		case ev := <-h.events:
+			if ev.Action == controlproto.FlowEnd {
+				h.ends = append(h.ends, ev)
+				continue
+			}
+			return ev
+		default:
+			h.t.Fatal("no flow event")
+			return controlproto.FlowEvent{}
+		}
 	}
 }
 
 func (h *harness) noEvent() {
 	h.t.Helper()
-	select {
-	case ev := <-h.events:
-		h.t.Fatalf("unexpected flow event %+v", ev)
-	default:
+	for {
+		select {
+		case ev := <-h.events:
+			if ev.Action == controlproto.FlowEnd {
+				h.ends = append(h.ends, ev)
+				continue
+			}
+			h.t.Fatalf("unexpected flow event %+v", ev)
+		default:
+			return
+		}
 	}
+}
+
+// end returns the next end record, whatever decisions come before it.
+func (h *harness) end() controlproto.FlowEvent {
+	h.t.Helper()
+	for len(h.ends) == 0 {
+		select {
+		case ev := <-h.events:
+			if ev.Action == controlproto.FlowEnd {
+				h.ends = append(h.ends, ev)
+			}
+		default:
+			h.t.Fatal("no flow end record")
+		}
+	}
+	ev := h.ends[0]
+	h.ends = h.ends[1:]
+	return ev
 }
 
 // nopDev is a device that accepts every write and reads what is sent on in.

@@ -37,19 +37,42 @@ type flow struct {
 	fwdNext    atomic.Uint32 // TCP: next sequence number the client will send
 	revNext    atomic.Uint32 // TCP: next sequence number the app will send (valid once stReplied)
 
+	// Counters for the flow's end record, each written by one direction
+	// only (Write for toApp, Read for toClient), so a load and a store
+	// suffice: no locked instruction on the established path.
+	pktsToApp, bytesToApp       atomic.Uint64
+	pktsToClient, bytesToClient atomic.Uint64
+	opened                      int64 // monotonic nanoseconds since Authorizer.epoch
+
 	meta flowMeta // guarded by the shard lock
+}
+
+// countToApp counts a client packet of n bytes.
+func (f *flow) countToApp(n int) {
+	f.pktsToApp.Store(f.pktsToApp.Load() + 1)
+	f.bytesToApp.Store(f.bytesToApp.Load() + uint64(n))
+}
+
+// countToClient counts an app packet of n bytes.
+func (f *flow) countToClient(n int) {
+	f.pktsToClient.Store(f.pktsToClient.Load() + 1)
+	f.bytesToClient.Store(f.bytesToClient.Load() + uint64(n))
 }
 
 // flowMeta is who and what a flow belongs to, for flow events.
 type flowMeta struct {
-	device, user, app, rule string
-	local                   bool // to a gateway-local service (DNS): not user activity
+	device, user, app, rule, session string
+	policyVersion                    int64
+	local                            bool // to a gateway-local service (DNS): not user activity
 }
 
 func metaOf(d policy.Decision) flowMeta {
 	var m flowMeta
 	if d.Peer != nil {
 		m.device, m.user = d.Peer.DeviceID, d.Peer.User
+		if d.Peer.Session != nil {
+			m.session = d.Peer.Session.ID
+		}
 	}
 	if d.Rule != nil {
 		m.app, m.rule = d.Rule.App, string(d.Rule.ID)
@@ -197,20 +220,23 @@ func (t *table) lookupReverse(tu *packet.Tuple) *flow {
 	return t.lookup(&r)
 }
 
-// remove deletes f if it is still the table's entry for its tuple.
-func (t *table) remove(f *flow) bool {
+// remove deletes f if it is still the table's entry for its tuple, and
+// returns its meta (for its end record).
+func (t *table) remove(f *flow) (flowMeta, bool) {
 	k := keyOf(&f.key)
 	s := t.shardOf(&k)
 	s.mu.Lock()
 	ok := s.m[k] == f
+	var m flowMeta
 	if ok {
 		delete(s.m, k)
+		m = f.meta
 	}
 	s.mu.Unlock()
 	if ok {
 		t.open.Add(-1)
 	}
-	return ok
+	return m, ok
 }
 
 // len counts the flows (for tests; takes every lock).

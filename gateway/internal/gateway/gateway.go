@@ -1,7 +1,9 @@
 // Package gateway runs a Cordon gateway: it enrolls once with a single-use
 // token, holds the control connection, terminates WireGuard from client
 // devices, authorizes every flow through the flow authorizer wrapped around
-// its tun device, and reports flows to the controller.
+// its tun device, and reports flows to the controller through a spool on
+// disk that keeps each record until the controller has committed it
+// (flowspool.go).
 //
 // Data-plane modes:
 //
@@ -88,6 +90,11 @@ type Config struct {
 	Management []netip.Prefix
 	Version    string
 	Logger     *slog.Logger
+	// SpoolMaxBytes bounds the flow record spool (0: spool's default,
+	// 256 MiB); SpoolFull is what to do with new flows while it is full
+	// (SpoolFailClosedPHI, the default, SpoolFailClosed or SpoolFailOpen).
+	SpoolMaxBytes int64
+	SpoolFull     string
 }
 
 // ErrNeedToken says the gateway is not enrolled and got no token.
@@ -114,6 +121,11 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	flows, err := openFlowReporter(cfg.StateDir, cfg.SpoolMaxBytes, cfg.SpoolFull, log.With("component", "flowspool"))
+	if err != nil {
+		return err
+	}
+	defer flows.close() // last: after the workers stopped
 	dp, err := dataplane(cfg, st.Enrollment.OverlayAddr, log)
 	if err != nil {
 		return err
@@ -121,18 +133,20 @@ func Run(ctx context.Context, cfg Config) error {
 	defer dp.cleanup()
 	dev := dp.dev
 
-	events := make(chan controlproto.FlowEvent, 4096)
+	events := flows.events
 	authz, err := flow.New(dev, flow.Config{Logger: log.With("component", "flow"), Events: events,
-		LocalServices: dnsServices(st.Enrollment.OverlayAddr)})
+		LocalServices: dnsServices(st.Enrollment.OverlayAddr), Admit: flows.admit})
 	if err != nil {
 		dev.Close()
 		return err
 	}
+	flows.refused = func() uint64 { return authz.Stats().FlowsRefused }
 	dnsSrv, err := startDNS(dev, authz, st.Enrollment.OverlayAddr, dp.bindDNS, events, log)
 	if err != nil {
 		authz.Close()
 		return err
 	}
+	flows.queueDropped = func() uint64 { return authz.Stats().EventsDropped + dnsSrv.Stats().EventsDropped }
 	wg, err := wgdev.New(authz, wgdev.Options{Name: cfg.Interface, UAPI: cfg.Mode == ModeTUN, Logger: log})
 	if err != nil {
 		dnsSrv.Close()
@@ -147,7 +161,7 @@ func Run(ctx context.Context, cfg Config) error {
 	log.Info("wireguard listening", "port", cfg.ListenPort, "interface", cfg.Interface, "endpoint", cfg.Endpoint)
 
 	g := &gw{log: log, key: st, authz: authz, dns: dnsSrv, wg: wg, port: cfg.ListenPort, fw: dp.fw, saved: saved,
-		now: time.Now, lingerer: map[wgkey.Public]linger{}, saveNow: make(chan struct{}, 1), witness: wit}
+		now: time.Now, lingerer: map[wgkey.Public]linger{}, saveNow: make(chan struct{}, 1), witness: wit, flows: flows}
 	defer g.stop()
 	g.restore()
 	tlsConf, err := st.ClientTLS(controlproto.ALPN)
@@ -172,6 +186,7 @@ func Run(ctx context.Context, cfg Config) error {
 		Hello:   controlproto.Hello{Kind: controlproto.KindGateway, AgentVersion: cfg.Version, Endpoint: cfg.Endpoint, Instance: instance},
 		OnHello: func(h *controlproto.Hello) { h.AuditLogSize = wit.Size() },
 		OnFrame: g.onFrame,
+		OnState: flows.connState,
 		Logger:  log.With("component", "control"),
 	})
 	g.send = cc.Send
@@ -181,7 +196,10 @@ func Run(ctx context.Context, cfg Config) error {
 		cancel() // first: the workers stop on it
 		workers.Wait()
 	}()
-	workers.Go(func() { reportFlows(ctx, events, cc) })
+	// The writer spools what is queued when ctx ends; the spool closes
+	// after workers.Wait (deferred above).
+	workers.Go(func() { flows.writer(ctx) })
+	workers.Go(func() { flows.sender(ctx, cc.Send) })
 	workers.Go(func() { recheckFlows(ctx, authz, recheckInterval) })
 	workers.Go(func() { g.reportActivity(ctx, cc) })
 	workers.Go(func() { g.keepValid(ctx, cc.Connected) })
@@ -334,7 +352,8 @@ type gw struct {
 	// queues a frame for the controller.
 	witness *witness.Witness
 	send    func(*controlproto.Frame) bool
-	alerted string // the held checkpoint last alerted about (auditlog.go)
+	flows   *flowReporter // flow record spool (flowspool.go)
+	alerted string        // the held checkpoint last alerted about (auditlog.go)
 
 	// activityEvery is the map's ActivityInterval (nanoseconds; 0: the
 	// controller wants no activity reports).
@@ -372,11 +391,16 @@ func (g *gw) onFrame(f *controlproto.Frame) error {
 		g.onCheckpoint(f.AuditCheckpoint)
 		return nil
 	}
+	if f.Type == controlproto.TypeFlowAck {
+		g.flows.ack(f.FlowAck)
+		return nil
+	}
 	if f.Type != controlproto.TypeGatewayMap {
 		g.log.Warn("unexpected control frame; ignored", "type", f.Type)
 		return nil
 	}
 	m := f.GatewayMap
+	g.flows.controllerCaps(f.Capability)
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	now := g.now()
@@ -393,6 +417,7 @@ func (g *gw) onFrame(f *controlproto.Frame) error {
 		return err
 	}
 	g.saveLocked(now)
+	g.flows.setApps(m.Apps)
 	g.activityEvery.Store(int64(m.ActivityInterval))
 	g.log.Info("map applied", "revision", m.Revision, "peers", len(g.want), "rules", len(m.Rules), "apps", len(m.Apps), "valid_until", g.validUntil)
 	return nil
@@ -411,6 +436,16 @@ func (g *gw) applyLocked(now time.Time) error {
 	want := make([]wgdev.Peer, len(live))
 	for i, p := range live {
 		peers[i] = p.Peer
+		if p.SessionID != "" {
+			// The session's ID rides on the policy's session, for the
+			// flow records (it decides nothing).
+			var sess policy.Session
+			if p.Session != nil {
+				sess = *p.Session
+			}
+			sess.ID = p.SessionID
+			peers[i].Session = &sess
+		}
 		want[i] = wgdev.Peer{PublicKey: p.PublicKey, AllowedIPs: []netip.Prefix{netip.PrefixFrom(p.Addr, p.Addr.BitLen())}}
 	}
 	compiled, err := policy.Compile(m.Rules, peers)
@@ -423,7 +458,7 @@ func (g *gw) applyLocked(now time.Time) error {
 
 	// Policy first: flows the new map no longer allows are cut (with RSTs
 	// to both ends) while their peers are still configured to carry them.
-	g.authz.SetPolicy(compiled)
+	g.authz.SetPolicyVersion(compiled, m.PolicyVersion)
 	if g.fw != nil {
 		// The map's segments while it is valid (not only while it has
 		// peers: a netlink round trip on every first or last peer would
@@ -565,33 +600,5 @@ func (g *gw) reportActivity(ctx context.Context, cc *controlclient.Client) {
 			rep.Devices = append(rep.Devices, controlproto.DeviceActivity{DeviceID: id, Idle: idle})
 		}
 		cc.Send(&controlproto.Frame{Type: controlproto.TypeActivity, Activity: rep})
-	}
-}
-
-// reportFlows batches flow events to the controller.
-func reportFlows(ctx context.Context, events <-chan controlproto.FlowEvent, cc *controlclient.Client) {
-	t := time.NewTicker(250 * time.Millisecond)
-	defer t.Stop()
-	var batch []controlproto.FlowEvent
-	flush := func() {
-		if len(batch) == 0 {
-			return
-		}
-		cc.Send(&controlproto.Frame{Type: controlproto.TypeFlowEvents, FlowEvents: &controlproto.FlowEvents{Events: batch}})
-		batch = nil
-	}
-	for {
-		select {
-		case <-ctx.Done():
-			flush()
-			return
-		case e := <-events:
-			batch = append(batch, e)
-			if len(batch) >= 500 {
-				flush()
-			}
-		case <-t.C:
-			flush()
-		}
 	}
 }

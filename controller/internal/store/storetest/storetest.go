@@ -91,6 +91,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Identities", testIdentities},
 		{"IdentitiesConcurrent", testIdentitiesConcurrent},
 		{"Posture", testPosture},
+		{"FlowAcks", testFlowAcks},
 		{"Snapshot", testSnapshot},
 		{"SnapshotConsistent", testSnapshotConsistent},
 		{"OddInput", testOddInput},
