@@ -208,7 +208,9 @@ func clientHasApp(f *controlproto.Frame, app string) bool {
 	if f.ClientMap == nil {
 		return false
 	}
-	for _, g := range f.ClientMap.Gateways {
+	// Since capability 10 apps are listed per segment (Segments), which
+	// Legacy resolves into the per-gateway shape this reads.
+	for _, g := range f.ClientMap.Legacy().Gateways {
 		for _, a := range g.Apps {
 			if a.Name == app {
 				return true
