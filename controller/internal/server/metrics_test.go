@@ -100,7 +100,8 @@ func TestMetricsAndHealth(t *testing.T) {
 // The alert rules and the dashboard under deploy/ name only metrics the
 // controller serves (or Prometheus's own: up, probe_success), and parse.
 func TestDeployedRulesAndDashboardNameServedMetrics(t *testing.T) {
-	reg := metricsRegistry(func() control.Totals { return control.Totals{} }, func() *ledger.Signed { return nil }, nil)
+	reg := metricsRegistry(func() control.Totals { return control.Totals{} }, func() *ledger.Signed { return nil },
+		func() []siem.Status { return []siem.Status{{Name: "splunk"}} }) // one sink, so its metrics are served
 	families, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
