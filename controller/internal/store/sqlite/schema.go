@@ -143,7 +143,7 @@ CREATE TABLE policy_versions (
 	`
 ALTER TABLE devices ADD COLUMN mfa_at INTEGER NOT NULL DEFAULT 0; -- unix µs, 0: never
 `,
-	// 4–11 live beside the code that uses them.
+	// 4–12 live beside the code that uses them.
 	migrationSessions,
 	migrationAdmins,
 	migrationPosture,
@@ -152,12 +152,14 @@ ALTER TABLE devices ADD COLUMN mfa_at INTEGER NOT NULL DEFAULT 0; -- unix µs, 0
 	migrationAdminTokenAccount,
 	migrationRequests,
 	migrationAuditLog,
+	migrationAuditSearch,
 }
 
 // migrationData are steps in Go that run after the migration to the
 // version they are keyed by, in its transaction.
 var migrationData = map[int]func(ctx context.Context, tx *sql.Tx) error{
 	11: backfillAuditLog,
+	12: backfillAuditKeys,
 }
 
 // migrate brings the schema up to date in one write transaction, so two
