@@ -38,9 +38,12 @@ type AuditVerifyReport struct {
 	Checkpoint  string `json:"checkpoint"`  // the latest checkpoint the records match; empty if none
 	Unsigned    int64  `json:"unsigned"`    // records appended after it (signed within seconds)
 	// FirstBad names the first record that is wrong.
-	FirstBad  *AuditBadRecord `json:"first_bad,omitempty"`
-	Problems  []string        `json:"problems,omitempty"`
-	ElapsedMS int64           `json:"elapsed_ms"`
+	FirstBad *AuditBadRecord `json:"first_bad,omitempty"`
+	// Archived are the archived ranges: their bodies are in bundles,
+	// their hashes checked here.
+	Archived  []AuditArchive `json:"archived,omitempty"`
+	Problems  []string       `json:"problems,omitempty"`
+	ElapsedMS int64          `json:"elapsed_ms"`
 }
 
 // AuditBadRecord is a record and what is wrong with it.

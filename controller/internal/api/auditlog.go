@@ -76,6 +76,9 @@ func (a *API) auditVerify(w http.ResponseWriter, r *http.Request, _ string) erro
 	if rep.Latest != nil {
 		out.Checkpoint = string(rep.Latest.Note)
 	}
+	for _, x := range rep.Archived {
+		out.Archived = append(out.Archived, adminapi.AuditArchive(x))
+	}
 	if rep.FirstBad != nil {
 		out.FirstBad = &adminapi.AuditBadRecord{Seq: rep.FirstBad.Seq, Reason: rep.FirstBad.Reason}
 	}

@@ -61,6 +61,9 @@ type ArchiveResult struct {
 	RetentionEnd time.Time
 }
 
+// RetentionYears is the configured retention.
+func (s *State) RetentionYears() int { return s.retentionYears }
+
 // RetentionEnd is when a record made at t may be archived by one admin.
 func (s *State) RetentionEnd(t time.Time) time.Time { return t.AddDate(s.retentionYears, 0, 0) }
 
