@@ -19,6 +19,7 @@ import (
 	"github.com/cordonhq/cordon/controller/internal/oidc"
 	"github.com/cordonhq/cordon/controller/internal/server"
 	"github.com/cordonhq/cordon/controller/internal/session"
+	"github.com/cordonhq/cordon/controller/internal/state"
 	"github.com/cordonhq/cordon/pkg/controlproto"
 )
 
@@ -60,6 +61,7 @@ func main() {
 	alertThreshold := flag.Int("login-alert-threshold", 5, "failed sign-ins of one user (or from one source) within --login-alert-window that raise an auth.alert event")
 	alertWindow := flag.Duration("login-alert-window", 15*time.Minute, "sliding window of --login-alert-threshold (at most one alert per user or source per window)")
 	oidcConfig := flag.String("oidc-config", "", "YAML or JSON file listing the OIDC identity providers users sign in with (see docs/identity.md); empty: local users only")
+	retention := flag.Int("audit-retention-years", state.DefaultRetentionYears, "years audit records are kept before one admin may archive them; before that archiving takes two admins (at least 6: 45 CFR 164.316(b)(2)); nothing is ever deleted automatically")
 	debugListen := flag.String("debug-listen", "", "serve Go's pprof profiles (CPU, heap, goroutines) at this loopback address, e.g. 127.0.0.1:6060; off when empty")
 	flag.Parse()
 	var idps *oidc.File
@@ -121,7 +123,7 @@ func main() {
 		DataDir:    *dataDir, Listen: *listen, Hosts: extra, Logger: log, Announce: os.Stdout,
 		DNS: dnsCfg, Sessions: limits, PostureInterval: *postureInterval,
 		AgentCertTTL: *agentCertTTL, GatewayGrantLifetime: *grantLifetime, DriftCheck: *driftCheck,
-		OIDC: idps, DebugListen: *debugListen,
+		OIDC: idps, DebugListen: *debugListen, AuditRetentionYears: *retention,
 	})
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "cordon-controller: %v\n", err)

@@ -79,6 +79,11 @@ type Config struct {
 	// DebugListen, if set, serves Go's pprof profiles there
 	// (--debug-listen; loopback addresses only).
 	DebugListen string
+	// AuditRetentionYears is how long audit records are kept before one
+	// admin may archive them (--audit-retention-years); zero:
+	// state.DefaultRetentionYears. Below state.MinRetentionYears is an
+	// error.
+	AuditRetentionYears int
 }
 
 // Run runs the controller until ctx is cancelled.
@@ -86,6 +91,9 @@ func Run(ctx context.Context, cfg Config) error {
 	log := cfg.Logger
 	if err := cfg.DNS.Validate(); err != nil {
 		return err
+	}
+	if y := cfg.AuditRetentionYears; y != 0 && y < state.MinRetentionYears {
+		return fmt.Errorf("--audit-retention-years %d: at least %d (HIPAA keeps documentation six years, 45 CFR 164.316(b)(2)); longer is allowed", y, state.MinRetentionYears)
 	}
 	// The CA key, the OIDC token key and the database live here: owner
 	// only, also when the directory existed before with a looser mode.
@@ -121,7 +129,7 @@ func Run(ctx context.Context, cfg Config) error {
 	// The state owner is every change's single writer; what it changed
 	// goes to the control server, made below.
 	var ctl *control.Server
-	owner := state.New(state.Config{Store: st, Logger: log.With("component", "state"),
+	owner := state.New(state.Config{Store: st, Logger: log.With("component", "state"), RetentionYears: cfg.AuditRetentionYears,
 		Publish: func(c store.Change) { ctl.Changed(c) }})
 	if err := bootstrapOwner(ctx, owner, cfg.DataDir, authority, cfg.Announce, cfg.BootstrapTokenTTL, time.Now()); err != nil {
 		return err
