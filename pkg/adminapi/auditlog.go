@@ -61,11 +61,13 @@ func AuditLogPath(since int64) string {
 	return "/v1/audit/log?since=" + strconv.FormatInt(since, 10)
 }
 
-// AuditExportPath is GET /v1/audit/export of records from seq from to seq
-// to (0: the latest checkpoint's size).
+// AuditExportPath is GET /v1/audit/export of records from seq from (0:
+// the first not archived) to seq to (0: the latest checkpoint's size).
 func AuditExportPath(from, to int64) string {
 	q := url.Values{}
-	q.Set("from", strconv.FormatInt(from, 10))
+	if from > 0 {
+		q.Set("from", strconv.FormatInt(from, 10))
+	}
 	if to > 0 {
 		q.Set("to", strconv.FormatInt(to, 10))
 	}
