@@ -66,9 +66,9 @@ const (
 	AuditLogInconsistent Type = "audit.log.inconsistent"
 
 	// Retention: archiving records out of the database.
-	AuditArchiveRequest Type = "audit.archive.request"
-	AuditArchiveApprove Type = "audit.archive.approve"
-	AuditArchive        Type = "audit.archive"
+	AuditArchiveRequest       Type = "audit.archive.request"
+	AuditArchiveApprove       Type = "audit.archive.approve"
+	AuditArchivePastRetention Type = "audit.archive.past_retention"
 )
 
 // Helpers that keep the table below readable.
@@ -395,7 +395,7 @@ var specs = []Spec{
 			field("requested_by", "the admin who requested it", Success),
 			field("root", "the audit log's root hash at to_seq (base64): the archived range's bundle must reach it", Success)),
 	},
-	{Type: AuditArchive, Category: Integrity,
+	{Type: AuditArchivePastRetention, Category: Integrity,
 		Doc:      `An admin archived audit records that are all past their retention end (one admin suffices), in the same transaction as this record; or the archive was refused (Actor "admin:NAME"; Subject "to seq N").`,
 		Outcomes: outcomes(successNotice, failureWarn),
 		Fields: append(archiveFields(Success),

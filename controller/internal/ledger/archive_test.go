@@ -173,7 +173,7 @@ func TestArchivePastRetention(t *testing.T) {
 	if res.Archive == nil || res.Archive.ApprovedBy != "" || res.Archive.ToSeq != 10 {
 		t.Fatalf("past retention: %+v", res)
 	}
-	if ev := c.lastEvent(t, audit.AuditArchive); ev.Outcome != "success" || ev.Details["root"] != res.Archive.Root || ev.Details["retention_end"] == "" {
+	if ev := c.lastEvent(t, audit.AuditArchivePastRetention); ev.Outcome != "success" || ev.Details["root"] != res.Archive.Root || ev.Details["retention_end"] == "" {
 		t.Errorf("archive record: %+v", ev)
 	}
 	c.sign(t)

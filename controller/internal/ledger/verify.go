@@ -213,7 +213,7 @@ type archiveClaim struct {
 // claimOf reads the archive an audit.archive or audit.archive.approve
 // success names.
 func claimOf(e store.AuditEvent) (archiveClaim, bool) {
-	if (e.Type != audit.AuditArchive && e.Type != audit.AuditArchiveApprove) || e.Outcome != string(audit.Success) {
+	if (e.Type != audit.AuditArchivePastRetention && e.Type != audit.AuditArchiveApprove) || e.Outcome != string(audit.Success) {
 		return archiveClaim{}, false
 	}
 	from, err1 := strconv.ParseInt(e.Details["from_seq"], 10, 64)

@@ -123,7 +123,7 @@ func (s *State) RequestArchive(ctx context.Context, o Origin, admin string, ask 
 			}
 			details["root"] = a.Root
 			details["retention_end"] = res.RetentionEnd.Format(time.RFC3339)
-			op.success(audit.AuditArchive, "to seq "+details["to_seq"], details)
+			op.success(audit.AuditArchivePastRetention, "to seq "+details["to_seq"], details)
 			res.Archive = &a
 			return nil
 		}

@@ -87,7 +87,7 @@ func (q AuditQuery) DecodeCursor() (c SearchCursor, ok bool, err error) {
 	if len(q.Cursor) > 64 {
 		return c, false, ErrBadCursor
 	}
-	b, err := base64.RawURLEncoding.DecodeString(q.Cursor)
+	b, err := base64.RawURLEncoding.Strict().DecodeString(q.Cursor)
 	if err != nil || len(b) != 25 || b[0] != cursorVersion {
 		return c, false, ErrBadCursor
 	}

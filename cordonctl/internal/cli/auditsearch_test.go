@@ -9,11 +9,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cordonhq/cordon/cordonctl/internal/cli"
 	"github.com/cordonhq/cordon/pkg/adminapi"
 	"github.com/cordonhq/cordon/pkg/audit"
-	"github.com/cordonhq/cordon/cordonctl/internal/cli"
 )
-
 
 // TestAuditSearch: filters, relative times, cursor paging and the three
 // output formats.
