@@ -128,8 +128,12 @@ const defaultSearchLimit = 100
 // SearchAudit implements [store.AuditArchiveStore]. The index is chosen
 // by the filters, most selective first (user, device, app, an exact
 // type, else time), and named (INDEXED BY), so the plan does not depend
-// on statistics: the chosen index gives the rows in (time, seq) order and
-// the other filters are checked on the rows it yields.
+// on statistics: the chosen index gives the rows in (time, seq) order,
+// the other filters are checked on the rows it yields, and the scan stops
+// after a page. A type prefix without a key ("flow.", "admin.") is one
+// such scan per type under the prefix (found by seeking the type index
+// from one type to the next), merged: a rare prefix costs what its own
+// records cost, not a walk through every other type's.
 func (s *Store) SearchAudit(ctx context.Context, q store.AuditQuery) (store.AuditPage, error) {
 	var page store.AuditPage
 	cur, hasCur, err := q.DecodeCursor()
@@ -151,6 +155,8 @@ func (s *Store) SearchAudit(ctx context.Context, q store.AuditQuery) (store.Audi
 		where = append(where, col+` = ?`)
 		args = append(args, v)
 	}
+	keyed := q.User != "" || q.Device != "" || q.App != ""
+	prefix := strings.HasSuffix(q.Type, ".")
 	switch {
 	case q.User != "":
 		index = "audit_events_user"
@@ -158,8 +164,8 @@ func (s *Store) SearchAudit(ctx context.Context, q store.AuditQuery) (store.Audi
 		index = "audit_events_device"
 	case q.App != "":
 		index = "audit_events_app"
-	case q.Type != "" && !strings.HasSuffix(q.Type, "."):
-		index = "audit_events_type_time"
+	case q.Type != "":
+		index = "audit_events_type_time" // a prefix: one exact type per query
 	default:
 		index = "audit_events_time"
 	}
@@ -174,12 +180,16 @@ func (s *Store) SearchAudit(ctx context.Context, q store.AuditQuery) (store.Audi
 	}
 	switch {
 	case q.Type == "":
-	case strings.HasSuffix(q.Type, "."):
+	case prefix && keyed:
 		where = append(where, `type >= ? AND type < ?`)
-		args = append(args, q.Type, q.Type[:len(q.Type)-1]+"/")
+		args = append(args, q.Type, prefixEnd(q.Type))
+	case prefix:
+		where = append(where, `type = ?`)
+		args = append(args, "") // each type under the prefix in turn
 	default:
 		eq("type", q.Type)
 	}
+	typeArg := len(args) - 1
 	if q.Outcome != "" {
 		eq("outcome", q.Outcome)
 	}
@@ -205,8 +215,23 @@ func (s *Store) SearchAudit(ctx context.Context, q store.AuditQuery) (store.Audi
 			return err
 		}
 		args[0] = a
-		page.Events, err = listRows(ctx, tx, scanAudit, query, args...)
-		return err
+		if !prefix || keyed {
+			page.Events, err = listRows(ctx, tx, scanAudit, query, args...)
+			return err
+		}
+		types, err := typesUnder(ctx, tx, q.Type)
+		if err != nil {
+			return err
+		}
+		for _, t := range types {
+			args[typeArg] = t
+			evs, err := listRows(ctx, tx, scanAudit, query, args...)
+			if err != nil {
+				return err
+			}
+			page.Events = mergeNewest(page.Events, evs, limit+1)
+		}
+		return nil
 	})
 	if err != nil {
 		return store.AuditPage{}, fmt.Errorf("search audit records: %w", err)
@@ -217,6 +242,52 @@ func (s *Store) SearchAudit(ctx context.Context, q store.AuditQuery) (store.Audi
 		page.NextCursor = q.EncodeCursor(store.SearchCursor{Time: last.Time, Seq: last.Seq})
 	}
 	return page, nil
+}
+
+// prefixEnd is the least string above every string with prefix p (p ends
+// in "."): a range on an index instead of LIKE, which would need escaping
+// of '%' and '_'.
+func prefixEnd(p string) string { return p[:len(p)-1] + "/" }
+
+// typesUnder returns the stored types with prefix p, by seeking the type
+// index from each to the next (one probe per type, however many records).
+func typesUnder(ctx context.Context, tx *sql.Tx, p string) ([]string, error) {
+	var out []string
+	next := p
+	for {
+		var t sql.NullString
+		err := tx.QueryRowContext(ctx, `SELECT MIN(type) FROM audit_events INDEXED BY audit_events_type_time WHERE type >= ? AND type < ?`,
+			next, prefixEnd(p)).Scan(&t)
+		if err != nil {
+			return nil, err
+		}
+		if !t.Valid {
+			return out, nil
+		}
+		out = append(out, t.String)
+		next = t.String + "\x00"
+	}
+}
+
+// mergeNewest merges two lists sorted newest first by (Time, Seq) and
+// keeps the first n.
+func mergeNewest(a, b []store.AuditEvent, n int) []store.AuditEvent {
+	out := make([]store.AuditEvent, 0, min(n, len(a)+len(b)))
+	for len(out) < n && (len(a) > 0 || len(b) > 0) {
+		if len(b) == 0 || len(a) > 0 && newer(a[0], b[0]) {
+			out, a = append(out, a[0]), a[1:]
+		} else {
+			out, b = append(out, b[0]), b[1:]
+		}
+	}
+	return out
+}
+
+func newer(x, y store.AuditEvent) bool {
+	if !x.Time.Equal(y.Time) {
+		return x.Time.After(y.Time)
+	}
+	return x.Seq > y.Seq
 }
 
 // CreateArchiveRequest implements [store.AuditArchiveStore].
