@@ -21,7 +21,11 @@ import (
 // not part of the record the audit log hashes. Each key column has a
 // partial index on (key, time), which (with the rowid every SQLite index
 // ends in) is (key, time, seq): a search by key in a time range, newest
-// first, is one index range scan that stops after a page.
+// first, is one index range scan that stops after a page. Searches
+// without a key use (type, time), one scan per type, merged, or
+// (outcome, time). There is no index on time alone: every index costs
+// each append page writes (a key index a random page per record), and
+// the per-type scans serve time ranges.
 //
 // Archiving blanks a prefix of the log's rows: their bodies go, their
 // log_hashes (the leaf hash and the tree hashes the record completed)
@@ -39,8 +43,8 @@ ALTER TABLE audit_events ADD COLUMN k_app TEXT;
 CREATE INDEX audit_events_user ON audit_events(k_user, time) WHERE k_user IS NOT NULL;
 CREATE INDEX audit_events_device ON audit_events(k_device, time) WHERE k_device IS NOT NULL;
 CREATE INDEX audit_events_app ON audit_events(k_app, time) WHERE k_app IS NOT NULL;
-CREATE INDEX audit_events_time ON audit_events(time);
 CREATE INDEX audit_events_type_time ON audit_events(type, time);
+CREATE INDEX audit_events_outcome ON audit_events(outcome, time);
 
 CREATE TABLE audit_archives (
 	to_seq        INTEGER PRIMARY KEY,
@@ -126,14 +130,13 @@ func archivedTo(ctx context.Context, q queryer) (int64, error) {
 const defaultSearchLimit = 100
 
 // SearchAudit implements [store.AuditArchiveStore]. The index is chosen
-// by the filters, most selective first (user, device, app, an exact
-// type, else time), and named (INDEXED BY), so the plan does not depend
-// on statistics: the chosen index gives the rows in (time, seq) order,
-// the other filters are checked on the rows it yields, and the scan stops
-// after a page. A type prefix without a key ("flow.", "admin.") is one
-// such scan per type under the prefix (found by seeking the type index
-// from one type to the next), merged: a rare prefix costs what its own
-// records cost, not a walk through every other type's.
+// by the filters and named (INDEXED BY), so the plan does not depend on
+// statistics: with a user, device or app, that key's index; else with an
+// exact type, (type, time); else with an outcome, (outcome, time); else
+// (type, time) once per type (those under the prefix, or every type,
+// found by seeking the index from one type to the next), merged. Each
+// scan yields rows in (time, seq) order, checks the other filters on
+// them and stops after a page.
 func (s *Store) SearchAudit(ctx context.Context, q store.AuditQuery) (store.AuditPage, error) {
 	var page store.AuditPage
 	cur, hasCur, err := q.DecodeCursor()
@@ -149,14 +152,15 @@ func (s *Store) SearchAudit(ctx context.Context, q store.AuditQuery) (store.Audi
 	var (
 		where = []string{`seq > ?`}
 		args  = []any{int64(0)} // the archived prefix, read in the transaction
-		index string
+		index = "audit_events_type_time"
 	)
 	eq := func(col, v string) {
 		where = append(where, col+` = ?`)
 		args = append(args, v)
 	}
-	keyed := q.User != "" || q.Device != "" || q.App != ""
-	prefix := strings.HasSuffix(q.Type, ".")
+	prefix := q.Type == "" || strings.HasSuffix(q.Type, ".")
+	// merge: one scan per type, merged; otherwise one scan.
+	merge := false
 	switch {
 	case q.User != "":
 		index = "audit_events_user"
@@ -164,10 +168,11 @@ func (s *Store) SearchAudit(ctx context.Context, q store.AuditQuery) (store.Audi
 		index = "audit_events_device"
 	case q.App != "":
 		index = "audit_events_app"
-	case q.Type != "":
-		index = "audit_events_type_time" // a prefix: one exact type per query
+	case !prefix:
+	case q.Outcome != "":
+		index = "audit_events_outcome"
 	default:
-		index = "audit_events_time"
+		merge = true
 	}
 	if q.User != "" {
 		eq("k_user", q.User)
@@ -179,13 +184,13 @@ func (s *Store) SearchAudit(ctx context.Context, q store.AuditQuery) (store.Audi
 		eq("k_app", q.App)
 	}
 	switch {
-	case q.Type == "":
-	case prefix && keyed:
-		where = append(where, `type >= ? AND type < ?`)
-		args = append(args, q.Type, prefixEnd(q.Type))
-	case prefix:
+	case merge:
 		where = append(where, `type = ?`)
 		args = append(args, "") // each type under the prefix in turn
+	case q.Type == "":
+	case prefix:
+		where = append(where, `type >= ? AND type < ?`)
+		args = append(args, q.Type, prefixEnd(q.Type))
 	default:
 		eq("type", q.Type)
 	}
@@ -215,7 +220,7 @@ func (s *Store) SearchAudit(ctx context.Context, q store.AuditQuery) (store.Audi
 			return err
 		}
 		args[0] = a
-		if !prefix || keyed {
+		if !merge {
 			page.Events, err = listRows(ctx, tx, scanAudit, query, args...)
 			return err
 		}
@@ -249,15 +254,21 @@ func (s *Store) SearchAudit(ctx context.Context, q store.AuditQuery) (store.Audi
 // of '%' and '_'.
 func prefixEnd(p string) string { return p[:len(p)-1] + "/" }
 
-// typesUnder returns the stored types with prefix p, by seeking the type
-// index from each to the next (one probe per type, however many records).
+// typesUnder returns the stored types with prefix p ("": every type), by
+// seeking the type index from each to the next (one probe per type,
+// however many records). Archived records' empty type is left out.
 func typesUnder(ctx context.Context, tx *sql.Tx, p string) ([]string, error) {
 	var out []string
-	next := p
+	next, end := p, "\U0010FFFF"
+	if p == "" {
+		next = "\x00"
+	} else {
+		end = prefixEnd(p)
+	}
 	for {
 		var t sql.NullString
 		err := tx.QueryRowContext(ctx, `SELECT MIN(type) FROM audit_events INDEXED BY audit_events_type_time WHERE type >= ? AND type < ?`,
-			next, prefixEnd(p)).Scan(&t)
+			next, end).Scan(&t)
 		if err != nil {
 			return nil, err
 		}
