@@ -386,7 +386,9 @@ var specs = []Spec{
 	{Type: AuditArchiveRequest, Category: Integrity,
 		Doc:      `An admin asked to archive the oldest audit records (take their bodies out of the database, keeping their tree hashes) before their retention ends; another admin must approve it before it expires (Actor "admin:NAME"; Subject the request ID).`,
 		Outcomes: outcomes(successNotice, failureWarn),
-		Fields:   archiveFields(Success),
+		Fields: append(archiveFields(Success)[:4],
+			field("request", "the archive request's ID", Success),
+			field("expires_at", "when the request stops being approvable (RFC 3339)", Success)),
 	},
 	{Type: AuditArchiveApprove, Category: Integrity,
 		Doc:      `A second admin approved an archive request and the records were archived, in the same transaction as this record; or the approval was refused (the requester approving their own request, an expired, unknown or already used request) (Actor "admin:NAME"; Subject the request ID).`,
@@ -407,11 +409,10 @@ var specs = []Spec{
 // archiveFields are the details of the audit.archive types.
 func archiveFields(on ...Outcome) []Field {
 	return []Field{
-		field("from_seq", "first record archived", on...),
-		field("to_seq", "last record archived", on...),
+		field("from_seq", "first record of the range", on...),
+		field("to_seq", "last record of the range", on...),
 		field("reason", "the admin's reason, or why it was refused", Success, Failure),
 		field("bundle_sha256", "SHA-256 (hex) of the export bundle of the range the requester wrote first", on...),
 		field("request", "the archive request's ID"),
-		field("expires_at", "when the request stops being approvable (RFC 3339)"),
 	}
 }
