@@ -155,6 +155,16 @@ func TestArchiveTwoAdmins(t *testing.T) {
 	if rep := c.verify(t); !rep.OK() || len(rep.Archived) != 1 {
 		t.Fatalf("after refusals: %+v", rep)
 	}
+	// Every record of the steps and refusals fits its type's schema.
+	evs, err := c.st.ListAudit(ctx, store.AuditFilter{Type: "audit.archive.", Limit: 1000})
+	if err != nil || len(evs) < 8 {
+		t.Fatalf("archive records: %d, %v", len(evs), err)
+	}
+	for _, e := range evs {
+		if err := e.Validate(); err != nil {
+			t.Errorf("record %d (%s %s): %v", e.Seq, e.Type, e.Outcome, err)
+		}
+	}
 }
 
 // TestArchivePastRetention: records past their retention end are
