@@ -11,7 +11,7 @@ COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
 ARG VERSION=dev
-RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" -o /out/ \
+RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X github.com/cordonhq/cordon/internal/buildinfo.version=${VERSION}" -o /out/ \
       ./controller/cmd/cordon-controller ./gateway/cmd/cordon-gateway ./client/cmd/cordon ./cordonctl/cmd/cordonctl
 
 FROM gcr.io/distroless/static-debian12:nonroot

@@ -2,7 +2,7 @@
 GO       ?= go
 BIN      ?= bin
 VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
-LDFLAGS  := -s -w -X main.version=$(VERSION)
+LDFLAGS  := -s -w -X github.com/cordonhq/cordon/internal/buildinfo.version=$(VERSION)
 BINARIES := cordon-controller cordon-gateway cordon cordonctl
 PKGS     := ./controller/cmd/cordon-controller ./gateway/cmd/cordon-gateway ./client/cmd/cordon ./cordonctl/cmd/cordonctl
 

@@ -143,14 +143,14 @@ func TestPolicyApply(t *testing.T) {
 		t.Fatalf("apply of a policy with a failing test: exit %d, want 2\n%s%s", rc, o, e)
 	}
 	// The unclosed list of pkg/policy/policyfile/testdata/errors/syntax.yaml:
-	// the YAML reader places it at 3:3 (see its .golden).
+	// the line of the unclosed "[", 4:5 (see its .golden).
 	syntax := filepath.Join(w.dir, "syntax.yaml")
 	if err := os.WriteFile(syntax, []byte("version: 1\ngroups:\n  nurses:\n    members: [alice\napps: {}\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	o, e, rc = w.cordonctl("", "policy", "apply", syntax, "--reason", "e2e: must be refused")
-	if rc != 2 || !strings.Contains(e, "syntax.yaml:3:3: YAML syntax error") {
-		t.Fatalf("apply of a policy with a syntax error: exit %d, want 2 with syntax.yaml:3:3\n%s%s", rc, o, e)
+	if rc != 2 || !strings.Contains(e, "syntax.yaml:4:5: YAML syntax error") {
+		t.Fatalf("apply of a policy with a syntax error: exit %d, want 2 with syntax.yaml:4:5\n%s%s", rc, o, e)
 	}
 	t.Logf("refused with: %s", strings.TrimSpace(e))
 	if v := w.activeVersion(); v != "2" {

@@ -23,7 +23,9 @@ import (
 	"github.com/cordonhq/cordon/controller/internal/auth"
 	"github.com/cordonhq/cordon/controller/internal/ca"
 	"github.com/cordonhq/cordon/controller/internal/ledger"
+	"github.com/cordonhq/cordon/controller/internal/netmap"
 	"github.com/cordonhq/cordon/controller/internal/oidc"
+	"github.com/cordonhq/cordon/controller/internal/session"
 	"github.com/cordonhq/cordon/controller/internal/state"
 	"github.com/cordonhq/cordon/controller/internal/store"
 	"github.com/cordonhq/cordon/controller/internal/store/sqlite"
@@ -46,6 +48,8 @@ type Options struct {
 	// at that issuer: client ID "cordon", public client, http allowed,
 	// device flow on, MFA when acr is "mfa" (or amr says so).
 	OIDCIssuer string
+	// DNSZones are the controller's --dns-zone values.
+	DNSZones []string
 }
 
 // Server is a running API.
@@ -61,7 +65,10 @@ type Server struct {
 	// Ledger signs the audit log's checkpoints: tests call its Sign where
 	// the controller's ticker would.
 	Ledger *ledger.Ledger
-	oidc   *oidc.Manager
+	// Sessions is the session manager whose activity the API shows: tests
+	// Touch it where a gateway's report would.
+	Sessions *session.Manager
+	oidc     *oidc.Manager
 
 	changed atomic.Int64
 	mu      sync.Mutex
@@ -111,7 +118,12 @@ func New(t testing.TB, opts Options) *Server {
 		t.Fatal(err)
 	}
 	s.Ledger = ledger.New(ledger.Config{Store: st, State: state.New(state.Config{Store: st, Now: s.Now}), Key: logKey, Now: s.Now})
+	if s.Sessions, err = session.NewManager(session.ManagerConfig{Store: st, Limits: session.DefaultLimits(), Now: s.Now}); err != nil {
+		t.Fatal(err)
+	}
 	cfg := api.Config{
+		DNS:       netmap.DNSConfig{Zones: opts.DNSZones},
+		Activity:  s.Sessions.LastActivity,
 		Ledger:    s.Ledger,
 		Store:     st,
 		CA:        authority,

@@ -104,6 +104,9 @@ type App struct {
 	Services  []string       `json:"services,omitempty"` // "tcp/443"
 	Source    string         `json:"source,omitempty"`   // "policy version N (FILE)"; "" for the directory
 	CreatedAt time.Time      `json:"created_at"`
+	// Warnings, in a create's answer only: what the admin should know
+	// about the app as created (e.g. a DNS name in no internal zone).
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // CreateAppRequest is the body of POST /v1/apps.
@@ -247,6 +250,14 @@ type Gateway struct {
 	OverlayAddr netip.Addr   `json:"overlay_addr"`
 	Endpoint    string       `json:"endpoint"`
 	CreatedAt   time.Time    `json:"created_at"`
+	// State is the gateway's health as the controller answering sees it:
+	// "up" (control connection open), "disconnected" (closed, within the
+	// grace period), "dead" (closed past it: clients order it last).
+	// LastSeen is when the controller last heard from it (zero: not since
+	// the controller started); Version is the version it reported.
+	State    string    `json:"state,omitempty"`
+	LastSeen time.Time `json:"last_seen,omitzero"`
+	Version  string    `json:"version,omitempty"`
 }
 
 // Device is an enrolled client device.

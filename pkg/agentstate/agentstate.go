@@ -141,6 +141,28 @@ func Load(dir string) (*State, error) {
 	return s, nil
 }
 
+// Recall returns the last enrollment saved in dir and the controller CA it
+// pinned, without loading or making keys: what a second sign-in needs to
+// know (the controller, its CA, the user) so it needs no flags.
+// ErrNotEnrolled when the device never enrolled.
+func Recall(dir string) (Enrollment, []byte, error) {
+	var e Enrollment
+	b, err := os.ReadFile(filepath.Join(dir, stateFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return e, nil, ErrNotEnrolled
+	} else if err != nil {
+		return e, nil, err
+	}
+	if err := json.Unmarshal(b, &e); err != nil {
+		return e, nil, fmt.Errorf("%s: %w", filepath.Join(dir, stateFile), err)
+	}
+	ca, err := os.ReadFile(filepath.Join(dir, caFile))
+	if err != nil {
+		return e, nil, fmt.Errorf("read pinned CA: %w", err)
+	}
+	return e, ca, nil
+}
+
 // CSR returns a PEM certificate signing request for the TLS key. The
 // subject is a hint only; the controller assigns the identity.
 func (s *State) CSR(name string) (string, error) {

@@ -15,11 +15,13 @@
 package controlproto
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/netip"
 	"time"
 
@@ -87,7 +89,25 @@ const (
 //	  the one the gateway holds (Hello.AuditLogSize on connect, then the
 //	  last one sent). A gateway keeps the latest it accepted and refuses
 //	  one that does not extend it, and says so (audit_alert, AuditAlert).
-const CapabilityVersion = 8
+//	9 (2026-12-03): a client gateway patch may carry its AllowedIPs as
+//	  the prefixes added and removed (ClientGatewayPatch.AllowedIPsDelta)
+//	  instead of the whole list: a new app for everyone made every
+//	  client's delta two packets instead of one.
+//	10 (2026-12-03): every gateway of a segment: a client of this
+//	  capability gets ClientMap.Segments, each segment's apps, AllowedIPs
+//	  and all of its gateways in this device's order of preference
+//	  (rendezvous hashing, gateways the controller knows to be down last,
+//	  ClientGateway.Down), and ClientMap.Gateways lists every one of those
+//	  gateways with only its overlay address routed: the client routes a
+//	  segment through the first live gateway of its list and moves it to
+//	  the next when that one dies (ClientMap.Resolve). Clients of
+//	  capability 1 to 9 get the old shape: each segment on the first
+//	  gateway of its list only (ClientMap.Legacy).
+const CapabilityVersion = 10
+
+// MinGatewayListCapability is the lowest client capability that gets
+// every gateway of a segment (ClientMap.Segments).
+const MinGatewayListCapability = 10
 
 // MinAuditCheckpointCapability is the lowest gateway capability that gets
 // audit log checkpoints.
@@ -332,6 +352,27 @@ type ClientMap struct {
 	// reports it when it changed (it always reports on connect); zero: only
 	// on connect.
 	PostureInterval time.Duration `json:"posture_interval_ns,omitempty"`
+	// Segments (capability 10) are the segments the device may reach, by
+	// name, each with its apps and every gateway serving it in order of
+	// preference. When set, Gateways route only their own overlay
+	// addresses and carry no apps: the client puts each segment on one of
+	// its gateways (Resolve).
+	Segments []ClientSegment `json:"segments,omitempty"`
+}
+
+// ClientSegment is one segment a device may reach (capability 10).
+type ClientSegment struct {
+	Name string `json:"name"`
+	// Gateways are the IDs of the gateways serving the segment (each in
+	// ClientMap.Gateways), this device's preferred one first: ranked by
+	// rendezvous hashing of device and gateway, so devices spread evenly
+	// and only a joining or leaving gateway's devices move; gateways the
+	// controller knows to be down (ClientGateway.Down) come last.
+	Gateways []string `json:"gateways"`
+	// AllowedIPs are the entitled apps' prefixes, routed through whichever
+	// gateway of the segment the client uses.
+	AllowedIPs []netip.Prefix `json:"allowed_ips"`
+	Apps       []App          `json:"apps"`
 }
 
 // Session states.
@@ -403,6 +444,10 @@ type ClientGateway struct {
 	// changes, the gateway restarted and lost its WireGuard sessions: the
 	// client handshakes again at once.
 	Instance InstanceID `json:"instance,omitempty"`
+	// Down (capability 10) says the controller lost the gateway's control
+	// channel longer than its grace period ago: it is ordered last in
+	// every segment, and the client uses it only if no other answers.
+	Down bool `json:"down,omitempty"`
 }
 
 // FlowEvents is a batch of flow records a gateway reports.
@@ -495,7 +540,44 @@ func ReadFrame(r io.Reader) (*Frame, error) {
 	if _, err := io.ReadFull(r, b); err != nil {
 		return nil, fmt.Errorf("read frame body: %w", err)
 	}
+	if rev, ok := plainAck(b); ok {
+		// Acks are the next most frequent: one per map per agent, 10,000
+		// for a change that reaches every device.
+		return &Frame{Type: TypeAck, Ack: &Ack{Revision: rev}}, nil
+	}
 	return DecodeFrame(b)
+}
+
+// Prefix and suffix of an ack without error as EncodeFrame writes it.
+const (
+	ackJSONPrefix = `{"type":"ack","ack":{"revision":`
+	ackJSONSuffix = `}}`
+)
+
+// plainAck recognises exactly the bytes EncodeFrame writes for an ack
+// with a revision and nothing else; anything else (an error, a resync,
+// another spelling of the same JSON) goes to the decoder.
+func plainAck(b []byte) (uint64, bool) {
+	digits, ok := bytes.CutPrefix(b, []byte(ackJSONPrefix))
+	if !ok {
+		return 0, false
+	}
+	if digits, ok = bytes.CutSuffix(digits, []byte(ackJSONSuffix)); !ok || len(digits) == 0 || len(digits) > 20 ||
+		(digits[0] == '0' && len(digits) > 1) {
+		return 0, false
+	}
+	var rev uint64
+	for _, c := range digits {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		d := uint64(c - '0')
+		if rev > (math.MaxUint64-d)/10 {
+			return 0, false
+		}
+		rev = rev*10 + d
+	}
+	return rev, true
 }
 
 // pingJSON is a ping frame's body as EncodeFrame writes it.

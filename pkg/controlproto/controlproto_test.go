@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"math"
 	"net/netip"
 	"testing"
 
@@ -108,4 +109,50 @@ func TestPingFastPath(t *testing.T) {
 	if _, err := ReadFrame(bytes.NewReader(append(frame, other...))); err == nil {
 		t.Fatal("an unknown frame of a ping's length was accepted")
 	}
+}
+
+// ReadFrame reads plain acks without the JSON decoder, and gets from them
+// what the decoder would.
+func TestAckFastPath(t *testing.T) {
+	for _, rev := range []uint64{0, 1, 42, math.MaxUint64} {
+		b, err := EncodeFrame(&Frame{Type: TypeAck, Ack: &Ack{Revision: rev}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := plainAck(b[4:]); !ok {
+			t.Fatalf("revision %d: %s is not recognised as a plain ack", rev, b[4:])
+		}
+		f, err := ReadFrame(bytes.NewReader(b))
+		if err != nil || f.Type != TypeAck || f.Ack == nil || *f.Ack != (Ack{Revision: rev}) {
+			t.Fatalf("ReadFrame(ack %d) = %+v, %v", rev, f, err)
+		}
+	}
+	for _, body := range []string{
+		`{"type":"ack","ack":{"revision":}}`,
+		`{"type":"ack","ack":{"revision":012}}`,
+		`{"type":"ack","ack":{"revision":18446744073709551616}}`,
+		`{"type":"ack","ack":{"revision":-1}}`,
+		`{"type":"ack","ack":{"revision":1e3}}`,
+	} {
+		if _, ok := plainAck([]byte(body)); ok {
+			t.Errorf("%s taken as a plain ack", body)
+		}
+	}
+}
+
+// FuzzReadFrameAck: whatever the fast path accepts, the decoder decodes
+// to the same frame.
+func FuzzReadFrameAck(f *testing.F) {
+	f.Add([]byte(`{"type":"ack","ack":{"revision":7}}`))
+	f.Add([]byte(`{"type":"ack","ack":{"revision":7,"resync":true}}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		rev, ok := plainAck(b)
+		if !ok {
+			return
+		}
+		fr, err := DecodeFrame(b)
+		if err != nil || fr.Ack == nil || *fr.Ack != (Ack{Revision: rev}) {
+			t.Fatalf("fast path read %s as revision %d; decoder: %+v, %v", b, rev, fr, err)
+		}
+	})
 }

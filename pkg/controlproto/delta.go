@@ -112,27 +112,43 @@ type ClientMapDelta struct {
 	// the gateway's whole list. A patched gateway is in no list of
 	// Gateways.
 	GatewayPatches []ClientGatewayPatch `json:"gateway_patches,omitempty"`
+	// Segments (capability 10): a changed segment travels whole (its
+	// gateway order, routes and apps).
+	Segments ListDelta[ClientSegment, string] `json:"segments,omitzero"`
 }
 
 // ClientGatewayPatch is how one gateway of a client's map changed.
 type ClientGatewayPatch struct {
-	GatewayID   string                 `json:"gateway_id"`
-	PublicKey   *Set[wgkey.Public]     `json:"public_key,omitempty"`
-	Endpoint    *Set[string]           `json:"endpoint,omitempty"`
-	OverlayAddr *Set[netip.Addr]       `json:"overlay_addr,omitempty"`
-	AllowedIPs  *Set[[]netip.Prefix]   `json:"allowed_ips,omitempty"`
-	Apps        ListDelta[App, string] `json:"apps,omitzero"`
-	Instance    *Set[InstanceID]       `json:"instance,omitempty"`
+	GatewayID   string               `json:"gateway_id"`
+	PublicKey   *Set[wgkey.Public]   `json:"public_key,omitempty"`
+	Endpoint    *Set[string]         `json:"endpoint,omitempty"`
+	OverlayAddr *Set[netip.Addr]     `json:"overlay_addr,omitempty"`
+	AllowedIPs  *Set[[]netip.Prefix] `json:"allowed_ips,omitempty"`
+	// AllowedIPsDelta (capability 9) replaces AllowedIPs for clients that
+	// take it; a patch carries at most one of the two.
+	AllowedIPsDelta *PrefixDelta           `json:"allowed_ips_delta,omitempty"`
+	Apps            ListDelta[App, string] `json:"apps,omitzero"`
+	Instance        *Set[InstanceID]       `json:"instance,omitempty"`
+	Down            *Set[bool]             `json:"down,omitempty"` // capability 10
 }
 
-// diffClientGateway returns the patch from old to new (same gateway ID).
-func diffClientGateway(old, new *ClientGateway) (ClientGatewayPatch, error) {
+// diffClientGateway returns the patch from old to new (same gateway ID),
+// for a client of capability caps.
+func diffClientGateway(old, new *ClientGateway, caps int) (ClientGatewayPatch, error) {
 	p := ClientGatewayPatch{GatewayID: new.GatewayID,
 		PublicKey:   setIfChanged(old.PublicKey, new.PublicKey),
 		Endpoint:    setIfChanged(old.Endpoint, new.Endpoint),
 		OverlayAddr: setIfChanged(old.OverlayAddr, new.OverlayAddr),
-		AllowedIPs:  setIfChanged(old.AllowedIPs, new.AllowedIPs),
 		Instance:    setIfChanged(old.Instance, new.Instance),
+		Down:        setIfChanged(old.Down, new.Down),
+	}
+	if !slices.Equal(old.AllowedIPs, new.AllowedIPs) {
+		d, ok := diffPrefixes(old.AllowedIPs, new.AllowedIPs)
+		if ok && caps >= MinPrefixDeltaCapability {
+			p.AllowedIPsDelta = &d
+		} else {
+			p.AllowedIPs = &Set[[]netip.Prefix]{V: new.AllowedIPs}
+		}
 	}
 	var err error
 	p.Apps, err = diffList(old.Apps, new.Apps, appKey, appEq)
@@ -146,6 +162,17 @@ func (p *ClientGatewayPatch) apply(g ClientGateway) (ClientGateway, error) {
 	setField(&g.OverlayAddr, p.OverlayAddr)
 	setField(&g.AllowedIPs, p.AllowedIPs)
 	setField(&g.Instance, p.Instance)
+	if p.AllowedIPsDelta != nil {
+		if p.AllowedIPs != nil {
+			return g, fmt.Errorf("%w: allowed IPs both set and patched", ErrBadDelta)
+		}
+		ips, err := applyPrefixes(g.AllowedIPs, p.AllowedIPsDelta)
+		if err != nil {
+			return g, fmt.Errorf("allowed IPs: %w", err)
+		}
+		g.AllowedIPs = ips
+	}
+	setField(&g.Down, p.Down)
 	apps, err := applyList(g.Apps, p.Apps, appKey)
 	if err != nil {
 		return g, fmt.Errorf("apps: %w", err)
@@ -160,6 +187,7 @@ func peerKey(p *GatewayPeer) string            { return p.DeviceID }
 func ruleKey(r *policy.Rule) policy.RuleID     { return r.ID }
 func appKey(a *App) string                     { return a.Name }
 func clientGatewayKey(g *ClientGateway) string { return g.GatewayID }
+func clientSegmentKey(s *ClientSegment) string { return s.Name }
 
 // DiffGatewayMap returns the delta from old to new (From and To are their
 // revisions). It fails only when a list holds a key twice: such a map can
@@ -236,8 +264,9 @@ func (d *GatewayMapDelta) IsEmpty() bool {
 		d.GrantLifetime == nil && d.Segments.IsZero() && d.Peers.IsZero() && d.Rules.IsZero() && d.Apps.IsZero()
 }
 
-// DiffClientMap returns the delta from old to new; see DiffGatewayMap.
-func DiffClientMap(old, new *ClientMap) (*ClientMapDelta, error) {
+// DiffClientMap returns the delta from old to new for a client of
+// capability caps (what it can apply); see DiffGatewayMap.
+func DiffClientMap(old, new *ClientMap, caps int) (*ClientMapDelta, error) {
 	d := &ClientMapDelta{From: old.Revision, To: new.Revision,
 		DeviceID:        setIfChanged(old.DeviceID, new.DeviceID),
 		User:            setIfChanged(old.User, new.User),
@@ -253,13 +282,16 @@ func DiffClientMap(old, new *ClientMap) (*ClientMapDelta, error) {
 	// A changed gateway goes as a patch.
 	for _, g := range d.Gateways.Change {
 		i := slices.IndexFunc(old.Gateways, func(o ClientGateway) bool { return o.GatewayID == g.GatewayID })
-		p, err := diffClientGateway(&old.Gateways[i], &g)
+		p, err := diffClientGateway(&old.Gateways[i], &g, caps)
 		if err != nil {
 			return nil, fmt.Errorf("gateway %s: %w", g.GatewayID, err)
 		}
 		d.GatewayPatches = append(d.GatewayPatches, p)
 	}
 	d.Gateways.Change = nil
+	if d.Segments, err = diffList(old.Segments, new.Segments, clientSegmentKey, clientSegmentEq); err != nil {
+		return nil, fmt.Errorf("segments: %w", err)
+	}
 	return d, nil
 }
 
@@ -279,6 +311,9 @@ func ApplyClientDelta(old *ClientMap, d *ClientMapDelta) (*ClientMap, error) {
 	var err error
 	if m.Gateways, err = applyList(old.Gateways, d.Gateways, clientGatewayKey); err != nil {
 		return nil, fmt.Errorf("gateways: %w", err)
+	}
+	if m.Segments, err = applyList(old.Segments, d.Segments, clientSegmentKey); err != nil {
+		return nil, fmt.Errorf("segments: %w", err)
 	}
 	if len(d.GatewayPatches) > 0 {
 		// Patch a copy: applyList may return old's own list.
@@ -323,6 +358,13 @@ func (d *ClientMapDelta) SmallerThan(full *ClientMap) bool {
 	for _, g := range full.Gateways {
 		n += 1 + len(g.Apps)
 	}
+	for _, sg := range slices.Concat(d.Segments.Add, d.Segments.Change) {
+		w += 1 + len(sg.Apps)
+	}
+	w += (len(d.Segments.Remove) + 3) / 4
+	for _, sg := range full.Segments {
+		n += 1 + len(sg.Apps)
+	}
 	if d.Session != nil {
 		w++
 	}
@@ -336,7 +378,7 @@ func (d *ClientMapDelta) SmallerThan(full *ClientMap) bool {
 // IsEmpty reports whether d changes nothing but the revision.
 func (d *ClientMapDelta) IsEmpty() bool {
 	return d.DeviceID == nil && d.User == nil && d.OverlayAddr == nil && d.DNSZones == nil && d.Session == nil &&
-		d.PostureInterval == nil && d.Gateways.IsZero() && len(d.GatewayPatches) == 0
+		d.PostureInterval == nil && d.Gateways.IsZero() && len(d.GatewayPatches) == 0 && d.Segments.IsZero()
 }
 
 // EqualGatewayMaps reports whether a and b are the same map, revisions
@@ -360,7 +402,8 @@ func EqualClientMaps(a, b *ClientMap) bool {
 	}
 	return a.DeviceID == b.DeviceID && a.User == b.User && a.OverlayAddr == b.OverlayAddr &&
 		sliceEq(a.DNSZones, b.DNSZones) && reflect.DeepEqual(a.Session, b.Session) &&
-		a.PostureInterval == b.PostureInterval && listEq(a.Gateways, b.Gateways, clientGatewayEq)
+		a.PostureInterval == b.PostureInterval && listEq(a.Gateways, b.Gateways, clientGatewayEq) &&
+		listEq(a.Segments, b.Segments, clientSegmentEq)
 }
 
 func listEq[T any](a, b []T, eq func(a, b *T) bool) bool {

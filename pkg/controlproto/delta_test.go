@@ -57,6 +57,18 @@ func (g gen) prefixes() []netip.Prefix {
 	return out
 }
 
+// allowedIPs is a client gateway's AllowedIPs: sorted and free of
+// duplicates as the controller builds them (so they go as a PrefixDelta),
+// and now and then not (so they go whole).
+func (g gen) allowedIPs() []netip.Prefix {
+	l := g.prefixes()
+	if g.r.IntN(5) != 0 {
+		slices.SortFunc(l, ComparePrefix)
+		l = slices.Compact(l)
+	}
+	return l
+}
+
 func (g gen) ports() []policy.PortRange {
 	var out []policy.PortRange
 	for range g.r.IntN(3) {
@@ -141,8 +153,15 @@ func (g gen) clientMap(rev uint64) *ClientMap {
 	}
 	m.Gateways = keyed(g, 4, func(i int) ClientGateway {
 		return ClientGateway{GatewayID: fmt.Sprintf("gw%d", i), PublicKey: g.key(i), Endpoint: g.pick("gw:51820", "gw2:51820"),
-			OverlayAddr: g.addr(), AllowedIPs: g.prefixes(), Apps: g.apps(), Instance: InstanceID(g.pick("", "i1"))}
+			OverlayAddr: g.addr(), AllowedIPs: g.allowedIPs(), Apps: g.apps(), Instance: InstanceID(g.pick("", "i1")),
+			Down: g.r.IntN(4) == 0}
 	}, clientGatewayKey)
+	if g.r.IntN(3) != 0 {
+		m.Segments = keyed(g, 3, func(i int) ClientSegment {
+			return ClientSegment{Name: fmt.Sprintf("seg%d", i), Gateways: g.strs("gw0", "gw1", "gw2"),
+				AllowedIPs: g.prefixes(), Apps: g.apps()}
+		}, clientSegmentKey)
+	}
 	return m
 }
 
@@ -194,7 +213,7 @@ func checkGatewayDelta(t *testing.T, a, b *GatewayMap) {
 
 func checkClientDelta(t *testing.T, a, b *ClientMap) {
 	t.Helper()
-	d, err := DiffClientMap(a, b)
+	d, err := DiffClientMap(a, b, CapabilityVersion)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -349,7 +368,7 @@ func FuzzDecodeDeltaFrame(f *testing.F) {
 	for seed := range uint64(8) {
 		g := newGen(seed + 100)
 		gd, _ := DiffGatewayMap(gm, g.gatewayMap(4))
-		cd, _ := DiffClientMap(cm, g.clientMap(4))
+		cd, _ := DiffClientMap(cm, g.clientMap(4), CapabilityVersion)
 		for _, fr := range []*Frame{{Type: TypeGatewayDelta, GatewayDelta: gd}, {Type: TypeClientDelta, ClientDelta: cd}} {
 			b, err := EncodeFrame(fr)
 			if err != nil {
@@ -406,7 +425,7 @@ func TestClientDeltaPatchesGateway(t *testing.T) {
 	next.Gateways[0].Apps = append(slices.Clone(apps), App{Name: "app999", DNSName: "new.hosp.internal",
 		Addr: netip.MustParsePrefix("10.30.1.1/32"), Proto: policy.ProtoTCP, Segment: "icu"})
 	next.Gateways[0].AllowedIPs = append(slices.Clone(next.Gateways[0].AllowedIPs), netip.MustParsePrefix("10.30.1.1/32"))
-	d, err := DiffClientMap(old, &next)
+	d, err := DiffClientMap(old, &next, CapabilityVersion)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -415,6 +434,15 @@ func TestClientDeltaPatchesGateway(t *testing.T) {
 	}
 	if !d.SmallerThan(&next) {
 		t.Error("one app of 65 added: the delta should be smaller")
+	}
+	if p := d.GatewayPatches[0]; p.AllowedIPs != nil || p.AllowedIPsDelta == nil || len(p.AllowedIPsDelta.Add) != 1 || len(p.AllowedIPsDelta.Remove) != 0 {
+		t.Errorf("patch %+v: want the one new prefix in AllowedIPsDelta", p)
+	}
+	// A client before capability 9 gets the whole list.
+	if d8, err := DiffClientMap(old, &next, MinPrefixDeltaCapability-1); err != nil {
+		t.Fatal(err)
+	} else if p := d8.GatewayPatches[0]; p.AllowedIPsDelta != nil || p.AllowedIPs == nil || !slices.Equal(p.AllowedIPs.V, next.Gateways[0].AllowedIPs) {
+		t.Errorf("capability 8: patch %+v, want AllowedIPs whole", p)
 	}
 	checkClientDelta(t, old, &next)
 	dl, _ := EncodeFrame(&Frame{Type: TypeClientDelta, ClientDelta: d})
@@ -573,7 +601,8 @@ func TestEqualCoversEveryField(t *testing.T) {
 		where  string
 	}{
 		{GatewayMap{}, 10, "EqualGatewayMaps"},
-		{ClientMap{}, 8, "EqualClientMaps"},
+		{ClientMap{}, 9, "EqualClientMaps"},
+		{ClientSegment{}, 4, "clientSegmentEq"},
 		{GatewayPeer{}, 3, "peerEq"},
 		{policy.Peer{}, 5, "peerEq"},
 		{policy.Session{}, 5, "sessionEq"},
@@ -582,7 +611,7 @@ func TestEqualCoversEveryField(t *testing.T) {
 		{policy.TimeWindow{}, 4, "conditionsEq (compared with ==)"},
 		{App{}, 7, "appEq"},
 		{Segment{}, 2, "segmentEq"},
-		{ClientGateway{}, 7, "clientGatewayEq"},
+		{ClientGateway{}, 8, "clientGatewayEq"},
 		{DNSZone{}, 2, "sliceEq (compared with ==)"},
 	} {
 		typ := reflect.TypeOf(c.v)

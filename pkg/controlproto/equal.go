@@ -61,5 +61,9 @@ func segmentEq(a, b *Segment) bool { return a.Name == b.Name && sliceEq(a.CIDRs,
 func clientGatewayEq(a, b *ClientGateway) bool {
 	return a.GatewayID == b.GatewayID && a.PublicKey == b.PublicKey && a.Endpoint == b.Endpoint &&
 		a.OverlayAddr == b.OverlayAddr && sliceEq(a.AllowedIPs, b.AllowedIPs) && appsEq(a.Apps, b.Apps) &&
-		a.Instance == b.Instance
+		a.Instance == b.Instance && a.Down == b.Down
+}
+
+func clientSegmentEq(a, b *ClientSegment) bool {
+	return a.Name == b.Name && sliceEq(a.Gateways, b.Gateways) && sliceEq(a.AllowedIPs, b.AllowedIPs) && appsEq(a.Apps, b.Apps)
 }

@@ -19,14 +19,15 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/cordonhq/cordon/internal/buildinfo"
+	"github.com/cordonhq/cordon/internal/logsetup"
+
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
 	"github.com/cordonhq/cordon/client/internal/client"
 	"github.com/cordonhq/cordon/pkg/controlproto"
 )
-
-var version = "dev"
 
 func defaultStateDir() string {
 	if os.Geteuid() == 0 {
@@ -41,23 +42,40 @@ func defaultStateDir() string {
 	return ".cordon"
 }
 
-func main() {
-	var stateDir, logLevel string
+func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
+
+// run is the command with its arguments; it returns the exit status
+// (exitcodes.go).
+func run(args []string, stdout, stderr io.Writer) int {
+	var stateDir, logLevel, logFormat string
+	var ran bool // a command's own code started
 	root := &cobra.Command{
 		Use:           "cordon",
 		Short:         "Cordon client: reach the hospital apps you are entitled to, through an encrypted tunnel",
+		Long:          "Cordon client: reach the hospital apps you are entitled to, through an encrypted tunnel.\n\n" + exitCodesHelp,
 		SilenceUsage:  true,
 		SilenceErrors: true,
-		Version:       version,
+		Version:       buildinfo.Version(),
 	}
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
 	root.PersistentFlags().StringVar(&stateDir, "state-dir", envOr("CORDON_STATE_DIR", defaultStateDir()), "where this device keeps its keys and enrollment [$CORDON_STATE_DIR]")
 	root.PersistentFlags().StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
-	logger := func() *slog.Logger {
-		var lvl slog.Level
-		if err := lvl.UnmarshalText([]byte(logLevel)); err != nil {
-			lvl = slog.LevelInfo
+	root.PersistentFlags().StringVar(&logFormat, "log-format", "text", "log format: "+logsetup.Formats)
+	root.PersistentPreRunE = func(*cobra.Command, []string) error {
+		if _, err := logsetup.New(io.Discard, logLevel, logFormat); err != nil {
+			return err
 		}
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
+		ran = true
+		return nil
+	}
+	logger := func() *slog.Logger {
+		log, err := logsetup.New(os.Stderr, logLevel, logFormat)
+		if err != nil { // refused in PersistentPreRunE already
+			return slog.New(slog.NewTextHandler(os.Stderr, nil))
+		}
+		return log
 	}
 
 	var lc client.LoginConfig
@@ -96,9 +114,9 @@ func main() {
 			return nil
 		},
 	}
-	login.Flags().StringVar(&lc.Controller, "controller", os.Getenv("CORDON_CONTROLLER"), "controller URL, https://HOST:PORT [$CORDON_CONTROLLER]")
-	login.Flags().StringVar(&lc.CACert, "ca-cert", os.Getenv("CORDON_CA_CERT"), "controller CA certificate your IT department gave you [$CORDON_CA_CERT]")
-	login.Flags().StringVar(&lc.User, "user", "", "your user name")
+	login.Flags().StringVar(&lc.Controller, "controller", os.Getenv("CORDON_CONTROLLER"), "controller URL, https://HOST:PORT (default: the one this device last signed in with) [$CORDON_CONTROLLER]")
+	login.Flags().StringVar(&lc.CACert, "ca-cert", os.Getenv("CORDON_CA_CERT"), "controller CA certificate your IT department gave you (default: the one this device pinned when it last signed in) [$CORDON_CA_CERT]")
+	login.Flags().StringVar(&lc.User, "user", "", "your user name (default: the user who last signed in on this device)")
 	login.Flags().BoolVar(&passwordStdin, "password-stdin", false, "read the password from standard input")
 	login.Flags().StringVar(&passwordFile, "password-file", "", "read the password from a file")
 	login.Flags().StringVar(&lc.TOTP, "totp", "", "the 6-digit code from your authenticator app (asked for if omitted)")
@@ -113,7 +131,7 @@ func main() {
 		Short: "Bring the tunnel up and keep it up (runs in the foreground until 'cordon down' or Ctrl-C)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			uc.StateDir, uc.Version, uc.Logger = stateDir, version, logger()
+			uc.StateDir, uc.Version, uc.Logger = stateDir, buildinfo.Version(), logger()
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			return client.Up(ctx, uc)
@@ -191,9 +209,10 @@ func main() {
 
 	root.AddCommand(login, logout, up, down, status)
 	if err := root.Execute(); err != nil {
-		fmt.Fprintf(os.Stderr, "cordon: %v\n", err)
-		os.Exit(1)
+		fmt.Fprintf(stderr, "cordon: %v\n", err)
+		return exitCode(err, ran)
 	}
+	return exitOK
 }
 
 func envOr(k, def string) string {
@@ -306,7 +325,7 @@ func loginOIDC(cmd *cobra.Command, lc client.LoginConfig, idp string, deviceCode
 	if idp == "list" {
 		ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
 		defer cancel()
-		provs, err := client.OIDCProviders(ctx, lc.Controller, lc.CACert)
+		provs, err := client.OIDCProviders(ctx, stateDir, lc.Controller, lc.CACert)
 		if err != nil {
 			return err
 		}

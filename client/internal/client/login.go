@@ -30,9 +30,19 @@ type LoginConfig struct {
 }
 
 // Login signs the user in and enrolls (or re-enrolls) this device.
+// The controller, its CA and the user default to those of the device's
+// last enrollment, so signing in again needs only 'cordon login'.
 func Login(ctx context.Context, cfg LoginConfig) (*agentstate.Enrollment, error) {
+	if last, _, err := agentstate.Recall(cfg.StateDir); err == nil {
+		if cfg.Controller == "" {
+			cfg.Controller = last.Controller
+		}
+		if cfg.User == "" && cfg.Controller == last.Controller {
+			cfg.User = last.User
+		}
+	}
 	if cfg.Controller == "" {
-		return nil, errors.New("no controller given: pass --controller https://HOST:PORT")
+		return nil, errors.New("no controller given: pass --controller https://HOST:PORT (needed the first time this device signs in)")
 	}
 	if cfg.User == "" {
 		return nil, errors.New("no user given: pass --user NAME")
@@ -58,7 +68,7 @@ func Login(ctx context.Context, cfg LoginConfig) (*agentstate.Enrollment, error)
 // the real identity).
 func signIn(controller, caFile, stateDir, csrName string, sameDevice func(agentstate.Enrollment) bool,
 	do func(api *adminapi.Client, dev controlproto.DeviceEnroll) (*controlproto.EnrollResponse, error)) (*agentstate.Enrollment, error) {
-	caPEM, err := enroll.ReadCA(caFile)
+	caPEM, err := controllerCA(stateDir, controller, caFile)
 	if err != nil {
 		return nil, err
 	}
@@ -90,13 +100,28 @@ func signIn(controller, caFile, stateDir, csrName string, sameDevice func(agents
 	return &st.Enrollment, nil
 }
 
+// controllerCA is the CA to trust for controller: the file given, else the
+// one this device pinned when it last enrolled with that controller.
+func controllerCA(stateDir, controller, caFile string) ([]byte, error) {
+	if caFile == "" {
+		if last, ca, err := agentstate.Recall(stateDir); err == nil && last.Controller == controller {
+			return ca, nil
+		}
+	}
+	return enroll.ReadCA(caFile)
+}
+
+// ErrNotSignedIn is returned by what needs an enrollment on a device that
+// has none. It is agentstate.ErrNotEnrolled (the exit code tells it apart).
+var ErrNotSignedIn = fmt.Errorf("this device is not signed in: run 'cordon login' first (%w)", agentstate.ErrNotEnrolled)
+
 // Logout ends this device's session at the controller: every gateway drops
 // the device at once and a running tunnel reaches nothing until the next
 // 'cordon login'. It reports whether a session was active.
 func Logout(ctx context.Context, stateDir string) (bool, error) {
 	st, err := agentstate.Load(stateDir)
 	if errors.Is(err, agentstate.ErrNotEnrolled) {
-		return false, errors.New("this device is not signed in")
+		return false, ErrNotSignedIn
 	} else if err != nil {
 		return false, err
 	}

@@ -10,7 +10,6 @@ import (
 	"github.com/cordonhq/cordon/pkg/adminapi"
 	"github.com/cordonhq/cordon/pkg/agentstate"
 	"github.com/cordonhq/cordon/pkg/controlproto"
-	"github.com/cordonhq/cordon/pkg/enroll"
 	"github.com/cordonhq/cordon/pkg/oidcflow"
 )
 
@@ -39,6 +38,9 @@ type OIDCLoginConfig struct {
 // (RFC 8252), holding the PKCE verifier (RFC 7636) that makes the code
 // useless to anyone else, or shows a device code (RFC 8628).
 func LoginOIDC(ctx context.Context, cfg OIDCLoginConfig) (*agentstate.Enrollment, error) {
+	if last, _, err := agentstate.Recall(cfg.StateDir); err == nil && cfg.Controller == "" {
+		cfg.Controller = last.Controller // as Login
+	}
 	if cfg.Controller == "" {
 		return nil, errors.New("no controller given: pass --controller https://HOST:PORT")
 	}
@@ -109,8 +111,14 @@ func deviceLogin(ctx context.Context, api *adminapi.Client, cfg OIDCLoginConfig,
 }
 
 // OIDCProviders lists the identity providers the controller offers.
-func OIDCProviders(ctx context.Context, controller, caCert string) ([]controlproto.OIDCProvider, error) {
-	caPEM, err := enroll.ReadCA(caCert)
+func OIDCProviders(ctx context.Context, stateDir, controller, caCert string) ([]controlproto.OIDCProvider, error) {
+	if last, _, err := agentstate.Recall(stateDir); err == nil && controller == "" {
+		controller = last.Controller
+	}
+	if controller == "" {
+		return nil, errors.New("no controller given: pass --controller https://HOST:PORT")
+	}
+	caPEM, err := controllerCA(stateDir, controller, caCert)
 	if err != nil {
 		return nil, err
 	}

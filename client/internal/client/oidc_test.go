@@ -51,7 +51,7 @@ func oidcRig(t *testing.T) (*apitest.Server, *oidctest.IdP, string) {
 // in at the IdP; signing in again re-enrolls the same device.
 func TestLoginOIDCCode(t *testing.T) {
 	srv, idp, ca := oidcRig(t)
-	provs, err := OIDCProviders(t.Context(), srv.URL, ca)
+	provs, err := OIDCProviders(t.Context(), t.TempDir(), srv.URL, ca)
 	if err != nil || len(provs) != 1 || provs[0].Name != "test" {
 		t.Fatalf("providers: %+v %v", provs, err)
 	}

@@ -68,12 +68,17 @@ type tunnel struct {
 	cc   *controlclient.Client
 	stub *dnsstub.Stub
 	sys  sysdns.Manager // tun mode only
-	maps *applier       // applies maps; the control goroutine only
+	maps *applier       // applies maps; under applyMu
+	fo   *failover      // gateway liveness and each segment's gateway (failover.go)
+	dial probeDialer    // through the tunnel, for probes
+
+	applyMu sync.Mutex // serializes applying maps (control goroutine, failover)
 
 	mu     sync.Mutex
-	cm     *controlproto.ClientMap
-	dns    map[string]netip.Addr // entitled app name → address
-	routes []netip.Prefix        // of the current map (tun mode)
+	raw    *controlproto.ClientMap // as the controller sent it
+	cm     *controlproto.ClientMap // as applied: each segment on its gateway (Resolve)
+	dns    map[string]netip.Addr   // entitled app name → address
+	routes []netip.Prefix          // of the current map (tun mode)
 }
 
 // routeResync is how often tun mode re-checks its routes against the
@@ -121,7 +126,7 @@ func Up(ctx context.Context, cfg UpConfig) error {
 	}
 	st, err := agentstate.Load(cfg.StateDir)
 	if errors.Is(err, agentstate.ErrNotEnrolled) {
-		return errors.New("this device is not signed in: run 'cordon login' first")
+		return ErrNotSignedIn
 	} else if err != nil {
 		return err
 	}
@@ -182,6 +187,7 @@ func Up(ctx context.Context, cfg UpConfig) error {
 			return fmt.Errorf("start userspace network stack: %w", err)
 		}
 		dev = ns
+		t.dial = ns
 		t.stub = dnsstub.New(dnsstub.Config{Tunnel: ns, Logger: log.With("component", "dns")})
 		for _, p := range []struct {
 			addr string
@@ -204,6 +210,7 @@ func Up(ctx context.Context, cfg UpConfig) error {
 			return fmt.Errorf("create tun device %s (tun mode needs root or CAP_NET_ADMIN; use --mode userspace otherwise): %w", cfg.Interface, err)
 		}
 		dev = td
+		t.dial = &net.Dialer{}
 		if t.link, err = tunnet.Configure(cfg.Interface, netip.PrefixFrom(e.OverlayAddr, 32), mtu); err != nil {
 			return err
 		}
@@ -214,7 +221,11 @@ func Up(ctx context.Context, cfg UpConfig) error {
 		return fmt.Errorf("unknown --mode %q: use tun or userspace", cfg.Mode)
 	}
 
-	wg, err := wgdev.New(dev, wgdev.Options{Name: cfg.Interface, UAPI: cfg.Mode == ModeTUN, Logger: log})
+	// WireGuard reads the host's packets through activityTUN, which notes
+	// app traffic: gateways are probed only while there is some.
+	act := &activityTUN{Device: dev}
+	t.fo = newFailover(act)
+	wg, err := wgdev.New(act, wgdev.Options{Name: cfg.Interface, UAPI: cfg.Mode == ModeTUN, Logger: log})
 	if err != nil {
 		dev = nil // wgdev.New closed it
 		return fmt.Errorf("start wireguard: %w", err)
@@ -257,6 +268,7 @@ func Up(ctx context.Context, cfg UpConfig) error {
 		workers.Go(func() { t.resyncRoutes(ctx) })
 	}
 	workers.Go(func() { t.reportPosture(ctx) })
+	workers.Go(func() { t.watchGateways(ctx) })
 	log.Info("tunnel starting", "mode", cfg.Mode, "overlay_addr", e.OverlayAddr)
 
 	err = t.cc.Run(ctx)
@@ -280,17 +292,15 @@ func (t *tunnel) onFrame(f *controlproto.Frame) error {
 		return nil
 	}
 	m := f.ClientMap
-	c, err := t.maps.apply(m)
+	t.applyMu.Lock()
+	defer t.applyMu.Unlock()
+	prev, c, err := t.applyLocked(m)
 	if err != nil {
 		t.log.Error("map rejected; keeping the previous one", "revision", m.Revision, "err", err)
 		return err
 	}
-	t.mu.Lock()
-	prev := t.cm
-	t.cm, t.dns, t.routes = m, c.names, c.routes
-	t.mu.Unlock()
 	names := slices.Sorted(maps.Keys(c.names))
-	t.log.Info("map applied", "revision", m.Revision, "gateways", len(m.Gateways), "apps", names)
+	t.log.Info("map applied", "revision", m.Revision, "gateways", len(m.Gateways), "apps", names, "segments", t.fo.Current())
 	var was *controlproto.SessionInfo
 	if prev != nil {
 		was = prev.Session
@@ -319,5 +329,89 @@ func (t *tunnel) announceSession(was, now *controlproto.SessionInfo) {
 		if was == nil || !slices.ContainsFunc(was.StepUp, func(o controlproto.StepUp) bool { return o.App == su.App }) {
 			t.log.Warn("app "+su.App+" needs you to verify again: run 'cordon login' (the tunnel stays up)", "app", su.App)
 		}
+	}
+}
+
+// applyLocked applies map m (as the controller sent it) with each segment
+// on the gateway failover picks, and returns the map applied before.
+// Callers hold applyMu.
+func (t *tunnel) applyLocked(m *controlproto.ClientMap) (prev *controlproto.ClientMap, c mapConfig, err error) {
+	t.fo.prune(m)
+	now := time.Now()
+	view := *m
+	view.Gateways = m.Resolve(func(sg controlproto.ClientSegment) string { return t.fo.pick(m, sg, now) }, true)
+	view.Segments = nil
+	c, err = t.maps.apply(&view)
+	if err != nil {
+		return nil, c, err
+	}
+	t.mu.Lock()
+	prev = t.cm
+	t.raw, t.cm, t.dns, t.routes = m, &view, c.names, c.routes
+	t.mu.Unlock()
+	return prev, c, nil
+}
+
+// watchGateways probes the gateways of the current map while the device
+// sends app traffic and moves segments off dead gateways (failover.go).
+// Each probe runs on a goroutine of its own (at most DeadAfter/ProbeEvery
+// per gateway in flight), waited for before it returns.
+func (t *tunnel) watchGateways(ctx context.Context) {
+	tick := time.NewTicker(ProbeEvery)
+	defer tick.Stop()
+	var probes sync.WaitGroup
+	defer probes.Wait()
+	spareEvery := int(SpareProbeEvery / ProbeEvery)
+	for round := 0; ; round++ {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		t.mu.Lock()
+		m := t.raw
+		t.mu.Unlock()
+		if m == nil || m.Segments == nil {
+			continue // nothing to fail over (or a controller before capability 9)
+		}
+		now := time.Now()
+		if t.fo.idle(now, ActiveWindow) {
+			t.fo.pause()
+		} else {
+			n := 0
+			for _, g := range m.Gateways {
+				if n == maxProbeRound || !(round%spareEvery == 0 || t.fo.inUse(g.GatewayID)) {
+					continue
+				}
+				n++
+				t.fo.sent(g.GatewayID, now)
+				probes.Go(func() {
+					if err := probe(ctx, t.dial, g.OverlayAddr); err != nil {
+						t.log.Debug("gateway probe unanswered", "gateway", g.GatewayID, "err", err)
+					} else if t.fo.answered(g.GatewayID, time.Now()) {
+						t.log.Info("gateway answering again", "gateway", g.GatewayID)
+					}
+				})
+			}
+			for _, id := range t.fo.check(now) {
+				t.log.Warn("gateway not answering: moving its segments to the next gateway", "gateway", id, "dead_after", DeadAfter)
+			}
+		}
+		if !t.fo.wantsMove(m, time.Now()) {
+			continue
+		}
+		t.applyMu.Lock()
+		t.mu.Lock()
+		same := t.raw == m
+		t.mu.Unlock()
+		if same { // else a new map came meanwhile, applied with fresh choices
+			before := t.fo.Current()
+			if _, _, err := t.applyLocked(m); err != nil {
+				t.log.Error("move segments to another gateway", "err", err)
+			} else {
+				t.log.Info("gateway failover applied", "from", before, "to", t.fo.Current())
+			}
+		}
+		t.applyMu.Unlock()
 	}
 }

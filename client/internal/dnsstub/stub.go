@@ -176,7 +176,10 @@ func newTable(m *controlproto.ClientMap) (*table, error) {
 		if !g.OverlayAddr.IsValid() {
 			continue
 		}
-		if !t.first.IsValid() {
+		// The zone's own name goes to the first gateway carrying apps: with
+		// every gateway of a segment as a peer (capability 9), the others
+		// may be ones this client moved away from because they died.
+		if !t.first.IsValid() && len(g.Apps) > 0 {
 			t.first = g.OverlayAddr
 		}
 		for _, a := range g.Apps {
@@ -190,6 +193,14 @@ func newTable(m *controlproto.ClientMap) (*table, error) {
 				if rev, err := dns.ReverseAddr(a.Addr.Addr().Unmap().String()); err == nil {
 					add(rev, g.OverlayAddr)
 				}
+			}
+		}
+	}
+	if !t.first.IsValid() {
+		for _, g := range m.Gateways {
+			if g.OverlayAddr.IsValid() {
+				t.first = g.OverlayAddr
+				break
 			}
 		}
 	}

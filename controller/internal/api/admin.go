@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/cordonhq/cordon/controller/internal/auth"
@@ -96,7 +97,16 @@ func (a *API) createApp(w http.ResponseWriter, r *http.Request, actor string) er
 	if err != nil {
 		return err
 	}
-	return created(w, appOut(app))
+	out := appOut(app)
+	if implied, outside := a.dns.OutsideZones(app.DNSName); outside {
+		zones := "the controller has no --dns-zone"
+		if len(a.dns.Zones) > 0 {
+			zones = "its zones are " + strings.Join(a.dns.Zones, ", ")
+		}
+		out.Warnings = append(out.Warnings, fmt.Sprintf("DNS name %s is in none of the controller's internal DNS zones (%s): clients now treat every name under %s as internal and never ask their own resolver for one; give the controller --dns-zone %s to say so, or name the app inside a zone",
+			app.DNSName, zones, implied, implied))
+	}
+	return created(w, out)
 }
 
 func (a *API) listApps(w http.ResponseWriter, r *http.Request, _ string) error {
@@ -466,7 +476,13 @@ func (a *API) listGateways(w http.ResponseWriter, r *http.Request, _ string) err
 	if err != nil {
 		return err
 	}
-	return ok(w, mapSlice(xs, gatewayOut))
+	out := mapSlice(xs, gatewayOut)
+	if h := a.health; h != nil {
+		for i := range out {
+			out[i].State, out[i].Version, out[i].LastSeen = h.GatewayStatus(out[i].ID)
+		}
+	}
+	return ok(w, out)
 }
 
 func (a *API) deleteGateway(w http.ResponseWriter, r *http.Request, actor string) error {

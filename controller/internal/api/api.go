@@ -30,6 +30,7 @@ import (
 	"github.com/cordonhq/cordon/controller/internal/auth"
 	"github.com/cordonhq/cordon/controller/internal/ca"
 	"github.com/cordonhq/cordon/controller/internal/ledger"
+	"github.com/cordonhq/cordon/controller/internal/netmap"
 	"github.com/cordonhq/cordon/controller/internal/state"
 	"github.com/cordonhq/cordon/controller/internal/store"
 	"github.com/cordonhq/cordon/pkg/adminapi"
@@ -89,6 +90,22 @@ type Config struct {
 	// Ledger signs and checks the verifiable audit log; nil: the audit
 	// log routes answer 503.
 	Ledger *ledger.Ledger
+	// DNS is the controller's internal zones (--dns-zone), for warnings
+	// about app names outside them.
+	DNS netmap.DNSConfig
+	// Activity is the latest app traffic the gateways reported for a
+	// device (session.Manager.LastActivity), which the store learns only
+	// when the session nears its idle limit; nil: the store's alone.
+	Activity func(deviceID string) (time.Time, bool)
+	// GatewayHealth says each gateway's state, last seen and version for
+	// the gateway list; nil: not shown.
+	GatewayHealth GatewayHealth
+}
+
+// GatewayHealth is the control channel's view of a gateway
+// (control.Server.GatewayStatus).
+type GatewayHealth interface {
+	GatewayStatus(id string) (state, version string, lastSeen time.Time)
 }
 
 // API serves the HTTP routes.
@@ -100,6 +117,8 @@ type API struct {
 	changed  func()
 	now      func() time.Time
 	throttle LoginThrottler
+	activity func(deviceID string) (time.Time, bool)
+	dns      netmap.DNSConfig
 	pw       *auth.Hasher
 	totp     *auth.TOTPVerifier
 	control  string
@@ -110,6 +129,7 @@ type API struct {
 	routeTab []Route // every registered route, for Routes
 	oidc     OIDC
 	ledger   *ledger.Ledger
+	health   GatewayHealth // nil: no gateway states
 }
 
 // New returns the API. It panics if Store or CA is missing (a wiring bug).
@@ -131,6 +151,9 @@ func New(cfg Config) *API {
 		alert:    cfg.LoginAlert,
 		oidc:     cfg.OIDC,
 		ledger:   cfg.Ledger,
+		activity: cfg.Activity,
+		dns:      cfg.DNS,
+		health:   cfg.GatewayHealth,
 	}
 	if a.adminTTL <= 0 {
 		a.adminTTL = adminapi.DefaultAdminSessionTTL

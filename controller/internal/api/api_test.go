@@ -235,11 +235,14 @@ func TestSegments(t *testing.T) {
 	wantCode(t, err, 404, adminapi.CodeNotFound)
 	wantCode(t, e.admin.DeleteSegment(ctx, "nope"), 404, adminapi.CodeNotFound)
 
-	// In use by an app.
+	// In use by apps: the refusal names them.
 	must[*adminapi.App](t)(e.admin.CreateApp(ctx, &adminapi.CreateAppRequest{Name: "ehr", Segment: "clinical", DNSName: "ehr.hospital.internal", Address: "10.20.0.5", Proto: "tcp", Ports: []string{"443"}}))
-	wantCode(t, e.admin.DeleteSegment(ctx, "clinical"), 409, adminapi.CodeInUse, "apps")
-	if err := e.admin.DeleteApp(ctx, "ehr"); err != nil {
-		t.Fatal(err)
+	must[*adminapi.App](t)(e.admin.CreateApp(ctx, &adminapi.CreateAppRequest{Name: "pacs", Segment: "clinical", DNSName: "pacs.hospital.internal", Address: "10.20.0.6", Proto: "tcp", Ports: []string{"443"}}))
+	wantCode(t, e.admin.DeleteSegment(ctx, "clinical"), 409, adminapi.CodeInUse, "apps ehr, pacs")
+	for _, app := range []string{"ehr", "pacs"} {
+		if err := e.admin.DeleteApp(ctx, app); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if err := e.admin.DeleteSegment(ctx, "clinical"); err != nil {
 		t.Fatal(err)
@@ -913,6 +916,54 @@ func TestGatewayTokenSingleUseUnderConcurrency(t *testing.T) {
 	}
 	if gws := must[[]adminapi.Gateway](t)(e.admin.ListGateways(ctx)); len(gws) != 1 {
 		t.Fatalf("%d gateways enrolled, want 1", len(gws))
+	}
+}
+
+// Creating an app whose DNS name is in none of the controller's zones
+// warns which domain it makes internal; a name inside a zone does not.
+func TestAppOutsideDNSZonesWarns(t *testing.T) {
+	e := newEnv(t, apitest.Options{DNSZones: []string{"hospital.internal"}})
+	ctx := t.Context()
+	must[*adminapi.Segment](t)(e.admin.CreateSegment(ctx, &adminapi.CreateSegmentRequest{Name: "clinical", CIDRs: []string{"10.20.0.0/24"}}))
+	in := must[*adminapi.App](t)(e.admin.CreateApp(ctx, &adminapi.CreateAppRequest{Name: "ehr", Segment: "clinical", DNSName: "ehr.hospital.internal", Address: "10.20.0.5", Proto: "tcp", Ports: []string{"443"}}))
+	if len(in.Warnings) != 0 {
+		t.Errorf("an app inside a zone got warnings %q", in.Warnings)
+	}
+	out := must[*adminapi.App](t)(e.admin.CreateApp(ctx, &adminapi.CreateAppRequest{Name: "lis", Segment: "clinical", DNSName: "lis.lab.example", Address: "10.20.0.6", Proto: "tcp", Ports: []string{"443"}}))
+	if len(out.Warnings) != 1 || !strings.Contains(out.Warnings[0], "every name under lab.example") || !strings.Contains(out.Warnings[0], "hospital.internal") {
+		t.Errorf("an app outside every zone: warnings %q", out.Warnings)
+	}
+	if got := must[*adminapi.App](t)(e.admin.GetApp(ctx, "lis")); len(got.Warnings) != 0 {
+		t.Errorf("warnings are for the create's answer only, GetApp has %q", got.Warnings)
+	}
+}
+
+// 'session list' shows the latest activity the gateways reported, which
+// the store learns only when a session nears its idle limit.
+func TestSessionListShowsReportedActivity(t *testing.T) {
+	e := newLoginEnv(t)
+	ctx := t.Context()
+	resp := must[*controlproto.EnrollResponse](t)(e.agent.Login(ctx, e.req()))
+	list := func() adminapi.Session {
+		t.Helper()
+		ss := must[[]adminapi.Session](t)(e.admin.ListSessions(ctx, adminapi.SessionQuery{User: "nurse"}))
+		if len(ss) != 1 {
+			t.Fatalf("%d active sessions, want 1", len(ss))
+		}
+		return ss[0]
+	}
+	s := list()
+	if !s.LastActivity.Equal(s.StartedAt) {
+		t.Fatalf("before any traffic: last activity %s, started %s", s.LastActivity, s.StartedAt)
+	}
+	at := s.StartedAt.Add(7 * time.Minute)
+	e.Sessions.Touch(resp.ID, at)
+	if got := list().LastActivity; !got.Equal(at) {
+		t.Fatalf("after a gateway reported traffic at %s: last activity %s", at, got)
+	}
+	e.Sessions.Touch(resp.ID, s.StartedAt.Add(-time.Minute)) // older than the store's: ignored
+	if got := list().LastActivity; !got.Equal(at) {
+		t.Fatalf("an older report moved last activity to %s", got)
 	}
 }
 

@@ -104,7 +104,7 @@ func TestPolicyApplyRefused(t *testing.T) {
 		t.Fatalf("plan of a syntax error = %+v; want invalid with a line", plan)
 	}
 	_, err := e.admin.ApplyPolicy(ctx, &adminapi.ApplyPolicyRequest{File: "bad.yaml", Source: bad, Reason: "oops"})
-	wantCode(t, err, http.StatusBadRequest, adminapi.CodeInvalid, "bad.yaml:2:1: YAML syntax error")
+	wantCode(t, err, http.StatusBadRequest, adminapi.CodeInvalid, "bad.yaml:3:3: YAML syntax error") // the line of the unclosed "{"
 
 	failing := strings.Replace(polV1, "expect: allow", "expect: deny", 1)
 	_, err = e.admin.ApplyPolicy(ctx, &adminapi.ApplyPolicyRequest{File: "f.yaml", Source: failing, Reason: "oops"})

@@ -45,6 +45,13 @@ func (a *API) listSessions(w http.ResponseWriter, r *http.Request, _ string) err
 	if err != nil {
 		return err
 	}
+	if a.activity != nil {
+		for i := range xs {
+			if at, seen := a.activity(xs[i].DeviceID); seen && xs[i].Active() && at.After(xs[i].LastActivity) {
+				xs[i].LastActivity = at
+			}
+		}
+	}
 	return ok(w, mapSlice(xs, sessionOut))
 }
 

@@ -107,6 +107,12 @@ type Config struct {
 	// Ledger is the audit log whose checkpoints gateways keep
 	// (auditlog.go); nil: none sent.
 	Ledger *ledger.Ledger
+	// GatewayGrace is how long a gateway may be without a control
+	// connection before clients' maps order it last (health.go); zero:
+	// DefaultGatewayGrace.
+	GatewayGrace time.Duration
+	// Now is the clock of gateway health (health.go); nil: time.Now.
+	Now func() time.Time
 }
 
 // Server accepts agent connections and pushes maps.
@@ -140,8 +146,15 @@ type Server struct {
 	// so the snapshot the maps come from, patched only with what changes
 	// name, holds an older receive time (posture.go, load).
 	postureAt map[string]time.Time
+	// seen is each gateway's last connect or disconnect, and started when
+	// this server was made (health.go); down is the gateways the maps call
+	// down, the recompute goroutine's alone.
+	seen    map[string]*gatewaySeen
+	started time.Time
+	down    map[string]bool
 
 	drifts atomic.Int64 // drift checks that found a difference
+	sent   sendStats    // every map frame written since start, all agents
 	// generation counts the states maps were computed from (s.maps).
 	generation atomic.Uint64
 }
@@ -164,12 +177,22 @@ func New(cfg Config) *Server {
 		public:  map[string]netip.Addr{},
 
 		instances: map[string]controlproto.InstanceID{},
+		seen:      map[string]*gatewaySeen{},
+		down:      map[string]bool{},
 	}
+	s.started = s.now()
 	if s.cfg.State == nil {
 		// Tests: the agents' reports still reach this server's maps.
 		s.cfg.State = state.New(state.Config{Store: cfg.Store, Logger: cfg.Logger, Publish: s.Changed})
 	}
 	return s
+}
+
+func (s *Server) now() time.Time {
+	if s.cfg.Now != nil {
+		return s.cfg.Now()
+	}
+	return time.Now()
 }
 
 // Changed tells the server that committed state affecting network maps
@@ -406,7 +429,7 @@ func (a *agent) take() (f, base *controlproto.Frame) {
 
 // wire returns what goes on the wire for f: a delta from base when there
 // is one and it is smaller, otherwise f itself.
-func wire(f, base *controlproto.Frame) *controlproto.Frame {
+func wire(f, base *controlproto.Frame, caps int) *controlproto.Frame {
 	if base == nil {
 		return f
 	}
@@ -417,7 +440,7 @@ func wire(f, base *controlproto.Frame) *controlproto.Frame {
 			return &controlproto.Frame{Type: controlproto.TypeGatewayDelta, GatewayDelta: d}
 		}
 	case f.ClientMap != nil && base.ClientMap != nil:
-		d, err := controlproto.DiffClientMap(base.ClientMap, f.ClientMap)
+		d, err := controlproto.DiffClientMap(base.ClientMap, f.ClientMap, caps)
 		if err == nil && d.SmallerThan(f.ClientMap) {
 			return &controlproto.Frame{Type: controlproto.TypeClientDelta, ClientDelta: d}
 		}
@@ -430,11 +453,16 @@ func (a *agent) sentMap(f *controlproto.Frame, delta bool, n int) {
 	a.mu.Lock()
 	a.sent, a.sentDelta = f, delta
 	a.mu.Unlock()
-	a.stats.bytes.Add(uint64(n))
+	a.stats.add(delta, n)
+}
+
+// add counts one map frame of n bytes (a delta when delta).
+func (st *sendStats) add(delta bool, n int) {
+	st.bytes.Add(uint64(n))
 	if delta {
-		a.stats.deltas.Add(1)
+		st.deltas.Add(1)
 	} else {
-		a.stats.maps.Add(1)
+		st.maps.Add(1)
 	}
 }
 
@@ -531,12 +559,16 @@ func (s *Server) handle(ctx context.Context, conn *quic.Conn) {
 	}
 	if kind == ca.KindGateway {
 		s.noteInstanceLocked(log, id, hello.Hello.Instance)
+		s.noteGatewayLocked(id, hello.Hello.AgentVersion, s.now())
 	}
 	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
 		if s.agents[id] == a {
 			delete(s.agents, id)
+			if kind == ca.KindGateway {
+				s.noteGatewayLocked(id, "", s.now())
+			}
 		}
 		s.mu.Unlock()
 	}()
@@ -625,7 +657,7 @@ func (s *Server) writeLoop(ctx context.Context, log *slog.Logger, a *agent, w *q
 		if f == nil {
 			continue
 		}
-		out := wire(f, base)
+		out := wire(f, base, a.caps)
 		buf, err := controlproto.EncodeFrame(out) // the one encoding
 		if err == nil {
 			a.wmu.Lock()
@@ -638,6 +670,7 @@ func (s *Server) writeLoop(ctx context.Context, log *slog.Logger, a *agent, w *q
 			return
 		}
 		a.sentMap(f, out != f, len(buf))
+		s.sent.add(out != f, len(buf))
 	}
 }
 
@@ -790,10 +823,17 @@ func (s *Server) recomputeLoop(ctx context.Context) {
 	defer checks.Wait()
 	var checking atomic.Bool // one at a time
 	lastSweep := time.Now()
+	health := time.NewTicker(healthEvery)
+	defer health.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-health.C:
+			if s.maps != nil {
+				s.checkHealth(s.maps.gatewayIDs(), s.now())
+			}
+			continue
 		case <-drift.C:
 			if st := s.maps; st != nil && checking.CompareAndSwap(false, true) {
 				gen := s.generation.Load()
@@ -1009,6 +1049,9 @@ func (s *Server) pushClient(st *mapState, a *agent) error {
 	if cm.Session = st.ix.SessionInfo(d); cm.Session != nil && cm.Session.State == controlproto.SessionActive {
 		cm.Session.StepUp = s.stepUps.forDevice(d.ID, st.sessions[d.ID])
 	}
+	if a.caps < controlproto.MinGatewayListCapability {
+		cm = cm.Legacy() // each segment on the first gateway of its order
+	}
 	f := &controlproto.Frame{Type: controlproto.TypeClientMap, ClientMap: cm, Capability: controlproto.CapabilityVersion}
 	_, err := offerFrame(a, f)
 	return err
@@ -1060,6 +1103,7 @@ func (s *Server) load(ctx context.Context, c store.Change) (*mapState, error) {
 	st.instances = s.instancesLocked(st.ix)
 	s.mu.Unlock()
 	st.ix.SetGatewayInstances(st.instances)
+	st.ix.SetGatewayDown(s.downCopy())
 	st.ix.SetPublicAddrs(public)
 	return st, nil
 }
@@ -1207,6 +1251,28 @@ func (s *Server) waitAcks(ctx context.Context, want map[*agent]uint64) {
 		case <-s.acks:
 		}
 	}
+}
+
+// Totals is what the server has done since it started, for metrics.
+type Totals struct {
+	Clients, Gateways int // connected now
+	Sent              SentStats
+	Drifts            int64
+}
+
+// Totals returns the server's running counts.
+func (s *Server) Totals() Totals {
+	t := Totals{Sent: s.sent.snapshot(), Drifts: s.drifts.Load()}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, a := range s.agents {
+		if a.kind == ca.KindGateway {
+			t.Gateways++
+		} else {
+			t.Clients++
+		}
+	}
+	return t
 }
 
 // Connected returns the IDs of connected agents.

@@ -421,8 +421,10 @@ func isPeer(m *controlproto.GatewayMap, device string) bool {
 	return ok
 }
 
+// allowedIPs is what the client routes through gatewayID when it puts
+// each segment on the first gateway of its order.
 func allowedIPs(m *controlproto.ClientMap, gatewayID string) []netip.Prefix {
-	for _, g := range m.Gateways {
+	for _, g := range m.Resolve(controlproto.First, false) {
 		if g.GatewayID == gatewayID {
 			return g.AllowedIPs
 		}

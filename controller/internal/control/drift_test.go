@@ -21,9 +21,9 @@ func TestDriftCheckRepairsUnpublishedWrite(t *testing.T) {
 	_, tc := h.enrollDevice(t, "dev-nurse", "nurse")
 	nurse := h.start(t, "nurse", tc, controlproto.Hello{Kind: controlproto.KindClient, AgentVersion: "test"})
 	i, _ := nurse.waitFrame(t, 0, "first map", func(f *controlproto.Frame) bool { return f.ClientMap != nil })
-	if got := h.srv.Drifts(); got != 0 {
-		t.Fatalf("%d drifts before any unpublished write", got)
-	}
+	// The harness enrolls by writing the store directly, unpublished, so a
+	// check may already have repaired that (the device, not her groups).
+	before := h.srv.Drifts()
 	// The nurse joins the pharmacists in the store alone.
 	if err := h.store.AddMember(h.ctx, "pharmacists", "nurse"); err != nil {
 		t.Fatal(err)
@@ -31,7 +31,7 @@ func TestDriftCheckRepairsUnpublishedWrite(t *testing.T) {
 	nurse.waitFrame(t, i+1, "pharmacy routed after the drift check", func(f *controlproto.Frame) bool {
 		return f.ClientMap != nil && slices.Contains(allowedIPs(f.ClientMap, "gw-lan"), pharm)
 	})
-	if got := h.srv.Drifts(); got < 1 {
-		t.Errorf("drifts = %d after an unpublished write was repaired, want at least 1", got)
+	if got := h.srv.Drifts(); got <= before {
+		t.Errorf("drifts = %d after an unpublished write was repaired, want more than the %d before it", got, before)
 	}
 }

@@ -184,3 +184,95 @@ func TestClientMapsConcurrentAfterSessionsSettled(t *testing.T) {
 		<-done
 	}
 }
+
+// BenchmarkMembershipChangePatched is the path a member change takes in
+// the control server since partial reads: the change's entities patched
+// into the last snapshot, the index built incrementally from the last
+// one, sessions gated, the affected agents found, the device's map
+// computed and the gateway's last map patched. The store read itself
+// (SnapshotPart) is left out.
+func BenchmarkMembershipChangePatched(b *testing.B) {
+	const n = 10000
+	before, sessions := benchWorld(b, n)
+	old := benchIndex(before, sessions)
+	gw := before.Gateways[0]
+	oldGM := old.GatewayMap(gw)
+	change := store.Change{Users: []string{"user-00000"}, Groups: []string{"dept-1"}}
+	cover := before.Cover(change)
+	part := &store.Snapshot{Users: []store.User{{Name: "user-00000"}}, Devices: []store.Device{before.Devices[0]}, Rules: before.Rules}
+	for _, g := range before.Groups {
+		if slices.Contains(cover.Groups, g.Name) {
+			if g.Name == "dept-1" {
+				g.Members = append(slices.Clone(g.Members), "user-00000")
+			}
+			part.Groups = append(part.Groups, g)
+		}
+	}
+	limits := session.DefaultLimits()
+	if !sameDirectory(before, before.Patch(part, cover)) {
+		b.Fatal("the patched snapshot does not share the directory: NewIndexFrom would index everything")
+	}
+	for b.Loop() {
+		snap := before.Patch(part, cover)
+		cur := NewIndexFrom(old, snap, change, nil)
+		now := time.Now()
+		cur.SetSessions(limits, sessions, now)
+		for _, s := range sessions {
+			limits.Check(s, now)
+		}
+		cur.SetPublicAddrs(map[string]netip.Addr{})
+		aff := Affects(old, cur, change, DNSConfig{})
+		for id := range aff.Devices {
+			if d, ok := cur.Device(id); ok {
+				if _, err := json.Marshal(cur.ClientMap(d)); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+		if !aff.Gateway(gw.ID) {
+			b.Fatal("the gateway is not affected")
+		}
+		cur.PatchGatewayMap(oldGM, gw, aff.Devices)
+	}
+}
+
+// BenchmarkClientMaps10k computes and encodes every client map of the
+// 10,000-device world from one index, with the segment behind one gateway
+// and behind three (each device then ranks the three: RankGateways), and
+// in the shape old clients get (Legacy).
+func BenchmarkClientMaps10k(b *testing.B) {
+	snap, sessions := benchWorld(b, 10000)
+	three := *snap
+	three.Gateways = slices.Clone(snap.Gateways)
+	for i := 2; i <= 3; i++ {
+		g := snap.Gateways[0]
+		g.ID, g.Name = fmt.Sprintf("gw-%d", i), fmt.Sprintf("gw-%d", i)
+		g.OverlayAddr = netip.AddrFrom4([4]byte{100, 64, 0, byte(i)})
+		three.Gateways = append(three.Gateways, g)
+	}
+	for _, c := range []struct {
+		name   string
+		snap   *store.Snapshot
+		legacy bool
+	}{{"gateways=1", snap, false}, {"gateways=3", &three, false}, {"gateways=3/legacy", &three, true}} {
+		b.Run(c.name, func(b *testing.B) {
+			ix := benchIndex(c.snap, sessions)
+			var bytes int
+			for b.Loop() {
+				bytes = 0
+				for _, d := range c.snap.Devices {
+					m := ix.ClientMap(d)
+					if c.legacy {
+						m = m.Legacy()
+					}
+					out, err := json.Marshal(m)
+					if err != nil {
+						b.Fatal(err)
+					}
+					bytes += len(out)
+				}
+			}
+			b.ReportMetric(float64(bytes)/float64(len(c.snap.Devices)), "bytes/map")
+		})
+	}
+}

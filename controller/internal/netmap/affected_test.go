@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net/netip"
 	"path/filepath"
@@ -72,6 +73,7 @@ type propWorld struct {
 	sm     *session.Manager
 	now    time.Time
 	public map[string]netip.Addr
+	down   map[string]bool // gateways the controller knows to be down
 	ix     *netmap.Index
 	held   map[string]string // "gw:ID" or "dev:ID" → the map it holds
 	seq    int
@@ -101,7 +103,7 @@ func newPropWorld(t *testing.T, seed uint64) *propWorld {
 		t.Fatal(err)
 	}
 	w := &propWorld{t: t, ctx: ctx, st: st, rng: rand.New(rand.NewPCG(seed, 11)), sm: sm, now: now,
-		public: map[string]netip.Addr{}, held: map[string]string{}}
+		public: map[string]netip.Addr{}, held: map[string]string{}, down: map[string]bool{}}
 	w.populate()
 	w.ix = w.index()
 	return w
@@ -151,6 +153,7 @@ func (w *propWorld) indexOf(ix *netmap.Index, snap *store.Snapshot) *netmap.Inde
 		pub[id] = a
 	}
 	ix.SetPublicAddrs(pub)
+	ix.SetGatewayDown(maps.Clone(w.down))
 	return ix
 }
 
@@ -320,6 +323,13 @@ func (w *propWorld) step() (string, store.Change) {
 		return what, c
 	}
 	u, g, sg, a := pick(r, "u", nUsers), pick(r, "g", nGroups), pick(r, "s", nSegs), pick(r, "a", nApps)
+	if r.IntN(12) == 0 {
+		// The controller loses (or regains) a gateway's control channel:
+		// no store write, a change naming the gateway (control/health.go).
+		id := pick(r, "gw", nGWs)
+		w.down[id] = !w.down[id]
+		return fmt.Sprintf("gateway %s down: %v", id, w.down[id]), store.Change{Gateways: []string{id}}
+	}
 	switch op := r.IntN(30); op {
 	case 0, 1:
 		return ok("create user "+u, st.CreateUser(ctx, store.User{Name: u}), store.Change{Users: []string{u}})

@@ -86,7 +86,7 @@ func refClientMap(ix *Index, d store.Device) *controlproto.ClientMap {
 		if len(refEntitled(ix, d.User, a.Name)) == 0 || !ix.allows(d, string(a.Classification)) {
 			continue
 		}
-		gw, ok := refServingGateway(ix, a.Segment)
+		gw, ok := refServingGateway(ix, a.Segment, d.ID)
 		if !ok {
 			continue
 		}
@@ -95,7 +95,7 @@ func refClientMap(ix *Index, d store.Device) *controlproto.ClientMap {
 		cg.Apps = append(cg.Apps, wireApp(a))
 	}
 	for _, cg := range byGW {
-		slices.SortFunc(cg.AllowedIPs, comparePrefix)
+		slices.SortFunc(cg.AllowedIPs, controlproto.ComparePrefix)
 		cg.AllowedIPs = slices.Compact(cg.AllowedIPs)
 		m.Gateways = append(m.Gateways, *cg)
 	}
@@ -103,13 +103,20 @@ func refClientMap(ix *Index, d store.Device) *controlproto.ClientMap {
 	return m
 }
 
-func refServingGateway(ix *Index, segment string) (store.Gateway, bool) {
+// refServingGateway is the gateway an old client routes segment through:
+// the first of the device's order of the segment's gateways with an
+// endpoint and a key.
+func refServingGateway(ix *Index, segment, device string) (store.Gateway, bool) {
+	var ids []string
 	for _, g := range ix.gwBySeg[segment] {
 		if g.Endpoint != "" && !g.PublicKey.IsZero() {
-			return g, true
+			ids = append(ids, g.ID)
 		}
 	}
-	return store.Gateway{}, false
+	if len(ids) == 0 {
+		return store.Gateway{}, false
+	}
+	return ix.gateways[RankGateways(device, ids, nil)[0]], true
 }
 
 func TestDirectoryMapsMatchReference(t *testing.T) {
@@ -180,7 +187,7 @@ func TestDirectoryMapsMatchReference(t *testing.T) {
 			}
 		}
 		for _, d := range ix.snap.Devices {
-			if got, want := js(ix.ClientMap(d)), js(refClientMap(ix, d)); got != want {
+			if got, want := js(ix.ClientMap(d).Legacy()), js(refClientMap(ix, d)); got != want {
 				t.Fatalf("seed %d: device %s:\n got %s\nwant %s", seed, d.ID, got, want)
 			}
 		}

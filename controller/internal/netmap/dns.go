@@ -37,6 +37,40 @@ func (c DNSConfig) Validate() error {
 	return nil
 }
 
+// impliedZone is the zone an app name outside every configured zone makes
+// internal: its parent domain (the name itself if it has one label).
+// outside is false for a name in a configured zone, or no name.
+func impliedZone(set *dnszone.Set, dnsName string) (zone string, outside bool) {
+	if dnsName == "" {
+		return "", false
+	}
+	name := dnszone.Canonical(dnsName)
+	if _, ok := set.Match(name); ok {
+		return "", false
+	}
+	if off, end := dns.NextLabel(name, 0); !end && name[off:] != "." {
+		name = name[off:]
+	}
+	return name, true
+}
+
+// OutsideZones says, for an app's DNS name in none of the configured
+// zones, which domain it makes internal (its parent): clients then send no
+// name under it to their system resolver, which an admin should know when
+// creating the app. ok is false for a name inside a zone.
+func (c DNSConfig) OutsideZones(dnsName string) (implied string, ok bool) {
+	var zs []dnszone.Zone
+	for _, z := range c.Zones {
+		zs = append(zs, dnszone.Zone{Name: dnszone.Canonical(z), TTL: dnszone.DefaultTTL})
+	}
+	set, err := dnszone.NewSet(zs)
+	if err != nil {
+		return "", false
+	}
+	z, outside := impliedZone(set, dnsName)
+	return strings.TrimSuffix(z, "."), outside
+}
+
 // DNSZones returns every internal zone, sorted. Every agent gets the same
 // list.
 func (ix *Index) DNSZones(cfg DNSConfig) []controlproto.DNSZone {
@@ -57,17 +91,9 @@ func (ix *Index) DNSZones(cfg DNSConfig) []controlproto.DNSZone {
 		set, _ = dnszone.NewSet(nil) // Validate at startup keeps this from happening
 	}
 	for _, a := range ix.snap.Apps {
-		if a.DNSName == "" {
-			continue
+		if z, outside := impliedZone(set, a.DNSName); outside {
+			names[z] = true
 		}
-		name := dnszone.Canonical(a.DNSName)
-		if _, ok := set.Match(name); ok {
-			continue
-		}
-		if off, end := dns.NextLabel(name, 0); !end && name[off:] != "." {
-			name = name[off:]
-		}
-		names[name] = true
 	}
 	for _, sg := range ix.snap.Segments {
 		for _, p := range sg.CIDRs {

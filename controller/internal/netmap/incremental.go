@@ -163,8 +163,24 @@ func (p *policyIndex) patched(ix *Index, snap *store.Snapshot, groups, users, re
 	out := *p
 	if p.directory != nil {
 		if len(groups) > 0 {
-			d := directoryPolicy(ix)
-			out.pol, out.rules, out.byID, out.named, out.classList = d.pol, d.rules, d.byID, d.named, d.classList
+			// Members joined or left: the wire rules stay (they name apps,
+			// not members); only the policy's groups change.
+			members := make(map[string][]string, len(groups))
+			for g := range groups {
+				if m, ok := ix.groupMembers[g]; ok {
+					members[g] = m
+				}
+			}
+			var pol *policyfile.Policy
+			if p.pol != nil && len(members) == len(groups) { // none deleted
+				pol, _ = p.pol.WithMembers(members)
+			}
+			if pol != nil {
+				out.pol = pol
+			} else {
+				d := directoryPolicy(ix)
+				out.pol, out.rules, out.byID, out.named, out.classList = d.pol, d.rules, d.byID, d.named, d.classList
+			}
 		}
 		out.directory = ix.apps
 	}

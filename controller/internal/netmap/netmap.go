@@ -43,8 +43,20 @@ type Index struct {
 	// clientGateways caches client maps' gateways by identity
 	// (policyClientMap); maps are computed on several goroutines.
 	clientMu       sync.Mutex
-	clientGateways map[clientKey][]controlproto.ClientGateway
+	clientGateways map[clientKey]*clientTemplate
+	// down is the gateways the controller knows to be down; see
+	// SetGatewayDown.
+	down map[string]bool
 }
+
+// SetGatewayDown gives the gateways the controller knows to be down (their
+// control channel gone for longer than a grace period): client maps order
+// them last in every segment and mark them (ClientGateway.Down). Call it
+// before computing maps; m is not copied and must not change afterwards.
+// The source of "down" is the caller's: today the control channel, later
+// the gateways' own cluster; a change of it is a store.Change naming the
+// gateways, like any other change of a gateway.
+func (ix *Index) SetGatewayDown(m map[string]bool) { ix.down = m }
 
 // SetGatewayInstances gives the process run each gateway last said hello
 // from, which client maps carry (ClientGateway.Instance). Call it before
@@ -156,9 +168,12 @@ func (ix *Index) GatewayMap(gw store.Gateway) *controlproto.GatewayMap {
 	return ix.policyGatewayMap(gw)
 }
 
-// ClientMap computes the map of one device. Each segment is served by one
-// gateway (the first by ID that has an endpoint); AllowedIPs toward it hold
-// only the entitled apps' addresses and the gateway's overlay address.
+// ClientMap computes the map of one device in the shape of capability 9
+// (controlproto.ClientMap.Segments): each segment it may reach with every
+// gateway (with an endpoint and a key) serving it, in the device's order
+// (RankGateways); AllowedIPs hold only the entitled apps' addresses, and
+// the gateways only their overlay addresses. Clients before capability 9
+// get its Legacy shape.
 func (ix *Index) ClientMap(d store.Device) *controlproto.ClientMap {
 	return ix.policyClientMap(d)
 }
@@ -176,11 +191,4 @@ func clientGateway(byGW map[string]*controlproto.ClientGateway, gw store.Gateway
 		byGW[gw.ID] = cg
 	}
 	return cg
-}
-
-func comparePrefix(a, b netip.Prefix) int {
-	if c := a.Addr().Compare(b.Addr()); c != 0 {
-		return c
-	}
-	return cmp.Compare(a.Bits(), b.Bits())
 }

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/cordonhq/cordon/controller/internal/store"
+	"github.com/cordonhq/cordon/pkg/controlproto"
 	"github.com/cordonhq/cordon/pkg/policy"
 	"github.com/cordonhq/cordon/pkg/wgkey"
 )
@@ -70,14 +71,29 @@ func TestClientMapAllowedIPsOnlyEntitledApps(t *testing.T) {
 	d, _ := ix.Device("dev-n")
 	m := ix.ClientMap(d)
 	// lab's only gateway has no endpoint yet, so only lan is reachable; of
-	// lan, the nurse may reach ehr and not billing. The first gateway by ID
-	// serves the segment.
-	if len(m.Gateways) != 1 || m.Gateways[0].GatewayID != "gw-a" {
+	// lan, the nurse may reach ehr and not billing. Both of lan's gateways
+	// are listed, each routing only its overlay address; the segment
+	// carries ehr's address and the device's order of the two.
+	if len(m.Gateways) != 2 || m.Gateways[0].GatewayID != "gw-a" || m.Gateways[1].GatewayID != "gw-b" {
 		t.Fatalf("gateways = %+v", m.Gateways)
 	}
-	want := []netip.Prefix{netip.MustParsePrefix("10.20.0.10/32"), netip.MustParsePrefix("100.64.0.1/32")}
-	if !slices.Equal(m.Gateways[0].AllowedIPs, want) {
-		t.Fatalf("allowed IPs = %v, want %v", m.Gateways[0].AllowedIPs, want)
+	for _, g := range m.Gateways {
+		if !slices.Equal(g.AllowedIPs, []netip.Prefix{netip.PrefixFrom(g.OverlayAddr, 32)}) || len(g.Apps) != 0 {
+			t.Fatalf("gateway %s routes %v and carries %d apps: want only its overlay address", g.GatewayID, g.AllowedIPs, len(g.Apps))
+		}
+	}
+	order := RankGateways("dev-n", []string{"gw-a", "gw-b"}, nil)
+	if len(m.Segments) != 1 || m.Segments[0].Name != "lan" || !slices.Equal(m.Segments[0].Gateways, order) ||
+		!slices.Equal(m.Segments[0].AllowedIPs, []netip.Prefix{netip.MustParsePrefix("10.20.0.10/32")}) {
+		t.Fatalf("segments = %+v, want lan with ehr on %v", m.Segments, order)
+	}
+	// An old client gets lan on the first of its order only.
+	l := m.Legacy()
+	first, _ := ix.Gateway(order[0])
+	want := []netip.Prefix{netip.MustParsePrefix("10.20.0.10/32"), netip.PrefixFrom(first.OverlayAddr, 32)}
+	slices.SortFunc(want, controlproto.ComparePrefix)
+	if len(l.Gateways) != 1 || l.Gateways[0].GatewayID != order[0] || !slices.Equal(l.Gateways[0].AllowedIPs, want) {
+		t.Fatalf("legacy gateways = %+v, want %s routing %v", l.Gateways, order[0], want)
 	}
 	for _, dev := range []string{"dev-c", "dev-g"} {
 		d, _ := ix.Device(dev)

@@ -486,15 +486,17 @@ func denyCovers(d, a *policy.Rule) bool {
 	return true
 }
 
-// policyClientMap is ClientMap under an applied policy: for each app the
-// device may reach under some context, its addresses routed to one
-// gateway serving its segment.
+// policyClientMap is ClientMap under an applied policy: for each segment
+// with an app the device may reach under some context, the apps'
+// addresses and every gateway serving the segment in the device's order.
 //
-// The gateways part depends only on the device's rules (devices of one
-// identity share one rule list, Peers) and on which classifications its
-// session allows now, so it is computed once per index for each such
-// pair and shared, read-only, by every map that has it: a change that
-// reaches every device computes it once per identity, not 10,000 times.
+// The gateways part, but for each segment's order, depends only on the
+// device's rules (devices of one identity share one rule list, Peers) and
+// on which classifications its session allows now, so it is computed
+// once per index for each such pair and shared, read-only, by every map
+// that has it (clientTemplate): a change that reaches every device
+// computes it once per identity, not 10,000 times; each device then only
+// ranks each segment's gateways.
 func (ix *Index) policyClientMap(d store.Device) *controlproto.ClientMap {
 	m := &controlproto.ClientMap{DeviceID: d.ID, User: d.User, OverlayAddr: d.OverlayAddr}
 	p := ix.pol
@@ -514,24 +516,24 @@ func (ix *Index) policyClientMap(d store.Device) *controlproto.ClientMap {
 		}
 	}
 	cacheable := len(classes) <= 64
+	var t *clientTemplate
 	if cacheable {
 		ix.clientMu.Lock()
-		gws, ok := ix.clientGateways[key]
-		ix.clientMu.Unlock()
-		if ok {
-			m.Gateways = gws
-			return m
-		}
-	}
-	m.Gateways = ix.clientGatewaysOf(d, allows)
-	if cacheable {
-		ix.clientMu.Lock()
-		if ix.clientGateways == nil {
-			ix.clientGateways = map[clientKey][]controlproto.ClientGateway{}
-		}
-		ix.clientGateways[key] = m.Gateways
+		t = ix.clientGateways[key]
 		ix.clientMu.Unlock()
 	}
+	if t == nil {
+		t = ix.clientTemplateOf(d, allows)
+		if cacheable {
+			ix.clientMu.Lock()
+			if ix.clientGateways == nil {
+				ix.clientGateways = map[clientKey]*clientTemplate{}
+			}
+			ix.clientGateways[key] = t
+			ix.clientMu.Unlock()
+		}
+	}
+	ix.clientGatewaysOf(m, d, t)
 	return m
 }
 
@@ -557,10 +559,27 @@ func (p *policyIndex) setClasses() {
 	slices.Sort(p.classList)
 }
 
-func (ix *Index) clientGatewaysOf(d store.Device, allows func(string) bool) []controlproto.ClientGateway {
+// clientTemplate is the device-independent part of a client map's
+// gateways (shared by every device of one identity and allowed classes):
+// the segments it may reach with their apps and eligible gateways, and
+// every such gateway's entry. Read-only once built.
+type clientTemplate struct {
+	segs     []segTemplate                // by segment name
+	gateways []controlproto.ClientGateway // by gateway ID, overlay address only
+}
+
+type segTemplate struct {
+	name    string
+	gateway []string // eligible gateways' IDs, sorted
+	allowed []netip.Prefix
+	apps    []controlproto.App
+}
+
+func (ix *Index) clientTemplateOf(d store.Device, allows func(string) bool) *clientTemplate {
 	p := ix.pol
 	reach := p.reachableApps(d.ID)
-	byGW := map[string]*controlproto.ClientGateway{}
+	bySeg := map[string]*segTemplate{}
+	gws := map[string]store.Gateway{}
 	// The apps it may reach, in name order (as AppNames), without walking
 	// every app of the policy per device.
 	for _, name := range slices.Sorted(maps.Keys(reach)) {
@@ -568,34 +587,63 @@ func (ix *Index) clientGatewaysOf(d store.Device, allows func(string) bool) []co
 		if !allows(string(a.Classification)) {
 			continue
 		}
-		gw, ok := ix.policyServingGateway(a.Segment)
-		if !ok {
-			continue
+		st := bySeg[a.Segment]
+		if st == nil {
+			serving := ix.policyServingGateways(a.Segment)
+			if len(serving) == 0 {
+				continue
+			}
+			st = &segTemplate{name: a.Segment}
+			for _, g := range serving {
+				st.gateway = append(st.gateway, g.ID)
+				gws[g.ID] = g
+			}
+			bySeg[a.Segment] = st
 		}
-		cg := clientGateway(byGW, gw)
 		for _, addr := range a.Addrs {
-			cg.AllowedIPs = append(cg.AllowedIPs, addr.Masked())
+			st.allowed = append(st.allowed, addr.Masked())
 		}
-		cg.Apps = append(cg.Apps, p.wireApps(name)...)
+		st.apps = append(st.apps, p.wireApps(name)...)
 	}
-	var out []controlproto.ClientGateway
-	for _, cg := range byGW {
-		slices.SortFunc(cg.AllowedIPs, comparePrefix)
-		cg.AllowedIPs = slices.Compact(cg.AllowedIPs)
-		cg.Instance = ix.instances[cg.GatewayID]
-		out = append(out, *cg)
+	t := &clientTemplate{}
+	for _, name := range slices.Sorted(maps.Keys(bySeg)) {
+		st := bySeg[name]
+		slices.SortFunc(st.allowed, controlproto.ComparePrefix)
+		st.allowed = slices.Compact(st.allowed)
+		t.segs = append(t.segs, *st)
 	}
-	slices.SortFunc(out, func(a, b controlproto.ClientGateway) int { return cmp.Compare(a.GatewayID, b.GatewayID) })
-	return out
+	for _, id := range slices.Sorted(maps.Keys(gws)) {
+		cg := clientGateway(map[string]*controlproto.ClientGateway{}, gws[id])
+		cg.Instance = ix.instances[id]
+		cg.Down = ix.down[id]
+		t.gateways = append(t.gateways, *cg)
+	}
+	return t
 }
 
-// policyServingGateway is the first gateway by ID, with an endpoint and a
-// key, that serves policy segment name.
-func (ix *Index) policyServingGateway(name string) (store.Gateway, bool) {
+// clientGatewaysOf fills m's gateways and segments from template t for
+// device d: t's gateways (shared), and each segment's gateways in d's
+// order (RankGateways).
+func (ix *Index) clientGatewaysOf(m *controlproto.ClientMap, d store.Device, t *clientTemplate) {
+	if len(t.segs) == 0 {
+		return
+	}
+	m.Gateways = t.gateways
+	m.Segments = make([]controlproto.ClientSegment, len(t.segs))
+	for i, st := range t.segs {
+		m.Segments[i] = controlproto.ClientSegment{Name: st.name, Gateways: RankGateways(d.ID, st.gateway, ix.down),
+			AllowedIPs: st.allowed, Apps: st.apps}
+	}
+}
+
+// policyServingGateways is the gateways, with an endpoint and a key,
+// that serve policy segment name, by ID.
+func (ix *Index) policyServingGateways(name string) []store.Gateway {
+	var out []store.Gateway
 	for _, g := range ix.snap.Gateways {
 		if g.Endpoint != "" && !g.PublicKey.IsZero() && ix.pol.servesSegment(g, name) {
-			return g, true
+			out = append(out, g)
 		}
 	}
-	return store.Gateway{}, false
+	return out
 }

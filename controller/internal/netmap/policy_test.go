@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/cordonhq/cordon/controller/internal/store"
+	"github.com/cordonhq/cordon/pkg/controlproto"
 	"github.com/cordonhq/cordon/pkg/policy"
 )
 
@@ -112,13 +113,21 @@ func TestPolicyClientMap(t *testing.T) {
 	ix := NewIndex(policySnapshot(t))
 	pfx := netip.MustParsePrefix
 	d, _ := ix.Device("dev-n")
-	m := ix.ClientMap(d)
-	if len(m.Gateways) != 2 || m.Gateways[0].GatewayID != "gw-a" || m.Gateways[1].GatewayID != "gw-lab" {
+	full := ix.ClientMap(d)
+	if len(full.Segments) != 2 || !slices.Equal(full.Segments[1].Gateways, RankGateways("dev-n", []string{"gw-a", "gw-b"}, nil)) ||
+		!slices.Equal(full.Segments[0].Gateways, []string{"gw-lab"}) {
+		t.Fatalf("nurse segments = %+v", full.Segments)
+	}
+	m := full.Legacy()
+	lan := full.Segments[1].Gateways[0] // segments by name: lab, lan
+	if len(m.Gateways) != 2 || m.Gateways[0].GatewayID != lan || m.Gateways[1].GatewayID != "gw-lab" {
 		t.Fatalf("nurse gateways = %+v", m.Gateways)
 	}
-	want := []netip.Prefix{pfx("10.20.0.10/32"), pfx("10.20.0.64/28"), pfx("100.64.0.1/32")}
+	lanGW, _ := ix.Gateway(lan)
+	want := []netip.Prefix{pfx("10.20.0.10/32"), pfx("10.20.0.64/28"), netip.PrefixFrom(lanGW.OverlayAddr, 32)}
+	slices.SortFunc(want, controlproto.ComparePrefix)
 	if !slices.Equal(m.Gateways[0].AllowedIPs, want) {
-		t.Fatalf("nurse allowed IPs via gw-a = %v, want %v", m.Gateways[0].AllowedIPs, want)
+		t.Fatalf("nurse allowed IPs via %s = %v, want %v", lan, m.Gateways[0].AllowedIPs, want)
 	}
 	// The clerk is denied ehr whole: no route at all.
 	c, _ := ix.Device("dev-c")

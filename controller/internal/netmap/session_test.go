@@ -46,7 +46,7 @@ func TestSessionGating(t *testing.T) {
 	routes := func(ix *Index, id string) []netip.Prefix {
 		d, _ := ix.Device(id)
 		var out []netip.Prefix
-		for _, g := range ix.ClientMap(d).Gateways {
+		for _, g := range ix.ClientMap(d).Legacy().Gateways {
 			out = append(out, g.AllowedIPs...)
 		}
 		return out

@@ -50,7 +50,7 @@ func bootstrapOwner(ctx context.Context, owner *state.State, dir string, authori
 	rand.Read(id[:])
 	t := store.AdminToken{
 		ID: "adt-" + hex.EncodeToString(id[:]), Name: "bootstrap", Role: string(auth.RoleOwner), Hash: hash,
-		CreatedBy: "controller:bootstrap", CreatedAt: now, ExpiresAt: now.Add(ttl),
+		CreatedBy: state.BootstrapCreator, CreatedAt: now, ExpiresAt: now.Add(ttl),
 	}
 	path := filepath.Join(dir, AdminTokenFile)
 	// A new file each time, so it is 0600 even if an old one was not.

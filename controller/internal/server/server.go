@@ -79,6 +79,9 @@ type Config struct {
 	// DebugListen, if set, serves Go's pprof profiles there
 	// (--debug-listen; loopback addresses only).
 	DebugListen string
+	// MetricsListen, if set, serves Prometheus metrics (/metrics) and
+	// health (/healthz, /readyz) there, without TLS (--metrics-listen).
+	MetricsListen string
 	// AuditRetentionYears is how long audit records are kept before one
 	// admin may archive them (--audit-retention-years); zero:
 	// state.DefaultRetentionYears. Below state.MinRetentionYears is an
@@ -107,6 +110,15 @@ func Run(ctx context.Context, cfg Config) error {
 			return fmt.Errorf("--debug-listen: %w", err)
 		}
 		debugLn = ln
+		defer ln.Close()
+	}
+	var metricsLn net.Listener
+	if cfg.MetricsListen != "" {
+		ln, err := net.Listen("tcp", cfg.MetricsListen)
+		if err != nil {
+			return fmt.Errorf("--metrics-listen: %w", err)
+		}
+		metricsLn = ln
 		defer ln.Close()
 	}
 	if err := privdir.Ensure(cfg.DataDir, log); err != nil {
@@ -190,6 +202,9 @@ func Run(ctx context.Context, cfg Config) error {
 		LoginAlert:      auth.NewFailureAlert(cfg.LoginAlert),
 		OIDC:            oidcAPI,
 		Ledger:          led,
+		Activity:        sessions.LastActivity,
+		DNS:             cfg.DNS,
+		GatewayHealth:   gatewayHealth{ctl},
 	})
 
 	tcpLn, err := net.Listen("tcp", cfg.Listen)
@@ -219,6 +234,11 @@ func Run(ctx context.Context, cfg Config) error {
 	wg.Go(func() { led.Run(ctx) })
 	if debugLn != nil {
 		wg.Go(func() { serveDebug(ctx, debugLn, log.With("component", "debug")) })
+	}
+	if metricsLn != nil {
+		wg.Go(func() {
+			serveMetrics(ctx, metricsLn, metricsRegistry(ctl.Totals, led.Latest), st, log.With("component", "metrics"))
+		})
 	}
 	wg.Go(func() {
 		if err := ctl.Serve(ctx, pc); err != nil {
@@ -303,4 +323,12 @@ func startOIDC(cfg Config, st *sqlite.Store, owner *state.State, log *slog.Logge
 		log.Info("identity provider", "name", p.Name, "issuer", p.Issuer, "client_id", p.ClientID, "device_flow", p.DeviceFlow)
 	}
 	return m, nil
+}
+
+// gatewayHealth is the control server's gateway health for the API.
+type gatewayHealth struct{ ctl *control.Server }
+
+func (g gatewayHealth) GatewayStatus(id string) (state, version string, lastSeen time.Time) {
+	st := g.ctl.GatewayStatus(id)
+	return st.State, st.Version, st.LastSeen
 }

@@ -36,16 +36,18 @@ func (s *syncBuffer) String() string {
 
 // start runs the controller on a loopback port with dataDir until the test
 // ends; it returns the bound address and what the controller logged.
-func start(t *testing.T, dataDir string) (string, *syncBuffer) {
+func start(t *testing.T, dataDir string, opts ...func(*Config)) (string, *syncBuffer) {
 	t.Helper()
 	logs := &syncBuffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan net.Addr, 1)
 	done := make(chan error, 1)
-	go func() {
-		done <- Run(ctx, Config{DataDir: dataDir, Listen: "127.0.0.1:0", Logger: slog.New(slog.NewTextHandler(logs, nil)),
-			Announce: io.Discard, Ready: func(a net.Addr) { ready <- a }})
-	}()
+	cfg := Config{DataDir: dataDir, Listen: "127.0.0.1:0", Logger: slog.New(slog.NewTextHandler(logs, nil)),
+		Announce: io.Discard, Ready: func(a net.Addr) { ready <- a }}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	go func() { done <- Run(ctx, cfg) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {

@@ -90,6 +90,16 @@ func (m *Manager) Touch(deviceID string, at time.Time) {
 	m.mu.Unlock()
 }
 
+// LastActivity is the latest traffic reported for the device's session
+// since the store last learned of it (which it does only when a session
+// nears its idle limit); false when none was reported lately.
+func (m *Manager) LastActivity(deviceID string) (time.Time, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	at, ok := m.activity[deviceID]
+	return at, ok
+}
+
 // View returns the given stored sessions, by device ID, with the activity
 // reported since they were stored merged in. Ended sessions are included
 // as they are (the maps tell their devices why).

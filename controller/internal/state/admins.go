@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cordonhq/cordon/controller/internal/auth"
 	"github.com/cordonhq/cordon/controller/internal/store"
 	"github.com/cordonhq/cordon/pkg/audit"
 )
@@ -141,6 +142,11 @@ func (s *State) AdminSignIn(ctx context.Context, t store.AdminToken, ttl time.Du
 			d[k] = v
 		}
 		op.success(audit.AdminLogin, t.Admin, d)
+		if t.Role == string(auth.RoleOwner) {
+			if err := revokeBootstrapTokens(ctx, tx, op, t.Admin); err != nil {
+				return err
+			}
+		}
 		// Forget tokens that ended long ago, so sign-ins do not grow the
 		// table without bound; a month keeps them for a review of recent use.
 		_, err = tx.PruneAdminTokens(ctx, op.at.Add(-30*24*time.Hour))
@@ -173,6 +179,35 @@ func (s *State) RevokeAdminToken(ctx context.Context, o Origin, id, reason strin
 		return nil
 	}
 	return err
+}
+
+// BootstrapCreator is store.AdminToken.CreatedBy of the owner token the
+// controller makes when no owner credential exists.
+const BootstrapCreator = "controller:bootstrap"
+
+// revokeBootstrapTokens revokes the usable bootstrap owner tokens once an
+// owner account has signed in: the account works, so the token's one job
+// (creating it) is done, and a copy of it left in a terminal, a ticket or
+// the data directory must not stay an owner credential for the rest of
+// its day. (At an owner account's creation it would be too early: an
+// account whose sign-in does not work yet would leave nobody able to act
+// until the controller restarts.)
+func revokeBootstrapTokens(ctx context.Context, tx store.Store, op *op, admin string) error {
+	toks, err := tx.ListAdminTokens(ctx)
+	if err != nil {
+		return err
+	}
+	for _, bt := range toks {
+		if bt.CreatedBy != BootstrapCreator || !bt.Usable(op.at) {
+			continue
+		}
+		if err := tx.RevokeAdminToken(ctx, bt.ID, op.at); err != nil {
+			return fmt.Errorf("revoke bootstrap token %s: %w", bt.ID, err)
+		}
+		op.success(audit.AdminTokenRevoke, bt.ID, map[string]string{
+			"reason": fmt.Sprintf("owner account %q signed in: the bootstrap owner token is no longer needed", admin)})
+	}
+	return nil
 }
 
 // BootstrapOwnerToken stores the owner token made when no owner credential

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -80,7 +81,11 @@ func (s *State) DeleteSegment(ctx context.Context, o Origin, name string) error 
 		case errors.Is(err, store.ErrNotFound):
 			return refuse(store.ErrNotFound, "segment %q not found", name)
 		case errors.Is(err, store.ErrInUse):
-			return refuse(store.ErrInUse, "segment %q is still used by apps or gateways: delete those first", name)
+			users, lerr := segmentUsers(ctx, tx, name)
+			if lerr != nil {
+				return lerr
+			}
+			return refuse(store.ErrInUse, "segment %q is still used by %s: delete those first (or move the apps to another segment)", name, users)
 		case err != nil:
 			return err
 		}
@@ -89,6 +94,53 @@ func (s *State) DeleteSegment(ctx context.Context, o Origin, name string) error 
 		return nil
 	})
 	return err
+}
+
+// segmentUsers names what keeps segment name in use: its apps and
+// gateways, the first few of each by name.
+func segmentUsers(ctx context.Context, tx store.Store, name string) (string, error) {
+	apps, err := tx.ListApps(ctx)
+	if err != nil {
+		return "", err
+	}
+	gws, err := tx.ListGateways(ctx)
+	if err != nil {
+		return "", err
+	}
+	var a, g []string
+	for _, x := range apps {
+		if x.Segment == name {
+			a = append(a, x.Name)
+		}
+	}
+	for _, x := range gws {
+		if x.Segment == name {
+			g = append(g, x.Name)
+		}
+	}
+	var parts []string
+	for _, l := range []struct {
+		kind  string
+		names []string
+	}{{"app", a}, {"gateway", g}} {
+		if len(l.names) == 0 {
+			continue
+		}
+		slices.Sort(l.names)
+		kind := l.kind
+		if len(l.names) > 1 {
+			kind += "s"
+		}
+		list := strings.Join(l.names[:min(len(l.names), 5)], ", ")
+		if len(l.names) > 5 {
+			list += fmt.Sprintf(" and %d more", len(l.names)-5)
+		}
+		parts = append(parts, kind+" "+list)
+	}
+	if len(parts) == 0 {
+		return "apps or gateways", nil // deleted meanwhile; the store still refused
+	}
+	return strings.Join(parts, " and "), nil
 }
 
 // AppFitsSegment checks an app against its segment (the API's validation;

@@ -214,3 +214,61 @@ func must(t *testing.T, err error) {
 		t.Fatal(err)
 	}
 }
+
+// The bootstrap owner token is revoked, with its record, when an owner
+// account signs in, in the sign-in's transaction; another role's sign-in
+// leaves it.
+func TestOwnerSignInRevokesBootstrapToken(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	at := time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
+	must(t, f.s.BootstrapOwnerToken(ctx, store.AdminToken{ID: "adt-boot", Name: "bootstrap", Role: "owner", Hash: []byte("boot"),
+		CreatedBy: state.BootstrapCreator, CreatedAt: at, ExpiresAt: at.Add(24 * time.Hour)}, nil))
+	for _, a := range []store.Admin{{Name: "olga", Role: "owner", PasswordHash: "x"}, {Name: "nina", Role: "network-admin", PasswordHash: "x"}} {
+		if _, err := f.s.CreateAdmin(ctx, state.Origin{Actor: "admin:bootstrap"}, a); err != nil {
+			t.Fatal(err)
+		}
+	}
+	usable := func() bool {
+		t.Helper()
+		tok, _, err := f.st.AdminTokenByHash(ctx, []byte("boot"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok.Usable(at.Add(time.Minute))
+	}
+	if _, err := f.s.AdminSignIn(ctx, store.AdminToken{Name: "nina", Admin: "nina", Role: "network-admin", CreatedBy: "login", Hash: []byte("n1")}, time.Hour, nil); err != nil {
+		t.Fatal(err)
+	}
+	if !usable() {
+		t.Fatal("a network-admin's sign-in revoked the bootstrap token")
+	}
+	if _, err := f.s.AdminSignIn(ctx, store.AdminToken{Name: "olga", Admin: "olga", Role: "owner", CreatedBy: "login", Hash: []byte("o1")}, time.Hour, nil); err != nil {
+		t.Fatal(err)
+	}
+	if usable() {
+		t.Fatal("the bootstrap token is still usable after an owner signed in")
+	}
+	var revoked []store.AuditEvent
+	for _, ev := range f.audit(t) {
+		if ev.Type == audit.AdminTokenRevoke {
+			revoked = append(revoked, ev)
+		}
+	}
+	if len(revoked) != 1 || revoked[0].Subject != "adt-boot" || revoked[0].Actor != "admin:olga" {
+		t.Fatalf("revoke records %+v, want one for adt-boot by admin:olga", revoked)
+	}
+	// A second owner sign-in finds nothing to revoke and records nothing more.
+	if _, err := f.s.AdminSignIn(ctx, store.AdminToken{Name: "olga", Admin: "olga", Role: "owner", CreatedBy: "login", Hash: []byte("o2")}, time.Hour, nil); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, ev := range f.audit(t) {
+		if ev.Type == audit.AdminTokenRevoke {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Fatalf("%d revoke records after a second owner sign-in, want 1", n)
+	}
+}

@@ -28,6 +28,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/cordonhq/cordon/internal/buildinfo"
 	"github.com/cordonhq/cordon/pkg/adminapi"
 )
 
@@ -195,6 +196,7 @@ func (a *app) rootCmd() *cobra.Command {
 		Use:           "cordonctl",
 		Short:         "Administer a Cordon zero-trust controller",
 		Long:          rootLong,
+		Version:       buildinfo.Version(),
 		SilenceErrors: true,
 		SilenceUsage:  true,
 		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {

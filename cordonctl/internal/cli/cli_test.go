@@ -94,13 +94,18 @@ func TestFlow(t *testing.T) {
 	if !strings.Contains(out, "clinical") || !strings.Contains(out, "10.20.0.0/24,fd00:20::/64") || !strings.HasPrefix(out, "NAME") {
 		t.Errorf("segment create output:\n%s", out)
 	}
-	out = h.ok("app", "create", "ehr", "--segment", "clinical", "--dns-name", "ehr.hospital.internal",
+	r := h.run("", "app", "create", "ehr", "--segment", "clinical", "--dns-name", "ehr.hospital.internal",
 		"--address", "10.20.0.5", "--port", "443", "--port", "8000-8099")
+	out = r.stdout
+	// The test controller has no --dns-zone: the name is in no zone.
+	if r.code != 0 || !strings.Contains(r.stderr, "warning: DNS name ehr.hospital.internal is in none of the controller's internal DNS zones") {
+		t.Errorf("app create: exit %d, stderr %q: want the DNS zone warning", r.code, r.stderr)
+	}
 	if !strings.Contains(out, "ehr.hospital.internal") || !strings.Contains(out, "10.20.0.5/32") || !strings.Contains(out, "443,8000-8099") || !strings.Contains(out, "phi") {
 		t.Errorf("app create output:\n%s", out)
 	}
 
-	r := h.run("correct horse battery staple\n", "user", "create", "nurse", "--password-stdin")
+	r = h.run("correct horse battery staple\n", "user", "create", "nurse", "--password-stdin")
 	if r.code != 0 || !strings.Contains(r.stdout, "TOTP secret: ") || !strings.Contains(r.stdout, "otpauth://totp/Cordon:nurse") || !strings.Contains(r.stdout, "only this once") {
 		t.Fatalf("user create: %d\n%s\n%s", r.code, r.stdout, r.stderr)
 	}

@@ -141,7 +141,15 @@ func (a *app) appCmd() *cobra.Command {
 		RunE: a.run(func(cmd *cobra.Command, args []string) error {
 			r := req
 			r.Name = args[0]
-			return createAndPrint(a, cmd, "/v1/apps", &r, printApps)
+			var out adminapi.App
+			printed, err := a.do(cmd, http.MethodPost, "/v1/apps", &r, &out)
+			if err != nil || printed { // -o json carries the warnings
+				return err
+			}
+			for _, w := range out.Warnings {
+				fmt.Fprintf(a.io.Err, "warning: %s\n", w)
+			}
+			return printApps(a.io.Out, []adminapi.App{out})
 		}),
 	}
 	f := create.Flags()
@@ -359,9 +367,10 @@ func (a *app) printTokens(w io.Writer, xs []adminapi.GatewayToken) error {
 }
 
 func printGateways(w io.Writer, xs []adminapi.Gateway) error {
-	t := newTable(w, "ID", "NAME", "SEGMENT", "OVERLAY", "ENDPOINT", "PUBLIC KEY", "CREATED")
+	t := newTable(w, "ID", "NAME", "SEGMENT", "STATE", "LAST SEEN", "VERSION", "OVERLAY", "ENDPOINT", "PUBLIC KEY", "CREATED")
 	for _, x := range xs {
-		t.row(x.ID, x.Name, x.Segment, addrString(x.OverlayAddr.IsValid(), x.OverlayAddr.String()), x.Endpoint, x.PublicKey.String(), fmtTime(x.CreatedAt))
+		t.row(x.ID, x.Name, x.Segment, x.State, fmtTime(x.LastSeen), x.Version, addrString(x.OverlayAddr.IsValid(), x.OverlayAddr.String()),
+			x.Endpoint, x.PublicKey.String(), fmtTime(x.CreatedAt))
 	}
 	return t.flush()
 }

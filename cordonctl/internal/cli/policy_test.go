@@ -36,7 +36,7 @@ func TestPolicyValidateOffline(t *testing.T) {
 
 	// A syntax error is refused with its line and column, exit 2.
 	code, _, errs = runOffline(t, "policy", "validate", filepath.Join(policyTestdata, "errors", "syntax.yaml"))
-	if code != cli.ExitUsage || !strings.Contains(errs, "syntax.yaml:3:3: YAML syntax error") {
+	if code != cli.ExitUsage || !strings.Contains(errs, "syntax.yaml:4:5: YAML syntax error") {
 		t.Fatalf("syntax: code %d\n%s", code, errs)
 	}
 	// A failing test refuses the policy.

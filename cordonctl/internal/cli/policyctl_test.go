@@ -54,8 +54,8 @@ func TestPolicyWorkflowOnController(t *testing.T) {
 
 	// Refused: a syntax error (with its position) and a failing test. Nothing changes.
 	errsDir := filepath.Join(policyTestdata, "errors")
-	h.fails(cli.ExitUsage, []string{"syntax.yaml:3:3: YAML syntax error"}, "policy", "plan", filepath.Join(errsDir, "syntax.yaml"))
-	h.fails(cli.ExitUsage, []string{"syntax.yaml:3:3: YAML syntax error"}, "policy", "apply", filepath.Join(errsDir, "syntax.yaml"), "--reason", "x")
+	h.fails(cli.ExitUsage, []string{"syntax.yaml:4:5: YAML syntax error"}, "policy", "plan", filepath.Join(errsDir, "syntax.yaml"))
+	h.fails(cli.ExitUsage, []string{"syntax.yaml:4:5: YAML syntax error"}, "policy", "apply", filepath.Join(errsDir, "syntax.yaml"), "--reason", "x")
 	h.fails(cli.ExitUsage, []string{"test(s) failed"}, "policy", "apply", filepath.Join(errsDir, "failing-test.yaml"), "--reason", "x")
 	if out := h.ok("policy", "history"); strings.Contains(out, "4") && strings.Contains(out, "4 (active)") {
 		t.Fatalf("a refused policy was stored:\n%s", out)

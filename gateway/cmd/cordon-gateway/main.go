@@ -6,37 +6,45 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"log/slog"
+	"io"
 	"net/netip"
 	"os"
 	"os/signal"
 	"strings"
 	"syscall"
 
+	"github.com/cordonhq/cordon/internal/buildinfo"
+	"github.com/cordonhq/cordon/internal/daemonflags"
+	"github.com/cordonhq/cordon/internal/logsetup"
+
 	"github.com/cordonhq/cordon/gateway/internal/gateway"
 	"github.com/cordonhq/cordon/gateway/internal/hostfw"
 )
 
-var version = "dev"
+func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
 
-func main() {
-	if len(os.Args) > 1 && os.Args[1] == "uninstall" {
-		os.Exit(uninstall(os.Args[2:]))
+// run is the command with its arguments; it returns the exit status: 0,
+// 1 (the gateway failed) or 2 (bad flags or arguments).
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "uninstall" {
+		return uninstall(args[1:])
 	}
+	fs := flag.NewFlagSet("cordon-gateway", flag.ContinueOnError)
+	fs.SetOutput(stderr)
 	var cfg gateway.Config
-	flag.StringVar(&cfg.StateDir, "state-dir", "/var/lib/cordon-gateway", "directory for keys, certificate and enrollment (created 0700)")
-	flag.StringVar(&cfg.Controller, "controller", os.Getenv("CORDON_CONTROLLER"), "controller URL, https://HOST:PORT (needed to enroll) [$CORDON_CONTROLLER]")
-	flag.StringVar(&cfg.CACert, "ca-cert", os.Getenv("CORDON_CA_CERT"), "controller CA certificate (needed to enroll) [$CORDON_CA_CERT]")
-	flag.StringVar(&cfg.Token, "token", "", "single-use enrollment token (first start only); prefer --token-file")
-	tokenFile := flag.String("token-file", "", "file holding the enrollment token")
-	flag.StringVar(&cfg.Name, "name", "", "gateway name (default: the name the token was created with)")
-	flag.StringVar(&cfg.Mode, "mode", gateway.ModeTUN, "data plane: tun (kernel TUN, needs CAP_NET_ADMIN) or userspace (no privileges)")
-	flag.StringVar(&cfg.Interface, "interface", "cordon-gw0", "WireGuard interface name")
-	flag.IntVar(&cfg.ListenPort, "listen-port", 51820, "WireGuard UDP port")
-	flag.StringVar(&cfg.Endpoint, "endpoint", os.Getenv("CORDON_ENDPOINT"), "HOST:PORT clients dial for WireGuard (required) [$CORDON_ENDPOINT]")
-	flag.BoolVar(&cfg.AllowLoopback, "allow-loopback", false, "userspace mode: allow apps on this host's loopback (demo only)")
-	flag.BoolVar(&cfg.ManageForwarding, "manage-forwarding", false, "tun mode: turn IPv4 forwarding on at start and back to its previous value on a clean stop (without it, the operator must have set net.ipv4.ip_forward=1)")
-	flag.Func("management-sources", "tun mode: CIDR[,CIDR...] allowed to reach this host's own services (SSH, monitoring); everyone else sees only the WireGuard port (repeatable; default none)", func(s string) error {
+	fs.StringVar(&cfg.StateDir, "state-dir", "/var/lib/cordon-gateway", "directory for keys, certificate and enrollment (created 0700)")
+	fs.StringVar(&cfg.Controller, "controller", os.Getenv("CORDON_CONTROLLER"), "controller URL, https://HOST:PORT (needed to enroll) [$CORDON_CONTROLLER]")
+	fs.StringVar(&cfg.CACert, "ca-cert", os.Getenv("CORDON_CA_CERT"), "controller CA certificate (needed to enroll) [$CORDON_CA_CERT]")
+	fs.StringVar(&cfg.Token, "token", "", "single-use enrollment token (first start only); prefer --token-file")
+	tokenFile := fs.String("token-file", "", "file holding the enrollment token")
+	fs.StringVar(&cfg.Name, "name", "", "gateway name (default: the name the token was created with)")
+	fs.StringVar(&cfg.Mode, "mode", gateway.ModeTUN, "data plane: tun (kernel TUN, needs CAP_NET_ADMIN) or userspace (no privileges)")
+	fs.StringVar(&cfg.Interface, "interface", "cordon-gw0", "WireGuard interface name")
+	fs.IntVar(&cfg.ListenPort, "listen-port", 51820, "WireGuard UDP port")
+	fs.StringVar(&cfg.Endpoint, "endpoint", os.Getenv("CORDON_ENDPOINT"), "HOST:PORT clients dial for WireGuard (required) [$CORDON_ENDPOINT]")
+	fs.BoolVar(&cfg.AllowLoopback, "allow-loopback", false, "userspace mode: allow apps on this host's loopback (demo only)")
+	fs.BoolVar(&cfg.ManageForwarding, "manage-forwarding", false, "tun mode: turn IPv4 forwarding on at start and back to its previous value on a clean stop (without it, the operator must have set net.ipv4.ip_forward=1)")
+	fs.Func("management-sources", "tun mode: CIDR[,CIDR...] allowed to reach this host's own services (SSH, monitoring); everyone else sees only the WireGuard port (repeatable; default none)", func(s string) error {
 		for f := range strings.SplitSeq(s, ",") {
 			if f = strings.TrimSpace(f); f == "" {
 				continue
@@ -53,39 +61,42 @@ func main() {
 		}
 		return nil
 	})
-	logLevel := flag.String("log-level", "info", "debug, info, warn or error")
-	flag.Usage = func() {
-		fmt.Fprintf(os.Stderr, "usage: cordon-gateway [flags]       run the gateway\n       cordon-gateway uninstall   remove the gateway's host firewall (after the gateway is stopped for good)\n\nflags:\n")
-		flag.PrintDefaults()
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	logFormat := fs.String("log-format", "text", "log format: "+logsetup.Formats+" (JSON lines for log shippers)")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: cordon-gateway [flags]       run the gateway\n       cordon-gateway uninstall   remove the gateway's host firewall (after the gateway is stopped for good)\n\nflags:\n")
+		fs.PrintDefaults()
 	}
-	flag.Parse()
-
-	fail := func(code int, format string, args ...any) {
-		fmt.Fprintf(os.Stderr, "cordon-gateway: "+format+"\n", args...)
-		os.Exit(code)
+	fail := func(code int, format string, args ...any) int {
+		fmt.Fprintf(stderr, "cordon-gateway: "+format+"\n", args...)
+		return code
 	}
-	var lvl slog.Level
-	if err := lvl.UnmarshalText([]byte(*logLevel)); err != nil {
-		fail(2, "--log-level: %v", err)
+	if code, done := daemonflags.Parse(fs, args, stdout, stderr); done {
+		return code
+	}
+	log, err := logsetup.New(stderr, *logLevel, *logFormat)
+	if err != nil {
+		return fail(2, "%v", err)
 	}
 	if cfg.Endpoint == "" {
-		fail(2, "--endpoint is required: the HOST:PORT clients dial to reach this gateway's WireGuard port")
+		return fail(2, "--endpoint is required: the HOST:PORT clients dial to reach this gateway's WireGuard port")
 	}
 	if *tokenFile != "" {
 		// A missing file is fine once enrolled (systemd units keep naming it).
 		b, err := os.ReadFile(*tokenFile)
 		if err != nil && !os.IsNotExist(err) {
-			fail(2, "--token-file: %v", err)
+			return fail(2, "--token-file: %v", err)
 		}
 		cfg.Token = strings.TrimSpace(string(b))
 	}
-	cfg.Version = version
-	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
+	cfg.Version = buildinfo.Version()
+	cfg.Logger = log
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := gateway.Run(ctx, cfg); err != nil {
-		fail(1, "%v", err)
+		return fail(1, "%v", err)
 	}
+	return 0
 }
 
 // uninstall removes the host firewall table a tun-mode gateway leaves in

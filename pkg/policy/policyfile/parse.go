@@ -105,8 +105,14 @@ func Parse(file string, src []byte) (*Policy, error) {
 
 var lineRE = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
 
-// syntaxPos finds the line of a YAML syntax error (yaml.v3 reports only
-// lines) and points at the first character on it.
+// syntaxPos finds the line of a YAML syntax error and points at the first
+// character on it. yaml.v3 reports only a line, and for the parser's
+// errors ("did not find expected key", "... ',' or ']'") not the line of
+// the problem but the line before the start of the mapping or list it was
+// in (a 0-based line number): an unclosed "[" on line 4 was reported on
+// line 3, a badly indented key on line 5 on line 2. So for those the
+// problem's line is searched: the shortest prefix of the file, from the
+// mapping's start on, that fails with the same message.
 func syntaxPos(err error, src []byte) Pos {
 	m := lineRE.FindStringSubmatch(err.Error())
 	if m == nil {
@@ -114,11 +120,41 @@ func syntaxPos(err error, src []byte) Pos {
 	}
 	line, _ := strconv.Atoi(m[1])
 	lines := bytes.Split(src, []byte("\n"))
+	if strings.HasPrefix(m[2], "did not find expected") {
+		line = problemLine(lines, line+1, m[2])
+	}
 	col := 1
 	if line >= 1 && line <= len(lines) {
 		col = len(lines[line-1]) - len(bytes.TrimLeft(lines[line-1], " \t")) + 1
 	}
 	return Pos{line, col}
+}
+
+// problemLine is the first line n ≥ from such that lines 1..n alone fail
+// to parse with msg (binary search: a prefix that holds the problem keeps
+// failing with it); from when none does.
+func problemLine(lines [][]byte, from int, msg string) int {
+	fails := func(n int) bool {
+		var doc yaml.Node
+		err := yaml.Unmarshal(bytes.Join(lines[:n], []byte("\n")), &doc)
+		if err == nil {
+			return false
+		}
+		m := lineRE.FindStringSubmatch(err.Error())
+		return m != nil && m[2] == msg
+	}
+	lo, hi := max(from, 1), len(lines) // the whole file fails
+	if lo > hi || !fails(hi) {
+		return from
+	}
+	for lo < hi {
+		if mid := (lo + hi) / 2; fails(mid) {
+			hi = mid
+		} else {
+			lo = mid + 1
+		}
+	}
+	return lo
 }
 
 func syntaxMsg(err error) string {

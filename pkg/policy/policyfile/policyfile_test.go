@@ -298,3 +298,29 @@ tests:
 		}
 	}
 }
+
+// A YAML syntax error points at the line that holds the problem, not at
+// the line before the mapping or list it is in (yaml.v3's report for its
+// parser's errors).
+func TestSyntaxErrorLine(t *testing.T) {
+	for _, tc := range []struct {
+		src  string
+		line int
+	}{
+		{"version: 1\ngroups:\n  nurses:\n    members: [ann, bob]\n   bad: indent\n", 5},
+		{"version: 1\napps:\n  ehr:\n    segment: lan\n    addrs: [10.0.0.1/32\n    services: [tcp/443]\n", 5},
+		{"version: 1\ngroups: {nurses: {members: [ann]}\napps: {}\n", 2},
+		{"version: 1\ngroups:\n\tnurses: {}\n", 3},
+		{"version: 1\ngroups:\n  - a\n  b: c\n", 4},
+	} {
+		_, err := Parse("p.yaml", []byte(tc.src))
+		var list ErrorList
+		if !errors.As(err, &list) || len(list) != 1 || !strings.Contains(list[0].Msg, "YAML syntax error") {
+			t.Errorf("%q: %v, want one syntax error", tc.src, err)
+			continue
+		}
+		if list[0].Pos.Line != tc.line {
+			t.Errorf("%q: reported at line %d (%s), want line %d", tc.src, list[0].Pos.Line, list[0].Msg, tc.line)
+		}
+	}
+}

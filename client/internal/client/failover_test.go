@@ -1,0 +1,212 @@
+package client
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/cordonhq/cordon/pkg/controlproto"
+)
+
+// observe is one synchronous probe round at now: a probe sent to each
+// gateway in results, answered at once where true; it returns check's
+// verdict and the gateways revived.
+func observe(f *failover, results map[string]bool, now time.Time) (died, revived []string) {
+	for id, ok := range results {
+		f.sent(id, now)
+		if ok && f.answered(id, now) {
+			revived = append(revived, id)
+		}
+	}
+	return f.check(now), revived
+}
+
+func twoGatewayMap(order ...string) *controlproto.ClientMap {
+	return &controlproto.ClientMap{
+		Gateways: []controlproto.ClientGateway{
+			{GatewayID: "gw-a", OverlayAddr: netip.MustParseAddr("100.64.0.1")},
+			{GatewayID: "gw-b", OverlayAddr: netip.MustParseAddr("100.64.0.2")},
+		},
+		Segments: []controlproto.ClientSegment{{Name: "lan", Gateways: order}},
+	}
+}
+
+// The state machine, on an injected clock: a gateway that stops answering
+// is dead after DeadAfter of probing and its segment moves to the next of
+// the order; the segment stays there while the device is busy, even once
+// the first answers again, and goes back when it has been idle.
+func TestFailoverMovesAndReturnsWhenIdle(t *testing.T) {
+	act := &activityTUN{}
+	f := newFailover(act)
+	m := twoGatewayMap("gw-a", "gw-b")
+	t0 := time.Unix(1_800_000_000, 0)
+	busy := func(at time.Time) { act.at.Store(at.UnixNano()) }
+	pick := func(at time.Time) string { return f.pick(m, m.Segments[0], at) }
+
+	busy(t0)
+	if got := pick(t0); got != "gw-a" {
+		t.Fatalf("first pick %s, want gw-a (first of the order)", got)
+	}
+	observe(f, map[string]bool{"gw-a": true, "gw-b": true}, t0)
+	// gw-a stops answering.
+	at := t0
+	for i := 1; ; i++ {
+		at = t0.Add(time.Duration(i) * ProbeEvery)
+		busy(at)
+		died, _ := observe(f, map[string]bool{"gw-a": false, "gw-b": true}, at)
+		if len(died) > 0 {
+			if died[0] != "gw-a" || at.Sub(t0) < DeadAfter || at.Sub(t0) > DeadAfter+ProbeEvery {
+				t.Fatalf("died %v after %v, want gw-a after %v", died, at.Sub(t0), DeadAfter)
+			}
+			break
+		}
+		if f.wantsMove(m, at) {
+			t.Fatalf("moves after %v without an answer, before DeadAfter", at.Sub(t0))
+		}
+	}
+	if !f.wantsMove(m, at) || pick(at) != "gw-b" {
+		t.Fatal("segment did not move to gw-b when gw-a died")
+	}
+	// gw-a answers again while the device is busy: stay on gw-b.
+	at = at.Add(ProbeEvery)
+	busy(at)
+	if _, revived := observe(f, map[string]bool{"gw-a": true, "gw-b": true}, at); len(revived) != 1 {
+		t.Fatalf("revived %v, want gw-a", revived)
+	}
+	if f.wantsMove(m, at) || pick(at) != "gw-b" {
+		t.Fatal("moved back while busy: that cuts open connections")
+	}
+	// Idle past ReturnAfter: back to the first of the order.
+	at = at.Add(ReturnAfter + time.Second)
+	if !f.wantsMove(m, at) || pick(at) != "gw-a" {
+		t.Fatal("did not go back to gw-a once idle")
+	}
+}
+
+// The controller's "down" counts like dead; if every gateway is dead the
+// first not dead, else the first of the order, is used.
+func TestFailoverControllerDownAndAllDead(t *testing.T) {
+	f := newFailover(nil)
+	m := twoGatewayMap("gw-a", "gw-b")
+	m.Gateways[0].Down = true
+	now := time.Unix(1_800_000_000, 0)
+	if got := f.pick(m, m.Segments[0], now); got != "gw-b" {
+		t.Fatalf("gw-a down: picked %s, want gw-b", got)
+	}
+	for i := range minUnanswered {
+		observe(f, map[string]bool{"gw-a": false, "gw-b": false}, now.Add(time.Duration(i)*DeadAfter/2))
+	}
+	if got := f.pick(m, m.Segments[0], now.Add(DeadAfter)); got != "gw-a" {
+		t.Fatalf("all dead: picked %s, want gw-a (first of the order)", got)
+	}
+	f.prune(&controlproto.ClientMap{})
+	if len(f.Current()) != 0 || len(f.health) != 0 {
+		t.Fatal("prune kept segments or gateways no longer in the map")
+	}
+}
+
+func TestAppPacket(t *testing.T) {
+	v4 := func(dst [4]byte) []byte {
+		b := make([]byte, 20)
+		b[0] = 0x45
+		copy(b[16:], dst[:])
+		return b
+	}
+	for _, c := range []struct {
+		b    []byte
+		want bool
+	}{
+		{v4([4]byte{10, 20, 0, 10}), true},
+		{v4([4]byte{100, 64, 0, 1}), false},    // a gateway's overlay address
+		{v4([4]byte{100, 127, 255, 1}), false}, // still 100.64.0.0/10
+		{v4([4]byte{100, 128, 0, 1}), true},
+		{append([]byte{0x60}, make([]byte, 39)...), true},
+		{[]byte{0x45}, false},
+		{nil, false},
+	} {
+		if got := appPacket(c.b); got != c.want {
+			t.Errorf("appPacket(% x) = %v, want %v", c.b, got, c.want)
+		}
+	}
+}
+
+// probe gets an answer from a real DNS server that refuses the name, and
+// none from an address where nothing listens.
+func TestProbe(t *testing.T) {
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, q *dns.Msg) {
+		r := new(dns.Msg)
+		r.SetRcode(q, dns.RcodeRefused)
+		w.WriteMsg(r)
+	})}
+	go srv.ActivateAndServe()
+	t.Cleanup(func() { srv.Shutdown() })
+	port := pc.LocalAddr().(*net.UDPAddr).Port
+	d := portDialer{port: port}
+	if err := probe(context.Background(), d, netip.MustParseAddr("127.0.0.1")); err != nil {
+		t.Fatalf("no answer from a live server: %v", err)
+	}
+	if probe(context.Background(), portDialer{port: port + 1}, netip.MustParseAddr("127.0.0.1")) == nil {
+		t.Fatal("an answer from where nothing listens")
+	}
+}
+
+// portDialer dials the test server's port instead of 53.
+type portDialer struct{ port int }
+
+func (p portDialer) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
+	host, _, _ := net.SplitHostPort(address)
+	var d net.Dialer
+	return d.DialContext(ctx, network, net.JoinHostPort(host, strconv.Itoa(p.port)))
+}
+
+// Silence counts only while probing: after an idle pause, a gateway is not
+// dead at its first unanswered probe, only DeadAfter later; a spare probed
+// once a second is dead only at its third unanswered probe; an answer to a
+// probe still in flight keeps a gateway alive.
+func TestFailoverPauseRestartsTheCount(t *testing.T) {
+	f := newFailover(nil)
+	t0 := time.Unix(1_800_000_000, 0)
+	observe(f, map[string]bool{"gw-a": true}, t0)
+	f.pause()
+	later := t0.Add(time.Hour)
+	if died, _ := observe(f, map[string]bool{"gw-a": false}, later); len(died) != 0 {
+		t.Fatalf("dead at the first probe after a pause: %v", died)
+	}
+	if died, _ := observe(f, map[string]bool{"gw-a": false}, later.Add(DeadAfter-ProbeEvery)); len(died) != 0 {
+		t.Fatalf("dead before DeadAfter: %v", died)
+	}
+	if died, _ := observe(f, map[string]bool{"gw-a": false}, later.Add(DeadAfter)); len(died) != 1 {
+		t.Fatal("not dead DeadAfter after probes resumed")
+	}
+	// A spare: probed every SpareProbeEvery.
+	observe(f, map[string]bool{"gw-b": true}, t0)
+	for i := 1; i < minUnanswered; i++ {
+		if died, _ := observe(f, map[string]bool{"gw-b": false}, t0.Add(time.Duration(i)*SpareProbeEvery)); len(died) != 0 {
+			t.Fatalf("a spare dead after %d unanswered probes", i)
+		}
+	}
+	if died, _ := observe(f, map[string]bool{"gw-b": false}, t0.Add(minUnanswered*SpareProbeEvery)); len(died) != 1 {
+		t.Fatal("a spare silent for three probes is not dead")
+	}
+	// Probes out, the answer to the first arrives late: alive.
+	f.sent("gw-c", t0)
+	f.sent("gw-c", t0.Add(ProbeEvery))
+	f.sent("gw-c", t0.Add(2*ProbeEvery))
+	f.answered("gw-c", t0.Add(2*ProbeEvery+time.Millisecond))
+	f.sent("gw-c", t0.Add(3*ProbeEvery))
+	if died := f.check(t0.Add(DeadAfter)); len(died) != 0 {
+		t.Fatalf("dead although it answered %v ago: %v", DeadAfter-2*ProbeEvery, died)
+	}
+	if f.inUse("gw-a") {
+		t.Fatal("gw-a in use without a segment")
+	}
+}
