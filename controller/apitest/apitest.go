@@ -32,6 +32,7 @@ import (
 	"github.com/cordonhq/cordon/controller/internal/store/sqlite"
 	"github.com/cordonhq/cordon/controller/internal/store/storetest"
 	"github.com/cordonhq/cordon/pkg/adminapi"
+	"github.com/cordonhq/cordon/pkg/audit"
 )
 
 // AdminTokenName is the name of the owner-role admin token New creates
@@ -217,6 +218,12 @@ func (s *Server) Advance(d time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.now = s.now.Add(d)
+}
+
+// Record appends one audit record at the server's clock, as a gateway's
+// report or a sign-in would (for tests of reading the trail).
+func (s *Server) Record(ctx context.Context, typ audit.Type, actor, outcome, subject string, details map[string]string) error {
+	return s.Store.AppendAudit(ctx, store.AuditEvent{Time: s.Now(), Type: typ, Actor: actor, Outcome: outcome, Subject: subject, Details: details})
 }
 
 // Changed returns how often the API reported a network-map change.

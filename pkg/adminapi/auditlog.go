@@ -40,9 +40,12 @@ type AuditVerifyReport struct {
 	Checkpoint  string `json:"checkpoint"`  // the latest checkpoint the records match; empty if none
 	Unsigned    int64  `json:"unsigned"`    // records appended after it (signed within seconds)
 	// FirstBad names the first record that is wrong.
-	FirstBad  *AuditBadRecord `json:"first_bad,omitempty"`
-	Problems  []string        `json:"problems,omitempty"`
-	ElapsedMS int64           `json:"elapsed_ms"`
+	FirstBad *AuditBadRecord `json:"first_bad,omitempty"`
+	// Archived are the archived ranges: their bodies are in bundles,
+	// their hashes checked here.
+	Archived  []AuditArchive `json:"archived,omitempty"`
+	Problems  []string       `json:"problems,omitempty"`
+	ElapsedMS int64          `json:"elapsed_ms"`
 }
 
 // AuditBadRecord is a record and what is wrong with it.
@@ -60,11 +63,13 @@ func AuditLogPath(since int64) string {
 	return "/v1/audit/log?since=" + strconv.FormatInt(since, 10)
 }
 
-// AuditExportPath is GET /v1/audit/export of records from seq from to seq
-// to (0: the latest checkpoint's size).
+// AuditExportPath is GET /v1/audit/export of records from seq from (0:
+// the first not archived) to seq to (0: the latest checkpoint's size).
 func AuditExportPath(from, to int64) string {
 	q := url.Values{}
-	q.Set("from", strconv.FormatInt(from, 10))
+	if from > 0 {
+		q.Set("from", strconv.FormatInt(from, 10))
+	}
 	if to > 0 {
 		q.Set("to", strconv.FormatInt(to, 10))
 	}

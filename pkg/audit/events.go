@@ -68,6 +68,11 @@ const (
 	AuditExportLag       Type = "audit.export.lag"
 	AuditSpoolFull       Type = "audit.spool.full"
 	AuditClockSkew       Type = "audit.clock.skew"
+
+	// Retention: archiving records out of the database.
+	AuditArchiveRequest       Type = "audit.archive.request"
+	AuditArchiveApprove       Type = "audit.archive.approve"
+	AuditArchivePastRetention Type = "audit.archive.past_retention"
 )
 
 // Helpers that keep the table below readable.
@@ -420,4 +425,38 @@ var specs = []Spec{
 			field("gateway_time", "the gateway's clock when it sent the report (RFC 3339)", Raised, Cleared),
 			field("controller_time", "the controller's clock when it received it (RFC 3339)", Raised, Cleared),
 		}},
+
+	// Retention.
+	{Type: AuditArchiveRequest, Category: Integrity,
+		Doc:      `An admin asked to archive the oldest audit records (take their bodies out of the database, keeping their tree hashes) before their retention ends; another admin must approve it before it expires (Actor "admin:NAME"; Subject the request ID).`,
+		Outcomes: outcomes(successNotice, failureWarn),
+		Fields: append(archiveFields(Success)[:4],
+			field("request", "the archive request's ID", Success),
+			field("expires_at", "when the request stops being approvable (RFC 3339)", Success)),
+	},
+	{Type: AuditArchiveApprove, Category: Integrity,
+		Doc:      `A second admin approved an archive request and the records were archived, in the same transaction as this record; or the approval was refused (the requester approving their own request, an expired, unknown or already used request) (Actor "admin:NAME"; Subject the request ID).`,
+		Outcomes: outcomes(successNotice, failureWarn),
+		Fields: append(archiveFields(Success),
+			field("requested_by", "the admin who requested it", Success),
+			field("root", "the audit log's root hash at to_seq (base64): the archived range's bundle must reach it", Success)),
+	},
+	{Type: AuditArchivePastRetention, Category: Integrity,
+		Doc:      `An admin archived audit records that are all past their retention end (one admin suffices), in the same transaction as this record; or the archive was refused (Actor "admin:NAME"; Subject "to seq N").`,
+		Outcomes: outcomes(successNotice, failureWarn),
+		Fields: append(archiveFields(Success),
+			field("root", "the audit log's root hash at to_seq (base64): the archived range's bundle must reach it", Success),
+			field("retention_end", "the retention end of the newest archived record (RFC 3339)", Success)),
+	},
+}
+
+// archiveFields are the details of the audit.archive types.
+func archiveFields(on ...Outcome) []Field {
+	return []Field{
+		field("from_seq", "first record of the range", on...),
+		field("to_seq", "last record of the range", on...),
+		field("reason", "the admin's reason, or why it was refused", Success, Failure),
+		field("bundle_sha256", "SHA-256 (hex) of the export bundle of the range the requester wrote first", on...),
+		field("request", "the archive request's ID"),
+	}
 }

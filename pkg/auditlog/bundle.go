@@ -76,6 +76,10 @@ type BundleResult struct {
 	Checkpoint Checkpoint
 	FromSeq    int64
 	ToSeq      int64
+	// Root is the log's root hash at ToSeq records, as the bundle's
+	// records rebuild it: for an archived range, the root its archive
+	// record names.
+	Root tlog.Hash
 	// Earlier is the earlier checkpoint the log was shown to extend, if
 	// one was given.
 	Earlier *Checkpoint
@@ -191,7 +195,7 @@ func VerifyBundle(r io.Reader, o VerifyOptions) (*BundleResult, error) {
 	} else if err := tlog.CheckTree(h.Proof, cp.Size, cp.Root, h.ToSeq, root); err != nil {
 		return nil, fmt.Errorf("%w (%s): a record from seq %d to %d, or the bundle's proof, was changed: %v", ErrNotSigned, cp, h.FromSeq, h.ToSeq, err)
 	}
-	res := &BundleResult{Key: key, Checkpoint: cp, FromSeq: h.FromSeq, ToSeq: h.ToSeq}
+	res := &BundleResult{Key: key, Checkpoint: cp, FromSeq: h.FromSeq, ToSeq: h.ToSeq, Root: root}
 	if earlier != nil {
 		if earlier.Size == cp.Size {
 			earlierRoot = cp.Root
@@ -239,6 +243,7 @@ func readLine(r *bufio.Reader, max int) ([]byte, error) {
 func (r *BundleResult) Describe() string {
 	s := fmt.Sprintf("bundle verified: records seq %d to %d (%d records) are in the log of %d records, checkpoint signed %s by %s",
 		r.FromSeq, r.ToSeq, r.ToSeq-r.FromSeq+1, r.Checkpoint.Size, r.Checkpoint.Time.Format(time.RFC3339), r.Checkpoint.Origin)
+	s += fmt.Sprintf("; the log's root at seq %d is %s", r.ToSeq, r.Root)
 	if r.Earlier != nil {
 		s += fmt.Sprintf("; it extends the earlier checkpoint of %d records signed %s", r.Earlier.Size, r.Earlier.Time.Format(time.RFC3339))
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/cordonhq/cordon/controller/internal/server"
 	"github.com/cordonhq/cordon/controller/internal/session"
 	"github.com/cordonhq/cordon/controller/internal/siem"
+	"github.com/cordonhq/cordon/controller/internal/state"
 	"github.com/cordonhq/cordon/pkg/controlproto"
 )
 
@@ -74,6 +75,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	oidcConfig := fs.String("oidc-config", "", "YAML or JSON file listing the OIDC identity providers users sign in with (see docs/identity.md); empty: local users only")
 	logFormat := fs.String("log-format", "text", "log format: "+logsetup.Formats+" (JSON lines for log shippers)")
 	metricsListen := fs.String("metrics-listen", "", "serve Prometheus metrics (/metrics) and health checks (/healthz, /readyz) over plain HTTP at this address, e.g. 127.0.0.1:9101 (counts only, no secrets; bind it where only your monitoring reaches); off when empty")
+	retention := fs.Int("audit-retention-years", state.DefaultRetentionYears, "years audit records are kept before one admin may archive them; before that archiving takes two admins (at least 6: 45 CFR 164.316(b)(2)); nothing is ever deleted automatically")
 	debugListen := fs.String("debug-listen", "", "serve Go's pprof profiles (CPU, heap, goroutines) at this loopback address, e.g. 127.0.0.1:6060; off when empty")
 	fail := func(format string, args ...any) int {
 		fmt.Fprintf(stderr, "cordon-controller: "+format+"\n", args...)
@@ -139,7 +141,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		DataDir:    *dataDir, Listen: *listen, Hosts: extra, Logger: log, Announce: stdout,
 		DNS: dnsCfg, Sessions: limits, PostureInterval: *postureInterval,
 		AgentCertTTL: *agentCertTTL, GatewayGrantLifetime: *grantLifetime, DriftCheck: *driftCheck, ClockSkewThreshold: *clockSkew,
-		OIDC: idps, DebugListen: *debugListen, MetricsListen: *metricsListen, SIEM: sinks,
+		OIDC: idps, DebugListen: *debugListen, MetricsListen: *metricsListen, SIEM: sinks, AuditRetentionYears: *retention,
 	})
 	if err != nil {
 		fmt.Fprintf(stderr, "cordon-controller: %v\n", err)

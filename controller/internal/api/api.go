@@ -267,6 +267,10 @@ func (a *API) routes() {
 	m.Handle("GET /v1/audit/verify", a.admin(auth.PermAuditRead, a.auditVerify))
 	m.Handle("GET /v1/audit/export", a.admin(auth.PermAuditRead, a.auditExport))
 	m.Handle("GET /v1/audit/sinks", a.admin(auth.PermAuditRead, a.auditSinks))
+	m.Handle("GET /v1/audit/search", a.admin(auth.PermAuditRead, a.searchAudit))
+	m.Handle("GET /v1/audit/archives", a.admin(auth.PermAuditRead, a.listArchives))
+	m.Handle("POST /v1/audit/archive", a.admin(auth.PermAuditArchive, a.requestArchive))
+	m.Handle("POST /v1/audit/archive/{id}/approve", a.admin(auth.PermAuditArchive, a.approveArchive))
 
 	m.Handle("POST /v1/policy/plan", a.admin(auth.PermRead, a.planPolicy))
 	m.Handle("POST /v1/policy/apply", a.admin(auth.PermPolicyWrite, a.applyPolicy))

@@ -76,6 +76,9 @@ func (a *API) auditVerify(w http.ResponseWriter, r *http.Request, _ string) erro
 	if rep.Latest != nil {
 		out.Checkpoint = string(rep.Latest.Note)
 	}
+	for _, x := range rep.Archived {
+		out.Archived = append(out.Archived, adminapi.AuditArchive(x))
+	}
 	if rep.FirstBad != nil {
 		out.FirstBad = &adminapi.AuditBadRecord{Seq: rep.FirstBad.Seq, Reason: rep.FirstBad.Reason}
 	}
@@ -86,12 +89,9 @@ func (a *API) auditExport(w http.ResponseWriter, r *http.Request, _ string) erro
 	if err := a.needLedger(); err != nil {
 		return err
 	}
-	from, err := int64Param(r, "from", 1)
+	from, err := int64Param(r, "from", 1) // absent: 0, the first record not archived
 	if err != nil {
 		return err
-	}
-	if from == 0 {
-		from = 1
 	}
 	to, err := int64Param(r, "to", 1)
 	if err != nil {

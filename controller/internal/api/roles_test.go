@@ -72,6 +72,11 @@ var roleSpec = map[string]string{
 	"GET /v1/audit/export": "ONA",
 	"GET /v1/audit/sinks":  "ONA",
 
+	"GET /v1/audit/search":                "ONA",
+	"GET /v1/audit/archives":              "ONA",
+	"POST /v1/audit/archive":              "O",
+	"POST /v1/audit/archive/{id}/approve": "O",
+
 	"POST /v1/policy/plan":        "ONAH", // a dry run changes nothing
 	"POST /v1/policy/apply":       "ON",
 	"POST /v1/policy/rollback":    "ON",

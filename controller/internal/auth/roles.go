@@ -48,12 +48,16 @@ const (
 	// PermAdminsWrite: create, disable and delete admins; create and revoke
 	// admin tokens.
 	PermAdminsWrite Permission = "admins.write"
+	// PermAuditArchive: request and approve archiving audit records (two
+	// different admins before the retention end).
+	PermAuditArchive Permission = "audit.archive"
 )
 
 // Permissions lists every permission.
 var Permissions = []Permission{
 	PermRead, PermAuditRead, PermAccessRevoke, PermUsersWrite,
 	PermPolicyWrite, PermGatewaysWrite, PermAdminsRead, PermAdminsWrite,
+	PermAuditArchive,
 }
 
 var rolePerms = map[Role][]Permission{

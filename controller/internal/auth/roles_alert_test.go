@@ -24,7 +24,7 @@ func TestRoles(t *testing.T) {
 		}
 	}
 	// Nothing but the owner may touch admins or their tokens.
-	for _, p := range []Permission{PermAdminsWrite} {
+	for _, p := range []Permission{PermAdminsWrite, PermAuditArchive} {
 		if r := RolesGranting(p); !slices.Equal(r, []Role{RoleOwner}) {
 			t.Errorf("%s granted to %v", p, r)
 		}

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"time"
 
 	"github.com/cordonhq/cordon/controller/internal/store"
+	"github.com/cordonhq/cordon/pkg/audit"
 	"github.com/cordonhq/cordon/pkg/auditlog"
 	"golang.org/x/mod/sumdb/tlog"
 )
@@ -19,8 +21,12 @@ type Report struct {
 	Latest      *Signed    // the latest checkpoint the records match; nil if none
 	Unsigned    int64      // records after Latest (signed within an interval)
 	FirstBad    *BadRecord // the first record that is wrong; nil if none
-	Problems    []string   // everything wrong, in the order found (at most maxProblems)
-	Elapsed     time.Duration
+	// Archived are the archived ranges (a prefix of the log): their
+	// records' bodies are in export bundles, their tree hashes still
+	// here and checked against each range's root and the checkpoints.
+	Archived []store.AuditArchive
+	Problems []string // everything wrong, in the order found (at most maxProblems)
+	Elapsed  time.Duration
 }
 
 // BadRecord names a record and what is wrong with it.
@@ -89,12 +95,21 @@ func (l *Ledger) Verify(ctx context.Context) (*Report, error) {
 			n, last.Time.Format(time.RFC3339), last.Size, n)
 	}
 
+	archives, err := l.st.ListAuditArchives(ctx)
+	if err != nil {
+		return nil, err
+	}
+	rep.Archived = archives
+	archivedTo := checkArchives(rep, archives)
+
 	tree := &auditlog.Tree{}
 	var (
-		line   []byte
-		stored []tlog.Hash
-		next   = 0 // index into cps of the next checkpoint to compare
-		badCP  = false
+		nextArchive = 0 // index into archives of the next range end to compare
+		claims      []archiveClaim
+		line        []byte
+		stored      []tlog.Hash
+		next        = 0 // index into cps of the next checkpoint to compare
+		badCP       = false
 	)
 	checkCP := func() {
 		for next < len(cps) && cps[next].Size == tree.Size() {
@@ -123,20 +138,46 @@ func (l *Ledger) Verify(ctx context.Context) (*Report, error) {
 			rep.bad(want, "missing: the next record stored is seq %d; the records between were deleted", e.Seq)
 			return errStop
 		}
-		line = e.Record().AppendCanonical(line[:0])
-		h := tlog.RecordHash(line)
+		var h tlog.Hash
 		switch {
-		case !logged:
-			rep.bad(e.Seq, "not in the log: it has no logged hash, so it was added outside the controller")
-		case h != leaf:
-			rep.bad(e.Seq, "does not match the hash logged when it was appended: it was edited, or records were reordered")
+		case e.Seq <= archivedTo:
+			// Archived: the body is in a bundle; the logged leaf stands
+			// for it. A changed leaf changes the range's root and every
+			// checkpoint's over it.
+			if !logged {
+				rep.bad(e.Seq, "archived, but its logged hash is gone: it was deleted or changed outside the controller")
+			}
+			h = leaf
+		default:
+			line = e.Record().AppendCanonical(line[:0])
+			h = tlog.RecordHash(line)
+			switch {
+			case !logged:
+				rep.bad(e.Seq, "not in the log: it has no logged hash, so it was added outside the controller")
+			case h != leaf:
+				rep.bad(e.Seq, "does not match the hash logged when it was appended: it was edited, or records were reordered")
+			}
+			if c, ok := claimOf(e); ok {
+				claims = append(claims, c)
+			}
 		}
 		stored = tree.Append(h, stored[:0])
+		for nextArchive < len(archives) && archives[nextArchive].ToSeq == tree.Size() {
+			a := archives[nextArchive]
+			if got := tree.Root().String(); got != a.Root {
+				rep.bad(a.FromSeq, "the archived records %d to %d do not hash to the root recorded when they were archived (%s; now %s): their logged hashes were changed",
+					a.FromSeq, a.ToSeq, a.Root, got)
+			}
+			nextArchive++
+		}
 		checkCP()
 		return nil
 	})
 	if err != nil && !errors.Is(err, errStop) {
 		return nil, err
+	}
+	if err == nil { // the scan read every record: the claims are all known
+		checkClaims(rep, archives, claims)
 	}
 	if rep.Latest != nil {
 		rep.Unsigned = n - rep.Latest.Size
@@ -149,8 +190,84 @@ func (l *Ledger) Verify(ctx context.Context) (*Report, error) {
 
 var errStop = errors.New("stop")
 
+// checkArchives checks that the archived ranges are a prefix of the log,
+// each after the one before, and returns its last seq (0: none).
+func checkArchives(rep *Report, archives []store.AuditArchive) int64 {
+	var to int64
+	for _, a := range archives {
+		if a.FromSeq != to+1 || a.ToSeq < a.FromSeq {
+			rep.bad(to+1, "the archived ranges are not one prefix of the log (a range %d to %d follows one ending at %d): the archive table was edited", a.FromSeq, a.ToSeq, to)
+		}
+		to = max(to, a.ToSeq)
+	}
+	return to
+}
+
+// archiveClaim is what an audit record of an archive says was archived.
+type archiveClaim struct {
+	seq      int64
+	from, to int64
+	root     string
+}
+
+// claimOf reads the archive an audit.archive or audit.archive.approve
+// success names.
+func claimOf(e store.AuditEvent) (archiveClaim, bool) {
+	if (e.Type != audit.AuditArchivePastRetention && e.Type != audit.AuditArchiveApprove) || e.Outcome != string(audit.Success) {
+		return archiveClaim{}, false
+	}
+	from, err1 := strconv.ParseInt(e.Details["from_seq"], 10, 64)
+	to, err2 := strconv.ParseInt(e.Details["to_seq"], 10, 64)
+	if err1 != nil || err2 != nil {
+		return archiveClaim{}, false
+	}
+	return archiveClaim{seq: e.Seq, from: from, to: to, root: e.Details["root"]}, true
+}
+
+// checkClaims: every archived range that is not itself inside a later
+// archive must be named by the audit record that archived it (in the
+// verified part of the log, after the range), with the same bounds and
+// root; and every such record must name a range that is archived. So an
+// attacker who blanks records and adds a row to the archive table, or
+// drops one, is found: the records of archives are in the signed log.
+func checkClaims(rep *Report, archives []store.AuditArchive, claims []archiveClaim) {
+	bad := rep.bad
+	if rep.FirstBad != nil {
+		// A record is wrong already (a truncated tail can take the
+		// archive's record with it): these are its consequences, or
+		// further problems, but not the first bad record.
+		bad = func(_ int64, format string, args ...any) { rep.problem(format, args...) }
+	}
+	var archivedTo int64
+	if k := len(archives); k > 0 {
+		archivedTo = archives[k-1].ToSeq
+	}
+	byTo := make(map[int64]archiveClaim, len(claims))
+	for _, c := range claims {
+		byTo[c.to] = c
+	}
+	for _, a := range archives {
+		c, ok := byTo[a.ToSeq]
+		switch {
+		case ok && (c.from != a.FromSeq || c.root != a.Root):
+			bad(a.FromSeq, "the archived range %d to %d (root %s) is not the one its audit record seq %d names (%d to %d, root %s): the archive table was edited",
+				a.FromSeq, a.ToSeq, a.Root, c.seq, c.from, c.to, c.root)
+		case ok:
+		case a.ToSeq == archivedTo:
+			// The latest archive's record comes after its range and is
+			// never archived with it.
+			bad(a.FromSeq, "the records %d to %d are marked archived, but no audit record of the controller archived them: they were blanked and marked outside the controller", a.FromSeq, a.ToSeq)
+		}
+		delete(byTo, a.ToSeq)
+	}
+	for _, c := range byTo {
+		bad(c.from, "audit record seq %d says records %d to %d were archived, but the archive table does not list that range: it was edited", c.seq, c.from, c.to)
+	}
+}
+
 // Export writes a bundle (auditlog.VerifyBundle reads it) of the records
-// from seq from to seq to (0: the latest checkpoint's size), with the
+// from seq from (0: the first not archived) to seq to (0: the latest
+// checkpoint's size), with the
 // latest checkpoint, the hashes before from and the consistency proof from
 // to to the checkpoint. It signs any unsigned tail first. An error after
 // the first write leaves a bundle that does not verify.
@@ -162,11 +279,25 @@ func (l *Ledger) Export(ctx context.Context, w io.Writer, from, to int64) error 
 	if cp == nil {
 		return fmt.Errorf("the audit log has no checkpoint yet: %w", store.ErrNotFound)
 	}
+	archives, err := l.st.ListAuditArchives(ctx)
+	if err != nil {
+		return err
+	}
 	if to == 0 {
 		to = cp.Size
 	}
+	if from == 0 {
+		from = 1
+		if k := len(archives); k > 0 {
+			from = archives[k-1].ToSeq + 1
+		}
+	}
 	if from < 1 || to < from || to > cp.Size {
 		return fmt.Errorf("%w: records seq %d to %d: the latest checkpoint covers seq 1 to %d", ErrRange, from, to, cp.Size)
+	}
+	if k := len(archives); k > 0 && from <= archives[k-1].ToSeq {
+		return fmt.Errorf("%w: records seq %d to %d are archived (their bodies are in the bundle written when they were archived): export from seq %d",
+			ErrRange, from, archives[k-1].ToSeq, archives[k-1].ToSeq+1)
 	}
 	prefix, err := l.st.ReadAuditHashes(ctx, auditlog.PrefixIndexes(from-1))
 	if err != nil {

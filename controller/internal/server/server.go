@@ -88,6 +88,11 @@ type Config struct {
 	// MetricsListen, if set, serves Prometheus metrics (/metrics) and
 	// health (/healthz, /readyz) there, without TLS (--metrics-listen).
 	MetricsListen string
+	// AuditRetentionYears is how long audit records are kept before one
+	// admin may archive them (--audit-retention-years); zero:
+	// state.DefaultRetentionYears. Below state.MinRetentionYears is an
+	// error.
+	AuditRetentionYears int
 }
 
 // Run runs the controller until ctx is cancelled.
@@ -95,6 +100,9 @@ func Run(ctx context.Context, cfg Config) error {
 	log := cfg.Logger
 	if err := cfg.DNS.Validate(); err != nil {
 		return err
+	}
+	if y := cfg.AuditRetentionYears; y != 0 && y < state.MinRetentionYears {
+		return fmt.Errorf("--audit-retention-years %d: at least %d (HIPAA keeps documentation six years, 45 CFR 164.316(b)(2)); longer is allowed", y, state.MinRetentionYears)
 	}
 	// The CA key, the OIDC token key and the database live here: owner
 	// only, also when the directory existed before with a looser mode.
@@ -139,7 +147,7 @@ func Run(ctx context.Context, cfg Config) error {
 	// The state owner is every change's single writer; what it changed
 	// goes to the control server, made below.
 	var ctl *control.Server
-	owner := state.New(state.Config{Store: st, Logger: log.With("component", "state"),
+	owner := state.New(state.Config{Store: st, Logger: log.With("component", "state"), RetentionYears: cfg.AuditRetentionYears,
 		Publish: func(c store.Change) { ctl.Changed(c) }})
 	if err := bootstrapOwner(ctx, owner, cfg.DataDir, authority, cfg.Announce, cfg.BootstrapTokenTTL, time.Now()); err != nil {
 		return err

@@ -57,6 +57,14 @@ type Config struct {
 	Publish func(store.Change)
 	Now     func() time.Time // default time.Now
 	Logger  *slog.Logger
+	// RetentionYears is how long audit records are kept before one
+	// admin may archive them (archive.go): default
+	// DefaultRetentionYears; New panics below MinRetentionYears (the
+	// controller's flag checks it first).
+	RetentionYears int
+	// ArchiveRequestTTL is how long an archive request waits for its
+	// approval (default DefaultArchiveRequestTTL).
+	ArchiveRequestTTL time.Duration
 }
 
 // State is the controller's single writer of the store.
@@ -65,6 +73,9 @@ type State struct {
 	publish func(store.Change)
 	now     func() time.Time
 	log     *slog.Logger
+
+	retentionYears int
+	archiveTTL     time.Duration
 }
 
 // New returns a State. It panics without a store (a wiring bug).
@@ -72,7 +83,17 @@ func New(cfg Config) *State {
 	if cfg.Store == nil {
 		panic("state.New: Store is required")
 	}
-	s := &State{st: cfg.Store, publish: cfg.Publish, now: cfg.Now, log: cfg.Logger}
+	s := &State{st: cfg.Store, publish: cfg.Publish, now: cfg.Now, log: cfg.Logger,
+		retentionYears: cfg.RetentionYears, archiveTTL: cfg.ArchiveRequestTTL}
+	if s.retentionYears == 0 {
+		s.retentionYears = DefaultRetentionYears
+	}
+	if s.retentionYears < MinRetentionYears {
+		panic(fmt.Sprintf("state.New: RetentionYears %d is below the minimum %d", s.retentionYears, MinRetentionYears))
+	}
+	if s.archiveTTL <= 0 {
+		s.archiveTTL = DefaultArchiveRequestTTL
+	}
 	if s.publish == nil {
 		s.publish = func(store.Change) {}
 	}

@@ -14,7 +14,7 @@ import (
 )
 
 // readPrefixes name the store methods that only read.
-var readPrefixes = []string{"Get", "List", "Snapshot", "Active", "AdminTokenByHash", "Close", "Read", "Scan", "Latest", "AuditLogSize"}
+var readPrefixes = []string{"Get", "List", "Snapshot", "Active", "AdminTokenByHash", "Close", "Read", "Scan", "Latest", "AuditLogSize", "Search"}
 
 // storeWrites is every store.Store method that writes.
 func storeWrites() map[string]bool {

@@ -350,6 +350,7 @@ type Store interface {
 	Close() error
 
 	AuditLogStore
+	AuditArchiveStore
 	SessionStore
 	AdminStore
 	PostureStore

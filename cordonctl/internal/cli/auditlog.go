@@ -92,11 +92,11 @@ machine with no controller.`,
 			if from < 0 || to < 0 || to != 0 && to < max(from, 1) {
 				return usagef("--from %d --to %d: want 1 <= from <= to", from, to)
 			}
-			return a.exportBundle(cmd, file, max(from, 1), to)
+			return a.exportBundle(cmd, file, from, to)
 		}),
 	}
 	export.Flags().StringVarP(&file, "file", "f", "", "the bundle to write (mode 0600: records name people)")
-	export.Flags().Int64Var(&from, "from", 1, "first record (seq)")
+	export.Flags().Int64Var(&from, "from", 0, "first record (seq); default: the first not archived")
 	export.Flags().Int64Var(&to, "to", 0, "last record (seq); default: the latest signed")
 
 	checkpoint := &cobra.Command{
@@ -211,6 +211,9 @@ func (a *app) verifyLog(cmd *cobra.Command, key string, earlier []byte) error {
 			rep.Records, cp.Size, cp.Time.Format(time.RFC3339), cp.Origin, rep.Checkpoints, float64(rep.ElapsedMS)/1000)
 		if rep.Unsigned > 0 {
 			fmt.Fprintf(a.io.Out, "%d newer records are not signed yet (they match their logged hashes; the controller signs within seconds)\n", rep.Unsigned)
+		}
+		for _, l := range archivedLines(rep.Archived) {
+			fmt.Fprintln(a.io.Out, l)
 		}
 	}
 	if earlier != nil {

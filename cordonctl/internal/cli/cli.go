@@ -200,8 +200,11 @@ func (a *app) rootCmd() *cobra.Command {
 		SilenceErrors: true,
 		SilenceUsage:  true,
 		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
+			if a.output == "csv" && cmd.Annotations[csvAnnotation] != "" {
+				return nil
+			}
 			if a.output != "table" && a.output != "json" {
-				return usagef("-o %q: use table or json", a.output)
+				return usagef("-o %q: use table or json (csv: audit search)", a.output)
 			}
 			return nil
 		},
@@ -212,7 +215,7 @@ func (a *app) rootCmd() *cobra.Command {
 	pf.StringVar(&a.token, "token", "", "admin token (env "+EnvToken+"; prefer --token-file)")
 	pf.StringVar(&a.tokenFile, "token-file", "", "file holding the admin token")
 	pf.StringVar(&a.caCert, "ca-cert", "", "controller CA certificate file (env "+EnvCACert+")")
-	pf.StringVarP(&a.output, "output", "o", "table", "output format: table or json (json prints the API's JSON)")
+	pf.StringVarP(&a.output, "output", "o", "table", "output format: table or json (json prints the API's JSON); audit search also csv")
 
 	root.AddCommand(
 		a.loginCmd(),

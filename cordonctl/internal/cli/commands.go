@@ -481,5 +481,7 @@ func (a *app) auditCmd() *cobra.Command {
 	list.Flags().IntVar(&q.Limit, "limit", 0, fmt.Sprintf("most events to show (default 100, at most %d)", adminapi.MaxAuditLimit))
 	list.Flags().Int64Var(&q.After, "after", 0, "only events after this sequence number")
 	list.Flags().StringVar(&q.Request, "request", "", "only the events of the call with this request ID (Idempotency-Key)")
-	return a.group("audit", "Read and verify the audit trail", append([]*cobra.Command{list, a.auditSinksCmd()}, a.auditLogCmds()...)...)
+	cmds := append([]*cobra.Command{list, a.auditSinksCmd()}, a.auditLogCmds()...)
+	cmds = append(cmds, a.auditSearchCmds()...)
+	return a.group("audit", "Read, search, verify and archive the audit trail", cmds...)
 }

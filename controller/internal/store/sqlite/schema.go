@@ -143,7 +143,7 @@ CREATE TABLE policy_versions (
 	`
 ALTER TABLE devices ADD COLUMN mfa_at INTEGER NOT NULL DEFAULT 0; -- unix µs, 0: never
 `,
-	// 4–11 live beside the code that uses them.
+	// 4–12 live beside the code that uses them.
 	migrationSessions,
 	migrationAdmins,
 	migrationPosture,
@@ -152,6 +152,7 @@ ALTER TABLE devices ADD COLUMN mfa_at INTEGER NOT NULL DEFAULT 0; -- unix µs, 0
 	migrationAdminTokenAccount,
 	migrationRequests,
 	migrationAuditLog,
+	migrationAuditSearch,
 	migrationFlowAcks,
 }
 
@@ -159,6 +160,7 @@ ALTER TABLE devices ADD COLUMN mfa_at INTEGER NOT NULL DEFAULT 0; -- unix µs, 0
 // version they are keyed by, in its transaction.
 var migrationData = map[int]func(ctx context.Context, tx *sql.Tx) error{
 	11: backfillAuditLog,
+	12: backfillAuditKeys,
 }
 
 // migrate brings the schema up to date in one write transaction, so two
