@@ -115,7 +115,10 @@ func TestFlowBatchCrash(t *testing.T) {
 	for round := range 8 {
 		from := uint64(1)
 		if lastAck > 0 {
-			from = max(1, lastAck+1-uint64(r.IntN(60))) // resend some acknowledged ones
+			// Resend some acknowledged ones (unsigned: no underflow past 1).
+			if back := uint64(r.IntN(60)); lastAck+1 > back {
+				from = max(1, lastAck+1-back)
+			}
 		}
 		cmd := exec.Command(os.Args[0], "-test.run=^TestFlowBatchCrashChild$", "-test.count=1")
 		cmd.Env = append(os.Environ(), crashChildEnv+"="+dbPath, "CORDON_FLOWCRASH_FROM="+strconv.FormatUint(from, 10),
