@@ -50,7 +50,9 @@ type extraGateway struct {
 }
 
 func TestGatewayFailover(t *testing.T) {
-	t.Parallel()
+	// Not parallel: it runs alone before the parallel tests, so its
+	// processes (several gateways, kills, restarts) neither slow the
+	// others' 1 s timing bounds nor are slowed by them.
 	w := newWorld(t)
 	ehr := w.svcs["ehr"]
 

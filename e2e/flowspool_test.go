@@ -48,7 +48,9 @@ func (w *world) nurseGets(n int) int {
 // exactly once, and its flow.end (closed, with its counters): the
 // gateway's spool kept them across the outage and its own crash.
 func TestFlowRecordsSurviveControllerOutage(t *testing.T) {
-	t.Parallel()
+	// Not parallel: it runs alone before the parallel tests, so its
+	// processes (several gateways, kills, restarts) neither slow the
+	// others' 1 s timing bounds nor are slowed by them.
 	w := newWorld(t)
 	ehr := w.svcs["ehr"]
 	w.waitReach(w.nurse, ehr, 15*time.Second)
@@ -97,7 +99,7 @@ func TestFlowRecordsSurviveControllerOutage(t *testing.T) {
 	// Flows the first gateway process held when it was killed have no end
 	// record (the table died with it); the later ones end "closed".
 	var allows, ends map[string]int
-	afterKill := map[string]bool{}
+	afterKill, beforeKill := map[string]bool{}, map[string]bool{}
 	var all []auditEvent
 	_, err := poll(60*time.Second, 500*time.Millisecond, func() error {
 		allows, ends = map[string]int{}, map[string]int{}
@@ -108,6 +110,8 @@ func TestFlowRecordsSurviveControllerOutage(t *testing.T) {
 				allows[e.Details["src"]]++
 				if e.Time.After(killed) {
 					afterKill[e.Details["src"]] = true
+				} else {
+					beforeKill[e.Details["src"]] = true
 				}
 			case e.Type == "flow.end":
 				if e.Details["end_reason"] != "closed" || e.Details["packets_to_app"] == "0" || e.Details["bytes_to_client"] == "0" {
@@ -120,7 +124,10 @@ func TestFlowRecordsSurviveControllerOutage(t *testing.T) {
 			return fmt.Errorf("%d flows passed during the outage, %d have their flow.allow", passed, len(allows))
 		}
 		for src := range afterKill {
-			if ends[src] == 0 {
+			// A connection the first process admitted that the second
+			// picked up mid-stream (a retransmitted FIN) may only idle
+			// out there: its end is not awaited.
+			if ends[src] == 0 && !beforeKill[src] {
 				return fmt.Errorf("flow from %s has no flow.end yet", src)
 			}
 		}
