@@ -58,20 +58,8 @@ func backfillAuditLog(ctx context.Context, tx *sql.Tx) error {
 	// The rows are read whole first: SQLite's UPDATE of the table a
 	// statement is still reading is allowed but its cursor would see the
 	// change; a clinic's trail before this version is small.
-	var evs []store.AuditEvent
-	rows, err := tx.QueryContext(ctx, `SELECT seq, time, type, actor, outcome, subject, details, request_id FROM audit_events ORDER BY seq`)
+	evs, err := listRows(ctx, tx, scanAudit, `SELECT seq, time, type, actor, outcome, subject, details, request_id FROM audit_events ORDER BY seq`)
 	if err != nil {
-		return err
-	}
-	for rows.Next() {
-		e, err := scanAudit(rows)
-		if err != nil {
-			rows.Close()
-			return err
-		}
-		evs = append(evs, e)
-	}
-	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
 		return err
 	}
 	for _, e := range evs {

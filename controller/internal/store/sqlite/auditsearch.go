@@ -87,21 +87,9 @@ func backfillAuditKeys(ctx context.Context, tx *sql.Tx) error {
 	}
 	defer upd.Close()
 	for after := int64(0); ; {
-		var evs []store.AuditEvent
-		rows, err := tx.QueryContext(ctx, `SELECT seq, time, type, actor, outcome, subject, details, request_id
+		evs, err := listRows(ctx, tx, scanAudit, `SELECT seq, time, type, actor, outcome, subject, details, request_id
 			FROM audit_events WHERE seq > ? ORDER BY seq LIMIT 5000`, after)
 		if err != nil {
-			return err
-		}
-		for rows.Next() {
-			e, err := scanAudit(rows)
-			if err != nil {
-				rows.Close()
-				return err
-			}
-			evs = append(evs, e)
-		}
-		if err := errors.Join(rows.Err(), rows.Close()); err != nil {
 			return err
 		}
 		if len(evs) == 0 {
