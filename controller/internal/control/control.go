@@ -460,12 +460,11 @@ func wire(f, base *controlproto.Frame, caps int) *controlproto.Frame {
 	return f // a map with a duplicate key goes whole (the agent judges it)
 }
 
-// sentMap records that f went out (as delta when delta).
-func (a *agent) sentMap(f *controlproto.Frame, delta bool, n int) {
+// sentMap records that f goes out (as delta when delta).
+func (a *agent) sentMap(f *controlproto.Frame, delta bool) {
 	a.mu.Lock()
 	a.sent, a.sentDelta = f, delta
 	a.mu.Unlock()
-	a.stats.add(delta, n)
 }
 
 // add counts one map frame of n bytes (a delta when delta).
@@ -672,6 +671,9 @@ func (s *Server) writeLoop(ctx context.Context, log *slog.Logger, a *agent, w *q
 		out := wire(f, base, a.caps)
 		buf, err := controlproto.EncodeFrame(out) // the one encoding
 		if err == nil {
+			// Recorded before the write: the agent's ack of this map
+			// can be read before Write returns, and nack must see it.
+			a.sentMap(f, out != f)
 			a.wmu.Lock()
 			_, err = w.Write(buf)
 			a.wmu.Unlock()
@@ -681,7 +683,7 @@ func (s *Server) writeLoop(ctx context.Context, log *slog.Logger, a *agent, w *q
 			a.conn.CloseWithError(codeProtocol, "write failed")
 			return
 		}
-		a.sentMap(f, out != f, len(buf))
+		a.stats.add(out != f, len(buf))
 		s.sent.add(out != f, len(buf))
 	}
 }
