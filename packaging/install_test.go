@@ -372,6 +372,20 @@ func TestDebInstallsIntoCleanRoot(t *testing.T) {
 	os.Remove(filepath.Join(root, "usr/lib/systemd/system/cordon-client-user-check.service"))
 	t.Logf("systemd-analyze verify took %v", time.Since(start).Round(time.Millisecond))
 
+	// The units' exposure (systemd-analyze security, 0 best to 10 worst)
+	// must not grow: a hardening directive dropped by mistake fails here.
+	// The bounds are the scores when they were written (docs/operations.md).
+	for unit, bound := range map[string]int{"cordon-controller.service": 30, "cordon-gateway.service": 37, "cordon-client.service": 57} {
+		cmd := exec.Command("systemd-analyze", "security", "--offline=true", "--root="+root, "--threshold="+strconv.Itoa(bound), unit)
+		out, err := cmd.CombinedOutput()
+		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+		if err != nil {
+			t.Errorf("%s: exposure above %.1f: %v\n%s", unit, float64(bound)/10, err, out)
+		} else {
+			t.Logf("%s", lines[len(lines)-1])
+		}
+	}
+
 	// Installing the same package again (an upgrade in place) works and
 	// keeps the user.
 	dpkg(t, root, "--install", deb)
