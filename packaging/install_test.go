@@ -526,6 +526,9 @@ func TestPackageVersion(t *testing.T) {
 		{"a9bdd7b", "0.0.0~git.a9bdd7b"},
 		{"a9bdd7b-dirty", "0.0.0~git.a9bdd7b.dirty"},
 		{"dev", "0.0.0~git.dev"},
+		{"0f7547b-dirty", "0.0.0~git.0f7547b.dirty"},
+		{"1234567", "0.0.0~git.1234567"},
+		{"v2.0", "2.0"},
 	} {
 		got, err := PackageVersion(tc.in)
 		if err != nil || got != tc.want {
