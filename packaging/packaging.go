@@ -115,7 +115,7 @@ func Build(ctx context.Context, o Options) ([]string, error) {
 
 var (
 	versionRE   = regexp.MustCompile(`^v?([0-9]+\.[0-9]+[0-9A-Za-z.+~]*)(-.*)?$`) // MAJOR.MINOR at least: a commit hash may start with a digit
-	describedRE = regexp.MustCompile(`^-[0-9]+-g[0-9a-f]+`) // git describe: commits past the tag
+	describedRE = regexp.MustCompile(`^-[0-9]+-g[0-9a-f]+`)                       // git describe: commits past the tag
 )
 
 // PackageVersion turns a build version into one dpkg and rpm both accept
