@@ -6,7 +6,7 @@ LDFLAGS  := -s -w -X github.com/cordonhq/cordon/internal/buildinfo.version=$(VER
 BINARIES := cordon-controller cordon-gateway cordon cordonctl
 PKGS     := ./controller/cmd/cordon-controller ./gateway/cmd/cordon-gateway ./client/cmd/cordon ./cordonctl/cmd/cordonctl
 
-.PHONY: all build demo test unit e2e vet fmt-check clean
+.PHONY: all build demo test unit e2e vet fmt-check clean packages pkgtest
 
 all: build
 
@@ -22,13 +22,25 @@ demo: build
 
 # Unit tests (with the race detector) and the end-to-end suite in network
 # namespaces (needs root and iproute2; skips loudly otherwise).
-test: vet fmt-check unit e2e
+test: vet fmt-check unit pkgtest e2e
+
+# .deb and .rpm packages in dist/ (nfpm, driven from packaging/, a module
+# of its own so that nfpm stays out of the product's dependencies).
+packages: build
+	cd packaging && $(GO) run ./cmd/cordon-pkg -repo .. -version $(VERSION) -bin $(abspath $(BIN)) -out $(abspath dist)
+
+# Builds the packages, installs the .deb with dpkg into a clean root, checks
+# what lands and runs systemd-analyze verify on the units (root; ~1 min).
+pkgtest:
+	cd packaging && $(GO) test -count=1 ./...
 
 # The load harness builds only with -tags loadtest (it seeds the store
 # directly); vet and run its small test here so it cannot rot.
 vet:
 	$(GO) vet ./...
 	$(GO) vet -tags loadtest ./controller/internal/loadtest/
+	$(GO) vet -tags gendocs ./internal/gendocs/ ./internal/daemonflags/ ./cordonctl/internal/cli/ ./client/cmd/cordon/
+	cd packaging && $(GO) vet ./...
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -42,4 +54,4 @@ e2e:
 	CORDON_E2E=1 $(GO) test -count=1 -timeout 15m -v ./e2e/...
 
 clean:
-	rm -rf $(BIN)
+	rm -rf $(BIN) dist

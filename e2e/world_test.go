@@ -66,6 +66,11 @@ type world struct {
 	// policySrc, if set, is applied as a policy file instead of the
 	// one-by-one directory, before the gateway enrolls (withPolicyFile).
 	policySrc string
+	// gwWrap runs before the gateway's argv (a command that execs it),
+	// gwArgs are extra gateway flags, and gwPrep runs once its token file
+	// is written, before its first start (withGatewayAs).
+	gwWrap, gwArgs []string
+	gwPrep         func(*world)
 }
 
 // worldOpt changes a world before it starts.
@@ -411,6 +416,9 @@ func (w *world) startGateway() {
 	if err := os.WriteFile(tokFile, []byte(tok+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	if w.gwPrep != nil {
+		w.gwPrep(w)
+	}
 	w.gateway = w.runGateway("gateway")
 	waitFor(t, 20*time.Second, "gateway "+gwName+" to enroll", func() error {
 		if s := w.gateway.exited(); s != "" {
@@ -433,7 +441,8 @@ func (w *world) runGateway(name string, extra ...string) *proc {
 		"--state-dir", filepath.Join(w.dir, "gateway"), "--controller", controllerURL,
 		"--ca-cert", w.caFile(), "--token-file", filepath.Join(w.dir, "gw-token"), "--mode", "tun",
 		"--interface", w.gwIface, "--listen-port", "51820", "--endpoint", gwWANAddr + ":51820"}
-	return w.start(w.gw, name, append(argv, extra...)...)
+	argv = append(slices.Concat(w.gwWrap, argv, w.gwArgs), extra...)
+	return w.start(w.gw, name, argv...)
 }
 
 type gatewayInfo struct {

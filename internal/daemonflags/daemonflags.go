@@ -15,12 +15,21 @@ import (
 	"github.com/cordonhq/cordon/internal/buildinfo"
 )
 
+// genDocs is set only in binaries built with -tags gendocs (gendocs.go):
+// "DAEMON __gendocs DIR" writes the daemon's manual page from fs.
+var genDocs func(fs *flag.FlagSet, args []string, stderr io.Writer) (code int, done bool)
+
 // Parse adds --version to fs, parses args and handles what ends the
 // command at once (--help, --version, a bad flag, an argument): then done
 // is true and code is the exit status. fs's name names the daemon, and
 // fs writes its own errors and usage to its output.
 func Parse(fs *flag.FlagSet, args []string, stdout, stderr io.Writer) (code int, done bool) {
 	showVersion := fs.Bool("version", false, "print the version and exit")
+	if genDocs != nil {
+		if code, done := genDocs(fs, args, stderr); done {
+			return code, true
+		}
+	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0, true

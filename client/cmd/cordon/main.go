@@ -42,6 +42,10 @@ func defaultStateDir() string {
 	return ".cordon"
 }
 
+// rootHooks change the command tree; only builds with -tags gendocs have
+// one (gendocs.go: the hidden command that writes the man pages).
+var rootHooks []func(*cobra.Command)
+
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
 
 // run is the command with its arguments; it returns the exit status
@@ -208,6 +212,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 
 	root.AddCommand(login, logout, up, down, status)
+	for _, h := range rootHooks {
+		h(root)
+	}
 	if err := root.Execute(); err != nil {
 		fmt.Fprintf(stderr, "cordon: %v\n", err)
 		return exitCode(err, ran)

@@ -234,8 +234,15 @@ func (a *app) rootCmd() *cobra.Command {
 		a.policyCmd(),
 		a.idpCmd(),
 	)
+	for _, h := range rootHooks {
+		h(root)
+	}
 	return root
 }
+
+// rootHooks change the command tree; only builds with -tags gendocs have
+// one (gendocs.go: the hidden command that writes the man pages).
+var rootHooks []func(*cobra.Command)
 
 // run wraps a command body: it marks that argument parsing is over.
 func (a *app) run(f func(cmd *cobra.Command, args []string) error) func(*cobra.Command, []string) error {
