@@ -43,3 +43,21 @@ e2e:
 
 clean:
 	rm -rf $(BIN)
+
+# Deployment artefacts, checked in deploy/check (a module of its own, so
+# compose-go, client-go and go-containerregistry stay out of go.mod): the
+# container image built without an engine, unpacked and run as its
+# non-root user (and in podman where installed), the compose file, the
+# Kubernetes manifests.
+.PHONY: deploy-check image-layout image
+deploy-check:
+	cd deploy/check && $(GO) vet ./... && $(GO) test -count=1 -timeout 15m ./...
+
+# The image as an OCI layout with no engine: make image-layout IMAGE_OUT=/tmp/cordon-oci
+IMAGE_OUT ?= bin/cordon-oci
+image-layout:
+	cd deploy/check && $(GO) run ./cmd/cordon-image -repo $(CURDIR) -version $(VERSION) -out $(abspath $(IMAGE_OUT))
+
+# The image with an engine, from the Dockerfile (the source of truth).
+image:
+	docker build --build-arg VERSION=$(VERSION) -t cordon:$(VERSION) .
