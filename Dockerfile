@@ -9,14 +9,15 @@
 #   docker run -v cordon-data:/var/lib/cordon -p 8443:8443/tcp -p 8443:8443/udp cordon --hosts ctl.example.org
 #
 # Gateway in tun mode: run /usr/local/bin/cordon-gateway-tun, a copy of
-# cordon-gateway that carries the file capability cap_net_admin=ep (a
-# non-root user gets no added capability otherwise), and give the
-# container only
+# cordon-gateway that carries the file capabilities
+# cap_net_admin,cap_net_bind_service=ep (a non-root user gets no added
+# capability otherwise; NET_BIND_SERVICE, for its DNS server on port 53,
+# is in every engine's default set), and give the container only
 #   --cap-add NET_ADMIN --device /dev/net/tun --sysctl net.ipv4.ip_forward=1
 # (forwarding to the app subnet; a container cannot always write
-# /proc/sys). Without NET_ADMIN in the container's bounding set that copy
-# does not start at all (EPERM), so it is a separate file: userspace mode
-# runs the plain cordon-gateway and needs none of these.
+# /proc/sys). Without those capabilities in the container's bounding set
+# that copy does not start at all (EPERM), so it is a separate file:
+# userspace mode runs the plain cordon-gateway and needs none of these.
 #
 # deploy/check builds the same file system without a container engine and
 # its tests hold this file and that build to the same users, paths,
@@ -30,7 +31,7 @@ COPY . .
 ARG VERSION=dev
 RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X github.com/cordonhq/cordon/internal/buildinfo.version=${VERSION}" -o /out/ \
       ./controller/cmd/cordon-controller ./gateway/cmd/cordon-gateway ./client/cmd/cordon ./cordonctl/cmd/cordonctl ./internal/cmd/cordon-healthcheck
-RUN cp /out/cordon-gateway /out/cordon-gateway-tun && setcap cap_net_admin=ep /out/cordon-gateway-tun
+RUN cp /out/cordon-gateway /out/cordon-gateway-tun && setcap cap_net_admin,cap_net_bind_service=ep /out/cordon-gateway-tun
 # The data volume's directory, owned by nonroot so that a fresh named
 # volume (which Docker fills from the image) is writable by it.
 RUN mkdir -p /data/cordon && chmod 0700 /data/cordon

@@ -105,8 +105,8 @@ func TestComposeFile(t *testing.T) {
 	if !slices.Equal(gw.Entrypoint, []string{image.BinDir + "/" + image.TunGateway}) {
 		t.Errorf("gateway: entrypoint %q, want %s/%s", gw.Entrypoint, image.BinDir, image.TunGateway)
 	}
-	if !slices.Equal(gw.CapAdd, []string{"NET_ADMIN"}) {
-		t.Errorf("gateway: cap_add %q, want exactly NET_ADMIN", gw.CapAdd)
+	if !slices.Equal(gw.CapAdd, []string{"NET_ADMIN", "NET_BIND_SERVICE"}) {
+		t.Errorf("gateway: cap_add %q, want exactly NET_ADMIN, NET_BIND_SERVICE (cordon-gateway-tun's %s)", gw.CapAdd, image.TunCaps)
 	}
 	if len(gw.Devices) != 1 || gw.Devices[0].Source != "/dev/net/tun" || gw.Devices[0].Target != "/dev/net/tun" {
 		t.Errorf("gateway: devices %+v, want /dev/net/tun", gw.Devices)
@@ -153,7 +153,7 @@ func TestComposeRejectsMistakes(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, edit := range map[string][2]string{
-		"unknown key": {"    cap_add: [NET_ADMIN]", "    cap_addd: [NET_ADMIN]"},
+		"unknown key": {"    cap_add: [NET_ADMIN", "    cap_addd: [NET_ADMIN"},
 		"wrong type":  {"    read_only: true\n    tmpfs:\n      - /tmp\n    restart", "    read_only: [yes]\n    tmpfs:\n      - /tmp\n    restart"},
 	} {
 		t.Run(name, func(t *testing.T) {

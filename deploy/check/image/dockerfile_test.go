@@ -145,7 +145,7 @@ func TestDockerfileMatchesBuild(t *testing.T) {
 		"CGO_ENABLED=0 go build",
 		"-X " + ModulePath + "/internal/buildinfo.version=${VERSION}",
 		"cp /out/cordon-gateway /out/" + TunGateway,
-		"setcap cap_net_admin=ep /out/" + TunGateway,
+		"setcap " + TunCaps + " /out/" + TunGateway,
 		"mkdir -p /data/" + filepath.Base(DataDir) + " && chmod 0700 /data/" + filepath.Base(DataDir),
 	} {
 		if !strings.Contains(all, frag) {

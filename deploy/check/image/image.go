@@ -56,8 +56,12 @@ const (
 	// HealthURL is what the health check asks.
 	HealthURL = "http://" + MetricsListen + "/healthz"
 	// TunGateway is the copy of cordon-gateway that carries the file
-	// capability cap_net_admin=ep, for tun mode as the non-root user.
+	// capabilities TunCaps, for tun mode as the non-root user.
 	TunGateway = "cordon-gateway-tun"
+	// TunCaps are its capabilities as setcap writes them: NET_ADMIN for
+	// the TUN device, routes and firewall, NET_BIND_SERVICE for its DNS
+	// server on port 53 (as the systemd unit's AmbientCapabilities).
+	TunCaps = "cap_net_admin,cap_net_bind_service=ep"
 	// ModulePath is the main module, for the version stamp.
 	ModulePath = "github.com/cordonhq/cordon"
 )
@@ -170,7 +174,7 @@ type Entry struct {
 	Dir      bool
 	Src      string // file to copy the content from, if not Data
 	Data     []byte
-	// Caps is the security.capability xattr (see NetAdminCap).
+	// Caps is the security.capability xattr (see TunCapsXattr).
 	Caps []byte
 }
 
@@ -202,7 +206,7 @@ func Entries(binDir, caCerts string) []Entry {
 		es = append(es, Entry{Path: BinDir + "/" + b.Name, Mode: 0o755, Src: filepath.Join(binDir, b.Name)})
 	}
 	es = append(es,
-		Entry{Path: BinDir + "/" + TunGateway, Mode: 0o755, Src: filepath.Join(binDir, "cordon-gateway"), Caps: NetAdminCap()},
+		Entry{Path: BinDir + "/" + TunGateway, Mode: 0o755, Src: filepath.Join(binDir, "cordon-gateway"), Caps: TunCapsXattr()},
 		dir("/var", 0o755, 0),
 		dir("/var/lib", 0o755, 0),
 		dir(DataDir, 0o700, UID),
@@ -210,17 +214,20 @@ func Entries(binDir, caCerts string) []Entry {
 	return es
 }
 
-// CapNetAdmin is CAP_NET_ADMIN's number (linux/capability.h).
-const CapNetAdmin = 12
+// Capability numbers (linux/capability.h).
+const (
+	CapNetBindService = 10
+	CapNetAdmin       = 12
+)
 
-// NetAdminCap is the security.capability xattr that setcap
-// cap_net_admin=ep writes: struct vfs_cap_data, revision 2, the
-// effective flag, CAP_NET_ADMIN permitted, nothing inheritable.
-func NetAdminCap() []byte {
+// TunCapsXattr is the security.capability xattr that setcap TunCaps
+// writes: struct vfs_cap_data, revision 2, the effective flag,
+// CAP_NET_ADMIN and CAP_NET_BIND_SERVICE permitted, nothing inheritable.
+func TunCapsXattr() []byte {
 	const revision2, effective = 0x02000000, 0x1
 	b := make([]byte, 20)
 	binary.LittleEndian.PutUint32(b[0:], revision2|effective)
-	binary.LittleEndian.PutUint32(b[4:], 1<<CapNetAdmin) // permitted, caps 0-31
+	binary.LittleEndian.PutUint32(b[4:], 1<<CapNetAdmin|1<<CapNetBindService) // permitted, caps 0-31
 	return b
 }
 

@@ -73,7 +73,10 @@ func TestPodmanRunsImage(t *testing.T) {
 
 	// The controller, its own network namespace (nothing clashes with the
 	// host's ports), a fresh named volume.
-	run := append(append([]string{"run", "-d", "--name", name, "--network", "none", "-v", name + ":" + DataDir}, podmanRunFlags...), ref)
+	// Hardened as in deploy/compose: read-only root, no capabilities, no
+	// new privileges.
+	run := append(append([]string{"run", "-d", "--name", name, "--network", "none", "-v", name + ":" + DataDir,
+		"--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL", "--security-opt", "no-new-privileges"}, podmanRunFlags...), ref)
 	if out, err := podman(ctx, run...); err != nil {
 		t.Fatalf("podman run: %v\n%s", err, out)
 	}
@@ -119,7 +122,8 @@ func TestPodmanRunsImage(t *testing.T) {
 	}
 
 	// The tun-mode copy: refused without NET_ADMIN (the kernel will not
-	// grant its file capability), runs with the documented flags.
+	// grant its file capabilities), runs with the documented flags, and
+	// with compose's: every capability dropped but its two.
 	tun := []string{"run", "--rm", "--network", "none", "--entrypoint", BinDir + "/" + TunGateway}
 	if out, err := podman(ctx, append(append(append(tun, podmanRunFlags...), ref), "--version")...); err == nil || !strings.Contains(out, "operation not permitted") {
 		t.Errorf("%s ran without NET_ADMIN: %v %s", TunGateway, err, out)
@@ -127,6 +131,14 @@ func TestPodmanRunsImage(t *testing.T) {
 	withCap := append(append(append(tun, "--cap-add", "NET_ADMIN", "--device", "/dev/net/tun"), podmanRunFlags...), ref)
 	if out, err := podman(ctx, append(withCap, "--version")...); err != nil || !strings.Contains(out, testVersion) {
 		t.Errorf("%s with --cap-add NET_ADMIN --device /dev/net/tun: %v %s", TunGateway, err, out)
+	}
+	composeCaps := append(append(append(tun, "--cap-drop", "ALL", "--cap-add", "NET_ADMIN,NET_BIND_SERVICE", "--device", "/dev/net/tun"), podmanRunFlags...), ref)
+	if out, err := podman(ctx, append(composeCaps, "--version")...); err != nil || !strings.Contains(out, testVersion) {
+		t.Errorf("%s with only NET_ADMIN and NET_BIND_SERVICE: %v %s", TunGateway, err, out)
+	}
+	noBind := append(append(append(tun, "--cap-drop", "ALL", "--cap-add", "NET_ADMIN", "--device", "/dev/net/tun"), podmanRunFlags...), ref)
+	if out, err := podman(ctx, append(noBind, "--version")...); err == nil {
+		t.Errorf("%s ran without NET_BIND_SERVICE in the bounding set: its file capabilities were not applied (%s)", TunGateway, out)
 	}
 }
 

@@ -184,8 +184,8 @@ func TestManifests(t *testing.T) {
 		t.Errorf("gateway: args %q", g.Args)
 	}
 	gsc := g.SecurityContext
-	if gsc == nil || gsc.Capabilities == nil || !slices.Equal(gsc.Capabilities.Add, []corev1.Capability{"NET_ADMIN"}) || !slices.Equal(gsc.Capabilities.Drop, []corev1.Capability{"ALL"}) {
-		t.Errorf("gateway: capabilities %+v, want drop ALL, add NET_ADMIN only", gsc)
+	if gsc == nil || gsc.Capabilities == nil || !slices.Equal(gsc.Capabilities.Add, []corev1.Capability{"NET_ADMIN", "NET_BIND_SERVICE"}) || !slices.Equal(gsc.Capabilities.Drop, []corev1.Capability{"ALL"}) {
+		t.Errorf("gateway: capabilities %+v, want drop ALL, add NET_ADMIN and NET_BIND_SERVICE only", gsc)
 	} else if gsc.AllowPrivilegeEscalation != nil && !*gsc.AllowPrivilegeEscalation {
 		t.Errorf("gateway: allowPrivilegeEscalation false sets no_new_privs: the file capability would not apply")
 	} else if gsc.Privileged != nil && *gsc.Privileged {
@@ -292,7 +292,7 @@ func TestStrictDecodingCatchesMistakes(t *testing.T) {
 		"unknown field": {"      automountServiceAccountToken: false", "      automountServiceAcountToken: false"},
 		"wrong type":    {"  replicas: 1", "  replicas: one"},
 		"unknown kind":  {"kind: Deployment", "kind: Deploymnet"},
-		"nested field":  {"              add: [NET_ADMIN]", "              add: [NET_ADMIN]\n              ambient: [NET_ADMIN]"},
+		"nested field":  {"              add: [NET_ADMIN, NET_BIND_SERVICE]", "              add: [NET_ADMIN, NET_BIND_SERVICE]\n              ambient: [NET_ADMIN]"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			if !strings.Contains(string(orig), edit[0]) {
