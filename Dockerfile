@@ -33,8 +33,10 @@ RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X github.com/cordonhq/cord
       ./controller/cmd/cordon-controller ./gateway/cmd/cordon-gateway ./client/cmd/cordon ./cordonctl/cmd/cordonctl ./internal/cmd/cordon-healthcheck
 RUN cp /out/cordon-gateway /out/cordon-gateway-tun && setcap cap_net_admin,cap_net_bind_service=ep /out/cordon-gateway-tun
 # The data volume's directory, owned by nonroot so that a fresh named
-# volume (which Docker fills from the image) is writable by it.
-RUN mkdir -p /data/cordon && chmod 0700 /data/cordon
+# volume (which Docker fills from the image) is writable by it; and
+# /var/run/wireguard, where a tun-mode gateway (wireguard-go) puts its
+# UAPI socket for `wg show`.
+RUN mkdir -p /data/cordon /run-wg/wireguard && chmod 0700 /data/cordon && chmod 0755 /run-wg/wireguard
 
 FROM gcr.io/distroless/static-debian12:nonroot
 ARG VERSION=dev
@@ -43,6 +45,7 @@ LABEL org.opencontainers.image.title="cordon" \
       org.opencontainers.image.version="${VERSION}"
 COPY --from=build /out/ /usr/local/bin/
 COPY --from=build --chown=65532:65532 /data/ /var/lib/
+COPY --from=build --chown=65532:65532 /run-wg/ /var/run/
 USER 65532:65532
 VOLUME ["/var/lib/cordon"]
 # 8443: admin API (TCP) and agent control channel (QUIC, UDP); 51820:

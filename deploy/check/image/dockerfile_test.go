@@ -116,20 +116,22 @@ func TestDockerfileMatchesBuild(t *testing.T) {
 	}
 	// The binaries land in BinDir as they are; the data directory in
 	// /var/lib, owned by nonroot.
-	var binCopy, dataCopy bool
+	var binCopy, dataCopy, uapiCopy bool
 	for _, c := range copies {
 		switch {
 		case c.From == build.Name && slices.Equal(c.SourcePaths, []string{"/out/"}) && c.DestPath == BinDir+"/" && c.Chown == "":
 			binCopy = true
 		case c.From == build.Name && slices.Equal(c.SourcePaths, []string{"/data/"}) && c.DestPath == filepath.Dir(DataDir)+"/" && c.Chown == User:
 			dataCopy = true
+		case c.From == build.Name && slices.Equal(c.SourcePaths, []string{"/run-wg/"}) && c.DestPath == filepath.Dir(UAPIDir)+"/" && c.Chown == User:
+			uapiCopy = true
 		default:
 			t.Errorf("COPY %+v is not one the engine-less build makes", c)
 		}
 	}
-	if !binCopy || !dataCopy {
-		t.Errorf("the final stage must COPY --from=%s /out/ %s/ and COPY --from=%s --chown=%s /data/ %s/ (binaries %v, data %v)",
-			build.Name, BinDir, build.Name, User, filepath.Dir(DataDir), binCopy, dataCopy)
+	if !binCopy || !dataCopy || !uapiCopy {
+		t.Errorf("the final stage must COPY --from=%s /out/ %s/, COPY --from=%s --chown=%s /data/ %s/ and /run-wg/ %s/ (binaries %v, data %v, UAPI %v)",
+			build.Name, BinDir, build.Name, User, filepath.Dir(DataDir), filepath.Dir(UAPIDir), binCopy, dataCopy, uapiCopy)
 	}
 
 	// The build stage: the same packages built static with the version
@@ -146,7 +148,7 @@ func TestDockerfileMatchesBuild(t *testing.T) {
 		"-X " + ModulePath + "/internal/buildinfo.version=${VERSION}",
 		"cp /out/cordon-gateway /out/" + TunGateway,
 		"setcap " + TunCaps + " /out/" + TunGateway,
-		"mkdir -p /data/" + filepath.Base(DataDir) + " && chmod 0700 /data/" + filepath.Base(DataDir),
+		"mkdir -p /data/" + filepath.Base(DataDir) + " /run-wg/" + filepath.Base(UAPIDir) + " && chmod 0700 /data/" + filepath.Base(DataDir) + " && chmod 0755 /run-wg/" + filepath.Base(UAPIDir),
 	} {
 		if !strings.Contains(all, frag) {
 			t.Errorf("the build stage's RUN lines lack %q:\n%s", frag, all)

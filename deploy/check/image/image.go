@@ -50,6 +50,10 @@ const (
 	// DataDir is the volume: the controller's --data-dir and the
 	// gateway's --state-dir go below it.
 	DataDir = "/var/lib/cordon"
+	// UAPIDir is where wireguard-go puts a tun-mode gateway's UAPI socket
+	// (`wg show`); nonroot must be able to write it. With a read-only
+	// root, mount a tmpfs there.
+	UAPIDir = "/var/run/wireguard"
 	// MetricsListen is where the image's controller serves /metrics,
 	// /healthz and /readyz (loopback: publish it with --metrics-listen).
 	MetricsListen = "127.0.0.1:9101"
@@ -210,6 +214,8 @@ func Entries(binDir, caCerts string) []Entry {
 		dir("/var", 0o755, 0),
 		dir("/var/lib", 0o755, 0),
 		dir(DataDir, 0o700, UID),
+		dir("/var/run", 0o755, 0),
+		dir(UAPIDir, 0o755, UID),
 	)
 	return es
 }

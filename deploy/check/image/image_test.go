@@ -201,6 +201,8 @@ func TestImageFileSystem(t *testing.T) {
 		"/var":                               {0o755, 0, 0, tar.TypeDir},
 		"/var/lib":                           {0o755, 0, 0, tar.TypeDir},
 		"/var/lib/cordon":                    {0o700, 65532, 65532, tar.TypeDir},
+		"/var/run":                           {0o755, 0, 0, tar.TypeDir},
+		"/var/run/wireguard":                 {0o755, 65532, 65532, tar.TypeDir},
 	}
 	if got, exp := slices.Sorted(maps.Keys(fs)), slices.Sorted(maps.Keys(want)); !slices.Equal(got, exp) {
 		t.Fatalf("image holds %q\nwant %q", got, exp)

@@ -198,6 +198,13 @@ func TestManifests(t *testing.T) {
 	if !fwd {
 		t.Errorf("gateway: pod sysctls lack net.ipv4.ip_forward=1")
 	}
+	var uapi bool
+	for _, m := range g.VolumeMounts {
+		uapi = uapi || m.MountPath == image.UAPIDir
+	}
+	if !uapi {
+		t.Errorf("gateway: nothing mounted at %s: with a read-only root wireguard-go cannot make its UAPI socket", image.UAPIDir)
+	}
 	var tun, state bool
 	for _, v := range gpod.Volumes {
 		if v.HostPath != nil && v.HostPath.Path == "/dev/net/tun" && v.HostPath.Type != nil && *v.HostPath.Type == corev1.HostPathCharDev {
