@@ -22,7 +22,7 @@ demo: build
 
 # Unit tests (with the race detector) and the end-to-end suite in network
 # namespaces (needs root and iproute2; skips loudly otherwise).
-test: vet fmt-check unit pkgtest e2e
+test: vet fmt-check unit pkgtest deploy-check e2e
 
 # .deb and .rpm packages in dist/ (nfpm, driven from packaging/, a module
 # of its own so that nfpm stays out of the product's dependencies).
@@ -55,3 +55,21 @@ e2e:
 
 clean:
 	rm -rf $(BIN) dist
+
+# Deployment artefacts, checked in deploy/check (a module of its own, so
+# compose-go, client-go and go-containerregistry stay out of go.mod): the
+# container image built without an engine, unpacked and run as its
+# non-root user (and in podman where installed), the compose file, the
+# Kubernetes manifests.
+.PHONY: deploy-check image-layout image
+deploy-check:
+	cd deploy/check && $(GO) vet ./... && $(GO) test -count=1 -timeout 15m ./...
+
+# The image as an OCI layout with no engine: make image-layout IMAGE_OUT=/tmp/cordon-oci
+IMAGE_OUT ?= bin/cordon-oci
+image-layout:
+	cd deploy/check && $(GO) run ./cmd/cordon-image -repo $(CURDIR) -version $(VERSION) -out $(abspath $(IMAGE_OUT))
+
+# The image with an engine, from the Dockerfile (the source of truth).
+image:
+	docker build --build-arg VERSION=$(VERSION) -t cordon:$(VERSION) .
