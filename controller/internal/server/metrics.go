@@ -2,20 +2,17 @@ package server
 
 import (
 	"context"
-	"errors"
+	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/cordonhq/cordon/controller/internal/control"
 	"github.com/cordonhq/cordon/controller/internal/ledger"
 	"github.com/cordonhq/cordon/controller/internal/siem"
 	"github.com/cordonhq/cordon/controller/internal/store"
+	"github.com/cordonhq/cordon/internal/metricshttp"
 )
 
 // metricsRegistry is the controller's Prometheus metrics. Each is read
@@ -24,14 +21,9 @@ import (
 // totals is control.Server.Totals, latest ledger.Ledger.Latest and sinks
 // siem.Exporter.Status (nil: no SIEM sinks).
 func metricsRegistry(totals func() control.Totals, latest func() *ledger.Signed, sinks func() []siem.Status) *prometheus.Registry {
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	gauge := func(name, help string, labels prometheus.Labels, f func() float64) {
-		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "cordon", Name: name, Help: help, ConstLabels: labels}, f))
-	}
-	counter := func(name, help string, labels prometheus.Labels, f func() float64) {
-		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "cordon", Name: name, Help: help, ConstLabels: labels}, f))
-	}
+	reg := metricshttp.NewRegistry()
+	m := metricshttp.Funcs{Reg: reg}
+	gauge, counter := m.Gauge, m.Counter
 	gauge("control_agents", "Agents connected to the control channel now.", prometheus.Labels{"kind": "client"},
 		func() float64 { return float64(totals().Clients) })
 	gauge("control_agents", "Agents connected to the control channel now.", prometheus.Labels{"kind": "gateway"},
@@ -66,8 +58,8 @@ func metricsRegistry(totals func() control.Totals, latest func() *ledger.Signed,
 			at := func() siem.Status { return sinks()[i] }
 			gauge("siem_sink_lag_records", "Audit records the SIEM sink has not accepted yet.", l, func() float64 { return float64(at().Lag) })
 			gauge("siem_sink_cursor", "Seq of the last audit record the SIEM sink accepted.", l, func() float64 { return float64(at().Cursor) })
-			gauge("siem_sink_connected", "1 while the SIEM sink is connected (its file open).", l, func() float64 { return b2f(at().Connected) })
-			gauge("siem_sink_alerting", "1 while an audit.export.lag alert is open for the SIEM sink.", l, func() float64 { return b2f(at().Alerting) })
+			gauge("siem_sink_connected", "1 while the SIEM sink is connected (its file open).", l, func() float64 { return metricshttp.Bool(at().Connected) })
+			gauge("siem_sink_alerting", "1 while an audit.export.lag alert is open for the SIEM sink.", l, func() float64 { return metricshttp.Bool(at().Alerting) })
 			counter("siem_sink_records_sent_total", "Audit records sent to the SIEM sink since the controller started.", l,
 				func() float64 { return float64(at().Sent) })
 		}
@@ -75,33 +67,13 @@ func metricsRegistry(totals func() control.Totals, latest func() *ledger.Signed,
 	return reg
 }
 
-func b2f(b bool) float64 {
-	if b {
-		return 1
-	}
-	return 0
-}
-
 // serveMetrics serves /metrics, /healthz (the process answers) and
 // /readyz (the store answers a read within 2 s) on ln until ctx ends.
 func serveMetrics(ctx context.Context, ln net.Listener, reg *prometheus.Registry, st store.Store, log *slog.Logger) {
-	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}))
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		rctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-		defer cancel()
-		if _, err := st.AuditLogSize(rctx); err != nil {
-			http.Error(w, "not ready: the store does not answer: "+err.Error(), http.StatusServiceUnavailable)
-			return
+	metricshttp.Serve(ctx, ln, reg, func(ctx context.Context) error {
+		if _, err := st.AuditLogSize(ctx); err != nil {
+			return fmt.Errorf("the store does not answer: %w", err)
 		}
-		w.Write([]byte("ready\n"))
-	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	stop := context.AfterFunc(ctx, func() { srv.Close() })
-	defer stop()
-	log.Info("metrics and health served", "addr", ln.Addr().String(), "paths", "/metrics /healthz /readyz")
-	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		log.Error("metrics listener", "err", err)
-	}
+		return nil
+	}, log)
 }
