@@ -61,6 +61,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		return nil
 	})
+	fs.StringVar(&cfg.MetricsListen, "metrics-listen", "", "serve Prometheus metrics (/metrics) and health (/healthz, /readyz: has a network map) on ADDR, plain HTTP (default off)")
 	fs.Int64Var(&cfg.SpoolMaxBytes, "spool-max-bytes", 256<<20, "bound on the flow record spool (<state-dir>/flowspool) holding records until the controller acknowledges them")
 	fs.StringVar(&cfg.SpoolFull, "spool-full", gateway.SpoolFailClosedPHI, "new flows while the flow record spool is full: fail-closed-phi (refuse flows to phi apps), fail-closed (refuse all) or fail-open (admit; their records are lost)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")

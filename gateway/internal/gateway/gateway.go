@@ -29,6 +29,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"slices"
 	"sync"
@@ -42,6 +43,7 @@ import (
 	"github.com/cordonhq/cordon/gateway/internal/hostfw"
 	"github.com/cordonhq/cordon/gateway/internal/lastmap"
 	"github.com/cordonhq/cordon/gateway/internal/witness"
+	"github.com/cordonhq/cordon/internal/metricshttp"
 	"github.com/cordonhq/cordon/pkg/adminapi"
 	"github.com/cordonhq/cordon/pkg/agentstate"
 	"github.com/cordonhq/cordon/pkg/certrenew"
@@ -95,6 +97,9 @@ type Config struct {
 	// (SpoolFailClosedPHI, the default, SpoolFailClosed or SpoolFailOpen).
 	SpoolMaxBytes int64
 	SpoolFull     string
+	// MetricsListen, if set, serves Prometheus metrics (/metrics) and
+	// health (/healthz, /readyz) there, without TLS (--metrics-listen).
+	MetricsListen string
 }
 
 // ErrNeedToken says the gateway is not enrolled and got no token.
@@ -112,6 +117,16 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	log = log.With("gateway", st.Enrollment.ID)
 	log.Info("gateway identity", "overlay_addr", st.Enrollment.OverlayAddr, "public_key", st.WGKey.Public().String(), "mode", cfg.Mode)
+
+	var metricsLn net.Listener
+	if cfg.MetricsListen != "" {
+		ln, err := net.Listen("tcp", cfg.MetricsListen)
+		if err != nil {
+			return fmt.Errorf("--metrics-listen: %w", err)
+		}
+		defer ln.Close() // if Run fails before serving it
+		metricsLn = ln
+	}
 
 	saved, err := lastmap.Open(cfg.StateDir)
 	if err != nil {
@@ -204,6 +219,10 @@ func Run(ctx context.Context, cfg Config) error {
 	workers.Go(func() { g.reportActivity(ctx, cc) })
 	workers.Go(func() { g.keepValid(ctx, cc.Connected) })
 	workers.Go(func() { g.saver(ctx) })
+	if metricsLn != nil {
+		reg := g.metricsRegistry(cc.Connected)
+		workers.Go(func() { metricshttp.Serve(ctx, metricsLn, reg, g.ready, log.With("component", "metrics")) })
+	}
 	err = cc.Run(ctx)
 	if errors.Is(err, controlclient.ErrRevoked) {
 		// A deleted gateway must not serve its saved map on its next

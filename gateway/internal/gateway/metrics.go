@@ -1,0 +1,133 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/cordonhq/cordon/gateway/internal/dns"
+	"github.com/cordonhq/cordon/gateway/internal/flow"
+	"github.com/cordonhq/cordon/internal/metricshttp"
+	"github.com/cordonhq/cordon/pkg/wgdev"
+)
+
+// metricsRegistry is the gateway's Prometheus metrics (names in
+// docs/operations.md). Every value is read when scraped from the counters
+// the authorizer, the DNS server, the spool and the WireGuard device
+// already keep, so the packet path does no extra work for them.
+func (g *gw) metricsRegistry(connected func() bool) *prometheus.Registry {
+	reg := metricshttp.NewRegistry()
+	m := metricshttp.Funcs{Reg: reg}
+	fs := func(f func(flow.Stats) uint64) func() float64 {
+		return func() float64 { return float64(f(g.authz.Stats())) }
+	}
+	ds := func(f func(dns.Stats) uint64) func() float64 {
+		return func() float64 { return float64(f(g.dns.Stats())) }
+	}
+	type L = prometheus.Labels
+
+	const flowsHelp = "New flows by verdict: allowed (admitted to the connection table) or refused (the policy allowed it but the full flow record spool refused it, --spool-full)."
+	m.Counter("gateway_flows_total", flowsHelp, L{"verdict": "allowed"}, fs(func(s flow.Stats) uint64 { return s.FlowsOpened }))
+	m.Counter("gateway_flows_total", flowsHelp, L{"verdict": "refused"}, fs(func(s flow.Stats) uint64 { return s.FlowsRefused }))
+	m.Counter("gateway_flows_cut_total", "Open flows cut because the policy, session or grant no longer allows them.", L{"reason": "policy"},
+		fs(func(s flow.Stats) uint64 { return s.FlowsCut }))
+	m.Counter("gateway_flows_ended_total", "Flows that left the connection table (closed, idle or cut).", nil,
+		fs(func(s flow.Stats) uint64 { return s.FlowsEnded }))
+	m.Gauge("gateway_flows_open", "Flows in the connection table now.", nil,
+		func() float64 { return float64(g.authz.Stats().FlowsOpen) })
+
+	const pktHelp = "Packets through the flow authorizer by direction (to_app: from clients; to_client: replies) and verdict."
+	m.Counter("gateway_packets_total", pktHelp, L{"direction": "to_app", "verdict": "allowed"}, fs(func(s flow.Stats) uint64 { return s.PacketsAllowed }))
+	m.Counter("gateway_packets_total", pktHelp, L{"direction": "to_app", "verdict": "denied"}, fs(func(s flow.Stats) uint64 { return s.PacketsDenied }))
+	m.Counter("gateway_packets_total", pktHelp, L{"direction": "to_client", "verdict": "allowed"}, fs(func(s flow.Stats) uint64 { return s.PacketsReturned }))
+	m.Counter("gateway_packets_total", pktHelp, L{"direction": "to_client", "verdict": "denied"}, fs(func(s flow.Stats) uint64 { return s.ReturnDropped }))
+	m.Counter("gateway_packets_malformed_total", "Unparseable packets dropped, both directions.", nil, fs(func(s flow.Stats) uint64 { return s.Malformed }))
+	m.Counter("gateway_flow_events_dropped_total", "Flow and DNS audit events dropped because the queue to the spool was full.", nil,
+		func() float64 { return float64(g.authz.Stats().EventsDropped + g.dns.Stats().EventsDropped) })
+
+	const dnsHelp = "DNS queries by what they got: answer, nxdomain (unknown or not entitled: the same reply), refused, formerr, notimp, dropped (malformed) or rate_limited."
+	for kind, f := range map[string]func(dns.Stats) uint64{
+		"answer": func(s dns.Stats) uint64 { return s.Answered }, "nxdomain": func(s dns.Stats) uint64 { return s.NXDomain },
+		"refused": func(s dns.Stats) uint64 { return s.Refused }, "formerr": func(s dns.Stats) uint64 { return s.FormErr },
+		"notimp": func(s dns.Stats) uint64 { return s.NotImp }, "dropped": func(s dns.Stats) uint64 { return s.Dropped },
+		"rate_limited": func(s dns.Stats) uint64 { return s.RateLimited },
+	} {
+		m.Counter("gateway_dns_queries_total", dnsHelp, L{"kind": kind}, ds(f))
+	}
+
+	m.Gauge("gateway_spool_bytes", "Bytes of flow records in the spool waiting for the controller's acknowledgement.", nil,
+		func() float64 { return float64(g.flows.sp.Stats().Bytes) })
+	m.Gauge("gateway_spool_max_bytes", "The flow record spool's bound (--spool-max-bytes).", nil,
+		func() float64 { return float64(g.flows.sp.Stats().MaxBytes) })
+	m.Gauge("gateway_spool_full", "1 while the flow record spool is full (new flows are refused per --spool-full).", nil,
+		func() float64 { return metricshttp.Bool(g.flows.sp.Stats().Full) })
+	m.Gauge("gateway_control_connected", "1 while the control channel to the controller is up.", nil,
+		func() float64 { return metricshttp.Bool(connected()) })
+	m.Gauge("gateway_map_valid_until_timestamp_seconds", "When the map in effect stops granting anything (Unix seconds; 0 without a map).", nil, func() float64 {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		if g.cur == nil || g.validUntil.IsZero() {
+			return 0
+		}
+		return float64(g.validUntil.UnixNano()) / 1e9
+	})
+	reg.MustRegister(wgCollector{dev: g.wg, now: g.now})
+	return reg
+}
+
+// ready is /readyz: the gateway has a map, from the controller or the one
+// it saved, to serve.
+func (g *gw) ready(context.Context) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.cur == nil {
+		return errors.New("no network map yet: the gateway has not reached the controller and has no saved map")
+	}
+	return nil
+}
+
+// wgCollector reads the WireGuard device's peers once per scrape.
+type wgCollector struct {
+	dev *wgdev.Device
+	now func() time.Time
+}
+
+// activeWithin is how recent a peer's handshake must be to count as active:
+// WireGuard's reject-after time, past which the session is dead.
+const activeWithin = 3 * time.Minute
+
+var (
+	peersDesc  = prometheus.NewDesc("cordon_gateway_peers", "WireGuard peers configured (entitled client devices, plus ones lingering after removal).", nil, nil)
+	activeDesc = prometheus.NewDesc("cordon_gateway_peers_active", "WireGuard peers with a handshake in the last 3 minutes.", nil, nil)
+	bytesDesc  = prometheus.NewDesc("cordon_gateway_wireguard_bytes", "WireGuard bytes of the peers configured now, by direction (rx: from clients); a sum over current peers, so it drops when a peer leaves.", []string{"direction"}, nil)
+)
+
+func (c wgCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- peersDesc
+	ch <- activeDesc
+	ch <- bytesDesc
+}
+
+func (c wgCollector) Collect(ch chan<- prometheus.Metric) {
+	st, err := c.dev.Status()
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(peersDesc, err)
+		return
+	}
+	var active int
+	var rx, tx int64
+	now := c.now()
+	for _, p := range st {
+		if !p.LastHandshake.IsZero() && now.Sub(p.LastHandshake) < activeWithin {
+			active++
+		}
+		rx += p.RxBytes
+		tx += p.TxBytes
+	}
+	ch <- prometheus.MustNewConstMetric(peersDesc, prometheus.GaugeValue, float64(len(st)))
+	ch <- prometheus.MustNewConstMetric(activeDesc, prometheus.GaugeValue, float64(active))
+	ch <- prometheus.MustNewConstMetric(bytesDesc, prometheus.GaugeValue, float64(rx), "rx")
+	ch <- prometheus.MustNewConstMetric(bytesDesc, prometheus.GaugeValue, float64(tx), "tx")
+}
