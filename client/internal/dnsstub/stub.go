@@ -62,6 +62,7 @@ type Stub struct {
 	log      *slog.Logger
 	table    atomic.Pointer[table]
 	upstream atomic.Pointer[[]netip.AddrPort]
+	stats    counters
 
 	mu      sync.Mutex
 	servers []*dns.Server
@@ -245,8 +246,48 @@ func (t *table) decide(name string) (decision, netip.Addr, dnszone.Zone) {
 	return answerLocally, netip.Addr{}, z
 }
 
-// Resolve answers one query. It never returns nil.
+// Stats counts the answers the stub gave, by response code.
+type Stats struct {
+	Answer, NXDomain, ServFail, Refused, FormErr, Other uint64
+}
+
+type counters struct {
+	answer, nxdomain, servfail, refused, formerr, other atomic.Uint64
+}
+
+// Stats returns the answer counts since New.
+func (s *Stub) Stats() Stats {
+	c := &s.stats
+	return Stats{Answer: c.answer.Load(), NXDomain: c.nxdomain.Load(), ServFail: c.servfail.Load(),
+		Refused: c.refused.Load(), FormErr: c.formerr.Load(), Other: c.other.Load()}
+}
+
+func (c *counters) count(rcode int) {
+	switch rcode {
+	case dns.RcodeSuccess:
+		c.answer.Add(1)
+	case dns.RcodeNameError:
+		c.nxdomain.Add(1)
+	case dns.RcodeServerFailure:
+		c.servfail.Add(1)
+	case dns.RcodeRefused:
+		c.refused.Add(1)
+	case dns.RcodeFormatError:
+		c.formerr.Add(1)
+	default:
+		c.other.Add(1)
+	}
+}
+
+// Resolve answers one query and counts the answer (Stats). It never
+// returns nil.
 func (s *Stub) Resolve(ctx context.Context, q *dns.Msg) *dns.Msg {
+	r := s.resolve(ctx, q)
+	s.stats.count(r.Rcode)
+	return r
+}
+
+func (s *Stub) resolve(ctx context.Context, q *dns.Msg) *dns.Msg {
 	if len(q.Question) != 1 || q.Opcode != dns.OpcodeQuery {
 		r := new(dns.Msg)
 		r.SetRcode(q, dns.RcodeFormatError)

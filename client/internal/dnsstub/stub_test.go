@@ -199,3 +199,19 @@ func TestServe(t *testing.T) {
 		}
 	}
 }
+
+// Stats counts each answer by its response code.
+func TestStats(t *testing.T) {
+	s, _, _ := newStub(t)
+	ask(s, "ehr.radiology.hosp.internal.", dns.TypeA) // before the map: SERVFAIL
+	if err := s.SetMap(clientMap()); err != nil {
+		t.Fatal(err)
+	}
+	ask(s, "ehr.radiology.hosp.internal.", dns.TypeA)
+	ask(s, "www.example.com.", dns.TypeA)
+	ask(s, "billing.hosp.internal.", dns.TypeA)
+	ask(s, "nosuch.hosp.internal.", dns.TypeA)
+	if got, want := s.Stats(), (Stats{Answer: 2, NXDomain: 2, ServFail: 1}); got != want {
+		t.Errorf("Stats = %+v, want %+v", got, want)
+	}
+}
