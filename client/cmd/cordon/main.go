@@ -149,6 +149,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	up.Flags().StringVar(&uc.ResolvConf, "resolv-conf", "/etc/resolv.conf", "tun mode, --dns resolv-conf: the file to manage")
 	up.Flags().StringVar(&uc.PostureFile, "posture-file", "", "tests and diagnostics: a JSON posture report whose fields override the collected ones, re-read at every collection")
 	up.Flags().MarkHidden("posture-file")
+	up.Flags().StringVar(&uc.MetricsListen, "metrics-listen", "", "serve Prometheus metrics (/metrics) and health (/healthz, /readyz) on this loopback HOST:PORT, e.g. 127.0.0.1:9469 (default off)")
 
 	down := &cobra.Command{
 		Use:   "down",

@@ -17,6 +17,7 @@ import (
 	"github.com/cordonhq/cordon/client/internal/dnsstub"
 	"github.com/cordonhq/cordon/client/internal/proxy"
 	"github.com/cordonhq/cordon/client/internal/sysdns"
+	"github.com/cordonhq/cordon/internal/metricshttp"
 	"github.com/cordonhq/cordon/pkg/agentstate"
 	"github.com/cordonhq/cordon/pkg/certrenew"
 	"github.com/cordonhq/cordon/pkg/controlclient"
@@ -55,6 +56,9 @@ type UpConfig struct {
 	// PostureFile, if set, is a JSON posture report whose fields override
 	// the collected ones (tests, diagnostics; see posture.go).
 	PostureFile string
+	// MetricsListen, if set, is a loopback HOST:PORT serving Prometheus
+	// metrics and /healthz, /readyz (--metrics-listen).
+	MetricsListen string
 }
 
 // tunnel is the running client. Its mutable view (map, status) is guarded by
@@ -133,6 +137,13 @@ func Up(ctx context.Context, cfg UpConfig) error {
 	e := st.Enrollment
 	log = log.With("device", e.ID, "user", e.User)
 	t := &tunnel{cfg: cfg, log: log, st: st}
+	var metricsLn net.Listener
+	if cfg.MetricsListen != "" {
+		if metricsLn, err = listenMetrics(cfg.MetricsListen); err != nil {
+			return err
+		}
+		defer metricsLn.Close() // if Up fails before serving it
+	}
 	if cfg.Mode == ModeTUN {
 		// A resolv.conf left pointing at the stub by a crashed run.
 		if err := sysdns.Recover(cfg.StateDir, log); err != nil {
@@ -269,6 +280,10 @@ func Up(ctx context.Context, cfg UpConfig) error {
 	}
 	workers.Go(func() { t.reportPosture(ctx) })
 	workers.Go(func() { t.watchGateways(ctx) })
+	if metricsLn != nil {
+		reg := t.metricsRegistry(time.Now)
+		workers.Go(func() { metricshttp.Serve(ctx, metricsLn, reg, t.ready, log.With("component", "metrics")) })
+	}
 	log.Info("tunnel starting", "mode", cfg.Mode, "overlay_addr", e.OverlayAddr)
 
 	err = t.cc.Run(ctx)

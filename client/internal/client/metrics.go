@@ -1,0 +1,155 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/cordonhq/cordon/client/internal/dnsstub"
+	"github.com/cordonhq/cordon/internal/metricshttp"
+)
+
+// listenMetrics listens on addr for --metrics-listen, which must be a
+// loopback address: the client's metrics name the apps and gateways of a
+// clinician's device, for a local agent to scrape, not for the network.
+func listenMetrics(addr string) (net.Listener, error) {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("--metrics-listen %q: want HOST:PORT on loopback, e.g. 127.0.0.1:9469: %w", addr, err)
+	}
+	if host != "localhost" {
+		a, err := netip.ParseAddr(host)
+		if err != nil || !a.IsLoopback() {
+			return nil, fmt.Errorf("--metrics-listen %q: the client serves metrics on loopback only (127.0.0.1 or [::1]): they describe this device's access", addr)
+		}
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("--metrics-listen: %w", err)
+	}
+	return ln, nil
+}
+
+// metricsRegistry is the client's Prometheus metrics (names in
+// docs/operations.md), all read when scraped.
+func (t *tunnel) metricsRegistry(now func() time.Time) *prometheus.Registry {
+	reg := metricshttp.NewRegistry()
+	m := metricshttp.Funcs{Reg: reg}
+	m.Gauge("client_control_connected", "1 while the control channel to the controller is up.", nil,
+		func() float64 { return metricshttp.Bool(t.cc.Connected()) })
+	const dnsHelp = "DNS answers the stub gave, by kind: answer, nxdomain (unknown or not entitled), servfail, refused, formerr or other."
+	ds := func(f func(dnsstub.Stats) uint64) func() float64 {
+		return func() float64 { return float64(f(t.stub.Stats())) }
+	}
+	for kind, f := range map[string]func(dnsstub.Stats) uint64{
+		"answer": func(s dnsstub.Stats) uint64 { return s.Answer }, "nxdomain": func(s dnsstub.Stats) uint64 { return s.NXDomain },
+		"servfail": func(s dnsstub.Stats) uint64 { return s.ServFail }, "refused": func(s dnsstub.Stats) uint64 { return s.Refused },
+		"formerr": func(s dnsstub.Stats) uint64 { return s.FormErr }, "other": func(s dnsstub.Stats) uint64 { return s.Other },
+	} {
+		m.Counter("client_dns_answers_total", dnsHelp, prometheus.Labels{"kind": kind}, ds(f))
+	}
+	reg.MustRegister(tunnelCollector{t: t, now: now})
+	return reg
+}
+
+// ready is the client's /readyz: a map from the controller is applied.
+func (t *tunnel) ready(context.Context) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.cm == nil {
+		return errors.New("no network map yet: the client has not reached the controller")
+	}
+	return nil
+}
+
+var (
+	tunnelUpDesc = prometheus.NewDesc("cordon_client_tunnel_up",
+		"1 while a network map is applied and at least one of its gateways had a WireGuard handshake in the last 3 minutes.", nil, nil)
+	appsDesc = prometheus.NewDesc("cordon_client_apps",
+		"Apps by state: reachable (in the map), step_up (needs a fresher second factor), posture (a posture check fails), no_mfa (the sign-in proved no second factor).", []string{"state"}, nil)
+	handshakeAgeDesc = prometheus.NewDesc("cordon_client_gateway_handshake_age_seconds",
+		"Seconds since the last WireGuard handshake with the gateway (absent before the first).", []string{"gateway"}, nil)
+	gatewayBytesDesc = prometheus.NewDesc("cordon_client_gateway_bytes_total",
+		"WireGuard bytes with the gateway since it was configured, by direction (rx: from the gateway).", []string{"gateway", "direction"}, nil)
+	sessionLeftDesc = prometheus.NewDesc("cordon_client_session_seconds_left",
+		"Seconds until the session's absolute limit (absent without a session).", nil, nil)
+)
+
+// liveWithin is how recent a handshake must be for the tunnel to count as
+// up: WireGuard's reject-after time, past which the session is dead.
+const liveWithin = 3 * time.Minute
+
+// tunnelCollector reads the map and the WireGuard device once per scrape.
+type tunnelCollector struct {
+	t   *tunnel
+	now func() time.Time
+}
+
+func (c tunnelCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{tunnelUpDesc, appsDesc, handshakeAgeDesc, gatewayBytesDesc, sessionLeftDesc} {
+		ch <- d
+	}
+}
+
+func (c tunnelCollector) Collect(ch chan<- prometheus.Metric) {
+	now := c.now()
+	ps, err := c.t.wg.Status()
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(tunnelUpDesc, err)
+		return
+	}
+	byKey := make(map[string]int, len(ps))
+	for i, p := range ps {
+		byKey[p.PublicKey.String()] = i
+	}
+	t := c.t
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	up := false
+	apps := map[string]int{"reachable": 0, "step_up": 0, "posture": 0, "no_mfa": 0}
+	if t.cm != nil {
+		for _, g := range t.cm.Gateways {
+			apps["reachable"] += len(g.Apps)
+			i, ok := byKey[g.PublicKey.String()]
+			if !ok {
+				continue
+			}
+			p := ps[i]
+			ch <- prometheus.MustNewConstMetric(gatewayBytesDesc, prometheus.CounterValue, float64(p.RxBytes), g.GatewayID, "rx")
+			ch <- prometheus.MustNewConstMetric(gatewayBytesDesc, prometheus.CounterValue, float64(p.TxBytes), g.GatewayID, "tx")
+			if p.LastHandshake.IsZero() {
+				continue
+			}
+			age := now.Sub(p.LastHandshake)
+			ch <- prometheus.MustNewConstMetric(handshakeAgeDesc, prometheus.GaugeValue, age.Seconds(), g.GatewayID)
+			if age < liveWithin {
+				up = true
+			}
+		}
+		if s := t.cm.Session; s != nil {
+			apps["step_up"] = len(s.StepUp)
+			posture := map[string]bool{}
+			for _, f := range s.Posture {
+				for _, a := range f.Apps {
+					posture[a] = true
+				}
+			}
+			apps["posture"] = len(posture)
+			if s.NoMFA != nil {
+				apps["no_mfa"] = len(s.NoMFA.Apps)
+			}
+			if !s.ExpiresAt.IsZero() {
+				ch <- prometheus.MustNewConstMetric(sessionLeftDesc, prometheus.GaugeValue, max(s.ExpiresAt.Sub(now), 0).Seconds())
+			}
+		}
+	}
+	ch <- prometheus.MustNewConstMetric(tunnelUpDesc, prometheus.GaugeValue, metricshttp.Bool(up))
+	for state, n := range apps {
+		ch <- prometheus.MustNewConstMetric(appsDesc, prometheus.GaugeValue, float64(n), state)
+	}
+}
