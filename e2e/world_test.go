@@ -71,6 +71,8 @@ type world struct {
 	// is written, before its first start (withGatewayAs).
 	gwWrap, gwArgs []string
 	gwPrep         func(*world)
+	// upArgs are extra 'cordon up' flags for every client (withClientArgs).
+	upArgs []string
 }
 
 // worldOpt changes a world before it starts.
@@ -79,6 +81,16 @@ type worldOpt func(*world)
 // withControllerArgs adds cordon-controller flags.
 func withControllerArgs(args ...string) worldOpt {
 	return func(w *world) { w.ctlArgs = append(w.ctlArgs, args...) }
+}
+
+// withGatewayArgs adds cordon-gateway flags.
+func withGatewayArgs(args ...string) worldOpt {
+	return func(w *world) { w.gwArgs = append(w.gwArgs, args...) }
+}
+
+// withClientArgs adds 'cordon up' flags for every client.
+func withClientArgs(args ...string) worldOpt {
+	return func(w *world) { w.upArgs = append(w.upArgs, args...) }
 }
 
 // withPolicyFile configures the world with a policy file, applied before
@@ -516,8 +528,8 @@ func (w *world) up(c *client) {
 func (w *world) upAs(c *client, name string) {
 	t := w.t
 	t.Helper()
-	c.proc = w.start(c.ns, name, bin("cordon"), "up", "--state-dir", c.stateDir, "--mode", "tun", "--interface", c.iface,
-		"--dns", "none") // the namespaces share the host's /etc/resolv.conf: never touch it
+	c.proc = w.start(c.ns, name, append([]string{bin("cordon"), "up", "--state-dir", c.stateDir, "--mode", "tun", "--interface", c.iface,
+		"--dns", "none"}, w.upArgs...)...) // the namespaces share the host's /etc/resolv.conf: never touch it
 	waitFor(t, 20*time.Second, c.user+"'s tunnel to connect to the controller", func() error {
 		if s := c.proc.exited(); s != "" {
 			t.Fatalf("%s\n%s", s, c.proc.logs())

@@ -114,19 +114,20 @@ type GatewayHealth interface {
 
 // API serves the HTTP routes.
 type API struct {
-	st       store.Store
-	state    *state.State
-	ca       CertIssuer
-	log      *slog.Logger
-	changed  func()
-	now      func() time.Time
-	throttle LoginThrottler
-	activity func(deviceID string) (time.Time, bool)
-	dns      netmap.DNSConfig
-	pw       *auth.Hasher
-	totp     *auth.TOTPVerifier
-	control  string
-	mux      *http.ServeMux
+	signInFails signInFailures // metrics (signinfail.go)
+	st          store.Store
+	state       *state.State
+	ca          CertIssuer
+	log         *slog.Logger
+	changed     func()
+	now         func() time.Time
+	throttle    LoginThrottler
+	activity    func(deviceID string) (time.Time, bool)
+	dns         netmap.DNSConfig
+	pw          *auth.Hasher
+	totp        *auth.TOTPVerifier
+	control     string
+	mux         *http.ServeMux
 
 	adminTTL time.Duration
 	alert    *auth.FailureAlert
@@ -553,6 +554,7 @@ func noContent(w http.ResponseWriter) error {
 // alert). A failure to store them is logged loudly: nothing was changed,
 // and the caller's answer does not depend on it.
 func (a *API) record(ctx context.Context, evs ...store.AuditEvent) {
+	a.signInFails.count(evs)
 	if err := a.state.Record(context.WithoutCancel(ctx), state.Origin{}, evs...); err != nil {
 		for _, ev := range evs {
 			a.log.ErrorContext(ctx, "audit event lost", logEvent, ev.Type, logActor, ev.Actor, logErr, err)

@@ -117,6 +117,10 @@ type Config struct {
 	// Now is the clock of gateway health (health.go) and the one flow
 	// records are received at (flows.go); nil: time.Now.
 	Now func() time.Time
+	// ObservePush, if set, is told how long each agent took to catch up
+	// with its map: from the first map offered that it had not applied to
+	// its ack of that map or a newer one (a metric; nil: not measured).
+	ObservePush func(time.Duration)
 }
 
 // Server accepts agent connections and pushes maps.
@@ -163,7 +167,14 @@ type Server struct {
 	generation atomic.Uint64
 
 	gwHealth gatewayHealth // clock skew and spool alerts (flows.go)
+	// sessionCounts is counted from the snapshot of each recompute, so a
+	// scrape reads no sessions from the store.
+	sessionCounts atomic.Pointer[SessionCounts]
 }
+
+// SessionCounts counts the devices' newest sessions by state, as of the
+// last map recompute.
+type SessionCounts struct{ Active, Ended int }
 
 // Drifts returns how many drift checks found the maps' state differing
 // from the store (checkDrift); anything but 0 is a defect.
@@ -330,6 +341,11 @@ type agent struct {
 	resync bool
 	wake   chan struct{}
 	acked  atomic.Uint64 // last map revision the agent applied
+	// now is the server's clock; pushStart is when the oldest map the
+	// agent has not acknowledged was offered (zero: it is caught up), for
+	// Config.ObservePush. Guarded by mu.
+	now       func() time.Time
+	pushStart time.Time
 
 	stats sendStats
 
@@ -389,9 +405,26 @@ func (a *agent) offer(f *controlproto.Frame) uint64 {
 		f.ClientMap.Revision = rev
 	}
 	a.pending, a.offered = f, f
+	if a.pushStart.IsZero() && a.now != nil {
+		a.pushStart = a.now()
+	}
 	a.mu.Unlock()
 	a.poke()
 	return rev
+}
+
+// caughtUp notes the agent applied map rev and returns how long it took
+// since the oldest map it had not applied was offered (false: rev is not
+// the newest offered, or nothing was outstanding).
+func (a *agent) caughtUp(rev uint64) (time.Duration, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.pushStart.IsZero() || rev != a.revision || a.now == nil {
+		return 0, false
+	}
+	d := a.now().Sub(a.pushStart)
+	a.pushStart = time.Time{}
+	return d, true
 }
 
 // offeredGatewayMap is the gateway map last offered to a (nil if none);
@@ -558,7 +591,7 @@ func (s *Server) handle(ctx context.Context, conn *quic.Conn) {
 		s.updateEndpoint(ctx, log, id, hello.Hello.Endpoint)
 	}
 
-	a := &agent{id: id, kind: kind, conn: conn, public: remoteAddr(conn.RemoteAddr()), caps: hello.Hello.CapabilityVersion,
+	a := &agent{now: s.cfg.Now, id: id, kind: kind, conn: conn, public: remoteAddr(conn.RemoteAddr()), caps: hello.Hello.CapabilityVersion,
 		wake: make(chan struct{}, 1)}
 	s.mu.Lock()
 	if old := s.agents[id]; old != nil {
@@ -723,6 +756,11 @@ func (s *Server) readLoop(ctx context.Context, log *slog.Logger, a *agent, r *qu
 				a.nack(f.Ack)
 			}
 			a.acked.Store(f.Ack.Revision)
+			if f.Ack.Error == "" && s.cfg.ObservePush != nil {
+				if d, ok := a.caughtUp(f.Ack.Revision); ok {
+					s.cfg.ObservePush(d)
+				}
+			}
 			select {
 			case s.acks <- struct{}{}:
 			default:
@@ -1016,6 +1054,15 @@ func (s *Server) load(ctx context.Context, c store.Change) (*mapState, error) {
 	if sm := s.cfg.Sessions; sm != nil {
 		now := time.Now()
 		st.sessions = sm.View(snap.Sessions)
+		var n SessionCounts
+		for _, ss := range snap.Sessions {
+			if ss.Active() {
+				n.Active++
+			} else {
+				n.Ended++
+			}
+		}
+		s.sessionCounts.Store(&n)
 		st.ix.SetSessions(sm.Limits(), st.sessions, now)
 		st.activityEvery = sm.Limits().ActivityInterval()
 		// Checking a session at the gate's time may end it (it writes the
@@ -1203,11 +1250,15 @@ type Totals struct {
 	// SpoolFull and ClockSkewed count the gateways whose audit.spool.full
 	// or audit.clock.skew alert is raised now (flows.go).
 	SpoolFull, ClockSkewed int
+	Sessions               SessionCounts
 }
 
 // Totals returns the server's running counts.
 func (s *Server) Totals() Totals {
 	t := Totals{Sent: s.sent.snapshot(), Drifts: s.drifts.Load()}
+	if n := s.sessionCounts.Load(); n != nil {
+		t.Sessions = *n
+	}
 	s.gwHealth.mu.Lock()
 	t.SpoolFull, t.ClockSkewed = len(s.gwHealth.spoolFull), len(s.gwHealth.skewed)
 	s.gwHealth.mu.Unlock()

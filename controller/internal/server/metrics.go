@@ -8,6 +8,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/cordonhq/cordon/controller/internal/api"
 	"github.com/cordonhq/cordon/controller/internal/control"
 	"github.com/cordonhq/cordon/controller/internal/ledger"
 	"github.com/cordonhq/cordon/controller/internal/siem"
@@ -21,6 +22,31 @@ import (
 // totals is control.Server.Totals, latest ledger.Ledger.Latest and sinks
 // siem.Exporter.Status (nil: no SIEM sinks).
 func metricsRegistry(totals func() control.Totals, latest func() *ledger.Signed, sinks func() []siem.Status) *prometheus.Registry {
+	return metricsRegistryWith(metricsSources{totals: totals, latest: latest, sinks: sinks})
+}
+
+// metricsSources are where the controller's metrics are read from; nil
+// fields leave their metrics out (unit tests).
+type metricsSources struct {
+	totals func() control.Totals
+	latest func() *ledger.Signed
+	sinks  func() []siem.Status
+	// signInFailures is api.API.SignInFailures; push is the histogram
+	// control.Config.ObservePush feeds (newPushHistogram).
+	signInFailures func() map[string]uint64
+	push           prometheus.Histogram
+}
+
+// newPushHistogram is cordon_control_map_push_seconds: from a map change
+// offered to an agent to the agent's ack of it (control.Config.ObservePush).
+func newPushHistogram() prometheus.Histogram {
+	return prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: metricshttp.Namespace, Name: "control_map_push_seconds",
+		Help:    "Seconds from a network map change offered to an agent until the agent acknowledged applying it (or a newer map).",
+		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}})
+}
+
+func metricsRegistryWith(src metricsSources) *prometheus.Registry {
+	totals, latest, sinks := src.totals, src.latest, src.sinks
 	reg := metricshttp.NewRegistry()
 	m := metricshttp.Funcs{Reg: reg}
 	gauge, counter := m.Gauge, m.Counter
@@ -52,6 +78,18 @@ func metricsRegistry(totals func() control.Totals, latest func() *ledger.Signed,
 		}
 		return 0
 	})
+	const sessHelp = "Devices' newest sessions by state (active or ended), as of the last network map recompute."
+	gauge("sessions", sessHelp, prometheus.Labels{"state": "active"}, func() float64 { return float64(totals().Sessions.Active) })
+	gauge("sessions", sessHelp, prometheus.Labels{"state": "ended"}, func() float64 { return float64(totals().Sessions.Ended) })
+	if src.signInFailures != nil {
+		for _, kind := range api.SignInFailureKinds {
+			counter("signin_failures_total", "Failed sign-ins since the controller started, by kind: user, admin, admin_token (admin API call with a bad or insufficient token), enrollment (bad enrollment token).",
+				prometheus.Labels{"kind": kind}, func() float64 { return float64(src.signInFailures()[kind]) })
+		}
+	}
+	if src.push != nil {
+		reg.MustRegister(src.push)
+	}
 	if sinks != nil {
 		for i, sk := range sinks() {
 			l := prometheus.Labels{"sink": sk.Name}

@@ -1,13 +1,11 @@
 package server
 
 import (
-	"encoding/json"
 	"io"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -17,8 +15,8 @@ import (
 	"github.com/cordonhq/cordon/controller/internal/control"
 	"github.com/cordonhq/cordon/controller/internal/ledger"
 	"github.com/cordonhq/cordon/controller/internal/siem"
+	"github.com/cordonhq/cordon/internal/metricshttp/metricstest"
 	"github.com/cordonhq/cordon/pkg/adminapi"
-	"gopkg.in/yaml.v3"
 )
 
 // --metrics-listen serves the controller's metrics and health checks;
@@ -100,69 +98,12 @@ func TestMetricsAndHealth(t *testing.T) {
 // The alert rules and the dashboard under deploy/ name only metrics the
 // controller serves (or Prometheus's own: up, probe_success), and parse.
 func TestDeployedRulesAndDashboardNameServedMetrics(t *testing.T) {
-	reg := metricsRegistry(func() control.Totals { return control.Totals{} }, func() *ledger.Signed { return nil },
-		func() []siem.Status { return []siem.Status{{Name: "splunk"}} }) // one sink, so its metrics are served
-	families, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := map[string]bool{}
-	for _, f := range families {
-		served[f.GetName()] = true
-	}
-	nameRE := regexp.MustCompile(`\b(cordon|process|go)_[a-z_]+`)
-	check := func(file, expr string) {
-		for _, name := range nameRE.FindAllString(expr, -1) {
-			if !served[name] {
-				t.Errorf("%s: %q names %s, which the controller does not serve", file, expr, name)
-			}
-		}
-	}
-	rulesFile := filepath.Join("..", "..", "..", "deploy", "prometheus", "cordon-alerts.yaml")
-	b, err := os.ReadFile(rulesFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var rules struct {
-		Groups []struct {
-			Rules []struct {
-				Alert, Expr string
-			}
-		}
-	}
-	if err := yaml.Unmarshal(b, &rules); err != nil {
-		t.Fatalf("%s: %v", rulesFile, err)
-	}
-	n := 0
-	for _, g := range rules.Groups {
-		for _, r := range g.Rules {
-			if r.Alert == "" || r.Expr == "" {
-				t.Errorf("%s: a rule without alert or expr: %+v", rulesFile, r)
-			}
-			check(rulesFile, r.Expr)
-			n++
-		}
-	}
-	if n == 0 {
-		t.Fatalf("%s: no rules", rulesFile)
-	}
-	dashFile := filepath.Join("..", "..", "..", "deploy", "grafana", "cordon-controller.json")
-	if b, err = os.ReadFile(dashFile); err != nil {
-		t.Fatal(err)
-	}
-	var dash struct {
-		Panels []struct {
-			Targets []struct{ Expr string }
-		}
-	}
-	if err := json.Unmarshal(b, &dash); err != nil {
-		t.Fatalf("%s: %v", dashFile, err)
-	}
-	for _, p := range dash.Panels {
-		for _, tg := range p.Targets {
-			check(dashFile, tg.Expr)
-		}
-	}
+	reg := metricsRegistryWith(metricsSources{totals: func() control.Totals { return control.Totals{} }, latest: func() *ledger.Signed { return nil },
+		sinks:          func() []siem.Status { return []siem.Status{{Name: "splunk"}} }, // one sink, so its metrics are served
+		signInFailures: func() map[string]uint64 { return nil }, push: newPushHistogram()})
+	deploy := filepath.Join("..", "..", "..", "deploy")
+	metricstest.CheckDeployed(t, metricstest.Served(t, reg),
+		filepath.Join(deploy, "prometheus", "cordon-alerts.yaml"), filepath.Join(deploy, "grafana", "cordon-controller.json"))
 }
 
 // TestSIEMSinkMetrics: each SIEM sink's lag, cursor, state and count are

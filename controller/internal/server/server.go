@@ -184,7 +184,8 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	led := ledger.New(ledger.Config{Store: st, State: owner, Key: logKey, Logger: log.With("component", "ledger"),
 		Publish: func(c ledger.Signed) { ctl.PublishCheckpoint(c) }})
-	ctl = control.New(control.Config{Store: st, State: owner, ResetKey: resetKey, CA: authority, ServerCert: cert, Logger: log.With("component", "control"), DNS: cfg.DNS,
+	pushHist := newPushHistogram()
+	ctl = control.New(control.Config{ObservePush: func(d time.Duration) { pushHist.Observe(d.Seconds()) }, Store: st, State: owner, ResetKey: resetKey, CA: authority, ServerCert: cert, Logger: log.With("component", "control"), DNS: cfg.DNS,
 		Sessions: sessions, PostureInterval: cfg.PostureInterval, GrantLifetime: cfg.GatewayGrantLifetime, DriftCheck: cfg.DriftCheck, Ledger: led,
 		ClockSkewThreshold: cfg.ClockSkewThreshold})
 	// Sign what a crash left unsigned before anyone asks for a checkpoint.
@@ -259,7 +260,9 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	if metricsLn != nil {
 		wg.Go(func() {
-			serveMetrics(ctx, metricsLn, metricsRegistry(ctl.Totals, led.Latest, sinkStatus), st, log.With("component", "metrics"))
+			reg := metricsRegistryWith(metricsSources{totals: ctl.Totals, latest: led.Latest, sinks: sinkStatus,
+				signInFailures: apiSrv.SignInFailures, push: pushHist})
+			serveMetrics(ctx, metricsLn, reg, st, log.With("component", "metrics"))
 		})
 	}
 	wg.Go(func() {
