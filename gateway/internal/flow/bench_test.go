@@ -6,6 +6,9 @@ import (
 	"net/netip"
 	"sync/atomic"
 	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cordonhq/cordon/pkg/packet/packettest"
 	"github.com/cordonhq/cordon/pkg/policy"
@@ -43,9 +46,19 @@ func benchPolicy(b *testing.B) *policy.Compiled {
 
 // BenchmarkNewFlow measures a new flow: parse, miss in the table, Decide,
 // insert (no event consumer configured).
-func BenchmarkNewFlow(b *testing.B) {
+func BenchmarkNewFlow(b *testing.B) { benchNewFlow(b, nil) }
+
+// BenchmarkNewFlowObserved is BenchmarkNewFlow with the decision latency
+// histogram the gateway serves (Config.ObserveDecision): compare the two
+// in one run.
+func BenchmarkNewFlowObserved(b *testing.B) {
+	h := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "bench_decision_seconds", Buckets: prometheus.ExponentialBuckets(1e-7, 4, 10)})
+	benchNewFlow(b, func(d time.Duration) { h.Observe(d.Seconds()) })
+}
+
+func benchNewFlow(b *testing.B, observe func(time.Duration)) {
 	d := newNopDev(1)
-	a, err := New(d, Config{Policy: benchPolicy(b)})
+	a, err := New(d, Config{Policy: benchPolicy(b), ObserveDecision: observe})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"sync/atomic"
+	"time"
 
 	"golang.zx2c4.com/wireguard/tun"
 
@@ -207,7 +208,14 @@ func (a *Authorizer) forward(f *flow, p *packet.Packet, now int64, size int) boo
 // policy allows it, opens a flow.
 func (a *Authorizer) newFlow(p *packet.Packet, now int64, size int, c *batchCounts) bool {
 	pol := a.policy.Load()
-	d := a.decide(pol, &p.Tuple)
+	var d policy.Decision
+	if a.observe != nil && p.Tuple.SrcPort%DecisionSample == 0 {
+		start := time.Now()
+		d = a.decide(pol, &p.Tuple)
+		a.observe(time.Since(start))
+	} else {
+		d = a.decide(pol, &p.Tuple)
+	}
 	if d.Verdict != policy.Allow {
 		c.denied++
 		a.denied(p, d, now)

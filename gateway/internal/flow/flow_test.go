@@ -774,3 +774,37 @@ func TestCutReasons(t *testing.T) {
 		t.Fatalf("cut after the device left the map: %+v", e)
 	}
 }
+
+// ObserveDecision times the decisions of new flows whose source port is a
+// multiple of DecisionSample, allowed or denied, and no packet of an open
+// flow.
+func TestObserveDecisionSamples(t *testing.T) {
+	var timed int
+	a, err := New(newNopDev(1), Config{Policy: fullPolicy(t), ObserveDecision: func(d time.Duration) {
+		if d < 0 {
+			t.Errorf("negative decision time %v", d)
+		}
+		timed++
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	for port := uint16(1000); port < 1000+4*DecisionSample; port++ {
+		a.Write([][]byte{tcp(netip.AddrPortFrom(alice, port), ehrP, syn, 1, 0, "")}, 0)                        // allowed
+		a.Write([][]byte{tcp(netip.AddrPortFrom(alice, port), netip.AddrPortFrom(ehr, 22), syn, 1, 0, "")}, 0) // denied
+	}
+	if timed != 2*4 {
+		t.Errorf("%d decisions timed, want 8 (1 in %d of 128 new flows)", timed, DecisionSample)
+	}
+	// Packets of the open flows are not decided again.
+	for port := uint16(1000); port < 1000+4*DecisionSample; port++ {
+		a.Write([][]byte{tcp(netip.AddrPortFrom(alice, port), ehrP, psh, 2, 0, "x")}, 0)
+	}
+	if timed != 8 {
+		t.Errorf("%d decisions timed after packets of open flows, want still 8", timed)
+	}
+	if s := a.Stats(); s.FlowsOpened != 4*DecisionSample || s.PacketsDenied != 4*DecisionSample {
+		t.Errorf("stats = %+v", s)
+	}
+}

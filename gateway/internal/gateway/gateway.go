@@ -36,6 +36,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.zx2c4.com/wireguard/tun"
 
 	"github.com/cordonhq/cordon/gateway/internal/dns"
@@ -149,8 +150,14 @@ func Run(ctx context.Context, cfg Config) error {
 	dev := dp.dev
 
 	events := flows.events
+	var decision prometheus.Histogram // timed only when served
+	var observe func(time.Duration)
+	if metricsLn != nil {
+		decision = newDecisionHistogram()
+		observe = func(d time.Duration) { decision.Observe(d.Seconds()) }
+	}
 	authz, err := flow.New(dev, flow.Config{Logger: log.With("component", "flow"), Events: events,
-		LocalServices: dnsServices(st.Enrollment.OverlayAddr), Admit: flows.admit})
+		LocalServices: dnsServices(st.Enrollment.OverlayAddr), Admit: flows.admit, ObserveDecision: observe})
 	if err != nil {
 		dev.Close()
 		return err
@@ -220,7 +227,7 @@ func Run(ctx context.Context, cfg Config) error {
 	workers.Go(func() { g.keepValid(ctx, cc.Connected) })
 	workers.Go(func() { g.saver(ctx) })
 	if metricsLn != nil {
-		reg := g.metricsRegistry(cc.Connected)
+		reg := g.metricsRegistry(cc.Connected, decision)
 		workers.Go(func() { metricshttp.Serve(ctx, metricsLn, reg, g.ready, log.With("component", "metrics")) })
 	}
 	err = cc.Run(ctx)

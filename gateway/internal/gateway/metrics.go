@@ -3,12 +3,14 @@ package gateway
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cordonhq/cordon/gateway/internal/dns"
 	"github.com/cordonhq/cordon/gateway/internal/flow"
+	"github.com/cordonhq/cordon/gateway/internal/spool"
 	"github.com/cordonhq/cordon/internal/metricshttp"
 	"github.com/cordonhq/cordon/pkg/wgdev"
 )
@@ -17,14 +19,44 @@ import (
 // docs/operations.md). Every value is read when scraped from the counters
 // the authorizer, the DNS server, the spool and the WireGuard device
 // already keep, so the packet path does no extra work for them.
-func (g *gw) metricsRegistry(connected func() bool) *prometheus.Registry {
+func (g *gw) metricsRegistry(connected func() bool, decision prometheus.Histogram) *prometheus.Registry {
+	return metricsRegistry(metricsSources{flow: g.authz.Stats, dns: g.dns.Stats, spool: g.flows.sp.Stats, connected: connected,
+		validUntil: g.mapValidUntil, peers: g.wg.Status, now: g.now, decision: decision})
+}
+
+// metricsSources are where the gateway's metrics are read from at scrape
+// time.
+type metricsSources struct {
+	flow       func() flow.Stats
+	dns        func() dns.Stats
+	spool      func() spool.Stats
+	connected  func() bool
+	validUntil func() time.Time // zero: no map
+	peers      func() ([]wgdev.PeerStatus, error)
+	now        func() time.Time
+	decision   prometheus.Histogram // newDecisionHistogram
+}
+
+// mapValidUntil is when the map in effect stops granting anything (zero:
+// no map).
+func (g *gw) mapValidUntil() time.Time {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.cur == nil {
+		return time.Time{}
+	}
+	return g.validUntil
+}
+
+func metricsRegistry(src metricsSources) *prometheus.Registry {
 	reg := metricshttp.NewRegistry()
+	reg.MustRegister(src.decision, wgCollector{peers: src.peers, now: src.now})
 	m := metricshttp.Funcs{Reg: reg}
 	fs := func(f func(flow.Stats) uint64) func() float64 {
-		return func() float64 { return float64(f(g.authz.Stats())) }
+		return func() float64 { return float64(f(src.flow())) }
 	}
 	ds := func(f func(dns.Stats) uint64) func() float64 {
-		return func() float64 { return float64(f(g.dns.Stats())) }
+		return func() float64 { return float64(f(src.dns())) }
 	}
 	type L = prometheus.Labels
 
@@ -36,7 +68,7 @@ func (g *gw) metricsRegistry(connected func() bool) *prometheus.Registry {
 	m.Counter("gateway_flows_ended_total", "Flows that left the connection table (closed, idle or cut).", nil,
 		fs(func(s flow.Stats) uint64 { return s.FlowsEnded }))
 	m.Gauge("gateway_flows_open", "Flows in the connection table now.", nil,
-		func() float64 { return float64(g.authz.Stats().FlowsOpen) })
+		func() float64 { return float64(src.flow().FlowsOpen) })
 
 	const pktHelp = "Packets through the flow authorizer by direction (to_app: from clients; to_client: replies) and verdict."
 	m.Counter("gateway_packets_total", pktHelp, L{"direction": "to_app", "verdict": "allowed"}, fs(func(s flow.Stats) uint64 { return s.PacketsAllowed }))
@@ -45,7 +77,7 @@ func (g *gw) metricsRegistry(connected func() bool) *prometheus.Registry {
 	m.Counter("gateway_packets_total", pktHelp, L{"direction": "to_client", "verdict": "denied"}, fs(func(s flow.Stats) uint64 { return s.ReturnDropped }))
 	m.Counter("gateway_packets_malformed_total", "Unparseable packets dropped, both directions.", nil, fs(func(s flow.Stats) uint64 { return s.Malformed }))
 	m.Counter("gateway_flow_events_dropped_total", "Flow and DNS audit events dropped because the queue to the spool was full.", nil,
-		func() float64 { return float64(g.authz.Stats().EventsDropped + g.dns.Stats().EventsDropped) })
+		func() float64 { return float64(src.flow().EventsDropped + src.dns().EventsDropped) })
 
 	const dnsHelp = "DNS queries by what they got: answer, nxdomain (unknown or not entitled: the same reply), refused, formerr, notimp, dropped (malformed) or rate_limited."
 	for kind, f := range map[string]func(dns.Stats) uint64{
@@ -58,23 +90,28 @@ func (g *gw) metricsRegistry(connected func() bool) *prometheus.Registry {
 	}
 
 	m.Gauge("gateway_spool_bytes", "Bytes of flow records in the spool waiting for the controller's acknowledgement.", nil,
-		func() float64 { return float64(g.flows.sp.Stats().Bytes) })
+		func() float64 { return float64(src.spool().Bytes) })
 	m.Gauge("gateway_spool_max_bytes", "The flow record spool's bound (--spool-max-bytes).", nil,
-		func() float64 { return float64(g.flows.sp.Stats().MaxBytes) })
+		func() float64 { return float64(src.spool().MaxBytes) })
 	m.Gauge("gateway_spool_full", "1 while the flow record spool is full (new flows are refused per --spool-full).", nil,
-		func() float64 { return metricshttp.Bool(g.flows.sp.Stats().Full) })
+		func() float64 { return metricshttp.Bool(src.spool().Full) })
 	m.Gauge("gateway_control_connected", "1 while the control channel to the controller is up.", nil,
-		func() float64 { return metricshttp.Bool(connected()) })
+		func() float64 { return metricshttp.Bool(src.connected()) })
 	m.Gauge("gateway_map_valid_until_timestamp_seconds", "When the map in effect stops granting anything (Unix seconds; 0 without a map).", nil, func() float64 {
-		g.mu.Lock()
-		defer g.mu.Unlock()
-		if g.cur == nil || g.validUntil.IsZero() {
-			return 0
+		if t := src.validUntil(); !t.IsZero() {
+			return float64(t.UnixNano()) / 1e9
 		}
-		return float64(g.validUntil.UnixNano()) / 1e9
+		return 0
 	})
-	reg.MustRegister(wgCollector{dev: g.wg, now: g.now})
 	return reg
+}
+
+// newDecisionHistogram is cordon_gateway_authorizer_decision_seconds,
+// fed by flow.Config.ObserveDecision (a sample of new flows).
+func newDecisionHistogram() prometheus.Histogram {
+	return prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: metricshttp.Namespace, Name: "gateway_authorizer_decision_seconds",
+		Help:    fmt.Sprintf("Seconds the flow authorizer's policy took to decide a new flow (one in %d new flows, by source port, is timed).", flow.DecisionSample),
+		Buckets: prometheus.ExponentialBuckets(250e-9, 2, 14)}) // 250 ns to 2 ms
 }
 
 // ready is /readyz: the gateway has a map, from the controller or the one
@@ -90,8 +127,8 @@ func (g *gw) ready(context.Context) error {
 
 // wgCollector reads the WireGuard device's peers once per scrape.
 type wgCollector struct {
-	dev *wgdev.Device
-	now func() time.Time
+	peers func() ([]wgdev.PeerStatus, error) // wgdev.Device.Status
+	now   func() time.Time
 }
 
 // activeWithin is how recent a peer's handshake must be to count as active:
@@ -111,7 +148,7 @@ func (c wgCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c wgCollector) Collect(ch chan<- prometheus.Metric) {
-	st, err := c.dev.Status()
+	st, err := c.peers()
 	if err != nil {
 		ch <- prometheus.NewInvalidMetric(peersDesc, err)
 		return

@@ -1,0 +1,98 @@
+package gateway
+
+import (
+	"errors"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cordonhq/cordon/gateway/internal/dns"
+	"github.com/cordonhq/cordon/gateway/internal/flow"
+	"github.com/cordonhq/cordon/gateway/internal/spool"
+	"github.com/cordonhq/cordon/internal/metricshttp/metricstest"
+	"github.com/cordonhq/cordon/pkg/wgdev"
+)
+
+func testSources(peers func() ([]wgdev.PeerStatus, error)) metricsSources {
+	now := time.Unix(1_000_000, 0)
+	return metricsSources{
+		flow:       func() flow.Stats { return flow.Stats{FlowsOpened: 3, PacketsDenied: 2, FlowsOpen: 1} },
+		dns:        func() dns.Stats { return dns.Stats{Answered: 5, NXDomain: 4} },
+		spool:      func() spool.Stats { return spool.Stats{Bytes: 10, MaxBytes: 100, Full: true} },
+		connected:  func() bool { return true },
+		validUntil: func() time.Time { return now.Add(time.Hour) },
+		peers:      peers,
+		now:        func() time.Time { return now },
+		decision:   newDecisionHistogram(),
+	}
+}
+
+// The gateway's metrics carry the values of the counters they read, and
+// the peers collector counts active peers by the injected clock.
+func TestMetricsValues(t *testing.T) {
+	src := testSources(nil)
+	now := src.now()
+	src.peers = func() ([]wgdev.PeerStatus, error) {
+		return []wgdev.PeerStatus{
+			{LastHandshake: now.Add(-time.Minute), RxBytes: 100, TxBytes: 7},
+			{LastHandshake: now.Add(-time.Hour), RxBytes: 1, TxBytes: 1},
+			{},
+		}, nil
+	}
+	reg := metricsRegistry(src)
+	got, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	vals := map[string]float64{}
+	for _, f := range got {
+		for _, m := range f.GetMetric() {
+			key := f.GetName()
+			for _, l := range m.GetLabel() {
+				key += "," + l.GetName() + "=" + l.GetValue()
+			}
+			switch {
+			case m.GetCounter() != nil:
+				vals[key] = m.GetCounter().GetValue()
+			case m.GetGauge() != nil:
+				vals[key] = m.GetGauge().GetValue()
+			}
+		}
+	}
+	for key, v := range map[string]float64{
+		"cordon_gateway_flows_total,verdict=allowed":                   3,
+		"cordon_gateway_packets_total,direction=to_app,verdict=denied": 2,
+		"cordon_gateway_dns_queries_total,kind=answer":                 5,
+		"cordon_gateway_dns_queries_total,kind=nxdomain":               4,
+		"cordon_gateway_wireguard_bytes,direction=rx":                  101,
+		"cordon_gateway_control_connected":                             1,
+		"cordon_gateway_flows_open":                                    1,
+		"cordon_gateway_peers":                                         3,
+		"cordon_gateway_peers_active":                                  1,
+		"cordon_gateway_spool_full":                                    1,
+		"cordon_gateway_map_valid_until_timestamp_seconds":             float64(now.Add(time.Hour).Unix()),
+	} {
+		if vals[key] != v {
+			t.Errorf("%s = %v, want %v", key, vals[key], v)
+		}
+	}
+}
+
+// A WireGuard device that cannot be read fails the scrape's peer metrics
+// with an error, not a panic or a zero.
+func TestMetricsPeersError(t *testing.T) {
+	reg := metricsRegistry(testSources(func() ([]wgdev.PeerStatus, error) { return nil, errors.New("device gone") }))
+	if _, err := reg.Gather(); err == nil || !strings.Contains(err.Error(), "device gone") {
+		t.Errorf("Gather with an unreadable device: %v, want its error", err)
+	}
+}
+
+// The alert rules and the dashboard under deploy/ name only metrics the
+// gateway serves.
+func TestDeployedRulesAndDashboardNameServedMetrics(t *testing.T) {
+	reg := metricsRegistry(testSources(func() ([]wgdev.PeerStatus, error) { return nil, nil }))
+	deploy := filepath.Join("..", "..", "..", "deploy")
+	metricstest.CheckDeployed(t, metricstest.Served(t, reg),
+		filepath.Join(deploy, "prometheus", "cordon-gateway-alerts.yaml"), filepath.Join(deploy, "grafana", "cordon-gateway.json"))
+}
