@@ -12,6 +12,8 @@ import (
 
 	"github.com/cordonhq/cordon/client/internal/dnsstub"
 	"github.com/cordonhq/cordon/internal/metricshttp"
+	"github.com/cordonhq/cordon/pkg/controlproto"
+	"github.com/cordonhq/cordon/pkg/wgdev"
 )
 
 // listenMetrics listens on addr for --metrics-listen, which must be a
@@ -38,13 +40,35 @@ func listenMetrics(addr string) (net.Listener, error) {
 // metricsRegistry is the client's Prometheus metrics (names in
 // docs/operations.md), all read when scraped.
 func (t *tunnel) metricsRegistry(now func() time.Time) *prometheus.Registry {
+	return metricsRegistry(metricsSources{connected: t.cc.Connected, dns: t.stub.Stats, view: t.applied, peers: t.wg.Status, now: now})
+}
+
+// applied is the map in effect (nil before the first); maps are replaced
+// whole, never modified.
+func (t *tunnel) applied() *controlproto.ClientMap {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.cm
+}
+
+// metricsSources are where the client's metrics are read from at scrape
+// time.
+type metricsSources struct {
+	connected func() bool
+	dns       func() dnsstub.Stats
+	view      func() *controlproto.ClientMap // the map applied; nil: none yet
+	peers     func() ([]wgdev.PeerStatus, error)
+	now       func() time.Time
+}
+
+func metricsRegistry(src metricsSources) *prometheus.Registry {
 	reg := metricshttp.NewRegistry()
 	m := metricshttp.Funcs{Reg: reg}
 	m.Gauge("client_control_connected", "1 while the control channel to the controller is up.", nil,
-		func() float64 { return metricshttp.Bool(t.cc.Connected()) })
+		func() float64 { return metricshttp.Bool(src.connected()) })
 	const dnsHelp = "DNS answers the stub gave, by kind: answer, nxdomain (unknown or not entitled), servfail, refused, formerr or other."
 	ds := func(f func(dnsstub.Stats) uint64) func() float64 {
-		return func() float64 { return float64(f(t.stub.Stats())) }
+		return func() float64 { return float64(f(src.dns())) }
 	}
 	for kind, f := range map[string]func(dnsstub.Stats) uint64{
 		"answer": func(s dnsstub.Stats) uint64 { return s.Answer }, "nxdomain": func(s dnsstub.Stats) uint64 { return s.NXDomain },
@@ -53,15 +77,13 @@ func (t *tunnel) metricsRegistry(now func() time.Time) *prometheus.Registry {
 	} {
 		m.Counter("client_dns_answers_total", dnsHelp, prometheus.Labels{"kind": kind}, ds(f))
 	}
-	reg.MustRegister(tunnelCollector{t: t, now: now})
+	reg.MustRegister(tunnelCollector{src})
 	return reg
 }
 
 // ready is the client's /readyz: a map from the controller is applied.
 func (t *tunnel) ready(context.Context) error {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.cm == nil {
+	if t.applied() == nil {
 		return errors.New("no network map yet: the client has not reached the controller")
 	}
 	return nil
@@ -85,10 +107,7 @@ var (
 const liveWithin = 3 * time.Minute
 
 // tunnelCollector reads the map and the WireGuard device once per scrape.
-type tunnelCollector struct {
-	t   *tunnel
-	now func() time.Time
-}
+type tunnelCollector struct{ src metricsSources }
 
 func (c tunnelCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{tunnelUpDesc, appsDesc, handshakeAgeDesc, gatewayBytesDesc, sessionLeftDesc} {
@@ -97,8 +116,8 @@ func (c tunnelCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c tunnelCollector) Collect(ch chan<- prometheus.Metric) {
-	now := c.now()
-	ps, err := c.t.wg.Status()
+	now := c.src.now()
+	ps, err := c.src.peers()
 	if err != nil {
 		ch <- prometheus.NewInvalidMetric(tunnelUpDesc, err)
 		return
@@ -107,13 +126,11 @@ func (c tunnelCollector) Collect(ch chan<- prometheus.Metric) {
 	for i, p := range ps {
 		byKey[p.PublicKey.String()] = i
 	}
-	t := c.t
-	t.mu.Lock()
-	defer t.mu.Unlock()
+	cm := c.src.view()
 	up := false
 	apps := map[string]int{"reachable": 0, "step_up": 0, "posture": 0, "no_mfa": 0}
-	if t.cm != nil {
-		for _, g := range t.cm.Gateways {
+	if cm != nil {
+		for _, g := range cm.Gateways {
 			apps["reachable"] += len(g.Apps)
 			i, ok := byKey[g.PublicKey.String()]
 			if !ok {
@@ -131,7 +148,7 @@ func (c tunnelCollector) Collect(ch chan<- prometheus.Metric) {
 				up = true
 			}
 		}
-		if s := t.cm.Session; s != nil {
+		if s := cm.Session; s != nil {
 			apps["step_up"] = len(s.StepUp)
 			posture := map[string]bool{}
 			for _, f := range s.Posture {
