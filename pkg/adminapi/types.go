@@ -258,6 +258,11 @@ type Gateway struct {
 	State    string    `json:"state,omitempty"`
 	LastSeen time.Time `json:"last_seen,omitzero"`
 	Version  string    `json:"version,omitempty"`
+	// Peers and Flows are the load the gateway last reported while up:
+	// WireGuard peers configured and flows open (nil: not up, or a
+	// gateway too old to report it).
+	Peers *int `json:"peers,omitempty"`
+	Flows *int `json:"flows,omitempty"`
 }
 
 // Device is an enrolled client device.

@@ -261,6 +261,15 @@ type AuditAlert struct {
 // subtracts each age from the time it received the report.
 type Activity struct {
 	Devices []DeviceActivity `json:"devices"`
+	// Load is the gateway's load now, for 'cordonctl gateway list'
+	// (optional: older gateways send none, older controllers ignore it).
+	Load *GatewayLoad `json:"load,omitempty"`
+}
+
+// GatewayLoad is how busy a gateway is.
+type GatewayLoad struct {
+	Peers int `json:"peers"` // WireGuard peers configured (entitled devices)
+	Flows int `json:"flows"` // flows in its connection table
 }
 
 // DeviceActivity is how long ago a device last sent a packet of an app

@@ -478,8 +478,15 @@ func (a *API) listGateways(w http.ResponseWriter, r *http.Request, _ string) err
 	}
 	out := mapSlice(xs, gatewayOut)
 	if h := a.health; h != nil {
+		loader, _ := h.(GatewayLoader)
 		for i := range out {
 			out[i].State, out[i].Version, out[i].LastSeen = h.GatewayStatus(out[i].ID)
+			if loader == nil {
+				continue
+			}
+			if peers, flows, ok := loader.GatewayLoad(out[i].ID); ok {
+				out[i].Peers, out[i].Flows = &peers, &flows
+			}
 		}
 	}
 	return ok(w, out)

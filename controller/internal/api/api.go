@@ -112,6 +112,12 @@ type GatewayHealth interface {
 	GatewayStatus(id string) (state, version string, lastSeen time.Time)
 }
 
+// GatewayLoader is an optional ability of a GatewayHealth: the load a
+// gateway last reported (ok false: none).
+type GatewayLoader interface {
+	GatewayLoad(id string) (peers, flows int, ok bool)
+}
+
 // API serves the HTTP routes.
 type API struct {
 	signInFails signInFailures // metrics (signinfail.go)

@@ -19,6 +19,9 @@ const maxActivityPerFrame = 100000
 // Only devices that are peers of that gateway count: a gateway cannot keep
 // alive the session of a device it does not serve.
 func (s *Server) recordActivity(log *slog.Logger, a *agent, rep *controlproto.Activity) {
+	if rep.Load != nil {
+		s.noteLoad(a, *rep.Load)
+	}
 	if s.cfg.Sessions == nil {
 		return
 	}

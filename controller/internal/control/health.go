@@ -7,6 +7,7 @@ import (
 
 	"github.com/cordonhq/cordon/controller/internal/ca"
 	"github.com/cordonhq/cordon/controller/internal/store"
+	"github.com/cordonhq/cordon/pkg/controlproto"
 )
 
 // Gateway health. Clients get every gateway of a segment in their own
@@ -47,8 +48,9 @@ const (
 // gatewaySeen is what the controller last knew of a gateway's control
 // connection; guarded by Server.mu.
 type gatewaySeen struct {
-	version  string    // Hello.AgentVersion
-	lastSeen time.Time // when it connected, or disconnected
+	version  string                    // Hello.AgentVersion
+	lastSeen time.Time                 // when it connected, or disconnected
+	load     *controlproto.GatewayLoad // last reported on its connection; nil: none
 }
 
 // GatewayStatus is a gateway's health as this controller sees it.
@@ -56,6 +58,9 @@ type GatewayStatus struct {
 	State    string
 	LastSeen time.Time // zero: never since this controller started
 	Version  string
+	// Load is what the gateway last reported on its open connection; nil
+	// while it is not up or reported none (an older gateway).
+	Load *controlproto.GatewayLoad
 }
 
 // noteGatewayLocked records a gateway's connection (up) or disconnection.
@@ -69,6 +74,18 @@ func (s *Server) noteGatewayLocked(id, version string, now time.Time) {
 		g.version = version
 	}
 	g.lastSeen = now
+	g.load = nil // reported anew on each connection
+}
+
+// noteLoad records the load gateway agent a reported on its connection
+// (ignored once another connection replaced it).
+func (s *Server) noteLoad(a *agent, l controlproto.GatewayLoad) {
+	l.Peers, l.Flows = max(l.Peers, 0), max(l.Flows, 0)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if g := s.seen[a.id]; g != nil && s.agents[a.id] == a {
+		g.load = &l
+	}
 }
 
 // gatewayStateLocked is gateway id's state at now.
@@ -105,6 +122,9 @@ func (s *Server) GatewayStatus(id string) GatewayStatus {
 	}
 	if st.State == GatewayUp {
 		st.LastSeen = now // it pings every controlproto.KeepAlive
+		if g := s.seen[id]; g != nil {
+			st.Load = g.load
+		}
 	}
 	return st
 }

@@ -57,6 +57,16 @@ func TestGatewayDownOrderedLastAndBack(t *testing.T) {
 	if st := h.srv.GatewayStatus(pref); st.State != control.GatewayUp || st.Version != "v-test" {
 		t.Fatalf("%s status %+v, want up, version v-test", pref, st)
 	}
+	// The load a gateway reports shows while it is up; none before.
+	if st := h.srv.GatewayStatus(pref); st.Load != nil {
+		t.Fatalf("%s load %+v before it reported any", pref, st.Load)
+	}
+	gws[pref].cc.Send(&controlproto.Frame{Type: controlproto.TypeActivity, Activity: &controlproto.Activity{
+		Load: &controlproto.GatewayLoad{Peers: 3, Flows: 7}}})
+	waitUntil(t, pref+" load reported", func() bool {
+		l := h.srv.GatewayStatus(pref).Load
+		return l != nil && *l == controlproto.GatewayLoad{Peers: 3, Flows: 7}
+	})
 
 	// The preferred gateway goes away: within the grace period nothing
 	// changes; past it, it is ordered last.
@@ -71,6 +81,9 @@ func TestGatewayDownOrderedLastAndBack(t *testing.T) {
 	next, _ = nurse.waitFrame(t, next, "client map with "+pref+" last and down", lanIs([]string{other, pref}, true))
 	if st := h.srv.GatewayStatus(pref); st.State != control.GatewayDead || st.Version != "v-test" || st.LastSeen.IsZero() {
 		t.Fatalf("%s status %+v, want dead with its version and last seen", pref, st)
+	}
+	if st := h.srv.GatewayStatus(pref); st.Load != nil {
+		t.Errorf("%s is dead and still shows load %+v", pref, st.Load)
 	}
 
 	// An old client gets lan on the live gateway only.

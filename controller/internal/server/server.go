@@ -357,3 +357,10 @@ func (g gatewayHealth) GatewayStatus(id string) (state, version string, lastSeen
 	st := g.ctl.GatewayStatus(id)
 	return st.State, st.Version, st.LastSeen
 }
+
+func (g gatewayHealth) GatewayLoad(id string) (peers, flows int, ok bool) {
+	if l := g.ctl.GatewayStatus(id).Load; l != nil {
+		return l.Peers, l.Flows, true
+	}
+	return 0, 0, false
+}

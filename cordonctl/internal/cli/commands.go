@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/url"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -367,12 +368,20 @@ func (a *app) printTokens(w io.Writer, xs []adminapi.GatewayToken) error {
 }
 
 func printGateways(w io.Writer, xs []adminapi.Gateway) error {
-	t := newTable(w, "ID", "NAME", "SEGMENT", "STATE", "LAST SEEN", "VERSION", "OVERLAY", "ENDPOINT", "PUBLIC KEY", "CREATED")
+	t := newTable(w, "ID", "NAME", "SEGMENT", "STATE", "LAST SEEN", "VERSION", "PEERS", "FLOWS", "OVERLAY", "ENDPOINT", "PUBLIC KEY", "CREATED")
 	for _, x := range xs {
-		t.row(x.ID, x.Name, x.Segment, x.State, fmtTime(x.LastSeen), x.Version, addrString(x.OverlayAddr.IsValid(), x.OverlayAddr.String()),
-			x.Endpoint, x.PublicKey.String(), fmtTime(x.CreatedAt))
+		t.row(x.ID, x.Name, x.Segment, x.State, fmtTime(x.LastSeen), x.Version, fmtCount(x.Peers), fmtCount(x.Flows),
+			addrString(x.OverlayAddr.IsValid(), x.OverlayAddr.String()), x.Endpoint, x.PublicKey.String(), fmtTime(x.CreatedAt))
 	}
 	return t.flush()
+}
+
+// fmtCount is an optional count for a table: "-" when not known.
+func fmtCount(n *int) string {
+	if n == nil {
+		return "-"
+	}
+	return strconv.Itoa(*n)
 }
 
 func addrString(valid bool, s string) string {

@@ -592,6 +592,8 @@ const (
 	// activityIdlePoll is how often to look again while the controller
 	// wants no reports (no map yet, or sessions without an idle limit).
 	activityIdlePoll = time.Second
+	// loadRefresh is how often an unchanged load is sent again.
+	loadRefresh = 30 * time.Second
 )
 
 // reportActivity tells the controller, every ActivityInterval, which
@@ -601,6 +603,8 @@ const (
 // of news ends on the safe side.
 func (g *gw) reportActivity(ctx context.Context, cc *controlclient.Client) {
 	var mark flow.ActivityMark
+	var sent controlproto.GatewayLoad // the load last sent, at sentAt
+	var sentAt time.Time
 	t := time.NewTimer(activityIdlePoll)
 	defer t.Stop()
 	for {
@@ -609,22 +613,38 @@ func (g *gw) reportActivity(ctx context.Context, cc *controlclient.Client) {
 			return
 		case <-t.C:
 		}
-		every := time.Duration(g.activityEvery.Load())
-		if every <= 0 {
-			t.Reset(activityIdlePoll)
+		rep := &controlproto.Activity{}
+		wait := activityIdlePoll
+		if every := time.Duration(g.activityEvery.Load()); every > 0 {
+			wait = min(max(every, minActivityEvery), maxActivityEvery)
+			var act map[string]time.Duration
+			act, mark = g.authz.Activity(mark)
+			rep.Devices = make([]controlproto.DeviceActivity, 0, len(act))
+			for id, idle := range act {
+				rep.Devices = append(rep.Devices, controlproto.DeviceActivity{DeviceID: id, Idle: idle})
+			}
+		}
+		t.Reset(wait)
+		// The load goes when it changed, and now and then so that a
+		// controller that (re)connected learns it.
+		now := g.now()
+		load := g.load()
+		if load != sent || now.Sub(sentAt) >= loadRefresh {
+			rep.Load = &load
+		}
+		if len(rep.Devices) == 0 && rep.Load == nil {
 			continue
 		}
-		every = min(max(every, minActivityEvery), maxActivityEvery)
-		t.Reset(every)
-		var act map[string]time.Duration
-		act, mark = g.authz.Activity(mark)
-		if len(act) == 0 {
-			continue
+		if cc.Send(&controlproto.Frame{Type: controlproto.TypeActivity, Activity: rep}) && rep.Load != nil {
+			sent, sentAt = load, now
 		}
-		rep := &controlproto.Activity{Devices: make([]controlproto.DeviceActivity, 0, len(act))}
-		for id, idle := range act {
-			rep.Devices = append(rep.Devices, controlproto.DeviceActivity{DeviceID: id, Idle: idle})
-		}
-		cc.Send(&controlproto.Frame{Type: controlproto.TypeActivity, Activity: rep})
 	}
+}
+
+// load is the gateway's load for the controller's gateway list.
+func (g *gw) load() controlproto.GatewayLoad {
+	flows := int(g.authz.Stats().FlowsOpen)
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return controlproto.GatewayLoad{Peers: len(g.want) + len(g.lingerer), Flows: flows}
 }
