@@ -66,6 +66,24 @@ func TestMetricsAllDaemons(t *testing.T) {
 		t.Errorf("billing.hosp.internal at the gateway: %s", dns.RcodeToString[r.Rcode])
 	}
 
+	// The gateway list shows the gateway's load: the nurse is its peer
+	// (the clerk is entitled to nothing behind it).
+	waitFor(t, 10*time.Second, "gateway list to show the gateway's peers and flows", func() error {
+		for _, g := range w.gateways() {
+			if g.Name != gwName {
+				continue
+			}
+			if g.Peers == nil || g.Flows == nil {
+				return fmt.Errorf("%s: no load shown", g.Name)
+			}
+			if *g.Peers < 1 {
+				return fmt.Errorf("%s: peers %d flows %d, want the nurse as a peer", g.Name, *g.Peers, *g.Flows)
+			}
+			return nil
+		}
+		return fmt.Errorf("%s not in the gateway list", gwName)
+	})
+
 	// moved: the value grew; set: present with a value > 0.
 	type check struct{ name, want string }
 	checks := map[string][]check{
@@ -73,7 +91,7 @@ func TestMetricsAllDaemons(t *testing.T) {
 			{`cordon_control_agents{kind="gateway"}`, "set"}, {`cordon_control_agents{kind="client"}`, "set"},
 			{`cordon_control_maps_sent_total{form="whole"}`, "set"}, {"cordon_control_map_bytes_sent_total", "set"},
 			{"cordon_audit_log_checkpoint_size", "set"},
-			{`cordon_signin_failures_total{kind="password"}`, "present"},
+			{`cordon_signin_failures_total{kind="user"}`, "present"},
 			{`cordon_sessions{state="active"}`, "set"},
 			{"cordon_control_map_push_seconds_count", "set"},
 		},

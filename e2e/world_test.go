@@ -464,6 +464,8 @@ type gatewayInfo struct {
 	PublicKey   string `json:"public_key"`
 	OverlayAddr string `json:"overlay_addr"`
 	Endpoint    string `json:"endpoint"`
+	Peers       *int   `json:"peers"`
+	Flows       *int   `json:"flows"`
 }
 
 func (w *world) gateways() []gatewayInfo {

@@ -134,6 +134,14 @@ func TestComposeFile(t *testing.T) {
 	}) {
 		t.Errorf("gateway: read-only root without a named volume at %s: wireguard-go cannot make its UAPI socket", image.UAPIDir)
 	}
+	// Its health check asks its own /readyz (the image's default asks the
+	// controller's port).
+	if !slices.Contains(gw.Command, "--metrics-listen=127.0.0.1:9102") {
+		t.Errorf("gateway: command %q lacks --metrics-listen=127.0.0.1:9102", gw.Command)
+	}
+	if h := gw.HealthCheck; h == nil || h.Disable || !slices.Equal(h.Test, []string{"CMD", image.BinDir + "/cordon-healthcheck", "http://127.0.0.1:9102/readyz"}) {
+		t.Errorf("gateway: healthcheck %+v, want cordon-healthcheck of http://127.0.0.1:9102/readyz", h)
+	}
 	if d, ok := gw.DependsOn["controller"]; !ok || d.Condition != types.ServiceConditionHealthy {
 		t.Errorf("gateway: must wait for a healthy controller (depends_on %+v)", gw.DependsOn)
 	}

@@ -139,18 +139,7 @@ func TestManifests(t *testing.T) {
 	if i := slices.IndexFunc(c.Args, func(a string) bool { return strings.HasPrefix(a, "--hosts=") }); i < 0 || !strings.Contains(c.Args[i], "cordon-controller.cordon.svc") {
 		t.Errorf("controller: args %q must name the Service in --hosts (the gateway dials it)", c.Args)
 	}
-	for name, p := range map[string]*corev1.Probe{"startup": c.StartupProbe, "liveness": c.LivenessProbe, "readiness": c.ReadinessProbe} {
-		want := "/healthz"
-		if name == "readiness" {
-			want = "/readyz"
-		}
-		if p == nil || p.HTTPGet == nil || p.HTTPGet.Path != want || p.HTTPGet.Port.String() != "metrics" {
-			t.Errorf("controller: %s probe %+v, want GET %s on port metrics", name, p, want)
-		}
-	}
-	if port := namedPort(c, "metrics"); port != 9101 {
-		t.Errorf("controller: port metrics is %d, want 9101", port)
-	}
+	checkProbes(t, "controller", c, 9101)
 	sc := c.SecurityContext
 	if sc == nil || sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem ||
 		sc.Capabilities == nil || !slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) || len(sc.Capabilities.Add) != 0 {
@@ -177,6 +166,10 @@ func TestManifests(t *testing.T) {
 	gpod := dep.Spec.Template.Spec
 	checkNonroot(t, "gateway", gpod)
 	g := container(t, gpod, "gateway")
+	if !slices.Contains(g.Args, "--metrics-listen=:9102") {
+		t.Errorf("gateway: args %q must serve health on the pod's address for the kubelet", g.Args)
+	}
+	checkProbes(t, "gateway", g, 9102)
 	if !slices.Equal(g.Command, []string{image.BinDir + "/" + image.TunGateway}) {
 		t.Errorf("gateway: command %q, want the capability copy %s/%s", g.Command, image.BinDir, image.TunGateway)
 	}
@@ -219,6 +212,24 @@ func TestManifests(t *testing.T) {
 	}
 	if !tun || !state {
 		t.Errorf("gateway: /dev/net/tun device %v, state volume %v", tun, state)
+	}
+}
+
+// checkProbes: startup and liveness GET /healthz, readiness /readyz, on
+// the container's port named metrics, which is port.
+func checkProbes(t *testing.T, who string, c corev1.Container, port int32) {
+	t.Helper()
+	for name, p := range map[string]*corev1.Probe{"startup": c.StartupProbe, "liveness": c.LivenessProbe, "readiness": c.ReadinessProbe} {
+		want := "/healthz"
+		if name == "readiness" {
+			want = "/readyz"
+		}
+		if p == nil || p.HTTPGet == nil || p.HTTPGet.Path != want || p.HTTPGet.Port.String() != "metrics" {
+			t.Errorf("%s: %s probe %+v, want GET %s on port metrics", who, name, p, want)
+		}
+	}
+	if got := namedPort(c, "metrics"); got != port {
+		t.Errorf("%s: port metrics is %d, want %d", who, got, port)
 	}
 }
 
