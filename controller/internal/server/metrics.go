@@ -16,17 +16,11 @@ import (
 	"github.com/cordonhq/cordon/internal/metricshttp"
 )
 
-// metricsRegistry is the controller's Prometheus metrics. Each is read
-// from the component that keeps it when scraped, so nothing on the hot
-// paths changes for them. The metric names are in docs/operations.md.
-// totals is control.Server.Totals, latest ledger.Ledger.Latest and sinks
-// siem.Exporter.Status (nil: no SIEM sinks).
-func metricsRegistry(totals func() control.Totals, latest func() *ledger.Signed, sinks func() []siem.Status) *prometheus.Registry {
-	return metricsRegistryWith(metricsSources{totals: totals, latest: latest, sinks: sinks})
-}
-
-// metricsSources are where the controller's metrics are read from; nil
-// fields leave their metrics out (unit tests).
+// metricsSources are where the controller's metrics are read from when
+// scraped, so nothing on the hot paths changes for them: totals is
+// control.Server.Totals, latest ledger.Ledger.Latest and sinks
+// siem.Exporter.Status (nil: no SIEM sinks). Nil signInFailures and push
+// leave their metrics out (unit tests).
 type metricsSources struct {
 	totals func() control.Totals
 	latest func() *ledger.Signed
@@ -45,7 +39,9 @@ func newPushHistogram() prometheus.Histogram {
 		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}})
 }
 
-func metricsRegistryWith(src metricsSources) *prometheus.Registry {
+// metricsRegistry is the controller's Prometheus metrics (names in
+// docs/operations.md).
+func metricsRegistry(src metricsSources) *prometheus.Registry {
 	totals, latest, sinks := src.totals, src.latest, src.sinks
 	reg := metricshttp.NewRegistry()
 	m := metricshttp.Funcs{Reg: reg}

@@ -98,7 +98,7 @@ func TestMetricsAndHealth(t *testing.T) {
 // The alert rules and the dashboard under deploy/ name only metrics the
 // controller serves (or Prometheus's own: up, probe_success), and parse.
 func TestDeployedRulesAndDashboardNameServedMetrics(t *testing.T) {
-	reg := metricsRegistryWith(metricsSources{totals: func() control.Totals { return control.Totals{} }, latest: func() *ledger.Signed { return nil },
+	reg := metricsRegistry(metricsSources{totals: func() control.Totals { return control.Totals{} }, latest: func() *ledger.Signed { return nil },
 		sinks:          func() []siem.Status { return []siem.Status{{Name: "splunk"}} }, // one sink, so its metrics are served
 		signInFailures: func() map[string]uint64 { return nil }, push: newPushHistogram()})
 	deploy := filepath.Join("..", "..", "..", "deploy")
@@ -110,9 +110,9 @@ func TestDeployedRulesAndDashboardNameServedMetrics(t *testing.T) {
 // served with the sink's name as a label, read when scraped.
 func TestSIEMSinkMetrics(t *testing.T) {
 	lag := int64(5)
-	reg := metricsRegistry(func() control.Totals { return control.Totals{} }, func() *ledger.Signed { return nil }, func() []siem.Status {
+	reg := metricsRegistry(metricsSources{totals: func() control.Totals { return control.Totals{} }, latest: func() *ledger.Signed { return nil }, sinks: func() []siem.Status {
 		return []siem.Status{{Name: "splunk", Cursor: 10, Lag: lag, Connected: true, Sent: 10}, {Name: "lake", Alerting: true, Lag: 900}}
-	})
+	}})
 	lag = 7
 	families, err := reg.Gather()
 	if err != nil {

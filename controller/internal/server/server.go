@@ -260,7 +260,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	if metricsLn != nil {
 		wg.Go(func() {
-			reg := metricsRegistryWith(metricsSources{totals: ctl.Totals, latest: led.Latest, sinks: sinkStatus,
+			reg := metricsRegistry(metricsSources{totals: ctl.Totals, latest: led.Latest, sinks: sinkStatus,
 				signInFailures: apiSrv.SignInFailures, push: pushHist})
 			serveMetrics(ctx, metricsLn, reg, st, log.With("component", "metrics"))
 		})
