@@ -1,4 +1,8 @@
-package client
+// Package reach says why an app is or is not reachable now, as one Reason
+// with a message and next step a clinician understands. Classify is a pure
+// function of a Snapshot, so the proxy, cordon status and the status page
+// all give the same answer, and tests inject the clock.
+package reach
 
 import (
 	"fmt"
@@ -49,9 +53,9 @@ func (r Reason) String() string {
 // traffic flows, and gives up on a handshake after 3 minutes.
 const StaleHandshake = 3 * time.Minute
 
-// ReachSnapshot is what the client knows at one moment, gathered by the
+// Snapshot is what the client knows at one moment, gathered by the
 // caller so that Classify is a pure function (and testable with any clock).
-type ReachSnapshot struct {
+type Snapshot struct {
 	Session *controlproto.SessionInfo // nil: never signed in
 	// Entitled reports whether the map gives the user the app.
 	Entitled bool
@@ -76,7 +80,7 @@ type Verdict struct {
 }
 
 // Classify says why the app described by s is or is not reachable at now.
-func Classify(s ReachSnapshot, now time.Time) Verdict {
+func Classify(s Snapshot, now time.Time) Verdict {
 	switch {
 	case s.Session == nil || s.Session.State == controlproto.SessionNone:
 		return Verdict{ReasonSignedOut, "you are not signed in", "run cordon login"}
