@@ -83,24 +83,52 @@ type Verdict struct {
 func Classify(s Snapshot, now time.Time) Verdict {
 	switch {
 	case s.Session == nil || s.Session.State == controlproto.SessionNone:
-		return Verdict{ReasonSignedOut, "you are not signed in", "run cordon login"}
+		return For(ReasonSignedOut)
 	case s.Session.State == controlproto.SessionEnded:
-		return Verdict{ReasonSessionEnded, sessionEndedDetail(s.Session), "run cordon login"}
+		v := For(ReasonSessionEnded)
+		v.Detail = sessionEndedDetail(s.Session)
+		return v
 	case !s.Session.ExpiresAt.IsZero() && !now.Before(s.Session.ExpiresAt):
-		return Verdict{ReasonSessionEnded, "your session expired", "run cordon login"}
+		v := For(ReasonSessionEnded)
+		v.Detail = "your session expired"
+		return v
 	case !s.Entitled:
-		// No app name here: the user may not know the app exists.
-		return Verdict{ReasonNotEntitled, "not an app you are entitled to", "ask your IT service desk"}
-	case s.GatewayDead,
-		!s.LastHandshake.IsZero() && now.Sub(s.LastHandshake) > StaleHandshake:
-		return Verdict{ReasonGatewayUnreachable, "the hospital gateway for this app does not answer", "retrying automatically; if this lasts, call your IT service desk"}
+		return For(ReasonNotEntitled)
+	case s.GatewayDead, !s.LastHandshake.IsZero() && now.Sub(s.LastHandshake) > StaleHandshake:
+		return For(ReasonGatewayUnreachable)
 	case !s.ControlUp:
-		return Verdict{ReasonControlDown, "the Cordon controller cannot be reached; your app list may be out of date", "retrying automatically; if this lasts, call your IT service desk"}
+		return For(ReasonControlDown)
 	case s.AppFailed:
-		return Verdict{ReasonNoAnswer, "the app itself does not answer (the network path to it works)", "try again later, or tell the app's owners"}
+		return For(ReasonNoAnswer)
 	default:
-		return Verdict{ReasonOK, "reachable", ""}
+		return For(ReasonOK)
 	}
+}
+
+// For is r's standard message and next step.
+func For(r Reason) Verdict {
+	v := Verdict{Reason: r}
+	const later = "retrying automatically; if this lasts, call your IT service desk"
+	switch r {
+	case ReasonOK:
+		v.Detail = "reachable"
+	case ReasonSignedOut:
+		v.Detail, v.Next = "you are not signed in", "run cordon login"
+	case ReasonSessionEnded:
+		v.Detail, v.Next = "your session ended", "run cordon login"
+	case ReasonNotEntitled:
+		// No app name: the user may not know the app exists.
+		v.Detail, v.Next = "not an app you are entitled to", "ask your IT service desk"
+	case ReasonGatewayUnreachable:
+		v.Detail, v.Next = "the hospital gateway for this app does not answer", later
+	case ReasonControlDown:
+		v.Detail, v.Next = "the Cordon controller cannot be reached; your app list may be out of date", later
+	case ReasonNoAnswer:
+		v.Detail, v.Next = "the app itself does not answer (the network path to it works)", "try again later, or tell the app's owners"
+	default:
+		v.Detail, v.Next = "cordon cannot tell why", "run cordon status"
+	}
+	return v
 }
 
 func sessionEndedDetail(si *controlproto.SessionInfo) string {
