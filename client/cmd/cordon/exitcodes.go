@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/http"
 
+	"github.com/cordonhq/cordon/client/internal/client"
 	"github.com/cordonhq/cordon/pkg/adminapi"
 	"github.com/cordonhq/cordon/pkg/agentstate"
 )
@@ -40,6 +41,8 @@ func exitCode(err error, ran bool) int {
 		return exitOK
 	case errors.As(err, &ur):
 		return exitUnreachable
+	case errors.Is(err, client.ErrSessionEnded): // device revoked while 'cordon up' ran
+		return exitUnauthorized
 	case errors.Is(err, agentstate.ErrNotEnrolled):
 		return exitNotSignedIn
 	case errors.As(err, &ae):

@@ -302,3 +302,11 @@ func appPacket(b []byte) bool {
 	}
 	return !(b[16] == 100 && b[17]&0xc0 == 64)
 }
+
+// dead reports whether the prober holds gateway id for dead.
+func (f *failover) dead(id string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	h := f.health[id]
+	return h != nil && h.dead
+}

@@ -211,7 +211,7 @@ func Up(ctx context.Context, cfg UpConfig) error {
 			if err != nil {
 				return fmt.Errorf("listen for the local %s proxy on %s: %w", p.kind, p.addr, err)
 			}
-			srv := proxy.New(proxy.Config{Kind: p.kind, Dialer: ns, Resolver: t, Logger: log.With("component", "proxy")})
+			srv := proxy.New(proxy.Config{Kind: p.kind, Dialer: ns, Resolver: t, Explainer: t, Logger: log.With("component", "proxy")})
 			workers.Go(func() { srv.Serve(ctx, ln) })
 			log.Info("local proxy listening", "kind", p.kind.String(), "addr", ln.Addr().String())
 		}

@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/cordonhq/cordon/client/internal/reach"
 )
 
 // maxHeaderBytes bounds an HTTP proxy request's header.
@@ -223,14 +225,30 @@ func (s *Server) connect(w http.ResponseWriter, r *http.Request, host string, po
 }
 
 // httpError answers a failed proxy request with a status and a message the
-// user can act on.
+// user can act on. With an Explainer, the reason comes from the client's
+// state (session, entitlement, gateway health); without one, from the
+// dial error alone.
 func (s *Server) httpError(w http.ResponseWriter, r *http.Request, err error) {
 	target := sanitize(r.Host)
+	v, ok := s.explain(target, err)
+	if ok {
+		code := reasonStatus(v.Reason)
+		if v.Reason == reach.ReasonGatewayUnreachable {
+			w.Header().Set("Retry-After", strconv.Itoa(int(RetryAfter/time.Second)))
+		}
+		// The body never names a host the user is not entitled to: they
+		// may not know the app exists.
+		msg := "cordon: " + v.Detail
+		if v.Next != "" {
+			msg += "; " + v.Next
+		}
+		s.log.Info("http: request refused", logApp, target, logReason, v.Reason.String(), logErr, err)
+		http.Error(w, msg, code)
+		return
+	}
 	var code int
 	var msg string
 	switch classify(err) {
-	case failNotEntitled:
-		code, msg = http.StatusBadGateway, err.Error()
 	case failNotAllowed:
 		code, msg = http.StatusForbidden, fmt.Sprintf("cordon: policy does not allow you to reach %s", target)
 	case failRefused:
@@ -244,4 +262,45 @@ func (s *Server) httpError(w http.ResponseWriter, r *http.Request, err error) {
 	}
 	s.log.Debug("http: request failed", logClient, r.RemoteAddr, logTarget, target, logErr, err)
 	http.Error(w, msg, code)
+}
+
+// RetryAfter is what the HTTP proxy puts in Retry-After while the gateway is
+// unreachable: about one failover probe round.
+const RetryAfter = 10 * time.Second
+
+// explain turns a failure into a reach.Verdict when it can say more than
+// the dial error: always for a name the Resolver does not know, and for
+// every failure when the Server has an Explainer.
+func (s *Server) explain(target string, err error) (reach.Verdict, bool) {
+	f := classify(err)
+	if s.cfg.Explainer != nil && f != failNotAllowed {
+		v := s.cfg.Explainer.Explain(target, err)
+		if v.Reason == reach.ReasonOK && f != failNotEntitled {
+			// Signed in, entitled, gateway answering: the app is silent.
+			v = reach.For(reach.ReasonNoAnswer)
+		}
+		if v.Reason != reach.ReasonOK && v.Reason != reach.ReasonUnknown {
+			return v, true
+		}
+	}
+	if f == failNotEntitled {
+		return reach.For(reach.ReasonNotEntitled), true
+	}
+	return reach.Verdict{}, false
+}
+
+// reasonStatus is the HTTP status for a reason the proxy refuses with.
+func reasonStatus(r reach.Reason) int {
+	switch r {
+	case reach.ReasonNotEntitled:
+		return http.StatusForbidden
+	case reach.ReasonSignedOut, reach.ReasonSessionEnded:
+		return http.StatusNetworkAuthenticationRequired
+	case reach.ReasonGatewayUnreachable:
+		return http.StatusServiceUnavailable
+	case reach.ReasonNoAnswer:
+		return http.StatusGatewayTimeout
+	default: // control down
+		return http.StatusBadGateway
+	}
 }

@@ -24,6 +24,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/cordonhq/cordon/client/internal/reach"
 )
 
 // Default listen addresses.
@@ -69,6 +71,13 @@ func (k Kind) String() string {
 // answers 403.
 var ErrNotAllowed = errors.New("destination not allowed by policy")
 
+// Explainer says why host (a name or address the user asked for) cannot be
+// reached, given the error the proxy got. It returns reach.ReasonOK when the
+// client's state shows nothing wrong, and must not block.
+type Explainer interface {
+	Explain(host string, dialErr error) reach.Verdict
+}
+
 // NotEntitledError is returned for a name the Resolver does not know.
 type NotEntitledError struct {
 	Host string
@@ -90,6 +99,11 @@ type Config struct {
 	// DialTimeout bounds one dial through the tunnel. Default 15s.
 	DialTimeout time.Duration
 
+	// Explainer, if set, says why a destination cannot be reached, from the
+	// client's session, map and gateway health. Without it the HTTP proxy
+	// judges from the dial error alone.
+	Explainer Explainer
+
 	// Logger receives per-connection debug records. Nil discards them.
 	Logger *slog.Logger
 }
@@ -100,6 +114,8 @@ const (
 	logClient = "client"
 	logTarget = "target"
 	logErr    = "err"
+	logApp    = "app"
+	logReason = "reason"
 )
 
 // Server is one proxy listener's worth of state. Create it with New and run

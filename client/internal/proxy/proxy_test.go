@@ -2,11 +2,13 @@ package proxy_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
@@ -17,6 +19,7 @@ import (
 	"time"
 
 	"github.com/cordonhq/cordon/client/internal/proxy"
+	"github.com/cordonhq/cordon/client/internal/reach"
 	"github.com/cordonhq/cordon/pkg/netstack/netstacktest"
 	xproxy "golang.org/x/net/proxy"
 )
@@ -358,7 +361,7 @@ func TestHTTPProxyRefusals(t *testing.T) {
 		status   int
 		bodyHave string
 	}{
-		{"http://secret.example.internal/", 502, "cordon: secret.example.internal is not an app you are entitled to"},
+		{"http://secret.example.internal/", 403, "cordon: not an app you are entitled to; ask your IT service desk"},
 		{"http://" + w.deadPort.String() + "/", 502, "refused the connection"},
 		{"http://" + denied.String() + "/", 403, "policy does not allow"},
 	}
@@ -383,6 +386,12 @@ func TestHTTPProxyRefusals(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 400 || !strings.Contains(body, "configure it as") {
 		t.Errorf("origin-form request = %d %q", resp.StatusCode, body)
+	}
+	if b := readAllString(t, mustGet(t, client, "http://secret.example.internal/").Body); strings.Contains(b, "secret") {
+		t.Errorf("the refusal names an app the user is not entitled to: %q", b)
+	}
+	if b := readAllString(t, mustGet(t, client, "http://secret.example.internal/").Body); strings.Contains(b, "secret") {
+		t.Errorf("the refusal names an app the user is not entitled to: %q", b)
 	}
 	for _, a := range w.dialer.dialed() {
 		if strings.Contains(a, "secret") {
@@ -431,8 +440,8 @@ func TestHTTPProxyCONNECT(t *testing.T) {
 
 	resp, _, _ = connect("secret.example.internal:443", "")
 	body := readAllString(t, resp.Body)
-	if resp.StatusCode != 502 || !strings.Contains(body, "is not an app you are entitled to") {
-		t.Errorf("CONNECT unknown = %d %q", resp.StatusCode, body)
+	if resp.StatusCode != 403 || !strings.Contains(body, "not an app you are entitled to") || strings.Contains(body, "secret") {
+		t.Errorf("CONNECT unknown = %d %q, want 403 that does not name the app", resp.StatusCode, body)
 	}
 }
 
@@ -496,5 +505,92 @@ func TestServeRejectsIncompleteConfig(t *testing.T) {
 	}
 	if err := proxy.New(proxy.Config{Kind: proxy.SOCKS5}).Serve(context.Background(), ln); err == nil {
 		t.Fatal("Serve without Dialer and Resolver succeeded")
+	}
+}
+
+func mustGet(t *testing.T, c *http.Client, u string) *http.Response {
+	t.Helper()
+	resp, err := c.Get(u)
+	if err != nil {
+		t.Fatalf("GET %s: %v", u, err)
+	}
+	t.Cleanup(func() { resp.Body.Close() })
+	return resp
+}
+
+// fixedExplainer answers every question with one reason, as the client
+// would in that state.
+type fixedExplainer reach.Reason
+
+func (f fixedExplainer) Explain(string, error) reach.Verdict { return reach.For(reach.Reason(f)) }
+
+// syncBuffer is a log sink safe for the proxy's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// Each reason the client knows gets its own status, body and log line,
+// where a blanket 502 "not entitled" used to answer them all.
+func TestHTTPProxySaysWhatIsWrong(t *testing.T) {
+	netstacktest.LeakCheck(t)
+	tests := []struct {
+		reason     reach.Reason
+		url        string // the entitled app is refused on the dial, like a dead gateway
+		status     int
+		body       string
+		retryAfter string
+	}{
+		{reach.ReasonNotEntitled, "http://secret.example.internal/", 403, "not an app you are entitled to; ask your IT service desk", ""},
+		{reach.ReasonSignedOut, "", 511, "you are not signed in; run cordon login", ""},
+		{reach.ReasonSessionEnded, "", 511, "your session ended; run cordon login", ""},
+		{reach.ReasonGatewayUnreachable, "", 503, "gateway for this app does not answer; retrying", "10"},
+		{reach.ReasonControlDown, "", 502, "controller cannot be reached", ""},
+		{reach.ReasonNoAnswer, "", 504, "the app itself does not answer", ""},
+		// Nothing wrong in the client's state, yet the dial failed: the app is silent.
+		{reach.ReasonOK, "", 504, "the app itself does not answer", ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.reason.String(), func(t *testing.T) {
+			w := newWorld(t)
+			var logs syncBuffer
+			addr := startProxy(t, w, proxy.HTTP, func(c *proxy.Config) {
+				c.Explainer = fixedExplainer(tc.reason)
+				c.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+			})
+			client := httpProxyClient(addr)
+			defer client.CloseIdleConnections()
+			u := tc.url
+			if u == "" {
+				u = "http://" + w.deadPort.String() + "/"
+			}
+			resp := mustGet(t, client, u)
+			body := readAllString(t, resp.Body)
+			if resp.StatusCode != tc.status || !strings.Contains(body, tc.body) {
+				t.Errorf("GET %s = %d %q, want %d containing %q", u, resp.StatusCode, body, tc.status, tc.body)
+			}
+			if got := resp.Header.Get("Retry-After"); got != tc.retryAfter {
+				t.Errorf("Retry-After = %q, want %q", got, tc.retryAfter)
+			}
+			want := reach.For(tc.reason).Reason
+			if tc.reason == reach.ReasonOK {
+				want = reach.ReasonNoAnswer
+			}
+			if l := logs.String(); !strings.Contains(l, "reason="+want.String()) || !strings.Contains(l, "app=") {
+				t.Errorf("log has no app and reason=%v: %q", want, l)
+			}
+		})
 	}
 }

@@ -32,6 +32,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -183,7 +184,8 @@ func Run(ctx context.Context, cfg Config) error {
 	log.Info("wireguard listening", "port", cfg.ListenPort, "interface", cfg.Interface, "endpoint", cfg.Endpoint)
 
 	g := &gw{log: log, key: st, authz: authz, dns: dnsSrv, wg: wg, port: cfg.ListenPort, fw: dp.fw, saved: saved,
-		now: time.Now, lingerer: map[wgkey.Public]linger{}, saveNow: make(chan struct{}, 1), witness: wit, flows: flows}
+		now: time.Now, lingerer: map[wgkey.Public]linger{}, saveNow: make(chan struct{}, 1), witness: wit, flows: flows,
+		noLoopback: cfg.Mode == ModeUserspace && !cfg.AllowLoopback}
 	defer g.stop()
 	g.restore()
 	tlsConf, err := st.ClientTLS(controlproto.ALPN)
@@ -379,7 +381,10 @@ type gw struct {
 	witness *witness.Witness
 	send    func(*controlproto.Frame) bool
 	flows   *flowReporter // flow record spool (flowspool.go)
-	alerted string        // the held checkpoint last alerted about (auditlog.go)
+	// noLoopback is set in userspace mode without --allow-loopback, where
+	// apps on this host's loopback cannot be reached.
+	noLoopback bool
+	alerted    string // the held checkpoint last alerted about (auditlog.go)
 
 	// activityEvery is the map's ActivityInterval (nanoseconds; 0: the
 	// controller wants no activity reports).
@@ -445,6 +450,9 @@ func (g *gw) onFrame(f *controlproto.Frame) error {
 	g.saveLocked(now)
 	g.flows.setApps(m.Apps)
 	g.activityEvery.Store(int64(m.ActivityInterval))
+	if names := loopbackApps(m.Apps); g.noLoopback && len(names) > 0 {
+		g.log.Error("apps on this host's loopback cannot be reached in userspace mode; restart with --allow-loopback (demo only) or give the apps a non-loopback address", "apps", strings.Join(names, ","))
+	}
 	g.log.Info("map applied", "revision", m.Revision, "peers", len(g.want), "rules", len(m.Rules), "apps", len(m.Apps), "valid_until", g.validUntil)
 	return nil
 }
@@ -647,4 +655,15 @@ func (g *gw) load() controlproto.GatewayLoad {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return controlproto.GatewayLoad{Peers: len(g.want) + len(g.lingerer), Flows: flows}
+}
+
+// loopbackApps names the apps whose address is on loopback.
+func loopbackApps(apps []controlproto.App) []string {
+	var out []string
+	for _, a := range apps {
+		if a.Addr.Addr().IsLoopback() {
+			out = append(out, a.Name)
+		}
+	}
+	return out
 }
