@@ -170,3 +170,82 @@ func buildSearchTrail(b *testing.B, st *sqlite.Store, n int) {
 		}
 	}
 }
+
+// BenchmarkAppendAuditTrail measures what the search indexes cost appends
+// on a trail that already holds records: batches of 100 flow records
+// with random users, devices and apps (so each lands on random leaf
+// pages of the key indexes) appended after a generated trail (see
+// BenchmarkSearchAudit). ns/op is per batch; records/s is reported.
+//
+// By default the trail is 100,000 records in a temporary directory,
+// small enough that its indexes fit the page cache. For the large-trail
+// figures in docs/benchmarks.md, build a bigger one into its own file
+// (not the search benchmark's, which must keep its size):
+//
+//	CORDON_APPEND_BENCH_DB=/var/tmp/append-1m.db CORDON_APPEND_BENCH_RECORDS=1000000 \
+//	  go test -run XXX -bench AppendAuditTrail -benchtime 20s ./controller/internal/store/sqlite
+func BenchmarkAppendAuditTrail(b *testing.B) {
+	n := 100_000
+	path := filepath.Join(b.TempDir(), "cordon.db")
+	if p := os.Getenv("CORDON_APPEND_BENCH_DB"); p != "" {
+		path = p
+	}
+	if s := os.Getenv("CORDON_APPEND_BENCH_RECORDS"); s != "" {
+		var err error
+		if n, err = strconv.Atoi(s); err != nil || n < 1000 {
+			b.Fatalf("CORDON_APPEND_BENCH_RECORDS=%q: want a number of at least 1000", s)
+		}
+	}
+	ctx := context.Background()
+	st, err := sqlite.Open(ctx, path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	have, err := st.AuditLogSize(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if have == 0 {
+		start := time.Now()
+		buildSearchTrail(b, st, n)
+		b.Logf("built %d records in %v", n, time.Since(start))
+		have = int64(n)
+	}
+	// Records after the trail's newest, a millisecond apart; batches of
+	// 100 (one gateway report), 1,000 and 10,000 (several reports in one
+	// transaction) on the same trail.
+	r := rand.New(rand.NewPCG(uint64(have), 2))
+	at := searchEpoch.Add(searchSpan).Add(time.Duration(have) * time.Millisecond)
+	for _, size := range []int{100, 1000, 10_000} {
+		b.Run(fmt.Sprintf("batch_%d", size), func(b *testing.B) {
+			before, err := st.AuditLogSize(ctx)
+			if err != nil {
+				b.Fatal(err)
+			}
+			batch := make([]store.AuditEvent, size)
+			for b.Loop() {
+				for i := range batch {
+					u := r.IntN(5000)
+					user, dev := fmt.Sprintf("user-%d", u), fmt.Sprintf("dev-%d", (u*8+r.IntN(2))%8000)
+					app := fmt.Sprintf("app-%d", r.IntN(300))
+					at = at.Add(time.Millisecond)
+					batch[i] = store.AuditEvent{Time: at, Type: audit.FlowAllow, Outcome: "allow", Actor: "gateway:gw-1", Subject: app,
+						Details: map[string]string{"proto": "tcp", "src": fmt.Sprintf("100.64.%d.%d:%d", u/250, u%250, 30000+r.IntN(30000)),
+							"dst": "10.20.0.10:443", "gateway": "gw-1", "user": user, "device": dev, "rule": "r-" + app}}
+				}
+				if err := st.AppendAudit(ctx, batch...); err != nil {
+					b.Fatal(err)
+				}
+			}
+			after, err := st.AuditLogSize(ctx)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if want := before + int64(b.N*size); after != want {
+				b.Fatalf("the log holds %d records after appending, want %d", after, want)
+			}
+			b.ReportMetric(float64(b.N*size)/b.Elapsed().Seconds(), "records/s")
+		})
+	}
+}
