@@ -184,16 +184,17 @@ func TestServe(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", pc.LocalAddr().String())
+	// Its own port: the UDP port's number may be taken for TCP.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	s.Serve(pc, ln)
 	defer s.Close()
-	for _, nw := range []string{"udp", "tcp"} {
+	for nw, addr := range map[string]string{"udp": pc.LocalAddr().String(), "tcp": ln.Addr().String()} {
 		q := new(dns.Msg)
 		q.SetQuestion("nosuch.hosp.internal.", dns.TypeA)
-		r, _, err := (&dns.Client{Net: nw, Timeout: time.Second}).Exchange(q, pc.LocalAddr().String())
+		r, _, err := (&dns.Client{Net: nw, Timeout: time.Second}).Exchange(q, addr)
 		if err != nil || r.Rcode != dns.RcodeNameError {
 			t.Fatalf("%s: %v %v", nw, r, err)
 		}

@@ -424,17 +424,18 @@ func TestServeUDPAndTCP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", pc.LocalAddr().String())
+	// Its own port: the UDP port's number may be taken for TCP.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	s.ServeUDP(pc)
 	s.ServeTCP(ln)
-	for _, nw := range []string{"udp", "tcp"} {
+	for nw, addr := range map[string]string{"udp": pc.LocalAddr().String(), "tcp": ln.Addr().String()} {
 		c := &mdns.Client{Net: nw, Timeout: 2 * time.Second}
 		q := new(mdns.Msg)
 		q.SetQuestion("ehr.hosp.internal.", mdns.TypeA)
-		r, _, err := c.Exchange(q, pc.LocalAddr().String())
+		r, _, err := c.Exchange(q, addr)
 		if err != nil {
 			t.Fatalf("%s: %v", nw, err)
 		}
