@@ -25,7 +25,7 @@ func TestDemoUserspace(t *testing.T) {
 	}
 	for _, want := range []string{
 		"200 OK: EHR: patient chart",
-		"billing.demo.internal is not an app you are entitled to",
+		"HTTP 403 cordon: not an app you are entitled to",
 		"flow.allow",
 		"flow.deny",
 		"Demo finished: every step behaved as expected.",

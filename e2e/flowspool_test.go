@@ -64,14 +64,22 @@ func TestFlowRecordsSurviveControllerOutage(t *testing.T) {
 		t.Fatal("no flow passed while the controller was down (fail static broken?)")
 	}
 	// Each passed flow's allow record is fsynced within a group commit:
-	// wait for the spool to hold them (each record is over 200 bytes), then
-	// kill the gateway.
-	waitFor(t, 10*time.Second, "the gateway to spool the flows", func() error {
-		if got := w.spoolBytes(); got < before+int64(passed)*200 {
-			return fmt.Errorf("spool grew %d bytes", got-before)
+	// wait for the spool to hold them (each record is over 200 bytes) and
+	// to stop growing (200 bytes a record is a floor, so the last record
+	// or two could still be in flight when it is reached), then kill the
+	// gateway.
+	last := int64(-1)
+	if _, err := poll(10*time.Second, 300*time.Millisecond, func() error {
+		got := w.spoolBytes()
+		grew := got != last
+		last = got
+		if got < before+int64(passed)*200 || grew {
+			return fmt.Errorf("spool grew %d bytes, still growing: %v", got-before, grew)
 		}
 		return nil
-	})
+	}); err != nil {
+		t.Fatalf("waiting for the gateway to spool the flows: %v", err)
+	}
 	w.killGateway()
 	killed := time.Now()
 	start := killed
