@@ -16,7 +16,6 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
-	"text/tabwriter"
 	"time"
 
 	"github.com/cordonhq/cordon/internal/buildinfo"
@@ -186,7 +185,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 				enc.SetIndent("", "  ")
 				return enc.Encode(s)
 			}
-			printStatus(cmd.OutOrStdout(), s)
+			printStatus(cmd.OutOrStdout(), s, time.Now())
 			return nil
 		},
 	}
@@ -228,71 +227,6 @@ func envOr(k, def string) string {
 		return v
 	}
 	return def
-}
-
-func printStatus(w io.Writer, s *client.Status) {
-	conn := "connected"
-	if !s.ControlConnected {
-		conn = "reconnecting (keeping the last map)"
-	}
-	fmt.Fprintf(w, "User:        %s\nDevice:      %s (%s)\nMode:        %s\nController:  %s, %s\n",
-		s.User, s.DeviceID, s.OverlayAddr, s.Mode, s.Controller, conn)
-	if s.SOCKS5 != "" || s.HTTPProxy != "" {
-		fmt.Fprintf(w, "Proxies:     socks5://%s  http://%s\n", s.SOCKS5, s.HTTPProxy)
-	}
-	if printSession(w, s.Session) {
-		return
-	}
-	if len(s.Gateways) == 0 {
-		fmt.Fprintln(w, "\nNo apps: you are not entitled to any app yet. Ask your administrator.")
-		return
-	}
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "\nAPP\tNAME\tADDRESS\tPORTS\tGATEWAY\tHANDSHAKE")
-	for _, g := range s.Gateways {
-		hs := "never"
-		if g.LastHandshake != nil {
-			hs = time.Since(*g.LastHandshake).Round(time.Second).String() + " ago"
-		}
-		for _, a := range g.Apps {
-			ports := make([]string, len(a.Ports))
-			for i, p := range a.Ports {
-				ports[i] = p.String()
-			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s/%s\t%s\t%s\n", a.Name, a.DNSName, a.Addr, a.Proto, strings.Join(ports, ","), g.ID, hs)
-		}
-	}
-	tw.Flush()
-}
-
-// printSession prints the session lines of 'cordon status'; it reports
-// whether the session is over (then no app is reachable and none is
-// listed).
-func printSession(w io.Writer, ss *controlproto.SessionInfo) bool {
-	if ss == nil {
-		return false
-	}
-	if ss.State != controlproto.SessionActive {
-		fmt.Fprintf(w, "Session:     %s\n", strings.ToUpper(ss.State[:1])+ss.State[1:]+": "+ss.Message)
-		return true
-	}
-	line := "active since " + ss.StartedAt.Local().Format("15:04")
-	if !ss.ExpiresAt.IsZero() {
-		line += ", ends by " + ss.ExpiresAt.Local().Format("Mon 15:04")
-	}
-	if ss.IdleLimit > 0 {
-		line += "; signed out after " + ss.IdleLimit.String() + " without activity"
-	}
-	fmt.Fprintf(w, "Session:     %s\n", line)
-	if n := ss.NoMFA; n != nil {
-		fmt.Fprintf(w, "MFA:         none in this session; closed until you have one: %s\n", strings.Join(n.Apps, ", "))
-		fmt.Fprintf(w, "             %s\n", n.How)
-	}
-	for _, su := range ss.StepUp {
-		fmt.Fprintf(w, "Verify:      %s needs a fresh sign-in with your second factor: run 'cordon login' (the tunnel stays up)\n", su.App)
-	}
-	printPosture(w, ss.Posture)
-	return false
 }
 
 func readPassword(fromStdin bool, file string) (string, error) {
