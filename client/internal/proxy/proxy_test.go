@@ -253,7 +253,7 @@ func TestSOCKS5ReplyCodes(t *testing.T) {
 		method   byte
 		rep      byte
 	}{
-		{"unknown name is host unreachable", noAuth, socksDomainReq(1, "secret.example.internal", 443), 0, 4},
+		{"unknown name is not allowed", noAuth, socksDomainReq(1, "secret.example.internal", 443), 0, 2},
 		{"closed port is refused", noAuth, socksIPReq(w.deadPort), 0, 5},
 		{"policy denial is not allowed", noAuth, socksIPReq(denied), 0, 2},
 		{"BIND is unsupported", noAuth, socksDomainReq(2, "ehr.example.internal", 80), 0, 7},
@@ -586,6 +586,49 @@ func TestHTTPProxySaysWhatIsWrong(t *testing.T) {
 			}
 			want := reach.For(tc.reason).Reason
 			if tc.reason == reach.ReasonOK {
+				want = reach.ReasonNoAnswer
+			}
+			if l := logs.String(); !strings.Contains(l, "reason="+want.String()) || !strings.Contains(l, "app=") {
+				t.Errorf("log has no app and reason=%v: %q", want, l)
+			}
+		})
+	}
+}
+
+// The SOCKS5 proxy refuses by the same reasons as the HTTP proxy, with
+// the nearest reply code RFC 1928 has, and logs the app and the reason.
+func TestSOCKS5SaysWhatIsWrong(t *testing.T) {
+	netstacktest.LeakCheck(t)
+	tests := []struct {
+		reason reach.Reason
+		host   string // "": the entitled app, refused on the dial
+		rep    byte
+	}{
+		{reach.ReasonNotEntitled, "secret.example.internal", 2},
+		{reach.ReasonSignedOut, "", 2},
+		{reach.ReasonSessionEnded, "", 2},
+		{reach.ReasonGatewayUnreachable, "", 3},
+		{reach.ReasonControlDown, "", 1},
+		{reach.ReasonNoAnswer, "", 5}, // the dial was refused
+		{reach.ReasonOK, "", 5},       // nothing wrong in the client's state: the app refused
+	}
+	for _, tc := range tests {
+		t.Run(tc.reason.String(), func(t *testing.T) {
+			w := newWorld(t)
+			var logs syncBuffer
+			addr := startProxy(t, w, proxy.SOCKS5, func(c *proxy.Config) {
+				c.Explainer = fixedExplainer(tc.reason)
+				c.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+			})
+			req := socksIPReq(w.deadPort)
+			if tc.host != "" {
+				req = socksDomainReq(1, tc.host, 443)
+			}
+			if _, rep := socksExchange(t, addr, []byte{5, 1, 0}, req); rep != tc.rep {
+				t.Errorf("rep %#x, want %#x", rep, tc.rep)
+			}
+			want := tc.reason
+			if want == reach.ReasonOK {
 				want = reach.ReasonNoAnswer
 			}
 			if l := logs.String(); !strings.Contains(l, "reason="+want.String()) || !strings.Contains(l, "app=") {
