@@ -28,17 +28,34 @@ import (
 	"github.com/cordonhq/cordon/pkg/controlproto"
 )
 
+// defaultStateDir is where the user running cordon keeps its state:
+// /var/lib/cordon for root, else $XDG_STATE_HOME/cordon, else
+// ~/.local/state/cordon (the XDG default).
 func defaultStateDir() string {
-	if os.Geteuid() == 0 {
+	home, _ := os.UserHomeDir()
+	return stateDirFor(os.Geteuid(), os.Getenv("XDG_STATE_HOME"), home)
+}
+
+func stateDirFor(euid int, xdgStateHome, home string) string {
+	switch {
+	case euid == 0:
 		return "/var/lib/cordon"
-	}
-	if d := os.Getenv("XDG_STATE_HOME"); d != "" {
-		return filepath.Join(d, "cordon")
-	}
-	if h, err := os.UserHomeDir(); err == nil {
-		return filepath.Join(h, ".local", "state", "cordon")
+	case xdgStateHome != "":
+		return filepath.Join(xdgStateHome, "cordon")
+	case home != "":
+		return filepath.Join(home, ".local", "state", "cordon")
 	}
 	return ".cordon"
+}
+
+// manStateDir is the --state-dir default the manual pages show: they are
+// written at build time, where defaultStateDir would be the builder's.
+const manStateDir = "$XDG_STATE_HOME/cordon, else ~/.local/state/cordon; /var/lib/cordon for root"
+
+// forManPages makes root's help show no value of the machine it runs on,
+// for manual pages written at build time (gendocs.go).
+func forManPages(root *cobra.Command) {
+	root.PersistentFlags().Lookup("state-dir").DefValue = manStateDir
 }
 
 // rootHooks change the command tree; only builds with -tags gendocs have
