@@ -637,3 +637,45 @@ func TestSOCKS5SaysWhatIsWrong(t *testing.T) {
 		})
 	}
 }
+
+// hostExplainer says the gateway of one app is down and that every other
+// host is not entitled, as the client does from its map.
+type hostExplainer struct{ down string }
+
+func (e hostExplainer) Explain(host string, _ error) reach.Verdict {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	if host == e.down {
+		return reach.For(reach.ReasonGatewayUnreachable)
+	}
+	return reach.For(reach.ReasonNotEntitled)
+}
+
+// Regression: the proxies asked the Explainer about the quoted name
+// they print ("\"ehr.example.internal\""), which is in no map, so a dead
+// gateway's app was answered "not entitled". The Explainer gets the host
+// as the client gave it, and the log names it plainly.
+func TestExplainerGetsTheHostAsGiven(t *testing.T) {
+	netstacktest.LeakCheck(t)
+	const name = "gone.example.internal" // the resolver does not know it: its gateway's DNS is down
+	w := newWorld(t)
+	var logs syncBuffer
+	cfg := func(c *proxy.Config) {
+		c.Explainer = hostExplainer{down: name}
+		c.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	}
+	httpAddr, socksAddr := startProxy(t, w, proxy.HTTP, cfg), startProxy(t, w, proxy.SOCKS5, cfg)
+	client := httpProxyClient(httpAddr)
+	defer client.CloseIdleConnections()
+	resp := mustGet(t, client, "http://"+name+":8080/")
+	if body := readAllString(t, resp.Body); resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("HTTP proxy: %d %q, want 503 gateway unreachable", resp.StatusCode, body)
+	}
+	if _, rep := socksExchange(t, socksAddr, []byte{5, 1, 0}, socksDomainReq(1, name, 443)); rep != 3 {
+		t.Errorf("SOCKS5 proxy: rep %#x, want 3 (network unreachable)", rep)
+	}
+	if l := logs.String(); strings.Count(l, "app="+name+" reason=gateway-unreachable") != 2 {
+		t.Errorf("want two records with app=%s reason=gateway-unreachable:\n%s", name, l)
+	}
+}

@@ -221,8 +221,8 @@ func (s *Server) serveSOCKS5(ctx context.Context, c net.Conn) {
 	c.SetWriteDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
 	if err != nil {
 		f := classify(err)
-		if v, ok := s.explain(sanitize(req.host), err); ok {
-			log.Info("socks5: connect refused", logApp, sanitize(req.host), logReason, v.Reason.String(), logErr, err)
+		if v, ok := s.explain(req.host, err); ok {
+			log.Info("socks5: connect refused", logApp, logName(req.host), logReason, v.Reason.String(), logErr, err)
 			c.Write(socksReply(reasonRep(v.Reason, f), nil))
 			return
 		}
