@@ -83,6 +83,7 @@ func TestClientMessages(t *testing.T) {
 		t.Errorf("cordon status -o json: ehr is %q with the gateway down, want gateway-unreachable", got)
 	}
 	out, errOut, rc := nurse.cordon("", "status")
+	t.Logf("cordon status with the gateway down:\n%s", out)
 	if rc != 0 || !strings.Contains(out, "gateway-unreachable: the hospital gateway for this app does not answer; retrying") || !strings.Contains(out, "STATE") {
 		t.Errorf("cordon status with the gateway down: exit %d\n%s%s", rc, out, errOut)
 	}
@@ -97,6 +98,7 @@ func TestClientMessages(t *testing.T) {
 		return nil
 	})
 	out, errOut, rc = nurse.cordon("", "status")
+	t.Logf("cordon status after the admin ended the session:\n%s", out)
 	if rc != 0 || !strings.Contains(out, "Session:     An administrator ended your session") || !strings.Contains(out, "sign in again with 'cordon login'") {
 		t.Errorf("cordon status after the admin ended the session: exit %d\n%s%s", rc, out, errOut)
 	}

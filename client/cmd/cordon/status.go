@@ -85,6 +85,11 @@ func age(now, t time.Time) string {
 	return max(now.Sub(t), 0).Round(time.Second).String()
 }
 
+// minutes is d to the minute, as "7h30m" or "45m".
+func minutes(d time.Duration) string {
+	return strings.TrimSuffix(max(d, 0).Truncate(time.Minute).String(), "0s")
+}
+
 // printSession prints the session lines of 'cordon status'; it reports
 // whether the session is over (then no app is reachable and none is
 // listed). Whether it is over, and why, is reach.Classify's verdict, the
@@ -105,7 +110,7 @@ func printSession(w io.Writer, user string, ss *controlproto.SessionInfo, now ti
 	}
 	line := "signed in as " + user + " since " + ss.StartedAt.Local().Format("15:04")
 	if !ss.ExpiresAt.IsZero() {
-		line += fmt.Sprintf(", %s left (ends %s)", ss.ExpiresAt.Sub(now).Truncate(time.Minute), ss.ExpiresAt.Local().Format("Mon 15:04"))
+		line += fmt.Sprintf(", %s left (ends %s)", minutes(ss.ExpiresAt.Sub(now)), ss.ExpiresAt.Local().Format("Mon 15:04"))
 	}
 	if ss.IdleLimit > 0 {
 		line += "; signed out after " + ss.IdleLimit.String() + " without activity"

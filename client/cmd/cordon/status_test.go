@@ -47,7 +47,7 @@ func TestPrintStatus(t *testing.T) {
 		return ""
 	}
 	for _, want := range []string{
-		"Session:     signed in as nurse since ", ", 7h30m0s left (ends ",
+		"Session:     signed in as nurse since ", ", 7h30m left (ends ",
 		"Warning:     no handshake with gateway gw-down for 5m0s",
 		"\ngateway-unreachable: the hospital gateway for this app does not answer; retrying automatically",
 		"HANDSHAKE  STATE",
