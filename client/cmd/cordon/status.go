@@ -87,7 +87,10 @@ func age(now, t time.Time) string {
 
 // minutes is d to the minute, as "7h30m" or "45m".
 func minutes(d time.Duration) string {
-	return strings.TrimSuffix(max(d, 0).Truncate(time.Minute).String(), "0s")
+	if d < time.Minute {
+		return "less than a minute"
+	}
+	return strings.TrimSuffix(d.Truncate(time.Minute).String(), "0s")
 }
 
 // printSession prints the session lines of 'cordon status'; it reports

@@ -80,3 +80,17 @@ func TestPrintStatus(t *testing.T) {
 		t.Errorf("expired session:\n%s", out)
 	}
 }
+
+func TestMinutes(t *testing.T) {
+	for d, want := range map[time.Duration]string{
+		7*time.Hour + 30*time.Minute + 59*time.Second: "7h30m",
+		45 * time.Minute: "45m",
+		time.Hour:        "1h0m",
+		59 * time.Second: "less than a minute",
+		-time.Hour:       "less than a minute",
+	} {
+		if got := minutes(d); got != want {
+			t.Errorf("minutes(%v) = %q, want %q", d, got, want)
+		}
+	}
+}
