@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/godbus/dbus/v5"
@@ -22,42 +23,83 @@ const (
 	logindCallLimit = 5 * time.Second // logind answers at once; a hung bus must not stall posture reports
 )
 
-// LogindScreenLock reads whether the screen is locked now from
-// systemd-logind: the LockedHint of the session this process runs in, or,
-// for a client started outside the user's session (a systemd unit), of
-// the user's display session. A screen locker (GNOME, KDE, xss-lock…)
-// sets the hint while the screen is locked. Without a logind session the
-// state is unknown.
-func LogindScreenLock(ctx context.Context) posture.Check {
+// ScreenLock reports the screen_lock posture check from systemd-logind.
+// The policy's screen_lock means "the screen locks automatically"; logind
+// tells only whether the session is locked now (its LockedHint, which a
+// screen locker such as GNOME's, KDE's or xss-lock sets while it holds the
+// screen). So the check passes once this session has been seen locked: a
+// locker guards it. It fails while the session has not been seen locked
+// since the client started (the fix: lock the screen once), and is unknown
+// only when there is no logind session to ask about. The zero value is not
+// usable; use NewScreenLock.
+type ScreenLock struct {
+	read func(context.Context) (lockState, error)
+	now  func() time.Time
+
+	mu     sync.Mutex
+	seen   dbus.ObjectPath // the session last seen locked
+	seenAt time.Time       // when it was last seen locked
+}
+
+// NewScreenLock asks the system bus's logind about the session this
+// process runs in, else its user's display session.
+func NewScreenLock() *ScreenLock {
+	return &ScreenLock{read: readSystemBus, now: time.Now}
+}
+
+// Check is the screen_lock check now.
+func (s *ScreenLock) Check(ctx context.Context) posture.Check {
+	st, err := s.read(ctx)
+	if err != nil {
+		return posture.Check{State: posture.Unknown, Detail: "screen lock: " + err.Error()}
+	}
+	now := s.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if st.locked {
+		s.seen, s.seenAt = st.session, now
+		return posture.Check{State: posture.Yes, Detail: "the screen is locked now (" + st.how + ", logind LockedHint)"}
+	}
+	if s.seen == st.session {
+		return posture.Check{State: posture.Yes, Detail: fmt.Sprintf("a screen locker locked this session at %s (%s, logind LockedHint)", s.seenAt.Format(time.RFC3339), st.how)}
+	}
+	return posture.Check{State: posture.No, Detail: "the screen has not been seen locked since cordon started (" + st.how + ", logind LockedHint): lock it once (e.g. Super+L) to show a screen locker guards it"}
+}
+
+// lockState is what logind says about the session.
+type lockState struct {
+	session dbus.ObjectPath
+	how     string // which session it is, for the detail
+	locked  bool
+}
+
+func readSystemBus(ctx context.Context) (lockState, error) {
 	ctx, cancel := context.WithTimeout(ctx, logindCallLimit)
 	defer cancel()
 	conn, err := dbus.ConnectSystemBus(dbus.WithContext(ctx))
 	if err != nil {
-		return posture.Check{State: posture.Unknown, Detail: "screen lock: no system D-Bus to ask systemd-logind (" + err.Error() + ")"}
+		return lockState{}, fmt.Errorf("no system D-Bus to ask systemd-logind (%w)", err)
 	}
 	defer conn.Close()
-	return screenLock(ctx, conn, uint32(os.Getpid()), uint32(os.Getuid()))
+	return readLock(ctx, conn, uint32(os.Getpid()), uint32(os.Getuid()))
 }
 
-// screenLock asks logind on conn for the LockedHint of process pid's
+// readLock asks logind on conn for the LockedHint of process pid's
 // session, else of user uid's display session.
-func screenLock(ctx context.Context, conn *dbus.Conn, pid, uid uint32) posture.Check {
+func readLock(ctx context.Context, conn *dbus.Conn, pid, uid uint32) (lockState, error) {
 	sess, how, err := logindSessionOf(ctx, conn, pid, uid)
 	if err != nil {
-		return posture.Check{State: posture.Unknown, Detail: "screen lock: " + err.Error()}
+		return lockState{}, err
 	}
 	v, err := conn.Object(logindDest, sess).GetProperty(logindSession + ".LockedHint")
 	if err != nil {
-		return posture.Check{State: posture.Unknown, Detail: fmt.Sprintf("screen lock: read LockedHint of logind session %s: %v", sess, err)}
+		return lockState{}, fmt.Errorf("read LockedHint of logind session %s: %w", sess, err)
 	}
 	locked, ok := v.Value().(bool)
 	if !ok {
-		return posture.Check{State: posture.Unknown, Detail: fmt.Sprintf("screen lock: logind session %s: LockedHint is %s, not a boolean", sess, v.Signature())}
+		return lockState{}, fmt.Errorf("logind session %s: LockedHint is %s, not a boolean", sess, v.Signature())
 	}
-	if locked {
-		return posture.Check{State: posture.Yes, Detail: "the screen is locked now (" + how + ", logind LockedHint)"}
-	}
-	return posture.Check{State: posture.No, Detail: "the screen is not locked now (" + how + ", logind LockedHint)"}
+	return lockState{session: sess, how: how, locked: locked}, nil
 }
 
 // errNoSession is the answer when logind has no session for the process

@@ -5,6 +5,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/godbus/dbus/v5"
 	"github.com/godbus/dbus/v5/prop"
@@ -75,8 +76,8 @@ func TestLogindScreenLock(t *testing.T) {
 	}
 
 	// Through the system bus, as the client does, for this very process.
-	if c := LogindScreenLock(t.Context()); c.State != posture.Yes || !strings.Contains(c.Detail, "this process's session") {
-		t.Errorf("this process in a locked session: %+v", c)
+	if st, err := readSystemBus(t.Context()); err != nil || !st.locked || st.session != locked || !strings.Contains(st.how, "this process's session") {
+		t.Errorf("this process in a locked session: %+v, %v", st, err)
 	}
 
 	client, err := dbus.Connect(addr)
@@ -87,36 +88,71 @@ func TestLogindScreenLock(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
 		pid, uid uint32
-		want     posture.State
-		detail   string
+		session  dbus.ObjectPath
+		locked   bool
+		err      string // "": none
 	}{
-		{"session unlocked", 200, 0, posture.No, "not locked now (this process's session"},
-		{"no session for the process: the user's display session", 999, 1000, posture.No, "display session 32"},
-		{"user without a display session", 999, 1001, posture.Unknown, "no systemd-logind session"},
-		{"user without any session", 999, 4242, posture.Unknown, "no systemd-logind session"},
-		{"LockedHint not a boolean", 300, 0, posture.Unknown, "not a boolean"},
+		{"session unlocked", 200, 0, unlocked, false, ""},
+		{"no session for the process: the user's display session", 999, 1000, unlocked, false, ""},
+		{"user without a display session", 999, 1001, "", false, "no systemd-logind session"},
+		{"user without any session", 999, 4242, "", false, "no systemd-logind session"},
+		{"LockedHint not a boolean", 300, 0, "", false, "not a boolean"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c := screenLock(t.Context(), client, tc.pid, tc.uid)
-			if c.State != tc.want || !strings.Contains(c.Detail, tc.detail) {
-				t.Errorf("got %+v, want %s with %q", c, tc.want, tc.detail)
+			st, err := readLock(t.Context(), client, tc.pid, tc.uid)
+			switch {
+			case tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)):
+				t.Errorf("got %+v, %v; want an error saying %q", st, err, tc.err)
+			case tc.err == "" && (err != nil || st.session != tc.session || st.locked != tc.locked):
+				t.Errorf("got %+v, %v; want session %s locked=%v", st, err, tc.session, tc.locked)
 			}
 		})
 	}
+	if st, _ := readLock(t.Context(), client, 999, 1000); !strings.Contains(st.how, "display session 32") {
+		t.Errorf("the display session is not named: %q", st.how)
+	}
 
 	t.Run("no logind on the bus", func(t *testing.T) {
-		if c := LogindScreenLock(context.Background()); c.State != posture.Yes {
-			t.Fatalf("precondition: %+v", c)
-		}
 		dbustest.SystemBus(t) // a second, empty bus
-		if c := LogindScreenLock(t.Context()); c.State != posture.Unknown || !strings.Contains(c.Detail, "does not run") {
+		if c := NewScreenLock().Check(t.Context()); c.State != posture.Unknown || !strings.Contains(c.Detail, "does not run") {
 			t.Errorf("got %+v, want unknown saying logind does not run", c)
 		}
 	})
 	t.Run("no system bus", func(t *testing.T) {
 		t.Setenv("DBUS_SYSTEM_BUS_ADDRESS", "unix:path="+t.TempDir()+"/none")
-		if c := LogindScreenLock(t.Context()); c.State != posture.Unknown || !strings.Contains(c.Detail, "no system D-Bus") {
+		if c := NewScreenLock().Check(t.Context()); c.State != posture.Unknown || !strings.Contains(c.Detail, "no system D-Bus") {
 			t.Errorf("got %+v, want unknown saying there is no bus", c)
 		}
 	})
+}
+
+// The check passes once the session has been seen locked (a screen locker
+// guards it), also while it is unlocked again; a session never seen locked
+// fails, with what to do; no session is unknown.
+func TestScreenLockRemembersALock(t *testing.T) {
+	t0 := time.Date(2026, 3, 2, 8, 0, 0, 0, time.UTC)
+	now := t0
+	var next lockState
+	var nextErr error
+	s := &ScreenLock{read: func(context.Context) (lockState, error) { return next, nextErr }, now: func() time.Time { return now }}
+	const sess1, sess2 = dbus.ObjectPath("/org/freedesktop/login1/session/_31"), dbus.ObjectPath("/org/freedesktop/login1/session/_32")
+	for _, step := range []struct {
+		name   string
+		st     lockState
+		err    error
+		want   posture.State
+		detail string
+	}{
+		{"unlocked, never seen locked", lockState{session: sess1}, nil, posture.No, "lock it once"},
+		{"locked", lockState{session: sess1, locked: true}, nil, posture.Yes, "locked now"},
+		{"unlocked again", lockState{session: sess1}, nil, posture.Yes, "locked this session at 2026-03-02T08:02:00Z"},
+		{"another session, unlocked", lockState{session: sess2}, nil, posture.No, "lock it once"},
+		{"no session", lockState{}, errNoSession, posture.Unknown, "no systemd-logind session"},
+	} {
+		now = now.Add(time.Minute)
+		next, nextErr = step.st, step.err
+		if c := s.Check(t.Context()); c.State != step.want || !strings.Contains(c.Detail, step.detail) {
+			t.Errorf("%s: got %+v, want %s with %q", step.name, c, step.want, step.detail)
+		}
+	}
 }

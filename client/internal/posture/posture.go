@@ -42,7 +42,7 @@ type Collector struct {
 
 // New returns a collector of this machine's posture.
 func New(clientVersion string) *Collector {
-	return &Collector{root: os.DirFS("/"), kernel: unameRelease, firewall: NFTablesFirewall, screen: LogindScreenLock, version: clientVersion, now: time.Now}
+	return &Collector{root: os.DirFS("/"), kernel: unameRelease, firewall: NFTablesFirewall, screen: NewScreenLock().Check, version: clientVersion, now: time.Now}
 }
 
 // Collect gathers the report. It never fails: a check it cannot run is
