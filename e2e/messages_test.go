@@ -19,7 +19,7 @@ import (
 // status', and logs app and reason (JSON logs, as a log shipper reads
 // them):
 //
-//	billing (not hers)      → 403, the name not echoed
+//	billing (not hers)      → 403, the name not echoed (SOCKS5: reply 2)
 //	gateway SIGKILLed       → 503 + Retry-After; status: gateway-unreachable
 //	session ended by admin  → 511 "sign in"; status: sign in again
 func TestClientMessages(t *testing.T) {
@@ -64,6 +64,11 @@ func TestClientMessages(t *testing.T) {
 		t.Errorf("GET %s (not hers) = %d %q %v; want 403 saying not entitled, without the name", billingURL, code, body, err)
 	}
 
+	// The SOCKS5 proxy refuses it too: "not allowed by ruleset" (2).
+	if rep, err := socks5Connect(nurse.ns, "127.0.0.1:1080", "billing.hosp.internal", 80); err != nil || rep != 2 {
+		t.Errorf("SOCKS5 CONNECT billing.hosp.internal:80 = reply %d, %v; want 2 (not allowed)", rep, err)
+	}
+
 	// Gateway down: 503 with Retry-After, once the client has noticed
 	// (its prober, within a second of the first packets; the dial that
 	// starts them waits for its own timeout).
@@ -104,7 +109,12 @@ func TestClientMessages(t *testing.T) {
 	}
 
 	// The client's log: one JSON record per refusal, with app and reason.
-	want := map[string]string{"not-entitled": "billing.hosp.internal", "gateway-unreachable": "ehr.hosp.internal", "session-ended": "ehr.hosp.internal"}
+	want := map[string]string{
+		"http: request refused not-entitled":        "billing.hosp.internal",
+		"socks5: connect refused not-entitled":      "billing.hosp.internal",
+		"http: request refused gateway-unreachable": "ehr.hosp.internal",
+		"http: request refused session-ended":       "ehr.hosp.internal",
+	}
 	got := map[string]string{}
 	sc := bufio.NewScanner(strings.NewReader(nurse.proc.logs()))
 	for sc.Scan() {
@@ -113,16 +123,40 @@ func TestClientMessages(t *testing.T) {
 			App    string `json:"app"`
 			Reason string `json:"reason"`
 		}
-		if json.Unmarshal(sc.Bytes(), &rec) != nil || rec.Msg != "http: request refused" {
+		if json.Unmarshal(sc.Bytes(), &rec) != nil || rec.Reason == "" {
 			continue
 		}
-		got[rec.Reason] = rec.App
+		got[rec.Msg+" "+rec.Reason] = rec.App
 	}
-	for reason, app := range want {
-		if !strings.Contains(got[reason], app) {
-			t.Errorf("client log: no \"http: request refused\" record with reason=%s and app %s (got %v)", reason, app, got)
+	for k, app := range want {
+		if got[k] != app {
+			t.Errorf("client log: no %q record with app %s (got %v)", k, app, got)
 		}
 	}
+}
+
+// socks5Connect asks the SOCKS5 proxy at proxyAddr, from ns, to connect
+// to host:port and returns its reply code (RFC 1928: 0 succeeded).
+func socks5Connect(ns netNS, proxyAddr, host string, port uint16) (byte, error) {
+	c, err := ns.dialTimeout("tcp", proxyAddr, 5*time.Second)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	req := append([]byte{5, 1, 0, 5, 1, 0, 3, byte(len(host))}, host...) // greeting (no auth), then CONNECT by name
+	req = append(req, byte(port>>8), byte(port))
+	if _, err := c.Write(req); err != nil {
+		return 0, err
+	}
+	var b [2 + 4]byte // method selection, then the reply's VER REP RSV ATYP
+	if _, err := io.ReadFull(c, b[:]); err != nil {
+		return 0, err
+	}
+	if b[1] != 0 {
+		return 0, fmt.Errorf("the proxy refused the no-auth method (%#x)", b[1])
+	}
+	return b[3], nil
 }
 
 // appState is the state 'cordon status -o json' gives app.
