@@ -35,10 +35,10 @@ func Pos(err error, src []byte) (line, col int) {
 	if strings.HasPrefix(m[2], "did not find expected") {
 		line = problemLine(lines, line+1, m[2])
 	}
-	col = 1
-	if line >= 1 && line <= len(lines) {
-		col = len(lines[line-1]) - len(bytes.TrimLeft(lines[line-1], " \t")) + 1
-	}
+	// yaml.v3 also breaks lines at a lone "\r"; a line it names past the
+	// last "\n" is the last one.
+	line = min(max(line, 1), len(lines))
+	col = len(lines[line-1]) - len(bytes.TrimLeft(lines[line-1], " \t")) + 1
 	return line, col
 }
 

@@ -41,3 +41,23 @@ func TestPos(t *testing.T) {
 		t.Errorf("a type error (%v) is not a syntax error and stays as it is", typeErr)
 	}
 }
+
+// Any input: a syntax error is placed on a line of the input, never a
+// panic.
+func FuzzPos(f *testing.F) {
+	f.Add("sinks:\n  - name: a\n    address: [1, 2\n    transport: tcp\n")
+	f.Add("a:\n\tb: 1\n")
+	f.Add("a: \"x\n")
+	f.Add("- [\n- {a: ")
+	f.Fuzz(func(t *testing.T, src string) {
+		var v any
+		err := yaml.Unmarshal([]byte(src), &v)
+		if err == nil || !Is(err) {
+			return
+		}
+		line, col := Pos(err, []byte(src))
+		if lines := strings.Count(src, "\n") + 1; line < 1 || line > lines || col < 1 {
+			t.Fatalf("Pos = %d:%d for %d lines (%v)", line, col, lines, err)
+		}
+	})
+}
