@@ -29,6 +29,12 @@ func printStatus(w io.Writer, s *client.Status, now time.Time) {
 	if printSession(w, s.User, s.Session, now) {
 		return
 	}
+	if len(s.Gateways) == 0 && s.Session == nil && !s.ControlConnected {
+		// No map yet: the app list is not known, not empty.
+		v := reach.For(reach.ReasonControlDown)
+		fmt.Fprintf(w, "\nNo app list yet: %s; %s\n", strings.TrimSuffix(v.Detail, "; your app list may be out of date"), v.Next)
+		return
+	}
 	if len(s.Gateways) == 0 {
 		fmt.Fprintln(w, "\nNo apps: you are not entitled to any app yet. Ask your administrator.")
 		return

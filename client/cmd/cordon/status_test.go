@@ -72,6 +72,12 @@ func TestPrintStatus(t *testing.T) {
 	if out := b.String(); !strings.Contains(out, "Session:     An administrator ended your session at 08:55: sign in again with 'cordon login'") || strings.Contains(out, "ehr") {
 		t.Errorf("ended session:\n%s", out)
 	}
+	// No map yet, the controller out of reach: the list is unknown, not empty.
+	b.Reset()
+	printStatus(&b, &client.Status{User: "nurse"}, now)
+	if out := b.String(); !strings.Contains(out, "No app list yet: the Cordon controller cannot be reached; retrying automatically") || strings.Contains(out, "not entitled") {
+		t.Errorf("no map yet:\n%s", out)
+	}
 	// Past its absolute limit by the clock, before the controller said so.
 	s.Session = &controlproto.SessionInfo{State: controlproto.SessionActive, ExpiresAt: now.Add(-time.Second)}
 	b.Reset()
