@@ -117,7 +117,10 @@ func printSession(w io.Writer, user string, ss *controlproto.SessionInfo, now ti
 		fmt.Fprintf(w, "Session:     %s\n", capitalize(line))
 		return true
 	}
-	line := "signed in as " + user + " since " + ss.StartedAt.Local().Format("15:04")
+	line := "signed in as " + user
+	if !ss.StartedAt.IsZero() {
+		line += " since " + ss.StartedAt.Local().Format("15:04")
+	}
 	if !ss.ExpiresAt.IsZero() {
 		line += fmt.Sprintf(", %s left (ends %s)", minutes(ss.ExpiresAt.Sub(now)), ss.ExpiresAt.Local().Format("Mon 15:04"))
 	}
