@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -40,7 +41,7 @@ func printStatus(w io.Writer, s *client.Status, now time.Time) {
 		return
 	}
 	for _, g := range s.Gateways {
-		if g.LastHandshake != nil && now.Sub(*g.LastHandshake) > reach.StaleHandshake {
+		if len(g.Apps) > 0 && g.LastHandshake != nil && now.Sub(*g.LastHandshake) > reach.StaleHandshake {
 			fmt.Fprintf(w, "Warning:     no handshake with gateway %s for %s (the tunnel renews it every 2 minutes): its apps are unreachable until it answers\n",
 				g.ID, age(now, *g.LastHandshake))
 		}
@@ -59,7 +60,7 @@ func printStatus(w io.Writer, s *client.Status, now time.Time) {
 				ports[i] = p.String()
 			}
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s/%s\t%s\t%s\t%s\n", a.Name, a.DNSName, a.Addr, a.Proto, strings.Join(ports, ","), g.ID, hs, a.State.Reason)
-			if a.State.Reason != reach.ReasonOK && !hasReason(notes, a.State.Reason) {
+			if a.State.Reason != reach.ReasonOK && !slices.ContainsFunc(notes, func(v reach.Verdict) bool { return v.Reason == a.State.Reason }) {
 				notes = append(notes, a.State)
 			}
 		}
@@ -75,15 +76,6 @@ func printStatus(w io.Writer, s *client.Status, now time.Time) {
 		}
 		fmt.Fprintln(w)
 	}
-}
-
-func hasReason(vs []reach.Verdict, r reach.Reason) bool {
-	for _, v := range vs {
-		if v.Reason == r {
-			return true
-		}
-	}
-	return false
 }
 
 // age is how long ago t was, to the second; never negative.
