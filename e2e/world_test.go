@@ -528,10 +528,18 @@ func (w *world) up(c *client) {
 // upAs starts (or restarts) the client's 'cordon up', its process and log
 // named name, and waits until it is connected to the controller.
 func (w *world) upAs(c *client, name string) {
+	w.t.Helper()
+	w.upWith(c, name, "--mode", "tun", "--interface", c.iface,
+		"--dns", "none") // the namespaces share the host's /etc/resolv.conf: never touch it
+}
+
+// upWith starts (or restarts) the client's 'cordon up' with flags args
+// (and the world's), its process and log named name, and waits until it
+// is connected to the controller.
+func (w *world) upWith(c *client, name string, args ...string) {
 	t := w.t
 	t.Helper()
-	c.proc = w.start(c.ns, name, append([]string{bin("cordon"), "up", "--state-dir", c.stateDir, "--mode", "tun", "--interface", c.iface,
-		"--dns", "none"}, w.upArgs...)...) // the namespaces share the host's /etc/resolv.conf: never touch it
+	c.proc = w.start(c.ns, name, slices.Concat([]string{bin("cordon"), "up", "--state-dir", c.stateDir}, args, w.upArgs)...)
 	waitFor(t, 20*time.Second, c.user+"'s tunnel to connect to the controller", func() error {
 		if s := c.proc.exited(); s != "" {
 			t.Fatalf("%s\n%s", s, c.proc.logs())
@@ -564,7 +572,12 @@ type clientStatus struct {
 		Endpoint   string   `json:"endpoint"`
 		AllowedIPs []string `json:"allowed_ips"`
 		Apps       []struct {
-			Name string `json:"name"`
+			Name  string `json:"name"`
+			State struct {
+				Reason string `json:"reason"` // reach.Reason: ok, gateway-unreachable…
+				Detail string `json:"detail"`
+				Next   string `json:"next"`
+			} `json:"state"`
 		} `json:"apps"`
 	} `json:"gateways"`
 }

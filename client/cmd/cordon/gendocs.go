@@ -9,5 +9,8 @@ import (
 )
 
 func init() {
-	rootHooks = append(rootHooks, func(root *cobra.Command) { root.AddCommand(gendocs.CobraCommand(root)) })
+	rootHooks = append(rootHooks, func(root *cobra.Command) {
+		forManPages(root)
+		root.AddCommand(gendocs.CobraCommand(root))
+	})
 }

@@ -16,7 +16,6 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
-	"text/tabwriter"
 	"time"
 
 	"github.com/cordonhq/cordon/internal/buildinfo"
@@ -29,17 +28,34 @@ import (
 	"github.com/cordonhq/cordon/pkg/controlproto"
 )
 
+// defaultStateDir is where the user running cordon keeps its state:
+// /var/lib/cordon for root, else $XDG_STATE_HOME/cordon, else
+// ~/.local/state/cordon (the XDG default).
 func defaultStateDir() string {
-	if os.Geteuid() == 0 {
+	home, _ := os.UserHomeDir()
+	return stateDirFor(os.Geteuid(), os.Getenv("XDG_STATE_HOME"), home)
+}
+
+func stateDirFor(euid int, xdgStateHome, home string) string {
+	switch {
+	case euid == 0:
 		return "/var/lib/cordon"
-	}
-	if d := os.Getenv("XDG_STATE_HOME"); d != "" {
-		return filepath.Join(d, "cordon")
-	}
-	if h, err := os.UserHomeDir(); err == nil {
-		return filepath.Join(h, ".local", "state", "cordon")
+	case xdgStateHome != "":
+		return filepath.Join(xdgStateHome, "cordon")
+	case home != "":
+		return filepath.Join(home, ".local", "state", "cordon")
 	}
 	return ".cordon"
+}
+
+// manStateDir is the --state-dir default the manual pages show: they are
+// written at build time, where defaultStateDir would be the builder's.
+const manStateDir = "$XDG_STATE_HOME/cordon, else ~/.local/state/cordon; /var/lib/cordon for root"
+
+// forManPages makes root's help show no value of the machine it runs on,
+// for manual pages written at build time (gendocs.go).
+func forManPages(root *cobra.Command) {
+	root.PersistentFlags().Lookup("state-dir").DefValue = manStateDir
 }
 
 // rootHooks change the command tree; only builds with -tags gendocs have
@@ -186,7 +202,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 				enc.SetIndent("", "  ")
 				return enc.Encode(s)
 			}
-			printStatus(cmd.OutOrStdout(), s)
+			printStatus(cmd.OutOrStdout(), s, time.Now())
 			return nil
 		},
 	}
@@ -228,71 +244,6 @@ func envOr(k, def string) string {
 		return v
 	}
 	return def
-}
-
-func printStatus(w io.Writer, s *client.Status) {
-	conn := "connected"
-	if !s.ControlConnected {
-		conn = "reconnecting (keeping the last map)"
-	}
-	fmt.Fprintf(w, "User:        %s\nDevice:      %s (%s)\nMode:        %s\nController:  %s, %s\n",
-		s.User, s.DeviceID, s.OverlayAddr, s.Mode, s.Controller, conn)
-	if s.SOCKS5 != "" || s.HTTPProxy != "" {
-		fmt.Fprintf(w, "Proxies:     socks5://%s  http://%s\n", s.SOCKS5, s.HTTPProxy)
-	}
-	if printSession(w, s.Session) {
-		return
-	}
-	if len(s.Gateways) == 0 {
-		fmt.Fprintln(w, "\nNo apps: you are not entitled to any app yet. Ask your administrator.")
-		return
-	}
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "\nAPP\tNAME\tADDRESS\tPORTS\tGATEWAY\tHANDSHAKE")
-	for _, g := range s.Gateways {
-		hs := "never"
-		if g.LastHandshake != nil {
-			hs = time.Since(*g.LastHandshake).Round(time.Second).String() + " ago"
-		}
-		for _, a := range g.Apps {
-			ports := make([]string, len(a.Ports))
-			for i, p := range a.Ports {
-				ports[i] = p.String()
-			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s/%s\t%s\t%s\n", a.Name, a.DNSName, a.Addr, a.Proto, strings.Join(ports, ","), g.ID, hs)
-		}
-	}
-	tw.Flush()
-}
-
-// printSession prints the session lines of 'cordon status'; it reports
-// whether the session is over (then no app is reachable and none is
-// listed).
-func printSession(w io.Writer, ss *controlproto.SessionInfo) bool {
-	if ss == nil {
-		return false
-	}
-	if ss.State != controlproto.SessionActive {
-		fmt.Fprintf(w, "Session:     %s\n", strings.ToUpper(ss.State[:1])+ss.State[1:]+": "+ss.Message)
-		return true
-	}
-	line := "active since " + ss.StartedAt.Local().Format("15:04")
-	if !ss.ExpiresAt.IsZero() {
-		line += ", ends by " + ss.ExpiresAt.Local().Format("Mon 15:04")
-	}
-	if ss.IdleLimit > 0 {
-		line += "; signed out after " + ss.IdleLimit.String() + " without activity"
-	}
-	fmt.Fprintf(w, "Session:     %s\n", line)
-	if n := ss.NoMFA; n != nil {
-		fmt.Fprintf(w, "MFA:         none in this session; closed until you have one: %s\n", strings.Join(n.Apps, ", "))
-		fmt.Fprintf(w, "             %s\n", n.How)
-	}
-	for _, su := range ss.StepUp {
-		fmt.Fprintf(w, "Verify:      %s needs a fresh sign-in with your second factor: run 'cordon login' (the tunnel stays up)\n", su.App)
-	}
-	printPosture(w, ss.Posture)
-	return false
 }
 
 func readPassword(fromStdin bool, file string) (string, error) {

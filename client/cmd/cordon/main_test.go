@@ -7,7 +7,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/spf13/cobra"
+
 	"github.com/cordonhq/cordon/controller/apitest"
+	"github.com/cordonhq/cordon/internal/gendocs"
 	"github.com/cordonhq/cordon/pkg/adminapi"
 )
 
@@ -50,5 +53,50 @@ func TestExitCodes(t *testing.T) {
 		if code := run(tc.args, &stdout, &stderr); code != tc.code || !strings.Contains(stderr.String(), tc.msg) {
 			t.Errorf("%s: exit %d, stderr %q; want exit %d and %q", tc.name, code, stderr.String(), tc.code, tc.msg)
 		}
+	}
+}
+
+// --help shows the state directory of the user running cordon; the manual
+// pages, written on the build machine, show the rule instead of the
+// builder's directory.
+func TestStateDirDefault(t *testing.T) {
+	for _, tc := range []struct {
+		euid      int
+		xdg, home string
+		want      string
+	}{
+		{0, "/home/x/.state", "/root", "/var/lib/cordon"},
+		{1000, "/home/nurse/.state", "/home/nurse", "/home/nurse/.state/cordon"},
+		{1000, "", "/home/nurse", "/home/nurse/.local/state/cordon"},
+		{1000, "", "", ".cordon"},
+	} {
+		if got := stateDirFor(tc.euid, tc.xdg, tc.home); got != tc.want {
+			t.Errorf("stateDirFor(%d, %q, %q) = %q, want %q", tc.euid, tc.xdg, tc.home, got, tc.want)
+		}
+	}
+
+	t.Setenv("CORDON_STATE_DIR", "")
+	var root *cobra.Command
+	rootHooks = append(rootHooks, func(r *cobra.Command) { root = r })
+	t.Cleanup(func() { rootHooks = rootHooks[:len(rootHooks)-1] })
+	var stdout, stderr bytes.Buffer
+	if code := run([]string{"login", "--help"}, &stdout, &stderr); code != exitOK {
+		t.Fatalf("--help: exit %d, %s", code, stderr.String())
+	}
+	if want := `(default "` + defaultStateDir() + `")`; !strings.Contains(stdout.String(), want) {
+		t.Errorf("--help lacks %s:\n%s", want, stdout.String())
+	}
+
+	forManPages(root)
+	dir := t.TempDir()
+	if err := gendocs.WriteCobra(root, dir); err != nil {
+		t.Fatal(err)
+	}
+	page, err := os.ReadFile(filepath.Join(dir, "cordon-login.1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := string(page); strings.Contains(p, `="`+defaultStateDir()+`"`) || !strings.Contains(p, `--state-dir\fP="`+manStateDir+`"`) {
+		t.Errorf("the man page shows the builder's %s or lacks the rule:\n%s", defaultStateDir(), p)
 	}
 }

@@ -26,20 +26,32 @@ func (t *tunnel) Explain(host string, _ error) reach.Verdict {
 		// so they may be read only once cm is non-nil.
 		return reach.For(reach.ReasonControlDown)
 	}
-	s := reach.Snapshot{Session: cm.Session, ControlUp: t.cc.Connected()}
-	gw := gatewayFor(cm, host)
-	s.Entitled = gw != nil
+	return reach.Classify(t.snapshot(cm, gatewayFor(cm, host), t.handshakes()), time.Now())
+}
+
+// snapshot is what the client knows about reaching the apps of gateway gw
+// (nil: the map entitles the user to none) of the applied map cm, for
+// reach.Classify; hs holds the last handshake by gateway public key. The
+// proxy (Explain) and 'cordon status' (status) both classify from it.
+func (t *tunnel) snapshot(cm *controlproto.ClientMap, gw *controlproto.ClientGateway, hs map[string]time.Time) reach.Snapshot {
+	s := reach.Snapshot{Session: cm.Session, ControlUp: t.cc.Connected(), Entitled: gw != nil}
 	if gw != nil {
 		s.GatewayDead = t.fo.dead(gw.GatewayID)
-		if peers, err := t.wg.Status(); err == nil {
-			for _, p := range peers {
-				if p.PublicKey == gw.PublicKey {
-					s.LastHandshake = p.LastHandshake
-				}
-			}
+		s.LastHandshake = hs[gw.PublicKey.String()]
+	}
+	return s
+}
+
+// handshakes returns the last WireGuard handshake with each peer, by
+// public key; empty if the device cannot say.
+func (t *tunnel) handshakes() map[string]time.Time {
+	hs := map[string]time.Time{}
+	if peers, err := t.wg.Status(); err == nil {
+		for _, p := range peers {
+			hs[p.PublicKey.String()] = p.LastHandshake
 		}
 	}
-	return reach.Classify(s, time.Now())
+	return hs
 }
 
 // gatewayFor returns the gateway of the applied map cm that serves host

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/cordonhq/cordon/client/internal/reach"
 	"github.com/cordonhq/cordon/pkg/controlproto"
 )
 
@@ -39,11 +40,19 @@ type Status struct {
 
 // GatewayStatus is one gateway peer.
 type GatewayStatus struct {
-	ID            string             `json:"id"`
-	Endpoint      string             `json:"endpoint"`
-	AllowedIPs    []netip.Prefix     `json:"allowed_ips"`
-	LastHandshake *time.Time         `json:"last_handshake,omitempty"`
-	Apps          []controlproto.App `json:"apps"`
+	ID            string         `json:"id"`
+	Endpoint      string         `json:"endpoint"`
+	AllowedIPs    []netip.Prefix `json:"allowed_ips"`
+	LastHandshake *time.Time     `json:"last_handshake,omitempty"`
+	Apps          []AppStatus    `json:"apps"`
+}
+
+// AppStatus is one app of the map with whether it is reachable now.
+type AppStatus struct {
+	controlproto.App
+	// State is reach.Classify's verdict for the app when the status was
+	// taken: the same reason and next step the proxy answers with.
+	State reach.Verdict `json:"state"`
 }
 
 func listenLocal(dir string) (net.Listener, error) {
@@ -91,23 +100,25 @@ func (t *tunnel) status() Status {
 	if t.cfg.Mode == ModeUserspace {
 		s.SOCKS5, s.HTTPProxy = t.cfg.SOCKSAddr, t.cfg.HTTPAddr
 	}
-	live := map[string]time.Time{}
-	if ps, err := t.wg.Status(); err == nil {
-		for _, p := range ps {
-			live[p.PublicKey.String()] = p.LastHandshake
-		}
-	}
 	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.cm != nil {
-		s.Session = t.cm.Session
-		for _, g := range t.cm.Gateways {
-			gs := GatewayStatus{ID: g.GatewayID, Endpoint: g.Endpoint, AllowedIPs: g.AllowedIPs, Apps: g.Apps}
-			if hs := live[g.PublicKey.String()]; !hs.IsZero() {
-				gs.LastHandshake = &hs
-			}
-			s.Gateways = append(s.Gateways, gs)
+	cm := t.cm // applied maps are never changed, only replaced
+	t.mu.Unlock()
+	if cm == nil {
+		return s
+	}
+	hs, now := t.handshakes(), time.Now()
+	s.Session = cm.Session
+	for i := range cm.Gateways {
+		g := &cm.Gateways[i]
+		gs := GatewayStatus{ID: g.GatewayID, Endpoint: g.Endpoint, AllowedIPs: g.AllowedIPs}
+		if h := hs[g.PublicKey.String()]; !h.IsZero() {
+			gs.LastHandshake = &h
 		}
+		v := reach.Classify(t.snapshot(cm, g, hs), now)
+		for _, a := range g.Apps {
+			gs.Apps = append(gs.Apps, AppStatus{App: a, State: v})
+		}
+		s.Gateways = append(s.Gateways, gs)
 	}
 	return s
 }

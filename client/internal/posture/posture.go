@@ -1,8 +1,9 @@
 // Package posture collects the device's posture on Linux for the report the
 // client sends at login, periodically and on change (pkg/posture holds the
 // report type). It reads files, not commands: /etc/os-release, the mount
-// table and sysfs for the root filesystem's device-mapper stack, and the
-// nftables ruleset through netlink. What it cannot tell it reports as
+// table and sysfs for the root filesystem's device-mapper stack, the
+// nftables ruleset through netlink, and the screen lock from
+// systemd-logind over D-Bus. What it cannot tell it reports as
 // unknown, with the reason.
 package posture
 
@@ -26,18 +27,22 @@ import (
 // FirewallProbe reports the host firewall state.
 type FirewallProbe func() posture.Check
 
+// ScreenLockProbe reports the screen lock state.
+type ScreenLockProbe func(context.Context) posture.Check
+
 // Collector gathers a report. The zero value is not usable; use New.
 type Collector struct {
 	root     fs.FS // the filesystem root (os.DirFS("/") in production)
 	kernel   func() string
 	firewall FirewallProbe
+	screen   ScreenLockProbe
 	version  string
 	now      func() time.Time
 }
 
 // New returns a collector of this machine's posture.
 func New(clientVersion string) *Collector {
-	return &Collector{root: os.DirFS("/"), kernel: unameRelease, firewall: NFTablesFirewall, version: clientVersion, now: time.Now}
+	return &Collector{root: os.DirFS("/"), kernel: unameRelease, firewall: NFTablesFirewall, screen: NewScreenLock().Check, version: clientVersion, now: time.Now}
 }
 
 // Collect gathers the report. It never fails: a check it cannot run is
@@ -47,7 +52,7 @@ func (c *Collector) Collect(ctx context.Context) posture.Report {
 	r.OS, r.OSVersion, r.OSName = osRelease(c.root)
 	r.DiskEncryption = rootEncryption(c.root)
 	r.Firewall = c.firewall()
-	r.ScreenLock = posture.Check{State: posture.Unknown, Detail: "screen lock is not detectable from a system service on Linux yet"}
+	r.ScreenLock = c.screen(ctx)
 	return r
 }
 

@@ -31,6 +31,7 @@ func collector(files fstest.MapFS) *Collector {
 		root:     files,
 		kernel:   func() string { return "6.1.0-26-amd64" },
 		firewall: func() posture.Check { return posture.Check{State: posture.No} },
+		screen:   func(context.Context) posture.Check { return posture.Check{State: posture.Unknown, Detail: "test"} },
 		version:  "test",
 		now:      func() time.Time { return time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC) },
 	}

@@ -230,7 +230,7 @@ func (s *Server) connect(w http.ResponseWriter, r *http.Request, host string, po
 // dial error alone.
 func (s *Server) httpError(w http.ResponseWriter, r *http.Request, err error) {
 	target := sanitize(r.Host)
-	v, ok := s.explain(target, err)
+	v, ok := s.explain(r.Host, err)
 	if ok {
 		code := reasonStatus(v.Reason)
 		if v.Reason == reach.ReasonGatewayUnreachable {
@@ -242,7 +242,7 @@ func (s *Server) httpError(w http.ResponseWriter, r *http.Request, err error) {
 		if v.Next != "" {
 			msg += "; " + v.Next
 		}
-		s.log.Info("http: request refused", logApp, target, logReason, v.Reason.String(), logErr, err)
+		s.log.Info("http: request refused", logApp, logName(r.Host), logReason, v.Reason.String(), logErr, err)
 		http.Error(w, msg, code)
 		return
 	}
@@ -268,13 +268,14 @@ func (s *Server) httpError(w http.ResponseWriter, r *http.Request, err error) {
 // unreachable: about one failover probe round.
 const RetryAfter = 10 * time.Second
 
-// explain turns a failure into a reach.Verdict when it can say more than
-// the dial error: always for a name the Resolver does not know, and for
-// every failure when the Server has an Explainer.
-func (s *Server) explain(target string, err error) (reach.Verdict, bool) {
+// explain turns a failure to reach host (a name or address as the client
+// gave it, with or without a port) into a reach.Verdict when it can say
+// more than the dial error: always for a name the Resolver does not know,
+// and for every failure when the Server has an Explainer.
+func (s *Server) explain(host string, err error) (reach.Verdict, bool) {
 	f := classify(err)
 	if s.cfg.Explainer != nil && f != failNotAllowed {
-		v := s.cfg.Explainer.Explain(target, err)
+		v := s.cfg.Explainer.Explain(host, err)
 		if v.Reason == reach.ReasonOK && f != failNotEntitled {
 			// Signed in, entitled, gateway answering: the app is silent.
 			v = reach.For(reach.ReasonNoAnswer)

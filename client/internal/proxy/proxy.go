@@ -339,6 +339,20 @@ func sanitize(s string) string {
 	return fmt.Sprintf("%q", s)
 }
 
+// logName is host (a name or address, with or without a port, as the
+// client gave it) for the app field of a log record: as it is when it is
+// a valid name or address (the log handler quotes as it needs), else
+// sanitized.
+func logName(host string) string {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	if _, err := netip.ParseAddr(host); err == nil || validName(strings.TrimSuffix(strings.ToLower(host), ".")) {
+		return host
+	}
+	return sanitize(host)
+}
+
 // failure classifies a dial error for protocol replies.
 type failure int
 

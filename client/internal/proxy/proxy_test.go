@@ -253,7 +253,7 @@ func TestSOCKS5ReplyCodes(t *testing.T) {
 		method   byte
 		rep      byte
 	}{
-		{"unknown name is host unreachable", noAuth, socksDomainReq(1, "secret.example.internal", 443), 0, 4},
+		{"unknown name is not allowed", noAuth, socksDomainReq(1, "secret.example.internal", 443), 0, 2},
 		{"closed port is refused", noAuth, socksIPReq(w.deadPort), 0, 5},
 		{"policy denial is not allowed", noAuth, socksIPReq(denied), 0, 2},
 		{"BIND is unsupported", noAuth, socksDomainReq(2, "ehr.example.internal", 80), 0, 7},
@@ -592,5 +592,90 @@ func TestHTTPProxySaysWhatIsWrong(t *testing.T) {
 				t.Errorf("log has no app and reason=%v: %q", want, l)
 			}
 		})
+	}
+}
+
+// The SOCKS5 proxy refuses by the same reasons as the HTTP proxy, with
+// the nearest reply code RFC 1928 has, and logs the app and the reason.
+func TestSOCKS5SaysWhatIsWrong(t *testing.T) {
+	netstacktest.LeakCheck(t)
+	tests := []struct {
+		reason reach.Reason
+		host   string // "": the entitled app, refused on the dial
+		rep    byte
+	}{
+		{reach.ReasonNotEntitled, "secret.example.internal", 2},
+		{reach.ReasonSignedOut, "", 2},
+		{reach.ReasonSessionEnded, "", 2},
+		{reach.ReasonGatewayUnreachable, "", 3},
+		{reach.ReasonControlDown, "", 1},
+		{reach.ReasonNoAnswer, "", 5}, // the dial was refused
+		{reach.ReasonOK, "", 5},       // nothing wrong in the client's state: the app refused
+	}
+	for _, tc := range tests {
+		t.Run(tc.reason.String(), func(t *testing.T) {
+			w := newWorld(t)
+			var logs syncBuffer
+			addr := startProxy(t, w, proxy.SOCKS5, func(c *proxy.Config) {
+				c.Explainer = fixedExplainer(tc.reason)
+				c.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+			})
+			req := socksIPReq(w.deadPort)
+			if tc.host != "" {
+				req = socksDomainReq(1, tc.host, 443)
+			}
+			if _, rep := socksExchange(t, addr, []byte{5, 1, 0}, req); rep != tc.rep {
+				t.Errorf("rep %#x, want %#x", rep, tc.rep)
+			}
+			want := tc.reason
+			if want == reach.ReasonOK {
+				want = reach.ReasonNoAnswer
+			}
+			if l := logs.String(); !strings.Contains(l, "reason="+want.String()) || !strings.Contains(l, "app=") {
+				t.Errorf("log has no app and reason=%v: %q", want, l)
+			}
+		})
+	}
+}
+
+// hostExplainer says the gateway of one app is down and that every other
+// host is not entitled, as the client does from its map.
+type hostExplainer struct{ down string }
+
+func (e hostExplainer) Explain(host string, _ error) reach.Verdict {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	if host == e.down {
+		return reach.For(reach.ReasonGatewayUnreachable)
+	}
+	return reach.For(reach.ReasonNotEntitled)
+}
+
+// Regression: the proxies asked the Explainer about the quoted name
+// they print ("\"ehr.example.internal\""), which is in no map, so a dead
+// gateway's app was answered "not entitled". The Explainer gets the host
+// as the client gave it, and the log names it plainly.
+func TestExplainerGetsTheHostAsGiven(t *testing.T) {
+	netstacktest.LeakCheck(t)
+	const name = "gone.example.internal" // the resolver does not know it: its gateway's DNS is down
+	w := newWorld(t)
+	var logs syncBuffer
+	cfg := func(c *proxy.Config) {
+		c.Explainer = hostExplainer{down: name}
+		c.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	}
+	httpAddr, socksAddr := startProxy(t, w, proxy.HTTP, cfg), startProxy(t, w, proxy.SOCKS5, cfg)
+	client := httpProxyClient(httpAddr)
+	defer client.CloseIdleConnections()
+	resp := mustGet(t, client, "http://"+name+":8080/")
+	if body := readAllString(t, resp.Body); resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("HTTP proxy: %d %q, want 503 gateway unreachable", resp.StatusCode, body)
+	}
+	if _, rep := socksExchange(t, socksAddr, []byte{5, 1, 0}, socksDomainReq(1, name, 443)); rep != 3 {
+		t.Errorf("SOCKS5 proxy: rep %#x, want 3 (network unreachable)", rep)
+	}
+	if l := logs.String(); strings.Count(l, "app="+name+" reason=gateway-unreachable") != 2 {
+		t.Errorf("want two records with app=%s reason=gateway-unreachable:\n%s", name, l)
 	}
 }

@@ -9,6 +9,8 @@ import (
 	"net"
 	"net/netip"
 	"time"
+
+	"github.com/cordonhq/cordon/client/internal/reach"
 )
 
 // RFC 1928 constants.
@@ -30,6 +32,7 @@ const (
 	repNetUnreachable      = 0x03
 	repHostUnreachable     = 0x04
 	repConnectionRefused   = 0x05
+	repTTLExpired          = 0x06
 	repCommandUnsupported  = 0x07
 	repAddrTypeUnsupported = 0x08
 )
@@ -148,7 +151,7 @@ func socksReply(rep byte, bnd net.Addr) []byte {
 
 func socksRep(f failure) byte {
 	switch f {
-	case failNotEntitled, failHostUnreachable, failTimeout:
+	case failHostUnreachable, failTimeout:
 		return repHostUnreachable
 	case failNotAllowed:
 		return repNotAllowed
@@ -157,6 +160,30 @@ func socksRep(f failure) byte {
 	case failNetUnreachable:
 		return repNetUnreachable
 	default:
+		return repGeneralFailure
+	}
+}
+
+// reasonRep is the reply for a connect refused for reason r (the
+// client's own verdict, as the HTTP proxy's status) after dial failure f.
+// SOCKS5 has no "sign in" reply, so a missing or ended session is "not
+// allowed by ruleset", as a name the user is not entitled to (which must
+// look the same as one that does not exist).
+func reasonRep(r reach.Reason, f failure) byte {
+	switch r {
+	case reach.ReasonNotEntitled, reach.ReasonSignedOut, reach.ReasonSessionEnded:
+		return repNotAllowed
+	case reach.ReasonGatewayUnreachable:
+		return repNetUnreachable // the path to the app's network is down
+	case reach.ReasonNoAnswer:
+		switch f {
+		case failRefused:
+			return repConnectionRefused
+		case failTimeout:
+			return repTTLExpired // what SOCKS5 servers answer a connect timeout with
+		}
+		return repHostUnreachable
+	default: // controller down, unknown
 		return repGeneralFailure
 	}
 }
@@ -193,7 +220,13 @@ func (s *Server) serveSOCKS5(ctx context.Context, c net.Conn) {
 	up, err := s.dial(ctx, req.host, req.port)
 	c.SetWriteDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
 	if err != nil {
-		c.Write(socksReply(socksRep(classify(err)), nil))
+		f := classify(err)
+		if v, ok := s.explain(req.host, err); ok {
+			log.Info("socks5: connect refused", logApp, logName(req.host), logReason, v.Reason.String(), logErr, err)
+			c.Write(socksReply(reasonRep(v.Reason, f), nil))
+			return
+		}
+		c.Write(socksReply(socksRep(f), nil))
 		log.Debug("socks5: connect refused", logTarget, sanitize(target), logErr, err)
 		return
 	}

@@ -48,6 +48,23 @@ func (r Reason) String() string {
 	}
 }
 
+// MarshalText writes r as its String, so JSON (cordon status -o json, the
+// status page) carries "gateway-unreachable", not a number.
+func (r Reason) MarshalText() ([]byte, error) { return []byte(r.String()), nil }
+
+// UnmarshalText reads a String; a name it does not know is
+// ReasonUnknown (a newer client's reason read by an older one), never an
+// error and never ReasonOK.
+func (r *Reason) UnmarshalText(b []byte) error {
+	*r = ReasonUnknown
+	for c := ReasonOK; c <= ReasonNoAnswer; c++ {
+		if c.String() == string(b) {
+			*r = c
+		}
+	}
+	return nil
+}
+
 // StaleHandshake is how old a WireGuard handshake may be before the tunnel
 // to that gateway counts as down: WireGuard rekeys every 2 minutes while
 // traffic flows, and gives up on a handshake after 3 minutes.
@@ -74,9 +91,10 @@ type Snapshot struct {
 
 // Verdict is a Reason with what to tell the user.
 type Verdict struct {
-	Reason Reason
+	Reason Reason `json:"reason"`
 	// Detail says what is wrong, for a clinician; Next says what to do.
-	Detail, Next string
+	Detail string `json:"detail"`
+	Next   string `json:"next,omitempty"`
 }
 
 // Classify says why the app described by s is or is not reachable at now.

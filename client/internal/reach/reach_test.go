@@ -1,6 +1,7 @@
 package reach
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -60,5 +61,28 @@ func TestReasonZeroIsNotOK(t *testing.T) {
 	var r Reason
 	if r == ReasonOK || r.String() != "unknown" {
 		t.Fatalf("zero Reason = %v, must be unknown", r)
+	}
+}
+
+// A Verdict travels as JSON from the running tunnel to 'cordon status':
+// the reason by name, and a name this build does not know reads as
+// unknown, never as ok.
+func TestVerdictJSON(t *testing.T) {
+	for r := ReasonUnknown; r <= ReasonNoAnswer; r++ {
+		b, err := json.Marshal(For(r))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got Verdict
+		if err := json.Unmarshal(b, &got); err != nil {
+			t.Fatal(err)
+		}
+		if got != For(r) || !strings.Contains(string(b), `"reason":"`+r.String()+`"`) {
+			t.Errorf("%v: %s read back as %+v", r, b, got)
+		}
+	}
+	var v Verdict
+	if err := json.Unmarshal([]byte(`{"reason":"from-the-future","detail":"x"}`), &v); err != nil || v.Reason != ReasonUnknown {
+		t.Errorf("unknown reason read as %v (err %v), want unknown", v.Reason, err)
 	}
 }

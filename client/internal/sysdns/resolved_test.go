@@ -1,15 +1,15 @@
 package sysdns
 
 import (
-	"bufio"
 	"net"
-	"os/exec"
 	"reflect"
 	"strings"
 	"sync"
 	"testing"
 
 	"github.com/godbus/dbus/v5"
+
+	"github.com/cordonhq/cordon/client/internal/dbustest"
 )
 
 // fakeResolved records the Manager calls systemd-resolved would get.
@@ -72,33 +72,10 @@ func (f *fakeResolved) RevertLink(i int32) *dbus.Error { return f.rec("RevertLin
 // TestResolvedOverDBus runs a private bus with a fake resolved on it and
 // checks the calls (and their D-Bus signatures) sysdns makes.
 func TestResolvedOverDBus(t *testing.T) {
-	if _, err := exec.LookPath("dbus-daemon"); err != nil {
-		t.Skip("SKIP: dbus-daemon not installed")
-	}
-	cmd := exec.Command("dbus-daemon", "--session", "--nofork", "--print-address")
-	out, _ := cmd.StdoutPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	addr, err := bufio.NewReader(out).ReadString('\n')
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr = strings.TrimSpace(addr)
-	t.Setenv("DBUS_SYSTEM_BUS_ADDRESS", addr)
-
-	conn, err := dbus.Connect(addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := dbustest.Own(t, dbustest.SystemBus(t), resolveDest)
 	fake := &fakeResolved{}
 	if err := conn.Export(fake, resolvePath, "org.freedesktop.resolve1.Manager"); err != nil {
 		t.Fatal(err)
-	}
-	if r, err := conn.RequestName(resolveDest, dbus.NameFlagDoNotQueue); err != nil || r != dbus.RequestNameReplyPrimaryOwner {
-		t.Fatalf("request name: %v %v", r, err)
 	}
 
 	m, err := New(Config{Mode: ModeResolved, Interface: "lo", Stub: stub})

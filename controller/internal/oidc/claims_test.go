@@ -190,6 +190,8 @@ providers:
 		{"providers:\n  - {name: a, issuer: https://x, client_id: c, redirect_host: example.com}", "redirect_host"},
 		{"providers:\n  - {name: a, issuer: https://x, client_id: c, redirect_port: 80}", "redirect_port: 80"},
 		{"providers:\n  - {name: a, issuer: https://x, client_id: c, redirect_port: 70000}", "redirect_port"},
+		// yaml.v3 says line 2 for an unclosed list on line 4.
+		{"providers:\n  - name: a\n    issuer: https://x\n    scopes: [openid, email\n    client_id: c\n", "line 4, column 5: YAML syntax error"},
 	} {
 		if _, err := ParseFile([]byte(tc.src)); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("ParseFile(%q) = %v, want error mentioning %q", tc.src, err, tc.want)

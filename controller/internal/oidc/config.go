@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/cordonhq/cordon/pkg/secretfile"
+	"github.com/cordonhq/cordon/pkg/yamlsyntax"
 	"gopkg.in/yaml.v3"
 )
 
@@ -193,7 +194,7 @@ func ParseFile(b []byte) (*File, error) {
 		if errors.Is(err, io.EOF) {
 			return nil, errors.New("empty file: list at least one provider under providers:")
 		}
-		return nil, err
+		return nil, yamlsyntax.Wrap(err, b)
 	}
 	if err := cfg.check(); err != nil {
 		return nil, err

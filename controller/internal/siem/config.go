@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/cordonhq/cordon/pkg/yamlsyntax"
 )
 
 // File is the --siem-config file (YAML or JSON), for example:
@@ -161,7 +163,7 @@ func ParseFile(b []byte) (*File, error) {
 		if errors.Is(err, io.EOF) {
 			return nil, errors.New("empty file: list at least one sink under sinks:")
 		}
-		return nil, err
+		return nil, yamlsyntax.Wrap(err, b)
 	}
 	if len(cfg.Sinks) == 0 {
 		return nil, errors.New("no sinks: list at least one under sinks:")

@@ -794,6 +794,11 @@ sinks:
 			t.Errorf("%s: accepted", name)
 		}
 	}
+	// A syntax error names its own line: yaml.v3 says line 1 for the
+	// badly indented key on line 4.
+	if _, err := ParseFile([]byte("sinks:\n  - name: a\n    format: syslog\n   transport: tcp\n")); err == nil || !strings.Contains(err.Error(), "line 4, column 4: YAML syntax error") {
+		t.Errorf("syntax error: %v, want it at line 4, column 4", err)
+	}
 }
 
 // TestCursorDamaged: a damaged cursor file stops the start with an error

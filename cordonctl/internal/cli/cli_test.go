@@ -300,3 +300,18 @@ func cell(table, key, col string) string {
 	}
 	return ""
 }
+
+// --version answers without a controller, and a flag after a positional
+// argument counts as much as one before it (cobra parses them
+// interspersed, unlike the flag package the daemons use).
+func TestVersionAndFlagsAfterArguments(t *testing.T) {
+	h := newHarness(t)
+	if out := h.ok("--version"); !strings.HasPrefix(out, "cordonctl version ") {
+		t.Errorf("--version printed %q", out)
+	}
+	h.ok("segment", "create", "icu", "--cidr", "10.30.0.0/24")
+	if out := h.ok("segment", "list", "-o", "json"); !strings.Contains(out, "10.30.0.0/24") {
+		t.Errorf("--cidr after the segment's name was ignored: %s", out)
+	}
+	h.fails(2, []string{"unknown flag: --no-such-flag"}, "segment", "delete", "icu", "--no-such-flag")
+}

@@ -9,13 +9,13 @@ import (
 	"os"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
 
 	"github.com/cordonhq/cordon/pkg/policy"
+	"github.com/cordonhq/cordon/pkg/yamlsyntax"
 )
 
 // MaxFileSize is the largest policy file accepted, checked before reading
@@ -79,14 +79,14 @@ func Parse(file string, src []byte) (*Policy, error) {
 			p.errAt(Pos{1, 1}, "the file is empty; start with \"version: 1\"")
 			return nil, p.errs
 		}
-		p.errAt(syntaxPos(err, src), "YAML syntax error: %s; fix the syntax (indent with spaces, quote values containing \": \" or \"#\")", syntaxMsg(err))
+		p.errAt(syntaxPos(err, src), "YAML syntax error: %s; fix the syntax (indent with spaces, quote values containing \": \" or \"#\")", yamlsyntax.Msg(err))
 		return nil, p.errs
 	}
 	var extra yaml.Node
 	if err := dec.Decode(&extra); err == nil {
 		p.errAt(pos(&extra), "a second YAML document; a policy file holds exactly one, remove the \"---\"")
 	} else if !errors.Is(err, io.EOF) {
-		p.errAt(syntaxPos(err, src), "YAML syntax error: %s; fix the syntax", syntaxMsg(err))
+		p.errAt(syntaxPos(err, src), "YAML syntax error: %s; fix the syntax", yamlsyntax.Msg(err))
 	}
 	pol := p.policy(&doc)
 	p.check(pol) // also on a file with errors: report everything at once
@@ -103,65 +103,10 @@ func Parse(file string, src []byte) (*Policy, error) {
 	return pol, nil
 }
 
-var lineRE = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
-
-// syntaxPos finds the line of a YAML syntax error and points at the first
-// character on it. yaml.v3 reports only a line, and for the parser's
-// errors ("did not find expected key", "... ',' or ']'") not the line of
-// the problem but the line before the start of the mapping or list it was
-// in (a 0-based line number): an unclosed "[" on line 4 was reported on
-// line 3, a badly indented key on line 5 on line 2. So for those the
-// problem's line is searched: the shortest prefix of the file, from the
-// mapping's start on, that fails with the same message.
+// syntaxPos is the position of YAML syntax error err in src.
 func syntaxPos(err error, src []byte) Pos {
-	m := lineRE.FindStringSubmatch(err.Error())
-	if m == nil {
-		return Pos{1, 1}
-	}
-	line, _ := strconv.Atoi(m[1])
-	lines := bytes.Split(src, []byte("\n"))
-	if strings.HasPrefix(m[2], "did not find expected") {
-		line = problemLine(lines, line+1, m[2])
-	}
-	col := 1
-	if line >= 1 && line <= len(lines) {
-		col = len(lines[line-1]) - len(bytes.TrimLeft(lines[line-1], " \t")) + 1
-	}
+	line, col := yamlsyntax.Pos(err, src)
 	return Pos{line, col}
-}
-
-// problemLine is the first line n ≥ from such that lines 1..n alone fail
-// to parse with msg (binary search: a prefix that holds the problem keeps
-// failing with it); from when none does.
-func problemLine(lines [][]byte, from int, msg string) int {
-	fails := func(n int) bool {
-		var doc yaml.Node
-		err := yaml.Unmarshal(bytes.Join(lines[:n], []byte("\n")), &doc)
-		if err == nil {
-			return false
-		}
-		m := lineRE.FindStringSubmatch(err.Error())
-		return m != nil && m[2] == msg
-	}
-	lo, hi := max(from, 1), len(lines) // the whole file fails
-	if lo > hi || !fails(hi) {
-		return from
-	}
-	for lo < hi {
-		if mid := (lo + hi) / 2; fails(mid) {
-			hi = mid
-		} else {
-			lo = mid + 1
-		}
-	}
-	return lo
-}
-
-func syntaxMsg(err error) string {
-	if m := lineRE.FindStringSubmatch(err.Error()); m != nil {
-		return m[2]
-	}
-	return strings.TrimPrefix(err.Error(), "yaml: ")
 }
 
 type parser struct {

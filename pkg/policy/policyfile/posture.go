@@ -308,7 +308,7 @@ func (c *PostureCheck) evaluate(r *posture.Report, receivedAt, now time.Time) []
 	}
 	yesNo(reqDiskEncryption, c.DiskEncryption, r.DiskEncryption, "encrypt the root filesystem (LUKS/dm-crypt; usually a re-install with full-disk encryption, ask IT)", "disk encryption")
 	yesNo(reqFirewall, c.Firewall, r.Firewall, "turn on the firewall (an nftables input chain with a drop policy or filtering rules)", "the firewall state")
-	yesNo(reqScreenLock, c.ScreenLock, r.ScreenLock, "turn on the automatic screen lock", "the screen lock")
+	yesNo(reqScreenLock, c.ScreenLock, r.ScreenLock, "turn on the automatic screen lock, then lock the screen once (e.g. Super+L) so the device sees a screen locker at work", "the screen lock")
 	if len(c.OS) > 0 && !slices.Contains(c.OS, r.OS) {
 		fail("use a supported operating system (%s); this device runs %s", strings.Join(c.OS, ", "), orUnknown(r.OS))
 	} else if min, ok := c.MinOSVersion[r.OS]; ok && !versionAtLeast(r.OSVersion, min) {
