@@ -1,6 +1,7 @@
 package ui
 
 import (
+	"context"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
@@ -9,6 +10,8 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
+	"slices"
 	"strconv"
 	"sync"
 )
@@ -17,6 +20,9 @@ import (
 // measure stops is in docs/security.md, "The local status page":
 //
 //   - the listener is on a loopback address only (Listen);
+//   - only the user who started the page may connect: the kernel's
+//     socket table says who owns the connection's other end (peer.go), so another user of the computer is refused even
+//     with a stolen link or cookie;
 //   - every request needs the session cookie, which only a browser that
 //     opened the start link holds: the link's token is redeemed once for
 //     it, so a token read later from the process list or shell history is
@@ -45,6 +51,7 @@ func (s secret) equal(got string) bool {
 
 // guard checks requests for one server.
 type guard struct {
+	uids    []int // who may connect
 	port    uint16
 	cookie  string // the cookie's name: one per port
 	session secret // the cookie's value: one per server
@@ -56,11 +63,38 @@ type guard struct {
 }
 
 func newGuard(port uint16) *guard {
-	g := &guard{port: port, link: newSecret(), session: newSecret(), cookie: "cordon_ui_" + strconv.Itoa(int(port))}
+	g := &guard{uids: allowedUIDs(), port: port, link: newSecret(), session: newSecret(), cookie: "cordon_ui_" + strconv.Itoa(int(port))}
 	m := hmac.New(sha256.New, []byte(g.session))
 	m.Write([]byte("csrf"))
 	g.csrf = secret(base64.RawURLEncoding.EncodeToString(m.Sum(nil)))
 	return g
+}
+
+// allowedUIDs are the users whose browsers may connect: the one running
+// the page and, for a page run with sudo (cordon up --ui in tun mode), the
+// user who ran sudo.
+func allowedUIDs() []int {
+	uids := []int{os.Getuid()}
+	if u, err := strconv.Atoi(os.Getenv("SUDO_UID")); err == nil && os.Getuid() == 0 && u > 0 {
+		uids = append(uids, u)
+	}
+	return uids
+}
+
+// peerKey is the context key of a connection's peer verdict.
+type peerKey struct{}
+
+// connContext notes, once per connection, whether its other end belongs
+// to an allowed user (http.Server.ConnContext).
+func (g *guard) connContext(ctx context.Context, c net.Conn) context.Context {
+	uid, err := peerUID(c)
+	return context.WithValue(ctx, peerKey{}, err == nil && slices.Contains(g.uids, uid))
+}
+
+// peerAllowed says the request came over a connection of an allowed user.
+func peerAllowed(r *http.Request) bool {
+	ok, _ := r.Context().Value(peerKey{}).(bool)
+	return ok
 }
 
 // hostAllowed says the Host header names this listener: a loopback IP
@@ -130,6 +164,7 @@ func refuse(w http.ResponseWriter, why string) {
 
 // Refusals, as the browser shows them.
 const (
+	whyPeer      = "this page belongs to another user of this computer: run 'cordon ui' yourself"
 	whyHost      = "wrong host: open the page at the address 'cordon ui' printed"
 	whyUsed      = "this link was used already: run 'cordon ui' again for a new one"
 	whyNoSession = "not allowed: open the page with the link 'cordon ui' printed"
@@ -143,6 +178,10 @@ func (g *guard) wrap(next http.Handler) http.Handler {
 	xorigin := http.NewCrossOriginProtection()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		securityHeaders(w.Header())
+		if !peerAllowed(r) {
+			refuse(w, whyPeer)
+			return
+		}
 		if !hostAllowed(r.Host, g.port) {
 			refuse(w, whyHost)
 			return

@@ -133,7 +133,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	mux.HandleFunc("POST /signin/password", s.signInPassword)
 	mux.HandleFunc("POST /signin/oidc", func(w http.ResponseWriter, r *http.Request) { s.signInOIDC(ctx, w, r) })
 	srv := &http.Server{
-		Handler: s.guard.wrap(mux), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
+		Handler: s.guard.wrap(mux), ConnContext: s.guard.connContext, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
 		// A password sign-in answers once the controller has (passwordTimeout).
 		WriteTimeout: passwordTimeout + 10*time.Second,
 		ErrorLog:     slog.NewLogLogger(s.cfg.Logger.Handler(), slog.LevelWarn),
