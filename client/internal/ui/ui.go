@@ -75,11 +75,17 @@ type Server struct {
 
 	provMu    sync.Mutex
 	provCache []Provider // the controller's identity providers, once it answered
+	provErrAt time.Time  // when asking last failed: not again for providersRetry
 }
 
 // providersTimeout bounds asking the controller for its identity
-// providers while a page is built.
-const providersTimeout = 3 * time.Second
+// providers while a page is built; after a failure the page does not ask
+// again for providersRetry, so that an unreachable controller does not
+// slow every page.
+const (
+	providersTimeout = 3 * time.Second
+	providersRetry   = 30 * time.Second
+)
 
 //go:embed assets
 var assets embed.FS
@@ -181,10 +187,15 @@ func (s *Server) providers(ctx context.Context) []Provider {
 	if s.provCache != nil {
 		return s.provCache
 	}
+	now := s.cfg.Now()
+	if !s.provErrAt.IsZero() && now.Sub(s.provErrAt) < providersRetry {
+		return nil
+	}
 	ctx, cancel := context.WithTimeout(ctx, providersTimeout)
 	defer cancel()
 	ps, err := s.cfg.SignIn.Providers(ctx)
 	if err != nil {
+		s.provErrAt = now
 		s.cfg.Logger.Debug("identity providers", "err", err)
 		return nil
 	}

@@ -168,6 +168,9 @@ func TestGuard(t *testing.T) {
 	if page.code != http.StatusOK || !strings.Contains(page.body, "nurse") {
 		t.Fatalf("page with the cookie: %d\n%s", page.code, page.body)
 	}
+	if !strings.Contains(page.body, `id="first-sign-in"`) {
+		t.Errorf("a device that never signed in is not told to run 'cordon login --controller' once:\n%s", page.body)
+	}
 	for h, want := range map[string]string{"Content-Security-Policy": "default-src 'self'", "X-Frame-Options": "DENY", "Access-Control-Allow-Origin": ""} {
 		if got := page.resp.Header.Get(h); !strings.Contains(got, want) || (want == "" && got != "") {
 			t.Errorf("header %s = %q, want %q", h, got, want)
