@@ -21,8 +21,9 @@ import (
 //
 //   - the listener is on a loopback address only (Listen);
 //   - only the user who started the page may connect: the kernel's
-//     socket table says who owns the connection's other end (peer.go), so another user of the computer is refused even
-//     with a stolen link or cookie;
+//     socket table says who owns the connection's other end (peer.go),
+//     so another user of the computer is refused even with a stolen link
+//     or cookie;
 //   - every request needs the session cookie, which only a browser that
 //     opened the start link holds: the link's token is redeemed once for
 //     it, so a token read later from the process list or shell history is

@@ -134,7 +134,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	defer cancel()
 	static, _ := fs.Sub(assets, "assets") // the directory is embedded
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) { s.servePage(w, r) })
+	mux.HandleFunc("GET /{$}", s.servePage)
 	mux.Handle("GET /style.css", http.FileServerFS(static))
 	mux.HandleFunc("POST /signin/password", s.signInPassword)
 	mux.HandleFunc("POST /signin/oidc", func(w http.ResponseWriter, r *http.Request) { s.signInOIDC(ctx, w, r) })
@@ -149,10 +149,12 @@ func (s *Server) Serve(ctx context.Context) error {
 	var err error
 	select {
 	case <-ctx.Done():
+		srv.Close()
+		err = <-errc
 	case err = <-errc:
+		srv.Close()
 	}
-	cancel()
-	srv.Close()
+	cancel() // the sign-ins still running
 	s.jobs.wait()
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil
