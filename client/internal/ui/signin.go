@@ -46,8 +46,8 @@ var _ SignIn = ClientSignIn{}
 // Password implements SignIn.
 func (c ClientSignIn) Password(ctx context.Context, user, password, code string) (*agentstate.Enrollment, error) {
 	lc := client.LoginConfig{StateDir: c.StateDir, User: user, Password: password}
-	if isTOTP(code) {
-		lc.TOTP = code
+	if digits := strings.ReplaceAll(strings.TrimSpace(code), " ", ""); isTOTP(digits) { // "123 456" as some apps show it
+		lc.TOTP = digits
 	} else {
 		lc.RecoveryCode = code
 	}

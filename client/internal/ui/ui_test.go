@@ -305,3 +305,14 @@ func TestLeft(t *testing.T) {
 		}
 	}
 }
+
+func TestIsTOTP(t *testing.T) {
+	for code, want := range map[string]bool{
+		"123456": true, "12345678": true, "12345": false, "123456789": false, "12a456": false,
+		"abcd-efgh-jkmn-pqrs": false, "": false,
+	} {
+		if got := isTOTP(code); got != want {
+			t.Errorf("isTOTP(%q) = %v, want %v", code, got, want)
+		}
+	}
+}
