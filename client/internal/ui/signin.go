@@ -127,10 +127,14 @@ type jobs struct {
 	mu   sync.Mutex
 	last *JobView
 	buf  lockedBuffer
+	// stop cancels the provider sign-in that runs (nil when none); stopped
+	// is closed once it has ended.
+	stop    func()
+	stopped chan struct{}
 }
 
-// ErrBusy: a sign-in is already running.
-var ErrBusy = errors.New("a sign-in is already running: finish it in the browser, or wait until it times out")
+// ErrBusy: a password sign-in is already running.
+var ErrBusy = errors.New("a sign-in is already running: wait for it to finish")
 
 func (j *jobs) view() *JobView {
 	j.mu.Lock()
@@ -143,9 +147,17 @@ func (j *jobs) view() *JobView {
 	return &v
 }
 
-// begin records a new job, unless one runs.
+// begin records a new job. A provider sign-in still waiting for the
+// browser (the user closed that tab, or chose another way) is cancelled
+// for it; a password sign-in that runs makes it ErrBusy.
 func (j *jobs) begin(what string) error {
 	j.mu.Lock()
+	if stop, stopped := j.stop, j.stopped; stop != nil {
+		j.mu.Unlock()
+		stop()
+		<-stopped
+		j.mu.Lock()
+	}
 	defer j.mu.Unlock()
 	if j.last != nil && j.last.Running {
 		return ErrBusy
@@ -159,6 +171,7 @@ func (j *jobs) finish(e *agentstate.Enrollment, err error) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	j.last.Running, j.last.URL = false, ""
+	j.stop = nil
 	if err != nil {
 		j.last.Err = err.Error()
 		return
@@ -187,11 +200,16 @@ func (j *jobs) oidc(ctx context.Context, idp string) (string, error) {
 	urlc := make(chan string, 1)
 	done := make(chan error, 1)
 	ctx, cancel := context.WithTimeout(ctx, oidcTimeout)
+	stopped := make(chan struct{})
+	j.mu.Lock()
+	j.stop, j.stopped = cancel, stopped
+	j.mu.Unlock()
 	out := io.Writer(&j.buf)
 	if j.out != nil {
 		out = io.MultiWriter(&j.buf, j.out)
 	}
 	j.wg.Go(func() {
+		defer close(stopped)
 		defer cancel()
 		e, err := j.signIn.OIDC(ctx, idp, func(u string) {
 			j.mu.Lock()

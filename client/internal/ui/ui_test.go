@@ -13,6 +13,7 @@ import (
 
 	"github.com/cordonhq/cordon/client/internal/client"
 	"github.com/cordonhq/cordon/client/internal/reach"
+	"github.com/cordonhq/cordon/pkg/agentstate"
 	"github.com/cordonhq/cordon/pkg/controlproto"
 	"github.com/cordonhq/cordon/pkg/policy"
 )
@@ -314,5 +315,41 @@ func TestIsTOTP(t *testing.T) {
 		if got := isTOTP(code); got != want {
 			t.Errorf("isTOTP(%q) = %v, want %v", code, got, want)
 		}
+	}
+}
+
+// waitingIdP is a sign-in whose identity provider never comes back: the
+// user closed its tab.
+type waitingIdP struct{ ClientSignIn }
+
+func (waitingIdP) OIDC(ctx context.Context, idp string, open func(string), out io.Writer) (*agentstate.Enrollment, error) {
+	open("https://idp.example/authorize")
+	<-ctx.Done()
+	return nil, context.Cause(ctx)
+}
+
+func (waitingIdP) Password(ctx context.Context, user, password, code string) (*agentstate.Enrollment, error) {
+	return &agentstate.Enrollment{User: user}, nil
+}
+
+// TestSignInReplacesAbandoned: a provider sign-in left waiting does not
+// block the next sign-in for its minutes of timeout.
+func TestSignInReplacesAbandoned(t *testing.T) {
+	j := &jobs{signIn: waitingIdP{}}
+	defer j.wait()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	u, err := j.oidc(ctx, "okta")
+	if err != nil || u != "https://idp.example/authorize" {
+		t.Fatalf("oidc: %q %v", u, err)
+	}
+	if v := j.view(); !v.Running || v.URL != u {
+		t.Fatalf("job while waiting for the browser: %+v", v)
+	}
+	if err := j.password(ctx, "nurse", "pw", "123456"); err != nil {
+		t.Fatalf("password sign-in after an abandoned provider sign-in: %v", err)
+	}
+	if v := j.view(); v.Running || v.What != "password" || v.User != "nurse" {
+		t.Errorf("job after the password sign-in: %+v", v)
 	}
 }
