@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -28,6 +29,9 @@ func uiCommand(stateDir *string, logger func() *slog.Logger) *cobra.Command {
 			"The page reads the tunnel 'cordon up' runs (same --state-dir) and signs in as 'cordon login' does.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if open && os.Geteuid() == 0 {
+				return errors.New("--open would start a browser as root: open the printed link in your own browser instead")
+			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			srv, err := startUI(*stateDir, listen, cmd.OutOrStdout(), logger())
