@@ -20,6 +20,7 @@ import (
 	"github.com/cordonhq/cordon/internal/oidctest"
 	"github.com/cordonhq/cordon/pkg/adminapi"
 	"github.com/cordonhq/cordon/pkg/agentstate"
+	"github.com/cordonhq/cordon/pkg/controlproto"
 )
 
 // chromium finds Debian's chromium. Without it the browser test skips,
@@ -279,12 +280,33 @@ func TestPageInBrowser(t *testing.T) {
 			t.Errorf("cross-site POST: %d %q, want 403 %q", resp.Status, body, whyCrossSite)
 		}
 	})
+	t.Run("session ended by an administrator", func(t *testing.T) {
+		// The map of an ended session carries no apps.
+		ended := fixedTunnel{st: &client.Status{Mode: "tun", User: "nurse", DeviceID: "dev-1", Controller: "https://ctl.example:8443", ControlConnected: true,
+			Session: &controlproto.SessionInfo{State: controlproto.SessionEnded, Reason: "admin",
+				Message: "an administrator ended your session at 07:55: sign in again with 'cordon login'"}}}
+		srv := startServer(t, Config{Tunnel: ended, SignIn: ClientSignIn{StateDir: state}})
+		code, body := open(t, ctx, srv.URL())
+		shot(t, ctx, shots, "08-session-ended")
+		if code != http.StatusOK {
+			t.Fatalf("start link: %d %q", code, body)
+		}
+		for css, want := range map[string]string{
+			"#user":          "Not signed in (last: nurse)",
+			"#session-ended": "an administrator ended your session",
+			"#apps-closed":   "closed until you sign in again",
+		} {
+			if got := text(t, ctx, css); !strings.Contains(got, want) {
+				t.Errorf("%s: %q, want %q", css, got, want)
+			}
+		}
+	})
 	t.Run("another page's cookie", func(t *testing.T) {
 		// The browser holds this page's cookie and sends it to every
 		// loopback port: a second page must not take it.
 		other := startServer(t, cfg)
 		code, body := open(t, ctx, "http://"+other.Addr().String()+"/")
-		shot(t, ctx, shots, "08-other-instance")
+		shot(t, ctx, shots, "09-other-instance")
 		if code != http.StatusForbidden || !strings.Contains(body, whyNoSession) {
 			t.Errorf("second page with the first one's cookie: %d %q, want 403", code, body)
 		}
