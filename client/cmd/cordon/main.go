@@ -146,6 +146,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	login.Flags().StringVar(&browser, "browser", "", "with --idp: command that opens the sign-in URL (default $BROWSER, then xdg-open)")
 
 	uc := client.UpConfig{}
+	var upUI bool
 	up := &cobra.Command{
 		Use:   "up",
 		Short: "Bring the tunnel up and keep it up (runs in the foreground until 'cordon down' or Ctrl-C)",
@@ -154,6 +155,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 			uc.StateDir, uc.Version, uc.Logger = stateDir, buildinfo.Version(), logger()
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			if upUI { // ui.go
+				srv, err := startUI(stateDir, "127.0.0.1:0", cmd.OutOrStdout(), uc.Logger)
+				if err != nil {
+					return err
+				}
+				uiCtx, stopUI := context.WithCancel(ctx)
+				defer serveUI(uiCtx, srv, uc.Logger)()
+				defer stopUI()
+			}
 			return client.Up(ctx, uc)
 		},
 	}
@@ -165,6 +175,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	up.Flags().StringVar(&uc.ResolvConf, "resolv-conf", "/etc/resolv.conf", "tun mode, --dns resolv-conf: the file to manage")
 	up.Flags().StringVar(&uc.PostureFile, "posture-file", "", "tests and diagnostics: a JSON posture report whose fields override the collected ones, re-read at every collection")
 	up.Flags().MarkHidden("posture-file")
+	up.Flags().BoolVar(&upUI, "ui", false, "also serve the status page, as 'cordon ui' does")
 	up.Flags().StringVar(&uc.MetricsListen, "metrics-listen", "", "serve Prometheus metrics (/metrics) and health (/healthz, /readyz) on this loopback HOST:PORT, e.g. 127.0.0.1:9469 (default off)")
 
 	down := &cobra.Command{
@@ -228,7 +239,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		},
 	}
 
-	root.AddCommand(login, logout, up, down, status)
+	root.AddCommand(login, logout, up, down, status, uiCommand(&stateDir, logger))
 	for _, h := range rootHooks {
 		h(root)
 	}
