@@ -70,13 +70,15 @@ func TestPostureCutsPHINotInternal(t *testing.T) {
 	postureFile := filepath.Join(w.dir, "nurse-posture.json")
 	writePosture(t, postureFile, true)
 	w.nurse.proc.stop()
-	w.upWithPosture(w.nurse, postureFile)
-
+	// The policy first: a report is judged against the policy in force
+	// when it arrives, and the client sends an unchanged one again only
+	// every report interval.
 	p := filepath.Join(w.dir, "posture.yaml")
 	if err := os.WriteFile(p, []byte(posturePolicy), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	w.mustCtl("", "policy", "apply", p, "--reason", "e2e: posture")
+	w.upWithPosture(w.nurse, postureFile)
 	w.waitReach(w.nurse, lab, 20*time.Second)
 	w.waitReach(w.nurse, billing, 10*time.Second)
 	w.waitAudit("a self-reported posture report", func(e auditEvent) bool {

@@ -600,6 +600,8 @@ const (
 	// activityIdlePoll is how often to look again while the controller
 	// wants no reports (no map yet, or sessions without an idle limit).
 	activityIdlePoll = time.Second
+	// loadPoll is how often the load is compared with the one last sent.
+	loadPoll = time.Second
 	// loadRefresh is how often an unchanged load is sent again.
 	loadRefresh = 30 * time.Second
 )
@@ -615,24 +617,29 @@ func (g *gw) reportActivity(ctx context.Context, cc *controlclient.Client) {
 	var sentAt time.Time
 	t := time.NewTimer(activityIdlePoll)
 	defer t.Stop()
+	// The load is looked at every loadPoll whatever the activity interval
+	// (up to a minute), so that a change shows in the gateway list soon.
+	loadTick := time.NewTicker(loadPoll)
+	defer loadTick.Stop()
 	for {
+		rep := &controlproto.Activity{}
 		select {
 		case <-ctx.Done():
 			return
+		case <-loadTick.C:
 		case <-t.C:
-		}
-		rep := &controlproto.Activity{}
-		wait := activityIdlePoll
-		if every := time.Duration(g.activityEvery.Load()); every > 0 {
-			wait = min(max(every, minActivityEvery), maxActivityEvery)
-			var act map[string]time.Duration
-			act, mark = g.authz.Activity(mark)
-			rep.Devices = make([]controlproto.DeviceActivity, 0, len(act))
-			for id, idle := range act {
-				rep.Devices = append(rep.Devices, controlproto.DeviceActivity{DeviceID: id, Idle: idle})
+			wait := activityIdlePoll
+			if every := time.Duration(g.activityEvery.Load()); every > 0 {
+				wait = min(max(every, minActivityEvery), maxActivityEvery)
+				var act map[string]time.Duration
+				act, mark = g.authz.Activity(mark)
+				rep.Devices = make([]controlproto.DeviceActivity, 0, len(act))
+				for id, idle := range act {
+					rep.Devices = append(rep.Devices, controlproto.DeviceActivity{DeviceID: id, Idle: idle})
+				}
 			}
+			t.Reset(wait)
 		}
-		t.Reset(wait)
 		// The load goes when it changed, and now and then so that a
 		// controller that (re)connected learns it.
 		now := g.now()
