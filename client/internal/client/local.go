@@ -79,7 +79,6 @@ func serveLocal(ctx context.Context, ln net.Listener, t *tunnel, down func()) {
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(t.status())
 	})
-	mux.HandleFunc("GET /apps", t.serveApps) // appstate.go: the status page's apps
 	mux.HandleFunc("POST /down", func(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusNoContent)
 		down()

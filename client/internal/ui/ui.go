@@ -35,11 +35,9 @@ import (
 // Tunnel is the running tunnel as the page reads it. LocalTunnel asks
 // 'cordon up' over its local socket.
 type Tunnel interface {
-	// Status is what 'cordon status' shows; client.ErrNotUp when no
-	// tunnel runs.
+	// Status is what 'cordon status' shows, every app with the reach
+	// classifier's verdict; client.ErrNotUp when no tunnel runs.
 	Status() (*client.Status, error)
-	// Apps is every app of the map with the reach classifier's verdict.
-	Apps() ([]client.AppState, error)
 }
 
 // LocalTunnel is the tunnel of a state directory, asked over its local
@@ -50,9 +48,6 @@ var _ Tunnel = LocalTunnel{}
 
 // Status implements Tunnel.
 func (l LocalTunnel) Status() (*client.Status, error) { return client.GetStatus(l.StateDir) }
-
-// Apps implements Tunnel.
-func (l LocalTunnel) Apps() ([]client.AppState, error) { return client.GetApps(l.StateDir) }
 
 // Config configures a Server.
 type Config struct {
@@ -165,12 +160,7 @@ func (s *Server) Serve(ctx context.Context) error {
 func (s *Server) servePage(w http.ResponseWriter, r *http.Request) {
 	v := View{Now: s.cfg.Now(), CSRF: string(s.guard.csrf)}
 	st, stErr := s.cfg.Tunnel.Status()
-	var apps []client.AppState
-	var appsErr error
-	if stErr == nil {
-		apps, appsErr = s.cfg.Tunnel.Apps()
-	}
-	buildView(&v, st, stErr, apps, appsErr)
+	buildView(&v, st, stErr)
 	v.SignIn = SignInView{LastUser: s.cfg.SignIn.LastUser(), Providers: s.providers(r.Context()), Job: s.jobs.view()}
 	if v.User == "" {
 		v.User = v.SignIn.LastUser

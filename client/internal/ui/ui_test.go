@@ -19,25 +19,24 @@ import (
 )
 
 // fixedTunnel is a tunnel's answer over the local socket, fixed for a
-// test (the tunnel side, GET /apps, is tested in client/).
+// test (the tunnel side is tested in client/).
 type fixedTunnel struct {
-	st   *client.Status
-	apps []client.AppState
-	err  error
+	st  *client.Status
+	err error
 }
 
-func (f fixedTunnel) Status() (*client.Status, error)  { return f.st, f.err }
-func (f fixedTunnel) Apps() ([]client.AppState, error) { return f.apps, f.err }
+func (f fixedTunnel) Status() (*client.Status, error) { return f.st, f.err }
 
 // clock is the tests' injected time.
 var clock = time.Date(2026, 3, 2, 8, 0, 0, 0, time.UTC)
 
-func appState(name, dns, addr, gw string, v reach.Verdict) client.AppState {
-	return client.AppState{
+// gatewayWith is gateway gw serving one app in state v.
+func gatewayWith(gw, name, dns, addr string, v reach.Verdict) client.GatewayStatus {
+	return client.GatewayStatus{ID: gw, Apps: []client.AppStatus{{
 		App: controlproto.App{Name: name, DNSName: dns, Addr: netip.MustParsePrefix(addr), Proto: policy.ProtoTCP,
 			Ports: []policy.PortRange{{First: 443, Last: 443}}},
-		Gateway: gw, Reason: v.Reason.String(), Detail: v.Detail, Next: v.Next,
-	}
+		State: v,
+	}}}
 }
 
 // nurseTunnel: nurse signed in, 2 hours of session left, the EHR
@@ -48,11 +47,11 @@ func nurseTunnel() fixedTunnel {
 		st: &client.Status{Mode: "userspace", User: "nurse", DeviceID: "dev-1", Controller: "https://ctl.example:8443", ControlConnected: true,
 			Session: &controlproto.SessionInfo{State: controlproto.SessionActive, StartedAt: clock.Add(-time.Hour), ExpiresAt: clock.Add(2 * time.Hour),
 				IdleLimit: 15 * time.Minute,
-				Posture:   []controlproto.PostureFinding{{Check: "disk-encryption", Fix: "turn on disk encryption (ask IT)", Apps: []string{"lab"}}}}},
-		apps: []client.AppState{
-			appState("pacs", "pacs.hospital.internal.", "10.20.0.9/32", "gw-2", reach.For(reach.ReasonGatewayUnreachable)),
-			appState("ehr", "ehr.hospital.internal.", "10.20.0.5/32", "gw-1", reach.For(reach.ReasonOK)),
-		},
+				Posture:   []controlproto.PostureFinding{{Check: "disk-encryption", Fix: "turn on disk encryption (ask IT)", Apps: []string{"lab"}}}},
+			Gateways: []client.GatewayStatus{
+				gatewayWith("gw-2", "pacs", "pacs.hospital.internal.", "10.20.0.9/32", reach.For(reach.ReasonGatewayUnreachable)),
+				gatewayWith("gw-1", "ehr", "ehr.hospital.internal.", "10.20.0.5/32", reach.For(reach.ReasonOK)),
+			}},
 	}
 }
 
@@ -271,7 +270,7 @@ func TestListenLoopbackOnly(t *testing.T) {
 func TestBuildView(t *testing.T) {
 	tun := nurseTunnel()
 	v := View{Now: clock}
-	buildView(&v, tun.st, nil, tun.apps, nil)
+	buildView(&v, tun.st, nil)
 	if v.User != "nurse" || v.Session == nil || v.Session.Left != 2*time.Hour || v.Session.IdleLimit != 15*time.Minute {
 		t.Fatalf("view %+v session %+v", v, v.Session)
 	}
@@ -284,14 +283,14 @@ func TestBuildView(t *testing.T) {
 
 	// The session past its end: no negative time left.
 	v = View{Now: clock.Add(3 * time.Hour)}
-	buildView(&v, tun.st, nil, tun.apps, nil)
+	buildView(&v, tun.st, nil)
 	if v.Session.Left != 0 {
 		t.Errorf("time left after the end: %v", v.Session.Left)
 	}
 
 	// No tunnel.
 	v = View{Now: clock}
-	buildView(&v, nil, client.ErrNotUp, nil, nil)
+	buildView(&v, nil, client.ErrNotUp)
 	if v.Up || !strings.Contains(v.Down, "cordon up") {
 		t.Errorf("no tunnel: %+v", v)
 	}

@@ -77,9 +77,9 @@ type SignInView struct {
 	Job *JobView
 }
 
-// buildView fills v from what the tunnel reports; statusErr and appsErr
-// are its errors (client.ErrNotUp when no tunnel runs).
-func buildView(v *View, s *client.Status, statusErr error, apps []client.AppState, appsErr error) {
+// buildView fills v from what the tunnel reports; statusErr is its error
+// (client.ErrNotUp when no tunnel runs).
+func buildView(v *View, s *client.Status, statusErr error) {
 	if statusErr != nil {
 		v.Down = "Cordon is not connected: " + statusErr.Error() + "."
 		if errors.Is(statusErr, client.ErrNotUp) {
@@ -90,12 +90,11 @@ func buildView(v *View, s *client.Status, statusErr error, apps []client.AppStat
 	v.Up = true
 	v.User, v.Device, v.Controller = s.User, s.DeviceID, s.Controller
 	v.ControlConnected, v.Mode = s.ControlConnected, s.Mode
-	for _, a := range apps {
-		v.Apps = append(v.Apps, AppRow{Name: a.App.Name, DNSName: strings.TrimSuffix(a.App.DNSName, "."), Address: a.App.Addr.String(),
-			Ports: ports(a.App), Gateway: a.Gateway, Reason: a.Reason, Detail: a.Detail, Next: a.Next})
-	}
-	if appsErr != nil {
-		v.Apps = append(v.Apps, AppRow{Name: "(apps)", Reason: reach.ReasonUnknown.String(), Detail: appsErr.Error(), Next: "reload this page"})
+	for _, g := range s.Gateways {
+		for _, a := range g.Apps {
+			v.Apps = append(v.Apps, AppRow{Name: a.Name, DNSName: strings.TrimSuffix(a.DNSName, "."), Address: a.Addr.String(),
+				Ports: ports(a.App), Gateway: g.ID, Reason: a.State.Reason.String(), Detail: a.State.Detail, Next: a.State.Next})
+		}
 	}
 	slices.SortStableFunc(v.Apps, func(a, b AppRow) int { return strings.Compare(a.Name, b.Name) })
 	ss := s.Session

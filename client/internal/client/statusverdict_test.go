@@ -11,20 +11,23 @@ import (
 	"golang.zx2c4.com/wireguard/tun/tuntest"
 
 	"github.com/cordonhq/cordon/client/internal/reach"
+	"github.com/cordonhq/cordon/pkg/agentstate"
 	"github.com/cordonhq/cordon/pkg/controlclient"
 	"github.com/cordonhq/cordon/pkg/controlproto"
 	"github.com/cordonhq/cordon/pkg/wgdev"
 )
 
-// TestGetApps: the running tunnel answers GetApps over its local socket
-// with tunnel.Explain's verdict for every app of its map.
-func TestGetApps(t *testing.T) {
+// TestStatusVerdicts: the running tunnel's status over its local socket
+// carries the reach classifier's verdict for every app of its map (what
+// 'cordon status' and the status page show).
+func TestStatusVerdicts(t *testing.T) {
 	wg, err := wgdev.New(tuntest.NewChannelTUN().TUN(), wgdev.Options{Name: "cordon-apps-test"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer wg.Close()
-	tn := &tunnel{cc: controlclient.New(controlclient.Config{Addr: "127.0.0.1:1", TLS: &tls.Config{}}), fo: newFailover(nil), wg: wg}
+	tn := &tunnel{cc: controlclient.New(controlclient.Config{Addr: "127.0.0.1:1", TLS: &tls.Config{}}), fo: newFailover(nil), wg: wg,
+		st: &agentstate.State{Enrollment: agentstate.Enrollment{ID: "dev-1", User: "nurse"}}}
 	dir := t.TempDir()
 
 	// No map yet: no apps.
@@ -37,7 +40,7 @@ func TestGetApps(t *testing.T) {
 	served.Go(func() { serveLocal(ctx, ln, tn, func() {}) })
 	defer served.Wait()
 	defer cancel()
-	if apps, err := GetApps(dir); err != nil || len(apps) != 0 {
+	if apps, err := statusApps(dir); err != nil || len(apps) != 0 {
 		t.Fatalf("before the first map: %+v %v", apps, err)
 	}
 
@@ -53,7 +56,7 @@ func TestGetApps(t *testing.T) {
 	}
 	tn.mu.Unlock()
 	tn.fo.health["gw-b"] = &gwHealth{dead: true}
-	apps, err := GetApps(dir)
+	apps, err := statusApps(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,9 +65,8 @@ func TestGetApps(t *testing.T) {
 		t.Fatalf("apps %+v, want %d", apps, len(want))
 	}
 	for _, a := range apps {
-		v := reach.For(want[a.App.Name])
-		if a.Reason != v.Reason.String() || a.Detail != v.Detail || a.Next != v.Next {
-			t.Errorf("%s: %+v, want %+v", a.App.Name, a, v)
+		if v := reach.For(want[a.Name]); a.State != v {
+			t.Errorf("%s: %+v, want %+v", a.Name, a.State, v)
 		}
 	}
 
@@ -72,13 +74,26 @@ func TestGetApps(t *testing.T) {
 	tn.mu.Lock()
 	tn.cm.Session = &controlproto.SessionInfo{State: controlproto.SessionEnded, Reason: "admin"}
 	tn.mu.Unlock()
-	apps, err = GetApps(dir)
+	apps, err = statusApps(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, a := range apps {
-		if a.Reason != reach.ReasonSessionEnded.String() || a.Detail != "an administrator ended your session" {
-			t.Errorf("%s after the admin ended the session: %+v", a.App.Name, a)
+		if a.State.Reason != reach.ReasonSessionEnded || a.State.Detail != "an administrator ended your session" {
+			t.Errorf("%s after the admin ended the session: %+v", a.Name, a.State)
 		}
 	}
+}
+
+// statusApps is every app of the running tunnel's status.
+func statusApps(dir string) ([]AppStatus, error) {
+	st, err := GetStatus(dir)
+	if err != nil {
+		return nil, err
+	}
+	var out []AppStatus
+	for _, g := range st.Gateways {
+		out = append(out, g.Apps...)
+	}
+	return out, nil
 }
