@@ -273,9 +273,9 @@ type Activity struct {
 	// Load is the gateway's load now, for 'cordonctl gateway list'
 	// (optional: older gateways send none, older controllers ignore it).
 	Load *GatewayLoad `json:"load,omitempty"`
-	// Cluster (capability 12) lists the cluster members this gateway sees
-	// suspect or dead (alive ones are left out), sent when it changed.
-	// Non-nil and empty: every member is alive.
+	// Cluster (capability 12) is every other member of the gateway's
+	// cluster with its state as this gateway sees it, sent when one
+	// changed and with each load report.
 	Cluster []ClusterMemberState `json:"cluster,omitempty"`
 }
 
