@@ -270,11 +270,11 @@ func (w *world) addNS(role string) netNS {
 	return ns
 }
 
-// runExtraGateway starts (or restarts) gateway g.
-func (w *world) runExtraGateway(g *extraGateway, name string) *proc {
-	return w.start(g.ns, name, bin("cordon-gateway"),
+// runExtraGateway starts (or restarts) gateway g, with extra flags.
+func (w *world) runExtraGateway(g *extraGateway, name string, extra ...string) *proc {
+	return w.start(g.ns, name, append([]string{bin("cordon-gateway"),
 		"--state-dir", g.dir, "--controller", controllerURL, "--ca-cert", w.caFile(), "--token-file", g.tokFile,
-		"--mode", "tun", "--interface", g.iface, "--listen-port", "51820", "--endpoint", g.wan+":51820")
+		"--mode", "tun", "--interface", g.iface, "--listen-port", "51820", "--endpoint", g.wan + ":51820"}, extra...)...)
 }
 
 type gatewayState struct {
