@@ -175,4 +175,3 @@ func cutControl(t *testing.T, w *world, ns netNS) {
 	}
 	mustRun(t, "ip", "netns", "exec", ns.name, "nft", "-f", f)
 }
-
