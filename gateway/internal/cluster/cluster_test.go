@@ -178,7 +178,7 @@ func (w *world) form(n int) []*node {
 		nodes = append(nodes, w.add(fmt.Sprintf("gw%02d", i), nil))
 	}
 	w.update(w.view("s1", nodes...), nodes...)
-	waitFor(w.t, 10*time.Second, "cluster converges", func() bool { return allSee(nodes, controlproto.MemberAlive, nodes...) })
+	waitFor(w.t, 30*time.Second, "cluster converges", func() bool { return allSee(nodes, controlproto.MemberAlive, nodes...) })
 	return nodes
 }
 

@@ -31,6 +31,9 @@ type filterTransport struct {
 	once    sync.Once
 	wg      sync.WaitGroup
 	dropped atomic.Uint64 // packets and streams from unlisted sources
+	// Packet bytes sent and received (UDP: probes, gossip, notices);
+	// streams (joins, push/pull every 15 s, activity) are not counted.
+	sentBytes, recvBytes atomic.Uint64
 }
 
 var _ memberlist.NodeAwareTransport = (*filterTransport)(nil)
@@ -52,6 +55,7 @@ func (t *filterTransport) forward() {
 				t.dropped.Add(1)
 				continue
 			}
+			t.recvBytes.Add(uint64(len(p.Buf)))
 			select {
 			case t.packets <- p:
 			case <-t.closing: // dropped: nobody may read any more
@@ -110,6 +114,7 @@ func (t *filterTransport) WriteToAddress(b []byte, a memberlist.Address) (time.T
 	if !t.allowTo(a.Addr) {
 		return time.Now(), nil
 	}
+	t.sentBytes.Add(uint64(len(b)))
 	return t.inner.WriteToAddress(b, a)
 }
 

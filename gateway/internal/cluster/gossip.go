@@ -22,8 +22,12 @@ import (
 //
 //	'n' notice    a controlproto.Revocation (JSON): the controller's
 //	              signature is what makes it count, whoever relays it.
-//	              Sent at once to every live member (UDP) and gossiped;
-//	              each member relays a notice the first time it sees it.
+//	              The gateway the controller gave it sends it at once to
+//	              every live member (UDP) and gossips it; each member
+//	              gossips it on the first time it sees it (piggybacked on
+//	              memberlist's gossip: the backup for a lost packet, not
+//	              another n² round of sends). Copies seen before are
+//	              dropped before their signature is checked.
 //	'a' activity  4-byte body length, the body (JSON activityBody), the
 //	              sender's signature over it: which devices sent app
 //	              traffic through the sender lately, for the idle limit.
@@ -52,31 +56,39 @@ type Stats struct {
 	BadNotices      uint64 // notices whose controller signature or age did not verify
 	BadActivity     uint64 // activity reports not signed by a listed member, or replayed
 	Notices         uint64 // valid notices acted on
+	// Gossip packet bytes (UDP) sent and received; streams not counted.
+	PacketBytesSent, PacketBytesReceived uint64
 }
 
 // Stats returns the counters.
 func (c *Cluster) Stats() Stats {
 	return Stats{Refused: c.refusals.Load(), FilteredPackets: c.tr.dropped.Load(), BadNotices: c.badNotices.Load(),
-		BadActivity: c.badActivity.Load(), Notices: c.goodNotices.Load()}
+		BadActivity: c.badActivity.Load(), Notices: c.goodNotices.Load(),
+		PacketBytesSent: c.tr.sentBytes.Load(), PacketBytesReceived: c.tr.recvBytes.Load()}
 }
 
 // Revoke takes a revocation notice the controller sent this gateway: it
 // verifies it, acts on it (OnNotice) and gossips it to the cluster.
 func (c *Cluster) Revoke(r *controlproto.Revocation) error {
-	_, err := c.takeNotice(r)
+	_, err := c.takeNotice(r, true)
 	return err
 }
 
-// takeNotice verifies r, and if it is new, acts on it and sends it on. It
-// reports whether it was new.
-func (c *Cluster) takeNotice(r *controlproto.Revocation) (bool, error) {
+// takeNotice verifies r, and if it is new, acts on it and sends it on
+// (to every live member at once when it is the origin). It reports
+// whether it was new.
+func (c *Cluster) takeNotice(r *controlproto.Revocation, origin bool) (bool, error) {
 	now := c.cfg.Now()
+	copyID := string(noticeCopyID(r))
+	if c.notices.seenBefore(copyID) {
+		return false, nil
+	}
 	n, err := controlproto.VerifyRevocation(c.cfg.Controller, r, now)
 	if err != nil {
 		c.badNotices.Add(1)
 		return false, err
 	}
-	if !c.notices.first(n.ID, now) {
+	if !c.notices.first(n.ID, copyID, now) {
 		return false, nil
 	}
 	c.goodNotices.Add(1)
@@ -89,6 +101,9 @@ func (c *Cluster) takeNotice(r *controlproto.Revocation) (bool, error) {
 	}
 	msg := append([]byte{msgNotice}, body...)
 	c.queue.QueueBroadcast(broadcast(msg))
+	if !origin {
+		return true, nil
+	}
 	for _, m := range c.live() {
 		if err := c.ml.Load().SendBestEffort(m, msg); err != nil {
 			c.log.Debug("send revocation notice", "to", m.Name, "err", err)
@@ -206,7 +221,7 @@ func (d *delegate) NotifyMsg(b []byte) {
 			c.badNotices.Add(1)
 			return
 		}
-		if _, err := c.takeNotice(&r); err != nil {
+		if _, err := c.takeNotice(&r, false); err != nil {
 			c.log.Warn("revocation notice refused", "err", err)
 		}
 	case msgActivity:
@@ -251,25 +266,47 @@ func (b broadcast) Message() []byte                       { return b }
 func (b broadcast) Finished()                             {}
 
 // noticeLog remembers the notices acted on, for as long as one may
-// arrive (controlproto.RevocationMaxAge and skew), so each counts once.
+// arrive (controlproto.RevocationMaxAge and skew), so each counts once:
+// by notice ID, and by the hash of the exact copy (a copy seen before is
+// dropped without checking its signature again).
 type noticeLog struct {
-	mu   sync.Mutex
-	seen map[string]time.Time
+	mu     sync.Mutex
+	seen   map[string]time.Time // notice ID → when acted on
+	copies map[string]time.Time // noticeCopyID → when verified
 }
 
-func (l *noticeLog) first(id string, now time.Time) bool {
+func noticeCopyID(r *controlproto.Revocation) []byte {
+	h := sha256.New()
+	h.Write(r.Body)
+	h.Write([]byte{0})
+	h.Write(r.Sig)
+	return h.Sum(nil)
+}
+
+func (l *noticeLog) seenBefore(copyID string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	_, ok := l.copies[copyID]
+	return ok
+}
+
+func (l *noticeLog) first(id, copyID string, now time.Time) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.seen == nil {
-		l.seen = map[string]time.Time{}
+		l.seen, l.copies = map[string]time.Time{}, map[string]time.Time{}
 	}
+	l.copies[copyID] = now
 	if _, ok := l.seen[id]; ok {
 		return false
 	}
 	if len(l.seen) >= 1024 {
-		for k, at := range l.seen {
-			if now.Sub(at) > controlproto.RevocationMaxAge+controlproto.RevocationMaxSkew {
-				delete(l.seen, k)
+		keep := controlproto.RevocationMaxAge + controlproto.RevocationMaxSkew
+		for _, m := range []map[string]time.Time{l.seen, l.copies} {
+			for k, at := range m {
+				if now.Sub(at) > keep {
+					delete(m, k)
+				}
 			}
 		}
 	}
