@@ -185,8 +185,10 @@ func (w *world) form(n int) []*node {
 func TestConverge(t *testing.T) {
 	w := newWorld(t)
 	nodes := w.form(3)
+	// (Packets may be filtered: a node drops a member's packets until its
+	// own first Update lists that member.)
 	for _, n := range nodes {
-		if st := n.c.Stats(); st.Refused != 0 || st.FilteredPackets != 0 {
+		if st := n.c.Stats(); st.Refused != 0 {
 			t.Errorf("%s refused listed members: %+v", n.id, st)
 		}
 	}
