@@ -181,6 +181,10 @@ func revocationDigest(body []byte) [32]byte {
 	return sha256.Sum256(slices.Concat([]byte(revocationDomain), body))
 }
 
+// EqualClusters reports whether a and b list the same cluster (nil equals
+// only nil).
+func EqualClusters(a, b *GatewayCluster) bool { return ptrEq(a, b, clusterEq) }
+
 func clusterEq(a, b *GatewayCluster) bool {
 	return a.Name == b.Name &&
 		slices.EqualFunc(a.Keys, b.Keys, func(x, y ClusterKey) bool { return x.Epoch == y.Epoch && sliceEq(x.Key, y.Key) }) &&

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"slices"
+	"strings"
 
 	"github.com/cordonhq/cordon/controller/internal/ca"
 	"github.com/cordonhq/cordon/controller/internal/store"
@@ -23,10 +24,12 @@ import (
 //	         map again (checkEpoch).
 //	members  every gateway of the segment whose cluster address and
 //	         certificate key this controller learnt from its last
-//	         connection (in memory, like instances: after a restart of the
-//	         controller a gateway is listed again once it reconnected). A
-//	         deleted gateway leaves every list at once, and its peers
-//	         expel it from the cluster.
+//	         connection (in memory, like instances). A deleted gateway
+//	         leaves every list at once, and its peers expel it from the
+//	         cluster. For the grace period after it starts, the controller
+//	         sends no cluster (gateways keep the one they have) while the
+//	         gateways reconnect: a list of the first to reconnect would
+//	         make them expel the others.
 //
 // Revocation notices: when a device leaves the map of a gateway of
 // capability 12 in a cluster of more than one, the controller signs a
@@ -83,8 +86,13 @@ func (s *Server) refreshGateways() {
 }
 
 // checkEpoch refreshes every gateway's map when the gossip key epoch
-// turned (the recompute goroutine only).
+// turned, and once the grace period after the start passed (clusterReady;
+// the recompute goroutine only).
 func (s *Server) checkEpoch() {
+	if !s.clusterReady.Load() && s.now().Sub(s.started) >= s.grace() {
+		s.clusterReady.Store(true)
+		s.refreshGateways()
+	}
 	e := controlproto.Epoch(s.now())
 	if e == s.epoch {
 		return
@@ -100,7 +108,7 @@ func (s *Server) checkEpoch() {
 // clusterFor is gateway gw's cluster for a map, or nil when it joins
 // none: too old, no cluster address, or no CA key to derive keys from.
 func (s *Server) clusterFor(st *mapState, a *agent, gw store.Gateway) *controlproto.GatewayCluster {
-	if a.caps < controlproto.MinClusterCapability || s.cfg.CA == nil {
+	if a.caps < controlproto.MinClusterCapability || s.cfg.CA == nil || !s.clusterReady.Load() {
 		return nil
 	}
 	e := controlproto.Epoch(s.now())
@@ -131,15 +139,7 @@ func (s *Server) clusterFor(st *mapState, a *agent, gw store.Gateway) *controlpr
 	if !self {
 		return nil
 	}
-	slices.SortFunc(c.Members, func(x, y controlproto.ClusterMember) int {
-		switch {
-		case x.GatewayID < y.GatewayID:
-			return -1
-		case x.GatewayID > y.GatewayID:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(c.Members, func(x, y controlproto.ClusterMember) int { return strings.Compare(x.GatewayID, y.GatewayID) })
 	return c
 }
 

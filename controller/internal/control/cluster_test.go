@@ -20,7 +20,9 @@ import (
 // the CA, before the map. Peers that see a member dead make it dead for
 // the controller at once, while its connection still looks open.
 func TestGatewayClusterMaps(t *testing.T) {
-	h := newHarness(t)
+	clock := &fakeClock{}
+	clock.ns.Store(time.Now().UnixNano())
+	h := newHarness(t, func(c *control.Config) { c.Now = clock.now })
 	h.world(t)
 	h.enrollDevice(t, "dev-nurse", "nurse")
 	ids := []string{"gw-a", "gw-b", "gw-c"}
@@ -30,6 +32,16 @@ func TestGatewayClusterMaps(t *testing.T) {
 		_, tc := h.enrollGateway(t, id, "lan")
 		gws[id] = h.start(t, id, tc, controlproto.Hello{Kind: controlproto.KindGateway, Endpoint: gwEndpoint, ClusterAddr: addrs[id]})
 	}
+	// Within the grace period after the controller started, no clusters:
+	// the gateways that reconnected first would expel the others.
+	i, _ := gws["gw-a"].waitFrame(t, 0, "a first map", func(f *controlproto.Frame) bool { return f.Type == controlproto.TypeGatewayMap })
+	h.recomputed(t)
+	for _, r := range gws["gw-a"].framesFrom(i) {
+		if r.f.GatewayMap != nil && r.f.GatewayMap.Cluster != nil {
+			t.Fatal("a cluster within the grace period after the start")
+		}
+	}
+	clock.advance(control.DefaultGatewayGrace + time.Second)
 	clustered := func(n int) func(*controlproto.Frame) bool {
 		return func(f *controlproto.Frame) bool {
 			return f.Type == controlproto.TypeGatewayMap && f.GatewayMap.Cluster != nil && len(f.GatewayMap.Cluster.Members) == n
@@ -49,7 +61,7 @@ func TestGatewayClusterMaps(t *testing.T) {
 		}
 	}
 	gws["gw-b"].waitFrame(t, 0, "gw-b's map with the same cluster", clustered(2))
-	i, _ := gws["gw-c"].waitFrame(t, 0, "gw-c's map", func(f *controlproto.Frame) bool { return f.Type == controlproto.TypeGatewayMap })
+	i, _ = gws["gw-c"].waitFrame(t, 0, "gw-c's map", func(f *controlproto.Frame) bool { return f.Type == controlproto.TypeGatewayMap })
 	for _, r := range gws["gw-c"].framesFrom(i) {
 		if r.f.GatewayMap != nil && r.f.GatewayMap.Cluster != nil {
 			t.Fatal("a gateway without a cluster address got a cluster")

@@ -165,6 +165,9 @@ type Server struct {
 	// recompute goroutine's alone.
 	views map[string]map[string]string
 	epoch uint64
+	// clusterReady is set once the grace period after the start passed:
+	// maps carry clusters from then on (cluster.go).
+	clusterReady atomic.Bool
 
 	drifts atomic.Int64 // drift checks that found a difference
 	sent   sendStats    // every map frame written since start, all agents

@@ -411,6 +411,7 @@ type gw struct {
 	cluster     *cluster.Cluster
 	remote      remoteActivity
 	clusterNews chan struct{}
+	lastCluster *controlproto.GatewayCluster // the one last applied (updateCluster's)
 
 	// activityEvery is the map's ActivityInterval (nanoseconds; 0: the
 	// controller wants no activity reports).
@@ -472,14 +473,27 @@ func (g *gw) onFrame(f *controlproto.Frame) error {
 	return nil
 }
 
-// updateCluster hands the map's cluster to the cluster (not under g.mu).
+// updateCluster hands the map's cluster to the cluster and the host
+// firewall when it changed. A map without one (a controller before
+// capability 12, or one that restarted moments ago and does not know
+// every member yet) leaves the last one in place. Not under g.mu; called
+// from the control channel's reader (and once before it starts).
 func (g *gw) updateCluster(m *controlproto.GatewayMap) {
 	if g.cluster == nil || m == nil {
 		return
 	}
 	if m.Cluster == nil {
-		g.log.Warn("--cluster-listen is set but the controller sent no cluster (a controller before capability 12?)")
+		if g.lastCluster == nil {
+			g.log.Debug("--cluster-listen is set and the controller sent no cluster yet")
+		}
 		return
+	}
+	if controlproto.EqualClusters(m.Cluster, g.lastCluster) {
+		return
+	}
+	if err := g.cluster.Update(m.Cluster); err != nil {
+		g.log.Error("cluster not updated", "err", err)
+		return // tried again with the next map
 	}
 	if g.fw != nil {
 		// The host firewall admits the cluster port from the listed
@@ -492,11 +506,10 @@ func (g *gw) updateCluster(m *controlproto.GatewayMap) {
 		}
 		if err := g.fw.SetClusterPeers(peers); err != nil {
 			g.log.Error("host firewall: cluster peers not updated", "err", err)
+			return
 		}
 	}
-	if err := g.cluster.Update(m.Cluster); err != nil {
-		g.log.Error("cluster not updated", "err", err)
-	}
+	g.lastCluster = m.Cluster
 }
 
 // onMap applies a map from the controller.
@@ -700,17 +713,11 @@ func (g *gw) reportActivity(ctx context.Context, cc *controlclient.Client) {
 				wait = min(max(every, minActivityEvery), maxActivityEvery)
 				var act map[string]time.Duration
 				act, mark = g.authz.Activity(mark)
-				own = make([]controlproto.DeviceActivity, 0, len(act))
-				for id, idle := range act {
-					own = append(own, controlproto.DeviceActivity{DeviceID: id, Idle: idle})
-				}
+				own = deviceActivity(act)
 				// What the cluster's other gateways saw counts too
 				// (one of them may have lost the controller).
 				g.remote.merge(act)
-				rep.Devices = make([]controlproto.DeviceActivity, 0, len(act))
-				for id, idle := range act {
-					rep.Devices = append(rep.Devices, controlproto.DeviceActivity{DeviceID: id, Idle: idle})
-				}
+				rep.Devices = deviceActivity(act)
 			}
 			t.Reset(wait)
 			// The load goes when it changed, and now and then so that a
@@ -743,6 +750,14 @@ func (g *gw) reportActivity(ctx context.Context, cc *controlclient.Client) {
 			}
 		}
 	}
+}
+
+func deviceActivity(act map[string]time.Duration) []controlproto.DeviceActivity {
+	out := make([]controlproto.DeviceActivity, 0, len(act))
+	for id, idle := range act {
+		out = append(out, controlproto.DeviceActivity{DeviceID: id, Idle: idle})
+	}
+	return out
 }
 
 // load is the gateway's load for the controller's gateway list.
