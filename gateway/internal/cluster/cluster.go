@@ -48,6 +48,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"slices"
@@ -336,8 +337,14 @@ func (c *Cluster) poke() {
 	}
 }
 
-// joinEvery is how often listed members outside the cluster are joined.
-const joinEvery = 2 * time.Second
+// joinEvery is how often listed members outside the cluster are joined,
+// at most joinAtOnce of them a time (one that answers brings the whole
+// membership; each unreachable one costs a 1 s dial, which Close waits
+// for).
+const (
+	joinEvery  = 2 * time.Second
+	joinAtOnce = 3
+)
 
 // run is the owner goroutine: epoch rotation and joins, until Close.
 func (c *Cluster) run() {
@@ -374,6 +381,8 @@ func (c *Cluster) joinMissing() {
 	if len(addrs) == 0 {
 		return
 	}
+	rand.Shuffle(len(addrs), func(i, j int) { addrs[i], addrs[j] = addrs[j], addrs[i] })
+	addrs = addrs[:min(len(addrs), joinAtOnce)]
 	if n, err := ml.Join(addrs); err != nil && n == 0 {
 		c.log.Debug("join cluster members", "addrs", addrs, "err", err)
 	}

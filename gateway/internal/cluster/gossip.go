@@ -222,7 +222,9 @@ func (d *delegate) NotifyMsg(b []byte) {
 			return
 		}
 		if _, err := c.takeNotice(&r, false); err != nil {
-			c.log.Warn("revocation notice refused", "err", err)
+			// Counted (cordon_gateway_cluster_refused_total); a member
+			// could flood the log.
+			c.log.Debug("gossiped revocation notice refused", "err", err)
 		}
 	case msgActivity:
 		if err := c.takeActivity(b[1:]); err != nil {
