@@ -41,35 +41,10 @@ func TestGatewayCluster(t *testing.T) {
 	// bounds want the host to themselves.
 	w := newWorld(t, withGatewayArgs("--cluster-listen", gwWANAddr+":"+clusterPort))
 	ehr := w.svcs["ehr"]
-	gws := map[string]*extraGateway{gwName: {name: gwName, wan: gwWANAddr, app: gwAppAddr, iface: w.gwIface, ns: w.gw, proc: w.gateway}}
-	for i, name := range []string{"gw2", "gw3"} {
-		g := &extraGateway{name: name, wan: fmt.Sprintf("192.0.2.%d", 3+i), app: fmt.Sprintf("10.20.0.%d", 2+i),
-			iface: ifaceName(fmt.Sprintf("x%d", i), w.seq), dir: filepath.Join(w.dir, name), tokFile: filepath.Join(w.dir, name+"-token")}
-		w.addGatewayNS(g, i)
-		tok := strings.TrimSpace(w.mustCtl("", "gateway", "token", "create", "--segment", segmentName, "--name", name))
-		if err := os.WriteFile(g.tokFile, []byte(tok+"\n"), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		g.proc = w.runExtraGateway(g, name, "--cluster-listen", g.wan+":"+clusterPort)
-		gws[name] = g
-	}
-	ids := map[string]string{} // name → gateway ID
-	waitFor(t, 30*time.Second, "three gateways up", func() error {
-		up := 0
-		for _, g := range w.gatewayStates() {
-			ids[g.Name] = g.ID
-			if g.State == "up" {
-				up++
-			}
-		}
-		if up != 3 {
-			return fmt.Errorf("%d gateways up: %+v", up, w.gatewayStates())
-		}
-		return nil
-	})
-	names := map[string]string{}
-	for n, id := range ids {
-		names[id] = n
+	gws := w.threeGateways(func(wan string) []string { return []string{"--cluster-listen", wan + ":" + clusterPort} })
+	ids, names := map[string]string{}, map[string]string{} // name → gateway ID, and back
+	for _, g := range w.gatewayStates() {
+		ids[g.Name], names[g.ID] = g.ID, g.Name
 	}
 
 	// 1. One cluster: each gateway saw the two others join.
