@@ -197,9 +197,3 @@ func (v *verifyCache) add(auth *authSet, name string, meta []byte) {
 	}
 	v.metas[name] = string(meta)
 }
-
-func (v *verifyCache) reset() {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	v.auth, v.metas = nil, nil
-}

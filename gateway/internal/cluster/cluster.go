@@ -210,7 +210,6 @@ func (c *Cluster) Update(v *controlproto.GatewayCluster) error {
 		return fmt.Errorf("cluster: the controller does not list this gateway at %s (listed: %v); it joins no cluster until it does", c.addr, ok)
 	}
 	c.auth.Store(auth)
-	c.verified.reset()
 	if c.ml.Load() == nil {
 		if err := c.startLocked(v); err != nil {
 			return err
