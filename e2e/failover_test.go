@@ -56,30 +56,7 @@ func TestGatewayFailover(t *testing.T) {
 	w := newWorld(t)
 	ehr := w.svcs["ehr"]
 
-	gws := map[string]*extraGateway{gwName: {name: gwName, wan: gwWANAddr, app: gwAppAddr, iface: w.gwIface, ns: w.gw, proc: w.gateway}}
-	for i, name := range []string{"gw2", "gw3"} {
-		g := &extraGateway{name: name, wan: fmt.Sprintf("192.0.2.%d", 3+i), app: fmt.Sprintf("10.20.0.%d", 2+i),
-			iface: ifaceName(fmt.Sprintf("x%d", i), w.seq), dir: filepath.Join(w.dir, name), tokFile: filepath.Join(w.dir, name+"-token")}
-		w.addGatewayNS(g, i)
-		tok := strings.TrimSpace(w.mustCtl("", "gateway", "token", "create", "--segment", segmentName, "--name", name))
-		if err := os.WriteFile(g.tokFile, []byte(tok+"\n"), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		g.proc = w.runExtraGateway(g, name)
-		gws[name] = g
-	}
-	waitFor(t, 30*time.Second, "three gateways up", func() error {
-		up := 0
-		for _, g := range w.gatewayStates() {
-			if g.State == "up" {
-				up++
-			}
-		}
-		if up != 3 {
-			return fmt.Errorf("%d gateways up: %+v", up, w.gatewayStates())
-		}
-		return nil
-	})
+	gws := w.threeGateways(nil)
 
 	names := map[string]string{} // gateway ID → name
 	for _, g := range w.gatewayStates() {
@@ -215,6 +192,44 @@ func TestGatewayFailover(t *testing.T) {
 	w.unreachable(w.clerk, ehr)
 }
 
+// threeGateways enrolls and starts gw2 and gw3 in segment clinical beside
+// the world's gw1, each with the flags extra gives for its WAN address
+// (nil: none), and waits until the controller has all three up. It
+// returns them by name, gw1 included.
+func (w *world) threeGateways(extra func(wan string) []string) map[string]*extraGateway {
+	t := w.t
+	t.Helper()
+	gws := map[string]*extraGateway{gwName: {name: gwName, wan: gwWANAddr, app: gwAppAddr, iface: w.gwIface, ns: w.gw, proc: w.gateway}}
+	for i, name := range []string{"gw2", "gw3"} {
+		g := &extraGateway{name: name, wan: fmt.Sprintf("192.0.2.%d", 3+i), app: fmt.Sprintf("10.20.0.%d", 2+i),
+			iface: ifaceName(fmt.Sprintf("x%d", i), w.seq), dir: filepath.Join(w.dir, name), tokFile: filepath.Join(w.dir, name+"-token")}
+		w.addGatewayNS(g, i)
+		tok := strings.TrimSpace(w.mustCtl("", "gateway", "token", "create", "--segment", segmentName, "--name", name))
+		if err := os.WriteFile(g.tokFile, []byte(tok+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		var flags []string
+		if extra != nil {
+			flags = extra(g.wan)
+		}
+		g.proc = w.runExtraGateway(g, name, flags...)
+		gws[name] = g
+	}
+	waitFor(t, 30*time.Second, "three gateways up", func() error {
+		up := 0
+		for _, g := range w.gatewayStates() {
+			if g.State == "up" {
+				up++
+			}
+		}
+		if up != 3 {
+			return fmt.Errorf("%d gateways up: %+v", up, w.gatewayStates())
+		}
+		return nil
+	})
+	return gws
+}
+
 // addGatewayNS makes gateway g's namespace: WAN on the bridge, app0 toward
 // the app namespace (eth<2+i> there), forwarding on.
 func (w *world) addGatewayNS(g *extraGateway, i int) {
@@ -270,11 +285,11 @@ func (w *world) addNS(role string) netNS {
 	return ns
 }
 
-// runExtraGateway starts (or restarts) gateway g.
-func (w *world) runExtraGateway(g *extraGateway, name string) *proc {
-	return w.start(g.ns, name, bin("cordon-gateway"),
+// runExtraGateway starts (or restarts) gateway g, with extra flags.
+func (w *world) runExtraGateway(g *extraGateway, name string, extra ...string) *proc {
+	return w.start(g.ns, name, append([]string{bin("cordon-gateway"),
 		"--state-dir", g.dir, "--controller", controllerURL, "--ca-cert", w.caFile(), "--token-file", g.tokFile,
-		"--mode", "tun", "--interface", g.iface, "--listen-port", "51820", "--endpoint", g.wan+":51820")
+		"--mode", "tun", "--interface", g.iface, "--listen-port", "51820", "--endpoint", g.wan + ":51820"}, extra...)...)
 }
 
 type gatewayState struct {

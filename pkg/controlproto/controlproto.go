@@ -114,7 +114,13 @@ const (
 //	  not); gateways send a batch, empty if need be, at least every
 //	  FlowHeartbeat. Gateways of a controller below 11 send their events
 //	  once, unnumbered, as before, and drop them from the spool when sent.
-const CapabilityVersion = 11
+//	12 (2026-12-04): gateway clusters (cluster.go): a gateway says where it
+//	  gossips (Hello.ClusterAddr); the controller sends gateways of this
+//	  capability their cluster (GatewayMap.Cluster: gossip keys by epoch,
+//	  members with their addresses and certificate keys) and signed
+//	  revocation notices (revocation, Revocation) to gossip; gateways
+//	  report the members they see dead (Activity.Cluster).
+const CapabilityVersion = 12
 
 // MinGatewayListCapability is the lowest client capability that gets
 // every gateway of a segment (ClientMap.Segments).
@@ -177,6 +183,7 @@ const (
 	TypeAuditAlert      = "audit_alert"      // gateway → controller
 	// Capability 11.
 	TypeFlowAck = "flow_ack" // controller → gateway
+	// Capability 12: TypeRevocation (cluster.go).
 )
 
 // Frame is the envelope of every message on the control stream. Exactly one
@@ -205,6 +212,8 @@ type Frame struct {
 	AuditAlert      *AuditAlert      `json:"audit_alert,omitempty"`
 	// Capability 11.
 	FlowAck *FlowAck `json:"flow_ack,omitempty"`
+	// Capability 12.
+	Revocation *Revocation `json:"revocation,omitempty"`
 }
 
 // FlowAck tells a gateway that the controller committed its flow events up
@@ -264,6 +273,10 @@ type Activity struct {
 	// Load is the gateway's load now, for 'cordonctl gateway list'
 	// (optional: older gateways send none, older controllers ignore it).
 	Load *GatewayLoad `json:"load,omitempty"`
+	// Cluster (capability 12) is every other member of the gateway's
+	// cluster with its state as this gateway sees it, sent when one
+	// changed and with each load report.
+	Cluster []ClusterMemberState `json:"cluster,omitempty"`
 }
 
 // GatewayLoad is how busy a gateway is.
@@ -325,6 +338,9 @@ type Hello struct {
 	// AuditLogSize is the size of the audit log checkpoint a gateway holds
 	// (capability 8; 0: none), where the first checkpoint's proof starts.
 	AuditLogSize int64 `json:"audit_log_size,omitempty"`
+	// ClusterAddr is where a gateway gossips with its cluster
+	// (capability 12; invalid: it joins no cluster).
+	ClusterAddr netip.AddrPort `json:"cluster_addr,omitzero"`
 }
 
 // GatewayMap is everything a gateway needs: its own overlay address, the
@@ -354,6 +370,9 @@ type GatewayMap struct {
 	// computed from (capability 11; 0: none, or an older controller),
 	// which the gateway's flow records carry.
 	PolicyVersion int64 `json:"policy_version,omitempty"`
+	// Cluster is the gateway's cluster (capability 12; nil: it joins
+	// none).
+	Cluster *GatewayCluster `json:"cluster,omitempty"`
 }
 
 // DefaultGrantLifetime is the grant lifetime of a map that names none.
@@ -691,7 +710,8 @@ func DecodeFrame(b []byte) (*Frame, error) {
 	set := 0
 	for _, p := range []bool{f.Hello != nil, f.GatewayMap != nil, f.ClientMap != nil, f.FlowEvents != nil, f.Ack != nil,
 		f.Activity != nil, f.Posture != nil, f.Renew != nil, f.Certificate != nil,
-		f.GatewayDelta != nil, f.ClientDelta != nil, f.AuditCheckpoint != nil, f.AuditAlert != nil, f.FlowAck != nil} {
+		f.GatewayDelta != nil, f.ClientDelta != nil, f.AuditCheckpoint != nil, f.AuditAlert != nil, f.FlowAck != nil,
+		f.Revocation != nil} {
 		if p {
 			set++
 		}
@@ -759,6 +779,10 @@ func DecodeFrame(b []byte) (*Frame, error) {
 		}
 	case TypeFlowAck:
 		if f.FlowAck == nil {
+			set = -1
+		}
+	case TypeRevocation:
+		if f.Revocation == nil {
 			set = -1
 		}
 	case TypeError, TypePing:

@@ -82,12 +82,13 @@ type GatewayMapDelta struct {
 	From uint64 `json:"from"`
 	To   uint64 `json:"to"`
 
-	GatewayID        *Set[string]        `json:"gateway_id,omitempty"`
-	OverlayAddr      *Set[netip.Addr]    `json:"overlay_addr,omitempty"`
-	DNSZones         *Set[[]DNSZone]     `json:"dns_zones,omitempty"`
-	ActivityInterval *Set[time.Duration] `json:"activity_interval_ns,omitempty"`
-	GrantLifetime    *Set[time.Duration] `json:"grant_lifetime_ns,omitempty"`
-	PolicyVersion    *Set[int64]         `json:"policy_version,omitempty"` // capability 11
+	GatewayID        *Set[string]          `json:"gateway_id,omitempty"`
+	OverlayAddr      *Set[netip.Addr]      `json:"overlay_addr,omitempty"`
+	DNSZones         *Set[[]DNSZone]       `json:"dns_zones,omitempty"`
+	ActivityInterval *Set[time.Duration]   `json:"activity_interval_ns,omitempty"`
+	GrantLifetime    *Set[time.Duration]   `json:"grant_lifetime_ns,omitempty"`
+	PolicyVersion    *Set[int64]           `json:"policy_version,omitempty"` // capability 11
+	Cluster          *Set[*GatewayCluster] `json:"cluster,omitempty"`        // capability 12
 
 	Segments ListDelta[Segment, string]            `json:"segments,omitzero"`
 	Peers    ListDelta[GatewayPeer, string]        `json:"peers,omitzero"`
@@ -202,6 +203,9 @@ func DiffGatewayMap(old, new *GatewayMap) (*GatewayMapDelta, error) {
 		GrantLifetime:    setIfChanged(old.GrantLifetime, new.GrantLifetime),
 		PolicyVersion:    setIfChanged(old.PolicyVersion, new.PolicyVersion),
 	}
+	if !ptrEq(old.Cluster, new.Cluster, clusterEq) {
+		d.Cluster = &Set[*GatewayCluster]{V: new.Cluster}
+	}
 	var err error
 	if d.Segments, err = diffList(old.Segments, new.Segments, segmentKey, segmentEq); err != nil {
 		return nil, fmt.Errorf("segments: %w", err)
@@ -232,6 +236,7 @@ func ApplyGatewayDelta(old *GatewayMap, d *GatewayMapDelta) (*GatewayMap, error)
 	setField(&m.ActivityInterval, d.ActivityInterval)
 	setField(&m.GrantLifetime, d.GrantLifetime)
 	setField(&m.PolicyVersion, d.PolicyVersion)
+	setField(&m.Cluster, d.Cluster)
 	var err error
 	if m.Segments, err = applyList(old.Segments, d.Segments, segmentKey); err != nil {
 		return nil, fmt.Errorf("segments: %w", err)
@@ -264,7 +269,7 @@ func (d *GatewayMapDelta) SmallerThan(full *GatewayMap) bool {
 // IsEmpty reports whether d changes nothing but the revision.
 func (d *GatewayMapDelta) IsEmpty() bool {
 	return d.GatewayID == nil && d.OverlayAddr == nil && d.DNSZones == nil && d.ActivityInterval == nil &&
-		d.GrantLifetime == nil && d.PolicyVersion == nil && d.Segments.IsZero() && d.Peers.IsZero() && d.Rules.IsZero() && d.Apps.IsZero()
+		d.GrantLifetime == nil && d.PolicyVersion == nil && d.Cluster == nil && d.Segments.IsZero() && d.Peers.IsZero() && d.Rules.IsZero() && d.Apps.IsZero()
 }
 
 // DiffClientMap returns the delta from old to new for a client of
@@ -394,7 +399,7 @@ func EqualGatewayMaps(a, b *GatewayMap) bool {
 	}
 	return a.GatewayID == b.GatewayID && a.OverlayAddr == b.OverlayAddr && sliceEq(a.DNSZones, b.DNSZones) &&
 		a.ActivityInterval == b.ActivityInterval && a.GrantLifetime == b.GrantLifetime && a.PolicyVersion == b.PolicyVersion &&
-		listEq(a.Segments, b.Segments, segmentEq) && listEq(a.Peers, b.Peers, peerEq) &&
+		ptrEq(a.Cluster, b.Cluster, clusterEq) && listEq(a.Segments, b.Segments, segmentEq) && listEq(a.Peers, b.Peers, peerEq) &&
 		listEq(a.Rules, b.Rules, ruleEq) && listEq(a.Apps, b.Apps, appEq)
 }
 

@@ -119,6 +119,16 @@ func (g gen) gatewayMap(rev uint64) *GatewayMap {
 		GrantLifetime:    time.Duration(g.r.IntN(2)) * time.Hour,
 		PolicyVersion:    int64(g.r.IntN(3)),
 	}
+	if g.r.IntN(3) > 0 {
+		m.Cluster = &GatewayCluster{Name: g.pick("icu", "lab")}
+		for e := range uint64(g.r.IntN(3)) {
+			m.Cluster.Keys = append(m.Cluster.Keys, ClusterKey{Epoch: 100 + e, Key: []byte(g.pick("k1", "k2"))})
+		}
+		for _, id := range g.strs("gw-a", "gw-b") {
+			m.Cluster.Members = append(m.Cluster.Members, ClusterMember{GatewayID: id,
+				Addr: netip.AddrPortFrom(g.addr(), 7946), CertKey: []byte(g.pick("c1", "c2"))})
+		}
+	}
 	m.Segments = keyed(g, 4, func(i int) Segment { return Segment{Name: fmt.Sprintf("seg%d", i), CIDRs: g.prefixes()} }, segmentKey)
 	m.Peers = keyed(g, 8, func(i int) GatewayPeer {
 		p := GatewayPeer{Peer: policy.Peer{DeviceID: fmt.Sprintf("dev%02d", i), User: g.pick("ann", "bob"), Addr: g.addr(),
@@ -601,7 +611,10 @@ func TestEqualCoversEveryField(t *testing.T) {
 		fields int
 		where  string
 	}{
-		{GatewayMap{}, 11, "EqualGatewayMaps"},
+		{GatewayMap{}, 12, "EqualGatewayMaps"},
+		{GatewayCluster{}, 3, "clusterEq"},
+		{ClusterKey{}, 2, "clusterEq"},
+		{ClusterMember{}, 3, "clusterEq"},
 		{ClientMap{}, 9, "EqualClientMaps"},
 		{ClientSegment{}, 4, "clientSegmentEq"},
 		{GatewayPeer{}, 4, "peerEq"},

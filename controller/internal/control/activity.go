@@ -22,6 +22,9 @@ func (s *Server) recordActivity(log *slog.Logger, a *agent, rep *controlproto.Ac
 	if rep.Load != nil {
 		s.noteLoad(a, *rep.Load)
 	}
+	if rep.Cluster != nil {
+		s.noteClusterView(a, rep.Cluster)
+	}
 	if s.cfg.Sessions == nil {
 		return
 	}

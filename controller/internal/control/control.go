@@ -160,6 +160,14 @@ type Server struct {
 	seen    map[string]*gatewaySeen
 	started time.Time
 	down    map[string]bool
+	// views is how each connected gateway sees its cluster's members
+	// (cluster.go); epoch is the gossip key epoch of the maps sent, the
+	// recompute goroutine's alone.
+	views map[string]map[string]string
+	epoch uint64
+	// clusterReady is set once the grace period after the start passed:
+	// maps carry clusters from then on (cluster.go).
+	clusterReady atomic.Bool
 
 	drifts atomic.Int64 // drift checks that found a difference
 	sent   sendStats    // every map frame written since start, all agents
@@ -202,6 +210,7 @@ func New(cfg Config) *Server {
 		instances: map[string]controlproto.InstanceID{},
 		seen:      map[string]*gatewaySeen{},
 		down:      map[string]bool{},
+		views:     map[string]map[string]string{},
 	}
 	s.started = s.now()
 	if s.cfg.State == nil {
@@ -354,6 +363,9 @@ type agent struct {
 	wmu sync.Mutex // serializes writes on the control stream (maps, replies)
 
 	checkpoint agentCheckpoint // audit log checkpoints (auditlog.go)
+	// notices are revocation notices for a gateway to gossip, sent before
+	// its next map (cluster.go); guarded by mu.
+	notices []*controlproto.Revocation
 }
 
 // sendStats counts what the writer sent one agent.
@@ -601,15 +613,22 @@ func (s *Server) handle(ctx context.Context, conn *quic.Conn) {
 	if kind == ca.KindClient && a.public.IsValid() {
 		s.public[id] = a.public
 	}
+	clusterChanged := false
 	if kind == ca.KindGateway {
 		s.noteInstanceLocked(log, id, hello.Hello.Instance)
 		s.noteGatewayLocked(id, hello.Hello.AgentVersion, s.now())
+		clusterChanged = s.noteClusterLocked(id, hello.Hello.ClusterAddr, certs[0])
 	}
 	s.mu.Unlock()
+	if clusterChanged {
+		// The other gateways of its cluster list it (cluster.go).
+		s.refreshGateways()
+	}
 	defer func() {
 		s.mu.Lock()
 		if s.agents[id] == a {
 			delete(s.agents, id)
+			delete(s.views, id)
 			if kind == ca.KindGateway {
 				s.noteGatewayLocked(id, "", s.now())
 			}
@@ -694,6 +713,11 @@ func (s *Server) writeLoop(ctx context.Context, log *slog.Logger, a *agent, w *q
 		}
 		if err := s.writeCheckpoint(ctx, log, a, w); err != nil {
 			log.Warn("push audit log checkpoint", "err", err)
+			a.conn.CloseWithError(codeProtocol, "write failed")
+			return
+		}
+		if err := writeNotices(a, w); err != nil {
+			log.Warn("push revocation notices", "err", err)
 			a.conn.CloseWithError(codeProtocol, "write failed")
 			return
 		}
@@ -812,6 +836,7 @@ func (s *Server) recomputeLoop(ctx context.Context) {
 			if s.maps != nil {
 				s.checkHealth(s.maps.gatewayIDs(), s.now())
 			}
+			s.checkEpoch()
 			continue
 		case <-drift.C:
 			if st := s.maps; st != nil && checking.CompareAndSwap(false, true) {
@@ -925,6 +950,7 @@ func (s *Server) recompute(ctx context.Context, c store.Change, joined []*agent)
 	}()
 	gwStart := time.Now()
 	waiting := map[*agent]uint64{}
+	notices := map[string]*controlproto.Revocation{} // by device, this recompute's
 	for _, a := range gateways {
 		gw, ok := st.ix.Gateway(a.id)
 		if !ok {
@@ -956,6 +982,8 @@ func (s *Server) recompute(ctx context.Context, c store.Change, joined []*agent)
 				}
 			}
 		}
+		gm.Cluster = s.clusterFor(st, a, gw)
+		a.queueNotices(s.revocations(s.log, a.offeredGatewayMap(), gm, notices))
 		peers := make(map[string]bool, len(gm.Peers))
 		for _, p := range gm.Peers {
 			peers[p.DeviceID] = true

@@ -48,6 +48,7 @@ const (
 // gatewaySeen is what the controller last knew of a gateway's control
 // connection; guarded by Server.mu.
 type gatewaySeen struct {
+	cluster  clusterIdentity           // from its last connection (cluster.go)
 	version  string                    // Hello.AgentVersion
 	lastSeen time.Time                 // when it connected, or disconnected
 	load     *controlproto.GatewayLoad // last reported on its connection; nil: none
@@ -90,6 +91,9 @@ func (s *Server) noteLoad(a *agent, l controlproto.GatewayLoad) {
 
 // gatewayStateLocked is gateway id's state at now.
 func (s *Server) gatewayStateLocked(id string, now time.Time) string {
+	if s.peersSeeDeadLocked(id) {
+		return GatewayDead // its cluster saw it die (cluster.go)
+	}
 	if a := s.agents[id]; a != nil && a.kind == ca.KindGateway {
 		return GatewayUp
 	}

@@ -64,6 +64,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&cfg.MetricsListen, "metrics-listen", "", "serve Prometheus metrics (/metrics) and health (/healthz, /readyz: has a network map) on ADDR, plain HTTP (default off)")
 	fs.Int64Var(&cfg.SpoolMaxBytes, "spool-max-bytes", 256<<20, "bound on the flow record spool (<state-dir>/flowspool) holding records until the controller acknowledges them")
 	fs.StringVar(&cfg.SpoolFull, "spool-full", gateway.SpoolFailClosedPHI, "new flows while the flow record spool is full: fail-closed-phi (refuse flows to phi apps), fail-closed (refuse all) or fail-open (admit; their records are lost)")
+	fs.Func("cluster-listen", "IP:PORT where this gateway gossips with the other gateways of its segment (memberlist, UDP and TCP; the address they reach it at, not 0.0.0.0); default off: no cluster", func(s string) error {
+		ap, err := netip.ParseAddrPort(s)
+		if err != nil || ap.Addr().IsUnspecified() || ap.Port() == 0 {
+			return fmt.Errorf("%q: want IP:PORT with this gateway's own address and a port, e.g. 10.1.0.5:7946", s)
+		}
+		cfg.ClusterListen = ap
+		return nil
+	})
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	logFormat := fs.String("log-format", "text", "log format: "+logsetup.Formats+" (JSON lines for log shippers)")
 	fs.Usage = func() {

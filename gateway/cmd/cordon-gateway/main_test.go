@@ -22,6 +22,7 @@ func TestArgumentsAreNotIgnored(t *testing.T) {
 		{args: []string{"--version"}, code: 0, out: "cordon-gateway "},
 		{args: []string{"--state-dir", dir, "--endpoint", "192.0.2.1:51820", "--log-format", "xml"}, code: 2, err: "--log-format"},
 		{args: []string{"--state-dir", dir}, code: 2, err: "--endpoint is required"},
+		{args: []string{"--state-dir", dir, "--endpoint", "192.0.2.1:51820", "--cluster-listen", "0.0.0.0:7946"}, code: 2, err: "this gateway's own address"},
 	} {
 		var stdout, stderr bytes.Buffer
 		code := run(tc.args, &stdout, &stderr)

@@ -40,6 +40,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.zx2c4.com/wireguard/tun"
 
+	"github.com/cordonhq/cordon/gateway/internal/cluster"
 	"github.com/cordonhq/cordon/gateway/internal/dns"
 	"github.com/cordonhq/cordon/gateway/internal/flow"
 	"github.com/cordonhq/cordon/gateway/internal/hostfw"
@@ -102,6 +103,9 @@ type Config struct {
 	// MetricsListen, if set, serves Prometheus metrics (/metrics) and
 	// health (/healthz, /readyz) there, without TLS (--metrics-listen).
 	MetricsListen string
+	// ClusterListen, if set, is where the gateway gossips with the other
+	// gateways of its segment (--cluster-listen; cluster.go).
+	ClusterListen netip.AddrPort
 }
 
 // ErrNeedToken says the gateway is not enrolled and got no token.
@@ -183,11 +187,33 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	log.Info("wireguard listening", "port", cfg.ListenPort, "interface", cfg.Interface, "endpoint", cfg.Endpoint)
 
+	// A new one per start: clients see it change and handshake again at
+	// once (controlproto.ClientGateway.Instance).
+	instance, err := controlproto.NewInstanceID()
+	if err != nil {
+		return err
+	}
 	g := &gw{log: log, key: st, authz: authz, dns: dnsSrv, wg: wg, port: cfg.ListenPort, fw: dp.fw, saved: saved,
 		now: time.Now, lingerer: map[wgkey.Public]linger{}, saveNow: make(chan struct{}, 1), witness: wit, flows: flows,
-		noLoopback: cfg.Mode == ModeUserspace && !cfg.AllowLoopback}
+		noLoopback: cfg.Mode == ModeUserspace && !cfg.AllowLoopback, clusterNews: make(chan struct{}, 1)}
+	g.remote.now = g.now
 	defer g.stop()
+	hello := controlproto.Hello{Kind: controlproto.KindGateway, AgentVersion: cfg.Version, Endpoint: cfg.Endpoint, Instance: instance}
+	if cfg.ClusterListen.IsValid() {
+		cl, err := startCluster(cfg.ClusterListen, st, g, log.With("component", "cluster"))
+		if err != nil {
+			return err
+		}
+		defer cl.Close() // after the workers stopped (deferred below)
+		g.cluster = cl
+		hello.ClusterAddr = cl.Addr()
+		log.Info("cluster listening", "addr", cl.Addr())
+	}
 	g.restore()
+	g.mu.Lock()
+	restored := g.cur
+	g.mu.Unlock()
+	g.updateCluster(restored)
 	tlsConf, err := st.ClientTLS(controlproto.ALPN)
 	if err != nil {
 		return err
@@ -197,17 +223,11 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	// A new one per start: clients see it change and handshake again at
-	// once (controlproto.ClientGateway.Instance).
-	instance, err := controlproto.NewInstanceID()
-	if err != nil {
-		return err
-	}
 	cc := controlclient.New(controlclient.Config{
 		Addr:    st.Enrollment.ControlAddr,
 		TLS:     tlsConf,
 		Renewer: renewer,
-		Hello:   controlproto.Hello{Kind: controlproto.KindGateway, AgentVersion: cfg.Version, Endpoint: cfg.Endpoint, Instance: instance},
+		Hello:   hello,
 		OnHello: func(h *controlproto.Hello) { h.AuditLogSize = wit.Size() },
 		OnFrame: g.onFrame,
 		OnState: flows.connState,
@@ -321,7 +341,7 @@ func dataplane(cfg Config, overlay netip.Addr, log *slog.Logger) (*plane, error)
 			return nil, fmt.Errorf("--listen-port %d: want 1 to 65535", cfg.ListenPort)
 		}
 		fw, err := hostfw.Install(hostfw.Config{Interface: cfg.Interface, Overlay: OverlayPrefix,
-			ListenPort: uint16(cfg.ListenPort), Management: cfg.Management})
+			ListenPort: uint16(cfg.ListenPort), Management: cfg.Management, ClusterPort: cfg.ClusterListen.Port()})
 		if err != nil {
 			return nil, err
 		}
@@ -385,6 +405,13 @@ type gw struct {
 	// apps on this host's loopback cannot be reached.
 	noLoopback bool
 	alerted    string // the held checkpoint last alerted about (auditlog.go)
+	// cluster is the gateway's cluster (nil without --cluster-listen);
+	// remote the activity its peers saw; clusterNews wakes the activity
+	// reporter when a member's state changed (cluster.go).
+	cluster     *cluster.Cluster
+	remote      remoteActivity
+	clusterNews chan struct{}
+	lastCluster *controlproto.GatewayCluster // the one last applied (updateCluster's)
 
 	// activityEvery is the map's ActivityInterval (nanoseconds; 0: the
 	// controller wants no activity reports).
@@ -426,10 +453,67 @@ func (g *gw) onFrame(f *controlproto.Frame) error {
 		g.flows.ack(f.FlowAck)
 		return nil
 	}
+	if f.Type == controlproto.TypeRevocation {
+		if g.cluster == nil {
+			return nil // nobody to tell: the map that follows does the job here
+		}
+		if err := g.cluster.Revoke(f.Revocation); err != nil {
+			g.log.Error("revocation notice from the controller refused", "err", err)
+		}
+		return nil
+	}
 	if f.Type != controlproto.TypeGatewayMap {
 		g.log.Warn("unexpected control frame; ignored", "type", f.Type)
 		return nil
 	}
+	if err := g.onMap(f); err != nil {
+		return err
+	}
+	g.updateCluster(f.GatewayMap)
+	return nil
+}
+
+// updateCluster hands the map's cluster to the cluster and the host
+// firewall when it changed. A map without one (a controller before
+// capability 12, or one that restarted moments ago and does not know
+// every member yet) leaves the last one in place. Not under g.mu; called
+// from the control channel's reader (and once before it starts).
+func (g *gw) updateCluster(m *controlproto.GatewayMap) {
+	if g.cluster == nil || m == nil {
+		return
+	}
+	if m.Cluster == nil {
+		if g.lastCluster == nil {
+			g.log.Debug("--cluster-listen is set and the controller sent no cluster yet")
+		}
+		return
+	}
+	if controlproto.EqualClusters(m.Cluster, g.lastCluster) {
+		return
+	}
+	if err := g.cluster.Update(m.Cluster); err != nil {
+		g.log.Error("cluster not updated", "err", err)
+		return // tried again with the next map
+	}
+	if g.fw != nil {
+		// The host firewall admits the cluster port from the listed
+		// peers only.
+		var peers []netip.Addr
+		for _, mb := range m.Cluster.Members {
+			if mb.GatewayID != g.key.Enrollment.ID {
+				peers = append(peers, mb.Addr.Addr())
+			}
+		}
+		if err := g.fw.SetClusterPeers(peers); err != nil {
+			g.log.Error("host firewall: cluster peers not updated", "err", err)
+			return
+		}
+	}
+	g.lastCluster = m.Cluster
+}
+
+// onMap applies a map from the controller.
+func (g *gw) onMap(f *controlproto.Frame) error {
 	m := f.GatewayMap
 	g.flows.controllerCaps(f.Capability)
 	g.mu.Lock()
@@ -615,6 +699,7 @@ func (g *gw) reportActivity(ctx context.Context, cc *controlclient.Client) {
 	var mark flow.ActivityMark
 	var sent controlproto.GatewayLoad // the load last sent, at sentAt
 	var sentAt time.Time
+	var sentCluster []controlproto.ClusterMemberState // the members' states last sent
 	t := time.NewTimer(activityIdlePoll)
 	defer t.Stop()
 	// The load is looked at every loadPoll whatever the activity interval
@@ -623,9 +708,11 @@ func (g *gw) reportActivity(ctx context.Context, cc *controlclient.Client) {
 	defer loadTick.Stop()
 	for {
 		rep := &controlproto.Activity{}
+		var own []controlproto.DeviceActivity
 		select {
 		case <-ctx.Done():
 			return
+		case <-g.clusterNews:
 		case <-loadTick.C:
 		case <-t.C:
 			wait := activityIdlePoll
@@ -633,27 +720,51 @@ func (g *gw) reportActivity(ctx context.Context, cc *controlclient.Client) {
 				wait = min(max(every, minActivityEvery), maxActivityEvery)
 				var act map[string]time.Duration
 				act, mark = g.authz.Activity(mark)
-				rep.Devices = make([]controlproto.DeviceActivity, 0, len(act))
-				for id, idle := range act {
-					rep.Devices = append(rep.Devices, controlproto.DeviceActivity{DeviceID: id, Idle: idle})
-				}
+				own = deviceActivity(act)
+				// What the cluster's other gateways saw counts too
+				// (one of them may have lost the controller).
+				g.remote.merge(act)
+				rep.Devices = deviceActivity(act)
 			}
 			t.Reset(wait)
 		}
 		// The load goes when it changed, and now and then so that a
 		// controller that (re)connected learns it.
 		now := g.now()
-		load := g.load()
-		if load != sent || now.Sub(sentAt) >= loadRefresh {
+		if load := g.load(); load != sent || now.Sub(sentAt) >= loadRefresh {
 			rep.Load = &load
 		}
-		if len(rep.Devices) == 0 && rep.Load == nil {
-			continue
+		var members []controlproto.ClusterMemberState
+		if g.cluster != nil {
+			members = g.cluster.Members()
+			if !slices.Equal(members, sentCluster) || rep.Load != nil {
+				rep.Cluster = members
+			}
 		}
-		if cc.Send(&controlproto.Frame{Type: controlproto.TypeActivity, Activity: rep}) && rep.Load != nil {
-			sent, sentAt = load, now
+		if len(rep.Devices) > 0 || rep.Load != nil || rep.Cluster != nil {
+			if cc.Send(&controlproto.Frame{Type: controlproto.TypeActivity, Activity: rep}) {
+				if rep.Load != nil {
+					sent, sentAt = *rep.Load, g.now()
+				}
+				if rep.Cluster != nil {
+					sentCluster = members
+				}
+			}
+		}
+		if g.cluster != nil && len(own) > 0 {
+			if err := g.cluster.SendActivity(own); err != nil {
+				g.log.Debug("activity not sent to every cluster member", "err", err)
+			}
 		}
 	}
+}
+
+func deviceActivity(act map[string]time.Duration) []controlproto.DeviceActivity {
+	out := make([]controlproto.DeviceActivity, 0, len(act))
+	for id, idle := range act {
+		out = append(out, controlproto.DeviceActivity{DeviceID: id, Idle: idle})
+	}
+	return out
 }
 
 // load is the gateway's load for the controller's gateway list.

@@ -8,10 +8,12 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/cordonhq/cordon/gateway/internal/cluster"
 	"github.com/cordonhq/cordon/gateway/internal/dns"
 	"github.com/cordonhq/cordon/gateway/internal/flow"
 	"github.com/cordonhq/cordon/gateway/internal/spool"
 	"github.com/cordonhq/cordon/internal/metricshttp"
+	"github.com/cordonhq/cordon/pkg/controlproto"
 	"github.com/cordonhq/cordon/pkg/wgdev"
 )
 
@@ -20,8 +22,12 @@ import (
 // the authorizer, the DNS server, the spool and the WireGuard device
 // already keep, so the packet path does no extra work for them.
 func (g *gw) metricsRegistry(connected func() bool, decision prometheus.Histogram) *prometheus.Registry {
-	return metricsRegistry(metricsSources{flow: g.authz.Stats, dns: g.dns.Stats, spool: g.flows.sp.Stats, connected: connected,
-		validUntil: g.mapValidUntil, peers: g.wg.Status, now: g.now, decision: decision})
+	src := metricsSources{flow: g.authz.Stats, dns: g.dns.Stats, spool: g.flows.sp.Stats, connected: connected,
+		validUntil: g.mapValidUntil, peers: g.wg.Status, now: g.now, decision: decision}
+	if g.cluster != nil {
+		src.cluster, src.members = g.cluster.Stats, g.cluster.Members
+	}
+	return metricsRegistry(src)
 }
 
 // metricsSources are where the gateway's metrics are read from at scrape
@@ -35,6 +41,10 @@ type metricsSources struct {
 	peers      func() ([]wgdev.PeerStatus, error)
 	now        func() time.Time
 	decision   prometheus.Histogram // newDecisionHistogram
+	// cluster and members are the gateway cluster's counters and members
+	// (nil without --cluster-listen: no cluster metrics).
+	cluster func() cluster.Stats
+	members func() []controlproto.ClusterMemberState
 }
 
 // mapValidUntil is when the map in effect stops granting anything (zero:
@@ -103,7 +113,38 @@ func metricsRegistry(src metricsSources) *prometheus.Registry {
 		}
 		return 0
 	})
+	if src.cluster != nil {
+		clusterMetrics(m, src)
+	}
 	return reg
+}
+
+// clusterMetrics are the gateway cluster's (cluster.go).
+func clusterMetrics(m metricshttp.Funcs, src metricsSources) {
+	type L = prometheus.Labels
+	cs := func(f func(cluster.Stats) uint64) func() float64 {
+		return func() float64 { return float64(f(src.cluster())) }
+	}
+	for _, state := range []string{controlproto.MemberAlive, controlproto.MemberSuspect, controlproto.MemberDead} {
+		m.Gauge("gateway_cluster_members", "The other gateways of this gateway's cluster by state as it sees them (dead: also never heard of).", L{"state": state}, func() float64 {
+			n := 0
+			for _, mb := range src.members() {
+				if mb.State == state {
+					n++
+				}
+			}
+			return float64(n)
+		})
+	}
+	const refusedHelp = "What the cluster refused: member (alive messages and state exchanges of unlisted or unverified nodes), packet (packets and streams from unlisted addresses), notice (revocation notices whose signature or age did not verify), activity (activity reports not signed by a member, or replayed)."
+	m.Counter("gateway_cluster_refused_total", refusedHelp, L{"what": "member"}, cs(func(s cluster.Stats) uint64 { return s.Refused }))
+	m.Counter("gateway_cluster_refused_total", refusedHelp, L{"what": "packet"}, cs(func(s cluster.Stats) uint64 { return s.FilteredPackets }))
+	m.Counter("gateway_cluster_refused_total", refusedHelp, L{"what": "notice"}, cs(func(s cluster.Stats) uint64 { return s.BadNotices }))
+	m.Counter("gateway_cluster_refused_total", refusedHelp, L{"what": "activity"}, cs(func(s cluster.Stats) uint64 { return s.BadActivity }))
+	m.Counter("gateway_cluster_notices_total", "Revocation notices from the controller acted on (received directly or gossiped).", nil, cs(func(s cluster.Stats) uint64 { return s.Notices }))
+	const bytesHelp = "Gossip packet bytes (UDP) by direction; streams are not counted."
+	m.Counter("gateway_cluster_gossip_bytes_total", bytesHelp, L{"direction": "tx"}, cs(func(s cluster.Stats) uint64 { return s.PacketBytesSent }))
+	m.Counter("gateway_cluster_gossip_bytes_total", bytesHelp, L{"direction": "rx"}, cs(func(s cluster.Stats) uint64 { return s.PacketBytesReceived }))
 }
 
 // newDecisionHistogram is cordon_gateway_authorizer_decision_seconds,

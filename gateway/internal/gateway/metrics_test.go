@@ -7,10 +7,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cordonhq/cordon/gateway/internal/cluster"
 	"github.com/cordonhq/cordon/gateway/internal/dns"
 	"github.com/cordonhq/cordon/gateway/internal/flow"
 	"github.com/cordonhq/cordon/gateway/internal/spool"
 	"github.com/cordonhq/cordon/internal/metricshttp/metricstest"
+	"github.com/cordonhq/cordon/pkg/controlproto"
 	"github.com/cordonhq/cordon/pkg/wgdev"
 )
 
@@ -72,6 +74,48 @@ func TestMetricsValues(t *testing.T) {
 		"cordon_gateway_peers_active":                                  1,
 		"cordon_gateway_spool_full":                                    1,
 		"cordon_gateway_map_valid_until_timestamp_seconds":             float64(now.Add(time.Hour).Unix()),
+	} {
+		if vals[key] != v {
+			t.Errorf("%s = %v, want %v", key, vals[key], v)
+		}
+	}
+}
+
+// A gateway in a cluster serves the cluster's counters and its members by
+// state; one in none serves no cluster metrics.
+func TestClusterMetrics(t *testing.T) {
+	src := testSources(func() ([]wgdev.PeerStatus, error) { return nil, nil })
+	if served := metricstest.Served(t, metricsRegistry(src)); served["cordon_gateway_cluster_members"] {
+		t.Error("cluster metrics without a cluster")
+	}
+	src.cluster = func() cluster.Stats {
+		return cluster.Stats{Refused: 2, BadNotices: 1, Notices: 4, PacketBytesSent: 100}
+	}
+	src.members = func() []controlproto.ClusterMemberState {
+		return []controlproto.ClusterMemberState{{GatewayID: "a", State: "alive"}, {GatewayID: "b", State: "dead"}, {GatewayID: "c", State: "dead"}}
+	}
+	got, err := metricsRegistry(src).Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	vals := map[string]float64{}
+	for _, f := range got {
+		for _, m := range f.GetMetric() {
+			key := f.GetName()
+			for _, l := range m.GetLabel() {
+				key += "," + l.GetName() + "=" + l.GetValue()
+			}
+			vals[key] = m.GetCounter().GetValue() + m.GetGauge().GetValue()
+		}
+	}
+	for key, v := range map[string]float64{
+		"cordon_gateway_cluster_members,state=alive":             1,
+		"cordon_gateway_cluster_members,state=dead":              2,
+		"cordon_gateway_cluster_members,state=suspect":           0,
+		"cordon_gateway_cluster_refused_total,what=member":       2,
+		"cordon_gateway_cluster_refused_total,what=notice":       1,
+		"cordon_gateway_cluster_notices_total":                   4,
+		"cordon_gateway_cluster_gossip_bytes_total,direction=tx": 100,
 	} {
 		if vals[key] != v {
 			t.Errorf("%s = %v, want %v", key, vals[key], v)

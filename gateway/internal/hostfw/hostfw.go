@@ -10,8 +10,11 @@
 //	            with an ICMP error or a TTL-exceeded.
 //	input       (policy drop): loopback, replies to the host's own
 //	            connections, the WireGuard interface, the WireGuard UDP
-//	            port, IPv6 neighbour discovery and the management sources;
-//	            everything else dropped (counted) without an answer.
+//	            port, IPv6 neighbour discovery, the management sources and,
+//	            with a cluster port, the cluster's peers on that port
+//	            (chain cluster_peers, refilled from each map:
+//	            SetClusterPeers); everything else dropped (counted)
+//	            without an answer.
 //	forward     (policy drop): only from the WireGuard interface (what the
 //	            flow authorizer passed) toward the served segments, and the
 //	            replies of those flows back into it; all else dropped
@@ -81,6 +84,10 @@ type Config struct {
 	// Segments are the prefixes the tunnel may reach; SetSegments updates
 	// them from each map. Empty: nothing is forwarded.
 	Segments []netip.Prefix
+	// ClusterPort is the port the gateway gossips with its cluster on
+	// (UDP and TCP; 0: no cluster). Only the peers SetClusterPeers names
+	// reach it.
+	ClusterPort uint16
 }
 
 func (c Config) validate() error {
@@ -108,6 +115,7 @@ type Firewall struct {
 	table *nftables.Table
 	cfg   Config
 	fwd   *nftables.Chain
+	peers *nftables.Chain // cluster_peers; nil without a cluster port
 }
 
 // Option configures how Install talks to the kernel.
@@ -259,6 +267,9 @@ func (f *Firewall) addPrerouting() {
 }
 
 func (f *Firewall) addInput() {
+	if f.cfg.ClusterPort != 0 {
+		f.peers = f.conn.AddChain(&nftables.Chain{Name: "cluster_peers", Table: f.table})
+	}
 	ch := f.conn.AddChain(&nftables.Chain{Name: "input", Table: f.table, Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookInput, Priority: nftables.ChainPriorityFilter, Policy: ptr(nftables.ChainPolicyDrop)})
 	rule := f.ruleIn(ch)
@@ -274,7 +285,37 @@ func (f *Firewall) addInput() {
 	for _, p := range f.cfg.Management {
 		rule(src(p), accept())
 	}
+	if f.peers != nil {
+		rule(dport(f.cfg.ClusterPort), cond{&expr.Verdict{Kind: expr.VerdictJump, Chain: f.peers.Name}})
+	}
 	rule(count(CounterInputDropped), drop())
+}
+
+// SetClusterPeers replaces the addresses admitted to the cluster port
+// (UDP and TCP), atomically. Without a cluster port it does nothing.
+func (f *Firewall) SetClusterPeers(peers []netip.Addr) error {
+	for _, a := range peers {
+		if !a.IsValid() {
+			return fmt.Errorf("hostfw: invalid cluster peer address %v", a)
+		}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.peers == nil {
+		return nil
+	}
+	f.conn.FlushChain(f.peers)
+	rule := f.ruleIn(f.peers)
+	for _, a := range peers {
+		a = a.Unmap()
+		for _, proto := range []byte{unix.IPPROTO_UDP, unix.IPPROTO_TCP} {
+			rule(src(netip.PrefixFrom(a, a.BitLen())), l4proto(proto), dport(f.cfg.ClusterPort), accept())
+		}
+	}
+	if err := f.conn.Flush(); err != nil {
+		return fmt.Errorf("update the cluster peers admitted to port %d: %w", f.cfg.ClusterPort, err)
+	}
+	return nil
 }
 
 // addForwardRules fills the forward chain (after a flush).

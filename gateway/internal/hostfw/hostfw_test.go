@@ -165,6 +165,55 @@ func TestInstallDefaultDrop(t *testing.T) {
 	}
 }
 
+// The cluster port is open to the listed peers only: the input chain
+// jumps to cluster_peers for it, and that chain holds one UDP and one TCP
+// accept per peer, replaced whole on each update.
+func TestClusterPeers(t *testing.T) {
+	ns := netnstest.Enter(t, "installs nftables rules in a private network namespace")
+	c, err := nftables.New(nftables.WithNetNSFd(int(ns)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	withCluster := cfg
+	withCluster.ClusterPort = 7946
+	fw, err := hostfw.Install(withCluster, hostfw.WithNetNS(int(ns)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	chs := chains(t, c)
+	if chs["cluster_peers"] == nil {
+		t.Fatal("no cluster_peers chain")
+	}
+	if n := acceptRules(t, c, chs["cluster_peers"]); n != 0 {
+		t.Errorf("cluster port open to %d rules before any peer is known", n)
+	}
+	peers := []netip.Addr{netip.MustParseAddr("10.9.0.2"), netip.MustParseAddr("10.9.0.3")}
+	if err := fw.SetClusterPeers(peers); err != nil {
+		t.Fatal(err)
+	}
+	if n := acceptRules(t, c, chs["cluster_peers"]); n != 4 {
+		t.Errorf("cluster_peers accept rules = %d, want 4 (UDP and TCP per peer)", n)
+	}
+	if err := fw.SetClusterPeers(peers[:1]); err != nil {
+		t.Fatal(err)
+	}
+	if n := acceptRules(t, c, chs["cluster_peers"]); n != 2 {
+		t.Errorf("cluster_peers accept rules after a peer left = %d, want 2", n)
+	}
+
+	// Without a cluster port: no chain, and no way in.
+	plain, err := hostfw.Install(cfg, hostfw.WithNetNS(int(ns)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if chains(t, c)["cluster_peers"] != nil {
+		t.Error("cluster_peers chain without a cluster port")
+	}
+	if err := plain.SetClusterPeers(peers); err != nil {
+		t.Errorf("SetClusterPeers without a cluster port: %v", err)
+	}
+}
+
 func TestInstallRejectsBadConfig(t *testing.T) {
 	for name, mod := range map[string]func(*hostfw.Config){
 		"no interface": func(c *hostfw.Config) { c.Interface = "" },
