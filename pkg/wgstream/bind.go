@@ -40,6 +40,10 @@ type Bind struct {
 	recv    chan inbound
 	wg      sync.WaitGroup
 
+	// watch is the UDP endpoints whose path the owner watches (Watch),
+	// copied on write: the data path reads it without a lock.
+	watch atomic.Pointer[watchSet]
+
 	// Drops counts frames and streams dropped for bad framing (the stream
 	// is closed after the first). Exported for metrics and tests.
 	Drops atomic.Uint64
@@ -55,6 +59,13 @@ type Options struct {
 	DialTimeout time.Duration
 	// FrameLimit bounds a received frame; 0 means MaxFrame.
 	FrameLimit int
+	// IdleTimeout closes a stream that delivered no frame for this long
+	// (0: never). A gateway sets it so a silent connection does not hold
+	// a slot; clients send a keepalive at least every 25 s.
+	IdleTimeout time.Duration
+	// WriteTimeout bounds one write to a stream; a stream whose peer stops
+	// reading is closed instead of stalling WireGuard's sender. 0 means 5 s.
+	WriteTimeout time.Duration
 }
 
 // Scheme prefixes a stream endpoint.
@@ -69,6 +80,9 @@ func NewBind(inner conn.Bind, opts Options) *Bind {
 	}
 	if opts.DialTimeout <= 0 {
 		opts.DialTimeout = 2 * time.Second
+	}
+	if opts.WriteTimeout <= 0 {
+		opts.WriteTimeout = 5 * time.Second
 	}
 	b := &Bind{inner: inner, opts: opts, closed: make(chan struct{}), streams: map[string]*stream{}, recv: make(chan inbound, 256)}
 	close(b.closed)
@@ -110,7 +124,20 @@ var _ conn.Endpoint = (*Endpoint)(nil)
 
 func (e *Endpoint) ClearSrc()           {}
 func (e *Endpoint) SrcToString() string { return "" }
-func (e *Endpoint) DstToString() string { return e.key }
+
+// DstToString is what the UAPI "get" reports as the peer's endpoint. It is
+// the stream's address (host:port) when that is an address, because UAPI
+// readers (wgctrl, wg show) parse the endpoint as one; the key otherwise.
+func (e *Endpoint) DstToString() string {
+	if e.dst.IsValid() {
+		return e.dst.String()
+	}
+	return e.key
+}
+
+// Key is the stream's name: "tls://host:port" (dialed) or
+// "tls-in://remote" (accepted).
+func (e *Endpoint) Key() string { return e.key }
 func (e *Endpoint) DstToBytes() []byte  { b, _ := e.dst.MarshalBinary(); return b }
 func (e *Endpoint) DstIP() netip.Addr   { return e.dst.Addr() }
 func (e *Endpoint) SrcIP() netip.Addr   { return netip.Addr{} }
@@ -125,6 +152,9 @@ func (b *Bind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 	fns, actual, err := b.inner.Open(port)
 	if err != nil {
 		return nil, 0, err
+	}
+	for i, fn := range fns {
+		fns[i] = b.countReceived(fn)
 	}
 	b.open = true
 	closed := make(chan struct{})
@@ -199,8 +229,10 @@ func (b *Bind) ParseEndpoint(s string) (conn.Endpoint, error) {
 func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error {
 	sep, ok := ep.(*Endpoint)
 	if !ok {
+		b.countSent(bufs, ep)
 		return b.inner.Send(bufs, ep)
 	}
+	b.probe(bufs, sep)
 	s, err := b.streamFor(sep)
 	if err != nil {
 		return err
@@ -213,6 +245,7 @@ func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error {
 		}
 	}
 	if err == nil {
+		s.c.SetWriteDeadline(time.Now().Add(b.opts.WriteTimeout))
 		_, err = s.c.Write(out)
 	}
 	s.out = out
@@ -284,6 +317,9 @@ func (b *Bind) read(s *stream, ep *Endpoint, closed <-chan struct{}) {
 	defer b.drop(s)
 	r := NewReader(s.c, b.opts.FrameLimit)
 	for {
+		if b.opts.IdleTimeout > 0 {
+			s.c.SetReadDeadline(time.Now().Add(b.opts.IdleTimeout))
+		}
 		buf := bufPool.Get().(*[]byte)
 		n, err := r.ReadFrame(*buf)
 		if err != nil {
@@ -310,4 +346,23 @@ func (b *Bind) drop(s *stream) {
 		delete(b.streams, s.key)
 	}
 	b.mu.Unlock()
+}
+
+// CloseStream closes the stream of endpoint (as ParseEndpoint takes it,
+// "tls://host:port"), if one is open: a client that moved a gateway back
+// to UDP frees the gateway's slot. The next Send to it dials again.
+func (b *Bind) CloseStream(endpoint string) {
+	b.mu.Lock()
+	s := b.streams[endpoint]
+	b.mu.Unlock()
+	if s != nil {
+		b.drop(s)
+	}
+}
+
+// Streams returns how many streams are open.
+func (b *Bind) Streams() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.streams)
 }
