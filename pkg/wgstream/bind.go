@@ -137,10 +137,10 @@ func (e *Endpoint) DstToString() string {
 
 // Key is the stream's name: "tls://host:port" (dialed) or
 // "tls-in://remote" (accepted).
-func (e *Endpoint) Key() string { return e.key }
-func (e *Endpoint) DstToBytes() []byte  { b, _ := e.dst.MarshalBinary(); return b }
-func (e *Endpoint) DstIP() netip.Addr   { return e.dst.Addr() }
-func (e *Endpoint) SrcIP() netip.Addr   { return netip.Addr{} }
+func (e *Endpoint) Key() string        { return e.key }
+func (e *Endpoint) DstToBytes() []byte { b, _ := e.dst.MarshalBinary(); return b }
+func (e *Endpoint) DstIP() netip.Addr  { return e.dst.Addr() }
+func (e *Endpoint) SrcIP() netip.Addr  { return netip.Addr{} }
 
 // Open opens the wrapped bind and adds one receive function for streams.
 func (b *Bind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {

@@ -2,8 +2,8 @@ package wgstream
 
 import (
 	"context"
-	"encoding/hex"
 	"crypto/tls"
+	"encoding/hex"
 	"net"
 	"net/netip"
 	"strconv"
