@@ -37,11 +37,11 @@ import (
 
 // Peer is one desired WireGuard peer.
 type Peer struct {
-	PublicKey  wgkey.Public
+	PublicKey wgkey.Public
 	// Endpoint is host:port (UDP), a stream endpoint "tls://IP:port"
 	// (when the device's Bind is a wgstream.Bind), or empty for peers that
 	// dial us.
-	Endpoint string
+	Endpoint   string
 	AllowedIPs []netip.Prefix
 	Keepalive  time.Duration
 	// Epoch names the peer's current run (the gateway's instance ID, for
