@@ -114,7 +114,14 @@ const (
 //	  not); gateways send a batch, empty if need be, at least every
 //	  FlowHeartbeat. Gateways of a controller below 11 send their events
 //	  once, unnumbered, as before, and drop them from the spool when sent.
-const CapabilityVersion = 11
+//	13 (2026-12-04): a TCP path for UDP-blocked networks: a gateway that
+//	  accepts WireGuard over TLS (package wgstream) says where in
+//	  Hello.TCPEndpoint; the controller passes it to clients in
+//	  ClientGateway.TCPEndpoint (and ClientGatewayPatch.TCPEndpoint). A
+//	  client of this capability tries UDP first and carries its packets
+//	  over that stream when UDP gets no answer. Older agents ignore both
+//	  fields; an older controller sends none, and clients stay on UDP.
+const CapabilityVersion = 13
 
 // MinGatewayListCapability is the lowest client capability that gets
 // every gateway of a segment (ClientMap.Segments).
@@ -325,6 +332,10 @@ type Hello struct {
 	// AuditLogSize is the size of the audit log checkpoint a gateway holds
 	// (capability 8; 0: none), where the first checkpoint's proof starts.
 	AuditLogSize int64 `json:"audit_log_size,omitempty"`
+	// TCPEndpoint is where a gateway accepts WireGuard over TLS on TCP
+	// (host:port, as clients should dial it; capability 13). Empty: no
+	// TCP path.
+	TCPEndpoint string `json:"tcp_endpoint,omitempty"`
 }
 
 // GatewayMap is everything a gateway needs: its own overlay address, the
@@ -519,6 +530,10 @@ type ClientGateway struct {
 	// channel longer than its grace period ago: it is ordered last in
 	// every segment, and the client uses it only if no other answers.
 	Down bool `json:"down,omitempty"`
+	// TCPEndpoint (capability 13) is where the gateway accepts WireGuard
+	// over TLS (host:port; its Hello.TCPEndpoint), for clients whose UDP
+	// is blocked. Empty: UDP only.
+	TCPEndpoint string `json:"tcp_endpoint,omitempty"`
 }
 
 // FlowEvents is a batch of flow records a gateway reports.
