@@ -149,6 +149,9 @@ type Server struct {
 	public map[string]netip.Addr
 	// instances is the run each gateway last said hello from (instance.go).
 	instances map[string]controlproto.InstanceID
+	// tcpEndpoints is where each gateway last said it accepts WireGuard
+	// over TLS (instance.go); kept and pruned like instances.
+	tcpEndpoints map[string]string
 	// postureAt is when each device's latest posture report arrived: a
 	// report that changes nothing a map shows is stored without a change,
 	// so the snapshot the maps come from, patched only with what changes
@@ -199,9 +202,10 @@ func New(cfg Config) *Server {
 		agents:  map[string]*agent{},
 		public:  map[string]netip.Addr{},
 
-		instances: map[string]controlproto.InstanceID{},
-		seen:      map[string]*gatewaySeen{},
-		down:      map[string]bool{},
+		instances:    map[string]controlproto.InstanceID{},
+		tcpEndpoints: map[string]string{},
+		seen:         map[string]*gatewaySeen{},
+		down:         map[string]bool{},
 	}
 	s.started = s.now()
 	if s.cfg.State == nil {
@@ -603,6 +607,7 @@ func (s *Server) handle(ctx context.Context, conn *quic.Conn) {
 	}
 	if kind == ca.KindGateway {
 		s.noteInstanceLocked(log, id, hello.Hello.Instance)
+		s.noteTCPEndpointLocked(log, id, hello.Hello.TCPEndpoint)
 		s.noteGatewayLocked(id, hello.Hello.AgentVersion, s.now())
 	}
 	s.mu.Unlock()
@@ -787,6 +792,7 @@ type mapState struct {
 	sessions      map[string]*session.Session
 	activityEvery time.Duration
 	instances     map[string]controlproto.InstanceID
+	tcpEndpoints  map[string]string
 }
 
 // retryAfter is how long a failed recompute waits before it tries again
@@ -887,7 +893,7 @@ func (s *Server) recompute(ctx context.Context, c store.Change, joined []*agent)
 			continue
 		}
 		if a.kind == ca.KindGateway {
-			if _, ok := st.ix.Gateway(a.id); !ok || st.instances[a.id] != s.instances[a.id] {
+			if _, ok := st.ix.Gateway(a.id); !ok || st.instances[a.id] != s.instances[a.id] || st.tcpEndpoints[a.id] != s.tcpEndpoints[a.id] {
 				c.Merge(store.Change{Gateways: []string{a.id}})
 			}
 		} else if _, ok := st.ix.Device(a.id); !ok || st.ix.PublicAddrChanged(a.id, s.public[a.id]) {
@@ -1090,8 +1096,10 @@ func (s *Server) load(ctx context.Context, c store.Change) (*mapState, error) {
 		public[id] = addr
 	}
 	st.instances = s.instancesLocked(st.ix)
+	st.tcpEndpoints = s.tcpEndpointsLocked(st.ix)
 	s.mu.Unlock()
 	st.ix.SetGatewayInstances(st.instances)
+	st.ix.SetGatewayTCPEndpoints(st.tcpEndpoints)
 	st.ix.SetGatewayDown(s.downCopy())
 	st.ix.SetPublicAddrs(public)
 	return st, nil
