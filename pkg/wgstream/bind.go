@@ -71,6 +71,9 @@ type Options struct {
 // Scheme prefixes a stream endpoint.
 const Scheme = "tls://"
 
+// ALPN is the TLS application protocol of a stream.
+const ALPN = "cordon-wg/1"
+
 var _ conn.Bind = (*Bind)(nil)
 
 // NewBind wraps inner (nil: conn.NewDefaultBind()).

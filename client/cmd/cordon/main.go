@@ -248,7 +248,7 @@ func printStatus(w io.Writer, s *client.Status) {
 		return
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "\nAPP\tNAME\tADDRESS\tPORTS\tGATEWAY\tHANDSHAKE")
+	fmt.Fprintln(tw, "\nAPP\tNAME\tADDRESS\tPORTS\tGATEWAY\tPATH\tHANDSHAKE")
 	for _, g := range s.Gateways {
 		hs := "never"
 		if g.LastHandshake != nil {
@@ -259,7 +259,7 @@ func printStatus(w io.Writer, s *client.Status) {
 			for i, p := range a.Ports {
 				ports[i] = p.String()
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s/%s\t%s\t%s\n", a.Name, a.DNSName, a.Addr, a.Proto, strings.Join(ports, ","), g.ID, hs)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s/%s\t%s\t%s\t%s\n", a.Name, a.DNSName, a.Addr, a.Proto, strings.Join(ports, ","), g.ID, g.Path, hs)
 		}
 	}
 	tw.Flush()

@@ -44,6 +44,10 @@ type GatewayStatus struct {
 	AllowedIPs    []netip.Prefix     `json:"allowed_ips"`
 	LastHandshake *time.Time         `json:"last_handshake,omitempty"`
 	Apps          []controlproto.App `json:"apps"`
+	// Path is how WireGuard reaches the gateway now: "udp", or "tcp" (TLS
+	// to its TCP endpoint, when UDP gets no answer).
+	Path        string `json:"path"`
+	TCPEndpoint string `json:"tcp_endpoint,omitempty"` // as the map has it; empty: UDP only
 }
 
 func listenLocal(dir string) (net.Listener, error) {
@@ -91,6 +95,7 @@ func (t *tunnel) status() Status {
 	if t.cfg.Mode == ModeUserspace {
 		s.SOCKS5, s.HTTPProxy = t.cfg.SOCKSAddr, t.cfg.HTTPAddr
 	}
+	paths := t.paths.current()
 	live := map[string]time.Time{}
 	if ps, err := t.wg.Status(); err == nil {
 		for _, p := range ps {
@@ -102,7 +107,8 @@ func (t *tunnel) status() Status {
 	if t.cm != nil {
 		s.Session = t.cm.Session
 		for _, g := range t.cm.Gateways {
-			gs := GatewayStatus{ID: g.GatewayID, Endpoint: g.Endpoint, AllowedIPs: g.AllowedIPs, Apps: g.Apps}
+			gs := GatewayStatus{ID: g.GatewayID, Endpoint: g.Endpoint, AllowedIPs: g.AllowedIPs, Apps: g.Apps,
+				Path: paths[g.GatewayID].String(), TCPEndpoint: g.TCPEndpoint}
 			if hs := live[g.PublicKey.String()]; !hs.IsZero() {
 				gs.LastHandshake = &hs
 			}

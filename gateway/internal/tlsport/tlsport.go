@@ -27,10 +27,12 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/cordonhq/cordon/pkg/wgstream"
 )
 
 // ALPN is the application protocol of the stream.
-const ALPN = "cordon-wg/1"
+const ALPN = wgstream.ALPN
 
 // Defaults for the bounds.
 const (
