@@ -560,9 +560,11 @@ type clientStatus struct {
 		Message string `json:"message"`
 	} `json:"session"`
 	Gateways []struct {
-		ID         string   `json:"id"`
-		Endpoint   string   `json:"endpoint"`
-		AllowedIPs []string `json:"allowed_ips"`
+		ID          string   `json:"id"`
+		Endpoint    string   `json:"endpoint"`
+		Path        string   `json:"path"`
+		TCPEndpoint string   `json:"tcp_endpoint"`
+		AllowedIPs  []string `json:"allowed_ips"`
 		Apps       []struct {
 			Name string `json:"name"`
 		} `json:"apps"`
