@@ -565,7 +565,7 @@ type clientStatus struct {
 		Path        string   `json:"path"`
 		TCPEndpoint string   `json:"tcp_endpoint"`
 		AllowedIPs  []string `json:"allowed_ips"`
-		Apps       []struct {
+		Apps        []struct {
 			Name string `json:"name"`
 		} `json:"apps"`
 	} `json:"gateways"`
