@@ -233,7 +233,17 @@ func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error {
 	sep, ok := ep.(*Endpoint)
 	if !ok {
 		b.countSent(bufs, ep)
-		return b.inner.Send(bufs, ep)
+		err := b.inner.Send(bufs, ep)
+		if err != nil && ep.SrcIP().IsValid() {
+			// wireguard-go clears a sticky source address that a route
+			// change made stale only for its own bind type (its route
+			// listener does not run for a wrapped bind): a send from an
+			// address this host no longer has fails, so clear it and
+			// send once more from whatever the routes pick now.
+			ep.ClearSrc()
+			err = b.inner.Send(bufs, ep)
+		}
+		return err
 	}
 	b.probe(bufs, sep)
 	s, err := b.streamFor(sep)
