@@ -34,11 +34,24 @@ import (
 const (
 	fallbackBound = 6 * time.Second
 	returnBound   = 10 * time.Second
-	tcpRounds     = 3        // interleaved UDP/TCP rounds of the measurement
-	bulkBytes     = 32 << 20 // per throughput sample
 	metricsAddr   = "127.0.0.1:9469"
 	blockTable    = "cordon_e2e_block"
 )
+
+// The measurement: interleaved UDP/TCP rounds, one download each way per
+// round. E2E_TCP_ROUNDS and E2E_TCP_BULK_MIB make it longer for the
+// figures in docs/benchmarks.md.
+var (
+	tcpRounds = envInt("E2E_TCP_ROUNDS", 3)
+	bulkBytes = int64(envInt("E2E_TCP_BULK_MIB", 32)) << 20
+)
+
+func envInt(name string, def int) int {
+	if n, err := strconv.Atoi(os.Getenv(name)); err == nil && n > 0 {
+		return n
+	}
+	return def
+}
 
 // TestTCPFallback: with UDP to the gateway blocked, 'cordon up' reaches the
 // app over TLS on TCP 443, 'cordon status' and the client's metrics say
