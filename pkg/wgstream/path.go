@@ -33,7 +33,8 @@ type PathStats struct {
 	Initiations atomic.Uint64
 	// Received is packets received from the UDP endpoint.
 	Received atomic.Uint64
-	// Probes is packets copied to the UDP endpoint from its stream.
+	// Probes is packets copied to the UDP endpoint from its stream (sent,
+	// or tried).
 	Probes atomic.Uint64
 
 	probeNext atomic.Bool
@@ -174,7 +175,8 @@ func (b *Bind) probe(bufs [][]byte, ep *Endpoint) {
 	if !IsWireGuardMessage(bufs[0]) {
 		return
 	}
-	if b.inner.Send(bufs[:1], tw.udp) == nil {
-		tw.stats.Probes.Add(1)
-	}
+	// Counted first: its answer may arrive before Send returns.
+	tw.stats.Probes.Add(1)
+	b.inner.Send(bufs[:1], tw.udp) // a failure is an unanswered probe
+
 }

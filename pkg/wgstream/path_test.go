@@ -128,7 +128,7 @@ func TestPathWatch(t *testing.T) {
 		return st.Received.Load() > 0
 	})
 	if st.Probes.Load() == 0 {
-		t.Fatal("no probe counted")
+		t.Fatalf("no probe counted (received %d over UDP)", st.Received.Load())
 	}
 	cliBind.CloseStream(stream)
 	if n := cliBind.Streams(); n != 0 {

@@ -242,7 +242,9 @@ func Up(ctx context.Context, cfg UpConfig) error {
 	act := &activityTUN{Device: dev}
 	t.fo = newFailover(act)
 	t.paths = newPaths(nil, log.With("component", "path"))
-	t.bind = wgstream.NewBind(nil, wgstream.Options{Dial: streamDialer(st, t.paths)})
+	t.bind = wgstream.NewBind(nil, wgstream.Options{Dial: streamDialer(st, t.paths), OnDialError: func(addr string, err error) {
+		log.Warn("TLS to the gateway's TCP endpoint failed; retrying", "tcp_endpoint", addr, "err", err)
+	}})
 	t.paths.bind = t.bind
 	wg, err := wgdev.New(act, wgdev.Options{Name: cfg.Interface, UAPI: cfg.Mode == ModeTUN, Logger: log, Bind: t.bind})
 	if err != nil {
