@@ -87,8 +87,8 @@ func TestTCPFallback(t *testing.T) {
 		t.Errorf("the block dropped no UDP packet: the client never tried UDP first")
 	}
 	t.Logf("UDP packets to the gateway dropped by the block: %d (since 'cordon up' %v ago)", w.udpDropped(w.cl1), time.Since(upAt).Round(time.Millisecond))
-	if out, _, _ := w.nurse.cordon("", "status"); !strings.Contains(out, "tcp") {
-		t.Errorf("'cordon status' does not show the tcp path:\n%s", out)
+	if path := statusPath(w.nurse, "ehr"); path != "tcp" {
+		t.Errorf("'cordon status' shows path %q for ehr's gateway, want tcp", path)
 	}
 	// DNS through the stub, over the TCP path.
 	stub := w.overlayOf("nurse")
@@ -177,6 +177,21 @@ func (w *world) waitPath(c *client, path string, timeout time.Duration) time.Dur
 		}
 		return nil
 	})
+}
+
+// statusPath is the PATH column of app's row in 'cordon status'.
+func statusPath(c *client, app string) string {
+	out, _, _ := c.cordon("", "status")
+	col := -1
+	for _, l := range strings.Split(out, "\n") {
+		f := strings.Fields(l)
+		if len(f) > 0 && f[0] == "APP" {
+			col = slices.Index(f, "PATH")
+		} else if col >= 0 && len(f) > col && f[0] == app {
+			return f[col]
+		}
+	}
+	return "no PATH for " + app + " in:\n" + out
 }
 
 // blockUDP drops every UDP packet from ns to the gateway's WireGuard port,
