@@ -17,10 +17,14 @@ import (
 //     a gateway that can hear us: initiations sent are the probes, and any
 //     packet received from the gateway's UDP address is an answer;
 //   - on the stream, the owner asks (PathStats.ProbeNext) for the next
-//     packet sent down the stream to go to the gateway's UDP address as
-//     well. WireGuard takes whichever copy arrives first and drops the
-//     other as a replay; when the UDP copy arrives, the gateway roams to
-//     UDP and its next packets arrive over UDP: the answer.
+//     probeCopies packets sent down the stream to go to the gateway's UDP
+//     address as well. WireGuard takes whichever copy arrives first and
+//     drops the other as a replay; when a UDP copy wins, the gateway roams
+//     to UDP and its next packets (the replies to that one) arrive over
+//     UDP: the answer. A copy wins about every other time, hence several.
+//     (Sending a packet over UDP only would lose it to a block; sending a
+//     keepalive there instead draws no reply, and the client's next packet
+//     on the stream roams the gateway back before it sends anything.)
 //
 // The counters are read by the owner (the client's path selection), which
 // decides; the bind only counts and copies.
@@ -37,12 +41,15 @@ type PathStats struct {
 	// or tried).
 	Probes atomic.Uint64
 
-	probeNext atomic.Bool
+	probeNext atomic.Int32 // copies still to make
 }
 
-// ProbeNext asks for the next packet sent down the watched stream to be
-// copied to the UDP endpoint too (once).
-func (p *PathStats) ProbeNext() { p.probeNext.Store(true) }
+// probeCopies is how many packets one probe copies to UDP.
+const probeCopies = 3
+
+// ProbeNext asks for the next probeCopies packets sent down the watched
+// stream to be copied to the UDP endpoint too.
+func (p *PathStats) ProbeNext() { p.probeNext.Store(probeCopies) }
 
 // watchSet is the watched endpoints; replaced whole, never changed.
 type watchSet struct {
@@ -161,22 +168,18 @@ func (b *Bind) countSent(bufs [][]byte, ep conn.Endpoint) {
 }
 
 // probe copies the first of bufs to the UDP endpoint of stream endpoint
-// ep when its owner asked for a probe. The copy goes first: UDP that
-// works then tends to win the race, and the gateway roams to it.
+// ep while its owner's probe asks for copies. The copy goes first: UDP
+// that works then has a head start in the race.
 func (b *Bind) probe(bufs [][]byte, ep *Endpoint) {
 	w := b.watch.Load()
-	if w == nil || len(bufs) == 0 {
+	if w == nil || len(bufs) == 0 || !IsWireGuardMessage(bufs[0]) {
 		return
 	}
 	tw := w.byStream[ep.key]
-	if tw == nil || !tw.stats.probeNext.CompareAndSwap(true, false) {
-		return
-	}
-	if !IsWireGuardMessage(bufs[0]) {
+	if tw == nil || tw.stats.probeNext.Load() <= 0 || tw.stats.probeNext.Add(-1) < 0 {
 		return
 	}
 	// Counted first: its answer may arrive before Send returns.
 	tw.stats.Probes.Add(1)
 	b.inner.Send(bufs[:1], tw.udp) // a failure is an unanswered probe
-
 }
