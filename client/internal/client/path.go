@@ -31,9 +31,10 @@ import (
 //	         answers are packets received from that endpoint. No answer
 //	         for pathsel.FallbackAfter: move to the stream, and handshake
 //	         there at once.
-//	on TCP:  every probeUDPEvery one packet sent down the stream is copied
-//	         to UDP as well; when UDP works, the gateway takes that copy,
-//	         roams to UDP and answers there. pathsel.ReturnAfterOK answers:
+//	on TCP:  every probeUDPEvery the next few packets sent down the stream
+//	         are copied to UDP as well (wgstream.PathStats.ProbeNext); when
+//	         UDP works, the gateway takes a copy, roams to UDP and answers
+//	         there. pathsel.ReturnAfterOK answers:
 //	         move back to UDP and close the stream.
 //
 // A move re-applies the map (the peer's endpoint changes; nothing else
