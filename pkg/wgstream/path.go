@@ -11,7 +11,7 @@ import (
 
 // Path watching (the client side). A client that can reach a gateway over
 // UDP and over a stream must know whether UDP works, and it learns that
-// from the packets themselves, at no extra cost to the gateway:
+// from the packets themselves (at most three duplicates a second):
 //
 //   - on UDP, a WireGuard handshake initiation always gets a response from
 //     a gateway that can hear us: initiations sent are the probes, and any
