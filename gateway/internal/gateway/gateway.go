@@ -16,7 +16,7 @@
 // Either way the stack is
 //
 //	clients ⇄ UDP ⇄ wireguard-go ⇄ flow.Authorizer ⇄ (kernel TUN | netstack) ⇄ apps
-//	        ⇄ TLS on TCP (--tcp-listen, package tlsport) ⇄ ┘
+//	             ↑ or TLS on TCP (--tcp-listen)
 //
 // A client whose UDP is blocked carries the same WireGuard packets over
 // TLS to the TCP port (tcpport.go); they enter the same wireguard-go
@@ -151,13 +151,14 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	defer flows.close()                 // last: after the workers stopped
-	tcp, err := listenTCP(cfg, st, log) // before the firewall opens its port
+	defer flows.close() // last: after the workers stopped
+	// Listening before the host firewall admits the port.
+	tcp, err := listenTCP(cfg, st, log)
 	if err != nil {
 		return err
 	}
 	defer tcp.close() // if Run fails before serving it
-	dp, err := dataplane(cfg, tcp.port(), st.Enrollment.OverlayAddr, log)
+	dp, err := dataplane(cfg, tcp.port, st.Enrollment.OverlayAddr, log)
 	if err != nil {
 		return err
 	}

@@ -30,7 +30,7 @@ const streamIdle = 2 * time.Minute
 type tcpPath struct {
 	ln       net.Listener
 	wgBind   *wgstream.Bind
-	port     func() uint16
+	port     uint16 // listened on; 0: none
 	endpoint string // host:port clients dial (Hello.TCPEndpoint)
 	srv      *tlsport.Port
 }
@@ -38,7 +38,7 @@ type tcpPath struct {
 // listenTCP opens --tcp-listen. The endpoint clients dial is the host of
 // --endpoint with the port listened on.
 func listenTCP(cfg Config, st *agentstate.State, log *slog.Logger) (*tcpPath, error) {
-	t := &tcpPath{port: func() uint16 { return 0 }}
+	t := &tcpPath{}
 	if cfg.TCPListen == "" {
 		return t, nil
 	}
@@ -54,13 +54,11 @@ func listenTCP(cfg Config, st *agentstate.State, log *slog.Logger) (*tcpPath, er
 	if err != nil {
 		return nil, fmt.Errorf("--tcp-listen %s (a port under 1024 needs CAP_NET_BIND_SERVICE): %w", cfg.TCPListen, err)
 	}
-	port := uint16(0)
 	if ap, err := netip.ParseAddrPort(ln.Addr().String()); err == nil {
-		port = ap.Port()
+		t.port = ap.Port()
 	}
 	t.ln = ln
-	t.port = func() uint16 { return port }
-	t.endpoint = net.JoinHostPort(host, strconv.Itoa(int(port)))
+	t.endpoint = net.JoinHostPort(host, strconv.Itoa(int(t.port)))
 	t.wgBind = wgstream.NewBind(nil, wgstream.Options{IdleTimeout: streamIdle})
 	t.srv, err = tlsport.New(tlsport.Config{TLS: tlsConf, Streams: t.wgBind, Logger: log.With("component", "tcpport")})
 	if err != nil {
