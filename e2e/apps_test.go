@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,7 +17,8 @@ import (
 )
 
 // service is one HTTP app in the app namespace. GET / answers its name;
-// GET /echo switches the connection to a line echo (a long-lived flow).
+// GET /echo switches the connection to a line echo (a long-lived flow);
+// GET /bulk?n=BYTES sends n zero bytes.
 type service struct {
 	name    string
 	addr    string       // host:port in the app subnet
@@ -91,6 +93,17 @@ func (s *service) handler(ctx context.Context) http.Handler {
 		peer := r.RemoteAddr
 		s.lastPeer.Store(&peer)
 		fmt.Fprintln(w, s.name)
+	})
+	// /bulk?n=BYTES sends that many zero bytes (at most 1 GiB), for
+	// throughput measurements.
+	mux.HandleFunc("GET /bulk", func(w http.ResponseWriter, r *http.Request) {
+		n, err := strconv.ParseInt(r.URL.Query().Get("n"), 10, 64)
+		if err != nil || n < 0 || n > 1<<30 {
+			http.Error(w, "want n=BYTES, at most 1 GiB", http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("Content-Length", strconv.FormatInt(n, 10))
+		io.CopyN(w, zeros{}, n)
 	})
 	mux.HandleFunc("GET /echo", func(w http.ResponseWriter, r *http.Request) {
 		conn, brw, err := http.NewResponseController(w).Hijack()
@@ -183,4 +196,12 @@ func (e *echoConn) probe(wait time.Duration) error {
 		}
 		// A late echo of an earlier probe: keep reading for ours.
 	}
+}
+
+// zeros reads as an endless run of zero bytes.
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
 }

@@ -12,6 +12,7 @@
 //	cordon-controller      cordon-gateway       cordon up         cordon up
 //	:8443 tcp (API)        wg c<pid>g<n>        user nurse        user clerk
 //	:8443 udp (QUIC)       udp :51820           wg c<pid>n<n>     wg c<pid>k<n>
+//	                       (tcp :443 with --tcp-listen: tcppath_test.go)
 //	                       app0 10.20.0.1/24
 //	                            |  (masquerade: apps need no route back)
 //	                       [app ns] eth0 10.20.0.0/24

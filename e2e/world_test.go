@@ -568,10 +568,12 @@ type clientStatus struct {
 		Message string `json:"message"`
 	} `json:"session"`
 	Gateways []struct {
-		ID         string   `json:"id"`
-		Endpoint   string   `json:"endpoint"`
-		AllowedIPs []string `json:"allowed_ips"`
-		Apps       []struct {
+		ID          string   `json:"id"`
+		Endpoint    string   `json:"endpoint"`
+		Path        string   `json:"path"`
+		TCPEndpoint string   `json:"tcp_endpoint"`
+		AllowedIPs  []string `json:"allowed_ips"`
+		Apps        []struct {
 			Name  string `json:"name"`
 			State struct {
 				Reason string `json:"reason"` // reach.Reason: ok, gateway-unreachable…

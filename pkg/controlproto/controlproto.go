@@ -120,7 +120,14 @@ const (
 //	  members with their addresses and certificate keys) and signed
 //	  revocation notices (revocation, Revocation) to gossip; gateways
 //	  report the members they see dead (Activity.Cluster).
-const CapabilityVersion = 12
+//	13 (2026-12-04): a TCP path for UDP-blocked networks: a gateway that
+//	  accepts WireGuard over TLS (package wgstream) says where in
+//	  Hello.TCPEndpoint; the controller passes it to clients in
+//	  ClientGateway.TCPEndpoint (and ClientGatewayPatch.TCPEndpoint). A
+//	  client of this capability tries UDP first and carries its packets
+//	  over that stream when UDP gets no answer. Older agents ignore both
+//	  fields; an older controller sends none, and clients stay on UDP.
+const CapabilityVersion = 13
 
 // MinGatewayListCapability is the lowest client capability that gets
 // every gateway of a segment (ClientMap.Segments).
@@ -341,6 +348,10 @@ type Hello struct {
 	// ClusterAddr is where a gateway gossips with its cluster
 	// (capability 12; invalid: it joins no cluster).
 	ClusterAddr netip.AddrPort `json:"cluster_addr,omitzero"`
+	// TCPEndpoint is where a gateway accepts WireGuard over TLS on TCP
+	// (host:port, as clients should dial it; capability 13). Empty: no
+	// TCP path.
+	TCPEndpoint string `json:"tcp_endpoint,omitempty"`
 }
 
 // GatewayMap is everything a gateway needs: its own overlay address, the
@@ -538,6 +549,10 @@ type ClientGateway struct {
 	// channel longer than its grace period ago: it is ordered last in
 	// every segment, and the client uses it only if no other answers.
 	Down bool `json:"down,omitempty"`
+	// TCPEndpoint (capability 13) is where the gateway accepts WireGuard
+	// over TLS (host:port; its Hello.TCPEndpoint), for clients whose UDP
+	// is blocked. Empty: UDP only.
+	TCPEndpoint string `json:"tcp_endpoint,omitempty"`
 }
 
 // FlowEvents is a batch of flow records a gateway reports.

@@ -131,7 +131,8 @@ type ClientGatewayPatch struct {
 	AllowedIPsDelta *PrefixDelta           `json:"allowed_ips_delta,omitempty"`
 	Apps            ListDelta[App, string] `json:"apps,omitzero"`
 	Instance        *Set[InstanceID]       `json:"instance,omitempty"`
-	Down            *Set[bool]             `json:"down,omitempty"` // capability 10
+	Down            *Set[bool]             `json:"down,omitempty"`         // capability 10
+	TCPEndpoint     *Set[string]           `json:"tcp_endpoint,omitempty"` // capability 13
 }
 
 // diffClientGateway returns the patch from old to new (same gateway ID),
@@ -143,6 +144,7 @@ func diffClientGateway(old, new *ClientGateway, caps int) (ClientGatewayPatch, e
 		OverlayAddr: setIfChanged(old.OverlayAddr, new.OverlayAddr),
 		Instance:    setIfChanged(old.Instance, new.Instance),
 		Down:        setIfChanged(old.Down, new.Down),
+		TCPEndpoint: setIfChanged(old.TCPEndpoint, new.TCPEndpoint),
 	}
 	if !slices.Equal(old.AllowedIPs, new.AllowedIPs) {
 		d, ok := diffPrefixes(old.AllowedIPs, new.AllowedIPs)
@@ -164,6 +166,7 @@ func (p *ClientGatewayPatch) apply(g ClientGateway) (ClientGateway, error) {
 	setField(&g.OverlayAddr, p.OverlayAddr)
 	setField(&g.AllowedIPs, p.AllowedIPs)
 	setField(&g.Instance, p.Instance)
+	setField(&g.TCPEndpoint, p.TCPEndpoint)
 	if p.AllowedIPsDelta != nil {
 		if p.AllowedIPs != nil {
 			return g, fmt.Errorf("%w: allowed IPs both set and patched", ErrBadDelta)

@@ -165,7 +165,7 @@ func (g gen) clientMap(rev uint64) *ClientMap {
 	m.Gateways = keyed(g, 4, func(i int) ClientGateway {
 		return ClientGateway{GatewayID: fmt.Sprintf("gw%d", i), PublicKey: g.key(i), Endpoint: g.pick("gw:51820", "gw2:51820"),
 			OverlayAddr: g.addr(), AllowedIPs: g.allowedIPs(), Apps: g.apps(), Instance: InstanceID(g.pick("", "i1")),
-			Down: g.r.IntN(4) == 0}
+			Down: g.r.IntN(4) == 0, TCPEndpoint: g.pick("", "gw:443")}
 	}, clientGatewayKey)
 	if g.r.IntN(3) != 0 {
 		m.Segments = keyed(g, 3, func(i int) ClientSegment {
@@ -625,7 +625,7 @@ func TestEqualCoversEveryField(t *testing.T) {
 		{policy.TimeWindow{}, 4, "conditionsEq (compared with ==)"},
 		{App{}, 8, "appEq"},
 		{Segment{}, 2, "segmentEq"},
-		{ClientGateway{}, 8, "clientGatewayEq"},
+		{ClientGateway{}, 9, "clientGatewayEq"},
 		{DNSZone{}, 2, "sliceEq (compared with ==)"},
 	} {
 		typ := reflect.TypeOf(c.v)

@@ -30,6 +30,12 @@ func (d *Device) resetSession(k wgkey.Public, epoch string) {
 	}
 	d.resets.Add(1)
 	d.log.Info("peer restarted: starting a new WireGuard session now", "peer", k.String(), "epoch", epoch)
+	handshakeNow(peer)
+}
+
+// handshakeNow expires peer's keypairs and queues a keepalive, which
+// starts a handshake at once (see resetSession).
+func handshakeNow(peer *device.Peer) {
 	peer.ExpireCurrentKeypairs()
 	peer.SendKeepalive()
 }

@@ -32,12 +32,16 @@ import (
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/cordonhq/cordon/pkg/wgkey"
+	"github.com/cordonhq/cordon/pkg/wgstream"
 )
 
 // Peer is one desired WireGuard peer.
 type Peer struct {
-	PublicKey  wgkey.Public
-	Endpoint   string // host:port, or empty for peers that dial us
+	PublicKey wgkey.Public
+	// Endpoint is host:port (UDP), a stream endpoint "tls://IP:port"
+	// (when the device's Bind is a wgstream.Bind), or empty for peers that
+	// dial us.
+	Endpoint   string
 	AllowedIPs []netip.Prefix
 	Keepalive  time.Duration
 	// Epoch names the peer's current run (the gateway's instance ID, for
@@ -152,6 +156,7 @@ func (d *Device) Reconfig(cfg Config) (bool, error) {
 	wc := wgtypes.Config{}
 	changed := false
 	var reset []wgkey.Public
+	var streams []Peer // peers whose endpoint is a stream: set through the UAPI text
 	if !d.keySet {
 		k := cfg.PrivateKey.WGTypes()
 		wc.PrivateKey = &k
@@ -185,6 +190,9 @@ func (d *Device) Reconfig(cfg Config) (bool, error) {
 		if err != nil {
 			return false, err
 		}
+		if strings.HasPrefix(p.Endpoint, wgstream.Scheme) {
+			streams = append(streams, p)
+		}
 		wc.Peers = append(wc.Peers, pc)
 	}
 	if len(wc.Peers) > 0 {
@@ -198,6 +206,9 @@ func (d *Device) Reconfig(cfg Config) (bool, error) {
 		}
 	} else {
 		if err := d.apply(wc); err != nil {
+			return false, err
+		}
+		if err := d.setStreamEndpoints(streams); err != nil {
 			return false, err
 		}
 		d.keySet = true
@@ -222,7 +233,12 @@ func peerEqual(a, b Peer) bool {
 
 func peerConfig(p Peer) (wgtypes.PeerConfig, error) {
 	pc := wgtypes.PeerConfig{PublicKey: p.PublicKey.WGTypes(), ReplaceAllowedIPs: true}
-	if p.Endpoint != "" {
+	if rest, ok := strings.CutPrefix(p.Endpoint, wgstream.Scheme); ok {
+		// wgctrl takes UDP addresses only; setStreamEndpoints sets it.
+		if _, err := netip.ParseAddrPort(rest); err != nil {
+			return pc, fmt.Errorf("peer %s stream endpoint %q: want tls://IP:port: %w", p.PublicKey, p.Endpoint, err)
+		}
+	} else if p.Endpoint != "" {
 		ua, err := net.ResolveUDPAddr("udp", p.Endpoint)
 		if err != nil {
 			return pc, fmt.Errorf("peer %s endpoint %q: %w", p.PublicKey, p.Endpoint, err)
@@ -241,6 +257,36 @@ func peerConfig(p Peer) (wgtypes.PeerConfig, error) {
 		})
 	}
 	return pc, nil
+}
+
+// setStreamEndpoints points peers at their stream endpoints through the
+// device's UAPI text, which hands the endpoint to the Bind as written
+// (wgctrl would parse it as a UDP address).
+func (d *Device) setStreamEndpoints(peers []Peer) error {
+	if len(peers) == 0 {
+		return nil
+	}
+	var b strings.Builder
+	for _, p := range peers {
+		k := p.PublicKey.WGTypes()
+		fmt.Fprintf(&b, "public_key=%x\nupdate_only=true\nendpoint=%s\n", k[:], p.Endpoint)
+	}
+	if err := d.dev.IpcSet(b.String()); err != nil {
+		return fmt.Errorf("configure %s stream endpoints: %w", d.name, err)
+	}
+	return nil
+}
+
+// Rehandshake drops the current session with peer k and handshakes again
+// now, over the peer's current endpoint: a client that moved a gateway to
+// another path starts there at once instead of waiting for WireGuard's
+// retry timer (5 s).
+func (d *Device) Rehandshake(k wgkey.Public) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if peer := d.dev.LookupPeer(device.NoisePublicKey(k.WGTypes())); peer != nil {
+		handshakeNow(peer)
+	}
 }
 
 func (d *Device) apply(wc wgtypes.Config) error {

@@ -1,6 +1,7 @@
 package wgstream
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.zx2c4.com/wireguard/conn"
@@ -21,7 +23,11 @@ import (
 // takes an endpoint (UAPI endpoint=, so a client switches a peer's path
 // with an ordinary reconfiguration). The client side dials it on the first
 // Send through Options.Dial (which does the TLS handshake with the pinned
-// CA and verifies the gateway's identity). The gateway side hands every
+// CA and verifies the gateway's identity), on a goroutine of its own:
+// wireguard-go calls Send from its TUN reader too, and a dial must not
+// stall every peer's traffic. Packets sent meanwhile wait (up to
+// maxPending) and go first once the stream is up; after a failed dial the
+// endpoint is not dialed again for DialBackoff. The gateway side hands every
 // accepted, handshaken connection to AddStream; packets from it carry an
 // endpoint of that connection, so wireguard-go's roaming sends the replies
 // back down the same stream.
@@ -37,8 +43,16 @@ type Bind struct {
 	open    bool
 	closed  chan struct{} // closed by Close; replaced by Open
 	streams map[string]*stream
+	dials   map[string]*dialing  // streams being dialed, by key
+	failed  map[string]time.Time // when a dial last failed, by key
+	dialCtx context.Context      // the dials' lifetime; set by Open
+	stop    context.CancelFunc   // ends dialCtx
 	recv    chan inbound
 	wg      sync.WaitGroup
+
+	// watch is the UDP endpoints whose path the owner watches (Watch),
+	// copied on write: the data path reads it without a lock.
+	watch atomic.Pointer[watchSet]
 
 	// Drops counts frames and streams dropped for bad framing (the stream
 	// is closed after the first). Exported for metrics and tests.
@@ -53,12 +67,28 @@ type Options struct {
 	Dial func(ctx context.Context, addr string) (net.Conn, error)
 	// DialTimeout bounds one dial; 0 means 2 s.
 	DialTimeout time.Duration
+	// DialBackoff is how long after a failed dial the endpoint is not
+	// dialed again (packets to it are refused meanwhile); 0 means 1 s.
+	DialBackoff time.Duration
+	// OnDialError, if set, hears of each failed dial (to log it: a TLS
+	// endpoint that presents the wrong certificate fails here).
+	OnDialError func(addr string, err error)
 	// FrameLimit bounds a received frame; 0 means MaxFrame.
 	FrameLimit int
+	// IdleTimeout closes a stream that delivered no frame for this long
+	// (0: never). A gateway sets it so a silent connection does not hold
+	// a slot; clients send a keepalive at least every 25 s.
+	IdleTimeout time.Duration
+	// WriteTimeout bounds one write to a stream; a stream whose peer stops
+	// reading is closed instead of stalling WireGuard's sender. 0 means 5 s.
+	WriteTimeout time.Duration
 }
 
 // Scheme prefixes a stream endpoint.
 const Scheme = "tls://"
+
+// ALPN is the TLS application protocol of a stream.
+const ALPN = "cordon-wg/1"
 
 var _ conn.Bind = (*Bind)(nil)
 
@@ -70,7 +100,14 @@ func NewBind(inner conn.Bind, opts Options) *Bind {
 	if opts.DialTimeout <= 0 {
 		opts.DialTimeout = 2 * time.Second
 	}
-	b := &Bind{inner: inner, opts: opts, closed: make(chan struct{}), streams: map[string]*stream{}, recv: make(chan inbound, 256)}
+	if opts.WriteTimeout <= 0 {
+		opts.WriteTimeout = 5 * time.Second
+	}
+	if opts.DialBackoff <= 0 {
+		opts.DialBackoff = time.Second
+	}
+	b := &Bind{inner: inner, opts: opts, closed: make(chan struct{}), streams: map[string]*stream{},
+		dials: map[string]*dialing{}, failed: map[string]time.Time{}, stop: func() {}, recv: make(chan inbound, 256)}
 	close(b.closed)
 	return b
 }
@@ -110,10 +147,23 @@ var _ conn.Endpoint = (*Endpoint)(nil)
 
 func (e *Endpoint) ClearSrc()           {}
 func (e *Endpoint) SrcToString() string { return "" }
-func (e *Endpoint) DstToString() string { return e.key }
-func (e *Endpoint) DstToBytes() []byte  { b, _ := e.dst.MarshalBinary(); return b }
-func (e *Endpoint) DstIP() netip.Addr   { return e.dst.Addr() }
-func (e *Endpoint) SrcIP() netip.Addr   { return netip.Addr{} }
+
+// DstToString is what the UAPI "get" reports as the peer's endpoint. It is
+// the stream's address (host:port) when that is an address, because UAPI
+// readers (wgctrl, wg show) parse the endpoint as one; the key otherwise.
+func (e *Endpoint) DstToString() string {
+	if e.dst.IsValid() {
+		return e.dst.String()
+	}
+	return e.key
+}
+
+// Key is the stream's name: "tls://host:port" (dialed) or
+// "tls-in://remote" (accepted).
+func (e *Endpoint) Key() string        { return e.key }
+func (e *Endpoint) DstToBytes() []byte { b, _ := e.dst.MarshalBinary(); return b }
+func (e *Endpoint) DstIP() netip.Addr  { return e.dst.Addr() }
+func (e *Endpoint) SrcIP() netip.Addr  { return netip.Addr{} }
 
 // Open opens the wrapped bind and adds one receive function for streams.
 func (b *Bind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
@@ -126,7 +176,11 @@ func (b *Bind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 	if err != nil {
 		return nil, 0, err
 	}
+	for i, fn := range fns {
+		fns[i] = b.countReceived(fn)
+	}
 	b.open = true
+	b.dialCtx, b.stop = context.WithCancel(context.Background())
 	closed := make(chan struct{})
 	b.closed = closed
 	recv := b.recv
@@ -160,6 +214,7 @@ func (b *Bind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 func (b *Bind) Close() error {
 	b.mu.Lock()
 	err := b.inner.Close()
+	b.stop()
 	if b.open {
 		close(b.closed)
 		b.open = false
@@ -199,23 +254,26 @@ func (b *Bind) ParseEndpoint(s string) (conn.Endpoint, error) {
 func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error {
 	sep, ok := ep.(*Endpoint)
 	if !ok {
-		return b.inner.Send(bufs, ep)
-	}
-	s, err := b.streamFor(sep)
-	if err != nil {
+		b.countSent(bufs, ep)
+		err := b.inner.Send(bufs, ep)
+		if errors.Is(err, syscall.EINVAL) && ep.SrcIP().IsValid() {
+			// wireguard-go clears a sticky source address that a route
+			// change made stale only for its own bind type (its route
+			// listener does not run for a wrapped bind): a send from an
+			// address this host no longer has fails (EINVAL), so clear
+			// it and send once more from whatever the routes pick now.
+			ep.ClearSrc()
+			err = b.inner.Send(bufs, ep)
+		}
 		return err
 	}
+	b.probe(bufs, sep)
+	s, err := b.streamFor(sep, bufs)
+	if s == nil {
+		return err // nil: queued for a stream being dialed
+	}
 	s.wmu.Lock()
-	out := s.out[:0]
-	for _, p := range bufs {
-		if out, err = AppendFrame(out, p); err != nil {
-			break
-		}
-	}
-	if err == nil {
-		_, err = s.c.Write(out)
-	}
-	s.out = out
+	err = b.writeLocked(s, bufs)
 	s.wmu.Unlock()
 	if err != nil {
 		b.drop(s)
@@ -224,29 +282,97 @@ func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error {
 	return nil
 }
 
-// streamFor returns ep's stream, dialing it when it is a dial endpoint
-// without one.
-func (b *Bind) streamFor(ep *Endpoint) (*stream, error) {
+// writeLocked writes bufs to s as frames; the caller holds s.wmu.
+func (b *Bind) writeLocked(s *stream, bufs [][]byte) error {
+	out := s.out[:0]
+	var err error
+	for _, p := range bufs {
+		if out, err = AppendFrame(out, p); err != nil {
+			break
+		}
+	}
+	if err == nil {
+		s.c.SetWriteDeadline(time.Now().Add(b.opts.WriteTimeout))
+		_, err = s.c.Write(out)
+	}
+	s.out = out
+	return err
+}
+
+// maxPending bounds the packets waiting for a stream being dialed (the
+// oldest go first): a handshake initiation and what WireGuard staged.
+const maxPending = 64
+
+// dialing is a stream being dialed and the packets sent to it meanwhile,
+// in order.
+type dialing struct{ pending [][]byte }
+
+// streamFor returns ep's stream. When it is a dial endpoint without one,
+// it queues bufs and starts a dial (unless one runs, or the last failed
+// within DialBackoff) and returns nil and nil.
+func (b *Bind) streamFor(ep *Endpoint, bufs [][]byte) (*stream, error) {
 	b.mu.Lock()
-	s, ok := b.streams[ep.key]
-	open := b.open
-	b.mu.Unlock()
-	if ok {
+	defer b.mu.Unlock()
+	if s := b.streams[ep.key]; s != nil {
 		return s, nil
 	}
-	if !open {
+	if !b.open {
 		return nil, net.ErrClosed
 	}
 	if ep.addr == "" || b.opts.Dial == nil {
 		return nil, fmt.Errorf("stream %s is gone (the peer reconnects)", ep.key)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), b.opts.DialTimeout)
-	c, err := b.opts.Dial(ctx, ep.addr)
-	cancel()
-	if err != nil {
-		return nil, fmt.Errorf("dial stream %s: %w", ep.key, err)
+	d := b.dials[ep.key]
+	if d == nil {
+		if at, ok := b.failed[ep.key]; ok && time.Since(at) < b.opts.DialBackoff {
+			return nil, fmt.Errorf("stream %s: the last dial failed %v ago; retrying after %v", ep.key, time.Since(at).Round(time.Millisecond), b.opts.DialBackoff)
+		}
+		d = &dialing{}
+		b.dials[ep.key] = d
+		ctx := b.dialCtx
+		b.wg.Go(func() { b.dial(ctx, ep, d) })
 	}
-	return b.add(ep, c)
+	for _, p := range bufs {
+		if len(d.pending) == maxPending {
+			d.pending = d.pending[1:]
+		}
+		d.pending = append(d.pending, bytes.Clone(p))
+	}
+	return nil, nil
+}
+
+// dial opens ep's stream and sends what waited for it before anything
+// else can be sent on it.
+func (b *Bind) dial(ctx context.Context, ep *Endpoint, d *dialing) {
+	dctx, cancel := context.WithTimeout(ctx, b.opts.DialTimeout)
+	c, err := b.opts.Dial(dctx, ep.addr)
+	cancel()
+	b.mu.Lock()
+	delete(b.dials, ep.key)
+	pending := d.pending
+	if err != nil {
+		b.failed[ep.key] = time.Now()
+		b.mu.Unlock()
+		if b.opts.OnDialError != nil && ctx.Err() == nil {
+			b.opts.OnDialError(ep.addr, err)
+		}
+		return
+	}
+	delete(b.failed, ep.key)
+	s, added := b.addLocked(ep, c)
+	if !added {
+		b.mu.Unlock()
+		return
+	}
+	// Held before the stream is visible: Sends that find it wait, and the
+	// queued packets go first.
+	s.wmu.Lock()
+	b.mu.Unlock()
+	err = b.writeLocked(s, pending)
+	s.wmu.Unlock()
+	if err != nil {
+		b.drop(s)
+	}
 }
 
 // AddStream hands an accepted, authenticated connection to the bind (the
@@ -256,26 +382,26 @@ func (b *Bind) AddStream(c net.Conn) error {
 	if ap, err := netip.ParseAddrPort(c.RemoteAddr().String()); err == nil {
 		ep.dst = ap
 	}
-	_, err := b.add(ep, c)
-	return err
-}
-
-func (b *Bind) add(ep *Endpoint, c net.Conn) (*stream, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if !b.open {
-		c.Close()
-		return nil, net.ErrClosed
+	if _, ok := b.addLocked(ep, c); !ok {
+		return fmt.Errorf("add stream %s: the bind is closed, or has it already: %w", ep.key, net.ErrClosed)
 	}
-	if old, ok := b.streams[ep.key]; ok { // lost a dial race: keep the first
+	return nil
+}
+
+// addLocked makes c ep's stream and starts its reader; it closes c and
+// reports false when the bind is closed or ep has a stream already.
+func (b *Bind) addLocked(ep *Endpoint, c net.Conn) (*stream, bool) {
+	if !b.open || b.streams[ep.key] != nil {
 		c.Close()
-		return old, nil
+		return nil, false
 	}
 	s := &stream{key: ep.key, c: c}
 	b.streams[ep.key] = s
 	closed := b.closed
 	b.wg.Go(func() { b.read(s, ep, closed) })
-	return s, nil
+	return s, true
 }
 
 // read moves frames from s to the receive function until s fails or the
@@ -284,6 +410,9 @@ func (b *Bind) read(s *stream, ep *Endpoint, closed <-chan struct{}) {
 	defer b.drop(s)
 	r := NewReader(s.c, b.opts.FrameLimit)
 	for {
+		if b.opts.IdleTimeout > 0 {
+			s.c.SetReadDeadline(time.Now().Add(b.opts.IdleTimeout))
+		}
 		buf := bufPool.Get().(*[]byte)
 		n, err := r.ReadFrame(*buf)
 		if err != nil {
@@ -310,4 +439,23 @@ func (b *Bind) drop(s *stream) {
 		delete(b.streams, s.key)
 	}
 	b.mu.Unlock()
+}
+
+// CloseStream closes the stream of endpoint (as ParseEndpoint takes it,
+// "tls://host:port"), if one is open: a client that moved a gateway back
+// to UDP frees the gateway's slot. The next Send to it dials again.
+func (b *Bind) CloseStream(endpoint string) {
+	b.mu.Lock()
+	s := b.streams[endpoint]
+	b.mu.Unlock()
+	if s != nil {
+		b.drop(s)
+	}
+}
+
+// Streams returns how many streams are open.
+func (b *Bind) Streams() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.streams)
 }

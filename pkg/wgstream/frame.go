@@ -35,6 +35,13 @@ const (
 	msgTransport   = 4
 )
 
+// The handshake messages have fixed sizes (WireGuard whitepaper, 5.4).
+var fixedSize = [...]int{msgInitiation: 148, msgResponse: 92, msgCookieReply: 64}
+
+// headerLen is how much of a message shapeOK needs: its type and reserved
+// bytes.
+const headerLen = 4
+
 // Errors callers branch on (to count drops by reason). All are final for
 // the stream.
 var (
@@ -44,16 +51,22 @@ var (
 )
 
 // IsWireGuardMessage reports whether b has the shape of a WireGuard message:
-// a known type, zero reserved bytes, and at least the size of a keepalive.
-// It checks shape only; the device authenticates the content.
+// a known type, zero reserved bytes, the exact size of a handshake message
+// of its type, or at least the size of a keepalive for transport data. It
+// checks shape only; the device authenticates the content.
 func IsWireGuardMessage(b []byte) bool {
-	if len(b) < minMessage {
+	return len(b) >= headerLen && shapeOK(b[:headerLen], len(b))
+}
+
+// shapeOK checks a message's first headerLen bytes against its size n.
+func shapeOK(hdr []byte, n int) bool {
+	if n < minMessage || hdr[0] < msgInitiation || hdr[0] > msgTransport {
 		return false
 	}
-	if b[0] < msgInitiation || b[0] > msgTransport {
+	if hdr[0] != msgTransport && n != fixedSize[hdr[0]] {
 		return false
 	}
-	return b[1] == 0 && b[2] == 0 && b[3] == 0
+	return hdr[1] == 0 && hdr[2] == 0 && hdr[3] == 0
 }
 
 // AppendFrame appends pkt as one frame to dst and returns the result. It
@@ -115,14 +128,29 @@ func (r *Reader) ReadFrame(buf []byte) (int, error) {
 	if len(buf) < n {
 		return 0, fmt.Errorf("wgstream: read buffer of %d bytes holds no %d-byte frame", len(buf), n)
 	}
-	if _, err := io.ReadFull(r.r, buf[:n]); err != nil {
+	if n < minMessage {
+		return 0, ErrNotWireGuard
+	}
+	// The message's header first: a stream that is not WireGuard is
+	// refused after 6 bytes, not after the length it claims.
+	if err := r.readFull(buf[:headerLen], n); err != nil {
+		return 0, err
+	}
+	if !shapeOK(buf[:headerLen], n) {
+		return 0, ErrNotWireGuard
+	}
+	if err := r.readFull(buf[headerLen:n], n); err != nil {
+		return 0, err
+	}
+	return n, nil
+}
+
+func (r *Reader) readFull(b []byte, n int) error {
+	if _, err := io.ReadFull(r.r, b); err != nil {
 		if errors.Is(err, io.EOF) {
 			err = io.ErrUnexpectedEOF
 		}
-		return 0, fmt.Errorf("wgstream: read %d-byte frame: %w", n, err)
+		return fmt.Errorf("wgstream: read %d-byte frame: %w", n, err)
 	}
-	if !IsWireGuardMessage(buf[:n]) {
-		return 0, ErrNotWireGuard
-	}
-	return n, nil
+	return nil
 }

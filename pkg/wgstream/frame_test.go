@@ -54,6 +54,7 @@ func TestAppendFrameRefusesNonWireGuard(t *testing.T) {
 		"type 5":          {wgMsg(5, 64), ErrNotWireGuard},
 		"short keepalive": {wgMsg(4, 31), ErrNotWireGuard},
 		"reserved set":    {func() []byte { b := wgMsg(4, 64); b[2] = 1; return b }(), ErrNotWireGuard},
+		"response of 148": {wgMsg(2, 148), ErrNotWireGuard},
 		"too large":       {wgMsg(4, MaxFrame+1), ErrFrameTooLarge},
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -80,6 +81,10 @@ func TestReadFrameErrors(t *testing.T) {
 		"plaintext":       {append([]byte{0, 40}, bytes.Repeat([]byte{'A'}, 40)...), 0, ErrNotWireGuard},
 		"half header":     {[]byte{0}, 0, io.ErrUnexpectedEOF},
 		"truncated frame": {good[:40], 0, io.ErrUnexpectedEOF},
+		// Refused on its first bytes, before the length it claims.
+		"plaintext, long":        {[]byte("GET / HTTP/1.1\r\n"), 0, ErrNotWireGuard},
+		"initiation of 64 bytes": {append([]byte{0, 64}, wgMsg(1, 64)...), 0, ErrNotWireGuard},
+		"short frame":            {append([]byte{0, 31}, wgMsg(4, 31)...), 0, ErrNotWireGuard},
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := NewReader(bytes.NewReader(tc.stream), tc.limit).ReadFrame(make([]byte, MaxFrame))

@@ -47,7 +47,7 @@ func printStatus(w io.Writer, s *client.Status, now time.Time) {
 		}
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "\nAPP\tNAME\tADDRESS\tPORTS\tGATEWAY\tHANDSHAKE\tSTATE")
+	fmt.Fprintln(tw, "\nAPP\tNAME\tADDRESS\tPORTS\tGATEWAY\tPATH\tHANDSHAKE\tSTATE")
 	var notes []reach.Verdict // one per state other than ok, in order of appearance
 	for _, g := range s.Gateways {
 		hs := "never"
@@ -59,7 +59,7 @@ func printStatus(w io.Writer, s *client.Status, now time.Time) {
 			for i, p := range a.Ports {
 				ports[i] = p.String()
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s/%s\t%s\t%s\t%s\n", a.Name, a.DNSName, a.Addr, a.Proto, strings.Join(ports, ","), g.ID, hs, a.State.Reason)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s/%s\t%s\t%s\t%s\t%s\n", a.Name, a.DNSName, a.Addr, a.Proto, strings.Join(ports, ","), g.ID, g.Path, hs, a.State.Reason)
 			if a.State.Reason != reach.ReasonOK && !slices.ContainsFunc(notes, func(v reach.Verdict) bool { return v.Reason == a.State.Reason }) {
 				notes = append(notes, a.State)
 			}

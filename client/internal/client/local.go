@@ -45,6 +45,10 @@ type GatewayStatus struct {
 	AllowedIPs    []netip.Prefix `json:"allowed_ips"`
 	LastHandshake *time.Time     `json:"last_handshake,omitempty"`
 	Apps          []AppStatus    `json:"apps"`
+	// Path is how WireGuard reaches the gateway now: "udp", or "tcp" (TLS
+	// to its TCP endpoint, when UDP gets no answer).
+	Path        string `json:"path"`
+	TCPEndpoint string `json:"tcp_endpoint,omitempty"` // as the map has it; empty: UDP only
 }
 
 // AppStatus is one app of the map with whether it is reachable now.
@@ -100,6 +104,7 @@ func (t *tunnel) status() Status {
 	if t.cfg.Mode == ModeUserspace {
 		s.SOCKS5, s.HTTPProxy = t.cfg.SOCKSAddr, t.cfg.HTTPAddr
 	}
+	paths := t.paths.current()
 	t.mu.Lock()
 	cm := t.cm // applied maps are never changed, only replaced
 	t.mu.Unlock()
@@ -110,7 +115,8 @@ func (t *tunnel) status() Status {
 	s.Session = cm.Session
 	for i := range cm.Gateways {
 		g := &cm.Gateways[i]
-		gs := GatewayStatus{ID: g.GatewayID, Endpoint: g.Endpoint, AllowedIPs: g.AllowedIPs}
+		gs := GatewayStatus{ID: g.GatewayID, Endpoint: g.Endpoint, AllowedIPs: g.AllowedIPs,
+			Path: paths[g.GatewayID].String(), TCPEndpoint: g.TCPEndpoint}
 		if h := hs[g.PublicKey.String()]; !h.IsZero() {
 			gs.LastHandshake = &h
 		}

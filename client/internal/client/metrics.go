@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cordonhq/cordon/client/internal/dnsstub"
+	"github.com/cordonhq/cordon/client/internal/pathsel"
 	"github.com/cordonhq/cordon/internal/metricshttp"
 	"github.com/cordonhq/cordon/pkg/controlproto"
 	"github.com/cordonhq/cordon/pkg/wgdev"
@@ -40,7 +41,8 @@ func listenMetrics(addr string) (net.Listener, error) {
 // metricsRegistry is the client's Prometheus metrics (names in
 // docs/operations.md), all read when scraped.
 func (t *tunnel) metricsRegistry(now func() time.Time) *prometheus.Registry {
-	return metricsRegistry(metricsSources{connected: t.cc.Connected, dns: t.stub.Stats, view: t.applied, peers: t.wg.Status, now: now})
+	return metricsRegistry(metricsSources{connected: t.cc.Connected, dns: t.stub.Stats, view: t.applied, peers: t.wg.Status, now: now,
+		paths: t.paths.current, switches: t.paths.switchCounts})
 }
 
 // applied is the map in effect (nil before the first); maps are replaced
@@ -59,6 +61,8 @@ type metricsSources struct {
 	view      func() *controlproto.ClientMap // the map applied; nil: none yet
 	peers     func() ([]wgdev.PeerStatus, error)
 	now       func() time.Time
+	paths     func() map[string]pathsel.Path // each gateway's path
+	switches  func() (toUDP, toTCP uint64)
 }
 
 func metricsRegistry(src metricsSources) *prometheus.Registry {
@@ -77,6 +81,11 @@ func metricsRegistry(src metricsSources) *prometheus.Registry {
 	} {
 		m.Counter("client_dns_answers_total", dnsHelp, prometheus.Labels{"kind": kind}, ds(f))
 	}
+	const switchHelp = "Gateways moved to another path, by the path moved to: tcp (UDP got no answer) or udp (UDP works again)."
+	m.Counter("client_path_switches_total", switchHelp, prometheus.Labels{"to": "udp"},
+		func() float64 { u, _ := src.switches(); return float64(u) })
+	m.Counter("client_path_switches_total", switchHelp, prometheus.Labels{"to": "tcp"},
+		func() float64 { _, t := src.switches(); return float64(t) })
 	reg.MustRegister(tunnelCollector{src})
 	return reg
 }
@@ -98,6 +107,8 @@ var (
 		"Seconds since the last WireGuard handshake with the gateway (absent before the first).", []string{"gateway"}, nil)
 	gatewayBytesDesc = prometheus.NewDesc("cordon_client_gateway_bytes_total",
 		"WireGuard bytes with the gateway since it was configured, by direction (rx: from the gateway).", []string{"gateway", "direction"}, nil)
+	gatewayPathDesc = prometheus.NewDesc("cordon_client_gateway_path",
+		"1 for the path WireGuard takes to the gateway now: udp, or tcp (TLS to its TCP endpoint, when UDP gets no answer).", []string{"gateway", "path"}, nil)
 	sessionLeftDesc = prometheus.NewDesc("cordon_client_session_seconds_left",
 		"Seconds until the session's absolute limit (absent without a session).", nil, nil)
 )
@@ -110,7 +121,7 @@ const liveWithin = 3 * time.Minute
 type tunnelCollector struct{ src metricsSources }
 
 func (c tunnelCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{tunnelUpDesc, appsDesc, handshakeAgeDesc, gatewayBytesDesc, sessionLeftDesc} {
+	for _, d := range []*prometheus.Desc{tunnelUpDesc, appsDesc, handshakeAgeDesc, gatewayBytesDesc, gatewayPathDesc, sessionLeftDesc} {
 		ch <- d
 	}
 }
@@ -130,8 +141,10 @@ func (c tunnelCollector) Collect(ch chan<- prometheus.Metric) {
 	up := false
 	apps := map[string]int{"reachable": 0, "step_up": 0, "posture": 0, "no_mfa": 0}
 	if cm != nil {
+		paths := c.src.paths()
 		for _, g := range cm.Gateways {
 			apps["reachable"] += len(g.Apps)
+			ch <- prometheus.MustNewConstMetric(gatewayPathDesc, prometheus.GaugeValue, 1, g.GatewayID, paths[g.GatewayID].String())
 			i, ok := byKey[g.PublicKey.String()]
 			if !ok {
 				continue

@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cordonhq/cordon/client/internal/dnsstub"
+	"github.com/cordonhq/cordon/client/internal/pathsel"
 	"github.com/cordonhq/cordon/internal/metricshttp/metricstest"
 	"github.com/cordonhq/cordon/pkg/controlproto"
 	"github.com/cordonhq/cordon/pkg/wgdev"
@@ -42,6 +43,8 @@ func testSources(now time.Time, m *controlproto.ClientMap, peers []wgdev.PeerSta
 		view:      func() *controlproto.ClientMap { return m },
 		peers:     func() ([]wgdev.PeerStatus, error) { return peers, nil },
 		now:       func() time.Time { return now },
+		paths:     func() map[string]pathsel.Path { return map[string]pathsel.Path{"gw-2": pathsel.TCP} },
+		switches:  func() (uint64, uint64) { return 1, 2 },
 	}
 }
 
@@ -102,6 +105,10 @@ func TestMetricsValues(t *testing.T) {
 		"cordon_client_dns_answers_total,kind=answer":                 3,
 		"cordon_client_dns_answers_total,kind=nxdomain":               2,
 		"cordon_client_control_connected":                             1,
+		"cordon_client_gateway_path,gateway=gw-1,path=udp":            1,
+		"cordon_client_gateway_path,gateway=gw-2,path=tcp":            1,
+		"cordon_client_path_switches_total,to=udp":                    1,
+		"cordon_client_path_switches_total,to=tcp":                    2,
 	} {
 		if got, ok := vals[key]; !ok || got != v {
 			t.Errorf("%s = %v (present %v), want %v", key, got, ok, v)

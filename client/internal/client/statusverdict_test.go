@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"crypto/tls"
+	"log/slog"
 	"net/netip"
 	"sync"
 	"testing"
@@ -27,7 +28,7 @@ func TestStatusVerdicts(t *testing.T) {
 	}
 	defer wg.Close()
 	tn := &tunnel{cc: controlclient.New(controlclient.Config{Addr: "127.0.0.1:1", TLS: &tls.Config{}}), fo: newFailover(nil), wg: wg,
-		st: &agentstate.State{Enrollment: agentstate.Enrollment{ID: "dev-1", User: "nurse"}}}
+		st: &agentstate.State{Enrollment: agentstate.Enrollment{ID: "dev-1", User: "nurse"}}, paths: newPaths(nil, slog.Default())}
 	dir := t.TempDir()
 
 	// No map yet: no apps.

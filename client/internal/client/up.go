@@ -26,6 +26,7 @@ import (
 	"github.com/cordonhq/cordon/pkg/privdir"
 	"github.com/cordonhq/cordon/pkg/tunnet"
 	"github.com/cordonhq/cordon/pkg/wgdev"
+	"github.com/cordonhq/cordon/pkg/wgstream"
 )
 
 // Modes.
@@ -75,6 +76,10 @@ type tunnel struct {
 	maps *applier       // applies maps; under applyMu
 	fo   *failover      // gateway liveness and each segment's gateway (failover.go)
 	dial probeDialer    // through the tunnel, for probes
+	// bind carries WireGuard over UDP or, per gateway, a TLS stream;
+	// paths decides which (path.go).
+	bind  *wgstream.Bind
+	paths *paths
 
 	applyMu sync.Mutex // serializes applying maps (control goroutine, failover)
 
@@ -236,7 +241,12 @@ func Up(ctx context.Context, cfg UpConfig) error {
 	// app traffic: gateways are probed only while there is some.
 	act := &activityTUN{Device: dev}
 	t.fo = newFailover(act)
-	wg, err := wgdev.New(act, wgdev.Options{Name: cfg.Interface, UAPI: cfg.Mode == ModeTUN, Logger: log})
+	t.paths = newPaths(nil, log.With("component", "path"))
+	t.bind = wgstream.NewBind(nil, wgstream.Options{Dial: streamDialer(st, t.paths), OnDialError: func(addr string, err error) {
+		log.Warn("TLS to the gateway's TCP endpoint failed; retrying", "tcp_endpoint", addr, "err", err)
+	}})
+	t.paths.bind = t.bind
+	wg, err := wgdev.New(act, wgdev.Options{Name: cfg.Interface, UAPI: cfg.Mode == ModeTUN, Logger: log, Bind: t.bind})
 	if err != nil {
 		dev = nil // wgdev.New closed it
 		return fmt.Errorf("start wireguard: %w", err)
@@ -280,6 +290,7 @@ func Up(ctx context.Context, cfg UpConfig) error {
 	}
 	workers.Go(func() { t.reportPosture(ctx) })
 	workers.Go(func() { t.watchGateways(ctx) })
+	workers.Go(func() { t.watchPaths(ctx) })
 	if metricsLn != nil {
 		reg := t.metricsRegistry(time.Now)
 		workers.Go(func() { metricshttp.Serve(ctx, metricsLn, reg, t.ready, log.With("component", "metrics")) })
@@ -352,9 +363,13 @@ func (t *tunnel) announceSession(was, now *controlproto.SessionInfo) {
 // Callers hold applyMu.
 func (t *tunnel) applyLocked(m *controlproto.ClientMap) (prev *controlproto.ClientMap, c mapConfig, err error) {
 	t.fo.prune(m)
+	t.paths.sync(m)
 	now := time.Now()
 	view := *m
-	view.Gateways = m.Resolve(func(sg controlproto.ClientSegment) string { return t.fo.pick(m, sg, now) }, true)
+	view.Gateways = slices.Clone(m.Resolve(func(sg controlproto.ClientSegment) string { return t.fo.pick(m, sg, now) }, true))
+	for i, g := range view.Gateways {
+		view.Gateways[i].Endpoint = t.paths.endpoint(g) // "tls://IP:port" on the TCP path
+	}
 	view.Segments = nil
 	c, err = t.maps.apply(&view)
 	if err != nil {
@@ -400,6 +415,7 @@ func (t *tunnel) watchGateways(ctx context.Context) {
 				}
 				n++
 				t.fo.sent(g.GatewayID, now)
+				t.paths.probeSent(g.GatewayID, now)
 				probes.Go(func() {
 					if err := probe(ctx, t.dial, g.OverlayAddr); err != nil {
 						t.log.Debug("gateway probe unanswered", "gateway", g.GatewayID, "err", err)

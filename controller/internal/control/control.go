@@ -149,6 +149,9 @@ type Server struct {
 	public map[string]netip.Addr
 	// instances is the run each gateway last said hello from (instance.go).
 	instances map[string]controlproto.InstanceID
+	// tcpEndpoints is where each gateway last said it accepts WireGuard
+	// over TLS (instance.go); kept and pruned like instances.
+	tcpEndpoints map[string]string
 	// postureAt is when each device's latest posture report arrived: a
 	// report that changes nothing a map shows is stored without a change,
 	// so the snapshot the maps come from, patched only with what changes
@@ -207,10 +210,11 @@ func New(cfg Config) *Server {
 		agents:  map[string]*agent{},
 		public:  map[string]netip.Addr{},
 
-		instances: map[string]controlproto.InstanceID{},
-		seen:      map[string]*gatewaySeen{},
-		down:      map[string]bool{},
-		views:     map[string]map[string]string{},
+		instances:    map[string]controlproto.InstanceID{},
+		tcpEndpoints: map[string]string{},
+		seen:         map[string]*gatewaySeen{},
+		down:         map[string]bool{},
+		views:        map[string]map[string]string{},
 	}
 	s.started = s.now()
 	if s.cfg.State == nil {
@@ -616,6 +620,7 @@ func (s *Server) handle(ctx context.Context, conn *quic.Conn) {
 	clusterChanged := false
 	if kind == ca.KindGateway {
 		s.noteInstanceLocked(log, id, hello.Hello.Instance)
+		s.noteTCPEndpointLocked(log, id, hello.Hello.TCPEndpoint)
 		s.noteGatewayLocked(id, hello.Hello.AgentVersion, s.now())
 		clusterChanged = s.noteClusterLocked(id, hello.Hello.ClusterAddr, certs[0])
 	}
@@ -811,6 +816,7 @@ type mapState struct {
 	sessions      map[string]*session.Session
 	activityEvery time.Duration
 	instances     map[string]controlproto.InstanceID
+	tcpEndpoints  map[string]string
 }
 
 // retryAfter is how long a failed recompute waits before it tries again
@@ -912,7 +918,7 @@ func (s *Server) recompute(ctx context.Context, c store.Change, joined []*agent)
 			continue
 		}
 		if a.kind == ca.KindGateway {
-			if _, ok := st.ix.Gateway(a.id); !ok || st.instances[a.id] != s.instances[a.id] {
+			if _, ok := st.ix.Gateway(a.id); !ok || st.instances[a.id] != s.instances[a.id] || st.tcpEndpoints[a.id] != s.tcpEndpoints[a.id] {
 				c.Merge(store.Change{Gateways: []string{a.id}})
 			}
 		} else if _, ok := st.ix.Device(a.id); !ok || st.ix.PublicAddrChanged(a.id, s.public[a.id]) {
@@ -1118,8 +1124,10 @@ func (s *Server) load(ctx context.Context, c store.Change) (*mapState, error) {
 		public[id] = addr
 	}
 	st.instances = s.instancesLocked(st.ix)
+	st.tcpEndpoints = s.tcpEndpointsLocked(st.ix)
 	s.mu.Unlock()
 	st.ix.SetGatewayInstances(st.instances)
+	st.ix.SetGatewayTCPEndpoints(st.tcpEndpoints)
 	st.ix.SetGatewayDown(s.downCopy())
 	st.ix.SetPublicAddrs(public)
 	return st, nil

@@ -2,6 +2,7 @@ package control
 
 import (
 	"log/slog"
+	"net"
 
 	"github.com/cordonhq/cordon/controller/internal/netmap"
 	"github.com/cordonhq/cordon/pkg/controlproto"
@@ -54,6 +55,45 @@ func (s *Server) instancesLocked(ix *netmap.Index) map[string]controlproto.Insta
 			continue
 		}
 		out[id] = inst
+	}
+	return out
+}
+
+// maxTCPEndpoint bounds a gateway's TCP endpoint (host:port), like the
+// admin API bounds its UDP endpoint.
+const maxTCPEndpoint = 300
+
+// noteTCPEndpointLocked records where a gateway accepts WireGuard over TLS
+// (Hello.TCPEndpoint, capability 13); client maps carry it
+// (ClientGateway.TCPEndpoint). A hello without one means the gateway runs
+// without --tcp-listen now: its clients lose the TCP path. Invalid ones
+// are ignored (the gateway keeps UDP only).
+func (s *Server) noteTCPEndpointLocked(log *slog.Logger, gatewayID, ep string) {
+	if ep != "" {
+		if _, _, err := net.SplitHostPort(ep); err != nil || len(ep) > maxTCPEndpoint {
+			log.Warn("gateway sent an invalid TCP endpoint; ignoring it", "tcp_endpoint", ep)
+			ep = ""
+		}
+	}
+	if ep == "" {
+		delete(s.tcpEndpoints, gatewayID)
+		return
+	}
+	s.tcpEndpoints[gatewayID] = ep
+}
+
+// tcpEndpointsLocked prunes the TCP endpoints of gateways that no longer
+// exist (unless connected now) and returns a copy for a recompute.
+func (s *Server) tcpEndpointsLocked(ix *netmap.Index) map[string]string {
+	out := make(map[string]string, len(s.tcpEndpoints))
+	for id, ep := range s.tcpEndpoints {
+		if _, ok := ix.Gateway(id); !ok {
+			if s.agents[id] == nil {
+				delete(s.tcpEndpoints, id)
+			}
+			continue
+		}
+		out[id] = ep
 	}
 	return out
 }

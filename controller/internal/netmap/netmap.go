@@ -39,6 +39,7 @@ type Index struct {
 	public       map[string]netip.Addr // device ID → public address; see SetPublicAddrs
 	sess         *sessionGate          // nil: not gated on sessions; see SetSessions
 	instances    map[string]controlproto.InstanceID
+	tcpEndpoints map[string]string
 
 	// clientGateways caches client maps' gateways by identity
 	// (policyClientMap); maps are computed on several goroutines.
@@ -62,6 +63,11 @@ func (ix *Index) SetGatewayDown(m map[string]bool) { ix.down = m }
 // from, which client maps carry (ClientGateway.Instance). Call it before
 // computing maps; m is not copied and must not change afterwards.
 func (ix *Index) SetGatewayInstances(m map[string]controlproto.InstanceID) { ix.instances = m }
+
+// SetGatewayTCPEndpoints gives where each gateway accepts WireGuard over
+// TLS, which client maps carry (ClientGateway.TCPEndpoint). Call it before
+// computing maps; m is not copied and must not change afterwards.
+func (ix *Index) SetGatewayTCPEndpoints(m map[string]string) { ix.tcpEndpoints = m }
 
 // NewIndex indexes a snapshot. It sorts its own copies of the lists, so
 // the maps do not depend on the order the store returned them in.

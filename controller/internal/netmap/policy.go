@@ -621,6 +621,7 @@ func (ix *Index) clientTemplateOf(d store.Device, allows func(string) bool) *cli
 	for _, id := range slices.Sorted(maps.Keys(gws)) {
 		cg := clientGateway(map[string]*controlproto.ClientGateway{}, gws[id])
 		cg.Instance = ix.instances[id]
+		cg.TCPEndpoint = ix.tcpEndpoints[id]
 		cg.Down = ix.down[id]
 		t.gateways = append(t.gateways, *cg)
 	}

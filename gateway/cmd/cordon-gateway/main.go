@@ -41,6 +41,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&cfg.Mode, "mode", gateway.ModeTUN, "data plane: tun (kernel TUN, needs CAP_NET_ADMIN) or userspace (no privileges)")
 	fs.StringVar(&cfg.Interface, "interface", "cordon-gw0", "WireGuard interface name")
 	fs.IntVar(&cfg.ListenPort, "listen-port", 51820, "WireGuard UDP port")
+	fs.StringVar(&cfg.TCPListen, "tcp-listen", "", "also accept WireGuard over TLS on this TCP HOST:PORT (e.g. :443) for clients whose UDP is blocked; clients dial the --endpoint host on this port (default off)")
 	fs.StringVar(&cfg.Endpoint, "endpoint", os.Getenv("CORDON_ENDPOINT"), "HOST:PORT clients dial for WireGuard (required) [$CORDON_ENDPOINT]")
 	fs.BoolVar(&cfg.AllowLoopback, "allow-loopback", false, "userspace mode: allow apps on this host's loopback (demo only)")
 	fs.BoolVar(&cfg.ManageForwarding, "manage-forwarding", false, "tun mode: turn IPv4 forwarding on at start and back to its previous value on a clean stop (without it, the operator must have set net.ipv4.ip_forward=1)")

@@ -16,6 +16,11 @@
 // Either way the stack is
 //
 //	clients ⇄ UDP ⇄ wireguard-go ⇄ flow.Authorizer ⇄ (kernel TUN | netstack) ⇄ apps
+//	             ↑ or TLS on TCP (--tcp-listen)
+//
+// A client whose UDP is blocked carries the same WireGuard packets over
+// TLS to the TCP port (tcpport.go); they enter the same wireguard-go
+// device, so the authorizer sees the same packets either way.
 //
 // Fail static, fail closed (grants.go): the last map is saved to the state
 // directory and served across a restart while the controller is away, for
@@ -106,6 +111,10 @@ type Config struct {
 	// ClusterListen, if set, is where the gateway gossips with the other
 	// gateways of its segment (--cluster-listen; cluster.go).
 	ClusterListen netip.AddrPort
+	// TCPListen, if set, is the HOST:PORT (usually :443) where the gateway
+	// accepts WireGuard over TLS from clients whose UDP is blocked
+	// (--tcp-listen; tcpport.go). Empty: UDP only.
+	TCPListen string
 }
 
 // ErrNeedToken says the gateway is not enrolled and got no token.
@@ -147,7 +156,13 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer flows.close() // last: after the workers stopped
-	dp, err := dataplane(cfg, st.Enrollment.OverlayAddr, log)
+	// Listening before the host firewall admits the port.
+	tcp, err := listenTCP(cfg, st, log)
+	if err != nil {
+		return err
+	}
+	defer tcp.close() // if Run fails before serving it
+	dp, err := dataplane(cfg, tcp.port, st.Enrollment.OverlayAddr, log)
 	if err != nil {
 		return err
 	}
@@ -174,7 +189,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	flows.queueDropped = func() uint64 { return authz.Stats().EventsDropped + dnsSrv.Stats().EventsDropped }
-	wg, err := wgdev.New(authz, wgdev.Options{Name: cfg.Interface, UAPI: cfg.Mode == ModeTUN, Logger: log})
+	wg, err := wgdev.New(authz, wgdev.Options{Name: cfg.Interface, UAPI: cfg.Mode == ModeTUN, Logger: log, Bind: tcp.bind()})
 	if err != nil {
 		dnsSrv.Close()
 		authz.Close()
@@ -198,7 +213,8 @@ func Run(ctx context.Context, cfg Config) error {
 		noLoopback: cfg.Mode == ModeUserspace && !cfg.AllowLoopback, clusterNews: make(chan struct{}, 1)}
 	g.remote.now = g.now
 	defer g.stop()
-	hello := controlproto.Hello{Kind: controlproto.KindGateway, AgentVersion: cfg.Version, Endpoint: cfg.Endpoint, Instance: instance}
+	hello := controlproto.Hello{Kind: controlproto.KindGateway, AgentVersion: cfg.Version, Endpoint: cfg.Endpoint, Instance: instance,
+		TCPEndpoint: tcp.endpoint}
 	if cfg.ClusterListen.IsValid() {
 		cl, err := startCluster(cfg.ClusterListen, st, g, log.With("component", "cluster"))
 		if err != nil {
@@ -248,8 +264,11 @@ func Run(ctx context.Context, cfg Config) error {
 	workers.Go(func() { g.reportActivity(ctx, cc) })
 	workers.Go(func() { g.keepValid(ctx, cc.Connected) })
 	workers.Go(func() { g.saver(ctx) })
+	if tcp.ln != nil {
+		workers.Go(func() { tcp.serve(ctx, log) })
+	}
 	if metricsLn != nil {
-		reg := g.metricsRegistry(cc.Connected, decision)
+		reg := g.metricsRegistry(cc.Connected, decision, tcp)
 		workers.Go(func() { metricshttp.Serve(ctx, metricsLn, reg, g.ready, log.With("component", "metrics")) })
 	}
 	err = cc.Run(ctx)
@@ -320,7 +339,7 @@ type plane struct {
 // dataplane builds the device the authorizer wraps. In tun mode the host
 // firewall goes in first, before the interface exists and before
 // forwarding is checked: the host is never open, not even while starting.
-func dataplane(cfg Config, overlay netip.Addr, log *slog.Logger) (*plane, error) {
+func dataplane(cfg Config, tcpPort uint16, overlay netip.Addr, log *slog.Logger) (*plane, error) {
 	switch cfg.Mode {
 	case ModeUserspace:
 		ns, err := netstack.New(netstack.Config{
@@ -341,7 +360,7 @@ func dataplane(cfg Config, overlay netip.Addr, log *slog.Logger) (*plane, error)
 			return nil, fmt.Errorf("--listen-port %d: want 1 to 65535", cfg.ListenPort)
 		}
 		fw, err := hostfw.Install(hostfw.Config{Interface: cfg.Interface, Overlay: OverlayPrefix,
-			ListenPort: uint16(cfg.ListenPort), Management: cfg.Management, ClusterPort: cfg.ClusterListen.Port()})
+			ListenPort: uint16(cfg.ListenPort), TCPPort: tcpPort, Management: cfg.Management, ClusterPort: cfg.ClusterListen.Port()})
 		if err != nil {
 			return nil, err
 		}

@@ -12,6 +12,7 @@ import (
 	"github.com/cordonhq/cordon/gateway/internal/dns"
 	"github.com/cordonhq/cordon/gateway/internal/flow"
 	"github.com/cordonhq/cordon/gateway/internal/spool"
+	"github.com/cordonhq/cordon/gateway/internal/tlsport"
 	"github.com/cordonhq/cordon/internal/metricshttp"
 	"github.com/cordonhq/cordon/pkg/controlproto"
 	"github.com/cordonhq/cordon/pkg/wgdev"
@@ -21,9 +22,9 @@ import (
 // docs/operations.md). Every value is read when scraped from the counters
 // the authorizer, the DNS server, the spool and the WireGuard device
 // already keep, so the packet path does no extra work for them.
-func (g *gw) metricsRegistry(connected func() bool, decision prometheus.Histogram) *prometheus.Registry {
+func (g *gw) metricsRegistry(connected func() bool, decision prometheus.Histogram, tcp *tcpPath) *prometheus.Registry {
 	src := metricsSources{flow: g.authz.Stats, dns: g.dns.Stats, spool: g.flows.sp.Stats, connected: connected,
-		validUntil: g.mapValidUntil, peers: g.wg.Status, now: g.now, decision: decision}
+		validUntil: g.mapValidUntil, peers: g.wg.Status, now: g.now, decision: decision, tcp: tcp.stats}
 	if g.cluster != nil {
 		src.cluster, src.members = g.cluster.Stats, g.cluster.Members
 	}
@@ -45,6 +46,7 @@ type metricsSources struct {
 	// (nil without --cluster-listen: no cluster metrics).
 	cluster func() cluster.Stats
 	members func() []controlproto.ClusterMemberState
+	tcp     func() (tlsport.Stats, uint64)
 }
 
 // mapValidUntil is when the map in effect stops granting anything (zero:
@@ -79,6 +81,22 @@ func metricsRegistry(src metricsSources) *prometheus.Registry {
 		fs(func(s flow.Stats) uint64 { return s.FlowsEnded }))
 	m.Gauge("gateway_flows_open", "Flows in the connection table now.", nil,
 		func() float64 { return float64(src.flow().FlowsOpen) })
+
+	if src.tcp != nil {
+		ts := func(f func(tlsport.Stats, uint64) float64) func() float64 {
+			return func() float64 { return f(src.tcp()) }
+		}
+		m.Gauge("gateway_tcp_streams_open", "WireGuard-over-TLS streams open on the TCP port (--tcp-listen).", nil,
+			ts(func(s tlsport.Stats, _ uint64) float64 { return float64(s.Open) }))
+		m.Counter("gateway_tcp_streams_total", "Streams whose TLS handshake completed and that were handed to WireGuard.", nil,
+			ts(func(s tlsport.Stats, _ uint64) float64 { return float64(s.Accepted) }))
+		const refHelp = "TCP connections refused, by reason: source (over the streams per source address), full (over the streams in all) or handshake (TLS failed or timed out)."
+		m.Counter("gateway_tcp_refused_total", refHelp, L{"reason": "source"}, ts(func(s tlsport.Stats, _ uint64) float64 { return float64(s.RefusedSource) }))
+		m.Counter("gateway_tcp_refused_total", refHelp, L{"reason": "full"}, ts(func(s tlsport.Stats, _ uint64) float64 { return float64(s.RefusedFull) }))
+		m.Counter("gateway_tcp_refused_total", refHelp, L{"reason": "handshake"}, ts(func(s tlsport.Stats, _ uint64) float64 { return float64(s.HandshakeFailed) }))
+		m.Counter("gateway_tcp_frames_dropped_total", "Streams closed because a frame was not a WireGuard message (empty, too large, or another protocol).", nil,
+			ts(func(_ tlsport.Stats, drops uint64) float64 { return float64(drops) }))
+	}
 
 	const pktHelp = "Packets through the flow authorizer by direction (to_app: from clients; to_client: replies) and verdict."
 	m.Counter("gateway_packets_total", pktHelp, L{"direction": "to_app", "verdict": "allowed"}, fs(func(s flow.Stats) uint64 { return s.PacketsAllowed }))

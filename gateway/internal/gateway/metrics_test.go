@@ -11,6 +11,7 @@ import (
 	"github.com/cordonhq/cordon/gateway/internal/dns"
 	"github.com/cordonhq/cordon/gateway/internal/flow"
 	"github.com/cordonhq/cordon/gateway/internal/spool"
+	"github.com/cordonhq/cordon/gateway/internal/tlsport"
 	"github.com/cordonhq/cordon/internal/metricshttp/metricstest"
 	"github.com/cordonhq/cordon/pkg/controlproto"
 	"github.com/cordonhq/cordon/pkg/wgdev"
@@ -27,6 +28,9 @@ func testSources(peers func() ([]wgdev.PeerStatus, error)) metricsSources {
 		peers:      peers,
 		now:        func() time.Time { return now },
 		decision:   newDecisionHistogram(),
+		tcp: func() (tlsport.Stats, uint64) {
+			return tlsport.Stats{Accepted: 6, Open: 2, RefusedSource: 1, HandshakeFailed: 3}, 4
+		},
 	}
 }
 
@@ -74,6 +78,11 @@ func TestMetricsValues(t *testing.T) {
 		"cordon_gateway_peers_active":                                  1,
 		"cordon_gateway_spool_full":                                    1,
 		"cordon_gateway_map_valid_until_timestamp_seconds":             float64(now.Add(time.Hour).Unix()),
+		"cordon_gateway_tcp_streams_open":                              2,
+		"cordon_gateway_tcp_streams_total":                             6,
+		"cordon_gateway_tcp_refused_total,reason=source":               1,
+		"cordon_gateway_tcp_refused_total,reason=handshake":            3,
+		"cordon_gateway_tcp_frames_dropped_total":                      4,
 	} {
 		if vals[key] != v {
 			t.Errorf("%s = %v, want %v", key, vals[key], v)

@@ -78,6 +78,9 @@ type Config struct {
 	Overlay netip.Prefix
 	// ListenPort is the WireGuard UDP port, open to everyone.
 	ListenPort uint16
+	// TCPPort is the TCP port carrying WireGuard over TLS (--tcp-listen),
+	// open to everyone like ListenPort; 0: none.
+	TCPPort uint16
 	// Management are the sources allowed to reach the host's own services
 	// (SSH, monitoring), every port and protocol.
 	Management []netip.Prefix
@@ -277,6 +280,9 @@ func (f *Firewall) addInput() {
 	rule(ctState(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED), accept())
 	rule(iif(expr.CmpOpEq, f.cfg.Interface), accept())
 	rule(l4proto(unix.IPPROTO_UDP), dport(f.cfg.ListenPort), accept())
+	if f.cfg.TCPPort != 0 {
+		rule(l4proto(unix.IPPROTO_TCP), dport(f.cfg.TCPPort), accept())
+	}
 	// IPv6 neighbour discovery (router solicitation and advertisement,
 	// neighbour solicitation and advertisement, redirect): the link's ARP.
 	for _, typ := range []byte{133, 134, 135, 136, 137} {

@@ -229,3 +229,30 @@ func TestInstallRejectsBadConfig(t *testing.T) {
 		}
 	}
 }
+
+// TestTCPPortAdmitted: --tcp-listen's port is admitted on input like the
+// WireGuard UDP port, one rule, and only when configured.
+func TestTCPPortAdmitted(t *testing.T) {
+	ns := netnstest.Enter(t, "installs nftables rules in a private network namespace")
+	opt := hostfw.WithNetNS(int(ns))
+	c, err := nftables.New(nftables.WithNetNSFd(int(ns)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	inputAccepts := func(cfg hostfw.Config) int {
+		t.Helper()
+		if _, err := hostfw.Install(cfg, opt); err != nil {
+			t.Fatal(err)
+		}
+		return acceptRules(t, c, chains(t, c)["input"])
+	}
+	udpOnly := inputAccepts(cfg)
+	withTCP := cfg
+	withTCP.TCPPort = 443
+	if n := inputAccepts(withTCP); n != udpOnly+1 {
+		t.Fatalf("input accept rules with a TCP port = %d, want %d", n, udpOnly+1)
+	}
+	if err := hostfw.Uninstall(opt); err != nil {
+		t.Fatal(err)
+	}
+}
