@@ -36,7 +36,7 @@ func (m *ClientMap) Resolve(use func(ClientSegment) string, idle bool) []ClientG
 		out[i] = g
 		out[i].AllowedIPs = []netip.Prefix{netip.PrefixFrom(g.OverlayAddr, g.OverlayAddr.BitLen())}
 		out[i].Apps = nil
-		out[i].Down = false // not in the old shape
+		out[i].Down, out[i].Draining = false, false // not in the old shape
 		byID[g.GatewayID] = i
 	}
 	carries := make([]bool, len(out))
