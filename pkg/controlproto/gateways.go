@@ -89,3 +89,21 @@ func (m *ClientMap) Legacy() *ClientMap {
 	out.Segments = nil
 	return &out
 }
+
+// DrainAsDown returns m in the shape clients of capability 10 to 13 know:
+// a draining gateway marked Down, so that they move off it (at once,
+// cutting the connections open through it, as on a failover) instead of
+// staying on it, which is all they know to do with a gateway that is
+// merely ordered later. m is not modified.
+func (m *ClientMap) DrainAsDown() *ClientMap {
+	if !slices.ContainsFunc(m.Gateways, func(g ClientGateway) bool { return g.Draining }) {
+		return m
+	}
+	out := *m
+	out.Gateways = slices.Clone(m.Gateways)
+	for i := range out.Gateways {
+		g := &out.Gateways[i]
+		g.Down, g.Draining = g.Down || g.Draining, false
+	}
+	return &out
+}
