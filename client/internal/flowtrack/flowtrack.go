@@ -10,12 +10,12 @@
 // flows the host opened, so what comes out of the tunnel cannot fill the
 // table. Each flow, by its tuple as the host sends it:
 //
-//	        host sends SYN (TCP) or any packet (other protocols)
-//	                    │
-//	                    ▼
-//	                  open ──── RST either way, or FIN both ways ───▶ gone
-//	                    │
-//	                    └── no packet for IdleTCP (TCP) or IdleOther ──▶ gone
+//	host sends SYN (TCP) or any packet (other protocols)
+//	            │
+//	            ▼
+//	          open ──── RST either way, or FIN both ways ───▶ gone
+//	            │
+//	            └── no packet for IdleTCP (TCP) or IdleOther ──▶ gone
 //
 // A TCP flow is open from its SYN, so a connection being set up counts. At
 // most MaxFlows are kept; while the table is full and nothing in it has
