@@ -15,6 +15,7 @@ import (
 	"golang.zx2c4.com/wireguard/tun"
 
 	"github.com/cordonhq/cordon/client/internal/dnsstub"
+	"github.com/cordonhq/cordon/client/internal/flowtrack"
 	"github.com/cordonhq/cordon/client/internal/proxy"
 	"github.com/cordonhq/cordon/client/internal/sysdns"
 	"github.com/cordonhq/cordon/internal/metricshttp"
@@ -234,7 +235,7 @@ func Up(ctx context.Context, cfg UpConfig) error {
 
 	// WireGuard reads the host's packets through activityTUN, which notes
 	// app traffic: gateways are probed only while there is some.
-	act := &activityTUN{Device: dev}
+	act := &activityTUN{Device: dev, flows: flowtrack.New()}
 	t.fo = newFailover(act)
 	wg, err := wgdev.New(act, wgdev.Options{Name: cfg.Interface, UAPI: cfg.Mode == ModeTUN, Logger: log})
 	if err != nil {
@@ -351,6 +352,8 @@ func (t *tunnel) announceSession(was, now *controlproto.SessionInfo) {
 // on the gateway failover picks, and returns the map applied before.
 // Callers hold applyMu.
 func (t *tunnel) applyLocked(m *controlproto.ClientMap) (prev *controlproto.ClientMap, c mapConfig, err error) {
+	// The host's packets wait while segments may move (failover.go).
+	defer t.fo.active.hold()()
 	t.fo.prune(m)
 	now := time.Now()
 	view := *m
