@@ -88,9 +88,9 @@ const (
 	// DrainMoveBy is how long a segment waits for a quiet moment on a
 	// draining gateway before it moves anyway, cutting its open
 	// connections: a little before the gateway drops its peers.
-	DrainMoveBy = controlproto.DrainGrace - 15*time.Second
-	probeName       = "probe.cordon.invalid."
-	maxProbeRound   = 64 // gateways probed per round at most
+	DrainMoveBy   = controlproto.DrainGrace - 15*time.Second
+	probeName     = "probe.cordon.invalid."
+	maxProbeRound = 64 // gateways probed per round at most
 )
 
 // gwHealth is one gateway's liveness as this client sees it.
