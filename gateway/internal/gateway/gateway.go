@@ -623,7 +623,7 @@ const (
 func (g *gw) reportActivity(ctx context.Context, cc *controlclient.Client) {
 	var mark flow.ActivityMark
 	var sent controlproto.GatewayLoad // the load last sent, at sentAt
-	var sentAt time.Time
+	var sentAt, nextActivity time.Time
 	t := time.NewTimer(activityIdlePoll)
 	defer t.Stop()
 	for {
@@ -633,20 +633,27 @@ func (g *gw) reportActivity(ctx context.Context, cc *controlclient.Client) {
 		case <-t.C:
 		}
 		rep := &controlproto.Activity{}
+		// The load is looked at every activityIdlePoll, whatever the
+		// activity interval (up to maxActivityEvery): 'gateway list'
+		// and a drain follow it.
+		now := g.now()
 		wait := activityIdlePoll
 		if every := time.Duration(g.activityEvery.Load()); every > 0 {
-			wait = min(max(every, minActivityEvery), maxActivityEvery)
-			var act map[string]time.Duration
-			act, mark = g.authz.Activity(mark)
-			rep.Devices = make([]controlproto.DeviceActivity, 0, len(act))
-			for id, idle := range act {
-				rep.Devices = append(rep.Devices, controlproto.DeviceActivity{DeviceID: id, Idle: idle})
+			every = min(max(every, minActivityEvery), maxActivityEvery)
+			wait = min(every, activityIdlePoll)
+			if !now.Before(nextActivity) {
+				nextActivity = now.Add(every)
+				var act map[string]time.Duration
+				act, mark = g.authz.Activity(mark)
+				rep.Devices = make([]controlproto.DeviceActivity, 0, len(act))
+				for id, idle := range act {
+					rep.Devices = append(rep.Devices, controlproto.DeviceActivity{DeviceID: id, Idle: idle})
+				}
 			}
 		}
 		t.Reset(wait)
 		// The load goes when it changed, and now and then so that a
 		// controller that (re)connected learns it.
-		now := g.now()
 		load := g.load()
 		if load != sent || now.Sub(sentAt) >= loadRefresh {
 			rep.Load = &load
