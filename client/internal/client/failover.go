@@ -99,7 +99,7 @@ type gwHealth struct {
 	lastOK     time.Time // last answer
 	unanswered int       // probes sent since the last answer (or pause), in flight too
 	dead       bool
-	revivedAt  time.Time // when it answered after being dead
+	revivedAt  time.Time // when it answered after being dead (having answered before)
 }
 
 // failover holds the client's view of its gateways and each segment's
@@ -260,11 +260,11 @@ func (f *failover) answered(id string, now time.Time) (revived bool) {
 	if h == nil {
 		return false // forgotten meanwhile (prune)
 	}
+	if h.dead && !h.lastOK.IsZero() {
+		h.revivedAt = now // it answered before it died: a flapping one waits ReturnAfter
+	}
 	h.lastOK, h.unanswered = now, 0
 	revived, h.dead = h.dead, false
-	if revived {
-		h.revivedAt = now
-	}
 	return revived
 }
 

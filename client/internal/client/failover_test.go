@@ -280,6 +280,14 @@ func TestFailoverJoinsGatewayAheadWhenQuietAndSteady(t *testing.T) {
 	if f.wantsMove(both, t0) {
 		t.Fatal("moved to a joining gateway that never answered a probe")
 	}
+	// Its first probes go unanswered (its WireGuard session is new): dead
+	// before it ever answered, which is no flapping.
+	for i := range minUnanswered + 1 {
+		observe(f, map[string]bool{"gw-a": false, "gw-b": true}, t0.Add(time.Duration(i)*DeadAfter/2))
+	}
+	if !f.dead("gw-a") {
+		t.Fatal("gw-a not dead after its probes went unanswered")
+	}
 	observe(f, map[string]bool{"gw-a": true, "gw-b": true}, t0)
 	if !f.wantsMove(both, t0) || f.pick(both, both.Segments[0], t0) != "gw-a" {
 		t.Fatal("did not move to the joined gateway at a quiet moment")
