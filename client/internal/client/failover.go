@@ -121,11 +121,12 @@ func (f *failover) quiet(sg controlproto.ClientSegment, now time.Time) bool {
 	return f.active != nil && (f.active.flows == nil || f.active.flows.Open(now, sg.AllowedIPs) == 0)
 }
 
-// steadyLocked reports whether gateway id answers probes, and has for
-// ReturnAfter if it was dead before.
+// steadyLocked reports whether gateway id answers probes now (one of the
+// last two spare rounds), and has for ReturnAfter if it died before.
 func (f *failover) steadyLocked(id string, now time.Time) bool {
 	h := f.health[id]
-	return h != nil && !h.dead && !h.lastOK.IsZero() && (h.revivedAt.IsZero() || now.Sub(h.revivedAt) >= ReturnAfter)
+	return h != nil && !h.dead && !h.lastOK.IsZero() && now.Sub(h.lastOK) <= 2*SpareProbeEvery &&
+		(h.revivedAt.IsZero() || now.Sub(h.revivedAt) >= ReturnAfter)
 }
 
 // idle reports whether the device sent no app traffic for d.
@@ -303,6 +304,24 @@ func (f *failover) prune(m *controlproto.ClientMap) {
 	for id := range f.drainSeen {
 		if !slices.ContainsFunc(m.Gateways, func(g controlproto.ClientGateway) bool { return g.GatewayID == id && g.Draining }) {
 			delete(f.drainSeen, id)
+		}
+	}
+}
+
+// forgetMoved drops from the flow table the connections into each segment
+// of m that moved since before (its gateway then): the new gateway has no
+// state for them, so they are cut, and their closing packets come back
+// through the old gateway, where WireGuard drops them unseen. Without
+// this a cut connection would count as open, and hold back the segment's
+// next quiet move, until flowtrack.IdleTCP.
+func (f *failover) forgetMoved(m *controlproto.ClientMap, before map[string]string) {
+	if f.active == nil || f.active.flows == nil {
+		return
+	}
+	now := f.Current()
+	for _, sg := range m.Segments {
+		if was, ok := before[sg.Name]; ok && was != now[sg.Name] {
+			f.active.flows.Forget(sg.AllowedIPs)
 		}
 	}
 }

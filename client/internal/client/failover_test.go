@@ -289,6 +289,9 @@ func TestFailoverJoinsGatewayAheadWhenQuietAndSteady(t *testing.T) {
 		t.Fatal("gw-a not dead after its probes went unanswered")
 	}
 	observe(f, map[string]bool{"gw-a": true, "gw-b": true}, t0)
+	if f.wantsMove(both, t0.Add(3*SpareProbeEvery)) {
+		t.Fatal("moved to a gateway whose last answer is older than two spare probe rounds")
+	}
 	if !f.wantsMove(both, t0) || f.pick(both, both.Segments[0], t0) != "gw-a" {
 		t.Fatal("did not move to the joined gateway at a quiet moment")
 	}
@@ -308,6 +311,7 @@ func TestFailoverJoinsGatewayAheadWhenQuietAndSteady(t *testing.T) {
 		t.Fatal("went back to a gateway that answered again for less than ReturnAfter")
 	}
 	act.at.Store(at.Add(ReturnAfter).UnixNano())
+	observe(f, map[string]bool{"gw-a": true, "gw-b": true}, at.Add(ReturnAfter))
 	if f.pick(both, both.Segments[0], at.Add(ReturnAfter)) != "gw-a" {
 		t.Fatal("did not go back to gw-a, steady for ReturnAfter, at a quiet moment")
 	}

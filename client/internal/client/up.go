@@ -356,6 +356,7 @@ func (t *tunnel) applyLocked(m *controlproto.ClientMap) (prev *controlproto.Clie
 	defer t.fo.active.hold()()
 	t.fo.prune(m)
 	now := time.Now()
+	before := t.fo.Current()
 	view := *m
 	view.Gateways = m.Resolve(func(sg controlproto.ClientSegment) string { return t.fo.pick(m, sg, now) }, true)
 	view.Segments = nil
@@ -363,6 +364,7 @@ func (t *tunnel) applyLocked(m *controlproto.ClientMap) (prev *controlproto.Clie
 	if err != nil {
 		return nil, c, err
 	}
+	t.fo.forgetMoved(m, before)
 	t.mu.Lock()
 	prev = t.cm
 	t.raw, t.cm, t.dns, t.routes = m, &view, c.names, c.routes

@@ -170,6 +170,23 @@ func (t *Tracker) Open(now time.Time, prefixes []netip.Prefix) int {
 	return n
 }
 
+// Forget drops the flows whose destination is in prefixes: a segment
+// moved to another gateway, which has no state for them, so they are cut
+// (and their last packets, coming back through the old gateway, are
+// dropped by WireGuard and never seen here).
+func (t *Tracker) Forget(prefixes []netip.Prefix) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for k, f := range t.flows {
+		for _, p := range prefixes {
+			if p.Contains(f.dst) {
+				delete(t.flows, k)
+				break
+			}
+		}
+	}
+}
+
 // Len returns how many flows the table holds, for tests and metrics.
 func (t *Tracker) Len() int {
 	t.mu.Lock()

@@ -54,6 +54,17 @@ func TestTCPLifecycle(t *testing.T) {
 	}
 }
 
+// A segment that moved forgets its flows (they were cut); others stay.
+func TestForget(t *testing.T) {
+	tr := New()
+	tr.Out(tcp(host, ehr, packet.TCPSyn), t0)
+	tr.Out(packettest.UDP(host, lab, []byte("q")), t0)
+	tr.Forget(seg)
+	if n := tr.Open(t0, seg); n != 0 || tr.Len() != 1 {
+		t.Fatalf("after Forget: %d open in the segment, %d kept; want 0 and the other one", n, tr.Len())
+	}
+}
+
 // What comes out of the tunnel never opens a flow.
 func TestInboundOpensNothing(t *testing.T) {
 	tr := New()
