@@ -66,9 +66,10 @@ import (
 //     DrainMoveBy after the client saw the drain (cutting what is still
 //     open: the gateway drops its peers at controlproto.DrainGrace);
 //   - to a gateway ahead of the current one in its order (one that joined
-//     the segment, or came back), once that one answered probes for
-//     ReturnAfter (a flapping gateway does not bounce clients), at a quiet
-//     moment, or when the device has been idle for ReturnAfter.
+//     the segment, or came back from the dead or from a drain), once that
+//     one answers probes, and has for ReturnAfter if it came back (a
+//     flapping gateway does not bounce clients), at a quiet moment; or
+//     when the device has been idle for ReturnAfter.
 
 // Failover timers. A gateway is dead once it answered none of at least
 // minUnanswered probes, the oldest sent DeadAfter ago (a gateway in use:
@@ -155,10 +156,17 @@ func (f *failover) pickLocked(m *controlproto.ClientMap, sg controlproto.ClientS
 	usable := func(id string) bool { return !dead(id) && !down(id) }
 	preferred := func(id string) bool { return usable(id) && !draining(id) }
 	for _, id := range sg.Gateways {
-		if !draining(id) {
-			delete(f.drainSeen, id)
-		} else if _, ok := f.drainSeen[id]; !ok {
+		_, was := f.drainSeen[id]
+		switch {
+		case draining(id) && !was:
 			f.drainSeen[id] = now
+		case !draining(id) && was:
+			// Undrained: it let its peers go, so its devices come back
+			// only once it answered for ReturnAfter, as after a death.
+			delete(f.drainSeen, id)
+			if h := f.health[id]; h != nil {
+				h.revivedAt = now
+			}
 		}
 	}
 	target := ""

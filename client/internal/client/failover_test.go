@@ -261,6 +261,20 @@ func TestFailoverLeavesDrainingGatewayWhenQuiet(t *testing.T) {
 	if f2.pick(drained, drained.Segments[0], t0.Add(DrainMoveBy)) != "gw-b" {
 		t.Fatal("still on the draining gateway DrainMoveBy after the drain")
 	}
+	// Undrained, gw-a is first again; it answers, but the segment returns
+	// only once it has for ReturnAfter (it let its peers go meanwhile).
+	act.flows.Forget(m.Segments[0].AllowedIPs)
+	back := t0.Add(DrainMoveBy + time.Second)
+	act.at.Store(back.UnixNano()) // busy
+	observe(f2, map[string]bool{"gw-a": true, "gw-b": true}, back)
+	if f2.pick(m, m.Segments[0], back) != "gw-b" {
+		t.Fatal("went back to the undrained gateway at once")
+	}
+	act.at.Store(back.Add(ReturnAfter).UnixNano())
+	observe(f2, map[string]bool{"gw-a": true, "gw-b": true}, back.Add(ReturnAfter))
+	if f2.pick(m, m.Segments[0], back.Add(ReturnAfter)) != "gw-a" {
+		t.Fatal("did not go back to the undrained gateway after ReturnAfter, quiet")
+	}
 }
 
 // A gateway that joins ahead of the current one in the order takes the
