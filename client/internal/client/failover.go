@@ -83,7 +83,7 @@ const (
 	SpareProbeEvery = time.Second // gateways that carry no segment now
 	DeadAfter       = time.Second
 	ActiveWindow    = 5 * time.Second  // traffic this recent keeps probing on
-	ReturnAfter     = 30 * time.Second // idle this long: back to the first of the order
+	ReturnAfter     = 30 * time.Second // idle this long: back to the first of the order; a revived gateway is steady after answering this long
 	probeTimeout    = DeadAfter
 	minUnanswered   = 3 // probes out without an answer before a gateway can be dead
 	// DrainMoveBy is how long a segment waits for a quiet moment on a

@@ -352,8 +352,12 @@ func (t *tunnel) announceSession(was, now *controlproto.SessionInfo) {
 // on the gateway failover picks, and returns the map applied before.
 // Callers hold applyMu.
 func (t *tunnel) applyLocked(m *controlproto.ClientMap) (prev *controlproto.ClientMap, c mapConfig, err error) {
-	// The host's packets wait while segments may move (failover.go).
-	defer t.fo.active.hold()()
+	// The host's packets wait while segments may move, until WireGuard
+	// routes them the new way (failover.go).
+	release := sync.OnceFunc(t.fo.active.hold())
+	defer release()
+	t.maps.peersSet = release
+	defer func() { t.maps.peersSet = nil }()
 	t.fo.prune(m)
 	now := time.Now()
 	before := t.fo.Current()
