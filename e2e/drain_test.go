@@ -19,9 +19,10 @@ import (
 // connection per request). The gateway carrying the most devices is
 // drained with 'cordonctl gateway drain': every device moves off it with
 // no failed request, its peers fall to 0, and the devices' DNS stubs keep
-// answering. It is undrained, and a fourth gateway joins the segment at
-// run time: the devices that rank it first move to it, again with no
-// failed request and no restart of anything.
+// answering. A fourth gateway joins the segment at run time: the devices
+// that rank it first (of the gateways not draining) move to it, and no
+// other, without a restart of anything. The drained gateway is undrained
+// and takes its peers again. No request fails from the drain on.
 //
 //	                 [wan ns] br0 192.0.2.0/24
 //	  .2 |   .3 |   .4 |   .5 |       .11 |  .13 ... .17 |
@@ -124,19 +125,12 @@ func TestGatewayDrain(t *testing.T) {
 		}
 	}
 
-	// Undrain; then a fourth gateway joins the segment at run time.
-	w.mustCtl("", "gateway", "undrain", victim)
-	waitFor(t, 30*time.Second, victim+" up again with its peers", func() error {
-		for _, g := range w.gatewayStates() {
-			if g.Name == victim && g.State == "up" && g.Peers != nil && *g.Peers > 0 {
-				return nil
-			}
-		}
-		return fmt.Errorf("gateway list: %+v", w.gatewayStates())
-	})
+	// A fourth gateway joins the segment at run time (the drained one
+	// still draining, so each device's first gateway not draining is
+	// known): exactly the devices that rank it first move to it.
 	gw4, firsts := cl.joinGateway(t, "gw4", 2)
-	t.Logf("gw4 (%s) joined; first in the order of %v", gw4.id, firsts)
-	joined := waitFor(t, 30*time.Second, "the devices that rank gw4 first on it", func() error {
+	t.Logf("gw4 (%s) joined; first (of the gateways not draining) in the order of %v", gw4.id, firsts)
+	joined := waitFor(t, 60*time.Second, "the devices that rank gw4 first on it", func() error {
 		now, err := carriers()
 		if err != nil {
 			return err
@@ -163,18 +157,35 @@ func TestGatewayDrain(t *testing.T) {
 		return fmt.Errorf("gateway list: %+v", w.gatewayStates())
 	})
 
+	// Undrain: the gateway takes every peer again.
+	w.mustCtl("", "gateway", "undrain", victim)
+	waitFor(t, 30*time.Second, victim+" up again with its peers", func() error {
+		for _, g := range w.gatewayStates() {
+			if g.Name == victim && g.State == "up" && g.Peers != nil && *g.Peers > 0 {
+				return nil
+			}
+		}
+		return fmt.Errorf("gateway list: %+v", w.gatewayStates())
+	})
+	// Past the devices' JoinAfter: none goes back to it too early.
+	loops.waitSuccess(t, clients[0], time.Now().Add(client0Settle), 30*time.Second)
+
 	loops.stop()
 	failed, total := loops.failures(start, time.Now())
 	if len(failed) > 0 {
-		t.Errorf("requests failed during drain, undrain and join: %v", failed)
+		t.Errorf("requests failed during the drain, the join and the undrain: %v", failed)
 	}
-	t.Logf("DRAIN: %d requests from drain to join, %d failed", total, len(failed))
+	t.Logf("DRAIN: %d requests from the drain to after the undrain, %d failed", total, len(failed))
 	if total == 0 {
 		t.Fatal("no requests ran: nothing measured")
 	}
 	// No unauthorized access meanwhile: the clerk still reaches nothing.
 	w.unreachable(w.clerk, ehr)
 }
+
+// client0Settle is how long the test keeps the loops running after the
+// undrain: past JoinAfter, when a device could first go back.
+const client0Settle = 12 * time.Second
 
 func fmtPeers(p *int) string {
 	if p == nil {
@@ -232,7 +243,7 @@ func (c *cluster) joinGateway(t *testing.T, name string, i int) (*joinedGateway,
 				if len(st.Segments) != 1 || !slices.Contains(st.Segments[0].Gateways, id) {
 					return fmt.Errorf("%s: segments %+v without %s", cl.user, st.Segments, id)
 				}
-				if st.Segments[0].Gateways[0] == id {
+				if i := slices.IndexFunc(st.Segments[0].Gateways, func(g string) bool { return !slices.Contains(st.Segments[0].Draining, g) }); i >= 0 && st.Segments[0].Gateways[i] == id {
 					firsts = append(firsts, cl.user)
 				}
 			}

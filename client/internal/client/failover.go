@@ -67,9 +67,9 @@ import (
 //     open: the gateway drops its peers at controlproto.DrainGrace);
 //   - to a gateway ahead of the current one in its order (one that joined
 //     the segment, or came back from the dead or from a drain), once that
-//     one answers probes, and has for ReturnAfter if it came back (a
-//     flapping gateway does not bounce clients), at a quiet moment; or
-//     when the device has been idle for ReturnAfter.
+//     one has answered probes for JoinAfter, and for ReturnAfter if it
+//     came back (a flapping gateway does not bounce clients), at a quiet
+//     moment; or when the device has been idle for ReturnAfter.
 
 // Failover timers. A gateway is dead once it answered none of at least
 // minUnanswered probes, the oldest sent DeadAfter ago (a gateway in use:
@@ -84,6 +84,10 @@ const (
 	DeadAfter       = time.Second
 	ActiveWindow    = 5 * time.Second  // traffic this recent keeps probing on
 	ReturnAfter     = 30 * time.Second // idle this long: back to the first of the order; a revived gateway is steady after answering this long
+	// JoinAfter is how long a gateway must answer before devices move to
+	// it when they need not (a new gateway's first WireGuard sessions
+	// may still restart: its instance reaches the map after it).
+	JoinAfter = 10 * time.Second
 	probeTimeout    = DeadAfter
 	minUnanswered   = 3 // probes out without an answer before a gateway can be dead
 	// DrainMoveBy is how long a segment waits for a quiet moment on a
@@ -101,6 +105,7 @@ type gwHealth struct {
 	unanswered int       // probes sent since the last answer (or pause), in flight too
 	dead       bool
 	revivedAt  time.Time // when it answered after being dead (having answered before)
+	aliveSince time.Time // first answer since it was unknown or dead
 }
 
 // failover holds the client's view of its gateways and each segment's
@@ -123,11 +128,12 @@ func (f *failover) quiet(sg controlproto.ClientSegment, now time.Time) bool {
 }
 
 // steadyLocked reports whether gateway id answers probes now (one of the
-// last two spare rounds), and has for ReturnAfter if it died before.
+// last two spare rounds), has since JoinAfter, and since ReturnAfter if
+// it died or was drained before.
 func (f *failover) steadyLocked(id string, now time.Time) bool {
 	h := f.health[id]
 	return h != nil && !h.dead && !h.lastOK.IsZero() && now.Sub(h.lastOK) <= 2*SpareProbeEvery &&
-		(h.revivedAt.IsZero() || now.Sub(h.revivedAt) >= ReturnAfter)
+		now.Sub(h.aliveSince) >= JoinAfter && (h.revivedAt.IsZero() || now.Sub(h.revivedAt) >= ReturnAfter)
 }
 
 // idle reports whether the device sent no app traffic for d.
@@ -272,6 +278,9 @@ func (f *failover) answered(id string, now time.Time) (revived bool) {
 	if h.dead && !h.lastOK.IsZero() {
 		h.revivedAt = now // it answered before it died: a flapping one waits ReturnAfter
 	}
+	if h.dead || h.lastOK.IsZero() {
+		h.aliveSince = now
+	}
 	h.lastOK, h.unanswered = now, 0
 	revived, h.dead = h.dead, false
 	return revived
@@ -309,8 +318,8 @@ func (f *failover) prune(m *controlproto.ClientMap) {
 			delete(f.current, sg)
 		}
 	}
-	for id := range f.drainSeen {
-		if !slices.ContainsFunc(m.Gateways, func(g controlproto.ClientGateway) bool { return g.GatewayID == id && g.Draining }) {
+	for id := range f.drainSeen { // an undrained one is pickLocked's to see
+		if !slices.ContainsFunc(m.Gateways, func(g controlproto.ClientGateway) bool { return g.GatewayID == id }) {
 			delete(f.drainSeen, id)
 		}
 	}

@@ -303,9 +303,14 @@ func TestFailoverJoinsGatewayAheadWhenQuietAndSteady(t *testing.T) {
 		t.Fatal("gw-a not dead after its probes went unanswered")
 	}
 	observe(f, map[string]bool{"gw-a": true, "gw-b": true}, t0)
-	if f.wantsMove(both, t0.Add(3*SpareProbeEvery)) {
+	if f.wantsMove(both, t0.Add(JoinAfter/2)) {
+		t.Fatal("moved to a gateway that answered for less than JoinAfter")
+	}
+	if f.wantsMove(both, t0.Add(JoinAfter)) {
 		t.Fatal("moved to a gateway whose last answer is older than two spare probe rounds")
 	}
+	observe(f, map[string]bool{"gw-a": true, "gw-b": true}, t0.Add(JoinAfter))
+	t0 = t0.Add(JoinAfter)
 	if !f.wantsMove(both, t0) || f.pick(both, both.Segments[0], t0) != "gw-a" {
 		t.Fatal("did not move to the joined gateway at a quiet moment")
 	}
