@@ -87,9 +87,9 @@ const (
 	// JoinAfter is how long a gateway must answer before devices move to
 	// it when they need not (a new gateway's first WireGuard sessions
 	// may still restart: its instance reaches the map after it).
-	JoinAfter = 10 * time.Second
-	probeTimeout    = DeadAfter
-	minUnanswered   = 3 // probes out without an answer before a gateway can be dead
+	JoinAfter     = 10 * time.Second
+	probeTimeout  = DeadAfter
+	minUnanswered = 3 // probes out without an answer before a gateway can be dead
 	// DrainMoveBy is how long a segment waits for a quiet moment on a
 	// draining gateway before it moves anyway, cutting its open
 	// connections: a little before the gateway drops its peers.
