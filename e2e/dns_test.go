@@ -153,6 +153,15 @@ func dig(t *testing.T, ns netNS, server, name, qtype string, opts ...string) (st
 // exchange sends one query from inside ns.
 func exchange(t *testing.T, ns netNS, server, name string, qtype uint16) *dns.Msg {
 	t.Helper()
+	r, err := exchangeErr(ns, server, name, qtype)
+	if err != nil {
+		t.Fatalf("query %s at %s: %v", name, server, err)
+	}
+	return r
+}
+
+// exchangeErr is exchange returning its error (for a goroutine).
+func exchangeErr(ns netNS, server, name string, qtype uint16) (*dns.Msg, error) {
 	var r *dns.Msg
 	err := ns.do(func() error {
 		q := new(dns.Msg)
@@ -162,10 +171,7 @@ func exchange(t *testing.T, ns netNS, server, name string, qtype uint16) *dns.Ms
 		r, _, err = (&dns.Client{Timeout: 3 * time.Second}).Exchange(q, net.JoinHostPort(server, "53"))
 		return err
 	})
-	if err != nil {
-		t.Fatalf("query %s at %s: %v", name, server, err)
-	}
-	return r
+	return r, err
 }
 
 // sameNXDomain compares two NXDOMAIN answers field by field, ID aside.

@@ -53,33 +53,9 @@ func TestGatewayFailover(t *testing.T) {
 	// Not parallel: it runs alone before the parallel tests, so its
 	// processes (several gateways, kills, restarts) neither slow the
 	// others' 1 s timing bounds nor are slowed by them.
-	w := newWorld(t)
+	cl := newCluster(t, 4)
+	w, gws, names, clients, overlay := cl.w, cl.gws, cl.names, cl.clients, cl.overlay
 	ehr := w.svcs["ehr"]
-
-	gws := w.threeGateways(nil)
-
-	names := map[string]string{} // gateway ID → name
-	for _, g := range w.gatewayStates() {
-		names[g.ID] = g.Name
-	}
-	clients := []*client{w.nurse}
-	for i := range 3 {
-		user := fmt.Sprintf("nurse%d", i+2)
-		ns := w.addClientNS(fmt.Sprintf("cl%d", i+3), fmt.Sprintf("192.0.2.%d", 13+i))
-		c := w.newClient(user, ns, ifaceName(fmt.Sprintf("p%d", i), w.seq))
-		w.mustCtl("", "group", "add-member", groupName, user)
-		w.login(c)
-		w.up(c)
-		clients = append(clients, c)
-	}
-	for _, c := range clients {
-		w.waitReach(c, ehr, 30*time.Second)
-	}
-
-	overlay := map[string]string{} // user → device overlay address (its DNS stub)
-	for _, d := range w.devices() {
-		overlay[d.User] = d.OverlayAddr
-	}
 	loops := startLoops(t, clients, ehr)
 	var took []time.Duration
 	for run := range failoverRuns + 1 {
@@ -201,19 +177,7 @@ func (w *world) threeGateways(extra func(wan string) []string) map[string]*extra
 	t.Helper()
 	gws := map[string]*extraGateway{gwName: {name: gwName, wan: gwWANAddr, app: gwAppAddr, iface: w.gwIface, ns: w.gw, proc: w.gateway}}
 	for i, name := range []string{"gw2", "gw3"} {
-		g := &extraGateway{name: name, wan: fmt.Sprintf("192.0.2.%d", 3+i), app: fmt.Sprintf("10.20.0.%d", 2+i),
-			iface: ifaceName(fmt.Sprintf("x%d", i), w.seq), dir: filepath.Join(w.dir, name), tokFile: filepath.Join(w.dir, name+"-token")}
-		w.addGatewayNS(g, i)
-		tok := strings.TrimSpace(w.mustCtl("", "gateway", "token", "create", "--segment", segmentName, "--name", name))
-		if err := os.WriteFile(g.tokFile, []byte(tok+"\n"), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		var flags []string
-		if extra != nil {
-			flags = extra(g.wan)
-		}
-		g.proc = w.runExtraGateway(g, name, flags...)
-		gws[name] = g
+		gws[name] = w.addExtraGateway(name, i, extra)
 	}
 	waitFor(t, 30*time.Second, "three gateways up", func() error {
 		up := 0
@@ -228,6 +192,67 @@ func (w *world) threeGateways(extra func(wan string) []string) map[string]*extra
 		return nil
 	})
 	return gws
+}
+
+// cluster is newWorld with gateways gw2 and gw3 beside gw1, all three up,
+// and clients (nurse, nurse2, ...) in the clinicians group reaching ehr.
+type cluster struct {
+	w       *world
+	gws     map[string]*extraGateway // by name
+	names   map[string]string        // gateway ID → name
+	clients []*client
+	overlay map[string]string // user → device overlay address (its DNS stub)
+}
+
+func newCluster(t *testing.T, nClients int) *cluster {
+	w := newWorld(t)
+	c := &cluster{w: w, gws: w.threeGateways(nil), names: map[string]string{}, overlay: map[string]string{}}
+	c.noteNames()
+	c.clients = []*client{w.nurse}
+	for i := range nClients - 1 {
+		user := fmt.Sprintf("nurse%d", i+2)
+		ns := w.addClientNS(fmt.Sprintf("cl%d", i+3), fmt.Sprintf("192.0.2.%d", 13+i))
+		cl := w.newClient(user, ns, ifaceName(fmt.Sprintf("p%d", i), w.seq))
+		w.mustCtl("", "group", "add-member", groupName, user)
+		w.login(cl)
+		w.up(cl)
+		c.clients = append(c.clients, cl)
+	}
+	for _, cl := range c.clients {
+		w.waitReach(cl, w.svcs["ehr"], 30*time.Second)
+	}
+	for _, d := range w.devices() {
+		c.overlay[d.User] = d.OverlayAddr
+	}
+	return c
+}
+
+// noteNames maps the gateways' IDs to their names.
+func (c *cluster) noteNames() {
+	for _, g := range c.w.gatewayStates() {
+		c.names[g.ID] = g.Name
+	}
+}
+
+// addExtraGateway makes gateway name's namespace (the i-th extra one),
+// issues its enrollment token and starts it with the flags extra gives
+// for its WAN address (nil: none).
+func (w *world) addExtraGateway(name string, i int, extra func(wan string) []string) *extraGateway {
+	t := w.t
+	t.Helper()
+	g := &extraGateway{name: name, wan: fmt.Sprintf("192.0.2.%d", 3+i), app: fmt.Sprintf("10.20.0.%d", 2+i),
+		iface: ifaceName(fmt.Sprintf("x%d", i), w.seq), dir: filepath.Join(w.dir, name), tokFile: filepath.Join(w.dir, name+"-token")}
+	w.addGatewayNS(g, i)
+	tok := strings.TrimSpace(w.mustCtl("", "gateway", "token", "create", "--segment", segmentName, "--name", name))
+	if err := os.WriteFile(g.tokFile, []byte(tok+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var flags []string
+	if extra != nil {
+		flags = extra(g.wan)
+	}
+	g.proc = w.runExtraGateway(g, name, flags...)
+	return g
 }
 
 // addGatewayNS makes gateway g's namespace: WAN on the bridge, app0 toward
@@ -298,6 +323,7 @@ type gatewayState struct {
 	State    string `json:"state"`
 	LastSeen string `json:"last_seen"`
 	Version  string `json:"version"`
+	Peers    *int   `json:"peers"`
 }
 
 func (w *world) gatewayStates() []gatewayState {
@@ -330,11 +356,18 @@ type requestLoops struct {
 	wg     sync.WaitGroup
 	mu     sync.Mutex
 	ok     map[*client][][2]time.Time // start and end of each successful request
+	failed map[*client][]failedRequest
+}
+
+// failedRequest is one request of a loop that failed.
+type failedRequest struct {
+	start time.Time
+	err   string
 }
 
 func startLoops(t *testing.T, clients []*client, s *service) *requestLoops {
 	ctx, cancel := context.WithCancel(t.Context())
-	l := &requestLoops{cancel: cancel, ok: map[*client][][2]time.Time{}}
+	l := &requestLoops{cancel: cancel, ok: map[*client][][2]time.Time{}, failed: map[*client][]failedRequest{}}
 	for _, c := range clients {
 		l.wg.Go(func() {
 			for ctx.Err() == nil {
@@ -346,6 +379,13 @@ func startLoops(t *testing.T, clients []*client, s *service) *requestLoops {
 					l.ok[c] = append(l.ok[c], [2]time.Time{start, time.Now()})
 					l.mu.Unlock()
 					pause = 100 * time.Millisecond // about 10 requests a second, as a busy EHR client
+				} else if ctx.Err() == nil {
+					if err == nil {
+						err = fmt.Errorf("answer %q", body)
+					}
+					l.mu.Lock()
+					l.failed[c] = append(l.failed[c], failedRequest{start, err.Error()})
+					l.mu.Unlock()
 				}
 				select {
 				case <-ctx.Done():
@@ -359,6 +399,40 @@ func startLoops(t *testing.T, clients []*client, s *service) *requestLoops {
 }
 
 func (l *requestLoops) stop() { l.cancel(); l.wg.Wait() }
+
+// failures returns the requests that started in [from, to) and failed,
+// by user, and how many requests started then in all.
+func (l *requestLoops) failures(from, to time.Time) (map[string][]failedRequest, int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out, n := map[string][]failedRequest{}, 0
+	in := func(t time.Time) bool { return !t.Before(from) && t.Before(to) }
+	for c, rs := range l.ok {
+		for _, r := range rs {
+			if in(r[0]) {
+				n++
+			}
+		}
+		for _, f := range l.failed[c] {
+			if in(f.start) {
+				out[c.user] = append(out[c.user], f)
+				n++
+			}
+		}
+	}
+	for c, fs := range l.failed {
+		if _, seen := l.ok[c]; seen {
+			continue
+		}
+		for _, f := range fs {
+			if in(f.start) {
+				out[c.user] = append(out[c.user], f)
+				n++
+			}
+		}
+	}
+	return out, n
+}
 
 // waitSuccess waits for c's first successful request started at or after
 // since and returns how long after since it ended: the time to the first

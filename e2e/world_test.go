@@ -582,6 +582,12 @@ type clientStatus struct {
 			} `json:"state"`
 		} `json:"apps"`
 	} `json:"gateways"`
+	Segments []struct {
+		Name     string   `json:"name"`
+		Gateways []string `json:"gateways"` // the device's order, by ID
+		Current  string   `json:"current"`
+		Draining []string `json:"draining"`
+	} `json:"segments"`
 }
 
 func (c *client) status() (*clientStatus, error) {

@@ -251,7 +251,8 @@ type Gateway struct {
 	Endpoint    string       `json:"endpoint"`
 	CreatedAt   time.Time    `json:"created_at"`
 	// State is the gateway's health as the controller answering sees it:
-	// "up" (control connection open), "disconnected" (closed, within the
+	// "up" (control connection open), "draining" (up, and drained by an
+	// admin: clients move off it), "disconnected" (closed, within the
 	// grace period), "dead" (closed past it: clients order it last).
 	// LastSeen is when the controller last heard from it (zero: not since
 	// the controller started); Version is the version it reported.
@@ -263,6 +264,16 @@ type Gateway struct {
 	// gateway too old to report it).
 	Peers *int `json:"peers,omitempty"`
 	Flows *int `json:"flows,omitempty"`
+	// DrainedAt is when an admin drained it (cordonctl gateway drain);
+	// zero: not drained.
+	DrainedAt time.Time `json:"drained_at,omitzero"`
+}
+
+// DrainGatewayRequest is the body of POST /v1/gateways/{id}/drain.
+type DrainGatewayRequest struct {
+	// Force drains the segment's last live gateway that is not draining,
+	// which cuts its clients off the segment.
+	Force bool `json:"force,omitempty"`
 }
 
 // Device is an enrolled client device.

@@ -35,6 +35,8 @@ const (
 	AdminRuleDelete         Type = "admin.rule.delete"
 	AdminGatewayTokenCreate Type = "admin.gateway_token.create"
 	AdminGatewayDelete      Type = "admin.gateway.delete"
+	AdminGatewayDrain       Type = "admin.gateway.drain"
+	AdminGatewayUndrain     Type = "admin.gateway.undrain"
 	AdminDeviceDelete       Type = "admin.device.delete"
 	AdminDeviceRevoke       Type = "admin.device.revoke"
 	AdminAdminCreate        Type = "admin.admin.create"
@@ -281,6 +283,11 @@ var specs = []Spec{
 		field("expires_at", docExpiresAt, Success),
 		field("name", "the gateway name the token is for")),
 	admin(AdminGatewayDelete, Notice, "A gateway was deleted (Subject the gateway ID)."),
+	admin(AdminGatewayDrain, Notice, "A gateway was drained: clients move off it before maintenance (Subject the gateway ID).",
+		field("segment", "the segment it serves", Success),
+		field("forced", `"true" when it was the segment's last live gateway and the admin forced the drain`)),
+	admin(AdminGatewayUndrain, Notice, "A drained gateway takes clients again (Subject the gateway ID).",
+		field("segment", "the segment it serves", Success)),
 	admin(AdminDeviceDelete, Notice, "A device was deleted (Subject the device ID)."),
 	admin(AdminDeviceRevoke, Notice, "A device was revoked; its sessions end, each with a session.end (Subject the device ID)."),
 	admin(AdminAdminCreate, Notice, "An admin account was created (Subject the account).",

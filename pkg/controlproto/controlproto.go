@@ -127,7 +127,28 @@ const (
 //	  client of this capability tries UDP first and carries its packets
 //	  over that stream when UDP gets no answer. Older agents ignore both
 //	  fields; an older controller sends none, and clients stay on UDP.
-const CapabilityVersion = 13
+//	14 (2026-12-04): gateway drain: ClientGateway.Draining marks a gateway
+//	  an admin drains (cordonctl gateway drain), ordered after the live
+//	  ones; a client of this capability moves a segment off it the first
+//	  moment it has no connection open into the segment, so no request
+//	  fails. GatewayMap.Draining tells the gateway: it keeps only the
+//	  peers with open flows and lets them go as their flows end (all after
+//	  DrainGrace). Clients of capability 10 to 13 see a draining gateway
+//	  as Down.
+const CapabilityVersion = 14
+
+// MinDrainCapability is the lowest client capability that understands
+// ClientGateway.Draining (older ones get a draining gateway as Down).
+const MinDrainCapability = 14
+
+// Drain timing (capability 14). A draining gateway keeps every peer for
+// DrainSettle (clients get the same map at about the same time and move
+// at their next quiet moment), then only peers with open flows; at
+// DrainGrace it drops the rest, cutting connections still open.
+const (
+	DrainSettle = 10 * time.Second
+	DrainGrace  = 2 * time.Minute
+)
 
 // MinGatewayListCapability is the lowest client capability that gets
 // every gateway of a segment (ClientMap.Segments).
@@ -384,6 +405,9 @@ type GatewayMap struct {
 	// Cluster is the gateway's cluster (capability 12; nil: it joins
 	// none).
 	Cluster *GatewayCluster `json:"cluster,omitempty"`
+	// Draining (capability 14) says an admin drains this gateway: it lets
+	// its peers go as their flows end (DrainSettle, DrainGrace).
+	Draining bool `json:"draining,omitempty"`
 }
 
 // DefaultGrantLifetime is the grant lifetime of a map that names none.
@@ -553,6 +577,11 @@ type ClientGateway struct {
 	// over TLS (host:port; its Hello.TCPEndpoint), for clients whose UDP
 	// is blocked. Empty: UDP only.
 	TCPEndpoint string `json:"tcp_endpoint,omitempty"`
+	// Draining (capability 14) says an admin drains the gateway: it is
+	// ordered after the gateways that are not, and the client moves each
+	// segment off it the first moment no connection into the segment is
+	// open (connections open through it would be cut by a move).
+	Draining bool `json:"draining,omitempty"`
 }
 
 // FlowEvents is a batch of flow records a gateway reports.

@@ -89,6 +89,7 @@ type GatewayMapDelta struct {
 	GrantLifetime    *Set[time.Duration]   `json:"grant_lifetime_ns,omitempty"`
 	PolicyVersion    *Set[int64]           `json:"policy_version,omitempty"` // capability 11
 	Cluster          *Set[*GatewayCluster] `json:"cluster,omitempty"`        // capability 12
+	Draining         *Set[bool]            `json:"draining,omitempty"`       // capability 14
 
 	Segments ListDelta[Segment, string]            `json:"segments,omitzero"`
 	Peers    ListDelta[GatewayPeer, string]        `json:"peers,omitzero"`
@@ -133,6 +134,7 @@ type ClientGatewayPatch struct {
 	Instance        *Set[InstanceID]       `json:"instance,omitempty"`
 	Down            *Set[bool]             `json:"down,omitempty"`         // capability 10
 	TCPEndpoint     *Set[string]           `json:"tcp_endpoint,omitempty"` // capability 13
+	Draining        *Set[bool]             `json:"draining,omitempty"`     // capability 14
 }
 
 // diffClientGateway returns the patch from old to new (same gateway ID),
@@ -145,6 +147,7 @@ func diffClientGateway(old, new *ClientGateway, caps int) (ClientGatewayPatch, e
 		Instance:    setIfChanged(old.Instance, new.Instance),
 		Down:        setIfChanged(old.Down, new.Down),
 		TCPEndpoint: setIfChanged(old.TCPEndpoint, new.TCPEndpoint),
+		Draining:    setIfChanged(old.Draining, new.Draining),
 	}
 	if !slices.Equal(old.AllowedIPs, new.AllowedIPs) {
 		d, ok := diffPrefixes(old.AllowedIPs, new.AllowedIPs)
@@ -178,6 +181,7 @@ func (p *ClientGatewayPatch) apply(g ClientGateway) (ClientGateway, error) {
 		g.AllowedIPs = ips
 	}
 	setField(&g.Down, p.Down)
+	setField(&g.Draining, p.Draining)
 	apps, err := applyList(g.Apps, p.Apps, appKey)
 	if err != nil {
 		return g, fmt.Errorf("apps: %w", err)
@@ -205,6 +209,7 @@ func DiffGatewayMap(old, new *GatewayMap) (*GatewayMapDelta, error) {
 		ActivityInterval: setIfChanged(old.ActivityInterval, new.ActivityInterval),
 		GrantLifetime:    setIfChanged(old.GrantLifetime, new.GrantLifetime),
 		PolicyVersion:    setIfChanged(old.PolicyVersion, new.PolicyVersion),
+		Draining:         setIfChanged(old.Draining, new.Draining),
 	}
 	if !ptrEq(old.Cluster, new.Cluster, clusterEq) {
 		d.Cluster = &Set[*GatewayCluster]{V: new.Cluster}
@@ -240,6 +245,7 @@ func ApplyGatewayDelta(old *GatewayMap, d *GatewayMapDelta) (*GatewayMap, error)
 	setField(&m.GrantLifetime, d.GrantLifetime)
 	setField(&m.PolicyVersion, d.PolicyVersion)
 	setField(&m.Cluster, d.Cluster)
+	setField(&m.Draining, d.Draining)
 	var err error
 	if m.Segments, err = applyList(old.Segments, d.Segments, segmentKey); err != nil {
 		return nil, fmt.Errorf("segments: %w", err)
@@ -272,7 +278,7 @@ func (d *GatewayMapDelta) SmallerThan(full *GatewayMap) bool {
 // IsEmpty reports whether d changes nothing but the revision.
 func (d *GatewayMapDelta) IsEmpty() bool {
 	return d.GatewayID == nil && d.OverlayAddr == nil && d.DNSZones == nil && d.ActivityInterval == nil &&
-		d.GrantLifetime == nil && d.PolicyVersion == nil && d.Cluster == nil && d.Segments.IsZero() && d.Peers.IsZero() && d.Rules.IsZero() && d.Apps.IsZero()
+		d.GrantLifetime == nil && d.PolicyVersion == nil && d.Cluster == nil && d.Draining == nil && d.Segments.IsZero() && d.Peers.IsZero() && d.Rules.IsZero() && d.Apps.IsZero()
 }
 
 // DiffClientMap returns the delta from old to new for a client of
@@ -401,7 +407,7 @@ func EqualGatewayMaps(a, b *GatewayMap) bool {
 		return a == b
 	}
 	return a.GatewayID == b.GatewayID && a.OverlayAddr == b.OverlayAddr && sliceEq(a.DNSZones, b.DNSZones) &&
-		a.ActivityInterval == b.ActivityInterval && a.GrantLifetime == b.GrantLifetime && a.PolicyVersion == b.PolicyVersion &&
+		a.ActivityInterval == b.ActivityInterval && a.GrantLifetime == b.GrantLifetime && a.PolicyVersion == b.PolicyVersion && a.Draining == b.Draining &&
 		ptrEq(a.Cluster, b.Cluster, clusterEq) && listEq(a.Segments, b.Segments, segmentEq) && listEq(a.Peers, b.Peers, peerEq) &&
 		listEq(a.Rules, b.Rules, ruleEq) && listEq(a.Apps, b.Apps, appEq)
 }

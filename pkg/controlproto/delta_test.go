@@ -118,6 +118,7 @@ func (g gen) gatewayMap(rev uint64) *GatewayMap {
 		ActivityInterval: time.Duration(g.r.IntN(2)) * time.Second,
 		GrantLifetime:    time.Duration(g.r.IntN(2)) * time.Hour,
 		PolicyVersion:    int64(g.r.IntN(3)),
+		Draining:         g.r.IntN(4) == 0,
 	}
 	if g.r.IntN(3) > 0 {
 		m.Cluster = &GatewayCluster{Name: g.pick("icu", "lab")}
@@ -165,7 +166,7 @@ func (g gen) clientMap(rev uint64) *ClientMap {
 	m.Gateways = keyed(g, 4, func(i int) ClientGateway {
 		return ClientGateway{GatewayID: fmt.Sprintf("gw%d", i), PublicKey: g.key(i), Endpoint: g.pick("gw:51820", "gw2:51820"),
 			OverlayAddr: g.addr(), AllowedIPs: g.allowedIPs(), Apps: g.apps(), Instance: InstanceID(g.pick("", "i1")),
-			Down: g.r.IntN(4) == 0, TCPEndpoint: g.pick("", "gw:443")}
+			Down: g.r.IntN(4) == 0, TCPEndpoint: g.pick("", "gw:443"), Draining: g.r.IntN(4) == 0}
 	}, clientGatewayKey)
 	if g.r.IntN(3) != 0 {
 		m.Segments = keyed(g, 3, func(i int) ClientSegment {
@@ -611,7 +612,7 @@ func TestEqualCoversEveryField(t *testing.T) {
 		fields int
 		where  string
 	}{
-		{GatewayMap{}, 12, "EqualGatewayMaps"},
+		{GatewayMap{}, 13, "EqualGatewayMaps"},
 		{GatewayCluster{}, 3, "clusterEq"},
 		{ClusterKey{}, 2, "clusterEq"},
 		{ClusterMember{}, 3, "clusterEq"},
@@ -625,7 +626,7 @@ func TestEqualCoversEveryField(t *testing.T) {
 		{policy.TimeWindow{}, 4, "conditionsEq (compared with ==)"},
 		{App{}, 8, "appEq"},
 		{Segment{}, 2, "segmentEq"},
-		{ClientGateway{}, 9, "clientGatewayEq"},
+		{ClientGateway{}, 10, "clientGatewayEq"},
 		{DNSZone{}, 2, "sliceEq (compared with ==)"},
 	} {
 		typ := reflect.TypeOf(c.v)

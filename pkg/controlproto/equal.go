@@ -63,7 +63,7 @@ func segmentEq(a, b *Segment) bool { return a.Name == b.Name && sliceEq(a.CIDRs,
 func clientGatewayEq(a, b *ClientGateway) bool {
 	return a.GatewayID == b.GatewayID && a.PublicKey == b.PublicKey && a.Endpoint == b.Endpoint &&
 		a.OverlayAddr == b.OverlayAddr && sliceEq(a.AllowedIPs, b.AllowedIPs) && appsEq(a.Apps, b.Apps) &&
-		a.Instance == b.Instance && a.Down == b.Down && a.TCPEndpoint == b.TCPEndpoint
+		a.Instance == b.Instance && a.Down == b.Down && a.TCPEndpoint == b.TCPEndpoint && a.Draining == b.Draining
 }
 
 func clientSegmentEq(a, b *ClientSegment) bool {

@@ -36,7 +36,7 @@ func (m *ClientMap) Resolve(use func(ClientSegment) string, idle bool) []ClientG
 		out[i] = g
 		out[i].AllowedIPs = []netip.Prefix{netip.PrefixFrom(g.OverlayAddr, g.OverlayAddr.BitLen())}
 		out[i].Apps = nil
-		out[i].Down = false // not in the old shape
+		out[i].Down, out[i].Draining = false, false // not in the old shape
 		byID[g.GatewayID] = i
 	}
 	carries := make([]bool, len(out))
@@ -87,5 +87,23 @@ func (m *ClientMap) Legacy() *ClientMap {
 		out.Gateways = nil
 	}
 	out.Segments = nil
+	return &out
+}
+
+// DrainAsDown returns m in the shape clients of capability 10 to 13 know:
+// a draining gateway marked Down, so that they move off it (at once,
+// cutting the connections open through it, as on a failover) instead of
+// staying on it, which is all they know to do with a gateway that is
+// merely ordered later. m is not modified.
+func (m *ClientMap) DrainAsDown() *ClientMap {
+	if !slices.ContainsFunc(m.Gateways, func(g ClientGateway) bool { return g.Draining }) {
+		return m
+	}
+	out := *m
+	out.Gateways = slices.Clone(m.Gateways)
+	for i := range out.Gateways {
+		g := &out.Gateways[i]
+		g.Down, g.Draining = g.Down || g.Draining, false
+	}
 	return &out
 }

@@ -104,3 +104,20 @@ func FuzzResolve(f *testing.F) {
 		m.Legacy()
 	})
 }
+
+// Clients of capability 10 to 13 see a draining gateway as down; the map
+// itself keeps Draining for newer ones.
+func TestDrainAsDown(t *testing.T) {
+	m := twoSegmentMap()
+	if m.DrainAsDown() != m {
+		t.Fatal("a map without a draining gateway was copied")
+	}
+	m.Gateways[0].Draining = true
+	old := m.DrainAsDown()
+	if !old.Gateways[0].Down || old.Gateways[0].Draining || !old.Gateways[1].Down {
+		t.Fatalf("old shape: %+v, want gw-a down, not draining; gw-b still down", old.Gateways)
+	}
+	if !m.Gateways[0].Draining || m.Gateways[0].Down {
+		t.Fatal("DrainAsDown modified its map")
+	}
+}

@@ -66,6 +66,10 @@ type applier struct {
 	stub stubRouting    // nil when there is none
 	sys  sysdns.Manager // nil in userspace mode
 	cur  mapConfig      // of the last map applied
+	// peersSet, if set, is called once WireGuard has the new peers (the
+	// rest of the map is host configuration the data path does not wait
+	// for): the tunnel's gate (failover.go) opens there.
+	peersSet func()
 }
 
 func newApplier(key wgkey.Private, wg peerConfigurer, stub stubRouting) *applier {
@@ -136,6 +140,9 @@ func (a *applier) apply(m *controlproto.ClientMap) (mapConfig, error) {
 		return fail(fmt.Errorf("apply wireguard peers: %w", err))
 	}
 	undo = append(undo, a.peersBack(prev))
+	if a.peersSet != nil {
+		a.peersSet()
+	}
 	if a.rt != nil {
 		if err := a.rt.SyncRoutes(next.routes); err != nil {
 			undo = append(undo, func() error { return a.rt.SyncRoutes(prev.routes) })

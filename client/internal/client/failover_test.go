@@ -10,7 +10,10 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/cordonhq/cordon/client/internal/flowtrack"
 	"github.com/cordonhq/cordon/pkg/controlproto"
+	"github.com/cordonhq/cordon/pkg/packet"
+	"github.com/cordonhq/cordon/pkg/packet/packettest"
 )
 
 // observe is one synchronous probe round at now: a probe sent to each
@@ -208,5 +211,127 @@ func TestFailoverPauseRestartsTheCount(t *testing.T) {
 	}
 	if f.inUse("gw-a") {
 		t.Fatal("gw-a in use without a segment")
+	}
+}
+
+// Drain (capability 14): a segment on a draining gateway stays there while
+// a connection into it is open, moves at the first quiet moment, and moves
+// anyway DrainMoveBy after the drain was seen. A connection into another
+// segment does not hold it back.
+func TestFailoverLeavesDrainingGatewayWhenQuiet(t *testing.T) {
+	act := &activityTUN{flows: flowtrack.New()}
+	f := newFailover(act)
+	m := twoGatewayMap("gw-a", "gw-b")
+	m.Segments[0].AllowedIPs = []netip.Prefix{netip.MustParsePrefix("10.20.0.0/24")}
+	t0 := time.Unix(1_800_000_000, 0)
+	act.at.Store(t0.UnixNano())
+	if got := f.pick(m, m.Segments[0], t0); got != "gw-a" {
+		t.Fatalf("first pick %s, want gw-a", got)
+	}
+	// A connection to ehr is open, and one elsewhere.
+	ehr := netip.MustParseAddrPort("10.20.0.10:443")
+	host := netip.MustParseAddrPort("100.64.0.9:40000")
+	act.flows.Out(packettest.TCP(host, ehr, packet.TCPSyn, 1, 0, nil), t0)
+	act.flows.Out(packettest.TCP(host, netip.MustParseAddrPort("10.99.0.1:22"), packet.TCPSyn, 1, 0, nil), t0)
+
+	drained := twoGatewayMap("gw-b", "gw-a") // the controller's order with gw-a draining
+	drained.Segments[0].AllowedIPs = m.Segments[0].AllowedIPs
+	drained.Gateways[0].Draining = true
+	at := t0.Add(time.Second)
+	if f.wantsMove(drained, at) || f.pick(drained, drained.Segments[0], at) != "gw-a" {
+		t.Fatal("moved off the draining gateway with a connection into the segment open: that cuts it")
+	}
+	// The connection closes both ways: quiet, so it moves.
+	act.flows.Out(packettest.TCP(host, ehr, packet.TCPFin|packet.TCPAck, 2, 1, nil), at)
+	act.flows.In(packettest.TCP(ehr, host, packet.TCPFin|packet.TCPAck, 1, 3, nil), at)
+	if !f.wantsMove(drained, at) || f.pick(drained, drained.Segments[0], at) != "gw-b" {
+		t.Fatal("did not leave the draining gateway at a quiet moment")
+	}
+
+	// Never quiet: it moves DrainMoveBy after it saw the drain.
+	f2 := newFailover(act)
+	f2.pick(m, m.Segments[0], t0)
+	act.flows.Out(packettest.TCP(netip.MustParseAddrPort("100.64.0.9:40001"), ehr, packet.TCPSyn, 1, 0, nil), t0)
+	if f2.pick(drained, drained.Segments[0], t0) != "gw-a" {
+		t.Fatal("moved with a connection open")
+	}
+	if f2.pick(drained, drained.Segments[0], t0.Add(DrainMoveBy-time.Second)) != "gw-a" {
+		t.Fatal("moved before DrainMoveBy with a connection open")
+	}
+	if f2.pick(drained, drained.Segments[0], t0.Add(DrainMoveBy)) != "gw-b" {
+		t.Fatal("still on the draining gateway DrainMoveBy after the drain")
+	}
+	// Undrained, gw-a is first again; it answers, but the segment returns
+	// only once it has for ReturnAfter (it let its peers go meanwhile).
+	act.flows.Forget(m.Segments[0].AllowedIPs)
+	back := t0.Add(DrainMoveBy + time.Second)
+	act.at.Store(back.UnixNano()) // busy
+	observe(f2, map[string]bool{"gw-a": true, "gw-b": true}, back)
+	if f2.pick(m, m.Segments[0], back) != "gw-b" {
+		t.Fatal("went back to the undrained gateway at once")
+	}
+	act.at.Store(back.Add(ReturnAfter).UnixNano())
+	observe(f2, map[string]bool{"gw-a": true, "gw-b": true}, back.Add(ReturnAfter))
+	if f2.pick(m, m.Segments[0], back.Add(ReturnAfter)) != "gw-a" {
+		t.Fatal("did not go back to the undrained gateway after ReturnAfter, quiet")
+	}
+}
+
+// A gateway that joins ahead of the current one in the order takes the
+// segment at a quiet moment once it answered probes; one that came back
+// from the dead only after answering for ReturnAfter.
+func TestFailoverJoinsGatewayAheadWhenQuietAndSteady(t *testing.T) {
+	act := &activityTUN{flows: flowtrack.New()}
+	f := newFailover(act)
+	one := twoGatewayMap("gw-b")
+	one.Gateways = one.Gateways[1:]
+	t0 := time.Unix(1_800_000_000, 0)
+	act.at.Store(t0.UnixNano())
+	if got := f.pick(one, one.Segments[0], t0); got != "gw-b" {
+		t.Fatalf("first pick %s", got)
+	}
+	both := twoGatewayMap("gw-a", "gw-b") // gw-a joined, first for this device
+	if f.wantsMove(both, t0) {
+		t.Fatal("moved to a joining gateway that never answered a probe")
+	}
+	// Its first probes go unanswered (its WireGuard session is new): dead
+	// before it ever answered, which is no flapping.
+	for i := range minUnanswered + 1 {
+		observe(f, map[string]bool{"gw-a": false, "gw-b": true}, t0.Add(time.Duration(i)*DeadAfter/2))
+	}
+	if !f.dead("gw-a") {
+		t.Fatal("gw-a not dead after its probes went unanswered")
+	}
+	observe(f, map[string]bool{"gw-a": true, "gw-b": true}, t0)
+	if f.wantsMove(both, t0.Add(JoinAfter/2)) {
+		t.Fatal("moved to a gateway that answered for less than JoinAfter")
+	}
+	if f.wantsMove(both, t0.Add(JoinAfter)) {
+		t.Fatal("moved to a gateway whose last answer is older than two spare probe rounds")
+	}
+	observe(f, map[string]bool{"gw-a": true, "gw-b": true}, t0.Add(JoinAfter))
+	t0 = t0.Add(JoinAfter)
+	if !f.wantsMove(both, t0) || f.pick(both, both.Segments[0], t0) != "gw-a" {
+		t.Fatal("did not move to the joined gateway at a quiet moment")
+	}
+	// gw-a dies and comes back: the segment returns only after ReturnAfter.
+	for i := range minUnanswered {
+		observe(f, map[string]bool{"gw-a": false, "gw-b": true}, t0.Add(time.Duration(i)*DeadAfter/2))
+	}
+	at := t0.Add(2 * DeadAfter)
+	observe(f, map[string]bool{"gw-a": false, "gw-b": true}, at)
+	if !f.dead("gw-a") || f.pick(both, both.Segments[0], at) != "gw-b" {
+		t.Fatal("did not fail over to gw-b when gw-a died")
+	}
+	at = at.Add(time.Second)
+	act.at.Store(at.UnixNano())
+	observe(f, map[string]bool{"gw-a": true, "gw-b": true}, at)
+	if f.pick(both, both.Segments[0], at.Add(ReturnAfter-time.Second)) != "gw-b" {
+		t.Fatal("went back to a gateway that answered again for less than ReturnAfter")
+	}
+	act.at.Store(at.Add(ReturnAfter).UnixNano())
+	observe(f, map[string]bool{"gw-a": true, "gw-b": true}, at.Add(ReturnAfter))
+	if f.pick(both, both.Segments[0], at.Add(ReturnAfter)) != "gw-a" {
+		t.Fatal("did not go back to gw-a, steady for ReturnAfter, at a quiet moment")
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/cordonhq/cordon/client/internal/reach"
@@ -33,9 +34,20 @@ type Status struct {
 	SOCKS5           string          `json:"socks5,omitempty"`
 	HTTPProxy        string          `json:"http_proxy,omitempty"`
 	Gateways         []GatewayStatus `json:"gateways"`
+	// Segments are the segments of a map of capability 10 or later: each
+	// one's gateways in this device's order and the one it uses now.
+	Segments []SegmentStatus `json:"segments,omitempty"`
 	// Session is the session as the controller last described it; nil
 	// before the first map (or from a controller without sessions).
 	Session *controlproto.SessionInfo `json:"session,omitempty"`
+}
+
+// SegmentStatus is one segment and its gateways.
+type SegmentStatus struct {
+	Name     string   `json:"name"`
+	Gateways []string `json:"gateways"` // in this device's order
+	Current  string   `json:"current"`  // the one its routes go through
+	Draining []string `json:"draining,omitempty"`
 }
 
 // GatewayStatus is one gateway peer.
@@ -125,6 +137,18 @@ func (t *tunnel) status() Status {
 			gs.Apps = append(gs.Apps, AppStatus{App: a, State: v})
 		}
 		s.Gateways = append(s.Gateways, gs)
+	}
+	if t.raw != nil {
+		cur := t.fo.Current()
+		for _, sg := range t.raw.Segments {
+			ss := SegmentStatus{Name: sg.Name, Gateways: sg.Gateways, Current: cur[sg.Name]}
+			for _, g := range t.raw.Gateways {
+				if g.Draining && slices.Contains(sg.Gateways, g.GatewayID) {
+					ss.Draining = append(ss.Draining, g.GatewayID)
+				}
+			}
+			s.Segments = append(s.Segments, ss)
+		}
 	}
 	return s
 }

@@ -15,6 +15,7 @@ import (
 	"golang.zx2c4.com/wireguard/tun"
 
 	"github.com/cordonhq/cordon/client/internal/dnsstub"
+	"github.com/cordonhq/cordon/client/internal/flowtrack"
 	"github.com/cordonhq/cordon/client/internal/proxy"
 	"github.com/cordonhq/cordon/client/internal/sysdns"
 	"github.com/cordonhq/cordon/internal/metricshttp"
@@ -239,7 +240,7 @@ func Up(ctx context.Context, cfg UpConfig) error {
 
 	// WireGuard reads the host's packets through activityTUN, which notes
 	// app traffic: gateways are probed only while there is some.
-	act := &activityTUN{Device: dev}
+	act := &activityTUN{Device: dev, flows: flowtrack.New()}
 	t.fo = newFailover(act)
 	t.paths = newPaths(nil, log.With("component", "path"))
 	t.bind = wgstream.NewBind(nil, wgstream.Options{Dial: streamDialer(st, t.paths), OnDialError: func(addr string, err error) {
@@ -362,9 +363,16 @@ func (t *tunnel) announceSession(was, now *controlproto.SessionInfo) {
 // on the gateway failover picks, and returns the map applied before.
 // Callers hold applyMu.
 func (t *tunnel) applyLocked(m *controlproto.ClientMap) (prev *controlproto.ClientMap, c mapConfig, err error) {
+	// The host's packets wait while segments may move, until WireGuard
+	// routes them the new way (failover.go).
+	release := sync.OnceFunc(t.fo.active.hold())
+	defer release()
+	t.maps.peersSet = release
+	defer func() { t.maps.peersSet = nil }()
 	t.fo.prune(m)
 	t.paths.sync(m)
 	now := time.Now()
+	before := t.fo.Current()
 	view := *m
 	view.Gateways = slices.Clone(m.Resolve(func(sg controlproto.ClientSegment) string { return t.fo.pick(m, sg, now) }, true))
 	for i, g := range view.Gateways {
@@ -375,6 +383,7 @@ func (t *tunnel) applyLocked(m *controlproto.ClientMap) (prev *controlproto.Clie
 	if err != nil {
 		return nil, c, err
 	}
+	t.fo.forgetMoved(m, before)
 	t.mu.Lock()
 	prev = t.cm
 	t.raw, t.cm, t.dns, t.routes = m, &view, c.names, c.routes

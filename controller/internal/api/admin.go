@@ -467,7 +467,7 @@ func (a *API) listGatewayTokens(w http.ResponseWriter, r *http.Request, _ string
 func gatewayOut(g store.Gateway) adminapi.Gateway {
 	return adminapi.Gateway{
 		ID: g.ID, Name: g.Name, Segment: g.Segment, PublicKey: g.PublicKey,
-		OverlayAddr: g.OverlayAddr, Endpoint: g.Endpoint, CreatedAt: g.CreatedAt,
+		OverlayAddr: g.OverlayAddr, Endpoint: g.Endpoint, CreatedAt: g.CreatedAt, DrainedAt: g.DrainedAt,
 	}
 }
 
@@ -477,18 +477,105 @@ func (a *API) listGateways(w http.ResponseWriter, r *http.Request, _ string) err
 		return err
 	}
 	out := mapSlice(xs, gatewayOut)
-	if h := a.health; h != nil {
-		loader, _ := h.(GatewayLoader)
-		for i := range out {
-			out[i].State, out[i].Version, out[i].LastSeen = h.GatewayStatus(out[i].ID)
-			if loader == nil {
-				continue
-			}
-			if peers, flows, ok := loader.GatewayLoad(out[i].ID); ok {
-				out[i].Peers, out[i].Flows = &peers, &flows
-			}
+	for i := range out {
+		a.gatewayHealth(&out[i])
+	}
+	return ok(w, out)
+}
+
+// gatewayHealth fills g's state, version, last seen and load from the
+// control channel's view (nothing without one).
+func (a *API) gatewayHealth(g *adminapi.Gateway) {
+	h := a.health
+	if h == nil {
+		return
+	}
+	g.State, g.Version, g.LastSeen = h.GatewayStatus(g.ID)
+	if g.State == gatewayUp && !g.DrainedAt.IsZero() {
+		g.State = "draining"
+	}
+	if loader, _ := h.(GatewayLoader); loader != nil {
+		if peers, flows, ok := loader.GatewayLoad(g.ID); ok {
+			g.Peers, g.Flows = &peers, &flows
 		}
 	}
+}
+
+// gatewayUp is GatewayHealth's state of a gateway with its control
+// connection open (control.GatewayUp).
+const gatewayUp = "up"
+
+// gatewayByRef finds a gateway by ID or, failing that, by its name (which
+// must then be unique).
+func (a *API) gatewayByRef(r *http.Request, ref string) (store.Gateway, error) {
+	xs, err := a.st.ListGateways(r.Context())
+	if err != nil {
+		return store.Gateway{}, err
+	}
+	var named []store.Gateway
+	for _, g := range xs {
+		if g.ID == ref {
+			return g, nil
+		}
+		if g.Name == ref {
+			named = append(named, g)
+		}
+	}
+	switch len(named) {
+	case 0:
+		return store.Gateway{}, notFoundf("gateway %q not found: 'cordonctl gateway list' shows the gateways", clip(ref))
+	case 1:
+		return named[0], nil
+	}
+	return store.Gateway{}, conflictf("%d gateways are named %q: name one by its ID ('cordonctl gateway list' shows them)", len(named), clip(ref))
+}
+
+// drainGateway drains a gateway (by ID or name) before maintenance: its
+// clients move to the segment's other gateways without a failed request.
+func (a *API) drainGateway(w http.ResponseWriter, r *http.Request, actor string) error {
+	var req adminapi.DrainGatewayRequest
+	if r.ContentLength != 0 {
+		if err := decode(w, r, &req); err != nil {
+			return err
+		}
+	}
+	g, err := a.gatewayByRef(r, r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	live := func(id string) bool {
+		if a.health == nil {
+			return true // no control channel to ask: the admin's word
+		}
+		st, _, _ := a.health.GatewayStatus(id)
+		return st == gatewayUp
+	}
+	if err := a.state.DrainGateway(r.Context(), origin(r, actor), g.ID, req.Force, live); err != nil {
+		return err
+	}
+	return a.gatewayNow(w, r, g.ID)
+}
+
+// undrainGateway lets a drained gateway (by ID or name) take clients again.
+func (a *API) undrainGateway(w http.ResponseWriter, r *http.Request, actor string) error {
+	g, err := a.gatewayByRef(r, r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	if err := a.state.UndrainGateway(r.Context(), origin(r, actor), g.ID); err != nil {
+		return err
+	}
+	return a.gatewayNow(w, r, g.ID)
+}
+
+// gatewayNow answers with gateway id as stored now, with its health.
+func (a *API) gatewayNow(w http.ResponseWriter, r *http.Request, id string) error {
+	g, err := a.st.GetGateway(r.Context(), id)
+	if err != nil {
+		return err
+	}
+	out := gatewayOut(g)
+	a.gatewayHealth(&out)
 	return ok(w, out)
 }
 

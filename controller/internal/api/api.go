@@ -263,6 +263,8 @@ func (a *API) routes() {
 	m.Handle("GET /v1/gateway-tokens", a.admin(auth.PermRead, a.listGatewayTokens))
 	m.Handle("GET /v1/gateways", a.admin(auth.PermRead, a.listGateways))
 	m.Handle("DELETE /v1/gateways/{id}", a.admin(auth.PermGatewaysWrite, a.deleteGateway))
+	m.Handle("POST /v1/gateways/{id}/drain", a.admin(auth.PermGatewaysWrite, a.drainGateway))
+	m.Handle("POST /v1/gateways/{id}/undrain", a.admin(auth.PermGatewaysWrite, a.undrainGateway))
 	m.Handle("GET /v1/devices", a.admin(auth.PermRead, a.listDevices))
 	m.Handle("DELETE /v1/devices/{id}", a.admin(auth.PermUsersWrite, a.deleteDevice))
 	m.Handle("POST /v1/devices/{id}/revoke", a.admin(auth.PermAccessRevoke, a.revokeDevice))

@@ -60,6 +60,9 @@ var roleSpec = map[string]string{
 	"GET /v1/gateways":         "ONAH",
 	"DELETE /v1/gateways/{id}": "ON",
 
+	"POST /v1/gateways/{id}/drain":   "ON",
+	"POST /v1/gateways/{id}/undrain": "ON",
+
 	"GET /v1/devices":              "ONAH",
 	"DELETE /v1/devices/{id}":      "ON",
 	"POST /v1/devices/{id}/revoke": "ONH",

@@ -1063,8 +1063,11 @@ func (s *Server) pushClient(st *mapState, a *agent) error {
 	if cm.Session = st.ix.SessionInfo(d); cm.Session != nil && cm.Session.State == controlproto.SessionActive {
 		cm.Session.StepUp = s.stepUps.forDevice(d.ID, st.sessions[d.ID])
 	}
-	if a.caps < controlproto.MinGatewayListCapability {
+	switch {
+	case a.caps < controlproto.MinGatewayListCapability:
 		cm = cm.Legacy() // each segment on the first gateway of its order
+	case a.caps < controlproto.MinDrainCapability:
+		cm = cm.DrainAsDown() // it would stay on a draining gateway
 	}
 	f := &controlproto.Frame{Type: controlproto.TypeClientMap, ClientMap: cm, Capability: controlproto.CapabilityVersion}
 	_, err := offerFrame(a, f)

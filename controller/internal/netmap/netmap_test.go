@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/cordonhq/cordon/controller/internal/store"
 	"github.com/cordonhq/cordon/pkg/controlproto"
@@ -100,6 +101,33 @@ func TestClientMapAllowedIPsOnlyEntitledApps(t *testing.T) {
 		if m := ix.ClientMap(d); len(m.Gateways) != 0 {
 			t.Fatalf("%s sees gateways %+v, want none", dev, m.Gateways)
 		}
+	}
+}
+
+// A drained gateway is marked in client maps and ordered after the live
+// one; its own map tells it to drain.
+func TestDrainedGatewayInMaps(t *testing.T) {
+	snap := snapshot(t)
+	for i := range snap.Gateways {
+		if snap.Gateways[i].ID == "gw-a" {
+			snap.Gateways[i].DrainedAt = time.Unix(1_800_000_000, 0)
+		}
+	}
+	ix := NewIndex(snap)
+	d, _ := ix.Device("dev-n")
+	m := ix.ClientMap(d)
+	if len(m.Segments) != 1 || !slices.Equal(m.Segments[0].Gateways, []string{"gw-b", "gw-a"}) {
+		t.Fatalf("segments = %+v, want lan on gw-b then the draining gw-a", m.Segments)
+	}
+	for _, g := range m.Gateways {
+		if g.Draining != (g.GatewayID == "gw-a") || g.Down {
+			t.Fatalf("gateway %s: draining %v down %v, want only gw-a draining", g.GatewayID, g.Draining, g.Down)
+		}
+	}
+	ga, _ := ix.Gateway("gw-a")
+	gb, _ := ix.Gateway("gw-b")
+	if !ix.GatewayMap(ga).Draining || ix.GatewayMap(gb).Draining {
+		t.Fatal("gateway maps: want gw-a told to drain, gw-b not")
 	}
 }
 

@@ -286,7 +286,7 @@ func policyWireApps(a *policyfile.App) []controlproto.App {
 // gateway serves, their apps, every allow and deny rule (with conditions)
 // for those apps, and the devices with at least one of those rules.
 func (ix *Index) policyGatewayMap(gw store.Gateway) *controlproto.GatewayMap {
-	m := &controlproto.GatewayMap{GatewayID: gw.ID, OverlayAddr: gw.OverlayAddr}
+	m := &controlproto.GatewayMap{GatewayID: gw.ID, OverlayAddr: gw.OverlayAddr, Draining: !gw.DrainedAt.IsZero()}
 	p := ix.pol
 	if p.pol == nil {
 		return m
@@ -623,6 +623,7 @@ func (ix *Index) clientTemplateOf(d store.Device, allows func(string) bool) *cli
 		cg.Instance = ix.instances[id]
 		cg.TCPEndpoint = ix.tcpEndpoints[id]
 		cg.Down = ix.down[id]
+		cg.Draining = !gws[id].DrainedAt.IsZero()
 		t.gateways = append(t.gateways, *cg)
 	}
 	return t
@@ -638,9 +639,21 @@ func (ix *Index) clientGatewaysOf(m *controlproto.ClientMap, d store.Device, t *
 	m.Gateways = t.gateways
 	m.Segments = make([]controlproto.ClientSegment, len(t.segs))
 	for i, st := range t.segs {
-		m.Segments[i] = controlproto.ClientSegment{Name: st.name, Gateways: RankGateways(d.ID, st.gateway, ix.down),
+		m.Segments[i] = controlproto.ClientSegment{Name: st.name, Gateways: RankGateways(d.ID, st.gateway, ix.gatewayTier),
 			AllowedIPs: st.allowed, Apps: st.apps}
 	}
+}
+
+// gatewayTier is gateway id's tier for RankGateways: down, draining or
+// live.
+func (ix *Index) gatewayTier(id string) int {
+	switch {
+	case ix.down[id]:
+		return TierDown
+	case !ix.gateways[id].DrainedAt.IsZero():
+		return TierDraining
+	}
+	return TierLive
 }
 
 // policyServingGateways is the gateways, with an endpoint and a key,

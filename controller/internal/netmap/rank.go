@@ -15,17 +15,28 @@ import (
 // devices possible. The hash is fixed (not seeded per process), so every
 // controller replica computes the same order.
 //
-// Gateways known to be down go last, in their own rendezvous order: the
-// client may still reach one that the controller cannot. "Down" is
+// Gateways an admin drains go after the live ones, and gateways known to
+// be down last, each group in its own rendezvous order: the client may
+// still reach one that the controller cannot, and a drained one is still
+// better than none. Draining a gateway moves only its own devices, each to
+// its next choice, and undraining it brings exactly those back. "Down" is
 // whatever the index was told (SetGatewayDown): today a control channel
 // gone past its grace period; a later gateway cluster reports liveness
 // and load into the same place (a loaded gateway could be ranked with a
 // weighted score, -w/ln(h), without changing anything else).
 
+// Tiers of RankGateways: a gateway of a higher tier goes after every one
+// of a lower tier.
+const (
+	TierLive     = 0
+	TierDraining = 1 // an admin drains it (store.Gateway.DrainedAt)
+	TierDown     = 2 // the controller knows it to be down
+)
+
 // RankGateways returns ids (gateway IDs serving one segment) ordered for
-// device: up before down, then by descending rendezvous score. ids is not
-// modified.
-func RankGateways(device string, ids []string, down map[string]bool) []string {
+// device: by ascending tier (nil: every gateway TierLive), then by
+// descending rendezvous score. ids is not modified.
+func RankGateways(device string, ids []string, tier func(id string) int) []string {
 	out := slices.Clone(ids)
 	if len(out) < 2 {
 		return out
@@ -35,11 +46,10 @@ func RankGateways(device string, ids []string, down map[string]bool) []string {
 		score[id] = rendezvous(device, id)
 	}
 	slices.SortFunc(out, func(a, b string) int {
-		if da, db := down[a], down[b]; da != db {
-			if da {
-				return 1
+		if tier != nil {
+			if c := cmp.Compare(tier(a), tier(b)); c != 0 {
+				return c
 			}
-			return -1
 		}
 		return cmp.Or(cmp.Compare(score[b], score[a]), cmp.Compare(a, b))
 	})

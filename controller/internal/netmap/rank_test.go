@@ -79,7 +79,7 @@ func TestRankGatewaysDownLast(t *testing.T) {
 	gws := []string{"gw-a", "gw-b", "gw-c"}
 	down := map[string]bool{"gw-b": true}
 	for _, d := range devices(500) {
-		up, dn := RankGateways(d, gws, nil), RankGateways(d, gws, down)
+		up, dn := RankGateways(d, gws, nil), RankGateways(d, gws, downTier(down))
 		if dn[2] != "gw-b" || len(dn) != 3 {
 			t.Fatalf("%s: %v with gw-b down, want it last", d, dn)
 		}
@@ -87,7 +87,7 @@ func TestRankGatewaysDownLast(t *testing.T) {
 			t.Fatalf("%s: others reordered: %v → %v", d, up, dn)
 		}
 	}
-	if got := RankGateways("d", gws, map[string]bool{"gw-a": true, "gw-b": true, "gw-c": true}); len(got) != 3 {
+	if got := RankGateways("d", gws, downTier(map[string]bool{"gw-a": true, "gw-b": true, "gw-c": true})); len(got) != 3 {
 		t.Fatalf("all down: %v, want all three listed", got)
 	}
 	in := []string{"gw-b", "gw-a"}
@@ -108,5 +108,61 @@ func TestRankGatewaysFixed(t *testing.T) {
 	b := RankGateways("dev-00042", []string{"gw-d", "gw-c", "gw-b", "gw-a"}, nil)
 	if !slices.Equal(a, b) || !slices.Equal(a, []string{"gw-c", "gw-b", "gw-a", "gw-d"}) {
 		t.Fatalf("order %v and %v: want [gw-c gw-b gw-a gw-d] whatever the input order", a, b)
+	}
+}
+
+func downTier(down map[string]bool) func(string) int {
+	return func(id string) int {
+		if down[id] {
+			return TierDown
+		}
+		return TierLive
+	}
+}
+
+// Draining a gateway (issue 13, part 4) moves only the devices that had it
+// first, each to its own second choice, so they spread evenly over the
+// others; the drained gateway stays listed after the live ones and before
+// the down ones; undraining brings exactly its devices back.
+func TestRankGatewaysDrain(t *testing.T) {
+	devs := devices(6000)
+	gws := []string{"gw-a", "gw-b", "gw-c", "gw-d"}
+	drainB := func(id string) int {
+		switch id {
+		case "gw-b":
+			return TierDraining
+		case "gw-d":
+			return TierDown
+		}
+		return TierLive
+	}
+	moved := map[string]int{}
+	for _, d := range devs {
+		before := RankGateways(d, gws, downTier(map[string]bool{"gw-d": true}))
+		after := RankGateways(d, gws, drainB)
+		if after[2] != "gw-b" || after[3] != "gw-d" {
+			t.Fatalf("%s: %v with gw-b draining and gw-d down, want gw-b third and gw-d last", d, after)
+		}
+		if before[0] != "gw-b" {
+			if after[0] != before[0] {
+				t.Fatalf("%s moved from %s to %s though it was not on gw-b", d, before[0], after[0])
+			}
+			continue
+		}
+		if after[0] != before[1] {
+			t.Fatalf("%s left gw-b for %s, want its second choice %s", d, after[0], before[1])
+		}
+		moved[after[0]]++
+	}
+	// gw-b had about a third of the devices; they split evenly over gw-a
+	// and gw-c (within 15%: about 1,000 each).
+	fair := (moved["gw-a"] + moved["gw-c"]) / 2
+	if fair < len(devs)/3*8/10/2 {
+		t.Fatalf("only %v devices left gw-b, want about %d", moved, len(devs)/3)
+	}
+	for _, g := range []string{"gw-a", "gw-c"} {
+		if c := moved[g]; c < fair*85/100 || c > fair*115/100 {
+			t.Errorf("%d of gw-b's devices went to %s, want about %d (%v)", c, g, fair, moved)
+		}
 	}
 }

@@ -4,11 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/cordonhq/cordon/controller/internal/store"
+	"github.com/cordonhq/cordon/pkg/audit"
 )
 
-// This file: what agents report over the control channel.
+// This file: what agents report over the control channel, and the
+// admin's drain of a gateway.
 
 // SetGatewayEndpoint stores the endpoint a gateway says it listens on
 // (bookkeeping: the gateway reports it at every connect). Clients' maps
@@ -117,4 +120,81 @@ func (s *State) RecordFlowBatch(ctx context.Context, b FlowBatch) (uint64, error
 		return 0, fmt.Errorf("record flow events of gateway %s: %w", b.GatewayID, err)
 	}
 	return acked, nil
+}
+
+// DrainGateway drains gateway id before maintenance: clients move each of
+// its segments to another gateway at their first quiet moment, and the
+// gateway lets its peers go as their flows end (controlproto capability
+// 14). It survives restarts (the store holds it) until UndrainGateway.
+// live reports whether a gateway is up now (the control server's view):
+// draining the segment's last live gateway that is not draining would cut
+// every client off the segment, so it is refused unless force. Draining a
+// drained gateway changes nothing.
+func (s *State) DrainGateway(ctx context.Context, o Origin, id string, force bool, live func(id string) bool) error {
+	_, err := s.apply(ctx, o, func(ctx context.Context, tx store.Store, op *op) error {
+		gw, err := tx.GetGateway(ctx, id)
+		if errors.Is(err, store.ErrNotFound) {
+			return refuse(store.ErrNotFound, "gateway %q not found: 'cordonctl gateway list' shows the gateways", clip(id))
+		} else if err != nil {
+			return err
+		}
+		if !gw.DrainedAt.IsZero() {
+			return errNothing
+		}
+		others, err := tx.ListGateways(ctx)
+		if err != nil {
+			return err
+		}
+		spare := false
+		for _, g := range others {
+			if g.ID != id && g.Segment == gw.Segment && g.DrainedAt.IsZero() && live(g.ID) {
+				spare = true
+				break
+			}
+		}
+		if !spare && !force {
+			return refuse(ErrConflict, "gateway %s (%s) is the last live gateway of segment %s that is not draining: draining it cuts every client off the segment; "+
+				"enroll or start another gateway of the segment first (or undrain one), or drain with --force", gw.Name, gw.ID, gw.Segment)
+		}
+		if err := tx.SetGatewayDrained(ctx, id, op.at); err != nil {
+			return err
+		}
+		details := map[string]string{"segment": gw.Segment}
+		if !spare {
+			details["forced"] = "true"
+		}
+		op.success(audit.AdminGatewayDrain, id, details)
+		op.change.Gateways = []string{id}
+		return nil
+	})
+	if errors.Is(err, errNothing) {
+		return nil
+	}
+	return err
+}
+
+// UndrainGateway lets a drained gateway take clients again. Undraining a
+// gateway that is not drained changes nothing.
+func (s *State) UndrainGateway(ctx context.Context, o Origin, id string) error {
+	_, err := s.apply(ctx, o, func(ctx context.Context, tx store.Store, op *op) error {
+		gw, err := tx.GetGateway(ctx, id)
+		if errors.Is(err, store.ErrNotFound) {
+			return refuse(store.ErrNotFound, "gateway %q not found: 'cordonctl gateway list' shows the gateways", clip(id))
+		} else if err != nil {
+			return err
+		}
+		if gw.DrainedAt.IsZero() {
+			return errNothing
+		}
+		if err := tx.SetGatewayDrained(ctx, id, time.Time{}); err != nil {
+			return err
+		}
+		op.success(audit.AdminGatewayUndrain, id, map[string]string{"segment": gw.Segment})
+		op.change.Gateways = []string{id}
+		return nil
+	})
+	if errors.Is(err, errNothing) {
+		return nil
+	}
+	return err
 }

@@ -102,6 +102,9 @@ type Gateway struct {
 	OverlayAddr netip.Addr   `json:"overlay_addr"`
 	Endpoint    string       `json:"endpoint"`
 	CreatedAt   time.Time    `json:"created_at"`
+	// DrainedAt is when an admin drained the gateway (cordonctl gateway
+	// drain): clients move off it before maintenance. Zero: not drained.
+	DrainedAt time.Time `json:"drained_at,omitzero"`
 }
 
 // Device is an enrolled client device, owned by one user.
@@ -296,6 +299,8 @@ type Store interface {
 	GetGateway(ctx context.Context, id string) (Gateway, error)
 	ListGateways(ctx context.Context) ([]Gateway, error)
 	UpdateGatewayEndpoint(ctx context.Context, id, endpoint string) error
+	// SetGatewayDrained sets gateway id's DrainedAt (zero: undrained).
+	SetGatewayDrained(ctx context.Context, id string, at time.Time) error
 	DeleteGateway(ctx context.Context, id string) error
 
 	// CreateDevice stores a new device with an allocated overlay address.

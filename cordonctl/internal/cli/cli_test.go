@@ -214,6 +214,8 @@ func TestGatewayToken(t *testing.T) {
 	h.fails(3, []string{"radiology"}, "gateway", "token", "create", "--segment", "radiology")
 	h.fails(3, []string{"not found"}, "gateway", "delete", "gw-0000000000")
 	h.fails(3, []string{"not found"}, "device", "delete", "dev-0000000000")
+	h.fails(3, []string{"not found", "gateway list"}, "gateway", "drain", "gw-east")
+	h.fails(3, []string{"not found"}, "gateway", "undrain", "gw-east")
 }
 
 func TestSettings(t *testing.T) {

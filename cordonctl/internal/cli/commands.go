@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/cordonhq/cordon/pkg/adminapi"
+	"github.com/cordonhq/cordon/pkg/controlproto"
 )
 
 func esc(s string) string { return url.PathEscape(s) }
@@ -370,7 +371,11 @@ func (a *app) printTokens(w io.Writer, xs []adminapi.GatewayToken) error {
 func printGateways(w io.Writer, xs []adminapi.Gateway) error {
 	t := newTable(w, "ID", "NAME", "SEGMENT", "STATE", "LAST SEEN", "VERSION", "PEERS", "FLOWS", "OVERLAY", "ENDPOINT", "PUBLIC KEY", "CREATED")
 	for _, x := range xs {
-		t.row(x.ID, x.Name, x.Segment, x.State, fmtTime(x.LastSeen), x.Version, fmtCount(x.Peers), fmtCount(x.Flows),
+		state := x.State
+		if !x.DrainedAt.IsZero() && state != "draining" {
+			state = strings.TrimPrefix(state+", draining", ", ") // dead or disconnected, and drained
+		}
+		t.row(x.ID, x.Name, x.Segment, state, fmtTime(x.LastSeen), x.Version, fmtCount(x.Peers), fmtCount(x.Flows),
 			addrString(x.OverlayAddr.IsValid(), x.OverlayAddr.String()), x.Endpoint, x.PublicKey.String(), fmtTime(x.CreatedAt))
 	}
 	return t.flush()
@@ -423,7 +428,47 @@ details go to stderr. The token is shown once and expires after --ttl
 		a.group("token", "Manage gateway enrollment tokens", tokCreate, tokList),
 		list,
 		a.deleteCmd("gateway", "/v1/gateways", "ID"),
+		a.gatewayDrainCmd(),
+		a.gatewayUndrainCmd(),
 	)
+}
+
+func (a *app) gatewayDrainCmd() *cobra.Command {
+	var req adminapi.DrainGatewayRequest
+	c := &cobra.Command{
+		Use:   "drain NAME|ID [--force]",
+		Short: "Move a gateway's clients to the segment's other gateways before maintenance",
+		Long: `drain moves every client off a gateway without a failed request: each client
+moves the segment to its next gateway the first moment it has no connection
+open into the segment. Connections still open after ` + controlproto.DrainGrace.String() + ` are cut.
+'cordonctl gateway list' shows the gateway "draining" and its PEERS fall to 0
+when it carries nobody; then stop it. The drain survives restarts of the
+controller and the gateway until 'cordonctl gateway undrain'.
+
+Draining the segment's last live gateway that is not draining is refused:
+it would cut every client off the segment. --force does it anyway.`,
+		Example: `  cordonctl gateway drain gw-east
+  cordonctl gateway list          # wait for gw-east: draining, PEERS 0
+  cordonctl gateway undrain gw-east`,
+		Args: args("NAME|ID"),
+		RunE: a.run(func(cmd *cobra.Command, args []string) error {
+			return createAndPrint(a, cmd, "/v1/gateways/"+esc(args[0])+"/drain", &req, printGateways)
+		}),
+	}
+	c.Flags().BoolVar(&req.Force, "force", false, "drain the segment's last live gateway too (its clients lose the segment)")
+	return c
+}
+
+func (a *app) gatewayUndrainCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:     "undrain NAME|ID",
+		Aliases: []string{"resume"},
+		Short:   "Let a drained gateway take clients again",
+		Args:    args("NAME|ID"),
+		RunE: a.run(func(cmd *cobra.Command, args []string) error {
+			return createAndPrint(a, cmd, "/v1/gateways/"+esc(args[0])+"/undrain", nil, printGateways)
+		}),
+	}
 }
 
 // Devices.

@@ -453,6 +453,11 @@ type gw struct {
 	lingerer map[wgkey.Public]linger // peers removed from the map, kept for a while
 	timer    *time.Timer
 	closed   bool
+	// drainSince is when the map first said the gateway drains (zero:
+	// not draining; drain.go); drainTimer re-checks its peers meanwhile.
+	drainSince time.Time
+	drainTimer *time.Timer
+	configured int // WireGuard peers configured by the last reconcile
 }
 
 type linger struct {
@@ -624,6 +629,7 @@ func (g *gw) applyLocked(now time.Time) error {
 		}
 	}
 	g.want = want
+	g.noteDrainLocked(m.Draining, now)
 	g.scheduleExpiryLocked(now, next)
 	return g.reconcileLocked(now)
 }
@@ -634,7 +640,7 @@ func (g *gw) reconcileLocked(now time.Time) error {
 	if g.closed {
 		return nil
 	}
-	peers := slices.Clone(g.want)
+	peers := g.drainPeersLocked(now)
 	var next time.Time
 	for k, l := range g.lingerer {
 		if !now.Before(l.until) {
@@ -650,6 +656,8 @@ func (g *gw) reconcileLocked(now time.Time) error {
 		g.log.Error("apply wireguard peers", "err", err)
 		return fmt.Errorf("apply wireguard peers: %w", err)
 	}
+	g.configured = len(peers)
+	g.armDrainLocked()
 	if g.timer != nil {
 		g.timer.Stop()
 		g.timer = nil
@@ -671,6 +679,9 @@ func (g *gw) stop() {
 	g.closed = true
 	if g.timer != nil {
 		g.timer.Stop()
+	}
+	if g.drainTimer != nil {
+		g.drainTimer.Stop()
 	}
 	if g.expiry != nil {
 		g.expiry.Stop()
@@ -791,7 +802,7 @@ func (g *gw) load() controlproto.GatewayLoad {
 	flows := int(g.authz.Stats().FlowsOpen)
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return controlproto.GatewayLoad{Peers: len(g.want) + len(g.lingerer), Flows: flows}
+	return controlproto.GatewayLoad{Peers: g.configured, Flows: flows}
 }
 
 // loopbackApps names the apps whose address is on loopback.

@@ -194,7 +194,7 @@ func (s *Store) RedeemEnrollToken(ctx context.Context, hash []byte, now time.Tim
 			return err
 		}
 		g.OverlayAddr = offsetAddr(off)
-		_, err = tx.ExecContext(ctx, `INSERT INTO gateways (`+gatewayCols+`) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+		_, err = tx.ExecContext(ctx, `INSERT INTO gateways (`+gatewayCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, 0)`,
 			g.ID, g.Name, g.Segment, g.PublicKey.String(), off, g.Endpoint, toMicros(g.CreatedAt))
 		return insertErr(err)
 	})
@@ -206,15 +206,15 @@ func (s *Store) RedeemEnrollToken(ctx context.Context, hash []byte, now time.Tim
 
 // --- gateways ---
 
-const gatewayCols = `id, name, segment, public_key, overlay_addr, endpoint, created_at`
+const gatewayCols = `id, name, segment, public_key, overlay_addr, endpoint, created_at, drained_at`
 
 func scanGateway(r rowScanner) (store.Gateway, error) {
 	var (
-		g       store.Gateway
-		key     string
-		off, at int64
+		g                store.Gateway
+		key              string
+		off, at, drained int64
 	)
-	if err := r.Scan(&g.ID, &g.Name, &g.Segment, &key, &off, &g.Endpoint, &at); err != nil {
+	if err := r.Scan(&g.ID, &g.Name, &g.Segment, &key, &off, &g.Endpoint, &at, &drained); err != nil {
 		return g, err
 	}
 	var err error
@@ -223,6 +223,9 @@ func scanGateway(r rowScanner) (store.Gateway, error) {
 	}
 	g.OverlayAddr = offsetAddr(off)
 	g.CreatedAt = fromMicros(at)
+	if drained != 0 {
+		g.DrainedAt = fromMicros(drained)
+	}
 	return g, nil
 }
 
@@ -259,6 +262,31 @@ func (s *Store) UpdateGatewayEndpoint(ctx context.Context, id, endpoint string) 
 	})
 	if err != nil {
 		return fmt.Errorf("update gateway %q endpoint: %w", id, err)
+	}
+	return nil
+}
+
+// migrationGatewayDrain (schema 14): when an admin drained each gateway
+// (0: not drained).
+const migrationGatewayDrain = `
+ALTER TABLE gateways ADD COLUMN drained_at INTEGER NOT NULL DEFAULT 0; -- unix µs, 0: not drained
+`
+
+// SetGatewayDrained implements [store.Store].
+func (s *Store) SetGatewayDrained(ctx context.Context, id string, at time.Time) error {
+	var micros int64
+	if !at.IsZero() {
+		micros = toMicros(at)
+	}
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE gateways SET drained_at = ? WHERE id = ?`, micros, id)
+		if err != nil {
+			return err
+		}
+		return mustAffect(res)
+	})
+	if err != nil {
+		return fmt.Errorf("set gateway %q drained: %w", id, err)
 	}
 	return nil
 }

@@ -210,6 +210,21 @@ func testGateways(t *testing.T, s store.Store) {
 	equal(t, "gateway after endpoint update", g, func() store.Gateway { x := list[0]; x.Endpoint = g.Endpoint; return x }())
 	wantErr(t, "update missing", s.UpdateGatewayEndpoint(c, "nope", "x"), store.ErrNotFound)
 
+	// Drain: set, read back, cleared.
+	drained := at(time.Minute).UTC().Truncate(time.Microsecond)
+	must(t, s.SetGatewayDrained(c, "gw-c", drained))
+	if g, err := s.GetGateway(c, "gw-c"); err != nil || !g.DrainedAt.Equal(drained) {
+		t.Errorf("drained gateway: DrainedAt %v (%v), want %v", g.DrainedAt, err, drained)
+	}
+	if list, _ := s.ListGateways(c); !list[2].DrainedAt.Equal(drained) || !list[0].DrainedAt.IsZero() {
+		t.Errorf("ListGateways after drain of gw-c: %+v", list)
+	}
+	must(t, s.SetGatewayDrained(c, "gw-c", time.Time{}))
+	if g, err := s.GetGateway(c, "gw-c"); err != nil || !g.DrainedAt.IsZero() {
+		t.Errorf("undrained gateway: DrainedAt %v (%v), want zero", g.DrainedAt, err)
+	}
+	wantErr(t, "drain missing", s.SetGatewayDrained(c, "nope", drained), store.ErrNotFound)
+
 	must(t, s.DeleteGateway(c, "gw-b"))
 	_, err = s.GetGateway(c, "gw-b")
 	wantErr(t, "get deleted", err, store.ErrNotFound)
