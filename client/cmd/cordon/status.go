@@ -27,7 +27,7 @@ func printStatus(w io.Writer, s *client.Status, now time.Time) {
 	if s.SOCKS5 != "" || s.HTTPProxy != "" {
 		fmt.Fprintf(w, "Proxies:     socks5://%s  http://%s\n", s.SOCKS5, s.HTTPProxy)
 	}
-	if printSession(w, s.User, s.Session, now) {
+	if printSession(w, s.User, s.Session, s.LastAppTraffic, now) {
 		return
 	}
 	if len(s.Gateways) == 0 && s.Session == nil && !s.ControlConnected {
@@ -95,7 +95,7 @@ func minutes(d time.Duration) string {
 // whether the session is over (then no app is reachable and none is
 // listed). Whether it is over, and why, is reach.Classify's verdict, the
 // one the proxy answers with.
-func printSession(w io.Writer, user string, ss *controlproto.SessionInfo, now time.Time) bool {
+func printSession(w io.Writer, user string, ss *controlproto.SessionInfo, lastApp *time.Time, now time.Time) bool {
 	if ss == nil {
 		return false
 	}
@@ -118,6 +118,11 @@ func printSession(w io.Writer, user string, ss *controlproto.SessionInfo, now ti
 	}
 	if ss.IdleLimit > 0 {
 		line += "; signed out after " + ss.IdleLimit.String() + " without activity"
+		if lastApp != nil {
+			// An estimate: the controller decides from what the
+			// gateways saw.
+			line += fmt.Sprintf(" (about %s of it left)", minutes(min(max(ss.IdleLimit-now.Sub(*lastApp), 0), ss.IdleLimit)))
+		}
 	}
 	fmt.Fprintf(w, "Session:     %s\n", line)
 	if n := ss.NoMFA; n != nil {

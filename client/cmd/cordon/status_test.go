@@ -26,7 +26,7 @@ func TestPrintStatus(t *testing.T) {
 	}
 	fresh, stale := now.Add(-30*time.Second), now.Add(-5*time.Minute)
 	s := &client.Status{
-		User: "nurse", DeviceID: "dev-1", Mode: "userspace", Controller: "https://c:8443", ControlConnected: true,
+		User: "nurse", DeviceID: "dev-1", Mode: "userspace", Controller: "https://c:8443", ControlConnected: true, LastAppTraffic: &stale,
 		Session: &controlproto.SessionInfo{State: controlproto.SessionActive, StartedAt: now.Add(-time.Hour), ExpiresAt: now.Add(7*time.Hour + 30*time.Minute), IdleLimit: 15 * time.Minute},
 		Gateways: []client.GatewayStatus{
 			{ID: "gw-up", LastHandshake: &fresh, Apps: []client.AppStatus{app("ehr", reach.ReasonOK)}},
@@ -48,6 +48,7 @@ func TestPrintStatus(t *testing.T) {
 	}
 	for _, want := range []string{
 		"Session:     signed in as nurse since ", ", 7h30m left (ends ",
+		"signed out after 15m0s without activity (about 10m of it left)",
 		"Warning:     no handshake with gateway gw-down for 5m0s",
 		"\ngateway-unreachable: the hospital gateway for this app does not answer; retrying automatically",
 		"HANDSHAKE  STATE",

@@ -34,6 +34,11 @@ type Status struct {
 	SOCKS5           string          `json:"socks5,omitempty"`
 	HTTPProxy        string          `json:"http_proxy,omitempty"`
 	Gateways         []GatewayStatus `json:"gateways"`
+	// LastAppTraffic is when this device last sent a packet to an app
+	// (anything but the gateways' overlay addresses) since 'cordon up'
+	// started; nil: none yet. The idle limit runs on the controller from
+	// what the gateways saw, so this only estimates the idle time left.
+	LastAppTraffic *time.Time `json:"last_app_traffic,omitempty"`
 	// Segments are the segments of a map of capability 10 or later: each
 	// one's gateways in this device's order and the one it uses now.
 	Segments []SegmentStatus `json:"segments,omitempty"`
@@ -115,6 +120,11 @@ func (t *tunnel) status() Status {
 	}
 	if t.cfg.Mode == ModeUserspace {
 		s.SOCKS5, s.HTTPProxy = t.cfg.SOCKSAddr, t.cfg.HTTPAddr
+	}
+	if t.fo != nil && t.fo.active != nil {
+		if last := t.fo.active.last(); last.UnixNano() > 0 {
+			s.LastAppTraffic = &last
+		}
 	}
 	paths := t.paths.current()
 	t.mu.Lock()

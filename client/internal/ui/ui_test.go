@@ -280,6 +280,22 @@ func TestBuildView(t *testing.T) {
 	if len(v.Posture) != 1 || v.Posture[0].Apps != "lab" {
 		t.Errorf("posture %+v", v.Posture)
 	}
+	if v.Session.IdleKnown {
+		t.Errorf("idle time left known with no app traffic: %+v", v.Session)
+	}
+
+	// The idle time left, estimated from the last app traffic: 4 minutes
+	// ago under a 15-minute limit, then longer ago than the limit.
+	for _, c := range []struct{ ago, left time.Duration }{{4 * time.Minute, 11 * time.Minute}, {20 * time.Minute, 0}} {
+		last := clock.Add(-c.ago)
+		st := *tun.st
+		st.LastAppTraffic = &last
+		v = View{Now: clock}
+		buildView(&v, &st, nil)
+		if !v.Session.IdleKnown || v.Session.IdleLeft != c.left {
+			t.Errorf("app traffic %v ago: idle left %v (known %v), want %v", c.ago, v.Session.IdleLeft, v.Session.IdleKnown, c.left)
+		}
+	}
 
 	// The session past its end: no negative time left.
 	v = View{Now: clock.Add(3 * time.Hour)}

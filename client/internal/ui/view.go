@@ -36,10 +36,15 @@ type Session struct {
 	Left   time.Duration
 	EndsAt time.Time
 	// IdleLimit is the automatic logoff after this long without
-	// activity. The time left before it is not shown: the controller
-	// does not tell the device when it last saw activity (see
-	// docs/security.md, "The local status page").
+	// activity.
 	IdleLimit time.Duration
+	// IdleLeft estimates the time left before it from this computer's
+	// last app traffic (IdleKnown: there was some since 'cordon up'). The
+	// controller decides from what the gateways saw, and learns it up to
+	// a fifth of the limit late (see docs/security.md, "The local status
+	// page").
+	IdleLeft  time.Duration
+	IdleKnown bool
 }
 
 // PostureRow is one failing posture check.
@@ -107,6 +112,10 @@ func buildView(v *View, s *client.Status, statusErr error) {
 	}
 	if !ss.ExpiresAt.IsZero() {
 		v.Session.EndsAt, v.Session.Left = ss.ExpiresAt, max(ss.ExpiresAt.Sub(v.Now), 0)
+	}
+	if ss.IdleLimit > 0 && s.LastAppTraffic != nil {
+		v.Session.IdleKnown = true
+		v.Session.IdleLeft = min(max(ss.IdleLimit-v.Now.Sub(*s.LastAppTraffic), 0), ss.IdleLimit)
 	}
 	for _, f := range ss.Posture {
 		apps := "some apps"
