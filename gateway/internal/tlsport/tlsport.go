@@ -152,10 +152,12 @@ func (p *Port) handshake(ctx context.Context, c *slotConn) {
 		c.Close()
 		return
 	}
+	// Counted before the hand-off: the bind may read, drop and close the
+	// stream before AddStream returns.
+	p.accepted.Add(1)
 	if err := p.cfg.Streams.AddStream(tc); err != nil {
 		return // the bind closed it (shutting down)
 	}
-	p.accepted.Add(1)
 }
 
 // take reserves a slot for a stream from src.
