@@ -67,6 +67,7 @@ func (s *Store) AppendAudit(ctx context.Context, events ...store.AuditEvent) err
 		return nil
 	}
 	now := time.Now()
+	var size int64
 	err := s.write(ctx, func(tx *sql.Tx) error {
 		n, err := auditLogSize(ctx, tx)
 		if err != nil {
@@ -103,11 +104,13 @@ func (s *Store) AppendAudit(ctx context.Context, events ...store.AuditEvent) err
 				r.details = sql.NullString{String: string(b), Valid: true}
 			}
 		}
+		size = n + int64(len(events))
 		return s.insertAudit(ctx, tx, rows)
 	})
 	if err != nil {
 		return fmt.Errorf("append %d audit events: %w", len(events), err)
 	}
+	s.idx.appended(size)
 	return nil
 }
 

@@ -143,7 +143,7 @@ CREATE TABLE policy_versions (
 	`
 ALTER TABLE devices ADD COLUMN mfa_at INTEGER NOT NULL DEFAULT 0; -- unix µs, 0: never
 `,
-	// 4–12 live beside the code that uses them.
+	// 4–14 live beside the code that uses them.
 	migrationSessions,
 	migrationAdmins,
 	migrationPosture,
@@ -154,6 +154,7 @@ ALTER TABLE devices ADD COLUMN mfa_at INTEGER NOT NULL DEFAULT 0; -- unix µs, 0
 	migrationAuditLog,
 	migrationAuditSearch,
 	migrationFlowAcks,
+	migrationAuditKeyIndex,
 }
 
 // migrationData are steps in Go that run after the migration to the
