@@ -391,3 +391,20 @@ func archiveKeyIndex(ctx context.Context, tx *sql.Tx, to int64) error {
 	}
 	return nil
 }
+
+// AuditIndexLag returns how many records are past the key index's
+// cursor: what a search by key scans directly. It stays below a chunk
+// or two while the indexer keeps up.
+func (s *Store) AuditIndexLag(ctx context.Context) (int64, error) {
+	var n int64
+	err := s.read(ctx, func(tx *sql.Tx) error {
+		size, err := auditLogSize(ctx, tx)
+		if err != nil {
+			return err
+		}
+		cur, err := readKeyCursor(ctx, tx)
+		n = size - cur
+		return err
+	})
+	return n, err
+}
