@@ -349,4 +349,6 @@ func WantSearch(q store.AuditQuery, evs []store.AuditEvent) []int64 { return wan
 
 // SearchAll pages through q on s and returns the seqs found, failing t on
 // a repeated record or a search that does not end.
-func SearchAll(t *testing.T, s store.Store, q store.AuditQuery) []int64 { return searchAll(t, s, q, nil) }
+func SearchAll(t *testing.T, s store.Store, q store.AuditQuery) []int64 {
+	return searchAll(t, s, q, nil)
+}
