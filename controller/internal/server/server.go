@@ -263,7 +263,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if metricsLn != nil {
 		wg.Go(func() {
 			reg := metricsRegistry(metricsSources{totals: ctl.Totals, latest: led.Latest, sinks: sinkStatus,
-				signInFailures: apiSrv.SignInFailures, push: pushHist})
+				signInFailures: apiSrv.SignInFailures, push: pushHist, auditIndexBehind: st.AuditIndexBehind})
 			serveMetrics(ctx, metricsLn, reg, st, log.With("component", "metrics"))
 		})
 	}

@@ -105,6 +105,7 @@ type keyIndexer struct {
 	chunk   int64         // records per bucket (tests shrink it)
 	wake    chan struct{} // an append made a chunk full; capacity 1
 	indexed atomic.Int64  // the cursor as last committed or read
+	size    atomic.Int64  // the log's size as of the last append (or Open)
 }
 
 func newKeyIndexer() *keyIndexer {
@@ -113,6 +114,8 @@ func newKeyIndexer() *keyIndexer {
 
 // appended is told the log's new size after an append commits.
 func (k *keyIndexer) appended(size int64) {
+	for old := k.size.Load(); size > old && !k.size.CompareAndSwap(old, size); old = k.size.Load() {
+	}
 	if size-k.indexed.Load() >= k.chunk {
 		select {
 		case k.wake <- struct{}{}:
@@ -390,6 +393,13 @@ func archiveKeyIndex(ctx context.Context, tx *sql.Tx, to int64) error {
 		}
 	}
 	return nil
+}
+
+// AuditIndexBehind returns how many records are past the key index's
+// cursor as this process last saw them, without reading the database
+// (for a metric).
+func (s *Store) AuditIndexBehind() int64 {
+	return max(0, s.idx.size.Load()-s.idx.indexed.Load())
 }
 
 // AuditIndexLag returns how many records are past the key index's

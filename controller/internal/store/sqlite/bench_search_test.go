@@ -241,13 +241,17 @@ func BenchmarkAppendAuditTrail(b *testing.B) {
 		have = int64(n)
 	}
 	indexTrail(b, st)
-	ictx, stop := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		st.RunAuditIndexer(ictx, slog.New(slog.NewTextHandler(os.Stderr, nil)))
-	}()
-	defer func() { stop(); <-done }()
+	// CORDON_APPEND_BENCH_NO_INDEXER=1: appends alone, for the indexer's
+	// cost in the same session.
+	if os.Getenv("CORDON_APPEND_BENCH_NO_INDEXER") == "" {
+		ictx, stop := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			st.RunAuditIndexer(ictx, slog.New(slog.NewTextHandler(os.Stderr, nil)))
+		}()
+		defer func() { stop(); <-done }()
+	}
 	// Records after the trail's newest, a millisecond apart; batches of
 	// 100 (one gateway report), 1,000 and 10,000 (several reports in one
 	// transaction) on the same trail.
