@@ -20,6 +20,7 @@ type keySearch struct {
 	where    string // every filter, on audit_events' columns
 	args     []any  // where's arguments
 	archived int64  // records up to this seq have no body
+	indexed  int64  // the key index's cursor
 	cur      *posting
 	n        int // how many records to return (a page and one more)
 }
@@ -48,6 +49,7 @@ func (k *keySearch) run(ctx context.Context, tx *sql.Tx) ([]store.AuditEvent, er
 	if err != nil {
 		return nil, err
 	}
+	k.indexed = indexed
 	// NOT INDEXED: the rowid range past the cursor (short), whatever
 	// the other filters are.
 	tail, err := listRows(ctx, tx, scanAudit, `SELECT `+auditCols+` FROM audit_events NOT INDEXED WHERE seq > ? AND `+k.where+
@@ -123,7 +125,8 @@ func (k *keySearch) run(ctx context.Context, tx *sql.Tx) ([]store.AuditEvent, er
 }
 
 // buckets lists the buckets whose time range meets the search's, latest
-// max_time first.
+// max_time first. Only those up to the cursor: the records past it are
+// the scanned tail, whatever else the table holds.
 func (k *keySearch) buckets(ctx context.Context, tx *sql.Tx) ([]bucketRef, error) {
 	since, until, upTo := int64(math.MinInt64), int64(math.MaxInt64), int64(math.MaxInt64)
 	if !k.q.Since.IsZero() {
@@ -139,8 +142,8 @@ func (k *keySearch) buckets(ctx context.Context, tx *sql.Tx) ([]bucketRef, error
 		var b bucketRef
 		err := r.Scan(&b.last, &b.maxTime)
 		return b, err
-	}, `SELECT last_seq, max_time FROM audit_key_buckets WHERE last_seq > ? AND max_time >= ? AND min_time < ? AND min_time <= ?
-		ORDER BY max_time DESC, last_seq DESC`, k.archived, since, until, upTo)
+	}, `SELECT last_seq, max_time FROM audit_key_buckets WHERE last_seq > ? AND last_seq <= ? AND max_time >= ? AND min_time < ? AND min_time <= ?
+		ORDER BY max_time DESC, last_seq DESC`, k.archived, k.indexed, since, until, upTo)
 }
 
 // postings appends to out the postings of kind/key in the buckets bs
