@@ -144,16 +144,17 @@ func (s *Store) RunAuditIndexer(ctx context.Context, log *slog.Logger) {
 	defer t.Stop()
 	for {
 		for ctx.Err() == nil {
-			n, err := s.indexAuditKeys(ctx, false)
+			st, err := s.indexAuditKeys(ctx, false)
 			if err != nil {
 				if ctx.Err() == nil {
 					log.Error("audit search index: bucket not written; searches scan the records past the index meanwhile", "err", err)
 				}
 				break
 			}
-			if n == 0 {
+			if st.records == 0 {
 				break
 			}
+			log.Debug("audit search index: bucket written", "records", st.records, "keys", st.keys, "build", st.build, "write", st.write)
 		}
 		select {
 		case <-ctx.Done():
@@ -170,15 +171,25 @@ type keyRow struct {
 	user, device, app sql.NullString
 }
 
+// indexStats says what one indexAuditKeys did.
+type indexStats struct {
+	records int           // records the bucket covers; 0: none written
+	keys    int           // posting lists written
+	build   time.Duration // reading the records and building the bucket
+	write   time.Duration // the write transaction (holding the writer)
+}
+
 // indexAuditKeys writes the bucket of the next chunk of records past the
-// cursor and returns how many records it covers: 0 while fewer than a
-// chunk are waiting, unless all is set (then it indexes what there is).
-// The records are read in a read transaction, so appends go on while the
-// bucket is built; only the write holds the writer.
-func (s *Store) indexAuditKeys(ctx context.Context, all bool) (int, error) {
+// cursor: nothing while fewer than a chunk are waiting, unless all is set
+// (then it indexes what there is). The records are read in a read
+// transaction, so appends go on while the bucket is built; only the write
+// holds the writer.
+func (s *Store) indexAuditKeys(ctx context.Context, all bool) (indexStats, error) {
 	var (
-		from int64
-		rows []keyRow
+		from  int64
+		rows  []keyRow
+		st    indexStats
+		start = time.Now()
 	)
 	err := s.read(ctx, func(tx *sql.Tx) error {
 		var err error
@@ -194,13 +205,15 @@ func (s *Store) indexAuditKeys(ctx context.Context, all bool) (int, error) {
 		return err
 	})
 	if err != nil {
-		return 0, fmt.Errorf("read audit records to index: %w", err)
+		return st, fmt.Errorf("read audit records to index: %w", err)
 	}
 	if len(rows) == 0 || !all && int64(len(rows)) < s.idx.chunk {
-		return 0, nil
+		return st, nil
 	}
 	b := buildBucket(rows)
 	last := rows[len(rows)-1].seq
+	st.build = time.Since(start)
+	start = time.Now()
 	err = s.write(ctx, func(tx *sql.Tx) error {
 		// One indexer per database; a second (another process on the same
 		// file) must not write the same bucket again.
@@ -223,10 +236,11 @@ func (s *Store) indexAuditKeys(ctx context.Context, all bool) (int, error) {
 		return err
 	})
 	if err != nil {
-		return 0, fmt.Errorf("index audit records %d to %d: %w", from+1, last, err)
+		return st, fmt.Errorf("index audit records %d to %d: %w", from+1, last, err)
 	}
 	s.idx.indexed.Store(last)
-	return len(rows), nil
+	st.records, st.keys, st.write = len(rows), len(b), time.Since(start)
+	return st, nil
 }
 
 // bucketKey names one posting list of a bucket.

@@ -213,7 +213,9 @@ func TestKeySearchAgainstBruteForce(t *testing.T) {
 	}
 	defer s.Close()
 	s.idx.chunk = 37
-	r := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 12))
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	r := rand.New(rand.NewPCG(seed, 12))
 	seq, archived := 0, int64(0)
 	for round := range 10 {
 		n := 20 + r.IntN(150)
@@ -432,11 +434,11 @@ func TestAuditIndexCrash(t *testing.T) {
 	}
 	defer s.Close()
 	for {
-		n, err := s.indexAuditKeys(ctx, false)
+		st, err := s.indexAuditKeys(ctx, false)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if n == 0 {
+		if st.records == 0 {
 			break
 		}
 	}

@@ -39,9 +39,10 @@ type bucketRef struct {
 // visits the buckets whose time range can hold a match, latest max_time
 // first, a few, then more at a time, reading the key's posting list in
 // each. A posting newer than every bucket not yet visited (time above
-// the next one's max_time) is final: its row is read and the other
-// filters checked. It stops when a page of final records is found, so a
-// search over recent records reads the newest buckets only, and one
+// the next one's max_time) is final: once no record found so far keeps
+// it out of the page, its row is read and the other filters checked. It
+// stops when the page's records are all newer than every bucket left, so
+// a search over recent records reads the newest buckets only, and one
 // whose filters match little reads every bucket's posting list of that
 // key (one index probe each) and the rows they name.
 func (k *keySearch) run(ctx context.Context, tx *sql.Tx) ([]store.AuditEvent, error) {
@@ -95,20 +96,15 @@ func (k *keySearch) run(ctx context.Context, tx *sql.Tx) ([]store.AuditEvent, er
 		if more {
 			bound = buckets[next].maxTime
 		}
-		final := func(t int64) bool { return !more || t > bound }
-		enough := func() bool {
-			n := len(found)
-			for _, e := range tail {
-				if final(toMicros(e.Time)) {
-					n++
-				}
+		// Read the rows of the final postings, newest first, while the
+		// next could still be in the page.
+		for len(pending) > 0 && (!more || pending[0].time > bound) {
+			if top := mergeNewest(found, tail, k.n); len(top) == k.n && postingOf(top[k.n-1]).after(pending[0]) {
+				break
 			}
-			return n >= k.n
-		}
-		for len(pending) > 0 && final(pending[0].time) && !enough() {
 			want := min(256, max(32, 2*(k.n-len(found))))
 			j := 0
-			for j < len(pending) && j < want && final(pending[j].time) {
+			for j < len(pending) && j < want && (!more || pending[j].time > bound) {
 				j++
 			}
 			evs, err := k.fetch(ctx, tx, pending[:j])
@@ -118,11 +114,15 @@ func (k *keySearch) run(ctx context.Context, tx *sql.Tx) ([]store.AuditEvent, er
 			pending = pending[j:]
 			found = append(found, evs...)
 		}
-		if !more || enough() {
-			return mergeNewest(found, tail, k.n), nil
+		top := mergeNewest(found, tail, k.n)
+		if !more || len(top) == k.n && toMicros(top[k.n-1].Time) > bound {
+			return top, nil
 		}
 	}
 }
+
+// postingOf is e's position in search order.
+func postingOf(e store.AuditEvent) posting { return posting{seq: e.Seq, time: toMicros(e.Time)} }
 
 // buckets lists the buckets whose time range meets the search's, latest
 // max_time first. Only those up to the cursor: the records past it are
