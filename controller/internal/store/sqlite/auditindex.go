@@ -112,6 +112,21 @@ func newKeyIndexer() *keyIndexer {
 	return &keyIndexer{chunk: auditIndexChunk, wake: make(chan struct{}, 1)}
 }
 
+// load reads the cursor and the log's size.
+func (k *keyIndexer) load(ctx context.Context, q queryer) error {
+	cur, err := readKeyCursor(ctx, q)
+	if err != nil {
+		return err
+	}
+	size, err := auditLogSize(ctx, q)
+	if err != nil {
+		return err
+	}
+	k.indexed.Store(cur)
+	k.size.Store(size)
+	return nil
+}
+
 // appended is told the log's new size after an append commits.
 func (k *keyIndexer) appended(size int64) {
 	for old := k.size.Load(); size > old && !k.size.CompareAndSwap(old, size); old = k.size.Load() {

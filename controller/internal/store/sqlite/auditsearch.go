@@ -18,14 +18,13 @@ import (
 // Search keys (audit.KeysOf: the user, device and app a record is about)
 // live in columns of the record's own row, written by the INSERT that
 // stores the record, so they cannot fall out of step with it; they are
-// not part of the record the audit log hashes. Each key column has a
-// partial index on (key, time), which (with the rowid every SQLite index
-// ends in) is (key, time, seq): a search by key in a time range, newest
-// first, is one index range scan that stops after a page. Searches
-// without a key use (type, time), one scan per type, merged, or
-// (outcome, time). There is no index on time alone: every index costs
-// each append page writes (a key index a random page per record), and
-// the per-type scans serve time ranges.
+// not part of the record the audit log hashes. They are not indexed by
+// SQLite: an indexer writes them into posting lists behind the appends
+// (auditindex.go), and a search by key reads those and scans the records
+// past the indexer's cursor (auditkeysearch.go). Searches without a key
+// use (type, time), one scan per type, merged, or (outcome, time). There
+// is no index on time alone: every index costs each append page writes,
+// and the per-type scans serve time ranges.
 //
 // Archiving blanks a prefix of the log's rows: their bodies go, their
 // log_hashes (the leaf hash and the tree hashes the record completed)
@@ -127,7 +126,7 @@ const defaultSearchLimit = 100
 // SearchAudit implements [store.AuditArchiveStore]. The access path is
 // chosen by the filters, and indexes are named (INDEXED BY), so the plan
 // does not depend on statistics: with a user, device or app, that key's
-// posting lists (searchByKey); else with an exact type, (type, time);
+// posting lists (keySearch); else with an exact type, (type, time);
 // else with an outcome, (outcome, time); else (type, time) once per type
 // (those under the prefix, or every type, found by seeking the index
 // from one type to the next), merged. Each scan yields rows in (time,

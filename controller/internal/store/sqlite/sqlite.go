@@ -130,18 +130,10 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		return nil, fmt.Errorf("open store %q: %w", abs, err)
 	}
 
-	cur, err := readKeyCursor(ctx, w)
-	if err != nil {
+	if err := s.idx.load(ctx, w); err != nil {
 		w.Close()
 		return nil, fmt.Errorf("open store %q: %w", abs, err)
 	}
-	s.idx.indexed.Store(cur)
-	size, err := auditLogSize(ctx, w)
-	if err != nil {
-		w.Close()
-		return nil, fmt.Errorf("open store %q: %w", abs, err)
-	}
-	s.idx.size.Store(size)
 
 	if s.stmts.auditInsert, err = w.PrepareContext(ctx, auditInsertSQL(auditInsertRows)); err != nil {
 		w.Close()
