@@ -122,7 +122,9 @@ func TestAuditTrail(t *testing.T) {
 	}
 	search(allow, func(e auditEvent) bool { return e.Details["user"] == "nurse" && e.Subject == "ehr" }, "--user", "nurse", "--app", "ehr")
 	search(deny, func(e auditEvent) bool { return e.Details["user"] == "nurse" && e.Type == "flow.deny" }, "--user", "nurse", "--type", "flow.deny")
-	search(allow, func(e auditEvent) bool { return e.Details["device"] == st.DeviceID || e.Subject == st.DeviceID || strings.HasSuffix(e.Actor, st.DeviceID) },
+	search(allow, func(e auditEvent) bool {
+		return e.Details["device"] == st.DeviceID || e.Subject == st.DeviceID || strings.HasSuffix(e.Actor, st.DeviceID)
+	},
 		"--device", st.DeviceID)
 
 	// A wrong password from the clerk's device: refused, and recorded.
