@@ -34,14 +34,14 @@ import (
 // auditpostings.go), and one row in audit_key_buckets with the bucket's
 // time range. Rows are keyed (bucket, kind, key) and the bucket is the
 // chunk's last seq, so a bucket is written in key order at the right
-// edge of the tree: some 150 sequential pages for 20,000 records instead
-// of 60,000 random ones. The bucket, its postings and the cursor commit
+// edge of the tree: some 150 pages one after another for 20,000 records,
+// instead of 60,000 entries each on a random page. The bucket, its postings and the cursor commit
 // in one transaction, so a crash loses or repeats nothing: after a
 // restart the indexer goes on from the cursor. The records' keys come
 // from their own row (k_user, k_device, k_app, written by the append's
 // INSERT, unindexed), read in seq order.
 //
-// A search by key (auditsearch.go) reads the key's posting list in each
+// A search by key (auditkeysearch.go) reads the key's posting list in each
 // bucket whose time range can hold a match, newest buckets first, and
 // stops once a page is certain; the records past the cursor (at most a
 // chunk and what arrived since, seconds of traffic) are scanned
@@ -49,8 +49,8 @@ import (
 // caught up; only its cost depends on it.
 //
 // The index is derived data: it is not in the log, audit verify never
-// reads it, and deleting the two tables (and the cursor row) makes the
-// indexer rebuild it from the records.
+// reads it, and emptying the two tables and setting the cursor to 0
+// makes the indexer rebuild it from the records (docs/audit.md).
 
 // migrationAuditKeyIndex (14): the key indexes of schema 12 give way to
 // buckets of posting lists, filled by the indexer from the k_* columns
@@ -212,6 +212,10 @@ func (s *Store) indexAuditKeys(ctx context.Context, all bool) (indexStats, error
 			return err
 		}
 		s.idx.indexed.Store(from)
+		// Not a chunk yet: one probe, not a read of what is there.
+		if size, err := auditLogSize(ctx, tx); err != nil || !all && size-from < s.idx.chunk {
+			return err
+		}
 		rows, err = listRows(ctx, tx, func(r rowScanner) (keyRow, error) {
 			var k keyRow
 			err := r.Scan(&k.seq, &k.time, &k.user, &k.device, &k.app)
