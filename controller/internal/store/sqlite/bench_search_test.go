@@ -301,11 +301,11 @@ func BenchmarkAppendAuditTrail(b *testing.B) {
 		defer func() { stop(); <-done }()
 	}
 	// Records after the trail's newest, a millisecond apart; batches of
-	// 100 (one gateway report), 1,000 and 10,000 (several reports in one
-	// transaction) on the same trail.
+	// 100, 500 (a full gateway frame, gateway sendBatch), 1,000 and 10,000
+	// (several frames in one transaction) on the same trail.
 	r := rand.New(rand.NewPCG(uint64(have), 2))
 	at := searchEpoch.Add(searchSpan).Add(time.Duration(have) * time.Millisecond)
-	for _, size := range []int{100, 1000, 10_000} {
+	for _, size := range []int{100, 500, 1000, 10_000} {
 		b.Run(fmt.Sprintf("batch_%d", size), func(b *testing.B) {
 			before, err := st.AuditLogSize(ctx)
 			if err != nil {
