@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -384,7 +385,7 @@ func archiveKeyIndex(ctx context.Context, tx *sql.Tx, to int64) error {
 	}
 	var straddle int64
 	err := tx.QueryRowContext(ctx, `SELECT last_seq FROM audit_key_buckets WHERE last_seq > ? ORDER BY last_seq LIMIT 1`, to).Scan(&straddle)
-	if err == sql.ErrNoRows {
+	if errors.Is(err, sql.ErrNoRows) {
 		return nil
 	}
 	if err != nil {
