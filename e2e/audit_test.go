@@ -99,6 +99,34 @@ func TestAuditTrail(t *testing.T) {
 		t.Errorf("flow.deny names rule %q; no rule allowed it", r)
 	}
 
+	// Search by key through the real controller, whose search indexer
+	// runs: every record returned matches, and the flows are found (the
+	// denied one matched no app: its subject, the app key, is the
+	// destination).
+	search := func(want auditEvent, match func(auditEvent) bool, flags ...string) {
+		t.Helper()
+		var found struct {
+			Events []auditEvent `json:"events"`
+		}
+		w.ctlJSON(&found, append([]string{"audit", "search", "--all"}, flags...)...)
+		has := false
+		for _, e := range found.Events {
+			has = has || e.Seq == want.Seq
+			if !match(e) {
+				t.Errorf("audit search %v returned %v", flags, e)
+			}
+		}
+		if !has {
+			t.Errorf("audit search %v: %d records, not %v", flags, len(found.Events), want)
+		}
+	}
+	search(allow, func(e auditEvent) bool { return e.Details["user"] == "nurse" && e.Subject == "ehr" }, "--user", "nurse", "--app", "ehr")
+	search(deny, func(e auditEvent) bool { return e.Details["user"] == "nurse" && e.Type == "flow.deny" }, "--user", "nurse", "--type", "flow.deny")
+	search(allow, func(e auditEvent) bool {
+		return e.Details["device"] == st.DeviceID || e.Subject == st.DeviceID || strings.HasSuffix(e.Actor, st.DeviceID)
+	},
+		"--device", st.DeviceID)
+
 	// A wrong password from the clerk's device: refused, and recorded.
 	out, errOut, rc := w.clerk.cordon("not-the-password-at-all\n", "login", "--controller", controllerURL,
 		"--ca-cert", w.caFile(), "--user", "clerk", "--password-stdin", "--totp", "000000")

@@ -2,6 +2,8 @@ package auditlog
 
 import (
 	"bytes"
+	"encoding/json"
+	"maps"
 	"testing"
 )
 
@@ -55,6 +57,22 @@ func FuzzParseRecord(f *testing.F) {
 		}
 		if !bytes.Equal(r.Canonical(), b) {
 			t.Fatalf("parsed %q, encodes as %q", b, r.Canonical())
+		}
+	})
+}
+
+// FuzzAppendDetails: the details object the store keeps is JSON that
+// encoding/json reads back to the same map, for any valid UTF-8 keys and
+// values (the store makes them so).
+func FuzzAppendDetails(f *testing.F) {
+	f.Add("src", "100.64.0.7:4000", "q", "\"<&>\u2028\\\n\x01é")
+	f.Add("", "", "a", "\x7f\t\r")
+	f.Fuzz(func(t *testing.T, k1, v1, k2, v2 string) {
+		m := map[string]string{ValidUTF8(k1): ValidUTF8(v1), ValidUTF8(k2): ValidUTF8(v2)}
+		b := AppendDetails(nil, m)
+		var got map[string]string
+		if err := json.Unmarshal(b, &got); err != nil || !maps.Equal(got, m) {
+			t.Fatalf("%q: read back %q, %v; want %q", b, got, err, m)
 		}
 	})
 }

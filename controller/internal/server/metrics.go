@@ -29,6 +29,8 @@ type metricsSources struct {
 	// control.Config.ObservePush feeds (newPushHistogram).
 	signInFailures func() map[string]uint64
 	push           prometheus.Histogram
+	// auditIndexBehind is sqlite.Store.AuditIndexBehind (nil: left out).
+	auditIndexBehind func() int64
 }
 
 // newPushHistogram is cordon_control_map_push_seconds: from a map change
@@ -74,6 +76,10 @@ func metricsRegistry(src metricsSources) *prometheus.Registry {
 		}
 		return 0
 	})
+	if src.auditIndexBehind != nil {
+		gauge("audit_search_index_lag_records", "Audit records the search index has not reached yet (a search by user, device or app scans them): below about 40,000 while the indexer keeps up.", nil,
+			func() float64 { return float64(src.auditIndexBehind()) })
+	}
 	const sessHelp = "Devices' newest sessions by state (active or ended), as of the last network map recompute."
 	gauge("sessions", sessHelp, prometheus.Labels{"state": "active"}, func() float64 { return float64(totals().Sessions.Active) })
 	gauge("sessions", sessHelp, prometheus.Labels{"state": "ended"}, func() float64 { return float64(totals().Sessions.Ended) })

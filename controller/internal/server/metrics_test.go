@@ -58,7 +58,7 @@ func TestMetricsAndHealth(t *testing.T) {
 	for _, name := range []string{`cordon_control_agents{kind="client"}`, `cordon_control_agents{kind="gateway"}`,
 		`cordon_control_maps_sent_total{form="whole"}`, `cordon_control_maps_sent_total{form="delta"}`,
 		"cordon_control_map_bytes_sent_total", "cordon_control_drift_findings_total", "cordon_audit_log_checkpoint_size",
-		"cordon_audit_log_checkpoint_timestamp_seconds", "cordon_gateways_spool_full", "cordon_gateways_clock_skewed",
+		"cordon_audit_log_checkpoint_timestamp_seconds", "cordon_audit_search_index_lag_records", "cordon_gateways_spool_full", "cordon_gateways_clock_skewed",
 		"go_goroutines", "process_resident_memory_bytes"} {
 		if _, ok := metric(body, name); !ok {
 			t.Errorf("metric %s missing from /metrics", name)

@@ -252,6 +252,8 @@ func Run(ctx context.Context, cfg Config) error {
 	errc := make(chan error, 2)
 	wg.Go(func() { sessions.Run(ctx) })
 	wg.Go(func() { led.Run(ctx) })
+	// The audit search's key index, written behind the appends.
+	wg.Go(func() { st.RunAuditIndexer(ctx, log.With("component", "auditindex")) })
 	if exporter != nil {
 		wg.Go(func() { exporter.Run(ctx) })
 	}
@@ -261,7 +263,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if metricsLn != nil {
 		wg.Go(func() {
 			reg := metricsRegistry(metricsSources{totals: ctl.Totals, latest: led.Latest, sinks: sinkStatus,
-				signInFailures: apiSrv.SignInFailures, push: pushHist})
+				signInFailures: apiSrv.SignInFailures, push: pushHist, auditIndexBehind: st.AuditIndexBehind})
 			serveMetrics(ctx, metricsLn, reg, st, log.With("component", "metrics"))
 		})
 	}

@@ -310,8 +310,8 @@ func (s *Store) ScanCheckpoints(ctx context.Context, fn func(store.Checkpoint) e
 }
 
 // decodeDetails decodes a details column: the JSON object of strings that
-// json.Marshal of a map[string]string wrote. A hand parser for that one
-// shape, three times as fast as encoding/json's reflection, which matters
+// auditlog.AppendDetails wrote (json.Marshal before schema 15's
+// controller). A hand parser for that one shape (either escaping), three times as fast as encoding/json's reflection, which matters
 // when a verification decodes millions of rows; anything else (escapes it
 // does not know, invalid UTF-8, another shape) goes to json.Unmarshal, so
 // the result is always encoding/json's.

@@ -18,14 +18,13 @@ import (
 // Search keys (audit.KeysOf: the user, device and app a record is about)
 // live in columns of the record's own row, written by the INSERT that
 // stores the record, so they cannot fall out of step with it; they are
-// not part of the record the audit log hashes. Each key column has a
-// partial index on (key, time), which (with the rowid every SQLite index
-// ends in) is (key, time, seq): a search by key in a time range, newest
-// first, is one index range scan that stops after a page. Searches
-// without a key use (type, time), one scan per type, merged, or
-// (outcome, time). There is no index on time alone: every index costs
-// each append page writes (a key index a random page per record), and
-// the per-type scans serve time ranges.
+// not part of the record the audit log hashes. They are not indexed by
+// SQLite: an indexer writes them into posting lists behind the appends
+// (auditindex.go), and a search by key reads those and scans the records
+// past the indexer's cursor (auditkeysearch.go). Searches without a key
+// use (type, time), one scan per type, merged, or (outcome, time). There
+// is no index on time alone: every index costs each append page writes,
+// and the per-type scans serve time ranges.
 //
 // Archiving blanks a prefix of the log's rows: their bodies go, their
 // log_hashes (the leaf hash and the tree hashes the record completed)
@@ -124,14 +123,14 @@ func archivedTo(ctx context.Context, q queryer) (int64, error) {
 // defaultSearchLimit is what AuditQuery.Limit 0 means.
 const defaultSearchLimit = 100
 
-// SearchAudit implements [store.AuditArchiveStore]. The index is chosen
-// by the filters and named (INDEXED BY), so the plan does not depend on
-// statistics: with a user, device or app, that key's index; else with an
-// exact type, (type, time); else with an outcome, (outcome, time); else
-// (type, time) once per type (those under the prefix, or every type,
-// found by seeking the index from one type to the next), merged. Each
-// scan yields rows in (time, seq) order, checks the other filters on
-// them and stops after a page.
+// SearchAudit implements [store.AuditArchiveStore]. The access path is
+// chosen by the filters, and indexes are named (INDEXED BY), so the plan
+// does not depend on statistics: with a user, device or app, that key's
+// posting lists (keySearch); else with an exact type, (type, time);
+// else with an outcome, (outcome, time); else (type, time) once per type
+// (those under the prefix, or every type, found by seeking the index
+// from one type to the next), merged. Each scan yields rows in (time,
+// seq) order, checks the other filters on them and stops after a page.
 func (s *Store) SearchAudit(ctx context.Context, q store.AuditQuery) (store.AuditPage, error) {
 	var page store.AuditPage
 	cur, hasCur, err := q.DecodeCursor()
@@ -154,15 +153,11 @@ func (s *Store) SearchAudit(ctx context.Context, q store.AuditQuery) (store.Audi
 		args = append(args, v)
 	}
 	prefix := q.Type == "" || strings.HasSuffix(q.Type, ".")
+	byKey := q.User != "" || q.Device != "" || q.App != ""
 	// merge: one scan per type, merged; otherwise one scan.
 	merge := false
 	switch {
-	case q.User != "":
-		index = "audit_events_user"
-	case q.Device != "":
-		index = "audit_events_device"
-	case q.App != "":
-		index = "audit_events_app"
+	case byKey:
 	case !prefix:
 	case q.Outcome != "":
 		index = "audit_events_outcome"
@@ -207,7 +202,6 @@ func (s *Store) SearchAudit(ctx context.Context, q store.AuditQuery) (store.Audi
 	}
 	query := `SELECT seq, time, type, actor, outcome, subject, details, request_id FROM audit_events INDEXED BY ` + index +
 		` WHERE ` + strings.Join(where, ` AND `) + ` ORDER BY time DESC, seq DESC LIMIT ?`
-	args = append(args, limit+1)
 
 	err = s.read(ctx, func(tx *sql.Tx) error {
 		a, err := archivedTo(ctx, tx)
@@ -215,6 +209,15 @@ func (s *Store) SearchAudit(ctx context.Context, q store.AuditQuery) (store.Audi
 			return err
 		}
 		args[0] = a
+		if byKey {
+			ks := keySearch{q: q, where: strings.Join(where, ` AND `), args: args, archived: a, n: limit + 1}
+			if hasCur {
+				ks.cur = &posting{seq: cur.Seq, time: toMicros(cur.Time)}
+			}
+			page.Events, err = ks.run(ctx, tx)
+			return err
+		}
+		args := append(args, limit+1)
 		if !merge {
 			page.Events, err = listRows(ctx, tx, scanAudit, query, args...)
 			return err
@@ -389,6 +392,9 @@ func (s *Store) ArchiveAudit(ctx context.Context, a store.AuditArchive) error {
 		}
 		if _, err := tx.ExecContext(ctx, `UPDATE audit_events SET time = 0, type = '', actor = '', outcome = '', subject = '',
 			details = NULL, request_id = '', k_user = NULL, k_device = NULL, k_app = NULL WHERE seq >= ? AND seq <= ?`, a.FromSeq, a.ToSeq); err != nil {
+			return err
+		}
+		if err := archiveKeyIndex(ctx, tx, a.ToSeq); err != nil {
 			return err
 		}
 		_, err = tx.ExecContext(ctx, `INSERT INTO audit_archives (to_seq, from_seq, root, bundle_sha256, reason, request, requested_by, approved_by, at)

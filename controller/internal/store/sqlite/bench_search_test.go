@@ -3,10 +3,12 @@ package sqlite_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
@@ -56,6 +58,7 @@ func BenchmarkSearchAudit(b *testing.B) {
 		buildSearchTrail(b, st, n)
 		b.Logf("built %d records in %v", n, time.Since(start))
 	}
+	indexTrail(b, st)
 	newest := searchEpoch.Add(searchSpan)
 	day := 24 * time.Hour
 	for _, c := range []struct {
@@ -108,6 +111,43 @@ func BenchmarkSearchAudit(b *testing.B) {
 		}
 		b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N)/1000, "ms/page")
 	})
+}
+
+// BenchmarkSearchAuditTail measures searches by key over records the key
+// index has not reached: 40,000 records, two chunks, the most a running
+// controller leaves behind while its indexer keeps up (a chunk waiting
+// to fill and one being written). A search by key on a large trail costs
+// its BenchmarkSearchAudit figure plus at most this.
+func BenchmarkSearchAuditTail(b *testing.B) {
+	st, err := sqlite.Open(b.Context(), filepath.Join(b.TempDir(), "cordon.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	buildSearchTrail(b, st, 40_000)
+	if lag, err := st.AuditIndexLag(b.Context()); err != nil || lag != 40_000 {
+		b.Fatalf("%d records past the index (%v), want all 40,000", lag, err)
+	}
+	newest := searchEpoch.Add(searchSpan)
+	day := 24 * time.Hour
+	for _, c := range []struct {
+		name string
+		q    store.AuditQuery
+	}{
+		{"user_24h", store.AuditQuery{User: "user-17", Since: newest.Add(-day)}},
+		{"user_all", store.AuditQuery{User: "user-17"}},
+		{"app_denied_7d", store.AuditQuery{App: "app-42", Type: string(audit.FlowDeny), Since: newest.Add(-7 * day)}},
+		{"no_match", store.AuditQuery{User: "nobody", Type: "flow."}},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			for b.Loop() {
+				if _, err := st.SearchAudit(b.Context(), c.q); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N)/1000, "ms/page")
+		})
+	}
 }
 
 var (
@@ -171,11 +211,46 @@ func buildSearchTrail(b *testing.B, st *sqlite.Store, n int) {
 	}
 }
 
-// BenchmarkAppendAuditTrail measures what the search indexes cost appends
-// on a trail that already holds records: batches of 100 flow records
-// with random users, devices and apps (so each lands on random leaf
-// pages of the key indexes) appended after a generated trail (see
-// BenchmarkSearchAudit). ns/op is per batch; records/s is reported.
+// indexTrail runs the key indexer until the records past its cursor are
+// fewer than a chunk (the state a running controller keeps).
+func indexTrail(b *testing.B, st *sqlite.Store) {
+	ctx, cancel := context.WithCancel(b.Context())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		st.RunAuditIndexer(ctx, slog.New(slog.NewTextHandler(os.Stderr, nil)))
+	}()
+	defer func() { cancel(); <-done }()
+	start := time.Now()
+	for {
+		lag, err := st.AuditIndexLag(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if lag < 20_000 {
+			break
+		}
+		time.Sleep(100 * time.Millisecond) // a benchmark's setup, polling the indexer
+	}
+	b.Logf("indexed in %v", time.Since(start))
+}
+
+// cpuTime is the process's user and system CPU time so far.
+func cpuTime(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkAppendAuditTrail measures appends on a trail that already
+// holds records, with the key indexer running beside them as in the
+// controller: batches of flow records with random users, devices and
+// apps appended after a generated trail (see BenchmarkSearchAudit).
+// ns/op is per batch; records/s is reported, and lag_records, how many
+// records were past the index's cursor at the end (the indexer kept up
+// if it is below a chunk or two).
 //
 // By default the trail is 100,000 records in a temporary directory,
 // small enough that its indexes fit the page cache. For the large-trail
@@ -212,27 +287,50 @@ func BenchmarkAppendAuditTrail(b *testing.B) {
 		b.Logf("built %d records in %v", n, time.Since(start))
 		have = int64(n)
 	}
+	indexTrail(b, st)
+	// CORDON_APPEND_BENCH_NO_INDEXER=1: appends alone, for the indexer's
+	// cost in the same session.
+	if os.Getenv("CORDON_APPEND_BENCH_NO_INDEXER") == "" {
+		ictx, stop := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			// Debug: each bucket's build and write times.
+			st.RunAuditIndexer(ictx, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})))
+		}()
+		defer func() { stop(); <-done }()
+	}
 	// Records after the trail's newest, a millisecond apart; batches of
-	// 100 (one gateway report), 1,000 and 10,000 (several reports in one
-	// transaction) on the same trail.
+	// 100, 500 (a full gateway frame, gateway sendBatch), 1,000 and 10,000
+	// (several frames in one transaction) on the same trail.
 	r := rand.New(rand.NewPCG(uint64(have), 2))
 	at := searchEpoch.Add(searchSpan).Add(time.Duration(have) * time.Millisecond)
-	for _, size := range []int{100, 1000, 10_000} {
+	for _, size := range []int{100, 500, 1000, 10_000} {
 		b.Run(fmt.Sprintf("batch_%d", size), func(b *testing.B) {
 			before, err := st.AuditLogSize(ctx)
 			if err != nil {
 				b.Fatal(err)
 			}
-			batch := make([]store.AuditEvent, size)
-			for b.Loop() {
-				for i := range batch {
+			// Batches made before the clock starts (the store's cost, not
+			// fmt's), cycled; each append gives its records new times.
+			batches := make([][]store.AuditEvent, 8)
+			for j := range batches {
+				batches[j] = make([]store.AuditEvent, size)
+				for i := range batches[j] {
 					u := r.IntN(5000)
 					user, dev := fmt.Sprintf("user-%d", u), fmt.Sprintf("dev-%d", (u*8+r.IntN(2))%8000)
 					app := fmt.Sprintf("app-%d", r.IntN(300))
-					at = at.Add(time.Millisecond)
-					batch[i] = store.AuditEvent{Time: at, Type: audit.FlowAllow, Outcome: "allow", Actor: "gateway:gw-1", Subject: app,
+					batches[j][i] = store.AuditEvent{Type: audit.FlowAllow, Outcome: "allow", Actor: "gateway:gw-1", Subject: app,
 						Details: map[string]string{"proto": "tcp", "src": fmt.Sprintf("100.64.%d.%d:%d", u/250, u%250, 30000+r.IntN(30000)),
 							"dst": "10.20.0.10:443", "gateway": "gw-1", "user": user, "device": dev, "rule": "r-" + app}}
+				}
+			}
+			cpu := cpuTime(b)
+			for n := 0; b.Loop(); n++ {
+				batch := batches[n%len(batches)]
+				for i := range batch {
+					at = at.Add(time.Millisecond)
+					batch[i].Time = at
 				}
 				if err := st.AppendAudit(ctx, batch...); err != nil {
 					b.Fatal(err)
@@ -246,6 +344,15 @@ func BenchmarkAppendAuditTrail(b *testing.B) {
 				b.Fatalf("the log holds %d records after appending, want %d", after, want)
 			}
 			b.ReportMetric(float64(b.N*size)/b.Elapsed().Seconds(), "records/s")
+			// The process's CPU time (appends, the indexer, the driver)
+			// per record: on a shared machine, what records/s would be
+			// with a core to itself, fsyncs aside.
+			b.ReportMetric(float64((cpuTime(b)-cpu).Microseconds())/float64(b.N*size), "cpu_µs/record")
+			lag, err := st.AuditIndexLag(ctx)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ReportMetric(float64(lag), "lag_records")
 		})
 	}
 }

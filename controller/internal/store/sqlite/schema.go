@@ -155,6 +155,7 @@ ALTER TABLE devices ADD COLUMN mfa_at INTEGER NOT NULL DEFAULT 0; -- unix µs, 0
 	migrationAuditSearch,
 	migrationFlowAcks,
 	migrationGatewayDrain,
+	migrationAuditKeyIndex,
 }
 
 // migrationData are steps in Go that run after the migration to the

@@ -82,6 +82,9 @@ type Store struct {
 	// the Stores Update makes.
 	stmts *preparedStmts
 
+	// idx is the audit key indexer's state (auditindex.go).
+	idx *keyIndexer
+
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -119,10 +122,15 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	w.SetConnMaxLifetime(0)
 	w.SetConnMaxIdleTime(0)
 
-	s := &Store{w: w, maxOffset: maxOffset(), stmts: &preparedStmts{}}
+	s := &Store{w: w, maxOffset: maxOffset(), stmts: &preparedStmts{}, idx: newKeyIndexer()}
 	// The writer goes first: it switches the file to WAL and migrates before
 	// any reader connects.
 	if err := migrate(ctx, w); err != nil {
+		w.Close()
+		return nil, fmt.Errorf("open store %q: %w", abs, err)
+	}
+
+	if err := s.idx.load(ctx, w); err != nil {
 		w.Close()
 		return nil, fmt.Errorf("open store %q: %w", abs, err)
 	}
@@ -214,7 +222,7 @@ func (s *Store) Update(ctx context.Context, fn func(ctx context.Context, tx stor
 		return fn(ctx, s)
 	}
 	return s.write(ctx, func(tx *sql.Tx) error {
-		return fn(context.WithValue(ctx, inTx{}, inTx{s.w}), &Store{w: s.w, r: s.r, maxOffset: s.maxOffset, tx: tx, stmts: s.stmts})
+		return fn(context.WithValue(ctx, inTx{}, inTx{s.w}), &Store{w: s.w, r: s.r, maxOffset: s.maxOffset, tx: tx, stmts: s.stmts, idx: s.idx})
 	})
 }
 

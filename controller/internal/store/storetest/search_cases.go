@@ -340,3 +340,15 @@ func testArchiveRequests(t *testing.T, s store.Store) {
 	must(t, err)
 	wantNames(t, "requests, newest first", names(rs, func(r store.ArchiveRequest) string { return r.ID }), []string{"ar-2", "ar-1"})
 }
+
+// WantSearch is the reference search: the seqs of the records of evs
+// that match q, newest first by (Time, Seq). A backend's own tests
+// compare its search with it on states the suite cannot reach (an index
+// half built).
+func WantSearch(q store.AuditQuery, evs []store.AuditEvent) []int64 { return want(q, evs) }
+
+// SearchAll pages through q on s and returns the seqs found, failing t on
+// a repeated record or a search that does not end.
+func SearchAll(t *testing.T, s store.Store, q store.AuditQuery) []int64 {
+	return searchAll(t, s, q, nil)
+}
