@@ -331,6 +331,8 @@ func TestCrashUnderFlowLoad(t *testing.T) {
 	// the load stopped: no record lost, changed or reordered.
 	verifyLog("after the last round")
 
+	flowRecs := w.searchAll("flow.")
+
 	// (3) A flow without its record passed before a gateway kill, and
 	// the kill lost only the tail of that process's decisions: the spool
 	// writes them in order, so no flow that began after a lost one ended
@@ -355,10 +357,25 @@ func TestCrashUnderFlowLoad(t *testing.T) {
 	for _, f := range missing {
 		lost[f] = true
 	}
+	recordsOf := func(src string) (times []string) {
+		for _, e := range flowRecs {
+			if e.Details["src"] == src {
+				times = append(times, e.Type+"@"+e.Time.Format(time.StampMilli))
+			}
+		}
+		return times
+	}
 	for _, f := range flows.passed {
 		if k := gen(f); k < len(gwKills) && !lost[f] && !firstLost[k].IsZero() && f.start.After(firstLost[k]) {
-			t.Errorf("gateway kill %d: flow from %s began at %s, after a flow whose record is lost had passed (%s), yet has its record: a hole, not the not-durable tail",
-				k+1, f.src, f.start.Format(time.StampMilli), firstLost[k].Format(time.StampMilli))
+			var first passedFlow
+			for _, m := range missing {
+				if gen(m) == k && m.done.Equal(firstLost[k]) {
+					first = m
+				}
+			}
+			t.Errorf("gateway kill %d (%s): flow from %s began at %s, after the flow from %s (%s to %s, records %v) whose record is lost had passed, yet has its record: a hole, not the not-durable tail",
+				k+1, gwKills[k].Format(time.StampMilli), f.src, f.start.Format(time.StampMilli),
+				first.src, first.start.Format(time.StampMilli), first.done.Format(time.StampMilli), recordsOf(first.src))
 			break
 		}
 	}
@@ -370,7 +387,6 @@ func TestCrashUnderFlowLoad(t *testing.T) {
 
 	// (4) The gateway numbers every record of its spool: no number is in
 	// the trail twice.
-	flowRecs := w.searchAll("flow.")
 	seqs := map[string]auditEvent{}
 	for _, e := range flowRecs {
 		if e.Details["gateway"] == "" || e.Details["seq"] == "" {
