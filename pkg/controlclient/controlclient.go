@@ -119,6 +119,31 @@ func (c *Client) Send(f *controlproto.Frame) bool {
 	}
 }
 
+// Discard removes the queued frames that match selects (not yet handed to
+// a connection) and returns how many; the others stay queued, in order.
+// Call it while no connection is up (from OnState(false)): a frame queued
+// for the connection that went down would otherwise go first on the next.
+func (c *Client) Discard(match func(*controlproto.Frame) bool) int {
+	var keep []*controlproto.Frame
+	n := 0
+	for drained := false; !drained; {
+		select {
+		case f := <-c.out:
+			if match(f) {
+				n++
+			} else {
+				keep = append(keep, f)
+			}
+		default:
+			drained = true
+		}
+	}
+	for _, f := range keep {
+		c.Send(f) // room for them was just made; if not, dropped and counted
+	}
+	return n
+}
+
 // Dropped returns how many frames Send had to drop.
 func (c *Client) Dropped() uint64 { return c.dropped.Load() }
 

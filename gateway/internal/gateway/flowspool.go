@@ -79,11 +79,17 @@ type flowReporter struct {
 	classes      atomic.Pointer[map[string]string]
 	ctrlCaps     atomic.Int64  // controller capability on this connection; 0 unknown or down
 	connGen      atomic.Uint64 // counts connection changes
-	wake         chan struct{} // the writer appended, a connection came, an ack arrived
-	mu           sync.Mutex
-	ackedSeq     uint64 // guarded by mu
-	logFullAt    time.Time
-	fullLogged   bool
+	// sendMu is held to queue a frame for the connection, and by
+	// connState to drop the frames queued for one that went down.
+	sendMu sync.Mutex
+	// discard drops the queued frames match selects (the control client's
+	// Discard); nil drops none.
+	discard    func(match func(*controlproto.Frame) bool) int
+	wake       chan struct{} // the writer appended, a connection came, an ack arrived
+	mu         sync.Mutex
+	ackedSeq   uint64 // guarded by mu
+	logFullAt  time.Time
+	fullLogged bool
 }
 
 func openFlowReporter(stateDir string, maxBytes int64, policy string, log *slog.Logger) (*flowReporter, error) {
@@ -141,11 +147,27 @@ func (r *flowReporter) setApps(apps []controlproto.App) {
 }
 
 // connState is the control client's OnState.
+//
+// When the connection goes down, flow frames still queued for it are
+// dropped: the next connection starts from the oldest unacknowledged
+// record, and the controller skips what it has recorded by sequence
+// number, so a stale frame of later records sent first on it would make
+// the controller skip (and acknowledge) the earlier records the lost
+// connection never delivered.
 func (r *flowReporter) connState(up bool) {
+	r.sendMu.Lock()
 	r.ctrlCaps.Store(0)
 	r.connGen.Add(1)
+	if !up && r.discard != nil {
+		if n := r.discard(isFlowEvents); n > 0 {
+			r.log.Info("control connection down: flow frames queued for it dropped; the next connection resends from the oldest unacknowledged record", "frames", n)
+		}
+	}
+	r.sendMu.Unlock()
 	r.poke()
 }
+
+func isFlowEvents(f *controlproto.Frame) bool { return f.Type == controlproto.TypeFlowEvents }
 
 // controllerCaps notes the controller's capability from a whole map. A
 // map made from a delta carries none (0): the first map of a connection
@@ -352,7 +374,17 @@ func (r *flowReporter) sendSome(ctx context.Context, send func(*controlproto.Fra
 		if numbered {
 			fe.SpoolID, fe.SentAt, fe.Spool = r.sp.ID(), r.now().UTC(), r.status()
 		}
-		if !send(&controlproto.Frame{Type: controlproto.TypeFlowEvents, FlowEvents: fe}) {
+		// Queued only for the connection the cursor was made for: once
+		// it went down, the sender starts again from the oldest
+		// unacknowledged record.
+		r.sendMu.Lock()
+		stale := r.connGen.Load() != st.gen
+		queued := !stale && send(&controlproto.Frame{Type: controlproto.TypeFlowEvents, FlowEvents: fe})
+		r.sendMu.Unlock()
+		if stale {
+			return
+		}
+		if !queued {
 			r.rewind(st) // the connection's queue is full: read these again later
 			return
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -227,5 +228,77 @@ func TestReporterKeepsCapabilityAcrossDeltas(t *testing.T) {
 	r.controllerCaps(0) // a controller older than 7
 	if c := r.ctrlCaps.Load(); c != 1 {
 		t.Fatalf("capability %d after a map without one on a new connection, want 1 (old controller)", c)
+	}
+}
+
+// queue is a control client's send queue: frames wait in it until a
+// connection takes them, and discard drops them as Client.Discard does.
+type queue struct {
+	mu sync.Mutex
+	fs []*controlproto.Frame
+}
+
+func (q *queue) send(fr *controlproto.Frame) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.fs = append(q.fs, fr)
+	return true
+}
+
+func (q *queue) discard(match func(*controlproto.Frame) bool) int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	n := len(q.fs)
+	q.fs = slices.DeleteFunc(q.fs, match)
+	return n - len(q.fs)
+}
+
+// seqs returns the sequence numbers of the queued flow events, in order.
+func (q *queue) seqs() []uint64 {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	var out []uint64
+	for _, fr := range q.fs {
+		for _, e := range fr.FlowEvents.Events {
+			out = append(out, e.Seq)
+		}
+	}
+	return out
+}
+
+// TestReporterDropsFramesQueuedForALostConnection: frames queued for a
+// connection that went down before it sent them do not go first on the
+// next one. The next connection starts from the oldest unacknowledged
+// record; a stale frame of later records ahead of it would make the
+// controller (which skips what it has by sequence number) record and
+// acknowledge those, and skip the earlier ones for good.
+func TestReporterDropsFramesQueuedForALostConnection(t *testing.T) {
+	r, err := openFlowReporter(t.TempDir(), 0, "", slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := &queue{}
+	r.discard = q.discard
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { r.writer(ctx) })
+	wg.Go(func() { r.sender(ctx, q.send) })
+	t.Cleanup(func() { cancel(); wg.Wait(); r.close() })
+
+	r.connState(true)
+	r.controllerCaps(controlproto.CapabilityVersion)
+	for i := range 10 {
+		r.events <- flowEv(uint16(i))
+	}
+	waitFor(t, "10 events queued", func() bool { return len(q.seqs()) == 10 })
+	r.connState(false) // none of them was sent
+	if got := q.seqs(); len(got) != 0 {
+		t.Fatalf("after the connection went down, still queued: %v", got)
+	}
+	r.connState(true)
+	r.controllerCaps(controlproto.CapabilityVersion)
+	waitFor(t, "10 events queued again", func() bool { return len(q.seqs()) == 10 })
+	if got := q.seqs(); !slices.Equal(got, []uint64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}) {
+		t.Fatalf("queued for the new connection %v, want 1..10 once, in order", got)
 	}
 }

@@ -250,6 +250,7 @@ func Run(ctx context.Context, cfg Config) error {
 		Logger:  log.With("component", "control"),
 	})
 	g.send = cc.Send
+	flows.discard = cc.Discard // before cc.Run: connState reads it
 	ctx, cancel := context.WithCancel(ctx)
 	var workers sync.WaitGroup
 	defer func() {
