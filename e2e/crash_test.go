@@ -159,9 +159,15 @@ func (a *auditLogCheck) cordonctl(t *testing.T, c *crashController, args ...stri
 // save keeps the controller's latest checkpoint (waiting for the first).
 func (a *auditLogCheck) save(t *testing.T, c *crashController) {
 	t.Helper()
+	a.saveWith(t, func(args ...string) (string, error) { return a.cordonctl(t, c, args...) })
+}
+
+// saveWith is save with cordonctl run by ctl (stdout and stderr).
+func (a *auditLogCheck) saveWith(t *testing.T, ctl func(args ...string) (string, error)) {
+	t.Helper()
 	var cp string
 	waitFor(t, 10*time.Second, "an audit log checkpoint", func() error {
-		out, err := a.cordonctl(t, c, "audit", "checkpoint")
+		out, err := ctl("audit", "checkpoint")
 		if err != nil {
 			return fmt.Errorf("%v: %s", err, out)
 		}
@@ -178,11 +184,17 @@ func (a *auditLogCheck) save(t *testing.T, c *crashController) {
 // holds the newest one.
 func (a *auditLogCheck) verify(t *testing.T, c *crashController, kill int) {
 	t.Helper()
-	out, err := a.cordonctl(t, c, "audit", "verify", "--checkpoint", a.held)
+	a.verifyWith(t, func(args ...string) (string, error) { return a.cordonctl(t, c, args...) }, fmt.Sprintf("kill %d", kill))
+}
+
+// verifyWith is verify with cordonctl run by ctl; when names the moment.
+func (a *auditLogCheck) verifyWith(t *testing.T, ctl func(args ...string) (string, error), when string) {
+	t.Helper()
+	out, err := ctl("audit", "verify", "--checkpoint", a.held)
 	if err != nil || !strings.Contains(out, "log verified: ") || !strings.Contains(out, "extends the earlier checkpoint") {
-		t.Fatalf("kill %d: cordonctl audit verify: %v\n%s", kill, err, out)
+		t.Fatalf("%s: cordonctl audit verify: %v\n%s", when, err, out)
 	}
-	a.save(t, c)
+	a.saveWith(t, ctl)
 }
 
 // crashCall is one mutating call of a burst.

@@ -9,7 +9,6 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -207,20 +206,15 @@ func TestCrashUnderFlowLoad(t *testing.T) {
 	// Stops the load if the test fails before the end.
 	t.Cleanup(func() { stop(); wg.Wait() })
 
-	held := filepath.Join(w.dir, "held-checkpoint.txt")
-	saveCheckpoint := func() {
-		t.Helper()
-		if err := os.WriteFile(held, []byte(w.mustCtl("", "audit", "checkpoint")), 0o600); err != nil {
-			t.Fatal(err)
+	// cordonctl for the audit log check: its exit status as an error.
+	ctl := func(args ...string) (string, error) {
+		out, errOut, code := w.cordonctl("", args...)
+		if code != 0 {
+			return out + errOut, fmt.Errorf("cordonctl %s: exit %d", strings.Join(args, " "), code)
 		}
+		return out, nil
 	}
-	verifyLog := func(when string) {
-		t.Helper()
-		out, errOut, code := w.cordonctl("", "audit", "verify", "--checkpoint", held)
-		if code != 0 || !strings.Contains(out, "log verified: ") || !strings.Contains(out, "extends the earlier checkpoint") {
-			t.Fatalf("%s: cordonctl audit verify: exit %d\n%s%s", when, code, out, errOut)
-		}
-	}
+	logCheck := &auditLogCheck{dir: w.dir}
 	// awaitFlows waits until flows pass again after a restart: every round
 	// runs under load.
 	awaitFlows := func(when string) {
@@ -244,7 +238,7 @@ func TestCrashUnderFlowLoad(t *testing.T) {
 	for r := range rounds {
 		together := r%2 == 0
 		pause(300*time.Millisecond, 1500*time.Millisecond)
-		saveCheckpoint()
+		logCheck.saveWith(t, ctl)
 		killController()
 		ctlKills++
 		if together {
@@ -255,7 +249,7 @@ func TestCrashUnderFlowLoad(t *testing.T) {
 		}
 		pause(200*time.Millisecond, time.Second)
 		w.startController(fmt.Sprintf("controller-%d", r+1))
-		verifyLog(fmt.Sprintf("round %d, controller restarted", r+1))
+		logCheck.verifyWith(t, ctl, fmt.Sprintf("round %d, controller restarted", r+1))
 		if !together {
 			pause(300*time.Millisecond, 1500*time.Millisecond)
 			w.killGateway()
@@ -269,7 +263,7 @@ func TestCrashUnderFlowLoad(t *testing.T) {
 	pause(time.Second, 2*time.Second)
 	stop()
 	wg.Wait()
-	saveCheckpoint()
+	logCheck.saveWith(t, ctl)
 
 	// gen says which gateway process decided a flow: the index of the
 	// kill that ended it, len(gwKills) for the last one.
@@ -338,7 +332,7 @@ func TestCrashUnderFlowLoad(t *testing.T) {
 
 	// (1) The whole log verifies, and extends the checkpoint taken when
 	// the load stopped: no record lost, changed or reordered.
-	verifyLog("after the last round")
+	logCheck.verifyWith(t, ctl, "after the last round")
 
 	flowRecs := w.searchAll("flow.")
 
