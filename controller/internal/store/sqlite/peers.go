@@ -194,7 +194,7 @@ func (s *Store) RedeemEnrollToken(ctx context.Context, hash []byte, now time.Tim
 			return err
 		}
 		g.OverlayAddr = offsetAddr(off)
-		_, err = tx.ExecContext(ctx, `INSERT INTO gateways (`+gatewayCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, 0)`,
+		_, err = tx.ExecContext(ctx, `INSERT INTO gateways (`+gatewayCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, 0, 0, '', '')`,
 			g.ID, g.Name, g.Segment, g.PublicKey.String(), off, g.Endpoint, toMicros(g.CreatedAt))
 		return insertErr(err)
 	})
@@ -312,15 +312,16 @@ func (s *Store) DeleteGateway(ctx context.Context, id string) error {
 
 // --- devices ---
 
-const deviceCols = `id, user_name, hostname, public_key, overlay_addr, created_at, mfa_at, revoked_at`
+const deviceCols = `id, user_name, hostname, public_key, overlay_addr, created_at, mfa_at, revoked_at, quarantined_at, quarantined_by, quarantine_reason`
 
 func scanDevice(r rowScanner) (store.Device, error) {
 	var (
-		d                     store.Device
-		key                   string
-		off, at, mfa, revoked int64
+		d                                  store.Device
+		key                                string
+		off, at, mfa, revoked, quarantined int64
 	)
-	if err := r.Scan(&d.ID, &d.User, &d.Hostname, &key, &off, &at, &mfa, &revoked); err != nil {
+	if err := r.Scan(&d.ID, &d.User, &d.Hostname, &key, &off, &at, &mfa, &revoked,
+		&quarantined, &d.Quarantine.By, &d.Quarantine.Reason); err != nil {
 		return d, err
 	}
 	var err error
@@ -331,6 +332,7 @@ func scanDevice(r rowScanner) (store.Device, error) {
 	d.CreatedAt = fromMicros(at)
 	d.MFAAt = fromOptMicros(mfa)
 	d.RevokedAt = fromOptMicros(revoked)
+	d.Quarantine.At = fromOptMicros(quarantined)
 	return d, nil
 }
 
@@ -379,7 +381,7 @@ func (s *Store) CreateDevice(ctx context.Context, d store.Device) (store.Device,
 			return err
 		}
 		d.OverlayAddr = offsetAddr(off)
-		_, err = tx.ExecContext(ctx, `INSERT INTO devices (`+deviceCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, 0)`,
+		_, err = tx.ExecContext(ctx, `INSERT INTO devices (`+deviceCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, 0, 0, '', '')`,
 			d.ID, d.User, d.Hostname, d.PublicKey.String(), off, toMicros(d.CreatedAt), optMicros(d.MFAAt))
 		return insertErr(err)
 	})
@@ -402,6 +404,33 @@ func (s *Store) UpdateDevice(ctx context.Context, d store.Device) error {
 	})
 	if err != nil {
 		return fmt.Errorf("update device %q: %w", d.ID, err)
+	}
+	return nil
+}
+
+// migrationDeviceQuarantine (schema 16): an admin's quarantine of each
+// device (quarantined_at 0: not quarantined).
+const migrationDeviceQuarantine = `
+ALTER TABLE devices ADD COLUMN quarantined_at INTEGER NOT NULL DEFAULT 0; -- unix µs, 0: not quarantined
+ALTER TABLE devices ADD COLUMN quarantined_by TEXT NOT NULL DEFAULT '';   -- the admin's actor
+ALTER TABLE devices ADD COLUMN quarantine_reason TEXT NOT NULL DEFAULT '';
+`
+
+// SetDeviceQuarantine implements [store.Store].
+func (s *Store) SetDeviceQuarantine(ctx context.Context, id string, q store.Quarantine) error {
+	if q.At.IsZero() {
+		q = store.Quarantine{}
+	}
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE devices SET quarantined_at = ?, quarantined_by = ?, quarantine_reason = ? WHERE id = ?`,
+			optMicros(q.At), q.By, q.Reason, id)
+		if err != nil {
+			return err
+		}
+		return mustAffect(res)
+	})
+	if err != nil {
+		return fmt.Errorf("set quarantine of device %q: %w", id, err)
 	}
 	return nil
 }
