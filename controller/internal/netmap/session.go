@@ -82,7 +82,7 @@ func (ix *Index) SessionInfo(d store.Device) *controlproto.SessionInfo {
 	if q := d.Quarantine; q.Active() {
 		// Whatever the session's state: signing in again does not help.
 		info := &controlproto.SessionInfo{State: controlproto.SessionEnded, Reason: controlproto.ReasonQuarantined,
-			Message: QuarantineMessage(q.Reason)}
+			Message: controlproto.QuarantineMessage(q.Reason)}
 		if s != nil {
 			info.ID, info.StartedAt, info.MFAAt = s.ID, s.Started, s.MFAAt
 		}
@@ -104,13 +104,6 @@ func (ix *Index) SessionInfo(d store.Device) *controlproto.SessionInfo {
 	info.Posture = ix.postureFindings(d.ID)
 	info.NoMFA = ix.noMFA(d, s)
 	return info
-}
-
-// QuarantineMessage is what the user of a device quarantined for reason
-// is told ('cordon status', the log of 'cordon up').
-func QuarantineMessage(reason string) string {
-	return "quarantined by your IT security team: " + reason +
-		"; this device reaches no app until they release it, and signing in again does not change that: contact your IT service desk"
 }
 
 // endMessage tells the user why the session ended and what to do.

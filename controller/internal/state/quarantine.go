@@ -7,6 +7,8 @@ import (
 
 	"github.com/cordonhq/cordon/controller/internal/store"
 	"github.com/cordonhq/cordon/pkg/audit"
+	"github.com/cordonhq/cordon/pkg/controlproto"
+	"github.com/cordonhq/cordon/pkg/wgkey"
 )
 
 // This file: device quarantine (ZTMM Devices, Optimal). A quarantined
@@ -75,4 +77,20 @@ func (s *State) setQuarantine(ctx context.Context, o Origin, id string, decide f
 		return nil
 	})
 	return d, err
+}
+
+// keyQuarantined refuses a sign-in that would put key, held by a
+// quarantined device other than deviceID, on another device (a new
+// enrollment, or the sign-in of another device).
+func keyQuarantined(ctx context.Context, tx store.Store, key wgkey.Public, deviceID string) error {
+	holders, err := tx.ListDevicesByKey(ctx, key)
+	if err != nil {
+		return err
+	}
+	for _, d := range holders {
+		if d.ID != deviceID && d.Quarantine.Active() {
+			return refuse(ErrConflict, "this computer's key belongs to device %s, which is %s", d.ID, controlproto.QuarantineMessage(d.Quarantine.Reason))
+		}
+	}
+	return nil
 }

@@ -328,6 +328,9 @@ type Store interface {
 	SetDeviceQuarantine(ctx context.Context, id string, q Quarantine) error
 	GetDevice(ctx context.Context, id string) (Device, error)
 	ListDevices(ctx context.Context) ([]Device, error)
+	// ListDevicesByKey returns the devices enrolled with key (none, one,
+	// or several: a key is not unique), sorted by ID.
+	ListDevicesByKey(ctx context.Context, key wgkey.Public) ([]Device, error)
 	DeleteDevice(ctx context.Context, id string) error
 
 	// Update runs fn in one write transaction: everything fn does through

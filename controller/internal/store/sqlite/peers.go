@@ -194,7 +194,7 @@ func (s *Store) RedeemEnrollToken(ctx context.Context, hash []byte, now time.Tim
 			return err
 		}
 		g.OverlayAddr = offsetAddr(off)
-		_, err = tx.ExecContext(ctx, `INSERT INTO gateways (`+gatewayCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, 0, 0, '', '')`,
+		_, err = tx.ExecContext(ctx, `INSERT INTO gateways (`+gatewayCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, 0)`,
 			g.ID, g.Name, g.Segment, g.PublicKey.String(), off, g.Endpoint, toMicros(g.CreatedAt))
 		return insertErr(err)
 	})
@@ -414,6 +414,7 @@ const migrationDeviceQuarantine = `
 ALTER TABLE devices ADD COLUMN quarantined_at INTEGER NOT NULL DEFAULT 0; -- unix µs, 0: not quarantined
 ALTER TABLE devices ADD COLUMN quarantined_by TEXT NOT NULL DEFAULT '';   -- the admin's actor
 ALTER TABLE devices ADD COLUMN quarantine_reason TEXT NOT NULL DEFAULT '';
+CREATE INDEX devices_public_key ON devices(public_key); -- a sign-in finds quarantined holders of its key
 `
 
 // SetDeviceQuarantine implements [store.Store].
@@ -449,6 +450,15 @@ func (s *Store) ListDevices(ctx context.Context) ([]store.Device, error) {
 	out, err := listDevices(ctx, s.reader())
 	if err != nil {
 		return nil, fmt.Errorf("list devices: %w", err)
+	}
+	return out, nil
+}
+
+// ListDevicesByKey implements [store.Store].
+func (s *Store) ListDevicesByKey(ctx context.Context, key wgkey.Public) ([]store.Device, error) {
+	out, err := listRows(ctx, s.reader(), scanDevice, `SELECT `+deviceCols+` FROM devices WHERE public_key = ? ORDER BY id`, key.String())
+	if err != nil {
+		return nil, fmt.Errorf("list devices by key: %w", err)
 	}
 	return out, nil
 }
