@@ -4,7 +4,6 @@ import (
 	"net/http"
 	"strings"
 	"unicode"
-	"unicode/utf8"
 
 	"github.com/cordonhq/cordon/pkg/adminapi"
 )
@@ -77,14 +76,11 @@ func devicePathID(r *http.Request) (string, error) {
 }
 
 // checkText validates free text shown to people (a user's terminal, the
-// audit trail): valid UTF-8 on one line without control characters, at
-// most max bytes.
+// audit trail): one line without control characters, at most max bytes
+// (JSON decoding already replaced invalid UTF-8).
 func checkText(field, v string, max int) error {
 	if len(v) > max {
 		return invalidf("field %q: at most %d bytes", field, max)
-	}
-	if !utf8.ValidString(v) {
-		return invalidf("field %q: not valid UTF-8", field)
 	}
 	if strings.ContainsFunc(v, unicode.IsControl) {
 		return invalidf("field %q: control characters (line breaks, tabs, escapes) are not allowed: write it on one line", field)
