@@ -46,7 +46,8 @@ func TestQuarantine(t *testing.T) {
 	const told = "quarantined by your IT security team: " + quarantineReason
 	waitFor(t, 5*time.Second, "'cordon status' to say the device is quarantined", func() error {
 		out, errOut, _ := w.nurse.cordon("", "status")
-		if !strings.Contains(out, told) || !strings.Contains(out, "contact your IT service desk") {
+		// 'cordon status' capitalizes the message.
+		if !strings.Contains(strings.ToLower(out), strings.ToLower(told)) || !strings.Contains(out, "contact your IT service desk") {
 			return fmt.Errorf("'cordon status' does not say why:\n%s%s", out, errOut)
 		}
 		st, err := w.nurse.status()
