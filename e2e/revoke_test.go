@@ -115,8 +115,14 @@ func (w *world) cutAndRestore(ehr *service, what string, revoke, restore func(),
 	if restore == nil {
 		return
 	}
+	w.restored(restore, bound)
+}
 
-	start = time.Now()
+// restored runs restore and checks that the nurse reaches ehr again
+// within bound.
+func (w *world) restored(restore func(), bound time.Duration) {
+	t := w.t
+	t.Helper()
 	restore()
 	d, err := poll(20*time.Second, 50*time.Millisecond, func() error {
 		body, err := w.nurse.getTimeout(ehrAddr, 500*time.Millisecond)

@@ -33,6 +33,7 @@ import (
 	"github.com/cordonhq/cordon/controller/internal/store/storetest"
 	"github.com/cordonhq/cordon/pkg/adminapi"
 	"github.com/cordonhq/cordon/pkg/audit"
+	"github.com/cordonhq/cordon/pkg/wgkey"
 )
 
 // AdminTokenName is the name of the owner-role admin token New creates
@@ -204,6 +205,13 @@ func (s *Server) RefuseIdentity(ctx context.Context, idp, subject string, at tim
 	}
 	id.InvalidAt, id.RefreshToken = at.UTC().Truncate(time.Microsecond), ""
 	return s.Store.UpdateIdentity(ctx, id)
+}
+
+// AddDevice stores a device of user with key, as a first sign-in would
+// enroll it (without the session), and returns its ID.
+func (s *Server) AddDevice(ctx context.Context, user, hostname string, key wgkey.Public) (string, error) {
+	d, err := s.Store.CreateDevice(ctx, store.Device{User: user, Hostname: hostname, PublicKey: key, CreatedAt: s.Now()})
+	return d.ID, err
 }
 
 // Now is the server's clock.

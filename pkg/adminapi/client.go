@@ -537,6 +537,35 @@ func (c *Client) RevokeDevice(ctx context.Context, id string) (*Device, error) {
 	return &d, nil
 }
 
+// GetDevice returns one device.
+func (c *Client) GetDevice(ctx context.Context, id string) (*Device, error) {
+	var d Device
+	if err := c.Do(ctx, http.MethodGet, pathf("/v1/devices/%s", id), nil, &d); err != nil {
+		return nil, err
+	}
+	return &d, nil
+}
+
+// QuarantineDevice quarantines a device: every gateway drops it and it
+// reaches no app until released, but it keeps its control channel, so its
+// user sees reason, and its posture keeps reporting.
+func (c *Client) QuarantineDevice(ctx context.Context, id, reason string) (*Device, error) {
+	var d Device
+	if err := c.Do(ctx, http.MethodPost, pathf("/v1/devices/%s/quarantine", id), QuarantineRequest{Reason: reason}, &d); err != nil {
+		return nil, err
+	}
+	return &d, nil
+}
+
+// ReleaseDevice ends a device's quarantine.
+func (c *Client) ReleaseDevice(ctx context.Context, id, comment string) (*Device, error) {
+	var d Device
+	if err := c.Do(ctx, http.MethodPost, pathf("/v1/devices/%s/release", id), ReleaseRequest{Comment: comment}, &d); err != nil {
+		return nil, err
+	}
+	return &d, nil
+}
+
 // SessionQuery selects sessions to list; zero fields match all.
 type SessionQuery struct {
 	User, DeviceID string

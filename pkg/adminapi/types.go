@@ -285,7 +285,34 @@ type Device struct {
 	OverlayAddr netip.Addr   `json:"overlay_addr"`
 	CreatedAt   time.Time    `json:"created_at"`
 	RevokedAt   time.Time    `json:"revoked_at,omitzero"`
+	// Quarantine is set while an admin holds the device in quarantine
+	// (POST /v1/devices/{id}/quarantine); nil otherwise.
+	Quarantine *Quarantine `json:"quarantine,omitempty"`
 }
+
+// Quarantine is an admin's isolation of a device: it reaches no app and
+// is no gateway's peer, but keeps its control channel and session.
+type Quarantine struct {
+	At     time.Time `json:"at"`
+	By     string    `json:"by"`     // "admin:alice"
+	Reason string    `json:"reason"` // shown to the device's user
+}
+
+// QuarantineRequest is the body of POST /v1/devices/{id}/quarantine.
+type QuarantineRequest struct {
+	// Reason is shown to the device's user ('cordon status') and
+	// recorded in the audit trail: 1 to MaxQuarantineReason bytes of
+	// printable text on one line.
+	Reason string `json:"reason"`
+}
+
+// ReleaseRequest is the body of POST /v1/devices/{id}/release.
+type ReleaseRequest struct {
+	Comment string `json:"comment,omitempty"` // recorded in the audit trail
+}
+
+// MaxQuarantineReason is the longest quarantine reason, in bytes.
+const MaxQuarantineReason = 300
 
 // Session is a device's signed-in session.
 type Session struct {

@@ -39,6 +39,8 @@ const (
 	AdminGatewayUndrain     Type = "admin.gateway.undrain"
 	AdminDeviceDelete       Type = "admin.device.delete"
 	AdminDeviceRevoke       Type = "admin.device.revoke"
+	AdminDeviceQuarantine   Type = "admin.device.quarantine"
+	AdminDeviceRelease      Type = "admin.device.release"
 	AdminAdminCreate        Type = "admin.admin.create"
 	AdminAdminEnable        Type = "admin.admin.enable"
 	AdminAdminDisable       Type = "admin.admin.disable"
@@ -290,6 +292,15 @@ var specs = []Spec{
 		field("segment", "the segment it serves", Success)),
 	admin(AdminDeviceDelete, Notice, "A device was deleted (Subject the device ID)."),
 	admin(AdminDeviceRevoke, Notice, "A device was revoked; its sessions end, each with a session.end (Subject the device ID)."),
+	admin(AdminDeviceQuarantine, Warning, "A device was quarantined: it is no gateway's peer and reaches no app until released, but keeps its control channel and session, so its user sees why and its posture keeps reporting (Subject the device ID).",
+		field("user", "the device's user", Success),
+		field("reason", "why, as the device's user is told", Success)),
+	admin(AdminDeviceRelease, Notice, "A device's quarantine was ended: it reaches its apps again (Subject the device ID).",
+		field("user", "the device's user", Success),
+		field("comment", docComment),
+		field("quarantined_at", "when the quarantine began (RFC 3339)", Success),
+		field("quarantined_by", "who began it", Success),
+		field("reason", "the quarantine's reason", Success)),
 	admin(AdminAdminCreate, Notice, "An admin account was created (Subject the account).",
 		field("role", "the account's role", Success),
 		field("idp", "identity provider it signs in through"),

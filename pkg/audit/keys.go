@@ -39,7 +39,7 @@ func KeysOf(t Type, actor, subject string, details map[string]string) Keys {
 	}
 	if k.Device == "" {
 		switch t {
-		case AdminDeviceDelete, AdminDeviceRevoke, EnrollDevice, PostureReport:
+		case AdminDeviceDelete, AdminDeviceRevoke, AdminDeviceQuarantine, AdminDeviceRelease, EnrollDevice, PostureReport:
 			k.Device = subject
 		case CertRenew:
 			if details["kind"] == "client" {

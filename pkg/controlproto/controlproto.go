@@ -507,6 +507,21 @@ const (
 	SessionNone   = "none"  // the device never signed in since sessions existed
 )
 
+// ReasonQuarantined is the Reason of a SessionEnded state sent to a
+// quarantined device: an admin isolated it (cordonctl device quarantine),
+// signing in again does not help, and Message says why and whom to
+// contact. The device keeps its control channel (and its posture
+// reports); the state turns active again when the admin releases it.
+// Clients of any capability show Message, so this needs no capability.
+const ReasonQuarantined = "quarantined"
+
+// QuarantineMessage is what the user of a device quarantined for reason
+// is told (SessionInfo.Message, and a refused sign-in with its key).
+func QuarantineMessage(reason string) string {
+	return "quarantined by your IT security team: " + reason +
+		"; it reaches no app until they release it, and signing in again does not change that: contact your IT service desk"
+}
+
 // SessionInfo is what the device is told about its session, for the user:
 // when it ends, why it ended, which apps need a fresh second factor and
 // which posture checks it fails (and what to do about each).

@@ -105,6 +105,9 @@ func Classify(s Snapshot, now time.Time) Verdict {
 	case s.Session.State == controlproto.SessionEnded:
 		v := For(ReasonSessionEnded)
 		v.Detail = sessionEndedDetail(s.Session)
+		if s.Session.Reason == controlproto.ReasonQuarantined {
+			v.Next = "contact your IT service desk" // signing in again does not help
+		}
 		return v
 	case !s.Session.ExpiresAt.IsZero() && !now.Before(s.Session.ExpiresAt):
 		v := For(ReasonSessionEnded)
@@ -157,6 +160,8 @@ func sessionEndedDetail(si *controlproto.SessionInfo) string {
 		return "your session ended after inactivity"
 	case "absolute":
 		return "your session expired"
+	case controlproto.ReasonQuarantined:
+		return "your IT security team quarantined this device"
 	case "":
 		return "your session ended"
 	default:

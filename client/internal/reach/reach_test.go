@@ -29,6 +29,9 @@ func TestClassify(t *testing.T) {
 		{"ended idle", with(func(s *Snapshot) {
 			s.Session = &controlproto.SessionInfo{State: controlproto.SessionEnded, Reason: "idle"}
 		}), ReasonSessionEnded, "inactivity"},
+		{"quarantined", with(func(s *Snapshot) {
+			s.Session = &controlproto.SessionInfo{State: controlproto.SessionEnded, Reason: controlproto.ReasonQuarantined}
+		}), ReasonSessionEnded, "quarantined"},
 		{"expired by clock", with(func(s *Snapshot) {
 			s.Session = &controlproto.SessionInfo{State: controlproto.SessionActive, ExpiresAt: now}
 		}), ReasonSessionEnded, "expired"},
@@ -49,6 +52,9 @@ func TestClassify(t *testing.T) {
 			}
 			if !strings.Contains(v.Detail, tc.detail) {
 				t.Errorf("Detail = %q, want it to contain %q", v.Detail, tc.detail)
+			}
+			if tc.snap.Session != nil && tc.snap.Session.Reason == controlproto.ReasonQuarantined && strings.Contains(v.Next, "login") {
+				t.Errorf("Next = %q: signing in again does not end a quarantine", v.Next)
 			}
 			if v.Reason != ReasonOK && v.Next == "" {
 				t.Errorf("%v has no next step", v.Reason)

@@ -588,10 +588,14 @@ func (a *API) deleteGateway(w http.ResponseWriter, r *http.Request, actor string
 }
 
 func deviceOut(d store.Device) adminapi.Device {
-	return adminapi.Device{
+	out := adminapi.Device{
 		ID: d.ID, User: d.User, Hostname: d.Hostname, PublicKey: d.PublicKey,
 		OverlayAddr: d.OverlayAddr, CreatedAt: d.CreatedAt, RevokedAt: d.RevokedAt,
 	}
+	if q := d.Quarantine; q.Active() {
+		out.Quarantine = &adminapi.Quarantine{At: q.At, By: q.By, Reason: q.Reason}
+	}
+	return out
 }
 
 func (a *API) listDevices(w http.ResponseWriter, r *http.Request, _ string) error {

@@ -268,6 +268,11 @@ func (a *API) routes() {
 	m.Handle("GET /v1/devices", a.admin(auth.PermRead, a.listDevices))
 	m.Handle("DELETE /v1/devices/{id}", a.admin(auth.PermUsersWrite, a.deleteDevice))
 	m.Handle("POST /v1/devices/{id}/revoke", a.admin(auth.PermAccessRevoke, a.revokeDevice))
+	m.Handle("GET /v1/devices/{id}", a.admin(auth.PermRead, a.getDevice))
+	// Quarantine takes access away (access.revoke: helpdesk too); release
+	// gives it back, like re-enabling a user (users.write).
+	m.Handle("POST /v1/devices/{id}/quarantine", a.admin(auth.PermAccessRevoke, a.quarantineDevice))
+	m.Handle("POST /v1/devices/{id}/release", a.admin(auth.PermUsersWrite, a.releaseDevice))
 	m.Handle("GET /v1/sessions", a.admin(auth.PermRead, a.listSessions))
 	m.Handle("POST /v1/sessions/end", a.admin(auth.PermAccessRevoke, a.endSessions))
 

@@ -66,8 +66,12 @@ var roleSpec = map[string]string{
 	"GET /v1/devices":              "ONAH",
 	"DELETE /v1/devices/{id}":      "ON",
 	"POST /v1/devices/{id}/revoke": "ONH",
-	"GET /v1/sessions":             "ONAH",
-	"POST /v1/sessions/end":        "ONH",
+	"GET /v1/devices/{id}":         "ONAH",
+	// Quarantine takes access away (helpdesk too); release gives it back.
+	"POST /v1/devices/{id}/quarantine": "ONH",
+	"POST /v1/devices/{id}/release":    "ON",
+	"GET /v1/sessions":                 "ONAH",
+	"POST /v1/sessions/end":            "ONH",
 
 	"GET /v1/audit":        "ONA",
 	"GET /v1/audit/log":    "ONA",

@@ -30,9 +30,9 @@ func (ix *Index) SetSessions(limits session.Limits, view map[string]*session.Ses
 }
 
 // allows reports whether device d may reach apps of classification class
-// now. A revoked device never may.
+// now. A revoked or quarantined device never may.
 func (ix *Index) allows(d store.Device, class string) bool {
-	if !d.RevokedAt.IsZero() {
+	if !d.RevokedAt.IsZero() || d.Quarantine.Active() {
 		return false
 	}
 	g := ix.sess
@@ -79,6 +79,15 @@ func (ix *Index) SessionInfo(d store.Device) *controlproto.SessionInfo {
 		return nil
 	}
 	s := g.view[d.ID]
+	if q := d.Quarantine; q.Active() {
+		// Whatever the session's state: signing in again does not help.
+		info := &controlproto.SessionInfo{State: controlproto.SessionEnded, Reason: controlproto.ReasonQuarantined,
+			Message: controlproto.QuarantineMessage(q.Reason)}
+		if s != nil {
+			info.ID, info.StartedAt, info.MFAAt = s.ID, s.Started, s.MFAAt
+		}
+		return info
+	}
 	if s == nil {
 		return &controlproto.SessionInfo{State: controlproto.SessionNone,
 			Message: "not signed in: sign in with 'cordon login' to reach your apps"}

@@ -108,8 +108,13 @@ func (s *State) SignIn(ctx context.Context, in SignIn, issue func(deviceID strin
 }
 
 // enrollDevice creates the device, or updates the user's existing device
-// when the sign-in names one.
+// when the sign-in names one. A key a quarantined device holds enrolls
+// nowhere else: re-enrolling it, or moving it onto another device, would
+// end the quarantine.
 func enrollDevice(ctx context.Context, tx store.Store, in SignIn, at time.Time) (store.Device, error) {
+	if err := keyQuarantined(ctx, tx, in.Key, in.DeviceID); err != nil {
+		return store.Device{}, err
+	}
 	if in.DeviceID != "" {
 		d, err := tx.GetDevice(ctx, in.DeviceID)
 		if errors.Is(err, store.ErrNotFound) || err == nil && d.User != in.User {

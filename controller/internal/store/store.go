@@ -120,7 +120,23 @@ type Device struct {
 	MFAAt time.Time `json:"mfa_at,omitzero"`
 	// RevokedAt is when an admin revoked the device; zero while it is not.
 	RevokedAt time.Time `json:"revoked_at,omitzero"`
+	// Quarantine is set while an admin holds the device in quarantine: it
+	// is no gateway's peer and reaches no app, but keeps its control
+	// channel. Zero while it is not.
+	Quarantine Quarantine `json:"quarantine,omitzero"`
 }
+
+// Quarantine is an admin's isolation of a device (cordonctl device
+// quarantine). Signing in again or re-enrolling does not end it; only a
+// release does.
+type Quarantine struct {
+	At     time.Time `json:"at"`
+	By     string    `json:"by"`     // the admin's actor, "admin:alice"
+	Reason string    `json:"reason"` // shown to the device's user
+}
+
+// Active reports whether the device is quarantined.
+func (q Quarantine) Active() bool { return !q.At.IsZero() }
 
 // EnrollToken is a single-use, expiring gateway enrollment token. Only the
 // SHA-256 of the secret is stored.
@@ -307,8 +323,14 @@ type Store interface {
 	CreateDevice(ctx context.Context, d Device) (Device, error)
 	// UpdateDevice changes a device's key, hostname and MFAAt (re-login).
 	UpdateDevice(ctx context.Context, d Device) error
+	// SetDeviceQuarantine stores device id's quarantine (the zero
+	// Quarantine releases it). ErrNotFound if the device does not exist.
+	SetDeviceQuarantine(ctx context.Context, id string, q Quarantine) error
 	GetDevice(ctx context.Context, id string) (Device, error)
 	ListDevices(ctx context.Context) ([]Device, error)
+	// ListDevicesByKey returns the devices enrolled with key (none, one,
+	// or several: a key is not unique), sorted by ID.
+	ListDevicesByKey(ctx context.Context, key wgkey.Public) ([]Device, error)
 	DeleteDevice(ctx context.Context, id string) error
 
 	// Update runs fn in one write transaction: everything fn does through

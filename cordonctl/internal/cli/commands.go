@@ -474,20 +474,24 @@ func (a *app) gatewayUndrainCmd() *cobra.Command {
 // Devices.
 
 func printDevices(w io.Writer, xs []adminapi.Device) error {
-	t := newTable(w, "ID", "USER", "HOSTNAME", "OVERLAY", "PUBLIC KEY", "CREATED", "REVOKED")
+	t := newTable(w, "ID", "USER", "HOSTNAME", "OVERLAY", "PUBLIC KEY", "CREATED", "REVOKED", "QUARANTINED")
 	for _, x := range xs {
-		revoked := "-"
+		revoked, quarantined := "-", "-"
 		if !x.RevokedAt.IsZero() {
 			revoked = fmtTime(x.RevokedAt)
 		}
-		t.row(x.ID, x.User, x.Hostname, addrString(x.OverlayAddr.IsValid(), x.OverlayAddr.String()), x.PublicKey.String(), fmtTime(x.CreatedAt), revoked)
+		if q := x.Quarantine; q != nil {
+			quarantined = fmtTime(q.At)
+		}
+		t.row(x.ID, x.User, x.Hostname, addrString(x.OverlayAddr.IsValid(), x.OverlayAddr.String()), x.PublicKey.String(), fmtTime(x.CreatedAt), revoked, quarantined)
 	}
 	return t.flush()
 }
 
 func (a *app) deviceCmd() *cobra.Command {
 	list := listCommand(a, "List enrolled client devices", "/v1/devices", printDevices)
-	return a.group("device", "Manage enrolled devices", list, a.deviceRevokeCmd(), a.deleteCmd("device", "/v1/devices", "ID"))
+	return a.group("device", "Manage enrolled devices", list, a.deviceShowCmd(), a.deviceRevokeCmd(),
+		a.deviceQuarantineCmd(), a.deviceReleaseCmd(), a.deleteCmd("device", "/v1/devices", "ID"))
 }
 
 // Audit.

@@ -277,7 +277,11 @@ func TestMigrateAuditKeyIndex(t *testing.T) {
 		}
 	}
 	undo := []string{`DROP TABLE audit_key_postings`, `DROP TABLE audit_key_buckets`, `DROP TABLE audit_key_cursor`,
-		`DELETE FROM schema_version WHERE version = 15`}
+		// Schema 16 (device quarantine) undone too, so Open migrates
+		// from 14 again.
+		`DROP INDEX devices_public_key`, `ALTER TABLE devices DROP COLUMN quarantined_at`,
+		`ALTER TABLE devices DROP COLUMN quarantined_by`, `ALTER TABLE devices DROP COLUMN quarantine_reason`,
+		`DELETE FROM schema_version WHERE version >= 15`}
 	for _, line := range strings.Split(auditSearchIndexes, "\n") {
 		if strings.Contains(line, "k_") { // schema 12's key indexes
 			undo = append(undo, line)

@@ -312,15 +312,16 @@ func (s *Store) DeleteGateway(ctx context.Context, id string) error {
 
 // --- devices ---
 
-const deviceCols = `id, user_name, hostname, public_key, overlay_addr, created_at, mfa_at, revoked_at`
+const deviceCols = `id, user_name, hostname, public_key, overlay_addr, created_at, mfa_at, revoked_at, quarantined_at, quarantined_by, quarantine_reason`
 
 func scanDevice(r rowScanner) (store.Device, error) {
 	var (
-		d                     store.Device
-		key                   string
-		off, at, mfa, revoked int64
+		d                                  store.Device
+		key                                string
+		off, at, mfa, revoked, quarantined int64
 	)
-	if err := r.Scan(&d.ID, &d.User, &d.Hostname, &key, &off, &at, &mfa, &revoked); err != nil {
+	if err := r.Scan(&d.ID, &d.User, &d.Hostname, &key, &off, &at, &mfa, &revoked,
+		&quarantined, &d.Quarantine.By, &d.Quarantine.Reason); err != nil {
 		return d, err
 	}
 	var err error
@@ -331,6 +332,7 @@ func scanDevice(r rowScanner) (store.Device, error) {
 	d.CreatedAt = fromMicros(at)
 	d.MFAAt = fromOptMicros(mfa)
 	d.RevokedAt = fromOptMicros(revoked)
+	d.Quarantine.At = fromOptMicros(quarantined)
 	return d, nil
 }
 
@@ -379,7 +381,7 @@ func (s *Store) CreateDevice(ctx context.Context, d store.Device) (store.Device,
 			return err
 		}
 		d.OverlayAddr = offsetAddr(off)
-		_, err = tx.ExecContext(ctx, `INSERT INTO devices (`+deviceCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, 0)`,
+		_, err = tx.ExecContext(ctx, `INSERT INTO devices (`+deviceCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, 0, 0, '', '')`,
 			d.ID, d.User, d.Hostname, d.PublicKey.String(), off, toMicros(d.CreatedAt), optMicros(d.MFAAt))
 		return insertErr(err)
 	})
@@ -406,6 +408,34 @@ func (s *Store) UpdateDevice(ctx context.Context, d store.Device) error {
 	return nil
 }
 
+// migrationDeviceQuarantine (schema 16): an admin's quarantine of each
+// device (quarantined_at 0: not quarantined).
+const migrationDeviceQuarantine = `
+ALTER TABLE devices ADD COLUMN quarantined_at INTEGER NOT NULL DEFAULT 0; -- unix µs, 0: not quarantined
+ALTER TABLE devices ADD COLUMN quarantined_by TEXT NOT NULL DEFAULT '';   -- the admin's actor
+ALTER TABLE devices ADD COLUMN quarantine_reason TEXT NOT NULL DEFAULT '';
+CREATE INDEX devices_public_key ON devices(public_key); -- a sign-in finds quarantined holders of its key
+`
+
+// SetDeviceQuarantine implements [store.Store].
+func (s *Store) SetDeviceQuarantine(ctx context.Context, id string, q store.Quarantine) error {
+	if q.At.IsZero() {
+		q = store.Quarantine{}
+	}
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE devices SET quarantined_at = ?, quarantined_by = ?, quarantine_reason = ? WHERE id = ?`,
+			optMicros(q.At), q.By, q.Reason, id)
+		if err != nil {
+			return err
+		}
+		return mustAffect(res)
+	})
+	if err != nil {
+		return fmt.Errorf("set quarantine of device %q: %w", id, err)
+	}
+	return nil
+}
+
 // GetDevice implements [store.Store].
 func (s *Store) GetDevice(ctx context.Context, id string) (store.Device, error) {
 	d, err := getRow(ctx, s.reader(), scanDevice, `SELECT `+deviceCols+` FROM devices WHERE id = ?`, id)
@@ -420,6 +450,15 @@ func (s *Store) ListDevices(ctx context.Context) ([]store.Device, error) {
 	out, err := listDevices(ctx, s.reader())
 	if err != nil {
 		return nil, fmt.Errorf("list devices: %w", err)
+	}
+	return out, nil
+}
+
+// ListDevicesByKey implements [store.Store].
+func (s *Store) ListDevicesByKey(ctx context.Context, key wgkey.Public) ([]store.Device, error) {
+	out, err := listRows(ctx, s.reader(), scanDevice, `SELECT `+deviceCols+` FROM devices WHERE public_key = ? ORDER BY id`, key.String())
+	if err != nil {
+		return nil, fmt.Errorf("list devices by key: %w", err)
 	}
 	return out, nil
 }

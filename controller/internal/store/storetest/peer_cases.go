@@ -295,6 +295,23 @@ func testDevices(t *testing.T, s store.Store) {
 	equal(t, "after UpdateDevice", got, want)
 	wantErr(t, "update missing", s.UpdateDevice(c, store.Device{ID: "nope"}), store.ErrNotFound)
 
+	// A quarantine is stored and read back whole, an update (a new
+	// sign-in) keeps it, and the zero Quarantine releases it.
+	q := store.Quarantine{At: at(2 * time.Hour), By: "admin:hd", Reason: "EDR alert"}
+	must(t, s.SetDeviceQuarantine(c, "d2", q))
+	must(t, s.UpdateDevice(c, upd))
+	got, err = s.GetDevice(c, "d2")
+	must(t, err)
+	equal(t, "quarantine after UpdateDevice", got.Quarantine, q)
+	byKey, err := s.ListDevicesByKey(c, upd.PublicKey)
+	must(t, err)
+	wantNames(t, "ListDevicesByKey", names(byKey, func(d store.Device) string { return d.ID + "/" + d.Quarantine.Reason }), []string{"d2/EDR alert"})
+	must(t, s.SetDeviceQuarantine(c, "d2", store.Quarantine{}))
+	got, err = s.GetDevice(c, "d2")
+	must(t, err)
+	equal(t, "after the release", got, want)
+	wantErr(t, "quarantine missing", s.SetDeviceQuarantine(c, "nope", q), store.ErrNotFound)
+
 	_, err = s.GetDevice(c, "nope")
 	wantErr(t, "GetDevice missing", err, store.ErrNotFound)
 	must(t, s.DeleteDevice(c, "d2"))
