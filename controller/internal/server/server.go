@@ -130,7 +130,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := privdir.Ensure(cfg.DataDir, log); err != nil {
 		return fmt.Errorf("--data-dir: %w", err)
 	}
-	st, err := sqlite.Open(ctx, filepath.Join(cfg.DataDir, "cordon.db"))
+	st, err := sqlite.Open(ctx, filepath.Join(cfg.DataDir, sqlite.FileName))
 	if err != nil {
 		return fmt.Errorf("open store: %w", err)
 	}
