@@ -33,8 +33,8 @@ type Manifest struct {
 	Time   time.Time `json:"time"`               // when the database was copied
 	Build  string    `json:"controller_version"` // the cordon-controller that made it
 	// SchemaVersion is the database's schema version.
-	SchemaVersion int   `json:"schema_version"`
-	Audit         Audit `json:"audit"`
+	SchemaVersion int    `json:"schema_version"`
+	Audit         Audit  `json:"audit"`
 	Files         []File `json:"files"`
 }
 
