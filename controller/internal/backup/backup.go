@@ -103,6 +103,29 @@ func Create(ctx context.Context, o Options, out io.Writer) (*Manifest, error) {
 	}
 	defer os.RemoveAll(tmp)
 
+	// The small files first, read once (what is hashed is what is
+	// written): a SIEM cursor read before the database copy is at most the
+	// copy's log size, so after a restore the sink sends again rather than
+	// skips.
+	contents := map[string][]byte{}
+	var files []File
+	names, err := otherFiles(o.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("backup: %w", err)
+	}
+	for _, n := range names {
+		b, err := readSmall(filepath.Join(o.DataDir, filepath.FromSlash(n.name)))
+		if errors.Is(err, fs.ErrNotExist) && !slices.Contains(required, n.name) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("backup: %w (is --data-dir the controller's?)", err)
+		}
+		sum := sha256.Sum256(b)
+		contents[n.name] = b
+		files = append(files, File{Name: n.name, Size: int64(len(b)), Mode: n.mode, SHA256: hex.EncodeToString(sum[:])})
+	}
+
 	m := &Manifest{Format: Format, Time: now().UTC(), Build: buildinfo.Version()}
 	dbCopy := filepath.Join(tmp, sqlite.FileName)
 	start := time.Now()
@@ -122,25 +145,7 @@ func Create(ctx context.Context, o Options, out io.Writer) (*Manifest, error) {
 	}
 	progress("database copied: %d bytes, schema version %d, audit log %d records (%v)", dbFile.Size, m.SchemaVersion, m.Audit.Size, time.Since(start).Round(time.Millisecond))
 
-	// The small files, read once: what is hashed is what is written.
-	contents := map[string][]byte{}
-	m.Files = append(m.Files, dbFile)
-	names, err := otherFiles(o.DataDir)
-	if err != nil {
-		return nil, fmt.Errorf("backup: %w", err)
-	}
-	for _, n := range names {
-		b, err := readSmall(filepath.Join(o.DataDir, filepath.FromSlash(n.name)))
-		if errors.Is(err, fs.ErrNotExist) && !slices.Contains(required, n.name) {
-			continue
-		}
-		if err != nil {
-			return nil, fmt.Errorf("backup: %w (is --data-dir the controller's?)", err)
-		}
-		sum := sha256.Sum256(b)
-		contents[n.name] = b
-		m.Files = append(m.Files, File{Name: n.name, Size: int64(len(b)), Mode: n.mode, SHA256: hex.EncodeToString(sum[:])})
-	}
+	m.Files = append([]File{dbFile}, files...)
 
 	enc, err := age.Encrypt(out, o.Recipients...)
 	if err != nil {
