@@ -39,7 +39,7 @@ type controller struct {
 	led   *ledger.Ledger
 }
 
-func newController(t *testing.T) *controller {
+func newController(t testing.TB) *controller {
 	t.Helper()
 	ctx := context.Background()
 	dir := filepath.Join(t.TempDir(), "data")
