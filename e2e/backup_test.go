@@ -155,6 +155,36 @@ func TestBackupRestore(t *testing.T) {
 		}
 		return nil
 	})
+
+	// The operator acknowledges the roll back on the gateway (stopped):
+	// the held checkpoint is kept aside, and the restarted gateway pins
+	// the restored log and goes on serving.
+	held, err := w.heldCheckpoint()
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.gateway.stop()
+	out = mustRun(t, bin("cordon-gateway"), "ack-audit-rollback", "--state-dir", filepath.Join(w.dir, "gateway"))
+	if !strings.Contains(out, fmt.Sprintf("%d records", held.Size)) || !strings.Contains(out, ".acknowledged-") {
+		t.Fatalf("ack-audit-rollback said:\n%s", out)
+	}
+	w.gateway = w.runGateway("gateway-acknowledged")
+	w.mustCtl("", "segment", "create", "after-restore", "--cidr", "10.94.0.0/24")
+	waitFor(t, 30*time.Second, "the gateway to pin the restored log", func() error {
+		w.checkAlive()
+		c, err := w.heldCheckpoint()
+		if err != nil {
+			return err
+		}
+		if c.Root == held.Root {
+			return fmt.Errorf("the gateway still holds the checkpoint from before the restore")
+		}
+		return nil
+	})
+	if strings.Contains(w.gateway.logs(), "AUDIT LOG CHECKPOINT REFUSED") {
+		t.Errorf("the acknowledged gateway refused the restored log:\n%s", tail(w.gateway.logs(), 20))
+	}
+	w.waitReach(w.nurse, ehr, 30*time.Second)
 }
 
 // auditRecords reads N from the backup's "audit log N records".
