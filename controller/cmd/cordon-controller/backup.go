@@ -33,7 +33,7 @@ func runBackup(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	dataDir := fs.String("data-dir", "/var/lib/cordon-controller", "the controller's data directory (it may be running)")
 	out := fs.String("out", "", "the backup file to write (created 0600; must not exist)")
 	var recipients []string
-	fs.Func("recipient", "age public key (age1...) to encrypt the backup to (repeatable); keep its identity file off this machine", func(s string) error {
+	fs.Func("recipient", "age public key (age1... or age1pq1...) to encrypt the backup to (repeatable); keep its identity file off this machine", func(s string) error {
 		recipients = append(recipients, s)
 		return nil
 	})
@@ -56,11 +56,16 @@ func runBackup(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	var rs []age.Recipient
 	for _, s := range recipients {
-		r, err := age.ParseX25519Recipient(s)
+		// One key per flag: X25519 (age1...) or post-quantum hybrid
+		// (age1pq1...), whatever this age version parses.
+		r, err := age.ParseRecipients(strings.NewReader(s))
+		if err == nil && (len(r) != 1 || strings.ContainsAny(s, "\r\n")) {
+			err = errors.New("one key per --recipient")
+		}
 		if err != nil {
 			return usage("--recipient %q: %v (an age public key starts with age1; make one with age-keygen)", s, err)
 		}
-		rs = append(rs, r)
+		rs = append(rs, r...)
 	}
 	if *passStdin {
 		p, err := readPassphrase(stdin)

@@ -26,6 +26,7 @@ package backup
 
 import (
 	"archive/tar"
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -156,7 +157,7 @@ func Create(ctx context.Context, o Options, out io.Writer) (*Manifest, error) {
 	if err != nil {
 		return nil, fmt.Errorf("backup: %w", err)
 	}
-	if err := writeEntry(tw, manifestName, 0o600, int64(len(mb)), strings.NewReader(string(mb))); err != nil {
+	if err := writeEntry(tw, manifestName, 0o600, int64(len(mb)), bytes.NewReader(mb)); err != nil {
 		return nil, err
 	}
 	for _, f := range m.Files {
@@ -170,7 +171,7 @@ func Create(ctx context.Context, o Options, out io.Writer) (*Manifest, error) {
 			if err != nil {
 				return nil, err
 			}
-		} else if err := writeEntry(tw, f.Name, f.Mode, f.Size, strings.NewReader(string(contents[f.Name]))); err != nil {
+		} else if err := writeEntry(tw, f.Name, f.Mode, f.Size, bytes.NewReader(contents[f.Name])); err != nil {
 			return nil, err
 		}
 		progress("added %s (%d bytes)", f.Name, f.Size)

@@ -2,6 +2,7 @@ package backup
 
 import (
 	"bytes"
+	"fmt"
 	"io/fs"
 	"strings"
 	"testing"
@@ -20,9 +21,38 @@ func FuzzParseManifest(f *testing.F) {
 			return
 		}
 		for _, file := range m.Files {
-			if checkName(file.Name) != nil || !fs.ValidPath(file.Name) || file.Mode&^0o644 != 0 {
+			if checkName(file.Name) != nil || !fs.ValidPath(file.Name) || file.Mode != 0o600 && file.Name != "ca.pem" && file.Name != "server.pem" {
 				t.Fatalf("accepted %+v", file)
 			}
 		}
 	})
+}
+
+// The manifest's checks, one refusal each.
+func TestParseManifest(t *testing.T) {
+	file := func(name string, mode int) string {
+		return fmt.Sprintf(`{"name":%q,"size":1,"mode":%d,"sha256":"%s"}`, name, mode, strings.Repeat("a", 64))
+	}
+	base := []string{file("cordon.db", 0o600), file("ca.pem", 0o644), file("audit-log.key", 0o600)}
+	manifest := func(format int, files ...string) string {
+		return fmt.Sprintf(`{"format":%d,"schema_version":14,"audit":{"size":0,"root":"","checkpoint":0},"files":[%s]}`, format, strings.Join(files, ","))
+	}
+	if _, err := parseManifest(strings.NewReader(manifest(Format, base...))); err != nil {
+		t.Fatalf("a good manifest: %v", err)
+	}
+	for _, tc := range []struct{ name, in, want string }{
+		{"other format", manifest(2, base...), "format 2"},
+		{"unknown field", strings.Replace(manifest(Format, base...), `"format"`, `"extra":1,"format"`, 1), "unknown field"},
+		{"path out of the dir", manifest(Format, append(base, file("../etc/cron.d/x", 0o600))...), "not a plain name"},
+		{"absolute path", manifest(Format, append(base, file("/etc/passwd", 0o600))...), "not a plain name"},
+		{"key readable by others", manifest(Format, append(base, file("ca-key.pem", 0o644))...), "only 0600"},
+		{"executable", manifest(Format, append(base, file("x", 0o755))...), "only 0600"},
+		{"twice", manifest(Format, append(base, file("ca.pem", 0o644))...), "twice"},
+		{"signing key missing", manifest(Format, base[:2]...), "audit-log.key is missing"},
+		{"audit root without records", strings.Replace(manifest(Format, base...), `"root":""`, `"root":"x"`, 1), "do not fit"},
+	} {
+		if _, err := parseManifest(strings.NewReader(tc.in)); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want an error with %q", tc.name, err, tc.want)
+		}
+	}
 }

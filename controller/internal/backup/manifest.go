@@ -10,6 +10,8 @@ import (
 	"path"
 	"strings"
 	"time"
+
+	"github.com/cordonhq/cordon/controller/internal/ca"
 )
 
 // Format is the version of the backup's layout this build writes and
@@ -99,8 +101,9 @@ func parseManifest(r io.Reader) (*Manifest, error) {
 		if f.Size < 0 {
 			return nil, fmt.Errorf("manifest: %q has size %d", f.Name, f.Size)
 		}
-		if f.Mode != 0o600 && f.Mode != 0o644 {
-			return nil, fmt.Errorf("manifest: %q has mode %#o, not 0600 or 0644", f.Name, f.Mode)
+		// Secrets are 0600; only the public certificates may be 0644.
+		if f.Mode != 0o600 && (f.Mode != 0o644 || ca.Files[f.Name] != 0o644) {
+			return nil, fmt.Errorf("manifest: %q has mode %#o: only 0600, or 0644 for a certificate", f.Name, f.Mode)
 		}
 		if len(f.SHA256) != 64 {
 			return nil, fmt.Errorf("manifest: %q has no SHA-256", f.Name)
