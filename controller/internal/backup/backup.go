@@ -166,7 +166,7 @@ func Create(ctx context.Context, o Options, out io.Writer) (*Manifest, error) {
 			if err != nil {
 				return nil, fmt.Errorf("backup: %w", err)
 			}
-			err = writeEntry(tw, f.Name, f.Mode, f.Size, db)
+			err = writeEntry(tw, f.Name, f.Mode, f.Size, ctxReader{ctx, db})
 			db.Close()
 			if err != nil {
 				return nil, err

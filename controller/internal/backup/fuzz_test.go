@@ -33,7 +33,7 @@ func TestParseManifest(t *testing.T) {
 	file := func(name string, mode int) string {
 		return fmt.Sprintf(`{"name":%q,"size":1,"mode":%d,"sha256":"%s"}`, name, mode, strings.Repeat("a", 64))
 	}
-	base := []string{file("cordon.db", 0o600), file("ca.pem", 0o644), file("audit-log.key", 0o600)}
+	base := []string{file("cordon.db", 0o600), file("ca.pem", 0o644), file("audit-log.key", 0o600), file("siem/soc.cursor", 0o600)}
 	manifest := func(format int, files ...string) string {
 		return fmt.Sprintf(`{"format":%d,"schema_version":14,"audit":{"size":0,"root":"","checkpoint":0},"files":[%s]}`, format, strings.Join(files, ","))
 	}
@@ -44,6 +44,7 @@ func TestParseManifest(t *testing.T) {
 		{"other format", manifest(2, base...), "format 2"},
 		{"unknown field", strings.Replace(manifest(Format, base...), `"format"`, `"extra":1,"format"`, 1), "unknown field"},
 		{"path out of the dir", manifest(Format, append(base, file("../etc/cron.d/x", 0o600))...), "not a plain name"},
+		{"another directory", manifest(Format, append(base, file("etc/x", 0o600))...), "not a plain name"},
 		{"absolute path", manifest(Format, append(base, file("/etc/passwd", 0o600))...), "not a plain name"},
 		{"key readable by others", manifest(Format, append(base, file("ca-key.pem", 0o644))...), "only 0600"},
 		{"executable", manifest(Format, append(base, file("x", 0o755))...), "only 0600"},

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/cordonhq/cordon/controller/internal/ca"
+	"github.com/cordonhq/cordon/controller/internal/server"
 )
 
 // Format is the version of the backup's layout this build writes and
@@ -117,11 +118,12 @@ func parseManifest(r io.Reader) (*Manifest, error) {
 	return &m, nil
 }
 
-// checkName accepts a clean relative path of at most two elements (a
-// file of the data dir or of one of its subdirectories).
+// checkName accepts a clean relative path: a file of the data dir or of
+// its SIEM cursor directory.
 func checkName(name string) error {
-	if name == "" || name != path.Clean(name) || path.IsAbs(name) || strings.HasPrefix(name, "..") ||
-		strings.Count(name, "/") > 1 || strings.ContainsAny(name, "\\\x00") || name == manifestName || !fs.ValidPath(name) {
+	dir, file := path.Split(name)
+	if name == "" || name != path.Clean(name) || !fs.ValidPath(name) || file == manifestName ||
+		(dir != "" && dir != server.SIEMDir+"/") || strings.ContainsAny(name, "\\\x00") {
 		return fmt.Errorf("file name %q is not a plain name inside the data dir", name)
 	}
 	return nil

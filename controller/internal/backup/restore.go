@@ -117,7 +117,7 @@ func Restore(ctx context.Context, o RestoreOptions, in io.Reader) (res *Result, 
 			}
 		}
 		written = append(written, p)
-		if err := writeChecked(p, f, tr); err != nil {
+		if err := writeChecked(p, f, ctxReader{ctx, tr}); err != nil {
 			return nil, fmt.Errorf("restore: %w", err)
 		}
 		progress("restored %s (%d bytes, mode %#o)", f.Name, f.Size, f.Mode)
@@ -235,4 +235,18 @@ func syncDir(dir string) error {
 	}
 	defer d.Close()
 	return d.Sync()
+}
+
+// ctxReader stops reading once ctx ends (an operator's Ctrl-C during a
+// large file).
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
 }
