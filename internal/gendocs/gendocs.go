@@ -96,6 +96,8 @@ var daemons = map[string]Daemon{
 		Short: "the Cordon controller: identity, enrollment, policy, network maps, audit and the admin API",
 		Synopsis: []string{
 			"[\\fIflags\\fR]",
+			"\\fBbackup\\fR \\-\\-out \\fIFILE\\fR (\\-\\-recipient \\fIAGE-KEY\\fR | \\-\\-passphrase\\-stdin) [\\-\\-data\\-dir \\fIDIR\\fR]",
+			"\\fBrestore\\fR \\-\\-in \\fIFILE\\fR (\\-\\-identity \\fIFILE\\fR | \\-\\-passphrase\\-stdin) [\\-\\-data\\-dir \\fIDIR\\fR]",
 			"\\fBversion\\fR | \\fB\\-\\-version\\fR",
 		},
 		Description: "cordon-controller keeps the users, devices, gateways, apps and policy of a Cordon network in its store " +
@@ -103,7 +105,10 @@ var daemons = map[string]Daemon{
 			"and serves the admin API that cordonctl(1) talks to, on --listen (TCP for HTTPS, UDP for QUIC).\n\n" +
 			"The package runs it as the systemd unit cordon-controller.service, as the unprivileged user cordon, " +
 			"with extra flags from /etc/cordon/controller.env (CORDON_CONTROLLER_ARGS). " +
-			"It takes flags only: any other argument is refused.",
+			"Apart from the subcommands below it takes flags only: any other argument is refused.\n\n" +
+			"\"cordon-controller backup\" writes an encrypted (age) backup of the data dir while the controller runs; " +
+			"\"cordon-controller restore\" restores one into an empty data dir and verifies its audit log " +
+			"(the recovery procedure is in docs/operations.md).",
 	},
 	"cordon-gateway": {
 		Name:  "cordon-gateway",
@@ -111,6 +116,7 @@ var daemons = map[string]Daemon{
 		Synopsis: []string{
 			"[\\fIflags\\fR]",
 			"\\fBuninstall\\fR",
+			"\\fBack\\-audit\\-rollback\\fR [\\-\\-state\\-dir \\fIDIR\\fR]",
 			"\\fBversion\\fR | \\fB\\-\\-version\\fR",
 		},
 		Description: "cordon-gateway runs beside a PHI app subnet. It enrolls once with a single-use token (--token-file), " +
@@ -121,7 +127,9 @@ var daemons = map[string]Daemon{
 			"The package runs it as the systemd unit cordon-gateway.service, as the user cordon with exactly those two capabilities, " +
 			"configured by /etc/cordon/gateway.env.\n\n" +
 			"The host firewall (nftables table inet cordon) stays after a stop or a crash, so the host stays closed; " +
-			"\"cordon-gateway uninstall\" (as root) removes it when the gateway leaves the host for good.",
+			"\"cordon-gateway uninstall\" (as root) removes it when the gateway leaves the host for good.\n\n" +
+			"\"cordon-gateway ack-audit-rollback\" (gateway stopped) acknowledges that the controller's audit log went back " +
+			"(a restore from a backup): it keeps the held checkpoint aside, and the next start pins the restored log.",
 	},
 }
 

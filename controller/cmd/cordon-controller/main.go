@@ -1,5 +1,7 @@
 // Command cordon-controller runs the Cordon controller: identity,
 // enrollment, policy, network maps, audit and the admin API.
+// "cordon-controller backup" and "cordon-controller restore" make and
+// restore an encrypted backup of its data dir (docs/operations.md).
 package main
 
 import (
@@ -27,7 +29,21 @@ import (
 	"github.com/cordonhq/cordon/pkg/controlproto"
 )
 
-func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
+func main() { os.Exit(dispatch(os.Args[1:], os.Stdin, os.Stdout, os.Stderr)) }
+
+// dispatch runs the subcommands "backup" and "restore" (see backup.go),
+// or else the controller.
+func dispatch(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	if len(args) > 0 {
+		switch args[0] {
+		case "backup":
+			return runBackup(args[1:], stdin, stdout, stderr)
+		case "restore":
+			return runRestore(args[1:], stdin, stdout, stderr)
+		}
+	}
+	return run(args, stdout, stderr)
+}
 
 // run is the command with its arguments; it returns the exit status: 0,
 // 1 (the controller failed) or 2 (bad flags or arguments).

@@ -36,6 +36,11 @@ const (
 	serverKeyFile  = "server-key.pem"
 )
 
+// Files are the CA's files in the data dir and the modes it writes them
+// with: the certificates public, the keys owner-only. A backup holds them
+// all.
+var Files = map[string]os.FileMode{CertFile: 0o644, keyFile: 0o600, serverCertFile: 0o644, serverKeyFile: 0o600}
+
 // AgentCertTTL is how long an agent certificate is valid unless
 // [CA.SetAgentCertTTL] says otherwise. Agents renew theirs over the control
 // channel once two thirds of it have passed.

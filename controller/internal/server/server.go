@@ -130,7 +130,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := privdir.Ensure(cfg.DataDir, log); err != nil {
 		return fmt.Errorf("--data-dir: %w", err)
 	}
-	st, err := sqlite.Open(ctx, filepath.Join(cfg.DataDir, "cordon.db"))
+	st, err := sqlite.Open(ctx, filepath.Join(cfg.DataDir, sqlite.FileName))
 	if err != nil {
 		return fmt.Errorf("open store: %w", err)
 	}
@@ -196,7 +196,7 @@ func Run(ctx context.Context, cfg Config) error {
 	var exporter *siem.Exporter
 	var sinkStatus func() []siem.Status
 	if cfg.SIEM != nil {
-		exporter, err = siem.New(siem.Config{Log: st, Recorder: owner, Dir: filepath.Join(cfg.DataDir, "siem"),
+		exporter, err = siem.New(siem.Config{Log: st, Recorder: owner, Dir: filepath.Join(cfg.DataDir, SIEMDir),
 			Sinks: cfg.SIEM.Sinks, Hostname: cfg.SIEM.Hostname, Origin: logKey.Origin(), Logger: log.With("component", "siem")})
 		if err != nil {
 			return fmt.Errorf("--siem-config: %w", err)
@@ -297,6 +297,10 @@ func Run(ctx context.Context, cfg Config) error {
 		return nil
 	}
 }
+
+// SIEMDir is the data dir's directory of SIEM sink cursors (one
+// NAME.cursor file per sink).
+const SIEMDir = "siem"
 
 // ResetKeyFile holds the key of the control channel's stateless resets
 // (0600): the same across restarts, so a restarted controller can tell an

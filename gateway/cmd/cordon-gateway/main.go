@@ -29,6 +29,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && args[0] == "uninstall" {
 		return uninstall(args[1:])
 	}
+	if len(args) > 0 && args[0] == "ack-audit-rollback" {
+		return ackRollback(args[1:], stdout, stderr)
+	}
 	fs := flag.NewFlagSet("cordon-gateway", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var cfg gateway.Config

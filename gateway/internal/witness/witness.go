@@ -20,6 +20,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/cordonhq/cordon/pkg/atomicfile"
 	"github.com/cordonhq/cordon/pkg/auditlog"
@@ -134,4 +135,39 @@ func clip(s string) string {
 		return s[:80] + "..."
 	}
 	return s
+}
+
+// AcknowledgedSuffix starts the suffix of the files [Acknowledge] sets
+// aside; the time follows.
+const AcknowledgedSuffix = ".acknowledged-"
+
+// Acknowledge is the operator's explicit acceptance of a controller whose
+// audit log went back (a restore from a backup): it renames the held
+// checkpoint and the pinned key to NAME.acknowledged-TIME in dir, where they
+// stay as evidence of what this gateway had witnessed, so that the next
+// start pins the controller's log again. It returns the checkpoint it set
+// aside (nil: none was held) and the new file names.
+//
+// The gateway must be stopped: a running one holds the checkpoint in
+// memory too and goes on refusing until it restarts. A held checkpoint
+// that does not verify with the pinned key is an error (Open's): that is
+// not a restore to acknowledge but an investigation.
+func Acknowledge(dir string, now time.Time) (*auditlog.Checkpoint, []string, error) {
+	w, err := Open(dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	suffix := AcknowledgedSuffix + now.UTC().Format("20060102T150405Z")
+	var moved []string
+	for _, name := range []string{CheckpointFile, KeyFile} {
+		from := filepath.Join(dir, name)
+		to := from + suffix
+		if err := os.Rename(from, to); errors.Is(err, fs.ErrNotExist) {
+			continue
+		} else if err != nil {
+			return nil, moved, fmt.Errorf("acknowledge the audit log roll back: %w", err)
+		}
+		moved = append(moved, to)
+	}
+	return w.held, moved, nil
 }

@@ -127,3 +127,50 @@ func TestWitness(t *testing.T) {
 		t.Errorf("open an edited checkpoint: %v", err)
 	}
 }
+
+// After a restore from a backup the operator acknowledges the roll back:
+// the held checkpoint and key are set aside (kept), and the restored log is
+// pinned on the next start instead of refused.
+func TestAcknowledge(t *testing.T) {
+	dir := t.TempDir()
+	if held, moved, err := Acknowledge(dir, time.Unix(0, 0)); err != nil || held != nil || len(moved) != 0 {
+		t.Fatalf("acknowledge with nothing held: %v, %v, %v", held, moved, err)
+	}
+	w, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := newLog(t, 1, 20, "real")
+	if _, err := w.Offer(l.checkpoint(t, 0)); err != nil {
+		t.Fatal(err)
+	}
+	restored := newLog(t, 1, 12, "real")
+	restored.add(3, "after the restore")
+	if _, err := w.Offer(restored.checkpoint(t, 20)); !errors.Is(err, ErrRefused) {
+		t.Fatalf("the restored log before the acknowledgement: %v, want refused", err)
+	}
+	held, moved, err := Acknowledge(dir, time.Date(2026, 12, 4, 16, 0, 0, 0, time.UTC))
+	if err != nil || held == nil || held.Size != 20 || len(moved) != 2 {
+		t.Fatalf("acknowledge: %+v, %v, %v", held, moved, err)
+	}
+	for _, m := range moved {
+		if !strings.HasSuffix(m, AcknowledgedSuffix+"20261204T160000Z") {
+			t.Errorf("set aside as %s", m)
+		}
+		if _, err := os.Stat(m); err != nil {
+			t.Errorf("evidence gone: %v", err)
+		}
+	}
+	w, err = Open(dir)
+	if err != nil || w.Size() != 0 {
+		t.Fatalf("reopen after the acknowledgement: %v, size %d", err, w.Size())
+	}
+	if c, err := w.Offer(restored.checkpoint(t, 0)); err != nil || c.Size != 15 {
+		t.Fatalf("the restored log after the acknowledgement: %+v, %v", c, err)
+	}
+	// An edited held checkpoint is not acknowledged away.
+	os.WriteFile(filepath.Join(dir, CheckpointFile), []byte("junk"), 0o600)
+	if _, _, err := Acknowledge(dir, time.Unix(0, 0)); err == nil {
+		t.Error("acknowledge over a checkpoint that does not verify: no error")
+	}
+}

@@ -58,6 +58,9 @@ import (
 	sqlite3 "modernc.org/sqlite/lib"
 )
 
+// FileName is the database's name in the controller's data dir.
+const FileName = "cordon.db"
+
 // busyTimeout bounds how long a statement waits for a lock held by another
 // process before SQLITE_BUSY. Inside this process writers queue in Go.
 const busyTimeout = 5 * time.Second
