@@ -30,10 +30,62 @@ import (
 // never proofs.
 
 // agentCheckpoint is one gateway's checkpoint state.
+//
+// held is a belief: a sent checkpoint is assumed accepted (gateways only
+// speak up to refuse), and a refusal's alert corrects it. An alert can
+// arrive after later checkpoints went out with proofs from the wrong size;
+// the gateway refuses those with "its proof starts at", not with the
+// finding that matters (a fork). So sent remembers the proof start of each
+// recent checkpoint: an alert for one proved from a size the gateway did
+// not hold makes the writer send the latest checkpoint again, from the
+// size the alert names. A refusal of a proof from the right size is the
+// gateway's verdict and is not retried, so alerts cannot loop.
 type agentCheckpoint struct {
 	mu      sync.Mutex
-	pending *ledger.Signed // newest checkpoint not yet sent
-	held    int64          // the size the gateway holds, as far as we know
+	pending *ledger.Signed  // newest checkpoint not yet sent
+	latest  *ledger.Signed  // newest checkpoint offered, for a resend
+	held    int64           // the size the gateway holds, as far as we know
+	sent    map[int64]int64 // checkpoint size -> proof start, of recent sends
+}
+
+// maxSentRemembered bounds agentCheckpoint.sent; alerts answer within a
+// round trip, so only the last few sends can be in question.
+const maxSentRemembered = 32
+
+// noteSent records that a checkpoint of size was sent with a proof from
+// since (0: none), to a gateway believed to hold heldBefore when it went.
+func (c *agentCheckpoint) noteSent(size, since, heldBefore int64) {
+	if c.sent == nil {
+		c.sent = map[int64]int64{}
+	}
+	if len(c.sent) >= maxSentRemembered {
+		lowest := int64(-1)
+		for s := range c.sent {
+			if lowest < 0 || s < lowest {
+				lowest = s
+			}
+		}
+		delete(c.sent, lowest)
+	}
+	c.sent[size] = since
+	// Assume acceptance only if no alert changed what we know meanwhile,
+	// and never of a checkpoint smaller than what the gateway holds (that
+	// one is refused by design).
+	if c.held == heldBefore && size >= heldBefore {
+		c.held = size
+	}
+}
+
+// refused takes a gateway's alert: it holds heldSize, and refused the
+// checkpoint of gotSize. It reports whether the refusal was of a proof from
+// a stale size, so the latest checkpoint must go again.
+func (c *agentCheckpoint) refused(heldSize, gotSize int64) (resend bool) {
+	c.held = heldSize
+	since, ok := c.sent[gotSize]
+	if gotSize <= heldSize {
+		return false // a shrink or a same-size fork: no proof involved
+	}
+	return !ok || since != heldSize
 }
 
 // PublishCheckpoint hands a new checkpoint to every connected gateway that
@@ -52,7 +104,7 @@ func (s *Server) offerCheckpoint(a *agent, c *ledger.Signed) {
 		return
 	}
 	a.checkpoint.mu.Lock()
-	a.checkpoint.pending = c
+	a.checkpoint.pending, a.checkpoint.latest = c, c
 	a.checkpoint.mu.Unlock()
 	a.poke()
 }
@@ -104,7 +156,7 @@ func (s *Server) writeCheckpoint(ctx context.Context, log *slog.Logger, a *agent
 		return err
 	}
 	a.checkpoint.mu.Lock()
-	a.checkpoint.held = c.Size
+	a.checkpoint.noteSent(c.Size, ac.Since, held)
 	a.checkpoint.mu.Unlock()
 	return nil
 }
@@ -116,9 +168,20 @@ func (s *Server) auditAlert(ctx context.Context, log *slog.Logger, a *agent, al 
 	log.Error("AUDIT LOG INCONSISTENT: a gateway refused the controller's checkpoint; run cordonctl audit verify",
 		"reason", al.Reason, "held", held, "got", got)
 	if c, err := auditlog.ParseCheckpointBody(noteText(al.Held)); err == nil {
+		var gotSize int64
+		if g, err := auditlog.ParseCheckpointBody(noteText(al.Got)); err == nil {
+			gotSize = g.Size
+		}
 		a.checkpoint.mu.Lock()
-		a.checkpoint.held = c.Size
+		resend := a.checkpoint.refused(c.Size, gotSize)
+		if resend && a.checkpoint.pending == nil {
+			a.checkpoint.pending = a.checkpoint.latest
+		}
 		a.checkpoint.mu.Unlock()
+		if resend {
+			log.Info("resending the latest audit log checkpoint with a proof from the size the gateway holds", "held", c.Size)
+			a.poke()
+		}
 	}
 	subject := ""
 	if s.cfg.Ledger != nil {
