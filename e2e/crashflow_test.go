@@ -178,15 +178,7 @@ func TestCrashUnderFlowLoad(t *testing.T) {
 	// Not parallel: it loads the machine (four flow workers, an admin
 	// loop, kills and restarts) and would slow the parallel tests' timing
 	// bounds; it has none of its own to be slowed.
-	//
-	// The map engine's drift check is off (--drift-check 1h against the
-	// world's 1s): under this rate of app creates and deletes and flow
-	// commits it sometimes reports drift of an app created and deleted
-	// (likely its race: a recompute that has taken the pending change
-	// but not yet installed its state does not count as changes on their
-	// way). That is for the map engine's own tests; this one checks the
-	// audit trail.
-	w := newWorld(t, withControllerArgs("--drift-check", "1h"))
+	w := newWorld(t)
 	rounds := crashFlowRounds(t)
 	w.createUser("bystander", "correct horse bystander")
 	w.mustCtl("", "group", "create", "bystanders")

@@ -139,7 +139,11 @@ type Server struct {
 	pmu     sync.Mutex
 	pending store.Change
 	joined  []*agent
-	maps    *mapState // the recompute goroutine's alone
+	// applying is set while the recompute goroutine holds a change it took
+	// from pending and has not yet installed (the drift check must count
+	// it as on its way, like pending).
+	applying bool
+	maps     *mapState // the recompute goroutine's alone
 
 	mu     sync.Mutex
 	agents map[string]*agent // by agent ID
@@ -266,7 +270,15 @@ func (s *Server) takeWork() (store.Change, []*agent) {
 	defer s.pmu.Unlock()
 	c, j := s.pending, s.joined
 	s.pending, s.joined = store.Change{}, nil
+	s.applying = !c.IsZero()
 	return c, j
+}
+
+// changesOnTheirWay reports whether a change is queued or being applied.
+func (s *Server) changesOnTheirWay() bool {
+	s.pmu.Lock()
+	defer s.pmu.Unlock()
+	return s.applying || !s.pending.IsZero()
 }
 
 // TLSConfig returns the server TLS configuration: TLS 1.3, client
@@ -866,7 +878,11 @@ func (s *Server) recomputeLoop(ctx context.Context) {
 			continue
 		}
 		c, joined := s.takeWork()
-		if err := s.recompute(ctx, c, joined); err != nil && ctx.Err() == nil {
+		err := s.recompute(ctx, c, joined)
+		s.pmu.Lock()
+		s.applying = false
+		s.pmu.Unlock()
+		if err != nil && ctx.Err() == nil {
 			s.log.Error("recompute network maps; retrying", "err", err)
 			// Put the work back: a change dropped here would leave the
 			// maps it reaches stale until another change reached them.
@@ -888,6 +904,10 @@ func (s *Server) recomputeLoop(ctx context.Context) {
 // compared with the whole store (checkDrift): a full read and comparison,
 // a fraction of a CPU-second at 10,000 devices, off the change path.
 const DefaultDriftCheck = 5 * time.Minute
+
+// driftGrace is how long a drift the check found must stay unexplained by
+// a published change before it counts (checkDrift).
+const driftGrace = 2 * time.Second
 
 // DefaultPostureSweep bounds how long a device keeps access that a stale
 // posture report no longer grants, beyond its max_report_age.
@@ -1191,11 +1211,20 @@ func (s *Server) checkDrift(ctx context.Context, st *mapState, gen uint64) {
 	}
 	s.freshPosture(full)
 	c := store.Diff(st.ix.Snapshot(), full)
-	s.pmu.Lock()
-	pending := !s.pending.IsZero()
-	s.pmu.Unlock()
-	if c.IsZero() || pending || s.generation.Load() != gen {
+	if c.IsZero() || s.changesOnTheirWay() || s.generation.Load() != gen {
 		return // the same, or changes on their way (checked next time)
+	}
+	// A mutation publishes its change just after its commit: the store
+	// read may have fallen between the two. A missed publish is still
+	// there after a grace period; a change on its way has reached the
+	// queue or the maps by then.
+	select {
+	case <-ctx.Done():
+		return
+	case <-time.After(min(driftGrace, cmp.Or(s.cfg.DriftCheck, DefaultDriftCheck))):
+	}
+	if s.changesOnTheirWay() || s.generation.Load() != gen {
+		return
 	}
 	s.drifts.Add(1)
 	s.log.Error("network maps were computed from state that differs from the store (a change was not published); recomputing the maps it reaches",
