@@ -72,6 +72,7 @@ const (
 	AuditExportLag       Type = "audit.export.lag"
 	AuditSpoolFull       Type = "audit.spool.full"
 	AuditClockSkew       Type = "audit.clock.skew"
+	AuditFlowGap         Type = "audit.flow.gap"
 
 	// Retention: archiving records out of the database.
 	AuditArchiveRequest       Type = "audit.archive.request"
@@ -433,6 +434,15 @@ var specs = []Spec{
 			field("max_bytes", "the spool's bound", Raised, Cleared),
 			field("lost", "flow records the gateway could not spool since it started", Raised, Cleared),
 			field("refused", "new flows refused because the spool was full, since the gateway started", Raised, Cleared),
+		}},
+	{Type: AuditFlowGap, Category: Integrity,
+		Doc:      `The flow records a gateway sent skip sequence numbers of its spool: those records are not in the trail (the gateway found them unreadable in its spool and logged it, or a defect sent later ones first). Recorded in the transaction that commits the records after the hole (Actor "gateway:ID"; Subject the gateway ID). Check the gateway's log and disk.`,
+		Outcomes: outcomes(OutcomeSpec{Raised, Alert}),
+		Fields: []Field{
+			field("spool", "the gateway's spool ID", Raised),
+			field("from", "the first missing sequence number", Raised),
+			field("to", "the last missing sequence number", Raised),
+			field("missing", "how many records are missing", Raised),
 		}},
 	{Type: AuditClockSkew, Category: Integrity,
 		Doc:      `A gateway's clock differs from the controller's by more than the threshold (alert), or is back within half of it (cleared): the times in its flow records are off by about skew. One alert per onset, one cleared when it is over (Actor "controller"; Subject "gateway:ID"). Fix the gateway's time sync (NTP).`,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/cordonhq/cordon/controller/internal/store"
@@ -60,6 +61,13 @@ func (s *State) PutPosture(ctx context.Context, rec store.PostureRecord, ev *sto
 	return err
 }
 
+// flowGap is the record of a hole in a spool's numbers.
+func flowGap(b FlowBatch, from, to uint64) store.AuditEvent {
+	u := func(n uint64) string { return strconv.FormatUint(n, 10) }
+	return store.AuditEvent{Type: audit.AuditFlowGap, Outcome: string(audit.Raised), Subject: b.GatewayID,
+		Details: map[string]string{"spool": b.SpoolID, "from": u(from), "to": u(to), "missing": u(to - from + 1)}}
+}
+
 // FlowBatch is numbered flow records from one gateway's spool (capability
 // 9): Seqs[i] is the gateway's sequence number of Events[i].
 type FlowBatch struct {
@@ -98,6 +106,13 @@ func (s *State) RecordFlowBatch(ctx context.Context, b FlowBatch) (uint64, error
 		for i, ev := range b.Events {
 			if b.Seqs[i] <= high {
 				continue // a resend
+			}
+			// A hole in the numbers is records the gateway never sent
+			// (unreadable in its spool) or sent out of order (a defect):
+			// they are not in the trail, and the trail says so. Numbers
+			// of a spool new to the controller start wherever it is.
+			if high > 0 && b.Seqs[i] > high+1 {
+				op.record(flowGap(b, high+1, b.Seqs[i]-1))
 			}
 			high = b.Seqs[i]
 			op.record(ev)
