@@ -23,9 +23,71 @@ import (
 type Link struct {
 	name string
 	link netlink.Link
+	// table is the routing table of the routes (0: main); see Isolate.
+	table int
 
 	mu     sync.Mutex
 	routes map[netip.Prefix]bool
+}
+
+// blackholeMetric orders an isolated table's blackhole routes after the
+// routes through the link: they win only once the link is gone.
+const blackholeMetric = 1 << 20
+
+// Isolate puts the link's routes, from now on, in their own routing table
+// looked up by a policy rule of the given priority, ahead of the main
+// table: a more specific route that the local network pushes into the
+// main table (DHCP option 121, "TunnelVision", CVE-2024-3661) or a local
+// subnet that overlaps (LocalNet) cannot pull traffic for those
+// destinations out of the tunnel. Each route has a blackhole twin in the
+// table: when the link disappears (the agent crashed) the destinations
+// are unreachable, not sent in clear. Close removes the table's routes
+// and the rule. Call it once, before the first SyncRoutes; it clears what
+// an earlier run that crashed left in the table.
+func (l *Link) Isolate(table, priority int) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if table <= 0 || table == unix.RT_TABLE_MAIN || table == unix.RT_TABLE_LOCAL || table == unix.RT_TABLE_DEFAULT {
+		return fmt.Errorf("isolate the routes of %s: table %d is reserved; choose another", l.name, table)
+	}
+	l.table = table
+	if err := l.flushTable(); err != nil {
+		return err
+	}
+	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
+		// One rule, whatever an earlier run left.
+		for netlink.RuleDel(l.rule(fam, -1)) == nil {
+		}
+		err := netlink.RuleAdd(l.rule(fam, priority))
+		if fam == netlink.FAMILY_V6 && errors.Is(err, unix.EAFNOSUPPORT) {
+			continue // IPv6 is off on this host
+		}
+		if err != nil {
+			return fmt.Errorf("add the routing rule for table %d (priority %d): %w", table, priority, err)
+		}
+	}
+	return nil
+}
+
+func (l *Link) rule(family, priority int) *netlink.Rule {
+	r := netlink.NewRule()
+	r.Family, r.Table, r.Priority = family, l.table, priority
+	return r
+}
+
+// flushTable removes every route of the isolated table.
+func (l *Link) flushTable() error {
+	rs, err := netlink.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Table: l.table}, netlink.RT_FILTER_TABLE)
+	if err != nil {
+		return fmt.Errorf("list the routes of table %d: %w", l.table, err)
+	}
+	var errs []error
+	for _, r := range rs {
+		if err := netlink.RouteDel(&r); err != nil && !errors.Is(err, unix.ESRCH) {
+			errs = append(errs, fmt.Errorf("remove route %s from table %d: %w", r.Dst, l.table, err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Configure gives the named interface its address and brings it up.
@@ -77,12 +139,24 @@ func (l *Link) SyncRoutes(want []netip.Prefix) error {
 				errs = append(errs, fmt.Errorf("remove route %s: %w", p, err))
 				continue
 			}
+			if l.table != 0 {
+				if err := netlink.RouteDel(l.blackhole(p)); err != nil && !errors.Is(err, unix.ESRCH) {
+					errs = append(errs, fmt.Errorf("remove blackhole route %s: %w", p, err))
+					continue
+				}
+			}
 			delete(l.routes, p)
 		}
 	}
 	for p := range wantSet {
 		if l.routes[p] {
 			continue
+		}
+		if l.table != 0 {
+			if err := netlink.RouteReplace(l.blackhole(p)); err != nil {
+				errs = append(errs, fmt.Errorf("add blackhole route %s: %w", p, err))
+				continue
+			}
 		}
 		if err := netlink.RouteReplace(l.route(p)); err != nil {
 			errs = append(errs, fmt.Errorf("add route %s via %s: %w", p, l.name, err))
@@ -95,7 +169,11 @@ func (l *Link) SyncRoutes(want []netip.Prefix) error {
 
 // kernelRoutes lists the destinations routed through the link now.
 func (l *Link) kernelRoutes() (map[netip.Prefix]bool, error) {
-	rs, err := netlink.RouteList(l.link, netlink.FAMILY_ALL)
+	filter, mask := &netlink.Route{LinkIndex: l.link.Attrs().Index, Table: l.table}, uint64(netlink.RT_FILTER_OIF)
+	if l.table != 0 {
+		mask |= netlink.RT_FILTER_TABLE
+	}
+	rs, err := netlink.RouteListFiltered(netlink.FAMILY_ALL, filter, mask)
 	if err != nil {
 		return nil, fmt.Errorf("list routes via %s: %w", l.name, err)
 	}
@@ -115,11 +193,29 @@ func (l *Link) kernelRoutes() (map[netip.Prefix]bool, error) {
 }
 
 func (l *Link) route(p netip.Prefix) *netlink.Route {
-	return &netlink.Route{LinkIndex: l.link.Attrs().Index, Dst: ipnet(p), Scope: netlink.SCOPE_LINK}
+	return &netlink.Route{LinkIndex: l.link.Attrs().Index, Dst: ipnet(p), Scope: netlink.SCOPE_LINK, Table: l.table}
 }
 
-// Close removes the routes it added.
-func (l *Link) Close() error { return l.SyncRoutes(nil) }
+func (l *Link) blackhole(p netip.Prefix) *netlink.Route {
+	return &netlink.Route{Dst: ipnet(p), Type: unix.RTN_BLACKHOLE, Table: l.table, Priority: blackholeMetric}
+}
+
+// Close removes the routes it added, and an isolated table's rule.
+func (l *Link) Close() error {
+	err := l.SyncRoutes(nil)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.table == 0 {
+		return err
+	}
+	errs := []error{err}
+	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
+		if e := netlink.RuleDel(l.rule(fam, -1)); e != nil && !errors.Is(e, unix.ENOENT) && !errors.Is(e, unix.EAFNOSUPPORT) {
+			errs = append(errs, fmt.Errorf("remove the routing rule for table %d: %w", l.table, e))
+		}
+	}
+	return errors.Join(errs...)
+}
 
 func ipnet(p netip.Prefix) *net.IPNet {
 	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}

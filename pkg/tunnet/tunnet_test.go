@@ -386,3 +386,138 @@ func TestSyncRoutesRestoresFlushedRoute(t *testing.T) {
 		t.Fatalf("after resync: routes %v, want %v", got, sorted(want))
 	}
 }
+
+// viaLink is the interface index the kernel picks for dst (0 and the
+// error when it picks none: a blackhole, or no route).
+func viaLink(t *testing.T, dst string) (int, error) {
+	t.Helper()
+	rs, err := netlink.RouteGet(net.ParseIP(dst))
+	if err != nil {
+		return 0, err
+	}
+	if len(rs) == 0 {
+		return 0, nil
+	}
+	return rs[0].LinkIndex, nil
+}
+
+func rulesOfTable(t *testing.T, table int) int {
+	t.Helper()
+	rs, err := netlink.RuleList(netlink.FAMILY_ALL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, r := range rs {
+		if r.Table == table {
+			n++
+		}
+	}
+	return n
+}
+
+// An isolated link's routes win over a more specific route the local
+// network pushed into the main table (TunnelVision), and when the link
+// vanishes (the agent crashed) the destinations are blackholed, not sent
+// out on the local network; the next run clears what the crashed one left.
+func TestIsolateTunnelVision(t *testing.T) {
+	inNewNetns(t)
+	lan := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "lan0"}, PeerName: "lan1"}
+	if err := netlink.LinkAdd(lan); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"lan0", "lan1"} {
+		l, err := netlink.LinkByName(name)
+		if err == nil {
+			err = netlink.LinkSetUp(l)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := netlink.AddrAdd(lan, &netlink.Addr{IPNet: ipnetOf("192.168.1.2/24")}); err != nil {
+		t.Fatal(err)
+	}
+	// The rogue DHCP server's option 121: the app's address, via the LAN.
+	if err := netlink.RouteAdd(&netlink.Route{Dst: ipnetOf("10.20.0.10/32"), Gw: net.ParseIP("192.168.1.1"), LinkIndex: lan.Attrs().Index}); err != nil {
+		t.Fatal(err)
+	}
+	const table, priority = 7380, 5300
+
+	addTun(t, "cordon0", false)
+	l, err := tunnet.Configure("cordon0", netip.MustParsePrefix("100.64.0.2/32"), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Isolate(table, priority); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.SyncRoutes([]netip.Prefix{netip.MustParsePrefix("10.20.0.0/24")}); err != nil {
+		t.Fatal(err)
+	}
+	tun, err := netlink.LinkByName("cordon0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := viaLink(t, "10.20.0.10"); err != nil || got != tun.Attrs().Index {
+		t.Fatalf("10.20.0.10 goes via link %d (%v), want the tunnel %d despite the more specific LAN route", got, err, tun.Attrs().Index)
+	}
+	if got, err := viaLink(t, "192.168.1.7"); err != nil || got != lan.Attrs().Index {
+		t.Fatalf("the LAN itself goes via link %d (%v), want lan0", got, err)
+	}
+	if n := rulesOfTable(t, table); n < 1 {
+		t.Fatalf("%d rules look up table %d", n, table)
+	}
+	// A second SyncRoutes keeps the routes (the table's routes are read back).
+	if err := l.SyncRoutes([]netip.Prefix{netip.MustParsePrefix("10.20.0.0/24")}); err != nil {
+		t.Fatal(err)
+	}
+
+	// The agent crashes: its TUN link goes, its table and rule stay.
+	if err := netlink.LinkDel(tun); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := viaLink(t, "10.20.0.10"); got == lan.Attrs().Index {
+		t.Fatalf("with the tunnel gone 10.20.0.10 goes out on the LAN in clear (%v)", err)
+	}
+
+	// The next run clears the crashed run's blackholes and rule.
+	addTun(t, "cordon0", false)
+	l2, err := tunnet.Configure("cordon0", netip.MustParsePrefix("100.64.0.2/32"), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l2.Isolate(table, priority); err != nil {
+		t.Fatal(err)
+	}
+	if n := rulesOfTable(t, table); n != 1 && n != 2 { // IPv4, and IPv6 if on
+		t.Fatalf("%d rules look up table %d after a restart, want one per family", n, table)
+	}
+	if got, _ := viaLink(t, "10.20.0.10"); got != lan.Attrs().Index {
+		t.Fatalf("before any map the old blackhole is still there (via %d)", got)
+	}
+	if err := l2.SyncRoutes([]netip.Prefix{netip.MustParsePrefix("10.20.0.0/24")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := l2.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := rulesOfTable(t, table); n != 0 {
+		t.Fatalf("%d rules still look up table %d after Close", n, table)
+	}
+	rs, err := netlink.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Table: table}, netlink.RT_FILTER_TABLE)
+	if err != nil || len(rs) != 0 {
+		t.Fatalf("table %d after Close: %v (%v)", table, rs, err)
+	}
+	if err := l2.Isolate(unix.RT_TABLE_MAIN, priority); err == nil {
+		t.Fatal("Isolate accepted the main table")
+	}
+}
+
+func ipnetOf(s string) *net.IPNet {
+	_, n, err := net.ParseCIDR(s)
+	if err != nil {
+		panic(err)
+	}
+	return n
+}

@@ -38,6 +38,16 @@ const (
 
 const mtu = 1420
 
+// In tun mode the routes to the apps live in their own routing table,
+// looked up by a rule ahead of the main table, so routes the local
+// network pushes cannot pull app traffic out of the tunnel, and a crashed
+// client leaves the apps blackholed rather than reachable in clear
+// (tunnet.Link.Isolate; docs/security.md).
+const (
+	RouteTable   = 7380 // unused on stock Linux (main is 254, local 255)
+	RulePriority = 5300 // ahead of main (32766); after local (0)
+)
+
 // ErrSessionEnded is returned by Up when the controller ended this device's
 // enrollment (revoked or deleted).
 var ErrSessionEnded = errors.New("your session ended: this device is no longer enrolled; sign in again with 'cordon login'")
@@ -230,6 +240,9 @@ func Up(ctx context.Context, cfg UpConfig) error {
 		t.dial = &net.Dialer{}
 		if t.link, err = tunnet.Configure(cfg.Interface, netip.PrefixFrom(e.OverlayAddr, 32), mtu); err != nil {
 			return err
+		}
+		if err := t.link.Isolate(RouteTable, RulePriority); err != nil {
+			return fmt.Errorf("%w (another program may use routing table %d or rule priority %d)", err, RouteTable, RulePriority)
 		}
 		if err := t.startStub(e.OverlayAddr); err != nil {
 			return err
