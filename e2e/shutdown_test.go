@@ -73,8 +73,11 @@ func TestShutdown(t *testing.T) {
 			t.Errorf("interface %s still exists in %s after its agent stopped:\n%s", l.iface, l.ns.name, out)
 		}
 	}
-	if out, _ := sh("ip", "-n", w.cl1.name, "route", "show", "10.20.0.10"); strings.TrimSpace(out) != "" {
-		t.Errorf("route to ehr still in the nurse's namespace after her tunnel stopped: %s", out)
+	if out, _ := sh("ip", "-n", w.cl1.name, "route", "show", "table", "all", "10.20.0.10"); strings.TrimSpace(out) != "" {
+		t.Errorf("route to ehr (or its blackhole) still in the nurse's namespace after her tunnel stopped: %s", out)
+	}
+	if out, _ := sh("ip", "-n", w.cl1.name, "rule", "show", "table", "7380"); strings.TrimSpace(out) != "" {
+		t.Errorf("the client's routing rule is still there after it stopped: %s", out)
 	}
 	if out, err := sh("ip", "netns", "exec", w.gw.name, "nft", "list", "table", "ip", "cordon"); err == nil {
 		t.Errorf("the gateway's nftables table is still installed after it stopped:\n%s", out)

@@ -716,6 +716,8 @@ func (w *world) diagnose() {
 		{"ip", "-n", w.gw.name, "addr"},
 		{"ip", "netns", "exec", w.cl1.name, "wg", "show", w.nurse.iface},
 		{"ip", "-n", w.cl1.name, "route"},
+		{"ip", "-n", w.cl1.name, "route", "show", "table", "7380"},
+		{"ip", "-n", w.cl1.name, "rule"},
 		{"ip", "netns", "exec", w.cl2.name, "wg", "show", w.clerk.iface},
 		{"ip", "-n", w.cl2.name, "route"},
 	} {

@@ -208,7 +208,10 @@ func (l *Link) Close() error {
 	if l.table == 0 {
 		return err
 	}
-	errs := []error{err}
+	// The whole table: routes through a TUN device already closed went
+	// with it, and their blackhole twins are no longer in l.routes.
+	errs := []error{err, l.flushTable()}
+	clear(l.routes)
 	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
 		if e := netlink.RuleDel(l.rule(fam, -1)); e != nil && !errors.Is(e, unix.ENOENT) && !errors.Is(e, unix.EAFNOSUPPORT) {
 			errs = append(errs, fmt.Errorf("remove the routing rule for table %d: %w", l.table, e))

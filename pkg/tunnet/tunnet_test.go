@@ -499,6 +499,15 @@ func TestIsolateTunnelVision(t *testing.T) {
 	if err := l2.SyncRoutes([]netip.Prefix{netip.MustParsePrefix("10.20.0.0/24")}); err != nil {
 		t.Fatal(err)
 	}
+	// A clean stop closes the TUN device first (its routes go with it);
+	// Close must still take the blackholes away.
+	tun2, err := netlink.LinkByName("cordon0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := netlink.LinkDel(tun2); err != nil {
+		t.Fatal(err)
+	}
 	if err := l2.Close(); err != nil {
 		t.Fatal(err)
 	}
