@@ -236,8 +236,11 @@ func identityBookkeeping(x Identity) Identity {
 	return x
 }
 func postureBookkeeping(x PostureRecord) PostureRecord {
-	// A report with the same digest differs only in its collection time.
-	x.ReceivedAt, x.AuditedAt, x.Report = time.Time{}, time.Time{}, posture.Report{}
+	// What maps depend on is the checks a report passes (and its age,
+	// which the posture sweep follows): a new report that passes the same
+	// checks is stored without a change (control.storePosture), whatever
+	// else it says, so its content, digest and times are bookkeeping.
+	x.ReceivedAt, x.AuditedAt, x.ChangedAt, x.Digest, x.Report = time.Time{}, time.Time{}, time.Time{}, "", posture.Report{}
 	return x
 }
 
