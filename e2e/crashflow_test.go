@@ -283,9 +283,16 @@ func TestCrashUnderFlowLoad(t *testing.T) {
 				have[e.Details["src"]] = append(have[e.Details["src"]], e.Time)
 			}
 		}
+		// Earliest first on both sides: a source port used again within
+		// the slack must not let the earlier flow take the later one's
+		// record (and the later one then seem lost).
+		for _, ts := range have {
+			slices.SortFunc(ts, time.Time.Compare)
+		}
+		passed := slices.SortedFunc(slices.Values(flows.passed), func(a, b passedFlow) int { return a.start.Compare(b.start) })
 		missing = missing[:0]
 		lastKill := gwKills[len(gwKills)-1]
-		for _, f := range flows.passed {
+		for _, f := range passed {
 			// The record is the decision of the process that passed the
 			// flow: before its kill (a later process may record a flow
 			// again when it picks up a retransmitted FIN).
