@@ -152,7 +152,7 @@ func Lines(ctx context.Context, pol *policyfile.Policy, scope Scope, in Input) (
 			}
 			out = append(out, l)
 			if len(out) > MaxLines {
-				return nil, fmt.Errorf("scope %s holds more than %d entitlements: review it in parts (one app, group or segment at a time)", scope, MaxLines)
+				return nil, fmt.Errorf("%w: %s holds more than %d entitlements: review it in parts (one app, group or segment at a time)", ErrScope, scope, MaxLines)
 			}
 		}
 	}
@@ -172,12 +172,12 @@ func scopeApps(pol *policyfile.Policy, s Scope) ([]string, error) {
 		}
 	case ScopeApp:
 		if _, ok := pol.Apps[s.Name]; !ok {
-			return nil, fmt.Errorf("app %q is not in the policy (cordonctl app list)", s.Name)
+			return nil, fmt.Errorf("%w: app %q is not in the policy (cordonctl app list)", ErrScope, s.Name)
 		}
 		out = []string{s.Name}
 	case ScopeSegment:
 		if _, ok := pol.Segments[s.Name]; !ok {
-			return nil, fmt.Errorf("segment %q is not in the policy (cordonctl segment list)", s.Name)
+			return nil, fmt.Errorf("%w: segment %q is not in the policy (cordonctl segment list)", ErrScope, s.Name)
 		}
 		for _, n := range pol.AppNames {
 			if pol.Apps[n].Segment == s.Name {
@@ -186,11 +186,11 @@ func scopeApps(pol *policyfile.Policy, s Scope) ([]string, error) {
 		}
 	case ScopeGroup:
 		if _, ok := pol.Groups[s.Name]; !ok {
-			return nil, fmt.Errorf("group %q is not in the policy (cordonctl group list)", s.Name)
+			return nil, fmt.Errorf("%w: group %q is not in the policy (cordonctl group list)", ErrScope, s.Name)
 		}
 		out = pol.AppNames
 	default:
-		return nil, fmt.Errorf("scope %q is not understood", s)
+		return nil, fmt.Errorf("%w: %q is not understood", ErrScope, s)
 	}
 	return out, nil
 }
@@ -374,6 +374,10 @@ func (s storeLookup) AddedSince(ctx context.Context, user string, t time.Time) (
 	}
 	return len(page.Events) > 0, nil
 }
+
+// ErrScope is returned for a scope the policy has nothing of, or too
+// much.
+var ErrScope = errors.New("scope")
 
 // ErrNotRevocable is returned for a line whose access a review cannot
 // take away by itself (an IdP group: that is done at the IdP).
