@@ -119,29 +119,8 @@ func TestAccessReview(t *testing.T) {
 	}
 
 	t.Log("---- the owner closes: the revocations apply in one step ----")
-	start := time.Now()
-	newConns := make(chan blockResult, 1)
-	go func() { newConns <- newConnBlocked(w.clerk, start, 3*time.Second) }()
 	var closed reviewCampaign
-	w.ctlJSON(&closed, "review", "close", c.ID)
-	t.Logf("cordonctl review close returned after %v", time.Since(start).Round(time.Millisecond))
-	how, cutAt, err := watchCut(clerkConn, start, 3*time.Second)
-	if err != nil {
-		t.Errorf("clerk's open connection: %v", err)
-	} else {
-		t.Logf("clerk's open connection cut %v after the close (%s)", cutAt.Round(time.Millisecond), how)
-		if cutAt > time.Second {
-			t.Errorf("clerk's open connection cut after %v, want within 1s", cutAt.Round(time.Millisecond))
-		}
-	}
-	if nc := <-newConns; nc.err != nil {
-		t.Errorf("clerk's new connections: %v", nc.err)
-	} else {
-		t.Logf("clerk's new connections refused %v after the close (%v)", nc.at.Round(time.Millisecond), nc.how)
-		if nc.at > time.Second {
-			t.Errorf("clerk's new connections refused after %v, want within 1s", nc.at.Round(time.Millisecond))
-		}
-	}
+	w.cutWithin(w.clerk, clerkConn, "cordonctl review close", func() { w.ctlJSON(&closed, "review", "close", c.ID) }, time.Second)
 	if err := nurseConn.probe(2 * time.Second); err != nil {
 		t.Errorf("the nurse's connection (kept) stopped at the close: %v", err)
 	}
@@ -188,4 +167,117 @@ func TestAccessReview(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// cutWithin runs change and checks that client c's open connection ec
+// to ehr is cut, and its new connections refused, within bound of the
+// change's start.
+func (w *world) cutWithin(c *client, ec *echoConn, what string, change func(), bound time.Duration) {
+	t := w.t
+	t.Helper()
+	start := time.Now()
+	newConns := make(chan blockResult, 1)
+	go func() { newConns <- newConnBlocked(c, start, 3*bound) }()
+	change()
+	t.Logf("%s returned after %v", what, time.Since(start).Round(time.Millisecond))
+	how, cutAt, err := watchCut(ec, start, 3*bound)
+	if err != nil {
+		t.Errorf("%s's open connection: %v", c.user, err)
+	} else {
+		t.Logf("%s's open connection cut %v after the start of %s (%s)", c.user, cutAt.Round(time.Millisecond), what, how)
+		if cutAt > bound {
+			t.Errorf("%s's open connection cut after %v, want within %v", c.user, cutAt.Round(time.Millisecond), bound)
+		}
+	}
+	if nc := <-newConns; nc.err != nil {
+		t.Errorf("%s's new connections: %v", c.user, nc.err)
+	} else {
+		t.Logf("%s's new connections refused %v after the start of %s (%v)", c.user, nc.at.Round(time.Millisecond), what, nc.how)
+		if nc.at > bound {
+			t.Errorf("%s's new connections refused after %v, want within %v", c.user, nc.at.Round(time.Millisecond), bound)
+		}
+	}
+}
+
+// reviewPolicy is the world's access as a policy file: the nurse and the
+// clerk reach ehr (PHI, under a written waiver) through clinicians.
+const reviewPolicy = `version: 1
+groups:
+  clinicians: {members: [nurse, clerk]}
+segments:
+  clinical: {prefixes: [10.20.0.0/24], gateways: [gw1]}
+apps:
+  ehr: {segment: clinical, names: [ehr.hosp.internal], addresses: [10.20.0.10], ports: [tcp/80], classification: phi}
+  billing: {segment: clinical, names: [billing.hosp.internal], addresses: [10.20.0.11], ports: [tcp/80], classification: internal}
+rules:
+  - name: clinicians-ehr
+    from: [group:clinicians]
+    to: [app:ehr]
+    waiver: "e2e world: no MFA or posture on the test clients, approved by the test"
+`
+
+// TestAccessReviewPolicyFile: with a policy file active, a reviewer's
+// revoke with --apply-now is a new policy version whose reason names the
+// campaign, adding a deny rule for exactly that user and app: the clerk's
+// open connection to ehr is cut within 1 s of the decision, the nurse
+// (same group) keeps hers; the close then applies nothing more and
+// records the campaign with the version.
+func TestAccessReviewPolicyFile(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, withPolicyFile(reviewPolicy))
+	ehr := w.svcs["ehr"]
+	w.waitReach(w.nurse, ehr, 20*time.Second)
+	w.waitReach(w.clerk, ehr, 20*time.Second)
+	rv := w.adminCtl("rv", "reviewer")
+	var c reviewCampaign
+	w.ctlJSON(&c, "review", "start", "--scope", "app:ehr", "--due", time.Now().AddDate(0, 0, 7).Format(time.DateOnly), "--reviewer", "rv")
+	lines := map[string]int{}
+	for _, l := range c.Lines {
+		lines[l.User] = l.N
+		if !slices.Contains(l.Flags, "waiver") {
+			t.Errorf("line %+v: want the waiver flag", l)
+		}
+	}
+	if len(lines) != 2 || lines["nurse"] == 0 || lines["clerk"] == 0 {
+		t.Fatalf("campaign lines %+v, want the nurse and the clerk", c.Lines)
+	}
+	clerkConn, err := openEcho(w.cl2, ehrAddr)
+	if err != nil {
+		t.Fatalf("clerk: open a long-lived connection to ehr: %v", err)
+	}
+	defer clerkConn.Close()
+	nurseConn, err := openEcho(w.cl1, ehrAddr)
+	if err != nil {
+		t.Fatalf("nurse: open a long-lived connection to ehr: %v", err)
+	}
+	defer nurseConn.Close()
+	w.cutWithin(w.clerk, clerkConn, "review decide --apply-now", func() {
+		if o, e, rc := rv("", "review", "decide", c.ID, strconv.Itoa(lines["clerk"]), "revoke", "--comment", "front desk", "--apply-now"); rc != 0 || !strings.Contains(o, "applied") {
+			t.Errorf("review decide --apply-now: exit %d\n%s%s", rc, o, e)
+		}
+	}, time.Second)
+	if err := nurseConn.probe(2 * time.Second); err != nil {
+		t.Errorf("the nurse's connection stopped when the clerk's access was revoked: %v", err)
+	}
+	pv := w.waitAudit("the policy version of the revocation", func(e auditEvent) bool {
+		return e.Type == "admin.policy.apply" && e.Details["review"] == c.ID
+	})
+	if !strings.Contains(pv.Details["reason"], c.ID) || pv.Actor != "admin:rv" {
+		t.Errorf("policy version record %v: want the campaign in its reason, by the reviewer", pv)
+	}
+	if out := w.mustCtl("", "policy", "show", pv.Details["version"]); !strings.Contains(out, "review-"+c.ID+"-"+strconv.Itoa(lines["clerk"])) {
+		t.Errorf("policy version %s has no deny rule for the line:\n%s", pv.Details["version"], out)
+	}
+	if o, e, rc := rv("", "review", "decide", c.ID, strconv.Itoa(lines["nurse"]), "keep", "--comment", "ward nurse"); rc != 0 {
+		t.Fatalf("review decide keep: exit %d\n%s%s", rc, o, e)
+	}
+	w.mustCtl("", "review", "close", c.ID)
+	rec := w.waitAudit("admin.review.close", func(e auditEvent) bool { return e.Type == "admin.review.close" && e.Subject == c.ID })
+	if rec.Details["revoked"] != "1" || rec.Details["kept"] != "1" || rec.Details["policy_version"] != "" {
+		t.Errorf("campaign record %v: the revocation was applied at the decision, the close applies nothing", rec)
+	}
+	w.unreachable(w.clerk, ehr)
+	if _, err := w.nurse.get(ehrAddr); err != nil {
+		t.Errorf("the nurse lost ehr: %v", err)
+	}
 }
