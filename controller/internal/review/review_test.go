@@ -114,6 +114,21 @@ func TestLines(t *testing.T) {
 		t.Errorf("ghost's user state %q, want unknown", s)
 	}
 
+	// The IdP refused the nurse (and she has no other valid identity):
+	// orphaned.
+	refused := *snap
+	refused.Identities = []store.Identity{{IdP: "okta", Subject: "s1", User: "nurse", InvalidAt: now.Add(-time.Hour)}}
+	in.Snapshot = &refused
+	if ls, _ := Lines(t.Context(), pol, Scope{Kind: ScopePHI}, in); lineFor(ls, "nurse").Evidence.UserState != "idp-refused" ||
+		!slices.Contains(lineFor(ls, "nurse").Flags, store.FlagOrphaned) {
+		t.Errorf("nurse refused by the IdP: %+v, want orphaned", lineFor(ls, "nurse"))
+	}
+	refused.Identities = append(refused.Identities, store.Identity{IdP: "entra", Subject: "s2", User: "nurse"})
+	if ls, _ := Lines(t.Context(), pol, Scope{Kind: ScopePHI}, in); lineFor(ls, "nurse").Evidence.UserState != "active" {
+		t.Errorf("nurse with another valid identity: %+v, want active", lineFor(ls, "nurse").Evidence)
+	}
+	in.Snapshot = snap
+
 	// A smaller stale threshold flags the nurse too; a larger one spares
 	// the locum.
 	in.StaleDays = 1
