@@ -102,21 +102,7 @@ func TestAccessReview(t *testing.T) {
 
 	t.Log("---- the clerk connects after the campaign opened; the nurse too ----")
 	w.waitReach(w.clerk, ehr, 15*time.Second)
-	clerkConn, err := openEcho(w.cl2, ehrAddr)
-	if err != nil {
-		t.Fatalf("clerk: open a long-lived connection to ehr: %v", err)
-	}
-	defer clerkConn.Close()
-	nurseConn, err := openEcho(w.cl1, ehrAddr)
-	if err != nil {
-		t.Fatalf("nurse: open a long-lived connection to ehr: %v", err)
-	}
-	defer nurseConn.Close()
-	for _, ec := range []*echoConn{clerkConn, nurseConn} {
-		if err := ec.probe(2 * time.Second); err != nil {
-			t.Fatalf("echo before the close: %v", err)
-		}
-	}
+	clerkConn, nurseConn := w.ehrConn(w.clerk), w.ehrConn(w.nurse)
 
 	t.Log("---- the owner closes: the revocations apply in one step ----")
 	var closed reviewCampaign
@@ -167,6 +153,22 @@ func TestAccessReview(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// ehrConn opens a long-lived connection from c to ehr, checks that it
+// echoes, and closes it at the end of the test.
+func (w *world) ehrConn(c *client) *echoConn {
+	t := w.t
+	t.Helper()
+	ec, err := openEcho(c.ns, ehrAddr)
+	if err != nil {
+		t.Fatalf("%s: open a long-lived connection to ehr: %v", c.user, err)
+	}
+	t.Cleanup(func() { ec.Close() })
+	if err := ec.probe(2 * time.Second); err != nil {
+		t.Fatalf("%s: echo over the new connection to ehr: %v", c.user, err)
+	}
+	return ec
 }
 
 // cutWithin runs change and checks that client c's open connection ec
@@ -241,16 +243,7 @@ func TestAccessReviewPolicyFile(t *testing.T) {
 	if len(lines) != 2 || lines["nurse"] == 0 || lines["clerk"] == 0 {
 		t.Fatalf("campaign lines %+v, want the nurse and the clerk", c.Lines)
 	}
-	clerkConn, err := openEcho(w.cl2, ehrAddr)
-	if err != nil {
-		t.Fatalf("clerk: open a long-lived connection to ehr: %v", err)
-	}
-	defer clerkConn.Close()
-	nurseConn, err := openEcho(w.cl1, ehrAddr)
-	if err != nil {
-		t.Fatalf("nurse: open a long-lived connection to ehr: %v", err)
-	}
-	defer nurseConn.Close()
+	clerkConn, nurseConn := w.ehrConn(w.clerk), w.ehrConn(w.nurse)
 	w.cutWithin(w.clerk, clerkConn, "review decide --apply-now", func() {
 		if o, e, rc := rv("", "review", "decide", c.ID, strconv.Itoa(lines["clerk"]), "revoke", "--comment", "front desk", "--apply-now"); rc != 0 || !strings.Contains(o, "applied") {
 			t.Errorf("review decide --apply-now: exit %d\n%s%s", rc, o, e)
