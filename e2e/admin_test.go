@@ -21,30 +21,7 @@ func TestAccessHelpdeskAdmin(t *testing.T) {
 	ehr := w.svcs["ehr"]
 	w.waitReach(w.nurse, ehr, 15*time.Second)
 
-	const pw = "helpdesk passphrase for e2e"
-	out := w.mustCtl(pw+"\n", "admin", "create", "hd", "--role", "helpdesk", "--password-stdin")
-	m := regexp.MustCompile(`TOTP secret: ([A-Z2-7]+)`).FindStringSubmatch(out)
-	if m == nil {
-		t.Fatalf("admin create printed no TOTP secret:\n%s", out)
-	}
-	// The helpdesk admin's own cordonctl: no token file, its own config.
-	home := t.TempDir()
-	hd := func(stdin string, args ...string) (string, string, int) {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		env := []string{
-			"CORDON_CONTROLLER=" + controllerURL, "CORDON_CA_CERT=" + w.caFile(),
-			"HOME=" + home, "XDG_CONFIG_HOME=" + filepath.Join(home, "config"),
-		}
-		return run(ctx, stdin, env, "ip", append([]string{"netns", "exec", w.ctl.name, bin("cordonctl")}, args...)...)
-	}
-	code, err := totp.GenerateCode(m[1], time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if o, e, rc := hd(pw+"\n", "login", "--admin", "hd", "--password-stdin", "--totp", code); rc != 0 || !strings.Contains(o, "role helpdesk") {
-		t.Fatalf("cordonctl login --admin hd: exit %d\n%s%s", rc, o, e)
-	}
+	hd := w.adminCtl("hd", "helpdesk")
 	if o, e, rc := hd("", "rule", "create", "x", "--group", "nurses", "--app", "ehr"); rc != 5 || !strings.Contains(e, "policy.write") {
 		t.Errorf("helpdesk changing policy: exit %d, want 5 naming policy.write\n%s%s", rc, o, e)
 	}
@@ -61,4 +38,37 @@ func TestAccessHelpdeskAdmin(t *testing.T) {
 	w.waitAudit("the refused policy change", func(e auditEvent) bool {
 		return e.Type == "admin.auth" && e.Actor == "admin:hd" && e.Details["reason"] == "forbidden: needs policy.write"
 	})
+}
+
+// adminCtl creates an admin account with role and signs it in with
+// cordonctl of its own (no token file, its own config; password + TOTP,
+// as a person at their workstation), and returns a runner of that
+// cordonctl.
+func (w *world) adminCtl(name, role string) func(stdin string, args ...string) (string, string, int) {
+	t := w.t
+	t.Helper()
+	pw := name + " passphrase for e2e"
+	out := w.mustCtl(pw+"\n", "admin", "create", name, "--role", role, "--password-stdin")
+	m := regexp.MustCompile(`TOTP secret: ([A-Z2-7]+)`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("admin create printed no TOTP secret:\n%s", out)
+	}
+	home := t.TempDir()
+	ctl := func(stdin string, args ...string) (string, string, int) {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		env := []string{
+			"CORDON_CONTROLLER=" + controllerURL, "CORDON_CA_CERT=" + w.caFile(),
+			"HOME=" + home, "XDG_CONFIG_HOME=" + filepath.Join(home, "config"),
+		}
+		return run(ctx, stdin, env, "ip", append([]string{"netns", "exec", w.ctl.name, bin("cordonctl")}, args...)...)
+	}
+	code, err := totp.GenerateCode(m[1], time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o, e, rc := ctl(pw+"\n", "login", "--admin", name, "--password-stdin", "--totp", code); rc != 0 || !strings.Contains(o, "role "+role) {
+		t.Fatalf("cordonctl login --admin %s: exit %d\n%s%s", name, rc, o, e)
+	}
+	return ctl
 }

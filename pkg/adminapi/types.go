@@ -497,6 +497,7 @@ const (
 	RoleNetworkAdmin = "network-admin"
 	RoleAuditor      = "auditor"
 	RoleHelpdesk     = "helpdesk"
+	RoleReviewer     = "reviewer"
 )
 
 // Admin token lifetimes. A sign-in token lives DefaultAdminSessionTTL

@@ -49,6 +49,9 @@ const (
 	AdminTokenRevoke        Type = "admin.admin_token.revoke"
 	AdminPolicyApply        Type = "admin.policy.apply"
 	AdminPolicyRollback     Type = "admin.policy.rollback"
+	AdminReviewStart        Type = "admin.review.start"
+	AdminReviewDecide       Type = "admin.review.decide"
+	AdminReviewClose        Type = "admin.review.close"
 
 	// Session.
 	SessionStart Type = "session.start"
@@ -276,7 +279,8 @@ var specs = []Spec{
 	admin(AdminGroupAddMember, Notice, "A user was added to a group (Subject the group).",
 		field("user", "the user added", Success)),
 	admin(AdminGroupRemoveMember, Notice, "A user was removed from a group (Subject the group).",
-		field("user", "the user removed", Success)),
+		field("user", "the user removed", Success),
+		field("review", "the access review campaign whose revocation removed it")),
 	admin(AdminRuleCreate, Notice, "An access rule was created (Subject the rule).",
 		field("group", "the group the rule lets in", Success),
 		field("app", "the app it lets them reach", Success)),
@@ -302,6 +306,35 @@ var specs = []Spec{
 		field("quarantined_at", "when the quarantine began (RFC 3339)", Success),
 		field("quarantined_by", "who began it", Success),
 		field("reason", "the quarantine's reason", Success)),
+	admin(AdminReviewStart, Notice, "An access review campaign was opened (Subject the campaign ID); its lines are the entitlements in scope with their evidence, as of this moment.",
+		field("name", "the campaign's name", Success),
+		field("scope", `what it reviews: "phi", "app:NAME", "group:NAME" or "segment:NAME"`, Success),
+		field("reviewers", "the admins who decide its lines, comma-separated", Success),
+		field("due", "when it is due (RFC 3339)", Success),
+		field("lines", "how many entitlements it reviews", Success),
+		field("flagged", "how many of them carry a flag (stale, orphaned, waiver, new)", Success),
+		field("policy_version", "the policy version the lines were computed from (0: the one-by-one directory)", Success)),
+	admin(AdminReviewDecide, Notice, "A reviewer decided one line of an access review (Subject the campaign ID). A revocation applies when the campaign closes, or at once with apply_now, through a policy version or a group membership removal recorded beside this record.",
+		field("line", "the line's number", Success),
+		field("user", "the user (or IdP group or device tag) the line is about", Success),
+		field("app", "the app", Success),
+		field("decision", "keep, revoke or narrow", Success),
+		field("keep_ports", "for narrow: the ports kept"),
+		field("comment", "the reviewer's comment", Success),
+		field("apply_now", `"true" when the revocation was applied at once`)),
+	admin(AdminReviewClose, Notice, "An access review campaign was closed (Subject the campaign ID): the campaign record. It holds every decision (who decided what, when, why) and what the close applied; the revocations are the admin.policy.apply or admin.group.remove_member records of the same transaction.",
+		field("name", "the campaign's name", Success),
+		field("scope", "what it reviewed", Success),
+		field("due", "when it was due (RFC 3339)", Success),
+		field("overdue", `"true" when it closed after its due date`, Success),
+		field("lines", "how many entitlements it reviewed", Success),
+		field("kept", "lines kept", Success),
+		field("revoked", "lines revoked", Success),
+		field("narrowed", "lines narrowed", Success),
+		field("undecided", "lines nobody decided (nothing changes for them)", Success),
+		field("decisions", `every decided line as a JSON array of {"line","who","app","via","decision","keep_ports","comment","by","at","applied_at"}`, Success),
+		field("policy_version", "the policy version the close stored (empty: none)"),
+		field("removed_members", "group memberships the close removed, GROUP:USER comma-separated (the one-by-one directory)")),
 	admin(AdminAdminCreate, Notice, "An admin account was created (Subject the account).",
 		field("role", "the account's role", Success),
 		field("idp", "identity provider it signs in through"),
@@ -317,7 +350,8 @@ var specs = []Spec{
 		field("reason", "why the controller issued it (bootstrap)")),
 	admin(AdminTokenRevoke, Notice, "An admin API token was revoked (Subject the token ID).",
 		field("reason", `"logout" when its holder signed out`)),
-	policy(AdminPolicyApply, `A policy version was applied, or refused as invalid (Subject "version N", or the file name when refused).`),
+	policy(AdminPolicyApply, `A policy version was applied, or refused as invalid (Subject "version N", or the file name when refused). An access review's revocations are applied as one too, with review set.`,
+		field("review", "the access review campaign whose revocations this version applies (its deny rules are named review-CAMPAIGN-LINE)")),
 	policy(AdminPolicyRollback, `An old policy version was re-applied as a new version, or refused (Subject as for admin.policy.apply).`,
 		field("rollback_of", "the old version re-applied", Success, Failure)),
 

@@ -293,6 +293,15 @@ func (a *API) routes() {
 	m.Handle("GET /v1/policy/versions/{n}", a.admin(auth.PermRead, a.getPolicyVersion))
 	m.Handle("GET /v1/policy/export", a.admin(auth.PermRead, a.exportPolicy))
 
+	// Access reviews (review.go): a reviewer reads and decides; starting
+	// and closing (which applies the revocations) is for those who manage
+	// access.
+	m.Handle("POST /v1/reviews", a.admin(auth.PermReviewsManage, a.startReview))
+	m.Handle("GET /v1/reviews", a.admin(auth.PermReviewsRead, a.listReviews))
+	m.Handle("GET /v1/reviews/{id}", a.admin(auth.PermReviewsRead, a.getReview))
+	m.Handle("POST /v1/reviews/{id}/lines/{n}/decide", a.admin(auth.PermReviewsDecide, a.decideReview))
+	m.Handle("POST /v1/reviews/{id}/close", a.admin(auth.PermReviewsManage, a.closeReview))
+
 	// Admin accounts, admin tokens, recovery codes (adminauth.go).
 	m.Handle("POST /v1/admin/logout", a.admin(permAuthenticated, a.adminLogout))
 	m.Handle("POST /v1/admins", a.admin(auth.PermAdminsWrite, a.createAdmin))

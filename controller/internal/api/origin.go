@@ -62,6 +62,8 @@ func refusedError(e *state.Refused) *apiError {
 		return &apiError{http.StatusUnauthorized, adminapi.CodeTokenInvalid, e.Msg}
 	case errors.Is(e.Kind, store.ErrDisabled), errors.Is(e.Kind, state.ErrSignInFailed):
 		return &apiError{http.StatusUnauthorized, adminapi.CodeUnauthorized, e.Msg}
+	case errors.Is(e.Kind, state.ErrForbidden):
+		return &apiError{http.StatusForbidden, adminapi.CodeForbidden, e.Msg}
 	case errors.Is(e.Kind, state.ErrDeviceRevoked):
 		return &apiError{http.StatusForbidden, adminapi.CodeDeviceRevoked, e.Msg}
 	}

@@ -16,10 +16,11 @@ const (
 	RoleNetworkAdmin Role = "network-admin" // policy, directory, users, gateways; not admins
 	RoleAuditor      Role = "auditor"       // reads configuration, audit and reports; changes nothing
 	RoleHelpdesk     Role = "helpdesk"      // reads; ends sessions, revokes devices, disables users
+	RoleReviewer     Role = "reviewer"      // reads and decides access reviews; nothing else
 )
 
 // Roles lists every role, most powerful first.
-var Roles = []Role{RoleOwner, RoleNetworkAdmin, RoleAuditor, RoleHelpdesk}
+var Roles = []Role{RoleOwner, RoleNetworkAdmin, RoleAuditor, RoleHelpdesk, RoleReviewer}
 
 // Permission is one thing an admin route needs. Each admin route requires
 // exactly one.
@@ -51,21 +52,34 @@ const (
 	// PermAuditArchive: request and approve archiving audit records (two
 	// different admins before the retention end).
 	PermAuditArchive Permission = "audit.archive"
+	// PermReviewsRead: list and show access review campaigns, their
+	// lines and evidence.
+	PermReviewsRead Permission = "reviews.read"
+	// PermReviewsDecide: decide the lines of a campaign one is a reviewer
+	// of (keep, revoke, narrow), applying a revocation at once if asked:
+	// it only ever takes access away.
+	PermReviewsDecide Permission = "reviews.decide"
+	// PermReviewsManage: start and close campaigns (closing applies the
+	// revocations decided).
+	PermReviewsManage Permission = "reviews.manage"
 )
 
 // Permissions lists every permission.
 var Permissions = []Permission{
 	PermRead, PermAuditRead, PermAccessRevoke, PermUsersWrite,
 	PermPolicyWrite, PermGatewaysWrite, PermAdminsRead, PermAdminsWrite,
-	PermAuditArchive,
+	PermAuditArchive, PermReviewsRead, PermReviewsDecide, PermReviewsManage,
 }
 
 var rolePerms = map[Role][]Permission{
 	RoleOwner: Permissions,
 	RoleNetworkAdmin: {PermRead, PermAuditRead, PermAccessRevoke, PermUsersWrite,
-		PermPolicyWrite, PermGatewaysWrite},
-	RoleAuditor:  {PermRead, PermAuditRead, PermAdminsRead},
+		PermPolicyWrite, PermGatewaysWrite, PermReviewsRead, PermReviewsDecide, PermReviewsManage},
+	RoleAuditor:  {PermRead, PermAuditRead, PermAdminsRead, PermReviewsRead},
 	RoleHelpdesk: {PermRead, PermAccessRevoke},
+	// A reviewer sees the campaigns and decides their lines; it reads
+	// nothing else of the configuration and changes nothing else.
+	RoleReviewer: {PermReviewsRead, PermReviewsDecide},
 }
 
 // ParseRole returns the role named s, or an error listing the roles.

@@ -13,9 +13,13 @@ func TestRoles(t *testing.T) {
 		allow []Permission
 	}{
 		{RoleOwner, Permissions},
-		{RoleNetworkAdmin, []Permission{PermRead, PermAuditRead, PermAccessRevoke, PermUsersWrite, PermPolicyWrite, PermGatewaysWrite}},
-		{RoleAuditor, []Permission{PermRead, PermAuditRead, PermAdminsRead}},
+		{RoleNetworkAdmin, []Permission{PermRead, PermAuditRead, PermAccessRevoke, PermUsersWrite, PermPolicyWrite, PermGatewaysWrite,
+			PermReviewsRead, PermReviewsDecide, PermReviewsManage}},
+		{RoleAuditor, []Permission{PermRead, PermAuditRead, PermAdminsRead, PermReviewsRead}},
 		{RoleHelpdesk, []Permission{PermRead, PermAccessRevoke}},
+		// The reviewer reads and decides reviews and nothing else: not even
+		// the directory or the audit trail.
+		{RoleReviewer, []Permission{PermReviewsRead, PermReviewsDecide}},
 	} {
 		for _, p := range Permissions {
 			if got, want := (Scope{Role: tc.role}).Allows(p), slices.Contains(tc.allow, p); got != want {

@@ -95,29 +95,7 @@ func newPolicyIndex(ix *Index, v *store.PolicyVersion, cache *PolicyCache) *poli
 // keep their stored shape (wireApp), and peers carry no session (the
 // directory has no conditions to evaluate against one).
 func directoryPolicy(ix *Index) *policyIndex {
-	snap := ix.snap
-	var groups []*policyfile.Group
-	for _, g := range snap.Groups {
-		groups = append(groups, &policyfile.Group{Name: g.Name, Members: g.Members})
-	}
-	var segs []*policyfile.Segment
-	for _, sg := range snap.Segments {
-		segs = append(segs, &policyfile.Segment{Name: sg.Name, Prefixes: sg.CIDRs})
-	}
-	var apps []*policyfile.App
-	for _, a := range snap.Apps {
-		pa := &policyfile.App{Name: a.Name, Segment: a.Segment, Addrs: []netip.Prefix{a.Addr},
-			Services: []policyfile.Service{{Proto: a.Proto, Ports: a.Ports}}, Classification: policyfile.Classification(a.Classification)}
-		if a.DNSName != "" {
-			pa.Names = []string{a.DNSName}
-		}
-		apps = append(apps, pa)
-	}
-	var rules []policyfile.DirectoryRule
-	for _, r := range snap.Rules {
-		rules = append(rules, policyfile.DirectoryRule{Name: r.Name, Group: r.Group, App: r.App})
-	}
-	p := &policyIndex{pol: policyfile.FromDirectory(groups, segs, apps, rules), directory: ix.apps}
+	p := &policyIndex{pol: DirectoryPolicy(ix.snap), directory: ix.apps}
 	// One wire rule per directory rule (one app, one service), known by
 	// the rule's name, as gateways and the audit trail always knew it.
 	p.named = p.pol.WireRules("")
@@ -666,4 +644,32 @@ func (ix *Index) policyServingGateways(name string) []store.Gateway {
 		}
 	}
 	return out
+}
+
+// DirectoryPolicy is the store's one-by-one directory in snap as the
+// policy maps are computed from (policyfile.FromDirectory): what it
+// grants, with no conditions and no waivers. Access reviews read it too.
+func DirectoryPolicy(snap *store.Snapshot) *policyfile.Policy {
+	var groups []*policyfile.Group
+	for _, g := range snap.Groups {
+		groups = append(groups, &policyfile.Group{Name: g.Name, Members: g.Members})
+	}
+	var segs []*policyfile.Segment
+	for _, sg := range snap.Segments {
+		segs = append(segs, &policyfile.Segment{Name: sg.Name, Prefixes: sg.CIDRs})
+	}
+	var apps []*policyfile.App
+	for _, a := range snap.Apps {
+		pa := &policyfile.App{Name: a.Name, Segment: a.Segment, Addrs: []netip.Prefix{a.Addr},
+			Services: []policyfile.Service{{Proto: a.Proto, Ports: a.Ports}}, Classification: policyfile.Classification(a.Classification)}
+		if a.DNSName != "" {
+			pa.Names = []string{a.DNSName}
+		}
+		apps = append(apps, pa)
+	}
+	var rules []policyfile.DirectoryRule
+	for _, r := range snap.Rules {
+		rules = append(rules, policyfile.DirectoryRule{Name: r.Name, Group: r.Group, App: r.App})
+	}
+	return policyfile.FromDirectory(groups, segs, apps, rules)
 }

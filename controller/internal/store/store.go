@@ -383,6 +383,7 @@ type Store interface {
 	PostureStore
 	IdentityStore
 	FlowAckStore
+	ReviewStore
 }
 
 // FlowAck is the highest flow event sequence number the controller

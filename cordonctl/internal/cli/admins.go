@@ -107,7 +107,7 @@ provider's username claim) is NAME; after that only that subject.
 			return nil
 		}),
 	}
-	create.Flags().StringVar(&role, "role", "", "owner, network-admin, auditor or helpdesk")
+	create.Flags().StringVar(&role, "role", "", "owner, network-admin, auditor, helpdesk or reviewer")
 	create.Flags().BoolVar(&pwStdin, "password-stdin", false, "read the password from standard input (first line)")
 	create.Flags().StringVar(&pwFile, "password-file", "", "read the password from FILE (first line)")
 	create.Flags().StringVar(&idp, "idp", "", "the account signs in through this identity provider (no password, no TOTP)")
@@ -191,7 +191,7 @@ gateways.write, admins.read, admins.write.
 	}
 	f := create.Flags()
 	f.StringVar(&req.Name, "name", "", "what the token is for; audit entries name it admin:NAME")
-	f.StringVar(&req.Role, "role", "", "owner, network-admin, auditor or helpdesk")
+	f.StringVar(&req.Role, "role", "", "owner, network-admin, auditor, helpdesk or reviewer")
 	f.StringArrayVar(&req.Scopes, "scope", nil, "narrow the role to this permission (repeatable)")
 	f.StringVar(&req.TTL, "ttl", "", "lifetime, e.g. 12h or 30d (at most 90d)")
 	for _, n := range []string{"name", "role", "ttl"} {

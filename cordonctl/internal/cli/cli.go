@@ -232,6 +232,7 @@ func (a *app) rootCmd() *cobra.Command {
 		a.sessionCmd(),
 		a.auditCmd(),
 		a.policyCmd(),
+		a.reviewCmd(),
 		a.idpCmd(),
 	)
 	for _, h := range rootHooks {

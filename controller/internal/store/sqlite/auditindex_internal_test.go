@@ -281,6 +281,8 @@ func TestMigrateAuditKeyIndex(t *testing.T) {
 		// from 14 again.
 		`DROP INDEX devices_public_key`, `ALTER TABLE devices DROP COLUMN quarantined_at`,
 		`ALTER TABLE devices DROP COLUMN quarantined_by`, `ALTER TABLE devices DROP COLUMN quarantine_reason`,
+		// Schema 18 (access reviews) too.
+		`DROP TABLE review_lines`, `DROP TABLE review_campaigns`,
 		`DELETE FROM schema_version WHERE version >= 15`}
 	for _, line := range strings.Split(auditSearchIndexes, "\n") {
 		if strings.Contains(line, "k_") { // schema 12's key indexes

@@ -96,6 +96,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"IdentitiesConcurrent", testIdentitiesConcurrent},
 		{"Posture", testPosture},
 		{"FlowAcks", testFlowAcks},
+		{"Reviews", testReviews},
 		{"Snapshot", testSnapshot},
 		{"SnapshotConsistent", testSnapshotConsistent},
 		{"OddInput", testOddInput},
