@@ -225,6 +225,7 @@ func Run(ctx context.Context, cfg Config) error {
 		Activity:        sessions.LastActivity,
 		DNS:             cfg.DNS,
 		GatewayHealth:   gatewayHealth{ctl},
+		Sessions:        limits,
 	})
 
 	tcpLn, err := net.Listen("tcp", cfg.Listen)
