@@ -99,7 +99,7 @@ type ReportSettings struct {
 	// SIEMSinks are the names of the configured SIEM sinks.
 	SIEMSinks []string `json:"siem_sinks"`
 	// IdentityProviders are the configured OIDC providers' names.
-	IdentityProviders []string `json:"identity_providers"`
+	IdentityProviders []string        `json:"identity_providers"`
 	Inventory         ReportInventory `json:"inventory"`
 }
 
