@@ -23,6 +23,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -203,6 +204,9 @@ func (a *app) rootCmd() *cobra.Command {
 			if a.output == "csv" && cmd.Annotations[csvAnnotation] != "" {
 				return nil
 			}
+			if slices.Contains(strings.Split(cmd.Annotations[outputsAnnotation], ","), a.output) {
+				return nil
+			}
 			if a.output != "table" && a.output != "json" {
 				return usagef("-o %q: use table or json (csv: audit search)", a.output)
 			}
@@ -233,6 +237,8 @@ func (a *app) rootCmd() *cobra.Command {
 		a.auditCmd(),
 		a.policyCmd(),
 		a.idpCmd(),
+		a.reportCmd(),
+		a.inventoryCmd(),
 	)
 	for _, h := range rootHooks {
 		h(root)
