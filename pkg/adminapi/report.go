@@ -2,6 +2,7 @@ package adminapi
 
 import (
 	"context"
+	"fmt"
 	"net/url"
 	"time"
 )
@@ -193,4 +194,16 @@ type ReportAuditLog struct {
 	PeriodLastSeq int64    `json:"period_last_seq"`
 	Covered       bool     `json:"covered"`
 	Problems      []string `json:"problems,omitempty"`
+}
+
+// FormatLimit writes a limit the way the report shows it: "15 min",
+// "12 h", or Go's form for anything finer.
+func FormatLimit(d time.Duration) string {
+	switch {
+	case d > 0 && d%time.Hour == 0:
+		return fmt.Sprintf("%d h", d/time.Hour)
+	case d > 0 && d%time.Minute == 0:
+		return fmt.Sprintf("%d min", d/time.Minute)
+	}
+	return d.String()
 }

@@ -134,7 +134,7 @@ func TestHIPAAReportAPI(t *testing.T) {
 		t.Errorf("emergency access row = %+v: want a gap, break-glass not yet built", r)
 	}
 	if r := rows["164.312(a)(2)(iii)"]; !slices.Equal(r.Figures, []string{"sessions_ended_idle", "sessions_ended_absolute"}) ||
-		!strings.Contains(strings.Join(r.Settings, ";"), "default 15m0s") {
+		!strings.Contains(strings.Join(r.Settings, ";"), "default 15 min") {
 		t.Errorf("automatic logoff row = %+v: want its figures and the idle limit", r)
 	}
 

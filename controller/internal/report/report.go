@@ -309,15 +309,19 @@ func (b *builder) settingsFor(section string) []string {
 	case secAutoLogoff:
 		var ls []string
 		for _, l := range st.IdleLimits {
-			ls = append(ls, fmt.Sprintf("%s %s", l.Classification, time.Duration(l.Seconds)*time.Second))
+			ls = append(ls, l.Classification+" "+adminapi.FormatLimit(time.Duration(l.Seconds)*time.Second))
 		}
-		return []string{"idle limit: " + strings.Join(ls, ", "), "absolute limit: " + (time.Duration(st.AbsoluteSeconds) * time.Second).String()}
-	case secEncryption, secTransmission, secTxIntegrity, secTxEncryption, secAuthenticate:
+		return []string{"idle limit: " + strings.Join(ls, ", "), "absolute limit: " + adminapi.FormatLimit(time.Duration(st.AbsoluteSeconds)*time.Second)}
+	case secEncryption, secTxEncryption:
 		var out []string
 		for _, c := range st.Ciphers {
 			out = append(out, c.Channel+": "+c.Protocol)
 		}
 		return out
+	case secTransmission, secTxIntegrity:
+		return []string{fmt.Sprintf("all %d channels authenticated and encrypted (see the encryption settings); no plaintext or TLS 1.2 fallback", len(st.Ciphers))}
+	case secAuthenticate:
+		return []string{st.Ciphers[0].Channel + ": " + st.Ciphers[0].Protocol, st.Ciphers[len(st.Ciphers)-1].Channel + ": " + st.Ciphers[len(st.Ciphers)-1].Protocol}
 	case secAudit, sec308ActivityReview:
 		sinks := "SIEM sinks: none"
 		if len(st.SIEMSinks) > 0 {

@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/cordonhq/cordon/cordonctl/internal/reportdoc"
+	"github.com/cordonhq/cordon/internal/chromium"
 	"github.com/cordonhq/cordon/pkg/adminapi"
 	"github.com/cordonhq/cordon/pkg/auditlog"
 )
@@ -53,11 +54,11 @@ func parsePeriodEnd(flag, s string, end bool) (time.Time, error) {
 
 // pdfPrinter prints HTML to PDF; tests replace it.
 var pdfPrinter = func(ctx context.Context, html []byte) ([]byte, error) {
-	chromium, err := reportdoc.FindChromium()
+	path, err := chromium.Find()
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("-o pdf: %w, or write -o html and print that", err)
 	}
-	return reportdoc.PDF(ctx, chromium, html)
+	return reportdoc.PDF(ctx, path, html)
 }
 
 func (a *app) reportCmd() *cobra.Command {

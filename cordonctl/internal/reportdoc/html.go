@@ -22,7 +22,7 @@ import (
 var tmplText string
 
 var tmpl = template.Must(template.New("report").Funcs(template.FuncMap{
-	"dur":  func(sec int64) string { return fmtDuration(time.Duration(sec) * time.Second) },
+	"dur":  func(sec int64) string { return adminapi.FormatLimit(time.Duration(sec) * time.Second) },
 	"day":  func(t time.Time) string { return t.UTC().Format("2006-01-02") },
 	"time": func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04 UTC") },
 	"join": strings.Join,
@@ -65,15 +65,4 @@ func HTML(w io.Writer, r adminapi.HIPAAReport) error {
 		return fmt.Errorf("render the report as HTML: %w", err)
 	}
 	return nil
-}
-
-// fmtDuration writes 15m, 12h, 1h30m rather than 15m0s.
-func fmtDuration(d time.Duration) string {
-	s := d.String()
-	s = strings.TrimSuffix(s, "0s")
-	s = strings.TrimSuffix(s, "0m")
-	if s == "" {
-		return "0"
-	}
-	return s
 }

@@ -2,32 +2,13 @@ package reportdoc
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"time"
 
 	"github.com/chromedp/chromedp"
 )
-
-// ChromiumNames are the executables FindChromium looks for on PATH, in
-// order (Debian's chromium first).
-var ChromiumNames = []string{"chromium", "chromium-browser", "google-chrome", "google-chrome-stable"}
-
-// ErrNoChromium is FindChromium's error when none is installed.
-var ErrNoChromium = errors.New("no Chromium found on PATH (looked for chromium, chromium-browser, google-chrome): install it (Debian: apt-get install chromium) or write -o html and print that")
-
-// FindChromium returns the path of a Chromium on PATH.
-func FindChromium() (string, error) {
-	for _, name := range ChromiumNames {
-		if p, err := exec.LookPath(name); err == nil {
-			return p, nil
-		}
-	}
-	return "", ErrNoChromium
-}
 
 // PDFTimeout bounds one print: starting the browser, loading the
 // document, printing.
