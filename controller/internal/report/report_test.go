@@ -35,7 +35,7 @@ rules:
 
 var t0 = time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC)
 
-func openStore(t *testing.T) store.Store {
+func openStore(t testing.TB) store.Store {
 	t.Helper()
 	st, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "cordon.db"))
 	if err != nil {
@@ -45,7 +45,7 @@ func openStore(t *testing.T) store.Store {
 	return st
 }
 
-func input(t *testing.T, src string) Input {
+func input(t testing.TB, src string) Input {
 	t.Helper()
 	pol, err := policyfile.Parse("p.yaml", []byte(src))
 	if err != nil {
