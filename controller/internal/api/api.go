@@ -174,7 +174,7 @@ func New(cfg Config) *API {
 		health:   cfg.GatewayHealth,
 		limits:   cfg.Sessions,
 	}
-	if a.limits.DefaultIdle == 0 && a.limits.Absolute == 0 && len(a.limits.Idle) == 0 {
+	if a.limits.IsZero() {
 		a.limits = session.DefaultLimits()
 	}
 	if a.adminTTL <= 0 {

@@ -204,11 +204,15 @@ func (a *app) rootCmd() *cobra.Command {
 			if a.output == "csv" && cmd.Annotations[csvAnnotation] != "" {
 				return nil
 			}
-			if slices.Contains(strings.Split(cmd.Annotations[outputsAnnotation], ","), a.output) {
+			extra := cmd.Annotations[outputsAnnotation]
+			if extra != "" && slices.Contains(strings.Split(extra, ","), a.output) {
 				return nil
 			}
 			if a.output != "table" && a.output != "json" {
-				return usagef("-o %q: use table or json (csv: audit search)", a.output)
+				if extra != "" {
+					return usagef("-o %q: %s writes json or %s", a.output, cmd.CommandPath(), strings.ReplaceAll(extra, ",", " or "))
+				}
+				return usagef("-o %q: use table or json (csv: audit search; html, pdf: report hipaa; dot: inventory export)", a.output)
 			}
 			return nil
 		},
