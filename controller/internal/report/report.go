@@ -79,6 +79,7 @@ type builder struct {
 // ruleStats describes the allow rules that reach PHI apps.
 type ruleStats struct {
 	phiApps, rules, mfa, stepUp, posture, waivers int
+	unwaivedNoMFA                                 int // rules with neither MFA nor a waiver
 }
 
 // Build computes the report.
@@ -163,6 +164,8 @@ func (b *builder) settings() {
 		}
 		if ar.Waiver != "" {
 			b.rule.waivers++
+		} else if !ar.MFA {
+			b.rule.unwaivedNoMFA++
 		}
 	}
 }
@@ -251,8 +254,8 @@ func (b *builder) configGaps() {
 			"The directory's rules are in force: they carry no MFA, posture or time conditions and no tests. Apply a policy file (cordonctl policy apply).", secAccessControl, secPersonAuth, sec308AccessModify)
 	}
 	if r.phiApps > 0 && r.rules-r.mfa > 0 {
-		b.addGap(r.rules-r.mfa > r.waivers, "phi-without-mfa", "Rules reach PHI apps without MFA",
-			fmt.Sprintf("%d of %d allow rules reaching PHI apps do not require MFA (%d of them with a written waiver); see the access rules.", r.rules-r.mfa, r.rules, r.waivers), secPersonAuth, secAccessControl)
+		b.addGap(r.unwaivedNoMFA > 0, "phi-without-mfa", "Rules reach PHI apps without MFA",
+			fmt.Sprintf("%d of %d allow rules reaching PHI apps do not require MFA (%d of them without a written waiver); see the access rules.", r.rules-r.mfa, r.rules, r.unwaivedNoMFA), secPersonAuth, secAccessControl)
 	}
 	if r.phiApps > 0 && r.rules-r.posture > 0 {
 		b.addGap(false, "phi-without-posture", "Rules reach PHI apps without a device posture check",
