@@ -100,7 +100,12 @@ func (f figure) matches(e store.AuditEvent) bool {
 // Searcher is the store's audit search (store.Store implements it).
 type Searcher interface {
 	SearchAudit(ctx context.Context, q store.AuditQuery) (store.AuditPage, error)
+	// ReadNewestAuditTime: for the time of the first record an archive
+	// left (archived records have none).
+	ReadNewestAuditTime(ctx context.Context, from, to int64) (time.Time, error)
 }
+
+var _ Searcher = store.Store(nil)
 
 // count counts the built figures over the records of [from, to) with seq
 // at most maxSeq (0: every seq), one search per event type. It also

@@ -13,6 +13,7 @@ package report
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -213,6 +214,9 @@ func (b *builder) evidence(ctx context.Context, s Searcher) error {
 		b.addGap(false, "period-not-covered", "The checkpoint does not cover the whole period",
 			fmt.Sprintf("Records up to seq %d are in the period; the checkpoint covers %d. The figures count only covered records; build the report again in a few seconds, or end the period earlier.", last, maxSeq), secAudit)
 	}
+	if err := b.archivedGap(ctx, s); err != nil {
+		return err
+	}
 	seen := map[string]bool{}
 	for _, f := range figures {
 		if f.built() || seen[f.Feature] {
@@ -233,6 +237,29 @@ func (b *builder) evidence(ctx context.Context, s Searcher) error {
 		}
 		b.addGap(true, "not-built-"+slug(f.Feature), "Not yet built: "+f.Feature,
 			"This build records no "+strings.Join(types, ", ")+" events, so there is no evidence for it; the report counts them once they exist.", secs...)
+	}
+	return nil
+}
+
+// archivedGap notes a period that reaches back into archived records:
+// their bodies live in export bundles, so the search counts none of them.
+func (b *builder) archivedGap(ctx context.Context, s Searcher) error {
+	lg := b.in.Log
+	if lg == nil || len(lg.Archived) == 0 {
+		return nil
+	}
+	last := lg.Archived[len(lg.Archived)-1].ToSeq
+	kept, err := s.ReadNewestAuditTime(ctx, last+1, last+1)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		kept = b.in.To // every record is archived
+	case err != nil:
+		return fmt.Errorf("read the first record after the archive: %w", err)
+	}
+	if b.in.From.Before(kept) {
+		b.addGap(false, "period-archived", "Part of the period is archived",
+			fmt.Sprintf("Records up to seq %d are archived: their bodies are in export bundles and these figures do not count them; the first record kept is of %s. Count the archived part from its bundle (cordonctl audit verify --bundle FILE checks it).", last, kept.UTC().Format(time.RFC3339)),
+			secAudit, sec308ActivityReview)
 	}
 	return nil
 }

@@ -173,3 +173,44 @@ func TestPlannedFigureCountsOnceBuilt(t *testing.T) {
 		}
 	}
 }
+
+// TestArchivedPeriodIsAGap: a period that starts before the first record
+// an archive left is reported as partly uncounted; one that starts after
+// it is not.
+func TestArchivedPeriodIsAGap(t *testing.T) {
+	st := openStore(t)
+	ctx := t.Context()
+	for i := range 10 {
+		e := store.AuditEvent{Time: t0.Add(time.Duration(i+1) * time.Hour), Type: audit.FlowDeny, Actor: "gateway:gw-1", Outcome: "deny", Subject: "ehr",
+			Details: map[string]string{"proto": "tcp", "src": "100.64.0.2:1", "dst": "10.20.0.10:22", "gateway": "gw-1"}}
+		if err := st.AppendAudit(ctx, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	arch := store.AuditArchive{FromSeq: 1, ToSeq: 5, Root: "r", BundleSHA256: "b", Reason: "test", RequestedBy: "token:x", At: t0.AddDate(0, 1, 0)}
+	if err := st.ArchiveAudit(ctx, arch); err != nil {
+		t.Fatal(err)
+	}
+	in := input(t, strict)
+	in.LogKey, in.Log = signedLog(t, 10)
+	in.Log.Archived = []store.AuditArchive{arch}
+	rep, err := Build(ctx, st, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(gapIDs(rep), "period-archived") {
+		t.Errorf("period from before the archive: gaps %v", gapIDs(rep))
+	}
+	for _, f := range rep.Figures {
+		if f.ID == "flows_denied" && f.Value != 5 {
+			t.Errorf("flows_denied = %d, want the 5 records kept", f.Value)
+		}
+	}
+	in.From = t0.Add(6 * time.Hour) // the first kept record is at 6 h
+	if rep, err = Build(ctx, st, in); err != nil {
+		t.Fatal(err)
+	}
+	if slices.Contains(gapIDs(rep), "period-archived") {
+		t.Errorf("period from the first kept record on: gap period-archived reported")
+	}
+}
