@@ -15,6 +15,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -116,13 +117,7 @@ func (b *builder) settings() {
 		st.PolicyVersion, st.PolicyFile, st.PolicySHA256 = v.Version, v.File, v.SHA256
 	}
 	st.IdleLimits = []adminapi.ReportIdleLimit{{Classification: "default", Seconds: int64(in.Limits.DefaultIdle / time.Second)}}
-	for _, c := range slices.Sorted(func(yield func(session.Classification) bool) {
-		for c := range in.Limits.Idle {
-			if !yield(c) {
-				return
-			}
-		}
-	}) {
+	for _, c := range slices.Sorted(maps.Keys(in.Limits.Idle)) {
 		st.IdleLimits = append(st.IdleLimits, adminapi.ReportIdleLimit{Classification: string(c), Seconds: int64(in.Limits.Idle[c] / time.Second)})
 	}
 	st.AbsoluteSeconds = int64(in.Limits.Absolute / time.Second)

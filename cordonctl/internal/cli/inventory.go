@@ -114,7 +114,8 @@ func (a *app) inventory(cmd *cobra.Command) (*inventory, error) {
 	if err != nil {
 		return nil, fmt.Errorf("the controller's policy (%s) does not parse: %w", name, err)
 	}
-	inv := &inventory{Generated: a.io.Now().UTC(), Policy: name, Flows: []policyfile.Entitlement{}}
+	inv := &inventory{Generated: a.io.Now().UTC(), Policy: name, Segments: []inventorySegment{}, Apps: []inventoryApp{},
+		Groups: []inventoryGroup{}, Flows: []policyfile.Entitlement{}}
 	if inv.Users, err = c.ListUsers(ctx); err != nil {
 		return nil, err
 	}
