@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -17,49 +16,19 @@ import (
 
 	"github.com/cordonhq/cordon/client/internal/client"
 	"github.com/cordonhq/cordon/controller/apitest"
+	"github.com/cordonhq/cordon/internal/browsertest"
 	"github.com/cordonhq/cordon/internal/oidctest"
 	"github.com/cordonhq/cordon/pkg/adminapi"
 	"github.com/cordonhq/cordon/pkg/agentstate"
 	"github.com/cordonhq/cordon/pkg/controlproto"
 )
 
-// chromium finds Debian's chromium. Without it the browser test skips,
-// loudly, except in CI, where it fails: .ci/run installs it.
-func chromium(t *testing.T) string {
-	t.Helper()
-	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("chromium is not installed: CI must install it (apt-get install chromium; .ci/run does)")
-	}
-	t.Skip("SKIPPED: chromium is not installed, so the status page was NOT tested in a browser (apt-get install chromium)")
-	return ""
-}
-
-// artifacts is where the screenshots go: $CORDON_ARTIFACTS/<test>, else a
-// temporary directory.
-func artifacts(t *testing.T) string {
-	t.Helper()
-	dir := t.TempDir()
-	if d := os.Getenv("CORDON_ARTIFACTS"); d != "" {
-		dir = filepath.Join(d, t.Name())
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	t.Logf("screenshots in %s", dir)
-	return dir
-}
-
 // browser starts one headless chromium for the whole test, with a fresh
 // profile; rebind.test resolves to 127.0.0.1 in it (a DNS rebinding
 // attacker's name).
 func browser(t *testing.T) context.Context {
 	t.Helper()
-	path := chromium(t)
+	path := browsertest.Chromium(t, "the status page")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	t.Cleanup(cancel)
 	actx, cancelAlloc := chromedp.NewExecAllocator(ctx,
@@ -114,7 +83,7 @@ func text(t *testing.T, ctx context.Context, css string) string {
 // real controller for the sign-ins. One browser for every case.
 func TestPageInBrowser(t *testing.T) {
 	ctx := browser(t)
-	shots := artifacts(t)
+	shots := browsertest.Artifacts(t)
 
 	// A controller with a local user (password and recovery codes) and an
 	// identity provider; the device signed in once through the provider

@@ -31,6 +31,7 @@ import (
 	"github.com/cordonhq/cordon/controller/internal/ca"
 	"github.com/cordonhq/cordon/controller/internal/ledger"
 	"github.com/cordonhq/cordon/controller/internal/netmap"
+	"github.com/cordonhq/cordon/controller/internal/session"
 	"github.com/cordonhq/cordon/controller/internal/siem"
 	"github.com/cordonhq/cordon/controller/internal/state"
 	"github.com/cordonhq/cordon/controller/internal/store"
@@ -104,6 +105,9 @@ type Config struct {
 	// GatewayHealth says each gateway's state, last seen and version for
 	// the gateway list; nil: not shown.
 	GatewayHealth GatewayHealth
+	// Sessions are the session limits in force, for the HIPAA report;
+	// zero: session.DefaultLimits.
+	Sessions session.Limits
 }
 
 // GatewayHealth is the control channel's view of a gateway
@@ -142,6 +146,7 @@ type API struct {
 	ledger   *ledger.Ledger
 	health   GatewayHealth // nil: no gateway states
 	sinks    func() []siem.Status
+	limits   session.Limits // for the HIPAA report
 }
 
 // New returns the API. It panics if Store or CA is missing (a wiring bug).
@@ -167,6 +172,10 @@ func New(cfg Config) *API {
 		activity: cfg.Activity,
 		dns:      cfg.DNS,
 		health:   cfg.GatewayHealth,
+		limits:   cfg.Sessions,
+	}
+	if a.limits.IsZero() {
+		a.limits = session.DefaultLimits()
 	}
 	if a.adminTTL <= 0 {
 		a.adminTTL = adminapi.DefaultAdminSessionTTL
@@ -285,6 +294,8 @@ func (a *API) routes() {
 	m.Handle("GET /v1/audit/archives", a.admin(auth.PermAuditRead, a.listArchives))
 	m.Handle("POST /v1/audit/archive", a.admin(auth.PermAuditArchive, a.requestArchive))
 	m.Handle("POST /v1/audit/archive/{id}/approve", a.admin(auth.PermAuditArchive, a.approveArchive))
+
+	m.Handle("GET /v1/reports/hipaa", a.admin(auth.PermAuditRead, a.hipaaReport))
 
 	m.Handle("POST /v1/policy/plan", a.admin(auth.PermRead, a.planPolicy))
 	m.Handle("POST /v1/policy/apply", a.admin(auth.PermPolicyWrite, a.applyPolicy))

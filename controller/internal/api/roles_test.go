@@ -84,6 +84,9 @@ var roleSpec = map[string]string{
 	"POST /v1/audit/archive":              "O",
 	"POST /v1/audit/archive/{id}/approve": "O",
 
+	// The evidence report reads configuration and audit: auditors too.
+	"GET /v1/reports/hipaa": "ONA",
+
 	"POST /v1/policy/plan":        "ONAH", // a dry run changes nothing
 	"POST /v1/policy/apply":       "ON",
 	"POST /v1/policy/rollback":    "ON",

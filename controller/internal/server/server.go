@@ -162,7 +162,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 
 	limits := cfg.Sessions
-	if limits.DefaultIdle == 0 && limits.Absolute == 0 && len(limits.Idle) == 0 {
+	if limits.IsZero() {
 		limits = session.DefaultLimits()
 	}
 	sessions, err := session.NewManager(session.ManagerConfig{
@@ -225,6 +225,7 @@ func Run(ctx context.Context, cfg Config) error {
 		Activity:        sessions.LastActivity,
 		DNS:             cfg.DNS,
 		GatewayHealth:   gatewayHealth{ctl},
+		Sessions:        limits,
 	})
 
 	tcpLn, err := net.Listen("tcp", cfg.Listen)

@@ -65,6 +65,9 @@ func DefaultLimits() Limits {
 	return Limits{DefaultIdle: 15 * time.Minute, Absolute: 12 * time.Hour}
 }
 
+// IsZero reports limits nobody set (the caller then uses DefaultLimits).
+func (l Limits) IsZero() bool { return l.DefaultIdle == 0 && l.Absolute == 0 && len(l.Idle) == 0 }
+
 // Validate rejects limits that would never log anyone off.
 func (l Limits) Validate() error {
 	if l.DefaultIdle <= 0 {

@@ -23,6 +23,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -203,8 +204,15 @@ func (a *app) rootCmd() *cobra.Command {
 			if a.output == "csv" && cmd.Annotations[csvAnnotation] != "" {
 				return nil
 			}
+			extra := cmd.Annotations[outputsAnnotation]
+			if extra != "" && slices.Contains(strings.Split(extra, ","), a.output) {
+				return nil
+			}
 			if a.output != "table" && a.output != "json" {
-				return usagef("-o %q: use table or json (csv: audit search)", a.output)
+				if extra != "" {
+					return usagef("-o %q: %s writes json or %s", a.output, cmd.CommandPath(), strings.ReplaceAll(extra, ",", " or "))
+				}
+				return usagef("-o %q: use table or json (csv: audit search; html, pdf: report hipaa; dot: inventory export)", a.output)
 			}
 			return nil
 		},
@@ -234,6 +242,8 @@ func (a *app) rootCmd() *cobra.Command {
 		a.policyCmd(),
 		a.reviewCmd(),
 		a.idpCmd(),
+		a.reportCmd(),
+		a.inventoryCmd(),
 	)
 	for _, h := range rootHooks {
 		h(root)
