@@ -15,17 +15,17 @@ import (
 
 // The bench's world, one namespace a role (names dpb<pid>-<role>):
 //
-//	                      [wan ns] bridge br0, 192.0.2.0/24
-//	     .1 |            .2 |              .3 |           .11 |            .12 |          .13 |
-//	 [ctl ns]          [gw ns]           [gwp ns]         [cl ns]          [clu ns]       [clt ns]
-//	 cordon-           cordon-gateway    wireguard-go     wireguard-go     cordon up      cordon up
-//	 controller        tun, udp :51820   (plain) :51821   (plain) 10.99.0.2 userspace     tun, nft drops
-//	                   tcp :443          10.99.0.1        cordon up tun    socks5 :1080   udp to .2:51820
-//	                   app0 10.20.0.1    app1 10.21.0.1        |                              → tcp :443
-//	                        |                 |           (a) plain → 10.21.0.10
-//	                        +---[app ns]------+           (b) tun   → 10.20.0.10
-//	                        10.20.0.10  10.21.0.10, route 10.99.0.0/24 via 10.21.0.1
-//	                        the bench's app server: tcp and udp :5201
+//	                     [wan ns] bridge br0, 192.0.2.0/24
+//	    .1 |            .2 |              .3 |           .11 |            .12 |          .13 |
+//	[ctl ns]          [gw ns]           [gwp ns]         [cl ns]          [clu ns]       [clt ns]
+//	cordon-           cordon-gateway    wireguard-go     wireguard-go     cordon up      cordon up
+//	controller        tun, udp :51820   (plain) :51821   (plain) 10.99.0.2 userspace     tun, nft drops
+//	                  tcp :443          10.99.0.1        cordon up tun    socks5 :1080   udp to .2:51820
+//	                  app0 10.20.0.1    app1 10.21.0.1        |                              → tcp :443
+//	                       |                 |           (a) plain → 10.21.0.10
+//	                       +---[app ns]------+           (b) tun   → 10.20.0.10
+//	                       10.20.0.10  10.21.0.10, route 10.99.0.0/24 via 10.21.0.1
+//	                       the bench's app server: tcp and udp :5201
 //
 // (a) upstream wireguard-go at the version of the product's go.mod, a
 // plain WireGuard gateway that routes (no filter, no NAT); (b) the Cordon
