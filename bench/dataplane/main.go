@@ -61,7 +61,7 @@ func main() {
 	flag.StringVar(&tests, "tests", strings.Join(allTests(), ","), "tests to run")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory (logs, state)")
 	flag.BoolVar(&o.verbose, "v", false, "log every measurement")
-	flag.BoolVar(&o.hold, "hold", false, "after set-up, print the processes and wait for SIGINT before measuring (to attach perf)")
+	flag.BoolVar(&o.hold, "hold", false, "after set-up, print the processes and wait for SIGUSR1 before measuring (to attach perf)")
 	flag.Parse()
 	o.udpRate = udpMbit * 1e6
 	o.variants = strings.Split(variants, ",")
@@ -172,10 +172,13 @@ func bench(ctx context.Context, log *slog.Logger, o options) error {
 		for _, p := range w.procs {
 			fmt.Printf("%-28s pid %d\n", p.name, p.pid())
 		}
-		fmt.Println("holding; SIGINT to measure")
-		hold, cancel := signal.NotifyContext(ctx, os.Interrupt)
+		fmt.Printf("holding; kill -USR1 %d to measure\n", os.Getpid())
+		hold, cancel := signal.NotifyContext(ctx, syscall.SIGUSR1)
 		<-hold.Done()
 		cancel()
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
 	}
 
 	tests := map[string]test{}

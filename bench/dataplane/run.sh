@@ -8,7 +8,7 @@
 # Usage: sudo bench/dataplane/run.sh [dpbench flags], e.g.
 #   bench/dataplane/run.sh -rounds 6 -dur 5s
 #   bench/dataplane/run.sh -variants plain,tun -tests tcp1-up,rr
-#   bench/dataplane/run.sh -variants tun -tests tcp4-up -rounds 20 -hold   # then perf record -p PID
+#   bench/dataplane/run.sh -variants tun -tests tcp4-up -rounds 20 -hold   # perf record -p PID, then kill -USR1
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"

@@ -21,7 +21,7 @@ import (
 //	cordon-           cordon-gateway    wireguard-go     wireguard-go     cordon up      cordon up
 //	controller        tun, udp :51820   (plain) :51821   (plain) 10.99.0.2 userspace     tun, nft drops
 //	                  tcp :443          10.99.0.1        cordon up tun    socks5 :1080   udp to .2:51820
-//	                  app0 10.20.0.1    app1 10.21.0.1        |                              → tcp :443
+//	                  app0 10.20.0.1    app0 10.21.0.1        |                              → tcp :443
 //	                       |                 |           (a) plain → 10.21.0.10
 //	                       +---[app ns]------+           (b) tun   → 10.20.0.10
 //	                       10.20.0.10  10.21.0.10, route 10.99.0.0/24 via 10.21.0.1
