@@ -3,7 +3,8 @@
 // in one run, in Linux network namespaces (see world.go for the picture):
 // TCP throughput with 1 and 4 streams both ways, UDP at a fixed rate, an
 // idle request/response round trip (p50/p99), and the CPU seconds the
-// tunnel's processes spend per Gbit, for (a) plain wireguard-go, (b) the
+// tunnel's processes spend per Gbit, for (a) plain wireguard-go (also
+// with the Cordon gateway's nftables ruleset on its gateway), (b) the
 // Cordon client in tun mode, (c) in userspace mode (SOCKS5) and (d) over
 // the TCP/443 path. Rounds interleave the variants test by test, so every
 // ratio is taken within one round; the table shows medians with ranges.
@@ -57,7 +58,7 @@ func main() {
 	flag.IntVar(&o.udpSize, "udp-size", 1200, "UDP test: datagram payload bytes")
 	flag.IntVar(&o.rrCount, "rr-count", 1000, "round-trip test: requests per round")
 	flag.DurationVar(&o.rrGap, "rr-gap", time.Millisecond, "round-trip test: idle time before each request")
-	flag.StringVar(&variants, "variants", "plain,tun,userspace,tcp443", "variants to run (plain is the reference of every ratio)")
+	flag.StringVar(&variants, "variants", "plain,plain-nft,tun,userspace,tcp443", "variants to run (plain is the reference of every ratio)")
 	flag.StringVar(&tests, "tests", strings.Join(allTests(), ","), "tests to run")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory (logs, state)")
 	flag.BoolVar(&o.verbose, "v", false, "log every measurement")
@@ -131,14 +132,18 @@ func bench(ctx context.Context, log *slog.Logger, o options) error {
 	go func() { defer close(srvDone); srv.serve(srvCtx) }()
 	defer func() { stopSrv(); <-srvDone }()
 
-	if err := w.plain(ctx); err != nil {
+	if err := w.plainTunnels(ctx); err != nil {
 		return fmt.Errorf("plain wireguard-go: %w", err)
 	}
 	if err := w.cordon(ctx); err != nil {
 		return fmt.Errorf("cordon: %w", err)
 	}
+	if err := w.copyRuleset(ctx); err != nil {
+		return fmt.Errorf("plain-nft: %w", err)
+	}
 	all := map[string]variant{
-		"plain":     {name: "plain", dial: w.cl.dial, addr: net.JoinHostPort(appPlain, appPort), udp: true, cpu: cpuOf(w.plainCl, w.plainGW)},
+		"plain":     {name: "plain", dial: w.cl.dial, addr: net.JoinHostPort(appPlain, appPort), udp: true, cpu: cpuOf(w.plain.cl, w.plain.gw)},
+		"plain-nft": {name: "plain-nft", dial: w.cl.dial, addr: net.JoinHostPort(appNFT, appPort), udp: true, cpu: cpuOf(w.plainNFT.cl, w.plainNFT.gw)},
 		"tun":       {name: "tun", dial: w.cl.dial, addr: net.JoinHostPort(appCordon, appPort), udp: true, cpu: cpuOf(w.clTun, w.gateway)},
 		"userspace": {name: "userspace", dial: w.clu.socksDial(socksAddr), addr: net.JoinHostPort(appCordon, appPort), cpu: cpuOf(w.clUser, w.gateway)},
 		"tcp443":    {name: "tcp443", dial: w.clt.dial, addr: net.JoinHostPort(appCordon, appPort), udp: true, cpu: cpuOf(w.clTCP, w.gateway)},
@@ -147,7 +152,7 @@ func bench(ctx context.Context, log *slog.Logger, o options) error {
 	for _, n := range o.variants {
 		v, ok := all[n]
 		if !ok {
-			return fmt.Errorf("-variants: unknown %q (plain, tun, userspace, tcp443)", n)
+			return fmt.Errorf("-variants: unknown %q (plain, plain-nft, tun, userspace, tcp443)", n)
 		}
 		vs = append(vs, v)
 	}

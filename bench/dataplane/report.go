@@ -3,15 +3,16 @@ package main
 import (
 	"fmt"
 	"io"
+	"math"
 	"slices"
 	"strings"
 )
 
-// print writes two Markdown tables: each metric's median and range per
-// variant, then the ratios of each variant to plain wireguard-go (and of
-// userspace and tcp443 to tun), each the median and range of the ratios
-// taken within a round. A last table gives the round trip's added time
-// over plain, also per round.
+// print writes Markdown tables: each metric's median and range per
+// variant; the ratios of each variant to plain wireguard-go (and of tun to
+// plain-nft, userspace and tcp443 to tun), each the median and range of
+// the ratios taken within a round; and the round trip's added time for the
+// same pairs, also per round.
 func (r *results) print(w io.Writer, variants []string) {
 	metrics := slices.Clone(r.order)
 	// Throughput first, then CPU, loss and latency, each in test order.
@@ -49,25 +50,26 @@ func (r *results) print(w io.Writer, variants []string) {
 
 	type pair struct{ num, den string }
 	var pairs []pair
+	has := func(v string) bool { return slices.Contains(variants, v) }
 	for _, v := range variants {
-		if v != "plain" && slices.Contains(variants, "plain") {
+		if v != "plain" && has("plain") {
 			pairs = append(pairs, pair{v, "plain"})
 		}
 	}
-	for _, v := range []string{"userspace", "tcp443"} {
-		if slices.Contains(variants, v) && slices.Contains(variants, "tun") {
-			pairs = append(pairs, pair{v, "tun"})
+	for _, p := range []pair{{"tun", "plain-nft"}, {"userspace", "tun"}, {"tcp443", "tun"}} {
+		if has(p.num) && has(p.den) {
+			pairs = append(pairs, p)
 		}
 	}
 	if len(pairs) == 0 {
 		return
 	}
-	fmt.Fprintln(w)
-	head := []string{"ratio (median of rounds, range)"}
-	for _, p := range pairs {
-		head = append(head, p.num+" / "+p.den)
+	names := make([]string, len(pairs))
+	for i, p := range pairs {
+		names[i] = p.num + " / " + p.den
 	}
-	fmt.Fprintf(w, "| %s |\n", strings.Join(head, " | "))
+	fmt.Fprintln(w)
+	fmt.Fprintf(w, "| ratio (median of rounds, range) | %s |\n", strings.Join(names, " | "))
 	fmt.Fprintf(w, "|---%s|\n", strings.Repeat("|---", len(pairs)))
 	for _, m := range metrics {
 		if strings.Contains(m, "loss") {
@@ -80,45 +82,29 @@ func (r *results) print(w io.Writer, variants []string) {
 		fmt.Fprintf(w, "| %s |\n", strings.Join(row, " | "))
 	}
 
-	var rt []string
-	for _, m := range metrics {
-		if strings.Contains(m, "round trip") {
-			rt = append(rt, m)
-		}
-	}
-	if len(rt) == 0 || !slices.Contains(variants, "plain") {
-		return
-	}
 	fmt.Fprintln(w)
-	fmt.Fprintf(w, "| added over plain, µs (median of rounds, range) | %s |\n", strings.Join(pairNames(pairs), " | "))
-	fmt.Fprintf(w, "|---%s|\n", strings.Repeat("|---", len(pairNames(pairs))))
-	for _, m := range rt {
+	for i, p := range pairs {
+		names[i] = p.num + " − " + p.den
+	}
+	fmt.Fprintf(w, "| added time, µs (median of rounds, range) | %s |\n", strings.Join(names, " | "))
+	fmt.Fprintf(w, "|---%s|\n", strings.Repeat("|---", len(pairs)))
+	for _, m := range metrics {
+		if !strings.Contains(m, "round trip") {
+			continue
+		}
 		row := []string{m}
 		for _, p := range pairs {
-			if p.den == "plain" {
-				row = append(row, summarize(diffs(r.m[m][p.num], r.m[m]["plain"])).format(0))
-			}
+			row = append(row, summarize(diffs(r.m[m][p.num], r.m[m][p.den])).format(0))
 		}
 		fmt.Fprintf(w, "| %s |\n", strings.Join(row, " | "))
 	}
-}
-
-func pairNames[P interface{ ~struct{ num, den string } }](ps []P) []string {
-	var out []string
-	for _, p := range ps {
-		q := struct{ num, den string }(p)
-		if q.den == "plain" {
-			out = append(out, q.num)
-		}
-	}
-	return out
 }
 
 // diffs is a[i]-b[i] for every round both measured.
 func diffs(a, b []float64) []float64 {
 	var out []float64
 	for i := range min(len(a), len(b)) {
-		if a[i] == a[i] && b[i] == b[i] { // neither NaN
+		if !math.IsNaN(a[i]) && !math.IsNaN(b[i]) {
 			out = append(out, a[i]-b[i])
 		}
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"math"
+	"strings"
 	"testing"
 )
 
@@ -49,5 +50,28 @@ func TestSpreadFormat(t *testing.T) {
 	}
 	if got := summarize([]float64{math.NaN(), 2}[1:]).format(0); got != "2" {
 		t.Errorf("format of one = %q", got)
+	}
+}
+
+func TestReportPairsAndDiffs(t *testing.T) {
+	var r results
+	for round, v := range []struct{ plain, tun float64 }{{100, 150}, {200, 220}} {
+		r.add("round trip p50 µs", "plain", round, 2, v.plain)
+		r.add("round trip p50 µs", "tun", round, 2, v.tun)
+	}
+	var b strings.Builder
+	r.print(&b, []string{"plain", "tun"})
+	out := b.String()
+	for _, want := range []string{
+		"| round trip p50 µs | 150 (100–200) | 185 (150–220) |",
+		"| round trip p50 µs | 1.30 (1.10–1.50) |", // 1.5 and 1.1, per round
+		"| round trip p50 µs | 35 (20–50) |",       // tun − plain per round
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("report lacks %q:\n%s", want, out)
+		}
+	}
+	if got := diffs([]float64{5, math.NaN(), 7}, []float64{1, 1, math.NaN()}); len(got) != 1 || got[0] != 4 {
+		t.Errorf("diffs = %v, want [4]", got)
 	}
 }

@@ -28,7 +28,12 @@ import (
 //	                       the bench's app server: tcp and udp :5201
 //
 // (a) upstream wireguard-go at the version of the product's go.mod, a
-// plain WireGuard gateway that routes (no filter, no NAT); (b) the Cordon
+// plain WireGuard gateway that routes (no filter, no NAT); (a') the same
+// in namespace gwn (192.0.2.4, port 51822, overlay 10.98.0.0/24, app
+// 10.22.0.10 on a third link) with the Cordon gateway's nftables ruleset
+// copied onto it (fib reverse-path checks, conntrack, forward rules with
+// MSS clamping, masquerade): what the kernel costs a gateway that must
+// keep the boundary, without Cordon's process; (b) the Cordon
 // client in tun mode; (c) the Cordon client in userspace mode through its
 // SOCKS5 proxy; (d) the Cordon client in tun mode whose UDP to the gateway
 // is dropped, so it carries WireGuard over TLS on TCP 443. (b)–(d) go
@@ -41,10 +46,10 @@ const (
 	cluAddr    = "192.0.2.12"
 	cltAddr    = "192.0.2.13"
 	appCordon  = "10.20.0.10"
+	gwnAddr    = "192.0.2.4"
 	appPlain   = "10.21.0.10"
+	appNFT     = "10.22.0.10"
 	appPort    = "5201"
-	plainGW    = "10.99.0.1"
-	plainCl    = "10.99.0.2"
 	socksAddr  = "127.0.0.1:1080"
 	blockTable = "dpbench_block_udp"
 )
@@ -56,13 +61,18 @@ type world struct {
 	dir    string
 	prefix string
 
-	wan, ctl, gw, gwp, app, cl, clu, clt netNS
-	nss                                  []netNS
+	wan, ctl, gw, gwp, gwn, app, cl, clu, clt netNS
+	nss                                       []netNS
 
 	procs []*proc
 	// the data plane processes of each side
-	plainGW, plainCl, gateway, clTun, clUser, clTCP *proc
+	plain, plainNFT               wgPair
+	gateway, clTun, clUser, clTCP *proc
 }
+
+// wgPair is a plain WireGuard tunnel of two upstream wireguard-go
+// processes, client and gateway.
+type wgPair struct{ cl, gw *proc }
 
 func (w *world) ip(ctx context.Context, ns netNS, args ...string) error {
 	_, err := run(ctx, "", nil, "ip", append([]string{"-n", string(ns)}, args...)...)
@@ -90,7 +100,7 @@ func (w *world) close() {
 	for _, ns := range w.nss {
 		run(context.Background(), "", nil, "ip", "netns", "del", string(ns))
 	}
-	for _, n := range []string{"p", "q", "g", "c", "u", "t"} {
+	for _, n := range []string{"p", "q", "np", "nq", "g", "c", "u", "t"} {
 		os.Remove(filepath.Join("/var/run/wireguard", w.iface(n)+".sock"))
 	}
 }
@@ -101,7 +111,7 @@ func (w *world) iface(role string) string { return w.prefix + role }
 
 // netns creates the namespaces and links of the picture.
 func (w *world) netns(ctx context.Context) error {
-	for _, role := range []string{"wan", "ctl", "gw", "gwp", "app", "cl", "clu", "clt"} {
+	for _, role := range []string{"wan", "ctl", "gw", "gwp", "gwn", "app", "cl", "clu", "clt"} {
 		ns := netNS(w.prefix + "-" + role)
 		if _, err := run(ctx, "", nil, "ip", "netns", "add", string(ns)); err != nil {
 			return err
@@ -111,7 +121,7 @@ func (w *world) netns(ctx context.Context) error {
 			return err
 		}
 	}
-	w.wan, w.ctl, w.gw, w.gwp, w.app, w.cl, w.clu, w.clt = w.nss[0], w.nss[1], w.nss[2], w.nss[3], w.nss[4], w.nss[5], w.nss[6], w.nss[7]
+	w.wan, w.ctl, w.gw, w.gwp, w.gwn, w.app, w.cl, w.clu, w.clt = w.nss[0], w.nss[1], w.nss[2], w.nss[3], w.nss[4], w.nss[5], w.nss[6], w.nss[7], w.nss[8]
 	steps := [][]string{
 		{string(w.wan), "link", "add", "br0", "type", "bridge"},
 		{string(w.wan), "link", "set", "br0", "up"},
@@ -119,7 +129,7 @@ func (w *world) netns(ctx context.Context) error {
 	for _, l := range []struct {
 		ns   netNS
 		addr string
-	}{{w.ctl, ctlAddr}, {w.gw, gwAddr}, {w.gwp, gwpAddr}, {w.cl, clAddr}, {w.clu, cluAddr}, {w.clt, cltAddr}} {
+	}{{w.ctl, ctlAddr}, {w.gw, gwAddr}, {w.gwp, gwpAddr}, {w.gwn, gwnAddr}, {w.cl, clAddr}, {w.clu, cluAddr}, {w.clt, cltAddr}} {
 		port := "p" + strings.TrimPrefix(string(l.ns), w.prefix+"-")
 		steps = append(steps,
 			[]string{string(w.wan), "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", string(l.ns)},
@@ -130,7 +140,7 @@ func (w *world) netns(ctx context.Context) error {
 	for _, a := range []struct {
 		gw             netNS
 		link, gwIP, ip string
-	}{{w.gw, "eth0", "10.20.0.1", appCordon}, {w.gwp, "eth1", "10.21.0.1", appPlain}} {
+	}{{w.gw, "eth0", "10.20.0.1", appCordon}, {w.gwp, "eth1", "10.21.0.1", appPlain}, {w.gwn, "eth2", "10.22.0.1", appNFT}} {
 		steps = append(steps,
 			[]string{string(a.gw), "link", "add", "app0", "type", "veth", "peer", "name", a.link, "netns", string(w.app)},
 			[]string{string(a.gw), "addr", "add", a.gwIP + "/24", "dev", "app0"},
@@ -140,13 +150,14 @@ func (w *world) netns(ctx context.Context) error {
 	}
 	steps = append(steps,
 		[]string{string(w.app), "route", "add", "default", "via", "10.20.0.1"},
-		[]string{string(w.app), "route", "add", "10.99.0.0/24", "via", "10.21.0.1"})
+		[]string{string(w.app), "route", "add", "10.99.0.0/24", "via", "10.21.0.1"},
+		[]string{string(w.app), "route", "add", "10.98.0.0/24", "via", "10.22.0.1"})
 	for _, s := range steps {
 		if err := w.ip(ctx, netNS(s[0]), s[1:]...); err != nil {
 			return err
 		}
 	}
-	for _, ns := range []netNS{w.gw, w.gwp} {
+	for _, ns := range []netNS{w.gw, w.gwp, w.gwn} {
 		if _, err := w.exec(ctx, ns, "", "sysctl", "-qw", "net.ipv4.ip_forward=1"); err != nil {
 			return err
 		}
@@ -154,70 +165,117 @@ func (w *world) netns(ctx context.Context) error {
 	return nil
 }
 
-// plain brings up upstream wireguard-go between cl and gwp, routing
-// 10.21.0.0/24 through it.
-func (w *world) plain(ctx context.Context) error {
+// plainTunnel is one upstream wireguard-go tunnel between cl and a
+// gateway namespace that routes appNet to the app.
+type plainTunnel struct {
+	gw           netNS
+	gwAddr, port string // the gateway's WAN address and WireGuard port
+	gwIface      string
+	clIface      string
+	overlay      string // the /24 of the two tunnel addresses, .1 the gateway's, .2 the client's
+	appNet       string
+}
+
+// startPlain brings up upstream wireguard-go for t and routes t.appNet through it.
+func (w *world) startPlain(ctx context.Context, t plainTunnel) (wgPair, error) {
 	type end struct {
 		ns          netNS
 		iface, addr string
 		key, pub    string
-		p           **proc
+		p           *proc
 	}
-	ends := []*end{{ns: w.gwp, iface: w.iface("p"), addr: plainGW, p: &w.plainGW}, {ns: w.cl, iface: w.iface("q"), addr: plainCl, p: &w.plainCl}}
+	base := strings.TrimSuffix(t.overlay, "0/24")
+	ends := []*end{{ns: t.gw, iface: t.gwIface, addr: base + "1"}, {ns: w.cl, iface: t.clIface, addr: base + "2"}}
 	for _, e := range ends {
 		k, err := run(ctx, "", nil, "wg", "genkey")
 		if err != nil {
-			return err
+			return wgPair{}, err
 		}
 		e.key = strings.TrimSpace(k)
 		pub, err := run(ctx, e.key+"\n", nil, "wg", "pubkey")
 		if err != nil {
-			return err
+			return wgPair{}, err
 		}
 		e.pub = strings.TrimSpace(pub)
 		f := filepath.Join(w.dir, e.iface+".key")
 		if err := os.WriteFile(f, []byte(e.key+"\n"), 0o600); err != nil {
-			return err
+			return wgPair{}, err
 		}
-		p, err := w.start(e.ns, "wireguard-go-"+strings.TrimPrefix(string(e.ns), w.prefix+"-"), []string{"LOG_LEVEL=error"}, w.wgBin, "-f", e.iface)
-		if err != nil {
-			return err
+		if e.p, err = w.start(e.ns, "wireguard-go-"+e.iface, []string{"LOG_LEVEL=error"}, w.wgBin, "-f", e.iface); err != nil {
+			return wgPair{}, err
 		}
-		*e.p = p
 		if err := waitFor(ctx, 10*time.Second, func() error {
-			if err := p.exited(); err != nil {
+			if err := e.p.exited(); err != nil {
 				return err
 			}
 			_, err := os.Stat(filepath.Join("/var/run/wireguard", e.iface+".sock"))
 			return err
 		}); err != nil {
-			return fmt.Errorf("wireguard-go %s: %w", e.iface, err)
+			return wgPair{}, fmt.Errorf("wireguard-go %s: %w", e.iface, err)
 		}
 	}
 	gw, cl := ends[0], ends[1]
 	cmds := [][]string{
-		{string(gw.ns), "wg", "set", gw.iface, "private-key", filepath.Join(w.dir, gw.iface+".key"), "listen-port", "51821",
-			"peer", cl.pub, "allowed-ips", plainCl + "/32"},
+		{string(gw.ns), "wg", "set", gw.iface, "private-key", filepath.Join(w.dir, gw.iface+".key"), "listen-port", t.port,
+			"peer", cl.pub, "allowed-ips", cl.addr + "/32"},
 		{string(cl.ns), "wg", "set", cl.iface, "private-key", filepath.Join(w.dir, cl.iface+".key"),
-			"peer", gw.pub, "allowed-ips", plainGW + "/32,10.21.0.0/24", "endpoint", gwpAddr + ":51821"},
+			"peer", gw.pub, "allowed-ips", gw.addr + "/32," + t.appNet, "endpoint", t.gwAddr + ":" + t.port},
 	}
 	for _, c := range cmds {
 		if _, err := w.exec(ctx, netNS(c[0]), "", c[1:]...); err != nil {
-			return err
+			return wgPair{}, err
 		}
 	}
 	for _, e := range ends {
 		if err := w.ip(ctx, e.ns, "addr", "add", e.addr+"/32", "dev", e.iface); err != nil {
-			return err
+			return wgPair{}, err
 		}
 		if err := w.ip(ctx, e.ns, "link", "set", e.iface, "up"); err != nil {
-			return err
+			return wgPair{}, err
 		}
 	}
-	if err := w.ip(ctx, gw.ns, "route", "add", plainCl+"/32", "dev", gw.iface); err != nil {
+	if err := w.ip(ctx, gw.ns, "route", "add", cl.addr+"/32", "dev", gw.iface); err != nil {
+		return wgPair{}, err
+	}
+	if err := w.ip(ctx, cl.ns, "route", "add", t.appNet, "dev", cl.iface); err != nil {
+		return wgPair{}, err
+	}
+	return wgPair{cl: cl.p, gw: gw.p}, nil
+}
+
+// plainTunnels brings up both plain tunnels; copyRuleset later gives the
+// second the Cordon gateway's nftables.
+func (w *world) plainTunnels(ctx context.Context) error {
+	var err error
+	if w.plain, err = w.startPlain(ctx, plainTunnel{gw: w.gwp, gwAddr: gwpAddr, port: "51821", gwIface: w.iface("p"), clIface: w.iface("q"), overlay: "10.99.0.0/24", appNet: "10.21.0.0/24"}); err != nil {
 		return err
 	}
-	return w.ip(ctx, cl.ns, "route", "add", "10.21.0.0/24", "dev", cl.iface)
+	w.plainNFT, err = w.startPlain(ctx, plainTunnel{gw: w.gwn, gwAddr: gwnAddr, port: "51822", gwIface: w.iface("np"), clIface: w.iface("nq"), overlay: "10.98.0.0/24", appNet: "10.22.0.0/24"})
+	return err
+}
+
+// copyRuleset puts the Cordon gateway's nftables ruleset, as it runs, on
+// the plain-nft gateway, with that gateway's interface, port and prefixes.
+func (w *world) copyRuleset(ctx context.Context) error {
+	rs, err := w.exec(ctx, w.gw, "", "nft", "list", "ruleset")
+	if err != nil {
+		return err
+	}
+	if !strings.Contains(rs, `"`+w.iface("g")+`"`) {
+		return fmt.Errorf("the gateway's nftables ruleset does not name its interface %s:\n%s", w.iface("g"), rs)
+	}
+	rs = strings.NewReplacer(
+		`"`+w.iface("g")+`"`, `"`+w.iface("np")+`"`,
+		"100.64.0.0/10", "10.98.0.0/24",
+		"10.20.0.0/24", "10.22.0.0/24",
+		"dport 51820", "dport 51822",
+	).Replace(rs)
+	f := filepath.Join(w.dir, "plain-nft.nft")
+	if err := os.WriteFile(f, []byte(rs), 0o644); err != nil {
+		return err
+	}
+	_, err = w.exec(ctx, w.gwn, "", "nft", "-f", f)
+	return err
 }
 
 func (w *world) ctlDir() string { return filepath.Join(w.dir, "controller") }
