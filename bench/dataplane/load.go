@@ -54,6 +54,14 @@ func (c *counters) get(id uint64) *atomic.Int64 {
 	return n
 }
 
+// find returns the counter of a running test, nil for an unknown ID (a
+// late packet of a finished test).
+func (c *counters) find(id uint64) *atomic.Int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.m[id]
+}
+
 // drop forgets a finished test's counter.
 func (c *counters) drop(id uint64) {
 	c.mu.Lock()
@@ -122,7 +130,10 @@ func (s *appServer) handle(c net.Conn) error {
 	id := binary.BigEndian.Uint64(hdr[1:])
 	switch hdr[0] {
 	case opUpload:
-		n := s.recv.get(id)
+		n := s.recv.find(id)
+		if n == nil {
+			return fmt.Errorf("upload for unknown test %d", id)
+		}
 		buf := make([]byte, chunk)
 		for {
 			k, err := c.Read(buf)
@@ -163,7 +174,9 @@ func (s *appServer) serveUDP() {
 		if k < 8 {
 			continue
 		}
-		s.recv.get(binary.BigEndian.Uint64(buf[:8])).Add(int64(k))
+		if n := s.recv.find(binary.BigEndian.Uint64(buf[:8])); n != nil {
+			n.Add(int64(k))
+		}
 	}
 }
 
@@ -174,18 +187,18 @@ type dialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
 type window struct{ warm, dur time.Duration }
 
 // sample reads a counter and the tunnel's CPU at the start and the end of
-// the window (the caller's load already running) and returns bits per
-// second and CPU seconds spent in the window.
-func (w window) sample(ctx context.Context, n *atomic.Int64, cpu func() float64) (bps, cpuSec float64, err error) {
+// the window (the caller's load already running) and returns what was
+// delivered in it.
+func (w window) sample(ctx context.Context, n *atomic.Int64, cpu func() float64) (tcpResult, error) {
 	if err := sleep(ctx, w.warm); err != nil {
-		return 0, 0, err
+		return tcpResult{}, err
 	}
 	t0, n0, c0 := time.Now(), n.Load(), cpu()
 	if err := sleep(ctx, w.dur); err != nil {
-		return 0, 0, err
+		return tcpResult{}, err
 	}
 	t1, n1, c1 := time.Now(), n.Load(), cpu()
-	return float64(n1-n0) * 8 / t1.Sub(t0).Seconds(), c1 - c0, nil
+	return tcpResult{bits: float64(n1-n0) * 8, sec: t1.Sub(t0).Seconds(), cpuSec: c1 - c0}, nil
 }
 
 func sleep(ctx context.Context, d time.Duration) error {
@@ -206,11 +219,17 @@ func header(op byte, id uint64) []byte {
 	return h
 }
 
-// tcpResult is one throughput test.
+// tcpResult is one throughput test's window.
 type tcpResult struct {
-	bps    float64 // delivered, at the receiver
+	bits   float64 // delivered, counted at the receiver
+	sec    float64 // the window's length
 	cpuSec float64 // of the tunnel's processes, in the window
 }
+
+func (r tcpResult) bps() float64 { return r.bits / r.sec }
+
+// cpuPerGbit is the tunnel's CPU seconds per Gbit delivered.
+func (r tcpResult) cpuPerGbit() float64 { return r.cpuSec / (r.bits / 1e9) }
 
 // tcpThroughput runs streams TCP connections to addr (op opUpload or
 // opDownload) and measures the delivered rate in w.
@@ -258,7 +277,7 @@ func tcpThroughput(ctx context.Context, dial dialFunc, addr string, op byte, str
 			}
 		})
 	}
-	bps, cpuSec, err := w.sample(ctx, n, cpu)
+	res, err := w.sample(ctx, n, cpu)
 	cancel()
 	for _, c := range conns {
 		c.Close()
@@ -271,7 +290,7 @@ func tcpThroughput(ctx context.Context, dial dialFunc, addr string, op byte, str
 	if err := <-errs; err != nil {
 		return tcpResult{}, fmt.Errorf("stream broke during the test: %w", err)
 	}
-	return tcpResult{bps: bps, cpuSec: cpuSec}, nil
+	return res, nil
 }
 
 // udpResult is one fixed-rate UDP test.

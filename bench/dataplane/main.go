@@ -115,7 +115,7 @@ func bench(ctx context.Context, log *slog.Logger, o options) error {
 	} else {
 		defer os.RemoveAll(dir)
 	}
-	w := &world{log: log, bin: o.bin, wgBin: o.wgBin, dir: dir, prefix: fmt.Sprintf("dpb%d", os.Getpid()%100000)}
+	w := &world{bin: o.bin, wgBin: o.wgBin, dir: dir, prefix: fmt.Sprintf("dpb%d", os.Getpid()%100000)}
 	defer w.close()
 	start := time.Now()
 	if err := w.netns(ctx); err != nil {
@@ -197,7 +197,7 @@ func bench(ctx context.Context, log *slog.Logger, o options) error {
 			if err != nil {
 				return nil, err
 			}
-			return map[string]float64{s.name + " Mbit/s": r.bps / 1e6, s.name + " CPU s/Gbit": r.cpuSec / (r.bps * o.w.dur.Seconds() / 1e9)}, nil
+			return map[string]float64{s.name + " Mbit/s": r.bps() / 1e6, s.name + " CPU s/Gbit": r.cpuPerGbit()}, nil
 		}}
 	}
 	tests["udp"] = test{"udp", func(ctx context.Context, v variant, id uint64) (map[string]float64, error) {

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -55,7 +54,6 @@ const (
 )
 
 type world struct {
-	log    *slog.Logger
 	bin    string // directory of the product's binaries
 	wgBin  string // upstream wireguard-go
 	dir    string
