@@ -106,6 +106,11 @@ func (s *appServer) serve(ctx context.Context) {
 			return
 		}
 		mu.Lock()
+		if ctx.Err() != nil { // the closer may have run already
+			mu.Unlock()
+			c.Close()
+			return
+		}
 		conns[c] = struct{}{}
 		mu.Unlock()
 		wg.Go(func() {
@@ -309,11 +314,11 @@ func udpRate(ctx context.Context, dial dialFunc, addr string, rateBps float64, s
 		return udpResult{}, fmt.Errorf("dial %s: %w", addr, err)
 	}
 	defer c.Close()
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	var sent atomic.Int64
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel() // runs before wg.Wait: stops the sender
 	wg.Go(func() {
 		buf := make([]byte, size)
 		binary.BigEndian.PutUint64(buf, id)
