@@ -41,6 +41,10 @@ vet:
 	$(GO) vet -tags loadtest ./controller/internal/loadtest/
 	$(GO) vet -tags gendocs ./internal/gendocs/ ./internal/daemonflags/ ./cordonctl/internal/cli/ ./client/cmd/cordon/
 	cd packaging && $(GO) vet ./...
+	@# The benchmark modules (their own go.mod each, so OPA, CoreDNS and
+	@# upstream wireguard-go stay out of the product's): vet compiles them
+	@# and their tests, so they cannot rot unseen.
+	for d in bench/dns bench/policy bench/dataplane; do (cd $$d && $(GO) vet ./...) || exit 1; done
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
