@@ -57,3 +57,35 @@ func TestPostureFileOverrides(t *testing.T) {
 		t.Error("the digest ignores the firewall")
 	}
 }
+
+// Posture facts from a mobile shell: the fields only the OS knows are
+// accepted, integrity included; anything the controller would refuse is
+// a clear error at the shell's call, not a silent drop at collection.
+func TestCheckPostureFacts(t *testing.T) {
+	now := time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC)
+	good := `{"os":"android","os_version":"15","disk_encryption":{"state":"yes","detail":"file-based encryption"},` +
+		`"screen_lock":{"state":"yes"},"integrity":{"state":"no","detail":"Play Integrity: device not certified"}}`
+	if err := CheckPostureFacts([]byte(good), now); err != nil {
+		t.Fatalf("good facts refused: %v", err)
+	}
+	rep := posture.Report{CollectedAt: now, OS: "debian", Firewall: posture.Check{State: posture.Yes}}
+	if err := overridePostureJSON(&rep, []byte(good)); err != nil {
+		t.Fatal(err)
+	}
+	if rep.OS != "android" || rep.Integrity.State != posture.No || rep.Firewall.State != posture.Yes {
+		t.Fatalf("facts applied as %+v", rep)
+	}
+	for name, bad := range map[string]string{
+		"unknown field":   `{"rooted":true}`,
+		"bad state":       `{"integrity":{"state":"maybe"}}`,
+		"detail no state": `{"integrity":{"detail":"x"}}`,
+		"control chars":   `{"os_version":"15\u001b[31m"}`,
+		"not json":        `{`,
+		"too large":       `{"os":"` + strings.Repeat("a", posture.MaxSize) + `"}`,
+	} {
+		err := CheckPostureFacts([]byte(bad), now)
+		if err == nil || !strings.HasPrefix(err.Error(), "posture facts: ") {
+			t.Errorf("%s: got %v, want a posture facts error", name, err)
+		}
+	}
+}
