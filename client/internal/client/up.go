@@ -36,7 +36,8 @@ const (
 	ModeUserspace = "userspace"
 )
 
-const mtu = 1420
+// MTU is the tunnel device's MTU (a shell that opens the device sets it).
+const MTU = netstack.DefaultMTU
 
 // In tun mode the routes to the apps live in their own routing table,
 // looked up by a rule ahead of the main table, so routes the local
@@ -243,7 +244,7 @@ func Up(ctx context.Context, cfg UpConfig) error {
 		// host's loopback; WireGuard's cryptokey routing still admits only
 		// the entitled app addresses from the gateway.
 		ns, err := netstack.New(netstack.Config{
-			Addrs: []netip.Addr{e.OverlayAddr}, MTU: mtu, Name: cfg.Interface, AllowLoopback: true,
+			Addrs: []netip.Addr{e.OverlayAddr}, MTU: MTU, Name: cfg.Interface, AllowLoopback: true,
 			Logger: log.With("component", "netstack"),
 		})
 		if err != nil {
@@ -275,7 +276,7 @@ func Up(ctx context.Context, cfg UpConfig) error {
 		cfg = t.cfg // with the device's name
 		t.dial = &net.Dialer{}
 		if !cfg.ShellNetwork {
-			if t.link, err = tunnet.Configure(cfg.Interface, netip.PrefixFrom(e.OverlayAddr, 32), mtu); err != nil {
+			if t.link, err = tunnet.Configure(cfg.Interface, netip.PrefixFrom(e.OverlayAddr, 32), MTU); err != nil {
 				return err
 			}
 			if err := t.link.Isolate(RouteTable, RulePriority); err != nil {
@@ -373,7 +374,7 @@ func openTUN(cfg *UpConfig) (tun.Device, error) {
 		cfg.Interface = name
 		return cfg.TUN, nil
 	}
-	td, err := tun.CreateTUN(cfg.Interface, mtu)
+	td, err := tun.CreateTUN(cfg.Interface, MTU)
 	if err != nil {
 		return nil, fmt.Errorf("create tun device %s (tun mode needs root or CAP_NET_ADMIN; use --mode userspace otherwise): %w", cfg.Interface, err)
 	}
