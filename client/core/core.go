@@ -71,7 +71,7 @@ type Core struct {
 	closed     bool
 	controller string // Configure; "": the last one this device signed in with
 	caFile     string
-	run        *run           // the running tunnel; nil: none
+	run        *run        // the running tunnel; nil: none
 	handback   chan string // the OIDC sign-in waiting for its redirect (OIDCRedirect)
 }
 
