@@ -9,7 +9,7 @@
 // pointers of this package (TestBindableAPI checks it; structured data
 // travels as JSON strings). docs/clients.md shows the calls in order.
 //
-// A Core owns one goroutine for event delivery (from New to Close) and,
+// A Client owns one goroutine for event delivery (from New to Close) and,
 // while the tunnel runs, the tunnel's (from StartTUN or StartUserspace to
 // Stop, Close, the controller ending the session, or 'cordon down').
 //
@@ -55,9 +55,10 @@ var ErrRunning = errors.New("the tunnel is already running: call Stop first")
 // ErrClosed is returned by every call after Close.
 var ErrClosed = errors.New("the client core is closed: make a new one with core.New")
 
-// Core is one device's Cordon client. Its methods may be called from any
-// thread; the sign-in calls block (call them off the UI thread).
-type Core struct {
+// Client is one device's Cordon client (Java core.Client, Objective-C
+// CoreClient). Its methods may be called from any thread; the sign-in
+// calls block (call them off the UI thread).
+type Client struct {
 	stateDir string
 	log      *slog.Logger
 	ev       *dispatcher
@@ -89,7 +90,7 @@ var errStopped = errors.New("stopped by the app")
 // only this app can read (it is created 0700 if missing). events receives
 // what happens (nil: nothing is sent); logs receives the log lines (nil:
 // none).
-func New(stateDir string, events Events, logs LogSink) (*Core, error) {
+func New(stateDir string, events Events, logs LogSink) (*Client, error) {
 	if stateDir == "" {
 		return nil, errors.New("no state directory given: pass a directory only this app can read (e.g. the app's files directory)")
 	}
@@ -98,7 +99,7 @@ func New(stateDir string, events Events, logs LogSink) (*Core, error) {
 		return nil, fmt.Errorf("state directory: %w", err)
 	}
 	ctx, cancel := context.WithCancelCause(context.Background())
-	c := &Core{stateDir: stateDir, log: log, ctx: ctx, cancel: cancel, ev: newDispatcher(events)}
+	c := &Client{stateDir: stateDir, log: log, ctx: ctx, cancel: cancel, ev: newDispatcher(events)}
 	return c, nil
 }
 
@@ -106,7 +107,7 @@ func New(stateDir string, events Events, logs LogSink) (*Core, error) {
 // signed its certificate (PEM, as the hospital's IT department gives it).
 // Needed before the first sign-in only: later sign-ins default to the
 // controller and CA of the last one.
-func (c *Core) Configure(controllerURL string, caPEM []byte) error {
+func (c *Client) Configure(controllerURL string, caPEM []byte) error {
 	if controllerURL == "" {
 		return errors.New("no controller URL given: pass https://HOST:PORT")
 	}
@@ -151,7 +152,7 @@ func checkCA(b []byte) error {
 }
 
 // config returns the controller and CA file Configure set.
-func (c *Core) config() (controller, caFile string, err error) {
+func (c *Client) config() (controller, caFile string, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
@@ -163,7 +164,7 @@ func (c *Core) config() (controller, caFile string, err error) {
 // SignIn signs user in with password and the code of the authenticator
 // app (totp), and enrolls this device: its keys are made here and only
 // their public halves leave it. Blocks up to 30 s.
-func (c *Core) SignIn(user, password, totp string) error {
+func (c *Client) SignIn(user, password, totp string) error {
 	controller, caFile, err := c.config()
 	if err != nil {
 		return err
@@ -191,7 +192,7 @@ func (c *Core) SignIn(user, password, totp string) error {
 // there, or the shell that caught the redirect itself hands it over with
 // OIDCRedirect. Blocks until the sign-in completes, fails or times out
 // (5 minutes).
-func (c *Core) SignInOIDC(idp string, browser URLOpener) error {
+func (c *Client) SignInOIDC(idp string, browser URLOpener) error {
 	if browser == nil {
 		return errors.New("no browser given: pass a URLOpener that opens the system browser")
 	}
@@ -236,7 +237,7 @@ func (c *Core) SignInOIDC(idp string, browser URLOpener) error {
 // callback?code=...&state=...) that the shell's browser session caught,
 // for the SignInOIDC waiting for it. It is checked as the core's own
 // listener checks it (the state must match).
-func (c *Core) OIDCRedirect(redirectURL string) error {
+func (c *Client) OIDCRedirect(redirectURL string) error {
 	c.mu.Lock()
 	h := c.handback
 	c.mu.Unlock()
@@ -254,7 +255,7 @@ func (c *Core) OIDCRedirect(redirectURL string) error {
 // SignOut ends this device's session at the controller: every gateway
 // drops it at once, and a running tunnel reaches nothing until the next
 // sign-in. It reports whether a session was active.
-func (c *Core) SignOut() (bool, error) {
+func (c *Client) SignOut() (bool, error) {
 	if _, _, err := c.config(); err != nil {
 		return false, err
 	}
@@ -272,7 +273,7 @@ func (c *Core) SignOut() (bool, error) {
 // self-reported. A running tunnel sends them at its next collection. An
 // empty string clears them. Bad JSON, an unknown field or a value the
 // controller would refuse is an error, and the facts before stay.
-func (c *Core) SetPosture(factsJSON string) error {
+func (c *Client) SetPosture(factsJSON string) error {
 	if factsJSON == "" {
 		c.facts.Store(nil)
 		return nil
@@ -285,7 +286,7 @@ func (c *Core) SetPosture(factsJSON string) error {
 	return nil
 }
 
-func (c *Core) postureFacts() []byte {
+func (c *Client) postureFacts() []byte {
 	if p := c.facts.Load(); p != nil {
 		return *p
 	}
@@ -302,7 +303,7 @@ func (c *Core) postureFacts() []byte {
 // as root) the core configures them as 'cordon up' does. It returns once
 // the tunnel is starting; Events tells the rest (KindTunnel when it stops,
 // and why).
-func (c *Core) StartTUN(fd int, shellNetwork bool) error {
+func (c *Client) StartTUN(fd int, shellNetwork bool) error {
 	dev, err := tunFromFD(fd, shellNetwork)
 	if err != nil {
 		return err
@@ -314,11 +315,11 @@ func (c *Core) StartTUN(fd int, shellNetwork bool) error {
 // privileges: apps reach the hospital through the local SOCKS5 and HTTP
 // proxies at socksAddr and httpAddr (HOST:PORT on loopback; empty turns
 // one off).
-func (c *Core) StartUserspace(socksAddr, httpAddr string) error {
+func (c *Client) StartUserspace(socksAddr, httpAddr string) error {
 	return c.start(client.UpConfig{Mode: client.ModeUserspace, Interface: "cordon0", SOCKSAddr: socksAddr, HTTPAddr: httpAddr})
 }
 
-func (c *Core) start(cfg client.UpConfig) error {
+func (c *Client) start(cfg client.UpConfig) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed || c.run != nil {
@@ -358,7 +359,7 @@ func (c *Core) start(cfg client.UpConfig) error {
 // Stop brings the tunnel down and returns once it is: routes (when the
 // core set them) and the TUN device are gone. Without a running tunnel it
 // does nothing.
-func (c *Core) Stop() {
+func (c *Client) Stop() {
 	c.mu.Lock()
 	r := c.run
 	c.mu.Unlock()
@@ -370,7 +371,7 @@ func (c *Core) Stop() {
 }
 
 // Running reports whether the tunnel runs in this core.
-func (c *Core) Running() bool {
+func (c *Client) Running() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.run != nil
@@ -380,7 +381,7 @@ func (c *Core) Running() bool {
 // 'cordon status -o json': the device, the session, each gateway and each
 // app with whether it is reachable now and why. An error when no tunnel
 // runs for the state directory (in this process or another).
-func (c *Core) Status() (string, error) {
+func (c *Client) Status() (string, error) {
 	s, err := client.GetStatus(c.stateDir)
 	if err != nil {
 		return "", err
@@ -395,7 +396,7 @@ func (c *Core) Status() (string, error) {
 // Close stops the tunnel and waits for it, makes a sign-in in flight
 // return, and stops event delivery. Further calls fail with ErrClosed;
 // Close again does nothing.
-func (c *Core) Close() {
+func (c *Client) Close() {
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
