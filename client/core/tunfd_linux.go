@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 
+	"golang.org/x/sys/unix"
 	"golang.zx2c4.com/wireguard/tun"
 )
 
@@ -21,8 +22,16 @@ func tunFromFD(fd int, shellNetwork bool) (tun.Device, error) {
 		}
 		return dev, nil
 	}
-	dev, err := tun.CreateTUNFromFile(os.NewFile(uintptr(fd), "tun"), MTU)
+	// Non-blocking before the runtime's poller takes it, so that Stop's
+	// close ends a read in progress (as tun.CreateTUN does).
+	if err := unix.SetNonblock(fd, true); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("tun file descriptor %d: %w", fd, err)
+	}
+	f := os.NewFile(uintptr(fd), "tun")
+	dev, err := tun.CreateTUNFromFile(f, MTU)
 	if err != nil {
+		f.Close()
 		return nil, fmt.Errorf("tun file descriptor %d: %w", fd, err)
 	}
 	return dev, nil

@@ -15,8 +15,10 @@ func tunFromFD(fd int, _ bool) (tun.Device, error) {
 	if fd < 0 {
 		return nil, fmt.Errorf("tun file descriptor %d: not a descriptor; pass the one the OS gave", fd)
 	}
-	dev, err := tun.CreateTUNFromFile(os.NewFile(uintptr(fd), "tun"), MTU)
+	f := os.NewFile(uintptr(fd), "tun")
+	dev, err := tun.CreateTUNFromFile(f, MTU)
 	if err != nil {
+		f.Close()
 		return nil, fmt.Errorf("tun file descriptor %d: %w", fd, err)
 	}
 	return dev, nil
