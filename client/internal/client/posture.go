@@ -2,6 +2,7 @@ package client
 
 import (
 	"bytes"
+	"errors"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
@@ -164,6 +165,9 @@ func CheckPostureFacts(b []byte, now time.Time) error {
 		Firewall: posture.Check{State: posture.Unknown}, ScreenLock: posture.Check{State: posture.Unknown}}
 	if err := overridePostureJSON(&rep, b); err != nil {
 		return fmt.Errorf("posture facts: %w", err)
+	}
+	if !rep.CollectedAt.Equal(now) {
+		return errors.New("posture facts: collected_at is not a fact: the client stamps each report when it collects it")
 	}
 	if err := rep.Validate(now); err != nil {
 		return fmt.Errorf("posture facts: %w", err)

@@ -81,6 +81,7 @@ func TestCheckPostureFacts(t *testing.T) {
 		"detail no state": `{"integrity":{"detail":"x"}}`,
 		"control chars":   `{"os_version":"15\u001b[31m"}`,
 		"not json":        `{`,
+		"collected_at":    `{"collected_at":"2026-12-04T11:00:00Z"}`,
 		"too large":       `{"os":"` + strings.Repeat("a", posture.MaxSize) + `"}`,
 	} {
 		err := CheckPostureFacts([]byte(bad), now)
@@ -88,4 +89,26 @@ func TestCheckPostureFacts(t *testing.T) {
 			t.Errorf("%s: got %v, want a posture facts error", name, err)
 		}
 	}
+}
+
+// FuzzCheckPostureFacts: whatever a shell passes, the facts are refused
+// with an error or make a report the controller accepts; never a panic.
+func FuzzCheckPostureFacts(f *testing.F) {
+	f.Add([]byte(`{"os":"android","integrity":{"state":"no","detail":"rooted"}}`))
+	f.Add([]byte(`{"screen_lock":{"state":"yes"},"disk_encryption":{}}`))
+	f.Add([]byte(`{"collected_at":"2030-01-01T00:00:00Z"}`))
+	now := time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if CheckPostureFacts(b, now) != nil {
+			return
+		}
+		rep := posture.Report{CollectedAt: now, DiskEncryption: posture.Check{State: posture.Unknown},
+			Firewall: posture.Check{State: posture.Unknown}, ScreenLock: posture.Check{State: posture.Unknown}}
+		if err := overridePostureJSON(&rep, b); err != nil {
+			t.Fatalf("checked facts do not apply: %v", err)
+		}
+		if err := rep.Validate(now); err != nil {
+			t.Fatalf("checked facts make a report the controller refuses: %v", err)
+		}
+	})
 }
