@@ -147,7 +147,9 @@ func sessionIs(state, reason string) func(json.RawMessage) bool {
 // facts only the OS knows (reported as self-reported), app access, a
 // revocation that cuts the open connection within 1 s (and the shell told
 // why), a new sign-in, the idle logoff, and a stop that takes the device
-// with it.
+// with it. Then again with the network left to the shell: the core
+// changes nothing on the host, the test sets the address and routes from
+// the status as a mobile OS would, and the app answers.
 func TestClientCoreFD(t *testing.T) {
 	t.Parallel()
 	const idle = 8 * time.Second
@@ -172,6 +174,11 @@ func TestClientCoreFD(t *testing.T) {
 		return nil
 	})
 	w.waitReach(w.nurse, ehr, 15*time.Second)
+	st, err := w.nurse.status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	overlay := st.OverlayAddr // stable: the OS sets it in the second run
 	shl.waitEvent("session", 10*time.Second, sessionIs("active", ""))
 	shl.waitEvent("apps", 10*time.Second, func(p json.RawMessage) bool {
 		var apps []struct {
@@ -218,6 +225,37 @@ func TestClientCoreFD(t *testing.T) {
 		t.Error("'cordon status' still finds a tunnel after the core stopped it")
 	}
 	// The core owned the descriptor: closing it removed the device.
+	if out, err := sh("ip", "-n", w.cl1.name, "link", "show", w.nurse.iface); err == nil {
+		t.Errorf("the TUN device outlived the core's stop:\n%s", out)
+	}
+
+	t.Log("---- the OS configures the network (as Android's VpnService does) ----")
+	shl.signIn()
+	shl.do(map[string]string{"cmd": "start-os", "addr": overlay})
+	waitFor(t, 20*time.Second, "the core's tunnel to get its map", func() error {
+		var err error
+		if st, err = w.nurse.status(); err != nil {
+			return err
+		}
+		if len(st.Gateways) == 0 {
+			return errors.New("no gateway in the map yet")
+		}
+		return nil
+	})
+	// The core set nothing on the host: no route, no table, no rule.
+	for _, args := range [][]string{{"route", "show", "table", "all"}, {"rule"}} {
+		out, _ := sh("ip", append([]string{"-n", w.cl1.name}, args...)...)
+		if strings.Contains(out, "7380") || strings.Contains(out, "10.20.0.") {
+			t.Errorf("with the network left to the shell, the core changed it: ip %s:\n%s", strings.Join(args, " "), out)
+		}
+	}
+	for _, g := range st.Gateways {
+		for _, p := range g.AllowedIPs {
+			ip(t, w.cl1, "route", "replace", p, "dev", w.nurse.iface)
+		}
+	}
+	w.waitReach(w.nurse, ehr, 15*time.Second)
+	shl.do(map[string]string{"cmd": "stop"})
 	if out, err := sh("ip", "-n", w.cl1.name, "link", "show", w.nurse.iface); err == nil {
 		t.Errorf("the TUN device outlived the core's stop:\n%s", out)
 	}

@@ -31,7 +31,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/cordonhq/cordon/client/internal/client"
+	"github.com/cordonhq/cordon/client/internal/sysdns"
 	"github.com/cordonhq/cordon/internal/buildinfo"
 	"github.com/cordonhq/cordon/pkg/controlproto"
 	"github.com/cordonhq/cordon/pkg/privdir"
@@ -293,22 +296,51 @@ func (c *Client) postureFacts() []byte {
 	return nil
 }
 
+// Who configures the host's network around the TUN device (StartTUN).
+const (
+	// NetworkOS: the OS configured the interface's address, routes and
+	// DNS when it gave the descriptor (Android's VpnService.Builder, iOS's
+	// NEPacketTunnelNetworkSettings); the core changes nothing else on the
+	// host. The routes to set are the gateways' allowed_ips in the status;
+	// the DNS server is the overlay address.
+	NetworkOS = "os"
+	// NetworkCore: the core configures the address, routes (in a table
+	// of their own, docs/security.md) and the system's DNS, as
+	// 'cordon up' does (Linux desktop, as root).
+	NetworkCore = "core"
+	// NetworkCoreNoDNS: as NetworkCore, but the system's DNS settings
+	// stay as they are (the DNS stub serves on the overlay address), as
+	// 'cordon up --dns none'.
+	NetworkCoreNoDNS = "core-no-dns"
+)
+
 // StartTUN brings the tunnel up on the TUN device whose file descriptor
 // fd the shell opened (with MTU). The core owns fd from then on and closes
-// it when the tunnel stops, even when StartTUN fails. With shellNetwork
-// the shell's OS configured the interface's address, routes and DNS (as
-// Android's VpnService.Builder and iOS's NEPacketTunnelNetworkSettings
-// do): the core touches nothing else on the host, and the routes to set
-// are the gateways' allowed_ips in the status. Without it (Linux desktop,
-// as root) the core configures them as 'cordon up' does. It returns once
-// the tunnel is starting; Events tells the rest (KindTunnel when it stops,
-// and why).
-func (c *Client) StartTUN(fd int, shellNetwork bool) error {
-	dev, err := tunFromFD(fd, shellNetwork)
+// it when the tunnel stops, even when StartTUN fails. network says who
+// configures the host around it: NetworkOS, NetworkCore or
+// NetworkCoreNoDNS. It returns once the tunnel is starting; Events tells
+// the rest (KindTunnel when it stops, and why).
+func (c *Client) StartTUN(fd int, network string) error {
+	cfg := client.UpConfig{Mode: client.ModeTUN}
+	switch network {
+	case NetworkOS:
+		cfg.ShellNetwork = true
+	case NetworkCore:
+		cfg.DNS = sysdns.ModeAuto
+	case NetworkCoreNoDNS:
+		cfg.DNS = sysdns.ModeNone
+	default:
+		if fd >= 0 {
+			unix.Close(fd) // owned from the call on
+		}
+		return fmt.Errorf("network %q: want %q (the OS configured it), %q or %q", network, NetworkOS, NetworkCore, NetworkCoreNoDNS)
+	}
+	dev, err := tunFromFD(fd, cfg.ShellNetwork)
 	if err != nil {
 		return err
 	}
-	return c.start(client.UpConfig{Mode: client.ModeTUN, TUN: dev, ShellNetwork: shellNetwork})
+	cfg.TUN = dev
+	return c.start(cfg)
 }
 
 // StartUserspace brings the tunnel up with no TUN device and no

@@ -174,6 +174,9 @@ func Up(ctx context.Context, cfg UpConfig) error {
 			return fmt.Errorf("a tun device was given for mode %q: it is for tun mode only", cfg.Mode)
 		}
 	}
+	if cfg.ShellNetwork {
+		cfg.DNS = sysdns.ModeNone // the shell set the system's DNS
+	}
 	if err := privdir.Ensure(cfg.StateDir, log); err != nil { // the keys live here: owner only
 		return fmt.Errorf("--state-dir: %w", err)
 	}
@@ -192,10 +195,6 @@ func Up(ctx context.Context, cfg UpConfig) error {
 			return err
 		}
 		defer metricsLn.Close() // if Up fails before serving it
-	}
-	if cfg.Mode == ModeTUN && cfg.ShellNetwork {
-		t.cfg.DNS = sysdns.ModeNone // the shell set the system's DNS
-		cfg = t.cfg
 	}
 	if cfg.Mode == ModeTUN && !cfg.ShellNetwork {
 		// A resolv.conf left pointing at the stub by a crashed run.
@@ -269,11 +268,16 @@ func Up(ctx context.Context, cfg UpConfig) error {
 			log.Info("local proxy listening", "kind", p.kind.String(), "addr", ln.Addr().String())
 		}
 	case ModeTUN:
-		if dev, err = openTUN(&t.cfg); err != nil {
+		if dev, err = openTUN(cfg); err != nil {
 			return err
 		}
 		tunTaken = true
-		cfg = t.cfg // with the device's name
+		if cfg.TUN != nil { // named by the shell's OS
+			if cfg.Interface, err = dev.Name(); err != nil {
+				return fmt.Errorf("the tun device given: read its name: %w", err)
+			}
+			t.cfg.Interface = cfg.Interface
+		}
 		t.dial = &net.Dialer{}
 		if !cfg.ShellNetwork {
 			if t.link, err = tunnet.Configure(cfg.Interface, netip.PrefixFrom(e.OverlayAddr, 32), MTU); err != nil {
@@ -363,15 +367,10 @@ func Up(ctx context.Context, cfg UpConfig) error {
 
 var errDown = errors.New("cordon down")
 
-// openTUN opens tun mode's device: the one cfg.TUN the caller opened (then
-// cfg.Interface becomes its name), else a new one named cfg.Interface.
-func openTUN(cfg *UpConfig) (tun.Device, error) {
+// openTUN opens tun mode's device: the one cfg.TUN the caller opened,
+// else a new one named cfg.Interface.
+func openTUN(cfg UpConfig) (tun.Device, error) {
 	if cfg.TUN != nil {
-		name, err := cfg.TUN.Name()
-		if err != nil {
-			return nil, fmt.Errorf("the tun device given: read its name: %w", err)
-		}
-		cfg.Interface = name
 		return cfg.TUN, nil
 	}
 	td, err := tun.CreateTUN(cfg.Interface, MTU)

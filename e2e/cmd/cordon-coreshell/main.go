@@ -6,7 +6,10 @@
 // log line and command result as a JSON line on stdout:
 //
 //	{"cmd":"signin","user":"nurse","password":"...","totp":"123456"}
-//	{"cmd":"start"}                 create the TUN device, StartTUN(fd)
+//	{"cmd":"start"}                 create the TUN device, StartTUN(fd, core.NetworkCoreNoDNS)
+//	{"cmd":"start-os","addr":"100.64.0.3"}
+//	                                create it, give it addr and bring it up as
+//	                                Android's establish() does, StartTUN(fd, core.NetworkOS)
 //	{"cmd":"posture","facts":"{...}"}
 //	{"cmd":"stop"}
 //
@@ -20,6 +23,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
 	"os/signal"
 	"sync"
 	"syscall"
@@ -51,6 +55,7 @@ type command struct {
 	Password string `json:"password"`
 	TOTP     string `json:"totp"`
 	Facts    string `json:"facts"`
+	Addr     string `json:"addr"`
 }
 
 func main() {
@@ -111,7 +116,16 @@ func run(stateDir, controller, caFile, iface, commands string) error {
 			case "start":
 				var fd int
 				if fd, err = openTUN(iface); err == nil {
-					err = c.StartTUN(fd, false)
+					err = c.StartTUN(fd, core.NetworkCoreNoDNS) // the namespaces share the host's resolv.conf
+				}
+			case "start-os":
+				var fd int
+				if fd, err = openTUN(iface); err == nil {
+					if err = osConfigure(iface, cmd.Addr); err != nil {
+						unix.Close(fd)
+					} else {
+						err = c.StartTUN(fd, core.NetworkOS)
+					}
 				}
 			case "posture":
 				err = c.SetPosture(cmd.Facts)
@@ -127,6 +141,17 @@ func run(stateDir, controller, caFile, iface, commands string) error {
 			o.line(res)
 		}
 	}
+}
+
+// osConfigure gives the device its address and brings it up, as a mobile
+// OS does before it hands the descriptor over.
+func osConfigure(iface, addr string) error {
+	for _, args := range [][]string{{"addr", "add", addr + "/32", "dev", iface}, {"link", "set", iface, "up"}} {
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			return fmt.Errorf("ip %v: %w: %s", args, err, out)
+		}
+	}
+	return nil
 }
 
 // openTUN creates TUN device name and returns its descriptor, as an OS
