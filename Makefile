@@ -6,7 +6,7 @@ LDFLAGS  := -s -w -X github.com/cordonhq/cordon/internal/buildinfo.version=$(VER
 BINARIES := cordon-controller cordon-gateway cordon cordonctl
 PKGS     := ./controller/cmd/cordon-controller ./gateway/cmd/cordon-gateway ./client/cmd/cordon ./cordonctl/cmd/cordonctl
 
-.PHONY: all build demo test unit e2e vet fmt-check clean packages pkgtest
+.PHONY: all build demo test unit e2e vet fmt-check clean packages pkgtest bindcheck
 
 all: build
 
@@ -22,7 +22,7 @@ demo: build
 
 # Unit tests (with the race detector) and the end-to-end suite in network
 # namespaces (needs root and iproute2; skips loudly otherwise).
-test: vet fmt-check unit pkgtest deploy-check e2e
+test: vet fmt-check unit pkgtest deploy-check bindcheck e2e
 
 # .deb and .rpm packages in dist/ (nfpm, driven from packaging/, a module
 # of its own so that nfpm stays out of the product's dependencies).
@@ -33,6 +33,12 @@ packages: build
 # what lands and runs systemd-analyze verify on the units (root; ~1 min).
 pkgtest:
 	cd packaging && $(GO) test -count=1 ./...
+
+# The client core's Java and Objective-C bindings, generated with gobind
+# (mobile/bindcheck, a module of its own so golang.org/x/mobile stays out
+# of go.mod): fails when part of client/core's API cannot be bound.
+bindcheck:
+	cd mobile/bindcheck && GO=$(GO) ./run.sh
 
 # The load harness builds only with -tags loadtest (it seeds the store
 # directly); vet and run its small test here so it cannot rot.

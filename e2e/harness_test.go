@@ -25,6 +25,7 @@ var binaryPkgs = map[string]string{
 	"cordon":            "./client/cmd/cordon",
 	"cordonctl":         "./cordonctl/cmd/cordonctl",
 	"cordon-demo":       "./e2e/cmd/cordon-demo",
+	"cordon-coreshell":  "./e2e/cmd/cordon-coreshell",
 }
 
 var (
@@ -99,7 +100,7 @@ func build() error {
 	}
 	start := time.Now()
 	args := []string{"build", "-o", binDir + "/"}
-	for _, name := range []string{"cordon-controller", "cordon-gateway", "cordon", "cordonctl", "cordon-demo"} {
+	for _, name := range []string{"cordon-controller", "cordon-gateway", "cordon", "cordonctl", "cordon-demo", "cordon-coreshell"} {
 		args = append(args, binaryPkgs[name])
 	}
 	cmd := exec.Command("go", args...)

@@ -73,6 +73,9 @@ type world struct {
 	gwPrep         func(*world)
 	// upArgs are extra 'cordon up' flags for every client (withClientArgs).
 	upArgs []string
+	// nurseApart: newWorld neither signs the nurse in nor brings her
+	// tunnel up; the test does, its own way (withNurseApart).
+	nurseApart bool
 }
 
 // worldOpt changes a world before it starts.
@@ -91,6 +94,12 @@ func withGatewayArgs(args ...string) worldOpt {
 // withClientArgs adds 'cordon up' flags for every client.
 func withClientArgs(args ...string) worldOpt {
 	return func(w *world) { w.upArgs = append(w.upArgs, args...) }
+}
+
+// withNurseApart leaves the nurse's sign-in and tunnel to the test (a
+// shell embedding the client core: coreshell_test.go).
+func withNurseApart() worldOpt {
+	return func(w *world) { w.nurseApart = true }
 }
 
 // withPolicyFile configures the world with a policy file, applied before
@@ -174,6 +183,9 @@ func newWorld(t *testing.T, opts ...worldOpt) *world {
 	w.nurse = w.newClient("nurse", w.cl1, ifaceName("n", seq))
 	w.clerk = w.newClient("clerk", w.cl2, ifaceName("k", seq))
 	for _, c := range []*client{w.nurse, w.clerk} {
+		if c == w.nurse && w.nurseApart {
+			continue
+		}
 		w.login(c)
 		w.up(c)
 	}

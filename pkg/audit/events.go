@@ -424,6 +424,8 @@ var specs = []Spec{
 			field("firewall.detail", "what the device found"),
 			field("screen_lock", "state of the screen lock"),
 			field("screen_lock.detail", "what the device found"),
+			field("integrity", "the OS's verdict that the device is not rooted or jailbroken (mobile devices)"),
+			field("integrity.detail", "what the device found"),
 			field("passing", "posture checks the report passes, comma-separated"),
 		}},
 

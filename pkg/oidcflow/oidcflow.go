@@ -17,6 +17,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"strings"
@@ -44,6 +45,10 @@ type Config struct {
 	// [::1]; PORT 0 picks a free port.
 	RedirectHost string
 	RedirectPort uint16
+	// Handback, if set, carries redirect URLs that the caller's browser
+	// session caught itself (a mobile shell's), for the code flow: each
+	// is checked as a request to the loopback listener is.
+	Handback <-chan string
 	// Timeout bounds the wait for the browser to come back (default
 	// BrowserTimeout); after HintAfter (default BrowserHintAfter) the user
 	// is told what to check.
@@ -147,16 +152,10 @@ func Code(ctx context.Context, cfg Config, start StartFunc, finish FinishFunc) e
 			http.Error(w, "Cordon waits for the sign-in at /callback: the redirect URI registered at the identity provider must be "+redirect, http.StatusNotFound)
 			return
 		}
-		q := r.URL.Query()
-		if subtle.ConstantTimeCompare([]byte(q.Get("state")), []byte(st.State)) != 1 {
+		cb, ok := readCallback(r.URL.Query(), st.State)
+		if !ok {
 			http.Error(w, "This sign-in response is not for this Cordon sign-in. Close this tab.", http.StatusBadRequest)
 			return
-		}
-		var cb callback
-		if e := q.Get("error"); e != "" {
-			cb.err = fmt.Errorf("the identity provider refused the sign-in: %s %s", e, q.Get("error_description"))
-		} else if cb.code = q.Get("code"); cb.code == "" {
-			cb.err = errors.New("the identity provider sent no authorization code")
 		}
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		if cb.err != nil {
@@ -196,6 +195,15 @@ func Code(ctx context.Context, cfg Config, start StartFunc, finish FinishFunc) e
 	for cb.code == "" && cb.err == nil {
 		select {
 		case cb = <-got:
+		case u := <-cfg.Handback:
+			ru, err := url.Parse(u)
+			if err != nil {
+				return fmt.Errorf("the redirect handed back: %w", err)
+			}
+			var ok bool
+			if cb, ok = readCallback(ru.Query(), st.State); !ok {
+				return errors.New("the redirect handed back is not for this sign-in (its state differs): start the sign-in again")
+			}
 		case err := <-browserErr:
 			if err != nil && cfg.Browser != nil {
 				return fmt.Errorf("browser: %w", err)
@@ -214,6 +222,20 @@ func Code(ctx context.Context, cfg Config, start StartFunc, finish FinishFunc) e
 		return cb.err
 	}
 	return finish(ctx, st.LoginID, cb.code, verifier)
+}
+
+// readCallback reads the redirect's query; ok is false when its state is
+// not want (compared in constant time).
+func readCallback(q url.Values, want string) (cb callback, ok bool) {
+	if subtle.ConstantTimeCompare([]byte(q.Get("state")), []byte(want)) != 1 {
+		return cb, false
+	}
+	if e := q.Get("error"); e != "" {
+		cb.err = fmt.Errorf("the identity provider refused the sign-in: %s %s", e, q.Get("error_description"))
+	} else if cb.code = q.Get("code"); cb.code == "" {
+		cb.err = errors.New("the identity provider sent no authorization code")
+	}
+	return cb, true
 }
 
 // WithRedirect returns cfg with the loopback redirect the controller gives

@@ -136,3 +136,36 @@ func TestBrowserSlowHint(t *testing.T) {
 		t.Errorf("hint: %s", out.String())
 	}
 }
+
+// TestHandback: a redirect the caller's browser session caught itself
+// (a mobile shell's) completes the sign-in without the loopback listener
+// seeing it; one whose state differs is refused, not taken.
+func TestHandback(t *testing.T) {
+	for _, tc := range []struct {
+		state, wantCode, wantErr string
+	}{
+		{state: "st4te", wantCode: "c0de"},
+		{state: "other", wantErr: "not for this sign-in"},
+	} {
+		hb := make(chan string, 1)
+		var code string
+		err := Code(t.Context(), Config{IdP: "dex", Handback: hb, Timeout: time.Minute,
+			Browser: func(_ context.Context, u string) error {
+				hb <- "http://127.0.0.1:1/callback?state=" + tc.state + "&code=c0de"
+				return nil
+			}},
+			func(context.Context, string, string) (controlproto.OIDCStartResponse, error) {
+				return controlproto.OIDCStartResponse{LoginID: "l1", AuthURL: "http://idp.example/authorize", State: "st4te"}, nil
+			},
+			func(_ context.Context, _, c, _ string) error { code = c; return nil })
+		if tc.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) || code != "" {
+				t.Errorf("state %s: err %v, code %q; want %q and no code", tc.state, err, code, tc.wantErr)
+			}
+			continue
+		}
+		if err != nil || code != tc.wantCode {
+			t.Errorf("state %s: err %v, code %q", tc.state, err, code)
+		}
+	}
+}

@@ -1,6 +1,7 @@
 // Package posture is the device posture report a client sends and the
 // controller evaluates: operating system and version, kernel, disk
-// encryption of the root filesystem, firewall, screen lock and client
+// encryption of the root filesystem, firewall, screen lock, on mobile
+// devices the OS's integrity verdict (not rooted or jailbroken), and client
 // version. Every field is self-reported by the device and recorded as such;
 // the controller treats the report as untrusted input ([Decode] bounds and
 // validates it).
@@ -44,7 +45,11 @@ type Report struct {
 	DiskEncryption Check     `json:"disk_encryption"`
 	Firewall       Check     `json:"firewall"`
 	ScreenLock     Check     `json:"screen_lock"`
-	ClientVersion  string    `json:"client_version"`
+	// Integrity is the OS's own word that the device is not rooted or
+	// jailbroken (Android Play Integrity, an iOS jailbreak check), as a
+	// mobile shell reports it; empty when the device reports none.
+	Integrity     Check  `json:"integrity,omitzero"`
+	ClientVersion string `json:"client_version"`
 }
 
 // MaxSize bounds an encoded report.
@@ -66,6 +71,7 @@ func (r *Report) Validate(now time.Time) error {
 	for name, v := range map[string]string{
 		"os": r.OS, "os_version": r.OSVersion, "os_name": r.OSName, "kernel": r.Kernel, "client_version": r.ClientVersion,
 		"disk_encryption.detail": r.DiskEncryption.Detail, "firewall.detail": r.Firewall.Detail, "screen_lock.detail": r.ScreenLock.Detail,
+		"integrity.detail": r.Integrity.Detail,
 	} {
 		if err := text(v); err != nil {
 			return fmt.Errorf("%w: %s: %v", ErrInvalid, name, err)
@@ -77,6 +83,15 @@ func (r *Report) Validate(now time.Time) error {
 		default:
 			return fmt.Errorf("%w: %s.state %q: want yes, no or unknown", ErrInvalid, name, c.State)
 		}
+	}
+	switch r.Integrity.State {
+	case Yes, No, Unknown:
+	case "":
+		if r.Integrity.Detail != "" {
+			return fmt.Errorf("%w: integrity.detail without integrity.state", ErrInvalid)
+		}
+	default:
+		return fmt.Errorf("%w: integrity.state %q: want yes, no or unknown (or no integrity at all)", ErrInvalid, r.Integrity.State)
 	}
 	return nil
 }

@@ -30,6 +30,14 @@ func TestDecodeRoundTrip(t *testing.T) {
 	if got.DiskEncryption.State != Yes || got.OSVersion != "12" || !got.CollectedAt.Equal(r.CollectedAt) {
 		t.Fatalf("round trip: %+v", got)
 	}
+	if strings.Contains(string(b), "integrity") {
+		t.Errorf("a report without integrity encodes it: %s", b) // older controllers refuse the field
+	}
+	r.Integrity = Check{State: No, Detail: "jailbroken"}
+	b, _ = json.Marshal(r)
+	if got, err := Decode(strings.NewReader(string(b)), now); err != nil || got.Integrity != r.Integrity {
+		t.Fatalf("integrity round trip: %+v, %v", got, err)
+	}
 }
 
 func TestDecodeRejects(t *testing.T) {
@@ -40,16 +48,18 @@ func TestDecodeRejects(t *testing.T) {
 		return string(b)
 	}
 	for name, body := range map[string]string{
-		"unknown field": `{"collected_at":"2026-11-22T11:00:00Z","rooted":true}`,
-		"trailing data": mod(func(*Report) {}) + `{}`,
-		"no time":       mod(func(r *Report) { r.CollectedAt = time.Time{} }),
-		"future":        mod(func(r *Report) { r.CollectedAt = now.Add(time.Hour) }),
-		"bad state":     mod(func(r *Report) { r.Firewall.State = "maybe" }),
-		"empty state":   mod(func(r *Report) { r.ScreenLock.State = "" }),
-		"control chars": mod(func(r *Report) { r.OSName = "Debian\x1b[31m" }),
-		"long field":    mod(func(r *Report) { r.Kernel = strings.Repeat("k", 300) }),
-		"too large":     `{"os":"` + strings.Repeat("a", MaxSize) + `"}`,
-		"not json":      `{`,
+		"unknown field":                  `{"collected_at":"2026-11-22T11:00:00Z","rooted":true}`,
+		"trailing data":                  mod(func(*Report) {}) + `{}`,
+		"no time":                        mod(func(r *Report) { r.CollectedAt = time.Time{} }),
+		"future":                         mod(func(r *Report) { r.CollectedAt = now.Add(time.Hour) }),
+		"bad state":                      mod(func(r *Report) { r.Firewall.State = "maybe" }),
+		"empty state":                    mod(func(r *Report) { r.ScreenLock.State = "" }),
+		"bad integrity":                  mod(func(r *Report) { r.Integrity.State = "rooted" }),
+		"integrity detail without state": mod(func(r *Report) { r.Integrity.Detail = "x" }),
+		"control chars":                  mod(func(r *Report) { r.OSName = "Debian\x1b[31m" }),
+		"long field":                     mod(func(r *Report) { r.Kernel = strings.Repeat("k", 300) }),
+		"too large":                      `{"os":"` + strings.Repeat("a", MaxSize) + `"}`,
+		"not json":                       `{`,
 	} {
 		if _, err := Decode(strings.NewReader(body), now); !errors.Is(err, ErrInvalid) {
 			t.Errorf("%s: got %v, want ErrInvalid", name, err)

@@ -128,7 +128,7 @@ func (t *tunnel) status() Status {
 	}
 	paths := t.paths.current()
 	t.mu.Lock()
-	cm := t.cm // applied maps are never changed, only replaced
+	cm, raw := t.cm, t.raw // applied maps are never changed, only replaced
 	t.mu.Unlock()
 	if cm == nil {
 		return s
@@ -148,11 +148,11 @@ func (t *tunnel) status() Status {
 		}
 		s.Gateways = append(s.Gateways, gs)
 	}
-	if t.raw != nil {
+	if raw != nil {
 		cur := t.fo.Current()
-		for _, sg := range t.raw.Segments {
+		for _, sg := range raw.Segments {
 			ss := SegmentStatus{Name: sg.Name, Gateways: sg.Gateways, Current: cur[sg.Name]}
-			for _, g := range t.raw.Gateways {
+			for _, g := range raw.Gateways {
 				if g.Draining && slices.Contains(sg.Gateways, g.GatewayID) {
 					ss.Draining = append(ss.Draining, g.GatewayID)
 				}

@@ -27,6 +27,9 @@ type OIDCLoginConfig struct {
 	Browser func(ctx context.Context, url string) error
 	// Out receives what the user must read (the URL, the device code).
 	Out io.Writer
+	// Handback, if set, carries the redirect URLs a shell's browser
+	// session caught itself (oidcflow.Config.Handback).
+	Handback <-chan string
 	// Answer, if set, receives the controller's answer to the sign-in
 	// (which apps need a second factor the sign-in did not prove).
 	Answer func(*controlproto.EnrollResponse)
@@ -72,7 +75,7 @@ func LoginOIDC(ctx context.Context, cfg OIDCLoginConfig) (*agentstate.Enrollment
 
 // flow is the user-side part of the sign-in, shared with cordonctl.
 func (cfg OIDCLoginConfig) flow() oidcflow.Config {
-	return oidcflow.Config{IdP: cfg.IdP, Browser: cfg.Browser, Out: cfg.Out, Again: "cordon login"}
+	return oidcflow.Config{IdP: cfg.IdP, Browser: cfg.Browser, Out: cfg.Out, Again: "cordon login", Handback: cfg.Handback}
 }
 
 // codeLogin runs the authorization code flow with PKCE and a loopback

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -96,6 +97,13 @@ func (t *tunnel) postureInterval() time.Duration {
 // checks it as the controller will.
 func (t *tunnel) collectPosture(ctx context.Context, col *clientposture.Collector) (posture.Report, error) {
 	rep := col.Collect(ctx)
+	if t.cfg.PostureFacts != nil {
+		if b := t.cfg.PostureFacts(); len(b) > 0 {
+			if err := overridePostureJSON(&rep, b); err != nil {
+				return rep, fmt.Errorf("posture facts from the shell: %w", err)
+			}
+		}
+	}
 	if t.cfg.PostureFile != "" {
 		if err := overridePosture(&rep, t.cfg.PostureFile); err != nil {
 			return rep, err
@@ -108,8 +116,7 @@ func (t *tunnel) collectPosture(ctx context.Context, col *clientposture.Collecto
 }
 
 // overridePosture replaces the fields of rep that the JSON report in file
-// sets (a check given there replaces the collected check whole). Unknown
-// fields are an error.
+// sets (overridePostureJSON).
 func overridePosture(rep *posture.Report, file string) error {
 	f, err := os.Open(file)
 	if err != nil {
@@ -120,26 +127,50 @@ func overridePosture(rep *posture.Report, file string) error {
 	if err != nil {
 		return fmt.Errorf("posture file %s: %w", file, err)
 	}
+	if err := overridePostureJSON(rep, b); err != nil {
+		return fmt.Errorf("posture file %s: %w", file, err)
+	}
+	return nil
+}
+
+// overridePostureJSON replaces the fields of rep that the JSON report b
+// sets (a check given there replaces the collected check whole). Unknown
+// fields are an error.
+func overridePostureJSON(rep *posture.Report, b []byte) error {
 	if len(b) > posture.MaxSize {
-		return fmt.Errorf("posture file %s: larger than %d bytes", file, posture.MaxSize)
+		return fmt.Errorf("larger than %d bytes", posture.MaxSize)
 	}
 	var keys map[string]json.RawMessage
 	if err := json.Unmarshal(b, &keys); err != nil {
-		return fmt.Errorf("posture file %s: %w", file, err)
+		return err
 	}
-	if _, ok := keys["disk_encryption"]; ok {
-		rep.DiskEncryption = posture.Check{}
-	}
-	if _, ok := keys["firewall"]; ok {
-		rep.Firewall = posture.Check{}
-	}
-	if _, ok := keys["screen_lock"]; ok {
-		rep.ScreenLock = posture.Check{}
+	for k, c := range map[string]*posture.Check{
+		"disk_encryption": &rep.DiskEncryption, "firewall": &rep.Firewall,
+		"screen_lock": &rep.ScreenLock, "integrity": &rep.Integrity,
+	} {
+		if _, ok := keys[k]; ok {
+			*c = posture.Check{}
+		}
 	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(rep); err != nil {
-		return fmt.Errorf("posture file %s: %w", file, err)
+	return dec.Decode(rep)
+}
+
+// CheckPostureFacts checks posture facts a shell gives (UpConfig.PostureFacts)
+// as the tunnel will apply them: JSON of the report's fields, no others,
+// each value one the controller accepts. now is the time of the check.
+func CheckPostureFacts(b []byte, now time.Time) error {
+	rep := posture.Report{CollectedAt: now, DiskEncryption: posture.Check{State: posture.Unknown},
+		Firewall: posture.Check{State: posture.Unknown}, ScreenLock: posture.Check{State: posture.Unknown}}
+	if err := overridePostureJSON(&rep, b); err != nil {
+		return fmt.Errorf("posture facts: %w", err)
+	}
+	if !rep.CollectedAt.Equal(now) {
+		return errors.New("posture facts: collected_at is not a fact: the client stamps each report when it collects it")
+	}
+	if err := rep.Validate(now); err != nil {
+		return fmt.Errorf("posture facts: %w", err)
 	}
 	return nil
 }

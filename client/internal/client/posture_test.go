@@ -57,3 +57,58 @@ func TestPostureFileOverrides(t *testing.T) {
 		t.Error("the digest ignores the firewall")
 	}
 }
+
+// Posture facts from a mobile shell: the fields only the OS knows are
+// accepted, integrity included; anything the controller would refuse is
+// a clear error at the shell's call, not a silent drop at collection.
+func TestCheckPostureFacts(t *testing.T) {
+	now := time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC)
+	good := `{"os":"android","os_version":"15","disk_encryption":{"state":"yes","detail":"file-based encryption"},` +
+		`"screen_lock":{"state":"yes"},"integrity":{"state":"no","detail":"Play Integrity: device not certified"}}`
+	if err := CheckPostureFacts([]byte(good), now); err != nil {
+		t.Fatalf("good facts refused: %v", err)
+	}
+	rep := posture.Report{CollectedAt: now, OS: "debian", Firewall: posture.Check{State: posture.Yes}}
+	if err := overridePostureJSON(&rep, []byte(good)); err != nil {
+		t.Fatal(err)
+	}
+	if rep.OS != "android" || rep.Integrity.State != posture.No || rep.Firewall.State != posture.Yes {
+		t.Fatalf("facts applied as %+v", rep)
+	}
+	for name, bad := range map[string]string{
+		"unknown field":   `{"rooted":true}`,
+		"bad state":       `{"integrity":{"state":"maybe"}}`,
+		"detail no state": `{"integrity":{"detail":"x"}}`,
+		"control chars":   `{"os_version":"15\u001b[31m"}`,
+		"not json":        `{`,
+		"collected_at":    `{"collected_at":"2026-12-04T11:00:00Z"}`,
+		"too large":       `{"os":"` + strings.Repeat("a", posture.MaxSize) + `"}`,
+	} {
+		err := CheckPostureFacts([]byte(bad), now)
+		if err == nil || !strings.HasPrefix(err.Error(), "posture facts: ") {
+			t.Errorf("%s: got %v, want a posture facts error", name, err)
+		}
+	}
+}
+
+// FuzzCheckPostureFacts: whatever a shell passes, the facts are refused
+// with an error or make a report the controller accepts; never a panic.
+func FuzzCheckPostureFacts(f *testing.F) {
+	f.Add([]byte(`{"os":"android","integrity":{"state":"no","detail":"rooted"}}`))
+	f.Add([]byte(`{"screen_lock":{"state":"yes"},"disk_encryption":{}}`))
+	f.Add([]byte(`{"collected_at":"2030-01-01T00:00:00Z"}`))
+	now := time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if CheckPostureFacts(b, now) != nil {
+			return
+		}
+		rep := posture.Report{CollectedAt: now, DiskEncryption: posture.Check{State: posture.Unknown},
+			Firewall: posture.Check{State: posture.Unknown}, ScreenLock: posture.Check{State: posture.Unknown}}
+		if err := overridePostureJSON(&rep, b); err != nil {
+			t.Fatalf("checked facts do not apply: %v", err)
+		}
+		if err := rep.Validate(now); err != nil {
+			t.Fatalf("checked facts make a report the controller refuses: %v", err)
+		}
+	})
+}

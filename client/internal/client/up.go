@@ -36,7 +36,8 @@ const (
 	ModeUserspace = "userspace"
 )
 
-const mtu = 1420
+// MTU is the tunnel device's MTU (a shell that opens the device sets it).
+const MTU = netstack.DefaultMTU
 
 // In tun mode the routes to the apps live in their own routing table,
 // looked up by a rule ahead of the main table, so routes the local
@@ -71,6 +72,27 @@ type UpConfig struct {
 	// MetricsListen, if set, is a loopback HOST:PORT serving Prometheus
 	// metrics and /healthz, /readyz (--metrics-listen).
 	MetricsListen string
+
+	// TUN, in tun mode, is a TUN device the caller already opened (a
+	// mobile or desktop shell hands the core the file descriptor its OS
+	// gave it); Up owns it from then on and closes it. Nil: Up creates
+	// the device named Interface. Interface is then the device's name.
+	TUN tun.Device
+	// ShellNetwork, in tun mode, leaves the interface's address, routes
+	// and the system's DNS settings to the shell that opened TUN (the OS
+	// configured them when it gave the descriptor, as Android's
+	// VpnService.Builder does): Up changes nothing on the host but the
+	// packets through TUN, and serves the DNS stub on the overlay
+	// address. The routes the shell must set are the AllowedIPs of the
+	// status (OnStatus).
+	ShellNetwork bool
+	// PostureFacts, if set, returns a JSON posture report whose fields
+	// override the collected ones at every collection, as PostureFile
+	// does: the facts only an OS shell can know (core.SetPosture).
+	PostureFacts func() []byte
+	// OnStatus, if set, receives the status after every map applied and
+	// whenever the control channel connects or drops. It must not block.
+	OnStatus func(Status)
 }
 
 // tunnel is the running client. Its mutable view (map, status) is guarded by
@@ -141,6 +163,20 @@ func (t *tunnel) LookupHost(name string) (netip.Addr, bool) {
 // controller ends the session.
 func Up(ctx context.Context, cfg UpConfig) error {
 	log := cfg.Logger
+	var tunTaken bool                   // by the teardown, which closes it
+	if given := cfg.TUN; given != nil { // Up owns it: closed on every early return
+		defer func() {
+			if !tunTaken {
+				given.Close()
+			}
+		}()
+		if cfg.Mode != ModeTUN {
+			return fmt.Errorf("a tun device was given for mode %q: it is for tun mode only", cfg.Mode)
+		}
+	}
+	if cfg.ShellNetwork {
+		cfg.DNS = sysdns.ModeNone // the shell set the system's DNS
+	}
 	if err := privdir.Ensure(cfg.StateDir, log); err != nil { // the keys live here: owner only
 		return fmt.Errorf("--state-dir: %w", err)
 	}
@@ -160,7 +196,7 @@ func Up(ctx context.Context, cfg UpConfig) error {
 		}
 		defer metricsLn.Close() // if Up fails before serving it
 	}
-	if cfg.Mode == ModeTUN {
+	if cfg.Mode == ModeTUN && !cfg.ShellNetwork {
 		// A resolv.conf left pointing at the stub by a crashed run.
 		if err := sysdns.Recover(cfg.StateDir, log); err != nil {
 			log.Warn("restore resolv.conf from the last run", "err", err)
@@ -207,7 +243,7 @@ func Up(ctx context.Context, cfg UpConfig) error {
 		// host's loopback; WireGuard's cryptokey routing still admits only
 		// the entitled app addresses from the gateway.
 		ns, err := netstack.New(netstack.Config{
-			Addrs: []netip.Addr{e.OverlayAddr}, MTU: mtu, Name: cfg.Interface, AllowLoopback: true,
+			Addrs: []netip.Addr{e.OverlayAddr}, MTU: MTU, Name: cfg.Interface, AllowLoopback: true,
 			Logger: log.With("component", "netstack"),
 		})
 		if err != nil {
@@ -232,17 +268,24 @@ func Up(ctx context.Context, cfg UpConfig) error {
 			log.Info("local proxy listening", "kind", p.kind.String(), "addr", ln.Addr().String())
 		}
 	case ModeTUN:
-		td, err := tun.CreateTUN(cfg.Interface, mtu)
-		if err != nil {
-			return fmt.Errorf("create tun device %s (tun mode needs root or CAP_NET_ADMIN; use --mode userspace otherwise): %w", cfg.Interface, err)
-		}
-		dev = td
-		t.dial = &net.Dialer{}
-		if t.link, err = tunnet.Configure(cfg.Interface, netip.PrefixFrom(e.OverlayAddr, 32), mtu); err != nil {
+		if dev, err = openTUN(cfg); err != nil {
 			return err
 		}
-		if err := t.link.Isolate(RouteTable, RulePriority); err != nil {
-			return fmt.Errorf("%w (another program may use routing table %d or rule priority %d)", err, RouteTable, RulePriority)
+		tunTaken = true
+		if cfg.TUN != nil { // named by the shell's OS
+			if cfg.Interface, err = dev.Name(); err != nil {
+				return fmt.Errorf("the tun device given: read its name: %w", err)
+			}
+			t.cfg.Interface = cfg.Interface
+		}
+		t.dial = &net.Dialer{}
+		if !cfg.ShellNetwork {
+			if t.link, err = tunnet.Configure(cfg.Interface, netip.PrefixFrom(e.OverlayAddr, 32), MTU); err != nil {
+				return err
+			}
+			if err := t.link.Isolate(RouteTable, RulePriority); err != nil {
+				return fmt.Errorf("%w (another program may use routing table %d or rule priority %d)", err, RouteTable, RulePriority)
+			}
 		}
 		if err := t.startStub(e.OverlayAddr); err != nil {
 			return err
@@ -260,7 +303,7 @@ func Up(ctx context.Context, cfg UpConfig) error {
 		log.Warn("TLS to the gateway's TCP endpoint failed; retrying", "tcp_endpoint", addr, "err", err)
 	}})
 	t.paths.bind = t.bind
-	wg, err := wgdev.New(act, wgdev.Options{Name: cfg.Interface, UAPI: cfg.Mode == ModeTUN, Logger: log, Bind: t.bind})
+	wg, err := wgdev.New(act, wgdev.Options{Name: cfg.Interface, UAPI: cfg.Mode == ModeTUN && !cfg.ShellNetwork, Logger: log, Bind: t.bind})
 	if err != nil {
 		dev = nil // wgdev.New closed it
 		return fmt.Errorf("start wireguard: %w", err)
@@ -292,6 +335,7 @@ func Up(ctx context.Context, cfg UpConfig) error {
 		Renewer: renewer,
 		Hello:   controlproto.Hello{Kind: controlproto.KindClient, AgentVersion: cfg.Version},
 		OnFrame: t.onFrame,
+		OnState: func(bool) { t.notifyStatus() },
 		Logger:  log.With("component", "control"),
 	})
 	ln, err := listenLocal(cfg.StateDir)
@@ -323,6 +367,19 @@ func Up(ctx context.Context, cfg UpConfig) error {
 
 var errDown = errors.New("cordon down")
 
+// openTUN opens tun mode's device: the one cfg.TUN the caller opened,
+// else a new one named cfg.Interface.
+func openTUN(cfg UpConfig) (tun.Device, error) {
+	if cfg.TUN != nil {
+		return cfg.TUN, nil
+	}
+	td, err := tun.CreateTUN(cfg.Interface, MTU)
+	if err != nil {
+		return nil, fmt.Errorf("create tun device %s (tun mode needs root or CAP_NET_ADMIN; use --mode userspace otherwise): %w", cfg.Interface, err)
+	}
+	return td, nil
+}
+
 // onFrame takes a map the controller pushed (a delta arrives here as the
 // whole map it makes; see controlclient) and applies it whole or not at
 // all (apply.go).
@@ -346,7 +403,15 @@ func (t *tunnel) onFrame(f *controlproto.Frame) error {
 		was = prev.Session
 	}
 	t.announceSession(was, m.Session)
+	t.notifyStatus()
 	return nil
+}
+
+// notifyStatus hands the status to UpConfig.OnStatus, if set.
+func (t *tunnel) notifyStatus() {
+	if t.cfg.OnStatus != nil {
+		t.cfg.OnStatus(t.status())
+	}
 }
 
 // announceSession tells the user, in the log of 'cordon up', when the

@@ -169,6 +169,8 @@ func postureAudit(id string, rec store.PostureRecord, changed bool) store.AuditE
 		"firewall.detail":        r.Firewall.Detail,
 		"screen_lock":            string(r.ScreenLock.State),
 		"screen_lock.detail":     r.ScreenLock.Detail,
+		"integrity":              string(r.Integrity.State),
+		"integrity.detail":       r.Integrity.Detail,
 		"passing":                strings.Join(rec.Passing, ","),
 	}
 	for k, v := range d {
