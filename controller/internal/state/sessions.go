@@ -115,9 +115,6 @@ func enrollDevice(ctx context.Context, tx store.Store, in SignIn, at time.Time) 
 	if err := keyQuarantined(ctx, tx, in.Key, in.DeviceID); err != nil {
 		return store.Device{}, err
 	}
-	if err := keyEnrolledElsewhere(ctx, tx, in); err != nil {
-		return store.Device{}, err
-	}
 	if in.DeviceID != "" {
 		d, err := tx.GetDevice(ctx, in.DeviceID)
 		if errors.Is(err, store.ErrNotFound) || err == nil && d.User != in.User {
@@ -167,29 +164,6 @@ func enrollDevice(ctx context.Context, tx store.Store, in SignIn, at time.Time) 
 		return d, refuse(ErrSignInFailed, "the user was deleted meanwhile")
 	}
 	return d, err
-}
-
-// keyEnrolledElsewhere refuses a sign-in that would put key on a second
-// device. Gateways know a peer by its key: two devices with one key would
-// be one WireGuard peer carrying two identities, and whichever came last
-// in a map would take the other's access (or cut it off). The check runs
-// in the sign-in's transaction, so two sign-ins cannot both pass it.
-func keyEnrolledElsewhere(ctx context.Context, tx store.Store, in SignIn) error {
-	holders, err := tx.ListDevicesByKey(ctx, in.Key)
-	if err != nil {
-		return err
-	}
-	for _, d := range holders {
-		switch {
-		case d.ID == in.DeviceID:
-		case d.User == in.User:
-			return refuse(store.ErrAlreadyExists, "this WireGuard public key is already enrolled for your device %s: sign in with that device's ID, or generate a new key", d.ID)
-		default:
-			// Another user's device is not named.
-			return refuse(store.ErrAlreadyExists, "this WireGuard public key is already enrolled for another device: generate a new key")
-		}
-	}
-	return nil
 }
 
 // EndSessions ends the active sessions f selects for reason (an End*
