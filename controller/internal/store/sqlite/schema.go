@@ -143,7 +143,7 @@ CREATE TABLE policy_versions (
 	`
 ALTER TABLE devices ADD COLUMN mfa_at INTEGER NOT NULL DEFAULT 0; -- unix µs, 0: never
 `,
-	// 4–16 live beside the code that uses them.
+	// 4–17 live beside the code that uses them.
 	migrationSessions,
 	migrationAdmins,
 	migrationPosture,
@@ -157,6 +157,7 @@ ALTER TABLE devices ADD COLUMN mfa_at INTEGER NOT NULL DEFAULT 0; -- unix µs, 0
 	migrationGatewayDrain,
 	migrationAuditKeyIndex,
 	migrationDeviceQuarantine,
+	migrationBreakGlass,
 }
 
 // migrationData are steps in Go that run after the migration to the
