@@ -31,6 +31,7 @@ import (
 	"github.com/cordonhq/cordon/controller/internal/ca"
 	"github.com/cordonhq/cordon/controller/internal/ledger"
 	"github.com/cordonhq/cordon/controller/internal/netmap"
+	"github.com/cordonhq/cordon/controller/internal/session"
 	"github.com/cordonhq/cordon/controller/internal/siem"
 	"github.com/cordonhq/cordon/controller/internal/state"
 	"github.com/cordonhq/cordon/controller/internal/store"
@@ -104,6 +105,9 @@ type Config struct {
 	// GatewayHealth says each gateway's state, last seen and version for
 	// the gateway list; nil: not shown.
 	GatewayHealth GatewayHealth
+	// BreakGlassFor is the time bound of a break-glass session
+	// (--break-glass-duration); zero: session.DefaultBreakGlass.
+	BreakGlassFor time.Duration
 }
 
 // GatewayHealth is the control channel's view of a gateway
@@ -142,6 +146,7 @@ type API struct {
 	ledger   *ledger.Ledger
 	health   GatewayHealth // nil: no gateway states
 	sinks    func() []siem.Status
+	bgFor    time.Duration // a break-glass session's time bound
 }
 
 // New returns the API. It panics if Store or CA is missing (a wiring bug).
@@ -167,6 +172,10 @@ func New(cfg Config) *API {
 		activity: cfg.Activity,
 		dns:      cfg.DNS,
 		health:   cfg.GatewayHealth,
+		bgFor:    cfg.BreakGlassFor,
+	}
+	if a.bgFor <= 0 {
+		a.bgFor = session.DefaultBreakGlass
 	}
 	if a.adminTTL <= 0 {
 		a.adminTTL = adminapi.DefaultAdminSessionTTL
@@ -305,6 +314,12 @@ func (a *API) routes() {
 	m.Handle("GET /v1/admin-tokens", a.admin(auth.PermAdminsRead, a.listAdminTokens))
 	m.Handle("DELETE /v1/admin-tokens/{id}", a.admin(auth.PermAdminsWrite, a.revokeAdminToken))
 	m.Handle("POST /v1/users/{name}/recovery-codes", a.admin(auth.PermUsersWrite, a.regenerateRecoveryCodes))
+
+	// Break-glass emergency access (breakglass.go).
+	m.Handle("POST /v1/breakglass", a.admin(auth.PermUsersWrite, a.createBreakGlass))
+	m.Handle("GET /v1/breakglass/uses", a.admin(auth.PermAuditRead, a.listBreakGlassUses))
+	m.Handle("GET /v1/breakglass/uses/{id}", a.admin(auth.PermAuditRead, a.getBreakGlassUse))
+	m.Handle("POST /v1/breakglass/uses/{id}/review", a.admin(auth.PermBreakGlassReview, a.reviewBreakGlass))
 
 	a.mux = m.ServeMux
 }

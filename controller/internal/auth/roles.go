@@ -51,20 +51,23 @@ const (
 	// PermAuditArchive: request and approve archiving audit records (two
 	// different admins before the retention end).
 	PermAuditArchive Permission = "audit.archive"
+	// PermBreakGlassReview: sign off a break-glass use after the fact
+	// (two different admins close one). A sign-off changes no access.
+	PermBreakGlassReview Permission = "breakglass.review"
 )
 
 // Permissions lists every permission.
 var Permissions = []Permission{
 	PermRead, PermAuditRead, PermAccessRevoke, PermUsersWrite,
 	PermPolicyWrite, PermGatewaysWrite, PermAdminsRead, PermAdminsWrite,
-	PermAuditArchive,
+	PermAuditArchive, PermBreakGlassReview,
 }
 
 var rolePerms = map[Role][]Permission{
 	RoleOwner: Permissions,
 	RoleNetworkAdmin: {PermRead, PermAuditRead, PermAccessRevoke, PermUsersWrite,
-		PermPolicyWrite, PermGatewaysWrite},
-	RoleAuditor:  {PermRead, PermAuditRead, PermAdminsRead},
+		PermPolicyWrite, PermGatewaysWrite, PermBreakGlassReview},
+	RoleAuditor:  {PermRead, PermAuditRead, PermAdminsRead, PermBreakGlassReview},
 	RoleHelpdesk: {PermRead, PermAccessRevoke},
 }
 

@@ -164,6 +164,7 @@ func Run(ctx context.Context, cfg Config) error {
 	limits := cfg.Sessions
 	if limits.DefaultIdle == 0 && limits.Absolute == 0 && len(limits.Idle) == 0 {
 		limits = session.DefaultLimits()
+		limits.BreakGlass = cfg.Sessions.BreakGlass
 	}
 	sessions, err := session.NewManager(session.ManagerConfig{
 		Store: st, State: owner, Limits: limits, Logger: log.With("component", "sessions"),
@@ -225,6 +226,7 @@ func Run(ctx context.Context, cfg Config) error {
 		Activity:        sessions.LastActivity,
 		DNS:             cfg.DNS,
 		GatewayHealth:   gatewayHealth{ctl},
+		BreakGlassFor:   limits.BreakGlassBound(),
 	})
 
 	tcpLn, err := net.Listen("tcp", cfg.Listen)
@@ -280,7 +282,7 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 	})
 	log.Info("controller listening", "addr", tcpLn.Addr().String(), "ca_fingerprint", authority.Fingerprint(), "data_dir", cfg.DataDir,
-		"session_idle", limits.DefaultIdle, "session_absolute", limits.Absolute, "audit_log_key", logKey.VerifierKey())
+		"session_idle", limits.DefaultIdle, "session_absolute", limits.Absolute, "break_glass_duration", limits.BreakGlassBound(), "audit_log_key", logKey.VerifierKey())
 	if cfg.Ready != nil {
 		cfg.Ready(tcpLn.Addr())
 	}
