@@ -233,6 +233,7 @@ func (a *app) rootCmd() *cobra.Command {
 		a.auditCmd(),
 		a.policyCmd(),
 		a.idpCmd(),
+		a.breakGlassCmd(),
 	)
 	for _, h := range rootHooks {
 		h(root)
