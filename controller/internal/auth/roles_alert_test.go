@@ -13,8 +13,8 @@ func TestRoles(t *testing.T) {
 		allow []Permission
 	}{
 		{RoleOwner, Permissions},
-		{RoleNetworkAdmin, []Permission{PermRead, PermAuditRead, PermAccessRevoke, PermUsersWrite, PermPolicyWrite, PermGatewaysWrite}},
-		{RoleAuditor, []Permission{PermRead, PermAuditRead, PermAdminsRead}},
+		{RoleNetworkAdmin, []Permission{PermRead, PermAuditRead, PermAccessRevoke, PermUsersWrite, PermPolicyWrite, PermGatewaysWrite, PermBreakGlassReview}},
+		{RoleAuditor, []Permission{PermRead, PermAuditRead, PermAdminsRead, PermBreakGlassReview}},
 		{RoleHelpdesk, []Permission{PermRead, PermAccessRevoke}},
 	} {
 		for _, p := range Permissions {
