@@ -87,8 +87,8 @@ different admins review it (cordonctl breakglass review).`, adminapi.MinBreakGla
 	}
 	var req adminapi.ReviewBreakGlassRequest
 	review := &cobra.Command{
-		Use:   "review USE --comment TEXT",
-		Short: "Sign off a break-glass use after the fact; it closes when two different admins have (not the account's own user)",
+		Use:     "review USE --comment TEXT",
+		Short:   "Sign off a break-glass use after the fact; it closes when two different admins have (not the account's own user)",
 		Example: `  cordonctl breakglass review bg-3f2a9c01d2 --comment "ED downtime 02:10-02:40, confirmed with the charge nurse; access matched the justification"`,
 		Args:    args("USE"),
 		RunE: a.run(func(cmd *cobra.Command, args []string) error {
