@@ -152,7 +152,7 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) error {
 	case u.BreakGlass && !req.BreakGlass:
 		fail("emergency account without break-glass")
 		return errorf(http.StatusUnauthorized, adminapi.CodeUnauthorized,
-			"account %q is an emergency (break-glass) account: sign in with 'cordon up --break-glass --justification \"...\"' and one of its sealed one-time codes", u.Name)
+			"account %q is an emergency (break-glass) account: sign in with 'cordon login --break-glass --justification \"...\"' and one of its sealed one-time codes", u.Name)
 	case !u.BreakGlass && req.BreakGlass:
 		fail("break-glass with an ordinary account")
 		return errorf(http.StatusUnauthorized, adminapi.CodeUnauthorized,

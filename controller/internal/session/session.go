@@ -7,7 +7,7 @@
 //
 // A session's life:
 //
-//	      login (password+TOTP or OIDC)
+//	      login (password+TOTP, OIDC, or break-glass)
 //	            │
 //	            ▼
 //	┌──────── active ◀──── traffic seen at a gateway (Touch)
@@ -15,8 +15,9 @@
 //	│           │  └── idle > limit of a classification: apps of that
 //	│           │      classification drop out; others stay
 //	│           ▼
-//	│  idle > every limit, or absolute limit reached,
-//	│  or ended by an admin, or the user disabled
+//	│  idle > every limit, or absolute limit reached, or its
+//	│  own time bound (break-glass, never renewed), or ended
+//	│  by an admin, or the user disabled
 //	│           │
 //	│           ▼
 //	└──────▶  ended  (terminal: the device must sign in again)
