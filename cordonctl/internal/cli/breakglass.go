@@ -23,7 +23,7 @@ func (a *app) breakGlassCmd() *cobra.Command {
 impossible (every identity provider down, an authenticator lost in a crisis).
 It is a local account: it needs no identity provider. It signs in only with
 'cordon login --break-glass --justification "..."', its password (at least %d
-characters) and one of the %s one-time codes printed here; each code works
+characters) and one of the ten one-time codes printed here; each code works
 once. Print them, seal them in an envelope with the password and store it where
 the procedure says (docs/operations.md). They cannot be shown again; for new
 ones, run 'cordonctl user recovery-codes regenerate NAME'.
@@ -31,7 +31,7 @@ ones, run 'cordonctl user recovery-codes regenerate NAME'.
 A break-glass session reaches only apps marked emergency (that the policy
 grants the account), ends at the controller's --break-glass-duration and is
 never extended; each use raises an alert at once and stays open until two
-different admins review it (cordonctl breakglass review).`, adminapi.MinBreakGlassPasswordLength, "ten"),
+different admins review it (cordonctl breakglass review).`, adminapi.MinBreakGlassPasswordLength),
 		Example: `  cordonctl breakglass create er-emergency-1 --password-file /media/usb/er1.pw`,
 		Args:    args("NAME"),
 		RunE: a.run(func(cmd *cobra.Command, args []string) error {

@@ -97,10 +97,13 @@ func (s *Store) GetBreakGlassUse(ctx context.Context, id string) (store.BreakGla
 			return err
 		}
 		rs, err := listRows(ctx, tx, scanBreakGlassReview, `SELECT use_id, reviewer, at, comment FROM break_glass_reviews WHERE use_id = ? ORDER BY at, reviewer`, id)
+		if err != nil {
+			return err
+		}
 		for _, r := range rs {
 			u.Reviews = append(u.Reviews, r.rv)
 		}
-		return err
+		return nil
 	})
 	if err != nil {
 		return store.BreakGlassUse{}, fmt.Errorf("get break-glass use %q: %w", id, err)
