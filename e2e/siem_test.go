@@ -117,36 +117,12 @@ type sinkState struct {
 //	                                        └─tls 127.0.0.1:10515──> (gtls)   ──> tls.log
 func TestSIEMSyslogExactlyOnce(t *testing.T) {
 	requireE2E(t)
-	needRsyslog(t)
 	dir := t.TempDir()
-	os.MkdirAll(filepath.Join(dir, "work"), 0o700)
-	writeSIEMCerts(t, dir)
-	fill := func(s string) string { return string(bytes.ReplaceAll([]byte(s), []byte("{{dir}}"), []byte(dir))) }
-	if err := os.WriteFile(filepath.Join(dir, "rsyslog.conf"), []byte(fill(rsyslogConf)), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg := filepath.Join(dir, "siem.yaml")
-	if err := os.WriteFile(cfg, []byte(fill(siemConf)), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	cfg := prepareRsyslog(t, dir, siemConf)
 
 	// The controller starts with rsyslog not yet there: its sinks retry.
 	w := newWorld(t, withControllerArgs("--siem-config", cfg))
-	startRsyslog := func(name string) *proc {
-		p := w.start(w.ctl, name, "rsyslogd", "-n", "-f", filepath.Join(dir, "rsyslog.conf"), "-i", filepath.Join(dir, "rsyslogd.pid"))
-		waitFor(t, 20*time.Second, "rsyslog to listen", func() error {
-			if s := p.exited(); s != "" {
-				t.Fatalf("%s\n%s", s, p.logs())
-			}
-			for _, port := range []string{"10514", "10515"} {
-				if _, _, code := run(t.Context(), "", nil, "ip", "netns", "exec", w.ctl.name, "bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/"+port); code != 0 {
-					return fmt.Errorf("port %s not open", port)
-				}
-			}
-			return nil
-		})
-		return p
-	}
+	startRsyslog := func(name string) *proc { return w.runRsyslog(dir, name) }
 	changes := func(prefix string, n int) {
 		for i := range n {
 			w.mustCtl("", "segment", "create", fmt.Sprintf("siem-%s-%d", prefix, i), "--cidr", "10.97.0.0/24")
@@ -239,6 +215,48 @@ func TestSIEMSyslogExactlyOnce(t *testing.T) {
 		t.Logf("%s: records 1..%d once each, in order; %d checkpoints", file, c.Seq, len(cps))
 	}
 	rs.stop()
+}
+
+// prepareRsyslog writes, in dir, rsyslog's work directory, its
+// certificates and its configuration (rsyslogConf), and the controller's
+// SIEM configuration sinks (a template like siemConf), whose path it
+// returns; it skips without rsyslog (needRsyslog).
+func prepareRsyslog(t *testing.T, dir, sinks string) string {
+	t.Helper()
+	needRsyslog(t)
+	os.MkdirAll(filepath.Join(dir, "work"), 0o700)
+	writeSIEMCerts(t, dir)
+	fill := func(s string) string { return string(bytes.ReplaceAll([]byte(s), []byte("{{dir}}"), []byte(dir))) }
+	if err := os.WriteFile(filepath.Join(dir, "rsyslog.conf"), []byte(fill(rsyslogConf)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "siem.yaml")
+	if err := os.WriteFile(cfg, []byte(fill(sinks)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+// runRsyslog starts rsyslog as prepared in dir (prepareRsyslog) in the
+// controller's namespace, its process and log named name, and waits until
+// both its inputs listen. It writes what it receives to dir/plain.log
+// (TCP, port 10514) and dir/tls.log (TLS, port 10515).
+func (w *world) runRsyslog(dir, name string) *proc {
+	t := w.t
+	t.Helper()
+	p := w.start(w.ctl, name, "rsyslogd", "-n", "-f", filepath.Join(dir, "rsyslog.conf"), "-i", filepath.Join(dir, "rsyslogd.pid"))
+	waitFor(t, 20*time.Second, "rsyslog to listen", func() error {
+		if s := p.exited(); s != "" {
+			t.Fatalf("%s\n%s", s, p.logs())
+		}
+		for _, port := range []string{"10514", "10515"} {
+			if _, _, code := run(t.Context(), "", nil, "ip", "netns", "exec", w.ctl.name, "bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/"+port); code != 0 {
+				return fmt.Errorf("port %s not open", port)
+			}
+		}
+		return nil
+	})
+	return p
 }
 
 var rsyslogLine = regexp.MustCompile(`^<\d+>1 \S+ \S+ cordon-controller \S+ (\S+) (.*)$`)

@@ -214,6 +214,16 @@ func (s *Server) AddDevice(ctx context.Context, user, hostname string, key wgkey
 	return d.ID, err
 }
 
+// AddBreakGlassUse stores a use of emergency account user with
+// justification, started now with a one-hour bound, as a break-glass
+// sign-in would record it (without the device and session), for tests of
+// its review.
+func (s *Server) AddBreakGlassUse(ctx context.Context, id, user, justification string) error {
+	now := s.Now()
+	return s.Store.CreateBreakGlassUse(ctx, store.BreakGlassUse{ID: id, User: user, DeviceID: "dev-0000000000", SessionID: "ses-0000000000",
+		Source: "192.0.2.9", Justification: justification, StartedAt: now, ExpiresAt: now.Add(time.Hour)})
+}
+
 // Now is the server's clock.
 func (s *Server) Now() time.Time {
 	s.mu.Lock()

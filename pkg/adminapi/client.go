@@ -557,6 +557,31 @@ func (c *Client) QuarantineDevice(ctx context.Context, id, reason string) (*Devi
 	return &d, nil
 }
 
+// CreateBreakGlass creates an emergency account; the response carries its
+// one-time codes, this once.
+func (c *Client) CreateBreakGlass(ctx context.Context, req *CreateBreakGlassRequest) (*CreateBreakGlassResponse, error) {
+	var out CreateBreakGlassResponse
+	return &out, c.Do(ctx, http.MethodPost, "/v1/breakglass", req, &out)
+}
+
+// ListBreakGlassUses lists break-glass uses, newest first.
+func (c *Client) ListBreakGlassUses(ctx context.Context) ([]BreakGlassUse, error) {
+	var out []BreakGlassUse
+	return out, c.Do(ctx, http.MethodGet, "/v1/breakglass/uses", nil, &out)
+}
+
+// GetBreakGlassUse returns one break-glass use with its reviews.
+func (c *Client) GetBreakGlassUse(ctx context.Context, id string) (*BreakGlassUse, error) {
+	var out BreakGlassUse
+	return &out, c.Do(ctx, http.MethodGet, pathf("/v1/breakglass/uses/%s", id), nil, &out)
+}
+
+// ReviewBreakGlass signs off a break-glass use as the calling admin.
+func (c *Client) ReviewBreakGlass(ctx context.Context, id, comment string) (*BreakGlassUse, error) {
+	var out BreakGlassUse
+	return &out, c.Do(ctx, http.MethodPost, pathf("/v1/breakglass/uses/%s/review", id), ReviewBreakGlassRequest{Comment: comment}, &out)
+}
+
 // ReleaseDevice ends a device's quarantine.
 func (c *Client) ReleaseDevice(ctx context.Context, id, comment string) (*Device, error) {
 	var d Device

@@ -97,6 +97,8 @@ type App struct {
 	Proto          policy.Proto `json:"proto"`
 	Ports          []string     `json:"ports"` // "443", "8000-8099", "*"
 	Classification string       `json:"classification"`
+	// Emergency: a break-glass session may reach it (cordonctl breakglass).
+	Emergency bool `json:"emergency,omitempty"`
 	// From a policy file: every name, address and service (DNSName,
 	// Address, Proto and Ports give the first).
 	Names     []string       `json:"names,omitempty"`
@@ -121,13 +123,18 @@ type CreateAppRequest struct {
 	Ports   []string `json:"ports"` // required for tcp and udp
 	// Classification is phi, internal or public; empty means phi.
 	Classification string `json:"classification,omitempty"`
+	// Emergency marks the app for emergency access: break-glass
+	// sessions reach emergency apps (those the rules grant) and no other.
+	Emergency bool `json:"emergency,omitempty"`
 }
 
 // User is a local user. Secrets never appear here.
 type User struct {
-	Name      string    `json:"name"`
-	Disabled  bool      `json:"disabled"`
-	CreatedAt time.Time `json:"created_at"`
+	Name     string `json:"name"`
+	Disabled bool   `json:"disabled"`
+	// BreakGlass: an emergency account (cordonctl breakglass create).
+	BreakGlass bool      `json:"break_glass,omitempty"`
+	CreatedAt  time.Time `json:"created_at"`
 	// Identities are the user's links to identity providers with the
 	// claims each last asserted (GET /v1/users/{name} only).
 	Identities []UserIdentity `json:"identities,omitempty"`
@@ -613,4 +620,56 @@ type CreateAdminTokenResponse struct {
 type RecoveryCodesResponse struct {
 	User  string   `json:"user"`
 	Codes []string `json:"codes"`
+}
+
+// CreateBreakGlassRequest is the body of POST /v1/breakglass: a new
+// emergency account with its password (at least
+// MinBreakGlassPasswordLength characters).
+type CreateBreakGlassRequest struct {
+	Name     string `json:"name"`
+	Password string `json:"password"`
+}
+
+// MinBreakGlassPasswordLength is the shortest password an emergency
+// account may have, in characters.
+const MinBreakGlassPasswordLength = 16
+
+// CreateBreakGlassResponse answers POST /v1/breakglass. Codes are the
+// account's sealed one-time codes, returned this once: each signs in once.
+type CreateBreakGlassResponse struct {
+	User
+	Codes []string `json:"codes"`
+}
+
+// BreakGlassUse is one use of an emergency account and its review
+// (GET /v1/breakglass/uses).
+type BreakGlassUse struct {
+	ID            string             `json:"id"`
+	User          string             `json:"user"`
+	DeviceID      string             `json:"device_id"`
+	SessionID     string             `json:"session_id"`
+	Source        string             `json:"source"`
+	Justification string             `json:"justification"`
+	StartedAt     time.Time          `json:"started_at"`
+	ExpiresAt     time.Time          `json:"expires_at"`
+	State         string             `json:"state"` // BreakGlassOpen or BreakGlassClosed
+	Reviews       []BreakGlassReview `json:"reviews"`
+}
+
+// Break-glass use states.
+const (
+	BreakGlassOpen   = "open"   // waits for reviews
+	BreakGlassClosed = "closed" // two different admins signed it off
+)
+
+// BreakGlassReview is one admin's sign-off of a use.
+type BreakGlassReview struct {
+	Reviewer string    `json:"reviewer"`
+	At       time.Time `json:"at"`
+	Comment  string    `json:"comment"`
+}
+
+// ReviewBreakGlassRequest is the body of POST /v1/breakglass/uses/{id}/review.
+type ReviewBreakGlassRequest struct {
+	Comment string `json:"comment"` // required: what the reviewer found
 }

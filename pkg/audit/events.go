@@ -7,6 +7,7 @@ const (
 	AuthLogin          Type = "auth.login"
 	AuthAlert          Type = "auth.alert"
 	AuthRecoveryCode   Type = "auth.recovery_code"
+	AuthBreakGlass     Type = "auth.break_glass"
 	AuthIdPLink        Type = "auth.idp.link"
 	AuthIdPGroups      Type = "auth.idp.groups"
 	AuthIdPRefresh     Type = "auth.idp.refresh"
@@ -27,6 +28,8 @@ const (
 	AdminUserDisable        Type = "admin.user.disable"
 	AdminUserDelete         Type = "admin.user.delete"
 	AdminUserRecoveryCodes  Type = "admin.user.recovery_codes"
+	AdminBreakGlassCreate   Type = "admin.breakglass.create"
+	AdminBreakGlassReview   Type = "admin.breakglass.review"
 	AdminGroupCreate        Type = "admin.group.create"
 	AdminGroupDelete        Type = "admin.group.delete"
 	AdminGroupAddMember     Type = "admin.group.add_member"
@@ -186,6 +189,20 @@ var specs = []Spec{
 			field("device", "device ID (empty for a new device)", Success),
 			field("remaining", "unused recovery codes left", Success),
 		}},
+	{Type: AuthBreakGlass, Category: Authentication,
+		Doc: `An emergency account signed in with break-glass access (HIPAA 164.312(a)(2)(ii)): its session reaches only emergency apps and ends at expires_at, ` +
+			`and the use stays open until two admins other than its user review it (cordonctl breakglass review). Actor "user:NAME"; Subject the use ID. ` +
+			`Raised at once, with the sign-in's auth.login and session.start in the same transaction.`,
+		Outcomes: outcomes(OutcomeSpec{Raised, Alert}),
+		Fields: []Field{
+			field("user", "the emergency account", Raised),
+			field("source", docSource, Raised),
+			field("device", "device ID", Raised),
+			field("session", "the session it started", Raised),
+			field("justification", "the user's written reason", Raised),
+			field("expires_at", "when the session ends, however active (RFC 3339)", Raised),
+			field("remaining", "unused one-time codes left", Raised),
+		}},
 	{Type: AuthIdPLink, Category: Authentication,
 		Doc:      `A user was created and linked at their first sign-in through an identity provider (Actor "idp:PROVIDER"; Subject the user).`,
 		Outcomes: outcomes(successInfo),
@@ -265,7 +282,8 @@ var specs = []Spec{
 	admin(AdminSegmentDelete, Info, "A segment was deleted (Subject the segment)."),
 	admin(AdminAppCreate, Info, "An app was created (Subject the app).",
 		field("segment", "the app's segment", Success),
-		field("classification", "data classification: phi, internal or public", Success)),
+		field("classification", "data classification: phi, internal or public", Success),
+		field("emergency", `"true" if the app is marked for emergency (break-glass) access`)),
 	admin(AdminAppDelete, Info, "An app was deleted (Subject the app)."),
 	admin(AdminUserCreate, Notice, "A local user was created (Subject the user).",
 		field("recovery_codes", "recovery codes issued", Success)),
@@ -274,6 +292,19 @@ var specs = []Spec{
 	admin(AdminUserDelete, Notice, "A user was deleted (Subject the user)."),
 	admin(AdminUserRecoveryCodes, Notice, "A user's recovery codes were replaced by new ones (Subject the user).",
 		field("count", "recovery codes issued", Success)),
+	admin(AdminBreakGlassCreate, Notice, "An emergency (break-glass) account was created with its password and sealed one-time codes (Subject the account).",
+		field("codes", "one-time codes issued", Success)),
+	{Type: AdminBreakGlassReview, Category: Administration,
+		Doc: `An admin signed off a break-glass use after the fact (Subject the use ID); the use closes at the second sign-off of a different admin. ` +
+			`A refused sign-off (the same admin twice, the account's own user, a closed use) is a failure.`,
+		Outcomes: outcomes(successNotice, failureWarn),
+		Fields: []Field{
+			field("user", "the emergency account that was used", Success),
+			field("comment", "the reviewer's finding", Success),
+			field("reviews", "sign-offs so far, this one included", Success),
+			field("state", `"open" or "closed"`, Success),
+			field("reason", docReason, Failure),
+		}},
 	admin(AdminGroupCreate, Info, "A group was created (Subject the group)."),
 	admin(AdminGroupDelete, Info, "A group was deleted (Subject the group)."),
 	admin(AdminGroupAddMember, Notice, "A user was added to a group (Subject the group).",

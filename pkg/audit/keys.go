@@ -26,7 +26,7 @@ func KeysOf(t Type, actor, subject string, details map[string]string) Keys {
 	}
 	if k.User == "" {
 		switch t {
-		case AdminUserCreate, AdminUserEnable, AdminUserDisable, AdminUserDelete, AdminUserRecoveryCodes,
+		case AdminUserCreate, AdminUserEnable, AdminUserDisable, AdminUserDelete, AdminUserRecoveryCodes, AdminBreakGlassCreate,
 			AuthLogin, AuthRecoveryCode, AuthIdPLink, AuthIdPGroups, AuthIdPRefresh, AuthIdPUnreachable:
 			k.User = subject
 		}

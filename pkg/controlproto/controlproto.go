@@ -876,8 +876,19 @@ type LoginRequest struct {
 	Password     string `json:"password"`
 	TOTP         string `json:"totp,omitempty"`
 	RecoveryCode string `json:"recovery_code,omitempty"`
+	// BreakGlass asks for emergency access with a break-glass account:
+	// RecoveryCode is then one of its sealed one-time codes and
+	// Justification (1 to MaxJustification bytes) says why. The session
+	// is time-bound and reaches only emergency apps; the use raises an
+	// alert and waits for two admins' review. (Added with the break-glass
+	// feature; a controller without it refuses the unknown fields.)
+	BreakGlass    bool   `json:"break_glass,omitempty"`
+	Justification string `json:"justification,omitempty"`
 	DeviceEnroll
 }
+
+// MaxJustification bounds a break-glass justification, in bytes.
+const MaxJustification = 1000
 
 // DeviceEnroll is the device half of every sign-in, whatever proves the
 // user: the public halves of the keys the device made, and which device it

@@ -119,6 +119,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 			if lc.TOTP != "" && lc.RecoveryCode != "" {
 				return errors.New("give --totp or --recovery-code, not both")
 			}
+			if err := checkBreakGlass(&lc); err != nil {
+				return err
+			}
 			if lc.TOTP == "" && lc.RecoveryCode == "" {
 				if lc.TOTP, err = prompt("Authenticator code: "); err != nil {
 					return err
@@ -131,6 +134,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "Signed in as %s. Device %s enrolled with overlay address %s.\nRun 'cordon up' to connect.\n", e.User, e.ID, e.OverlayAddr)
+			if lc.BreakGlass {
+				fmt.Fprintln(cmd.OutOrStdout(), "BREAK-GLASS emergency access: your IT security team was alerted; the session reaches only emergency apps, ends at its time limit and is never extended.")
+			}
 			return nil
 		},
 	}
@@ -141,6 +147,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	login.Flags().StringVar(&passwordFile, "password-file", "", "read the password from a file")
 	login.Flags().StringVar(&lc.TOTP, "totp", "", "the 6-digit code from your authenticator app (asked for if omitted)")
 	login.Flags().StringVar(&lc.RecoveryCode, "recovery-code", "", "instead of --totp, when your authenticator is lost: one of the one-time recovery codes you were given (each works once)")
+	login.Flags().BoolVar(&lc.BreakGlass, "break-glass", false, "emergency access with a break-glass account from the sealed envelope, when normal sign-in is impossible: needs --justification and one of the account's one-time codes (--recovery-code, asked for if omitted); alerts your IT security team at once, and two admins review it afterwards")
+	login.Flags().StringVar(&lc.Justification, "justification", "", "with --break-glass: why you need emergency access, in words (recorded, alerted and reviewed)")
 	login.Flags().StringVar(&idp, "idp", "", "sign in through this identity provider (your organisation's single sign-on) instead of a password; 'cordon login --idp list' shows them")
 	login.Flags().BoolVar(&deviceCode, "device-code", false, "with --idp: show a code to confirm on another device instead of opening a browser (headless machines)")
 	login.Flags().StringVar(&browser, "browser", "", "with --idp: command that opens the sign-in URL (default $BROWSER, then xdg-open)")
@@ -248,6 +256,33 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return exitCode(err, ran)
 	}
 	return exitOK
+}
+
+// checkBreakGlass checks the break-glass flags of 'cordon login' and asks
+// for the one-time code if it was not given.
+func checkBreakGlass(lc *client.LoginConfig) error {
+	if !lc.BreakGlass {
+		if lc.Justification != "" {
+			return errors.New("--justification is only for --break-glass")
+		}
+		return nil
+	}
+	if strings.TrimSpace(lc.Justification) == "" {
+		return errors.New("--break-glass needs --justification \"...\": say in words why you need emergency access")
+	}
+	if len(lc.Justification) > controlproto.MaxJustification {
+		return fmt.Errorf("--justification: at most %d bytes (got %d)", controlproto.MaxJustification, len(lc.Justification))
+	}
+	if lc.TOTP != "" {
+		return errors.New("--break-glass takes one of the account's one-time codes (--recovery-code), not --totp")
+	}
+	if lc.RecoveryCode == "" {
+		var err error
+		if lc.RecoveryCode, err = prompt("One-time code from the sealed envelope: "); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func envOr(k, def string) string {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -98,5 +99,54 @@ func TestStateDirDefault(t *testing.T) {
 	}
 	if p := string(page); strings.Contains(p, `="`+defaultStateDir()+`"`) || !strings.Contains(p, `--state-dir\fP="`+manStateDir+`"`) {
 		t.Errorf("the man page shows the builder's %s or lacks the rule:\n%s", defaultStateDir(), p)
+	}
+}
+
+// cordon login --break-glass: the flags are checked before anything is
+// sent (a justification, one code, no TOTP); an emergency account signs
+// in only with them, and is told it was alerted.
+func TestBreakGlassLogin(t *testing.T) {
+	srv := apitest.New(t, apitest.Options{})
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(ca, srv.CAPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	admin, err := adminapi.New(srv.URL, srv.AdminToken, srv.CAPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	const pw = "a sealed passphrase for the ED"
+	acct, err := admin.CreateBreakGlass(t.Context(), &adminapi.CreateBreakGlassRequest{Name: "er-1", Password: pw})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pwFile := filepath.Join(t.TempDir(), "pw")
+	if err := os.WriteFile(pwFile, []byte(pw+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	base := []string{"login", "--state-dir", t.TempDir(), "--controller", srv.URL, "--ca-cert", ca, "--user", "er-1", "--password-file", pwFile}
+	for _, tc := range []struct {
+		name string
+		args []string
+		code int
+		msg  string
+	}{
+		{"justification alone", []string{"--justification", "x", "--totp", "123456"}, exitError, "only for --break-glass"},
+		{"no justification", []string{"--break-glass", "--recovery-code", acct.Codes[0]}, exitError, "--justification"},
+		{"blank justification", []string{"--break-glass", "--justification", "  ", "--recovery-code", acct.Codes[0]}, exitError, "--justification"},
+		{"too long", []string{"--break-glass", "--justification", strings.Repeat("x", 1001), "--recovery-code", acct.Codes[0]}, exitError, "at most 1000"},
+		{"totp", []string{"--break-glass", "--justification", "x", "--totp", "123456"}, exitError, "not --totp"},
+		{"ordinary sign-in", []string{"--recovery-code", acct.Codes[0]}, exitUnauthorized, "--break-glass"},
+		{"break-glass", []string{"--break-glass", "--justification", "ED downtime, IdP down", "--recovery-code", acct.Codes[0]}, exitOK, ""},
+	} {
+		var stdout, stderr bytes.Buffer
+		code := run(append(slices.Clone(base), tc.args...), &stdout, &stderr)
+		if code != tc.code || !strings.Contains(stderr.String(), tc.msg) {
+			t.Errorf("%s: exit %d, stderr %q; want exit %d and %q", tc.name, code, stderr.String(), tc.code, tc.msg)
+		}
+		if tc.code == exitOK && !strings.Contains(stdout.String(), "BREAK-GLASS") {
+			t.Errorf("%s: stdout %q does not say the use was alerted", tc.name, stdout.String())
+		}
 	}
 }

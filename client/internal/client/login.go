@@ -25,8 +25,14 @@ type LoginConfig struct {
 	Password   string
 	TOTP       string
 	// RecoveryCode, instead of TOTP: one of the user's one-time recovery
-	// codes.
+	// codes (with BreakGlass: one of the emergency account's sealed
+	// one-time codes).
 	RecoveryCode string
+	// BreakGlass signs in with an emergency (break-glass) account;
+	// Justification says why. The session is time-bound and reaches only
+	// emergency apps, and the use is alerted and reviewed.
+	BreakGlass    bool
+	Justification string
 }
 
 // Login signs the user in and enrolls (or re-enrolls) this device.
@@ -51,7 +57,8 @@ func Login(ctx context.Context, cfg LoginConfig) (*agentstate.Enrollment, error)
 		func(old agentstate.Enrollment) bool { return old.User == cfg.User }, // same user, same device
 		func(api *adminapi.Client, dev controlproto.DeviceEnroll) (*controlproto.EnrollResponse, error) {
 			resp, err := api.Login(ctx, &controlproto.LoginRequest{
-				Username: cfg.User, Password: cfg.Password, TOTP: cfg.TOTP, RecoveryCode: cfg.RecoveryCode, DeviceEnroll: dev,
+				Username: cfg.User, Password: cfg.Password, TOTP: cfg.TOTP, RecoveryCode: cfg.RecoveryCode,
+				BreakGlass: cfg.BreakGlass, Justification: cfg.Justification, DeviceEnroll: dev,
 			})
 			if err != nil {
 				return nil, fmt.Errorf("sign in: %w", err)

@@ -63,6 +63,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	limits := session.DefaultLimits()
 	fs.DurationVar(&limits.DefaultIdle, "session-idle", limits.DefaultIdle, "automatic logoff: a session with no app traffic at any gateway for this long ends")
 	fs.DurationVar(&limits.Absolute, "session-absolute", limits.Absolute, "a session ends this long after sign-in, however active")
+	fs.DurationVar(&limits.BreakGlass, "break-glass-duration", limits.BreakGlass, "a break-glass (emergency access) session ends this long after its sign-in, however active; it is never renewed: more time needs a second use, audited and alerted again")
 	fs.Func("session-idle-for", "CLASS=DURATION: a different idle limit for apps of one data classification, e.g. phi=10m (repeatable); the apps drop out after it, the session ends after the longest", func(s string) error {
 		class, d, ok := strings.Cut(s, "=")
 		if !ok || class == "" {

@@ -80,7 +80,7 @@ func appOut(x store.App) adminapi.App {
 	}
 	return adminapi.App{
 		Name: x.Name, Segment: x.Segment, DNSName: x.DNSName, Address: x.Addr,
-		Proto: x.Proto, Ports: ports, Classification: string(x.Classification), CreatedAt: x.CreatedAt,
+		Proto: x.Proto, Ports: ports, Classification: string(x.Classification), Emergency: x.Emergency, CreatedAt: x.CreatedAt,
 	}
 }
 
@@ -146,7 +146,7 @@ func (a *API) deleteApp(w http.ResponseWriter, r *http.Request, actor string) er
 // Users.
 
 func userOut(u store.User) adminapi.User {
-	return adminapi.User{Name: u.Name, Disabled: u.Disabled, CreatedAt: u.CreatedAt}
+	return adminapi.User{Name: u.Name, Disabled: u.Disabled, BreakGlass: u.BreakGlass, CreatedAt: u.CreatedAt}
 }
 
 func (a *API) createUser(w http.ResponseWriter, r *http.Request, actor string) error {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/cordonhq/cordon/controller/internal/auth"
+	"github.com/cordonhq/cordon/controller/internal/state"
 	"github.com/cordonhq/cordon/controller/internal/store"
 	"github.com/cordonhq/cordon/pkg/adminapi"
 	"github.com/cordonhq/cordon/pkg/audit"
@@ -661,5 +662,9 @@ func (a *API) loginWithRecoveryCode(w http.ResponseWriter, r *http.Request, u st
 		return errorf(http.StatusUnauthorized, adminapi.CodeUnauthorized, "account %q is disabled: contact your administrator", u.Name)
 	}
 	a.throttle.Succeeded(req.Username, src)
-	return a.signIn(w, r, u, &req.DeviceEnroll, MethodRecoveryCode, true, hash)
+	if req.BreakGlass {
+		return a.signIn(w, r, u, &req.DeviceEnroll, MethodBreakGlass, true, hash,
+			&state.BreakGlass{Justification: req.Justification, For: a.bgFor})
+	}
+	return a.signIn(w, r, u, &req.DeviceEnroll, MethodRecoveryCode, true, hash, nil)
 }

@@ -91,6 +91,9 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) error {
 	if req.Password == "" {
 		return invalidf("field \"password\": required")
 	}
+	if err := checkBreakGlassLogin(&req); err != nil {
+		return err
+	}
 	switch {
 	case req.TOTP != "" && req.RecoveryCode != "":
 		return invalidf("give \"totp\" or \"recovery_code\", not both")
@@ -143,6 +146,18 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) error {
 	if err := a.checkPassword("user "+u.Name, u.PasswordHash, req.Password, fail, errLoginFailed); err != nil {
 		return err
 	}
+	// An emergency account signs in only for emergency access, and only
+	// an emergency account does: told apart only after the password.
+	switch {
+	case u.BreakGlass && !req.BreakGlass:
+		fail("emergency account without break-glass")
+		return errorf(http.StatusUnauthorized, adminapi.CodeUnauthorized,
+			"account %q is an emergency (break-glass) account: sign in with 'cordon login --break-glass --justification \"...\"' and one of its sealed one-time codes", u.Name)
+	case !u.BreakGlass && req.BreakGlass:
+		fail("break-glass with an ordinary account")
+		return errorf(http.StatusUnauthorized, adminapi.CodeUnauthorized,
+			"account %q is not an emergency account: sign in without --break-glass, or with one of the break-glass accounts from the sealed envelope", u.Name)
+	}
 	if req.RecoveryCode != "" {
 		return a.loginWithRecoveryCode(w, r, u, &req, fail)
 	}
@@ -156,7 +171,7 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) error {
 		return errorf(http.StatusUnauthorized, adminapi.CodeUnauthorized, "account %q is disabled: contact your administrator", u.Name)
 	}
 	a.throttle.Succeeded(req.Username, src)
-	return a.signIn(w, r, u, &req.DeviceEnroll, MethodPasswordTOTP, true, nil)
+	return a.signIn(w, r, u, &req.DeviceEnroll, MethodPasswordTOTP, true, nil, nil)
 }
 
 // checkPassword verifies a password against its stored hash. A mismatch
@@ -217,7 +232,10 @@ func checkDeviceEnroll(d *controlproto.DeviceEnroll) error {
 // proven now (the session's MFA time, for step-up rules).
 //
 // recovery is the hash of a recovery code to use up (nil: none).
-func (a *API) signIn(w http.ResponseWriter, r *http.Request, u store.User, req *controlproto.DeviceEnroll, method string, mfa bool, recovery []byte) error {
+//
+// bg, if set, makes it a break-glass sign-in (recovery is then the
+// emergency account's one-time code).
+func (a *API) signIn(w http.ResponseWriter, r *http.Request, u store.User, req *controlproto.DeviceEnroll, method string, mfa bool, recovery []byte, bg *state.BreakGlass) error {
 	ctx := r.Context()
 	src := source(r)
 	fail := func(reason string) {
@@ -226,7 +244,8 @@ func (a *API) signIn(w http.ResponseWriter, r *http.Request, u store.User, req *
 			Details: map[string]string{"source": src, "device": req.DeviceID, "method": method, "reason": reason},
 		})
 	}
-	in := state.SignIn{User: u.Name, DeviceID: req.DeviceID, Hostname: req.Hostname, Key: req.PublicKey, Method: method, MFA: mfa, Source: src, RecoveryCode: recovery}
+	in := state.SignIn{User: u.Name, DeviceID: req.DeviceID, Hostname: req.Hostname, Key: req.PublicKey, Method: method, MFA: mfa, Source: src,
+		RecoveryCode: recovery, BreakGlass: bg}
 	done, err := a.state.SignIn(ctx, in, func(id string) (string, error) { return a.ca.IssueAgentCert(req.CSR, id, ca.KindClient) })
 	var refused *state.Refused
 	switch {

@@ -108,6 +108,9 @@ type Config struct {
 	// Sessions are the session limits in force, for the HIPAA report;
 	// zero: session.DefaultLimits.
 	Sessions session.Limits
+	// BreakGlassFor is the time bound of a break-glass session
+	// (--break-glass-duration); zero: session.DefaultBreakGlass.
+	BreakGlassFor time.Duration
 }
 
 // GatewayHealth is the control channel's view of a gateway
@@ -147,6 +150,7 @@ type API struct {
 	health   GatewayHealth // nil: no gateway states
 	sinks    func() []siem.Status
 	limits   session.Limits // for the HIPAA report
+	bgFor    time.Duration  // a break-glass session's time bound
 }
 
 // New returns the API. It panics if Store or CA is missing (a wiring bug).
@@ -173,9 +177,13 @@ func New(cfg Config) *API {
 		dns:      cfg.DNS,
 		health:   cfg.GatewayHealth,
 		limits:   cfg.Sessions,
+		bgFor:    cfg.BreakGlassFor,
 	}
 	if a.limits.IsZero() {
 		a.limits = session.DefaultLimits()
+	}
+	if a.bgFor <= 0 {
+		a.bgFor = session.DefaultBreakGlass
 	}
 	if a.adminTTL <= 0 {
 		a.adminTTL = adminapi.DefaultAdminSessionTTL
@@ -325,6 +333,12 @@ func (a *API) routes() {
 	m.Handle("GET /v1/admin-tokens", a.admin(auth.PermAdminsRead, a.listAdminTokens))
 	m.Handle("DELETE /v1/admin-tokens/{id}", a.admin(auth.PermAdminsWrite, a.revokeAdminToken))
 	m.Handle("POST /v1/users/{name}/recovery-codes", a.admin(auth.PermUsersWrite, a.regenerateRecoveryCodes))
+
+	// Break-glass emergency access (breakglass.go).
+	m.Handle("POST /v1/breakglass", a.admin(auth.PermUsersWrite, a.createBreakGlass))
+	m.Handle("GET /v1/breakglass/uses", a.admin(auth.PermAuditRead, a.listBreakGlassUses))
+	m.Handle("GET /v1/breakglass/uses/{id}", a.admin(auth.PermAuditRead, a.getBreakGlassUse))
+	m.Handle("POST /v1/breakglass/uses/{id}/review", a.admin(auth.PermBreakGlassReview, a.reviewBreakGlass))
 
 	a.mux = m.ServeMux
 }

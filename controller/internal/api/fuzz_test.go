@@ -3,7 +3,9 @@ package api
 import (
 	"bytes"
 	"errors"
+	"strings"
 	"testing"
+	"unicode"
 
 	"github.com/cordonhq/cordon/controller/internal/store"
 	"github.com/cordonhq/cordon/pkg/adminapi"
@@ -20,6 +22,8 @@ func FuzzDecodeBodies(f *testing.F) {
 		`{"name":"ehr","segment":"clinical","dns_name":"ehr.hospital.internal","address":"10.20.0.5","proto":"tcp","ports":["443","8000-8099"]}`,
 		`{"name":"x","segment":"s","dns_name":"A.B.","address":"10.0.0.0/8","proto":"icmp","classification":"public"}`,
 		`{"username":"nurse","password":"p","totp":"123456","public_key":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=","csr":"x"}`,
+		`{"username":"er-1","password":"p","recovery_code":"abcd-efgh-jkmn-pqrs","break_glass":true,"justification":"ED downtime\u001b[2J","csr":"x"}`,
+		`{"comment":"checked with the ED lead"}`,
 		`{"token":"cordon-enroll-x","name":"gw","endpoint":"[::1]:51820"}`,
 		`{"segment":"s","ttl":"2d"}`,
 		`{"name":1}`, `[]`, `null`, `{"cidrs":[null]}`, "{\"name\":\"\xff\"}",
@@ -84,6 +88,14 @@ func FuzzDecodeBodies(f *testing.F) {
 		if err := decodeBody(bytes.NewReader(b), &login); err == nil {
 			check(checkHostname(login.Hostname))
 			check(checkCSR(login.CSR))
+			if err := checkBreakGlassLogin(&login); err == nil && login.BreakGlass {
+				j := login.Justification
+				if j == "" || len(j) > controlproto.MaxJustification || strings.ContainsFunc(j, unicode.IsControl) || login.RecoveryCode == "" {
+					t.Fatalf("accepted break-glass sign-in %+v", login)
+				}
+			} else {
+				check(err)
+			}
 		} else {
 			check(err)
 		}

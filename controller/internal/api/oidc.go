@@ -149,7 +149,7 @@ func (a *API) oidcLogin(w http.ResponseWriter, r *http.Request) error {
 		fail(u.Name, "user disabled")
 		return errorf(http.StatusUnauthorized, adminapi.CodeUnauthorized, "account %q is disabled: contact your administrator", u.Name)
 	}
-	return a.signIn(w, r, u, &req.DeviceEnroll, method, c.MFA, nil)
+	return a.signIn(w, r, u, &req.DeviceEnroll, method, c.MFA, nil, nil)
 }
 
 // oidcStartError answers a failed start of a sign-in (user or admin). A

@@ -62,7 +62,7 @@ func policySegmentOut(s *policyfile.Segment, v *store.PolicyVersion) adminapi.Se
 func policyAppOut(x *policyfile.App, v *store.PolicyVersion) adminapi.App {
 	out := adminapi.App{
 		Name: x.Name, Segment: x.Segment, Names: x.Names, Addresses: x.Addrs,
-		Classification: string(x.Classification), Source: policySource(v), CreatedAt: v.CreatedAt,
+		Classification: string(x.Classification), Emergency: x.Emergency, Source: policySource(v), CreatedAt: v.CreatedAt,
 	}
 	if len(x.Names) > 0 {
 		out.DNSName = x.Names[0]

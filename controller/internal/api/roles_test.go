@@ -70,8 +70,14 @@ var roleSpec = map[string]string{
 	// Quarantine takes access away (helpdesk too); release gives it back.
 	"POST /v1/devices/{id}/quarantine": "ONH",
 	"POST /v1/devices/{id}/release":    "ON",
-	"GET /v1/sessions":                 "ONAH",
-	"POST /v1/sessions/end":            "ONH",
+	// Break-glass: accounts like users; uses are audit evidence; a
+	// review is a sign-off, not a change of access.
+	"POST /v1/breakglass":                  "ON",
+	"GET /v1/breakglass/uses":              "ONA",
+	"GET /v1/breakglass/uses/{id}":         "ONA",
+	"POST /v1/breakglass/uses/{id}/review": "ONA",
+	"GET /v1/sessions":                     "ONAH",
+	"POST /v1/sessions/end":                "ONH",
 
 	"GET /v1/audit":        "ONA",
 	"GET /v1/audit/log":    "ONA",

@@ -154,6 +154,7 @@ func parseApp(req *adminapi.CreateAppRequest) (store.App, error) {
 	default:
 		return app, invalidf("field \"classification\": %q: use phi, internal or public", clip(req.Classification))
 	}
+	app.Emergency = req.Emergency
 	return app, nil
 }
 

@@ -62,20 +62,23 @@ const (
 	// PermReviewsManage: start and close campaigns (closing applies the
 	// revocations decided).
 	PermReviewsManage Permission = "reviews.manage"
+	// PermBreakGlassReview: sign off a break-glass use after the fact
+	// (two different admins close one). A sign-off changes no access.
+	PermBreakGlassReview Permission = "breakglass.review"
 )
 
 // Permissions lists every permission.
 var Permissions = []Permission{
 	PermRead, PermAuditRead, PermAccessRevoke, PermUsersWrite,
 	PermPolicyWrite, PermGatewaysWrite, PermAdminsRead, PermAdminsWrite,
-	PermAuditArchive, PermReviewsRead, PermReviewsDecide, PermReviewsManage,
+	PermAuditArchive, PermReviewsRead, PermReviewsDecide, PermReviewsManage, PermBreakGlassReview,
 }
 
 var rolePerms = map[Role][]Permission{
 	RoleOwner: Permissions,
 	RoleNetworkAdmin: {PermRead, PermAuditRead, PermAccessRevoke, PermUsersWrite,
-		PermPolicyWrite, PermGatewaysWrite, PermReviewsRead, PermReviewsDecide, PermReviewsManage},
-	RoleAuditor:  {PermRead, PermAuditRead, PermAdminsRead, PermReviewsRead},
+		PermPolicyWrite, PermGatewaysWrite, PermReviewsRead, PermReviewsDecide, PermReviewsManage, PermBreakGlassReview},
+	RoleAuditor:  {PermRead, PermAuditRead, PermAdminsRead, PermReviewsRead, PermBreakGlassReview},
 	RoleHelpdesk: {PermRead, PermAccessRevoke},
 	// A reviewer sees the campaigns and decides their lines; it reads
 	// nothing else of the configuration and changes nothing else.

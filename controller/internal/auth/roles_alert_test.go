@@ -14,8 +14,8 @@ func TestRoles(t *testing.T) {
 	}{
 		{RoleOwner, Permissions},
 		{RoleNetworkAdmin, []Permission{PermRead, PermAuditRead, PermAccessRevoke, PermUsersWrite, PermPolicyWrite, PermGatewaysWrite,
-			PermReviewsRead, PermReviewsDecide, PermReviewsManage}},
-		{RoleAuditor, []Permission{PermRead, PermAuditRead, PermAdminsRead, PermReviewsRead}},
+			PermReviewsRead, PermReviewsDecide, PermReviewsManage, PermBreakGlassReview}},
+		{RoleAuditor, []Permission{PermRead, PermAuditRead, PermAdminsRead, PermReviewsRead, PermBreakGlassReview}},
 		{RoleHelpdesk, []Permission{PermRead, PermAccessRevoke}},
 		// The reviewer reads and decides reviews and nothing else: not even
 		// the directory or the audit trail.

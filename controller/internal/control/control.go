@@ -1000,10 +1000,11 @@ func (s *Server) recompute(ctx context.Context, c store.Change, joined []*agent)
 		}
 		if sm := s.cfg.Sessions; sm != nil {
 			// The gateway ends each peer at its session's absolute limit
-			// by itself, in case it stops hearing from us.
+			// (or its own time bound, a break-glass session's) by
+			// itself, in case it stops hearing from us.
 			for i, p := range gm.Peers {
 				if ss := st.sessions[p.DeviceID]; ss != nil && stamp(p) {
-					gm.Peers[i].ExpiresAt = ss.Started.Add(sm.Limits().Absolute)
+					gm.Peers[i].ExpiresAt = sm.Limits().EndsAt(ss)
 					gm.Peers[i].SessionID = ss.ID
 				}
 			}

@@ -189,7 +189,7 @@ func (p *policyIndex) derivedDirectory() ([]store.Segment, []store.App) {
 	var apps []store.App
 	for _, name := range p.pol.AppNames {
 		a := p.pol.Apps[name]
-		base := store.App{Name: name, Segment: a.Segment, Classification: store.Classification(a.Classification)}
+		base := store.App{Name: name, Segment: a.Segment, Classification: store.Classification(a.Classification), Emergency: a.Emergency}
 		if len(a.Addrs) > 0 {
 			base.Addr = a.Addrs[0]
 		}
@@ -357,11 +357,13 @@ func (pk *peerPicker) peer(d store.Device) (controlproto.GatewayPeer, bool) {
 		pk.shared[&all[0]] = pkd
 	}
 	allows := ix.allowsCached(d)
+	emergency := ix.emergencyOnly(d)
 	ids := pkd.ids
-	if slices.ContainsFunc(pkd.classes, func(c string) bool { return !allows(c) }) {
+	if emergency || slices.ContainsFunc(pkd.classes, func(c string) bool { return !allows(c) }) {
 		ids = nil // some not allowed now: this device's own list
 		for _, id := range pkd.ids {
-			if allows(string(p.pol.Apps[p.byID[id].App].Classification)) {
+			a := p.pol.Apps[p.byID[id].App]
+			if allows(string(a.Classification)) && (!emergency || a.Emergency) {
 				ids = append(ids, id)
 			}
 		}
@@ -490,7 +492,7 @@ func (ix *Index) policyClientMap(d store.Device) *controlproto.ClientMap {
 	rules := p.peers[d.ID]
 	allows := ix.allowsCached(d)
 	classes := p.classes()
-	key := clientKey{allowed: 0}
+	key := clientKey{allowed: 0, emergency: ix.emergencyOnly(d)}
 	if len(rules) > 0 {
 		key.rules = &rules[0]
 	}
@@ -507,7 +509,7 @@ func (ix *Index) policyClientMap(d store.Device) *controlproto.ClientMap {
 		ix.clientMu.Unlock()
 	}
 	if t == nil {
-		t = ix.clientTemplateOf(d, allows)
+		t = ix.clientTemplateOf(d, allows, key.emergency)
 		if cacheable {
 			ix.clientMu.Lock()
 			if ix.clientGateways == nil {
@@ -523,10 +525,12 @@ func (ix *Index) policyClientMap(d store.Device) *controlproto.ClientMap {
 
 // clientKey identifies the gateways part of a client map within one
 // index: the device's rule list (shared by its identity) and the
-// classifications (bits of policyIndex.classes) its session allows.
+// classifications (bits of policyIndex.classes) its session allows, and
+// whether the session is a break-glass one (emergency apps only).
 type clientKey struct {
-	rules   *policy.RuleID
-	allowed uint64
+	rules     *policy.RuleID
+	allowed   uint64
+	emergency bool
 }
 
 // classes is the policy's distinct app classifications, sorted.
@@ -559,7 +563,7 @@ type segTemplate struct {
 	apps    []controlproto.App
 }
 
-func (ix *Index) clientTemplateOf(d store.Device, allows func(string) bool) *clientTemplate {
+func (ix *Index) clientTemplateOf(d store.Device, allows func(string) bool, emergencyOnly bool) *clientTemplate {
 	p := ix.pol
 	reach := p.reachableApps(d.ID)
 	bySeg := map[string]*segTemplate{}
@@ -568,7 +572,7 @@ func (ix *Index) clientTemplateOf(d store.Device, allows func(string) bool) *cli
 	// every app of the policy per device.
 	for _, name := range slices.Sorted(maps.Keys(reach)) {
 		a := p.pol.Apps[name]
-		if !allows(string(a.Classification)) {
+		if !allows(string(a.Classification)) || emergencyOnly && !a.Emergency {
 			continue
 		}
 		st := bySeg[a.Segment]
@@ -661,7 +665,8 @@ func DirectoryPolicy(snap *store.Snapshot) *policyfile.Policy {
 	var apps []*policyfile.App
 	for _, a := range snap.Apps {
 		pa := &policyfile.App{Name: a.Name, Segment: a.Segment, Addrs: []netip.Prefix{a.Addr},
-			Services: []policyfile.Service{{Proto: a.Proto, Ports: a.Ports}}, Classification: policyfile.Classification(a.Classification)}
+			Services: []policyfile.Service{{Proto: a.Proto, Ports: a.Ports}}, Classification: policyfile.Classification(a.Classification),
+			Emergency: a.Emergency}
 		if a.DNSName != "" {
 			pa.Names = []string{a.DNSName}
 		}

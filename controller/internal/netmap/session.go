@@ -43,6 +43,18 @@ func (ix *Index) allows(d store.Device, class string) bool {
 	return s != nil && g.limits.Allows(s, session.Classification(class), g.now)
 }
 
+// emergencyOnly reports whether device d's session is a break-glass one
+// (emergency access): it reaches only the apps marked emergency among
+// those its rules grant. Without session gating no session restricts.
+func (ix *Index) emergencyOnly(d store.Device) bool {
+	if g := ix.sess; g != nil {
+		if s := g.view[d.ID]; s != nil {
+			return s.BreakGlass != ""
+		}
+	}
+	return false
+}
+
 // allowsCached is allows for one device, remembering the answer per
 // classification (maps ask once per app; sessions decide per class).
 func (ix *Index) allowsCached(d store.Device) func(class string) bool {
@@ -99,7 +111,7 @@ func (ix *Index) SessionInfo(d store.Device) *controlproto.SessionInfo {
 		return info
 	}
 	info.State = controlproto.SessionActive
-	info.ExpiresAt = s.Started.Add(g.limits.Absolute)
+	info.ExpiresAt = g.limits.EndsAt(s)
 	info.IdleLimit = g.limits.ShortestIdle()
 	info.Posture = ix.postureFindings(d.ID)
 	info.NoMFA = ix.noMFA(d, s)
@@ -115,6 +127,12 @@ func endMessage(why session.EndReason, s *session.Session, l session.Limits) str
 		return fmt.Sprintf("signed out at %s after %s without activity (automatic logoff): %s", at, s.Ended.Sub(s.LastActivity).Round(time.Second), again)
 	case session.EndAbsolute:
 		return fmt.Sprintf("your session reached its %s limit at %s: %s", l.Absolute, at, again)
+	case session.EndExpired:
+		if s.BreakGlass != "" {
+			return "your break-glass (emergency access) session reached its time limit at " + at +
+				": it is never extended; if the emergency goes on, sign in with break-glass again (a new use, with its own justification and review)"
+		}
+		return "your session reached its time limit at " + at + ": " + again
 	case session.EndAdmin:
 		return "an administrator ended your session at " + at + ": " + again
 	case session.EndDisabled:

@@ -64,11 +64,10 @@ var figures = []figure{
 		Sections: []string{sec308AccessModify}},
 	{ID: "integrity_alerts", Label: "Audit log integrity alerts", Type: audit.AuditLogInconsistent,
 		Sections: []string{secIntegrity, secAudit}},
-	// Break-glass is built in parallel (issue 17 part 2): a gap until its
-	// audit event types exist.
-	{ID: "breakglass_uses", Label: "Break-glass uses", Type: "breakglass.use", Outcome: audit.Success,
+	{ID: "breakglass_uses", Label: "Break-glass uses", Type: audit.AuthBreakGlass, Outcome: audit.Raised,
 		Feature: "break-glass emergency access", Sections: []string{secEmergency}},
-	{ID: "breakglass_reviews_closed", Label: "Break-glass reviews closed", Type: "breakglass.review.close", Outcome: audit.Success,
+	{ID: "breakglass_reviews_closed", Label: "Break-glass reviews closed", Type: audit.AdminBreakGlassReview, Outcome: audit.Success,
+		Detail: "state", Value: "closed",
 		Feature: "break-glass after-the-fact review", Sections: []string{secEmergency}},
 	{ID: "review_campaigns_closed", Label: "Access-review campaigns closed", Type: audit.AdminReviewClose, Outcome: audit.Success,
 		Feature: "access-review campaigns", Sections: []string{sec308ActivityReview, sec308AccessAuthz}},

@@ -164,6 +164,7 @@ func Run(ctx context.Context, cfg Config) error {
 	limits := cfg.Sessions
 	if limits.IsZero() {
 		limits = session.DefaultLimits()
+		limits.BreakGlass = cfg.Sessions.BreakGlass
 	}
 	sessions, err := session.NewManager(session.ManagerConfig{
 		Store: st, State: owner, Limits: limits, Logger: log.With("component", "sessions"),
@@ -226,6 +227,7 @@ func Run(ctx context.Context, cfg Config) error {
 		DNS:             cfg.DNS,
 		GatewayHealth:   gatewayHealth{ctl},
 		Sessions:        limits,
+		BreakGlassFor:   limits.BreakGlassBound(),
 	})
 
 	tcpLn, err := net.Listen("tcp", cfg.Listen)
@@ -281,7 +283,7 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 	})
 	log.Info("controller listening", "addr", tcpLn.Addr().String(), "ca_fingerprint", authority.Fingerprint(), "data_dir", cfg.DataDir,
-		"session_idle", limits.DefaultIdle, "session_absolute", limits.Absolute, "audit_log_key", logKey.VerifierKey())
+		"session_idle", limits.DefaultIdle, "session_absolute", limits.Absolute, "break_glass_duration", limits.BreakGlassBound(), "audit_log_key", logKey.VerifierKey())
 	if cfg.Ready != nil {
 		cfg.Ready(tcpLn.Addr())
 	}

@@ -124,14 +124,15 @@ func fromStore(st store.Session) *Session {
 	return &Session{
 		ID: st.ID, DeviceID: st.DeviceID, User: st.User, Started: st.StartedAt,
 		LastActivity: st.LastActivity, MFAAt: st.MFAAt, Ended: st.EndedAt, EndReason: EndReason(st.EndReason),
+		ExpiresAt: st.ExpiresAt, BreakGlass: st.BreakGlass,
 	}
 }
 
 // CheckEvery is how often the limits are checked: a twentieth of the
-// shortest limit, within [100 ms, 5 s]. A session therefore ends at most
-// that long after its limit.
+// shortest limit (the break-glass bound included), within [100 ms, 5 s].
+// A session therefore ends at most that long after its limit.
 func (l Limits) CheckEvery() time.Duration {
-	shortest := min(l.ShortestIdle(), l.Absolute)
+	shortest := min(l.ShortestIdle(), l.Absolute, l.BreakGlassBound())
 	return min(max(shortest/20, 100*time.Millisecond), 5*time.Second)
 }
 
@@ -197,7 +198,8 @@ func (m *Manager) Run(ctx context.Context) {
 // tests call it directly.
 //
 // It reads only the sessions that may be near a limit: idle, as stored,
-// for at least the shortest idle limit, or older than the absolute limit.
+// for at least the shortest idle limit, older than the absolute limit, or
+// past their own time bound.
 // The store's activity lags the manager's (flushed every FlushEvery),
 // never leads it, so no session that reached a limit is missed; every
 // other session may reach every app, which is what the manager assumes of
@@ -205,7 +207,7 @@ func (m *Manager) Run(ctx context.Context) {
 func (m *Manager) Check(ctx context.Context) error {
 	now := m.cfg.Now()
 	l := m.cfg.Limits
-	due, err := m.cfg.Store.ListSessionsDue(ctx, now.Add(-l.ShortestIdle()), now.Add(-l.Absolute))
+	due, err := m.cfg.Store.ListSessionsDue(ctx, now.Add(-l.ShortestIdle()), now.Add(-l.Absolute), now)
 	if err != nil {
 		return err
 	}

@@ -7,7 +7,7 @@
 //
 // A session's life:
 //
-//	      login (password+TOTP or OIDC)
+//	      login (password+TOTP, OIDC, or break-glass)
 //	            │
 //	            ▼
 //	┌──────── active ◀──── traffic seen at a gateway (Touch)
@@ -15,8 +15,9 @@
 //	│           │  └── idle > limit of a classification: apps of that
 //	│           │      classification drop out; others stay
 //	│           ▼
-//	│  idle > every limit, or absolute limit reached,
-//	│  or ended by an admin, or the user disabled
+//	│  idle > every limit, or absolute limit reached, or its
+//	│  own time bound (break-glass, never renewed), or ended
+//	│  by an admin, or the user disabled
 //	│           │
 //	│           ▼
 //	└──────▶  ended  (terminal: the device must sign in again)
@@ -49,6 +50,8 @@ const (
 	// longer than the OIDC unreachable_limit.
 	EndIdPRefused     EndReason = store.EndIdPRefused
 	EndIdPUnreachable EndReason = store.EndIdPUnreachable
+	// The session's own time bound passed (a break-glass session).
+	EndExpired EndReason = store.EndExpired
 )
 
 // Limits are the session rules in force.
@@ -58,11 +61,29 @@ type Limits struct {
 	Idle        map[Classification]time.Duration
 	DefaultIdle time.Duration
 	Absolute    time.Duration
+	// BreakGlass is the time bound of a break-glass session (emergency
+	// access): it ends this long after its sign-in, however active, and
+	// is never renewed (a second use is a second sign-in). Each session
+	// stores its bound (Session.ExpiresAt), so changing this changes
+	// only later sessions. Zero: DefaultBreakGlass.
+	BreakGlass time.Duration
 }
 
-// DefaultLimits: 15 minutes idle for everything, 12 hours absolute.
+// BreakGlassBound is the time bound of a break-glass session.
+func (l Limits) BreakGlassBound() time.Duration {
+	if l.BreakGlass > 0 {
+		return l.BreakGlass
+	}
+	return DefaultBreakGlass
+}
+
+// DefaultBreakGlass is the default time bound of a break-glass session.
+const DefaultBreakGlass = time.Hour
+
+// DefaultLimits: 15 minutes idle for everything, 12 hours absolute, 1
+// hour for a break-glass session.
 func DefaultLimits() Limits {
-	return Limits{DefaultIdle: 15 * time.Minute, Absolute: 12 * time.Hour}
+	return Limits{DefaultIdle: 15 * time.Minute, Absolute: 12 * time.Hour, BreakGlass: DefaultBreakGlass}
 }
 
 // IsZero reports limits nobody set (the caller then uses DefaultLimits).
@@ -75,6 +96,9 @@ func (l Limits) Validate() error {
 	}
 	if l.Absolute <= 0 {
 		return fmt.Errorf("session absolute limit %v: must be positive", l.Absolute)
+	}
+	if l.BreakGlass < 0 {
+		return fmt.Errorf("break-glass session limit %v: must be positive", l.BreakGlass)
 	}
 	for c, d := range l.Idle {
 		if d <= 0 {
@@ -109,6 +133,21 @@ type Session struct {
 	MFAAt        time.Time // last time the user proved a second factor
 	Ended        time.Time
 	EndReason    EndReason
+	// ExpiresAt is the session's own time bound (zero: none but the
+	// absolute limit); BreakGlass the break-glass use that started it
+	// ("": an ordinary session).
+	ExpiresAt  time.Time
+	BreakGlass string
+}
+
+// EndsAt is when s ends however active it is: its absolute limit, or its
+// own time bound if that comes first.
+func (l Limits) EndsAt(s *Session) time.Time {
+	end := s.Started.Add(l.Absolute)
+	if !s.ExpiresAt.IsZero() && s.ExpiresAt.Before(end) {
+		return s.ExpiresAt
+	}
+	return end
 }
 
 // Touch records activity; it never moves time backwards (gateways report
@@ -132,9 +171,11 @@ func (l Limits) Check(s *Session, now time.Time) EndReason {
 	if s.EndReason != EndNone {
 		return s.EndReason
 	}
-	switch {
-	case !now.Before(s.Started.Add(l.Absolute)):
-		s.End(s.Started.Add(l.Absolute), EndAbsolute)
+	switch end := l.EndsAt(s); {
+	case !now.Before(end) && end.Equal(s.ExpiresAt):
+		s.End(end, EndExpired)
+	case !now.Before(end):
+		s.End(end, EndAbsolute)
 	case !now.Before(s.LastActivity.Add(l.maxIdle())):
 		s.End(s.LastActivity.Add(l.maxIdle()), EndIdle)
 	}
@@ -167,7 +208,7 @@ func (s *Session) MFAFresh(maxAge time.Duration, now time.Time) bool {
 // activity: the earliest classification idle limit still ahead, or the
 // absolute limit. The controller schedules its next check for then.
 func (l Limits) NextDeadline(s *Session, now time.Time) time.Time {
-	next := s.Started.Add(l.Absolute)
+	next := l.EndsAt(s)
 	consider := func(d time.Duration) {
 		if t := s.LastActivity.Add(d); t.After(now) && t.Before(next) {
 			next = t

@@ -25,8 +25,8 @@ import (
 //	dns.deny                                         DNS Activity (4003): Response, NXDomain
 //	enroll.*, cert.renew                             Entity Management (3004)
 //	posture.report                                   Device Inventory Info (5001)
-//	types that raise alerts (auth.alert, audit.log.inconsistent,
-//	audit.export.lag)                                Detection Finding (2004)
+//	types that raise alerts (auth.alert, auth.break_glass,
+//	audit.log.inconsistent, audit.export.lag)        Detection Finding (2004)
 //	a signed checkpoint                              Base Event (0)
 //
 // Every event keeps the record itself: metadata.sequence is its seq,
@@ -217,6 +217,7 @@ var ocsfSeverity = map[audit.Severity]struct {
 // findingTitles are the finding_info.title of the alert types.
 var findingTitles = map[audit.Type]string{
 	audit.AuthAlert:            "Repeated failed sign-ins",
+	audit.AuthBreakGlass:       "Break-glass emergency access used",
 	audit.AuditLogInconsistent: "Audit log does not extend a signed checkpoint",
 	audit.AuditExportLag:       "SIEM export behind the audit log",
 }

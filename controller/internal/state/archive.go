@@ -197,7 +197,7 @@ func (s *State) recordRefusal(ctx context.Context, o Origin, typ audit.Type, sub
 		d[k] = v
 	}
 	if err := s.Record(context.WithoutCancel(ctx), o, store.AuditEvent{Type: typ, Outcome: string(audit.Failure), Subject: subject, Details: d}); err != nil {
-		s.log.ErrorContext(ctx, "record refused archive step", "error", err)
+		s.log.ErrorContext(ctx, "record refused step", "type", typ, "error", err)
 	}
 }
 

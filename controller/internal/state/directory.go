@@ -182,7 +182,11 @@ func (s *State) CreateApp(ctx context.Context, o Origin, app store.App, fits App
 		} else if err != nil {
 			return err
 		}
-		op.success(audit.AdminAppCreate, app.Name, map[string]string{"segment": app.Segment, "classification": string(app.Classification)})
+		details := map[string]string{"segment": app.Segment, "classification": string(app.Classification)}
+		if app.Emergency {
+			details["emergency"] = "true"
+		}
+		op.success(audit.AdminAppCreate, app.Name, details)
 		op.change.Apps, op.change.Segments = []string{app.Name}, []string{app.Segment}
 		return nil
 	})

@@ -49,6 +49,10 @@ type SignIn struct {
 	// with (nil: none); it is used up in the sign-in's transaction, so a
 	// sign-in that fails later does not burn it.
 	RecoveryCode []byte
+	// BreakGlass, if set, makes this an emergency access sign-in of a
+	// break-glass account (breakglass.go): RecoveryCode is then one of
+	// its sealed one-time codes, and required.
+	BreakGlass *BreakGlass
 }
 
 // SignedIn is what a sign-in made.
@@ -67,14 +71,21 @@ func (s *State) SignIn(ctx context.Context, in SignIn, issue func(deviceID strin
 	var out SignedIn
 	o := Origin{Actor: "user:" + in.User}
 	_, err := s.apply(ctx, o, func(ctx context.Context, tx store.Store, op *op) error {
+		left := -1
+		if in.BreakGlass != nil && (in.RecoveryCode == nil || in.BreakGlass.For <= 0) {
+			return errors.New("state: break-glass sign-in without a one-time code or time bound (a bug)")
+		}
 		if in.RecoveryCode != nil {
-			left, err := tx.UseRecoveryCode(ctx, in.User, in.RecoveryCode, op.at)
+			var err error
+			left, err = tx.UseRecoveryCode(ctx, in.User, in.RecoveryCode, op.at)
 			if errors.Is(err, store.ErrTokenInvalid) {
 				return refuse(store.ErrTokenInvalid, "recovery code already used")
 			} else if err != nil {
 				return err
 			}
-			op.success(audit.AuthRecoveryCode, in.User, map[string]string{"source": in.Source, "device": in.DeviceID, "remaining": strconv.Itoa(left)})
+			if in.BreakGlass == nil { // auth.break_glass says it for a break-glass code
+				op.success(audit.AuthRecoveryCode, in.User, map[string]string{"source": in.Source, "device": in.DeviceID, "remaining": strconv.Itoa(left)})
+			}
 		}
 		dev, err := enrollDevice(ctx, tx, in, op.at)
 		if err != nil {
@@ -83,6 +94,11 @@ func (s *State) SignIn(ctx context.Context, in SignIn, issue func(deviceID strin
 		sess := store.Session{ID: NewID("ses-"), DeviceID: dev.ID, User: in.User, Method: in.Method, Source: in.Source, StartedAt: op.at}
 		if in.MFA {
 			sess.MFAAt = op.at
+		}
+		if in.BreakGlass != nil {
+			if err := startBreakGlass(ctx, tx, op, in, &sess, left); err != nil {
+				return err
+			}
 		}
 		replaced, err := tx.StartSession(ctx, sess)
 		if errors.Is(err, store.ErrDisabled) {
@@ -104,6 +120,13 @@ func (s *State) SignIn(ctx context.Context, in SignIn, issue func(deviceID strin
 		out = SignedIn{Device: dev, Session: sess, Cert: cert}
 		return nil
 	})
+	if err == nil && in.BreakGlass != nil {
+		// The audit record is the alert the SIEM forwards; this is the
+		// same alert for whoever watches the controller's log.
+		s.log.ErrorContext(ctx, "BREAK-GLASS emergency access used: two admins must review it (cordonctl breakglass list)",
+			"use", out.Session.BreakGlass, "user", in.User, "device", out.Device.ID, "source", in.Source,
+			"justification", in.BreakGlass.Justification, "expires_at", out.Session.ExpiresAt)
+	}
 	return out, err
 }
 

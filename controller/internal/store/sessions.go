@@ -20,6 +20,8 @@ const (
 	// The identity provider stayed unreachable past the OIDC
 	// unreachable_limit since it last confirmed the user.
 	EndIdPUnreachable = "idp-unreachable"
+	// The session's own time bound passed (a break-glass session).
+	EndExpired = "expired"
 )
 
 // Session is one device's signed-in session: it starts at a sign-in with
@@ -39,6 +41,13 @@ type Session struct {
 	MFAAt        time.Time `json:"mfa_at,omitzero"`
 	EndedAt      time.Time `json:"ended_at,omitzero"` // zero while active
 	EndReason    string    `json:"end_reason,omitempty"`
+	// ExpiresAt is the session's own time bound (zero: only the
+	// controller's absolute limit); a break-glass session has one.
+	ExpiresAt time.Time `json:"expires_at,omitzero"`
+	// BreakGlass is the ID of the break-glass use that started the
+	// session ("" for every other session): it reaches only emergency
+	// apps.
+	BreakGlass string `json:"break_glass,omitempty"`
 }
 
 // Active reports whether the session has not ended.
@@ -67,9 +76,9 @@ type SessionStore interface {
 	// ListSessions returns matching sessions, newest first.
 	ListSessions(ctx context.Context, f SessionFilter) ([]Session, error)
 	// ListSessionsDue returns the active sessions that may have reached a
-	// limit: last activity (as stored) before activityBefore, or started
-	// before startedBefore.
-	ListSessionsDue(ctx context.Context, activityBefore, startedBefore time.Time) ([]Session, error)
+	// limit: last activity (as stored) before activityBefore, started
+	// before startedBefore, or with an ExpiresAt not after expiresBy.
+	ListSessionsDue(ctx context.Context, activityBefore, startedBefore, expiresBy time.Time) ([]Session, error)
 	// TouchSessions moves LastActivity of active sessions forward to the
 	// given times (session ID → time); it never moves one back, and skips
 	// unknown or ended sessions.

@@ -65,17 +65,26 @@ type App struct {
 	Proto          policy.Proto       `json:"proto"`
 	Ports          []policy.PortRange `json:"ports"`
 	Classification Classification     `json:"classification"`
-	CreatedAt      time.Time          `json:"created_at"`
+	// Emergency marks the app for emergency access: a break-glass
+	// session reaches emergency apps (those its policy grants) and
+	// nothing else.
+	Emergency bool      `json:"emergency,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
 }
 
 // User is a local user. PasswordHash is an encoded argon2id hash;
 // TOTPSecret is the base32 TOTP seed. Neither ever leaves the controller.
 type User struct {
-	Name         string    `json:"name"`
-	PasswordHash string    `json:"-"`
-	TOTPSecret   string    `json:"-"`
-	Disabled     bool      `json:"disabled"`
-	CreatedAt    time.Time `json:"created_at"`
+	Name         string `json:"name"`
+	PasswordHash string `json:"-"`
+	TOTPSecret   string `json:"-"`
+	Disabled     bool   `json:"disabled"`
+	// BreakGlass marks a pre-provisioned emergency account (cordonctl
+	// breakglass create): it signs in only with its password and one of
+	// its sealed one-time codes plus a justification, and such a session
+	// is time-bound and reaches only emergency apps.
+	BreakGlass bool      `json:"break_glass,omitempty"`
+	CreatedAt  time.Time `json:"created_at"`
 }
 
 // Group is a named set of users.
@@ -384,6 +393,7 @@ type Store interface {
 	IdentityStore
 	FlowAckStore
 	ReviewStore
+	BreakGlassStore
 }
 
 // FlowAck is the highest flow event sequence number the controller

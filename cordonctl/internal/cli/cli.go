@@ -244,6 +244,7 @@ func (a *app) rootCmd() *cobra.Command {
 		a.idpCmd(),
 		a.reportCmd(),
 		a.inventoryCmd(),
+		a.breakGlassCmd(),
 	)
 	for _, h := range rootHooks {
 		h(root)

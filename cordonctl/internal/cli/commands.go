@@ -123,9 +123,9 @@ func (a *app) segmentCmd() *cobra.Command {
 // Apps.
 
 func printApps(w io.Writer, xs []adminapi.App) error {
-	t := newTable(w, "NAME", "SEGMENT", "DNS NAME", "ADDRESS", "PROTO", "PORTS", "CLASS")
+	t := newTable(w, "NAME", "SEGMENT", "DNS NAME", "ADDRESS", "PROTO", "PORTS", "CLASS", "EMERGENCY")
 	for _, x := range xs {
-		t.row(x.Name, x.Segment, x.DNSName, x.Address.String(), x.Proto.String(), strings.Join(x.Ports, ","), x.Classification)
+		t.row(x.Name, x.Segment, x.DNSName, x.Address.String(), x.Proto.String(), strings.Join(x.Ports, ","), x.Classification, yesNo(x.Emergency))
 	}
 	return t.flush()
 }
@@ -161,6 +161,7 @@ func (a *app) appCmd() *cobra.Command {
 	f.StringVar(&req.Proto, "proto", "tcp", "tcp, udp, icmp or any")
 	f.StringArrayVar(&req.Ports, "port", nil, "port (443), range (8000-8099) or * (repeatable; required for tcp and udp)")
 	f.StringVar(&req.Classification, "class", "phi", "data classification: phi, internal or public")
+	f.BoolVar(&req.Emergency, "emergency", false, "mark the app for emergency access: break-glass sessions reach emergency apps (that the rules grant) and no other")
 	for _, n := range []string{"segment", "dns-name", "address"} {
 		create.MarkFlagRequired(n)
 	}
@@ -171,9 +172,9 @@ func (a *app) appCmd() *cobra.Command {
 // Users.
 
 func printUsers(w io.Writer, xs []adminapi.User) error {
-	t := newTable(w, "NAME", "DISABLED", "CREATED")
+	t := newTable(w, "NAME", "DISABLED", "BREAK-GLASS", "CREATED")
 	for _, x := range xs {
-		t.row(x.Name, fmt.Sprint(x.Disabled), fmtTime(x.CreatedAt))
+		t.row(x.Name, fmt.Sprint(x.Disabled), yesNo(x.BreakGlass), fmtTime(x.CreatedAt))
 	}
 	if err := t.flush(); err != nil {
 		return err

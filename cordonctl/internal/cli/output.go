@@ -79,3 +79,11 @@ func join[T fmt.Stringer](xs []T) string {
 	}
 	return strings.Join(s, ",")
 }
+
+// yesNo prints a flag in a table: "yes" or "-".
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "-"
+}

@@ -107,6 +107,10 @@ type App struct {
 	Services       []Service
 	Classification Classification
 	Tags           []string
+	// Emergency marks the app for emergency access ("emergency: true"):
+	// a break-glass session reaches the emergency apps its rules grant
+	// and nothing else.
+	Emergency bool
 }
 
 // SubjectKind says what a rule's "from" entry names.

@@ -540,6 +540,7 @@ func (p *parser) app(name string, at Pos, n *yaml.Node) *App {
 			}
 			p.strsShape(v, what+" tags")
 		},
+		"emergency": func(k, v *yaml.Node) { a.Emergency = p.boolean(v, what+" emergency") },
 	})
 	if n.Kind == yaml.MappingNode {
 		if a.Segment == "" {

@@ -283,6 +283,10 @@ func TestMigrateAuditKeyIndex(t *testing.T) {
 		`ALTER TABLE devices DROP COLUMN quarantined_by`, `ALTER TABLE devices DROP COLUMN quarantine_reason`,
 		// Schema 18 (access reviews) too.
 		`DROP TABLE review_lines`, `DROP TABLE review_campaigns`,
+		// And schema 17 (break-glass).
+		`DROP TABLE break_glass_reviews`, `DROP TABLE break_glass_uses`, `DROP INDEX sessions_active_expires`,
+		`ALTER TABLE users DROP COLUMN break_glass`, `ALTER TABLE apps DROP COLUMN emergency`,
+		`ALTER TABLE sessions DROP COLUMN expires_at`, `ALTER TABLE sessions DROP COLUMN break_glass`,
 		`DELETE FROM schema_version WHERE version >= 15`}
 	for _, line := range strings.Split(auditSearchIndexes, "\n") {
 		if strings.Contains(line, "k_") { // schema 12's key indexes

@@ -171,7 +171,7 @@ func (s *Store) DeleteSegment(ctx context.Context, name string) error {
 
 // --- apps ---
 
-const appCols = `name, segment, dns_name, addr, proto, ports, classification, created_at`
+const appCols = `name, segment, dns_name, addr, proto, ports, classification, created_at, emergency`
 
 func scanApp(r rowScanner) (store.App, error) {
 	var (
@@ -180,7 +180,7 @@ func scanApp(r rowScanner) (store.App, error) {
 		proto       int64
 		at          int64
 	)
-	if err := r.Scan(&a.Name, &a.Segment, &a.DNSName, &addr, &proto, &ports, &a.Classification, &at); err != nil {
+	if err := r.Scan(&a.Name, &a.Segment, &a.DNSName, &addr, &proto, &ports, &a.Classification, &at, &a.Emergency); err != nil {
 		return a, err
 	}
 	var err error
@@ -209,8 +209,8 @@ func (s *Store) CreateApp(ctx context.Context, a store.App) error {
 		if !ok {
 			return fmt.Errorf("segment %q: %w", a.Segment, store.ErrNotFound)
 		}
-		_, err = tx.ExecContext(ctx, `INSERT INTO apps (`+appCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
-			a.Name, a.Segment, a.DNSName, prefixText(a.Addr), int64(a.Proto), ports, string(a.Classification), createdAt(a.CreatedAt))
+		_, err = tx.ExecContext(ctx, `INSERT INTO apps (`+appCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			a.Name, a.Segment, a.DNSName, prefixText(a.Addr), int64(a.Proto), ports, string(a.Classification), createdAt(a.CreatedAt), a.Emergency)
 		return insertErr(err)
 	})
 	if err != nil {
@@ -269,14 +269,14 @@ func (s *Store) DeleteApp(ctx context.Context, name string) error {
 
 // --- users ---
 
-const userCols = `name, password_hash, totp_secret, disabled, created_at`
+const userCols = `name, password_hash, totp_secret, disabled, created_at, break_glass`
 
 func scanUser(r rowScanner) (store.User, error) {
 	var (
 		u  store.User
 		at int64
 	)
-	if err := r.Scan(&u.Name, &u.PasswordHash, &u.TOTPSecret, &u.Disabled, &at); err != nil {
+	if err := r.Scan(&u.Name, &u.PasswordHash, &u.TOTPSecret, &u.Disabled, &at, &u.BreakGlass); err != nil {
 		return u, err
 	}
 	u.CreatedAt = fromMicros(at)
@@ -286,8 +286,8 @@ func scanUser(r rowScanner) (store.User, error) {
 // CreateUser implements [store.Store].
 func (s *Store) CreateUser(ctx context.Context, u store.User) error {
 	err := s.write(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `INSERT INTO users (`+userCols+`) VALUES (?, ?, ?, ?, ?)`,
-			u.Name, u.PasswordHash, u.TOTPSecret, u.Disabled, createdAt(u.CreatedAt))
+		_, err := tx.ExecContext(ctx, `INSERT INTO users (`+userCols+`) VALUES (?, ?, ?, ?, ?, ?)`,
+			u.Name, u.PasswordHash, u.TOTPSecret, u.Disabled, createdAt(u.CreatedAt), u.BreakGlass)
 		return insertErr(err)
 	})
 	if err != nil {

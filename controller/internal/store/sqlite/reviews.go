@@ -11,14 +11,6 @@ import (
 	"github.com/cordonhq/cordon/controller/internal/store"
 )
 
-// migrationReserved17 holds schema 17's place for the break-glass work
-// (issue 17 part 2) that takes it in parallel: the lead replaces it with
-// that migration when both merge.
-const migrationReserved17 = `
-CREATE TABLE IF NOT EXISTS schema_reserved_17 (x INTEGER) STRICT;
-DROP TABLE schema_reserved_17;
-`
-
 // migrationReviews (schema 18): access review campaigns and their lines.
 // A line's entitlement and evidence are fixed at the campaign's start
 // (data, JSON); only its decision columns change.

@@ -157,7 +157,7 @@ ALTER TABLE devices ADD COLUMN mfa_at INTEGER NOT NULL DEFAULT 0; -- unix µs, 0
 	migrationGatewayDrain,
 	migrationAuditKeyIndex,
 	migrationDeviceQuarantine,
-	migrationReserved17,
+	migrationBreakGlass,
 	migrationReviews,
 }
 

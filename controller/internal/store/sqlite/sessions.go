@@ -40,16 +40,19 @@ CREATE INDEX sessions_active_started ON sessions(started_at) WHERE ended_at = 0;
 ALTER TABLE devices ADD COLUMN revoked_at INTEGER NOT NULL DEFAULT 0; -- unix µs, 0: not revoked
 `
 
-const sessionCols = `id, device_id, user_name, method, source, started_at, last_activity, mfa_at, ended_at, end_reason`
+const sessionCols = `id, device_id, user_name, method, source, started_at, last_activity, mfa_at, ended_at, end_reason, expires_at, break_glass`
 
 func scanSession(r rowScanner) (store.Session, error) {
 	var (
 		s                         store.Session
 		started, last, mfa, ended int64
+		expires                   int64
 	)
-	if err := r.Scan(&s.ID, &s.DeviceID, &s.User, &s.Method, &s.Source, &started, &last, &mfa, &ended, &s.EndReason); err != nil {
+	if err := r.Scan(&s.ID, &s.DeviceID, &s.User, &s.Method, &s.Source, &started, &last, &mfa, &ended, &s.EndReason,
+		&expires, &s.BreakGlass); err != nil {
 		return s, err
 	}
+	s.ExpiresAt = fromOptMicros(expires)
 	s.StartedAt, s.LastActivity = fromMicros(started), fromMicros(last)
 	s.MFAAt, s.EndedAt = fromOptMicros(mfa), fromOptMicros(ended)
 	return s, nil
@@ -66,6 +69,7 @@ func (s *Store) StartSession(ctx context.Context, sess store.Session) ([]store.S
 	}
 	sess.LastActivity = fromMicros(toMicros(sess.LastActivity))
 	sess.MFAAt = fromOptMicros(optMicros(sess.MFAAt))
+	sess.ExpiresAt = fromOptMicros(optMicros(sess.ExpiresAt))
 	sess.EndedAt, sess.EndReason = time.Time{}, ""
 	var replaced []store.Session
 	err := s.write(ctx, func(tx *sql.Tx) error {
@@ -86,9 +90,9 @@ func (s *Store) StartSession(ctx context.Context, sess store.Session) ([]store.S
 		if replaced, err = endSessions(ctx, tx, store.SessionFilter{DeviceID: sess.DeviceID}, sess.StartedAt, store.EndReplaced); err != nil {
 			return err
 		}
-		_, err = tx.ExecContext(ctx, `INSERT INTO sessions (`+sessionCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, '')`,
+		_, err = tx.ExecContext(ctx, `INSERT INTO sessions (`+sessionCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, '', ?, ?)`,
 			sess.ID, sess.DeviceID, sess.User, sess.Method, sess.Source,
-			toMicros(sess.StartedAt), toMicros(sess.LastActivity), optMicros(sess.MFAAt))
+			toMicros(sess.StartedAt), toMicros(sess.LastActivity), optMicros(sess.MFAAt), optMicros(sess.ExpiresAt), sess.BreakGlass)
 		return insertErr(err)
 	})
 	if err != nil {
@@ -145,17 +149,17 @@ func listLatestSessions(ctx context.Context, q queryer) ([]store.Session, error)
 }
 
 // ListSessionsDue implements [store.SessionStore], sorted by device ID.
-func (s *Store) ListSessionsDue(ctx context.Context, activityBefore, startedBefore time.Time) ([]store.Session, error) {
-	// Two range searches on the partial indexes: an OR, or an ORDER BY,
+func (s *Store) ListSessionsDue(ctx context.Context, activityBefore, startedBefore, expiresBy time.Time) ([]store.Session, error) {
+	// Three range searches on the partial indexes: an OR, or an ORDER BY,
 	// makes SQLite walk every active session instead.
 	var out []store.Session
 	err := s.read(ctx, func(tx *sql.Tx) error {
 		seen := map[string]bool{}
 		for _, q := range []struct {
-			col string
-			t   time.Time
-		}{{"last_activity", activityBefore}, {"started_at", startedBefore}} {
-			xs, err := listRows(ctx, tx, scanSession, `SELECT `+sessionCols+` FROM sessions WHERE ended_at = 0 AND `+q.col+` < ?`, toMicros(q.t))
+			cond string
+			t    time.Time
+		}{{"last_activity < ?", activityBefore}, {"started_at < ?", startedBefore}, {"expires_at > 0 AND expires_at <= ?", expiresBy}} {
+			xs, err := listRows(ctx, tx, scanSession, `SELECT `+sessionCols+` FROM sessions WHERE ended_at = 0 AND `+q.cond, toMicros(q.t))
 			if err != nil {
 				return err
 			}

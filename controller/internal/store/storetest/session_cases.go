@@ -81,13 +81,13 @@ func testSessions(t *testing.T, s store.Store) {
 	equal(t, "ended session not touched", got.LastActivity, at(0))
 
 	// Due: idle (as stored) since before a time, or started before one.
-	due, err := s.ListSessionsDue(ctx(t), at(3*time.Minute), at(0))
+	due, err := s.ListSessionsDue(ctx(t), at(3*time.Minute), at(0), at(0))
 	must(t, err)
 	equal(t, "sessions idle since before 3m", names(due, func(x store.Session) string { return x.ID }), []string{"s3"})
-	due, err = s.ListSessionsDue(ctx(t), at(0), at(90*time.Second))
+	due, err = s.ListSessionsDue(ctx(t), at(0), at(90*time.Second), at(0))
 	must(t, err)
 	equal(t, "sessions started before 1m30s", names(due, func(x store.Session) string { return x.ID }), []string{"s2"})
-	due, err = s.ListSessionsDue(ctx(t), at(time.Hour), at(0))
+	due, err = s.ListSessionsDue(ctx(t), at(time.Hour), at(0), at(0))
 	must(t, err)
 	equal(t, "every active session idle since before 1h", len(due), 3)
 

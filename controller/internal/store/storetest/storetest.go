@@ -27,6 +27,8 @@
 //   - an AdminToken is invalid from its ExpiresAt on; deleting an admin
 //     deletes its tokens; UseRecoveryCode succeeds once per code even under
 //     concurrency, and deleting a user deletes its recovery codes;
+//   - ListBreakGlassUses returns uses newest first, each with its reviews
+//     oldest first;
 //   - Close is idempotent.
 package storetest
 
@@ -97,6 +99,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Posture", testPosture},
 		{"FlowAcks", testFlowAcks},
 		{"Reviews", testReviews},
+		{"BreakGlass", testBreakGlass},
 		{"Snapshot", testSnapshot},
 		{"SnapshotConsistent", testSnapshotConsistent},
 		{"OddInput", testOddInput},
